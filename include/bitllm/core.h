@@ -1,0 +1,85 @@
+/* Core utilities shared by every part of libbitllm: status codes with messages, half-precision
+ * conversion, a deterministic random generator, small allocation helpers.
+ *
+ * Error convention: every fallible function returns a bl_status and, on failure, fills the
+ * caller's bl_err with a message that names the file/object and the problem. The library never
+ * prints and never exits. */
+#ifndef BITLLM_CORE_H
+#define BITLLM_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#define BITLLM_VERSION "0.1.0"
+
+typedef enum {
+    BL_OK = 0,
+    BL_ERR_IO,          /* open/read/write/mmap failed */
+    BL_ERR_FORMAT,      /* malformed or truncated file contents */
+    BL_ERR_UNSUPPORTED, /* valid input we do not handle (dtype, architecture, version) */
+    BL_ERR_ARG,         /* bad argument from the caller */
+    BL_ERR_NOMEM,
+    BL_ERR_NUMERIC,     /* NaN/Inf or divergence */
+} bl_status;
+
+typedef struct {
+    bl_status code;
+    char msg[512];
+} bl_err;
+
+/* Records the failure in err (may be NULL) and returns code, so callers can write
+ * `return bl_fail(err, BL_ERR_FORMAT, "%s: bad header", path);` */
+bl_status bl_fail(bl_err *err, bl_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+const char *bl_status_name(bl_status s);
+
+/* Allocation: NULL on failure (never aborts). Sizes are checked for overflow. */
+void *bl_malloc(size_t n);
+void *bl_calloc(size_t count, size_t size);
+void *bl_malloc_array(size_t count, size_t size);   /* count*size with overflow check */
+void *bl_aligned_alloc(size_t n);                   /* 64-byte aligned, release with bl_aligned_free */
+void bl_aligned_free(void *p);
+char *bl_strdup(const char *s);
+char *bl_strndup(const char *s, size_t n);
+/* a*b and a+b with overflow detection: return false on overflow. */
+bool bl_mul_overflows(size_t a, size_t b, size_t *out);
+bool bl_add_overflows(size_t a, size_t b, size_t *out);
+
+/* IEEE half and bfloat16 (round to nearest even; NaN preserved). */
+float bl_f16_to_f32(uint16_t h);
+uint16_t bl_f32_to_f16(float f);
+float bl_bf16_to_f32(uint16_t h);
+uint16_t bl_f32_to_bf16(float f);
+/* Value after a round trip through f16: the value a stored FP16 vector really holds. */
+static inline float bl_round_f16(float f) { return bl_f16_to_f32(bl_f32_to_f16(f)); }
+
+/* Deterministic PRNG (xoshiro256**), seeded by splitmix64. One state per stream of work; never
+ * shared between threads. */
+typedef struct { uint64_t s[4]; } bl_rng;
+void bl_rng_seed(bl_rng *r, uint64_t seed);
+uint64_t bl_rng_u64(bl_rng *r);
+float bl_rng_uniform(bl_rng *r);   /* [0, 1) */
+float bl_rng_normal(bl_rng *r);    /* standard normal (Box-Muller) */
+
+/* Whole-file helpers. bl_read_file returns a NUL-terminated buffer (len excludes the NUL). */
+bl_status bl_read_file(const char *path, char **data, size_t *len, bl_err *err);
+/* Writes atomically: data goes to "<path>.tmp.<pid>", is fsync'ed, then renamed over path. */
+bl_status bl_write_file_atomic(const char *path, const void *data, size_t len, bl_err *err);
+
+/* Read-only memory map of a whole file (falls back to reading into memory if mmap fails). */
+typedef struct {
+    const uint8_t *data;
+    size_t size;
+    bool mapped; /* true: munmap on close; false: free */
+} bl_mmap;
+bl_status bl_mmap_open(bl_mmap *m, const char *path, bl_err *err);
+void bl_mmap_close(bl_mmap *m);
+
+/* Wall clock in seconds (monotonic). */
+double bl_time_s(void);
+/* Peak resident set size of this process in bytes (0 if unknown). */
+size_t bl_peak_rss_bytes(void);
+size_t bl_current_rss_bytes(void);
+
+#endif

@@ -1,0 +1,111 @@
+/* Checkpoint files: safetensors (single or sharded HF directory), GGUF v2/v3, llama2.c .bin, and
+ * the safetensors writer used for our own outputs.
+ *
+ * Every parser validates every size, count and offset against the file size before it touches the
+ * bytes, so truncated or malicious files yield BL_ERR_FORMAT with a message naming the file. */
+#ifndef BITLLM_IO_H
+#define BITLLM_IO_H
+
+#include "bitllm/tensor.h"
+
+/* A set of named tensors, usually views into one or more memory-mapped files that the set owns. */
+typedef struct {
+    int n, cap;
+    bl_tensor *t;
+    bl_mmap *maps;   /* files kept open for the lifetime of the set */
+    int n_maps;
+    void **owned;    /* heap buffers owned by the set (converted/dequantized tensors) */
+    int n_owned;
+} bl_tensor_set;
+
+const bl_tensor *bl_tensor_set_find(const bl_tensor_set *s, const char *name);
+/* Appends a tensor view (copied struct; data is not copied). */
+bl_status bl_tensor_set_add(bl_tensor_set *s, const bl_tensor *t, bl_err *err);
+/* Hands a heap buffer to the set, freed with it. */
+bl_status bl_tensor_set_own(bl_tensor_set *s, void *buf, bl_err *err);
+bl_status bl_tensor_set_own_map(bl_tensor_set *s, bl_mmap *m, bl_err *err); /* takes ownership */
+void bl_tensor_set_free(bl_tensor_set *s);
+
+/* ---- safetensors ---- */
+/* Opens one .safetensors file and appends its tensors to set. If metadata_json is non-NULL it
+ * receives a malloc'ed copy of the "__metadata__" object as JSON text (or NULL if absent). */
+bl_status bl_safetensors_open(const char *path, bl_tensor_set *set, char **metadata_json,
+                              bl_err *err);
+/* Opens the tensors of a Hugging Face model directory: model.safetensors, or the shards listed in
+ * model.safetensors.index.json. */
+bl_status bl_hf_open_tensors(const char *dir, bl_tensor_set *set, bl_err *err);
+
+/* Streaming safetensors writer: tensors are added with their bytes (copied or referenced until
+ * finish), then written in one pass to "<path>.tmp.<pid>" and renamed to path. */
+typedef struct bl_st_writer bl_st_writer;
+bl_status bl_st_writer_new(bl_st_writer **w, bl_err *err);
+/* data must remain valid until bl_st_writer_finish when copy is false. */
+bl_status bl_st_writer_add(bl_st_writer *w, const char *name, bl_dtype dtype, int ndim,
+                           const int64_t *shape, const void *data, size_t nbytes, bool copy,
+                           bl_err *err);
+/* Optional string->string metadata stored under "__metadata__". */
+bl_status bl_st_writer_meta(bl_st_writer *w, const char *key, const char *value, bl_err *err);
+bl_status bl_st_writer_finish(bl_st_writer *w, const char *path, bl_err *err);
+void bl_st_writer_free(bl_st_writer *w);
+
+/* ---- GGUF ---- */
+typedef enum {
+    BL_GGUF_U8 = 0, BL_GGUF_I8 = 1, BL_GGUF_U16 = 2, BL_GGUF_I16 = 3, BL_GGUF_U32 = 4,
+    BL_GGUF_I32 = 5, BL_GGUF_F32 = 6, BL_GGUF_BOOL = 7, BL_GGUF_STRING = 8, BL_GGUF_ARRAY = 9,
+    BL_GGUF_U64 = 10, BL_GGUF_I64 = 11, BL_GGUF_F64 = 12,
+} bl_gguf_type;
+
+typedef struct { const char *ptr; uint64_t len; } bl_str; /* not NUL-terminated; points into file */
+
+typedef struct {
+    char *key;           /* NUL-terminated copy */
+    bl_gguf_type type;
+    union {
+        uint64_t u64;    /* all unsigned integer types and bool */
+        int64_t i64;     /* all signed integer types */
+        double f64;      /* F32 and F64 */
+        bl_str str;
+        struct {
+            bl_gguf_type type;   /* element type (nested arrays are rejected) */
+            uint64_t n;
+            const uint8_t *data; /* numeric elements, packed little-endian, maybe unaligned */
+            bl_str *strs;        /* string elements (n entries), NULL for numeric arrays */
+        } arr;
+    } v;
+} bl_gguf_kv;
+
+typedef struct {
+    char *path;
+    uint32_t version;
+    uint64_t n_kv;
+    bl_gguf_kv *kv;
+    size_t alignment;
+    bl_tensor_set tensors;   /* shapes reversed into row-major order (shape[0] slowest) */
+} bl_gguf;
+
+bl_status bl_gguf_open(const char *path, bl_gguf *g, bl_err *err);
+void bl_gguf_close(bl_gguf *g);
+const bl_gguf_kv *bl_gguf_find(const bl_gguf *g, const char *key);
+/* Typed getters: false if missing or of an incompatible type. Integers of any width convert. */
+bool bl_gguf_get_int(const bl_gguf *g, const char *key, int64_t *out);
+bool bl_gguf_get_float(const bl_gguf *g, const char *key, double *out);
+bool bl_gguf_get_bool(const bl_gguf *g, const char *key, bool *out);
+bool bl_gguf_get_str(const bl_gguf *g, const char *key, bl_str *out);
+/* Element i of a numeric array kv, converted. */
+double bl_gguf_arr_float(const bl_gguf_kv *kv, uint64_t i);
+int64_t bl_gguf_arr_int(const bl_gguf_kv *kv, uint64_t i);
+
+/* ---- llama2.c ---- */
+typedef struct {
+    int dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len;
+    bool shared_classifier;
+    int version;          /* 0 = legacy header, 1/2 = versioned export formats */
+} bl_llama2c_header;
+
+/* Opens a llama2.c checkpoint; appends its tensors to set under GGUF names ("token_embd.weight",
+ * "blk.N.attn_q.weight", "blk.N.attn_norm.weight", "output_norm.weight", "output.weight", ...),
+ * all F32 views into the mapped file. Q/K rows stay in llama2.c (interleaved RoPE) order. */
+bl_status bl_llama2c_open(const char *path, bl_llama2c_header *hdr, bl_tensor_set *set,
+                          bl_err *err);
+
+#endif

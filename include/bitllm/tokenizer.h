@@ -1,0 +1,45 @@
+/* Tokenizers: SentencePiece-style BPE with byte fallback (llama2.c tokenizer.bin, GGUF "llama"
+ * vocabulary, HF tokenizer.json with a BPE model over "▁" pieces) and byte-level BPE (HF
+ * tokenizer.json of GPT-2 / Llama-3 / Qwen type with its pre-tokenizer regex and merges, GGUF
+ * "gpt2" vocabulary). */
+#ifndef BITLLM_TOKENIZER_H
+#define BITLLM_TOKENIZER_H
+
+#include "bitllm/io.h"
+
+typedef struct bl_tokenizer bl_tokenizer;
+
+typedef enum { BL_TOK_SPM = 0, BL_TOK_BYTE_BPE = 1 } bl_tok_kind;
+
+/* path is a tokenizer.json file, or a directory holding one (tokenizer_config.json beside it, if
+ * present, supplies bos/eos and add_bos defaults). */
+bl_status bl_tokenizer_load_hf(const char *path, bl_tokenizer **out, bl_err *err);
+/* llama2.c tokenizer.bin; vocab_size is the model's (the file does not store it). */
+bl_status bl_tokenizer_load_llama2c(const char *path, int vocab_size, bl_tokenizer **out,
+                                    bl_err *err);
+/* From GGUF metadata (tokenizer.ggml.*). */
+bl_status bl_tokenizer_load_gguf(const bl_gguf *g, bl_tokenizer **out, bl_err *err);
+void bl_tokenizer_free(bl_tokenizer *t);
+
+bl_tok_kind bl_tokenizer_kind(const bl_tokenizer *t);
+int bl_tokenizer_vocab_size(const bl_tokenizer *t);
+int bl_tokenizer_bos(const bl_tokenizer *t); /* -1 if none */
+int bl_tokenizer_eos(const bl_tokenizer *t); /* -1 if none */
+/* Overrides BOS/EOS (e.g. from the model's config.json); pass -1 to leave one unchanged. */
+void bl_tokenizer_set_bos_eos(bl_tokenizer *t, int bos, int eos);
+
+/* Encodes UTF-8 text. Special/added tokens spelled in the text are recognised the way the source
+ * tokenizer does (HF: added tokens are split out first; SentencePiece files: never). BOS is
+ * prepended only when add_bos is true. *ids is malloc'ed. */
+bl_status bl_tokenizer_encode(const bl_tokenizer *t, const char *text, size_t len, bool add_bos,
+                              int32_t **ids, size_t *n_ids, bl_err *err);
+/* Decodes ids to UTF-8 bytes (byte-fallback and byte-level pieces reassembled; SentencePiece "▁"
+ * becomes a space; BOS/EOS and other control tokens produce nothing). *text is malloc'ed and
+ * NUL-terminated. */
+bl_status bl_tokenizer_decode(const bl_tokenizer *t, const int32_t *ids, size_t n, char **text,
+                              size_t *len, bl_err *err);
+/* Text of one token for streaming output: writes its bytes into buf (at most cap) and returns the
+ * byte count. Byte-level pieces may be partial UTF-8 sequences; the caller concatenates. */
+size_t bl_tokenizer_piece(const bl_tokenizer *t, int32_t id, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,158 @@
+#include "bitllm/core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+bl_status bl_read_file(const char *path, char **data, size_t *len, bl_err *err) {
+    *data = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return bl_fail(err, BL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return bl_fail(err, BL_ERR_IO, "%s: not a regular file", path);
+    }
+    size_t n = (size_t)st.st_size;
+    char *buf = malloc(n + 1);
+    if (!buf) {
+        fclose(f);
+        return bl_fail(err, BL_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, n);
+    }
+    if (n && fread(buf, 1, n, f) != n) {
+        free(buf);
+        fclose(f);
+        return bl_fail(err, BL_ERR_IO, "%s: short read", path);
+    }
+    fclose(f);
+    buf[n] = 0;
+    *data = buf;
+    *len = n;
+    return BL_OK;
+}
+
+bl_status bl_write_file_atomic(const char *path, const void *data, size_t len, bl_err *err) {
+    size_t plen = strlen(path) + 32;
+    char *tmp = malloc(plen);
+    if (!tmp) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", path);
+    snprintf(tmp, plen, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        bl_status s = bl_fail(err, BL_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        free(tmp);
+        return s;
+    }
+    const uint8_t *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            bl_status s = bl_fail(err, BL_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+            close(fd);
+            unlink(tmp);
+            free(tmp);
+            return s;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        bl_status s = bl_fail(err, BL_ERR_IO, "%s: sync failed: %s", tmp, strerror(errno));
+        unlink(tmp);
+        free(tmp);
+        return s;
+    }
+    if (rename(tmp, path) != 0) {
+        bl_status s = bl_fail(err, BL_ERR_IO, "%s: rename failed: %s", path, strerror(errno));
+        unlink(tmp);
+        free(tmp);
+        return s;
+    }
+    free(tmp);
+    return BL_OK;
+}
+
+bl_status bl_mmap_open(bl_mmap *m, const char *path, bl_err *err) {
+    memset(m, 0, sizeof *m);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return bl_fail(err, BL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return bl_fail(err, BL_ERR_IO, "%s: not a regular file", path);
+    }
+    m->size = (size_t)st.st_size;
+    if (m->size == 0) {
+        close(fd);
+        m->data = (const uint8_t *)"";
+        return BL_OK;
+    }
+    void *p = mmap(NULL, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p != MAP_FAILED) {
+        close(fd);
+        m->data = p;
+        m->mapped = true;
+        return BL_OK;
+    }
+    uint8_t *buf = malloc(m->size);
+    if (!buf) {
+        close(fd);
+        return bl_fail(err, BL_ERR_NOMEM, "%s: cannot map or allocate %zu bytes", path, m->size);
+    }
+    size_t got = 0;
+    while (got < m->size) {
+        ssize_t r = read(fd, buf + got, m->size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (got != m->size) {
+        free(buf);
+        return bl_fail(err, BL_ERR_IO, "%s: short read", path);
+    }
+    m->data = buf;
+    return BL_OK;
+}
+
+void bl_mmap_close(bl_mmap *m) {
+    if (m->size == 0) {
+        /* nothing mapped or allocated */
+    } else if (m->mapped) {
+        munmap((void *)m->data, m->size);
+    } else {
+        free((void *)m->data);
+    }
+    memset(m, 0, sizeof *m);
+}
+
+double bl_time_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+size_t bl_peak_rss_bytes(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (size_t)ru.ru_maxrss * 1024;
+}
+
+size_t bl_current_rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    long pages = 0, rss = 0;
+    int ok = fscanf(f, "%ld %ld", &pages, &rss);
+    fclose(f);
+    if (ok != 2) return 0;
+    return (size_t)rss * (size_t)sysconf(_SC_PAGESIZE);
+}
