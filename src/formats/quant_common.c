@@ -1,0 +1,171 @@
+/* Shared save/load/validation helpers of the quantized formats. Every tensor a quantized layer
+ * reads is checked for presence, dtype, exact shape and byte size before it is touched, and every
+ * error names the full tensor name, because the caller only sees the message. */
+#include "formats/quant_common.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+bl_status bl_qc_name(char *buf, const char *prefix, const char *part, bl_err *err) {
+    int len = snprintf(buf, BL_MAX_NAME, "%s.%s", prefix, part);
+    if (len < 0 || len >= BL_MAX_NAME)
+        return bl_fail(err, BL_ERR_ARG, "%s.%s: tensor name longer than %d bytes", prefix, part,
+                       BL_MAX_NAME - 1);
+    return BL_OK;
+}
+
+static const char *dtype_name(bl_dtype t) {
+    return (unsigned)t < BL_DT_COUNT ? bl_dtype_info(t)->name : "?";
+}
+
+/* "U8 [64, 22]" */
+static void describe(char *buf, size_t cap, bl_dtype dt, int ndim, const int64_t *shape) {
+    size_t len = (size_t)snprintf(buf, cap, "%s [", dtype_name(dt));
+    for (int i = 0; i < ndim && len < cap; i++)
+        len += (size_t)snprintf(buf + len, cap - len, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (len < cap) snprintf(buf + len, cap - len, "]");
+}
+
+/* Finds <prefix>.<part> and checks dtype, shape and byte count exactly. */
+static bl_status find_checked(const bl_tensor_set *ts, const char *prefix, const char *part,
+                              bl_dtype dt, int ndim, const int64_t *shape, const bl_tensor **out,
+                              bl_err *err) {
+    char name[BL_MAX_NAME], want[96], got[96];
+    bl_status s = bl_qc_name(name, prefix, part, err);
+    if (s) return s;
+    describe(want, sizeof want, dt, ndim, shape);
+    const bl_tensor *t = bl_tensor_set_find(ts, name);
+    if (!t) return bl_fail(err, BL_ERR_FORMAT, "%s: missing tensor (expected %s)", name, want);
+    bool ok = t->dtype == dt && t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
+    if (!ok) {
+        describe(got, sizeof got, t->dtype, t->ndim < 0 || t->ndim > BL_MAX_DIMS ? 0 : t->ndim,
+                 t->shape);
+        return bl_fail(err, BL_ERR_FORMAT, "%s: expected %s, got %s", name, want, got);
+    }
+    uint64_t numel = 1;
+    for (int i = 0; i < ndim; i++) numel *= (uint64_t)shape[i];
+    size_t nbytes;
+    if (!bl_dtype_nbytes(dt, numel, &nbytes) || nbytes != t->nbytes || (nbytes && !t->data))
+        return bl_fail(err, BL_ERR_FORMAT, "%s: %zu bytes of data for %s", name, t->nbytes, want);
+    *out = t;
+    return BL_OK;
+}
+
+bl_status bl_qc_load_bits(const bl_tensor_set *ts, const char *prefix, const char *part,
+                          int64_t rows, int64_t used_bits, const uint8_t **out, bl_err *err) {
+    int64_t row_bytes = (used_bits + 7) / 8, shape[2] = {rows, row_bytes};
+    const bl_tensor *t;
+    bl_status s = find_checked(ts, prefix, part, BL_DT_U8, 2, shape, &t, err);
+    if (s) return s;
+    const uint8_t *bits = t->data;
+    char name[BL_MAX_NAME];
+    bl_qc_name(name, prefix, part, NULL);
+    s = bl_qc_check_padding(bits, rows, used_bits, name, err);
+    if (s) return s;
+    *out = bits;
+    return BL_OK;
+}
+
+bl_status bl_qc_check_padding(const uint8_t *bits, int64_t rows, int64_t used_bits,
+                              const char *what, bl_err *err) {
+    if (used_bits % 8 == 0) return BL_OK;
+    int64_t row_bytes = (used_bits + 7) / 8;
+    uint8_t pad = (uint8_t)(0xffu << (used_bits % 8));
+    for (int64_t i = 0; i < rows; i++)
+        if (bits[i * row_bytes + row_bytes - 1] & pad)
+            return bl_fail(err, BL_ERR_FORMAT, "%s: row %lld has padding bits set (bits past %lld "
+                           "must be 0)", what, (long long)i, (long long)used_bits);
+    return BL_OK;
+}
+
+bl_status bl_qc_load_f16(const bl_tensor_set *ts, const char *prefix, const char *part,
+                         int64_t rows, int64_t cols, float **out, bl_err *err) {
+    int64_t shape[2] = {rows, cols};
+    const bl_tensor *t;
+    bl_status s = find_checked(ts, prefix, part, BL_DT_F16, cols ? 2 : 1, shape, &t, err);
+    if (s) return s;
+    size_t n = (size_t)rows * (size_t)(cols ? cols : 1);
+    float *v = bl_malloc_array(n, sizeof *v);
+    if (!v) return bl_fail(err, BL_ERR_NOMEM, "%s.%s: out of memory", prefix, part);
+    bl_dtype_info(BL_DT_F16)->to_f32(t->data, v, n);
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) {
+            free(v);
+            return bl_fail(err, BL_ERR_FORMAT, "%s.%s: element %zu is not finite", prefix, part,
+                           i);
+        }
+    *out = v;
+    return BL_OK;
+}
+
+bl_status bl_qc_save_f16(bl_st_writer *w, const char *prefix, const char *part, const float *v,
+                         int64_t rows, int64_t cols, bl_err *err) {
+    char name[BL_MAX_NAME];
+    bl_status s = bl_qc_name(name, prefix, part, err);
+    if (s) return s;
+    size_t n = (size_t)rows * (size_t)(cols ? cols : 1);
+    uint8_t *buf = bl_malloc_array(n, 2);
+    if (!buf) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", name);
+    for (size_t i = 0; i < n; i++) { /* little-endian, as safetensors requires */
+        uint16_t h = bl_f32_to_f16(v[i]);
+        buf[2 * i] = (uint8_t)(h & 0xff);
+        buf[2 * i + 1] = (uint8_t)(h >> 8);
+    }
+    int64_t shape[2] = {rows, cols};
+    /* Copied: the writer then owns what it needs and the layer's lifetime does not matter. */
+    s = bl_st_writer_add(w, name, BL_DT_F16, cols ? 2 : 1, shape, buf, n * 2, true, err);
+    free(buf);
+    return s;
+}
+
+bl_status bl_qc_save_u8(bl_st_writer *w, const char *prefix, const char *part,
+                        const uint8_t *bits, int64_t rows, int64_t row_bytes, bl_err *err) {
+    char name[BL_MAX_NAME];
+    bl_status s = bl_qc_name(name, prefix, part, err);
+    if (s) return s;
+    int64_t shape[2] = {rows, row_bytes};
+    return bl_st_writer_add(w, name, BL_DT_U8, 2, shape, bits, (size_t)(rows * row_bytes), true,
+                            err);
+}
+
+bl_status bl_qc_round_f16(float *v, int64_t n, const char *what, bl_err *err) {
+    for (int64_t i = 0; i < n; i++) {
+        float r = bl_round_f16(v[i]);
+        if (!isfinite(r))
+            return bl_fail(err, BL_ERR_NUMERIC, "%s[%lld] = %g is not finite as FP16", what,
+                           (long long)i, (double)v[i]);
+        v[i] = r;
+    }
+    return BL_OK;
+}
+
+bl_status bl_qc_need(const void *p, const char *what, bl_err *err) {
+    return p ? BL_OK : bl_fail(err, BL_ERR_ARG, "%s is NULL", what);
+}
+
+bl_status bl_qc_signmat(bl_signmat *S, int64_t rows, int64_t cols, const uint8_t *bits,
+                        bl_err *err) {
+    bl_signmat_init(S, rows, cols, bits);
+    return bl_signmat_prepare(S, err);
+}
+
+void bl_qc_scale(const float *x, const float *s, int64_t T, int64_t n, float *out) {
+#pragma omp parallel for schedule(static) if (T > 1 && T * n >= 32768)
+    for (int64_t t = 0; t < T; t++) {
+        const float *xr = x + t * n;
+        float *o = out + t * n;
+        for (int64_t j = 0; j < n; j++) o[j] = xr[j] * s[j];
+    }
+}
+
+float bl_qc_dot(const float *a, const float *b, int64_t n) {
+    float acc[8] = {0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) acc[k] += a[j + k] * b[j + k];
+    for (; j < n; j++) acc[j & 7] += a[j] * b[j];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
