@@ -25,6 +25,10 @@ bl_tok_kind bl_tokenizer_kind(const bl_tokenizer *t);
 int bl_tokenizer_vocab_size(const bl_tokenizer *t);
 int bl_tokenizer_bos(const bl_tokenizer *t); /* -1 if none */
 int bl_tokenizer_eos(const bl_tokenizer *t); /* -1 if none */
+/* Whether the source asks for BOS at the start of a text (llama2.c/GGUF "llama": yes; GGUF
+ * tokenizer.ggml.add_bos_token; HF add_bos_token in tokenizer_config.json, else a post-processor
+ * template that starts with a special token). False when there is no BOS. */
+bool bl_tokenizer_add_bos(const bl_tokenizer *t);
 /* Overrides BOS/EOS (e.g. from the model's config.json); pass -1 to leave one unchanged. */
 void bl_tokenizer_set_bos_eos(bl_tokenizer *t, int bos, int eos);
 
