@@ -3,7 +3,9 @@
  *
  * The text gets its dummy-prefix space, is cut into UTF-8 characters, each character becomes its
  * piece or, when the vocabulary lacks it, one <0xXX> token per byte; then pairs merge as
- * described in merge.c. Spaces stay plain spaces here: the loaders spelled every "▁" in the
+ * described in merge.c. With piece scores the text is merged in stretches that no piece can span
+ * (tok_internal.h, adj): a cut between two characters that never stand side by side inside a
+ * piece changes nothing, since no merged symbol could ever cover both. Spaces stay plain spaces here: the loaders spelled every "▁" in the
  * vocabulary as a space, which is how llama2.c's tokenizer.bin stores them, so one algorithm
  * serves every file. (A literal U+2581 in the input therefore stays that character, encoded by
  * byte fallback, where SentencePiece itself would read it as a space.) */
