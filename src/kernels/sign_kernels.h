@@ -1,0 +1,85 @@
+/* Private interface between the kernel dispatcher and the per-ISA sign-matrix kernels.
+ *
+ * Packed ("prepared") layout, shared by the AVX2 and AVX-512 kernels so a matrix prepared under
+ * one level still runs under the other: the m rows are cut into blocks of BL_SB_ROWS = 16 rows
+ * (the last block padded with zero rows) and the columns into 32-column words (the last word
+ * padded with zero bits). For a word, a block stores the 16 rows' uint32 values side by side, so
+ * one 512-bit load puts row r of the block in lane r: the kernels keep rows in vector lanes and
+ * never need a horizontal sum. Words are grouped into chunks of BL_SB_CHUNK_WORDS; the buffer is
+ * chunk-major (chunk, then block, then word in the chunk), so a kernel that sweeps all rows of
+ * one column chunk — to reuse a lookup table built for that chunk — reads memory sequentially.
+ * The value of a uint32 word is bit k = column 32·w + k (canonical bit order, little-endian). */
+#ifndef BITLLM_KERNELS_SIGN_KERNELS_H
+#define BITLLM_KERNELS_SIGN_KERNELS_H
+
+#include "bitllm/kernels.h"
+
+#define BL_SB_ROWS 16
+#define BL_SB_CHUNK_WORDS 16 /* 512 columns per chunk (256 and 1024 measured the same) */
+#define BL_SB_CHUNK_COLS (32 * BL_SB_CHUNK_WORDS)
+
+/* Geometry of the packed layout for an m×n matrix. */
+typedef struct {
+    int64_t blocks; /* ceil(m/16) */
+    int64_t words;  /* ceil(n/32) */
+    int64_t chunks; /* ceil(words/BL_SB_CHUNK_WORDS) */
+} bl_sb_geom;
+
+static inline bl_sb_geom bl_sb_geometry(int64_t m, int64_t n) {
+    bl_sb_geom g;
+    g.blocks = (m + BL_SB_ROWS - 1) / BL_SB_ROWS;
+    g.words = (n + 31) / 32;
+    g.chunks = (g.words + BL_SB_CHUNK_WORDS - 1) / BL_SB_CHUNK_WORDS;
+    return g;
+}
+/* Words in chunk c (the last chunk may be short). */
+static inline int64_t bl_sb_chunk_words(const bl_sb_geom *g, int64_t c) {
+    int64_t left = g->words - c * BL_SB_CHUNK_WORDS;
+    return left < BL_SB_CHUNK_WORDS ? left : BL_SB_CHUNK_WORDS;
+}
+/* Index (in uint32 units) of lane 0 of word w of chunk c, block b. */
+static inline int64_t bl_sb_offset(const bl_sb_geom *g, int64_t c, int64_t b, int64_t w) {
+    return ((c * BL_SB_CHUNK_WORDS * g->blocks) + b * bl_sb_chunk_words(g, c) + w) * BL_SB_ROWS;
+}
+/* Bytes of the packed buffer (blocks·words·16 uint32). */
+static inline size_t bl_sb_packed_bytes(const bl_sb_geom *g) {
+    return (size_t)g->blocks * (size_t)g->words * BL_SB_ROWS * sizeof(uint32_t);
+}
+
+/* Fills `packed` (bl_sb_packed_bytes) from the canonical bits (portable C, sign_pack.c). */
+void bl_sb_pack(int64_t m, int64_t n, const uint8_t *bits, uint32_t *packed);
+/* Word w (columns 32w..32w+31) of one canonical row of n columns; bits past column n are returned
+ * as 0 whatever the padding holds. Never reads past the row's ceil(n/8) bytes. */
+uint32_t bl_sb_canon_word(const uint8_t *row, int64_t n, int64_t w);
+
+/* A kernel entry point: the public signature of bl_sign_matmul / bl_sign_matmul_t. */
+typedef void (*bl_sign_fn)(const bl_signmat *S, const float *X, int64_t T, float *Y);
+
+/* Every compiled variant, for tests and benchmarks: `packed` says whether it needs a prepared
+ * matrix (S->packed), `transposed` whether it computes V·S instead of X·Sᵀ. The first variant of
+ * each (isa, transposed) pair is the one bl_sign_matmul(_t) uses. */
+typedef struct {
+    const char *name;
+    bl_isa isa;
+    bool transposed;
+    bool packed;
+    bl_sign_fn fn;
+    const char *what; /* one line describing the method */
+} bl_sign_variant;
+const bl_sign_variant *bl_sign_variants(int *count);
+
+/* Per-ISA entry points (x86/sign_avx2.c, x86/sign_avx512.c). The plain ones pick the packed or
+ * canonical path themselves; the others are the individual variants. */
+void bl_sign_mm_avx512(const bl_signmat *S, const float *X, int64_t T, float *Y);
+void bl_sign_mm_avx512_lut(const bl_signmat *S, const float *X, int64_t T, float *Y);
+void bl_sign_mm_avx512_gather(const bl_signmat *S, const float *X, int64_t T, float *Y);
+void bl_sign_mm_avx512_mask(const bl_signmat *S, const float *X, int64_t T, float *Y);
+void bl_sign_mm_t_avx512(const bl_signmat *S, const float *V, int64_t T, float *Z);
+
+void bl_sign_mm_avx2(const bl_signmat *S, const float *X, int64_t T, float *Y);
+void bl_sign_mm_avx2_lut(const bl_signmat *S, const float *X, int64_t T, float *Y);
+void bl_sign_mm_avx2_gather(const bl_signmat *S, const float *X, int64_t T, float *Y);
+void bl_sign_mm_avx2_mask(const bl_signmat *S, const float *X, int64_t T, float *Y);
+void bl_sign_mm_t_avx2(const bl_signmat *S, const float *V, int64_t T, float *Z);
+
+#endif

@@ -1,0 +1,343 @@
+/* AVX-512 sign-matrix kernels.
+ *
+ * Y = X·Sᵀ (the inference product) uses lookup tables, in the spirit of the T-MAC / bitnet TL
+ * kernels but kept in f32 so no accuracy is lost: for every group of 4 consecutive inputs the 16
+ * possible signed sums ±x0±x1±x2±x3 are computed once per token and held in one zmm; a 4-bit
+ * nibble of sign bits then picks the group's contribution with one VPERMPS. With the 16 rows of a
+ * block in the 16 lanes (the packed layout of sign_kernels.h), a nibble per lane is just the packed
+ * word shifted right, so 64 sign·input products cost a shift, a permute and an add, and no
+ * horizontal sums are needed. Tables are built per column chunk (512 columns, 8 KiB per token) so
+ * they stay in L1 and on the stack; a pass over a chunk serves up to TB tokens at once so that
+ * batched inputs read each sign word once per TB tokens.
+ *
+ * Summation order, identical in every path and at every thread count: each output accumulates
+ * its group sums in column order (group 0, 1, 2, ...), starting from +0; a group sum is
+ * ((±x0 ± x1) ± x2) ± x3. Threads take contiguous ranges of 16-row blocks, which changes which
+ * thread computes a row but never how.
+ *
+ * Unprepared matrices use the same tables, gathering each block's words from the canonical rows
+ * (VPGATHERDD), so they give bit-identical results, only slower. The mask variant (sums of the
+ * inputs selected by 16-bit k-masks, columns in lanes) is kept as the measured alternative. */
+#include "kernels/sign_kernels.h"
+
+#include <immintrin.h>
+#include <omp.h>
+#include <string.h>
+
+#include "bitllm/format.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+/* Blocking, measured at 4096×4096 on one Zen 5 core (see tools/cmd_bench.c):
+ * - GEMV: 4 row blocks per pass and the nibble loop fully unrolled: 86 µs (2 blocks: 104 µs,
+ *   8 blocks: 99 µs; splitting each row's sum into two chains did not help, 88-90 µs).
+ * - batches: 4 tokens × 2 row blocks per pass (3 blocks: same within noise), nibble loop unrolled
+ *   4×: 4.2 ms at T = 64. Fully unrolled, GCC hoists the permutes far ahead of their adds and
+ *   spills them (6.4 ms); 6 or 8 tokens per pass with 256-column chunks: 8.6 ms. */
+#define TB_MAX 4                        /* tokens per pass: 4 tables of 8 KiB on the stack */
+#define GROUPS (8 * BL_SB_CHUNK_WORDS)  /* 4-input groups per chunk */
+#define PAR_MIN_WORK (1 << 18)          /* sign products below which one thread is faster */
+
+/* Table of one 4-input group: lane e = Σ_b (bit b of e ? −x_b : +x_b), added in order b = 0..3. */
+ALWAYS_INLINE __m512 group_table(const float v[4]) {
+    const int M = INT32_MIN;
+    const __m512i s0 = _mm512_setr_epi32(0, M, 0, M, 0, M, 0, M, 0, M, 0, M, 0, M, 0, M);
+    const __m512i s1 = _mm512_setr_epi32(0, 0, M, M, 0, 0, M, M, 0, 0, M, M, 0, 0, M, M);
+    const __m512i s2 = _mm512_setr_epi32(0, 0, 0, 0, M, M, M, M, 0, 0, 0, 0, M, M, M, M);
+    const __m512i s3 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, M, M, M, M, M, M, M, M);
+#define SIGNED(k, s) _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(_mm512_set1_ps(v[k])), s))
+    __m512 t = _mm512_add_ps(SIGNED(0, s0), SIGNED(1, s1));
+    t = _mm512_add_ps(t, SIGNED(2, s2));
+    return _mm512_add_ps(t, SIGNED(3, s3));
+#undef SIGNED
+}
+
+/* Tables for the `groups` groups starting at column col0 of one token x (inputs past n are 0). */
+static void build_tables(const float *x, int64_t n, int64_t col0, int64_t groups, float *tab) {
+    for (int64_t g = 0; g < groups; g++) {
+        int64_t j = col0 + 4 * g;
+        float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (j + 4 <= n)
+            memcpy(v, x + j, sizeof v);
+        else
+            for (int b = 0; b < 4 && j + b < n; b++) v[b] = x[j + b];
+        _mm512_store_ps(tab + 16 * g, group_table(v));
+    }
+}
+
+/* Where a pass reads its sign words from: the packed buffer, or the canonical rows. */
+typedef struct {
+    const uint32_t *packed; /* NULL: gather from bits */
+    const uint8_t *bits;
+    int64_t m, n, row_bytes;
+    bl_sb_geom g;
+} src_t;
+
+/* Word gw of the 16 rows of block b, row r in lane r, gathered from canonical rows. Rows past m
+ * read as 0; the row's last word, which may be shorter than 4 bytes, is assembled bytewise so
+ * nothing past the matrix is read. */
+ALWAYS_INLINE __m512i gather_word(const src_t *s, int64_t b, int64_t gw) {
+    const int64_t row0 = b * BL_SB_ROWS, left = s->m - row0;
+    const __mmask16 rows = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+    if (4 * gw + 4 <= s->row_bytes && s->row_bytes < (INT64_C(1) << 26)) {
+        const int rb = (int)s->row_bytes;
+        const __m512i off = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(rb));
+        const uint8_t *base = s->bits + row0 * s->row_bytes + 4 * gw;
+        return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rows, off, base, 1);
+    }
+    uint32_t tmp[BL_SB_ROWS] __attribute__((aligned(64)));
+    for (int r = 0; r < BL_SB_ROWS; r++)
+        tmp[r] = r < left ? bl_sb_canon_word(s->bits + (row0 + r) * s->row_bytes, s->n, gw) : 0;
+    return _mm512_load_si512(tmp);
+}
+
+/* One nibble step: group q of word w for TB tokens and R row blocks; then the next nibble. */
+ALWAYS_INLINE void lut_step(__m512i *W, const float *tq, __m512 *acc, int TB, int R) {
+#pragma GCC unroll 4
+    for (int t = 0; t < TB; t++) {
+        const __m512 tv = _mm512_load_ps(tq + t * GROUPS * 16);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+            acc[t * R + r] = _mm512_add_ps(acc[t * R + r], _mm512_permutexvar_ps(W[r], tv));
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) W[r] = _mm512_srli_epi32(W[r], 4);
+}
+
+/* Adds chunk c's contribution for TB tokens and R consecutive row blocks from b into
+ * acc[t·R + r]. tab holds TB tables of GROUPS·16 floats. */
+ALWAYS_INLINE void lut_chunk(const src_t *s, int64_t c, int64_t b, const float *tab, __m512 *acc,
+                             int TB, int R, bool gather) {
+    const int64_t cw = bl_sb_chunk_words(&s->g, c);
+    const uint32_t *P = gather ? NULL : s->packed + bl_sb_offset(&s->g, c, b, 0);
+    for (int64_t w = 0; w < cw; w++) {
+        __m512i W[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+            W[r] = gather ? gather_word(s, b + r, c * BL_SB_CHUNK_WORDS + w)
+                          : _mm512_load_si512(P + (r * cw + w) * BL_SB_ROWS);
+        const float *tw = tab + w * 8 * 16;
+        if (TB == 1) {
+#pragma GCC unroll 8
+            for (int q = 0; q < 8; q++) lut_step(W, tw + q * 16, acc, TB, R);
+        } else {
+#pragma GCC unroll 4
+            for (int q = 0; q < 8; q++) lut_step(W, tw + q * 16, acc, TB, R);
+        }
+    }
+}
+
+/* One pass: R row blocks from b, TB tokens from t0, chunk c; partial sums live in Y between
+ * chunks (chunk 0 starts from +0). */
+ALWAYS_INLINE void lut_pass(const src_t *s, int64_t c, int64_t b, const float *tab, float *Y,
+                            int64_t t0, int TB, int R, bool gather) {
+    __m512 acc[16];
+    __mmask16 mk[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        int64_t left = s->m - (b + r) * BL_SB_ROWS;
+        mk[r] = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < TB; t++)
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+            acc[t * R + r] = c == 0 ? _mm512_setzero_ps()
+                                    : _mm512_maskz_loadu_ps(mk[r], Y + (t0 + t) * s->m +
+                                                                       (b + r) * BL_SB_ROWS);
+    lut_chunk(s, c, b, tab, acc, TB, R, gather);
+#pragma GCC unroll 4
+    for (int t = 0; t < TB; t++)
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+            _mm512_mask_storeu_ps(Y + (t0 + t) * s->m + (b + r) * BL_SB_ROWS, mk[r],
+                                  acc[t * R + r]);
+}
+
+/* Blocks [b0, b1) of every token, chunk by chunk. The register blocking (R row blocks for TB
+ * tokens) only groups independent accumulations, so it does not change any result. */
+#define PASSES(TB, R)                                                                  \
+    for (; b + (R) <= b1; b += (R)) lut_pass(s, c, b, tab, Y, t0, (TB), (R), gather); \
+    for (; b < b1; b++) lut_pass(s, c, b, tab, Y, t0, (TB), 1, gather)
+
+ALWAYS_INLINE void lut_range(const src_t *s, const float *X, int64_t T, float *Y, int64_t b0,
+                             int64_t b1, bool gather) {
+    float tab[TB_MAX * GROUPS * 16] __attribute__((aligned(64)));
+    for (int64_t c = 0; c < s->g.chunks; c++) {
+        const int64_t groups = 8 * bl_sb_chunk_words(&s->g, c);
+        for (int64_t t0 = 0; t0 < T; t0 += TB_MAX) {
+            const int tb = T - t0 < TB_MAX ? (int)(T - t0) : TB_MAX;
+            for (int t = 0; t < tb; t++)
+                build_tables(X + (t0 + t) * s->n, s->n, c * BL_SB_CHUNK_COLS, groups,
+                             tab + t * GROUPS * 16);
+            int64_t b = b0;
+            switch (tb) {
+            case 1: PASSES(1, 4); break;
+            case 2: PASSES(2, 4); break;
+            case 3: PASSES(3, 2); break;
+            default: PASSES(4, 2); break;
+            }
+        }
+    }
+}
+#undef PASSES
+
+static void lut_range_packed(const src_t *s, const float *X, int64_t T, float *Y, int64_t b0,
+                             int64_t b1) {
+    lut_range(s, X, T, Y, b0, b1, false);
+}
+
+static void lut_range_gather(const src_t *s, const float *X, int64_t T, float *Y, int64_t b0,
+                             int64_t b1) {
+    lut_range(s, X, T, Y, b0, b1, true);
+}
+
+static void lut_run(const bl_signmat *S, const uint32_t *packed, const float *X, int64_t T,
+                    float *Y) {
+    if (S->m <= 0 || T <= 0) return;
+    if (S->n <= 0) {
+        memset(Y, 0, (size_t)(T * S->m) * sizeof *Y);
+        return;
+    }
+    const src_t s = {packed, S->bits, S->m, S->n, bl_sign_row_bytes(S->n),
+                     bl_sb_geometry(S->m, S->n)};
+    const int64_t blocks = s.g.blocks;
+#pragma omp parallel if (S->m * S->n * T >= PAR_MIN_WORK && blocks > 1)
+    {
+        const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+        const int64_t b0 = blocks * id / nt, b1 = blocks * (id + 1) / nt;
+        if (b0 < b1 && packed) lut_range_packed(&s, X, T, Y, b0, b1);
+        if (b0 < b1 && !packed) lut_range_gather(&s, X, T, Y, b0, b1);
+    }
+}
+
+void bl_sign_mm_avx512_lut(const bl_signmat *S, const float *X, int64_t T, float *Y) {
+    if (!S->packed || S->packed_isa == BL_ISA_REF) {
+        bl_sign_mm_avx512_gather(S, X, T, Y);
+        return;
+    }
+    lut_run(S, (const uint32_t *)S->packed, X, T, Y);
+}
+
+void bl_sign_mm_avx512_gather(const bl_signmat *S, const float *X, int64_t T, float *Y) {
+    lut_run(S, NULL, X, T, Y);
+}
+
+void bl_sign_mm_avx512(const bl_signmat *S, const float *X, int64_t T, float *Y) {
+    bl_sign_mm_avx512_lut(S, X, T, Y);
+}
+
+/* ---- mask variant (alternative, canonical layout, columns in lanes) ----
+ * y_i = Σ_j x_j − 2·Σ_{j: S[i][j] = −1} x_j: each 16-bit slice of a row is a k-mask that adds the
+ * selected inputs with one masked VADDPS. Four rows share each load of x. */
+
+/* Up to 16 sign bits of a row starting at column 16·s, bits past column n cleared. */
+ALWAYS_INLINE __mmask16 row_mask(const uint8_t *row, int64_t n, int64_t s) {
+    int64_t left = n - 16 * s;
+    if (left >= 16) {
+        uint16_t k;
+        memcpy(&k, row + 2 * s, 2);
+        return (__mmask16)k;
+    }
+    uint32_t k = row[2 * s];
+    if (left > 8) k |= (uint32_t)row[2 * s + 1] << 8;
+    return (__mmask16)(k & ((1u << left) - 1u));
+}
+
+ALWAYS_INLINE void mask_rows(const uint8_t *bits, int64_t row_bytes, int64_t n, const float *x,
+                             float tot, int64_t i, float *y, int R) {
+    __m512 acc[4];
+    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+    const int64_t steps = (n + 15) / 16;
+    for (int64_t s = 0; s < steps; s++) {
+        int64_t left = n - 16 * s;
+        const __mmask16 valid = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+        const __m512 xv = _mm512_maskz_loadu_ps(valid, x + 16 * s);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            __mmask16 k = row_mask(bits + (i + r) * row_bytes, n, s);
+            acc[r] = _mm512_mask_add_ps(acc[r], k, acc[r], xv);
+        }
+    }
+    for (int r = 0; r < R; r++) y[i + r] = tot - 2.0f * _mm512_reduce_add_ps(acc[r]);
+}
+
+void bl_sign_mm_avx512_mask(const bl_signmat *S, const float *X, int64_t T, float *Y) {
+    const int64_t m = S->m, n = S->n, row_bytes = bl_sign_row_bytes(n);
+    const int64_t groups = (m + 3) / 4;
+    for (int64_t t = 0; t < T; t++) {
+        const float *x = X + t * n;
+        float tot = 0.0f;
+        for (int64_t j = 0; j < n; j++) tot += x[j];
+#pragma omp parallel for schedule(static) if (m * n >= PAR_MIN_WORK)
+        for (int64_t gi = 0; gi < groups; gi++) {
+            int64_t i = 4 * gi;
+            if (i + 4 <= m)
+                mask_rows(S->bits, row_bytes, n, x, tot, i, Y + t * m, 4);
+            else
+                for (; i < m; i++) mask_rows(S->bits, row_bytes, n, x, tot, i, Y + t * m, 1);
+        }
+    }
+}
+
+/* ---- transposed product Z = V·S ----
+ * Columns in lanes: z_j = Σ_i v_i − 2·Σ_{i: S[i][j] = −1} v_i, rows visited in order i = 0..m-1,
+ * each row's 64-column slice giving four k-masks shared by up to 4 tokens. Threads split 64-column
+ * blocks. */
+ALWAYS_INLINE void t_block(const bl_signmat *S, const float *V, int64_t T, float *Z,
+                           const float *tot, int64_t cb, int64_t t0, int TB) {
+    const int64_t m = S->m, n = S->n, row_bytes = bl_sign_row_bytes(n);
+    const int64_t byte0 = 8 * cb, nb = row_bytes - byte0 < 8 ? row_bytes - byte0 : 8;
+    __m512 acc[16];
+    for (int k = 0; k < 4 * TB; k++) acc[k] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < m; i++) {
+        uint64_t u = 0;
+        if (nb == 8)
+            memcpy(&u, S->bits + i * row_bytes + byte0, 8);
+        else
+            memcpy(&u, S->bits + i * row_bytes + byte0, (size_t)nb);
+#pragma GCC unroll 4
+        for (int t = 0; t < TB; t++) {
+            const __m512 vb = _mm512_set1_ps(V[(t0 + t) * m + i]);
+#pragma GCC unroll 4
+            for (int q = 0; q < 4; q++)
+                acc[4 * t + q] = _mm512_mask_add_ps(acc[4 * t + q], (__mmask16)(u >> (16 * q)),
+                                                    acc[4 * t + q], vb);
+        }
+    }
+    for (int t = 0; t < TB; t++) {
+        const __m512 tv = _mm512_set1_ps(tot[t]), two = _mm512_set1_ps(2.0f);
+        for (int q = 0; q < 4; q++) {
+            int64_t j = 64 * cb + 16 * q, left = n - j;
+            if (left <= 0) break;
+            const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+            /* tot − 2·acc, written without FMA contraction so every ISA rounds alike */
+            __m512 z = _mm512_sub_ps(tv, _mm512_mul_ps(two, acc[4 * t + q]));
+            _mm512_mask_storeu_ps(Z + (t0 + t) * n + j, k, z);
+        }
+    }
+}
+
+void bl_sign_mm_t_avx512(const bl_signmat *S, const float *V, int64_t T, float *Z) {
+    const int64_t m = S->m, n = S->n, cblocks = (n + 63) / 64;
+    if (n <= 0 || T <= 0) return;
+    for (int64_t t0 = 0; t0 < T; t0 += 4) {
+        const int tb = T - t0 < 4 ? (int)(T - t0) : 4;
+        float tot[4];
+        for (int t = 0; t < tb; t++) { /* Σ_i v_i in row order, the same in every thread */
+            float a = 0.0f;
+            for (int64_t i = 0; i < m; i++) a += V[(t0 + t) * m + i];
+            tot[t] = a;
+        }
+#pragma omp parallel for schedule(static) if (m * n * tb >= PAR_MIN_WORK && cblocks > 1)
+        for (int64_t cb = 0; cb < cblocks; cb++) {
+            switch (tb) {
+            case 1: t_block(S, V, T, Z, tot, cb, t0, 1); break;
+            case 2: t_block(S, V, T, Z, tot, cb, t0, 2); break;
+            case 3: t_block(S, V, T, Z, tot, cb, t0, 3); break;
+            default: t_block(S, V, T, Z, tot, cb, t0, 4); break;
+            }
+        }
+    }
+}

@@ -1,0 +1,345 @@
+/* Sign-matrix kernels against the scalar reference: every ISA level this CPU runs, every compiled
+ * variant, awkward shapes, batches, prepared and unprepared matrices, 1 and 2 threads (which must
+ * agree bit for bit). Tolerance: float summation error, |y − y_ref| ≤ 1e-5·Σ|x| + 1e-6, where Σ|x|
+ * is over the inputs of that output. */
+#include <omp.h>
+#include <stdint.h>
+
+#include "bitllm/format.h"
+#include "bitllm/kernels.h"
+#include "kernels/sign_kernels.h"
+#include "test.h"
+
+typedef struct {
+    int64_t m, n, T;
+    uint8_t *bits;
+    float *X, *V;        /* T×n and T×m inputs */
+    float *Yref, *Zref;  /* T×m and T×n */
+    float *xabs, *vabs;  /* Σ|x| per token of X and of V */
+} problem;
+
+static void problem_free(problem *p) {
+    free(p->bits);
+    free(p->X);
+    free(p->V);
+    free(p->Yref);
+    free(p->Zref);
+    free(p->xabs);
+    free(p->vabs);
+}
+
+/* Random signs (padding bits left 0, as the format requires) and standard normal inputs. */
+static int problem_make(problem *p, int64_t m, int64_t n, int64_t T, uint64_t seed) {
+    memset(p, 0, sizeof *p);
+    p->m = m, p->n = n, p->T = T;
+    const int64_t rb = bl_sign_row_bytes(n);
+    p->bits = calloc((size_t)(m * rb + 1), 1);
+    p->X = malloc((size_t)(T * n + 1) * sizeof(float));
+    p->V = malloc((size_t)(T * m + 1) * sizeof(float));
+    p->Yref = malloc((size_t)(T * m + 1) * sizeof(float));
+    p->Zref = malloc((size_t)(T * n + 1) * sizeof(float));
+    p->xabs = calloc((size_t)T, sizeof(float));
+    p->vabs = calloc((size_t)T, sizeof(float));
+    if (!p->bits || !p->X || !p->V || !p->Yref || !p->Zref || !p->xabs || !p->vabs) return 0;
+    bl_rng r;
+    bl_rng_seed(&r, seed);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++)
+            if (bl_rng_u64(&r) >> 63) p->bits[i * rb + (j >> 3)] |= (uint8_t)(1u << (j & 7));
+    for (int64_t k = 0; k < T * n; k++) p->X[k] = bl_rng_normal(&r);
+    for (int64_t k = 0; k < T * m; k++) p->V[k] = bl_rng_normal(&r);
+    for (int64_t t = 0; t < T; t++) {
+        for (int64_t j = 0; j < n; j++) p->xabs[t] += fabsf(p->X[t * n + j]);
+        for (int64_t i = 0; i < m; i++) p->vabs[t] += fabsf(p->V[t * m + i]);
+    }
+    bl_signmat S;
+    bl_signmat_init(&S, m, n, p->bits);
+    bl_sign_matmul_ref(&S, p->X, T, p->Yref);
+    bl_sign_matmul_t_ref(&S, p->V, T, p->Zref);
+    return 1;
+}
+
+/* Largest |got − ref| / tolerance over a T×len result (≤ 1 passes). */
+static double worst_ratio(const float *got, const float *ref, const float *abssum, int64_t T,
+                          int64_t len) {
+    double worst = 0.0;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t k = 0; k < len; k++) {
+            double d = fabs((double)got[t * len + k] - (double)ref[t * len + k]);
+            double r = d / (1e-5 * abssum[t] + 1e-6);
+            if (!(r <= worst)) worst = r; /* NaN sticks */
+        }
+    return worst;
+}
+
+/* Runs fn at 1 and 2 threads into out1/out2; returns whether the two are bitwise equal. */
+static int run_threads(bl_sign_fn fn, const bl_signmat *S, const float *in, int64_t T, float *out1,
+                       float *out2, size_t len) {
+    omp_set_num_threads(1);
+    fn(S, in, T, out1);
+    omp_set_num_threads(2);
+    fn(S, in, T, out2);
+    return memcmp(out1, out2, len * sizeof(float)) == 0;
+}
+
+/* Checks the public entry points at the current ISA level on one problem. */
+static void check_problem(const problem *p, bool prepare) {
+    const bl_isa isa = bl_kernels_isa();
+    bl_signmat S;
+    bl_signmat_init(&S, p->m, p->n, p->bits);
+    if (prepare) {
+        bl_err err;
+        CHECK(bl_signmat_prepare(&S, &err) == BL_OK);
+    }
+    size_t ylen = (size_t)(p->T * p->m), zlen = (size_t)(p->T * p->n);
+    float *y1 = malloc((ylen + 1) * sizeof(float)), *y2 = malloc((ylen + 1) * sizeof(float));
+    float *z1 = malloc((zlen + 1) * sizeof(float)), *z2 = malloc((zlen + 1) * sizeof(float));
+    if (y1 && y2 && z1 && z2) {
+        int same = run_threads(bl_sign_matmul, &S, p->X, p->T, y1, y2, ylen);
+        double wy = worst_ratio(y1, p->Yref, p->xabs, p->T, p->m);
+        CHECK_MSG(same, "%s m=%lld n=%lld T=%lld prep=%d: 1 vs 2 threads differ",
+                  bl_isa_name(isa), (long long)p->m, (long long)p->n, (long long)p->T, prepare);
+        CHECK_MSG(wy <= 1.0, "%s m=%lld n=%lld T=%lld prep=%d: error %.3g x tolerance",
+                  bl_isa_name(isa), (long long)p->m, (long long)p->n, (long long)p->T, prepare,
+                  wy);
+        same = run_threads(bl_sign_matmul_t, &S, p->V, p->T, z1, z2, zlen);
+        double wz = worst_ratio(z1, p->Zref, p->vabs, p->T, p->n);
+        CHECK_MSG(same, "%s (t) m=%lld n=%lld T=%lld: 1 vs 2 threads differ", bl_isa_name(isa),
+                  (long long)p->m, (long long)p->n, (long long)p->T);
+        CHECK_MSG(wz <= 1.0, "%s (t) m=%lld n=%lld T=%lld: error %.3g x tolerance",
+                  bl_isa_name(isa), (long long)p->m, (long long)p->n, (long long)p->T, wz);
+    } else {
+        CHECK(!"out of memory");
+    }
+    free(y1), free(y2), free(z1), free(z2);
+    bl_signmat_release(&S);
+}
+
+/* Each shape at each batch size, on every ISA level, prepared and not. */
+static void check_shapes(const int64_t (*shapes)[2], int nshapes, const int64_t *Ts, int nT) {
+    const bl_isa best = bl_cpu_best_isa();
+    uint64_t seed = 1;
+    for (int s = 0; s < nshapes; s++)
+        for (int k = 0; k < nT; k++) {
+            problem p;
+            if (!problem_make(&p, shapes[s][0], shapes[s][1], Ts[k], seed++)) {
+                problem_free(&p);
+                CHECK(!"out of memory");
+                return;
+            }
+            /* The ref level only proves that dispatch reaches the reference: small cases do. */
+            int first = p.m * p.n * p.T <= (1 << 16) ? BL_ISA_REF : BL_ISA_AVX2;
+            for (int isa = first; isa <= (int)best; isa++) {
+                bl_kernels_set_isa((bl_isa)isa);
+                check_problem(&p, true);
+                if (isa != BL_ISA_REF) check_problem(&p, false);
+            }
+            problem_free(&p);
+        }
+    bl_kernels_set_isa(best);
+}
+
+static const int64_t small_sizes[] = {1, 7, 63, 64, 65, 511, 513};
+#define NSMALL (int)(sizeof small_sizes / sizeof small_sizes[0])
+
+static void test_small_shapes(void) {
+    int64_t shapes[NSMALL * NSMALL][2];
+    int ns = 0;
+    for (int a = 0; a < NSMALL; a++)
+        for (int b = 0; b < NSMALL; b++) shapes[ns][0] = small_sizes[a], shapes[ns++][1] = small_sizes[b];
+    static const int64_t Ts[] = {1, 2, 3, 8, 17, 64}, Tq[] = {1, 3, 17};
+    if (test_quick())
+        check_shapes((const int64_t(*)[2])shapes, ns, Tq, 3);
+    else
+        check_shapes((const int64_t(*)[2])shapes, ns, Ts, 6);
+}
+
+static void test_large_shapes(void) {
+    static const int64_t shapes[][2] = {{4095, 7}, {7, 4095}, {4095, 65}, {65, 4095},
+                                        {513, 4095}, {4095, 513}, {4095, 4095}};
+    static const int64_t Ts[] = {1, 3, 17}, Tq[] = {1, 3};
+    if (test_quick()) {
+        check_shapes(shapes, 4, Tq, 2); /* the sanitizer build skips the biggest ones */
+    } else {
+        check_shapes(shapes, 6, Ts, 3);
+        check_shapes(shapes + 6, 1, Tq, 2);
+    }
+}
+
+/* Every compiled variant (including the non-default alternatives) against the reference. */
+static void test_all_variants(void) {
+    static const int64_t shapes[][3] = {{1, 1, 1}, {7, 63, 3}, {65, 513, 8}, {513, 65, 17},
+                                        {64, 64, 64}, {511, 1000, 5}};
+    int nv;
+    const bl_sign_variant *v = bl_sign_variants(&nv);
+    const bl_isa best = bl_cpu_best_isa();
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        problem p;
+        if (!problem_make(&p, shapes[s][0], shapes[s][1], shapes[s][2], 100 + s)) {
+            problem_free(&p);
+            CHECK(!"out of memory");
+            return;
+        }
+        for (int k = 0; k < nv; k++) {
+            if (v[k].isa > best) continue;
+            bl_kernels_set_isa(v[k].isa);
+            bl_signmat S;
+            bl_signmat_init(&S, p.m, p.n, p.bits);
+            if (v[k].packed) REQUIRE(bl_signmat_prepare(&S, NULL) == BL_OK);
+            int64_t len = v[k].transposed ? p.n : p.m;
+            float *o1 = malloc((size_t)(p.T * len + 1) * sizeof(float));
+            float *o2 = malloc((size_t)(p.T * len + 1) * sizeof(float));
+            REQUIRE(o1 && o2);
+            int same = run_threads(v[k].fn, &S, v[k].transposed ? p.V : p.X, p.T, o1, o2,
+                                   (size_t)(p.T * len));
+            double w = v[k].transposed ? worst_ratio(o1, p.Zref, p.vabs, p.T, p.n)
+                                       : worst_ratio(o1, p.Yref, p.xabs, p.T, p.m);
+            CHECK_MSG(same && w <= 1.0, "%s/%s m=%lld n=%lld T=%lld: same=%d error %.3g x tol",
+                      bl_isa_name(v[k].isa), v[k].name, (long long)p.m, (long long)p.n,
+                      (long long)p.T, same, w);
+            free(o1), free(o2);
+            bl_signmat_release(&S);
+        }
+        problem_free(&p);
+    }
+    bl_kernels_set_isa(best);
+}
+
+/* Properties the kernels document: the packed layout is shared by AVX2 and AVX-512 (a matrix
+ * prepared under one level runs under the other), and at each level the prepared and unprepared
+ * lookup-table paths give bit-identical results. */
+static void test_layout_shared_and_bit_identical(void) {
+    if (bl_cpu_best_isa() < BL_ISA_AVX2) SKIP("no AVX2");
+    problem p;
+    REQUIRE(problem_make(&p, 333, 1111, 5, 7));
+    bl_signmat S;
+    bl_signmat_init(&S, p.m, p.n, p.bits);
+    bl_kernels_set_isa(bl_cpu_best_isa());
+    REQUIRE(bl_signmat_prepare(&S, NULL) == BL_OK);
+    CHECK(S.packed != NULL);
+    const bl_sb_geom g = bl_sb_geometry(p.m, p.n);
+    CHECK(S.packed_bytes == bl_sb_packed_bytes(&g));
+    size_t len = (size_t)(p.T * p.m);
+    float *a = malloc(len * sizeof(float)), *b = malloc(len * sizeof(float));
+    REQUIRE(a && b);
+    bl_sign_mm_avx2_lut(&S, p.X, p.T, a);
+    bl_sign_mm_avx2_gather(&S, p.X, p.T, b);
+    CHECK(memcmp(a, b, len * sizeof(float)) == 0);
+    CHECK(worst_ratio(a, p.Yref, p.xabs, p.T, p.m) <= 1.0);
+    if (bl_cpu_best_isa() >= BL_ISA_AVX512) {
+        bl_sign_mm_avx512_lut(&S, p.X, p.T, a);
+        bl_sign_mm_avx512_gather(&S, p.X, p.T, b);
+        CHECK(memcmp(a, b, len * sizeof(float)) == 0);
+        CHECK(worst_ratio(a, p.Yref, p.xabs, p.T, p.m) <= 1.0);
+    }
+    free(a), free(b);
+    bl_signmat_release(&S);
+    CHECK(S.packed == NULL && S.packed_bytes == 0);
+    bl_signmat_release(&S); /* idempotent */
+    problem_free(&p);
+    bl_kernels_set_isa(bl_cpu_best_isa());
+}
+
+/* The packing against bl_sign_get, bit by bit. */
+static void test_pack_layout(void) {
+    static const int64_t shapes[][2] = {{1, 1}, {17, 33}, {40, 1100}};
+    for (size_t s = 0; s < 3; s++) {
+        problem p;
+        REQUIRE(problem_make(&p, shapes[s][0], shapes[s][1], 1, 55 + s));
+        const bl_sb_geom g = bl_sb_geometry(p.m, p.n);
+        uint32_t *pk = malloc(bl_sb_packed_bytes(&g));
+        REQUIRE(pk);
+        bl_sb_pack(p.m, p.n, p.bits, pk);
+        const int64_t rb = bl_sign_row_bytes(p.n);
+        int bad = 0;
+        for (int64_t i = 0; i < g.blocks * BL_SB_ROWS; i++)
+            for (int64_t j = 0; j < g.words * 32; j++) {
+                int64_t c = j / BL_SB_CHUNK_COLS, w = j / 32 - c * BL_SB_CHUNK_WORDS;
+                uint32_t word = pk[bl_sb_offset(&g, c, i / BL_SB_ROWS, w) + i % BL_SB_ROWS];
+                int bit = (int)(word >> (j % 32)) & 1;
+                int want = (i < p.m && j < p.n) ? bl_sign_get(p.bits, rb, i, j) < 0 : 0;
+                bad += bit != want;
+            }
+        CHECK_MSG(bad == 0, "%lld x %lld: %d bits wrong", (long long)p.m, (long long)p.n, bad);
+        free(pk);
+        problem_free(&p);
+    }
+}
+
+/* Padding bits must be 0 in a valid matrix, but no kernel may let them leak into a result. */
+static void test_padding_bits_ignored(void) {
+    problem p;
+    REQUIRE(problem_make(&p, 37, 13, 3, 9));
+    const int64_t rb = bl_sign_row_bytes(p.n);
+    for (int64_t i = 0; i < p.m; i++) p.bits[i * rb + rb - 1] |= 0xE0; /* columns 13..15 */
+    int nv;
+    const bl_sign_variant *v = bl_sign_variants(&nv);
+    for (int k = 0; k < nv; k++) {
+        if (v[k].isa > bl_cpu_best_isa()) continue;
+        bl_kernels_set_isa(v[k].isa);
+        bl_signmat S;
+        bl_signmat_init(&S, p.m, p.n, p.bits);
+        if (v[k].packed) REQUIRE(bl_signmat_prepare(&S, NULL) == BL_OK);
+        float out[3 * 37];
+        v[k].fn(&S, v[k].transposed ? p.V : p.X, p.T, out);
+        double w = v[k].transposed ? worst_ratio(out, p.Zref, p.vabs, p.T, p.n)
+                                   : worst_ratio(out, p.Yref, p.xabs, p.T, p.m);
+        CHECK_MSG(w <= 1.0, "%s/%s: error %.3g x tol", bl_isa_name(v[k].isa), v[k].name, w);
+        bl_signmat_release(&S);
+    }
+    problem_free(&p);
+    bl_kernels_set_isa(bl_cpu_best_isa());
+}
+
+/* Empty shapes, and the dispatcher's bookkeeping. */
+static void test_edges_and_dispatch(void) {
+    const bl_isa best = bl_cpu_best_isa();
+    CHECK(strcmp(bl_isa_name(BL_ISA_REF), "ref") == 0);
+    CHECK(strcmp(bl_isa_name(BL_ISA_AVX2), "avx2") == 0);
+    CHECK(strcmp(bl_isa_name(BL_ISA_AVX512), "avx512") == 0);
+    CHECK(bl_kernels_set_isa(BL_ISA_AVX512) == best); /* clamped to the CPU */
+    CHECK(bl_kernels_isa() == best);
+    CHECK(bl_kernels_set_isa(BL_ISA_REF) == BL_ISA_REF);
+    bl_signmat S;
+    uint8_t bits[4] = {0xFF, 0x00, 0x00, 0x01};
+    bl_signmat_init(&S, 2, 9, bits);
+    CHECK(bl_signmat_prepare(&S, NULL) == BL_OK);
+    CHECK(S.packed == NULL); /* the reference needs no repacking */
+    bl_err err;
+    bl_signmat_init(&S, 3, 3, NULL);
+    CHECK(bl_signmat_prepare(&S, &err) == BL_ERR_ARG);
+    for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
+        bl_kernels_set_isa((bl_isa)isa);
+        float x[4] = {1, 2, 3, 4}, y[4] = {7, 7, 7, 7};
+        bl_signmat_init(&S, 2, 0, NULL); /* n = 0: y = 0 */
+        CHECK(bl_signmat_prepare(&S, NULL) == BL_OK);
+        bl_sign_matmul(&S, x, 2, y);
+        CHECK(y[0] == 0.0f && y[1] == 0.0f && y[2] == 0.0f && y[3] == 0.0f && x[0] == 1.0f);
+        bl_signmat_init(&S, 0, 4, NULL); /* m = 0: z = 0 */
+        float z[4] = {7, 7, 7, 7};
+        bl_sign_matmul_t(&S, x, 1, z);
+        CHECK(z[0] == 0.0f && z[3] == 0.0f);
+        bl_sign_matmul(&S, x, 1, y); /* writes nothing */
+        bl_signmat_init(&S, 2, 9, bits); /* T = 0 */
+        bl_sign_matmul(&S, x, 0, y);
+        /* a hand-checked 2×9 case: row 0 = −1 for columns 0..7, +1 for 8; row 1 = −1 for 8 */
+        float x9[9] = {1, 2, 3, 4, 5, 6, 7, 8, 100}, y2[2];
+        CHECK(bl_signmat_prepare(&S, NULL) == BL_OK);
+        bl_sign_matmul(&S, x9, 1, y2);
+        CHECK(y2[0] == 64.0f && y2[1] == -64.0f);
+        bl_signmat_release(&S);
+    }
+    bl_kernels_set_isa(best);
+}
+
+int main(void) {
+    fprintf(stderr, "cpu best ISA: %s\n", bl_isa_name(bl_cpu_best_isa()));
+    TEST_RUN(test_edges_and_dispatch);
+    TEST_RUN(test_pack_layout);
+    TEST_RUN(test_padding_bits_ignored);
+    TEST_RUN(test_layout_shared_and_bit_identical);
+    TEST_RUN(test_all_variants);
+    TEST_RUN(test_small_shapes);
+    TEST_RUN(test_large_shapes);
+    return test_summary();
+}
