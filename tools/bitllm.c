@@ -1,3 +1,53 @@
+/* bitllm: one tool for loading, quantizing, running and measuring ~1-bit LLMs. This file only
+ * dispatches to the subcommands; each parses its own flags (tools/cmd_*.c). */
 #include <stdio.h>
+#include <string.h>
+
 #include "bitllm/core.h"
-int main(void) { printf("bitllm %s\n", BITLLM_VERSION); return 0; }
+#include "cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"info", cmd_info, "architecture, tensors, parameters, size and bpw of a model"},
+    {"tokenize", cmd_tokenize, "encode text to token ids"},
+    {"generate", cmd_generate, "generate text (greedy or sampled)"},
+    {"ppl", cmd_ppl, "perplexity on a text file"},
+    {"quantize", cmd_quantize, "quantize a model (rtn1-4, onebit, dbf, mdbf) into a new directory"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "bitllm %s — quantize LLaMA/Qwen/Mistral models to ~1 bit per weight and run "
+               "them on the CPU\n\nusage: bitllm COMMAND [options]   (bitllm COMMAND --help)\n\n"
+               "commands:\n",
+            BITLLM_VERSION);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nMODEL is a Hugging Face directory (config.json + safetensors), a .gguf file, or "
+               "a llama2.c .bin\n(with --tokenizer FILE).\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("bitllm %s\n", BITLLM_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "bitllm: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -95,6 +95,11 @@ bool bl_gguf_get_str(const bl_gguf *g, const char *key, bl_str *out);
 double bl_gguf_arr_float(const bl_gguf_kv *kv, uint64_t i);
 int64_t bl_gguf_arr_int(const bl_gguf_kv *kv, uint64_t i);
 
+/* Writes a GGUF v3 file holding only the metadata of g whose keys start with prefix (no
+ * tensors), atomically. Used to keep a GGUF model's tokenizer beside a converted checkpoint. */
+bl_status bl_gguf_write_metadata(const bl_gguf *g, const char *prefix, const char *path,
+                                 bl_err *err);
+
 /* ---- llama2.c ---- */
 typedef struct {
     int dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len;

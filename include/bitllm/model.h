@@ -1,0 +1,126 @@
+/* The LLaMA-family decoder (LLaMA 1/2/3, Mistral, Qwen2, Qwen3): configuration, loading from any
+ * supported checkpoint, and the FP32 forward pass with a KV cache. */
+#ifndef BITLLM_MODEL_H
+#define BITLLM_MODEL_H
+
+#include "bitllm/format.h"
+#include "bitllm/tokenizer.h"
+
+typedef enum { BL_ARCH_LLAMA = 0, BL_ARCH_MISTRAL, BL_ARCH_QWEN2, BL_ARCH_QWEN3 } bl_arch;
+
+typedef struct {
+    bl_arch arch;
+    int dim;          /* hidden size */
+    int hidden_dim;   /* MLP intermediate size */
+    int n_layers;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;
+    int vocab_size;
+    int max_seq;      /* trained context length */
+    float rope_theta;
+    float norm_eps;
+    /* RoPE pairing: true = adjacent pairs (2i, 2i+1) as in GGUF llama / llama2.c checkpoints,
+     * false = rotate-half pairs (i, i + head_dim/2) as in Hugging Face checkpoints. */
+    bool rope_interleaved;
+    /* Llama-3 frequency scaling ("rope_scaling": {"rope_type": "llama3", ...}). */
+    bool rope_llama3;
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_orig_max_pos;
+    bool tied_embeddings;
+    bool qkv_bias;    /* Qwen2 */
+    bool qk_norm;     /* Qwen3: RMSNorm over each head's q and k */
+    int bos_id, eos_id; /* -1 if none */
+} bl_config;
+
+const char *bl_arch_name(bl_arch a);
+bool bl_arch_from_name(const char *name, bl_arch *out); /* "llama", "mistral", "qwen2", "qwen3" */
+
+/* The seven projections of a decoder layer, in file order. */
+enum { BL_PROJ_Q, BL_PROJ_K, BL_PROJ_V, BL_PROJ_O, BL_PROJ_GATE, BL_PROJ_UP, BL_PROJ_DOWN,
+       BL_PROJ_COUNT };
+const char *bl_proj_hf_name(int proj); /* "self_attn.q_proj", ..., "mlp.down_proj" */
+
+typedef struct {
+    float *attn_norm;          /* dim */
+    float *ffn_norm;           /* dim */
+    bl_linear proj[BL_PROJ_COUNT];
+    float *bias[3];            /* q, k, v biases (Qwen2) or NULL */
+    float *q_norm, *k_norm;    /* head_dim (Qwen3) or NULL */
+} bl_layer;
+
+typedef enum { BL_SRC_HF = 0, BL_SRC_GGUF, BL_SRC_LLAMA2C } bl_source;
+
+typedef struct bl_model {
+    bl_config cfg;
+    bl_source source;
+    char *path;
+    bl_tensor tok_embd;        /* vocab × dim, any dtype (view) */
+    float *out_norm;           /* dim */
+    bl_linear output;          /* vocab × dim head (a view of tok_embd when tied) */
+    bl_layer *layers;
+    float *rope_inv_freq;      /* head_dim/2 */
+    bl_tensor_set tensors;     /* owns the mapped checkpoint files */
+    bl_gguf *gguf;             /* when loaded from GGUF (metadata), else NULL */
+    bl_tokenizer *tok;         /* may be NULL if no tokenizer was found */
+    char *tokenizer_path;      /* file or directory the tokenizer came from (NULL: GGUF) */
+    char quant_method[32];     /* "" for a plain FP model, else the quantization_config method */
+    char *quant_config_json;   /* the quantization_config block as JSON text, or NULL */
+    void **owned;              /* f32 copies of small tensors (norms, biases) */
+    int n_owned, cap_owned;
+} bl_model;
+
+typedef struct {
+    const char *tokenizer_path; /* llama2.c tokenizer.bin, or tokenizer.json / dir; optional */
+} bl_load_opts;
+
+/* path: a Hugging Face model directory (config.json + safetensors, including bitllm's quantized
+ * outputs), a .gguf file, or a llama2.c .bin checkpoint. */
+bl_status bl_model_load(const char *path, const bl_load_opts *opts, bl_model **out, bl_err *err);
+void bl_model_free(bl_model *m);
+/* Parameter count (all tensors used by the model) and bytes they occupy as stored. */
+int64_t bl_model_param_count(const bl_model *m);
+/* Bytes of the weights as loaded (quantized layers at their stored size). */
+uint64_t bl_model_weight_bits(const bl_model *m);
+/* Bits per weight of the seven decoder projections, and of every weight of the model. */
+void bl_model_bpw(const bl_model *m, double *bpw_layers, double *bpw_model);
+/* Parses a Hugging Face config.json text into cfg. */
+bl_status bl_config_from_hf_json(const char *json, const char *path, bl_config *cfg,
+                                 bl_err *err);
+
+/* Inference state: KV cache and scratch for batches of up to max_batch tokens. */
+typedef struct bl_state bl_state;
+bl_status bl_state_new(const bl_model *m, int max_seq, int max_batch, bl_state **out,
+                       bl_err *err);
+void bl_state_free(bl_state *s);
+void bl_state_reset(bl_state *s);            /* empties the KV cache */
+int bl_state_pos(const bl_state *s);         /* tokens in the cache */
+/* Truncates the cache to its first pos tokens (pos <= current), e.g. to reuse a shared prefix. */
+void bl_state_truncate(bl_state *s, int pos);
+
+/* Calibration hook: called with the input of every decoder projection before it is applied
+ * (x is T×n, row-major). q/k/v share one input, as do gate/up; the hook sees each projection. */
+typedef void (*bl_observer_fn)(void *ctx, int layer, int proj, const float *x, int T, int64_t n);
+void bl_state_set_observer(bl_state *s, bl_observer_fn fn, void *ctx);
+
+/* Runs T tokens at the next T positions (one matrix product per layer per batch of up to
+ * max_batch tokens). logits receives T×vocab floats when all_logits, else vocab floats for the
+ * last token; may be NULL to skip the output head. */
+bl_status bl_forward(bl_state *s, const int32_t *tokens, int T, float *logits, bool all_logits,
+                     bl_err *err);
+
+/* Sampling. temperature 0 = greedy (argmax, lowest id on ties). */
+typedef struct {
+    float temperature;
+    float top_p;
+    bl_rng rng;
+    int vocab;
+    float *probs; /* vocab */
+    struct bl_prob_index { float p; int id; } *cand; /* vocab */
+} bl_sampler;
+bl_status bl_sampler_init(bl_sampler *s, int vocab, float temperature, float top_p,
+                          uint64_t seed, bl_err *err);
+void bl_sampler_free(bl_sampler *s);
+int bl_sample(bl_sampler *s, const float *logits);
+
+#endif

@@ -1,0 +1,61 @@
+/* Fitting algorithms: turn one dense weight matrix W (m×n, row-major f32) into a quantized
+ * format's data (see format.h). Every function is deterministic for a given seed and thread
+ * count, multi-threaded with OpenMP, and never prints. */
+#ifndef BITLLM_QUANT_H
+#define BITLLM_QUANT_H
+
+#include "bitllm/format.h"
+
+typedef void (*bl_progress_fn)(void *ctx, double fraction_done);
+
+typedef struct {
+    uint64_t seed;
+    int iters;          /* outer iterations (DBF/MDBF ADMM); 0 = method default */
+    int inner;          /* ADMM inner steps per outer iteration; 0 = default (3) */
+    bool nmf;           /* SVID rank-1 by NMF (true) or by SVD power iteration (false) */
+    /* Importance weighting (DBF/MDBF, ALGORITHMS.md §4): per-input-channel mean x² (n) and
+     * per-output-channel mean squared gradient (m). NULL means all ones. */
+    const float *in_importance;
+    const float *out_importance;
+    /* Activation-aware MDBF: H = XᵀX/N (n×n, symmetric PSD). NULL = plain Frobenius. */
+    const float *H;
+    int adam_steps;     /* MDBF: Adam refinement of the envelopes with signs frozen (0 = off) */
+    float adam_lr;      /* 0 = default */
+    bl_progress_fn progress;
+    void *progress_ctx;
+} bl_fit_opts;
+
+void bl_fit_opts_default(bl_fit_opts *o);
+
+/* Rank-1 non-negative factorization |W| ≈ u vᵀ (u ≥ 0 length m, v ≥ 0 length n), by power
+ * iteration (SVD) or multiplicative-update NMF. */
+bl_status bl_rank1_abs(const float *W, int64_t m, int64_t n, bool nmf, int iters, float *u,
+                       float *v, bl_err *err);
+
+/* OneBit initialization by SVID: S = sign(W), h ⊙ g from the rank-1 factorization of |W|. */
+bl_status bl_fit_onebit(const float *W, int64_t m, int64_t n, const bl_fit_opts *o,
+                        bl_onebit *out, bl_err *err);
+
+/* RTN baselines: bits = 1 (sign × per-row mean |W|) or 2..4 (asymmetric per group). */
+bl_status bl_fit_rtn(const float *W, int64_t m, int64_t n, int bits, int group, bl_rtn *out,
+                     bl_err *err);
+
+/* Middle dimension for a bpw target with the FP16 vectors counted:
+ * DBF: bits = k(m+n) + 16(m+n+k); MDBF: bits = P·[r(m+n) + 16·l·(m+n+2r)].
+ * Clamped to [1, min(m, n)]. */
+int64_t bl_dbf_mid_for_bpw(int64_t m, int64_t n, double bpw);
+int64_t bl_mdbf_rank_for_bpw(int64_t m, int64_t n, double bpw, int l, int P);
+
+/* DBF by importance-weighted alternating ADMM with the SVID projection (ALGORITHMS.md §4). */
+bl_status bl_fit_dbf(const float *W, int64_t m, int64_t n, int64_t k, const bl_fit_opts *o,
+                     bl_dbf *out, bl_err *err);
+
+/* MDBF: closed-form SVD initialization, P paths on residuals, ADMM refinement with the rank-l
+ * projection, optional Adam on the envelopes (ALGORITHMS.md §5). */
+bl_status bl_fit_mdbf(const float *W, int64_t m, int64_t n, int64_t r, int l, int P,
+                      const bl_fit_opts *o, bl_mdbf *out, bl_err *err);
+
+/* ‖W − Ŵ‖_F / ‖W‖_F in double precision. */
+double bl_rel_err(const float *W, const float *What, int64_t m, int64_t n);
+
+#endif

@@ -1,0 +1,71 @@
+/* Perplexity over a token stream (ALGORITHMS.md §7; chunking as in the tool's documentation). */
+#include "bitllm/eval.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+double bl_log_prob(const float *logits, int vocab, int target) {
+    float mx = logits[0];
+    for (int i = 1; i < vocab; i++)
+        if (logits[i] > mx) mx = logits[i];
+    double sum = 0.0;
+    for (int i = 0; i < vocab; i++) sum += exp((double)logits[i] - mx);
+    return (double)logits[target] - mx - log(sum);
+}
+
+bl_status bl_perplexity(const bl_model *m, const int32_t *ids, size_t n, int ctx, int batch,
+                        bl_progress_fn progress, void *progress_ctx, bl_ppl_result *out,
+                        bl_err *err) {
+    const int V = m->cfg.vocab_size, bos = m->cfg.bos_id;
+    const bool use_bos = bos >= 0;
+    if (ctx < 2) return bl_fail(err, BL_ERR_ARG, "context length must be at least 2, got %d", ctx);
+    if (n == 0) return bl_fail(err, BL_ERR_ARG, "no tokens to score");
+    if (batch <= 0) batch = 128;
+    if (batch > ctx) batch = ctx;
+    const size_t chunk = (size_t)(use_bos ? ctx - 1 : ctx);
+    bl_state *st;
+    bl_status s = bl_state_new(m, ctx, batch, &st, err);
+    if (s) return s;
+    float *logits = malloc((size_t)batch * (size_t)V * sizeof(float));
+    int32_t *win = malloc((size_t)ctx * sizeof(int32_t));
+    if (!logits || !win) {
+        free(logits);
+        free(win);
+        bl_state_free(st);
+        return bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    }
+    double t0 = bl_time_s(), nll = 0.0;
+    int64_t scored = 0, chunks = 0;
+    for (size_t start = 0; start < n && !s; start += chunk) {
+        size_t len = n - start < chunk ? n - start : chunk;
+        int w = 0;
+        if (use_bos) win[w++] = bos;
+        for (size_t i = 0; i < len; i++) win[w++] = ids[start + i];
+        bl_state_reset(st);
+        /* Position p's logits predict window token p+1. */
+        for (int p0 = 0; p0 < w - 1 && !s; p0 += batch) {
+            int T = w - 1 - p0 < batch ? w - 1 - p0 : batch;
+            s = bl_forward(st, win + p0, T, logits, true, err);
+            for (int t = 0; t < T && !s; t++) {
+                nll -= bl_log_prob(logits + (size_t)t * V, V, win[p0 + t + 1]);
+                scored++;
+            }
+        }
+        chunks++;
+        if (progress) progress(progress_ctx, (double)(start + len) / (double)n);
+    }
+    free(logits);
+    free(win);
+    bl_state_free(st);
+    if (s) return s;
+    out->nll = nll;
+    out->tokens = scored;
+    out->ctx = ctx;
+    out->chunks = chunks;
+    out->ppl = exp(nll / (double)scored);
+    out->seconds = bl_time_s() - t0;
+    if (!isfinite(out->ppl))
+        return bl_fail(err, BL_ERR_NUMERIC, "perplexity is not finite (nll %g over %lld tokens)",
+                       nll, (long long)scored);
+    return BL_OK;
+}

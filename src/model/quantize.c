@@ -1,0 +1,296 @@
+/* Whole-model post-training quantization. Layers are fitted one at a time from their dense
+ * weights (one f32 copy of one layer at a time); the fitted layers are small (≈1 bit/weight) and
+ * are kept until the checkpoint is written. */
+#include "bitllm/quantize.h"
+#include "model/model_internal.h"
+
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const method_names[BL_QM_COUNT] = {
+    [BL_QM_RTN1] = "rtn1", [BL_QM_RTN2] = "rtn2", [BL_QM_RTN3] = "rtn3", [BL_QM_RTN4] = "rtn4",
+    [BL_QM_ONEBIT] = "onebit", [BL_QM_DBF] = "dbf", [BL_QM_MDBF] = "mdbf",
+};
+
+const char *bl_qmethod_name(bl_qmethod q) { return method_names[q]; }
+
+bool bl_qmethod_from_name(const char *name, bl_qmethod *out) {
+    for (int i = 0; i < BL_QM_COUNT; i++)
+        if (strcmp(name, method_names[i]) == 0) {
+            *out = (bl_qmethod)i;
+            return true;
+        }
+    return false;
+}
+
+void bl_quant_opts_default(bl_quant_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->method = BL_QM_ONEBIT;
+    o->bpw = 0; /* dbf/mdbf: match onebit's bpw for each layer's shape */
+    o->group = 128;
+    o->rank_l = 1;
+    o->paths = 1;
+    o->calib_ctx = 256;
+    bl_fit_opts_default(&o->fit);
+}
+
+/* ---- calibration: per-input-channel second moments (and optionally XᵀX) ---- */
+
+/* q/k/v read the same input, as do gate/up: statistics are kept per distinct input. */
+enum { IN_ATTN, IN_O, IN_MLP, IN_DOWN, IN_COUNT };
+static const int proj_input[BL_PROJ_COUNT] = {IN_ATTN, IN_ATTN, IN_ATTN, IN_O,
+                                              IN_MLP,  IN_MLP,  IN_DOWN};
+
+typedef struct {
+    int n_layers;
+    double *sumsq[IN_COUNT]; /* [layer][n] */
+    int64_t width[IN_COUNT];
+    int64_t count;           /* tokens seen (same for every input) */
+    int gram_layer;          /* layer whose XᵀX is accumulated, or -1 */
+    float *gram[IN_COUNT];   /* n×n for gram_layer */
+} calib_stats;
+
+static void observe(void *ctx, int layer, int proj, const float *x, int T, int64_t n) {
+    calib_stats *c = ctx;
+    /* Each distinct input is seen first by q (attn), o, gate (mlp) and down. */
+    if (proj != BL_PROJ_Q && proj != BL_PROJ_O && proj != BL_PROJ_GATE && proj != BL_PROJ_DOWN)
+        return;
+    int in = proj_input[proj];
+    double *ss = c->sumsq[in] + (size_t)layer * (size_t)n;
+    for (int t = 0; t < T; t++)
+        for (int64_t j = 0; j < n; j++) ss[j] += (double)x[(size_t)t * n + j] * x[(size_t)t * n + j];
+    if (layer == 0 && proj == BL_PROJ_Q) c->count += T;
+    if (layer == c->gram_layer && c->gram[in])
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)n, T, 1.0f, x, (int)n, 1.0f,
+                    c->gram[in], (int)n);
+}
+
+static void calib_free(calib_stats *c) {
+    for (int i = 0; i < IN_COUNT; i++) {
+        free(c->sumsq[i]);
+        free(c->gram[i]);
+    }
+}
+
+static bl_status calib_run(const bl_model *m, const bl_quant_opts *o, calib_stats *c,
+                           bl_err *err) {
+    bl_state *st;
+    int ctx = o->calib_ctx > 0 ? o->calib_ctx : 256;
+    if (ctx > m->cfg.max_seq) ctx = m->cfg.max_seq;
+    bl_status s = bl_state_new(m, ctx, ctx < 128 ? ctx : 128, &st, err);
+    if (s) return s;
+    bl_state_set_observer(st, observe, c);
+    int32_t *win = malloc((size_t)ctx * sizeof(int32_t));
+    if (!win) {
+        bl_state_free(st);
+        return bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    }
+    const bool bos = m->cfg.bos_id >= 0;
+    const size_t chunk = (size_t)ctx - (bos ? 1 : 0);
+    for (size_t at = 0; at < o->n_calib && !s; at += chunk) {
+        size_t len = o->n_calib - at < chunk ? o->n_calib - at : chunk;
+        int w = 0;
+        if (bos) win[w++] = m->cfg.bos_id;
+        memcpy(win + w, o->calib_ids + at, len * sizeof(int32_t));
+        bl_state_reset(st);
+        s = bl_forward(st, win, w + (int)len, NULL, false, err);
+    }
+    free(win);
+    bl_state_free(st);
+    return s;
+}
+
+static bl_status calib_init(const bl_model *m, calib_stats *c, bl_err *err) {
+    memset(c, 0, sizeof *c);
+    c->n_layers = m->cfg.n_layers;
+    c->gram_layer = -1;
+    const int64_t qd = (int64_t)m->cfg.n_heads * m->cfg.head_dim;
+    c->width[IN_ATTN] = m->cfg.dim;
+    c->width[IN_O] = qd;
+    c->width[IN_MLP] = m->cfg.dim;
+    c->width[IN_DOWN] = m->cfg.hidden_dim;
+    for (int i = 0; i < IN_COUNT; i++) {
+        c->sumsq[i] = calloc((size_t)c->n_layers * (size_t)c->width[i], sizeof(double));
+        if (!c->sumsq[i]) return bl_fail(err, BL_ERR_NOMEM, "out of memory for calibration");
+    }
+    return BL_OK;
+}
+
+/* H = XᵀX/N for every input of one layer (activation-aware MDBF), by a calibration pass. */
+static bl_status calib_gram(const bl_model *m, const bl_quant_opts *o, calib_stats *c, int layer,
+                            bl_err *err) {
+    for (int i = 0; i < IN_COUNT; i++) {
+        free(c->gram[i]);
+        c->gram[i] = calloc((size_t)(c->width[i] * c->width[i]), sizeof(float));
+        if (!c->gram[i]) return bl_fail(err, BL_ERR_NOMEM, "out of memory for XᵀX");
+    }
+    /* The pass also re-adds second moments: keep them unchanged by saving and restoring. */
+    double *saved[IN_COUNT];
+    for (int i = 0; i < IN_COUNT; i++) saved[i] = c->sumsq[i];
+    calib_stats tmp = *c;
+    bl_status s = calib_init(m, &tmp, err);
+    tmp.gram_layer = layer;
+    for (int i = 0; i < IN_COUNT; i++) tmp.gram[i] = c->gram[i];
+    if (!s) s = calib_run(m, o, &tmp, err);
+    for (int i = 0; i < IN_COUNT; i++) {
+        free(tmp.sumsq[i]);
+        c->sumsq[i] = saved[i];
+        const int64_t n = c->width[i];
+        float *H = c->gram[i];
+        /* ssyrk filled the upper triangle: mirror it and divide by the token count. */
+        for (int64_t a = 0; a < n; a++)
+            for (int64_t b = a; b < n; b++) {
+                float v = H[a * n + b] / (float)(tmp.count ? tmp.count : 1);
+                H[a * n + b] = H[b * n + a] = v;
+            }
+    }
+    return s;
+}
+
+/* ---- fitting one layer ---- */
+
+static bl_status fit_layer(const bl_quant_opts *o, const float *W, int64_t m, int64_t n,
+                           const bl_fit_opts *fo, bl_linear *out, bl_err *err) {
+    bl_status s;
+    double bpw = o->bpw;
+    if (bpw <= 0) bpw = 1.0 + 16.0 / (double)n + 16.0 / (double)m; /* onebit's cost */
+    switch (o->method) {
+    case BL_QM_RTN1: case BL_QM_RTN2: case BL_QM_RTN3: case BL_QM_RTN4: {
+        bl_rtn q;
+        int bits = 1 + (int)(o->method - BL_QM_RTN1);
+        if ((s = bl_fit_rtn(W, m, n, bits, o->group, &q, err))) return s;
+        return bl_linear_from_rtn(out, &q, err);
+    }
+    case BL_QM_ONEBIT: {
+        bl_onebit q;
+        if ((s = bl_fit_onebit(W, m, n, fo, &q, err))) return s;
+        return bl_linear_from_onebit(out, &q, err);
+    }
+    case BL_QM_DBF: {
+        bl_dbf q;
+        if ((s = bl_fit_dbf(W, m, n, bl_dbf_mid_for_bpw(m, n, bpw), fo, &q, err))) return s;
+        return bl_linear_from_dbf(out, &q, err);
+    }
+    case BL_QM_MDBF: {
+        bl_mdbf q;
+        int64_t r = bl_mdbf_rank_for_bpw(m, n, bpw, o->rank_l, o->paths);
+        if ((s = bl_fit_mdbf(W, m, n, r, o->rank_l, o->paths, fo, &q, err))) return s;
+        return bl_linear_from_mdbf(out, &q, err);
+    }
+    case BL_QM_COUNT: break;
+    }
+    return bl_fail(err, BL_ERR_ARG, "unknown quantization method");
+}
+
+static cJSON *provenance(const bl_model *src, const bl_quant_opts *o) {
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "source", src->path);
+    cJSON_AddStringToObject(p, "method", bl_qmethod_name(o->method));
+    if (o->method == BL_QM_DBF || o->method == BL_QM_MDBF) {
+        if (o->bpw > 0) cJSON_AddNumberToObject(p, "bpw_target", o->bpw);
+        else cJSON_AddStringToObject(p, "bpw_target", "onebit");
+    }
+    if (o->method == BL_QM_MDBF) {
+        cJSON_AddNumberToObject(p, "envelope_rank", o->rank_l);
+        cJSON_AddNumberToObject(p, "paths", o->paths);
+        cJSON_AddBoolToObject(p, "activation_aware", o->activation_aware);
+    }
+    if (o->method >= BL_QM_RTN2 && o->method <= BL_QM_RTN4)
+        cJSON_AddNumberToObject(p, "group", o->group);
+    if (o->method == BL_QM_ONEBIT) cJSON_AddStringToObject(p, "svid", o->fit.nmf ? "nmf" : "svd");
+    cJSON_AddNumberToObject(p, "seed", (double)o->fit.seed);
+    cJSON_AddNumberToObject(p, "iters", o->fit.iters);
+    cJSON_AddNumberToObject(p, "calib_tokens", (double)o->n_calib);
+    if (o->provenance) cJSON_AddStringToObject(p, "command", o->provenance);
+    return p;
+}
+
+bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const char *outdir,
+                            bl_quant_summary *sum, bl_err *err) {
+    const bl_config *c = &src->cfg;
+    const double t0 = bl_time_s();
+    const int total = c->n_layers * BL_PROJ_COUNT;
+    bl_linear *q = calloc((size_t)total, sizeof *q);
+    if (!q) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    calib_stats cal;
+    bool use_calib = o->calib_ids && o->n_calib > 0 &&
+                     (o->method == BL_QM_DBF || o->method == BL_QM_MDBF);
+    bl_status s = BL_OK;
+    if (use_calib) {
+        s = calib_init(src, &cal, err);
+        if (!s) s = calib_run(src, o, &cal, err);
+    }
+    double bits = 0, weights = 0;
+    float *W = NULL, *What = NULL, *imp = NULL;
+    for (int l = 0; l < c->n_layers && !s; l++) {
+        if (use_calib && o->activation_aware && o->method == BL_QM_MDBF)
+            s = calib_gram(src, o, &cal, l, err);
+        for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
+            const bl_linear *L = &src->layers[l].proj[p];
+            const double t1 = bl_time_s();
+            size_t mn = (size_t)(L->m * L->n);
+            free(W);
+            free(What);
+            free(imp);
+            W = malloc(mn * sizeof(float));
+            What = malloc(mn * sizeof(float));
+            imp = malloc((size_t)L->n * sizeof(float));
+            if (!W || !What || !imp) {
+                s = bl_fail(err, BL_ERR_NOMEM, "out of memory for layer %d", l);
+                break;
+            }
+            if ((s = L->ops->to_dense(L, W, err))) break;
+            bl_fit_opts fo = o->fit;
+            fo.seed = o->fit.seed + (uint64_t)(l * BL_PROJ_COUNT + p) * 7919u;
+            if (use_calib) {
+                const int in = proj_input[p];
+                const double *ss = cal.sumsq[in] + (size_t)l * (size_t)L->n;
+                for (int64_t j = 0; j < L->n; j++)
+                    imp[j] = (float)(ss[j] / (double)(cal.count ? cal.count : 1)) + 1e-8f;
+                fo.in_importance = imp;
+                if (o->activation_aware) fo.H = cal.gram[in];
+            }
+            bl_linear *out = &q[l * BL_PROJ_COUNT + p];
+            if ((s = fit_layer(o, W, L->m, L->n, &fo, out, err))) break;
+            if ((s = out->ops->to_dense(out, What, err))) break;
+            double re = bl_rel_err(W, What, L->m, L->n);
+            double lb = (double)out->ops->stored_bits(out->m, out->n, &out->params);
+            bits += lb;
+            weights += (double)mn;
+            if (o->on_layer) {
+                char name[96];
+                snprintf(name, sizeof name, "model.layers.%d.%s", l, bl_proj_hf_name(p));
+                o->on_layer(o->on_layer_ctx, name, L->m, L->n, lb / (double)mn, re,
+                            bl_time_s() - t1);
+            }
+        }
+    }
+    free(W);
+    free(What);
+    free(imp);
+    if (use_calib) calib_free(&cal);
+    if (!s) {
+        cJSON *prov = provenance(src, o);
+        char *pj = cJSON_PrintUnformatted(prov);
+        cJSON_Delete(prov);
+        s = bl_model_write(src, q, outdir, bl_qmethod_name(o->method), pj, err);
+        free(pj);
+    }
+    for (int i = 0; i < total; i++) bl_linear_free(&q[i]);
+    free(q);
+    if (s) return s;
+    /* Whole-model accounting from what was written. */
+    bl_model *out;
+    if ((s = bl_model_load(outdir, NULL, &out, err))) return s;
+    sum->bpw_layers = bits / weights;
+    bl_model_bpw(out, NULL, &sum->bpw_model);
+    sum->bytes = 0;
+    for (int i = 0; i < out->tensors.n; i++) sum->bytes += out->tensors.t[i].nbytes;
+    sum->seconds = bl_time_s() - t0;
+    bl_model_free(out);
+    return BL_OK;
+}

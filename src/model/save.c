@@ -1,0 +1,194 @@
+/* Writing a model as an HF-style directory: config.json (with quantization_config when any layer
+ * is quantized), model.safetensors, and the tokenizer. Every file is written atomically. */
+#include "bitllm/quantize.h"
+#include "model/model_internal.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static cJSON *config_to_json(const bl_config *c) {
+    cJSON *o = cJSON_CreateObject();
+    static const char *const arch_classes[] = {"LlamaForCausalLM", "MistralForCausalLM",
+                                               "Qwen2ForCausalLM", "Qwen3ForCausalLM"};
+    cJSON *a = cJSON_AddArrayToObject(o, "architectures");
+    cJSON_AddItemToArray(a, cJSON_CreateString(arch_classes[c->arch]));
+    cJSON_AddStringToObject(o, "model_type", bl_arch_name(c->arch));
+    cJSON_AddNumberToObject(o, "hidden_size", c->dim);
+    cJSON_AddNumberToObject(o, "intermediate_size", c->hidden_dim);
+    cJSON_AddNumberToObject(o, "num_hidden_layers", c->n_layers);
+    cJSON_AddNumberToObject(o, "num_attention_heads", c->n_heads);
+    cJSON_AddNumberToObject(o, "num_key_value_heads", c->n_kv_heads);
+    cJSON_AddNumberToObject(o, "head_dim", c->head_dim);
+    cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
+    cJSON_AddNumberToObject(o, "max_position_embeddings", c->max_seq);
+    cJSON_AddNumberToObject(o, "rms_norm_eps", c->norm_eps);
+    cJSON_AddNumberToObject(o, "rope_theta", c->rope_theta);
+    if (c->rope_llama3) {
+        cJSON *r = cJSON_AddObjectToObject(o, "rope_scaling");
+        cJSON_AddStringToObject(r, "rope_type", "llama3");
+        cJSON_AddNumberToObject(r, "factor", c->rope_factor);
+        cJSON_AddNumberToObject(r, "low_freq_factor", c->rope_low_freq_factor);
+        cJSON_AddNumberToObject(r, "high_freq_factor", c->rope_high_freq_factor);
+        cJSON_AddNumberToObject(r, "original_max_position_embeddings", c->rope_orig_max_pos);
+    }
+    cJSON_AddBoolToObject(o, "tie_word_embeddings", c->tied_embeddings);
+    cJSON_AddBoolToObject(o, "attention_bias", c->qkv_bias);
+    /* Q/K rows of checkpoints converted from GGUF/llama2.c stay in interleaved-pair order. */
+    cJSON_AddBoolToObject(o, "rope_interleaved", c->rope_interleaved);
+    cJSON_AddStringToObject(o, "hidden_act", "silu");
+    if (c->bos_id >= 0) cJSON_AddNumberToObject(o, "bos_token_id", c->bos_id);
+    if (c->eos_id >= 0) cJSON_AddNumberToObject(o, "eos_token_id", c->eos_id);
+    return o;
+}
+
+static cJSON *params_to_json(const bl_linear *L) {
+    cJSON *o = cJSON_CreateObject();
+    const bl_format_params *p = &L->params;
+    cJSON_AddStringToObject(o, "format", L->ops->name);
+    if (p->bits) cJSON_AddNumberToObject(o, "bits", p->bits);
+    if (p->group) cJSON_AddNumberToObject(o, "group", p->group);
+    if (p->mid) cJSON_AddNumberToObject(o, "mid", (double)p->mid);
+    if (p->rank_l) cJSON_AddNumberToObject(o, "rank_l", p->rank_l);
+    if (p->paths) cJSON_AddNumberToObject(o, "paths", p->paths);
+    if (p->post_ln) cJSON_AddBoolToObject(o, "post_ln", true);
+    return o;
+}
+
+static bl_status add_vec(bl_st_writer *w, const char *name, const float *v, int64_t n,
+                         bl_err *err) {
+    return bl_st_writer_add(w, name, BL_DT_F32, 1, &n, v, (size_t)n * sizeof(float), false, err);
+}
+
+static bl_status copy_file(const char *from, const char *to, bl_err *err) {
+    char *data;
+    size_t len;
+    bl_status s = bl_read_file(from, &data, &len, err);
+    if (s) return s;
+    s = bl_write_file_atomic(to, data, len, err);
+    free(data);
+    return s;
+}
+
+static bl_status save_tokenizer(const bl_model *m, const char *outdir, bl_err *err) {
+    char to[4200], from[4200];
+    const char *tp = m->tokenizer_path;
+    if (!tp) {
+        if (!m->gguf || !m->tok) return BL_OK;
+        snprintf(to, sizeof to, "%s/tokenizer.gguf", outdir);
+        return bl_gguf_write_metadata(m->gguf, "tokenizer.", to, err);
+    }
+    size_t n = strlen(tp);
+    struct stat st;
+    if (n > 4 && (strcmp(tp + n - 4, ".bin") == 0 || strcmp(tp + n - 5, ".gguf") == 0)) {
+        snprintf(to, sizeof to, "%s/%s", outdir,
+                 strcmp(tp + n - 4, ".bin") == 0 ? "tokenizer.bin" : "tokenizer.gguf");
+        return copy_file(tp, to, err);
+    }
+    /* tokenizer.json, or a directory holding it (plus tokenizer_config.json if present) */
+    bool dir = stat(tp, &st) == 0 && S_ISDIR(st.st_mode);
+    const char *files[] = {"tokenizer.json", "tokenizer_config.json"};
+    for (int i = 0; i < 2; i++) {
+        if (dir) {
+            snprintf(from, sizeof from, "%s/%s", tp, files[i]);
+        } else {
+            const char *slash = strrchr(tp, '/');
+            int dl = slash ? (int)(slash - tp) : 1;
+            snprintf(from, sizeof from, "%.*s/%s", dl, slash ? tp : ".", files[i]);
+            if (i == 0) snprintf(from, sizeof from, "%s", tp);
+        }
+        if (stat(from, &st) != 0) continue;
+        snprintf(to, sizeof to, "%s/%s", outdir, files[i]);
+        bl_status s = copy_file(from, to, err);
+        if (s) return s;
+    }
+    return BL_OK;
+}
+
+/* The output head is written only when untied. */
+bl_status bl_model_write(const bl_model *m, const bl_linear *proj, const char *outdir,
+                         const char *method, const char *extra_json, bl_err *err) {
+    const bl_config *c = &m->cfg;
+    if (mkdir(outdir, 0755) != 0 && errno != EEXIST)
+        return bl_fail(err, BL_ERR_IO, "%s: cannot create directory: %s", outdir, strerror(errno));
+    bl_st_writer *w;
+    bl_status s = bl_st_writer_new(&w, err);
+    if (s) return s;
+    cJSON *cfg = config_to_json(c), *layers = NULL;
+    float *embd_f32 = NULL;
+    char name[BL_MAX_NAME + 64];
+    const bl_tensor *e = &m->tok_embd;
+    if (e->dtype == BL_DT_F32 || e->dtype == BL_DT_F16 || e->dtype == BL_DT_BF16) {
+        s = bl_st_writer_add(w, "model.embed_tokens.weight", e->dtype, 2, e->shape, e->data,
+                             e->nbytes, false, err);
+    } else if (!(s = bl_tensor_to_f32(e, &embd_f32, err))) {
+        s = bl_st_writer_add(w, "model.embed_tokens.weight", BL_DT_F32, 2, e->shape, embd_f32,
+                             (size_t)bl_tensor_numel(e) * 4, false, err);
+    }
+    if (!s) s = add_vec(w, "model.norm.weight", m->out_norm, c->dim, err);
+    if (!s && !c->tied_embeddings) s = m->output.ops->save(&m->output, "lm_head", w, err);
+    for (int l = 0; l < c->n_layers && !s; l++) {
+        const bl_layer *ly = &m->layers[l];
+        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+        s = add_vec(w, name, ly->attn_norm, c->dim, err);
+        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
+        if (!s) s = add_vec(w, name, ly->ffn_norm, c->dim, err);
+        for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
+            const bl_linear *L = proj ? &proj[l * BL_PROJ_COUNT + p] : &ly->proj[p];
+            snprintf(name, sizeof name, "model.layers.%d.%s", l, bl_proj_hf_name(p));
+            s = L->ops->save(L, name, w, err);
+            if (!s && strcmp(L->ops->name, "dense") != 0) {
+                if (!layers) layers = cJSON_CreateObject();
+                cJSON_AddItemToObject(layers, name, params_to_json(L));
+            }
+            if (!s && p < 3 && ly->bias[p]) {
+                snprintf(name, sizeof name, "model.layers.%d.%s.bias", l, bl_proj_hf_name(p));
+                s = add_vec(w, name, ly->bias[p], L->m, err);
+            }
+        }
+        if (!s && ly->q_norm) {
+            snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", l);
+            s = add_vec(w, name, ly->q_norm, c->head_dim, err);
+            snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", l);
+            if (!s) s = add_vec(w, name, ly->k_norm, c->head_dim, err);
+        }
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/model.safetensors", outdir);
+    if (!s) s = bl_st_writer_meta(w, "format", "pt", err);
+    if (!s) s = bl_st_writer_finish(w, path, err);
+    bl_st_writer_free(w);
+    free(embd_f32);
+    if (!s && layers) {
+        cJSON *qc = cJSON_CreateObject();
+        cJSON_AddStringToObject(qc, "quant_method", "bitllm");
+        cJSON_AddStringToObject(qc, "method", method ? method : "custom");
+        cJSON_AddStringToObject(qc, "bitllm_version", BITLLM_VERSION);
+        if (extra_json) {
+            cJSON *x = cJSON_Parse(extra_json);
+            if (x) cJSON_AddItemToObject(qc, "provenance", x);
+        }
+        cJSON_AddItemToObject(qc, "layers", layers);
+        layers = NULL;
+        cJSON_AddItemToObject(cfg, "quantization_config", qc);
+    }
+    cJSON_Delete(layers);
+    if (!s) {
+        char *text = cJSON_Print(cfg);
+        snprintf(path, sizeof path, "%s/config.json", outdir);
+        s = text ? bl_write_file_atomic(path, text, strlen(text), err)
+                 : bl_fail(err, BL_ERR_NOMEM, "out of memory");
+        free(text);
+    }
+    cJSON_Delete(cfg);
+    if (!s) s = save_tokenizer(m, outdir, err);
+    return s;
+}
+
+bl_status bl_model_save(const bl_model *m, const char *outdir, const char *method,
+                        const char *extra_json, bl_err *err) {
+    return bl_model_write(m, NULL, outdir, method ? method : m->quant_method, extra_json, err);
+}

@@ -1,0 +1,13 @@
+/* Subcommands of the bitllm tool. Each lives in tools/cmd_<name>.c, parses its own flags, prints
+ * its own --help, and returns the process exit code. */
+#ifndef BITLLM_CLI_H
+#define BITLLM_CLI_H
+
+int cmd_info(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_ppl(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+#endif

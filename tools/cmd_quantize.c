@@ -1,0 +1,150 @@
+/* bitllm quantize: post-training quantization of every decoder projection with one method. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bitllm/quantize.h"
+#include "cli.h"
+#include "cli_util.h"
+
+typedef struct {
+    bool json;
+    int done, total;
+    double t0;
+    cJSON *layers;
+} layer_log;
+
+static void on_layer(void *ctx, const char *name, int64_t m, int64_t n, double bpw, double rel,
+                     double secs) {
+    layer_log *lg = ctx;
+    lg->done++;
+    double el = bl_time_s() - lg->t0, eta = el / lg->done * (lg->total - lg->done);
+    fprintf(stderr, "[%3d/%d] %-36s %6lld x %-6lld bpw %.4f  rel_err %.4f  %.1fs  (ETA %dm%02ds)\n",
+            lg->done, lg->total, name, (long long)m, (long long)n, bpw, rel, secs, (int)eta / 60,
+            (int)eta % 60);
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "name", name);
+    cJSON *sh = cJSON_AddArrayToObject(e, "shape");
+    cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)m));
+    cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)n));
+    cJSON_AddNumberToObject(e, "bpw", bpw);
+    cJSON_AddNumberToObject(e, "rel_err", rel);
+    cJSON_AddNumberToObject(e, "seconds", secs);
+    cJSON_AddItemToArray(lg->layers, e);
+}
+
+int cmd_quantize(int argc, char **argv) {
+    const char *out = NULL, *method = "onebit", *bpw_s = NULL, *calib = NULL, *tokp = NULL;
+    bool json = false, nmf = false, svd = false, aa = false;
+    int rank_l = 1, paths = 1, iters = 0, calib_tokens = 16384, group = 128, adam = 0;
+    uint64_t seed = 0;
+    const cli_opt opts[] = {
+        {"out", 'o', OPT_STR, &out, "OUTDIR", "output directory (a loadable model)"},
+        {"method", 'm', OPT_STR, &method, "M", "rtn1|rtn2|rtn3|rtn4|onebit|dbf|mdbf (default onebit)"},
+        {"bpw", 0, OPT_STR, &bpw_s, "B", "dbf/mdbf target bpw incl. FP16 vectors, or 'onebit' "
+                                         "to match onebit per layer (default)"},
+        {"nmf", 0, OPT_FLAG, &nmf, NULL, "onebit: SVID rank-1 by NMF (default)"},
+        {"svd", 0, OPT_FLAG, &svd, NULL, "onebit: SVID rank-1 by SVD power iteration"},
+        {"envelope-rank", 0, OPT_INT, &rank_l, "L", "mdbf envelope rank l (default 1)"},
+        {"paths", 0, OPT_INT, &paths, "P", "mdbf paths (default 1)"},
+        {"activation-aware", 0, OPT_FLAG, &aa, NULL, "mdbf: fit W·H^1/2 with H = XᵀX/N from --calib"},
+        {"adam-steps", 0, OPT_INT, &adam, "N", "mdbf: Adam steps on envelopes, signs frozen"},
+        {"group", 0, OPT_INT, &group, "G", "rtn2..4 group size, 64 or 128 (default 128)"},
+        {"calib", 0, OPT_STR, &calib, "FILE", "calibration text (dbf/mdbf importance weights)"},
+        {"calib-tokens", 0, OPT_INT, &calib_tokens, "N", "calibration tokens (default 16384)"},
+        {"iters", 0, OPT_INT, &iters, "N", "dbf/mdbf ADMM iterations (default: method's)"},
+        {"seed", 0, OPT_U64, &seed, "S", "random seed (default 0)"},
+        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints"},
+        {"json", 0, OPT_FLAG, &json, NULL, "print a JSON report on stdout"},
+    };
+    const cli_spec spec = {"quantize", "MODEL",
+                           "Quantize the q,k,v,o,gate,up,down projections of every layer; "
+                           "embeddings, output head and norms are kept. The output directory "
+                           "loads like any model.",
+                           opts, (int)(sizeof opts / sizeof opts[0]), 1, 1};
+    const char *pos[1];
+    int np, r = cli_parse(&spec, argc, argv, pos, &np);
+    if (r != CLI_OK) return cli_exit_code(r);
+    if (!out) return cli_errorf("quantize", "missing -o OUTDIR");
+    bl_quant_opts o;
+    bl_quant_opts_default(&o);
+    if (!bl_qmethod_from_name(method, &o.method))
+        return cli_errorf("quantize", "unknown method '%s' (rtn1..rtn4, onebit, dbf, mdbf)",
+                          method);
+    if (bpw_s && strcmp(bpw_s, "onebit") != 0) {
+        char *end;
+        o.bpw = strtod(bpw_s, &end);
+        if (*end || !(o.bpw > 0.0 && o.bpw <= 16.0))
+            return cli_errorf("quantize", "--bpw must be a number in (0, 16] or 'onebit'");
+    }
+    if (nmf && svd) return cli_errorf("quantize", "--nmf and --svd are exclusive");
+    if (rank_l < 1 || paths < 1 || iters < 0 || adam < 0 || calib_tokens < 1)
+        return cli_errorf("quantize", "--envelope-rank, --paths, --calib-tokens must be >= 1");
+    if (group != 64 && group != 128) return cli_errorf("quantize", "--group must be 64 or 128");
+    if (aa && !calib) return cli_errorf("quantize", "--activation-aware needs --calib FILE");
+    o.fit.nmf = !svd;
+    o.fit.seed = seed;
+    o.fit.iters = iters;
+    o.fit.adam_steps = adam;
+    o.rank_l = rank_l;
+    o.paths = paths;
+    o.group = group;
+    o.activation_aware = aa;
+
+    bl_model *m = cli_load_model(pos[0], tokp);
+    if (!m) return 1;
+    int rc = 1;
+    int32_t *ids = NULL;
+    if (calib) {
+        size_t len, n;
+        char *text = cli_read_text("quantize", calib, &len);
+        if (text) ids = cli_tokenize("quantize", m, text, len, false, &n);
+        free(text);
+        if (!ids) goto done;
+        o.calib_ids = ids;
+        o.n_calib = n < (size_t)calib_tokens ? n : (size_t)calib_tokens;
+    }
+    char cmdline[1024] = "bitllm";
+    for (int i = 0; i < argc; i++) {
+        size_t k = strlen(cmdline);
+        snprintf(cmdline + k, sizeof cmdline - k, " %s", argv[i]);
+    }
+    o.provenance = cmdline;
+    layer_log lg = {.json = json, .total = m->cfg.n_layers * BL_PROJ_COUNT, .t0 = bl_time_s(),
+                    .layers = cJSON_CreateArray()};
+    o.on_layer = on_layer;
+    o.on_layer_ctx = &lg;
+    fprintf(stderr, "quantizing %s with %s%s into %s\n", pos[0], method,
+            o.calib_ids ? " (calibrated)" : "", out);
+    bl_err err = {0};
+    bl_quant_summary sum;
+    if (bl_quantize_model(m, &o, out, &sum, &err) != BL_OK) {
+        cli_error("quantize", &err);
+        cJSON_Delete(lg.layers);
+        goto done;
+    }
+    fprintf(stderr, "done in %.1fs: %.4f bpw in the quantized layers, %.4f bpw over the whole "
+                    "model (%.2f MiB of tensors)\n",
+            sum.seconds, sum.bpw_layers, sum.bpw_model, sum.bytes / 1048576.0);
+    if (json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "method", method);
+        cJSON_AddStringToObject(j, "model", pos[0]);
+        cJSON_AddStringToObject(j, "out", out);
+        cJSON_AddNumberToObject(j, "bpw_layers", sum.bpw_layers);
+        cJSON_AddNumberToObject(j, "bpw_model", sum.bpw_model);
+        cJSON_AddNumberToObject(j, "bytes", (double)sum.bytes);
+        cJSON_AddNumberToObject(j, "seconds", sum.seconds);
+        cJSON_AddNumberToObject(j, "seed", (double)seed);
+        cJSON_AddItemToObject(j, "layers", lg.layers);
+        cli_print_json(j);
+    } else {
+        cJSON_Delete(lg.layers);
+    }
+    rc = 0;
+done:
+    free(ids);
+    bl_model_free(m);
+    return rc;
+}
