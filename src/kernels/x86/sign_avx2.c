@@ -239,7 +239,9 @@ ALWAYS_INLINE void mask_rows(const uint8_t *bits, int64_t n, const float *x, con
                              float tot, int64_t i, float *y, int R) {
     const int64_t row_bytes = bl_sign_row_bytes(n), words = (n + 31) / 32;
     __m256 acc[2][4];
+#pragma GCC unroll 2
     for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
         for (int q = 0; q < 4; q++) acc[r][q] = _mm256_setzero_ps();
     for (int64_t w = 0; w < words; w++) {
         const bool full = 32 * w + 32 <= n;
@@ -261,6 +263,7 @@ ALWAYS_INLINE void mask_rows(const uint8_t *bits, int64_t n, const float *x, con
                                                 sel[q]));
         }
     }
+#pragma GCC unroll 2
     for (int r = 0; r < R; r++) y[i + r] = tot - 2.0f * hsum4(acc[r]);
 }
 
@@ -288,7 +291,9 @@ ALWAYS_INLINE void t_block(const bl_signmat *S, const float *V, float *Z, const 
     const int64_t m = S->m, n = S->n, row_bytes = bl_sign_row_bytes(n);
     const bool full = 32 * cb + 32 <= n;
     __m256 acc[2][4];
+#pragma GCC unroll 2
     for (int t = 0; t < TB; t++)
+#pragma GCC unroll 4
         for (int q = 0; q < 4; q++) acc[t][q] = _mm256_setzero_ps();
     for (int64_t i = 0; i < m; i++) {
         const uint8_t *row = S->bits + i * row_bytes;
@@ -307,19 +312,17 @@ ALWAYS_INLINE void t_block(const bl_signmat *S, const float *V, float *Z, const 
                 acc[t][q] = _mm256_add_ps(acc[t][q], _mm256_blendv_ps(_mm256_setzero_ps(), vb, sel[q]));
         }
     }
+    /* Fully unrolled so acc[] stays in registers; no FMA in tot − 2·acc (see sign_avx512.c). */
+#pragma GCC unroll 2
     for (int t = 0; t < TB; t++) {
         const __m256 tv = _mm256_set1_ps(tot[t]), two = _mm256_set1_ps(2.0f);
+#pragma GCC unroll 4
         for (int q = 0; q < 4; q++) {
             const int64_t j = 32 * cb + 8 * q, left = n - j;
-            if (left <= 0) break;
-            __m256 z = _mm256_sub_ps(tv, _mm256_mul_ps(two, acc[t][q]));
-            if (left >= 8) {
-                _mm256_storeu_ps(Z + (t0 + t) * n + j, z);
-            } else {
-                const __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)left),
-                                                      _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-                _mm256_maskstore_ps(Z + (t0 + t) * n + j, mk, z);
-            }
+            const __m256 z = _mm256_sub_ps(tv, _mm256_mul_ps(two, acc[t][q]));
+            const __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(left > 8 ? 8 : (int)left),
+                                                  _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            _mm256_maskstore_ps(Z + (t0 + t) * n + j, mk, z);
         }
     }
 }

@@ -248,6 +248,7 @@ ALWAYS_INLINE __mmask16 row_mask(const uint8_t *row, int64_t n, int64_t s) {
 ALWAYS_INLINE void mask_rows(const uint8_t *bits, int64_t row_bytes, int64_t n, const float *x,
                              float tot, int64_t i, float *y, int R) {
     __m512 acc[4];
+#pragma GCC unroll 4
     for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
     const int64_t steps = (n + 15) / 16;
     for (int64_t s = 0; s < steps; s++) {
@@ -260,6 +261,7 @@ ALWAYS_INLINE void mask_rows(const uint8_t *bits, int64_t row_bytes, int64_t n, 
             acc[r] = _mm512_mask_add_ps(acc[r], k, acc[r], xv);
         }
     }
+#pragma GCC unroll 4
     for (int r = 0; r < R; r++) y[i + r] = tot - 2.0f * _mm512_reduce_add_ps(acc[r]);
 }
 
@@ -290,6 +292,7 @@ ALWAYS_INLINE void t_block(const bl_signmat *S, const float *V, int64_t T, float
     const int64_t m = S->m, n = S->n, row_bytes = bl_sign_row_bytes(n);
     const int64_t byte0 = 8 * cb, nb = row_bytes - byte0 < 8 ? row_bytes - byte0 : 8;
     __m512 acc[16];
+#pragma GCC unroll 16
     for (int k = 0; k < 4 * TB; k++) acc[k] = _mm512_setzero_ps();
     for (int64_t i = 0; i < m; i++) {
         uint64_t u = 0;
@@ -306,13 +309,18 @@ ALWAYS_INLINE void t_block(const bl_signmat *S, const float *V, int64_t T, float
                                                     acc[4 * t + q], vb);
         }
     }
+    /* Fully unrolled, like the loop above, so acc[] stays in registers. */
+#pragma GCC unroll 4
     for (int t = 0; t < TB; t++) {
         const __m512 tv = _mm512_set1_ps(tot[t]), two = _mm512_set1_ps(2.0f);
+#pragma GCC unroll 4
         for (int q = 0; q < 4; q++) {
-            int64_t j = 64 * cb + 16 * q, left = n - j;
-            if (left <= 0) break;
-            const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-            /* tot − 2·acc, written without FMA contraction so every ISA rounds alike */
+            const int64_t j = 64 * cb + 16 * q, left = n - j;
+            const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF
+                                : left <= 0 ? (__mmask16)0
+                                            : (__mmask16)((1u << left) - 1u);
+            /* tot − 2·acc: a separate multiply and subtract (no FMA), so results are exact
+             * functions of the sums whatever the compiler flags */
             __m512 z = _mm512_sub_ps(tv, _mm512_mul_ps(two, acc[4 * t + q]));
             _mm512_mask_storeu_ps(Z + (t0 + t) * n + j, k, z);
         }
