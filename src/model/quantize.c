@@ -153,11 +153,34 @@ static bl_status calib_gram(const bl_model *m, const bl_quant_opts *o, calib_sta
 
 /* ---- fitting one layer ---- */
 
+/* The bpw a dbf/mdbf layer is fitted to: the target, or onebit's cost for this shape. */
+static double layer_target_bpw(const bl_quant_opts *o, int64_t m, int64_t n) {
+    return o->bpw > 0 ? o->bpw : 1.0 + 16.0 / (double)n + 16.0 / (double)m;
+}
+
+/* Refuses targets a format cannot meet even at middle dimension 1 (tiny layers, high l or P),
+ * before any work is done. */
+static bl_status check_feasible(const bl_quant_opts *o, int64_t m, int64_t n, const char *name,
+                                bl_err *err) {
+    if (o->method != BL_QM_DBF && o->method != BL_QM_MDBF) return BL_OK;
+    bl_format_params p = {.mid = 1, .rank_l = o->rank_l, .paths = o->paths};
+    const bl_format_ops *ops = bl_format_find(o->method == BL_QM_DBF ? "dbf" : "mdbf");
+    double min_bpw = (double)ops->stored_bits(m, n, &p) / ((double)m * (double)n);
+    double want = layer_target_bpw(o, m, n);
+    if (min_bpw > want * (1.0 + 1e-9))
+        return bl_fail(err, BL_ERR_ARG,
+                       "%s (%lld x %lld): target %.4f bpw is below the %.4f bpw that %s needs at "
+                       "its smallest middle dimension (envelope rank %d, %d paths); raise --bpw "
+                       "or lower --envelope-rank/--paths",
+                       name, (long long)m, (long long)n, want, min_bpw, ops->name, o->rank_l,
+                       o->paths);
+    return BL_OK;
+}
+
 static bl_status fit_layer(const bl_quant_opts *o, const float *W, int64_t m, int64_t n,
                            const bl_fit_opts *fo, bl_linear *out, bl_err *err) {
     bl_status s;
-    double bpw = o->bpw;
-    if (bpw <= 0) bpw = 1.0 + 16.0 / (double)n + 16.0 / (double)m; /* onebit's cost */
+    const double bpw = layer_target_bpw(o, m, n);
     switch (o->method) {
     case BL_QM_RTN1: case BL_QM_RTN2: case BL_QM_RTN3: case BL_QM_RTN4: {
         bl_rtn q;
@@ -220,6 +243,16 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     bool use_calib = o->calib_ids && o->n_calib > 0 &&
                      (o->method == BL_QM_DBF || o->method == BL_QM_MDBF);
     bl_status s = BL_OK;
+    for (int l = 0; l < c->n_layers && !s; l++)
+        for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
+            char name[96];
+            snprintf(name, sizeof name, "model.layers.%d.%s", l, bl_proj_hf_name(p));
+            s = check_feasible(o, src->layers[l].proj[p].m, src->layers[l].proj[p].n, name, err);
+        }
+    if (s) {
+        free(q);
+        return s;
+    }
     if (use_calib) {
         s = calib_init(src, &cal, err);
         if (!s) s = calib_run(src, o, &cal, err);

@@ -1,0 +1,249 @@
+/* Whole-model quantization: every method produces a loadable checkpoint whose forward equals the
+ * dense reconstruction of its layers, save → load is bit-exact, accounting matches the files, and
+ * corrupted checkpoints are rejected with a message. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bitllm/eval.h"
+#include "bitllm/quantize.h"
+#include "test.h"
+
+static char model_path[4096];
+
+static bl_model *load(const char *path) {
+    bl_model *m = NULL;
+    bl_err err = {0};
+    if (bl_model_load(path, NULL, &m, &err) != BL_OK) fprintf(stderr, "  load: %s\n", err.msg);
+    return m;
+}
+
+static const int32_t probe[] = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395};
+enum { NPROBE = sizeof probe / sizeof probe[0] };
+
+static void logits_of(bl_model *m, float *out) {
+    bl_state *st;
+    if (bl_state_new(m, 32, 16, &st, NULL) != BL_OK) return;
+    bl_forward(st, probe, NPROBE, out, true, NULL);
+    bl_state_free(st);
+}
+
+/* Replaces every projection of m by a dense f32 copy of its reconstruction. */
+static int densify(bl_model *m, float **bufs) {
+    int k = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int p = 0; p < BL_PROJ_COUNT; p++) {
+            bl_linear *L = &m->layers[l].proj[p];
+            float *W = malloc(sizeof(float) * (size_t)(L->m * L->n));
+            if (L->ops->to_dense(L, W, NULL) != BL_OK) return 0;
+            bl_tensor t = {.dtype = BL_DT_F32, .ndim = 2, .shape = {L->m, L->n}, .data = W,
+                           .nbytes = sizeof(float) * (size_t)(L->m * L->n)};
+            snprintf(t.name, sizeof t.name, "dense.%d.%d", l, p);
+            bl_linear_free(L);
+            if (bl_linear_dense_init(L, &t, NULL) != BL_OK) return 0;
+            bufs[k++] = W;
+        }
+    return k;
+}
+
+static void rm_rf(const char *dir) {
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "  cannot remove %s\n", dir);
+}
+
+static void check_method(bl_qmethod method, double bpw, int rank_l, int paths) {
+    bl_model *src = load(model_path);
+    REQUIRE(src);
+    char dir[] = "/tmp/bitllm-quant-XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    bl_quant_opts o;
+    bl_quant_opts_default(&o);
+    o.method = method;
+    o.bpw = bpw;
+    o.rank_l = rank_l;
+    o.paths = paths;
+    o.fit.iters = test_quick() ? 20 : 60;
+    bl_quant_summary sum;
+    bl_err err = {0};
+    bl_status s = bl_quantize_model(src, &o, dir, &sum, &err);
+    CHECK_MSG(s == BL_OK, "%s: %s", bl_qmethod_name(method), err.msg);
+    bl_model *q = s == BL_OK ? load(dir) : NULL;
+    CHECK(q != NULL);
+    if (q) {
+        fprintf(stderr, "  %-6s bpw %.4f layers / %.4f model\n", bl_qmethod_name(method),
+                sum.bpw_layers, sum.bpw_model);
+        CHECK(strcmp(q->quant_method, bl_qmethod_name(method)) == 0);
+        double bl, bm;
+        bl_model_bpw(q, &bl, &bm);
+        CHECK_NEAR(bl, sum.bpw_layers, 1e-12);
+        /* Stored bits of the layers never exceed the bytes in the file. */
+        uint64_t file_bits = 0;
+        for (int i = 0; i < q->tensors.n; i++) file_bits += 8ull * q->tensors.t[i].nbytes;
+        CHECK(bl_model_weight_bits(q) <= file_bits);
+        /* dbf/mdbf matched to onebit's cost never exceed it (1 + 16/n + 16/m per layer) */
+        if (method == BL_QM_DBF || method == BL_QM_MDBF) CHECK(sum.bpw_layers <= 1.4082);
+        const int V = q->cfg.vocab_size;
+        float *a = malloc(sizeof(float) * V * NPROBE), *b = malloc(sizeof(float) * V * NPROBE);
+        logits_of(q, a);
+        /* save the loaded model again: identical logits and identical tensor bytes */
+        char dir2[] = "/tmp/bitllm-quant2-XXXXXX";
+        REQUIRE(mkdtemp(dir2));
+        CHECK(bl_model_save(q, dir2, NULL, NULL, &err) == BL_OK);
+        bl_model *q2 = load(dir2);
+        CHECK(q2 != NULL);
+        if (q2) {
+            logits_of(q2, b);
+            CHECK_MSG(memcmp(a, b, sizeof(float) * V * NPROBE) == 0,
+                      "%s: logits differ after save/load", bl_qmethod_name(method));
+            CHECK(q2->tensors.n == q->tensors.n);
+            for (int i = 0; i < q->tensors.n && i < q2->tensors.n; i++) {
+                const bl_tensor *t2 = bl_tensor_set_find(&q2->tensors, q->tensors.t[i].name);
+                CHECK(t2 && t2->nbytes == q->tensors.t[i].nbytes &&
+                      memcmp(t2->data, q->tensors.t[i].data, t2->nbytes) == 0);
+            }
+            bl_model_free(q2);
+        }
+        rm_rf(dir2);
+        /* the packed-bit forward equals a dense forward with the reconstructed weights */
+        float *bufs[512];
+        int nb = densify(q, bufs);
+        CHECK(nb == q->cfg.n_layers * BL_PROJ_COUNT);
+        if (method != BL_QM_ONEBIT) { /* plain SVID has no post-LN; every format is linear */
+            logits_of(q, b);
+            double worst = 0, scale = 0;
+            for (int i = 0; i < V * NPROBE; i++) {
+                worst = fmax(worst, fabs(a[i] - b[i]));
+                scale = fmax(scale, fabs(b[i]));
+            }
+            CHECK_MSG(worst <= 1e-3 * fmax(1, scale), "%s: packed vs dense forward differ by %g",
+                      bl_qmethod_name(method), worst);
+        }
+        bl_model_free(q);
+        for (int i = 0; i < nb; i++) free(bufs[i]);
+        free(a), free(b);
+    }
+    rm_rf(dir);
+    bl_model_free(src);
+}
+
+static void test_rtn(void) {
+    if (!test_file_exists(model_path)) SKIP("%s not found", model_path);
+    check_method(BL_QM_RTN1, 0, 1, 1);
+    check_method(BL_QM_RTN2, 0, 1, 1);
+    check_method(BL_QM_RTN4, 0, 1, 1);
+}
+
+static void test_onebit(void) {
+    if (!test_file_exists(model_path)) SKIP("%s not found", model_path);
+    check_method(BL_QM_ONEBIT, 0, 1, 1);
+}
+
+static void test_dbf(void) {
+    if (!test_file_exists(model_path)) SKIP("%s not found", model_path);
+    check_method(BL_QM_DBF, 0, 1, 1);
+}
+
+static void test_mdbf(void) {
+    if (!test_file_exists(model_path)) SKIP("%s not found", model_path);
+    check_method(BL_QM_MDBF, 0, 2, 1);
+    check_method(BL_QM_MDBF, 0, 1, 2);
+}
+
+/* Copies src dir to a new temp dir for corruption. */
+/* A bpw target below what a format can store at its smallest middle dimension is an error. */
+static void test_infeasible_target(void) {
+    if (!test_file_exists(model_path)) SKIP("%s not found", model_path);
+    bl_model *src = load(model_path);
+    REQUIRE(src);
+    bl_quant_opts o;
+    bl_quant_opts_default(&o);
+    o.method = BL_QM_MDBF;
+    o.bpw = 1.0;
+    o.rank_l = 4;
+    o.paths = 2;
+    bl_quant_summary sum;
+    bl_err err = {0};
+    CHECK(bl_quantize_model(src, &o, "/tmp/bitllm-never-written", &sum, &err) == BL_ERR_ARG);
+    CHECK(strstr(err.msg, "bpw") != NULL);
+    fprintf(stderr, "  %s\n", err.msg);
+    struct stat st;
+    CHECK(stat("/tmp/bitllm-never-written", &st) != 0);
+    bl_model_free(src);
+}
+
+static void test_corrupted_checkpoints(void) {
+    if (!test_file_exists(model_path)) SKIP("%s not found", model_path);
+    bl_model *src = load(model_path);
+    REQUIRE(src);
+    char dir[] = "/tmp/bitllm-corrupt-XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    bl_quant_opts o;
+    bl_quant_opts_default(&o);
+    o.method = BL_QM_ONEBIT;
+    bl_quant_summary sum;
+    REQUIRE(bl_quantize_model(src, &o, dir, &sum, NULL) == BL_OK);
+    bl_model_free(src);
+    char st[4200], cfg[4200];
+    snprintf(st, sizeof st, "%s/model.safetensors", dir);
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    char *orig_st, *orig_cfg;
+    size_t st_len, cfg_len;
+    REQUIRE(bl_read_file(st, &orig_st, &st_len, NULL) == BL_OK);
+    REQUIRE(bl_read_file(cfg, &orig_cfg, &cfg_len, NULL) == BL_OK);
+    struct {
+        const char *what;
+        int file; /* 0 = safetensors, 1 = config */
+        size_t cut; /* truncate to this length (0: no) */
+        const char *find, *repl; /* config text substitution */
+    } cases[] = {
+        {"truncated safetensors (data)", 0, 0, NULL, NULL},
+        {"truncated safetensors (header)", 0, 100, NULL, NULL},
+        {"config: wrong format name", 1, 0, "\"format\":\t\"onebit\"", "\"format\":\t\"onebit9\""},
+        {"config: unknown method layer shape", 1, 0, "\"hidden_size\":\t64", "\"hidden_size\":\t72"},
+        {"config: bad post_ln type", 1, 0, "\"format\":\t\"onebit\"", "\"format\":\t\"onebit\", \"post_ln\": 3"},
+        {"config: rtn without bits", 1, 0, "\"format\":\t\"onebit\"", "\"format\":\t\"dbf\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        REQUIRE(bl_write_file_atomic(st, orig_st, st_len, NULL) == BL_OK);
+        REQUIRE(bl_write_file_atomic(cfg, orig_cfg, cfg_len, NULL) == BL_OK);
+        if (cases[i].file == 0) {
+            size_t cut = cases[i].cut ? cases[i].cut : st_len - 1000;
+            REQUIRE(bl_write_file_atomic(st, orig_st, cut, NULL) == BL_OK);
+        } else {
+            char *p = strstr(orig_cfg, cases[i].find);
+            CHECK_MSG(p != NULL, "pattern %s not in config.json", cases[i].find);
+            if (!p) continue;
+            size_t pre = (size_t)(p - orig_cfg), fl = strlen(cases[i].find),
+                   rl = strlen(cases[i].repl);
+            char *nc = malloc(cfg_len + rl + 1);
+            memcpy(nc, orig_cfg, pre);
+            memcpy(nc + pre, cases[i].repl, rl);
+            memcpy(nc + pre + rl, p + fl, cfg_len - pre - fl + 1);
+            REQUIRE(bl_write_file_atomic(cfg, nc, strlen(nc), NULL) == BL_OK);
+            free(nc);
+        }
+        bl_model *m = NULL;
+        bl_err err = {0};
+        bl_status s = bl_model_load(dir, NULL, &m, &err);
+        CHECK_MSG(s != BL_OK && err.msg[0], "%s: accepted", cases[i].what);
+        if (s != BL_OK) fprintf(stderr, "  %s -> %s\n", cases[i].what, err.msg);
+        bl_model_free(m);
+    }
+    free(orig_st);
+    free(orig_cfg);
+    rm_rf(dir);
+}
+
+int main(void) {
+    snprintf(model_path, sizeof model_path, "%s",
+             test_data_path("models/stories260K/stories260K.gguf"));
+    TEST_RUN(test_rtn);
+    TEST_RUN(test_onebit);
+    TEST_RUN(test_dbf);
+    TEST_RUN(test_mdbf);
+    TEST_RUN(test_infeasible_target);
+    TEST_RUN(test_corrupted_checkpoints);
+    return test_summary();
+}
