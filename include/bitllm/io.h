@@ -43,6 +43,12 @@ bl_status bl_st_writer_new(bl_st_writer **w, bl_err *err);
 bl_status bl_st_writer_add(bl_st_writer *w, const char *name, bl_dtype dtype, int ndim,
                            const int64_t *shape, const void *data, size_t nbytes, bool copy,
                            bl_err *err);
+/* A tensor whose bytes are produced by fill(ctx, name, buf, nbytes) while the file is written,
+ * so generated tensors never need to be in memory all at once. */
+typedef void (*bl_st_fill_fn)(void *ctx, const char *name, void *buf, size_t nbytes);
+bl_status bl_st_writer_add_lazy(bl_st_writer *w, const char *name, bl_dtype dtype, int ndim,
+                                const int64_t *shape, size_t nbytes, bl_st_fill_fn fill,
+                                void *ctx, bl_err *err);
 /* Optional string->string metadata stored under "__metadata__". */
 bl_status bl_st_writer_meta(bl_st_writer *w, const char *key, const char *value, bl_err *err);
 bl_status bl_st_writer_finish(bl_st_writer *w, const char *path, bl_err *err);

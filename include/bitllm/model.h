@@ -88,6 +88,16 @@ void bl_model_bpw(const bl_model *m, double *bpw_layers, double *bpw_model);
 bl_status bl_config_from_hf_json(const char *json, const char *path, bl_config *cfg,
                                  bl_err *err);
 
+/* Random-weight models with the real dimensions of known architectures, for speed and memory
+ * measurements without real weights. Presets: llama2-7b, llama3-8b, mistral-7b, tinyllama-1.1b,
+ * qwen2.5-0.5b, qwen3-0.6b, smollm2-135m. */
+bool bl_synth_preset(const char *name, bl_config *out);
+const char *const *bl_synth_preset_names(int *count);
+/* Writes config.json + model.safetensors (weights ~ uniform with std 0.02, norms 1) of dtype
+ * F32, F16 or BF16, streaming one tensor at a time. */
+bl_status bl_synth_model(const bl_config *c, bl_dtype dtype, uint64_t seed, const char *outdir,
+                         bl_err *err);
+
 /* Inference state: KV cache and scratch for batches of up to max_batch tokens. */
 typedef struct bl_state bl_state;
 bl_status bl_state_new(const bl_model *m, int max_seq, int max_batch, bl_state **out,

@@ -6,12 +6,15 @@
 
 bl_status bl_config_validate(const bl_config *c, const char *path, bl_err *err);
 /* Parses one layer's entry of quantization_config.layers ({"format": ..., params}). */
-struct cJSON;
-bl_status bl_format_params_from_json(const struct cJSON *o, const char *where,
+#include <cjson/cJSON.h>
+bl_status bl_format_params_from_json(const cJSON *o, const char *where,
                                      const bl_format_ops **ops, bl_format_params *p, bl_err *err);
 
 /* Writes m with proj (n_layers × BL_PROJ_COUNT) in place of its own projections (src/model/save.c). */
 bl_status bl_model_write(const bl_model *m, const bl_linear *proj, const char *outdir,
                          const char *method, const char *extra_json, bl_err *err);
+
+/* The HF config.json object for cfg (src/model/save.c). */
+cJSON *bl_config_to_json(const bl_config *c);
 
 #endif

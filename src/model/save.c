@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static cJSON *config_to_json(const bl_config *c) {
+cJSON *bl_config_to_json(const bl_config *c) {
     cJSON *o = cJSON_CreateObject();
     static const char *const arch_classes[] = {"LlamaForCausalLM", "MistralForCausalLM",
                                                "Qwen2ForCausalLM", "Qwen3ForCausalLM"};
@@ -117,7 +117,7 @@ bl_status bl_model_write(const bl_model *m, const bl_linear *proj, const char *o
     bl_st_writer *w;
     bl_status s = bl_st_writer_new(&w, err);
     if (s) return s;
-    cJSON *cfg = config_to_json(c), *layers = NULL;
+    cJSON *cfg = bl_config_to_json(c), *layers = NULL;
     float *embd_f32 = NULL;
     char name[BL_MAX_NAME + 64];
     const bl_tensor *e = &m->tok_embd;
