@@ -1,0 +1,106 @@
+/* Options, error measure, bit budgets and importance scaling shared by the fitting methods. */
+#include "quant/qf_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void bl_fit_opts_default(bl_fit_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->seed = 0;
+    o->iters = 0;      /* method default (see dbf.c) */
+    o->inner = 0;      /* 3 */
+    o->nmf = true;     /* OneBit recommends the NMF initialization (ALGORITHMS.md §2) */
+    o->adam_steps = 0;
+    o->adam_lr = 0.0f;
+}
+
+double bl_rel_err(const float *W, const float *What, int64_t m, int64_t n) {
+    double num = 0.0, den = 0.0;
+    int64_t total = m * n;
+    for (int64_t i = 0; i < total; i++) {
+        double d = (double)W[i] - (double)What[i];
+        num += d * d;
+        den += (double)W[i] * (double)W[i];
+    }
+    if (den == 0.0) return num == 0.0 ? 0.0 : INFINITY;
+    return sqrt(num / den);
+}
+
+/* DBF: bits(k) = k(m+n) + 16(m+n+k) (sign bits of A and B plus the FP16 vectors a, μ, b). */
+static double dbf_bits(int64_t m, int64_t n, int64_t k) {
+    return (double)k * (double)(m + n) + 16.0 * (double)(m + n + k);
+}
+
+/* MDBF: bits(r) = P·[r(m+n) + 16·l·(m+n+2r)] (signs, A_env, B_env, Q_U, Q_V per path). */
+static double mdbf_bits(int64_t m, int64_t n, int64_t r, int l, int P) {
+    return (double)P * ((double)r * (double)(m + n) + 16.0 * l * (double)(m + n + 2 * r));
+}
+
+static int64_t clamp_mid(int64_t k, int64_t m, int64_t n) {
+    int64_t hi = m < n ? m : n;
+    if (k > hi) k = hi;
+    if (k < 1) k = 1;
+    return k;
+}
+
+int64_t bl_dbf_mid_for_bpw(int64_t m, int64_t n, double bpw) {
+    if (m < 1 || n < 1 || !(bpw > 0.0)) return 1;
+    double budget = bpw * (double)m * (double)n;
+    double kf = floor((budget - 16.0 * (double)(m + n)) / (double)(m + n + 16));
+    int64_t k = kf < 1.0 ? 1 : kf > 4e18 ? INT64_MAX / 4 : (int64_t)kf;
+    /* the closed form is exact in real arithmetic; settle rounding at the boundary in integers */
+    while (dbf_bits(m, n, k + 1) <= budget && k < m + n) k++;
+    while (k > 1 && dbf_bits(m, n, k) > budget) k--;
+    return clamp_mid(k, m, n);
+}
+
+int64_t bl_mdbf_rank_for_bpw(int64_t m, int64_t n, double bpw, int l, int P) {
+    if (m < 1 || n < 1 || l < 1 || P < 1 || !(bpw > 0.0)) return 1;
+    double budget = bpw * (double)m * (double)n;
+    double rf = floor((budget / P - 16.0 * l * (double)(m + n)) / (double)(m + n + 32 * l));
+    int64_t r = rf < 1.0 ? 1 : rf > 4e18 ? INT64_MAX / 4 : (int64_t)rf;
+    while (mdbf_bits(m, n, r + 1, l, P) <= budget && r < m + n) r++;
+    while (r > 1 && mdbf_bits(m, n, r, l, P) > budget) r--;
+    return clamp_mid(r, m, n);
+}
+
+bl_status bl_qf_sqrt_importance(const float *imp, int64_t n, float **out, bl_err *err) {
+    *out = NULL;
+    if (!imp) return BL_OK;
+    float *s = malloc(sizeof(float) * (size_t)n);
+    if (!s) return bl_fail(err, BL_ERR_NOMEM, "importance scaling (%lld)", (long long)n);
+    double mean = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(imp[i]) || imp[i] < 0.0f) {
+            free(s);
+            return bl_fail(err, BL_ERR_ARG, "importance[%lld] = %g is not a finite value >= 0",
+                           (long long)i, (double)imp[i]);
+        }
+        mean += imp[i];
+    }
+    mean /= (double)n;
+    /* A zero importance would make the scaling singular (it is divided back out of a and b);
+     * floor at 1e-8 of the mean as the reference's +1e-8 does. All zero → uniform. */
+    double floor_v = mean > 0.0 ? 1e-8 * mean : 1.0;
+    for (int64_t i = 0; i < n; i++) {
+        double v = imp[i] > floor_v ? imp[i] : floor_v;
+        s[i] = (float)sqrt(v);
+    }
+    *out = s;
+    return BL_OK;
+}
+
+void bl_qf_scale_rows_cols(const float *W, int64_t m, int64_t n, const float *so, const float *si,
+                           float *T) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < m; i++) {
+        float a = so ? so[i] : 1.0f;
+        const float *w = W + i * n;
+        float *t = T + i * n;
+        if (si)
+            for (int64_t j = 0; j < n; j++) t[j] = a * w[j] * si[j];
+        else
+            for (int64_t j = 0; j < n; j++) t[j] = a * w[j];
+    }
+}

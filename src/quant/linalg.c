@@ -1,0 +1,175 @@
+/* Dense linear algebra for the fitting code: wrappers over CBLAS and LAPACKE plus the truncated SVD
+ * used by the MDBF initialization. Row-major throughout. */
+#include "quant/qf_internal.h"
+
+#include <cblas.h>
+#include <lapacke.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void bl_qf_gemm(bool tA, bool tB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) { /* BLAS would leave C untouched for alpha·0; apply beta ourselves */
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans,
+                (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta,
+                C, (blasint)ldc);
+}
+
+static void symmetrize_upper(float *G, int64_t k) {
+    for (int64_t i = 0; i < k; i++)
+        for (int64_t j = i + 1; j < k; j++) G[j * k + i] = G[i * k + j];
+}
+
+void bl_qf_gram_rows(const float *A, int64_t r, int64_t c, float *G) {
+    if (c <= 0) {
+        memset(G, 0, sizeof(float) * (size_t)(r * r));
+        return;
+    }
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (blasint)r, (blasint)c, 1.0f, A,
+                (blasint)c, 0.0f, G, (blasint)r);
+    symmetrize_upper(G, r);
+}
+
+bl_status bl_qf_spd_inverse(const float *M, int64_t k, float shift, float *inv, bl_err *err) {
+    memcpy(inv, M, sizeof(float) * (size_t)(k * k));
+    for (int64_t i = 0; i < k; i++) inv[i * k + i] += shift;
+    /* The row-major upper triangle is the column-major lower one: calling LAPACK column-major
+     * avoids LAPACKE's transposed copies of a k×k matrix. */
+    lapack_int info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', (lapack_int)k, inv, (lapack_int)k);
+    if (info == 0) info = LAPACKE_spotri(LAPACK_COL_MAJOR, 'L', (lapack_int)k, inv, (lapack_int)k);
+    if (info != 0)
+        return bl_fail(err, BL_ERR_NUMERIC,
+                       "normal equations (k=%lld) not positive definite (LAPACK info %d)",
+                       (long long)k, (int)info);
+    symmetrize_upper(inv, k);
+    return BL_OK;
+}
+
+bl_status bl_qf_sym_eig(float *A, int64_t n, float *w, bl_err *err) {
+    /* Workspace sizes from the LAPACK documentation of ssyevd. We do not use the workspace query:
+     * LAPACK < 3.12 returns LWORK as a float, which rounds 1 + 6n + 2n² down for n ≳ 3000. */
+    size_t lwork = 1 + 6 * (size_t)n + 2 * (size_t)n * (size_t)n;
+    size_t liwork = 3 + 5 * (size_t)n;
+    float *work = malloc(sizeof(float) * lwork);
+    lapack_int *iwork = malloc(sizeof(lapack_int) * liwork);
+    if (!work || !iwork) {
+        free(work);
+        free(iwork);
+        return bl_fail(err, BL_ERR_NOMEM, "eigendecomposition workspace (n=%lld)", (long long)n);
+    }
+    lapack_int info = LAPACKE_ssyevd_work(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)n, A,
+                                          (lapack_int)n, w, work, (lapack_int)lwork, iwork,
+                                          (lapack_int)liwork);
+    free(work);
+    free(iwork);
+    if (info != 0)
+        return bl_fail(err, BL_ERR_NUMERIC, "symmetric eigendecomposition (n=%lld) failed (info %d)",
+                       (long long)n, (int)info);
+    return BL_OK;
+}
+
+bl_status bl_qf_orthonormalize(float *A, int64_t m, int64_t k, float *R, bl_err *err) {
+    float *tau = malloc(sizeof(float) * (size_t)(k > 0 ? k : 1));
+    if (!tau) return bl_fail(err, BL_ERR_NOMEM, "QR workspace");
+    lapack_int info = LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)k, A,
+                                     (lapack_int)k, tau);
+    if (info == 0 && R) {
+        for (int64_t i = 0; i < k; i++)
+            for (int64_t j = 0; j < k; j++) R[i * k + j] = j >= i ? A[i * k + j] : 0.0f;
+    }
+    if (info == 0)
+        info = LAPACKE_sorgqr(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)k, (lapack_int)k, A,
+                              (lapack_int)k, tau);
+    free(tau);
+    if (info != 0) return bl_fail(err, BL_ERR_NUMERIC, "QR factorization failed (info %d)", (int)info);
+    return BL_OK;
+}
+
+void bl_qf_row_norms(const float *A, int64_t r, int64_t c, float *out) {
+BL_QF_LOOP
+    for (int64_t i = 0; i < r; i++) {
+        const float *a = A + i * c;
+        double s = 0.0;
+        for (int64_t j = 0; j < c; j++) s += (double)a[j] * a[j];
+        out[i] = (float)sqrt(s);
+    }
+}
+
+double bl_qf_rms(const float *x, int64_t n, int64_t stride) {
+    if (n <= 0) return 0.0;
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) s += (double)x[i * stride] * x[i * stride];
+    return sqrt(s / (double)n);
+}
+
+void bl_qf_fill_normal(float *x, size_t n, uint64_t seed) {
+    bl_rng rng;
+    bl_rng_seed(&rng, seed);
+    for (size_t i = 0; i < n; i++) x[i] = bl_rng_normal(&rng);
+}
+
+/* Truncated SVD through the Gram matrix of the smaller side. With s = min(m, n) and the Gram
+ * C = A·Aᵀ (m ≤ n) whose top-r eigenvectors are Ur: Y = Urᵀ·A (r×n) and A ≈ Ur·Y exactly as a
+ * projection. Column j then gets the even split L_j = Ur_j·√‖Y_j‖, RT_j = Y_j / √‖Y_j‖ (‖Y_j‖ is
+ * σ_j measured directly rather than through the less accurate eigenvalue). */
+bl_status bl_qf_tsvd(const float *A, int64_t m, int64_t n, int64_t r, float *L, float *RT,
+                     bl_err *err) {
+    bool left = m <= n;                /* Gram of rows (m×m) or of columns (n×n) */
+    int64_t s = left ? m : n, o = left ? n : m;
+    if (r > s) r = s;
+    float *C = malloc(sizeof(float) * (size_t)s * (size_t)s);
+    float *w = malloc(sizeof(float) * (size_t)s);
+    float *Ur = malloc(sizeof(float) * (size_t)s * (size_t)r);
+    float *Y = malloc(sizeof(float) * (size_t)r * (size_t)o);
+    float *nrm = malloc(sizeof(float) * (size_t)r);
+    bl_status st = BL_OK;
+    if (!C || !w || !Ur || !Y || !nrm) {
+        st = bl_fail(err, BL_ERR_NOMEM, "truncated SVD buffers (%lldx%lld, rank %lld)",
+                     (long long)m, (long long)n, (long long)r);
+        goto done;
+    }
+    if (left) {
+        bl_qf_gram_rows(A, m, n, C);
+    } else { /* C = Aᵀ·A */
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (blasint)n, (blasint)m, 1.0f, A,
+                    (blasint)n, 0.0f, C, (blasint)n);
+        symmetrize_upper(C, n);
+    }
+    if ((st = bl_qf_sym_eig(C, s, w, err)) != BL_OK) goto done;
+    /* top r eigenvectors, largest first */
+    for (int64_t i = 0; i < s; i++)
+        for (int64_t j = 0; j < r; j++) Ur[i * r + j] = C[i * s + (s - 1 - j)];
+    /* Y = Urᵀ·A (r×n) when left, else Y = Urᵀ·Aᵀ (r×m) */
+    if (left)
+        bl_qf_gemm(true, false, r, n, m, 1.0f, Ur, r, A, n, 0.0f, Y, n);
+    else
+        bl_qf_gemm(true, true, r, m, n, 1.0f, Ur, r, A, n, 0.0f, Y, m);
+    bl_qf_row_norms(Y, r, o, nrm);
+    for (int64_t j = 0; j < r; j++) {
+        double sg = nrm[j] > 0.0f ? sqrt((double)nrm[j]) : 0.0;
+        float up = (float)sg, down = sg > 0.0 ? (float)(1.0 / sg) : 0.0f;
+        /* the s-side vector goes with √σ, the other side is Y_j/√σ */
+        float *side_s = left ? L : RT, *side_o = left ? RT : L;
+        for (int64_t i = 0; i < s; i++) {
+            float v = Ur[i * r + j] * up;
+            if (left) side_s[i * r + j] = v; else side_s[j * s + i] = v;
+        }
+        for (int64_t i = 0; i < o; i++) {
+            float v = Y[j * o + i] * down;
+            if (left) side_o[j * o + i] = v; else side_o[i * r + j] = v;
+        }
+    }
+done:
+    free(C);
+    free(w);
+    free(Ur);
+    free(Y);
+    free(nrm);
+    return st;
+}

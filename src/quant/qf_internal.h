@@ -1,0 +1,182 @@
+/* Private helpers of the fitting code (src/quant). Everything here works on row-major f32
+ * matrices, uses BLAS/LAPACK for anything O(m·n·k), and is deterministic for a given thread count.
+ *
+ * Naming: a matrix "r×c" is r rows of c floats. Functions that may fail return a bl_status and
+ * fill err; the others cannot fail (their buffers come from the caller). */
+#ifndef BITLLM_QUANT_QF_INTERNAL_H
+#define BITLLM_QUANT_QF_INTERNAL_H
+
+#include "bitllm/quant.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Elementwise loops of the iterative solvers. They alternate with multi-threaded BLAS calls many
+ * times per second; OpenMP worker threads that spin-wait after a loop then compete with the BLAS
+ * threads for the same cores (measured: 3-4x slower fits on 2 cores). These loops are memory-bound
+ * and cheap next to the O(m·n·k) products, so they run on the calling thread. */
+#ifndef BL_QF_LOOP
+#define BL_QF_LOOP
+#endif
+
+/* ---- linalg.c: thin layer over CBLAS / LAPACKE ---- */
+
+/* C = alpha·op(A)·op(B) + beta·C, op(X) = Xᵀ when tX; M×N result, inner dimension K. */
+void bl_qf_gemm(bool tA, bool tB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* G = A·Aᵀ (r×r, both triangles filled) for A r×c. */
+void bl_qf_gram_rows(const float *A, int64_t r, int64_t c, float *G);
+/* inv = (M + shift·I)⁻¹ for symmetric positive definite M (k×k), both triangles filled. */
+bl_status bl_qf_spd_inverse(const float *M, int64_t k, float shift, float *inv, bl_err *err);
+/* Symmetric eigendecomposition in place: on return A (n×n) holds the eigenvectors as columns
+ * (A[i·n + j] = component i of vector j) and w the eigenvalues in ascending order. */
+bl_status bl_qf_sym_eig(float *A, int64_t n, float *w, bl_err *err);
+/* Orthonormalizes the k columns of the m×k matrix A (Householder QR, k ≤ m). If R is not NULL it
+ * receives the k×k upper-triangular factor (A_in = Q·R). */
+bl_status bl_qf_orthonormalize(float *A, int64_t m, int64_t k, float *R, bl_err *err);
+/* Rank-r truncated SVD A ≈ L·RT with L = U·Σ^½ (m×r) and RT = Σ^½·Vᵀ (r×n), computed from the
+ * eigendecomposition of the Gram matrix of the smaller side. L·RT is always the exact orthogonal
+ * projection of A onto the computed r-dimensional subspace, so poor accuracy of tiny eigenvalues
+ * can never produce a worse-than-projection approximation. */
+bl_status bl_qf_tsvd(const float *A, int64_t m, int64_t n, int64_t r, float *L, float *RT,
+                     bl_err *err);
+/* out[i] = ‖row i of A‖₂ (double accumulation). */
+void bl_qf_row_norms(const float *A, int64_t r, int64_t c, float *out);
+/* Root mean square of x (double accumulation; 0 for n = 0). */
+double bl_qf_rms(const float *x, int64_t n, int64_t stride);
+/* Fills x with standard normal values from a generator seeded with seed. */
+void bl_qf_fill_normal(float *x, size_t n, uint64_t seed);
+
+/* ---- envelope.c: the (multi-)SVID projection ---- */
+
+/* Rank-l factors of the magnitude envelope of one r×c factor matrix together with its signs:
+ * the matrix they represent is S ⊙ (L·Rᵀ), S = sign bits (r rows of ceil(c/8) bytes, canonical
+ * packed layout, bit set ⇔ −1). */
+typedef struct {
+    int64_t rows, cols;
+    int l;
+    float *L;       /* rows × l */
+    float *R;       /* cols × l */
+    uint8_t *sign;  /* rows × ceil(cols/8) */
+    bool warm;      /* L/R hold a previous solution usable as a warm start */
+    uint64_t seed;  /* for the random columns of block power iteration */
+} bl_qf_env;
+
+bl_status bl_qf_env_alloc(bl_qf_env *e, int64_t rows, int64_t cols, int l, uint64_t seed,
+                          bl_err *err);
+void bl_qf_env_free(bl_qf_env *e);
+
+/* Rank-l truncated SVD of a non-negative r×c matrix N: N ≈ L·Rᵀ, L r×l, R c×l, singular values
+ * split evenly. l = 1 uses power iteration from the all-ones vector (or the warm start), so the
+ * Perron vectors come out non-negative; l > 1 uses block power (subspace) iteration with 4
+ * oversampling columns and a final small SVD (the reference's _tsvd_block_power). Columns are
+ * oriented so that each column of L sums to ≥ 0. */
+bl_status bl_qf_abs_tsvd(const float *N, int64_t r, int64_t c, int l, int iters, bool warm,
+                         uint64_t seed, float *L, float *R, bl_err *err);
+
+/* Projection onto the set {S ⊙ TSVD_l(|M|)} (ALGORITHMS.md §4/§5): S = sign(M) (sign(0) = +1),
+ * envelope = rank-l TSVD of |M|. M (r×c) is destroyed (it becomes |M|); the result is written to Z
+ * and its factors to e (which also provides the warm start). */
+bl_status bl_qf_project(float *M, bl_qf_env *e, int iters, float *Z, bl_err *err);
+/* Z = S ⊙ (L·Rᵀ) from the factors in e. */
+void bl_qf_env_expand(const bl_qf_env *e, float *Z);
+
+/* Packed signs: bits for the r×c matrix M (row-major), canonical layout. */
+void bl_qf_pack_signs(const float *M, int64_t r, int64_t c, uint8_t *bits);
+/* Transposes a packed r×c sign matrix into a packed c×r one. */
+void bl_qf_transpose_signs(const uint8_t *in, int64_t r, int64_t c, uint8_t *out);
+
+/* ---- admm.c: the alternating ADMM shared by DBF and MDBF ---- */
+
+/* One side of a factorization: the variable is an r×c matrix (F is kept transposed, r×m, so that
+ * both sides have the same shape convention and the same update code). */
+typedef struct {
+    int64_t r, c;
+    float *Z;   /* current point in the constraint set */
+    float *U;   /* scaled dual variable */
+    float *XY;  /* Fixedᵀ·Target for the current outer iteration */
+    float *tmp; /* scratch r×c */
+    float *B;   /* unconstrained least-squares iterate; also scratch for the other side */
+    bl_qf_env env;
+} bl_qf_side;
+
+/* Activation-aware metric: objective ‖(T − F·G)·H^½‖²_F with H = E·diag(lam)·Eᵀ (n×n, normalized
+ * to unit mean diagonal). NULL metric = plain Frobenius. The caller takes H's diagonal out first
+ * (T = W·diag(√diag H), metric = the correlation part), so the ADMM penalty and the projection act
+ * in the importance-scaled space exactly as in the diagonal case; only the correlations are left to
+ * the metric. */
+typedef struct {
+    int64_t n;
+    float *E;      /* n×n eigenvectors (columns) */
+    float *lam;    /* n eigenvalues, clamped ≥ floor */
+    float *Hhalf;  /* n×n  H^½ */
+    float *H;      /* n×n  H (regularized, normalized) */
+} bl_qf_metric;
+
+/* Metric from D^-½·H·D^-½ with D = diag(si²) (si NULL = identity), normalized. */
+bl_status bl_qf_metric_init(bl_qf_metric *mt, const float *H, int64_t n, const float *si,
+                            bl_err *err);
+void bl_qf_metric_free(bl_qf_metric *mt);
+
+/* One path W ≈ F·G: F = Zᵀ of side f (m×r), G = Z of side g (r×n). */
+typedef struct {
+    int64_t m, n, r;
+    int l;
+    bl_qf_side f, g;
+} bl_qf_path;
+
+bl_status bl_qf_path_alloc(bl_qf_path *p, int64_t m, int64_t n, int64_t r, int l, uint64_t seed,
+                           bl_err *err);
+void bl_qf_path_free(bl_qf_path *p);
+
+/* Closed-form initialization (ALGORITHMS.md §5): rank-r TSVD of T (of T·H^½ mapped back when mt is
+ * given), then each factor projected onto its constraint set. */
+bl_status bl_qf_path_init_svd(bl_qf_path *p, const float *T, const bl_qf_metric *mt, bl_err *err);
+/* The reference DBF start: both factors i.i.d. standard normal. */
+void bl_qf_path_init_random(bl_qf_path *p, uint64_t seed);
+
+/* ADMM settings of the reference code (usamec/double_binary, OneCompression mdbf/admm.py). */
+#define BL_QF_DEFAULT_INNER 3 /* inner ADMM steps per side and outer iteration */
+#define BL_QF_RIDGE 0.03f     /* ridge = 0.03 · mean diagonal of the normal matrix */
+#define BL_QF_PROJ_ITERS 3    /* power iterations per projection (warm-started; reference: 5 cold) */
+
+/* Default number of outer iterations for an m×n path of rank r (mdbf.c: a flop budget). */
+int bl_qf_default_iters(int64_t m, int64_t n, int64_t r, int inner, bool metric);
+
+typedef struct {
+    int iters, inner;
+    float reg;               /* ridge, relative to the mean diagonal of the normal matrix */
+    int proj_iters;          /* power iterations per projection */
+    bl_progress_fn progress; /* called with base + span·(it+1)/iters */
+    void *progress_ctx;
+    double progress_base, progress_span;
+} bl_qf_admm_opts;
+
+/* Alternating ADMM on T (m×n) starting from the path's current Z/U. */
+bl_status bl_qf_admm(bl_qf_path *p, const float *T, const bl_qf_metric *mt,
+                     const bl_qf_admm_opts *ao, bl_err *err);
+
+/* Y = beta·Y + alpha·F·G (m×n) with F's columns normalized as the final representation uses them
+ * (p->f.B is used as scratch). */
+bl_status bl_qf_path_product(bl_qf_path *p, float alpha, float beta, float *Y, bl_err *err);
+
+/* ---- adam.c: envelope refinement with frozen signs ---- */
+
+/* Adam (cosine-decayed learning rate, step sizes relative to each tensor's initial RMS) on the
+ * envelope factors A_env, Q_U, Q_V, B_env of all P paths, signs frozen, minimizing
+ * ‖T − Σ F_p G_p‖²_F (or tr(E·H·Eᵀ) under the metric). The loss is evaluated before every step
+ * and after the last one; the best iterate is kept, so the result is never worse than the start. */
+bl_status bl_qf_adam(bl_mdbf_path *paths, int P, int64_t m, int64_t n, int64_t r, int l,
+                     const float *T, const bl_qf_metric *mt, int steps, float lr,
+                     bl_progress_fn progress, void *ctx, double base, double span, bl_err *err);
+
+/* ---- common.c ---- */
+
+/* sqrt of importance values with a floor (1e-8 of their mean), or NULL → all ones. */
+bl_status bl_qf_sqrt_importance(const float *imp, int64_t n, float **out, bl_err *err);
+/* T = diag(so)·W·diag(si) (NULL = ones). */
+void bl_qf_scale_rows_cols(const float *W, int64_t m, int64_t n, const float *so, const float *si,
+                           float *T);
+
+#endif
