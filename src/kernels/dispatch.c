@@ -72,9 +72,17 @@ static const bl_sign_variant variants[] = {
      "lut4 reading canonical rows with VPGATHERDD (unprepared matrices)"},
     {"mask", BL_ISA_AVX512, false, false, bl_sign_mm_avx512_mask,
      "columns in lanes, k-masked VADDPS, y = sum(x) - 2*sum(selected)"},
-    {"mask_t", BL_ISA_AVX512, true, false, bl_sign_mm_t_avx512,
+    {"lut4_t", BL_ISA_AVX512, true, true, bl_sign_mm_t_avx512_lut,
+     "tables over 4-row groups, columns in lanes, bit tiles transposed with GF2P8AFFINEQB "
+     "(falls back to mask_t without GFNI or packing)"},
+    {"mask_t", BL_ISA_AVX512, true, false, bl_sign_mm_t_avx512_mask,
      "columns in lanes, k-masked VADDPS over rows in order, z = sum(v) - 2*sum(selected)"},
 };
+
+bool bl_cpu_has_gfni(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("gfni");
+}
 
 const bl_sign_variant *bl_sign_variants(int *count) {
     *count = (int)(sizeof variants / sizeof variants[0]);

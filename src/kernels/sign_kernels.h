@@ -52,6 +52,9 @@ void bl_sb_pack(int64_t m, int64_t n, const uint8_t *bits, uint32_t *packed);
  * as 0 whatever the padding holds. Never reads past the row's ceil(n/8) bytes. */
 uint32_t bl_sb_canon_word(const uint8_t *row, int64_t n, int64_t w);
 
+/* Whether the CPU has GFNI (used by the AVX-512 transposed kernel; dispatch.c). */
+bool bl_cpu_has_gfni(void);
+
 /* A kernel entry point: the public signature of bl_sign_matmul / bl_sign_matmul_t. */
 typedef void (*bl_sign_fn)(const bl_signmat *S, const float *X, int64_t T, float *Y);
 
@@ -75,6 +78,8 @@ void bl_sign_mm_avx512_lut(const bl_signmat *S, const float *X, int64_t T, float
 void bl_sign_mm_avx512_gather(const bl_signmat *S, const float *X, int64_t T, float *Y);
 void bl_sign_mm_avx512_mask(const bl_signmat *S, const float *X, int64_t T, float *Y);
 void bl_sign_mm_t_avx512(const bl_signmat *S, const float *V, int64_t T, float *Z);
+void bl_sign_mm_t_avx512_lut(const bl_signmat *S, const float *V, int64_t T, float *Z);
+void bl_sign_mm_t_avx512_mask(const bl_signmat *S, const float *V, int64_t T, float *Z);
 
 void bl_sign_mm_avx2(const bl_signmat *S, const float *X, int64_t T, float *Y);
 void bl_sign_mm_avx2_lut(const bl_signmat *S, const float *X, int64_t T, float *Y);

@@ -16,9 +16,14 @@
  * thread computes a row but never how.
  *
  * Unprepared matrices use the same tables, gathering each block's words from the canonical rows
- * (VPGATHERDD), so they give bit-identical results, only slower. The mask variant (sums of the
- * inputs selected by 16-bit k-masks, columns in lanes) is kept as the measured alternative. */
+ * (VPGATHERDD), so they give bit-identical results, only slower (~3x for GEMV). The mask variant
+ * (sums of the inputs selected by 16-bit k-masks, columns in lanes, no repacking) is kept as the
+ * measured alternative: 4096×4096 GEMV 346 µs vs 86 µs for the tables, T = 64 24 ms vs 4.3 ms.
+ * An int8 variant (VPDPBUSD on quantized activations, or T-MAC's int8 tables) was not built: its
+ * error, ~1/256 of the largest input per group, is far outside the 1e-5·Σ|x| the f32 formats'
+ * tests demand. The transposed product is in sign_t_avx512.c. */
 #include "kernels/sign_kernels.h"
+#include "kernels/x86/lut_avx512.h"
 
 #include <immintrin.h>
 #include <omp.h>
@@ -26,7 +31,6 @@
 
 #include "bitllm/format.h"
 
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
 /* Blocking, measured at 4096×4096 on one Zen 5 core (see tools/cmd_bench.c):
  * - GEMV: 4 row blocks per pass and the nibble loop fully unrolled: 86 µs (2 blocks: 104 µs,
  *   8 blocks: 99 µs; splitting each row's sum into two chains did not help, 88-90 µs).
@@ -40,33 +44,6 @@
  * (32768×32768, 128 MiB) the hardware prefetcher alone gave 4.3-5.7 GB/s; 6 KiB ahead gave
  * 10-12 GB/s (4, 8 and 12 KiB: 7-9 GB/s), on a shared, loaded machine. No cost in cache. */
 #define PREFETCH_BYTES 6144
-
-/* Table of one 4-input group: lane e = Σ_b (bit b of e ? −x_b : +x_b), added in order b = 0..3. */
-ALWAYS_INLINE __m512 group_table(const float v[4]) {
-    const int M = INT32_MIN;
-    const __m512i s0 = _mm512_setr_epi32(0, M, 0, M, 0, M, 0, M, 0, M, 0, M, 0, M, 0, M);
-    const __m512i s1 = _mm512_setr_epi32(0, 0, M, M, 0, 0, M, M, 0, 0, M, M, 0, 0, M, M);
-    const __m512i s2 = _mm512_setr_epi32(0, 0, 0, 0, M, M, M, M, 0, 0, 0, 0, M, M, M, M);
-    const __m512i s3 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, M, M, M, M, M, M, M, M);
-#define SIGNED(k, s) _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(_mm512_set1_ps(v[k])), s))
-    __m512 t = _mm512_add_ps(SIGNED(0, s0), SIGNED(1, s1));
-    t = _mm512_add_ps(t, SIGNED(2, s2));
-    return _mm512_add_ps(t, SIGNED(3, s3));
-#undef SIGNED
-}
-
-/* Tables for the `groups` groups starting at column col0 of one token x (inputs past n are 0). */
-static void build_tables(const float *x, int64_t n, int64_t col0, int64_t groups, float *tab) {
-    for (int64_t g = 0; g < groups; g++) {
-        int64_t j = col0 + 4 * g;
-        float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (j + 4 <= n)
-            memcpy(v, x + j, sizeof v);
-        else
-            for (int b = 0; b < 4 && j + b < n; b++) v[b] = x[j + b];
-        _mm512_store_ps(tab + 16 * g, group_table(v));
-    }
-}
 
 /* Where a pass reads its sign words from: the packed buffer, or the canonical rows. */
 typedef struct {
@@ -288,73 +265,6 @@ void bl_sign_mm_avx512_mask(const bl_signmat *S, const float *X, int64_t T, floa
                 mask_rows(S->bits, row_bytes, n, x, tot, i, Y + t * m, 4);
             else
                 for (; i < m; i++) mask_rows(S->bits, row_bytes, n, x, tot, i, Y + t * m, 1);
-        }
-    }
-}
-
-/* ---- transposed product Z = V·S ----
- * Columns in lanes: z_j = Σ_i v_i − 2·Σ_{i: S[i][j] = −1} v_i, rows visited in order i = 0..m-1,
- * each row's 64-column slice giving four k-masks shared by up to 4 tokens. Threads split 64-column
- * blocks. */
-ALWAYS_INLINE void t_block(const bl_signmat *S, const float *V, int64_t T, float *Z,
-                           const float *tot, int64_t cb, int64_t t0, int TB) {
-    const int64_t m = S->m, n = S->n, row_bytes = bl_sign_row_bytes(n);
-    const int64_t byte0 = 8 * cb, nb = row_bytes - byte0 < 8 ? row_bytes - byte0 : 8;
-    __m512 acc[16];
-#pragma GCC unroll 16
-    for (int k = 0; k < 4 * TB; k++) acc[k] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < m; i++) {
-        uint64_t u = 0;
-        if (nb == 8)
-            memcpy(&u, S->bits + i * row_bytes + byte0, 8);
-        else
-            memcpy(&u, S->bits + i * row_bytes + byte0, (size_t)nb);
-#pragma GCC unroll 4
-        for (int t = 0; t < TB; t++) {
-            const __m512 vb = _mm512_set1_ps(V[(t0 + t) * m + i]);
-#pragma GCC unroll 4
-            for (int q = 0; q < 4; q++)
-                acc[4 * t + q] = _mm512_mask_add_ps(acc[4 * t + q], (__mmask16)(u >> (16 * q)),
-                                                    acc[4 * t + q], vb);
-        }
-    }
-    /* Fully unrolled, like the loop above, so acc[] stays in registers. */
-#pragma GCC unroll 4
-    for (int t = 0; t < TB; t++) {
-        const __m512 tv = _mm512_set1_ps(tot[t]), two = _mm512_set1_ps(2.0f);
-#pragma GCC unroll 4
-        for (int q = 0; q < 4; q++) {
-            const int64_t j = 64 * cb + 16 * q, left = n - j;
-            const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF
-                                : left <= 0 ? (__mmask16)0
-                                            : (__mmask16)((1u << left) - 1u);
-            /* tot − 2·acc: a separate multiply and subtract (no FMA), so results are exact
-             * functions of the sums whatever the compiler flags */
-            __m512 z = _mm512_sub_ps(tv, _mm512_mul_ps(two, acc[4 * t + q]));
-            _mm512_mask_storeu_ps(Z + (t0 + t) * n + j, k, z);
-        }
-    }
-}
-
-void bl_sign_mm_t_avx512(const bl_signmat *S, const float *V, int64_t T, float *Z) {
-    const int64_t m = S->m, n = S->n, cblocks = (n + 63) / 64;
-    if (n <= 0 || T <= 0) return;
-    for (int64_t t0 = 0; t0 < T; t0 += 4) {
-        const int tb = T - t0 < 4 ? (int)(T - t0) : 4;
-        float tot[4];
-        for (int t = 0; t < tb; t++) { /* Σ_i v_i in row order, the same in every thread */
-            float a = 0.0f;
-            for (int64_t i = 0; i < m; i++) a += V[(t0 + t) * m + i];
-            tot[t] = a;
-        }
-#pragma omp parallel for schedule(static) if (m * n * tb >= PAR_MIN_WORK && cblocks > 1)
-        for (int64_t cb = 0; cb < cblocks; cb++) {
-            switch (tb) {
-            case 1: t_block(S, V, T, Z, tot, cb, t0, 1); break;
-            case 2: t_block(S, V, T, Z, tot, cb, t0, 2); break;
-            case 3: t_block(S, V, T, Z, tot, cb, t0, 3); break;
-            default: t_block(S, V, T, Z, tot, cb, t0, 4); break;
-            }
         }
     }
 }
