@@ -31,13 +31,42 @@ fi
 TOK=()
 [ -n "${BITLLM_TOKENIZER:-}" ] && TOK=(--tokenizer "$BITLLM_TOKENIZER")
 
-echo "== bitllm info $MODEL"
-"$BIN" info "$MODEL" "${TOK[@]}" | head -8
+METHOD=${BITLLM_METHOD:-mdbf}
+OUT=${BITLLM_OUT:-out/demo-$METHOD}
+mkdir -p out
+# A 100 kB slice of WikiText-2 test keeps the demo to a minute or two; `bitllm ppl -f` on the
+# whole file gives the full number.
+EVAL=out/wiki-100k.txt
+if [ -e "$TEXT" ]; then head -c 100000 "$TEXT" > "$EVAL"; else
+  printf 'Once upon a time, there was a little girl named Lily. She loved to play outside.\n%.0s' {1..200} > "$EVAL"; fi
+
+echo "== 1. the model"
+"$BIN" info "$MODEL" "${TOK[@]}" | head -5
 echo
-echo "== greedy sample (64 tokens from BOS)"
-"$BIN" generate "$MODEL" "${TOK[@]}" -n 64 --temp 0
+echo "== 2. quantize every q,k,v,o,gate,up,down projection with $METHOD (bpw matched to OneBit's)"
+"$BIN" quantize "$MODEL" "${TOK[@]}" -m "$METHOD" -o "$OUT" --json > out/quantize.json
 echo
-if [ -e "$TEXT" ]; then
-  echo "== perplexity on $(basename "$TEXT") (ctx 512)"
-  "$BIN" ppl "$MODEL" "${TOK[@]}" -f "$TEXT" --ctx 512
-fi
+echo "== 3. perplexity on $(basename "$EVAL") and a greedy sample from each"
+"$BIN" ppl "$MODEL" "${TOK[@]}" -f "$EVAL" --ctx 512 --json > out/ppl-fp.json
+"$BIN" ppl "$OUT" -f "$EVAL" --ctx 512 --json > out/ppl-q.json
+"$BIN" generate "$MODEL" "${TOK[@]}" -n 40 --temp 0 --json > out/gen-fp.json 2>/dev/null
+"$BIN" generate "$OUT" -n 40 --temp 0 --json > out/gen-q.json 2>/dev/null
+python3 - "$METHOD" "$MODEL" "$OUT" <<'PY'
+import json, os, sys
+method, model, out = sys.argv[1:4]
+def load(p): return json.load(open(p))
+pf, pq = load("out/ppl-fp.json"), load("out/ppl-q.json")
+gf, gq = load("out/gen-fp.json"), load("out/gen-q.json")
+size = lambda p: sum(os.path.getsize(os.path.join(p, f)) for f in os.listdir(p)) if os.path.isdir(p) else os.path.getsize(p)
+print(f"{'':10} {'ppl':>10} {'bpw layers':>11} {'bpw model':>10} {'size':>10}   (ctx {pf['ctx']}, {pf['tokens']} tokens)")
+print(f"{'fp':10} {pf['ppl']:10.2f} {pf['bpw_layers']:11.3f} {pf['bpw_model']:10.3f} {size(model)/1024:8.0f} KB")
+print(f"{method:10} {pq['ppl']:10.2f} {pq['bpw_layers']:11.3f} {pq['bpw_model']:10.3f} {size(out)/1024:8.0f} KB")
+print()
+def sample(g):
+    t = g.get("text", "").strip()
+    return t if t else f"(ended at once: {len(g['ids'])} tokens before EOS)"
+print("fp:     " + sample(gf))
+print(f"{method}: ".ljust(8) + sample(gq))
+PY
+echo
+echo "The quantized model is in $OUT (loadable by every bitllm command)."

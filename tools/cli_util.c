@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void print_help(const cli_spec *s) {
     printf("usage: bitllm %s %s [options]\n\n%s\n\noptions:\n", s->name, s->args, s->summary);
@@ -131,22 +132,26 @@ bl_model *cli_load_model(const char *path, const char *tokenizer) {
 void cli_progress_start(cli_progress *p, const char *label) {
     p->label = label;
     p->t0 = bl_time_s();
-    p->last = 0;
+    p->last = p->t0;
 }
 
+/* On a terminal the line is redrawn in place twice a second; in a log (not a tty) a new line is
+ * written every 30 seconds so long runs still show they are alive. */
 void cli_progress_cb(void *ctx, double f) {
     cli_progress *p = ctx;
+    const bool tty = isatty(2);
     double now = bl_time_s();
-    if (now - p->last < 0.5 && f < 1.0) return;
+    if (now - p->last < (tty ? 0.5 : 30.0) || f >= 1.0) return;
     p->last = now;
     double el = now - p->t0, eta = f > 0 ? el * (1.0 - f) / f : 0;
-    fprintf(stderr, "\r%s %5.1f%%  elapsed %.0fs  ETA %dm%02ds ", p->label, 100.0 * f, el,
-            (int)eta / 60, (int)eta % 60);
+    fprintf(stderr, "%s%s %5.1f%%  elapsed %.0fs  ETA %dm%02ds%s", tty ? "\r" : "", p->label,
+            100.0 * f, el, (int)eta / 60, (int)eta % 60, tty ? " " : "\n");
     fflush(stderr);
 }
 
 void cli_progress_done(cli_progress *p) {
-    fprintf(stderr, "\r%s 100.0%%  %.1fs%20s\n", p->label, bl_time_s() - p->t0, "");
+    fprintf(stderr, "%s%s 100.0%%  %.1fs%20s\n", isatty(2) ? "\r" : "", p->label,
+            bl_time_s() - p->t0, "");
 }
 
 void cli_print_json(cJSON *o) {
