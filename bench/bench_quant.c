@@ -19,13 +19,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 typedef struct {
     char method[48];
     int64_t m, n;
-    double target, actual, rel, secs;
+    double target, actual, rel, secs, cpu;
     char params[48];
 } row;
+
+/* CPU seconds of this process (all threads): on a shared machine the wall time of a fit depends
+ * on the other load, its CPU time much less. */
+static double cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+           (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
+}
+
+
 
 static float *gen_llm(int64_t m, int64_t n, uint64_t seed) {
     float *W = malloc(sizeof(float) * (size_t)m * (size_t)n);
@@ -159,7 +171,7 @@ static row *rows;
 static int nrows, failures;
 
 static void add_row(const char *method, const char *params, int64_t m, int64_t n, double target,
-                    double bits, double rel, double secs, bool json) {
+                    double bits, double rel, double secs, double cpu, bool json) {
     rows = realloc(rows, sizeof(row) * (size_t)(nrows + 1));
     row *r = &rows[nrows++];
     snprintf(r->method, sizeof r->method, "%s", method);
@@ -170,11 +182,13 @@ static void add_row(const char *method, const char *params, int64_t m, int64_t n
     r->actual = bits / ((double)m * (double)n);
     r->rel = rel;
     r->secs = secs;
+    r->cpu = cpu;
     bool ok = isfinite(rel) && rel < 1.0 && r->actual <= target + 1e-9;
     if (!ok) failures++;
     if (!json) {
-        printf("%-11s %5lldx%-5lld %-16s %6.3f %8.4f %8.4f %9.2f%s\n", method, (long long)m,
-               (long long)n, params, target, r->actual, rel, secs, ok ? "" : "  VALIDATION FAILED");
+        printf("%-12s %5lldx%-5lld %-20s %6.3f %8.4f %8.4f %9.2f %9.2f%s\n", method, (long long)m,
+               (long long)n, params, target, r->actual, rel, secs, cpu,
+               ok ? "" : "  VALIDATION FAILED");
         fflush(stdout);
     }
 }
@@ -185,6 +199,13 @@ static void progress_none(void *ctx, double f) {
 }
 
 static bool selected(const char *only, const char *name) { return !only || strstr(name, only); }
+
+typedef struct {
+    double wall, cpu;
+} stamp;
+
+static stamp stamp_now(void) { return (stamp){bl_time_s(), cpu_s()}; }
+static stamp stamp_since(stamp s) { return (stamp){bl_time_s() - s.wall, cpu_s() - s.cpu}; }
 
 /* DBF from the reference's random normal start: same path code, same iteration count. */
 static void bench_random_start(const float *W, int64_t m, int64_t n, int64_t k, int iters,
@@ -198,14 +219,16 @@ static void bench_random_start(const float *W, int64_t m, int64_t n, int64_t k, 
         free(Y);
         return;
     }
-    bl_qf_admm_opts ao = {.iters = iters ? iters : bl_qf_default_iters(m, n, k, BL_QF_DEFAULT_INNER, false),
-                          .inner = BL_QF_DEFAULT_INNER,
-                          .reg = BL_QF_RIDGE,
-                          .proj_iters = BL_QF_PROJ_ITERS};
-    double t = bl_time_s();
+    bl_qf_admm_opts ao = {
+        .iters = iters ? iters : bl_qf_default_iters(m, n, k, BL_QF_DEFAULT_INNER, false),
+        .inner = BL_QF_DEFAULT_INNER,
+        .reg = BL_QF_RIDGE,
+        .proj_iters = BL_QF_PROJ_ITERS,
+    };
+    stamp t = stamp_now();
     bl_qf_path_init_random(&p, 1);
     bl_status st = bl_qf_admm(&p, W, NULL, &ao, &err);
-    t = bl_time_s() - t;
+    t = stamp_since(t);
     if (st == BL_OK) st = bl_qf_path_product(&p, 1.0f, 0.0f, Y, &err);
     if (st != BL_OK) {
         fprintf(stderr, "dbf-randinit: %s\n", err.msg);
@@ -215,37 +238,30 @@ static void bench_random_start(const float *W, int64_t m, int64_t n, int64_t k, 
         snprintf(params, sizeof params, "k=%lld it=%d", (long long)k, ao.iters);
         /* stored like DBF: k(m+n) sign bits + a, μ, b */
         add_row("dbf-randinit", params, m, n, 1.0, bits_dbf((double)m, (double)n, (double)k),
-                bl_rel_err(W, Y, m, n), t, json);
+                bl_rel_err(W, Y, m, n), t.wall, t.cpu, json);
     }
     bl_qf_path_free(&p);
     free(Y);
 }
 
-static void bench_shape(int64_t m, int64_t n, int iters, const char *only, bool quick, bool json) {
-    float *W = gen_llm(m, n, 0x5eed0000ull + (uint64_t)(m * 31 + n));
+static void bench_baselines(const float *W, int64_t m, int64_t n, const char *only, bool json) {
     bl_err err;
-    bl_fit_opts o;
-    bl_fit_opts_default(&o);
-    o.seed = 1;
-    o.iters = iters;
-    o.progress = progress_none;
-    double t;
     for (int bits = 1; bits <= 2; bits++) {
         const char *name = bits == 1 ? "rtn1" : "rtn2";
         if (!selected(only, name)) continue;
         bl_rtn q;
-        t = bl_time_s();
+        stamp t = stamp_now();
         if (bl_fit_rtn(W, m, n, bits, 128, &q, &err) != BL_OK) {
             fprintf(stderr, "%s: %s\n", name, err.msg);
             failures++;
             continue;
         }
-        t = bl_time_s() - t;
+        t = stamp_since(t);
         float *Y = dense_rtn(&q);
         double b = bits == 1 ? (double)m * n + 16.0 * m
                              : (double)m * n * bits + 32.0 * m * (double)((n + 127) / 128);
         add_row(name, bits == 1 ? "" : "g128", m, n, b / ((double)m * n), b,
-                bl_rel_err(W, Y, m, n), t, json);
+                bl_rel_err(W, Y, m, n), t.wall, t.cpu, json);
         free(Y);
         free(q.q);
         free(q.scale);
@@ -254,71 +270,107 @@ static void bench_shape(int64_t m, int64_t n, int iters, const char *only, bool 
     for (int nmf = 0; nmf < 2; nmf++) {
         const char *name = nmf ? "onebit-nmf" : "onebit-svd";
         if (!selected(only, name)) continue;
-        bl_onebit q;
+        bl_fit_opts o;
+        bl_fit_opts_default(&o);
         o.nmf = nmf;
-        t = bl_time_s();
+        bl_onebit q;
+        stamp t = stamp_now();
         if (bl_fit_onebit(W, m, n, &o, &q, &err) != BL_OK) {
             fprintf(stderr, "%s: %s\n", name, err.msg);
             failures++;
             continue;
         }
-        t = bl_time_s() - t;
+        t = stamp_since(t);
         float *Y = dense_onebit(&q);
         double b = (double)m * n + 16.0 * (m + n);
-        add_row(name, "", m, n, b / ((double)m * n), b, bl_rel_err(W, Y, m, n), t, json);
+        add_row(name, "", m, n, b / ((double)m * n), b, bl_rel_err(W, Y, m, n), t.wall, t.cpu,
+                json);
         free(Y);
         free(q.sign);
         free(q.g);
         free(q.h);
     }
+}
+
+/* One DBF (l = 0) or MDBF fit; returns the relative error (−1 on failure). */
+static double fit_one(const float *W, int64_t m, int64_t n, int64_t r, int l, int P,
+                      const bl_fit_opts *o, stamp *t) {
+    bl_err err;
+    float *Y = NULL;
+    *t = stamp_now();
+    if (l == 0) {
+        bl_dbf q;
+        if (bl_fit_dbf(W, m, n, r, o, &q, &err) != BL_OK) goto fail;
+        *t = stamp_since(*t);
+        Y = dense_dbf(&q);
+        free(q.A);
+        free(q.B);
+        free(q.a);
+        free(q.mu);
+        free(q.b);
+    } else {
+        bl_mdbf q;
+        if (bl_fit_mdbf(W, m, n, r, l, P, o, &q, &err) != BL_OK) goto fail;
+        *t = stamp_since(*t);
+        Y = dense_mdbf(&q);
+        free_mdbf(&q);
+    }
+    double rel = bl_rel_err(W, Y, m, n);
+    free(Y);
+    return rel;
+fail:
+    fprintf(stderr, "fit (r=%lld, l=%d, P=%d): %s\n", (long long)r, l, P, err.msg);
+    failures++;
+    return -1.0;
+}
+
+/* The DBF/MDBF configurations. `full` marks the bpw targets (1.0, 1.5, 2.0) run without --quick:
+ * P = 2 costs two fits, so the full run keeps it to the targets where it says most. */
+static const struct {
+    const char *name;
+    int l, P; /* l = 0: DBF */
+    bool full[3];
+} configs[] = {
+    {"dbf", 0, 1, {true, true, true}},
+    {"mdbf-l4-P1", 4, 1, {true, true, true}},
+    {"mdbf-l1-P2", 1, 2, {true, false, true}},
+    {"mdbf-l4-P2", 4, 2, {true, false, false}},
+};
+
+static void bench_shape(int64_t m, int64_t n, int iters, const char *only, bool quick, bool json) {
+    float *W = gen_llm(m, n, 0x5eed0000ull + (uint64_t)(m * 31 + n));
+    bench_baselines(W, m, n, only, json);
+    bl_fit_opts o;
+    bl_fit_opts_default(&o);
+    o.seed = 1;
+    o.iters = iters;
+    o.progress = progress_none;
     const double bpws[] = {1.0, 1.5, 2.0};
-    const struct { int l, P; } cfg[] = {{1, 2}, {4, 1}, {4, 2}};
-    for (int bi = 0; bi < 3; bi++) {
-        double bpw = bpws[bi];
-        char params[48];
-        if (selected(only, "dbf")) {
-            int64_t k = bl_dbf_mid_for_bpw(m, n, bpw);
-            bl_dbf q;
-            t = bl_time_s();
-            if (bl_fit_dbf(W, m, n, k, &o, &q, &err) != BL_OK) {
-                fprintf(stderr, "dbf: %s\n", err.msg);
-                failures++;
-            } else {
-                t = bl_time_s() - t;
-                float *Y = dense_dbf(&q);
-                snprintf(params, sizeof params, "k=%lld", (long long)k);
-                add_row("dbf", params, m, n, bpw, bits_dbf((double)m, (double)n, (double)k),
-                        bl_rel_err(W, Y, m, n), t, json);
-                if (quick && bi == 0 && selected(only, "dbf-randinit"))
-                    bench_random_start(W, m, n, k, iters, json);
-                free(Y);
-                free(q.A);
-                free(q.B);
-                free(q.a);
-                free(q.mu);
-                free(q.b);
-            }
-        }
-        for (int c = 0; c < 3; c++) {
-            char name[32];
-            snprintf(name, sizeof name, "mdbf-l%d-P%d", cfg[c].l, cfg[c].P);
-            if (!selected(only, name)) continue;
-            int64_t r = bl_mdbf_rank_for_bpw(m, n, bpw, cfg[c].l, cfg[c].P);
-            bl_mdbf q;
-            t = bl_time_s();
-            if (bl_fit_mdbf(W, m, n, r, cfg[c].l, cfg[c].P, &o, &q, &err) != BL_OK) {
-                fprintf(stderr, "%s: %s\n", name, err.msg);
-                failures++;
-                continue;
-            }
-            t = bl_time_s() - t;
-            float *Y = dense_mdbf(&q);
-            snprintf(params, sizeof params, "r=%lld", (long long)r);
-            add_row(name, params, m, n, bpw,
-                    bits_mdbf((double)m, (double)n, (double)r, cfg[c].l, cfg[c].P),
-                    bl_rel_err(W, Y, m, n), t, json);
-            free(Y);
-            free_mdbf(&q);
+    for (size_t c = 0; c < sizeof configs / sizeof configs[0]; c++) {
+        if (!selected(only, configs[c].name)) continue;
+        int l = configs[c].l, P = configs[c].P;
+        int64_t prev_r = -1;
+        double prev_rel = 0.0;
+        stamp prev_t = {0.0, 0.0};
+        for (int bi = 0; bi < 3; bi++) {
+            if (!quick && !configs[c].full[bi]) continue;
+            double bpw = bpws[bi];
+            int64_t r = l == 0 ? bl_dbf_mid_for_bpw(m, n, bpw) : bl_mdbf_rank_for_bpw(m, n, bpw, l, P);
+            char params[48];
+            snprintf(params, sizeof params, "%s=%lld%s", l == 0 ? "k" : "r", (long long)r,
+                     r == prev_r ? " (same fit)" : "");
+            stamp t = prev_t;
+            /* the rank saturates at min(m, n): a higher target then repeats the same fit */
+            double rel = r == prev_r ? prev_rel : fit_one(W, m, n, r, l, P, &o, &t);
+            if (rel < 0.0) continue;
+            double bits = l == 0 ? bits_dbf((double)m, (double)n, (double)r)
+                                 : bits_mdbf((double)m, (double)n, (double)r, l, P);
+            add_row(configs[c].name, params, m, n, bpw, bits, rel, t.wall, t.cpu, json);
+            if (l == 0 && bi == 0 && quick && selected(only, "dbf-randinit"))
+                bench_random_start(W, m, n, r, iters, json);
+            prev_r = r;
+            prev_rel = rel;
+            prev_t = t;
         }
     }
     free(W);
@@ -348,8 +400,8 @@ int main(int argc, char **argv) {
         snprintf(it, sizeof it, iters ? "%d" : "default", iters);
         printf("bench_quant: OpenMP threads %d, OpenBLAS threads %d, ADMM outer iterations %s\n",
                omp_get_max_threads(), openblas_get_num_threads(), it);
-        printf("%-11s %-11s %-16s %6s %8s %8s %9s\n", "method", "shape", "params", "target",
-               "bpw", "rel_err", "seconds");
+        printf("%-12s %-11s %-20s %6s %8s %8s %9s %9s\n", "method", "shape", "params", "target",
+               "bpw", "rel_err", "seconds", "cpu_s");
     }
     double t0 = bl_time_s();
     for (int s = 0; s < 2; s++) bench_shape(shapes[s][0], shapes[s][1], iters, only, quick, json);
@@ -357,9 +409,10 @@ int main(int argc, char **argv) {
         printf("[\n");
         for (int i = 0; i < nrows; i++)
             printf("  {\"method\": \"%s\", \"m\": %lld, \"n\": %lld, \"params\": \"%s\", "
-                   "\"bpw_target\": %.4f, \"bpw\": %.6f, \"rel_err\": %.6f, \"seconds\": %.3f}%s\n",
+                   "\"bpw_target\": %.4f, \"bpw\": %.6f, \"rel_err\": %.6f, \"seconds\": %.3f, "
+                   "\"cpu_seconds\": %.3f}%s\n",
                    rows[i].method, (long long)rows[i].m, (long long)rows[i].n, rows[i].params,
-                   rows[i].target, rows[i].actual, rows[i].rel, rows[i].secs,
+                   rows[i].target, rows[i].actual, rows[i].rel, rows[i].secs, rows[i].cpu,
                    i + 1 < nrows ? "," : "");
         printf("]\n");
     } else {
