@@ -20,7 +20,6 @@ typedef struct {
 
 static void unpack_signs(const uint8_t *bits, int64_t rows, int64_t cols, float *out) {
     int64_t rb = bl_sign_row_bytes(cols);
-BL_QF_LOOP
     for (int64_t i = 0; i < rows; i++)
         for (int64_t j = 0; j < cols; j++)
             out[i * cols + j] = 1.0f - 2.0f * (float)((bits[i * rb + (j >> 3)] >> (j & 7)) & 1);
@@ -30,7 +29,6 @@ BL_QF_LOOP
 static void signed_product(const float *S, const float *X, const float *Y, int64_t rows,
                            int64_t cols, int l, float *out) {
     if (l > 1) bl_qf_gemm(false, true, rows, cols, l, 1.0f, X, l, Y, l, 0.0f, out, cols);
-BL_QF_LOOP
     for (int64_t i = 0; i < rows; i++) {
         float *o = out + i * cols;
         const float *s = S + i * cols;
@@ -42,7 +40,6 @@ BL_QF_LOOP
 }
 
 static void mul_inplace(float *a, const float *s, size_t len) {
-BL_QF_LOOP
     for (size_t i = 0; i < len; i++) a[i] *= s[i];
 }
 

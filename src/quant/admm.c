@@ -71,7 +71,6 @@ static void apply_metric_fn(const bl_qf_metric *mt, const float *X, int64_t r, c
                             float *tmp, float *out) {
     int64_t n = mt->n;
     bl_qf_gemm(false, false, r, n, n, 1.0f, X, n, mt->E, n, 0.0f, tmp, n);
-BL_QF_LOOP
     for (int64_t i = 0; i < r; i++)
         for (int64_t j = 0; j < n; j++) tmp[i * n + j] *= d[j];
     bl_qf_gemm(false, true, r, n, n, 1.0f, tmp, n, mt->E, n, 0.0f, out, n);
@@ -135,7 +134,6 @@ void bl_qf_path_init_random(bl_qf_path *p, uint64_t seed) {
 /* dst = src / (norm + 1e-12) row-wise; norms returned in nrm. */
 static void normalize_rows(const float *src, int64_t r, int64_t c, float *nrm, float *dst) {
     bl_qf_row_norms(src, r, c, nrm);
-BL_QF_LOOP
     for (int64_t i = 0; i < r; i++) {
         float inv = 1.0f / (nrm[i] + 1e-12f);
         for (int64_t j = 0; j < c; j++) dst[i * c + j] = src[i * c + j] * inv;
@@ -151,18 +149,15 @@ static float mean_diag(const float *XX, int64_t k) {
 /* tmp = XY + rho·(Z − U) */
 static void form_rhs(bl_qf_side *s, float rho) {
     size_t sz = (size_t)(s->r * s->c);
-BL_QF_LOOP
     for (size_t i = 0; i < sz; i++) s->tmp[i] = s->XY[i] + rho * (s->Z[i] - s->U[i]);
 }
 
 /* Z = proj(B + U); U += B − Z */
 static bl_status project_step(bl_qf_side *s, int proj_iters, bl_err *err) {
     size_t sz = (size_t)(s->r * s->c);
-BL_QF_LOOP
     for (size_t i = 0; i < sz; i++) s->tmp[i] = s->B[i] + s->U[i];
     bl_status st = bl_qf_project(s->tmp, &s->env, proj_iters, s->Z, err);
     if (st != BL_OK) return st;
-BL_QF_LOOP
     for (size_t i = 0; i < sz; i++) s->U[i] += s->B[i] - s->Z[i];
     return BL_OK;
 }
@@ -192,7 +187,6 @@ static void sylvester_solve(bl_qf_side *s, const bl_qf_metric *mt, const float *
     int64_t r = s->r, n = s->c;
     bl_qf_gemm(true, false, r, n, r, 1.0f, Q, r, s->tmp, n, 0.0f, s->B, n);
     bl_qf_gemm(false, false, r, n, n, 1.0f, s->B, n, mt->E, n, 0.0f, s->tmp, n);
-BL_QF_LOOP
     for (int64_t i = 0; i < r; i++)
         for (int64_t j = 0; j < n; j++)
             s->tmp[i * n + j] /= sig[i] * mt->lam[j] + shift;

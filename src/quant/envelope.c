@@ -37,7 +37,6 @@ void bl_qf_env_free(bl_qf_env *e) {
 
 void bl_qf_pack_signs(const float *M, int64_t r, int64_t c, uint8_t *bits) {
     int64_t rb = bl_sign_row_bytes(c);
-BL_QF_LOOP
     for (int64_t i = 0; i < r; i++) {
         const float *m = M + i * c;
         uint8_t *b = bits + i * rb;
@@ -52,7 +51,6 @@ BL_QF_LOOP
 
 void bl_qf_transpose_signs(const uint8_t *in, int64_t r, int64_t c, uint8_t *out) {
     int64_t rb_in = bl_sign_row_bytes(c), rb_out = bl_sign_row_bytes(r);
-BL_QF_LOOP
     for (int64_t j = 0; j < c; j++) {
         uint8_t *o = out + j * rb_out;
         memset(o, 0, (size_t)rb_out);
@@ -185,7 +183,6 @@ void bl_qf_env_expand(const bl_qf_env *e, float *Z) {
     int64_t r = e->rows, c = e->cols, rb = bl_sign_row_bytes(c);
     int l = e->l;
     if (l > 1) bl_qf_gemm(false, true, r, c, l, 1.0f, e->L, l, e->R, l, 0.0f, Z, c);
-BL_QF_LOOP
     for (int64_t i = 0; i < r; i++) {
         float *z = Z + i * c;
         const uint8_t *b = e->sign + i * rb;
@@ -201,7 +198,6 @@ BL_QF_LOOP
 bl_status bl_qf_project(float *M, bl_qf_env *e, int iters, float *Z, bl_err *err) {
     int64_t r = e->rows, c = e->cols;
     bl_qf_pack_signs(M, r, c, e->sign);
-BL_QF_LOOP
     for (int64_t i = 0; i < r * c; i++) M[i] = fabsf(M[i]);
     bl_status st = bl_qf_abs_tsvd(M, r, c, e->l, iters, e->warm, e->seed, e->L, e->R, err);
     if (st != BL_OK) return st;

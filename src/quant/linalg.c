@@ -92,7 +92,6 @@ bl_status bl_qf_orthonormalize(float *A, int64_t m, int64_t k, float *R, bl_err 
 }
 
 void bl_qf_row_norms(const float *A, int64_t r, int64_t c, float *out) {
-BL_QF_LOOP
     for (int64_t i = 0; i < r; i++) {
         const float *a = A + i * c;
         double s = 0.0;

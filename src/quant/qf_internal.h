@@ -12,13 +12,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Elementwise loops of the iterative solvers. They alternate with multi-threaded BLAS calls many
- * times per second; OpenMP worker threads that spin-wait after a loop then compete with the BLAS
- * threads for the same cores (measured: 3-4x slower fits on 2 cores). These loops are memory-bound
- * and cheap next to the O(m·n·k) products, so they run on the calling thread. */
-#ifndef BL_QF_LOOP
-#define BL_QF_LOOP
-#endif
+/* Threading: the iterative solvers (admm.c, envelope.c, adam.c) get their parallelism from
+ * multi-threaded BLAS only. Their elementwise loops alternate with BLAS calls many times per
+ * second, and OpenMP workers spin-waiting after such a loop compete with the BLAS threads for the
+ * same cores (measured: 3-4x slower fits on 2 cores); the loops are memory-bound and cheap next to
+ * the O(m·n·k) products, so they run on the calling thread. One-shot passes (RTN, sign packing of
+ * the input, importance scaling) use OpenMP. */
 
 /* ---- linalg.c: thin layer over CBLAS / LAPACKE ---- */
 
