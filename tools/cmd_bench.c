@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bitllm/format.h"
@@ -24,6 +25,7 @@
 #include "kernels/sign_kernels.h"
 
 #define MAX_LIST 16
+#define MAX_VARIANTS 32
 #define DENSE_MAX_BYTES ((size_t)2 << 30) /* larger f32 baselines are skipped */
 
 typedef struct {
@@ -143,11 +145,14 @@ static void run_job(const job *j) {
                     0.0f, j->out, n);
 }
 
-/* Best time in seconds: one warm-up call (already done by the caller's check), then up to reps
- * calls, stopping early once budget_s is spent (at least 2 timed calls). */
+/* Best time in seconds after the warm-up call (done by the caller's check): at least reps calls
+ * and 0.1·budget_s of calls, so short kernels get many tries at an undisturbed run on a shared
+ * machine, but never more than budget_s once 2 calls are done. */
 static double time_job(const job *j, int reps, double budget_s) {
     double best = 1e30, spent = 0.0;
-    for (int r = 0; r < reps && (r < 2 || spent < budget_s); r++) {
+    for (int r = 0; r < 100000; r++) {
+        if (r >= 2 && spent >= budget_s) break;
+        if (r >= reps && spent >= 0.1 * budget_s) break;
         double t0 = bl_time_s();
         run_job(j);
         double t = bl_time_s() - t0;
@@ -193,6 +198,54 @@ static int agree(const float *got, const float *ref, double abssum, int64_t len,
         if (d / tol > *worst) *worst = d / tol;
     }
     return 1;
+}
+
+/* The first variant of each (isa, direction) in the table is the one dispatch uses. */
+static bool is_default(const bl_sign_variant *v, int k) {
+    for (int q = 0; q < k; q++)
+        if (v[q].isa == v[k].isa && v[q].transposed == v[k].transposed) return false;
+    return true;
+}
+
+typedef struct {
+    int k; /* variant index */
+    double ns, worst;
+} result;
+
+/* One result: a table line (unless --json) and a JSON row. f32 < 0: no dense baseline. */
+static void emit_row(bench *b, const bl_sign_variant *v, bool dflt, int64_t m, int64_t n,
+                     int64_t T, int th, int ti, size_t sign_bytes, double ns, double f32,
+                     double worst) {
+    const double gbps = (double)sign_bytes / ns;
+    const double frac = b->bw[ti] > 0 ? gbps / b->bw[ti] : 0.0;
+    const double speedup = f32 > 0 ? f32 / ns : 0.0;
+    if (!b->json)
+        printf("  %-7s %-12s %s%s batch %-3lld thr %d  %12.0f ns  %7.2f GB/s  %5.1f%% bw"
+               "  f32 %12.0f ns  x%.1f\n",
+               bl_isa_name(v->isa), v->name, v->transposed ? "Z=V.S " : "Y=X.St", dflt ? "*" : " ",
+               (long long)T, th, ns, gbps, 100 * frac, f32 > 0 ? f32 : 0.0, speedup);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "kernel", v->name);
+    cJSON_AddStringToObject(o, "isa", bl_isa_name(v->isa));
+    cJSON_AddNumberToObject(o, "m", (double)m);
+    cJSON_AddNumberToObject(o, "n", (double)n);
+    cJSON_AddNumberToObject(o, "batch", (double)T);
+    cJSON_AddNumberToObject(o, "threads", th);
+    cJSON_AddNumberToObject(o, "ns", ns);
+    cJSON_AddNumberToObject(o, "gbps", gbps);
+    if (f32 > 0) {
+        cJSON_AddNumberToObject(o, "speedup_vs_f32", speedup);
+        cJSON_AddNumberToObject(o, "f32_ns", f32);
+    } else {
+        cJSON_AddNullToObject(o, "speedup_vs_f32");
+    }
+    cJSON_AddNumberToObject(o, "bw_fraction", frac);
+    cJSON_AddBoolToObject(o, "transposed", v->transposed);
+    cJSON_AddBoolToObject(o, "packed", v->packed);
+    cJSON_AddBoolToObject(o, "default", dflt);
+    cJSON_AddStringToObject(o, "resident", residency(b, sign_bytes));
+    cJSON_AddNumberToObject(o, "max_err_over_tol", worst);
+    cJSON_AddItemToArray(b->rows, o);
 }
 
 /* Checks and times every variant (and the dense baselines) on one shape; 0 on success. */
@@ -258,23 +311,14 @@ static int bench_shape(bench *b, shape sh, bl_rng *rng) {
             const int th = b->threads[ti];
             omp_set_num_threads(th);
             openblas_set_num_threads(th);
-            double f32_ns[2] = {-1, -1}; /* [transposed] */
-            for (int tr = 0; tr < 2 && W; tr++) {
-                job j = {NULL, &S, tr ? V : X, W, out, m, n, T, tr == 1};
-                run_job(&j);
-                f32_ns[tr] = time_job(&j, b->reps, b->budget_s) * 1e9;
-            }
-            for (int k = 0; k < nv && rc == 0; k++) {
+            result res[MAX_VARIANTS];
+            int nres = 0;
+            for (int k = 0; k < nv && k < MAX_VARIANTS && rc == 0; k++) {
                 const bl_sign_variant *v = &vars[k];
                 if (v->isa > bl_cpu_best_isa()) continue;
                 /* the reference is single-threaded and far too slow to time batched */
                 if (v->isa == BL_ISA_REF && (T > 1 || ti > 0)) continue;
-                /* the default variant per (isa, direction) is the first listed */
-                bool is_default = true;
-                for (int q = 0; q < k; q++)
-                    if (vars[q].isa == v->isa && vars[q].transposed == v->transposed)
-                        is_default = false;
-                if (b->quick && !is_default) continue;
+                if (b->quick && !is_default(vars, k)) continue;
                 bl_kernels_set_isa(v->isa);
                 job j = {v->fn, &S, v->transposed ? V : X, NULL, out, m, n, T, v->transposed};
                 run_job(&j); /* warm-up, and the output we check */
@@ -289,39 +333,25 @@ static int bench_shape(bench *b, shape sh, bl_rng *rng) {
                                         bl_isa_name(v->isa), v->name, (long long)m, (long long)n,
                                         (long long)T, th, (long long)R.tok[q]);
                 if (rc) break;
-                const double ns = time_job(&j, b->reps, b->budget_s) * 1e9;
-                const double gbps = (double)sign_bytes / ns;
-                const double frac = b->bw[ti] > 0 ? gbps / b->bw[ti] : 0.0;
-                const double f32 = f32_ns[v->transposed];
-                const double speedup = f32 > 0 ? f32 / ns : 0.0;
-                if (!b->json)
-                    printf("  %-7s %-12s %s%s batch %-3lld thr %d  %12.0f ns  %7.2f GB/s  %5.1f%% bw"
-                           "  f32 %12.0f ns  x%.1f\n",
-                           bl_isa_name(v->isa), v->name, v->transposed ? "Z=V.S " : "Y=X.St",
-                           is_default ? "*" : " ", (long long)T, th, ns, gbps, 100 * frac,
-                           f32 > 0 ? f32 : 0.0, speedup);
-                cJSON *o = cJSON_CreateObject();
-                cJSON_AddStringToObject(o, "kernel", v->name);
-                cJSON_AddStringToObject(o, "isa", bl_isa_name(v->isa));
-                cJSON_AddNumberToObject(o, "m", (double)m);
-                cJSON_AddNumberToObject(o, "n", (double)n);
-                cJSON_AddNumberToObject(o, "batch", (double)T);
-                cJSON_AddNumberToObject(o, "threads", th);
-                cJSON_AddNumberToObject(o, "ns", ns);
-                cJSON_AddNumberToObject(o, "gbps", gbps);
-                if (f32 > 0)
-                    cJSON_AddNumberToObject(o, "speedup_vs_f32", speedup);
-                else
-                    cJSON_AddNullToObject(o, "speedup_vs_f32");
-                if (f32 > 0) cJSON_AddNumberToObject(o, "f32_ns", f32);
-                cJSON_AddNumberToObject(o, "bw_fraction", frac);
-                cJSON_AddBoolToObject(o, "transposed", v->transposed);
-                cJSON_AddBoolToObject(o, "packed", v->packed);
-                cJSON_AddBoolToObject(o, "default", is_default);
-                cJSON_AddStringToObject(o, "resident", residency(b, sign_bytes));
-                cJSON_AddNumberToObject(o, "max_err_over_tol", worst);
-                cJSON_AddItemToArray(b->rows, o);
+                res[nres].k = k;
+                res[nres].worst = worst;
+                res[nres++].ns = time_job(&j, b->reps, b->budget_s) * 1e9;
             }
+            if (rc) break;
+            /* Dense baselines after the kernels: OpenBLAS's worker threads keep spinning for a
+             * while after a call and would steal the cores from the next kernel's threads, so
+             * the machine is also left idle briefly before the next group. */
+            double f32_ns[2] = {-1, -1}; /* [transposed] */
+            for (int tr = 0; tr < 2 && W; tr++) {
+                job j = {NULL, &S, tr ? V : X, W, out, m, n, T, tr == 1};
+                run_job(&j);
+                f32_ns[tr] = time_job(&j, b->reps, b->budget_s) * 1e9;
+            }
+            const struct timespec pause = {0, 300000000};
+            nanosleep(&pause, NULL);
+            for (int q = 0; q < nres; q++)
+                emit_row(b, &vars[res[q].k], is_default(vars, res[q].k), m, n, T, th, ti,
+                         sign_bytes, res[q].ns, f32_ns[vars[res[q].k].transposed], res[q].worst);
         }
     }
     bl_signmat_release(&S);
@@ -338,10 +368,8 @@ static void print_selection(void) {
     const bl_sign_variant *v = bl_sign_variants(&nv);
     printf("kernels (* = what bl_sign_matmul / bl_sign_matmul_t use at that level):\n");
     for (int k = 0; k < nv; k++) {
-        bool is_default = true;
-        for (int q = 0; q < k; q++)
-            if (v[q].isa == v[k].isa && v[q].transposed == v[k].transposed) is_default = false;
-        printf("  %-7s %-12s %s %s%s\n", bl_isa_name(v[k].isa), v[k].name, is_default ? "*" : " ",
+        printf("  %-7s %-12s %s %s%s\n", bl_isa_name(v[k].isa), v[k].name,
+               is_default(v, k) ? "*" : " ",
                v[k].what, v[k].isa > bl_cpu_best_isa() ? " [not supported by this CPU]" : "");
     }
     printf("unprepared matrices: the lookup-table kernels fall back to their _gather form\n");
@@ -359,7 +387,7 @@ int cmd_bench(int argc, char **argv) {
          "MxN shapes (outputs x inputs), default 4096x4096,4096x11008,11008x4096,2048x2048,"
          "576x1536"},
         {"batch", 0, OPT_STR, &batch_s, "LIST", "batch sizes (tokens), default 1,64"},
-        {"reps", 0, OPT_INT, &reps, "N", "timed repetitions, best kept (default 20, quick 5)"},
+        {"reps", 0, OPT_INT, &reps, "N", "minimum timed repetitions, best kept (default 20, quick 5)"},
         {"mem-mib", 0, OPT_INT, &mem_mib, "MIB", "buffer for the bandwidth test (default 1024)"},
     };
     const cli_spec spec = {"bench", "",
