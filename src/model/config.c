@@ -94,7 +94,9 @@ bl_status bl_config_from_hf_json(const char *json, const char *path, bl_config *
         st = bl_fail(err, BL_ERR_FORMAT, "%s: missing \"model_type\"", path);
         goto done;
     }
-    if (!bl_arch_from_name(mt->valuestring, &c->arch)) {
+    /* OneBit's released checkpoints are LLaMA models with OneBit projections. */
+    const char *type = strcmp(mt->valuestring, "bitllama") == 0 ? "llama" : mt->valuestring;
+    if (!bl_arch_from_name(type, &c->arch)) {
         st = bl_fail(err, BL_ERR_UNSUPPORTED,
                      "%s: model_type \"%s\" is not supported (llama, mistral, qwen2, qwen3)", path,
                      mt->valuestring);

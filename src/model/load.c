@@ -92,6 +92,11 @@ static bl_status load_linear(bl_model *m, const cJSON *qc, const char *prefix, i
                              int64_t cols, bl_linear *L, bl_err *err) {
     char name[BL_MAX_NAME + 16];
     const cJSON *q = quant_entry(qc, prefix);
+    if (!q && bl_onebit_layer_present(&m->tensors, prefix)) {
+        bl_status s = bl_onebit_import_layer(&m->tensors, prefix, rows, cols, L, err);
+        if (!s) snprintf(m->quant_method, sizeof m->quant_method, "onebit");
+        return s;
+    }
     if (!q) {
         snprintf(name, sizeof name, "%s.weight", prefix);
         const bl_tensor *t = find_2d(m, name, rows, cols, err);

@@ -17,4 +17,9 @@ bl_status bl_model_write(const bl_model *m, const bl_linear *proj, const char *o
 /* The HF config.json object for cfg (src/model/save.c). */
 cJSON *bl_config_to_json(const bl_config *c);
 
+/* Released OneBit checkpoints (src/model/onebit_import.c). */
+bool bl_onebit_layer_present(const bl_tensor_set *ts, const char *prefix);
+bl_status bl_onebit_import_layer(const bl_tensor_set *ts, const char *prefix, int64_t m,
+                                 int64_t n, bl_linear *L, bl_err *err);
+
 #endif
