@@ -440,11 +440,17 @@ int cmd_bench(int argc, char **argv) {
     }
     bl_aligned_free(buf);
 
+    /* Other work on the machine makes every timing here pessimistic, threaded ones most. */
+    double load[1] = {0.0};
+    const long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    const bool busy = getloadavg(load, 1) == 1 && ncpu > 0 && load[0] > 0.5 * (double)ncpu;
     if (!json) {
         printf("bitllm bench: CPU best ISA %s, in use %s; caches L2 %zu KiB, L3 %zu KiB "
-               "(as reported)\n",
+               "(as reported); %ld CPUs, load average %.2f\n",
                bl_isa_name(bl_cpu_best_isa()), bl_isa_name(bl_kernels_isa()), b.l2 >> 10,
-               b.l3 >> 10);
+               b.l3 >> 10, ncpu, load[0]);
+        if (busy)
+            printf("warning: the machine is busy; timings (threaded ones most) are pessimistic\n");
         print_selection();
         for (int k = 0; k < b.nthreads; k++)
             printf("memory bandwidth (streaming read of %d MiB, %d thread%s): %.2f GB/s\n",
@@ -470,6 +476,7 @@ int cmd_bench(int argc, char **argv) {
             cJSON_AddNumberToObject(per, key, b.bw[k]);
         }
         cJSON_AddStringToObject(o, "isa", bl_isa_name(bl_cpu_best_isa()));
+        cJSON_AddNumberToObject(o, "load_avg_at_start", load[0]);
         cJSON_AddItemToObject(o, "rows", b.rows);
         cli_print_json(o);
     } else {
