@@ -70,6 +70,8 @@ void bl_linear_free(bl_linear *L);
 /* ---- dense (F32 / F16 / BF16 view of a checkpoint tensor) ---- */
 /* Wraps a 2-D tensor (not copied: it must outlive L). */
 bl_status bl_linear_dense_init(bl_linear *L, const bl_tensor *w, bl_err *err);
+/* The stored bytes of a dense layer (false for other formats). */
+bool bl_linear_dense_bytes(const bl_linear *L, const void **data, size_t *nbytes);
 
 /* ---- quantized formats: the data their fitting functions produce ----
  * Vectors are float in memory but hold FP16-representable values (they are stored as F16), so a

@@ -25,6 +25,10 @@ bl_status bl_tensor_set_add(bl_tensor_set *s, const bl_tensor *t, bl_err *err);
 bl_status bl_tensor_set_own(bl_tensor_set *s, void *buf, bl_err *err);
 bl_status bl_tensor_set_own_map(bl_tensor_set *s, bl_mmap *m, bl_err *err); /* takes ownership */
 void bl_tensor_set_free(bl_tensor_set *s);
+/* Drops the resident pages of [p, p+n) if they lie in one of the set's memory-mapped files (they
+ * are read again from the file if touched later), so streaming over a large model keeps the
+ * resident size near one layer. No-op for heap buffers. */
+void bl_tensor_set_release(const bl_tensor_set *s, const void *p, size_t n);
 
 /* ---- safetensors ---- */
 /* Opens one .safetensors file and appends its tensors to set. If metadata_json is non-NULL it

@@ -131,3 +131,11 @@ bl_status bl_linear_dense_init(bl_linear *L, const bl_tensor *w, bl_err *err) {
     L->impl = d;
     return BL_OK;
 }
+
+bool bl_linear_dense_bytes(const bl_linear *L, const void **data, size_t *nbytes) {
+    if (L->ops != &bl_format_dense) return false;
+    const dense_impl *d = L->impl;
+    *data = d->w.data;
+    *nbytes = d->w.nbytes;
+    return true;
+}

@@ -4,6 +4,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 const bl_tensor *bl_tensor_set_find(const bl_tensor_set *s, const char *name) {
     if (!s || !name) return NULL;
@@ -71,4 +73,16 @@ void bl_tensor_set_free(bl_tensor_set *s) {
     free(s->owned);
     free(s->t);
     memset(s, 0, sizeof *s);
+}
+
+void bl_tensor_set_release(const bl_tensor_set *s, const void *p, size_t n) {
+    const uint8_t *a = p, *b = a + n;
+    for (int i = 0; i < s->n_maps; i++) {
+        const bl_mmap *m = &s->maps[i];
+        if (!m->mapped || a < m->data || b > m->data + m->size) continue;
+        const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t lo = ((uintptr_t)a + page - 1) & ~(page - 1), hi = (uintptr_t)b & ~(page - 1);
+        if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+        return;
+    }
 }

@@ -291,6 +291,10 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
             if ((s = fit_layer(o, W, L->m, L->n, &fo, out, err))) break;
             if ((s = out->ops->to_dense(out, What, err))) break;
             double re = bl_rel_err(W, What, L->m, L->n);
+            const void *src_bytes;
+            size_t src_n;
+            if (bl_linear_dense_bytes(L, &src_bytes, &src_n))
+                bl_tensor_set_release(&src->tensors, src_bytes, src_n);
             double lb = (double)out->ops->stored_bits(out->m, out->n, &out->params);
             bits += lb;
             weights += (double)mn;
