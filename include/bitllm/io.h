@@ -101,6 +101,8 @@ bool bl_gguf_get_int(const bl_gguf *g, const char *key, int64_t *out);
 bool bl_gguf_get_float(const bl_gguf *g, const char *key, double *out);
 bool bl_gguf_get_bool(const bl_gguf *g, const char *key, bool *out);
 bool bl_gguf_get_str(const bl_gguf *g, const char *key, bl_str *out);
+/* Bytes of one element of a fixed-size GGUF type; 0 for strings, arrays and unknown types. */
+size_t bl_gguf_type_size(bl_gguf_type t);
 /* Element i of a numeric array kv, converted. */
 double bl_gguf_arr_float(const bl_gguf_kv *kv, uint64_t i);
 int64_t bl_gguf_arr_int(const bl_gguf_kv *kv, uint64_t i);

@@ -35,8 +35,7 @@ static bool rd_str(gg_reader *r, bl_str *s) {
     return true;
 }
 
-/* Bytes of one element of a fixed-size type; 0 for strings, arrays and unknown types. */
-static size_t type_size(uint32_t t) {
+size_t bl_gguf_type_size(bl_gguf_type t) {
     switch (t) {
     case BL_GGUF_U8: case BL_GGUF_I8: case BL_GGUF_BOOL: return 1;
     case BL_GGUF_U16: case BL_GGUF_I16: return 2;
@@ -72,7 +71,7 @@ static void decode_scalar(uint32_t t, const uint8_t *p, bl_gguf_kv *kv) {
 
 static bl_status read_value(const char *path, gg_reader *r, bl_gguf_kv *kv, bl_err *err) {
     uint32_t t = kv->type;
-    size_t sz = type_size(t);
+    size_t sz = bl_gguf_type_size((bl_gguf_type)t);
     if (sz) {
         if (rd_left(r) < sz) goto truncated;
         decode_scalar(t, r->p + r->pos, kv);
@@ -91,7 +90,7 @@ static bl_status read_value(const char *path, gg_reader *r, bl_gguf_kv *kv, bl_e
     if (!rd_u32(r, &et) || !rd_u64(r, &n)) goto truncated;
     kv->v.arr.type = (bl_gguf_type)et;
     kv->v.arr.n = n;
-    size_t esz = type_size(et);
+    size_t esz = bl_gguf_type_size((bl_gguf_type)et);
     if (esz) {
         if (n > rd_left(r) / esz) goto truncated;
         kv->v.arr.data = r->p + r->pos;
@@ -327,7 +326,7 @@ const bl_gguf_kv *bl_gguf_find(const bl_gguf *g, const char *key) {
 
 bool bl_gguf_get_int(const bl_gguf *g, const char *key, int64_t *out) {
     const bl_gguf_kv *kv = bl_gguf_find(g, key);
-    if (!kv || kv->type == BL_GGUF_BOOL || !type_size(kv->type) || is_float(kv->type))
+    if (!kv || kv->type == BL_GGUF_BOOL || !bl_gguf_type_size(kv->type) || is_float(kv->type))
         return false;
     if (is_signed(kv->type)) {
         *out = kv->v.i64;
@@ -341,7 +340,7 @@ bool bl_gguf_get_int(const bl_gguf *g, const char *key, int64_t *out) {
 /* Floats also accept integer values: converters store e.g. rope_freq_base either way. */
 bool bl_gguf_get_float(const bl_gguf *g, const char *key, double *out) {
     const bl_gguf_kv *kv = bl_gguf_find(g, key);
-    if (!kv || kv->type == BL_GGUF_BOOL || !type_size(kv->type)) return false;
+    if (!kv || kv->type == BL_GGUF_BOOL || !bl_gguf_type_size(kv->type)) return false;
     if (is_float(kv->type)) *out = kv->v.f64;
     else if (is_signed(kv->type)) *out = (double)kv->v.i64;
     else *out = (double)kv->v.u64;
@@ -365,7 +364,7 @@ bool bl_gguf_get_str(const bl_gguf *g, const char *key, bl_str *out) {
 /* Element i of a numeric array decoded through a scratch kv; false if not applicable. */
 static bool arr_elem(const bl_gguf_kv *kv, uint64_t i, bl_gguf_kv *tmp) {
     if (!kv || kv->type != BL_GGUF_ARRAY || kv->v.arr.strs || i >= kv->v.arr.n) return false;
-    size_t sz = type_size(kv->v.arr.type);
+    size_t sz = bl_gguf_type_size(kv->v.arr.type);
     if (!sz) return false;
     tmp->type = kv->v.arr.type;
     decode_scalar(kv->v.arr.type, kv->v.arr.data + (size_t)i * sz, tmp);

@@ -35,16 +35,6 @@ static void put_str(out_buf *b, const char *s, uint64_t len) {
     put(b, s, (size_t)len);
 }
 
-static size_t scalar_size(bl_gguf_type t) {
-    switch (t) {
-    case BL_GGUF_U8: case BL_GGUF_I8: case BL_GGUF_BOOL: return 1;
-    case BL_GGUF_U16: case BL_GGUF_I16: return 2;
-    case BL_GGUF_U32: case BL_GGUF_I32: case BL_GGUF_F32: return 4;
-    case BL_GGUF_U64: case BL_GGUF_I64: case BL_GGUF_F64: return 8;
-    default: return 0;
-    }
-}
-
 static void put_scalar(out_buf *b, const bl_gguf_kv *kv) {
     uint8_t raw[8];
     switch (kv->type) {
@@ -59,7 +49,7 @@ static void put_scalar(out_buf *b, const bl_gguf_kv *kv) {
         break;
     default: memcpy(raw, &kv->v.u64, 8); break;
     }
-    put(b, raw, scalar_size(kv->type));
+    put(b, raw, bl_gguf_type_size(kv->type));
 }
 
 bl_status bl_gguf_write_metadata(const bl_gguf *g, const char *prefix, const char *path,
@@ -87,7 +77,7 @@ bl_status bl_gguf_write_metadata(const bl_gguf *g, const char *prefix, const cha
                 for (uint64_t j = 0; j < kv->v.arr.n; j++)
                     put_str(&b, kv->v.arr.strs[j].ptr, kv->v.arr.strs[j].len);
             } else {
-                put(&b, kv->v.arr.data, (size_t)(kv->v.arr.n * scalar_size(kv->v.arr.type)));
+                put(&b, kv->v.arr.data, (size_t)(kv->v.arr.n * bl_gguf_type_size(kv->v.arr.type)));
             }
         } else {
             put_scalar(&b, kv);

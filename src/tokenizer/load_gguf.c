@@ -45,20 +45,10 @@ static bool str_is(bl_str s, const char *lit) {
     return s.len == strlen(lit) && memcmp(s.ptr, lit, s.len) == 0;
 }
 
-static size_t elem_size(bl_gguf_type t) {
-    switch (t) {
-    case BL_GGUF_U8: case BL_GGUF_I8: case BL_GGUF_BOOL: return 1;
-    case BL_GGUF_U16: case BL_GGUF_I16: return 2;
-    case BL_GGUF_U32: case BL_GGUF_I32: case BL_GGUF_F32: return 4;
-    case BL_GGUF_U64: case BL_GGUF_I64: case BL_GGUF_F64: return 8;
-    default: return 0;
-    }
-}
-
 /* Element i of a numeric array, as a double (little-endian, maybe unaligned). */
 static double arr_num(const bl_gguf_kv *kv, uint64_t i) {
     bl_gguf_type t = kv->v.arr.type;
-    size_t es = elem_size(t);
+    size_t es = bl_gguf_type_size(t);
     uint64_t u = 0;
     for (size_t b = 0; b < es; b++) u |= (uint64_t)kv->v.arr.data[i * es + b] << (8 * b);
     switch (t) {
@@ -85,7 +75,7 @@ static double arr_num(const bl_gguf_kv *kv, uint64_t i) {
 static const bl_gguf_kv *num_array(const bl_gguf *g, const char *key, uint64_t n, bool *bad) {
     const bl_gguf_kv *kv = kv_find(g, key);
     if (!kv) return NULL;
-    if (kv->type != BL_GGUF_ARRAY || elem_size(kv->v.arr.type) == 0 || kv->v.arr.n != n ||
+    if (kv->type != BL_GGUF_ARRAY || bl_gguf_type_size(kv->v.arr.type) == 0 || kv->v.arr.n != n ||
         (n && !kv->v.arr.data)) {
         *bad = true;
         return NULL;
