@@ -317,7 +317,7 @@ static int bench_shape(bench *b, shape sh, bl_rng *rng) {
                 const bl_sign_variant *v = &vars[k];
                 if (v->isa > bl_cpu_best_isa()) continue;
                 /* the reference is single-threaded and far too slow to time batched */
-                if (v->isa == BL_ISA_REF && (T > 1 || ti > 0)) continue;
+                if (v->isa == BL_ISA_REF && (T > 1 || th != 1)) continue;
                 if (b->quick && !is_default(vars, k)) continue;
                 bl_kernels_set_isa(v->isa);
                 job j = {v->fn, &S, v->transposed ? V : X, NULL, out, m, n, T, v->transposed};
