@@ -107,7 +107,8 @@ bl_status bl_signmat_prepare(bl_signmat *S, bl_err *err) {
                        (long long)S->n);
     bl_isa isa = bl_kernels_isa();
     /* The reference reads the canonical bits; the AVX2 and AVX-512 kernels share one layout, so
-     * a matrix packed under either level serves both. */
+     * a matrix packed under either level serves both. The packing is a copy: whoever changes the
+     * bits afterwards must release and prepare again. */
     if (isa == BL_ISA_REF || S->packed || S->m == 0 || S->n == 0) return BL_OK;
     bl_sb_geom g = bl_sb_geometry(S->m, S->n);
     size_t bytes;
