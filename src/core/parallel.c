@@ -11,6 +11,13 @@ static void blas_init(void) { openblas_set_num_threads(1); }
 
 void bl_blas_single_thread(void) { pthread_once(&blas_once, blas_init); }
 
+void bl_blas_threads_begin(void) {
+    bl_blas_single_thread();
+    openblas_set_num_threads(omp_get_max_threads());
+}
+
+void bl_blas_threads_end(void) { openblas_set_num_threads(1); }
+
 /* Below this many multiply-adds a product runs as one call on the calling thread. */
 #define PAR_MIN_WORK (1 << 18)
 /* Larger products are cut into blocks of this many output rows (or columns) whatever the thread

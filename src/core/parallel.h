@@ -9,6 +9,11 @@
 
 /* Sets OpenBLAS to one thread (once per process). Called by the wrappers themselves. */
 void bl_blas_single_thread(void);
+/* Quantizer fits call LAPACK (SVD, eigen-decompositions, Cholesky) directly and want it threaded:
+ * between begin and end OpenBLAS uses every OpenMP thread. Never around code that calls the
+ * wrappers above from OpenMP threads. */
+void bl_blas_threads_begin(void);
+void bl_blas_threads_end(void);
 
 /* Row-major C (M×N) = alpha·op(A)·op(B) + beta·C with op(A) M×K, op(B) K×N. */
 void bl_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,

@@ -3,6 +3,7 @@
  * are kept until the checkpoint is written. */
 #include "bitllm/quantize.h"
 #include "model/model_internal.h"
+#include "core/parallel.h"
 
 #include <cblas.h>
 #include <cjson/cJSON.h>
@@ -288,7 +289,10 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
                 if (o->activation_aware) fo.H = cal.gram[in];
             }
             bl_linear *out = &q[l * BL_PROJ_COUNT + p];
-            if ((s = fit_layer(o, W, L->m, L->n, &fo, out, err))) break;
+            bl_blas_threads_begin();
+            s = fit_layer(o, W, L->m, L->n, &fo, out, err);
+            bl_blas_threads_end();
+            if (s) break;
             if ((s = out->ops->to_dense(out, What, err))) break;
             double re = bl_rel_err(W, What, L->m, L->n);
             const void *src_bytes;
