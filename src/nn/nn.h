@@ -1,0 +1,151 @@
+/* The training engine's model: a LLaMA-family decoder (LLaMA/Mistral/Qwen2/Qwen3) whose
+ * parameters live in one flat buffer described by a table of named tensors (llm.c style), with a
+ * _forward/_backward pair for every part.
+ *
+ * Precision: the layer code (the src/nn/ files named *_impl.h) is written once over a scalar
+ * type `real` and compiled twice, as f32 for training (nn_f32.c) and as f64 for the
+ * finite-difference gradient checks (nn_f64.c). The functions and activation structs of each
+ * instantiation carry the suffix _f32 or _f64 (declared in nn_decl.h, included twice below).
+ * Everything in this header is precision-independent: the model's structure, the table of
+ * parameter offsets and the packed sign matrices of the binary layers. Parameter, gradient and
+ * optimizer buffers are plain arrays of n_params reals owned by the caller.
+ *
+ * Determinism: every operation either works on independent rows (threads split rows), calls
+ * bl_sgemm / bl_sign_matmul (blocked so that results do not depend on the thread count), or
+ * reduces over tokens serially in token order. Results are identical at any thread count. */
+#ifndef BITLLM_NN_H
+#define BITLLM_NN_H
+
+#include "bitllm/kernels.h"
+#include "bitllm/model.h"
+
+#define NN_NONE ((size_t)-1)
+
+/* Linear-layer kinds of the training engine (formats of src/formats that can be trained). */
+enum { NN_DENSE = 0, NN_ONEBIT, NN_DBF, NN_MDBF };
+
+/* What a parameter tensor is: decides the training defaults and the weight decay. */
+enum {
+    NN_R_EMBED,    /* token embeddings */
+    NN_R_HEAD,     /* untied output head */
+    NN_R_NORM,     /* RMSNorm weights (attn, ffn, final) */
+    NN_R_QKNORM,   /* Qwen3 per-head q/k RMSNorm weights */
+    NN_R_BIAS,     /* Qwen2 q/k/v biases */
+    NN_R_DENSE,    /* dense projection weight */
+    NN_R_LATENT,   /* onebit latent weight (forward uses its sign) */
+    NN_R_SCALE,    /* onebit g, h; dbf a, mu, b */
+    NN_R_ENVELOPE, /* mdbf A_env, Q_U, Q_V, B_env */
+    NN_R_FLIP,     /* latent score of a frozen sign matrix (sign flipping) */
+};
+
+typedef struct {
+    char name[112];   /* HF-style, e.g. "model.layers.3.mlp.up_proj.g" */
+    size_t off, numel;
+    int64_t rows, cols; /* cols == 0 for vectors */
+    int role;
+    bool trainable;
+    bool decay;       /* AdamW weight decay applies (matrices, not vectors or scales) */
+} nn_tensor;
+
+/* A ±1 matrix in the canonical packed layout (format.h), owned, with its kernel preparation. */
+typedef struct {
+    int64_t rows, cols;
+    uint8_t *bits;
+    bl_signmat mat;
+    size_t latent;    /* offset of a rows×cols latent score tensor (flipping), or NN_NONE */
+} nn_signs;
+
+typedef struct {
+    int kind;
+    int64_t m, n;     /* out, in */
+    int64_t mid;      /* dbf k, mdbf r */
+    int l, P;         /* mdbf envelope rank and paths */
+    bool post_ln;     /* onebit: parameter-free LayerNorm over the m outputs */
+    bool grad_w;      /* compute the gradient of W (dense) or of the latent (onebit) */
+    bool grad_vec;    /* compute the gradients of the scale vectors / envelopes */
+    size_t w;         /* dense W or onebit latent, m×n */
+    size_t g, h;      /* onebit input (n) and output (m) scales */
+    size_t a, mu, b;  /* dbf */
+    size_t a_env, q_u, q_v, b_env; /* mdbf, [P][m|r|r|n][l] */
+    nn_signs *S;      /* onebit: 1, from sign(latent); dbf: A (m×k), B (k×n); mdbf: SA_p, SB_p */
+    int n_signs;
+} nn_linear;
+
+typedef struct {
+    size_t attn_norm, ffn_norm;
+    size_t bias[3];           /* q, k, v (Qwen2) or NN_NONE */
+    size_t q_norm, k_norm;    /* Qwen3, or NN_NONE */
+    nn_linear proj[BL_PROJ_COUNT];
+} nn_layer;
+
+typedef struct {
+    bl_config cfg;
+    int max_seq;              /* longest sequence the RoPE tables cover */
+    nn_tensor *t;
+    int n_t, cap_t;
+    size_t n_params;
+    size_t embed, out_norm, head; /* head == embed when the embeddings are tied */
+    nn_layer *layers;
+    double *rope_cos, *rope_sin;  /* [max_seq][head_dim/2] */
+    /* which gradients the backward pass computes (from the table's trainable flags) */
+    bool grad_embed, grad_head, grad_norms;
+} nn_model;
+
+/* How a model is turned into a trainable student (defaults by nn_build_opts_default). */
+typedef struct {
+    float latent_init;   /* onebit latent = sign(W)·latent_init (reference code: 0.01) */
+    int post_ln;         /* onebit post-LayerNorm: 1 on, 0 off, -1 as in the checkpoint */
+    bool train_embed;    /* token embeddings (default off) */
+    bool train_head;     /* untied output head (default off) */
+    bool train_norms;    /* RMSNorm weights, q/k norms, biases (default on) */
+    bool train_dense;    /* projections left dense in the student (default off) */
+    bool train_quant;    /* latents, scales, envelopes of the binary layers (default on) */
+    bool flip;           /* dbf/mdbf: latent scores for sign flipping (default off) */
+    float flip_init;     /* initial |latent score| of a frozen sign (default 0.01) */
+} nn_build_opts;
+
+void nn_build_opts_default(nn_build_opts *o);
+
+/* A student or teacher from a loaded model: dense projections from to_dense, binary layers from
+ * their checkpoint tensors (docs/format.md). *params receives n_params floats (caller frees).
+ * rtn layers cannot be trained (BL_ERR_UNSUPPORTED). */
+bl_status nn_model_from_bl(const bl_model *src, int max_seq, const nn_build_opts *o,
+                           nn_model **out, float **params, bl_err *err);
+
+/* A random model for tests and benchmarks: every layer uses spec[proj] for its projections. */
+typedef struct {
+    int kind;
+    int64_t mid;
+    int l, P;
+    bool post_ln;
+} nn_lin_spec;
+bl_status nn_model_random(const bl_config *cfg, const nn_lin_spec spec[BL_PROJ_COUNT],
+                          uint64_t seed, int max_seq, const nn_build_opts *o, nn_model **out,
+                          float **params, bl_err *err);
+void nn_model_free(nn_model *m);
+
+const nn_tensor *nn_model_find(const nn_model *m, const char *name);
+/* Marks every tensor trainable (tests) and enables all gradients. */
+void nn_model_train_all(nn_model *m);
+/* Recomputes the gradient switches of the model and its linears from the trainable flags. */
+void nn_model_update_grad_flags(nn_model *m);
+/* Re-prepares a sign matrix for the f32 kernels after its bits changed. */
+bl_status nn_signs_refresh(nn_signs *s, bl_err *err);
+
+/* Sizes in reals of the per-linear activations kept for backward and of the scratch that the
+ * linear forward/backward need for N rows. */
+size_t nn_linear_acts_size(const nn_linear *L, int64_t N);
+size_t nn_linear_work_size(const nn_linear *L, int64_t N);
+
+#define NN_REAL float
+#define FN(x) x##_f32
+#include "nn/nn_decl.h"
+#undef NN_REAL
+#undef FN
+#define NN_REAL double
+#define FN(x) x##_f64
+#include "nn/nn_decl.h"
+#undef NN_REAL
+#undef FN
+
+#endif

@@ -1,0 +1,145 @@
+/* The trained student as a normal model directory. The binary layers are rebuilt as format
+ * layers from the training state (onebit: sign(latent), g, h, post_ln; dbf/mdbf: the current
+ * signs and the trained vectors and envelopes; the vectors are rounded to FP16 on the way, as
+ * every format stores them), and a shallow copy of the source model whose norms, biases and, when
+ * trained, embeddings and head point into the f32 parameter buffer is written by bl_model_save.
+ * Frozen embeddings and heads keep their original tensors and dtype. */
+#include "bitllm/quantize.h"
+#include "train/train_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void *dup_bytes(const void *p, size_t n) {
+    void *d = malloc(n ? n : 1);
+    if (d) memcpy(d, p, n);
+    return d;
+}
+
+static bool trainable(const nn_model *M, size_t off) {
+    for (int i = 0; i < M->n_t; i++)
+        if (M->t[i].off == off) return M->t[i].trainable;
+    return false;
+}
+
+/* A dense F32 view of a parameter tensor (rows×cols). */
+static bl_tensor view_of(const float *P, size_t off, int64_t rows, int64_t cols, const char *name) {
+    bl_tensor t;
+    memset(&t, 0, sizeof t);
+    snprintf(t.name, sizeof t.name, "%s", name);
+    t.dtype = BL_DT_F32;
+    t.ndim = 2;
+    t.shape[0] = rows;
+    t.shape[1] = cols;
+    t.data = P + off;
+    t.nbytes = (size_t)(rows * cols) * sizeof(float);
+    return t;
+}
+
+static bl_status build_linear(const nn_linear *L, const float *P, bl_linear *out, bl_err *err) {
+    const int64_t m = L->m, n = L->n, k = L->mid, l = L->l;
+    switch (L->kind) {
+    case NN_ONEBIT: {
+        bl_onebit q = {.m = m, .n = n, .post_ln = L->post_ln};
+        q.sign = dup_bytes(L->S[0].bits, (size_t)(m * bl_sign_row_bytes(n)));
+        q.g = dup_bytes(P + L->g, sizeof(float) * (size_t)n);
+        q.h = dup_bytes(P + L->h, sizeof(float) * (size_t)m);
+        bl_status s = q.sign && q.g && q.h ? bl_linear_from_onebit(out, &q, err)
+                                           : bl_fail(err, BL_ERR_NOMEM, "out of memory");
+        bl_onebit_free(&q); /* no-op when the layer took the buffers */
+        return s;
+    }
+    case NN_DBF: {
+        bl_dbf q = {.m = m, .n = n, .k = k};
+        q.A = dup_bytes(L->S[0].bits, (size_t)(m * bl_sign_row_bytes(k)));
+        q.B = dup_bytes(L->S[1].bits, (size_t)(k * bl_sign_row_bytes(n)));
+        q.a = dup_bytes(P + L->a, sizeof(float) * (size_t)m);
+        q.mu = dup_bytes(P + L->mu, sizeof(float) * (size_t)k);
+        q.b = dup_bytes(P + L->b, sizeof(float) * (size_t)n);
+        bl_status s = q.A && q.B && q.a && q.mu && q.b
+                          ? bl_linear_from_dbf(out, &q, err)
+                          : bl_fail(err, BL_ERR_NOMEM, "out of memory");
+        bl_dbf_free(&q);
+        return s;
+    }
+    case NN_MDBF: {
+        bl_mdbf q = {.m = m, .n = n, .r = k, .l = L->l, .P = L->P};
+        q.paths = calloc((size_t)L->P, sizeof *q.paths);
+        bool ok = q.paths != NULL;
+        for (int p = 0; ok && p < L->P; p++) {
+            bl_mdbf_path *e = &q.paths[p];
+            e->SA = dup_bytes(L->S[2 * p].bits, (size_t)(m * bl_sign_row_bytes(k)));
+            e->SB = dup_bytes(L->S[2 * p + 1].bits, (size_t)(k * bl_sign_row_bytes(n)));
+            e->A_env = dup_bytes(P + L->a_env + p * m * l, sizeof(float) * (size_t)(m * l));
+            e->Q_U = dup_bytes(P + L->q_u + p * k * l, sizeof(float) * (size_t)(k * l));
+            e->Q_V = dup_bytes(P + L->q_v + p * k * l, sizeof(float) * (size_t)(k * l));
+            e->B_env = dup_bytes(P + L->b_env + p * n * l, sizeof(float) * (size_t)(n * l));
+            ok = e->SA && e->SB && e->A_env && e->Q_U && e->Q_V && e->B_env;
+        }
+        bl_status s = ok ? bl_linear_from_mdbf(out, &q, err)
+                         : bl_fail(err, BL_ERR_NOMEM, "out of memory");
+        bl_mdbf_free(&q);
+        return s;
+    }
+    default: return bl_fail(err, BL_ERR_ARG, "not a binary layer");
+    }
+}
+
+bl_status tr_export(const nn_model *M, const float *P, const bl_model *src, const char *outdir,
+                    const char *method, const char *extra_json, bl_err *err) {
+    const bl_config *c = &src->cfg;
+    const int total = c->n_layers * BL_PROJ_COUNT;
+    bl_model sh = *src; /* shallow: tokenizer, paths and mapped tensors stay the source's */
+    sh.layers = calloc((size_t)c->n_layers, sizeof *sh.layers);
+    bl_tensor *views = calloc((size_t)total + 2, sizeof *views);
+    bool *made = calloc((size_t)total + 1, sizeof *made); /* linears owned here */
+    bl_status s = sh.layers && views && made ? BL_OK
+                                             : bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    float *Pm = (float *)P; /* the model struct has non-const pointers; nothing writes them */
+    sh.out_norm = Pm + M->out_norm;
+    for (int l = 0; l < c->n_layers && !s; l++) {
+        const nn_layer *nl = &M->layers[l];
+        bl_layer *ly = &sh.layers[l];
+        *ly = src->layers[l];
+        ly->attn_norm = Pm + nl->attn_norm;
+        ly->ffn_norm = Pm + nl->ffn_norm;
+        for (int p = 0; p < 3; p++)
+            if (nl->bias[p] != NN_NONE) ly->bias[p] = Pm + nl->bias[p];
+        if (nl->q_norm != NN_NONE) {
+            ly->q_norm = Pm + nl->q_norm;
+            ly->k_norm = Pm + nl->k_norm;
+        }
+        for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
+            const nn_linear *L = &nl->proj[p];
+            const int i = l * BL_PROJ_COUNT + p;
+            if (L->kind == NN_DENSE) {
+                if (!trainable(M, L->w)) continue; /* the source's own layer */
+                views[i] = view_of(P, L->w, L->m, L->n, "dense");
+                s = bl_linear_dense_init(&ly->proj[p], &views[i], err);
+            } else {
+                s = build_linear(L, P, &ly->proj[p], err);
+            }
+            made[i] = !s;
+        }
+    }
+    if (!s && trainable(M, M->embed)) {
+        sh.tok_embd = view_of(P, M->embed, c->vocab_size, c->dim, "model.embed_tokens.weight");
+        if (c->tied_embeddings) s = bl_linear_dense_init(&sh.output, &sh.tok_embd, err);
+        made[total] = !s && c->tied_embeddings;
+    }
+    if (!s && !c->tied_embeddings && trainable(M, M->head)) {
+        views[total + 1] = view_of(P, M->head, c->vocab_size, c->dim, "lm_head.weight");
+        s = bl_linear_dense_init(&sh.output, &views[total + 1], err);
+        made[total] = !s;
+    }
+    if (!s) s = bl_model_save(&sh, outdir, method, extra_json, err);
+    for (int l = 0; sh.layers && made && l < c->n_layers; l++)
+        for (int p = 0; p < BL_PROJ_COUNT; p++)
+            if (made[l * BL_PROJ_COUNT + p]) bl_linear_free(&sh.layers[l].proj[p]);
+    if (made && made[total]) bl_linear_free(&sh.output);
+    free(sh.layers);
+    free(views);
+    free(made);
+    return s;
+}
