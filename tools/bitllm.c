@@ -22,6 +22,9 @@ static const command commands[] = {
     {"speed", cmd_speed, "prefill/decode tokens per second and memory of a model"},
     {"bench", cmd_bench, "1-bit kernel benchmark against f32 BLAS and memory bandwidth"},
     {"synth", cmd_synth, "write a random-weight model with real architecture dimensions"},
+    {"eval", cmd_eval, "zero-shot accuracy: piqa, arc, hellaswag, winogrande, boolq, lambada, ..."},
+    {"compare", cmd_compare, "methods x bpw on one model: quantize, ppl, zero-shot, report"},
+    {"report", cmd_report, "report.md and ppl-vs-bpw plot from a compare folder"},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,204 @@
+/* Task table, list parsing, loading dispatch and the helpers the loaders share (docs/eval.md). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eval/task_internal.h"
+
+static const char *const task_names[BL_TASK_COUNT] = {
+    [BL_TASK_PIQA] = "piqa",           [BL_TASK_ARC_EASY] = "arc_easy",
+    [BL_TASK_ARC_CHALLENGE] = "arc_challenge", [BL_TASK_HELLASWAG] = "hellaswag",
+    [BL_TASK_WINOGRANDE] = "winogrande", [BL_TASK_BOOLQ] = "boolq",
+    [BL_TASK_LAMBADA] = "lambada",     [BL_TASK_OPENBOOKQA] = "openbookqa",
+};
+
+const char *bl_task_name(bl_task_id t) {
+    return (unsigned)t < BL_TASK_COUNT ? task_names[t] : "?";
+}
+
+bool bl_task_from_name(const char *name, bl_task_id *out) {
+    for (int i = 0; i < BL_TASK_COUNT; i++)
+        if (strcmp(name, task_names[i]) == 0) {
+            *out = (bl_task_id)i;
+            return true;
+        }
+    return false;
+}
+
+bool bl_task_has_acc_norm(bl_task_id t) {
+    /* lm-eval's winogrande, boolq and lambada_openai configs list no acc_norm metric. */
+    return t != BL_TASK_WINOGRANDE && t != BL_TASK_BOOLQ && t != BL_TASK_LAMBADA;
+}
+
+bl_status bl_task_parse_list(const char *list, bl_task_id *ids, int *n, bl_err *err) {
+    *n = 0;
+    bool seen[BL_TASK_COUNT] = {0};
+    const char *p = list;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char name[32];
+        if (len == 0 || len >= sizeof name)
+            return bl_fail(err, BL_ERR_ARG, "bad task list '%s'", list);
+        memcpy(name, p, len);
+        name[len] = 0;
+        bl_task_id t;
+        if (strcmp(name, "all") == 0) {
+            for (int i = 0; i < BL_TASK_COUNT; i++)
+                if (!seen[i]) seen[i] = true, ids[(*n)++] = (bl_task_id)i;
+        } else if (bl_task_from_name(name, &t)) {
+            if (!seen[t]) seen[t] = true, ids[(*n)++] = t;
+        } else {
+            return bl_fail(err, BL_ERR_ARG,
+                           "unknown task '%s' (piqa, arc_easy, arc_challenge, hellaswag, "
+                           "winogrande, boolq, lambada, openbookqa, all)",
+                           name);
+        }
+        p += len + (e ? 1 : 0);
+    }
+    if (*n == 0) return bl_fail(err, BL_ERR_ARG, "empty task list");
+    return BL_OK;
+}
+
+char *bl_strfmt(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) return NULL;
+    char *s = malloc((size_t)n + 1);
+    if (!s) return NULL;
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+int bl_utf8_chars(const char *s) {
+    int n = 0;
+    for (; *s; s++)
+        if (((unsigned char)*s & 0xC0) != 0x80) n++;
+    return n;
+}
+
+bool bl_is_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+bl_status bl_item_add(bl_task_item *it, const char *context, const char *continuation,
+                      const char *choice, bl_err *err) {
+    bl_task_request *r = realloc(it->req, (size_t)(it->n_req + 1) * sizeof *r);
+    if (!r) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    it->req = r;
+    r += it->n_req;
+    r->context = bl_strdup(context);
+    r->continuation = bl_strdup(continuation);
+    if (!r->context || !r->continuation) {
+        free(r->context);
+        free(r->continuation);
+        return bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    }
+    r->norm_chars = bl_utf8_chars(choice);
+    r->norm_bytes = (int)strlen(choice);
+    it->n_req++;
+    return BL_OK;
+}
+
+bl_task_item *bl_set_add_item(bl_task_set *s, int *cap) {
+    if (s->n_items == *cap) {
+        int nc = *cap ? *cap * 2 : 256;
+        bl_task_item *p = realloc(s->items, (size_t)nc * sizeof *p);
+        if (!p) return NULL;
+        s->items = p;
+        *cap = nc;
+    }
+    bl_task_item *it = &s->items[s->n_items++];
+    memset(it, 0, sizeof *it);
+    return it;
+}
+
+const char *bl_json_str(const cJSON *o, const char *key, const char *path, int line,
+                        bl_err *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsString(v) || !v->valuestring) {
+        bl_fail(err, BL_ERR_FORMAT, "%s:%d: missing string field \"%s\"", path, line, key);
+        return NULL;
+    }
+    return v->valuestring;
+}
+
+bl_status bl_jsonl_each(const char *path, int limit, bl_jsonl_fn fn, void *ctx, bl_err *err) {
+    char *data;
+    size_t len;
+    bl_status s = bl_read_file(path, &data, &len, err);
+    if (s) return s;
+    int line = 0, rows = 0;
+    for (char *p = data; p < data + len && !s && (limit <= 0 || rows < limit);) {
+        char *e = memchr(p, '\n', (size_t)(data + len - p));
+        size_t n = e ? (size_t)(e - p) : (size_t)(data + len - p);
+        line++;
+        bool blank = true;
+        for (size_t i = 0; i < n && blank; i++) blank = bl_is_space(p[i]);
+        if (!blank) {
+            cJSON *row = cJSON_ParseWithLength(p, n);
+            if (!row || !cJSON_IsObject(row))
+                s = bl_fail(err, BL_ERR_FORMAT, "%s:%d: not a JSON object", path, line);
+            else
+                s = fn(ctx, row, line, err);
+            cJSON_Delete(row);
+            rows++;
+        }
+        p += n + 1;
+    }
+    free(data);
+    return s;
+}
+
+static void free_items(bl_task_set *s) {
+    for (int i = 0; i < s->n_items; i++) {
+        for (int j = 0; j < s->items[i].n_req; j++) {
+            free(s->items[i].req[j].context);
+            free(s->items[i].req[j].continuation);
+        }
+        free(s->items[i].req);
+    }
+    free(s->items);
+}
+
+void bl_task_set_free(bl_task_set *s) {
+    if (!s) return;
+    free_items(s);
+    free(s->path);
+    free(s);
+}
+
+bl_status bl_task_load(bl_task_id id, const char *data_dir, int limit, bl_task_set **out,
+                       bl_err *err) {
+    *out = NULL;
+    if ((unsigned)id >= BL_TASK_COUNT) return bl_fail(err, BL_ERR_ARG, "unknown task %d", id);
+    bl_task_set *s = calloc(1, sizeof *s);
+    if (!s) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    s->id = id;
+    bl_status st;
+    switch (id) {
+    case BL_TASK_PIQA: st = bl_load_piqa(data_dir, limit, s, err); break;
+    case BL_TASK_HELLASWAG: st = bl_load_hellaswag(data_dir, limit, s, err); break;
+    case BL_TASK_WINOGRANDE: st = bl_load_winogrande(data_dir, limit, s, err); break;
+    case BL_TASK_LAMBADA: st = bl_load_lambada(data_dir, limit, s, err); break;
+    default: st = bl_load_foundry_mc(id, data_dir, limit, s, err); break;
+    }
+    if (!st && s->n_items == 0) st = bl_fail(err, BL_ERR_FORMAT, "%s: no items", s->path);
+    for (int i = 0; !st && i < s->n_items; i++) {
+        const bl_task_item *it = &s->items[i];
+        if (it->gold < 0 || it->gold >= it->n_req)
+            st = bl_fail(err, BL_ERR_FORMAT, "%s: item %d: gold %d out of range [0, %d)",
+                         s->path, i, it->gold, it->n_req);
+    }
+    if (st) {
+        bl_task_set_free(s);
+        return st;
+    }
+    *out = s;
+    return BL_OK;
+}
