@@ -21,6 +21,7 @@ static const command commands[] = {
     {"distill", cmd_distill, "quantization-aware distillation of a quantized student from its teacher"},
     {"speed", cmd_speed, "prefill/decode tokens per second and memory of a model"},
     {"bench", cmd_bench, "1-bit kernel benchmark against f32 BLAS and memory bandwidth"},
+    {"convert", cmd_convert, "write any loadable model (GGUF, llama2.c, OneBit release) as a bitllm directory"},
     {"synth", cmd_synth, "write a random-weight model with real architecture dimensions"},
     {"eval", cmd_eval, "zero-shot accuracy: piqa, arc, hellaswag, winogrande, boolq, lambada, ..."},
     {"compare", cmd_compare, "methods x bpw on one model: quantize, ppl, zero-shot, report"},

@@ -12,6 +12,7 @@ int cmd_distill(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_speed(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_report(int argc, char **argv);
