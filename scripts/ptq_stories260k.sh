@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Post-training quantization of stories260K with every method at matched bpw (dbf/mdbf sized to
+# onebit's cost per layer), perplexity on a story-like text and on WikiText-2 test (window 512).
+# The story-like text is sampled from the FP model itself (temperature 1, top-p 0.95, seeds
+# 1..N), since no TinyStories split is available here; it is written once to OUT/stories.txt.
+#   scripts/ptq_stories260k.sh [OUT]      (default build/ptq-stories260k; BITLLM, BITLLM_DATA)
+# WIKI=0 skips the WikiText-2 column (the whole test file, 809k tokens per model).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BITLLM:-build/bitllm}
+DATA=${BITLLM_DATA:-../shared}
+OUT=${1:-build/ptq-stories260k}
+M=$DATA/models/stories260K/stories260K.gguf
+WIKI_TXT=$DATA/data/wikitext-2/wiki.test.raw
+CALIB=$DATA/data/wikitext-2/tokenized/valid.txt
+mkdir -p "$OUT"
+if [ ! -s "$OUT/stories.txt" ]; then
+  for s in $(seq 1 40); do
+    "$BIN" generate "$M" -n 250 --temp 1.0 --top-p 0.95 --seed "$s" --json 2>/dev/null |
+      python3 -c "import json,sys; print(json.load(sys.stdin)['text'].strip())"
+  done > "$OUT/stories.txt.part" && mv "$OUT/stories.txt.part" "$OUT/stories.txt"
+fi
+printf '| method | calibration | bpw (layers) | bpw (model) | ppl stories (ctx 512) | tokens | ppl WikiText-2 (ctx 512) | tokens |\n|---|---|---:|---:|---:|---:|---:|---:|\n'
+run() { # name, calibration label, model
+  local s w
+  s=$("$BIN" ppl "$3" -f "$OUT/stories.txt" --ctx 512 --json 2>/dev/null)
+  w='{"ppl": NaN, "tokens": 0}'
+  [ "${WIKI:-1}" = 0 ] || w=$("$BIN" ppl "$3" -f "$WIKI_TXT" --ctx 512 --json 2>/dev/null)
+  python3 - "$1" "$2" "$s" "$w" <<'PY'
+import json, sys
+n, c, s, w = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+wp = f"{w['ppl']:.2f}" if w['tokens'] else "not run"
+print(f"| {n} | {c} | {s['bpw_layers']:.3f} | {s['bpw_model']:.3f} | {s['ppl']:.2f} | {s['tokens']} | {wp} | {w['tokens']} |")
+PY
+}
+run fp - "$M"
+for m in rtn1 onebit dbf mdbf; do
+  [ -d "$OUT/$m" ] || "$BIN" quantize "$M" -m "$m" -o "$OUT/$m" --seed 0 >/dev/null 2>&1
+  run "$m" none "$OUT/$m"
+done
+for m in dbf mdbf; do
+  [ -d "$OUT/$m-calib" ] || "$BIN" quantize "$M" -m "$m" -o "$OUT/$m-calib" --calib "$CALIB" \
+    --seed 0 >/dev/null 2>&1
+  run "$m" "wikitext-2 valid, 16k tokens" "$OUT/$m-calib"
+done
