@@ -40,6 +40,9 @@ for m in rtn1 onebit dbf mdbf; do
 done
 for m in dbf mdbf; do
   [ -d "$OUT/$m-calib" ] || "$BIN" quantize "$M" -m "$m" -o "$OUT/$m-calib" --calib "$CALIB" \
+    --no-grad-stats --seed 0 >/dev/null 2>&1
+  run "$m" "inputs x² (wikitext-2 valid, 16k tokens)" "$OUT/$m-calib"
+  [ -d "$OUT/$m-grad" ] || "$BIN" quantize "$M" -m "$m" -o "$OUT/$m-grad" --calib "$CALIB" \
     --seed 0 >/dev/null 2>&1
-  run "$m" "wikitext-2 valid, 16k tokens" "$OUT/$m-calib"
+  run "$m" "inputs x² + output gradients² (same text)" "$OUT/$m-grad"
 done

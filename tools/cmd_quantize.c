@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "bitllm/quantize.h"
+#include "bitllm/train.h"
 #include "cli.h"
 #include "cli_util.h"
 
@@ -36,7 +37,7 @@ static void on_layer(void *ctx, const char *name, int64_t m, int64_t n, double b
 
 int cmd_quantize(int argc, char **argv) {
     const char *out = NULL, *method = "onebit", *bpw_s = NULL, *calib = NULL, *tokp = NULL;
-    bool json = false, nmf = false, svd = false, aa = false;
+    bool json = false, nmf = false, svd = false, aa = false, no_grad = false;
     int rank_l = 1, paths = 1, iters = 0, calib_tokens = 16384, group = 128, adam = 0;
     uint64_t seed = 0;
     const cli_opt opts[] = {
@@ -53,6 +54,8 @@ int cmd_quantize(int argc, char **argv) {
         {"group", 0, OPT_INT, &group, "G", "rtn2..4 group size, 64 or 128 (default 128)"},
         {"calib", 0, OPT_STR, &calib, "FILE", "calibration text (dbf/mdbf importance weights)"},
         {"calib-tokens", 0, OPT_INT, &calib_tokens, "N", "calibration tokens (default 16384)"},
+        {"no-grad-stats", 0, OPT_FLAG, &no_grad, NULL,
+         "dbf/mdbf: input statistics only (default with --calib: also output-gradient statistics)"},
         {"iters", 0, OPT_INT, &iters, "N", "dbf/mdbf ADMM iterations (default: method's)"},
         {"seed", 0, OPT_U64, &seed, "S", "random seed (default 0)"},
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints"},
@@ -96,6 +99,8 @@ int cmd_quantize(int argc, char **argv) {
     if (!m) return 1;
     int rc = 1;
     int32_t *ids = NULL;
+    float **grads = NULL;
+    const int n_proj = m->cfg.n_layers * BL_PROJ_COUNT;
     if (calib) {
         size_t len, n;
         char *text = cli_read_text("quantize", calib, &len);
@@ -104,6 +109,26 @@ int cmd_quantize(int argc, char **argv) {
         if (!ids) goto done;
         o.calib_ids = ids;
         o.n_calib = n < (size_t)calib_tokens ? n : (size_t)calib_tokens;
+        if (!no_grad && (o.method == BL_QM_DBF || o.method == BL_QM_MDBF)) {
+            /* Output-gradient importance from a backward pass over the calibration text, scaled
+             * to mean 1 per projection (only ratios between channels matter to the fit). */
+            grads = calloc((size_t)n_proj, sizeof *grads);
+            bl_err gerr = {0};
+            fprintf(stderr, "collecting output-gradient statistics on %zu tokens\n", o.n_calib);
+            if (!grads || bl_grad_stats(m, ids, o.n_calib, o.calib_ctx, grads, &gerr) != BL_OK) {
+                cli_error("quantize", &gerr);
+                goto done;
+            }
+            for (int i = 0; i < n_proj; i++) {
+                const int64_t rows = m->layers[i / BL_PROJ_COUNT].proj[i % BL_PROJ_COUNT].m;
+                double mean = 0;
+                for (int64_t j = 0; j < rows; j++) mean += grads[i][j];
+                mean = mean > 0 ? mean / (double)rows : 1.0;
+                for (int64_t j = 0; j < rows; j++)
+                    grads[i][j] = (float)(grads[i][j] / mean) + 1e-6f;
+            }
+            o.out_importance = grads;
+        }
     }
     char cmdline[1024] = "bitllm";
     for (int i = 0; i < argc; i++) {
@@ -144,6 +169,8 @@ int cmd_quantize(int argc, char **argv) {
     }
     rc = 0;
 done:
+    for (int i = 0; grads && i < n_proj; i++) free(grads[i]);
+    free(grads);
     free(ids);
     bl_model_free(m);
     return rc;

@@ -27,6 +27,9 @@ typedef struct {
     const int32_t *calib_ids;
     size_t n_calib;
     int calib_ctx;
+    /* Optional per-output-channel importance (mean squared output gradients, ALGORITHMS.md §4):
+     * n_layers·BL_PROJ_COUNT arrays of each projection's m values, e.g. from bl_grad_stats. */
+    float *const *out_importance;
     /* Called after each layer with its result. */
     void (*on_layer)(void *ctx, const char *name, int64_t m, int64_t n, double bpw,
                      double rel_err, double seconds);

@@ -229,6 +229,7 @@ static cJSON *provenance(const bl_model *src, const bl_quant_opts *o) {
     cJSON_AddNumberToObject(p, "seed", (double)o->fit.seed);
     cJSON_AddNumberToObject(p, "iters", o->fit.iters);
     cJSON_AddNumberToObject(p, "calib_tokens", (double)o->n_calib);
+    cJSON_AddBoolToObject(p, "gradient_importance", o->out_importance != NULL);
     if (o->provenance) cJSON_AddStringToObject(p, "command", o->provenance);
     return p;
 }
@@ -288,6 +289,8 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
                 fo.in_importance = imp;
                 if (o->activation_aware) fo.H = cal.gram[in];
             }
+            if (o->out_importance && (o->method == BL_QM_DBF || o->method == BL_QM_MDBF))
+                fo.out_importance = o->out_importance[l * BL_PROJ_COUNT + p];
             bl_linear *out = &q[l * BL_PROJ_COUNT + p];
             bl_blas_threads_begin();
             s = fit_layer(o, W, L->m, L->n, &fo, out, err);
