@@ -327,7 +327,7 @@ int cmd_compare(int argc, char **argv) {
         .ppl_ctx = ppl_ctx ? ppl_ctx : (fp->cfg.max_seq < 2048 ? fp->cfg.max_seq : 2048),
         .calib_tokens = calib_tokens, .group = group, .rank_l = rank_l, .paths = paths,
         .iters = iters, .limit = limit, .seed = seed, .n_ids = n_ids, .ids = ids,
-        .calib_ids = cids, .n_calib = n_cids, .eo = {.ctx = eval_ctx}};
+        .calib_ids = cids, .n_calib = n_cids, .eo = {.ctx = eval_ctx, .norm_bytes = true}};
     for (int i = 0; i < n_runs; i++) {
         fprintf(stderr, "[%d/%d] %s\n", i + 1, n_runs, runs[i].label);
         snprintf(path, sizeof path, "%s/models/%s", out, runs[i].label);

@@ -139,7 +139,7 @@ void eval_print_table(FILE *f, const bl_task_result *res, int n) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *tasks = NULL, *data = NULL, *tokp = NULL, *norm = "chars", *dump_path = NULL;
+    const char *tasks = NULL, *data = NULL, *tokp = NULL, *norm = "bytes", *dump_path = NULL;
     int limit = 0, ctx = 0;
     bool json = false, no_bos = false;
     const cli_opt opts[] = {
@@ -152,7 +152,7 @@ int cmd_eval(int argc, char **argv) {
          "../shared/data)"},
         {"ctx", 'c', OPT_INT, &ctx, "C", "window in tokens (default: trained ctx, <= 2048)"},
         {"norm", 0, OPT_STR, &norm, "chars|bytes",
-         "acc_norm length: characters as lm-eval (default) or UTF-8 bytes"},
+         "acc_norm length: UTF-8 bytes (default) or characters as lm-eval's code"},
         {"no-bos", 0, OPT_FLAG, &no_bos, NULL, "do not prepend BOS"},
         {"dump", 0, OPT_STR, &dump_path, "FILE", "write per-item scores as JSON lines"},
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints"},
