@@ -1,6 +1,6 @@
 /* Quality and cost of the fitting methods on deterministic LLM-like matrices.
  *
- *   build/bench_quant [--quick] [--json] [--iters N] [--only SUBSTRING]
+ *   build/bench_quant [--quick] [--json] [--iters N] [--only PREFIX]
  *
  * Matrices: Student-t (ν = 4) entries scaled to std ≈ 0.02, 1% of the input channels ×10 (the
  * outlier channels of real projections), row scales uniform in [0.5, 1.5). Shapes 4096×4096 and
@@ -198,7 +198,10 @@ static void progress_none(void *ctx, double f) {
     (void)f;
 }
 
-static bool selected(const char *only, const char *name) { return !only || strstr(name, only); }
+/* --only PREFIX: "dbf" selects dbf and dbf-randinit, "mdbf-l4" both l = 4 rows, "rtn" both RTNs */
+static bool selected(const char *only, const char *name) {
+    return !only || strncmp(name, only, strlen(only)) == 0;
+}
 
 typedef struct {
     double wall, cpu;
@@ -386,7 +389,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--quick] [--json] [--iters N] [--only SUBSTRING]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--json] [--iters N] [--only PREFIX]\n", argv[0]);
             return 2;
         }
     }
