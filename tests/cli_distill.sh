@@ -24,6 +24,8 @@ j=$($BIN distill "$S" "$tmp/ob" -o "$tmp/d1" --generate 10 --gen-out "$tmp/gen.t
 check "distill --generate --json" 'python3 -c "import json,sys;d=json.loads(sys.argv[1]);assert d[\"steps\"]==4 and d[\"tokens\"]==4*2*32 and d[\"loss_after\"]<d[\"loss_before\"] and d[\"seconds\"]>0;assert d[\"ppl_after\"][\"ppl\"]>1 and d[\"ppl_before\"][\"ppl\"]>1 and d[\"ppl_after\"][\"ctx\"]==32" "$j"'
 check "progress lines on stderr" 'grep -q "^step 4/4  loss .* tok/s  ETA" "$tmp/err1"'
 check "token file written" 'head -1 "$tmp/gen.tok" | grep -q "^# bitllm-tokens v1 rows=10 seq=32"'
+$BIN distill "$S" "$tmp/ob" --generate 10 --gen-out "$tmp/gen2.tok" --seq 32 --steps 0 >/dev/null 2>&1
+check "--steps 0 only generates (same rows for the same seed)" 'cmp -s "$tmp/gen.tok" "$tmp/gen2.tok"'
 check "output is a loadable onebit model with post-LN" '$BIN info "$tmp/d1" --json | python3 -c "import json,sys;d=json.load(sys.stdin);assert d[\"config\"][\"dim\"]==64" && grep -q "\"post_ln\"" "$tmp/d1/config.json"'
 check "output generates" '$BIN generate "$tmp/d1" -n 8 --temp 0 >/dev/null 2>&1'
 
@@ -60,6 +62,10 @@ expect_fail "NaN stops the run, checkpoint kept" "not finite.*checkpoint (step 1
 check "NaN run wrote no model" '[ ! -e "$tmp/nan/model.safetensors" ] && [ -e "$tmp/nan/checkpoint/state.safetensors" ]'
 expect_fail "resume with another --batch" "batch" \
   $BIN distill "$S" "$tmp/ob" -o "$tmp/full" --data "$tmp/gen.tok" --seq 32 --batch 3 --steps 8 --resume
+mkdir -p "$tmp/corrupt/checkpoint"
+head -c 3000 "$tmp/full/checkpoint/state.safetensors" > "$tmp/corrupt/checkpoint/state.safetensors"
+expect_fail "truncated checkpoint" "state.safetensors" run -o "$tmp/corrupt" --resume
+expect_fail "resume without a checkpoint" "state.safetensors" run -o "$tmp/none" --resume
 expect_fail "missing -o" "missing -o" $BIN distill "$S" "$tmp/ob" --generate 2
 expect_fail "--data and --generate" "exactly one" $BIN distill "$S" "$tmp/ob" -o "$tmp/x" --generate 2 --data "$tmp/eval.txt"
 expect_fail "rtn student" "cannot be trained" sh -c "$BIN quantize '$S' -o '$tmp/rtn' -m rtn2 >/dev/null 2>&1; $BIN distill '$S' '$tmp/rtn' -o '$tmp/x' --generate 2 --seq 16"

@@ -191,16 +191,21 @@ bl_status tr_checkpoint_load(const char *outdir, nn_model *M, float *P, float *m
     load_ctx lc = {&ts, path};
     if (!s) s = each_flippable(M, load_signs, &lc, err);
     if (!s) {
-        st->step = (int)num(j, "step");
-        st->data_pos = (int64_t)num(j, "data_pos");
-        st->tokens = (int64_t)num(j, "tokens");
-        st->flips = (int64_t)num(j, "flips");
-        st->seconds = num(j, "seconds");
-        st->loss_before = num(j, "loss_before");
-        st->ce_before = num(j, "ce_before");
-        st->mse_before = num(j, "mse_before");
-        if (!(st->step >= 0) || !(st->data_pos >= 0))
-            s = bl_fail(err, BL_ERR_FORMAT, "%s: bad step or data position", path);
+        const double step = num(j, "step"), pos = num(j, "data_pos"), tok = num(j, "tokens"),
+                     flips = num(j, "flips");
+        if (!(step >= 0 && step <= 1e9 && pos >= 0 && pos <= 9e15 && tok >= 0 && tok <= 9e15 &&
+              flips >= 0 && flips <= 9e15))
+            s = bl_fail(err, BL_ERR_FORMAT, "%s: bad step, data position or counters", path);
+        if (!s) {
+            st->step = (int)step;
+            st->data_pos = (int64_t)pos;
+            st->tokens = (int64_t)tok;
+            st->flips = (int64_t)flips;
+            st->seconds = num(j, "seconds");
+            st->loss_before = num(j, "loss_before");
+            st->ce_before = num(j, "ce_before");
+            st->mse_before = num(j, "mse_before");
+        }
     }
     cJSON_Delete(j);
     cJSON_Delete(mj);
