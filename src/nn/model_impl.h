@@ -14,6 +14,8 @@ bl_status FN(nn_acts_new)(const nn_model *M, int B, int T, FN(nn_acts) **out, bl
                        T, M->max_seq);
     FN(nn_acts) *A = calloc(1, sizeof *A);
     if (!A) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    /* The attention products call BLAS from OpenMP threads: OpenBLAS must not thread itself. */
+    bl_blas_single_thread();
     const int64_t N = (int64_t)B * T, D = c->dim, H = c->hidden_dim, L = c->n_layers;
     const int64_t nh = c->n_heads, nkv = c->n_kv_heads, qd = nh * c->head_dim,
                   kvd = nkv * c->head_dim, V = c->vocab_size, wq = qd > kvd ? qd : kvd;
