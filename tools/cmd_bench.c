@@ -6,8 +6,10 @@
  * tolerance 1e-5·Σ|x| + 1e-6 per output, as in tests/test_kernels.c) — a disagreement aborts the
  * run — and then timed: one warm-up call, then the best of several calls. The dense baseline is
  * OpenBLAS sgemv (batch 1) or sgemm on an f32 matrix of the same shape at the same thread count
- * (transposed kernels: the transposed dense product). Memory bandwidth is measured in the same
- * run by streaming a buffer much larger than the last-level cache. */
+ * (transposed kernels: the transposed dense product). The F16 baseline is bitllm's own 16-bit
+ * kernel (bl_half_matmul, what an F16 checkpoint runs on), checked against its reference the same
+ * way. Memory bandwidth is measured in the same run by streaming a buffer much larger than the
+ * last-level cache. */
 #include <cblas.h>
 #include <immintrin.h>
 #include <math.h>
@@ -119,9 +121,10 @@ static double mem_bandwidth(const float *buf, size_t bytes, int threads, int rep
 /* ---- timing ---- */
 
 typedef struct {
-    bl_sign_fn fn;       /* a kernel, or NULL for the dense baseline */
+    bl_sign_fn fn;       /* a kernel, or NULL for a dense baseline */
     const bl_signmat *S;
     const float *in, *W; /* W: dense m×n f32 */
+    const uint16_t *Wh;  /* set: the F16 baseline on this m×n matrix instead of f32 */
     float *out;
     int64_t m, n, T;
     bool transposed;
@@ -130,6 +133,10 @@ typedef struct {
 static void run_job(const job *j) {
     if (j->fn) {
         j->fn(j->S, j->in, j->T, j->out);
+        return;
+    }
+    if (j->Wh) {
+        bl_half_matmul(BL_DT_F16, j->Wh, j->m, j->n, j->in, j->T, j->out);
         return;
     }
     const int m = (int)j->m, n = (int)j->n, T = (int)j->T;
@@ -212,18 +219,21 @@ typedef struct {
     double ns, worst;
 } result;
 
-/* One result: a table line (unless --json) and a JSON row. f32 < 0: no dense baseline. */
+/* One result: a table line (unless --json) and a JSON row. f32, f16 < 0: no such baseline. */
 static void emit_row(bench *b, const bl_sign_variant *v, bool dflt, int64_t m, int64_t n,
                      int64_t T, int th, int ti, size_t sign_bytes, double ns, double f32,
-                     double worst) {
+                     double f16, double worst) {
     const double gbps = (double)sign_bytes / ns;
     const double frac = b->bw[ti] > 0 ? gbps / b->bw[ti] : 0.0;
     const double speedup = f32 > 0 ? f32 / ns : 0.0;
-    if (!b->json)
+    if (!b->json) {
         printf("  %-7s %-12s %s%s batch %-3lld thr %d  %12.0f ns  %7.2f GB/s  %5.1f%% bw"
-               "  f32 %12.0f ns  x%.1f\n",
+               "  f32 %12.0f ns  x%-5.1f",
                bl_isa_name(v->isa), v->name, v->transposed ? "Z=V.S " : "Y=X.St", dflt ? "*" : " ",
                (long long)T, th, ns, gbps, 100 * frac, f32 > 0 ? f32 : 0.0, speedup);
+        if (f16 > 0) printf("  f16 x%.1f", f16 / ns);
+        printf("\n");
+    }
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "kernel", v->name);
     cJSON_AddStringToObject(o, "isa", bl_isa_name(v->isa));
@@ -239,6 +249,10 @@ static void emit_row(bench *b, const bl_sign_variant *v, bool dflt, int64_t m, i
     } else {
         cJSON_AddNullToObject(o, "speedup_vs_f32");
     }
+    if (f16 > 0) {
+        cJSON_AddNumberToObject(o, "speedup_vs_f16", f16 / ns);
+        cJSON_AddNumberToObject(o, "f16_ns", f16);
+    }
     cJSON_AddNumberToObject(o, "bw_fraction", frac);
     cJSON_AddBoolToObject(o, "transposed", v->transposed);
     cJSON_AddBoolToObject(o, "packed", v->packed);
@@ -246,6 +260,31 @@ static void emit_row(bench *b, const bl_sign_variant *v, bool dflt, int64_t m, i
     cJSON_AddStringToObject(o, "resident", residency(b, sign_bytes));
     cJSON_AddNumberToObject(o, "max_err_over_tol", worst);
     cJSON_AddItemToArray(b->rows, o);
+}
+
+/* The F16 baseline at the best level: checked on the sampled tokens against the scalar reference
+ * (tolerance relative to Σ|x|·max|w|, as W is not ±1), then timed; ns, or −1 with *rc set. */
+static double bench_f16(const bench *b, const uint16_t *Wh, const float *X, float *out, int64_t m,
+                        int64_t n, int64_t T, const refs *R, const double *xabs, int th, int *rc) {
+    bl_kernels_set_isa(bl_cpu_best_isa());
+    job j = {NULL, NULL, X, NULL, Wh, out, m, n, T, false};
+    run_job(&j);
+    float *ref = bl_malloc_array((size_t)m, sizeof(float));
+    if (!ref) {
+        *rc = cli_errorf("bench", "out of memory");
+        return -1;
+    }
+    float wmax = 0;
+    for (int64_t k = 0; k < m * n; k++) wmax = fmaxf(wmax, fabsf(bl_f16_to_f32(Wh[k])));
+    double worst = 0;
+    for (int q = 0; q < R->ntok && !*rc; q++) {
+        bl_half_matmul_ref(BL_DT_F16, Wh, m, n, X + R->tok[q] * n, 1, ref);
+        if (!agree(out + R->tok[q] * m, ref, xabs[q] * wmax, m, &worst))
+            *rc = cli_errorf("bench", "f16 kernel disagrees with the reference on %lldx%lld, "
+                             "batch %lld, %d threads", (long long)m, (long long)n, (long long)T, th);
+    }
+    free(ref);
+    return *rc ? -1 : time_job(&j, b->reps, b->budget_s) * 1e9;
 }
 
 /* Checks and times every variant (and the dense baselines) on one shape; 0 on success. */
@@ -262,10 +301,11 @@ static int bench_shape(bench *b, shape sh, bl_rng *rng) {
     float *out = bl_malloc_array(outlen, sizeof(float));
     bool dense_ok = (size_t)(m * n) * sizeof(float) <= DENSE_MAX_BYTES;
     float *W = dense_ok ? bl_aligned_alloc((size_t)(m * n) * sizeof(float)) : NULL;
+    uint16_t *Wh = dense_ok ? bl_aligned_alloc((size_t)(m * n) * sizeof(uint16_t)) : NULL;
     refs R = {{0}, 0, NULL, NULL, NULL, NULL};
     R.y = bl_malloc_array((size_t)(3 * m), sizeof(float));
     R.z = bl_malloc_array((size_t)(3 * n), sizeof(float));
-    if (!bits || !X || !V || !out || (dense_ok && !W) || !R.y || !R.z) {
+    if (!bits || !X || !V || !out || (dense_ok && (!W || !Wh)) || !R.y || !R.z) {
         rc = cli_errorf("bench", "%lldx%lld: out of memory", (long long)m, (long long)n);
         goto done;
     }
@@ -275,7 +315,10 @@ static int bench_shape(bench *b, shape sh, bl_rng *rng) {
     for (int64_t k = 0; k < maxT * n; k++) X[k] = bl_rng_normal(rng);
     for (int64_t k = 0; k < maxT * m; k++) V[k] = bl_rng_normal(rng);
     if (W)
-        for (int64_t k = 0; k < m * n; k++) W[k] = bl_rng_normal(rng);
+        for (int64_t k = 0; k < m * n; k++) {
+            Wh[k] = bl_f32_to_f16(bl_rng_normal(rng));
+            W[k] = bl_f16_to_f32(Wh[k]);
+        }
 
     bl_signmat S;
     bl_signmat_init(&S, m, n, bits);
@@ -320,7 +363,8 @@ static int bench_shape(bench *b, shape sh, bl_rng *rng) {
                 if (v->isa == BL_ISA_REF && (T > 1 || th != 1)) continue;
                 if (b->quick && !is_default(vars, k)) continue;
                 bl_kernels_set_isa(v->isa);
-                job j = {v->fn, &S, v->transposed ? V : X, NULL, out, m, n, T, v->transposed};
+                job j = {v->fn, &S, v->transposed ? V : X, NULL, NULL, out, m, n, T,
+                         v->transposed};
                 run_job(&j); /* warm-up, and the output we check */
                 const int64_t len = v->transposed ? n : m;
                 double worst = 0.0;
@@ -343,15 +387,17 @@ static int bench_shape(bench *b, shape sh, bl_rng *rng) {
              * the machine is also left idle briefly before the next group. */
             double f32_ns[2] = {-1, -1}; /* [transposed] */
             for (int tr = 0; tr < 2 && W; tr++) {
-                job j = {NULL, &S, tr ? V : X, W, out, m, n, T, tr == 1};
+                job j = {NULL, &S, tr ? V : X, W, NULL, out, m, n, T, tr == 1};
                 run_job(&j);
                 f32_ns[tr] = time_job(&j, b->reps, b->budget_s) * 1e9;
             }
             const struct timespec pause = {0, 300000000};
             nanosleep(&pause, NULL);
-            for (int q = 0; q < nres; q++)
+            double f16_ns = Wh ? bench_f16(b, Wh, X, out, m, n, T, &R, xabs, th, &rc) : -1;
+            for (int q = 0; q < nres && rc == 0; q++)
                 emit_row(b, &vars[res[q].k], is_default(vars, res[q].k), m, n, T, th, ti,
-                         sign_bytes, res[q].ns, f32_ns[vars[res[q].k].transposed], res[q].worst);
+                         sign_bytes, res[q].ns, f32_ns[vars[res[q].k].transposed],
+                         vars[res[q].k].transposed ? -1 : f16_ns, res[q].worst);
         }
     }
     bl_signmat_release(&S);
@@ -359,6 +405,7 @@ done:
     bl_aligned_free(bits);
     free(X), free(V), free(out), free(R.y), free(R.z);
     bl_aligned_free(W);
+    bl_aligned_free(Wh);
     bl_kernels_set_isa(bl_cpu_best_isa());
     return rc;
 }
@@ -456,7 +503,8 @@ int cmd_bench(int argc, char **argv) {
             printf("memory bandwidth (streaming read of %d MiB, %d thread%s): %.2f GB/s\n",
                    mem_mib, b.threads[k], b.threads[k] > 1 ? "s" : "", b.bw[k]);
         printf("columns: ns = best time per call; GB/s = packed sign bytes / time; %% bw = of the "
-               "measured bandwidth at that thread count; xN = f32 BLAS time / kernel time\n");
+               "measured bandwidth at that thread count; xN = f32 BLAS time / kernel time;\n"
+               "f16 xN = bitllm's F16 kernel time / kernel time\n");
     }
     b.rows = cJSON_CreateArray();
     bl_rng rng;

@@ -8,6 +8,7 @@
 #define BITLLM_KERNELS_H
 
 #include "bitllm/core.h"
+#include "bitllm/tensor.h"
 
 typedef enum { BL_ISA_REF = 0, BL_ISA_AVX2 = 1, BL_ISA_AVX512 = 2 } bl_isa;
 
@@ -40,5 +41,18 @@ void bl_sign_matmul_t(const bl_signmat *S, const float *V, int64_t T, float *Z);
 /* The scalar references, always available (the specification). */
 void bl_sign_matmul_ref(const bl_signmat *S, const float *X, int64_t T, float *Y);
 void bl_sign_matmul_t_ref(const bl_signmat *S, const float *V, int64_t T, float *Z);
+
+/* Dense 16-bit weights, the FP baseline's products: W is m×n row-major F16 or BF16 (dt), X is T×n
+ * f32, Y (T×m) = X·Wᵀ computed in f32 without a converted copy of W. Memory-bound at T = 1 like
+ * the sign kernels, so the two are compared on equal terms. Threads split rows of W; results do
+ * not depend on the thread count. */
+void bl_half_matmul(bl_dtype dt, const uint16_t *W, int64_t m, int64_t n, const float *X,
+                    int64_t T, float *Y);
+/* dst[i] = the f32 value of src[i] (exact: every F16 and BF16 value is an f32). */
+void bl_half_to_f32(bl_dtype dt, const uint16_t *src, float *dst, size_t count);
+/* The scalar references (double accumulation in column order; bl_f16_to_f32/bl_bf16_to_f32). */
+void bl_half_matmul_ref(bl_dtype dt, const uint16_t *W, int64_t m, int64_t n, const float *X,
+                        int64_t T, float *Y);
+void bl_half_to_f32_ref(bl_dtype dt, const uint16_t *src, float *dst, size_t count);
 
 #endif

@@ -1,16 +1,18 @@
 /* Dense weights (F32, F16 or BF16) straight from the checkpoint, computed in f32.
  *
- * F32 goes to BLAS directly. F16/BF16 stay in their storage type (half the memory) and are
- * converted a block of rows at a time into the workspace, then multiplied with sgemm, so prompt
- * processing is still one matrix product per block. */
+ * F32 goes to BLAS directly. F16/BF16 stay in their storage type (half the memory) and go to
+ * the fused 16-bit kernels (bl_half_matmul), which widen each row in registers: no converted
+ * copy, memory speed at decode. Measured at 4096×4096 on one core, they also beat converting
+ * to f32 and calling sgemm at every batch size tried (T = 8..256: 2.5-4 ms vs 6-84 ms for the
+ * sgemm alone), so there is no second path for prompts. */
 #include "formats/formats_internal.h"
 
 #include "core/parallel.h"
+#include "bitllm/kernels.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define DENSE_ROW_BLOCK 256
 
 typedef struct {
     bl_tensor w; /* view, m×n */
@@ -26,13 +28,12 @@ static uint64_t dense_stored_bits(int64_t m, int64_t n, const bl_format_params *
 }
 
 static size_t dense_workspace(const bl_linear *L, int64_t T) {
-    const dense_impl *d = L->impl;
-    if (d->w.dtype == BL_DT_F32) return 0;
-    int64_t rows = L->m < DENSE_ROW_BLOCK ? L->m : DENSE_ROW_BLOCK;
-    return (size_t)(rows * L->n);
+    (void)L, (void)T;
+    return 0;
 }
 
 static void dense_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work) {
+    (void)work;
     const dense_impl *d = L->impl;
     const int m = (int)L->m, n = (int)L->n;
     if (d->w.dtype == BL_DT_F32) {
@@ -43,25 +44,13 @@ static void dense_forward(const bl_linear *L, const float *x, int64_t T, float *
             bl_sgemm(CblasNoTrans, CblasTrans, (int)T, m, n, 1.0f, x, n, W, n, 0.0f, y, m);
         return;
     }
-    const bl_dtype_traits *tr = bl_dtype_info(d->w.dtype);
-    const uint8_t *src = d->w.data;
-    size_t row_bytes = (size_t)n * (size_t)tr->block_bytes;
-    for (int r0 = 0; r0 < m; r0 += DENSE_ROW_BLOCK) {
-        int rows = m - r0 < DENSE_ROW_BLOCK ? m - r0 : DENSE_ROW_BLOCK;
-#pragma omp parallel for schedule(static) if ((size_t)rows * (size_t)n > 65536)
-        for (int r = 0; r < rows; r++)
-            tr->to_f32(src + (size_t)(r0 + r) * row_bytes, work + (size_t)r * n, (size_t)n);
-        if (T == 1)
-            bl_sgemv(rows, n, 1.0f, work, n, x, 0.0f, y + r0);
-        else
-            bl_sgemm(CblasNoTrans, CblasTrans, (int)T, rows, n, 1.0f, x, n, work, n, 0.0f,
-                     y + r0, m);
-    }
+    bl_half_matmul(d->w.dtype, d->w.data, m, n, x, T, y);
 }
 
 static bl_status dense_to_dense(const bl_linear *L, float *W, bl_err *err) {
     const dense_impl *d = L->impl;
-    bl_dtype_info(d->w.dtype)->to_f32(d->w.data, W, (size_t)(L->m * L->n));
+    if (d->w.dtype == BL_DT_F32) memcpy(W, d->w.data, (size_t)(L->m * L->n) * sizeof(float));
+    else bl_half_to_f32(d->w.dtype, d->w.data, W, (size_t)(L->m * L->n));
     return BL_OK;
 }
 

@@ -1,4 +1,4 @@
-/* Run-time choice of the sign-matrix kernels, and the bl_signmat lifecycle.
+/* Run-time choice of the sign-matrix and 16-bit dense kernels, and the bl_signmat lifecycle.
  *
  * The dispatch level is the library's only mutable global: it is computed once, at first use,
  * from the CPU (bl_cpu_best_isa) and the BITLLM_ISA environment variable (ref|avx2|avx512, clamped
@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/half_kernels.h"
 #include "kernels/sign_kernels.h"
 
 static atomic_int g_isa = -1;
@@ -150,4 +151,23 @@ void bl_sign_matmul_t(const bl_signmat *S, const float *V, int64_t T, float *Z) 
     case BL_ISA_REF: break;
     }
     bl_sign_matmul_t_ref(S, V, T, Z);
+}
+
+void bl_half_matmul(bl_dtype dt, const uint16_t *W, int64_t m, int64_t n, const float *X,
+                    int64_t T, float *Y) {
+    switch (bl_kernels_isa()) {
+    case BL_ISA_AVX512: bl_half_matmul_avx512(dt, W, m, n, X, T, Y); return;
+    case BL_ISA_AVX2: bl_half_matmul_avx2(dt, W, m, n, X, T, Y); return;
+    case BL_ISA_REF: break;
+    }
+    bl_half_matmul_ref(dt, W, m, n, X, T, Y);
+}
+
+void bl_half_to_f32(bl_dtype dt, const uint16_t *src, float *dst, size_t count) {
+    switch (bl_kernels_isa()) {
+    case BL_ISA_AVX512: bl_half_to_f32_avx512(dt, src, dst, count); return;
+    case BL_ISA_AVX2: bl_half_to_f32_avx2(dt, src, dst, count); return;
+    case BL_ISA_REF: break;
+    }
+    bl_half_to_f32_ref(dt, src, dst, count);
 }

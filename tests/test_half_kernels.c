@@ -1,0 +1,167 @@
+/* 16-bit dense kernels (the FP baseline) against the scalar reference: every ISA level this CPU
+ * runs, F16 and BF16, awkward shapes and batches, 1 and 2 threads (which must agree bit for bit),
+ * and the dense layer that uses them. */
+#include <omp.h>
+#include <stdint.h>
+
+#include "bitllm/format.h"
+#include "bitllm/kernels.h"
+#include "test.h"
+
+static const bl_dtype dtypes[] = {BL_DT_F16, BL_DT_BF16};
+
+static uint16_t to_half(bl_dtype dt, float v) {
+    return dt == BL_DT_BF16 ? bl_f32_to_bf16(v) : bl_f32_to_f16(v);
+}
+
+/* Every 16-bit pattern, converted at every level from an odd start and with an odd count (so
+ * the vector tails run), equals the scalar conversion; NaNs only need to stay NaN. */
+static void test_convert_every_value(void) {
+    uint16_t *src = malloc(65536 * sizeof *src);
+    float *ref = malloc(65536 * sizeof *ref), *got = malloc(65536 * sizeof *got);
+    REQUIRE(src && ref && got);
+    for (uint32_t i = 0; i < 65536; i++) src[i] = (uint16_t)i;
+    const bl_isa best = bl_cpu_best_isa();
+    for (int d = 0; d < 2; d++) {
+        bl_half_to_f32_ref(dtypes[d], src, ref, 65536);
+        for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
+            bl_kernels_set_isa((bl_isa)isa);
+            const size_t starts[] = {0, 1, 7}, counts[] = {65536, 65535 - 9, 5};
+            for (int k = 0; k < 3; k++) {
+                size_t s0 = starts[k], cnt = counts[k];
+                memset(got, 0xAB, 65536 * sizeof *got);
+                bl_half_to_f32(dtypes[d], src + s0, got + s0, cnt);
+                int bad = 0;
+                for (size_t i = s0; i < s0 + cnt; i++) {
+                    bool same = isnan(ref[i]) ? isnan(got[i])
+                                              : memcmp(&ref[i], &got[i], sizeof(float)) == 0;
+                    if (!same && bad++ < 3)
+                        fprintf(stderr, "  %s %s 0x%04x: %g vs %g\n", bl_isa_name((bl_isa)isa),
+                                d ? "bf16" : "f16", (unsigned)src[i], got[i], ref[i]);
+                }
+                CHECK_MSG(bad == 0, "%d values differ", bad);
+                /* nothing written past the count */
+                if (s0 + cnt < 65536) CHECK(memcmp(&got[s0 + cnt], &(uint32_t){0xABABABABu}, 4) == 0);
+            }
+        }
+    }
+    bl_kernels_set_isa(best);
+    free(src), free(ref), free(got);
+}
+
+/* One problem: W (m×n, normal·0.05 rounded to dt, a few large and tiny values mixed in) and X
+ * (T×n standard normal), checked at every level against the double-accumulated reference with
+ * the float-summation tolerance |y − y_ref| ≤ 1e-5·Σ_j|w_ij·x_j| + 1e-6. */
+static void check_problem(bl_dtype dt, int64_t m, int64_t n, int64_t T, uint64_t seed) {
+    uint16_t *W = malloc((size_t)(m * n) * sizeof *W);
+    float *X = malloc((size_t)(T * n) * sizeof *X), *Yref = malloc((size_t)(T * m) * sizeof(float));
+    float *Y1 = malloc((size_t)(T * m) * sizeof(float)), *Y2 = malloc((size_t)(T * m) * sizeof(float));
+    double *mag = calloc((size_t)(T * m), sizeof(double));
+    REQUIRE(W && X && Yref && Y1 && Y2 && mag);
+    bl_rng r;
+    bl_rng_seed(&r, seed);
+    for (int64_t k = 0; k < m * n; k++) {
+        float v = 0.05f * bl_rng_normal(&r);
+        if (k % 97 == 5) v *= 1000.0f;
+        if (k % 89 == 3) v *= 1e-6f; /* subnormal in F16 */
+        W[k] = to_half(dt, v);
+    }
+    for (int64_t k = 0; k < T * n; k++) X[k] = bl_rng_normal(&r);
+    bl_half_matmul_ref(dt, W, m, n, X, T, Yref);
+    float wj;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                bl_half_to_f32_ref(dt, &W[i * n + j], &wj, 1);
+                mag[t * m + i] += fabs((double)wj * X[t * n + j]);
+            }
+    const bl_isa best = bl_cpu_best_isa();
+    for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
+        bl_kernels_set_isa((bl_isa)isa);
+        omp_set_num_threads(1);
+        bl_half_matmul(dt, W, m, n, X, T, Y1);
+        omp_set_num_threads(2);
+        bl_half_matmul(dt, W, m, n, X, T, Y2);
+        double worst = 0;
+        for (int64_t k = 0; k < T * m; k++) {
+            double e = fabs((double)Y1[k] - Yref[k]) / (1e-5 * mag[k] + 1e-6);
+            if (!(e <= worst)) worst = e;
+        }
+        CHECK_MSG(memcmp(Y1, Y2, (size_t)(T * m) * sizeof(float)) == 0,
+                  "%s %s m=%lld n=%lld T=%lld: 1 vs 2 threads differ", bl_isa_name((bl_isa)isa),
+                  dt == BL_DT_BF16 ? "bf16" : "f16", (long long)m, (long long)n, (long long)T);
+        CHECK_MSG(worst <= 1.0, "%s %s m=%lld n=%lld T=%lld: error %.3g x tolerance",
+                  bl_isa_name((bl_isa)isa), dt == BL_DT_BF16 ? "bf16" : "f16", (long long)m,
+                  (long long)n, (long long)T, worst);
+    }
+    bl_kernels_set_isa(best);
+    free(W), free(X), free(Yref), free(Y1), free(Y2), free(mag);
+}
+
+static void test_small_shapes(void) {
+    static const int64_t sizes[] = {1, 7, 63, 64, 65, 511, 513};
+    static const int64_t Ts[] = {1, 2, 3, 5};
+    uint64_t seed = 1;
+    for (int d = 0; d < 2; d++)
+        for (int a = 0; a < 7; a++)
+            for (int b = 0; b < 7; b++)
+                for (int t = 0; t < 4; t++)
+                    if (sizes[a] * sizes[b] * Ts[t] <= (1 << 18))
+                        check_problem(dtypes[d], sizes[a], sizes[b], Ts[t], seed++);
+}
+
+static void test_large_shapes(void) {
+    static const int64_t shapes[][3] = {{4095, 65, 1}, {65, 4095, 3}, {513, 4095, 1},
+                                        {4095, 513, 2}, {300, 1000, 17}};
+    for (int d = 0; d < 2; d++)
+        for (int s = 0; s < 5; s++)
+            check_problem(dtypes[d], shapes[s][0], shapes[s][1], shapes[s][2], 100 + (uint64_t)s);
+}
+
+/* The dense layer over a 16-bit tensor equals x·Ŵᵀ (Ŵ from its own to_dense) for batches of
+ * every tile remainder. */
+static void test_dense_layer(void) {
+    const int64_t m = 37, n = 129;
+    for (int d = 0; d < 2; d++) {
+        uint16_t *w = malloc((size_t)(m * n) * sizeof *w);
+        float *Wf = malloc((size_t)(m * n) * sizeof *Wf);
+        REQUIRE(w && Wf);
+        bl_rng r;
+        bl_rng_seed(&r, 7);
+        for (int64_t k = 0; k < m * n; k++) w[k] = to_half(dtypes[d], 0.1f * bl_rng_normal(&r));
+        bl_tensor t = {.name = "w", .dtype = dtypes[d], .ndim = 2, .shape = {m, n}, .data = w,
+                       .nbytes = (size_t)(m * n) * 2};
+        bl_linear L;
+        bl_err err;
+        REQUIRE(bl_linear_dense_init(&L, &t, &err) == BL_OK);
+        REQUIRE(L.ops->to_dense(&L, Wf, &err) == BL_OK);
+        for (int64_t T = 1; T <= 20; T += 3) {
+            float *X = malloc((size_t)(T * n) * sizeof *X), *Y = malloc((size_t)(T * m) * sizeof *Y);
+            float *work = malloc((L.ops->workspace_floats(&L, T) + 1) * sizeof(float));
+            REQUIRE(X && Y && work);
+            for (int64_t k = 0; k < T * n; k++) X[k] = bl_rng_normal(&r);
+            L.ops->forward(&L, X, T, Y, work);
+            for (int64_t tt = 0; tt < T; tt++)
+                for (int64_t i = 0; i < m; i++) {
+                    double acc = 0, mag = 0;
+                    for (int64_t j = 0; j < n; j++) {
+                        acc += (double)Wf[i * n + j] * X[tt * n + j];
+                        mag += fabs((double)Wf[i * n + j] * X[tt * n + j]);
+                    }
+                    CHECK_NEAR(Y[tt * m + i], acc, 1e-5 * mag + 1e-6);
+                }
+            free(X), free(Y), free(work);
+        }
+        bl_linear_free(&L);
+        free(w), free(Wf);
+    }
+}
+
+int main(void) {
+    fprintf(stderr, "cpu best ISA: %s\n", bl_isa_name(bl_cpu_best_isa()));
+    TEST_RUN(test_convert_every_value);
+    TEST_RUN(test_small_shapes);
+    TEST_RUN(test_large_shapes);
+    TEST_RUN(test_dense_layer);
+    return test_summary();
+}
