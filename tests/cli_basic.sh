@@ -48,6 +48,24 @@ ntok=$($BIN tokenize "$S/stories260K.gguf" -f "$tmp/wiki.txt" --json | python3 -
 check "ppl scores every token of the file" 'python3 -c "import json,sys;assert json.loads(sys.argv[1])[\"tokens\"]==int(sys.argv[2])" "$p1" "$ntok"'
 check "info --json" '$BIN info "$S/stories260K.gguf" --json | python3 -c "import json,sys;d=json.load(sys.stdin);assert d[\"config\"][\"dim\"]==64 and d[\"params\"]>0 and len(d[\"tensors\"])==48"'
 
+# quantize --random-factors: no fit, but the fitted run's layers, bpw and file size; the JSON
+# report stays valid (rel_err null, not NaN) and the provenance says what the checkpoint is
+$BIN quantize "$S/stories260K.gguf" -o "$tmp/fit" -m dbf --iters 1 --json >"$tmp/fit.json" 2>/dev/null
+$BIN quantize "$S/stories260K.gguf" -o "$tmp/rf" -m dbf --random-factors --json >"$tmp/rf.json" 2>"$tmp/rf.err"
+check "quantize --random-factors --json" 'python3 -c "
+import json,os,sys
+f=json.load(open(sys.argv[1]));r=json.load(open(sys.argv[2]))
+assert r[\"random_factors\"] is True and r[\"bpw_layers\"]==f[\"bpw_layers\"]
+assert all(l[\"rel_err\"] is None for l in r[\"layers\"]) and len(r[\"layers\"])==len(f[\"layers\"])
+assert [l[\"bpw\"] for l in r[\"layers\"]]==[l[\"bpw\"] for l in f[\"layers\"]]
+st=lambda d:os.path.getsize(os.path.join(d,\"model.safetensors\"))
+assert st(sys.argv[3])==st(sys.argv[4])
+c=json.load(open(os.path.join(sys.argv[4],\"config.json\")))[\"quantization_config\"]
+assert c[\"provenance\"][\"random_factors\"] is True
+" "$tmp/fit.json" "$tmp/rf.json" "$tmp/fit" "$tmp/rf"'
+check "quantize --random-factors progress shows rel_err -" 'grep -q "rel_err -" "$tmp/rf.err"'
+check "random-factors checkpoint generates" '$BIN generate "$tmp/rf" -n 4 --temp 0 >/dev/null 2>&1'
+
 # failures: clear message, non-zero exit, no crash
 expect_fail() { # name, command...
   local name=$1; shift
@@ -66,6 +84,9 @@ mkdir -p "$tmp/hf"; cp "$S/hf/config.json" "$tmp/hf/"; head -c 5000 "$S/hf/model
 expect_fail "truncated safetensors" $BIN info "$tmp/hf"
 echo '{"model_type": "llama", ' > "$tmp/hf/config.json"
 expect_fail "broken config.json" $BIN info "$tmp/hf"
+echo 'Once upon a time.' > "$tmp/calib.txt"
+expect_fail "quantize --random-factors with --calib" $BIN quantize "$S/stories260K.gguf" -o "$tmp/rfc" -m dbf --random-factors --calib "$tmp/calib.txt"
+check "--random-factors --calib message names --calib" 'grep -q -- "--calib" "$tmp/err" && [ ! -e "$tmp/rfc" ]'
 $BIN --help >/dev/null && ok "--help" || bad "--help"
 for c in info tokenize generate ppl; do $BIN $c --help >/dev/null && ok "$c --help" || bad "$c --help"; done
 

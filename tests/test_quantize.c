@@ -1,6 +1,7 @@
 /* Whole-model quantization: every method produces a loadable checkpoint whose forward equals the
  * dense reconstruction of its layers, save → load is bit-exact, accounting matches the files, and
  * corrupted checkpoints are rejected with a message. */
+#include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -151,6 +152,156 @@ static void test_mdbf(void) {
     check_method(BL_QM_MDBF, 0, 1, 2);
 }
 
+/* ---- random factors (benchmarks): the fitted run's shapes and bits, with nonsense values ---- */
+
+static void count_nan(void *ctx, const char *name, int64_t m, int64_t n, double bpw, double rel,
+                      double secs) {
+    int *c = ctx;
+    c[0]++;
+    c[1] += isnan(rel) ? 1 : 0;
+}
+
+static bl_status quantize_as(const bl_model *src, bl_qmethod method, int rank_l, bool rnd,
+                             uint64_t seed, const char *dir, double *bpw_layers, int *calls) {
+    bl_quant_opts o;
+    bl_quant_opts_default(&o);
+    o.method = method;
+    o.rank_l = rank_l;
+    o.random_factors = rnd;
+    o.fit.seed = seed;
+    o.fit.iters = 1; /* shapes do not depend on the iteration count */
+    o.on_layer = count_nan;
+    o.on_layer_ctx = calls;
+    bl_quant_summary sum;
+    bl_err err = {0};
+    bl_status s = bl_quantize_model(src, &o, dir, &sum, &err);
+    if (s) fprintf(stderr, "  %s: %s\n", bl_qmethod_name(method), err.msg);
+    *bpw_layers = sum.bpw_layers;
+    return s;
+}
+
+static char *read_st(const char *dir, size_t *len) {
+    char path[4200];
+    char *data = NULL;
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (bl_read_file(path, &data, len, NULL) != BL_OK) *len = 0;
+    return data;
+}
+
+static bool provenance_random(const bl_model *m) {
+    cJSON *q = m->quant_config_json ? cJSON_Parse(m->quant_config_json) : NULL;
+    bool r = cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(q, "provenance"),
+                                              "random_factors"));
+    cJSON_Delete(q);
+    return r;
+}
+
+static void check_random(bl_qmethod method, int rank_l) {
+    const char *name = bl_qmethod_name(method);
+    bl_model *src = load(model_path);
+    REQUIRE(src);
+    char fit[] = "/tmp/bitllm-rf-fit-XXXXXX", r0[] = "/tmp/bitllm-rf-r0-XXXXXX",
+         r0b[] = "/tmp/bitllm-rf-r0b-XXXXXX", r1[] = "/tmp/bitllm-rf-r1-XXXXXX";
+    REQUIRE(mkdtemp(fit) && mkdtemp(r0) && mkdtemp(r0b) && mkdtemp(r1));
+    double bf, b0, b0b, b1;
+    int calls_fit[2] = {0}, calls[2] = {0};
+    REQUIRE(quantize_as(src, method, rank_l, false, 0, fit, &bf, calls_fit) == BL_OK);
+    REQUIRE(quantize_as(src, method, rank_l, true, 0, r0, &b0, calls) == BL_OK);
+    REQUIRE(quantize_as(src, method, rank_l, true, 0, r0b, &b0b, calls) == BL_OK);
+    REQUIRE(quantize_as(src, method, rank_l, true, 1, r1, &b1, calls) == BL_OK);
+    bl_model_free(src);
+    const int total = 3 * calls_fit[0];
+    CHECK_MSG(calls_fit[1] == 0 && calls[0] == total && calls[1] == total,
+              "%s: rel_err NaN for %d of %d random and %d of %d fitted layers", name, calls[1],
+              calls[0], calls_fit[1], calls_fit[0]);
+    CHECK_MSG(b0 == bf && b0b == bf && b1 == bf, "%s: bpw %.6f random vs %.6f fitted", name, b0,
+              bf);
+    bl_model *qf = load(fit), *q = load(r0);
+    CHECK(qf && q);
+    if (qf && q) {
+        CHECK(provenance_random(q) && !provenance_random(qf));
+        for (int l = 0; l < q->cfg.n_layers; l++)
+            for (int p = 0; p < BL_PROJ_COUNT; p++) {
+                const bl_linear *a = &q->layers[l].proj[p], *b = &qf->layers[l].proj[p];
+                const bl_format_params *pa = &a->params, *pb = &b->params;
+                CHECK_MSG(a->ops == b->ops && pa->bits == pb->bits && pa->group == pb->group &&
+                              pa->mid == pb->mid && pa->rank_l == pb->rank_l &&
+                              pa->paths == pb->paths && pa->post_ln == pb->post_ln &&
+                              a->ops->stored_bits(a->m, a->n, pa) ==
+                                  b->ops->stored_bits(b->m, b->n, pb),
+                          "%s: layer %d.%d differs from the fit (%s mid %lld vs %s mid %lld)",
+                          name, l, p, a->ops->name, (long long)pa->mid, b->ops->name,
+                          (long long)pb->mid);
+                /* entries of std ≈ 0.02, like synthetic weights */
+                float *W = malloc(sizeof(float) * (size_t)(a->m * a->n));
+                CHECK(W && a->ops->to_dense(a, W, NULL) == BL_OK);
+                double ss = 0;
+                for (int64_t i = 0; W && i < a->m * a->n; i++) ss += (double)W[i] * W[i];
+                double rms = sqrt(ss / (double)(a->m * a->n));
+                CHECK_MSG(rms > 0.015 && rms < 0.025, "%s: layer %d.%d rms %g", name, l, p, rms);
+                free(W);
+            }
+        const int V = q->cfg.vocab_size;
+        float *lg = calloc((size_t)V * NPROBE, sizeof(float));
+        logits_of(q, lg);
+        int bad = 0, zero = 0;
+        for (int i = 0; i < V * NPROBE; i++) bad += !isfinite(lg[i]), zero += lg[i] == 0.0f;
+        CHECK_MSG(bad == 0 && zero < V * NPROBE, "%s: %d non-finite, %d zero logits", name, bad,
+                  zero);
+        free(lg);
+    }
+    bl_model_free(qf);
+    bl_model_free(q);
+    /* the same bytes as the fit would store; fixed by the seed */
+    size_t lf, l0, l0b, l1;
+    char *df = read_st(fit, &lf), *d0 = read_st(r0, &l0), *d0b = read_st(r0b, &l0b),
+         *d1 = read_st(r1, &l1);
+    CHECK_MSG(lf > 0 && l0 == lf && l0b == lf && l1 == lf, "%s: %zu bytes vs %zu fitted", name,
+              l0, lf);
+    CHECK_MSG(l0 == l0b && d0 && d0b && memcmp(d0, d0b, l0) == 0, "%s: seed 0 not reproducible",
+              name);
+    CHECK_MSG(l0 == l1 && d0 && d1 && memcmp(d0, d1, l0) != 0, "%s: seeds 0 and 1 agree", name);
+    free(df), free(d0), free(d0b), free(d1);
+    rm_rf(fit), rm_rf(r0), rm_rf(r0b), rm_rf(r1);
+}
+
+static void test_random_factors(void) {
+    if (!test_file_exists(model_path)) SKIP("%s not found", model_path);
+    check_random(BL_QM_RTN1, 1);
+    check_random(BL_QM_RTN2, 1);
+    check_random(BL_QM_ONEBIT, 1);
+    check_random(BL_QM_DBF, 1);
+    check_random(BL_QM_MDBF, 2);
+}
+
+/* Calibration and gradient statistics describe weights that random factors never read. */
+static void test_random_factors_refuse_calibration(void) {
+    if (!test_file_exists(model_path)) SKIP("%s not found", model_path);
+    bl_model *src = load(model_path);
+    REQUIRE(src);
+    bl_quant_opts o;
+    bl_quant_opts_default(&o);
+    o.method = BL_QM_DBF;
+    o.random_factors = true;
+    o.calib_ids = probe;
+    o.n_calib = NPROBE;
+    bl_quant_summary sum;
+    bl_err err = {0};
+    CHECK(bl_quantize_model(src, &o, "/tmp/bitllm-never-written", &sum, &err) == BL_ERR_ARG);
+    CHECK(strstr(err.msg, "calibration") != NULL);
+    fprintf(stderr, "  %s\n", err.msg);
+    float *imp[1] = {NULL};
+    o.calib_ids = NULL;
+    o.n_calib = 0;
+    o.out_importance = imp;
+    err.msg[0] = 0;
+    CHECK(bl_quantize_model(src, &o, "/tmp/bitllm-never-written", &sum, &err) == BL_ERR_ARG);
+    CHECK(strstr(err.msg, "gradient") != NULL);
+    struct stat st;
+    CHECK(stat("/tmp/bitllm-never-written", &st) != 0);
+    bl_model_free(src);
+}
+
 /* Copies src dir to a new temp dir for corruption. */
 /* A bpw target below what a format can store at its smallest middle dimension is an error. */
 static void test_infeasible_target(void) {
@@ -243,6 +394,8 @@ int main(void) {
     TEST_RUN(test_onebit);
     TEST_RUN(test_dbf);
     TEST_RUN(test_mdbf);
+    TEST_RUN(test_random_factors);
+    TEST_RUN(test_random_factors_refuse_calibration);
     TEST_RUN(test_infeasible_target);
     TEST_RUN(test_corrupted_checkpoints);
     return test_summary();

@@ -1,5 +1,6 @@
 /* bitllm quantize: post-training quantization of every decoder projection with one method. */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,8 +22,10 @@ static void on_layer(void *ctx, const char *name, int64_t m, int64_t n, double b
     layer_log *lg = ctx;
     lg->done++;
     double el = bl_time_s() - lg->t0, eta = el / lg->done * (lg->total - lg->done);
-    fprintf(stderr, "[%3d/%d] %-36s %6lld x %-6lld bpw %.4f  rel_err %.4f  %.1fs  (ETA %dm%02ds)\n",
-            lg->done, lg->total, name, (long long)m, (long long)n, bpw, rel, secs, (int)eta / 60,
+    char rs[32] = "-"; /* NaN with --random-factors: nothing was fitted */
+    if (!isnan(rel)) snprintf(rs, sizeof rs, "%.4f", rel);
+    fprintf(stderr, "[%3d/%d] %-36s %6lld x %-6lld bpw %.4f  rel_err %-6s  %.1fs  (ETA %dm%02ds)\n",
+            lg->done, lg->total, name, (long long)m, (long long)n, bpw, rs, secs, (int)eta / 60,
             (int)eta % 60);
     cJSON *e = cJSON_CreateObject();
     cJSON_AddStringToObject(e, "name", name);
@@ -30,14 +33,15 @@ static void on_layer(void *ctx, const char *name, int64_t m, int64_t n, double b
     cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)m));
     cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)n));
     cJSON_AddNumberToObject(e, "bpw", bpw);
-    cJSON_AddNumberToObject(e, "rel_err", rel);
+    if (isnan(rel)) cJSON_AddNullToObject(e, "rel_err"); /* NaN is not JSON */
+    else cJSON_AddNumberToObject(e, "rel_err", rel);
     cJSON_AddNumberToObject(e, "seconds", secs);
     cJSON_AddItemToArray(lg->layers, e);
 }
 
 int cmd_quantize(int argc, char **argv) {
     const char *out = NULL, *method = "onebit", *bpw_s = NULL, *calib = NULL, *tokp = NULL;
-    bool json = false, nmf = false, svd = false, aa = false, no_grad = false;
+    bool json = false, nmf = false, svd = false, aa = false, no_grad = false, rnd = false;
     int rank_l = 1, paths = 1, iters = 0, calib_tokens = 16384, group = 128, adam = 0;
     uint64_t seed = 0;
     const cli_opt opts[] = {
@@ -58,6 +62,9 @@ int cmd_quantize(int argc, char **argv) {
          "dbf/mdbf: input statistics only (default with --calib: also output-gradient statistics)"},
         {"iters", 0, OPT_INT, &iters, "N", "dbf/mdbf ADMM iterations (default: method's)"},
         {"seed", 0, OPT_U64, &seed, "S", "random seed (default 0)"},
+        {"random-factors", 0, OPT_FLAG, &rnd, NULL,
+         "skip fitting: random signs and scales of the same shapes and bpw (speed/memory "
+         "benchmarks of synthetic models only)"},
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints"},
         {"json", 0, OPT_FLAG, &json, NULL, "print a JSON report on stdout"},
     };
@@ -86,6 +93,9 @@ int cmd_quantize(int argc, char **argv) {
         return cli_errorf("quantize", "--envelope-rank, --paths, --calib-tokens must be >= 1");
     if (group != 64 && group != 128) return cli_errorf("quantize", "--group must be 64 or 128");
     if (aa && !calib) return cli_errorf("quantize", "--activation-aware needs --calib FILE");
+    if (rnd && calib)
+        return cli_errorf("quantize", "--random-factors never reads the weights: --calib (and its "
+                                      "gradient statistics) make no sense with it");
     o.fit.nmf = !svd;
     o.fit.seed = seed;
     o.fit.iters = iters;
@@ -94,6 +104,7 @@ int cmd_quantize(int argc, char **argv) {
     o.paths = paths;
     o.group = group;
     o.activation_aware = aa;
+    o.random_factors = rnd;
 
     bl_model *m = cli_load_model(pos[0], tokp);
     if (!m) return 1;
@@ -141,7 +152,9 @@ int cmd_quantize(int argc, char **argv) {
     o.on_layer = on_layer;
     o.on_layer_ctx = &lg;
     fprintf(stderr, "quantizing %s with %s%s into %s\n", pos[0], method,
-            o.calib_ids ? " (calibrated)" : "", out);
+            rnd ? " (random factors: benchmark only, not a usable model)"
+                : o.calib_ids ? " (calibrated)" : "",
+            out);
     bl_err err = {0};
     bl_quant_summary sum;
     if (bl_quantize_model(m, &o, out, &sum, &err) != BL_OK) {
@@ -162,6 +175,7 @@ int cmd_quantize(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "bytes", (double)sum.bytes);
         cJSON_AddNumberToObject(j, "seconds", sum.seconds);
         cJSON_AddNumberToObject(j, "seed", (double)seed);
+        if (rnd) cJSON_AddBoolToObject(j, "random_factors", true);
         cJSON_AddItemToObject(j, "layers", lg.layers);
         cli_print_json(j);
     } else {

@@ -55,6 +55,18 @@ bl_status bl_fit_dbf(const float *W, int64_t m, int64_t n, int64_t k, const bl_f
 bl_status bl_fit_mdbf(const float *W, int64_t m, int64_t n, int64_t r, int l, int P,
                       const bl_fit_opts *o, bl_mdbf *out, bl_err *err);
 
+/* Random factors (benchmarks only): the exact shapes, middle dimensions and stored bits of the
+ * corresponding bl_fit_* result, with uniformly random signs/codes (padding bits 0) and positive
+ * FP16 scales chosen so that Ŵ's entries have std ≈ 0.02. No weights are read; the output
+ * depends on the seed only (not on the thread count). Onebit has post_ln off, as bl_fit_onebit;
+ * rtn codes are centred on the zero point (2^bits − 1)/2. */
+bl_status bl_random_onebit(int64_t m, int64_t n, uint64_t seed, bl_onebit *out, bl_err *err);
+bl_status bl_random_dbf(int64_t m, int64_t n, int64_t k, uint64_t seed, bl_dbf *out, bl_err *err);
+bl_status bl_random_mdbf(int64_t m, int64_t n, int64_t r, int l, int P, uint64_t seed,
+                         bl_mdbf *out, bl_err *err);
+bl_status bl_random_rtn(int64_t m, int64_t n, int bits, int group, uint64_t seed, bl_rtn *out,
+                        bl_err *err);
+
 /* ‖W − Ŵ‖_F / ‖W‖_F in double precision. */
 double bl_rel_err(const float *W, const float *What, int64_t m, int64_t n);
 

@@ -23,6 +23,10 @@ typedef struct {
     int paths;           /* mdbf paths */
     bool activation_aware; /* mdbf: weight the fit by H = XᵀX/N from calibration */
     bl_fit_opts fit;     /* seed, iterations, nmf, ... (importance filled from calibration) */
+    /* Benchmarks only: skip fitting and never read the source layers' weights; every projection
+     * gets random factors (bl_random_*) of exactly the shapes and bpw the fit would produce for
+     * these options. The model computes nonsense. Refused with calibration or gradient stats. */
+    bool random_factors;
     /* Calibration: token ids run through the FP model in windows of calib_ctx tokens. */
     const int32_t *calib_ids;
     size_t n_calib;
@@ -30,7 +34,7 @@ typedef struct {
     /* Optional per-output-channel importance (mean squared output gradients, ALGORITHMS.md §4):
      * n_layers·BL_PROJ_COUNT arrays of each projection's m values, e.g. from bl_grad_stats. */
     float *const *out_importance;
-    /* Called after each layer with its result. */
+    /* Called after each layer with its result (rel_err is NaN with random_factors). */
     void (*on_layer)(void *ctx, const char *name, int64_t m, int64_t n, double bpw,
                      double rel_err, double seconds);
     void *on_layer_ctx;

@@ -1,6 +1,7 @@
 /* Whole-model post-training quantization. Layers are fitted one at a time from their dense
  * weights (one f32 copy of one layer at a time); the fitted layers are small (≈1 bit/weight) and
- * are kept until the checkpoint is written. */
+ * are kept until the checkpoint is written. With random_factors the weights are never read: each
+ * layer gets random factors of the fitted shapes (benchmarks of synthetic models at real sizes). */
 #include "bitllm/quantize.h"
 #include "model/model_internal.h"
 #include "core/parallel.h"
@@ -178,32 +179,41 @@ static bl_status check_feasible(const bl_quant_opts *o, int64_t m, int64_t n, co
     return BL_OK;
 }
 
+/* Fits W, or with o->random_factors (W unused) draws random factors of the same shapes. */
 static bl_status fit_layer(const bl_quant_opts *o, const float *W, int64_t m, int64_t n,
                            const bl_fit_opts *fo, bl_linear *out, bl_err *err) {
     bl_status s;
+    const bool rnd = o->random_factors;
     const double bpw = layer_target_bpw(o, m, n);
     switch (o->method) {
     case BL_QM_RTN1: case BL_QM_RTN2: case BL_QM_RTN3: case BL_QM_RTN4: {
         bl_rtn q;
         int bits = 1 + (int)(o->method - BL_QM_RTN1);
-        if ((s = bl_fit_rtn(W, m, n, bits, o->group, &q, err))) return s;
-        return bl_linear_from_rtn(out, &q, err);
+        s = rnd ? bl_random_rtn(m, n, bits, o->group, fo->seed, &q, err)
+                : bl_fit_rtn(W, m, n, bits, o->group, &q, err);
+        if (!s && (s = bl_linear_from_rtn(out, &q, err))) bl_rtn_free(&q);
+        return s;
     }
     case BL_QM_ONEBIT: {
         bl_onebit q;
-        if ((s = bl_fit_onebit(W, m, n, fo, &q, err))) return s;
-        return bl_linear_from_onebit(out, &q, err);
+        s = rnd ? bl_random_onebit(m, n, fo->seed, &q, err) : bl_fit_onebit(W, m, n, fo, &q, err);
+        if (!s && (s = bl_linear_from_onebit(out, &q, err))) bl_onebit_free(&q);
+        return s;
     }
     case BL_QM_DBF: {
         bl_dbf q;
-        if ((s = bl_fit_dbf(W, m, n, bl_dbf_mid_for_bpw(m, n, bpw), fo, &q, err))) return s;
-        return bl_linear_from_dbf(out, &q, err);
+        int64_t k = bl_dbf_mid_for_bpw(m, n, bpw);
+        s = rnd ? bl_random_dbf(m, n, k, fo->seed, &q, err) : bl_fit_dbf(W, m, n, k, fo, &q, err);
+        if (!s && (s = bl_linear_from_dbf(out, &q, err))) bl_dbf_free(&q);
+        return s;
     }
     case BL_QM_MDBF: {
         bl_mdbf q;
         int64_t r = bl_mdbf_rank_for_bpw(m, n, bpw, o->rank_l, o->paths);
-        if ((s = bl_fit_mdbf(W, m, n, r, o->rank_l, o->paths, fo, &q, err))) return s;
-        return bl_linear_from_mdbf(out, &q, err);
+        s = rnd ? bl_random_mdbf(m, n, r, o->rank_l, o->paths, fo->seed, &q, err)
+                : bl_fit_mdbf(W, m, n, r, o->rank_l, o->paths, fo, &q, err);
+        if (!s && (s = bl_linear_from_mdbf(out, &q, err))) bl_mdbf_free(&q);
+        return s;
     }
     case BL_QM_COUNT: break;
     }
@@ -226,6 +236,7 @@ static cJSON *provenance(const bl_model *src, const bl_quant_opts *o) {
     if (o->method >= BL_QM_RTN2 && o->method <= BL_QM_RTN4)
         cJSON_AddNumberToObject(p, "group", o->group);
     if (o->method == BL_QM_ONEBIT) cJSON_AddStringToObject(p, "svid", o->fit.nmf ? "nmf" : "svd");
+    if (o->random_factors) cJSON_AddBoolToObject(p, "random_factors", true);
     cJSON_AddNumberToObject(p, "seed", (double)o->fit.seed);
     cJSON_AddNumberToObject(p, "iters", o->fit.iters);
     cJSON_AddNumberToObject(p, "calib_tokens", (double)o->n_calib);
@@ -239,6 +250,10 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     const bl_config *c = &src->cfg;
     const double t0 = bl_time_s();
     const int total = c->n_layers * BL_PROJ_COUNT;
+    if (o->random_factors && ((o->calib_ids && o->n_calib > 0) || o->out_importance))
+        return bl_fail(err, BL_ERR_ARG,
+                       "random factors never read the weights: calibration and gradient "
+                       "statistics make no sense with them");
     bl_linear *q = calloc((size_t)total, sizeof *q);
     if (!q) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
     calib_stats cal;
@@ -271,14 +286,17 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
             free(W);
             free(What);
             free(imp);
-            W = malloc(mn * sizeof(float));
-            What = malloc(mn * sizeof(float));
-            imp = malloc((size_t)L->n * sizeof(float));
-            if (!W || !What || !imp) {
-                s = bl_fail(err, BL_ERR_NOMEM, "out of memory for layer %d", l);
-                break;
+            W = What = imp = NULL;
+            if (!o->random_factors) { /* random factors must not page in a multi-GB source */
+                W = malloc(mn * sizeof(float));
+                What = malloc(mn * sizeof(float));
+                imp = malloc((size_t)L->n * sizeof(float));
+                if (!W || !What || !imp) {
+                    s = bl_fail(err, BL_ERR_NOMEM, "out of memory for layer %d", l);
+                    break;
+                }
+                if ((s = L->ops->to_dense(L, W, err))) break;
             }
-            if ((s = L->ops->to_dense(L, W, err))) break;
             bl_fit_opts fo = o->fit;
             fo.seed = o->fit.seed + (uint64_t)(l * BL_PROJ_COUNT + p) * 7919u;
             if (use_calib) {
@@ -296,8 +314,11 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
             s = fit_layer(o, W, L->m, L->n, &fo, out, err);
             bl_blas_threads_end();
             if (s) break;
-            if ((s = out->ops->to_dense(out, What, err))) break;
-            double re = bl_rel_err(W, What, L->m, L->n);
+            double re = NAN;
+            if (!o->random_factors) {
+                if ((s = out->ops->to_dense(out, What, err))) break;
+                re = bl_rel_err(W, What, L->m, L->n);
+            }
             const void *src_bytes;
             size_t src_n;
             if (bl_linear_dense_bytes(L, &src_bytes, &src_n))
