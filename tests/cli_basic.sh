@@ -18,6 +18,13 @@ for form in "$S/stories260K.gguf" "$S/stories260K.bin --tokenizer $S/tok512.bin"
   got=$($BIN generate $form -n 48 --temp 0 --json 2>/dev/null | python3 -c "import json,sys;print(json.load(sys.stdin)['ids'])")
   check "generate greedy ids ($form)" '[ "$got" = "$want" ]'
 done
+# the same with the files read into private memory instead of mapped
+for form in "$S/stories260K.gguf" "$S/hf --tokenizer $S/tok512.bin"; do
+  got=$(BITLLM_LOAD=read $BIN generate $form -n 48 --temp 0 --json 2>/dev/null | python3 -c "import json,sys;print(json.load(sys.stdin)['ids'])")
+  check "generate greedy ids, BITLLM_LOAD=read ($form)" '[ "$got" = "$want" ]'
+done
+mode=$($BIN speed "$S/stories260K.gguf" -n 2 -p 2 --no-mmap --json 2>/dev/null | python3 -c "import json,sys;print(json.load(sys.stdin)['load_mode'])")
+check "speed --no-mmap reads the files" '[ "$mode" = "read" ]'
 text=$($BIN generate "$S/stories260K.gguf" -n 48 --temp 0 --json 2>/dev/null | python3 -c "import json,sys;print(json.load(sys.stdin)['text'])")
 wtext=$(python3 -c "import json;print(json.load(open('$S/reference_greedy.json'))['text'])")
 check "generate greedy text" '[ "$text" = "$wtext" ]'

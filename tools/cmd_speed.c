@@ -10,25 +10,29 @@
 int cmd_speed(int argc, char **argv) {
     const char *tokp = NULL;
     int n_gen = 32, n_prompt = 128, threads = 0, reps = 1;
-    bool json = false;
+    bool json = false, no_mmap = false;
     const cli_opt opts[] = {
         {"n", 'n', OPT_INT, &n_gen, "N", "tokens to decode (default 32)"},
         {"prompt", 'p', OPT_INT, &n_prompt, "P", "prompt tokens processed as one batch (default 128)"},
         {"threads", 't', OPT_INT, &threads, "T", "OpenMP threads (default: all cores)"},
         {"reps", 'r', OPT_INT, &reps, "R", "repetitions; the best is reported (default 1)"},
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints"},
+        {"no-mmap", 0, OPT_FLAG, &no_mmap, NULL,
+         "read the weights into private memory instead of mapping the files (as BITLLM_LOAD=read)"},
         {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout"},
     };
     const cli_spec spec = {"speed", "MODEL",
                            "Prefill (one batch of P tokens) and decode (N tokens one by one) "
                            "throughput, resident memory and weight size of a model.",
-                           opts, 6, 1, 1};
+                           opts, 7, 1, 1};
     const char *pos[1];
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);
     if (n_gen < 1 || n_prompt < 1 || reps < 1 || threads < 0)
         return cli_errorf("speed", "-n, -p and --reps must be >= 1");
     if (threads > 0) omp_set_num_threads(threads);
+    if (no_mmap) bl_set_load_mode(BL_LOAD_READ);
+    const char *load_mode = bl_get_load_mode() == BL_LOAD_READ ? "read" : "mmap";
     double t0 = bl_time_s();
     bl_model *m = cli_load_model(pos[0], tokp);
     if (!m) return 1;
@@ -83,6 +87,7 @@ int cmd_speed(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "prefill_tps", pre_tps);
         cJSON_AddNumberToObject(o, "decode_tps", dec_tps);
         cJSON_AddNumberToObject(o, "load_seconds", load_s);
+        cJSON_AddStringToObject(o, "load_mode", load_mode);
         cJSON_AddNumberToObject(o, "weight_bytes", wbytes);
         cJSON_AddNumberToObject(o, "bpw_layers", bpw_layers);
         cJSON_AddNumberToObject(o, "bpw_model", bpw_model);
@@ -98,8 +103,8 @@ int cmd_speed(int argc, char **argv) {
                best_pre);
         printf("decode   %8.2f tok/s  (%d tokens, %.1f ms/token)\n", dec_tps, n_gen,
                1e3 * best_dec / n_gen);
-        printf("memory   %.1f MiB resident, %.1f MiB peak (load %.2fs)\n", rss / 1048576.0,
-               peak / 1048576.0, load_s);
+        printf("memory   %.1f MiB resident, %.1f MiB peak (load %.2fs, %s)\n", rss / 1048576.0,
+               peak / 1048576.0, load_s, load_mode);
     }
     rc = 0;
 done:

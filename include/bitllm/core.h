@@ -76,6 +76,15 @@ typedef struct {
 bl_status bl_mmap_open(bl_mmap *m, const char *path, bl_err *err);
 void bl_mmap_close(bl_mmap *m);
 
+/* How bl_mmap_open brings checkpoint files in. BL_LOAD_MMAP (the default): mapped, read on
+ * demand and shared with the page cache. BL_LOAD_READ: read into private memory backed by
+ * transparent huge pages; slower to load and never shared, but weights streamed at decode are
+ * read up to 2× faster on machines where page-cache mappings are costly (docs/performance.md).
+ * Process-wide; the environment variable BITLLM_LOAD=read|mmap sets the initial mode. */
+typedef enum { BL_LOAD_MMAP = 0, BL_LOAD_READ = 1 } bl_load_mode;
+void bl_set_load_mode(bl_load_mode mode);
+bl_load_mode bl_get_load_mode(void);
+
 /* Wall clock in seconds (monotonic). */
 double bl_time_s(void);
 /* Peak resident set size of this process in bytes (0 if unknown). */

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,50 @@ bl_status bl_write_file_atomic(const char *path, const void *data, size_t len, b
     return BL_OK;
 }
 
+static atomic_int g_load_mode = -1;
+
+void bl_set_load_mode(bl_load_mode mode) { atomic_store(&g_load_mode, (int)mode); }
+
+bl_load_mode bl_get_load_mode(void) {
+    int v = atomic_load(&g_load_mode);
+    if (v < 0) {
+        const char *e = getenv("BITLLM_LOAD");
+        int expected = -1;
+        atomic_compare_exchange_strong(&g_load_mode, &expected,
+                                       e && strcmp(e, "read") == 0 ? BL_LOAD_READ : BL_LOAD_MMAP);
+        v = atomic_load(&g_load_mode);
+    }
+    return (bl_load_mode)v;
+}
+
+#define HUGE_PAGE ((size_t)2 << 20)
+
+/* The whole file into private memory: 2 MiB-aligned and advised to use transparent huge pages
+ * when large, so a decode pass over the weights takes few TLB misses. */
+static bl_status read_whole(int fd, const char *path, bl_mmap *m, bl_err *err) {
+    const bool large = m->size >= 2 * HUGE_PAGE;
+    void *p = NULL;
+    if (posix_memalign(&p, large ? HUGE_PAGE : 64, m->size) != 0)
+        return bl_fail(err, BL_ERR_NOMEM, "%s: cannot map or allocate %zu bytes", path, m->size);
+#ifdef MADV_HUGEPAGE
+    if (large) (void)madvise(p, m->size / HUGE_PAGE * HUGE_PAGE, MADV_HUGEPAGE); /* a hint */
+#endif
+    uint8_t *buf = p;
+    size_t got = 0;
+    while (got < m->size) {
+        ssize_t r = read(fd, buf + got, m->size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    if (got != m->size) {
+        free(buf);
+        return bl_fail(err, BL_ERR_IO, "%s: short read (%zu of %zu bytes)", path, got, m->size);
+    }
+    m->data = buf;
+    return BL_OK;
+}
+
 bl_status bl_mmap_open(bl_mmap *m, const char *path, bl_err *err) {
     memset(m, 0, sizeof *m);
     int fd = open(path, O_RDONLY);
@@ -96,32 +141,19 @@ bl_status bl_mmap_open(bl_mmap *m, const char *path, bl_err *err) {
         m->data = (const uint8_t *)"";
         return BL_OK;
     }
-    void *p = mmap(NULL, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p != MAP_FAILED) {
-        close(fd);
-        m->data = p;
-        m->mapped = true;
-        return BL_OK;
+    if (bl_get_load_mode() == BL_LOAD_MMAP) {
+        void *p = mmap(NULL, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p != MAP_FAILED) {
+            close(fd);
+            m->data = p;
+            m->mapped = true;
+            return BL_OK;
+        }
     }
-    uint8_t *buf = malloc(m->size);
-    if (!buf) {
-        close(fd);
-        return bl_fail(err, BL_ERR_NOMEM, "%s: cannot map or allocate %zu bytes", path, m->size);
-    }
-    size_t got = 0;
-    while (got < m->size) {
-        ssize_t r = read(fd, buf + got, m->size - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
+    bl_status s = read_whole(fd, path, m, err);
     close(fd);
-    if (got != m->size) {
-        free(buf);
-        return bl_fail(err, BL_ERR_IO, "%s: short read", path);
-    }
-    m->data = buf;
-    return BL_OK;
+    if (s) memset(m, 0, sizeof *m);
+    return s;
 }
 
 void bl_mmap_close(bl_mmap *m) {
