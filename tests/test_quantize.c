@@ -302,7 +302,6 @@ static void test_random_factors_refuse_calibration(void) {
     bl_model_free(src);
 }
 
-/* Copies src dir to a new temp dir for corruption. */
 /* A bpw target below what a format can store at its smallest middle dimension is an error. */
 static void test_infeasible_target(void) {
     if (!test_file_exists(model_path)) SKIP("%s not found", model_path);

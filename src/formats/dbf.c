@@ -120,8 +120,14 @@ static bl_status dbf_load(bl_linear *L, const char *prefix, const bl_tensor_set 
     if (!s) s = bl_qc_load_f16(ts, prefix, "mu", d.k, 0, &d.mu, err);
     if (!s) s = bl_qc_load_f16(ts, prefix, "b", d.n, 0, &d.b, err);
     if (!s) s = dbf_attach(L, &d, err);
-    if (s) bl_dbf_free(&d);
-    return s;
+    if (s) {
+        bl_dbf_free(&d);
+        return s;
+    }
+    const dbf_impl *q = L->impl;
+    bl_qc_release_bits(ts, &q->A);
+    bl_qc_release_bits(ts, &q->B);
+    return BL_OK;
 }
 
 const bl_format_ops bl_format_dbf = {

@@ -221,8 +221,13 @@ static bl_status mdbf_load(bl_linear *L, const char *prefix, const bl_tensor_set
     if (!d.paths) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", prefix);
     for (int p = 0; p < d.P && !s; p++) s = load_path(ts, prefix, p, &d, err);
     if (!s) s = mdbf_attach(L, &d, err);
-    if (s) bl_mdbf_free(&d);
-    return s;
+    if (s) {
+        bl_mdbf_free(&d);
+        return s;
+    }
+    const mdbf_impl *q = L->impl;
+    for (int k = 0; k < 2 * d.P; k++) bl_qc_release_bits(ts, &q->S[k]);
+    return BL_OK;
 }
 
 const bl_format_ops bl_format_mdbf = {

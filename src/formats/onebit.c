@@ -114,8 +114,12 @@ static bl_status onebit_load(bl_linear *L, const char *prefix, const bl_tensor_s
     if (!s) s = bl_qc_load_f16(ts, prefix, "g", d.n, 0, &d.g, err);
     if (!s) s = bl_qc_load_f16(ts, prefix, "h", d.m, 0, &d.h, err);
     if (!s) s = onebit_attach(L, &d, err);
-    if (s) bl_onebit_free(&d);
-    return s;
+    if (s) {
+        bl_onebit_free(&d);
+        return s;
+    }
+    bl_qc_release_bits(ts, &((const onebit_impl *)L->impl)->S);
+    return BL_OK;
 }
 
 const bl_format_ops bl_format_onebit = {

@@ -152,6 +152,11 @@ bl_status bl_qc_signmat(bl_signmat *S, int64_t rows, int64_t cols, const uint8_t
     return bl_signmat_prepare(S, err);
 }
 
+void bl_qc_release_bits(const bl_tensor_set *ts, const bl_signmat *S) {
+    if (S->packed && S->bits && S->m > 0 && S->n > 0)
+        bl_tensor_set_release(ts, S->bits, (size_t)(S->m * bl_sign_row_bytes(S->n)));
+}
+
 void bl_qc_scale(const float *x, const float *s, int64_t T, int64_t n, float *out) {
 #pragma omp parallel for schedule(static) if (T > 1 && T * n >= 32768)
     for (int64_t t = 0; t < T; t++) {

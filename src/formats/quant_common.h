@@ -42,6 +42,10 @@ bl_status bl_qc_need(const void *p, const char *what, bl_err *err);
 /* A sign matrix wrapped for the kernels and repacked for the current ISA. */
 bl_status bl_qc_signmat(bl_signmat *S, int64_t rows, int64_t cols, const uint8_t *bits,
                         bl_err *err);
+/* After a load: once a matrix is repacked, its canonical bits are read again only by to_dense
+ * and the scalar reference, so the mapped file pages holding them are given back (they are read
+ * from the file again if touched). Halves the resident size of a loaded 1-bit model. */
+void bl_qc_release_bits(const bl_tensor_set *ts, const bl_signmat *S);
 
 /* out[t][j] = x[t][j] · s[j] for a T×n block (out may equal x): the diagonal scalings on the
  * input side (x ⊙ g) and on the output side (y ⊙ h) alike. */

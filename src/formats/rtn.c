@@ -152,8 +152,12 @@ static bl_status rtn_load(bl_linear *L, const char *prefix, const bl_tensor_set 
     if (!s) s = bl_qc_load_f16(ts, prefix, "scale", d.m, G, &d.scale, err);
     if (!s && d.bits >= 2) s = bl_qc_load_f16(ts, prefix, "zero", d.m, G, &d.zero, err);
     if (!s) s = rtn_attach(L, &d, err);
-    if (s) bl_rtn_free(&d);
-    return s;
+    if (s) {
+        bl_rtn_free(&d);
+        return s;
+    }
+    if (d.bits == 1) bl_qc_release_bits(ts, &((const rtn_impl *)L->impl)->S);
+    return BL_OK;
 }
 
 const bl_format_ops bl_format_rtn = {
