@@ -195,6 +195,7 @@ typedef struct {
     int64_t tok[3];
     int ntok;
     float *y, *z;       /* ntok × m, ntok × n */
+    float *yh;          /* ntok × m: the F16 matrix's reference outputs (when it exists) */
     double *xabs, *vabs; /* Σ|x|, Σ|v| per sampled token */
 } refs;
 
@@ -263,30 +264,20 @@ static void emit_row(bench *b, const bl_sign_variant *v, bool dflt, int64_t m, i
 }
 
 /* The F16 baseline at one ISA level (sign kernels are compared with the F16 kernel of their own
- * level): checked on the sampled tokens against the scalar reference (tolerance relative to
- * Σ|x|·max|w|, as W is not ±1), then timed; ns, or −1 with *rc set. */
-static double bench_f16(const bench *b, bl_isa isa, const uint16_t *Wh, const float *X,
-                        float *out, int64_t m, int64_t n, int64_t T, const refs *R,
-                        const double *xabs, int th, int *rc) {
+ * level): checked on the sampled tokens against R->yh (tolerance relative to Σ|x|·max|w|, as W
+ * is not ±1), then timed; ns, or −1 with *rc set. */
+static double bench_f16(const bench *b, bl_isa isa, const uint16_t *Wh, float wmax,
+                        const float *X, float *out, int64_t m, int64_t n, int64_t T,
+                        const refs *R, const double *xabs, int th, int *rc) {
     bl_kernels_set_isa(isa);
     job j = {NULL, NULL, X, NULL, Wh, out, m, n, T, false};
     run_job(&j);
-    float *ref = bl_malloc_array((size_t)m, sizeof(float));
-    if (!ref) {
-        *rc = cli_errorf("bench", "out of memory");
-        return -1;
-    }
-    float wmax = 0;
-    for (int64_t k = 0; k < m * n; k++) wmax = fmaxf(wmax, fabsf(bl_f16_to_f32(Wh[k])));
     double worst = 0;
-    for (int q = 0; q < R->ntok && !*rc; q++) {
-        bl_half_matmul_ref(BL_DT_F16, Wh, m, n, X + R->tok[q] * n, 1, ref);
-        if (!agree(out + R->tok[q] * m, ref, xabs[q] * wmax, m, &worst))
+    for (int q = 0; q < R->ntok && !*rc; q++)
+        if (!agree(out + R->tok[q] * m, R->yh + q * m, xabs[q] * wmax, m, &worst))
             *rc = cli_errorf("bench", "%s f16 kernel disagrees with the reference on %lldx%lld, "
                              "batch %lld, %d threads", bl_isa_name(isa), (long long)m,
                              (long long)n, (long long)T, th);
-    }
-    free(ref);
     return *rc ? -1 : time_job(&j, b->reps, b->budget_s) * 1e9;
 }
 
@@ -306,10 +297,11 @@ static int bench_shape(bench *b, shape sh, bl_rng *rng) {
     bool dense_ok = (size_t)(m * n) * sizeof(float) <= DENSE_MAX_BYTES;
     float *W = dense_ok ? bl_aligned_alloc((size_t)(m * n) * sizeof(float)) : NULL;
     uint16_t *Wh = dense_ok ? bl_aligned_alloc((size_t)(m * n) * sizeof(uint16_t)) : NULL;
-    refs R = {{0}, 0, NULL, NULL, NULL, NULL};
+    refs R = {{0}, 0, NULL, NULL, NULL, NULL, NULL};
     R.y = bl_malloc_array((size_t)(3 * m), sizeof(float));
     R.z = bl_malloc_array((size_t)(3 * n), sizeof(float));
-    if (!bits || !X || !V || !out || (dense_ok && (!W || !Wh)) || !R.y || !R.z) {
+    R.yh = dense_ok ? bl_malloc_array((size_t)(3 * m), sizeof(float)) : NULL;
+    if (!bits || !X || !V || !out || (dense_ok && (!W || !Wh || !R.yh)) || !R.y || !R.z) {
         rc = cli_errorf("bench", "%lldx%lld: out of memory", (long long)m, (long long)n);
         goto done;
     }
@@ -318,10 +310,12 @@ static int bench_shape(bench *b, shape sh, bl_rng *rng) {
         for (int64_t i = 0; i < m; i++) bits[i * rb + rb - 1] &= (uint8_t)((1u << (n % 8)) - 1u);
     for (int64_t k = 0; k < maxT * n; k++) X[k] = bl_rng_normal(rng);
     for (int64_t k = 0; k < maxT * m; k++) V[k] = bl_rng_normal(rng);
+    float wmax = 0; /* max |w| of the dense matrices, for the F16 check's tolerance */
     if (W)
         for (int64_t k = 0; k < m * n; k++) {
             Wh[k] = bl_f32_to_f16(bl_rng_normal(rng));
             W[k] = bl_f16_to_f32(Wh[k]);
+            wmax = fmaxf(wmax, fabsf(W[k]));
         }
 
     bl_signmat S;
@@ -352,6 +346,7 @@ static int bench_shape(bench *b, shape sh, bl_rng *rng) {
         for (int k = 0; k < R.ntok; k++) {
             bl_sign_matmul_ref(&S, X + R.tok[k] * n, 1, R.y + k * m);
             bl_sign_matmul_t_ref(&S, V + R.tok[k] * m, 1, R.z + k * n);
+            if (Wh) bl_half_matmul_ref(BL_DT_F16, Wh, m, n, X + R.tok[k] * n, 1, R.yh + k * m);
             for (int64_t j = 0; j < n; j++) xabs[k] += fabs(X[R.tok[k] * n + j]);
             for (int64_t i = 0; i < m; i++) vabs[k] += fabs(V[R.tok[k] * m + i]);
         }
@@ -400,7 +395,8 @@ static int bench_shape(bench *b, shape sh, bl_rng *rng) {
             nanosleep(&pause, NULL);
             double f16_ns[BL_ISA_AVX512 + 1] = {-1, -1, -1}; /* by level; none for ref */
             for (int isa = BL_ISA_AVX2; isa <= (int)bl_cpu_best_isa() && Wh && rc == 0; isa++)
-                f16_ns[isa] = bench_f16(b, (bl_isa)isa, Wh, X, out, m, n, T, &R, xabs, th, &rc);
+                f16_ns[isa] =
+                    bench_f16(b, (bl_isa)isa, Wh, wmax, X, out, m, n, T, &R, xabs, th, &rc);
             for (int q = 0; q < nres && rc == 0; q++) {
                 const bl_sign_variant *v = &vars[res[q].k];
                 emit_row(b, v, is_default(vars, res[q].k), m, n, T, th, ti, sign_bytes,
@@ -412,7 +408,7 @@ static int bench_shape(bench *b, shape sh, bl_rng *rng) {
     bl_signmat_release(&S);
 done:
     bl_aligned_free(bits);
-    free(X), free(V), free(out), free(R.y), free(R.z);
+    free(X), free(V), free(out), free(R.y), free(R.z), free(R.yh);
     bl_aligned_free(W);
     bl_aligned_free(Wh);
     bl_kernels_set_isa(bl_cpu_best_isa());

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 typedef struct {
     bl_tensor w; /* view, m×n */
     float *owned; /* when the checkpoint dtype had to be converted (e.g. Q8_0) */

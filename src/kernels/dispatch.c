@@ -1,6 +1,7 @@
 /* Run-time choice of the sign-matrix and 16-bit dense kernels, and the bl_signmat lifecycle.
  *
- * The dispatch level is the library's only mutable global: it is computed once, at first use,
+ * The dispatch level is one of the library's two mutable globals (the other is the checkpoint
+ * load mode of src/core/file.c, set up the same way): it is computed once, at first use,
  * from the CPU (bl_cpu_best_isa) and the BITLLM_ISA environment variable (ref|avx2|avx512, clamped
  * to what the CPU supports; anything else means "best"), and afterwards changes only through
  * bl_kernels_set_isa, which tests and benchmarks use. An atomic int makes a first use from several
