@@ -52,14 +52,9 @@ static bl_status export_path(bl_qf_path *q, bl_mdbf_path *out, bl_err *err) {
     int64_t m = q->m, n = q->n, r = q->r;
     int l = q->l;
     memset(out, 0, sizeof *out);
-    out->SA = malloc((size_t)m * (size_t)bl_sign_row_bytes(r));
-    out->SB = malloc((size_t)r * (size_t)bl_sign_row_bytes(n));
-    out->A_env = malloc(sizeof(float) * (size_t)(m * l));
-    out->Q_U = malloc(sizeof(float) * (size_t)(r * l));
-    out->Q_V = malloc(sizeof(float) * (size_t)(r * l));
-    out->B_env = malloc(sizeof(float) * (size_t)(n * l));
+    const bool ok = bl_qf_alloc_mdbf_path(m, n, r, l, out);
     float *nrm = malloc(sizeof(float) * (size_t)r);
-    if (!out->SA || !out->SB || !out->A_env || !out->Q_U || !out->Q_V || !out->B_env || !nrm) {
+    if (!ok || !nrm) {
         free(nrm);
         free_mdbf_path(out);
         return bl_fail(err, BL_ERR_NOMEM, "MDBF output (%lldx%lld, r=%lld)", (long long)m,

@@ -178,4 +178,13 @@ bl_status bl_qf_sqrt_importance(const float *imp, int64_t n, float **out, bl_err
 void bl_qf_scale_rows_cols(const float *W, int64_t m, int64_t n, const float *so, const float *si,
                            float *T);
 
+/* The buffers of a result struct, sized for its shape (malloc'd; the struct's bl_*_free releases
+ * them), shared by the fits and bl_random_*. On failure nothing stays allocated, the buffer
+ * pointers are NULL and false is returned: the caller reports the error in its own words.
+ * rtn: bits 1 → m × ceil(n/8) sign bytes and m scales; bits ≥ 2 → codes and m·⌈n/group⌉ scales
+ * and zero points. */
+bool bl_qf_alloc_onebit(int64_t m, int64_t n, bl_onebit *out);
+bool bl_qf_alloc_mdbf_path(int64_t m, int64_t n, int64_t r, int l, bl_mdbf_path *out);
+bool bl_qf_alloc_rtn(int64_t m, int64_t n, int bits, int group, bl_rtn *out);
+
 #endif

@@ -84,10 +84,7 @@ bl_status bl_random_onebit(int64_t m, int64_t n, uint64_t seed, bl_onebit *out, 
     if (m < 1 || n < 1) return bad_shape("bl_random_onebit", m, n, err);
     out->m = m;
     out->n = n;
-    out->sign = malloc((size_t)m * (size_t)bl_sign_row_bytes(n));
-    out->h = malloc(sizeof(float) * (size_t)m);
-    out->g = malloc(sizeof(float) * (size_t)n);
-    if (!out->sign || !out->h || !out->g) {
+    if (!bl_qf_alloc_onebit(m, n, out)) {
         bl_onebit_free(out);
         return nomem("bl_random_onebit", m, n, err);
     }
@@ -150,13 +147,7 @@ bl_status bl_random_mdbf(int64_t m, int64_t n, int64_t r, int l, int P, uint64_t
     const double t = pow(s / (l + l * (l - 1.0) * ej2), 0.25);
     for (int p = 0; p < P; p++) {
         bl_mdbf_path *e = &out->paths[p];
-        e->SA = malloc((size_t)m * (size_t)bl_sign_row_bytes(r));
-        e->SB = malloc((size_t)r * (size_t)bl_sign_row_bytes(n));
-        e->A_env = malloc(sizeof(float) * (size_t)(m * l));
-        e->Q_U = malloc(sizeof(float) * (size_t)(r * l));
-        e->Q_V = malloc(sizeof(float) * (size_t)(r * l));
-        e->B_env = malloc(sizeof(float) * (size_t)(n * l));
-        if (!e->SA || !e->SB || !e->A_env || !e->Q_U || !e->Q_V || !e->B_env) {
+        if (!bl_qf_alloc_mdbf_path(m, n, r, l, e)) {
             bl_mdbf_free(out);
             return nomem("bl_random_mdbf", m, n, err);
         }
@@ -184,10 +175,7 @@ bl_status bl_random_rtn(int64_t m, int64_t n, int bits, int group, uint64_t seed
     out->n = n;
     out->bits = bits;
     out->group = bits >= 2 ? group : 0;
-    out->q = malloc((size_t)m * (size_t)((n * bits + 7) / 8)); /* = the sign layout for bits 1 */
-    out->scale = malloc(sizeof(float) * (size_t)(m * ng));
-    if (bits >= 2) out->zero = malloc(sizeof(float) * (size_t)(m * ng));
-    if (!out->q || !out->scale || (bits >= 2 && !out->zero)) {
+    if (!bl_qf_alloc_rtn(m, n, bits, group, out)) {
         bl_rtn_free(out);
         return nomem("bl_random_rtn", m, n, err);
     }

@@ -85,19 +85,7 @@ bl_status bl_fit_rtn(const float *W, int64_t m, int64_t n, int bits, int group, 
     out->n = n;
     out->bits = bits;
     out->group = bits >= 2 ? group : 0;
-    if (bits == 1) {
-        out->q = malloc((size_t)m * (size_t)bl_sign_row_bytes(n));
-        out->scale = malloc(sizeof(float) * (size_t)m);
-    } else {
-        int64_t ng = (n + group - 1) / group;
-        out->q = malloc((size_t)m * (size_t)((n * bits + 7) / 8));
-        out->scale = malloc(sizeof(float) * (size_t)(m * ng));
-        out->zero = malloc(sizeof(float) * (size_t)(m * ng));
-    }
-    if (!out->q || !out->scale || (bits >= 2 && !out->zero)) {
-        free(out->q);
-        free(out->scale);
-        free(out->zero);
+    if (!bl_qf_alloc_rtn(m, n, bits, group, out)) {
         memset(out, 0, sizeof *out);
         return bl_fail(err, BL_ERR_NOMEM, "bl_fit_rtn: %lldx%lld", (long long)m, (long long)n);
     }

@@ -153,10 +153,7 @@ bl_status bl_fit_onebit(const float *W, int64_t m, int64_t n, const bl_fit_opts 
     if (st != BL_OK) goto fail;
     out->m = m;
     out->n = n;
-    out->sign = malloc((size_t)m * (size_t)bl_sign_row_bytes(n));
-    out->h = malloc(sizeof(float) * (size_t)m);
-    out->g = malloc(sizeof(float) * (size_t)n);
-    if (!out->sign || !out->h || !out->g) {
+    if (!bl_qf_alloc_onebit(m, n, out)) {
         st = bl_fail(err, BL_ERR_NOMEM, "bl_fit_onebit: %lldx%lld", (long long)m, (long long)n);
         goto fail;
     }
