@@ -223,14 +223,14 @@ static void bench_random_start(const float *W, int64_t m, int64_t n, int64_t k, 
         return;
     }
     bl_qf_admm_opts ao = {
-        .iters = iters ? iters : bl_qf_default_iters(m, n, k, BL_QF_DEFAULT_INNER, false),
+        .iters = iters ? iters : 40,
         .inner = BL_QF_DEFAULT_INNER,
         .reg = BL_QF_RIDGE,
         .proj_iters = BL_QF_PROJ_ITERS,
     };
     stamp t = stamp_now();
-    bl_qf_path_init_random(&p, 1);
-    bl_status st = bl_qf_admm(&p, W, NULL, &ao, &err);
+    bl_qf_path_init_random(&p, 1, 0.02);
+    bl_status st = bl_qf_admm(&p, W, NULL, &ao, NULL, &err);
     t = stamp_since(t);
     if (st == BL_OK) st = bl_qf_path_product(&p, 1.0f, 0.0f, Y, &err);
     if (st != BL_OK) {

@@ -34,7 +34,7 @@ bl_status bl_format_params_from_json(const cJSON *o, const char *where, const bl
     int64_t v;
     if (get_int(o, "bits", 1, 32, &v, &bad)) p->bits = (int)v;
     if (get_int(o, "group", 1, 1 << 20, &v, &bad)) p->group = (int)v;
-    if (get_int(o, "mid", 1, (int64_t)1 << 24, &v, &bad)) p->mid = v;
+    if (get_int(o, "mid", 1, BL_MAX_MID, &v, &bad)) p->mid = v;
     if (get_int(o, "rank_l", 1, 1024, &v, &bad)) p->rank_l = (int)v;
     if (get_int(o, "paths", 1, 64, &v, &bad)) p->paths = (int)v;
     const cJSON *pl = cJSON_GetObjectItemCaseSensitive(o, "post_ln");

@@ -36,19 +36,26 @@ void bl_qf_gram_rows(const float *A, int64_t r, int64_t c, float *G) {
     symmetrize_upper(G, r);
 }
 
-bl_status bl_qf_spd_inverse(const float *M, int64_t k, float shift, float *inv, bl_err *err) {
-    memcpy(inv, M, sizeof(float) * (size_t)(k * k));
-    for (int64_t i = 0; i < k; i++) inv[i * k + i] += shift;
-    /* The row-major upper triangle is the column-major lower one: calling LAPACK column-major
-     * avoids LAPACKE's transposed copies of a k×k matrix. */
-    lapack_int info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', (lapack_int)k, inv, (lapack_int)k);
-    if (info == 0) info = LAPACKE_spotri(LAPACK_COL_MAJOR, 'L', (lapack_int)k, inv, (lapack_int)k);
+bl_status bl_qf_spd_factor(const float *M, int64_t k, float shift, float *U, bl_err *err) {
+    memcpy(U, M, sizeof(float) * (size_t)(k * k));
+    for (int64_t i = 0; i < k; i++) U[i * k + i] += shift;
+    /* The row-major upper triangle is the column-major lower one: LAPACK's column-major lower
+     * factor L (M = L·Lᵀ) is, read row-major, the upper factor U = Lᵀ. No transposed copies. */
+    lapack_int info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', (lapack_int)k, U, (lapack_int)k);
     if (info != 0)
         return bl_fail(err, BL_ERR_NUMERIC,
                        "normal equations (k=%lld) not positive definite (LAPACK info %d)",
                        (long long)k, (int)info);
-    symmetrize_upper(inv, k);
     return BL_OK;
+}
+
+void bl_qf_spd_solve(const float *U, int64_t k, float *B, int64_t c) {
+    if (k <= 0 || c <= 0) return;
+    /* M·X = B with M = Uᵀ·U: Uᵀ·Y = B, then U·X = Y (U's strict lower triangle is not read) */
+    cblas_strsm(CblasRowMajor, CblasLeft, CblasUpper, CblasTrans, CblasNonUnit, (blasint)k,
+                (blasint)c, 1.0f, U, (blasint)k, B, (blasint)c);
+    cblas_strsm(CblasRowMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, (blasint)k,
+                (blasint)c, 1.0f, U, (blasint)k, B, (blasint)c);
 }
 
 bl_status bl_qf_sym_eig(float *A, int64_t n, float *w, bl_err *err) {
@@ -121,7 +128,9 @@ bl_status bl_qf_tsvd(const float *A, int64_t m, int64_t n, int64_t r, float *L, 
                      bl_err *err) {
     bool left = m <= n;                /* Gram of rows (m×m) or of columns (n×n) */
     int64_t s = left ? m : n, o = left ? n : m;
-    if (r > s) r = s;
+    if (r < 1 || r > s)
+        return bl_fail(err, BL_ERR_ARG, "truncated SVD: rank %lld outside [1, %lld]", (long long)r,
+                       (long long)s);
     float *C = malloc(sizeof(float) * (size_t)s * (size_t)s);
     float *w = malloc(sizeof(float) * (size_t)s);
     float *Ur = malloc(sizeof(float) * (size_t)s * (size_t)r);

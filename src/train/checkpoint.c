@@ -49,6 +49,15 @@ static bl_status add_signs(void *ctx, nn_signs *s, const char *name, bl_err *err
                             (size_t)(shape[0] * shape[1]), false, err);
 }
 
+/* A double that must come back bit for bit (the losses a resumed run reports): a hex-float
+ * string, since cJSON prints 15 significant digits whenever they parse back within a relative
+ * epsilon, which loses the last bits. */
+static void add_exact(cJSON *j, const char *key, double v) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "%a", v);
+    cJSON_AddStringToObject(j, key, buf);
+}
+
 static cJSON *state_json(const nn_model *M, const tr_state *st, const bl_distill_opts *o) {
     cJSON *j = cJSON_CreateObject();
     char seed[32];
@@ -59,9 +68,9 @@ static cJSON *state_json(const nn_model *M, const tr_state *st, const bl_distill
     cJSON_AddNumberToObject(j, "tokens", (double)st->tokens);
     cJSON_AddNumberToObject(j, "flips", (double)st->flips);
     cJSON_AddNumberToObject(j, "seconds", st->seconds);
-    cJSON_AddNumberToObject(j, "loss_before", st->loss_before);
-    cJSON_AddNumberToObject(j, "ce_before", st->ce_before);
-    cJSON_AddNumberToObject(j, "mse_before", st->mse_before);
+    add_exact(j, "loss_before", st->loss_before);
+    add_exact(j, "ce_before", st->ce_before);
+    add_exact(j, "mse_before", st->mse_before);
     cJSON_AddNumberToObject(j, "n_params", (double)M->n_params);
     cJSON_AddStringToObject(j, "seed", seed);
     cJSON_AddNumberToObject(j, "seq", o->seq);
@@ -140,6 +149,15 @@ static double num(const cJSON *j, const char *key) {
     return cJSON_IsNumber(v) ? v->valuedouble : NAN;
 }
 
+/* A value written by add_exact (or a plain number, as older checkpoints stored it). */
+static double num_exact(const cJSON *j, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!cJSON_IsString(v)) return num(j, key);
+    char *end;
+    double d = strtod(v->valuestring, &end);
+    return *end == '\0' && end != v->valuestring ? d : NAN;
+}
+
 static bl_status check_opts(const cJSON *j, const char *path, const nn_model *M,
                             const bl_distill_opts *o, bl_err *err) {
     const cJSON *seed = cJSON_GetObjectItemCaseSensitive(j, "seed");
@@ -202,9 +220,9 @@ bl_status tr_checkpoint_load(const char *outdir, nn_model *M, float *P, float *m
             st->tokens = (int64_t)tok;
             st->flips = (int64_t)flips;
             st->seconds = num(j, "seconds");
-            st->loss_before = num(j, "loss_before");
-            st->ce_before = num(j, "ce_before");
-            st->mse_before = num(j, "mse_before");
+            st->loss_before = num_exact(j, "loss_before");
+            st->ce_before = num_exact(j, "ce_before");
+            st->mse_before = num_exact(j, "mse_before");
         }
     }
     cJSON_Delete(j);
