@@ -204,7 +204,7 @@ static int layer_tensor_count(const bl_linear *L) {
     const char *f = L->ops->name;
     if (!strcmp(f, "onebit")) return 3;
     if (!strcmp(f, "dbf")) return 5;
-    if (!strcmp(f, "mdbf")) return 6 * L->params.paths;
+    if (!strcmp(f, "mdbf")) return (L->params.rank_l == 1 ? 5 : 6) * L->params.paths; /* no Q_V */
     return L->params.bits >= 2 ? 3 : 2;
 }
 
@@ -360,10 +360,12 @@ static void test_stored_bits(void) {
     CHECK_NEAR(bl_linear_bpw(&L), 1.0078125, 1e-12);
     p.mid = 2000;
     CHECK(db->stored_bits(4096, 11008, &p) == 2000ull * 15104 + 16ull * (15104 + 2000));
-    p.mid = 2024, p.rank_l = 1, p.paths = 1;
+    /* l = 1 stores one middle vector (μ = Q_U ⊙ Q_V), so it costs exactly DBF's bits */
+    p.mid = 2028, p.rank_l = 1, p.paths = 1;
     uint64_t b1 = md->stored_bits(4096, 4096, &p);
-    CHECK(b1 == 2024ull * 8192 + 16ull * (8192 + 4048));
-    CHECK(b1 <= 4096ull * 4096); /* r = 2024 is the largest rank within 1.0 bpw */
+    CHECK(b1 == 2028ull * 8192 + 16ull * (8192 + 2028));
+    CHECK(b1 == db->stored_bits(4096, 4096, &p));
+    CHECK(b1 <= 4096ull * 4096); /* r = 2028 is the largest rank within 1.0 bpw */
     p.mid = 1953, p.rank_l = 4, p.paths = 2;
     CHECK(md->stored_bits(4096, 4096, &p) == 2ull * (1953ull * 8192 + 64ull * (8192 + 3906)));
     p = (bl_format_params){.bits = 1};

@@ -550,7 +550,9 @@ static double dbf_bits(int64_t m, int64_t n, int64_t k) {
     return (double)k * (double)(m + n) + 16.0 * (double)(m + n + k);
 }
 static double mdbf_bits(int64_t m, int64_t n, int64_t r, int l, int P) {
-    return (double)P * ((double)r * (double)(m + n) + 16.0 * l * (double)(m + n + 2 * r));
+    /* l = 1 stores one middle vector (μ = Q_U ⊙ Q_V), l ≥ 2 the paper's Q_U and Q_V */
+    double middle = l == 1 ? (double)r : 2.0 * l * (double)r;
+    return (double)P * ((double)r * (double)(m + n) + 16.0 * (l * (double)(m + n) + middle));
 }
 
 static void test_bpw_helpers(void) {
@@ -575,10 +577,14 @@ static void test_bpw_helpers(void) {
                     CHECK(mdbf_bits(m, n, r + 1, l, P) > budget);
                 }
         }
-    /* the published numbers (ALGORITHMS.md §5) */
-    CHECK(bl_mdbf_rank_for_bpw(4096, 4096, 1.0, 1, 1) == 2024);
+    /* the published numbers (ALGORITHMS.md §5; l = 1 with one middle vector is DBF's k, where
+     * the paper's two vectors give 2024) */
+    CHECK(bl_mdbf_rank_for_bpw(4096, 4096, 1.0, 1, 1) == 2028);
     CHECK(bl_mdbf_rank_for_bpw(4096, 4096, 1.0, 4, 1) == 1953);
     CHECK(bl_dbf_mid_for_bpw(4096, 4096, 1.0) == 2028);
+    for (int s = 0; s < 6; s++)
+        CHECK(bl_mdbf_rank_for_bpw(shapes[s][0], shapes[s][1], 1.3, 1, 1) ==
+              bl_dbf_mid_for_bpw(shapes[s][0], shapes[s][1], 1.3));
     CHECK(bl_dbf_mid_for_bpw(10, 10, 0.01) == 1);        /* clamped up */
     CHECK(bl_dbf_mid_for_bpw(10, 20, 100.0) == 424);     /* (100·200 − 16·30) / 46, no cap */
     /* the 7B MLP shape of the issue: 1.5 bpw asks for more than min(m, n) = 4096 */

@@ -1,6 +1,7 @@
 #include "cli_util.h"
 
 #include <stdarg.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,6 +162,33 @@ void cli_print_json(cJSON *o) {
         free(s);
     }
     cJSON_Delete(o);
+}
+
+static void add_num_or_null(cJSON *o, const char *key, double v) {
+    if (isfinite(v)) cJSON_AddNumberToObject(o, key, v);
+    else cJSON_AddNullToObject(o, key); /* NaN/Inf are not JSON */
+}
+
+cJSON *cli_layer_fit_json(const bl_layer_fit_result *r) {
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddNumberToObject(e, "bpw", r->bpw);
+    if (r->mid > 0) cJSON_AddNumberToObject(e, "mid", (double)r->mid);
+    add_num_or_null(e, "rel_err", r->rel_err);
+    add_num_or_null(e, "wrel_err", r->wrel_err);
+    cJSON_AddNumberToObject(e, "iters", r->iters);
+    cJSON_AddNumberToObject(e, "seconds", r->seconds);
+    cJSON_AddNumberToObject(e, "cpu_seconds", r->cpu_seconds);
+    if (r->iters > 0) {
+        const bl_fit_trace *t = &r->trace;
+        cJSON_AddNumberToObject(e, "converged_paths", t->paths_converged);
+        cJSON *obj = cJSON_AddArrayToObject(e, "objective");
+        for (int i = 0; i < t->n_obj; i++) cJSON_AddItemToArray(obj, cJSON_CreateNumber(t->obj[i]));
+        cJSON *ph = cJSON_AddObjectToObject(e, "phase_seconds");
+        for (int p = 0; p < BL_FIT_PHASES; p++)
+            cJSON_AddNumberToObject(ph, bl_fit_phase_name((bl_fit_phase)p), t->seconds[p]);
+        cJSON_AddNumberToObject(e, "gflop", t->flops / 1e9);
+    }
+    return e;
 }
 
 char *cli_read_text(const char *cmd, const char *path, size_t *len) {

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "bitllm/model.h"
+#include "bitllm/quantize.h"
 
 typedef enum { OPT_FLAG, OPT_STR, OPT_INT, OPT_FLOAT, OPT_U64 } cli_opt_kind;
 
@@ -52,6 +53,11 @@ void cli_progress_done(cli_progress *p);
 
 /* Prints a JSON object to stdout (one line) and frees it. */
 void cli_print_json(cJSON *o);
+/* The measurements of one fitted matrix as a JSON object (quantize's per-layer entries, fit):
+ * bpw, mid, rel_err, wrel_err (null when not a number), iters, seconds, cpu_seconds and, for
+ * dbf/mdbf, converged_paths, the objective after every iteration ("objective") and the seconds
+ * per phase. */
+cJSON *cli_layer_fit_json(const bl_layer_fit_result *r);
 /* Reads a whole text file; prints the error and returns NULL on failure. */
 char *cli_read_text(const char *cmd, const char *path, size_t *len);
 /* Tokenizes text with the model's tokenizer (error printed); returns NULL on failure. */

@@ -17,25 +17,24 @@ typedef struct {
     cJSON *layers;
 } layer_log;
 
-static void on_layer(void *ctx, const char *name, int64_t m, int64_t n, double bpw, double rel,
-                     double secs) {
+static void on_layer(void *ctx, const char *name, int64_t m, int64_t n,
+                     const bl_layer_fit_result *r) {
     layer_log *lg = ctx;
     lg->done++;
     double el = bl_time_s() - lg->t0, eta = el / lg->done * (lg->total - lg->done);
-    char rs[32] = "-"; /* NaN with --random-factors: nothing was fitted */
-    if (!isnan(rel)) snprintf(rs, sizeof rs, "%.4f", rel);
-    fprintf(stderr, "[%3d/%d] %-36s %6lld x %-6lld bpw %.4f  rel_err %-6s  %.1fs  (ETA %dm%02ds)\n",
-            lg->done, lg->total, name, (long long)m, (long long)n, bpw, rs, secs, (int)eta / 60,
-            (int)eta % 60);
-    cJSON *e = cJSON_CreateObject();
+    char rs[32] = "-", ws[48] = "", it[24] = ""; /* NaN with --random-factors: nothing fitted */
+    if (!isnan(r->rel_err)) snprintf(rs, sizeof rs, "%.4f", r->rel_err);
+    if (!isnan(r->wrel_err) && r->wrel_err != r->rel_err)
+        snprintf(ws, sizeof ws, "  weighted %.4f", r->wrel_err);
+    if (r->iters > 0) snprintf(it, sizeof it, "  %d it", r->iters);
+    fprintf(stderr, "[%3d/%d] %-36s %6lld x %-6lld bpw %.4f  rel_err %-6s%s%s  %.1fs  (ETA %dm%02ds)\n",
+            lg->done, lg->total, name, (long long)m, (long long)n, r->bpw, rs, ws, it, r->seconds,
+            (int)eta / 60, (int)eta % 60);
+    cJSON *e = cli_layer_fit_json(r);
     cJSON_AddStringToObject(e, "name", name);
     cJSON *sh = cJSON_AddArrayToObject(e, "shape");
     cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)m));
     cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)n));
-    cJSON_AddNumberToObject(e, "bpw", bpw);
-    if (isnan(rel)) cJSON_AddNullToObject(e, "rel_err"); /* NaN is not JSON */
-    else cJSON_AddNumberToObject(e, "rel_err", rel);
-    cJSON_AddNumberToObject(e, "seconds", secs);
     cJSON_AddItemToArray(lg->layers, e);
 }
 

@@ -84,7 +84,8 @@ bl_status bl_fit_rtn(const float *W, int64_t m, int64_t n, int bits, int group, 
 
 /* Middle dimension for a bpw target with the FP16 vectors counted (bitllm's convention; the
  * reference code's k = ⌊b·mn/(m+n)⌋ counts sign bits only): the largest k whose stored bits fit
- * b·m·n, DBF: bits = k(m+n) + 16(m+n+k); MDBF: bits = P·[r(m+n) + 16·l·(m+n+2r)]. Not capped at
+ * b·m·n, DBF: bits = k(m+n) + 16(m+n+k); MDBF: bits = P·[r(m+n) + 16·l·(m+n+2r)] for l ≥ 2 and
+ * P·[r(m+n) + 16(m+n+r)] for l = 1 (one middle vector, as DBF). Not capped at
  * min(m, n) (a middle dimension above it still adds sign bits that lower the error); at least 1
  * (a target below the cost of k = 1 gives 1, which then exceeds the target). */
 int64_t bl_dbf_mid_for_bpw(int64_t m, int64_t n, double bpw);
@@ -95,7 +96,8 @@ bl_status bl_fit_dbf(const float *W, int64_t m, int64_t n, int64_t k, const bl_f
                      bl_dbf *out, bl_err *err);
 
 /* MDBF: closed-form SVD initialization, P paths on residuals, ADMM refinement with the rank-l
- * projection, optional Adam on the envelopes (ALGORITHMS.md §5). */
+ * projection, optional Adam on the envelopes (ALGORITHMS.md §5). For l = 1 each path is stored
+ * as DBF stores its layer (Q_U = μ, Q_V = 1), so MDBF(l = 1, P = 1) equals bl_fit_dbf's result. */
 bl_status bl_fit_mdbf(const float *W, int64_t m, int64_t n, int64_t r, int l, int P,
                       const bl_fit_opts *o, bl_mdbf *out, bl_err *err);
 

@@ -155,69 +155,17 @@ static bl_status calib_gram(const bl_model *m, const bl_quant_opts *o, calib_sta
 
 /* ---- fitting one layer ---- */
 
-/* The bpw a dbf/mdbf layer is fitted to: the target, or onebit's cost for this shape. */
-static double layer_target_bpw(const bl_quant_opts *o, int64_t m, int64_t n) {
-    return o->bpw > 0 ? o->bpw : 1.0 + 16.0 / (double)n + 16.0 / (double)m;
-}
-
-/* Refuses targets a format cannot meet even at middle dimension 1 (tiny layers, high l or P),
- * before any work is done. */
-static bl_status check_feasible(const bl_quant_opts *o, int64_t m, int64_t n, const char *name,
-                                bl_err *err) {
-    if (o->method != BL_QM_DBF && o->method != BL_QM_MDBF) return BL_OK;
-    bl_format_params p = {.mid = 1, .rank_l = o->rank_l, .paths = o->paths};
-    const bl_format_ops *ops = bl_format_find(o->method == BL_QM_DBF ? "dbf" : "mdbf");
-    double min_bpw = (double)ops->stored_bits(m, n, &p) / ((double)m * (double)n);
-    double want = layer_target_bpw(o, m, n);
-    if (min_bpw > want * (1.0 + 1e-9))
-        return bl_fail(err, BL_ERR_ARG,
-                       "%s (%lld x %lld): target %.4f bpw is below the %.4f bpw that %s needs at "
-                       "its smallest middle dimension (envelope rank %d, %d paths); raise --bpw "
-                       "or lower --envelope-rank/--paths",
-                       name, (long long)m, (long long)n, want, min_bpw, ops->name, o->rank_l,
-                       o->paths);
-    return BL_OK;
-}
-
-/* Fits W, or with o->random_factors (W unused) draws random factors of the same shapes. */
-static bl_status fit_layer(const bl_quant_opts *o, const float *W, int64_t m, int64_t n,
-                           const bl_fit_opts *fo, bl_linear *out, bl_err *err) {
-    bl_status s;
-    const bool rnd = o->random_factors;
-    const double bpw = layer_target_bpw(o, m, n);
-    switch (o->method) {
-    case BL_QM_RTN1: case BL_QM_RTN2: case BL_QM_RTN3: case BL_QM_RTN4: {
-        bl_rtn q;
-        int bits = 1 + (int)(o->method - BL_QM_RTN1);
-        s = rnd ? bl_random_rtn(m, n, bits, o->group, fo->seed, &q, err)
-                : bl_fit_rtn(W, m, n, bits, o->group, &q, err);
-        if (!s && (s = bl_linear_from_rtn(out, &q, err))) bl_rtn_free(&q);
-        return s;
-    }
-    case BL_QM_ONEBIT: {
-        bl_onebit q;
-        s = rnd ? bl_random_onebit(m, n, fo->seed, &q, err) : bl_fit_onebit(W, m, n, fo, &q, err);
-        if (!s && (s = bl_linear_from_onebit(out, &q, err))) bl_onebit_free(&q);
-        return s;
-    }
-    case BL_QM_DBF: {
-        bl_dbf q;
-        int64_t k = bl_dbf_mid_for_bpw(m, n, bpw);
-        s = rnd ? bl_random_dbf(m, n, k, fo->seed, &q, err) : bl_fit_dbf(W, m, n, k, fo, &q, err);
-        if (!s && (s = bl_linear_from_dbf(out, &q, err))) bl_dbf_free(&q);
-        return s;
-    }
-    case BL_QM_MDBF: {
-        bl_mdbf q;
-        int64_t r = bl_mdbf_rank_for_bpw(m, n, bpw, o->rank_l, o->paths);
-        s = rnd ? bl_random_mdbf(m, n, r, o->rank_l, o->paths, fo->seed, &q, err)
-                : bl_fit_mdbf(W, m, n, r, o->rank_l, o->paths, fo, &q, err);
-        if (!s && (s = bl_linear_from_mdbf(out, &q, err))) bl_mdbf_free(&q);
-        return s;
-    }
-    case BL_QM_COUNT: break;
-    }
-    return bl_fail(err, BL_ERR_ARG, "unknown quantization method");
+static bl_layer_fit_opts layer_opts(const bl_quant_opts *o) {
+    bl_layer_fit_opts lo;
+    bl_layer_fit_opts_default(&lo);
+    lo.method = o->method;
+    lo.bpw = o->bpw;
+    lo.group = o->group;
+    lo.rank_l = o->rank_l;
+    lo.paths = o->paths;
+    lo.fit = o->fit;
+    lo.random_factors = o->random_factors;
+    return lo;
 }
 
 static cJSON *provenance(const bl_model *src, const bl_quant_opts *o) {
@@ -264,7 +212,9 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
         for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
             char name[96];
             snprintf(name, sizeof name, "model.layers.%d.%s", l, bl_proj_hf_name(p));
-            s = check_feasible(o, src->layers[l].proj[p].m, src->layers[l].proj[p].n, name, err);
+            bl_layer_fit_opts lo = layer_opts(o);
+            s = bl_layer_fit_check(&lo, src->layers[l].proj[p].m, src->layers[l].proj[p].n, name,
+                                   err);
         }
     if (s) {
         free(q);
@@ -275,68 +225,57 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
         if (!s) s = calib_run(src, o, &cal, err);
     }
     double bits = 0, weights = 0;
-    float *W = NULL, *What = NULL, *imp = NULL;
+    float *W = NULL, *imp = NULL;
+    bl_layer_fit_result *res = malloc(sizeof *res);
+    if (!res) s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
     for (int l = 0; l < c->n_layers && !s; l++) {
         if (use_calib && o->activation_aware && o->method == BL_QM_MDBF)
             s = calib_gram(src, o, &cal, l, err);
         for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
             const bl_linear *L = &src->layers[l].proj[p];
-            const double t1 = bl_time_s();
             size_t mn = (size_t)(L->m * L->n);
             free(W);
-            free(What);
             free(imp);
-            W = What = imp = NULL;
+            W = imp = NULL;
             if (!o->random_factors) { /* random factors must not page in a multi-GB source */
                 W = malloc(mn * sizeof(float));
-                What = malloc(mn * sizeof(float));
                 imp = malloc((size_t)L->n * sizeof(float));
-                if (!W || !What || !imp) {
+                if (!W || !imp) {
                     s = bl_fail(err, BL_ERR_NOMEM, "out of memory for layer %d", l);
                     break;
                 }
                 if ((s = L->ops->to_dense(L, W, err))) break;
             }
-            bl_fit_opts fo = o->fit;
-            fo.seed = o->fit.seed + (uint64_t)(l * BL_PROJ_COUNT + p) * 7919u;
+            bl_layer_fit_opts lo = layer_opts(o);
+            lo.fit.seed = o->fit.seed + (uint64_t)(l * BL_PROJ_COUNT + p) * 7919u;
             if (use_calib) {
                 const int in = proj_input[p];
                 const double *ss = cal.sumsq[in] + (size_t)l * (size_t)L->n;
                 for (int64_t j = 0; j < L->n; j++)
                     imp[j] = (float)(ss[j] / (double)(cal.count ? cal.count : 1)) + 1e-8f;
-                fo.in_importance = imp;
-                if (o->activation_aware) fo.H = cal.gram[in];
+                lo.fit.in_importance = imp;
+                if (o->activation_aware) lo.fit.H = cal.gram[in];
             }
             if (o->out_importance && (o->method == BL_QM_DBF || o->method == BL_QM_MDBF))
-                fo.out_importance = o->out_importance[l * BL_PROJ_COUNT + p];
+                lo.fit.out_importance = o->out_importance[l * BL_PROJ_COUNT + p];
             bl_linear *out = &q[l * BL_PROJ_COUNT + p];
-            bl_blas_threads_begin();
-            s = fit_layer(o, W, L->m, L->n, &fo, out, err);
-            bl_blas_threads_end();
-            if (s) break;
-            double re = NAN;
-            if (!o->random_factors) {
-                if ((s = out->ops->to_dense(out, What, err))) break;
-                re = bl_rel_err(W, What, L->m, L->n);
-            }
+            if ((s = bl_fit_layer(W, L->m, L->n, &lo, out, res, err))) break;
             const void *src_bytes;
             size_t src_n;
             if (bl_linear_dense_bytes(L, &src_bytes, &src_n))
                 bl_tensor_set_release(&src->tensors, src_bytes, src_n);
-            double lb = (double)out->ops->stored_bits(out->m, out->n, &out->params);
-            bits += lb;
+            bits += res->bpw * (double)mn;
             weights += (double)mn;
             if (o->on_layer) {
                 char name[96];
                 snprintf(name, sizeof name, "model.layers.%d.%s", l, bl_proj_hf_name(p));
-                o->on_layer(o->on_layer_ctx, name, L->m, L->n, lb / (double)mn, re,
-                            bl_time_s() - t1);
+                o->on_layer(o->on_layer_ctx, name, L->m, L->n, res);
             }
         }
     }
     free(W);
-    free(What);
     free(imp);
+    free(res);
     if (use_calib) calib_free(&cal);
     if (!s) {
         cJSON *prov = provenance(src, o);

@@ -265,6 +265,30 @@ static bool round_f16_all(float *x, size_t n) {
     return true;
 }
 
+/* The stored form of one fitted path. l = 1 (DBF's form): one middle scale μ = Q_U ⊙ Q_V kept in
+ * Q_U (Q_V = 1, not stored), and a = A_env, μ, b = B_env scaled to equal RMS; l > 1: the gauge
+ * balancing above. Then every vector rounded to FP16. False when a value does not fit. */
+static bool finish_path(bl_mdbf_path *p, int64_t m, int64_t n, int64_t r, int l) {
+    if (l == 1) {
+        for (int64_t j = 0; j < r; j++) {
+            p->Q_U[j] *= p->Q_V[j];
+            p->Q_V[j] = 1.0f;
+        }
+        double ra = bl_qf_rms(p->A_env, m, 1), rm = bl_qf_rms(p->Q_U, r, 1);
+        double rb = bl_qf_rms(p->B_env, n, 1);
+        if (ra > 0.0 && rm > 0.0 && rb > 0.0) { /* product unchanged */
+            double g = cbrt(ra * rm * rb);
+            scale_col(p->A_env, m, 1, 0, g / ra);
+            scale_col(p->Q_U, r, 1, 0, g / rm);
+            scale_col(p->B_env, n, 1, 0, g / rb);
+        }
+    } else {
+        balance_path(p, m, n, r, l);
+    }
+    return round_f16_all(p->A_env, (size_t)(m * l)) && round_f16_all(p->Q_U, (size_t)(r * l)) &&
+           round_f16_all(p->Q_V, (size_t)(r * l)) && round_f16_all(p->B_env, (size_t)(n * l));
+}
+
 static bl_status check_input(const float *W, int64_t m, int64_t n, int64_t r, const char *fn,
                              const char *what, bl_err *err) {
     if (!W || m < 1 || n < 1)
@@ -296,12 +320,7 @@ bl_status bl_fit_mdbf(const float *W, int64_t m, int64_t n, int64_t r, int l, in
     bl_mdbf_path *ps;
     if ((st = fit_paths(W, m, n, r, l, P, o, true, &ps, err)) != BL_OK) return st;
     for (int p = 0; p < P; p++) {
-        balance_path(&ps[p], m, n, r, l);
-        bool ok = round_f16_all(ps[p].A_env, (size_t)(m * l)) &&
-                  round_f16_all(ps[p].Q_U, (size_t)(r * l)) &&
-                  round_f16_all(ps[p].Q_V, (size_t)(r * l)) &&
-                  round_f16_all(ps[p].B_env, (size_t)(n * l));
-        if (!ok) {
+        if (!finish_path(&ps[p], m, n, r, l)) {
             free_paths(ps, P);
             return bl_fail(err, BL_ERR_NUMERIC, "bl_fit_mdbf: a scale does not fit in FP16");
         }
@@ -333,17 +352,8 @@ bl_status bl_fit_dbf(const float *W, int64_t m, int64_t n, int64_t k, const bl_f
     bl_mdbf_path *ps;
     if ((st = fit_paths(W, m, n, k, 1, 1, o, false, &ps, err)) != BL_OK) return st;
     bl_mdbf_path *p = &ps[0];
-    /* l = 1: a = A_env, μ = Q_U ⊙ Q_V, b = B_env */
-    for (int64_t j = 0; j < k; j++) p->Q_U[j] *= p->Q_V[j];
-    double ra = bl_qf_rms(p->A_env, m, 1), rm = bl_qf_rms(p->Q_U, k, 1), rb = bl_qf_rms(p->B_env, n, 1);
-    if (ra > 0.0 && rm > 0.0 && rb > 0.0) { /* equal RMS for a, μ, b; product unchanged */
-        double g = cbrt(ra * rm * rb);
-        scale_col(p->A_env, m, 1, 0, g / ra);
-        scale_col(p->Q_U, k, 1, 0, g / rm);
-        scale_col(p->B_env, n, 1, 0, g / rb);
-    }
-    if (!round_f16_all(p->A_env, (size_t)m) || !round_f16_all(p->Q_U, (size_t)k) ||
-        !round_f16_all(p->B_env, (size_t)n)) {
+    /* the path in MDBF(l = 1)'s stored form is DBF's: a = A_env, μ = Q_U, b = B_env */
+    if (!finish_path(p, m, n, k, 1)) {
         free_paths(ps, 1);
         return bl_fail(err, BL_ERR_NUMERIC, "bl_fit_dbf: a scale does not fit in FP16");
     }
