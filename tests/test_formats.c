@@ -327,6 +327,83 @@ static void test_mdbf(void) {
                     }
 }
 
+/* Middle dimensions above min(m, n) (and above max(m, n)): forward, kernels' workspace, and the
+ * save/load round trip behave as for any other middle. */
+static void test_wide_middle(void) {
+    bl_rng r;
+    bl_rng_seed(&r, 11);
+    const int64_t dims[][2] = {{65, 128}, {128, 65}, {7, 3}};
+    for (int d = 0; d < 3; d++) {
+        const int64_t m = dims[d][0], n = dims[d][1], k = 2 * (m > n ? m : n) + 3;
+        bl_linear L = {0};
+        make_dbf(&r, m, n, k, &L);
+        CHECK(L.params.mid == k);
+        check_layer(&L, &r);
+        static const int Ls[] = {1, 3}, Ps[] = {1, 2};
+        for (int li = 0; li < 2; li++)
+            for (int pi = 0; pi < 2; pi++) {
+                make_mdbf(&r, m, n, k, Ls[li], Ps[pi], &L);
+                check_layer(&L, &r);
+            }
+    }
+}
+
+/* MDBF with l = 1 stores Q_U ⊙ Q_V as one vector; a checkpoint written with a separate Q_V tensor
+ * (the earlier layout) still loads and computes Q_U ⊙ Q_V. */
+static void test_mdbf_l1_separate_qv(void) {
+    bl_rng r;
+    bl_rng_seed(&r, 12);
+    const int64_t m = 20, n = 33, k = 9;
+    bl_linear L = {0};
+    make_mdbf(&r, m, n, k, 1, 2, &L);
+    char path[128], legacy[160];
+    bl_tensor_set ts;
+    REQUIRE(save_open(&L, &ts, path, sizeof path) == BL_OK);
+    CHECK(ts.n == 10); /* 5 tensors per path: no Q_V */
+    /* the same layer written as Q_U/2 and Q_V = 2 (both exact in FP16) */
+    bl_err err = {0};
+    bl_st_writer *w = NULL;
+    REQUIRE(bl_st_writer_new(&w, &err) == BL_OK);
+    uint16_t two[9];
+    for (int i = 0; i < 9; i++) two[i] = bl_f32_to_f16(2.0f);
+    for (int i = 0; i < ts.n; i++) {
+        const bl_tensor *t = &ts.t[i];
+        uint16_t half[9];
+        const void *data = t->data;
+        if (strstr(t->name, ".Q_U")) {
+            for (int j = 0; j < 9; j++)
+                half[j] = bl_f32_to_f16(bl_f16_to_f32(((const uint16_t *)t->data)[j]) / 2.0f);
+            data = half;
+        }
+        CHECK(bl_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, data, t->nbytes, true,
+                               &err) == BL_OK);
+        if (strstr(t->name, ".Q_U")) {
+            char qv[BL_MAX_NAME];
+            snprintf(qv, sizeof qv, "%.*s.Q_V", (int)(strlen(t->name) - 4), t->name);
+            CHECK(bl_st_writer_add(w, qv, BL_DT_F16, 2, t->shape, two, sizeof two, true, &err) ==
+                  BL_OK);
+        }
+    }
+    snprintf(legacy, sizeof legacy, "%s.legacy", path);
+    REQUIRE(bl_st_writer_finish(w, legacy, &err) == BL_OK);
+    bl_st_writer_free(w);
+    bl_tensor_set ls = {0};
+    REQUIRE(bl_safetensors_open(legacy, &ls, NULL, &err) == BL_OK);
+    CHECK(ls.n == 12);
+    bl_linear L2 = {.ops = L.ops, .m = m, .n = n, .params = L.params};
+    REQUIRE(L.ops->load(&L2, PREFIX, &ls, &err) == BL_OK);
+    float *W1 = dense_of(&L), *W2 = dense_of(&L2);
+    CHECK(memcmp(W1, W2, sizeof(float) * (size_t)(m * n)) == 0);
+    free(W1);
+    free(W2);
+    bl_linear_free(&L2);
+    bl_linear_free(&L);
+    bl_tensor_set_free(&ls);
+    bl_tensor_set_free(&ts);
+    unlink(path);
+    unlink(legacy);
+}
+
 static void test_rtn(void) {
     bl_rng r;
     bl_rng_seed(&r, 4);
@@ -609,6 +686,8 @@ int main(void) {
     TEST_RUN(test_dbf);
     TEST_RUN(test_mdbf);
     TEST_RUN(test_rtn);
+    TEST_RUN(test_wide_middle);
+    TEST_RUN(test_mdbf_l1_separate_qv);
     TEST_RUN(test_onebit_post_ln);
     TEST_RUN(test_load_rejects);
     TEST_RUN(test_from_validation);

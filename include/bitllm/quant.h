@@ -41,7 +41,7 @@ typedef struct {
  * BL_FIT_TOL·e over the last BL_FIT_WINDOW iterations, or after BL_FIT_MAX_ITERS (the reference
  * code's fixed count). */
 #define BL_FIT_MAX_ITERS 260
-#define BL_FIT_RAMP 170
+#define BL_FIT_RAMP 190
 #define BL_FIT_WINDOW 10
 #define BL_FIT_TOL 1e-3
 
