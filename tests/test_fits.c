@@ -87,9 +87,12 @@ static bool fit(const float *W, int64_t m, int64_t n, const bl_layer_fit_opts *o
 static void test_scale_equivariance(void) {
     const int64_t m = 512, n = 768;
     float *W = gen_llm(m, n, 11), *Ws = malloc(sizeof(float) * (size_t)(m * n));
-    const double scales[] = {1e-2, 1e-1, 10.0, 1e2};
+    const double scales[] = {1e-2, 1e2, 1e-1, 10.0};
+    /* the sanitizer pass: the extreme scales, and of the ADMM fits DBF and the two P = 2 ones */
+    const int n_scales = test_quick() ? 2 : 4;
     bl_layer_fit_result *res = malloc(sizeof *res);
     for (int c = 0; c < N_METHODS; c++) {
+        if (test_quick() && (c == 7 || c == 9)) continue;
         bl_layer_fit_opts o = opts_for(&METHODS[c], 1.5, 20);
         if (!fit(W, m, n, &o, res, NULL)) {
             CHECK_MSG(false, "%s failed", METHODS[c].name);
@@ -97,7 +100,7 @@ static void test_scale_equivariance(void) {
         }
         const double e1 = res->rel_err;
         double worst = 0.0;
-        for (int s = 0; s < 4; s++) {
+        for (int s = 0; s < n_scales; s++) {
             for (int64_t i = 0; i < m * n; i++) Ws[i] = (float)(W[i] * scales[s]);
             if (!fit(Ws, m, n, &o, res, NULL)) {
                 CHECK_MSG(false, "%s at scale %g failed", METHODS[c].name, scales[s]);
@@ -266,13 +269,14 @@ static bl_model *stories(void) {
 
 /* Every projection of stories260K at OneBit's bpw: the mean gap over the 35 layers (single layers
  * of 32-172 columns move by up to ±0.008 between nearby iteration counts, so the mean is what is
- * asserted; the worst is printed). */
+ * asserted; the worst is printed). The sanitizer pass fits the 7 projections of the first layer
+ * and checks the stop (a mean over 7 is too noisy for the 0.002 bound). */
 static void test_default_stop_stories260k(void) {
     bl_model *mdl = stories();
     if (!mdl) SKIP("stories260K not found under %s", test_data_path(""));
     double sum = 0, worst = -INFINITY;
     int cnt = 0;
-    for (int l = 0; l < mdl->cfg.n_layers; l++)
+    for (int l = 0; l < (test_quick() ? 1 : mdl->cfg.n_layers); l++)
         for (int p = 0; p < BL_PROJ_COUNT; p++) {
             char name[96];
             snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, bl_proj_hf_name(p));
@@ -290,7 +294,7 @@ static void test_default_stop_stories260k(void) {
     fprintf(stderr, "  stories260K dbf at OneBit's bpw: default − 260 iterations: mean %+.4f, "
                     "worst layer %+.4f\n",
             sum / cnt, worst);
-    CHECK_MSG(sum / cnt <= 0.002, "mean gap %.4f", sum / cnt);
+    if (!test_quick()) CHECK_MSG(sum / cnt <= 0.002, "mean gap %.4f", sum / cnt);
     bl_model_free(mdl);
 }
 
