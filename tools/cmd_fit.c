@@ -1,4 +1,5 @@
 /* bitllm fit: one matrix (a .npy file or a model's tensor) fitted with one method and measured. */
+#include <cblas.h>
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -221,6 +222,7 @@ int cmd_fit(int argc, char **argv) {
             cJSON_AddNumberToObject(j, "paths", paths);
         }
         cJSON_AddNumberToObject(j, "seed", (double)seed);
+        cJSON_AddStringToObject(j, "blas", openblas_get_config());
         if (out) cJSON_AddStringToObject(j, "out", out);
         cli_print_json(j);
     }
