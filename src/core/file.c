@@ -44,6 +44,14 @@ bl_status bl_write_file_atomic(const char *path, const void *data, size_t len, b
     size_t plen = strlen(path) + 32;
     char *tmp = malloc(plen);
     if (!tmp) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", path);
+    /* leftovers "<path>.tmp.<pid>" of killed writers of the same file go first */
+    const char *slash = strrchr(path, '/');
+    if (slash) {
+        snprintf(tmp, plen, "%.*s", (int)(slash - path) + (slash == path), path);
+        bl_remove_stale_tmp(tmp, slash + 1);
+    } else {
+        bl_remove_stale_tmp(".", path);
+    }
     snprintf(tmp, plen, "%s.tmp.%ld", path, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) {

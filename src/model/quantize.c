@@ -225,7 +225,7 @@ static cJSON *provenance(const bl_model *src, const bl_quant_opts *o) {
     cJSON_AddStringToObject(p, "source", src->path);
     cJSON_AddStringToObject(p, "method", bl_qmethod_name(o->method));
     if (o->method == BL_QM_DBF || o->method == BL_QM_MDBF) {
-        if (o->bpw > 0) cJSON_AddNumberToObject(p, "bpw_target", o->bpw);
+        if (o->bpw > 0) bl_json_add_exact(p, "bpw_target", o->bpw); /* read back exactly */
         else cJSON_AddStringToObject(p, "bpw_target", "onebit");
     }
     if (o->method == BL_QM_MDBF) {
@@ -237,7 +237,7 @@ static cJSON *provenance(const bl_model *src, const bl_quant_opts *o) {
         cJSON_AddNumberToObject(p, "group", o->group);
     if (o->method == BL_QM_ONEBIT) cJSON_AddStringToObject(p, "svid", o->fit.nmf ? "nmf" : "svd");
     if (o->random_factors) cJSON_AddBoolToObject(p, "random_factors", true);
-    cJSON_AddNumberToObject(p, "seed", (double)o->fit.seed);
+    bl_json_add_u64(p, "seed", o->fit.seed);
     cJSON_AddNumberToObject(p, "iters", o->fit.iters);
     cJSON_AddNumberToObject(p, "calib_tokens", (double)o->n_calib);
     cJSON_AddBoolToObject(p, "gradient_importance", o->out_importance != NULL);

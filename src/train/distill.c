@@ -173,15 +173,17 @@ static char *provenance_json(const trainer *t, const bl_model *teacher, const bl
     cJSON *p = cJSON_CreateObject(), *d = cJSON_AddObjectToObject(p, "distillation");
     cJSON_AddStringToObject(d, "teacher", teacher->path);
     cJSON_AddStringToObject(d, "student", student->path);
+    /* integers below 2^31 are exact as JSON numbers; the rest are stored as exact strings */
     cJSON_AddNumberToObject(d, "steps", t->st.step);
-    cJSON_AddNumberToObject(d, "tokens", (double)t->st.tokens);
+    bl_json_add_i64(d, "tokens", t->st.tokens);
     cJSON_AddNumberToObject(d, "seq", o->seq);
     cJSON_AddNumberToObject(d, "batch", o->batch);
     cJSON_AddNumberToObject(d, "accum", o->accum);
-    cJSON_AddNumberToObject(d, "lr", o->lr);
-    cJSON_AddNumberToObject(d, "alpha", o->alpha);
-    cJSON_AddNumberToObject(d, "seed", (double)o->seed);
-    cJSON_AddNumberToObject(d, "flips", (double)t->st.flips);
+    bl_json_add_exact(d, "lr", o->lr);
+    bl_json_add_exact(d, "min_lr", o->lr_min);
+    bl_json_add_exact(d, "alpha", o->alpha);
+    bl_json_add_u64(d, "seed", o->seed);
+    bl_json_add_i64(d, "flips", t->st.flips);
     if (o->provenance) cJSON_AddStringToObject(d, "command", o->provenance);
     if (student->quant_config_json) { /* keep how the student was quantized */
         cJSON *q = cJSON_Parse(student->quant_config_json);
