@@ -68,7 +68,9 @@ float bl_rng_normal(bl_rng *r);    /* standard normal (Box-Muller) */
 
 /* Whole-file helpers. bl_read_file returns a NUL-terminated buffer (len excludes the NUL). */
 bl_status bl_read_file(const char *path, char **data, size_t *len, bl_err *err);
-/* Writes atomically: data goes to "<path>.tmp.<pid>", is fsync'ed, then renamed over path. */
+/* Writes atomically: data goes to "<path>.tmp.<pid>", is fsync'ed, then renamed over path
+ * (leftovers of killed writers of the same path are removed first). A path that exists and is
+ * not a regular file (a device such as /dev/null, a pipe) is written in place, never replaced. */
 bl_status bl_write_file_atomic(const char *path, const void *data, size_t len, bl_err *err);
 
 /* Removes the leftovers "<name>.tmp.<pid>" (files or directories) that processes which no longer

@@ -23,6 +23,7 @@ struct bl_outdir {
     char *tmp;    /* <target>.tmp.<pid> */
     char command[32];
     bool live;
+    bool created; /* prepare created the (live) target */
 };
 
 static char *join(const char *a, const char *b) {
@@ -377,6 +378,12 @@ static bl_status clean_beside(const char *parent, const char *base, const char *
 void bl_outdir_abort(bl_outdir *d) {
     if (!d) return;
     if (d->tmp) (void)bl_remove_tree(d->tmp);
+    if (d->created) { /* a live target this run created and never wrote into goes again */
+        char *ck = join(d->target, "checkpoint"), *mk = join(d->target, MARKER);
+        if (ck && mk && rmdir(ck) == 0 && unlink(mk) == 0) (void)rmdir(d->target);
+        free(ck);
+        free(mk);
+    }
     free(d->target);
     free(d->parent);
     free(d->base);
@@ -390,6 +397,7 @@ const char *bl_outdir_target(const bl_outdir *d) { return d->target; }
 static bl_status prepare_live(bl_outdir *d, bool existed, bl_err *err) {
     if (!existed && mkdir(d->target, 0755) != 0)
         return bl_fail(err, BL_ERR_IO, "%s: cannot create: %s", d->target, strerror(errno));
+    d->created = !existed;
     bl_status s = has_marker(d->target) ? BL_OK : write_marker(d->target, d->command, err);
     char *ck = join(d->target, "checkpoint");
     if (!ck) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
@@ -524,6 +532,7 @@ bl_status bl_outdir_commit(bl_outdir *d, bl_err *err) {
         free(d->tmp);
         d->tmp = NULL; /* nothing left to remove */
     }
+    d->created = false; /* the target now holds the result (or the failure's checkpoints) */
     free(old);
     bl_outdir_abort(d);
     return s;
