@@ -5,70 +5,50 @@
 # eval defaults to lm-eval's acc_norm by characters, and ppl/eval say which window they used and
 # where it came from.
 set -u
-BIN=${BITLLM_BIN:?}
-DATA=${BITLLM_DATA:-../shared}
-S=$DATA/models/stories260K
-G=$S/stories260K.gguf
-fails=0; passes=0
-ok() { passes=$((passes + 1)); echo "ok   $1"; }
-bad() { fails=$((fails + 1)); echo "FAIL $1"; }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+. "$(dirname "$0")/testlib.sh"
 if [ ! -e "$G" ]; then echo "SKIP: $G not found"; exit 77; fi
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-export OMP_NUM_THREADS=1
 echo "Once upon a time there was a little cat. The cat liked to play in the sun." >"$tmp/t.txt"
 
-# usage NAME PATTERN CMD...: exit 2, PATTERN (fixed string) on stderr, nothing on stdout
-usage() {
-  local name=$1 pat=$2; shift 2
-  "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
-  if [ $rc -eq 2 ] && grep -qF -- "$pat" "$tmp/err" && [ ! -s "$tmp/out" ]; then
-    ok "$name"
-  else
-    bad "$name (rc $rc: $(head -c 300 "$tmp/err" | tr '\n' ' '))"
-  fi
-}
-
 # zero, negative, NaN, Inf, trailing garbage, overflow, empty, duplicates
-usage "ppl --ctx 0" "--ctx must be >= 2, got 0" $BIN ppl "$G" -f "$tmp/t.txt" --ctx 0
-usage "ppl --ctx -3" "--ctx must be >= 2" $BIN ppl "$G" -f "$tmp/t.txt" --ctx -3
-usage "generate -n 0" "-n must be >= 1, got 0" $BIN generate "$G" -n 0
-usage "generate -n 5x" "invalid value '5x' for -n" $BIN generate "$G" -n 5x
-usage "generate -n ''" "invalid value '' for -n" $BIN generate "$G" -n ""
-usage "generate -n ' 5'" "invalid value ' 5' for -n" $BIN generate "$G" -n " 5"
-usage "generate -n 99999999999" "invalid value" $BIN generate "$G" -n 99999999999
-usage "generate --temp nan" "invalid value 'nan' for --temp" $BIN generate "$G" --temp nan
-usage "generate --temp -1" "--temp must be >= 0" $BIN generate "$G" --temp -1
-usage "generate --temp 0.5x" "invalid value '0.5x'" $BIN generate "$G" --temp 0.5x
-usage "generate --top-p 0" "--top-p must be in (0, 1]" $BIN generate "$G" --top-p 0
-usage "generate --top-p 1.5" "--top-p must be in (0, 1]" $BIN generate "$G" --top-p 1.5
-usage "generate --seed -1" "invalid value '-1' for --seed" $BIN generate "$G" --seed -1
-usage "generate --seed 2^64" "invalid value '18446744073709551616'" $BIN generate "$G" --seed 18446744073709551616
-usage "generate -n twice" "-n given twice" $BIN generate "$G" -n 5 -n 6
-usage "generate --temp 0 --top-p" "--top-p has no effect with --temp 0" $BIN generate "$G" --temp 0 --top-p 0.5
-usage "generate --temp 0 --seed" "--seed has no effect with --temp 0" $BIN generate "$G" --temp 0 --seed 3
-usage "eval --limit 0" "--limit must be >= 1, got 0" $BIN eval "$G" --tasks piqa --limit 0
-usage "eval --norm words" "--norm must be chars or bytes" $BIN eval "$G" --tasks piqa --norm words
-usage "speed --threads 0" "--threads must be >= 1" $BIN speed "$G" --threads 0
-usage "speed -p -1" "--prompt must be >= 1" $BIN speed "$G" -p -1
-usage "synth --layers 0" "--layers must be >= 1" $BIN synth --arch llama2-7b --layers 0 -o "$tmp/s"
-usage "bench --mem-mib 1" "--mem-mib must be in [16, 65536]" $BIN bench --mem-mib 1
-usage "bench --threads 1," "bad --threads" $BIN bench --threads 1,
-usage "distill --lr inf" "--lr must be > 0 and finite" $BIN distill "$G" "$G" -o "$tmp/d" --generate 2 --lr inf
-usage "distill --lr 0" "--lr must be > 0" $BIN distill "$G" "$G" -o "$tmp/d" --generate 2 --lr 0
-usage "distill --flip-frac 0" "--flip-frac must be in (0, 1]" $BIN distill "$G" "$G" -o "$tmp/d" --generate 2 --flip-every 1 --flip-frac 0
-usage "distill --flip-frac without --flip-every" "--flip-frac has no effect without --flip-every" $BIN distill "$G" "$G" -o "$tmp/d" --generate 2 --flip-frac 0.1
-usage "distill --eval-ctx without --eval-text" "--eval-ctx has no effect without --eval-text" $BIN distill "$G" "$G" -o "$tmp/d" --generate 2 --eval-ctx 32
-usage "distill --gen-out without --generate" "--gen-out has no effect without --generate" $BIN distill "$G" "$G" -o "$tmp/d" --data "$tmp/t.txt" --gen-out "$tmp/g.tok"
-usage "distill --stop-after >= --steps" "--stop-after must be below --steps" $BIN distill "$G" "$G" -o "$tmp/d" --generate 2 --steps 5 --stop-after 5
-usage "distill -o with --steps 0" "-o has no effect with --steps 0" $BIN distill "$G" "$G" -o "$tmp/d" --generate 2 --steps 0 --gen-out "$tmp/g.tok"
-usage "quantize --calib-tokens without --calib" "--calib-tokens has no effect without --calib" $BIN quantize "$G" -m dbf -o "$tmp/q" --calib-tokens 100
+expect_usage "ppl --ctx 0" "--ctx must be >= 2, got 0" $BIN ppl "$G" -f "$tmp/t.txt" --ctx 0
+expect_usage "ppl --ctx -3" "--ctx must be >= 2" $BIN ppl "$G" -f "$tmp/t.txt" --ctx -3
+expect_usage "generate -n 0" "-n must be >= 1, got 0" $BIN generate "$G" -n 0
+expect_usage "generate -n 5x" "invalid value '5x' for -n" $BIN generate "$G" -n 5x
+expect_usage "generate -n ''" "invalid value '' for -n" $BIN generate "$G" -n ""
+expect_usage "generate -n ' 5'" "invalid value ' 5' for -n" $BIN generate "$G" -n " 5"
+expect_usage "generate -n 99999999999" "invalid value" $BIN generate "$G" -n 99999999999
+expect_usage "generate --temp nan" "invalid value 'nan' for --temp" $BIN generate "$G" --temp nan
+expect_usage "generate --temp -1" "--temp must be >= 0" $BIN generate "$G" --temp -1
+expect_usage "generate --temp 0.5x" "invalid value '0.5x'" $BIN generate "$G" --temp 0.5x
+expect_usage "generate --top-p 0" "--top-p must be in (0, 1]" $BIN generate "$G" --top-p 0
+expect_usage "generate --top-p 1.5" "--top-p must be in (0, 1]" $BIN generate "$G" --top-p 1.5
+expect_usage "generate --seed -1" "invalid value '-1' for --seed" $BIN generate "$G" --seed -1
+expect_usage "generate --seed 2^64" "invalid value '18446744073709551616'" $BIN generate "$G" --seed 18446744073709551616
+expect_usage "generate -n twice" "-n given twice" $BIN generate "$G" -n 5 -n 6
+expect_usage "generate --temp 0 --top-p" "--top-p has no effect with --temp 0" $BIN generate "$G" --temp 0 --top-p 0.5
+expect_usage "generate --temp 0 --seed" "--seed has no effect with --temp 0" $BIN generate "$G" --temp 0 --seed 3
+expect_usage "eval --limit 0" "--limit must be >= 1, got 0" $BIN eval "$G" --tasks piqa --limit 0
+expect_usage "eval --norm words" "--norm must be chars or bytes" $BIN eval "$G" --tasks piqa --norm words
+expect_usage "speed --threads 0" "--threads must be >= 1" $BIN speed "$G" --threads 0
+expect_usage "speed -p -1" "--prompt must be >= 1" $BIN speed "$G" -p -1
+expect_usage "synth --layers 0" "--layers must be >= 1" $BIN synth --arch llama2-7b --layers 0 -o "$tmp/s"
+expect_usage "bench --mem-mib 1" "--mem-mib must be in [16, 65536]" $BIN bench --mem-mib 1
+expect_usage "bench --threads 1," "bad --threads" $BIN bench --threads 1,
+expect_usage "distill --lr inf" "--lr must be > 0 and finite" $BIN distill "$G" "$G" -o "$tmp/d" --generate 2 --lr inf
+expect_usage "distill --lr 0" "--lr must be > 0" $BIN distill "$G" "$G" -o "$tmp/d" --generate 2 --lr 0
+expect_usage "distill --flip-frac 0" "--flip-frac must be in (0, 1]" $BIN distill "$G" "$G" -o "$tmp/d" --generate 2 --flip-every 1 --flip-frac 0
+expect_usage "distill --flip-frac without --flip-every" "--flip-frac has no effect without --flip-every" $BIN distill "$G" "$G" -o "$tmp/d" --generate 2 --flip-frac 0.1
+expect_usage "distill --eval-ctx without --eval-text" "--eval-ctx has no effect without --eval-text" $BIN distill "$G" "$G" -o "$tmp/d" --generate 2 --eval-ctx 32
+expect_usage "distill --gen-out without --generate" "--gen-out has no effect without --generate" $BIN distill "$G" "$G" -o "$tmp/d" --data "$tmp/t.txt" --gen-out "$tmp/g.tok"
+expect_usage "distill --stop-after >= --steps" "--stop-after must be below --steps" $BIN distill "$G" "$G" -o "$tmp/d" --generate 2 --steps 5 --stop-after 5
+expect_usage "distill -o with --steps 0" "-o has no effect with --steps 0" $BIN distill "$G" "$G" -o "$tmp/d" --generate 2 --steps 0 --gen-out "$tmp/g.tok"
+expect_usage "quantize --calib-tokens without --calib" "--calib-tokens has no effect without --calib" $BIN quantize "$G" -m dbf -o "$tmp/q" --calib-tokens 100
 check "no output was written by any of them" '[ ! -e "$tmp/q" ] && [ ! -e "$tmp/d" ] && [ ! -e "$tmp/s" ] && [ -z "$(ls "$tmp" | grep "\.tmp\.")" ]'
 
 # options the method does not use: one table (bl_qmethod_uses), every combination
-usage "quantize -m rtn2 --bpw 1.0" "--bpw is not used by -m rtn2 (used by: dbf, mdbf)" $BIN quantize "$G" -m rtn2 --bpw 1.0 -o "$tmp/q"
-usage "quantize -m onebit --bpw 3" "--bpw is not used by -m onebit" $BIN quantize "$G" -m onebit --bpw 3 -o "$tmp/q"
-usage "quantize -m rtn1 --adam-steps 5" "--adam-steps is not used by -m rtn1 (used by: mdbf)" $BIN quantize "$G" -m rtn1 --adam-steps 5 -o "$tmp/q"
+expect_usage "quantize -m rtn2 --bpw 1.0" "--bpw is not used by -m rtn2 (used by: dbf, mdbf)" $BIN quantize "$G" -m rtn2 --bpw 1.0 -o "$tmp/q"
+expect_usage "quantize -m onebit --bpw 3" "--bpw is not used by -m onebit" $BIN quantize "$G" -m onebit --bpw 3 -o "$tmp/q"
+expect_usage "quantize -m rtn1 --adam-steps 5" "--adam-steps is not used by -m rtn1 (used by: mdbf)" $BIN quantize "$G" -m rtn1 --adam-steps 5 -o "$tmp/q"
 table_bad=0
 for m in rtn1 rtn2 rtn3 rtn4 onebit dbf mdbf; do
   for opt in "--bpw 2" "--svd" "--nmf" "--envelope-rank 2" "--paths 2" "--adam-steps 3" "--group 64" \
@@ -85,25 +65,25 @@ for m in rtn1 rtn2 rtn3 rtn4 onebit dbf mdbf; do
   done
 done
 check "every method x unused option is refused, naming the option (49 combinations)" '[ $table_bad = 0 ] && [ ! -e "$tmp/q" ]'
-usage "--random-factors: fitting options have no effect" "--iters has no effect with --random-factors" $BIN quantize "$G" -m dbf --random-factors --iters 3 -o "$tmp/q"
+expect_usage "--random-factors: fitting options have no effect" "--iters has no effect with --random-factors" $BIN quantize "$G" -m dbf --random-factors --iters 3 -o "$tmp/q"
 $BIN quantize "$G" -m rtn1 --random-factors --seed 5 -o "$tmp/rf" >/dev/null 2>&1
 check "quantize -m rtn1 --random-factors --seed 5 is accepted" '[ -e "$tmp/rf/model.safetensors" ]'
-usage "compare --paths without mdbf" "--paths is not used by any of --methods rtn1,dbf (used by: mdbf)" $BIN compare "$G" --methods rtn1,dbf --paths 2 --out "$tmp/c"
+expect_usage "compare --paths without mdbf" "--paths is not used by any of --methods rtn1,dbf (used by: mdbf)" $BIN compare "$G" --methods rtn1,dbf --paths 2 --out "$tmp/c"
 $BIN quantize "$G" -m onebit -o "$tmp/ob" >/dev/null 2>&1
 $BIN quantize "$G" -m dbf -o "$tmp/dbf" --iters 2 >/dev/null 2>&1
-usage "distill --flip-every with a onebit student" "--flip-every is not used with a onebit student" $BIN distill "$G" "$tmp/ob" -o "$tmp/d" --generate 2 --seq 16 --flip-every 2
-usage "distill --latent-init with a dbf student" "--latent-init is not used with a dbf student" $BIN distill "$G" "$tmp/dbf" -o "$tmp/d" --generate 2 --seq 16 --latent-init 0.1
-usage "distill --no-post-ln with a dbf student" "--no-post-ln is not used with a dbf student" $BIN distill "$G" "$tmp/dbf" -o "$tmp/d" --generate 2 --seq 16 --no-post-ln
+expect_usage "distill --flip-every with a onebit student" "--flip-every is not used with a onebit student" $BIN distill "$G" "$tmp/ob" -o "$tmp/d" --generate 2 --seq 16 --flip-every 2
+expect_usage "distill --latent-init with a dbf student" "--latent-init is not used with a dbf student" $BIN distill "$G" "$tmp/dbf" -o "$tmp/d" --generate 2 --seq 16 --latent-init 0.1
+expect_usage "distill --no-post-ln with a dbf student" "--no-post-ln is not used with a dbf student" $BIN distill "$G" "$tmp/dbf" -o "$tmp/d" --generate 2 --seq 16 --no-post-ln
 check "distill refusals left no output" '[ ! -e "$tmp/d" ]'
-usage "info --tensors --json" "--tensors has no effect with --json" $BIN info "$G" --tensors --json
+expect_usage "info --tensors --json" "--tensors has no effect with --json" $BIN info "$G" --tensors --json
 
 # windows beyond the trained context (stories260K.gguf says 2048)
-usage "ppl --ctx 99999" "longer than the 2048 tokens" $BIN ppl "$G" -f "$tmp/t.txt" --ctx 99999
+expect_usage "ppl --ctx 99999" "longer than the 2048 tokens" $BIN ppl "$G" -f "$tmp/t.txt" --ctx 99999
 check "... and says how to ask for it" 'grep -q -- "--allow-long-ctx" "$tmp/err"'
-usage "--allow-long-ctx without --ctx" "--allow-long-ctx has no effect without --ctx" $BIN ppl "$G" -f "$tmp/t.txt" --allow-long-ctx
+expect_usage "--allow-long-ctx without --ctx" "--allow-long-ctx has no effect without --ctx" $BIN ppl "$G" -f "$tmp/t.txt" --allow-long-ctx
 long=$($BIN ppl "$G" -f "$tmp/t.txt" --ctx 4096 --allow-long-ctx --json 2>"$tmp/err")
 check "--allow-long-ctx runs it, with a warning" 'grep -q "warning: --ctx 4096 is beyond the 2048" "$tmp/err" && python3 -c "import json,sys; d=json.loads(sys.argv[1]); assert d[\"ctx\"]==4096 and d[\"ctx_source\"]==\"flag\" and d[\"trained_ctx\"]==2048" "$long"'
-usage "eval --ctx 99999" "longer than the 2048 tokens" $BIN eval "$G" --tasks piqa --limit 1 --ctx 99999
+expect_usage "eval --ctx 99999" "longer than the 2048 tokens" $BIN eval "$G" --tasks piqa --limit 1 --ctx 99999
 
 # where the window came from, in text and JSON
 j=$($BIN ppl "$G" -f "$tmp/t.txt" --json 2>/dev/null)
@@ -117,5 +97,4 @@ if [ -e "$DATA/data/llm-foundry-icl/arc_easy.jsonl" ]; then
 fi
 check "eval --help says chars is the default, as lm-eval" '$BIN eval --help | grep -q "characters (default, as lm-eval"'
 
-echo "$passes passed, $fails failed"
-[ $fails -eq 0 ]
+finish

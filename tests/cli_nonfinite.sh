@@ -5,16 +5,8 @@
 # overflow to Inf). generate, ppl, eval, quantize calibration and distill must stop with an
 # error that names what and where, exit non-zero, print no result, and draw no sanitizer report.
 set -u
-BIN=${BITLLM_BIN:?}
-DATA=${BITLLM_DATA:-../shared}
-S=$DATA/models/stories260K
-fails=0; passes=0
-ok() { passes=$((passes + 1)); echo "ok   $1"; }
-bad() { fails=$((fails + 1)); echo "FAIL $1"; }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+. "$(dirname "$0")/testlib.sh"
 if [ ! -e "$S/hf/model.safetensors" ]; then echo "SKIP: $S/hf not found"; exit 77; fi
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-export OMP_NUM_THREADS=1
 
 # patch NAME VALUE DIR: a copy of the HF checkpoint with every element of tensor NAME set to VALUE
 patch() {
@@ -36,49 +28,36 @@ PY
 patch model.norm.weight nan "$tmp/nan"
 patch model.layers.1.input_layernorm.weight 1e30 "$tmp/huge"
 
-# expect NAME PATTERN CMD...: rc in 1..127, PATTERN (extended regex) on stderr, nothing on
-# stdout, no sanitizer report
-expect() {
-  local name=$1 pat=$2; shift 2
-  "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
-  if [ $rc -ne 0 ] && [ $rc -lt 128 ] && grep -Eq -- "$pat" "$tmp/err" && [ ! -s "$tmp/out" ] &&
-     ! grep -q "AddressSanitizer\|LeakSanitizer\|runtime error:" "$tmp/err"; then
-    ok "$name (rc $rc)"
-  else
-    bad "$name (rc $rc, stdout $(head -c 80 "$tmp/out" | tr '\n' ' '): $(head -c 300 "$tmp/err" | tr '\n' ' '))"
-  fi
-}
 # The NaN final norm may be refused when the model is loaded (naming the tensor) or when it is
 # first used; either way the message names it.
 NAN_PAT="(model\.norm|final norm).*(not finite|non-finite|NaN)|(not finite|non-finite|NaN).*(model\.norm|final norm)"
 for mode in "--temp 0" "--temp 1 --top-p 1" "--temp 0.8 --top-p 0.5"; do
-  expect "generate $mode, NaN final norm" "$NAN_PAT" $BIN generate "$tmp/nan" -n 3 $mode --json
+  expect_fail "generate $mode, NaN final norm" "$NAN_PAT" $BIN generate "$tmp/nan" -n 3 $mode --json
 done
-expect "generate (text), NaN final norm" "$NAN_PAT" $BIN generate "$tmp/nan" -n 3 --temp 0.8 --top-p 0.5
+expect_fail "generate (text), NaN final norm" "$NAN_PAT" $BIN generate "$tmp/nan" -n 3 --temp 0.8 --top-p 0.5
 echo "Once upon a time there was a little cat. The cat liked to play in the sun." >"$tmp/t.txt"
-expect "ppl, NaN final norm" "$NAN_PAT" $BIN ppl "$tmp/nan" -f "$tmp/t.txt" --json
+expect_fail "ppl, NaN final norm" "$NAN_PAT" $BIN ppl "$tmp/nan" -f "$tmp/t.txt" --json
 if [ -e "$DATA/data/piqa/valid.jsonl" ] || [ -e "$DATA/data/llm-foundry-icl/piqa.jsonl" ]; then
-  expect "eval, NaN final norm" "$NAN_PAT" $BIN eval "$tmp/nan" --tasks piqa --limit 2 --json
+  expect_fail "eval, NaN final norm" "$NAN_PAT" $BIN eval "$tmp/nan" --tasks piqa --limit 2 --json
 fi
-expect "quantize --calib (gradient statistics), NaN final norm" "$NAN_PAT" \
+expect_fail "quantize --calib (gradient statistics), NaN final norm" "$NAN_PAT" \
   $BIN quantize "$tmp/nan" -m dbf --calib "$tmp/t.txt" -o "$tmp/q-nan"
 check "... wrote nothing" '[ ! -e "$tmp/q-nan" ] && [ -z "$(ls "$tmp" | grep "q-nan\.")" ]'
 $BIN quantize "$S/stories260K.gguf" -m onebit -o "$tmp/ob" >/dev/null 2>&1
-expect "distill with a NaN teacher" "$NAN_PAT" \
+expect_fail "distill with a NaN teacher" "$NAN_PAT" \
   $BIN distill "$tmp/nan" "$tmp/ob" -o "$tmp/d-nan" --data "$tmp/t.txt" --seq 8 --batch 1 --steps 2
 
 # Inf activations from finite weights: only the forward pass can see them
 LAYER_PAT="huge.*non-finite value .*layer 1 after attention.*token position [0-9]+"
-expect "generate, Inf activations" "$LAYER_PAT" $BIN generate "$tmp/huge" -n 3 --temp 0 --json
-expect "generate -p, Inf activations (the prompt)" "prompt: .*$LAYER_PAT" \
+expect_fail "generate, Inf activations" "$LAYER_PAT" $BIN generate "$tmp/huge" -n 3 --temp 0 --json
+expect_fail "generate -p, Inf activations (the prompt)" "prompt: .*$LAYER_PAT" \
   $BIN generate "$tmp/huge" -p "Once upon a time" -n 3 --temp 0
-expect "ppl, Inf activations, names the chunk and the text" "t\.txt: chunk 1 \(text tokens 0 to [0-9]+\): .*$LAYER_PAT" \
+expect_fail "ppl, Inf activations, names the chunk and the text" "t\.txt: chunk 1 \(text tokens 0 to [0-9]+\): .*$LAYER_PAT" \
   $BIN ppl "$tmp/huge" -f "$tmp/t.txt"
-expect "quantize calibration, Inf activations" "calibration: window 1.*$LAYER_PAT" \
+expect_fail "quantize calibration, Inf activations" "calibration: window 1.*$LAYER_PAT" \
   $BIN quantize "$tmp/huge" -m dbf --calib "$tmp/t.txt" --no-grad-stats -o "$tmp/q-huge"
-expect "distill, Inf activations in the student's teacher" "teacher .*huge.* non-finite value in the output of layer 1" \
+expect_fail "distill, Inf activations in the student's teacher" "teacher .*huge.* non-finite value in the output of layer 1" \
   $BIN distill "$tmp/huge" "$tmp/ob" -o "$tmp/d-huge" --data "$tmp/t.txt" --seq 8 --batch 1 --steps 2
 check "distill stopped before writing a model" '[ ! -e "$tmp/d-huge/model.safetensors" ]'
 
-echo "$passes passed, $fails failed"
-[ $fails -eq 0 ]
+finish

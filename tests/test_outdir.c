@@ -171,6 +171,18 @@ static void test_refusals(void) {
     CHECK(bl_outdir_prepare(bad, &o, &d, &err) == BL_ERR_IO && strstr(err.msg, "missing"));
 }
 
+/* <target>.<kind>.<pid>/ with a model file, marked complete or not. */
+static void leftover(const char *target, const char *kind, long pid, const char *text,
+                     bool marker) {
+    char name[96];
+    snprintf(name, sizeof name, "%s.%s.%ld", target, kind, pid);
+    mk(name);
+    snprintf(name, sizeof name, "%s.%s.%ld/model.safetensors", target, kind, pid);
+    put(name, text);
+    snprintf(name, sizeof name, "%s.%s.%ld/.bitllm-output", target, kind, pid);
+    if (marker) put(name, "{}");
+}
+
 static void test_leftovers(void) {
     bl_err err = {0};
     bl_outdir_opts o = {.command = "test"};
@@ -192,17 +204,9 @@ static void test_leftovers(void) {
     char p[256];
     path_of(p, sizeof p, name);
     rmdir(p);
-    /* killed between "old aside" and "new in": the complete new one is put in place */
-    snprintf(name, sizeof name, "gone.old.%ld", dead);
-    mk(name);
-    snprintf(name, sizeof name, "gone.old.%ld/model.safetensors", dead);
-    put(name, "old");
-    snprintf(name, sizeof name, "gone.tmp.%ld", dead);
-    mk(name);
-    snprintf(name, sizeof name, "gone.tmp.%ld/model.safetensors", dead);
-    put(name, "new");
-    snprintf(name, sizeof name, "gone.tmp.%ld/.bitllm-output", dead);
-    put(name, "{}");
+    /* killed between "old aside" and "new in": the complete new one is put in place ... */
+    leftover("gone", "old", dead, "old", true);
+    leftover("gone", "tmp", dead, "new", true);
     bl_outdir *d;
     path_of(p, sizeof p, "gone");
     REQUIRE(bl_outdir_prepare(p, &o, &d, &err) == BL_OK);
@@ -210,14 +214,8 @@ static void test_leftovers(void) {
     bl_outdir_abort(d);
     CHECK(count_prefix("gone.") == 0);
     /* ... and the old one when the new one was not complete (no marker yet) */
-    snprintf(name, sizeof name, "lost.old.%ld", dead);
-    mk(name);
-    snprintf(name, sizeof name, "lost.old.%ld/model.safetensors", dead);
-    put(name, "old");
-    snprintf(name, sizeof name, "lost.old.%ld/.bitllm-output", dead);
-    put(name, "{}");
-    snprintf(name, sizeof name, "lost.tmp.%ld", dead);
-    mk(name);
+    leftover("lost", "old", dead, "old", true);
+    leftover("lost", "tmp", dead, "new", false);
     path_of(p, sizeof p, "lost");
     REQUIRE(bl_outdir_prepare(p, &o, &d, &err) == BL_OK);
     CHECK(holds("lost/model.safetensors", "old"));

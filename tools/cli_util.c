@@ -185,6 +185,19 @@ int cli_parse(const cli_spec *s, int argc, char **argv, const char **pos, int *n
     return CLI_OK;
 }
 
+bl_outdir *cli_outdir_prepare(const char *cmd, const char *out, const char *const *inputs,
+                              int n_inputs, bool force, bool live) {
+    bl_outdir_opts oo = {.force = force, .inputs = inputs, .n_inputs = n_inputs, .command = cmd,
+                         .live = live};
+    bl_outdir *od = NULL;
+    bl_err err = {0};
+    if (bl_outdir_prepare(out, &oo, &od, &err) != BL_OK) {
+        cli_error(cmd, &err);
+        return NULL;
+    }
+    return od;
+}
+
 int cli_error(const char *cmd, const bl_err *err) {
     fprintf(stderr, "bitllm %s: %s\n", cmd, err->msg[0] ? err->msg : bl_status_name(err->code));
     return 1;

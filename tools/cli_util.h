@@ -94,6 +94,11 @@ int cli_outfile_open(const char *cmd, const char *path, cli_outfile *o);
 int cli_outfile_commit(const char *cmd, cli_outfile *o);
 void cli_outfile_abort(cli_outfile *o); /* removes the temporary file; no-op after commit */
 
+/* bl_outdir_prepare for the command cmd (its name goes into the marker file): NULL with the
+ * error printed when OUT cannot be written or must not be (docs/errors.md). */
+bl_outdir *cli_outdir_prepare(const char *cmd, const char *out, const char *const *inputs,
+                              int n_inputs, bool force, bool live);
+
 /* Reads a whole text file; prints the error and returns NULL on failure. */
 char *cli_read_text(const char *cmd, const char *path, size_t *len);
 /* Tokenizes text with the model's tokenizer (error printed); returns NULL on failure. */

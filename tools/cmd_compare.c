@@ -347,10 +347,8 @@ int cmd_compare(int argc, char **argv) {
         if (runs[i].fp) continue;
         bl_outdir *od;
         snprintf(path, sizeof path, "%s/models/%s", out, runs[i].label);
-        bl_outdir_opts oo = {.force = false, .inputs = inputs, .n_inputs = 5,
-                             .command = "compare"};
-        if (bl_outdir_prepare(path, &oo, &od, &err)) return cli_error("compare", &err);
-        bl_outdir_abort(od);
+        if (!(od = cli_outdir_prepare("compare", path, inputs, 5, false, false))) return 1;
+        bl_outdir_abort(od); /* checked now; written for real by its run */
     }
     bl_task_set *sets[BL_TASK_COUNT];
     int n_sets = eval_load_tasks("compare", tasks, data, limit, sets);

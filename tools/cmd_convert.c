@@ -27,9 +27,8 @@ int cmd_convert(int argc, char **argv) {
     if (!out) return cli_errorf("convert", "missing -o OUTDIR");
     bl_err err = {0};
     const char *inputs[] = {pos[0], tokp};
-    bl_outdir_opts oo = {.force = force, .inputs = inputs, .n_inputs = 2, .command = "convert"};
-    bl_outdir *od;
-    if (bl_outdir_prepare(out, &oo, &od, &err)) return cli_error("convert", &err);
+    bl_outdir *od = cli_outdir_prepare("convert", out, inputs, 2, force, false);
+    if (!od) return 1;
     bl_model *m = cli_load_model(pos[0], tokp);
     if (!m) {
         bl_outdir_abort(od);

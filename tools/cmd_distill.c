@@ -202,9 +202,7 @@ int cmd_distill(int argc, char **argv) {
         snprintf(state, sizeof state, "%s/checkpoint/state.safetensors", out);
         if (o.resume && stat(state, &st) != 0)
             return cli_errorf("distill", "--resume: nothing to resume, %s not found", state);
-        bl_outdir_opts oo = {.force = force, .inputs = inputs, .n_inputs = 5,
-                             .command = "distill", .live = true};
-        if (bl_outdir_prepare(out, &oo, &od, &err)) return cli_error("distill", &err);
+        if (!(od = cli_outdir_prepare("distill", out, inputs, 5, force, true))) return 1;
         o.export_dir = bl_outdir_path(od);
     }
 

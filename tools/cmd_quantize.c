@@ -147,11 +147,9 @@ int cmd_quantize(int argc, char **argv) {
     o.random_factors = rnd;
 
     /* The output is checked and its temporary directory created before anything is fitted. */
-    bl_err perr = {0};
     const char *inputs[] = {pos[0], tokp, calib};
-    bl_outdir_opts oo = {.force = force, .inputs = inputs, .n_inputs = 3, .command = "quantize"};
-    bl_outdir *od = NULL;
-    if (bl_outdir_prepare(out, &oo, &od, &perr)) return cli_error("quantize", &perr);
+    bl_outdir *od = cli_outdir_prepare("quantize", out, inputs, 3, force, false);
+    if (!od) return 1;
     bl_model *m = cli_load_model(pos[0], tokp);
     if (!m) {
         bl_outdir_abort(od);

@@ -62,9 +62,8 @@ int cmd_synth(int argc, char **argv) {
                                                  : BL_DT_COUNT;
     if (dt == BL_DT_COUNT) return cli_errorf("synth", "--dtype must be f16, bf16 or f32");
     const char *inputs[] = {config};
-    bl_outdir_opts oo = {.force = force, .inputs = inputs, .n_inputs = 1, .command = "synth"};
-    bl_outdir *od;
-    if (bl_outdir_prepare(out, &oo, &od, &err)) return cli_error("synth", &err);
+    bl_outdir *od = cli_outdir_prepare("synth", out, inputs, 1, force, false);
+    if (!od) return 1;
     double t0 = bl_time_s();
     if (bl_synth_model(&c, dt, seed, bl_outdir_path(od), &err)) {
         bl_outdir_abort(od);
