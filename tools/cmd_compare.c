@@ -226,6 +226,7 @@ static cJSON *run_one(const compare_cfg *c, const bl_model *fp, const run_spec *
 }
 
 static int append_line(const char *path, cJSON *line) {
+    cli_json_make_valid(line); /* paths and the command line need not be UTF-8 */
     char *s = cJSON_PrintUnformatted(line);
     FILE *f = s ? fopen(path, "a") : NULL;
     int rc = 0;
