@@ -3,14 +3,7 @@
 # JSON keys, the reconstruction written with -o against an independent error computation, the
 # importance-weighted error, MDBF(l=1, P=1) = DBF, and clean failures on bad input.
 set -u
-BIN=${BITLLM_BIN:?}
-DATA=${BITLLM_DATA:-../shared}
-S=$DATA/models/stories260K
-fails=0; passes=0
-ok() { passes=$((passes + 1)); echo "ok   $1"; }
-bad() { fails=$((fails + 1)); echo "FAIL $1"; }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/testlib.sh"
 
 # .npy files written here without NumPy: header dict padded to 64 bytes, then the raw values
 cat > "$tmp/npy.py" <<'PY'
@@ -104,31 +97,28 @@ assert a[\"shape\"]==[64,172] and a[\"rel_err\"]==b[\"rel_err\"] and a[\"bpw\"]=
   check "4.0 bpw on 64×172: middle above min(m, n), stores ~4 bpw" 'python3 -c "import json,sys;d=json.load(open(sys.argv[1]));assert d[\"mid\"]>64 and 3.95<d[\"bpw\"]<=4.0 and d[\"converged_paths\"]==1" "$tmp/wide.json"'
 fi
 
-# failures: clear message, non-zero exit, no crash
-expect_fail() { # name, command...
-  local name=$1; shift
-  "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
-  if [ $rc -ne 0 ] && [ $rc -lt 128 ] && [ -s "$tmp/err" ]; then ok "$name (rc $rc: $(head -c 110 "$tmp/err" | tr '\n' ' '))"; else bad "$name (rc $rc)"; fi
-}
-expect_fail "missing file" $BIN fit /nonexistent/w.npy
+# failures: clear message, non-zero exit, no crash, nothing on stdout
+expect_fail "missing file" "cannot open" $BIN fit /nonexistent/w.npy
 head -c 300 "$tmp/w.npy" > "$tmp/trunc.npy"
-expect_fail "truncated .npy" $BIN fit "$tmp/trunc.npy"
+expect_fail "truncated .npy" "data is 172 bytes, the shape needs 15360" $BIN fit "$tmp/trunc.npy"
 py write "$tmp/big.npy" 4 5 ">f4" C - 1
-expect_fail "big-endian .npy" $BIN fit "$tmp/big.npy"
+expect_fail "big-endian .npy" "not little-endian" $BIN fit "$tmp/big.npy"
 py write "$tmp/w3.npy" 4 5 "<f4" C "(2, 2, 5)" 1
-expect_fail "3-D .npy" $BIN fit "$tmp/w3.npy"
+expect_fail "3-D .npy" "expected a 2-D array" $BIN fit "$tmp/w3.npy"
 py vec "$tmp/short.npy" 79 1.0
-expect_fail "importance of the wrong length" $BIN fit "$tmp/w.npy" --importance "$tmp/short.npy"
+expect_fail "importance of the wrong length" "vector of 80 values" $BIN fit "$tmp/w.npy" --importance "$tmp/short.npy"
 py vec "$tmp/neg.npy" 80 -1.0
-expect_fail "negative importance" $BIN fit "$tmp/w.npy" --importance "$tmp/neg.npy"
+expect_fail "negative importance" "finite and >= 0" $BIN fit "$tmp/w.npy" --importance "$tmp/neg.npy"
 cp "$tmp/w.npy" "$tmp/keep.npy"
-expect_fail "-o over the input" $BIN fit "$tmp/keep.npy" -o "$tmp/keep.npy"
+expect_fail "-o over the input" "keep.npy" $BIN fit "$tmp/keep.npy" -o "$tmp/keep.npy"
 check "the input is untouched" 'cmp -s "$tmp/w.npy" "$tmp/keep.npy"'
-expect_fail "unknown method" $BIN fit "$tmp/w.npy" --method dbx
-expect_fail "infeasible target" $BIN fit "$tmp/w.npy" --method mdbf --envelope-rank 4 --paths 2 --bpw 1.0
-[ -e "$S/stories260K.gguf" ] && expect_fail "unknown tensor" $BIN fit "$S/stories260K.gguf" --tensor model.layers.9.mlp.up_proj.weight
-expect_fail ".npy with --tensor" $BIN fit "$tmp/w.npy" --tensor x
+expect_usage "unknown method" "unknown method 'dbx'" $BIN fit "$tmp/w.npy" --method dbx
+expect_usage "--iters with a method that does not iterate" "--iters is not used by -m rtn1" $BIN fit "$tmp/w.npy" --method rtn1 --iters 5
+expect_usage "--mid and --bpw together" "give one" $BIN fit "$tmp/w.npy" --mid 10 --bpw 1.0
+expect_usage "--tol out of range" "--tol" $BIN fit "$tmp/w.npy" --tol 0
+expect_fail "infeasible target" "below the 4.4000 bpw" $BIN fit "$tmp/w.npy" --method mdbf --envelope-rank 4 --paths 2 --bpw 1.0
+[ -e "$G" ] && expect_fail "unknown tensor" "no tensor 'model.layers.9.mlp.up_proj.weight'" $BIN fit "$G" --tensor model.layers.9.mlp.up_proj.weight
+expect_fail ".npy with --tensor" "names a tensor of a MODEL" $BIN fit "$tmp/w.npy" --tensor x
 $BIN fit --help >/dev/null && ok "fit --help" || bad "fit --help"
 
-echo "$passes passed, $fails failed"
-[ $fails -eq 0 ]
+finish

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "bitllm/quantize.h"
 #include "cli.h"
@@ -14,11 +13,6 @@
 static bool ends_with(const char *s, const char *suffix) {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && strcmp(s + a - b, suffix) == 0;
-}
-
-static bool same_file(const char *a, const char *b) {
-    struct stat sa, sb;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
 /* A 1-D importance vector of exactly `len` values (a 2-D 1×len or len×1 array is accepted too). */
@@ -58,59 +52,86 @@ int cmd_fit(int argc, char **argv) {
     uint64_t seed = 0;
     const cli_opt opts[] = {
         {"tensor", 0, OPT_STR, &tensor, "NAME", "with MODEL: the matrix to fit, e.g. "
-                                                "model.layers.3.mlp.down_proj.weight"},
-        {"method", 'm', OPT_STR, &method, "M", "rtn1|rtn2|rtn3|rtn4|onebit|dbf|mdbf (default dbf)"},
+                                                "model.layers.3.mlp.down_proj.weight", CLI_ANY},
+        {"method", 'm', OPT_STR, &method, "M", "rtn1|rtn2|rtn3|rtn4|onebit|dbf|mdbf (default dbf)",
+         CLI_ANY},
         {"bpw", 0, OPT_STR, &bpw_s, "B", "dbf/mdbf target bpw incl. FP16 vectors, or 'onebit' "
-                                         "(default: onebit's cost for the shape)"},
-        {"mid", 0, OPT_INT, &mid, "K", "dbf/mdbf middle dimension (overrides --bpw)"},
-        {"envelope-rank", 0, OPT_INT, &rank_l, "L", "mdbf envelope rank l (default 1)"},
-        {"paths", 0, OPT_INT, &paths, "P", "mdbf paths (default 1)"},
+                                         "(default: onebit's cost for the shape)", USES(BL_QP_BPW)},
+        {"mid", 0, OPT_INT, &mid, "K", "dbf/mdbf middle dimension (instead of --bpw)",
+         CLI_RANGE(1, (double)BL_MAX_MID), USES(BL_QP_BPW)},
+        {"envelope-rank", 0, OPT_INT, &rank_l, "L", "mdbf envelope rank l (default 1)",
+         CLI_RANGE(1, 1024), USES(BL_QP_ENVELOPE_RANK)},
+        {"paths", 0, OPT_INT, &paths, "P", "mdbf paths (default 1)", CLI_RANGE(1, 64),
+         USES(BL_QP_PATHS)},
         {"iters", 0, OPT_INT, &iters, "N", "dbf/mdbf: exactly N ADMM iterations (default: stop "
-                                           "on convergence)"},
-        {"max-iters", 0, OPT_INT, &max_iters, "N", "cap of the convergence stop (default 260)"},
+                                           "on convergence)", CLI_MIN(1), USES(BL_QP_ITERS)},
+        {"max-iters", 0, OPT_INT, &max_iters, "N", "cap of the convergence stop (default 260)",
+         CLI_RANGE(1, 1000000), USES(BL_QP_ITERS)},
         {"tol", 0, OPT_FLOAT, &tol, "T", "convergence: relative improvement per 10 iterations "
-                                         "(default 1e-3)"},
-        {"group", 0, OPT_INT, &group, "G", "rtn2..4 group size, 64 or 128 (default 128)"},
-        {"svd", 0, OPT_FLAG, &svd, NULL, "onebit: SVID rank-1 by SVD (default NMF)"},
-        {"seed", 0, OPT_U64, &seed, "S", "random seed (default 0)"},
+                                         "(default 1e-3)", CLI_RANGE_LO_OPEN(0.0, 1.0),
+         USES(BL_QP_ITERS)},
+        {"group", 0, OPT_INT, &group, "G", "rtn2..4 group size, 64 or 128 (default 128)",
+         CLI_RANGE(64, 128), USES(BL_QP_GROUP)},
+        {"svd", 0, OPT_FLAG, &svd, NULL, "onebit: SVID rank-1 by SVD (default NMF)",
+         USES(BL_QP_SVID)},
+        {"seed", 0, OPT_U64, &seed, "S", "random seed (default 0)", USES(BL_QP_SEED)},
         {"importance", 0, OPT_STR, &imp_in, "FILE.npy", "per-input-column importance (n values, "
-                                                        "e.g. mean x²)"},
+                                                        "e.g. mean x²): weights the onebit/dbf/mdbf "
+                                                        "fit and the reported weighted error",
+         CLI_ANY},
         {"out-importance", 0, OPT_STR, &imp_out, "FILE.npy", "per-output-row importance (m "
-                                                             "values)"},
-        {"out", 'o', OPT_STR, &out, "W_HAT.npy", "write the reconstruction Ŵ (float32, m×n)"},
-        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints"},
-        {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout"},
+                                                             "values)", CLI_ANY},
+        {"out", 'o', OPT_STR, &out, "W_HAT.npy", "write the reconstruction Ŵ (float32, m×n)",
+         CLI_ANY},
+        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
+        {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout", CLI_ANY},
     };
+    uint64_t given = 0;
     const cli_spec spec = {"fit", "FILE.npy | MODEL --tensor NAME",
                            "Fit one matrix (a float32/float16 2-D .npy file, or a tensor of a "
                            "model) with one method and print its relative error, the "
                            "importance-weighted error, the bits per weight it stores, iterations "
-                           "and time.",
-                           opts, (int)(sizeof opts / sizeof opts[0]), 1, 1};
+                           "and time. An option the method does not use is an error.",
+                           opts, (int)(sizeof opts / sizeof opts[0]), 1, 1, &given};
     const char *pos[1];
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);
     bl_layer_fit_opts o;
     bl_layer_fit_opts_default(&o);
-    if (!bl_qmethod_from_name(method, &o.method))
-        return cli_errorf("fit", "unknown method '%s' (rtn1..rtn4, onebit, dbf, mdbf)", method);
+    if (!bl_qmethod_from_name(method, &o.method)) {
+        cli_errorf("fit", "unknown method '%s' (rtn1..rtn4, onebit, dbf, mdbf)", method);
+        return 2;
+    }
+    if (cli_check_method_opts("fit", &spec, o.method, false, method)) return 2;
     if (bpw_s && strcmp(bpw_s, "onebit") != 0) {
         char *end;
         o.bpw = strtod(bpw_s, &end);
-        if (*end || !(o.bpw > 0.0 && o.bpw <= 64.0))
-            return cli_errorf("fit", "--bpw must be a number in (0, 64] or 'onebit'");
+        if (!*bpw_s || *end || !(o.bpw > 0.0 && o.bpw <= 64.0)) {
+            cli_errorf("fit", "--bpw must be a number in (0, 64] or 'onebit', got '%s'", bpw_s);
+            return 2;
+        }
     }
-    if (mid < 0 || rank_l < 1 || paths < 1 || paths > 64 || iters < 0 || max_iters < 0 ||
-        !(tol >= 0.0 && tol < 1.0))
-        return cli_errorf("fit", "--mid, --envelope-rank, --paths (1..64), --iters, --max-iters "
-                                 "and --tol (in [0, 1)) must be in range");
-    if (group != 64 && group != 128) return cli_errorf("fit", "--group must be 64 or 128");
+    if (bpw_s && mid) {
+        cli_errorf("fit", "--mid and --bpw both set the middle dimension; give one");
+        return 2;
+    }
+    if (group != 64 && group != 128) {
+        cli_errorf("fit", "--group must be 64 or 128, got %d", group);
+        return 2;
+    }
     const bool npy = ends_with(pos[0], ".npy");
     if (npy && tensor) return cli_errorf("fit", "--tensor names a tensor of a MODEL, not of a .npy");
     if (!npy && !tensor)
         return cli_errorf("fit", "%s: give a .npy file, or a MODEL with --tensor NAME", pos[0]);
-    if (out && npy && same_file(out, pos[0]))
-        return cli_errorf("fit", "-o %s would overwrite the input", out);
+    if (out) { /* never onto an input: the matrix, the model, the importance files */
+        const char *inputs[] = {pos[0], imp_in, imp_out, tokp};
+        const char *in[4];
+        int n_in = 0;
+        for (int i = 0; i < 4; i++)
+            if (inputs[i]) in[n_in++] = inputs[i];
+        bl_err oerr = {0};
+        if (bl_output_file_check(out, in, n_in, &oerr) != BL_OK) return cli_error("fit", &oerr);
+    }
     o.mid = mid;
     o.group = group;
     o.rank_l = rank_l;
