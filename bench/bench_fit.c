@@ -45,28 +45,11 @@ static double sgemm_gflops;
 
 static float *gen_llm(int64_t m, int64_t n, uint64_t seed) {
     float *W = malloc(sizeof(float) * (size_t)m * (size_t)n);
-    float *cs = malloc(sizeof(float) * (size_t)n);
-    if (!W || !cs) {
-        fprintf(stderr, "out of memory\n");
+    bl_err err = {0};
+    if (!W || bl_synth_llm_matrix(m, n, seed, W, &err) != BL_OK) {
+        fprintf(stderr, "out of memory for a %lldx%lld matrix\n", (long long)m, (long long)n);
         exit(2);
     }
-    bl_rng r;
-    bl_rng_seed(&r, seed);
-    for (int64_t j = 0; j < n; j++) cs[j] = bl_rng_uniform(&r) < 0.01f ? 10.0f : 1.0f;
-    /* std of t₄ is √2: scale so ordinary entries have std 0.02 */
-    const float base = 0.02f / sqrtf(2.0f);
-    for (int64_t i = 0; i < m; i++) {
-        float rs = 0.5f + bl_rng_uniform(&r);
-        for (int64_t j = 0; j < n; j++) {
-            double c = 0.0;
-            for (int k = 0; k < 4; k++) {
-                float y = bl_rng_normal(&r);
-                c += (double)y * y;
-            }
-            W[i * n + j] = base * rs * cs[j] * bl_rng_normal(&r) / (float)sqrt(c / 4.0);
-        }
-    }
-    free(cs);
     return W;
 }
 

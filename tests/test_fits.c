@@ -8,24 +8,14 @@
 #include "bitllm/quantize.h"
 #include "test.h"
 
-/* Student-t (ν = 4) entries, 1% of input channels ×10, row scales in [0.5, 1.5): LLM-like. */
+/* The LLM-like matrices of bench_fit (bl_synth_llm_matrix). */
 static float *gen_llm(int64_t m, int64_t n, uint64_t seed) {
-    float *W = malloc(sizeof(float) * (size_t)(m * n)), *cs = malloc(sizeof(float) * (size_t)n);
-    bl_rng r;
-    bl_rng_seed(&r, seed);
-    for (int64_t j = 0; j < n; j++) cs[j] = bl_rng_uniform(&r) < 0.01f ? 10.0f : 1.0f;
-    for (int64_t i = 0; i < m; i++) {
-        float rs = 0.5f + bl_rng_uniform(&r);
-        for (int64_t j = 0; j < n; j++) {
-            double c = 0.0;
-            for (int k = 0; k < 4; k++) {
-                float y = bl_rng_normal(&r);
-                c += y * y;
-            }
-            W[i * n + j] = 0.02f * rs * cs[j] * bl_rng_normal(&r) / (float)sqrt(c / 4.0);
-        }
+    float *W = malloc(sizeof(float) * (size_t)(m * n));
+    bl_err err = {0};
+    if (W && bl_synth_llm_matrix(m, n, seed, W, &err) != BL_OK) {
+        free(W);
+        W = NULL;
     }
-    free(cs);
     return W;
 }
 
@@ -74,48 +64,69 @@ static bool fit(const float *W, int64_t m, int64_t n, const bl_layer_fit_opts *o
     return true;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 /* Every method's relative error is the same for W and s·W, s = 10^-2 … 10^2 (regression: MDBF
  * with P ≥ 2 used to subtract U·Σ^½·Vᵀ as the first path's value, so its error depended on the
- * scale: 1024² l=1 P=2 at 1 bpw gave 0.93 / 0.47 / 0.44 for W×0.1 / W / W×10). The tolerance
- * 1e-3 covers what scaling by a non-power of two changes: every input rounds differently in its
- * last bit, and the ADMM (nonconvex, sign decisions) carries such differences into a few other
- * signs; the resulting spread of the error shrinks with the matrix size and the iteration count
- * (measured: ~1e-3 at 256×384 and at 512×768 with 4-10 iterations, ≤ 5e-4 at 512×768 with 20
- * and at 1024² with 10), hence 512×768 and 20 iterations here. FP16
- * scales stay normal (≥ 6e-5) at these magnitudes, so their relative rounding does not depend
- * on s. */
+ * scale: 1024² l=1 P=2 at 1 bpw gave 0.93 / 0.47 / 0.44 for W×0.1 / W / W×10).
+ *
+ * Scaling by a non-power of two changes the last bit of every input, and the ADMM (nonconvex,
+ * sign decisions) carries that into a few other signs, so one fit's error is a draw from a
+ * narrow distribution: flipping the last bit of W's entries at random moves it by up to ~1e-3
+ * (384×512 at 20 iterations: spread ~6e-4; the unchanged W itself sometimes lies 7e-4 off the
+ * perturbed fits' centre), and the scaled fits fall inside that same distribution. The test
+ * therefore compares each scale with the median over the five scales of the same matrix, and
+ * requires the mean deviation over three matrices to stay within 1e-3 and every single fit
+ * within 3e-3, far below what a scale dependence does. FP16 scales stay normal (≥ 6e-5) at
+ * these magnitudes, so their relative rounding does not depend on s. */
 static void test_scale_equivariance(void) {
-    const int64_t m = 512, n = 768;
-    float *W = gen_llm(m, n, 11), *Ws = malloc(sizeof(float) * (size_t)(m * n));
-    const double scales[] = {1e-2, 1e2, 1e-1, 10.0};
-    /* the sanitizer pass: the extreme scales, and of the ADMM fits DBF and the two P = 2 ones */
-    const int n_scales = test_quick() ? 2 : 4;
+    const int64_t m = 384, n = 512;
+    enum { N_MAT = 3, N_SCALES = 5 };
+    float *W[N_MAT], *Ws = malloc(sizeof(float) * (size_t)(m * n));
+    for (int k = 0; k < N_MAT; k++) REQUIRE((W[k] = gen_llm(m, n, 11 + (uint64_t)k)) != NULL);
+    const double scales[N_SCALES] = {1.0, 1e-2, 1e2, 1e-1, 10.0};
+    /* the sanitizer pass: 1 and the extreme scales, and of the ADMM fits DBF and the two P = 2 */
+    const int n_scales = test_quick() ? 3 : N_SCALES;
     bl_layer_fit_result *res = malloc(sizeof *res);
     for (int c = 0; c < N_METHODS; c++) {
         if (test_quick() && (c == 7 || c == 9)) continue;
         bl_layer_fit_opts o = opts_for(&METHODS[c], 1.5, 20);
-        if (!fit(W, m, n, &o, res, NULL)) {
-            CHECK_MSG(false, "%s failed", METHODS[c].name);
-            continue;
-        }
-        const double e1 = res->rel_err;
-        double worst = 0.0;
-        for (int s = 0; s < n_scales; s++) {
-            for (int64_t i = 0; i < m * n; i++) Ws[i] = (float)(W[i] * scales[s]);
-            if (!fit(Ws, m, n, &o, res, NULL)) {
-                CHECK_MSG(false, "%s at scale %g failed", METHODS[c].name, scales[s]);
-                continue;
+        double e[N_SCALES][N_MAT], med[N_MAT], worst_mean = 0.0, worst_one = 0.0;
+        bool ok = true;
+        for (int k = 0; k < N_MAT && ok; k++) {
+            double sorted[N_SCALES];
+            for (int s = 0; s < n_scales && ok; s++) {
+                for (int64_t i = 0; i < m * n; i++) Ws[i] = (float)(W[k][i] * scales[s]);
+                ok = fit(Ws, m, n, &o, res, NULL);
+                e[s][k] = sorted[s] = res->rel_err;
             }
-            worst = fmax(worst, fabs(res->rel_err - e1));
-            CHECK_MSG(fabs(res->rel_err - e1) <= 1e-3, "%s: rel_err %.5f at scale %g vs %.5f",
-                      METHODS[c].name, res->rel_err, scales[s], e1);
+            qsort(sorted, (size_t)n_scales, sizeof *sorted, cmp_double);
+            med[k] = sorted[n_scales / 2];
         }
-        fprintf(stderr, "  %-13s rel_err %.4f, largest change over scales %.1e\n",
-                METHODS[c].name, e1, worst);
+        REQUIRE(ok);
+        for (int s = 0; s < n_scales; s++) {
+            double mean = 0.0;
+            for (int k = 0; k < N_MAT; k++) {
+                const double d = e[s][k] - med[k];
+                mean += d / N_MAT;
+                worst_one = fmax(worst_one, fabs(d));
+                CHECK_MSG(fabs(d) <= 3e-3, "%s, matrix %d: rel_err %.5f at scale %g, median %.5f",
+                          METHODS[c].name, k, e[s][k], scales[s], med[k]);
+            }
+            worst_mean = fmax(worst_mean, fabs(mean));
+            CHECK_MSG(fabs(mean) <= 1e-3, "%s: mean deviation %.2e at scale %g", METHODS[c].name,
+                      mean, scales[s]);
+        }
+        fprintf(stderr, "  %-13s rel_err %.4f, deviation from the median over scales: mean "
+                        "%.1e, one fit %.1e\n",
+                METHODS[c].name, med[0], worst_mean, worst_one);
     }
     free(res);
     free(Ws);
-    free(W);
+    for (int k = 0; k < N_MAT; k++) free(W[k]);
 }
 
 /* A power-of-two scale is exact in float and the fits normalize by one, so W and 4·W give
