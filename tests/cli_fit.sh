@@ -97,6 +97,17 @@ assert a[\"shape\"]==[64,172] and a[\"rel_err\"]==b[\"rel_err\"] and a[\"bpw\"]=
   check "4.0 bpw on 64×172: middle above min(m, n), stores ~4 bpw" 'python3 -c "import json,sys;d=json.load(open(sys.argv[1]));assert d[\"mid\"]>64 and 3.95<d[\"bpw\"]<=4.0 and d[\"converged_paths\"]==1" "$tmp/wide.json"'
 fi
 
+# quantize reports the same per layer: stored bpw, iterations and the objective trajectory
+if [ -e "$G" ]; then
+  $BIN quantize "$G" -m dbf --iters 5 -o "$tmp/q" --json >"$tmp/q.json" 2>"$tmp/q.err"
+  check "quantize --json: per-layer bpw, iters, objective" 'python3 -c "
+import json,sys;d=json.load(open(sys.argv[1]));L=d[\"layers\"]
+assert len(L)==35 and all(l[\"iters\"]==5 and len(l[\"objective\"])==5 and 1.3<l[\"bpw\"]<1.8 and l[\"mid\"]>0 for l in L)
+assert abs(sum(l[\"bpw\"]*l[\"shape\"][0]*l[\"shape\"][1] for l in L)/sum(l[\"shape\"][0]*l[\"shape\"][1] for l in L)-d[\"bpw_layers\"])<1e-9
+" "$tmp/q.json"'
+  check "quantize progress shows bpw and iterations" 'grep -q "bpw 1\.[0-9]*  rel_err [0-9.]*  5 it" "$tmp/q.err"'
+fi
+
 # failures: clear message, non-zero exit, no crash, nothing on stdout
 expect_fail "missing file" "cannot open" $BIN fit /nonexistent/w.npy
 head -c 300 "$tmp/w.npy" > "$tmp/trunc.npy"
