@@ -33,6 +33,10 @@ typedef struct {
 bl_status bl_fail(bl_err *err, bl_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 const char *bl_status_name(bl_status s);
+/* Puts "prefix: " before the message already in err (e.g. the file a lower layer's message did
+ * not know), unless the message already starts with it; returns err->code (BL_ERR_FORMAT when
+ * err is NULL). */
+bl_status bl_prefix_error(bl_err *err, const char *prefix);
 
 /* Allocation: NULL on failure (never aborts). Sizes are checked for overflow. */
 void *bl_malloc(size_t n);

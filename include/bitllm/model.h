@@ -71,12 +71,24 @@ typedef struct bl_model {
 } bl_model;
 
 typedef struct {
-    const char *tokenizer_path; /* llama2.c tokenizer.bin, or tokenizer.json / dir; optional */
+    /* tokenizer.json or its directory, llama2.c tokenizer.bin, or a GGUF file holding one (told
+     * apart by content); optional. It replaces the one a model directory or GGUF brings. */
+    const char *tokenizer_path;
 } bl_load_opts;
 
 /* path: a Hugging Face model directory (config.json + safetensors, including bitllm's quantized
- * outputs), a .gguf file, or a llama2.c .bin checkpoint. */
+ * outputs), a GGUF file, or a llama2.c checkpoint, told apart by content (never by the name).
+ * The configuration is read strictly (wrong types, missing required fields, inconsistent sizes
+ * are errors naming the field), the checkpoint must hold exactly the tensors the configuration
+ * describes, weights must be finite, and a tokenizer must fit the model's vocabulary; every error
+ * names the file (docs/errors.md). */
 bl_status bl_model_load(const char *path, const bl_load_opts *opts, bl_model **out, bl_err *err);
+/* The same from a checkpoint image in memory (name names it in messages): a GGUF file or a
+ * llama2.c checkpoint (told apart by content), or, with config_json (the text of config.json),
+ * a safetensors file. No tokenizer is loaded except one embedded in a GGUF. The model's tensors
+ * are views into data, which must outlive it. */
+bl_status bl_model_load_memory(const char *name, const uint8_t *data, size_t size,
+                               const char *config_json, bl_model **out, bl_err *err);
 void bl_model_free(bl_model *m);
 /* Parameter count (all tensors used by the model) and bytes they occupy as stored. */
 int64_t bl_model_param_count(const bl_model *m);

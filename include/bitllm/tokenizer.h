@@ -14,9 +14,19 @@ typedef enum { BL_TOK_SPM = 0, BL_TOK_BYTE_BPE = 1 } bl_tok_kind;
 /* path is a tokenizer.json file, or a directory holding one (tokenizer_config.json beside it, if
  * present, supplies bos/eos and add_bos defaults). */
 bl_status bl_tokenizer_load_hf(const char *path, bl_tokenizer **out, bl_err *err);
-/* llama2.c tokenizer.bin; vocab_size is the model's (the file does not store it). */
+/* The same from the texts in memory: json (len bytes) is tokenizer.json, cfg the optional
+ * tokenizer_config.json (NULL if none); path names the source in messages. */
+bl_status bl_tokenizer_from_hf_json(const char *path, const char *json, size_t len,
+                                    const char *cfg, size_t cfg_len, bl_tokenizer **out,
+                                    bl_err *err);
+/* llama2.c tokenizer.bin; vocab_size is the model's (the file does not store it). The file must
+ * hold exactly vocab_size tokens: fewer or more means a tokenizer for another model (an error
+ * that says how many it holds). */
 bl_status bl_tokenizer_load_llama2c(const char *path, int vocab_size, bl_tokenizer **out,
                                     bl_err *err);
+/* The same from a file image in memory (path names it in messages). */
+bl_status bl_tokenizer_from_llama2c(const char *path, const uint8_t *data, size_t size,
+                                    int vocab_size, bl_tokenizer **out, bl_err *err);
 /* From GGUF metadata (tokenizer.ggml.*). */
 bl_status bl_tokenizer_load_gguf(const bl_gguf *g, bl_tokenizer **out, bl_err *err);
 void bl_tokenizer_free(bl_tokenizer *t);

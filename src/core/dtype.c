@@ -71,16 +71,54 @@ static void f64_to_f32(const void *src, float *dst, size_t n) {
     }
 }
 
+/* Non-finite scans: the exponent field all ones means Inf or NaN. Each returns the first such
+ * element of [0, n), or n. A chunk is first tested without an early exit (so the loop
+ * vectorizes), then searched only when it holds one. */
+#define SCAN_CHUNK 4096
+#define DEFINE_SCAN(fn, utype, width, expmask, step, elems)                                    \
+    static size_t fn(const void *src, size_t n) {                                              \
+        const uint8_t *p = src;                                                                \
+        size_t nb = n / (elems);                                                               \
+        for (size_t c0 = 0; c0 < nb; c0 += SCAN_CHUNK) {                                       \
+            size_t c1 = nb - c0 < SCAN_CHUNK ? nb : c0 + SCAN_CHUNK;                           \
+            int any = 0;                                                                       \
+            for (size_t i = c0; i < c1; i++) {                                                 \
+                utype v;                                                                       \
+                memcpy(&v, p + i * (step), width);                                             \
+                any |= (v & (expmask)) == (expmask);                                           \
+            }                                                                                  \
+            if (!any) continue;                                                                \
+            for (size_t i = c0; i < c1; i++) {                                                 \
+                utype v;                                                                       \
+                memcpy(&v, p + i * (step), width);                                             \
+                if ((v & (expmask)) == (expmask)) return i * (elems);                          \
+            }                                                                                  \
+        }                                                                                      \
+        return n;                                                                              \
+    }
+DEFINE_SCAN(f32_nonfinite, uint32_t, 4, 0x7f800000u, 4, 1)
+DEFINE_SCAN(f16_nonfinite, uint16_t, 2, 0x7c00u, 2, 1)
+DEFINE_SCAN(bf16_nonfinite, uint16_t, 2, 0x7f80u, 2, 1)
+DEFINE_SCAN(f64_nonfinite, uint64_t, 8, 0x7ff0000000000000ull, 8, 1)
+/* Q8_0: only the f16 scale of each 34-byte block can be non-finite; its block's first element
+ * is reported. */
+DEFINE_SCAN(q8_0_nonfinite, uint16_t, 2, 0x7c00u, 34, 32)
+
 static const bl_dtype_traits dtype_table[BL_DT_COUNT] = {
-    [BL_DT_F32] = {.name = "F32", .block = 1, .block_bytes = 4, .to_f32 = f32_to_f32},
-    [BL_DT_F16] = {.name = "F16", .block = 1, .block_bytes = 2, .to_f32 = f16_to_f32},
-    [BL_DT_BF16] = {.name = "BF16", .block = 1, .block_bytes = 2, .to_f32 = bf16_to_f32},
-    [BL_DT_Q8_0] = {.name = "Q8_0", .block = 32, .block_bytes = 34, .to_f32 = q8_0_to_f32},
+    [BL_DT_F32] = {.name = "F32", .block = 1, .block_bytes = 4, .to_f32 = f32_to_f32,
+                   .find_nonfinite = f32_nonfinite},
+    [BL_DT_F16] = {.name = "F16", .block = 1, .block_bytes = 2, .to_f32 = f16_to_f32,
+                   .find_nonfinite = f16_nonfinite},
+    [BL_DT_BF16] = {.name = "BF16", .block = 1, .block_bytes = 2, .to_f32 = bf16_to_f32,
+                    .find_nonfinite = bf16_nonfinite},
+    [BL_DT_Q8_0] = {.name = "Q8_0", .block = 32, .block_bytes = 34, .to_f32 = q8_0_to_f32,
+                    .find_nonfinite = q8_0_nonfinite},
     [BL_DT_U8] = {.name = "U8", .block = 1, .block_bytes = 1, .to_f32 = u8_to_f32},
     [BL_DT_I8] = {.name = "I8", .block = 1, .block_bytes = 1, .to_f32 = i8_to_f32},
     [BL_DT_I32] = {.name = "I32", .block = 1, .block_bytes = 4, .to_f32 = i32_to_f32},
     [BL_DT_I64] = {.name = "I64", .block = 1, .block_bytes = 8, .to_f32 = i64_to_f32},
-    [BL_DT_F64] = {.name = "F64", .block = 1, .block_bytes = 8, .to_f32 = f64_to_f32},
+    [BL_DT_F64] = {.name = "F64", .block = 1, .block_bytes = 8, .to_f32 = f64_to_f32,
+                   .find_nonfinite = f64_nonfinite},
 };
 
 const bl_dtype_traits *bl_dtype_info(bl_dtype t) {
@@ -132,4 +170,22 @@ bl_status bl_tensor_to_f32(const bl_tensor *t, float **out, bl_err *err) {
     tr->to_f32(t->data, buf, (size_t)n);
     *out = buf;
     return BL_OK;
+}
+
+bool bl_tensor_find_nonfinite(const bl_tensor *t, int64_t *index) {
+    const bl_dtype_traits *tr = bl_dtype_info(t->dtype);
+    if (!tr || !tr->find_nonfinite || !t->data) return false;
+    const size_t n = (size_t)bl_tensor_numel(t), per = (size_t)1 << 22; /* elements per task */
+    size_t first = n;
+    /* Large tensors are scanned in parallel pieces (whole blocks each); the lowest hit wins. */
+#pragma omp parallel for schedule(dynamic, 1) reduction(min : first) if (n > per)
+    for (size_t a = 0; a < n; a += per) {
+        size_t len = n - a < per ? n - a : per;
+        size_t off = a / (size_t)tr->block * (size_t)tr->block_bytes;
+        size_t i = tr->find_nonfinite((const uint8_t *)t->data + off, len);
+        if (i < len && a + i < first) first = a + i;
+    }
+    if (first == n) return false;
+    *index = (int64_t)first;
+    return true;
 }

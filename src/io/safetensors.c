@@ -112,10 +112,10 @@ static bl_status parse_entry(const char *path, const cJSON *e, const uint8_t *da
 }
 
 /* Parses the JSON header (already bounds-checked) and appends its tensors to set. */
-static bl_status parse_header(const char *path, const bl_mmap *m, uint64_t hlen,
+static bl_status parse_header(const char *path, const uint8_t *file, size_t size, uint64_t hlen,
                               bl_tensor_set *set, char **metadata_json, bl_err *err) {
     /* cJSON wants a NUL-terminated string; the mapped header is not. */
-    char *text = bl_strndup((const char *)m->data + 8, (size_t)hlen);
+    char *text = bl_strndup((const char *)file + 8, (size_t)hlen);
     if (!text) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory for header", path);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(text, &end, 0);
@@ -142,8 +142,8 @@ static bl_status parse_header(const char *path, const bl_mmap *m, uint64_t hlen,
         st = bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
-    const uint8_t *data = m->data + 8 + hlen;
-    uint64_t data_size = (uint64_t)m->size - 8 - hlen;
+    const uint8_t *data = file + 8 + hlen;
+    uint64_t data_size = (uint64_t)size - 8 - hlen;
     bool seen_meta = false;
     for (const cJSON *e = root->child; e; e = e->next) {
         if (e->string && strcmp(e->string, "__metadata__") == 0) {
@@ -190,28 +190,30 @@ done:
     return st;
 }
 
-bl_status bl_safetensors_open(const char *path, bl_tensor_set *set, char **metadata_json,
-                              bl_err *err) {
+bl_status bl_safetensors_parse(const char *path, const uint8_t *data, size_t size,
+                               bl_tensor_set *set, char **metadata_json, bl_err *err) {
     if (metadata_json) *metadata_json = NULL;
-    if (!path || !set) return bl_fail(err, BL_ERR_ARG, "safetensors: NULL argument");
-    bl_mmap m;
-    bl_status st = bl_mmap_open(&m, path, err);
-    if (st != BL_OK) return st;
+    if (!path || !set || (!data && size)) return bl_fail(err, BL_ERR_ARG, "safetensors: NULL argument");
     int n0 = set->n, maps0 = set->n_maps;
     uint64_t hlen = 0;
-    if (m.size < 8) {
+    bl_status st = BL_OK;
+    if (size < 8) {
         st = bl_fail(err, BL_ERR_FORMAT, "%s: %zu bytes is too small for a safetensors file",
-                     path, m.size);
+                     path, size);
         goto fail;
     }
-    memcpy(&hlen, m.data, 8); /* little-endian host assumed, as everywhere in bitllm */
-    if (hlen > (uint64_t)m.size - 8 || hlen > ST_MAX_HEADER || hlen < 2) {
+    memcpy(&hlen, data, 8); /* little-endian host assumed, as everywhere in bitllm */
+    if (hlen > (uint64_t)size - 8 || hlen > ST_MAX_HEADER || hlen < 2 || data[8] != '{') {
+        char what[96];
+        bl_describe_content(data, size, size, what, sizeof what);
         st = bl_fail(err, BL_ERR_FORMAT,
-                     "%s: header length %llu is invalid for a file of %zu bytes", path,
-                     (unsigned long long)hlen, m.size);
+                     "%s: not a safetensors file (header length %llu invalid for a file of %zu "
+                     "bytes, or no JSON header; %s)",
+                     path, (unsigned long long)hlen, size, what);
         goto fail;
     }
-    st = parse_header(path, &m, hlen, set, metadata_json, err);
+    st = bl_tensor_set_begin_file(set, path, err);
+    if (st == BL_OK) st = parse_header(path, data, size, hlen, set, metadata_json, err);
     if (st != BL_OK) goto fail;
     const char **names = sorted_names(set);
     if (!names) {
@@ -222,6 +224,29 @@ bl_status bl_safetensors_open(const char *path, bl_tensor_set *set, char **metad
     if (dup) st = bl_fail(err, BL_ERR_FORMAT, "%s: tensor '%s' defined twice", path, dup);
     free(names);
     if (st != BL_OK) goto fail;
+    return BL_OK;
+fail:
+    set_rollback(set, n0, maps0);
+    if (metadata_json) {
+        free(*metadata_json);
+        *metadata_json = NULL;
+    }
+    return st;
+}
+
+bl_status bl_safetensors_open(const char *path, bl_tensor_set *set, char **metadata_json,
+                              bl_err *err) {
+    if (metadata_json) *metadata_json = NULL;
+    if (!path || !set) return bl_fail(err, BL_ERR_ARG, "safetensors: NULL argument");
+    bl_mmap m;
+    bl_status st = bl_mmap_open(&m, path, err);
+    if (st != BL_OK) return st;
+    int n0 = set->n, maps0 = set->n_maps;
+    st = bl_safetensors_parse(path, m.data, m.size, set, metadata_json, err);
+    if (st != BL_OK) {
+        bl_mmap_close(&m);
+        return st;
+    }
     st = bl_tensor_set_own_map(set, &m, err);
     if (st != BL_OK) {
         set_rollback(set, n0, maps0);
@@ -229,14 +254,6 @@ bl_status bl_safetensors_open(const char *path, bl_tensor_set *set, char **metad
             free(*metadata_json);
             *metadata_json = NULL;
         }
-    }
-    return st;
-fail:
-    set_rollback(set, n0, maps0);
-    bl_mmap_close(&m);
-    if (metadata_json) {
-        free(*metadata_json);
-        *metadata_json = NULL;
     }
     return st;
 }

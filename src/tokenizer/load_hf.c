@@ -131,28 +131,24 @@ static int32_t config_token(const bl_tokenizer *t, const cJSON *cfg, const char 
     return tk_find_token(t, v->valuestring, strlen(v->valuestring));
 }
 
-static bl_status load_config(hf_ctx *c, const char *cfg_path, const cJSON *root, bl_err *err) {
+/* tokenizer_config.json (optional: cfg NULL) supplies bos_token, eos_token, add_bos_token. */
+static bl_status load_config(hf_ctx *c, const char *cfg_path, const char *cfg, size_t cfg_len,
+                             const cJSON *root, bl_err *err) {
     bl_tokenizer *t = c->t;
     t->bos = tk_hf_template_bos(root, t->n_vocab);
     t->add_bos = t->bos >= 0;
-    struct stat sb;
-    if (stat(cfg_path, &sb) != 0) return BL_OK; /* optional */
-    char *data;
-    size_t len;
-    bl_status st = bl_read_file(cfg_path, &data, &len, err);
-    if (st) return st;
-    cJSON *cfg = cJSON_ParseWithLength(data, len);
-    free(data);
-    if (!cJSON_IsObject(cfg)) {
-        cJSON_Delete(cfg);
+    if (!cfg) return BL_OK;
+    cJSON *o = cJSON_ParseWithLength(cfg, cfg_len);
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
         return bl_fail(err, BL_ERR_FORMAT, "%s: not a JSON object", cfg_path);
     }
-    int32_t bos = config_token(t, cfg, "bos_token"), eos = config_token(t, cfg, "eos_token");
+    int32_t bos = config_token(t, o, "bos_token"), eos = config_token(t, o, "eos_token");
     if (bos >= 0) t->bos = bos;
     if (eos >= 0) t->eos = eos;
-    const cJSON *ab = item(cfg, "add_bos_token");
+    const cJSON *ab = item(o, "add_bos_token");
     if (cJSON_IsBool(ab)) t->add_bos = cJSON_IsTrue(ab);
-    cJSON_Delete(cfg);
+    cJSON_Delete(o);
     return BL_OK;
 }
 
@@ -182,8 +178,8 @@ static bl_status size_vocab(const char *path, const cJSON *root, const cJSON *mo
     return BL_OK;
 }
 
-static bl_status load_json(const char *path, const char *cfg_path, const cJSON *root,
-                           bl_tokenizer **out, bl_err *err) {
+static bl_status load_json(const char *path, const char *cfg_path, const char *cfg,
+                           size_t cfg_len, const cJSON *root, bl_tokenizer **out, bl_err *err) {
     const cJSON *model = item(root, "model");
     if (!cJSON_IsObject(model))
         return bl_fail(err, BL_ERR_FORMAT, "%s: no \"model\" object", path);
@@ -216,7 +212,7 @@ static bl_status load_json(const char *path, const char *cfg_path, const cJSON *
     c.t->ignore_merges = cJSON_IsTrue(item(model, "ignore_merges"));
     if ((st = load_vocab(&c, model, err)) || (st = load_added(&c, root, err)) ||
         (st = tk_hf_pipeline(c.t, root, err)) || (st = tk_finish(c.t, err)) ||
-        (st = load_merges(&c, merges, err)) || (st = load_config(&c, cfg_path, root, err))) {
+        (st = load_merges(&c, merges, err)) || (st = load_config(&c, cfg_path, cfg, cfg_len, root, err))) {
         bl_tokenizer_free(c.t);
         c.t = NULL;
     }
@@ -224,6 +220,32 @@ static bl_status load_json(const char *path, const char *cfg_path, const cJSON *
     tk_buf_free(&c.a);
     tk_buf_free(&c.b);
     *out = c.t;
+    return st;
+}
+
+/* The tokenizer.json object; NULL with err set when the text is not one. */
+static cJSON *parse_root(const char *path, const char *json, size_t len, bl_err *err) {
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    if (cJSON_IsObject(root)) return root;
+    const char *at = cJSON_GetErrorPtr();
+    ptrdiff_t near = !root && at && at >= json && at <= json + len ? at - json : 0;
+    char what[96];
+    bl_describe_content((const uint8_t *)json, len, len, what, sizeof what);
+    bl_fail(err, BL_ERR_FORMAT,
+            "%s: not a tokenizer.json: invalid JSON or not an object (near byte %td; %s)", path,
+            near, what);
+    cJSON_Delete(root);
+    return NULL;
+}
+
+bl_status bl_tokenizer_from_hf_json(const char *path, const char *json, size_t len,
+                                    const char *cfg, size_t cfg_len, bl_tokenizer **out,
+                                    bl_err *err) {
+    *out = NULL;
+    cJSON *root = parse_root(path, json, len, err);
+    if (!root) return err ? err->code : BL_ERR_FORMAT;
+    bl_status st = load_json(path, "tokenizer_config.json", cfg, cfg_len, root, out, err);
+    cJSON_Delete(root);
     return st;
 }
 
@@ -247,25 +269,16 @@ bl_status bl_tokenizer_load_hf(const char *path, bl_tokenizer **out, bl_err *err
         snprintf(cfg, plen + 32, "%.*stokenizer_config.json", slash ? (int)(slash - path + 1) : 0,
                  path);
     }
-    char *data = NULL;
-    size_t len;
-    cJSON *root = NULL;
+    char *data = NULL, *cdata = NULL;
+    size_t len = 0, clen = 0;
     bl_status st = bl_read_file(json, &data, &len, err);
-    if (st) goto done;
-    root = cJSON_ParseWithLength(data, len);
-    if (!cJSON_IsObject(root)) {
-        const char *at = cJSON_GetErrorPtr();
-        ptrdiff_t near = !root && at && at >= data && at <= data + len ? at - data : 0;
-        st = bl_fail(err, BL_ERR_FORMAT, "%s: invalid JSON or not an object (near byte %td)",
-                     json, near);
-        goto done;
-    }
+    if (!st && stat(cfg, &sb) == 0) st = bl_read_file(cfg, &cdata, &clen, err); /* optional */
+    cJSON *root = st ? NULL : parse_root(json, data, len, err);
+    if (!st && !root) st = err ? err->code : BL_ERR_FORMAT;
     free(data); /* cJSON holds copies; release the text before building the tables */
-    data = NULL;
-    st = load_json(json, cfg, root, out, err);
-done:
+    if (root) st = load_json(json, cfg, cdata, clen, root, out, err);
     cJSON_Delete(root);
-    free(data);
+    free(cdata);
     free(json);
     free(cfg);
     return st;
