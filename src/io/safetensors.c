@@ -5,6 +5,8 @@
 #include "bitllm/io.h"
 
 #include <cjson/cJSON.h>
+
+#include "core/json.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,22 +25,22 @@ static bool json_uint(const cJSON *j, uint64_t *out) {
     return true;
 }
 
-static int cmp_name(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
+static int cmp_tensor_name(const void *a, const void *b) {
+    return strcmp((*(const bl_tensor *const *)a)->name, (*(const bl_tensor *const *)b)->name);
 }
 
-/* Sorted array of the set's tensor names (for duplicate checks and lookups in O(n log n)). */
-static const char **sorted_names(const bl_tensor_set *s) {
-    const char **v = bl_malloc_array((size_t)s->n, sizeof *v);
+/* The set's tensors sorted by name (for lookups of many names in O(n log n)). */
+static const bl_tensor **sorted_tensors(const bl_tensor_set *s) {
+    const bl_tensor **v = bl_malloc_array((size_t)s->n, sizeof *v);
     if (!v) return NULL;
-    for (int i = 0; i < s->n; i++) v[i] = s->t[i].name;
-    qsort(v, (size_t)s->n, sizeof *v, cmp_name);
+    for (int i = 0; i < s->n; i++) v[i] = &s->t[i];
+    qsort(v, (size_t)s->n, sizeof *v, cmp_tensor_name);
     return v;
 }
 
-static const char *first_duplicate(const char **sorted, int n) {
+static const char *first_duplicate(const bl_tensor **sorted, int n) {
     for (int i = 1; i < n; i++)
-        if (strcmp(sorted[i - 1], sorted[i]) == 0) return sorted[i];
+        if (strcmp(sorted[i - 1]->name, sorted[i]->name) == 0) return sorted[i]->name;
     return NULL;
 }
 
@@ -215,7 +217,7 @@ bl_status bl_safetensors_parse(const char *path, const uint8_t *data, size_t siz
     st = bl_tensor_set_begin_file(set, path, err);
     if (st == BL_OK) st = parse_header(path, data, size, hlen, set, metadata_json, err);
     if (st != BL_OK) goto fail;
-    const char **names = sorted_names(set);
+    const bl_tensor **names = sorted_tensors(set);
     if (!names) {
         st = bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", path);
         goto fail;
@@ -282,10 +284,16 @@ static bl_status open_index(const char *dir, const char *ipath, bl_tensor_set *s
     size_t len = 0;
     bl_status st = bl_read_file(ipath, &text, &len, err);
     if (st != BL_OK) return st;
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    const char **shards = NULL, **names = NULL;
+    size_t at = 0;
+    cJSON *root = bl_json_parse(text, len, &at);
+    const char **shards = NULL;
+    const bl_tensor **names = NULL;
     int n_shards = 0;
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    if (!root) {
+        st = bl_fail(err, BL_ERR_FORMAT, "%s: not valid JSON (error at byte %zu)", ipath, at);
+        goto done;
+    }
     if (!cJSON_IsObject(root) || !cJSON_IsObject(wm) || !wm->child) {
         st = bl_fail(err, BL_ERR_FORMAT, "%s: not a JSON object with a non-empty weight_map",
                      ipath);
@@ -317,17 +325,32 @@ static bl_status open_index(const char *dir, const char *ipath, bl_tensor_set *s
         free(sp);
         if (st != BL_OK) goto done;
     }
-    /* Every name the index promises must be present in the shards it points to. */
-    names = sorted_names(set);
+    /* Every name the index promises must be in the very shard it names. */
+    names = sorted_tensors(set);
     if (!names) {
         st = bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", ipath);
         goto done;
     }
     for (const cJSON *e = wm->child; e; e = e->next) {
-        const char *key = e->string ? e->string : "";
-        if (!bsearch(&key, names, (size_t)set->n, sizeof *names, cmp_name)) {
+        bl_tensor key;
+        snprintf(key.name, sizeof key.name, "%s", e->string ? e->string : "");
+        const bl_tensor *kp = &key, *const *hit =
+            strlen(e->string ? e->string : "") < BL_MAX_NAME
+                ? bsearch(&kp, names, (size_t)set->n, sizeof *names, cmp_tensor_name)
+                : NULL;
+        const char *file = hit ? bl_tensor_set_file(set, *hit) : NULL;
+        const char *in = file ? strrchr(file, '/') : NULL;
+        in = in ? in + 1 : file;
+        if (!hit) {
             st = bl_fail(err, BL_ERR_FORMAT, "%s: tensor '%.128s' is not in shard '%.256s'",
-                         ipath, key, e->valuestring);
+                         ipath, e->string ? e->string : "", e->valuestring);
+            goto done;
+        }
+        if (in && strcmp(in, e->valuestring) != 0) {
+            st = bl_fail(err, BL_ERR_FORMAT,
+                         "%s: weight_map puts tensor '%.128s' in shard '%.256s', but it is in "
+                         "'%.256s'",
+                         ipath, e->string, e->valuestring, in);
             goto done;
         }
     }

@@ -1,6 +1,8 @@
 /* Model configuration: architecture names and the Hugging Face config.json reader. */
 #include "model/model_internal.h"
 
+#include "core/json.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -270,19 +272,15 @@ static bl_status parse_hf(const cJSON *o, const char *path, bl_config *c, bl_err
 bl_status bl_config_from_hf_json(const char *json, const char *path, bl_config *c,
                                  bl_err *err) {
     memset(c, 0, sizeof *c);
-    cJSON *o = cJSON_Parse(json);
+    size_t at = 0;
+    cJSON *o = bl_json_parse(json, strlen(json), &at);
     bl_status st;
-    if (!o || !cJSON_IsObject(o)) {
-        const char *at = cJSON_GetErrorPtr();
-        ptrdiff_t near = !o && at && at >= json ? at - json : -1;
-        if (near >= 0)
-            st = bl_fail(err, BL_ERR_FORMAT, "%s: not valid JSON (error near byte %td)", path,
-                         near);
-        else
-            st = bl_fail(err, BL_ERR_FORMAT, "%s: not a JSON object", path);
-    } else {
+    if (!o)
+        st = bl_fail(err, BL_ERR_FORMAT, "%s: not valid JSON (error at byte %zu)", path, at);
+    else if (!cJSON_IsObject(o))
+        st = bl_fail(err, BL_ERR_FORMAT, "%s: not a JSON object", path);
+    else
         st = parse_hf(o, path, c, err);
-    }
     cJSON_Delete(o);
     return st;
 }

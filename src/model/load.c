@@ -5,6 +5,8 @@
  * checked by src/model/load_weights.c. */
 #include "model/model_internal.h"
 
+#include "core/json.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -76,7 +78,8 @@ static bl_status hf_config(bl_model *m, const char *cfg_path, const char *json, 
     *root = NULL;
     bl_status s = bl_config_from_hf_json(json, cfg_path, &m->cfg, err);
     if (s) return s;
-    if (!(*root = cJSON_Parse(json))) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", cfg_path);
+    if (!(*root = bl_json_parse(json, strlen(json), NULL)))
+        return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", cfg_path);
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(*root, "tie_word_embeddings");
     src->cfg_file = cfg_path;
     src->cfg = &bl_hf_config_fields;

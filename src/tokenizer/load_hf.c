@@ -11,6 +11,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/json.h"
+
 #include "tokenizer/tok_internal.h"
 
 typedef struct {
@@ -138,7 +140,7 @@ static bl_status load_config(hf_ctx *c, const char *cfg_path, const char *cfg, s
     t->bos = tk_hf_template_bos(root, t->n_vocab);
     t->add_bos = t->bos >= 0;
     if (!cfg) return BL_OK;
-    cJSON *o = cJSON_ParseWithLength(cfg, cfg_len);
+    cJSON *o = bl_json_parse(cfg, cfg_len, NULL);
     if (!cJSON_IsObject(o)) {
         cJSON_Delete(o);
         return bl_fail(err, BL_ERR_FORMAT, "%s: not a JSON object", cfg_path);
@@ -225,15 +227,16 @@ static bl_status load_json(const char *path, const char *cfg_path, const char *c
 
 /* The tokenizer.json object; NULL with err set when the text is not one. */
 static cJSON *parse_root(const char *path, const char *json, size_t len, bl_err *err) {
-    cJSON *root = cJSON_ParseWithLength(json, len);
+    size_t at = 0;
+    cJSON *root = bl_json_parse(json, len, &at);
     if (cJSON_IsObject(root)) return root;
-    const char *at = cJSON_GetErrorPtr();
-    ptrdiff_t near = !root && at && at >= json && at <= json + len ? at - json : 0;
     char what[96];
     bl_describe_content((const uint8_t *)json, len, len, what, sizeof what);
-    bl_fail(err, BL_ERR_FORMAT,
-            "%s: not a tokenizer.json: invalid JSON or not an object (near byte %td; %s)", path,
-            near, what);
+    if (root)
+        bl_fail(err, BL_ERR_FORMAT, "%s: not a tokenizer.json: not a JSON object (%s)", path, what);
+    else
+        bl_fail(err, BL_ERR_FORMAT, "%s: not a tokenizer.json: invalid JSON at byte %zu (%s)",
+                path, at, what);
     cJSON_Delete(root);
     return NULL;
 }
