@@ -74,7 +74,8 @@ bl_file_kind bl_detect_bytes(const uint8_t *p, size_t n, uint64_t size) {
         memcpy(v, p, sizeof v);
         bool ok = true;
         for (int k = 0; k < 7 && ok; k++) {
-            int32_t x = k == 5 && v[k] < 0 ? -v[k] : v[k];
+            /* vocab_size may be negative (unshared classifier); compared before negating */
+            int32_t x = k == 5 && v[k] < 0 && v[k] > -(1 << 20) ? -v[k] : v[k];
             ok = x > 0 && x < (1 << 20);
         }
         if (ok && v[0] % v[3] == 0 && v[3] % v[4] == 0) return BL_FILE_LLAMA2C;

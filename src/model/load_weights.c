@@ -213,9 +213,11 @@ static bl_status check_finite(const loader *L, bl_err *err) {
         const bl_tensor *t = &ts->t[i];
         int64_t at;
         if (!L->used[i] || !bl_tensor_find_nonfinite(t, &at)) continue;
-        float v;
-        bl_tensor_row_f32(t, at / bl_dtype_info(t->dtype)->block,
-                          bl_dtype_info(t->dtype)->block, &v);
+        /* the offending element, decoded with its block (Q8_0: 32 elements share a scale) */
+        float blockv[32];
+        const int64_t blk = bl_dtype_info(t->dtype)->block;
+        bl_tensor_row_f32(t, at / blk, blk, blockv);
+        const float v = blockv[at % blk];
         if (t->ndim == 2)
             return bl_fail(err, BL_ERR_NUMERIC,
                            "%s: tensor %s holds a non-finite value (%g) at row %lld, column %lld",
