@@ -323,7 +323,10 @@ static bl_status open_index(const char *dir, const char *ipath, bl_tensor_set *s
         }
         st = bl_safetensors_open(sp, set, NULL, err);
         free(sp);
-        if (st != BL_OK) goto done;
+        if (st != BL_OK) {
+            bl_prefix_error(err, ipath); /* the shard's message, with the index that named it */
+            goto done;
+        }
     }
     /* Every name the index promises must be in the very shard it names. */
     names = sorted_tensors(set);
