@@ -206,13 +206,19 @@ static bl_status check_unused(const loader *L, bl_err *err) {
     return BL_OK;
 }
 
-/* No weight the model reads may hold an Inf or NaN (they would turn every output into NaN). */
+/* No weight the model reads may hold an Inf or NaN (they would turn every output into NaN).
+ * Every float tensor is read once; the pages of a memory-mapped one are given back right after,
+ * so the scan leaves the resident size as it found it (they are read again when used). */
 static bl_status check_finite(const loader *L, bl_err *err) {
     const bl_tensor_set *ts = &L->m->tensors;
     for (int i = 0; i < ts->n; i++) {
         const bl_tensor *t = &ts->t[i];
         int64_t at;
-        if (!L->used[i] || !bl_tensor_find_nonfinite(t, &at)) continue;
+        if (!L->used[i]) continue;
+        bool bad = bl_tensor_find_nonfinite(t, &at);
+        if (!bad && bl_dtype_info(t->dtype)->find_nonfinite)
+            bl_tensor_set_release(ts, t->data, t->nbytes);
+        if (!bad) continue;
         /* the offending element, decoded with its block (Q8_0: 32 elements share a scale) */
         float blockv[32];
         const int64_t blk = bl_dtype_info(t->dtype)->block;

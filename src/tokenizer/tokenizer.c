@@ -31,7 +31,10 @@ bl_tokenizer *tk_new(bl_tok_kind kind, int32_t n_vocab, const char *path, bl_err
     t->key_len = bl_calloc((size_t)n_vocab, sizeof *t->key_len);
     t->dec_off = bl_calloc((size_t)n_vocab, sizeof *t->dec_off);
     t->dec_len = bl_calloc((size_t)n_vocab, sizeof *t->dec_len);
-    if (!t->path || !t->type || !t->key_off || !t->key_len || !t->dec_off || !t->dec_len)
+    /* The arenas always exist, so key/decode lookups never offset a NULL pointer (a vocabulary
+     * of empty tokens stores no bytes). */
+    if (!t->path || !t->type || !t->key_off || !t->key_len || !t->dec_off || !t->dec_len ||
+        !tk_buf_reserve(&t->keys, 1) || !tk_buf_reserve(&t->dec, 1))
         goto nomem;
     for (int i = 0; i < 256; i++) t->byte_id[i] = -1;
     return t;
