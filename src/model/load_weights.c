@@ -206,19 +206,38 @@ static bl_status check_unused(const loader *L, bl_err *err) {
     return BL_OK;
 }
 
-/* No weight the model reads may hold an Inf or NaN (they would turn every output into NaN).
- * Every float tensor is read once; the pages of a memory-mapped one are given back right after,
- * so the scan leaves the resident size as it found it (they are read again when used). */
+/* Whether t holds an Inf or NaN (*at: the first one's element index). Read in slices of about
+ * 16 MiB whose pages are given back right after when the file is mapped, so checking a model
+ * neither leaves it resident nor raises the peak resident size by more than one slice (the
+ * pages are read again when the model uses them). */
+static bool find_nonfinite(const bl_tensor_set *ts, const bl_tensor *t, int64_t *at) {
+    const bl_dtype_traits *tr = bl_dtype_info(t->dtype);
+    if (!tr->find_nonfinite || !t->data) return false;
+    const size_t step = ((size_t)16 << 20) / (size_t)tr->block_bytes * (size_t)tr->block_bytes;
+    const size_t per = step / (size_t)tr->block_bytes * (size_t)tr->block; /* elements */
+    for (size_t off = 0, first = 0; off < t->nbytes; off += step, first += per) {
+        bl_tensor v = *t;
+        v.ndim = 1;
+        v.nbytes = t->nbytes - off < step ? t->nbytes - off : step;
+        v.shape[0] = (int64_t)(v.nbytes / (size_t)tr->block_bytes * (size_t)tr->block);
+        v.data = (const uint8_t *)t->data + off;
+        bool bad = bl_tensor_find_nonfinite(&v, at);
+        bl_tensor_set_release(ts, v.data, v.nbytes);
+        if (bad) {
+            *at += (int64_t)first;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* No weight the model reads may hold an Inf or NaN (they would turn every output into NaN). */
 static bl_status check_finite(const loader *L, bl_err *err) {
     const bl_tensor_set *ts = &L->m->tensors;
     for (int i = 0; i < ts->n; i++) {
         const bl_tensor *t = &ts->t[i];
         int64_t at;
-        if (!L->used[i]) continue;
-        bool bad = bl_tensor_find_nonfinite(t, &at);
-        if (!bad && bl_dtype_info(t->dtype)->find_nonfinite)
-            bl_tensor_set_release(ts, t->data, t->nbytes);
-        if (!bad) continue;
+        if (!L->used[i] || !find_nonfinite(ts, t, &at)) continue;
         /* the offending element, decoded with its block (Q8_0: 32 elements share a scale) */
         float blockv[32];
         const int64_t blk = bl_dtype_info(t->dtype)->block;
