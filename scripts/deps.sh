@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages bitllm builds against, only when one is missing.
 set -euo pipefail
+# clang + libclang-rt-14-dev (libFuzzer and the sanitizer runtimes; only recommended by clang, so
+# named here) build the fuzzing tree of `make fuzz`.
 pkgs=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libcjson-dev libpcre2-dev
-      libomp-dev python3 gnuplot-nox)
+      libomp-dev python3 gnuplot-nox clang libclang-rt-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
