@@ -44,8 +44,7 @@ typedef enum {
 } bl_file_kind;
 #define BL_DETECT_BYTES 64 /* bytes of the head that detection looks at */
 /* Kind of a file of size bytes whose first n bytes (n <= size) are head. A legacy llama2.c
- * checkpoint (no magic) is recognised by its header ranges alone (bl_llama2c_plausible also
- * checks the size the header implies). */
+ * checkpoint (no magic) is recognised by its 7 header fields being in range. */
 bl_file_kind bl_detect_bytes(const uint8_t *head, size_t n, uint64_t size);
 /* "a GGUF file", "a safetensors file", "a llama2.c checkpoint", ... */
 const char *bl_file_kind_name(bl_file_kind k);
@@ -162,7 +161,8 @@ bl_status bl_llama2c_open(const char *path, bl_llama2c_header *hdr, bl_tensor_se
  * into data, which must outlive the set (dequantized v2 weights are owned by the set). */
 bl_status bl_llama2c_parse(const char *path, const uint8_t *data, size_t size,
                            bl_llama2c_header *hdr, bl_tensor_set *set, bl_err *err);
-/* Whether data is a llama2.c checkpoint: a valid header whose implied size fits in size. */
-bool bl_llama2c_plausible(const uint8_t *data, size_t size);
+/* Whether the n bytes at head start with a header the reader accepts (magic and version, or
+ * legacy fields in range). Says nothing about the weights that should follow. */
+bool bl_llama2c_header_valid(const uint8_t *head, size_t n);
 
 #endif

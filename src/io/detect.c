@@ -67,19 +67,8 @@ bl_file_kind bl_detect_bytes(const uint8_t *p, size_t n, uint64_t size) {
     if (n >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0) i = 3; /* UTF-8 byte order mark */
     while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r')) i++;
     if (i < n && (p[i] == '{' || p[i] == '[')) return BL_FILE_JSON;
-    /* The legacy llama2.c header is 7 int32 with no magic: judged by bl_llama2c_plausible on
-     * the whole image where a caller has it; here by the ranges alone. */
-    if (n >= 28 && size >= 28) {
-        int32_t v[7];
-        memcpy(v, p, sizeof v);
-        bool ok = true;
-        for (int k = 0; k < 7 && ok; k++) {
-            /* vocab_size may be negative (unshared classifier); compared before negating */
-            int32_t x = k == 5 && v[k] < 0 && v[k] > -(1 << 20) ? -v[k] : v[k];
-            ok = x > 0 && x < (1 << 20);
-        }
-        if (ok && v[0] % v[3] == 0 && v[3] % v[4] == 0) return BL_FILE_LLAMA2C;
-    }
+    /* The legacy llama2.c header is 7 int32 with no magic: its fields in range. */
+    if (bl_llama2c_header_valid(p, n)) return BL_FILE_LLAMA2C;
     if (tokenizer_bin_plausible(p, n)) return BL_FILE_LLAMA2C_TOKENIZER;
     return BL_FILE_UNKNOWN;
 }

@@ -257,12 +257,11 @@ bl_status bl_llama2c_parse(const char *path, const uint8_t *data, size_t size,
     return BL_OK;
 }
 
-bool bl_llama2c_plausible(const uint8_t *data, size_t size) {
+bool bl_llama2c_header_valid(const uint8_t *head, size_t n) {
     bl_llama2c_header h;
     int gs;
-    size_t off = 0, end = 0, nq = 0;
-    return read_header("", data, size, &h, &gs, &off, NULL) == BL_OK &&
-           walk("", &h, gs, data, off, NULL, NULL, &end, &nq, NULL) == BL_OK && end <= size;
+    size_t off;
+    return read_header("", head, n, &h, &gs, &off, NULL) == BL_OK;
 }
 
 bl_status bl_llama2c_open(const char *path, bl_llama2c_header *hdr, bl_tensor_set *set,
