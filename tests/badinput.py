@@ -297,6 +297,20 @@ def main():
     tj_case("wrong-type-vocab", json.dumps({"model": {"type": "BPE", "vocab": [1, 2], "merges": []},
                                             "pre_tokenizer": {"type": "ByteLevel"}}), 'no "vocab" object')
     tj_case("wrong-kind", seed("gguf", "ok-llama-f32")[:4000], "not a tokenizer.json")
+    tj_case("wrong-type-flag", tj.replace('"special": true', '"special": "true"', 1),
+            '"added_tokens[0].special" must be true or false')
+    spm = seed("tokenizer_json", "ok-sentencepiece").decode()
+    tj_case("wrong-type-byte-fallback", spm.replace('"byte_fallback": true', '"byte_fallback": 1', 1),
+            '"model.byte_fallback" must be true or false')
+    tj_case("wrong-type-unk", spm.replace('"unk_token": "<unk>"', '"unk_token": 0', 1),
+            '"model.unk_token" must be a string')
+    d = T("tj-config")
+    write(os.path.join(d, "tokenizer.json"), tj)
+    cp = write(os.path.join(d, "tokenizer_config.json"), '{"add_bos_token": "yes"}')
+    case("tokenizer_config.json wrong-type", ["tokenize", d, "-p", "hi"], cp,
+         '"add_bos_token" must be true or false')
+    tj_case("dropout", spm.replace('"byte_fallback": true', '"byte_fallback": true, "dropout": 0.1', 1),
+            "model.dropout must be null or 0")
 
     # ---------------- tokenizer.bin (for the 32-token llama2.c model) ----------------
     l2p = write(T("tb", "model.bin"), l2)

@@ -149,9 +149,12 @@ static bl_status load_config(hf_ctx *c, const char *cfg_path, const char *cfg, s
     if (bos >= 0) t->bos = bos;
     if (eos >= 0) t->eos = eos;
     const cJSON *ab = item(o, "add_bos_token");
+    bool bad = ab && !cJSON_IsNull(ab) && !cJSON_IsBool(ab);
     if (cJSON_IsBool(ab)) t->add_bos = cJSON_IsTrue(ab);
     cJSON_Delete(o);
-    return BL_OK;
+    return bad ? bl_fail(err, BL_ERR_FORMAT, "%s: \"add_bos_token\" must be true or false",
+                         cfg_path)
+               : BL_OK;
 }
 
 /* Checks ids and returns the vocabulary size (largest id + 1) in *n. */
@@ -180,11 +183,75 @@ static bl_status size_vocab(const char *path, const cJSON *root, const cJSON *mo
     return BL_OK;
 }
 
+/* Member names whose values have one type wherever they appear in tokenizer.json (the readers
+ * below look them up leniently; a wrong type must not quietly become the default). */
+static const char *const bool_keys[] = {
+    "byte_fallback", "fuse_unk", "ignore_merges", "special", "lstrip", "rstrip", "single_word",
+    "normalized", "add_prefix_space", "trim_offsets", "use_regex", "invert", "split",
+    "individual_digits", "add_bos_token", "add_eos_token",
+};
+static const char *const string_keys[] = {
+    "type", "content", "unk_token", "prepend", "replacement", "prepend_scheme", "behavior",
+    "continuing_subword_prefix", "end_of_word_suffix", "String", "Regex",
+};
+
+static bool in_list(const char *k, const char *const *list, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(k, list[i]) == 0) return true;
+    return false;
+}
+
+/* Walks the tree (not the vocabulary, the merges or the keys of special_tokens, whose member
+ * names are token spellings) checking the members named above; where is the path so far. */
+static bl_status check_types(const char *path, const cJSON *node, char *where, size_t len,
+                             size_t cap, bl_err *err) {
+    const cJSON *e;
+    int i = 0;
+    cJSON_ArrayForEach(e, node) {
+        size_t n = len;
+        if (cJSON_IsObject(node) && e->string)
+            n += (size_t)snprintf(where + len, cap - len, "%s%s", len ? "." : "", e->string);
+        else
+            n += (size_t)snprintf(where + len, cap - len, "[%d]", i);
+        if (n >= cap) n = cap - 1;
+        i++;
+        const char *k = cJSON_IsObject(node) && e->string ? e->string : "";
+        if (!cJSON_IsNull(e) && in_list(k, bool_keys, sizeof bool_keys / sizeof *bool_keys) &&
+            !cJSON_IsBool(e))
+            return bl_fail(err, BL_ERR_FORMAT, "%s: \"%s\" must be true or false", path, where);
+        if (!cJSON_IsNull(e) && in_list(k, string_keys, sizeof string_keys / sizeof *string_keys) &&
+            !cJSON_IsString(e))
+            return bl_fail(err, BL_ERR_FORMAT, "%s: \"%s\" must be a string", path, where);
+        if (strcmp(k, "vocab") == 0 || strcmp(k, "merges") == 0) continue;
+        if (strcmp(k, "special_tokens") == 0 && cJSON_IsObject(e)) {
+            const cJSON *st;
+            cJSON_ArrayForEach(st, e) {
+                bl_status s = check_types(path, st, where, n, cap, err);
+                if (s) return s;
+            }
+            continue;
+        }
+        if (cJSON_IsObject(e) || cJSON_IsArray(e)) {
+            bl_status s = check_types(path, e, where, n, cap, err);
+            if (s) return s;
+        }
+        where[len] = 0;
+    }
+    return BL_OK;
+}
+
 static bl_status load_json(const char *path, const char *cfg_path, const char *cfg,
                            size_t cfg_len, const cJSON *root, bl_tokenizer **out, bl_err *err) {
     const cJSON *model = item(root, "model");
     if (!cJSON_IsObject(model))
         return bl_fail(err, BL_ERR_FORMAT, "%s: no \"model\" object", path);
+    char where[256] = "";
+    bl_status st = check_types(path, root, where, 0, sizeof where, err);
+    if (st) return st;
+    /* BPE dropout skips merges at random when encoding: not a deterministic tokenizer */
+    const cJSON *dropout = item(model, "dropout");
+    if (dropout && !cJSON_IsNull(dropout) && !(cJSON_IsNumber(dropout) && dropout->valuedouble == 0))
+        return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: model.dropout must be null or 0", path);
     const char *type = cJSON_IsString(item(model, "type")) ? item(model, "type")->valuestring
                                                            : "BPE";
     if (strcmp(type, "BPE") != 0)
@@ -206,7 +273,7 @@ static bl_status load_json(const char *path, const char *cfg_path, const char *c
         return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: BPE model is neither byte-level nor "
                        "SentencePiece-style", path);
     int32_t n = 0;
-    bl_status st = size_vocab(path, root, model, &n, err);
+    st = size_vocab(path, root, model, &n, err);
     if (st) return st;
     hf_ctx c = {.path = path};
     if (!(c.t = tk_new(kind, n, path, err))) return err ? err->code : BL_ERR_NOMEM;
