@@ -188,6 +188,12 @@ def main():
     struct.pack_into("<Q", b, tens["blk.0.attn_q.weight"], 1 << 40)
     gg_case("oversized-tensor-dim", bytes(b), "blk.0.attn_q.weight", "past the end")
     b = bytearray(gg)
+    struct.pack_into("<I", b, kvs["tokenizer.ggml.bos_token_id"][1], 9999)
+    gg_case("oversized-bos-id", bytes(b), "tokenizer.ggml.bos_token_id = 9999 is not a token id")
+    b = bytearray(gg)
+    struct.pack_into("<I", b, kvs["tokenizer.ggml.token_type"][1], 6)  # i32 elements -> f32
+    gg_case("wrong-type-token-types", bytes(b), "tokenizer.ggml.token_type must hold integers")
+    b = bytearray(gg)
     struct.pack_into("<I", b, kvs["llama.block_count"][0], 6)  # u32 -> f32, same width
     gg_case("wrong-type-block-count", bytes(b), "llama.block_count must be an integer")
     b = bytearray(gg)
