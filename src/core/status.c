@@ -15,19 +15,18 @@ bl_status bl_fail(bl_err *err, bl_status code, const char *fmt, ...) {
     return code;
 }
 
-bl_status bl_prefix_error(bl_err *err, const char *prefix) {
-    if (!err) return BL_ERR_FORMAT;
-    size_t n = strlen(prefix);
-    if (strncmp(err->msg, prefix, n) == 0 && err->msg[n] == ':') return err->code;
-    /* The message moves right by n + 2 bytes (what no longer fits is cut off). */
-    size_t cap = sizeof err->msg, keep = strnlen(err->msg, cap - 1);
-    if (n + 2 >= cap) n = cap - 3;
-    if (keep > cap - 1 - (n + 2)) keep = cap - 1 - (n + 2);
-    memmove(err->msg + n + 2, err->msg, keep);
-    memcpy(err->msg, prefix, n);
-    memcpy(err->msg + n, ": ", 2);
-    err->msg[n + 2 + keep] = 0;
-    return err->code;
+bl_status bl_fail_context(bl_err *err, bl_status code, const char *fmt, ...) {
+    if (!err) return code;
+    char ctx[256], both[sizeof ctx + sizeof err->msg + 2];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx, sizeof ctx, fmt, ap);
+    va_end(ap);
+    snprintf(both, sizeof both, "%s: %s", ctx, err->msg);
+    memcpy(err->msg, both, sizeof err->msg - 1); /* cut to the message size */
+    err->msg[sizeof err->msg - 1] = 0;
+    err->code = code;
+    return code;
 }
 
 const char *bl_status_name(bl_status s) {

@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/json.h"
 #include "eval/task_internal.h"
 
 static const char *const task_names[BL_TASK_COUNT] = {

@@ -6,7 +6,6 @@
 
 #include <cjson/cJSON.h>
 
-#include "core/json.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -324,7 +323,7 @@ static bl_status open_index(const char *dir, const char *ipath, bl_tensor_set *s
         st = bl_safetensors_open(sp, set, NULL, err);
         free(sp);
         if (st != BL_OK) {
-            bl_prefix_error(err, ipath); /* the shard's message, with the index that named it */
+            bl_fail_context(err, st, "%s", ipath); /* the shard's message, with its index */
             goto done;
         }
     }

@@ -1,8 +1,6 @@
 /* Model configuration: architecture names and the Hugging Face config.json reader. */
 #include "model/model_internal.h"
 
-#include "core/json.h"
-
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -141,8 +139,8 @@ bl_status bl_config_validate(const bl_config *c, const char *path, const bl_conf
     if (c->head_dim % 2 != 0)
         return bl_fail(err, BL_ERR_FORMAT, "%s: %s = %d must be even for RoPE", path,
                        fn->head_dim, c->head_dim);
-    if (!(c->norm_eps > 0.0f && c->norm_eps < 1.0f))
-        return bl_fail(err, BL_ERR_FORMAT, "%s: %s = %g must be in (0, 1)", path, fn->norm_eps,
+    if (!(c->norm_eps > 0.0f) || !isfinite(c->norm_eps))
+        return bl_fail(err, BL_ERR_FORMAT, "%s: %s = %g must be positive", path, fn->norm_eps,
                        (double)c->norm_eps);
     if (!(c->rope_theta > 0.0f) || !isfinite(c->rope_theta))
         return bl_fail(err, BL_ERR_FORMAT, "%s: %s = %g must be positive", path, fn->rope_theta,

@@ -5,8 +5,6 @@
  * checked by src/model/load_weights.c. */
 #include "model/model_internal.h"
 
-#include "core/json.h"
-
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>

@@ -141,7 +141,7 @@ static bl_status load_linear(loader *L, const cJSON *qc, const char *prefix, int
         use_prefix(L, prefix);
         bl_status s = bl_onebit_import_layer(&m->tensors, prefix, rows, cols, lin, err);
         if (!s) snprintf(m->quant_method, sizeof m->quant_method, "onebit");
-        return s ? bl_prefix_error(err, L->src->tensors) : s;
+        return s ? bl_fail_context(err, s, "%s", L->src->tensors) : s;
     }
     if (!q) {
         snprintf(name, sizeof name, "%s.weight", prefix);
@@ -151,7 +151,7 @@ static bl_status load_linear(loader *L, const cJSON *qc, const char *prefix, int
     }
     const bl_format_ops *ops;
     bl_status s = bl_format_params_from_json(q, prefix, &ops, &lin->params, err);
-    if (s) return bl_prefix_error(err, L->src->cfg_file);
+    if (s) return bl_fail_context(err, s, "%s", L->src->cfg_file);
     use_prefix(L, prefix);
     lin->ops = ops;
     lin->m = rows;
@@ -159,7 +159,7 @@ static bl_status load_linear(loader *L, const cJSON *qc, const char *prefix, int
     s = ops->load(lin, prefix, &m->tensors, err);
     if (s) {
         lin->ops = NULL;
-        bl_prefix_error(err, L->src->tensors); /* the format's message names the tensor */
+        bl_fail_context(err, s, "%s", L->src->tensors); /* the format's message names the tensor */
     }
     return s;
 }

@@ -11,8 +11,6 @@
 
 #include <cjson/cJSON.h>
 
-#include "core/json.h"
-
 #include "tokenizer/tok_internal.h"
 
 typedef struct {
