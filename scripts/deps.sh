@@ -2,7 +2,7 @@
 # Installs the Debian packages bitllm builds against, only when one is missing.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libcjson-dev libpcre2-dev
-      libomp-dev python3 gnuplot-nox)
+      libomp-dev libmicrohttpd-dev curl python3 gnuplot-nox)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
