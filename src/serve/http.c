@@ -34,6 +34,7 @@ struct bl_server {
     int port;
     long started;
     atomic_ulong next_id;
+    atomic_int inflight; /* generation responses not yet completely sent */
 };
 
 static void logf_(const bl_server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -173,7 +174,7 @@ static void stream_free(void *cls) {
 
 typedef struct {
     srv_str body;
-    bool too_large, answered;
+    bool too_large, answered, counted;
 } conn_t;
 
 static void new_reply(bl_server *s, bool chat, srv_reply *r) {
@@ -201,6 +202,8 @@ static enum MHD_Result generate(bl_server *s, struct MHD_Connection *c, conn_t *
     if (rc == SRV_STOPPING)
         return answer_error(c, 503, NULL, NULL, NULL, "the server is shutting down");
     if (rc != SRV_OK) return answer_error(c, 500, NULL, NULL, NULL, "out of memory");
+    cx->counted = true; /* a drain waits for this response to be sent */
+    atomic_fetch_add(&s->inflight, 1);
     const int fd = conn_fd(c);
     if (stream) {
         stream_t *st = calloc(1, sizeof *st);
@@ -332,9 +335,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
                       enum MHD_RequestTerminationCode toe) {
-    (void)cls, (void)c, (void)toe;
+    (void)c, (void)toe;
+    bl_server *s = cls;
     conn_t *cx = *con_cls;
     if (!cx) return;
+    if (cx->counted) atomic_fetch_sub(&s->inflight, 1);
     srv_str_free(&cx->body);
     free(cx);
     *con_cls = NULL;
@@ -465,6 +470,12 @@ void bl_server_stop(bl_server *s, bool drain) {
     if (!s || !s->engine) return;
     srv_engine_close(s->engine); /* new requests get 503 from here on */
     srv_engine_stop(s->engine, drain);
+    /* every request is generated; let the answers reach their clients (a client that stops
+     * reading gets 30 s) before the connections are closed */
+    for (int i = 0; drain && i < 3000 && atomic_load(&s->inflight) > 0; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     if (s->d) MHD_stop_daemon(s->d);
     s->d = NULL;
     srv_engine_free(s->engine);
