@@ -36,7 +36,7 @@ r=$(post /v1/completions '{"prompt":[1,403,407,261],"max_tokens":4,"temperature"
 check "prompt as token ids" '[ "$(jf "$r" "d[\"usage\"][\"prompt_tokens\"]")" = 4 ]'
 post /v1/completions '{"prompt":"Once upon a time","max_tokens":24,"temperature":0,"stream":true}' > "$tmp/s1"
 gtext=$(jf "$want24" 'd["text"]')
-check "streamed completion: SSE events ending in [DONE], same text" 'python3 -c "
+check "streamed completion: one SSE event per token, [DONE], same text" 'python3 -c "
 import json,sys
 ev=sys.stdin.read().split(\"\n\n\")
 assert ev[-1]==\"\" and ev[-2]==\"data: [DONE]\", ev[-2:]
@@ -44,6 +44,7 @@ ch=[json.loads(e[6:]) for e in ev[:-2]]
 assert all(e.startswith(\"data: \") for e in ev[:-2])
 assert ch[-1][\"choices\"][0][\"finish_reason\"]==\"length\"
 assert all(c[\"object\"]==\"text_completion\" for c in ch)
+assert len(ch)==25, len(ch)  # one event per token, then the finish
 print(\"\".join(c[\"choices\"][0][\"text\"] for c in ch))" < "$tmp/s1" > "$tmp/s1.txt" && [ "$(cat "$tmp/s1.txt")" = "$gtext" ]'
 chat='{"messages":[{"role":"system","content":"Be kind."},{"role":"user","content":"Tell me a story."}],"max_tokens":20,"temperature":0}'
 r=$(post /v1/chat/completions "$chat")

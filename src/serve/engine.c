@@ -32,6 +32,8 @@ struct srv_req {
     unsigned long id;
     /* shared, under e->mu */
     srv_str out;            /* text not yet taken by the client */
+    size_t *ends;           /* where each token's piece of it ends (one piece per token) */
+    int n_ends, cap_ends;
     bool done, cancel, admitted;
     int n_out;              /* tokens generated, as the client sees them */
     const char *finish;
@@ -82,6 +84,7 @@ static void req_free(srv_req *r) {
     bl_sampler_free(&r->smp);
     srv_str_free(&r->gen);
     srv_str_free(&r->out);
+    free(r->ends);
     pthread_cond_destroy(&r->cond);
     free(r);
 }
@@ -93,13 +96,29 @@ static void unref_locked(srv_req *r) {
 
 /* ---- request end and text (scheduler thread; takes e->mu) ---- */
 
-/* Passes raw text gen[emitted..upto) on through the UTF-8 holder into the shared output. */
+/* Room for one more piece end (e->mu held); NULL when out of memory. */
+static size_t *tk_grow_ends(srv_req *r) {
+    if (r->n_ends == r->cap_ends) {
+        int cap = r->cap_ends ? 2 * r->cap_ends : 64;
+        size_t *p = realloc(r->ends, (size_t)cap * sizeof *p);
+        if (!p) return NULL;
+        r->ends = p;
+        r->cap_ends = cap;
+    }
+    return r->ends;
+}
+
+/* Passes raw text gen[emitted..upto) on through the UTF-8 holder into the shared output as one
+ * piece (possibly empty: a token whose bytes are held back still has its piece, so a stream
+ * sends one event per token). */
 static bool emit(srv_engine *e, srv_req *r, size_t upto, bool final) {
     srv_str fresh = {0};
     bool ok = srv_utf8_push(&r->utf8, r->gen.p + r->emitted, upto - r->emitted, final, &fresh);
     r->emitted = upto;
     pthread_mutex_lock(&e->mu);
-    ok = ok && srv_str_put(&r->out, fresh.p ? fresh.p : "", fresh.n);
+    size_t *ends = tk_grow_ends(r);
+    ok = ok && ends && srv_str_put(&r->out, fresh.p ? fresh.p : "", fresh.n);
+    if (ok) r->ends[r->n_ends++] = r->out.n;
     r->n_out = r->n_gen;
     pthread_cond_broadcast(&r->cond);
     pthread_mutex_unlock(&e->mu);
@@ -107,12 +126,13 @@ static bool emit(srv_engine *e, srv_req *r, size_t upto, bool final) {
     return ok;
 }
 
+/* What is still held back goes out as a last piece (after a stop token). */
+static bool flush(srv_engine *e, srv_req *r) {
+    return r->gen.n == r->emitted && r->utf8.n == 0 ? true : emit(e, r, r->gen.n, true);
+}
+
 /* Ends a request: finish is "stop"/"length", or NULL with a reason. Frees its slot. */
 static void finish(srv_engine *e, srv_req *r, const char *why, const char *error) {
-    if (why && !emit(e, r, r->gen.n, true)) {
-        why = NULL;
-        error = "out of memory";
-    }
     const double secs = bl_time_s() - r->t_start;
     const unsigned long id = r->id;
     const int n_prompt = r->p.n_prompt, n_gen = r->n_gen;
@@ -142,7 +162,8 @@ static bool is_stop_id(const srv_req *r, int32_t tok) {
 /* A sampled token: stop, or append its text and check stop strings and limits. */
 static void accept_token(srv_engine *e, srv_req *r, int32_t tok) {
     if (!r->p.ignore_eos && is_stop_id(r, tok)) {
-        finish(e, r, "stop", NULL);
+        if (flush(e, r)) finish(e, r, "stop", NULL);
+        else finish(e, r, NULL, "out of memory");
         return;
     }
     r->n_gen++;
@@ -154,21 +175,18 @@ static void accept_token(srv_engine *e, srv_req *r, int32_t tok) {
         return;
     }
     long at = srv_find_stop(r->gen.p, r->gen.n, before, r->p.stop, r->p.n_stop);
-    if (at >= 0) {
-        r->gen.n = (size_t)at; /* the stop string is not part of the text */
-        finish(e, r, "stop", NULL);
-        return;
-    }
-    if (r->n_gen >= r->p.max_tokens || bl_state_slot_pos(e->st, r->slot) >= e->o.ctx) {
-        finish(e, r, "length", NULL);
-        return;
-    }
-    size_t hold = srv_stop_hold(r->gen.p, r->gen.n, r->p.stop, r->p.n_stop);
-    if (r->gen.n - hold > r->emitted && !emit(e, r, r->gen.n - hold, false)) {
-        finish(e, r, NULL, "out of memory");
-        return;
-    }
-    r->next = tok;
+    if (at >= 0) r->gen.n = (size_t)at; /* the stop string is not part of the text */
+    const char *why = at >= 0 ? "stop"
+                    : r->n_gen >= r->p.max_tokens || bl_state_slot_pos(e->st, r->slot) >= e->o.ctx
+                        ? "length"
+                        : NULL;
+    /* text that could still turn out to begin a stop string waits for the next tokens */
+    size_t upto = why ? r->gen.n : r->gen.n - srv_stop_hold(r->gen.p, r->gen.n, r->p.stop,
+                                                              r->p.n_stop);
+    if (upto < r->emitted) upto = r->emitted;
+    if (!emit(e, r, upto, why != NULL)) finish(e, r, NULL, "out of memory");
+    else if (why) finish(e, r, why, NULL);
+    else r->next = tok;
 }
 
 /* ---- the scheduler ---- */
@@ -386,9 +404,10 @@ int srv_submit(srv_engine *e, srv_params *p, srv_req **out) {
     return SRV_OK;
 }
 
-void srv_wait(srv_engine *e, srv_req *r, int timeout_ms, srv_str *text, srv_status *st) {
+void srv_wait(srv_engine *e, srv_req *r, int timeout_ms, srv_str *text, srv_pieces *pieces,
+              srv_status *st) {
     pthread_mutex_lock(&e->mu);
-    if (!r->done && r->out.n == 0 && timeout_ms > 0) {
+    if (!r->done && r->n_ends == 0 && timeout_ms > 0) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
@@ -396,8 +415,23 @@ void srv_wait(srv_engine *e, srv_req *r, int timeout_ms, srv_str *text, srv_stat
         ts.tv_nsec %= 1000000000L;
         pthread_cond_timedwait(&r->cond, &e->mu, &ts);
     }
-    if (r->out.n && srv_str_put(text, r->out.p, r->out.n)) r->out.n = 0;
-    st->done = r->done && r->out.n == 0;
+    const size_t base = text->n;
+    bool taken = srv_str_put(text, r->out.p ? r->out.p : "", r->out.n);
+    if (taken && pieces) {
+        size_t *p = realloc(pieces->ends, ((size_t)pieces->n + (size_t)r->n_ends + 1) * sizeof *p);
+        if (p) {
+            pieces->ends = p;
+            for (int i = 0; i < r->n_ends; i++) p[pieces->n++] = base + r->ends[i];
+        } else {
+            taken = false;
+            text->n = base;
+        }
+    }
+    if (taken) {
+        r->out.n = 0;
+        r->n_ends = 0;
+    }
+    st->done = r->done && r->out.n == 0 && r->n_ends == 0;
     st->finish = r->finish;
     snprintf(st->error, sizeof st->error, "%s", r->error);
     st->prompt_tokens = r->p.n_prompt;

@@ -132,9 +132,19 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             if (st->reply.chat) ok = add_event(st, srv_chunk_json(&st->reply, "", true, NULL));
         } else {
             srv_str text = {0};
+            srv_pieces pieces = {0};
             srv_status ss;
-            srv_wait(e, st->req, WAIT_MS, &text, &ss);
-            if (text.n) ok = add_event(st, srv_chunk_json(&st->reply, text.p, false, NULL));
+            srv_wait(e, st->req, WAIT_MS, &text, &pieces, &ss);
+            /* one event per token, as OpenAI streams */
+            size_t at = 0;
+            for (int i = 0; ok && i < pieces.n; at = pieces.ends[i++]) {
+                const char saved = text.p[pieces.ends[i]];
+                text.p[pieces.ends[i]] = 0;
+                ok = add_event(st, srv_chunk_json(&st->reply, text.p + at, false, NULL));
+                text.p[pieces.ends[i]] = saved;
+            }
+            const bool got = pieces.n > 0;
+            free(pieces.ends);
             srv_str_free(&text);
             if (ok && ss.done) {
                 if (ss.finish) {
@@ -149,7 +159,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
                 }
                 ok = ok && srv_str_put(&st->pending, "data: [DONE]\n\n", 14);
                 st->finished = true;
-            } else if (ok && !text.n && client_gone(st->fd)) {
+            } else if (ok && !got && client_gone(st->fd)) {
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             }
         }
@@ -228,7 +238,7 @@ static enum MHD_Result generate(bl_server *s, struct MHD_Connection *c, conn_t *
     srv_str text = {0};
     srv_status ss;
     for (;;) {
-        srv_wait(s->engine, req, WAIT_MS, &text, &ss);
+        srv_wait(s->engine, req, WAIT_MS, &text, NULL, &ss);
         if (ss.done) break;
         if (client_gone(fd)) {
             srv_cancel(s->engine, req);

@@ -80,9 +80,16 @@ typedef struct {
     char error[256];     /* why it failed */
     int prompt_tokens, completion_tokens;
 } srv_status;
-/* Waits up to timeout_ms for new text or the end; moves the new text (valid UTF-8) into *text
- * (appended) and fills st. */
-void srv_wait(srv_engine *e, srv_req *r, int timeout_ms, srv_str *text, srv_status *st);
+/* Where the pieces of taken text end (offsets into the text they were appended to). */
+typedef struct {
+    size_t *ends;
+    int n;
+} srv_pieces;
+/* Waits up to timeout_ms for new text or the end; appends the new text (valid UTF-8) to *text
+ * and, when pieces is given, the end of each token's piece of it (one per generated token, plus
+ * one for text flushed after a stop token); fills st. */
+void srv_wait(srv_engine *e, srv_req *r, int timeout_ms, srv_str *text, srv_pieces *pieces,
+              srv_status *st);
 /* The client went away: the scheduler frees the request's slot at its next step. */
 void srv_cancel(srv_engine *e, srv_req *r);
 void srv_release(srv_engine *e, srv_req *r);
