@@ -139,25 +139,31 @@ static bool synth(const char *name, bl_dtype dt, char *out, size_t cap) {
     return true;
 }
 
+/* The schedule on the model in dir, loaded (and its sign matrices prepared) at every ISA level. */
+static void check_every_isa(const char *dir, const char *name) {
+    const bl_isa best = bl_cpu_best_isa();
+    for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
+        bl_kernels_set_isa((bl_isa)isa);
+        bl_model *m = load(dir);
+        CHECK_MSG(m != NULL, "%s: cannot load", name);
+        if (!m) break;
+        char what[64];
+        snprintf(what, sizeof what, "%s/%s", name, bl_isa_name((bl_isa)isa));
+        CHECK_MSG(run_schedule(m, what) == 0, "%s", what);
+        bl_model_free(m);
+    }
+    bl_kernels_set_isa(best);
+}
+
 static void test_dense_formats(void) {
     REQUIRE(base_dir[0]);
     const struct { const char *name; bl_dtype dt; } forms[] = {
         {"f32", BL_DT_F32}, {"f16", BL_DT_F16}, {"bf16", BL_DT_BF16}};
-    const bl_isa best = bl_cpu_best_isa();
     for (int f = 0; f < 3; f++) {
         char dir[256];
         REQUIRE(synth(forms[f].name, forms[f].dt, dir, sizeof dir));
-        for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
-            bl_kernels_set_isa((bl_isa)isa);
-            bl_model *m = load(dir);
-            REQUIRE(m);
-            char what[64];
-            snprintf(what, sizeof what, "%s/%s", forms[f].name, bl_isa_name((bl_isa)isa));
-            CHECK_MSG(run_schedule(m, what) == 0, "%s", what);
-            bl_model_free(m);
-        }
+        check_every_isa(dir, forms[f].name);
     }
-    bl_kernels_set_isa(best);
 }
 
 static void test_quantized_formats(void) {
@@ -168,7 +174,6 @@ static void test_quantized_formats(void) {
     REQUIRE(src);
     const struct { bl_qmethod q; double bpw; } methods[] = {
         {BL_QM_ONEBIT, 0}, {BL_QM_DBF, 1.5}, {BL_QM_MDBF, 2.0}, {BL_QM_RTN1, 0}, {BL_QM_RTN2, 0}};
-    const bl_isa best = bl_cpu_best_isa();
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
         bl_quant_opts o;
         bl_quant_opts_default(&o);
@@ -182,19 +187,8 @@ static void test_quantized_formats(void) {
         bl_quant_summary sum;
         bl_status s = bl_quantize_model(src, &o, dir, &sum, &err);
         CHECK_MSG(s == BL_OK, "quantize %s: %s", bl_qmethod_name(methods[i].q), err.msg);
-        if (s) continue;
-        for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
-            bl_kernels_set_isa((bl_isa)isa);
-            bl_model *m = load(dir);
-            REQUIRE(m);
-            char what[64];
-            snprintf(what, sizeof what, "%s/%s", bl_qmethod_name(methods[i].q),
-                     bl_isa_name((bl_isa)isa));
-            CHECK_MSG(run_schedule(m, what) == 0, "%s", what);
-            bl_model_free(m);
-        }
+        if (!s) check_every_isa(dir, bl_qmethod_name(methods[i].q));
     }
-    bl_kernels_set_isa(best);
     bl_model_free(src);
 }
 

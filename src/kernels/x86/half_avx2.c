@@ -88,27 +88,7 @@ ALWAYS_INLINE void row_group(int kind, int R, const void *W, int64_t m, int64_t 
     if (t0 < T) tile(kind, R, 1, W, m, n, X, i0, t0, Y);
 }
 
-/* Rows i0 .. i0+R−1 (R = RB or 1) of one weight kind, each kind compiled on its own. */
-ALWAYS_INLINE void rows(int kind, int R, const void *W, int64_t m, int64_t n, const float *X,
-                        int64_t T, int64_t i0, float *Y) {
-    switch (kind) {
-    case BL_WK_F16: row_group(BL_WK_F16, R, W, m, n, X, T, i0, Y); break;
-    case BL_WK_BF16: row_group(BL_WK_BF16, R, W, m, n, X, T, i0, Y); break;
-    default: row_group(BL_WK_F32, R, W, m, n, X, T, i0, Y); break;
-    }
-}
-
-static void matmul(int kind, const void *W, int64_t m, int64_t n, const float *X, int64_t T,
-                   float *Y) {
-    const int64_t groups = (m + RB - 1) / RB;
-#pragma omp parallel for schedule(static) if (m * n * T >= BL_HALF_PAR_MIN_WORK && groups > 1)
-    for (int64_t g = 0; g < groups; g++) {
-        const int64_t i0 = g * RB;
-        if (i0 + RB <= m) rows(kind, RB, W, m, n, X, T, i0, Y);
-        else
-            for (int64_t i = i0; i < m; i++) rows(kind, 1, W, m, n, X, T, i, Y);
-    }
-}
+#include "kernels/x86/half_rows.h"
 
 void bl_half_matmul_avx2(bl_dtype dt, const uint16_t *W, int64_t m, int64_t n, const float *X,
                          int64_t T, float *Y) {
