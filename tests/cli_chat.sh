@@ -28,7 +28,7 @@ check "small context: every message answered" '[ "$rc" = 0 ] && [ "$(wc -l < "$t
 check "small context: dropped turns are reported" 'grep -q "context full: dropped the" "$tmp/err2"'
 # Ctrl-C during (or right after) an answer: the program goes on to the next message
 mkfifo "$tmp/in"
-"$BIN" chat "$M" --chat-template llama2 --temp 1 --seed 3 <"$tmp/in" >"$tmp/out3" 2>"$tmp/err3" &
+"$BIN" chat "$M" --chat-template llama2 --temp 1 --seed 3 -n 300 --ctx 512 <"$tmp/in" >"$tmp/out3" 2>"$tmp/err3" &
 CHAT=$!
 exec 3>"$tmp/in"
 echo "Tell me a very long story." >&3

@@ -31,7 +31,7 @@ int cmd_serve(int argc, char **argv) {
         {"port", 0, OPT_INT, &port, "N", "port (default 8080; 0 = any free port, printed)"},
         {"api-key", 0, OPT_STR, &api_key, "KEY", "require \"Authorization: Bearer KEY\""},
         {"parallel", 0, OPT_INT, &parallel, "N", "sequences decoded together (default 4)"},
-        {"ctx", 0, OPT_INT, &ctx, "N", "tokens per sequence (default: model's, at most 4096)"},
+        {"ctx", 0, OPT_INT, &ctx, "N", "tokens per sequence (default: model's, at most 2048)"},
         {"queue", 0, OPT_INT, &queue, "N", "requests waiting for a slot before 503 (default 64)"},
         {"max-body", 0, OPT_FLOAT, &max_body, "BYTES", "request body limit (default 1048576)"},
         {"chat-template", 0, OPT_STR, &tmpl, "NAME",
@@ -79,9 +79,10 @@ int cmd_serve(int argc, char **argv) {
         bl_model_free(m);
         return 1;
     }
-    fprintf(stderr, "bitllm serve: listening on http://%s:%d (%d parallel, %d tokens each)\n",
-            strchr(host, ':') ? "[::1]" : host, bl_server_port(srv), parallel,
-            ctx ? ctx : (m->cfg.max_seq < 4096 ? m->cfg.max_seq : 4096));
+    const bool v6 = strchr(host, ':') != NULL;
+    fprintf(stderr, "bitllm serve: listening on http://%s%s%s:%d (%d parallel, %d tokens each)\n",
+            v6 ? "[" : "", host, v6 ? "]" : "", bl_server_port(srv), parallel,
+            bl_server_ctx(srv));
     fflush(stderr);
     int sig = 0;
     sigwait(&sigs, &sig);

@@ -26,7 +26,7 @@ typedef struct {
     const char *model_id;      /* the id /v1/models reports (default: the model path's name) */
     const char *chat_template; /* family name; NULL: detected from the model */
     int parallel;              /* sequences decoded together (KV-cache slots), default 4 */
-    int ctx;                   /* tokens per sequence, default min(model context, 4096) */
+    int ctx;                   /* tokens per sequence, default min(model context, 2048) */
     int queue;                 /* requests waiting for a slot before 503, default 64 */
     size_t max_body;           /* request body limit in bytes before 413, default 1 MiB */
     int chunk;                 /* prompt tokens per sequence per step, default 256 (as generate) */
@@ -42,6 +42,7 @@ typedef struct bl_server bl_server;
 bl_status bl_server_start(const bl_model *m, const bl_server_opts *o, bl_server **out,
                           bl_err *err);
 int bl_server_port(const bl_server *s);
+int bl_server_ctx(const bl_server *s); /* tokens per sequence in use */
 /* Stops taking requests (new ones get 503), lets every admitted and queued request finish, then
  * stops listening. With drain = false, running requests are cancelled instead. Blocks until
  * done. */

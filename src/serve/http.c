@@ -393,7 +393,7 @@ bl_status bl_server_start(const bl_model *m, const bl_server_opts *o, bl_server 
     s->m = m;
     s->o = *o;
     s->started = (long)time(NULL);
-    if (s->o.ctx <= 0) s->o.ctx = m->cfg.max_seq < 4096 ? m->cfg.max_seq : 4096;
+    if (s->o.ctx <= 0) s->o.ctx = m->cfg.max_seq < 2048 ? m->cfg.max_seq : 2048;
     const char *host = o->host && strcmp(o->host, "localhost") != 0 ? o->host : "127.0.0.1";
     s->host = bl_strdup(host);
     s->api_key = o->api_key && *o->api_key ? bl_strdup(o->api_key) : NULL;
@@ -455,7 +455,7 @@ bl_status bl_server_start(const bl_model *m, const bl_server_opts *o, bl_server 
         s->d = MHD_start_daemon(flags, (uint16_t)s->o.port, NULL, NULL, handle, s,
                                 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_SOCK_ADDR,
                                 addr, MHD_OPTION_CONNECTION_LIMIT, limit,
-                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
                                 MHD_OPTION_NOTIFY_COMPLETED, completed, s, MHD_OPTION_END);
         if (!s->d)
             st = bl_fail(err, BL_ERR_IO, "cannot listen on %s port %d (in use, or not an "
@@ -464,7 +464,11 @@ bl_status bl_server_start(const bl_model *m, const bl_server_opts *o, bl_server 
     if (!st) {
         const union MHD_DaemonInfo *i = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
         s->port = i ? i->port : s->o.port;
-        logf_(s, "chat template: %s", s->have_tmpl ? s->tmpl.name : s->tmpl_error);
+        const bl_config *c = &m->cfg;
+        logf_(s, "KV cache: %d slots x %d tokens, %.2f GiB; chat template: %s", s->o.parallel,
+              s->o.ctx, 8.0 * s->o.parallel * s->o.ctx * c->n_layers * c->n_kv_heads *
+                            c->head_dim / (1u << 30),
+              s->have_tmpl ? s->tmpl.name : s->tmpl_error);
     }
     if (st) {
         bl_server_free(s);
@@ -475,6 +479,7 @@ bl_status bl_server_start(const bl_model *m, const bl_server_opts *o, bl_server 
 }
 
 int bl_server_port(const bl_server *s) { return s->port; }
+int bl_server_ctx(const bl_server *s) { return s->o.ctx; }
 
 void bl_server_stop(bl_server *s, bool drain) {
     if (!s || !s->engine) return;
