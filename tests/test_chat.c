@@ -53,6 +53,22 @@ static const char *tmpl_qwen2 =
     "+ message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if "
     "add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
+/* Qwen/Qwen2.5-7B-Instruct, its tool-calling branches shortened: the default system message is
+ * the literal of the branch without tools, not the one of the tools branch */
+static const char *tmpl_qwen25 =
+    "{%- if tools %}\n    {{- '<|im_start|>system\\n' }}\n    {%- if messages[0]['role'] == "
+    "'system' %}\n        {{- messages[0]['content'] }}\n    {%- else %}\n        {{- 'You are "
+    "Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}\n    {%- endif %}\n{%- "
+    "else %}\n    {%- if messages[0]['role'] == 'system' %}\n        {{- "
+    "'<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n    {%- else %}\n "
+    "       {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+    "assistant.<|im_end|>\\n' }}\n    {%- endif %}\n{%- endif %}\n{%- for message in messages "
+    "%}\n    {%- if (message.role == \"user\") or (message.role == \"system\" and not "
+    "loop.first) or (message.role == \"assistant\" and not message.tool_calls) %}\n        {{- "
+    "'<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n    "
+    "{%- endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- "
+    "'<|im_start|>assistant\\n' }}\n{%- endif %}\n";
+
 /* mistralai/Mistral-7B-Instruct-v0.1 (Mistral's official v1 template) */
 static const char *tmpl_mistral_v1 =
     "{%- if messages[0]['role'] == 'system' %}\n    {%- set system_message = "
@@ -156,6 +172,10 @@ static void test_renderings(void) {
            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHello, "
            "how are you?<|im_end|>\n<|im_start|>assistant\n Fine. <|im_end|>\n<|im_start|>user\n"
            "Tell me a joke.<|im_end|>\n");
+    expect(tmpl_qwen25, "chatml", chat4 + 1, 1, true,
+           "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+           "assistant.<|im_end|>\n<|im_start|>user\nHello, how are you?<|im_end|>\n"
+           "<|im_start|>assistant\n");
     expect(tmpl_mistral_v1, "mistral-v1", chat4, 4, true,
            "<s> [INST] You are terse.\n\nHello, how are you? [/INST]  Fine. </s> [INST] Tell me a "
            "joke. [/INST]");
