@@ -6,7 +6,6 @@
 set -u
 . "$(dirname "$0")/serve_lib.sh"
 if [ ! -e "$M" ]; then echo "SKIP: $M not found"; exit 77; fi
-tmp=$(mktemp -d); trap 'cleanup_servers; rm -rf "$tmp"' EXIT
 msg="Tell me a story about a dog."
 printf '%s\n/reset\n%s\n%s\n' "$msg" "$msg" "And then?" |
   "$BIN" chat "$M" --chat-template llama2 --temp 0 -n 16 --system "You tell stories." >"$tmp/out" 2>"$tmp/err"

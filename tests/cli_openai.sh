@@ -19,7 +19,6 @@ if [ ! -e "$NPM_DIR/node_modules/openai/package.json" ]; then
     echo "FAIL: npm install openai failed:"; tail -20 "$NPM_DIR/install.log"; exit 1
   fi
 fi
-tmp=$(mktemp -d); trap 'cleanup_servers; rm -rf "$tmp"' EXIT
 start_server "$tmp/s.log" "$M" --chat-template llama2 --api-key k-123 --parallel 2 \
   || { cat "$tmp/s.log"; echo "FAIL: server did not start"; exit 1; }
 out=$(node "$(dirname "$0")/openai_client.js" "$NPM_DIR/node_modules" "$PORT" k-123)

@@ -7,7 +7,6 @@
 set -u
 . "$(dirname "$0")/serve_lib.sh"
 if [ ! -e "$M" ]; then echo "SKIP: $M not found"; exit 77; fi
-tmp=$(mktemp -d); trap 'cleanup_servers; rm -rf "$tmp"' EXIT
 
 start_server "$tmp/a.log" "$M" --chat-template llama2 --parallel 8 --api-key sekret --max-body 4096 \
   || { cat "$tmp/a.log"; echo "FAIL: server did not start"; exit 1; }

@@ -1,16 +1,10 @@
-# Helpers for the server tests (sourced by tests/cli_serve.sh, cli_openai.sh, cli_chat.sh).
-# Servers listen on 127.0.0.1 with --port 0: the kernel picks a free port and the server prints
-# it, so tests running in parallel never collide.
-BIN=${BITLLM_BIN:?}
-DATA=${BITLLM_DATA:-../shared}
-S=$DATA/models/stories260K
-M=$S/stories260K.gguf
+# Helpers for the server tests (sourced by tests/cli_serve.sh, cli_openai.sh, cli_chat.sh), on
+# top of tests/testlib.sh. Servers listen on 127.0.0.1 with --port 0: the kernel picks a free
+# port and the server prints it, so tests running in parallel never collide.
+. "$(dirname "${BASH_SOURCE[0]}")/testlib.sh"
+M=$G
 QUICK=0
 if [ -n "${BITLLM_TEST_QUICK:-}" ] && [ "${BITLLM_TEST_QUICK}" != 0 ]; then QUICK=1; fi
-fails=0; passes=0
-ok() { passes=$((passes + 1)); echo "ok   $1"; }
-bad() { fails=$((fails + 1)); echo "FAIL $1"; }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
 SERVERS=()
 
 # start_server LOG ARGS...: starts `bitllm serve ARGS --port 0` with stderr in LOG; sets SRV_PID
@@ -37,11 +31,12 @@ stop_server() {
   wait "$1"
 }
 
-# Kills whatever server a failed test left running (by process id).
+# Kills whatever server a failed test left running (by process id), then removes $tmp.
 cleanup_servers() {
   for p in "${SERVERS[@]}"; do kill -KILL "$p" 2>/dev/null; done
   wait 2>/dev/null
 }
+trap 'cleanup_servers; rm -rf "$tmp"' EXIT
 
 # curl against the current server: c PATH [curl args...]
 c() { local p=$1; shift; curl -s --max-time 120 "$@" "http://127.0.0.1:$PORT$p"; }
@@ -52,9 +47,4 @@ jf() { python3 -c "import json,sys;d=json.loads(sys.argv[1]);print($2)" "$1" 2>/
 jt() { python3 -c "import json,sys;d=json.loads(sys.argv[1]);sys.exit(0 if ($2) else 1)" "$1" 2>/dev/null; }
 
 # No sanitizer or crash report in a server log.
-clean_log() { ! grep -qE "AddressSanitizer|LeakSanitizer|runtime error:|Segmentation" "$1"; }
-
-finish() {
-  echo "$passes passed, $fails failed"
-  [ "$fails" -eq 0 ]
-}
+clean_log() { clean_err "$1" && ! grep -q "Segmentation" "$1"; }

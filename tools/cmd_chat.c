@@ -32,30 +32,36 @@ int cmd_chat(int argc, char **argv) {
     int ctx = 0, max_tokens = 0;
     double temp = 0.8, top_p = 0.9;
     uint64_t seed = 42;
+    uint64_t given = 0;
     const cli_opt opts[] = {
-        {"system", 0, OPT_STR, &system, "TEXT", "system message"},
+        {"system", 0, OPT_STR, &system, "TEXT", "system message", CLI_ANY},
         {"chat-template", 0, OPT_STR, &tmpl, "NAME",
          "chatml, llama2, llama3, llama3.1, mistral-v1, mistral-v3 or zephyr (default: from "
-         "the model)"},
-        {"ctx", 0, OPT_INT, &ctx, "N", "context tokens (default: model's, at most 4096)"},
-        {"n", 'n', OPT_INT, &max_tokens, "N", "tokens per answer at most (default: no limit)"},
-        {"temp", 0, OPT_FLOAT, &temp, "T", "temperature, 0 = greedy (default 0.8)"},
-        {"top-p", 0, OPT_FLOAT, &top_p, "P", "nucleus sampling mass (default 0.9)"},
-        {"seed", 0, OPT_U64, &seed, "S", "random seed (default 42)"},
-        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints"},
+         "the model)", CLI_ANY},
+        {"ctx", 0, OPT_INT, &ctx, "N", "context tokens (default: model's, at most 4096)",
+         CLI_MIN(16)},
+        {"n", 'n', OPT_INT, &max_tokens, "N", "tokens per answer at most (default: no limit)",
+         CLI_MIN(1)},
+        {"temp", 0, OPT_FLOAT, &temp, "T", "temperature, 0 = greedy (default 0.8)",
+         CLI_MIN(0)},
+        {"top-p", 0, OPT_FLOAT, &top_p, "P", "nucleus sampling mass in (0, 1] (default 0.9)",
+         CLI_RANGE_LO_OPEN(0, 1)},
+        {"seed", 0, OPT_U64, &seed, "S", "random seed (default 42)", CLI_ANY},
+        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
     };
     const cli_spec spec = {"chat", "MODEL",
                            "Chat with a model. Type a message and Enter; /reset forgets the "
                            "conversation, /exit quits, Ctrl-C stops an answer. Reads lines from "
-                           "stdin when it is not a terminal.",
-                           opts, 8, 1, 1};
+                           "stdin when it is not a terminal. Answers are valid UTF-8.",
+                           opts, (int)(sizeof opts / sizeof opts[0]), 1, 1, &given};
     const char *pos[1];
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);
-    if (max_tokens < 0) return cli_errorf("chat", "-n must be >= 0");
-    if (ctx < 0) return cli_errorf("chat", "--ctx must be >= 0");
-    if (!(temp >= 0 && temp <= 100)) return cli_errorf("chat", "--temp must be in [0, 100]");
-    if (!(top_p > 0 && top_p <= 1)) return cli_errorf("chat", "--top-p must be in (0, 1]");
+    if (temp == 0 && (cli_given(&spec, "top-p") || cli_given(&spec, "seed"))) {
+        cli_errorf("chat", "--%s has no effect with --temp 0 (greedy decoding)",
+                   cli_given(&spec, "top-p") ? "top-p" : "seed");
+        return 2;
+    }
     bl_model *m = cli_load_model(pos[0], tokp);
     if (!m) return 1;
     bl_chat_session_opts so = {.system = system, .chat_template = tmpl, .ctx = ctx,

@@ -27,32 +27,32 @@ int cmd_serve(int argc, char **argv) {
     int port = so.port, parallel = so.parallel, ctx = 0, queue = so.queue;
     double max_body = (double)so.max_body;
     const cli_opt opts[] = {
-        {"host", 0, OPT_STR, &host, "ADDR", "address to listen on (default 127.0.0.1)"},
-        {"port", 0, OPT_INT, &port, "N", "port (default 8080; 0 = any free port, printed)"},
-        {"api-key", 0, OPT_STR, &api_key, "KEY", "require \"Authorization: Bearer KEY\""},
-        {"parallel", 0, OPT_INT, &parallel, "N", "sequences decoded together (default 4)"},
-        {"ctx", 0, OPT_INT, &ctx, "N", "tokens per sequence (default: model's, at most 2048)"},
-        {"queue", 0, OPT_INT, &queue, "N", "requests waiting for a slot before 503 (default 64)"},
-        {"max-body", 0, OPT_FLOAT, &max_body, "BYTES", "request body limit (default 1048576)"},
+        {"host", 0, OPT_STR, &host, "ADDR", "address to listen on (default 127.0.0.1)", CLI_ANY},
+        {"port", 0, OPT_INT, &port, "N", "port (default 8080; 0 = any free port, printed)",
+         CLI_RANGE(0, 65535)},
+        {"api-key", 0, OPT_STR, &api_key, "KEY", "require \"Authorization: Bearer KEY\"",
+         CLI_ANY},
+        {"parallel", 0, OPT_INT, &parallel, "N", "sequences decoded together (default 4)",
+         CLI_RANGE(1, 256)},
+        {"ctx", 0, OPT_INT, &ctx, "N", "tokens per sequence (default: model's, at most 2048)",
+         CLI_MIN(16)},
+        {"queue", 0, OPT_INT, &queue, "N", "requests waiting for a slot before 503 (default 64)",
+         CLI_MIN(0)},
+        {"max-body", 0, OPT_FLOAT, &max_body, "BYTES", "request body limit (default 1048576)",
+         CLI_RANGE(64, 1e12)},
         {"chat-template", 0, OPT_STR, &tmpl, "NAME",
          "chatml, llama2, llama3, llama3.1, mistral-v1, mistral-v3 or zephyr (default: from "
-         "the model)"},
-        {"alias", 0, OPT_STR, &alias, "ID", "model id reported by /v1/models"},
-        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints"},
+         "the model)", CLI_ANY},
+        {"alias", 0, OPT_STR, &alias, "ID", "model id reported by /v1/models", CLI_ANY},
+        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
     };
     const cli_spec spec = {"serve", "MODEL",
                            "OpenAI-compatible HTTP server: /v1/completions, /v1/chat/completions "
                            "(streamed or not), /v1/models, /health, with continuous batching.",
-                           opts, 10, 1, 1};
+                           opts, (int)(sizeof opts / sizeof opts[0]), 1, 1, NULL};
     const char *pos[1];
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);
-    if (parallel < 1 || parallel > 256) return cli_errorf("serve", "--parallel must be in [1, 256]");
-    if (ctx < 0 || (ctx > 0 && ctx < 16)) return cli_errorf("serve", "--ctx must be at least 16");
-    if (queue < 0) return cli_errorf("serve", "--queue must be >= 0");
-    if (port < 0 || port > 65535) return cli_errorf("serve", "--port must be in [0, 65535]");
-    if (!(max_body >= 64 && max_body <= 1e12))
-        return cli_errorf("serve", "--max-body must be at least 64 bytes");
     so.host = host;
     so.port = port;
     so.api_key = api_key;

@@ -12,24 +12,26 @@ int cmd_speed(int argc, char **argv) {
     int n_gen = 32, n_prompt = 128, threads = 0, reps = 1;
     bool json = false, no_mmap = false;
     const cli_opt opts[] = {
-        {"n", 'n', OPT_INT, &n_gen, "N", "tokens to decode (default 32)"},
-        {"prompt", 'p', OPT_INT, &n_prompt, "P", "prompt tokens processed as one batch (default 128)"},
-        {"threads", 't', OPT_INT, &threads, "T", "OpenMP threads (default: all cores)"},
-        {"reps", 'r', OPT_INT, &reps, "R", "repetitions; the best is reported (default 1)"},
-        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints"},
+        {"n", 'n', OPT_INT, &n_gen, "N", "tokens to decode (default 32)", CLI_MIN(1)},
+        {"prompt", 'p', OPT_INT, &n_prompt, "P", "prompt tokens processed as one batch (default 128)",
+         CLI_MIN(1)},
+        {"threads", 't', OPT_INT, &threads, "T", "OpenMP threads (default: all cores)",
+         CLI_MIN(1)},
+        {"reps", 'r', OPT_INT, &reps, "R", "repetitions; the best is reported (default 1)",
+         CLI_MIN(1)},
+        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
         {"no-mmap", 0, OPT_FLAG, &no_mmap, NULL,
-         "read the weights into private memory instead of mapping the files (as BITLLM_LOAD=read)"},
-        {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout"},
+         "read the weights into private memory instead of mapping the files (as BITLLM_LOAD=read)",
+         CLI_ANY},
+        {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout", CLI_ANY},
     };
     const cli_spec spec = {"speed", "MODEL",
                            "Prefill (one batch of P tokens) and decode (N tokens one by one) "
                            "throughput, resident memory and weight size of a model.",
-                           opts, 7, 1, 1};
+                           opts, (int)(sizeof opts / sizeof opts[0]), 1, 1, NULL};
     const char *pos[1];
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);
-    if (n_gen < 1 || n_prompt < 1 || reps < 1 || threads < 0)
-        return cli_errorf("speed", "-n, -p and --reps must be >= 1");
     if (threads > 0) omp_set_num_threads(threads);
     if (no_mmap) bl_set_load_mode(BL_LOAD_READ);
     const char *load_mode = bl_get_load_mode() == BL_LOAD_READ ? "read" : "mmap";

@@ -25,9 +25,9 @@ struct srv_req {
     int32_t next;           /* sampled token to feed at the next step */
     int n_gen;
     bl_sampler smp;
-    srv_str gen;            /* raw bytes of the generated tokens */
+    bl_detok detok;         /* token ids -> valid UTF-8 */
+    srv_str gen;            /* the text generated so far */
     size_t emitted;         /* bytes of gen passed on */
-    srv_utf8 utf8;
     double t_start;
     unsigned long id;
     /* shared, under e->mu */
@@ -82,6 +82,7 @@ void srv_params_free(srv_params *p) {
 static void req_free(srv_req *r) {
     srv_params_free(&r->p);
     bl_sampler_free(&r->smp);
+    bl_detok_free(&r->detok);
     srv_str_free(&r->gen);
     srv_str_free(&r->out);
     free(r->ends);
@@ -108,27 +109,26 @@ static size_t *tk_grow_ends(srv_req *r) {
     return r->ends;
 }
 
-/* Passes raw text gen[emitted..upto) on through the UTF-8 holder into the shared output as one
- * piece (possibly empty: a token whose bytes are held back still has its piece, so a stream
- * sends one event per token). */
-static bool emit(srv_engine *e, srv_req *r, size_t upto, bool final) {
-    srv_str fresh = {0};
-    bool ok = srv_utf8_push(&r->utf8, r->gen.p + r->emitted, upto - r->emitted, final, &fresh);
-    r->emitted = upto;
+/* Passes text gen[emitted..upto) on into the shared output as one piece (possibly empty: a
+ * token whose text is held back still has its piece, so a stream sends one event per token).
+ * gen holds whole characters only (bl_detok), and a held-back stop-string prefix starts at a
+ * character, so every piece is valid UTF-8. */
+static bool emit(srv_engine *e, srv_req *r, size_t upto) {
     pthread_mutex_lock(&e->mu);
-    size_t *ends = tk_grow_ends(r);
-    ok = ok && ends && srv_str_put(&r->out, fresh.p ? fresh.p : "", fresh.n);
+    bool ok = tk_grow_ends(r) && srv_str_put(&r->out, r->gen.p + r->emitted, upto - r->emitted);
     if (ok) r->ends[r->n_ends++] = r->out.n;
+    r->emitted = upto;
     r->n_out = r->n_gen;
     pthread_cond_broadcast(&r->cond);
     pthread_mutex_unlock(&e->mu);
-    srv_str_free(&fresh);
     return ok;
 }
 
-/* What is still held back goes out as a last piece (after a stop token). */
-static bool flush(srv_engine *e, srv_req *r) {
-    return r->gen.n == r->emitted && r->utf8.n == 0 ? true : emit(e, r, r->gen.n, true);
+/* The end of the text: a character that never completed becomes U+FFFD. */
+static bool end_text(srv_req *r) {
+    size_t k = 0;
+    const char *tail = r->detok.tok ? bl_detok_finish(&r->detok, &k) : "";
+    return srv_str_put(&r->gen, tail, k);
 }
 
 /* Ends a request: finish is "stop"/"length", or NULL with a reason. Frees its slot. */
@@ -161,14 +161,20 @@ static bool is_stop_id(const srv_req *r, int32_t tok) {
 
 /* A sampled token: stop, or append its text and check stop strings and limits. */
 static void accept_token(srv_engine *e, srv_req *r, int32_t tok) {
+    if (tok < 0) {
+        finish(e, r, NULL, "non-finite logits");
+        return;
+    }
     if (!r->p.ignore_eos && is_stop_id(r, tok)) {
-        if (flush(e, r)) finish(e, r, "stop", NULL);
+        /* what is still held back goes out as a last piece */
+        const bool ok = end_text(r) && (r->gen.n == r->emitted || emit(e, r, r->gen.n));
+        if (ok) finish(e, r, "stop", NULL);
         else finish(e, r, NULL, "out of memory");
         return;
     }
     r->n_gen++;
-    char piece[256];
-    size_t k = e->m->tok ? bl_tokenizer_piece(e->m->tok, tok, piece, sizeof piece) : 0;
+    size_t k = 0;
+    const char *piece = r->detok.tok ? bl_detok_push(&r->detok, tok, &k) : "";
     const size_t before = r->gen.n;
     if (!srv_str_put(&r->gen, piece, k)) {
         finish(e, r, NULL, "out of memory");
@@ -180,11 +186,15 @@ static void accept_token(srv_engine *e, srv_req *r, int32_t tok) {
                     : r->n_gen >= r->p.max_tokens || bl_state_slot_pos(e->st, r->slot) >= e->o.ctx
                         ? "length"
                         : NULL;
+    if (why && at < 0 && !end_text(r)) { /* (after a stop string the rest is dropped) */
+        finish(e, r, NULL, "out of memory");
+        return;
+    }
     /* text that could still turn out to begin a stop string waits for the next tokens */
     size_t upto = why ? r->gen.n : r->gen.n - srv_stop_hold(r->gen.p, r->gen.n, r->p.stop,
                                                               r->p.n_stop);
     if (upto < r->emitted) upto = r->emitted;
-    if (!emit(e, r, upto, why != NULL)) finish(e, r, NULL, "out of memory");
+    if (!emit(e, r, upto)) finish(e, r, NULL, "out of memory");
     else if (why) finish(e, r, why, NULL);
     else r->next = tok;
 }
@@ -226,7 +236,8 @@ static void admit_locked(srv_engine *e) {
         while (e->slots[slot]) slot++;
         bl_err err = {0};
         if (bl_sampler_init(&r->smp, e->m->cfg.vocab_size, r->p.temperature, r->p.top_p,
-                            r->p.seed, &err)) {
+                            r->p.seed, &err) ||
+            (e->m->tok && bl_detok_init(&r->detok, e->m->tok, &err))) {
             r->done = true;
             snprintf(r->error, sizeof r->error, "%.200s", err.msg);
             pthread_cond_broadcast(&r->cond);

@@ -1,5 +1,6 @@
 /* Private to src/serve: the scheduler (engine.c), the OpenAI request/response objects (api.c),
- * the HTTP front end (http.c), the chat session (session.c) and the text helpers they share. */
+ * the HTTP front end (http.c), the chat session (session.c) and the text helpers they share.
+ * Generated text becomes valid UTF-8 through the tokenizer's streaming detokenizer (bl_detok). */
 #ifndef BITLLM_SERVE_INTERNAL_H
 #define BITLLM_SERVE_INTERNAL_H
 
@@ -14,18 +15,6 @@ typedef struct {
 } srv_str;
 bool srv_str_put(srv_str *s, const char *p, size_t n);
 void srv_str_free(srv_str *s);
-
-/* ---- UTF-8 for streamed text ----
- * Tokens may end inside a multi-byte character. The holder passes on whole characters only,
- * keeping an incomplete tail until the next bytes arrive; bytes that can never form a character
- * become U+FFFD, so what goes out is always valid UTF-8 (a JSON string, a terminal). */
-typedef struct {
-    unsigned char pend[4];
-    int n;
-} srv_utf8;
-/* Appends the valid text of (held bytes + p[0..n)) to out; with final, an incomplete tail is
- * flushed as U+FFFD. False only when out of memory. */
-bool srv_utf8_push(srv_utf8 *h, const char *p, size_t n, bool final, srv_str *out);
 
 /* ---- stop strings ---- */
 #define SRV_MAX_STOP 4

@@ -159,33 +159,37 @@ bl_status bl_chat_session_say(bl_chat_session *s, const char *user, bl_text_fn o
     st = feed(s, ids, (int)n, err);
     free(ids);
     if (st) return st;
-    srv_str raw = {0}, text = {0};
-    srv_utf8 hold = {0};
+    srv_str answer = {0};
+    bl_detok dt;
+    if ((st = bl_detok_init(&dt, s->m->tok, err))) return st;
     int made = 0;
     bool go = true;
     const int limit = s->o.max_tokens > 0 ? s->o.max_tokens : s->o.ctx;
+    size_t k;
+    const char *text;
     while (go && made < limit && !st) {
         int32_t t = (int32_t)bl_sample(&s->smp, s->logits);
+        if (t < 0) {
+            st = bl_fail(err, BL_ERR_NUMERIC, "%s: non-finite logits", s->m->path);
+            break;
+        }
         if (is_stop(s, t)) break;
         made++;
-        char piece[256];
-        size_t k = bl_tokenizer_piece(s->m->tok, t, piece, sizeof piece);
-        text.n = 0;
-        if (!srv_str_put(&raw, piece, k) || !srv_utf8_push(&hold, piece, k, false, &text)) {
+        text = bl_detok_push(&dt, t, &k);
+        if (!srv_str_put(&answer, text, k)) {
             st = bl_fail(err, BL_ERR_NOMEM, "out of memory");
             break;
         }
-        if (text.n && on_text) go = on_text(ctx, text.p, text.n);
+        if (k && on_text) go = on_text(ctx, text, k);
         if (!go || s->n_cached >= s->o.ctx) break;
         st = bl_forward(s->st, &t, 1, s->logits, false, err);
         if (!st) s->cached[s->n_cached++] = t;
     }
-    text.n = 0;
-    if (!st && srv_utf8_push(&hold, "", 0, true, &text) && text.n && on_text && go)
-        on_text(ctx, text.p, text.n);
-    if (!st && !push_msg(s, "assistant", raw.p ? raw.p : "", raw.n))
+    text = bl_detok_finish(&dt, &k);
+    if (!st && k && srv_str_put(&answer, text, k) && on_text && go) on_text(ctx, text, k);
+    if (!st && !push_msg(s, "assistant", answer.p ? answer.p : "", answer.n))
         st = bl_fail(err, BL_ERR_NOMEM, "out of memory");
-    srv_str_free(&raw);
-    srv_str_free(&text);
+    bl_detok_free(&dt);
+    srv_str_free(&answer);
     return st;
 }
