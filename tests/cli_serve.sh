@@ -151,7 +151,11 @@ check "exit 0 after the fuzz" '[ "$rc" = 0 ]'
 clean_log "$tmp/c.log" && ok "no sanitizer report (fuzz)" || { bad "sanitizer report"; grep -m5 -A10 -E "Sanitizer|runtime error" "$tmp/c.log"; }
 
 # ---- flags ----
-check "bad --parallel is a usage error" '! "$BIN" serve "$M" --parallel 0 2>/dev/null'
+expect_usage "serve --parallel 0" "--parallel must be in [1, 256], got 0" "$BIN" serve "$M" --parallel 0
+expect_usage "serve --ctx 8" "--ctx must be >= 16, got 8" "$BIN" serve "$M" --ctx 8
+expect_usage "serve --port 70000" "--port must be in [0, 65535]" "$BIN" serve "$M" --port 70000
+expect_usage "serve --max-body 1x" "invalid value '1x' for --max-body" "$BIN" serve "$M" --max-body 1x
+expect_usage "chat --seed with --temp 0" "--seed has no effect with --temp 0" "$BIN" chat "$M" --temp 0 --seed 3
 check "unknown --chat-template is refused" '"$BIN" serve "$M" --port 0 --chat-template nope 2>&1 | grep -q "unknown chat template"'
 check "--host must be an address" '"$BIN" serve "$M" --port 0 --host example 2>&1 | grep -q "not an IPv4"'
 finish
