@@ -39,6 +39,9 @@ int bl_tokenizer_eos(const bl_tokenizer *t); /* -1 if none */
  * tokenizer.ggml.add_bos_token; HF add_bos_token in tokenizer_config.json, else a post-processor
  * template that starts with a special token). False when there is no BOS. */
 bool bl_tokenizer_add_bos(const bl_tokenizer *t);
+/* The chat template that came with the tokenizer (HF tokenizer_config.json "chat_template" or a
+ * chat_template.jinja beside it; GGUF tokenizer.chat_template), or NULL. */
+const char *bl_tokenizer_chat_template(const bl_tokenizer *t);
 /* Overrides BOS/EOS (e.g. from the model's config.json); pass -1 to leave one unchanged. */
 void bl_tokenizer_set_bos_eos(bl_tokenizer *t, int bos, int eos);
 
@@ -47,6 +50,21 @@ void bl_tokenizer_set_bos_eos(bl_tokenizer *t, int bos, int eos);
  * prepended only when add_bos is true. *ids is malloc'ed. */
 bl_status bl_tokenizer_encode(const bl_tokenizer *t, const char *text, size_t len, bool add_bos,
                               int32_t **ids, size_t *n_ids, bl_err *err);
+/* Part of a text to encode: bytes, or exactly one token given by id (id >= 0; its text is only
+ * what it stands for in the concatenation, e.g. "<s>" for BOS). */
+typedef struct {
+    const char *text;
+    size_t len;
+    int32_t id; /* -1: text to encode */
+} bl_tok_piece;
+/* Encodes the concatenation of the pieces as bl_tokenizer_encode encodes that text (no BOS is
+ * prepended; a piece at offset 0 is what "the start of the text" means), except that a piece with
+ * an id becomes exactly that token. With parse_special, the control and user-defined tokens of a
+ * SentencePiece vocabulary spelled in the text are recognised as well (HF and byte-level
+ * vocabularies always recognise their added tokens), as llama.cpp does for chat prompts. */
+bl_status bl_tokenizer_encode_pieces(const bl_tokenizer *t, const bl_tok_piece *pieces, size_t n,
+                                     bool parse_special, int32_t **ids, size_t *n_ids,
+                                     bl_err *err);
 /* Decodes ids to UTF-8 text (byte-fallback and byte-level pieces reassembled; SentencePiece "▁"
  * becomes a space; BOS/EOS and other control tokens produce nothing). Always valid UTF-8: bytes
  * that do not form a character become U+FFFD, as bl_utf8_stream does. *text is malloc'ed and

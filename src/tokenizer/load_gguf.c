@@ -262,6 +262,9 @@ bl_status bl_tokenizer_load_gguf(const bl_gguf *g, bl_tokenizer **out, bl_err *e
         if ((st = set_pre(t, g, err))) goto fail;
     }
     t->add_bos = kv_bool(g, "tokenizer.ggml.add_bos_token", t->add_bos);
+    bl_str tmpl;
+    if (kv_str(g, "tokenizer.chat_template", &tmpl) && !tk_set_chat_template(t, tmpl.ptr, tmpl.len))
+        goto nomem;
     if ((st = tk_finish(t, err))) goto fail;
     if (gpt2 && (st = load_merges(t, merges, err))) goto fail;
     tk_buf_free(&key);

@@ -2,7 +2,8 @@
  * SentencePiece-style ("▁" pieces, byte_fallback). The vocabulary and merges are respelled once
  * into the internal form (raw bytes, plain spaces; see tok_internal.h); merges become a rank table
  * keyed by id pairs. tokenizer_config.json beside the file, if present, supplies bos_token,
- * eos_token and add_bos_token. Every count, id and reference is checked: a malformed file is an
+ * eos_token, add_bos_token and the chat template (its "chat_template", or chat_template.jinja
+ * beside it as newer checkpoints ship it). Every count, id and reference is checked: a malformed file is an
  * error naming it, never a crash. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,6 +124,22 @@ static bl_status load_merges(hf_ctx *c, const cJSON *merges, bl_err *err) {
     return BL_OK;
 }
 
+/* "chat_template": a string, or a list of {"name", "template"} from which "default" (else the
+ * first) is taken. */
+static const char *config_chat_template(const cJSON *cfg) {
+    const cJSON *v = item(cfg, "chat_template"), *e, *first = NULL;
+    if (cJSON_IsString(v)) return v->valuestring;
+    if (!cJSON_IsArray(v)) return NULL;
+    cJSON_ArrayForEach(e, v) {
+        const cJSON *name = item(e, "name"), *tmpl = item(e, "template");
+        if (!cJSON_IsString(tmpl)) continue;
+        if (cJSON_IsString(name) && strcmp(name->valuestring, "default") == 0)
+            return tmpl->valuestring;
+        if (!first) first = tmpl;
+    }
+    return first ? first->valuestring : NULL;
+}
+
 /* bos_token / eos_token of tokenizer_config.json: a string or {"content": ...}. */
 static int32_t config_token(const bl_tokenizer *t, const cJSON *cfg, const char *key) {
     const cJSON *v = item(cfg, key);
@@ -149,10 +166,33 @@ static bl_status load_config(hf_ctx *c, const char *cfg_path, const char *cfg, s
     const cJSON *ab = item(o, "add_bos_token");
     bool bad = ab && !cJSON_IsNull(ab) && !cJSON_IsBool(ab);
     if (cJSON_IsBool(ab)) t->add_bos = cJSON_IsTrue(ab);
+    const char *tmpl = config_chat_template(o);
+    bool ok = !tmpl || tk_set_chat_template(t, tmpl, strlen(tmpl));
     cJSON_Delete(o);
-    return bad ? bl_fail(err, BL_ERR_FORMAT, "%s: \"add_bos_token\" must be true or false",
-                         cfg_path)
-               : BL_OK;
+    if (bad)
+        return bl_fail(err, BL_ERR_FORMAT, "%s: \"add_bos_token\" must be true or false",
+                       cfg_path);
+    return ok ? BL_OK : nomem(c, err);
+}
+
+/* chat_template.jinja beside tokenizer_config.json replaces its "chat_template" (transformers
+ * writes the template there since 4.43). */
+static bl_status load_template_file(bl_tokenizer *t, const char *cfg_path, bl_err *err) {
+    const char *slash = strrchr(cfg_path, '/');
+    size_t dl = slash ? (size_t)(slash - cfg_path + 1) : 0;
+    char *path = bl_malloc(dl + 32);
+    if (!path) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", cfg_path);
+    snprintf(path, dl + 32, "%.*schat_template.jinja", (int)dl, cfg_path);
+    struct stat sb;
+    bl_status st = BL_OK;
+    char *data = NULL;
+    size_t len = 0;
+    if (stat(path, &sb) == 0 && !(st = bl_read_file(path, &data, &len, err)) &&
+        !tk_set_chat_template(t, data, len))
+        st = bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", path);
+    free(data);
+    free(path);
+    return st;
 }
 
 /* Checks ids and returns the vocabulary size (largest id + 1) in *n. */
@@ -279,7 +319,8 @@ static bl_status load_json(const char *path, const char *cfg_path, const char *c
     c.t->ignore_merges = cJSON_IsTrue(item(model, "ignore_merges"));
     if ((st = load_vocab(&c, model, err)) || (st = load_added(&c, root, err)) ||
         (st = tk_hf_pipeline(c.t, root, err)) || (st = tk_finish(c.t, err)) ||
-        (st = load_merges(&c, merges, err)) || (st = load_config(&c, cfg_path, cfg, cfg_len, root, err))) {
+        (st = load_merges(&c, merges, err)) ||
+        (st = load_config(&c, cfg_path, cfg, cfg_len, root, err))) {
         bl_tokenizer_free(c.t);
         c.t = NULL;
     }
@@ -345,6 +386,10 @@ bl_status bl_tokenizer_load_hf(const char *path, bl_tokenizer **out, bl_err *err
     if (!st && !root) st = err ? err->code : BL_ERR_FORMAT;
     free(data); /* cJSON holds copies; release the text before building the tables */
     if (root) st = load_json(json, cfg, cdata, clen, root, out, err);
+    if (root && !st && (st = load_template_file(*out, cfg, err))) {
+        bl_tokenizer_free(*out);
+        *out = NULL;
+    }
     cJSON_Delete(root);
     free(cdata);
     free(json);
