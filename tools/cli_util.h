@@ -62,6 +62,9 @@ const cli_opt *cli_find(const cli_spec *spec, const char *name);
  * not), else 2 with the error printed: one table decides for every command that fits. */
 int cli_check_method_opts(const char *cmd, const cli_spec *spec, bl_qmethod m, bool random_factors,
                           const char *method);
+/* Sampling flags: --top-p and --seed are refused with --temp 0 (greedy decoding uses neither);
+ * prints the error and returns CLI_USAGE, else CLI_OK (spec->given must be set). */
+int cli_check_sampling(const cli_spec *spec, double temp);
 /* Exit code for a parse result that is not CLI_OK. */
 static inline int cli_exit_code(int parse_result) { return parse_result == CLI_HELP ? 0 : 2; }
 

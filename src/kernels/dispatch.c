@@ -164,6 +164,15 @@ void bl_half_matmul(bl_dtype dt, const uint16_t *W, int64_t m, int64_t n, const 
     bl_half_matmul_ref(dt, W, m, n, X, T, Y);
 }
 
+void bl_f32_matmul(const float *W, int64_t m, int64_t n, const float *X, int64_t T, float *Y) {
+    switch (bl_kernels_isa()) {
+    case BL_ISA_AVX512: bl_f32_matmul_avx512(W, m, n, X, T, Y); return;
+    case BL_ISA_AVX2: bl_f32_matmul_avx2(W, m, n, X, T, Y); return;
+    case BL_ISA_REF: break;
+    }
+    bl_f32_matmul_ref(W, m, n, X, T, Y);
+}
+
 void bl_half_to_f32(bl_dtype dt, const uint16_t *src, float *dst, size_t count) {
     switch (bl_kernels_isa()) {
     case BL_ISA_AVX512: bl_half_to_f32_avx512(dt, src, dst, count); return;
