@@ -7,6 +7,8 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_TIME ?= 20
+# MPI=1 requires MPI, MPI=0 builds without it; unset, CMake uses MPI when it finds it.
+MPI_FLAG = $(if $(MPI),-DBITLLM_MPI=$(if $(filter 1 ON on yes,$(MPI)),ON,OFF),)
 
 .PHONY: all deps build asan test test-fast bench clean demo fuzz fuzz-smoke
 
@@ -16,11 +18,11 @@ deps:
 	./scripts/deps.sh
 
 build:
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(MPI_FLAG) >/dev/null
 	cmake --build $(BUILD) -j $(JOBS)
 
 asan:
-	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DBITLLM_SANITIZE=ON >/dev/null
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DBITLLM_SANITIZE=ON $(MPI_FLAG) >/dev/null
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
 test-fast: build
@@ -30,7 +32,7 @@ test-fast: build
 # within a few minutes on two cores) whatever the release pass gave; one summary line for both,
 # non-zero exit if either failed (scripts/test.sh).
 test:
-	JOBS=$(JOBS) BUILD=$(BUILD) ASAN_BUILD=$(ASAN_BUILD) ./scripts/test.sh
+	JOBS=$(JOBS) BUILD=$(BUILD) ASAN_BUILD=$(ASAN_BUILD) CMAKE_EXTRA="$(MPI_FLAG)" ./scripts/test.sh
 
 fuzz:
 	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Release \

@@ -2,9 +2,11 @@
 # Installs the Debian packages bitllm builds against, only when one is missing.
 set -euo pipefail
 # clang + libclang-rt-14-dev (libFuzzer and the sanitizer runtimes; only recommended by clang, so
-# named here) build the fuzzing tree of `make fuzz`.
+# named here) build the fuzzing tree of `make fuzz`. Open MPI (openmpi-bin: mpirun,
+# libopenmpi-dev: the library CMake finds) runs quantize and distill over several ranks.
 pkgs=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libcjson-dev libpcre2-dev
-      libomp-dev libmicrohttpd-dev curl python3 gnuplot-nox clang libclang-rt-14-dev)
+      libomp-dev libmicrohttpd-dev curl python3 gnuplot-nox clang libclang-rt-14-dev
+      openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

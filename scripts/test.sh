@@ -13,6 +13,8 @@ BUILD=${BUILD:-build}
 ASAN_BUILD=${ASAN_BUILD:-build-asan}
 CMAKE=${CMAKE:-cmake}
 CTEST=${CTEST:-ctest}
+# extra configure arguments for both trees (make test MPI=0: -DBITLLM_MPI=OFF)
+read -r -a EXTRA <<<"${CMAKE_EXTRA:-}"
 
 # run_pass NAME DIR CMAKE-ARGS... -- ENV-ASSIGNMENTS...: configure, build and test one tree;
 # sets result (a short phrase) and returns non-zero on any failure.
@@ -51,9 +53,9 @@ run_pass() {
 }
 
 status=0
-run_pass release "$BUILD" -DCMAKE_BUILD_TYPE=Release -- || status=1
+run_pass release "$BUILD" -DCMAKE_BUILD_TYPE=Release "${EXTRA[@]}" -- || status=1
 release=$result
-run_pass sanitizer "$ASAN_BUILD" -DCMAKE_BUILD_TYPE=Debug -DBITLLM_SANITIZE=ON -- \
+run_pass sanitizer "$ASAN_BUILD" -DCMAKE_BUILD_TYPE=Debug -DBITLLM_SANITIZE=ON "${EXTRA[@]}" -- \
   BITLLM_TEST_QUICK=1 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 || status=1
 sanitizer=$result
 echo "make test: release: $release; sanitizer (ASan+UBSan): $sanitizer"

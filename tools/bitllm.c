@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "bitllm/core.h"
+#include "bitllm/dist.h"
 #include "cli.h"
 #include "cli_util.h"
 
@@ -43,6 +44,26 @@ static void usage(FILE *f) {
                "a llama2.c .bin\n(with --tokenizer FILE).\n");
 }
 
+/* Runs one command; under mpirun every rank runs it. A failing rank ends the whole job with its
+ * exit code (its error, printed with its rank, says why), so no rank waits for it forever. */
+static int run_command(const command *c, int argc, char **argv) {
+    bl_err err = {0};
+    if (bl_dist_init(&argc, &argv, &err) != BL_OK) return cli_error(c->name, &err);
+    /* the commands that share their work among MPI ranks (docs/distributed.md) */
+    const bool ranks = strcmp(c->name, "quantize") == 0 || strcmp(c->name, "distill") == 0;
+    if (bl_dist_size() > 1 && !ranks) {
+        cli_errorf(c->name, "runs on one rank only (quantize and distill run under mpirun)");
+        bl_dist_abort(2);
+    }
+    int rc = c->run(argc - 1, argv + 1);
+    /* a result that did not reach stdout (full disk, closed pipe) is a failure */
+    int out = cli_finish_stdout(c->name);
+    rc = rc ? rc : out;
+    if (rc && bl_dist_size() > 1) bl_dist_abort(rc);
+    bl_dist_finalize();
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -58,12 +79,7 @@ int main(int argc, char **argv) {
         return cli_finish_stdout("--version");
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (strcmp(argv[1], commands[i].name) == 0) {
-            int rc = commands[i].run(argc - 1, argv + 1);
-            /* a result that did not reach stdout (full disk, closed pipe) is a failure */
-            int out = cli_finish_stdout(commands[i].name);
-            return rc ? rc : out;
-        }
+        if (strcmp(argv[1], commands[i].name) == 0) return run_command(&commands[i], argc, argv);
     fprintf(stderr, "bitllm: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

@@ -1,4 +1,5 @@
 #include "cli_util.h"
+#include "bitllm/dist.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -226,15 +227,24 @@ int cli_check_sampling(const cli_spec *spec, double temp) {
     return CLI_USAGE;
 }
 
+/* "bitllm CMD: " or, in a job of several ranks, "bitllm CMD (rank R of N): " */
+static void error_prefix(const char *cmd) {
+    if (bl_dist_size() > 1)
+        fprintf(stderr, "bitllm %s (rank %d of %d): ", cmd, bl_dist_rank(), bl_dist_size());
+    else
+        fprintf(stderr, "bitllm %s: ", cmd);
+}
+
 int cli_error(const char *cmd, const bl_err *err) {
-    fprintf(stderr, "bitllm %s: %s\n", cmd, err->msg[0] ? err->msg : bl_status_name(err->code));
+    error_prefix(cmd);
+    fprintf(stderr, "%s\n", err->msg[0] ? err->msg : bl_status_name(err->code));
     return 1;
 }
 
 int cli_errorf(const char *cmd, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "bitllm %s: ", cmd);
+    error_prefix(cmd);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bitllm/dist.h"
 #include "bitllm/quantize.h"
 #include "bitllm/train.h"
 #include "cli.h"
@@ -140,8 +141,9 @@ int cmd_quantize(int argc, char **argv) {
 
     /* The output is checked and its temporary directory created before anything is fitted. */
     const char *inputs[] = {pos[0], tokp, calib};
-    bl_outdir *od = cli_outdir_prepare("quantize", out, inputs, 3, force, false);
-    if (!od) return 1;
+    const bool root = bl_dist_rank() == 0; /* under mpirun only rank 0 writes (distributed.md) */
+    bl_outdir *od = root ? cli_outdir_prepare("quantize", out, inputs, 3, force, false) : NULL;
+    if (root && !od) return 1;
     bl_model *m = cli_load_model(pos[0], tokp);
     if (!m) {
         bl_outdir_abort(od);
@@ -196,9 +198,14 @@ int cmd_quantize(int argc, char **argv) {
             out);
     bl_err err = {0};
     bl_quant_summary sum;
-    if (bl_quantize_model(m, &o, bl_outdir_path(od), &sum, &err) != BL_OK) {
+    if (bl_quantize_model(m, &o, od ? bl_outdir_path(od) : NULL, &sum, &err) != BL_OK) {
         cli_error("quantize", &err);
         cJSON_Delete(lg.layers);
+        goto done;
+    }
+    if (!root) {
+        cJSON_Delete(lg.layers);
+        rc = 0;
         goto done;
     }
     bl_status cs = bl_outdir_commit(od, &err);

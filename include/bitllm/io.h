@@ -86,6 +86,8 @@ bl_status bl_st_writer_add_lazy(bl_st_writer *w, const char *name, bl_dtype dtyp
 /* Optional string->string metadata stored under "__metadata__". */
 bl_status bl_st_writer_meta(bl_st_writer *w, const char *key, const char *value, bl_err *err);
 bl_status bl_st_writer_finish(bl_st_writer *w, const char *path, bl_err *err);
+/* The same file image in memory (malloc'ed into *data, caller frees), e.g. to send it. */
+bl_status bl_st_writer_finish_mem(bl_st_writer *w, uint8_t **data, size_t *size, bl_err *err);
 void bl_st_writer_free(bl_st_writer *w);
 
 /* ---- NumPy .npy arrays ---- */

@@ -122,7 +122,11 @@ typedef struct {
     double seconds;
 } bl_quant_summary;
 
-/* Quantizes src into outdir (created if needed; files written atomically). */
+/* Quantizes src into outdir (created if needed; files written atomically). In a job of several
+ * MPI ranks (bitllm/dist.h) every rank calls it: each fits its share of the projections (the
+ * largest first onto the least-loaded rank), rank 0 gathers them and writes outdir, which the
+ * others ignore (NULL is fine) and for which they get a summary of zeros but the seconds. The
+ * output is byte-identical to a run alone: every projection's seed depends on its index only. */
 bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const char *outdir,
                             bl_quant_summary *sum, bl_err *err);
 

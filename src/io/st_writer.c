@@ -233,3 +233,35 @@ done:
     free(hdr);
     return st;
 }
+
+bl_status bl_st_writer_finish_mem(bl_st_writer *w, uint8_t **data, size_t *size, bl_err *err) {
+    if (!w || !data || !size) return bl_fail(err, BL_ERR_ARG, "st_writer: NULL argument");
+    *data = NULL;
+    *size = 0;
+    cJSON *root = build_header(w);
+    char *json = root ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    if (!json) return bl_fail(err, BL_ERR_NOMEM, "st_writer: cannot build the JSON header");
+    size_t jlen = strlen(json), hlen = (jlen + 7) & ~(size_t)7, total = 8 + hlen;
+    for (int i = 0; i < w->n; i++) total += w->items[i].nbytes;
+    uint8_t *out = bl_malloc(total);
+    if (!out) {
+        cJSON_free(json);
+        return bl_fail(err, BL_ERR_NOMEM, "st_writer: out of memory for %zu bytes", total);
+    }
+    uint64_t hlen64 = hlen;
+    memcpy(out, &hlen64, 8);
+    memcpy(out + 8, json, jlen);
+    memset(out + 8 + jlen, ' ', hlen - jlen);
+    cJSON_free(json);
+    size_t at = 8 + hlen;
+    for (int i = 0; i < w->n; i++) {
+        const st_item *it = &w->items[i];
+        if (it->fill) it->fill(it->fill_ctx, it->name, out + at, it->nbytes);
+        else if (it->nbytes) memcpy(out + at, it->data, it->nbytes);
+        at += it->nbytes;
+    }
+    *data = out;
+    *size = total;
+    return BL_OK;
+}

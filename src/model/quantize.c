@@ -5,6 +5,7 @@
 #include "bitllm/quantize.h"
 #include "model/model_internal.h"
 #include "core/parallel.h"
+#include "model/quantize_dist.h"
 
 #include <cblas.h>
 #include <cjson/cJSON.h>
@@ -253,6 +254,8 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
             s = bl_layer_fit_check(&lo, src->layers[l].proj[p].m, src->layers[l].proj[p].n, name,
                                    err);
         }
+    qd_ctx dq; /* under MPI: which projections this rank fits (quantize_dist.h) */
+    if (!s) s = qd_begin(&dq, src, o, err);
     if (s) {
         free(q);
         return s;
@@ -266,9 +269,10 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     bl_layer_fit_result *res = malloc(sizeof *res);
     if (!res) s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
     for (int l = 0; l < c->n_layers && !s; l++) {
-        if (use_calib && o->activation_aware && o->method == BL_QM_MDBF)
+        if (use_calib && o->activation_aware && o->method == BL_QM_MDBF && qd_layer_mine(&dq, l))
             s = calib_gram(src, o, &cal, l, err);
         for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
+            if (!qd_mine(&dq, l * BL_PROJ_COUNT + p)) continue;
             const bl_linear *L = &src->layers[l].proj[p];
             size_t mn = (size_t)(L->m * L->n);
             free(W);
@@ -303,6 +307,7 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
                 bl_tensor_set_release(&src->tensors, src_bytes, src_n);
             bits += res->bpw * (double)mn;
             weights += (double)mn;
+            qd_done(&dq, l * BL_PROJ_COUNT + p, res);
             if (o->on_layer) {
                 char name[96];
                 snprintf(name, sizeof name, "model.layers.%d.%s", l, bl_proj_hf_name(p));
@@ -314,7 +319,8 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     free(imp);
     free(res);
     if (use_calib) calib_free(&cal);
-    if (!s) {
+    if (!s) s = qd_gather(&dq, src, o, q, &bits, &weights, err);
+    if (!s && qd_writes(&dq)) {
         cJSON *prov = provenance(src, o);
         char *pj = cJSON_PrintUnformatted(prov);
         cJSON_Delete(prov);
@@ -323,7 +329,13 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     }
     for (int i = 0; i < total; i++) bl_linear_free(&q[i]);
     free(q);
-    if (s) return s;
+    const bool writes = qd_writes(&dq);
+    qd_end(&dq);
+    if (s || !writes) {
+        memset(sum, 0, sizeof *sum);
+        sum->seconds = bl_time_s() - t0;
+        return s;
+    }
     /* Whole-model accounting from what was written. */
     bl_model *out;
     if ((s = bl_model_load(outdir, NULL, &out, err))) return s;
