@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "bitllm/eval.h"
+#include "bitllm/dist.h"
 #include "bitllm/train.h"
 #include "cli.h"
 #include "cli_util.h"
@@ -16,6 +17,7 @@
 typedef struct {
     int log_every;
     bool json;
+    cJSON *losses; /* the loss of every step run here, for --json */
 } step_log;
 
 static void fmt_time(char *buf, size_t cap, double s) {
@@ -27,6 +29,7 @@ static void fmt_time(char *buf, size_t cap, double s) {
 
 static void on_step(void *ctx, const bl_distill_progress *p) {
     const step_log *lg = ctx;
+    if (lg->losses) cJSON_AddItemToArray(lg->losses, cJSON_CreateNumber(p->loss));
     if (p->step % lg->log_every != 0 && p->step != p->steps && p->step != 1) return;
     char eta[32];
     fmt_time(eta, sizeof eta, p->eta_s);
@@ -192,6 +195,14 @@ int cmd_distill(int argc, char **argv) {
 
     /* Outputs are checked (and OUTDIR prepared) before any model is loaded or data generated. */
     bl_err err = {0};
+    /* under mpirun every rank trains on its share of each step; rank 0 alone writes and reports
+     * (docs/distributed.md) */
+    const bool root = bl_dist_rank() == 0;
+    if (!root) {
+        gen_out = NULL;
+        eval_text = NULL;
+        json = false;
+    }
     const char *inputs[] = {pos[0], pos[1], data, tokp, eval_text};
     if (gen_out && bl_output_file_check(gen_out, inputs, 5, &err))
         return cli_error("distill", &err);
@@ -202,8 +213,8 @@ int cmd_distill(int argc, char **argv) {
         snprintf(state, sizeof state, "%s/checkpoint/state.safetensors", out);
         if (o.resume && stat(state, &st) != 0)
             return cli_errorf("distill", "--resume: nothing to resume, %s not found", state);
-        if (!(od = cli_outdir_prepare("distill", out, inputs, 5, force, true))) return 1;
-        o.export_dir = bl_outdir_path(od);
+        if (root && !(od = cli_outdir_prepare("distill", out, inputs, 5, force, true))) return 1;
+        if (od) o.export_dir = bl_outdir_path(od);
     }
 
     bl_model *teacher = cli_load_model(pos[0], tokp), *student = NULL;
@@ -211,7 +222,7 @@ int cmd_distill(int argc, char **argv) {
     bl_train_data td = {0};
     int32_t *eval_ids = NULL;
     size_t n_eval = 0;
-    cJSON *ppl_before = NULL, *ppl_after = NULL;
+    cJSON *ppl_before = NULL, *ppl_after = NULL, *losses = NULL;
     bl_ctx_choice cc = {0};
     if (!teacher || !(student = cli_load_model(pos[1], NULL))) goto done;
     for (size_t i = 0; i < sizeof student_opts / sizeof student_opts[0]; i++)
@@ -244,10 +255,12 @@ int cmd_distill(int argc, char **argv) {
             goto done;
         }
     }
-    fprintf(stderr, "training data: %lld sequences of %d tokens; %d steps x %d x %d x %d tokens "
-                    "= %.2f epochs\n",
-            (long long)td.n_rows, td.seq, o.steps, o.accum, o.batch, o.seq,
-            (double)o.steps * o.accum * o.batch / (double)td.n_rows);
+    const int ranks = bl_dist_size();
+    if (root)
+        fprintf(stderr, "training data: %lld sequences of %d tokens; %d steps x %d ranks x %d x %d "
+                        "x %d tokens = %.2f epochs\n",
+                (long long)td.n_rows, td.seq, o.steps, ranks, o.accum, o.batch, o.seq,
+                (double)o.steps * ranks * o.accum * o.batch / (double)td.n_rows);
     if (eval_text) {
         size_t len;
         char *text = cli_read_text("distill", eval_text, &len);
@@ -257,15 +270,17 @@ int cmd_distill(int argc, char **argv) {
         if (eval_tokens > 0 && (size_t)eval_tokens < n_eval) n_eval = (size_t)eval_tokens;
         if (!(ppl_before = measure(student, eval_ids, n_eval, &cc, "before"))) goto done;
     }
-    step_log lg = {log_every, json};
-    o.on_step = on_step;
+    losses = json ? cJSON_CreateArray() : NULL;
+    step_log lg = {log_every, json, losses};
+    o.on_step = root ? on_step : NULL;
     o.on_step_ctx = &lg;
-    o.on_note = on_note;
-    fprintf(stderr, "distilling %s -> %s into %s with %d threads\n", pos[0], pos[1], out,
-            omp_get_max_threads());
+    o.on_note = root ? on_note : NULL;
+    if (root)
+        fprintf(stderr, "distilling %s -> %s into %s with %d threads%s\n", pos[0], pos[1], out,
+                omp_get_max_threads(), ranks > 1 ? " per rank" : "");
     bl_distill_result res;
     if (bl_distill(teacher, student, &td, out, &o, &res, &err)) goto fail;
-    if (res.stopped) {
+    if (res.stopped || !root) {
         rc = 0;
         goto done;
     }
@@ -295,6 +310,9 @@ int cmd_distill(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "seconds", res.seconds);
         cJSON_AddNumberToObject(j, "tokens_per_s", res.seconds > 0 ? res.tokens / res.seconds : 0);
         cJSON_AddNumberToObject(j, "threads", omp_get_max_threads());
+        cJSON_AddNumberToObject(j, "ranks", ranks);
+        /* rank 0's time in the gradient allreduce (and any other wait on the ranks) */
+        cJSON_AddNumberToObject(j, "comm_seconds", bl_dist_get_stats().comm_seconds);
         cJSON_AddNumberToObject(j, "loss_before", res.loss_before);
         cJSON_AddNumberToObject(j, "loss_after", res.loss_after);
         cJSON_AddNumberToObject(j, "ce_before", res.ce_before);
@@ -302,6 +320,8 @@ int cmd_distill(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "mse_before", res.mse_before);
         cJSON_AddNumberToObject(j, "mse_after", res.mse_after);
         cJSON_AddNumberToObject(j, "flips", (double)res.flips);
+        cJSON_AddItemToObject(j, "losses", losses); /* steps resumed_from+1 .. steps */
+        losses = NULL;
         if (ppl_before) {
             cJSON_AddItemToObject(j, "ppl_before", ppl_before);
             cJSON_AddItemToObject(j, "ppl_after", ppl_after);
@@ -317,6 +337,7 @@ done:
     bl_outdir_abort(od); /* OUTDIR keeps its checkpoints; only the unfinished model goes */
     cJSON_Delete(ppl_before);
     cJSON_Delete(ppl_after);
+    cJSON_Delete(losses);
     free(eval_ids);
     bl_train_data_free(&td);
     bl_model_free(student);

@@ -134,21 +134,23 @@ bl_status bl_dist_barrier(bl_err *err) {
     return wait_req(&rq, -1, "barrier", err);
 }
 
+/* A binomial tree from root over point-to-point messages (not MPI_Bcast), so that a wait that
+ * gives up names the rank it waited for. */
 bl_status bl_dist_bcast(void *buf, size_t n, int root, bl_err *err) {
     if (root < 0 || root >= D.size)
         return bl_fail(err, BL_ERR_ARG, "broadcast from rank %d of %d", root, D.size);
     if (D.size == 1) return BL_OK;
-    for (size_t at = 0; at < n; at += PIECE) {
-        const int len = (int)(n - at < PIECE ? n - at : PIECE);
-        MPI_Request rq;
-        int rc = MPI_Ibcast((char *)buf + at, len, MPI_BYTE, root, D.comm, &rq);
-        if (rc != MPI_SUCCESS) return mpi_fail(err, rc, "broadcast");
-        bl_status s = wait_req(&rq, D.rank == root ? -1 : root, "broadcast", err);
-        if (s) return s;
-        if (D.rank == root) D.stats.bytes_sent += (uint64_t)len;
-        else D.stats.bytes_received += (uint64_t)len;
-    }
-    return BL_OK;
+    const int rel = (D.rank - root + D.size) % D.size;
+    int mask = 1;
+    bl_status s = BL_OK;
+    for (; mask < D.size; mask <<= 1)
+        if (rel & mask) {
+            s = recv_bytes(buf, n, (rel - mask + root) % D.size, "broadcast", err);
+            break;
+        }
+    for (mask >>= 1; mask > 0 && !s; mask >>= 1)
+        if (rel + mask < D.size) s = send_bytes(buf, n, (rel + mask + root) % D.size, "broadcast", err);
+    return s;
 }
 
 /* One chunk of the sum: a binomial tree onto rank 0 (at round k = 1, 2, 4, ... a rank whose

@@ -5,6 +5,7 @@
  * optional sign flipping, progress and checkpoints. Every step is a deterministic function of
  * the checkpointed state, so a resumed run reproduces an uninterrupted one bit for bit. */
 #include "train/train_internal.h"
+#include "bitllm/dist.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -42,6 +43,7 @@ typedef struct {
     int32_t *tok;
     tr_order order;
     tr_state st;
+    int ranks, rank;  /* data-parallel over MPI ranks (dist_step.c); 1 and 0 alone */
     const char *teacher_path, *student_path;
 } trainer;
 
@@ -136,7 +138,7 @@ static bl_status micro_batch(trainer *t, bool backward, double *ce, double *mse,
     const bl_config *c = &t->S->cfg;
     nn_acts_f32 *AS = t->AS, *AT = t->AT;
     const int64_t N = AS->N, D = c->dim, V = c->vocab_size;
-    const double scale = 1.0 / t->o.accum;
+    const double scale = 1.0 / ((double)t->o.accum * t->ranks); /* gradients: global mean */
     nn_forward_f32(t->T, t->PT, AT, t->tok);
     nn_softmax_rows_f32(AT->logits, AT->logits, N, (int)V);
     nn_l2_normalize_rows_f32(AT->x + N * D, AT->x + N * D, c->n_layers * N, (int)D);
@@ -198,6 +200,7 @@ static char *provenance_json(const trainer *t, const bl_model *teacher, const bl
     cJSON_AddNumberToObject(d, "seq", o->seq);
     cJSON_AddNumberToObject(d, "batch", o->batch);
     cJSON_AddNumberToObject(d, "accum", o->accum);
+    if (t->ranks > 1) cJSON_AddNumberToObject(d, "ranks", t->ranks); /* data-parallel */
     bl_json_add_exact(d, "lr", o->lr);
     bl_json_add_exact(d, "min_lr", o->lr_min);
     bl_json_add_exact(d, "alpha", o->alpha);
@@ -221,9 +224,11 @@ static bl_status train_step(trainer *t, int step, bl_distill_progress *pr, bl_er
     const int B = o->batch, T = o->seq;
     memset(t->G, 0, sizeof(float) * t->S->n_params);
     double ce = 0, mse = 0;
+    /* rank r takes micro-batches r·accum .. r·accum + accum − 1 of the step's ranks·accum */
+    const int64_t base = t->st.data_pos + (int64_t)t->rank * o->accum * B;
     for (int a = 0; a < o->accum; a++) {
         for (int b = 0; b < B; b++)
-            memcpy(t->tok + (int64_t)b * T, tr_order_row(&t->order, t->st.data_pos++),
+            memcpy(t->tok + (int64_t)b * T, tr_order_row(&t->order, base + (int64_t)a * B + b),
                    sizeof(int32_t) * (size_t)T);
         double c1, m1;
         bl_status s = micro_batch(t, true, &c1, &m1, err);
@@ -231,6 +236,9 @@ static bl_status train_step(trainer *t, int step, bl_distill_progress *pr, bl_er
         ce += c1 / o->accum;
         mse += m1 / o->accum;
     }
+    t->st.data_pos += (int64_t)t->ranks * o->accum * B;
+    bl_status ds = tr_dist_sum_grads(t->G, t->S->n_params, &ce, &mse, err);
+    if (ds) return bl_fail_context(err, ds, "step %d", step + 1);
     const double gnorm = tr_grad_norm(t->S, t->G);
     if (!isfinite(gnorm)) {
         const char *bad = tr_nonfinite_grad(t->S, t->G);
@@ -248,7 +256,7 @@ static bl_status train_step(trainer *t, int step, bl_distill_progress *pr, bl_er
         t->st.flips += f;
     }
     t->st.step = step + 1;
-    t->st.tokens += (int64_t)o->accum * B * T;
+    t->st.tokens += (int64_t)t->ranks * o->accum * B * T;
     pr->loss = ce + o->alpha * mse;
     pr->ce = ce;
     pr->mse = mse;
@@ -266,13 +274,20 @@ bl_status bl_distill(const bl_model *teacher, const bl_model *student,
     t.o = *opts;
     if (t.o.warmup < 0) t.o.warmup = t.o.steps / 20;
     t.data = data;
+    t.ranks = bl_dist_size();
+    t.rank = bl_dist_rank();
+    /* checkpoints count micro-batches over all ranks: N ranks with --accum K resume as one with
+     * --accum N·K and the reverse (the same sequences per step); only rank 0 writes them */
+    bl_distill_opts ck = t.o;
+    ck.accum *= t.ranks;
+    const bool writes = t.rank == 0;
     t.teacher_path = teacher->path ? teacher->path : "teacher";
     t.student_path = student->path ? student->path : "student";
     bl_status s = check_opts(&t.o, teacher, student, data, err);
     if (!s) s = trainer_init(&t, teacher, student, err);
     int last_ckpt = -1;
     if (!s && t.o.resume) {
-        s = tr_checkpoint_load(outdir, t.S, t.PS, t.m, t.v, &t.st, &t.o, err);
+        s = tr_checkpoint_load(outdir, t.S, t.PS, t.m, t.v, &t.st, &ck, err);
         if (!s) s = nn_model_sync_signs_f32(t.S, t.PS, err);
         if (!s) {
             last_ckpt = t.st.step;
@@ -301,7 +316,7 @@ bl_status bl_distill(const bl_model *teacher, const bl_model *student,
         pr.flips = t.st.flips;
         if (t.o.on_step) t.o.on_step(t.o.on_step_ctx, &pr);
         if (t.o.save_every > 0 && t.st.step % t.o.save_every == 0 && t.st.step < t.o.steps) {
-            s = tr_checkpoint_save(outdir, t.S, t.PS, t.m, t.v, &t.st, &t.o, err);
+            if (writes) s = tr_checkpoint_save(outdir, t.S, t.PS, t.m, t.v, &t.st, &ck, err);
             if (!s) last_ckpt = t.st.step;
         }
         if (!s && t.o.stop_after > 0 && t.st.step == t.o.stop_after && t.st.step < t.o.steps) {
@@ -321,12 +336,12 @@ bl_status bl_distill(const bl_model *teacher, const bl_model *student,
         snprintf(err->msg + n, sizeof err->msg - n, "%s", tail);
     }
     if (!s && !res->stopped) {
-        s = tr_checkpoint_save(outdir, t.S, t.PS, t.m, t.v, &t.st, &t.o, err);
+        if (writes) s = tr_checkpoint_save(outdir, t.S, t.PS, t.m, t.v, &t.st, &ck, err);
         if (!s)
             s = eval_loss(&t, &res->loss_after, &res->ce_after, &res->mse_after,
                           "loss after training", err);
-        char *prov = s ? NULL : provenance_json(&t, teacher, student);
-        if (!s)
+        char *prov = s || !writes ? NULL : provenance_json(&t, teacher, student);
+        if (!s && writes)
             s = tr_export(t.S, t.PS, student, t.o.export_dir ? t.o.export_dir : outdir,
                           student->quant_method, prov, err);
         free(prov);

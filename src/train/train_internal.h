@@ -35,6 +35,12 @@ bl_status tr_order_init(tr_order *o, const bl_train_data *d, uint64_t seed, bl_e
 const int32_t *tr_order_row(tr_order *o, int64_t pos);
 void tr_order_free(tr_order *o);
 
+/* ---- data parallelism (dist_step.c) ---- */
+
+/* Sums the gradients G (n floats) and the step's losses over the MPI ranks: G becomes the sum,
+ * ce and mse the mean of the ranks' values. No-op alone. */
+bl_status tr_dist_sum_grads(float *G, size_t n, double *ce, double *mse, bl_err *err);
+
 /* ---- checkpoints (checkpoint.c) ---- */
 
 typedef struct {
