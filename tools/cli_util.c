@@ -227,28 +227,31 @@ int cli_check_sampling(const cli_spec *spec, double temp) {
     return CLI_USAGE;
 }
 
-/* "bitllm CMD: " or, in a job of several ranks, "bitllm CMD (rank R of N): " */
-static void error_prefix(const char *cmd) {
+/* "bitllm CMD: MESSAGE" or, in a job of several ranks, "bitllm CMD (rank R of N): MESSAGE", as
+ * one write so that the lines of ranks failing together do not interleave. */
+static void error_line(const char *cmd, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static void error_line(const char *cmd, const char *fmt, va_list ap) {
+    char msg[2048], line[2200];
+    vsnprintf(msg, sizeof msg, fmt, ap);
     if (bl_dist_size() > 1)
-        fprintf(stderr, "bitllm %s (rank %d of %d): ", cmd, bl_dist_rank(), bl_dist_size());
+        snprintf(line, sizeof line, "bitllm %s (rank %d of %d): %s\n", cmd, bl_dist_rank(),
+                 bl_dist_size(), msg);
     else
-        fprintf(stderr, "bitllm %s: ", cmd);
-}
-
-int cli_error(const char *cmd, const bl_err *err) {
-    error_prefix(cmd);
-    fprintf(stderr, "%s\n", err->msg[0] ? err->msg : bl_status_name(err->code));
-    return 1;
+        snprintf(line, sizeof line, "bitllm %s: %s\n", cmd, msg);
+    fputs(line, stderr);
 }
 
 int cli_errorf(const char *cmd, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    error_prefix(cmd);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    error_line(cmd, fmt, ap);
     va_end(ap);
     return 1;
+}
+
+int cli_error(const char *cmd, const bl_err *err) {
+    return cli_errorf(cmd, "%s", err->msg[0] ? err->msg : bl_status_name(err->code));
 }
 
 bl_model *cli_load_model(const char *path, const char *tokenizer) {

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# bitllm under mpirun on stories260K (docs/distributed.md): layer-wise quantize at 2 ranks writes
+# the same bytes as one process (dbf, rtn2, onebit); distill at 2 ranks with --accum K follows
+# one process with --accum 2K (the same sequences per step) to 1e-4 relative and resumes under
+# mpirun bit for bit; a rank killed with SIGKILL ends the job (no hang, non-zero exit, the rank
+# named) and the rerun resumes; a stopped rank makes the others give up after
+# BITLLM_DIST_TIMEOUT naming it; commands that do not share work refuse to run on 2 ranks.
+set -u
+BIN=${BITLLM_BIN:?}
+DATA=${BITLLM_DATA:-../shared}
+S=$DATA/models/stories260K/stories260K.gguf
+if ! command -v mpirun >/dev/null; then
+  echo "SKIP: mpirun not found (Open MPI: ./scripts/deps.sh installs openmpi-bin)"; exit 77
+fi
+if [ ! -e "$S" ]; then echo "SKIP: $S not found"; exit 77; fi
+fails=0; passes=0
+ok() { passes=$((passes + 1)); echo "ok   $1"; }
+bad() { fails=$((fails + 1)); echo "FAIL $1"; }
+check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
+# CI runs as root; the shared machine has fewer cores than ranks
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+# Open MPI's own allocations live until exit: the sanitizer build reports only ours
+printf 'leak:libmpi.so\nleak:libopen-pal.so\nleak:libopen-rte.so\nleak:libpmix.so\nleak:libhwloc.so\nleak:libevent\nleak:mca_\n' >"$tmp/lsan.supp"
+export LSAN_OPTIONS="suppressions=$tmp/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+# every job is bounded: a hang fails the test instead of stalling CI
+mpi() { timeout -k 5 120 mpirun -np 2 --oversubscribe "$@"; }
+quick=${BITLLM_TEST_QUICK:-0}
+
+# A build without MPI refuses to run as 2 ranks (each would do the whole job).
+mpi "$BIN" quantize "$S" -o "$tmp/none" -m rtn2 >"$tmp/out" 2>"$tmp/err"
+if grep -q "built without MPI" "$tmp/err"; then
+  check "without MPI: refused under mpirun" '[ ! -e "$tmp/none" ]'
+  echo "SKIP: $BIN was built without MPI (cmake -DBITLLM_MPI=ON or make MPI=1)"; exit 77
+fi
+check "quantize under mpirun runs" '[ -e "$tmp/none/model.safetensors" ]'
+
+# ---- layer-wise quantize: byte-identical to one process ----
+for m in "dbf --iters 20 --seed 7" rtn2 onebit; do
+  name=${m%% *}
+  mkdir -p "$tmp/one-$name" "$tmp/two-$name"
+  (cd "$tmp/one-$name" && "$BIN" quantize "$S" -o q -m $m --json >out.json 2>err)
+  (cd "$tmp/two-$name" && mpi "$BIN" quantize "$S" -o q -m $m --json >out.json 2>err)
+  check "quantize $name: 2 ranks write the same model.safetensors as 1" \
+    'cmp -s "$tmp/one-$name/q/model.safetensors" "$tmp/two-$name/q/model.safetensors"'
+  check "quantize $name: and the same config.json" \
+    'cmp -s "$tmp/one-$name/q/config.json" "$tmp/two-$name/q/config.json"'
+  check "quantize $name: one JSON report listing all 35 projections" \
+    'python3 -c "import json,sys;d=json.load(open(sys.argv[1]));assert len(d[\"layers\"])==35" "$tmp/two-$name/out.json"'
+done
+# both ranks fitted: each printed progress lines for its own share only
+check "quantize: the work was shared" \
+  '[ "$(grep -c "^\[" "$tmp/two-dbf/err")" -gt 35 ]'
+
+# ---- distill: data-parallel ----
+"$BIN" quantize "$S" -o "$tmp/ob" -m onebit >/dev/null 2>&1
+"$BIN" distill "$S" "$tmp/ob" --generate 16 --gen-out "$tmp/gen.tok" --seq 32 --steps 0 \
+  >/dev/null 2>&1
+common="--data $tmp/gen.tok --seq 32 --batch 2 --lr 2e-3 --warmup 1 --steps 6"
+"$BIN" distill "$S" "$tmp/ob" -o "$tmp/d1" $common --accum 4 --json >"$tmp/d1.json" 2>/dev/null
+mpi "$BIN" distill "$S" "$tmp/ob" -o "$tmp/d2" $common --accum 2 --json >"$tmp/d2.json" 2>"$tmp/d2.err"
+check "distill: 2 ranks x accum 2 = 1 rank x accum 4 (losses within 1e-4 relative)" \
+  'python3 - "$tmp/d1.json" "$tmp/d2.json" <<EOF
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+assert len(a["losses"]) == len(b["losses"]) == 6, (a["losses"], b["losses"])
+worst = max(abs(x - y) / abs(x) for x, y in zip(a["losses"], b["losses"]))
+print("   max relative loss difference", worst)
+assert worst <= 1e-4 and a["tokens"] == b["tokens"] == 6 * 4 * 2 * 32
+assert b["ranks"] == 2 and a["ranks"] == 1 and b["comm_seconds"] > 0
+EOF'
+check "distill: rank 0 alone reports" '[ "$(grep -c "^done:" "$tmp/d2.err")" -eq 1 ]'
+# stopped after step 3 (checkpoint at 2), resumed under mpirun: the same bytes
+mpi "$BIN" distill "$S" "$tmp/ob" -o "$tmp/r" $common --accum 2 --save-every 2 --stop-after 3 \
+  >/dev/null 2>&1
+mpi "$BIN" distill "$S" "$tmp/ob" -o "$tmp/r" $common --accum 2 --save-every 2 --resume \
+  >/dev/null 2>"$tmp/r.err"
+check "distill: resumed under mpirun from step 2" 'grep -q "resumed from step 2" "$tmp/r.err"'
+check "distill: resumed run = uninterrupted run (model.safetensors bytes)" \
+  'cmp -s "$tmp/d2/model.safetensors" "$tmp/r/model.safetensors"'
+
+# ---- faults ----
+# rank_pid DIR RANK: the pid of that rank of the job writing DIR
+rank_pid() {
+  local p
+  for p in $(pgrep -f "bitllm distill .*-o $1 "); do
+    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then
+      echo "$p"; return
+    fi
+  done
+}
+# wait_for COND SECONDS
+wait_for() { local i; for ((i = 0; i < $2 * 10; i++)); do eval "$1" && return 0; sleep 0.1; done; return 1; }
+
+steps=200; [ "$quick" = 1 ] && steps=80
+long="--data $tmp/gen.tok --seq 32 --batch 2 --steps $steps --accum 2 --save-every 5"
+mpi "$BIN" distill "$S" "$tmp/ob" -o "$tmp/k" $long >/dev/null 2>"$tmp/k.err" &
+job=$!
+wait_for '[ -e "$tmp/k/checkpoint/state.safetensors" ]' 60
+victim=$(rank_pid "$tmp/k" 1)
+first=$(rank_pid "$tmp/k" 0)
+t0=$(date +%s)
+[ -n "$victim" ] && kill -9 "$victim"
+wait $job; rc=$?
+t1=$(date +%s)
+check "killed rank: the job ends (rc $rc, $((t1 - t0)) s after the kill) with a non-zero exit" \
+  '[ -n "$victim" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $((t1 - t0)) -lt 30 ]'
+check "killed rank: the error names rank 1" 'grep -q "rank 1" "$tmp/k.err"'
+# mpirun may return while rank 0 is still being taken down
+check "killed rank: no bitllm process is left" \
+  'wait_for "! kill -0 $first 2>/dev/null" 20 && [ -z "$(pgrep -f "bitllm distill .*-o $tmp/k ")" ]'
+mpi "$BIN" distill "$S" "$tmp/ob" -o "$tmp/k" $long --resume --json >"$tmp/k.json" 2>"$tmp/k2.err"
+check "killed rank: the rerun resumes from the last checkpoint and finishes" \
+  'grep -q "resumed from step" "$tmp/k2.err" && [ -e "$tmp/k/model.safetensors" ] &&
+   python3 -c "import json,sys;d=json.load(open(sys.argv[1]));assert d[\"resumed_from\"]>0 and d[\"steps\"]==$steps" "$tmp/k.json"'
+
+# a rank that stops answering: the others give up after BITLLM_DIST_TIMEOUT and name it
+BITLLM_DIST_TIMEOUT=2 mpi "$BIN" distill "$S" "$tmp/ob" -o "$tmp/h" $long >/dev/null 2>"$tmp/h.err" &
+job=$!
+wait_for '[ -n "$(rank_pid "$tmp/h" 1)" ] && grep -q "^step 2/" "$tmp/h.err"' 60
+victim=$(rank_pid "$tmp/h" 1)
+[ -n "$victim" ] && kill -STOP "$victim"
+wait $job; rc=$?
+[ -n "$victim" ] && kill -9 "$victim" 2>/dev/null
+check "stopped rank: the job ends with an error naming rank 1 (rc $rc)" \
+  '[ -n "$victim" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "no answer from rank 1 within 2 s" "$tmp/h.err"'
+
+# commands that do not share their work refuse to run as several ranks
+mpi "$BIN" info "$S" >"$tmp/out" 2>"$tmp/err"; rc=$?
+check "info under mpirun: refused (rc $rc)" '[ $rc -ne 0 ] && grep -q "runs on one rank only" "$tmp/err"'
+
+check "no sanitizer report from any rank" \
+  '! grep -lE "AddressSanitizer|LeakSanitizer|runtime error:" "$tmp"/*.err "$tmp"/*/err 2>/dev/null'
+
+echo "$passes passed, $fails failed"
+[ $fails -eq 0 ]

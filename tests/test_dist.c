@@ -1,0 +1,93 @@
+/* The communication layer alone (one rank: the tests are not started by mpirun; tests/cli_mpi.sh
+ * runs the same calls on 2 ranks) and the rank plan of layer-wise quantize. */
+#include "bitllm/dist.h"
+#include "model/quantize_dist.h"
+#include "test.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void test_assign(void) {
+    /* LPT: 7, 5, 4, 3, 3, 2 onto 2 ranks -> {7, 3, 2} = 12 and {5, 4, 3} = 12 */
+    const double cost[] = {3, 7, 2, 5, 4, 3};
+    int owner[6];
+    double load[2];
+    bl_err err = {0};
+    REQUIRE(bl_dist_assign(cost, 6, 2, owner, load, &err) == BL_OK);
+    CHECK(load[0] == 12 && load[1] == 12);
+    CHECK(owner[1] == 0 && owner[3] == 1 && owner[4] == 1);
+    /* equal costs: the lower index goes first, onto the lower rank */
+    CHECK(owner[0] == 0 && owner[5] == 1);
+    /* the plan is a function of the costs: the same again, every entry assigned in range */
+    int again[6];
+    REQUIRE(bl_dist_assign(cost, 6, 2, again, NULL, &err) == BL_OK);
+    CHECK(memcmp(owner, again, sizeof owner) == 0);
+    /* more ranks than jobs: one job each, the rest idle */
+    int few[2];
+    double ld[5];
+    REQUIRE(bl_dist_assign(cost, 2, 5, few, ld, &err) == BL_OK);
+    CHECK(few[0] != few[1] && ld[2] == 0 && ld[3] == 0 && ld[4] == 0);
+    /* a sweep of awkward sizes: the most loaded rank is within the largest job of the least */
+    double big[97], total = 0;
+    int ob[97];
+    for (int i = 0; i < 97; i++) total += big[i] = (double)((i * 37) % 11 + 1);
+    for (int r = 1; r <= 9; r++) {
+        double l[9];
+        REQUIRE(bl_dist_assign(big, 97, r, ob, l, &err) == BL_OK);
+        double lo = l[0], hi = l[0], sum = 0;
+        for (int k = 0; k < r; k++) {
+            lo = l[k] < lo ? l[k] : lo;
+            hi = l[k] > hi ? l[k] : hi;
+            sum += l[k];
+        }
+        CHECK_MSG(hi - lo <= 11 && sum == total, "ranks %d: loads %g..%g, sum %g of %g", r, lo,
+                  hi, sum, total);
+        for (int i = 0; i < 97; i++) CHECK(ob[i] >= 0 && ob[i] < r);
+    }
+    /* bad input is refused */
+    const double neg[] = {1, -1};
+    CHECK(bl_dist_assign(neg, 2, 2, owner, NULL, &err) == BL_ERR_ARG);
+    CHECK(bl_dist_assign(cost, 6, 0, owner, NULL, &err) == BL_ERR_ARG);
+}
+
+static void test_one_rank(void) {
+    bl_err err = {0};
+    CHECK(bl_dist_rank() == 0 && bl_dist_size() == 1);
+    float f[5] = {1, 2.5f, -3, 0, 1e30f};
+    double d[2] = {0.1, -7};
+    REQUIRE(bl_dist_allreduce_sum_f32(f, 5, &err) == BL_OK);
+    REQUIRE(bl_dist_allreduce_sum_f64(d, 2, &err) == BL_OK);
+    CHECK(f[1] == 2.5f && f[4] == 1e30f && d[0] == 0.1 && d[1] == -7);
+    CHECK(bl_dist_bcast(f, sizeof f, 0, &err) == BL_OK && f[2] == -3);
+    CHECK(bl_dist_bcast(f, sizeof f, 1, &err) == BL_ERR_ARG);
+    CHECK(bl_dist_barrier(&err) == BL_OK);
+    void **parts;
+    size_t *sizes;
+    const char msg[] = "fitted layers";
+    REQUIRE(bl_dist_gather_bytes(msg, sizeof msg, &parts, &sizes, &err) == BL_OK);
+    CHECK(sizes[0] == sizeof msg && memcmp(parts[0], msg, sizeof msg) == 0 && parts[0] != msg);
+    bl_dist_parts_free(parts, sizes);
+    REQUIRE(bl_dist_gather_bytes(NULL, 0, &parts, &sizes, &err) == BL_OK);
+    CHECK(sizes[0] == 0);
+    bl_dist_parts_free(parts, sizes);
+}
+
+static void test_cost(void) {
+    bl_quant_opts o;
+    bl_quant_opts_default(&o);
+    o.method = BL_QM_RTN2;
+    CHECK(qd_cost(&o, 64, 172) == 64.0 * 172);
+    o.method = BL_QM_DBF;
+    /* dbf: the middle dimension multiplies the cost; a wider matrix costs more */
+    const double small = qd_cost(&o, 64, 64), wide = qd_cost(&o, 172, 64);
+    CHECK(small > 64.0 * 64 && wide > small);
+    o.bpw = 2.0; /* a larger middle dimension */
+    CHECK(qd_cost(&o, 64, 64) > small);
+}
+
+int main(void) {
+    TEST_RUN(test_assign);
+    TEST_RUN(test_one_rank);
+    TEST_RUN(test_cost);
+    return test_summary();
+}
