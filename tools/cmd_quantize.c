@@ -203,6 +203,14 @@ int cmd_quantize(int argc, char **argv) {
         cJSON_Delete(lg.layers);
         goto done;
     }
+    if (bl_dist_size() > 1) { /* what each rank did (bench/mpi_bench.sh reads these lines) */
+        const bl_dist_stats ds = bl_dist_get_stats();
+        fprintf(stderr, "rank %d of %d: %.2fs, sent %llu bytes, received %llu bytes, waited "
+                        "%.2fs on the other ranks\n",
+                bl_dist_rank(), bl_dist_size(), bl_time_s() - lg.t0,
+                (unsigned long long)ds.bytes_sent, (unsigned long long)ds.bytes_received,
+                ds.comm_seconds);
+    }
     if (!root) {
         cJSON_Delete(lg.layers);
         rc = 0;
