@@ -42,7 +42,7 @@ run() {
   /usr/bin/time -f "%U %S" -o "$W/cpu" mpirun -np "$n" --oversubscribe "$BIN" "$@" \
     >"$W/out" 2>"$W/err"
   t1=$(date +%s.%N)
-  echo "$(echo "$t1 - $t0" | bc) $(awk '{print $1 + $2}' "$W/cpu")" >"$W/time"
+  echo "$(printf "%.1f" "$(echo "$t1 - $t0" | bc)") $(awk '{print $1 + $2}' "$W/cpu")" >"$W/time"
 }
 
 echo "### Layer-wise quantize"

@@ -73,8 +73,8 @@ static void test_one_rank(void) {
 }
 
 static void test_cost(void) {
-    bl_quant_opts o;
-    bl_quant_opts_default(&o);
+    bl_layer_fit_opts o;
+    bl_layer_fit_opts_default(&o);
     o.method = BL_QM_RTN2;
     CHECK(qd_cost(&o, 64, 172) == 64.0 * 172);
     o.method = BL_QM_DBF;

@@ -173,27 +173,42 @@ static bool write_all(int fd, const void *buf, size_t n) {
     return true;
 }
 
-bl_status bl_st_writer_finish(bl_st_writer *w, const char *path, bl_err *err) {
-    if (!w || !path) return bl_fail(err, BL_ERR_ARG, "st_writer: NULL argument");
+/* The file's first bytes: the 8-byte header length and the JSON header padded with spaces to a
+ * multiple of 8, in a buffer of 8 + hlen + extra bytes (caller frees). */
+static bl_status header_bytes(bl_st_writer *w, const char *what, size_t extra, char **out,
+                              size_t *n, bl_err *err) {
     cJSON *root = build_header(w);
     char *json = root ? cJSON_PrintUnformatted(root) : NULL;
     cJSON_Delete(root);
-    if (!json) return bl_fail(err, BL_ERR_NOMEM, "%s: cannot build the JSON header", path);
+    if (!json) return bl_fail(err, BL_ERR_NOMEM, "%s: cannot build the JSON header", what);
     size_t jlen = strlen(json), hlen = (jlen + 7) & ~(size_t)7;
-    size_t tlen = strlen(path) + 32;
-    char *tmp = bl_malloc(tlen);
-    char *hdr = bl_malloc(8 + hlen);
-    if (!tmp || !hdr) {
-        free(tmp);
-        free(hdr);
+    char *hdr = bl_malloc(8 + hlen + extra);
+    if (!hdr) {
         cJSON_free(json);
-        return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", path);
+        return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", what);
     }
     uint64_t hlen64 = hlen;
     memcpy(hdr, &hlen64, 8);
     memcpy(hdr + 8, json, jlen);
     memset(hdr + 8 + jlen, ' ', hlen - jlen);
     cJSON_free(json);
+    *out = hdr;
+    *n = 8 + hlen;
+    return BL_OK;
+}
+
+bl_status bl_st_writer_finish(bl_st_writer *w, const char *path, bl_err *err) {
+    if (!w || !path) return bl_fail(err, BL_ERR_ARG, "st_writer: NULL argument");
+    char *hdr;
+    size_t hn;
+    bl_status hs = header_bytes(w, path, 0, &hdr, &hn, err);
+    if (hs) return hs;
+    size_t tlen = strlen(path) + 32;
+    char *tmp = bl_malloc(tlen);
+    if (!tmp) {
+        free(hdr);
+        return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", path);
+    }
     snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
 
     bl_status st = BL_OK;
@@ -202,7 +217,7 @@ bl_status bl_st_writer_finish(bl_st_writer *w, const char *path, bl_err *err) {
         st = bl_fail(err, BL_ERR_IO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
         goto done;
     }
-    bool ok = write_all(fd, hdr, 8 + hlen);
+    bool ok = write_all(fd, hdr, hn);
     for (int i = 0; ok && i < w->n; i++) {
         const st_item *it = &w->items[i];
         if (!it->fill) {
@@ -238,30 +253,18 @@ bl_status bl_st_writer_finish_mem(bl_st_writer *w, uint8_t **data, size_t *size,
     if (!w || !data || !size) return bl_fail(err, BL_ERR_ARG, "st_writer: NULL argument");
     *data = NULL;
     *size = 0;
-    cJSON *root = build_header(w);
-    char *json = root ? cJSON_PrintUnformatted(root) : NULL;
-    cJSON_Delete(root);
-    if (!json) return bl_fail(err, BL_ERR_NOMEM, "st_writer: cannot build the JSON header");
-    size_t jlen = strlen(json), hlen = (jlen + 7) & ~(size_t)7, total = 8 + hlen;
-    for (int i = 0; i < w->n; i++) total += w->items[i].nbytes;
-    uint8_t *out = bl_malloc(total);
-    if (!out) {
-        cJSON_free(json);
-        return bl_fail(err, BL_ERR_NOMEM, "st_writer: out of memory for %zu bytes", total);
-    }
-    uint64_t hlen64 = hlen;
-    memcpy(out, &hlen64, 8);
-    memcpy(out + 8, json, jlen);
-    memset(out + 8 + jlen, ' ', hlen - jlen);
-    cJSON_free(json);
-    size_t at = 8 + hlen;
+    size_t body = 0, at;
+    for (int i = 0; i < w->n; i++) body += w->items[i].nbytes;
+    char *out;
+    bl_status s = header_bytes(w, "safetensors image", body, &out, &at, err);
+    if (s) return s;
     for (int i = 0; i < w->n; i++) {
         const st_item *it = &w->items[i];
         if (it->fill) it->fill(it->fill_ctx, it->name, out + at, it->nbytes);
         else if (it->nbytes) memcpy(out + at, it->data, it->nbytes);
         at += it->nbytes;
     }
-    *data = out;
-    *size = total;
+    *data = (uint8_t *)out;
+    *size = at;
     return BL_OK;
 }

@@ -255,7 +255,8 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
                                    err);
         }
     qd_ctx dq; /* under MPI: which projections this rank fits (quantize_dist.h) */
-    if (!s) s = qd_begin(&dq, src, o, err);
+    const bl_layer_fit_opts plan_lo = layer_opts(o);
+    if (!s) s = qd_begin(&dq, src, &plan_lo, err);
     if (s) {
         free(q);
         return s;

@@ -19,20 +19,14 @@ typedef struct {
     bl_layer_fit_result res;
 } qd_record;
 
-double qd_cost(const bl_quant_opts *o, int64_t m, int64_t n) {
+double qd_cost(const bl_layer_fit_opts *lo, int64_t m, int64_t n) {
     const double mn = (double)m * (double)n;
-    if (o->method != BL_QM_DBF && o->method != BL_QM_MDBF) return mn;
-    bl_layer_fit_opts lo;
-    bl_layer_fit_opts_default(&lo);
-    lo.method = o->method;
-    lo.bpw = o->bpw;
-    lo.rank_l = o->rank_l;
-    lo.paths = o->paths;
-    const double k = (double)bl_layer_mid(&lo, m, n) * (o->paths > 1 ? o->paths : 1);
+    if (lo->method != BL_QM_DBF && lo->method != BL_QM_MDBF) return mn;
+    const double k = (double)bl_layer_mid(lo, m, n) * (lo->paths > 1 ? lo->paths : 1);
     return mn * (k > 1 ? k : 1) + (double)(m + n) * k * k;
 }
 
-bl_status qd_begin(qd_ctx *d, const bl_model *src, const bl_quant_opts *o, bl_err *err) {
+bl_status qd_begin(qd_ctx *d, const bl_model *src, const bl_layer_fit_opts *lo, bl_err *err) {
     memset(d, 0, sizeof *d);
     d->n = src->cfg.n_layers * BL_PROJ_COUNT;
     if (bl_dist_size() == 1) return BL_OK;
@@ -46,7 +40,7 @@ bl_status qd_begin(qd_ctx *d, const bl_model *src, const bl_quant_opts *o, bl_er
     }
     for (int i = 0; i < d->n; i++) {
         const bl_linear *L = &src->layers[i / BL_PROJ_COUNT].proj[i % BL_PROJ_COUNT];
-        cost[i] = qd_cost(o, L->m, L->n);
+        cost[i] = qd_cost(lo, L->m, L->n);
     }
     bl_status s = bl_dist_assign(cost, d->n, bl_dist_size(), d->owner, NULL, err);
     free(cost);

@@ -15,9 +15,10 @@ typedef struct {
     size_t *sizes;
 } qd_ctx;
 
-/* The plan: projections by estimated fit cost (qd_cost), largest first onto the least-loaded
- * rank. Every rank computes the same plan from the model's shapes and the options. */
-bl_status qd_begin(qd_ctx *d, const bl_model *src, const bl_quant_opts *o, bl_err *err);
+/* The plan: projections by estimated fit cost (qd_cost, with the options every projection is
+ * fitted with), largest first onto the least-loaded rank. Every rank computes the same plan
+ * from the model's shapes and the options. */
+bl_status qd_begin(qd_ctx *d, const bl_model *src, const bl_layer_fit_opts *lo, bl_err *err);
 /* Whether this rank fits projection i / some projection of layer l. */
 bool qd_mine(const qd_ctx *d, int i);
 bool qd_layer_mine(const qd_ctx *d, int l);
@@ -36,6 +37,6 @@ void qd_end(qd_ctx *d);
 /* Estimated cost of fitting one m×n projection with these options: m·n·max(1, k) + (m+n)·k²
  * for dbf/mdbf of middle dimension k (per ADMM iteration: the products with the factors and the
  * k×k solves), m·n for the others (one pass, or a fixed number of rank-1 iterations). */
-double qd_cost(const bl_quant_opts *o, int64_t m, int64_t n);
+double qd_cost(const bl_layer_fit_opts *lo, int64_t m, int64_t n);
 
 #endif
