@@ -54,12 +54,13 @@ static int run_command(const command *c, int argc, char **argv) {
     if (bl_dist_size() > 1 && !ranks) {
         cli_errorf(c->name, "runs on one rank only (quantize and distill run under mpirun)");
         bl_dist_abort(2);
+        return 2;
     }
     int rc = c->run(argc - 1, argv + 1);
     /* a result that did not reach stdout (full disk, closed pipe) is a failure */
     int out = cli_finish_stdout(c->name);
     rc = rc ? rc : out;
-    if (rc && bl_dist_size() > 1) bl_dist_abort(rc);
+    if (rc) bl_dist_abort(rc); /* under mpirun: ends the other ranks too */
     bl_dist_finalize();
     return rc;
 }

@@ -13,7 +13,7 @@ int dist_launcher_size(void) {
         const char *v = getenv(vars[i]);
         if (v && *v) return atoi(v) > 0 ? atoi(v) : 1;
     }
-    return getenv("PMIX_RANK") ? 2 : 0; /* a PMIx launch that does not say its size */
+    return getenv("PMIX_RANK") ? -1 : 0; /* a PMIx launch that does not say its size */
 }
 
 bl_status dist_parts_new(int n, void ***parts, size_t **sizes, bl_err *err) {

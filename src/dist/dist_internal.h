@@ -4,7 +4,8 @@
 
 #include "bitllm/dist.h"
 
-/* The rank count a launcher announced in the environment (0: not started by a launcher). */
+/* The rank count a launcher announced in the environment (0: not started by a launcher, -1: by
+ * one that does not say how many ranks it started). */
 int dist_launcher_size(void);
 /* calloc'ed parts/sizes arrays of n entries. */
 bl_status dist_parts_new(int n, void ***parts, size_t **sizes, bl_err *err);

@@ -64,9 +64,8 @@ void bl_dist_finalize(void) {
     D.active = false;
 }
 
-_Noreturn void bl_dist_abort(int code) {
+void bl_dist_abort(int code) {
     if (D.active && D.size > 1) MPI_Abort(MPI_COMM_WORLD, code);
-    exit(code);
 }
 
 int bl_dist_rank(void) { return D.rank; }

@@ -2,24 +2,21 @@
  * copies of this binary is refused (each would run the whole job and write the same output). */
 #include "bitllm/dist.h"
 
-#include <stdlib.h>
-#include <string.h>
-
 #include "dist/dist_internal.h"
 
 bool bl_dist_built_with_mpi(void) { return false; }
 
 bl_status bl_dist_init(int *argc, char ***argv, bl_err *err) {
-    int n = dist_launcher_size();
-    if (n > 1)
-        return bl_fail(err, BL_ERR_UNSUPPORTED, "started by an MPI launcher with %d ranks, but "
-                       "this bitllm was built without MPI (install libopenmpi-dev and rebuild: "
-                       "make MPI=1)", n);
+    const int n = dist_launcher_size();
+    if (n > 1 || n < 0)
+        return bl_fail(err, BL_ERR_UNSUPPORTED, "started by an MPI launcher%s, but this bitllm "
+                       "was built without MPI (install libopenmpi-dev and rebuild: make MPI=1)",
+                       n > 1 ? " as several ranks" : "");
     return BL_OK;
 }
 
 void bl_dist_finalize(void) {}
-_Noreturn void bl_dist_abort(int code) { exit(code); }
+void bl_dist_abort(int code) {}
 int bl_dist_rank(void) { return 0; }
 int bl_dist_size(void) { return 1; }
 bl_status bl_dist_barrier(bl_err *err) { return BL_OK; }
