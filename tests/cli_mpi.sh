@@ -17,7 +17,7 @@ fails=0; passes=0
 ok() { passes=$((passes + 1)); echo "ok   $1"; }
 bad() { fails=$((fails + 1)); echo "FAIL $1"; }
 check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+tmp=$(mktemp -d); [ -n "${KEEP:-}" ] || trap 'rm -rf "$tmp"' EXIT
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
 # CI runs as root; the shared machine has fewer cores than ranks
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
@@ -134,6 +134,28 @@ wait $job; rc=$?
 [ -n "$victim" ] && kill -9 "$victim" 2>/dev/null
 check "stopped rank: the job ends with an error naming rank 1 (rc $rc)" \
   '[ -n "$victim" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "no answer from rank 1 within 2 s" "$tmp/h.err"'
+
+# every rank loads the model but checks only its share of the projections for NaN/Inf (one rank
+# each, in turn): a NaN in any one projection still stops the job, naming tensor and rank (two
+# projections next to each other in the file, so both ranks' shares are tried)
+if [ -e "$DATA/models/stories260K/hf/model.safetensors" ]; then
+  H=$DATA/models/stories260K/hf
+  for t in model.layers.2.mlp.down_proj.weight model.layers.2.mlp.gate_proj.weight; do
+    rm -rf "$tmp/nan" "$tmp/nanq"
+    mkdir -p "$tmp/nan" && cp "$H/config.json" "$tmp/nan/" && cp "$DATA/models/stories260K/tok512.bin" "$tmp/nan/tokenizer.bin"
+    python3 - "$H/model.safetensors" "$tmp/nan/model.safetensors" "$t" <<'PY'
+import json, struct, sys
+data = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", data[:8])[0]
+a, b = json.loads(data[8:8 + n])[sys.argv[3]]["data_offsets"]
+data[8 + n + a + 4 * 77:8 + n + a + 4 * 78] = struct.pack("<f", float("nan"))
+open(sys.argv[2], "wb").write(data)
+PY
+    mpi "$BIN" quantize "$tmp/nan" -o "$tmp/nanq" -m rtn2 >"$tmp/out" 2>"$tmp/nan.err"; rc=$?
+    check "NaN in $t under mpirun: the job stops naming it and the rank (rc $rc)" \
+      '[ $rc -ne 0 ] && grep -qE "\(rank [01] of 2\).*$t holds a non-finite value" "$tmp/nan.err" && [ ! -e "$tmp/nanq" ]'
+  done
+fi
 
 # commands that do not share their work refuse to run as several ranks
 mpi "$BIN" info "$S" >"$tmp/out" 2>"$tmp/err"; rc=$?

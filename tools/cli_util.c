@@ -259,7 +259,11 @@ bl_model *cli_load_model(const char *path, const char *tokenizer) {
     bl_model *m = NULL;
     bl_load_opts opts = {.tokenizer_path = tokenizer};
     if (bl_model_load(path, &opts, &m, &err) != BL_OK) {
-        fprintf(stderr, "bitllm: cannot load model: %s\n", err.msg);
+        if (bl_dist_size() > 1)
+            fprintf(stderr, "bitllm (rank %d of %d): cannot load model: %s\n", bl_dist_rank(),
+                    bl_dist_size(), err.msg);
+        else
+            fprintf(stderr, "bitllm: cannot load model: %s\n", err.msg);
         return NULL;
     }
     return m;

@@ -5,6 +5,7 @@
  * Errors name the tensor and the file it lives in. Tensors stay views into the mapped files; only
  * small vectors (norms, biases) are converted to owned f32 copies. */
 #include "model/model_internal.h"
+#include "bitllm/dist.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -48,7 +49,7 @@ typedef struct {
     bl_model *m;
     const name_scheme *ns;
     const bl_load_source *src;
-    uint8_t *used; /* per tensor of m->tensors */
+    uint8_t *used; /* per tensor of m->tensors: 1 read, 2 read as a dense projection */
 } loader;
 
 /* The file a tensor lives in (or the checkpoint's own path) for messages. */
@@ -147,6 +148,7 @@ static bl_status load_linear(loader *L, const cJSON *qc, const char *prefix, int
         snprintf(name, sizeof name, "%s.weight", prefix);
         const bl_tensor *t = find_2d(L, name, rows, cols, err);
         if (!t) return err ? err->code : BL_ERR_FORMAT;
+        L->used[t - m->tensors.t] = 2; /* see check_finite */
         return bl_linear_dense_init(lin, t, err);
     }
     const bl_format_ops *ops;
@@ -231,13 +233,20 @@ static bool find_nonfinite(const bl_tensor_set *ts, const bl_tensor *t, int64_t 
     return false;
 }
 
-/* No weight the model reads may hold an Inf or NaN (they would turn every output into NaN). */
+/* No weight the model reads may hold an Inf or NaN (they would turn every output into NaN).
+ * In a job of N MPI ranks (bitllm/dist.h) every rank loads the model; the dense projections, the
+ * bulk of its bytes, are then checked by one rank each in turn, so the job reads them once and a
+ * rank of a distributed quantize reads little beyond what it fits. The rank that finds a bad
+ * value fails, which ends the job. */
 static bl_status check_finite(const loader *L, bl_err *err) {
     const bl_tensor_set *ts = &L->m->tensors;
+    const int ranks = bl_dist_size(), rank = bl_dist_rank();
+    int proj = 0;
     for (int i = 0; i < ts->n; i++) {
         const bl_tensor *t = &ts->t[i];
         int64_t at;
-        if (!L->used[i] || !find_nonfinite(ts, t, &at)) continue;
+        if (!L->used[i] || (L->used[i] == 2 && proj++ % ranks != rank)) continue;
+        if (!find_nonfinite(ts, t, &at)) continue;
         /* the offending element, decoded with its block (Q8_0: 32 elements share a scale) */
         float blockv[32];
         const int64_t blk = bl_dtype_info(t->dtype)->block;
