@@ -9,7 +9,9 @@
  * {m, ceil(n/group)} for bits ≥ 2 only. */
 #include "formats/formats_internal.h"
 #include "formats/quant_common.h"
+#include "bitllm/quant.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -160,8 +162,35 @@ static bl_status rtn_load(bl_linear *L, const char *prefix, const bl_tensor_set 
     return BL_OK;
 }
 
+static const bl_format_param rtn_params[] = {
+    {"bits", NULL, BL_FPT_INT, offsetof(bl_format_params, bits), 2, 1, 8, -1,
+     "bits per weight code"},
+    {"group", NULL, BL_FPT_INT, offsetof(bl_format_params, group), 128, 1, 1 << 20, BL_QP_GROUP,
+     "input columns per scale/zero group (bits >= 2)"},
+};
+static const bl_format_alias rtn_aliases[] = {
+    {"rtn1", "bits=1"}, {"rtn2", "bits=2"}, {"rtn3", "bits=3"}, {"rtn4", "bits=4"},
+};
+static unsigned rtn_opts(const bl_format_params *p) {
+    return p->bits >= 2 ? BL_QP_BIT(BL_QP_GROUP) : 0;
+}
+static bl_status rtn_fit(const float *W, int64_t m, int64_t n, const bl_format_params *p,
+                         const struct bl_fit_opts *fo, bl_linear *out, bl_err *err);
+static bl_status rtn_random(int64_t m, int64_t n, const bl_format_params *p, uint64_t seed,
+                            bl_linear *out, bl_err *err);
+static const void *rtn_data(const bl_linear *L) { return &((const rtn_impl *)L->impl)->d; }
+
 const bl_format_ops bl_format_rtn = {
     .name = "rtn",
+    .desc = "round-to-nearest baselines: bits 1 = sign × row scale; 2..8 = asymmetric per group",
+    .params = rtn_params,
+    .n_params = 2,
+    .aliases = rtn_aliases,
+    .n_aliases = 4,
+    .opts_used = rtn_opts,
+    .fit = rtn_fit,
+    .random = rtn_random,
+    .data = rtn_data,
     .stored_bits = rtn_stored_bits,
     .forward = rtn_forward,
     .workspace_floats = rtn_workspace,
@@ -192,4 +221,21 @@ void bl_rtn_free(bl_rtn *q) {
     free(q->scale);
     free(q->zero);
     memset(q, 0, sizeof *q);
+}
+
+static bl_status rtn_fit(const float *W, int64_t m, int64_t n, const bl_format_params *p,
+                         const struct bl_fit_opts *fo, bl_linear *out, bl_err *err) {
+    (void)fo;
+    bl_rtn q;
+    bl_status s = bl_fit_rtn(W, m, n, p->bits, p->group, &q, err);
+    if (!s && (s = bl_linear_from_rtn(out, &q, err))) bl_rtn_free(&q);
+    return s;
+}
+
+static bl_status rtn_random(int64_t m, int64_t n, const bl_format_params *p, uint64_t seed,
+                            bl_linear *out, bl_err *err) {
+    bl_rtn q;
+    bl_status s = bl_random_rtn(m, n, p->bits, p->group, seed, &q, err);
+    if (!s && (s = bl_linear_from_rtn(out, &q, err))) bl_rtn_free(&q);
+    return s;
 }
