@@ -19,7 +19,7 @@ export OMP_NUM_THREADS=1  # fits are thread-count independent; one thread keeps 
   echo "eval $($BIN eval "$S/stories260K.gguf" --tasks piqa --limit 20 --json 2>/dev/null | python3 -c 'import json,sys;d=json.load(sys.stdin)["tasks"]["piqa"];print(d["acc"],d["acc_norm"],d["tokens"])')"
   for m in $methods; do
     extra=""
-    case $m in mdbf*) extra="--envelope-rank 2 --paths 2 --bpw 3.0 --seed 11 --iters 3";;
+    case $m in mdbf*) extra="--envelope-rank 2 --paths 2 --bpw 4.0 --seed 11 --iters 3";;
       dbf*) extra="--bpw 1.5 --seed 11 --iters 3";; rtn[234]) extra="--group 64";; esac
     $BIN quantize "$S/stories260K.gguf" -o "$tmp/q-$m" -m $m $extra >/dev/null 2>&1
     for f in $(cd "$tmp/q-$m" && ls); do

@@ -309,41 +309,6 @@ static bl_status finish(nn_model *M, float **params, bl_err *err) {
 
 /* ---- from a loaded model ---- */
 
-static bl_status read_bits(const bl_model *src, const char *prefix, const char *part,
-                           const nn_signs *s, bl_err *err) {
-    char name[BL_MAX_NAME + 32];
-    snprintf(name, sizeof name, "%s.%s", prefix, part);
-    const bl_tensor *t = bl_tensor_set_find(&src->tensors, name);
-    const int64_t rb = bl_sign_row_bytes(s->cols);
-    if (!t || t->dtype != BL_DT_U8 || t->ndim != 2 || t->shape[0] != s->rows || t->shape[1] != rb)
-        return bl_fail(err, BL_ERR_FORMAT, "%s: missing or malformed %s (expected U8 [%lld, %lld])",
-                       src->path, name, (long long)s->rows, (long long)rb);
-    memcpy(s->bits, t->data, (size_t)(s->rows * rb));
-    return BL_OK;
-}
-
-static bl_status read_vec(const bl_model *src, const char *prefix, const char *part, size_t numel,
-                          float *dst, bl_err *err) {
-    char name[BL_MAX_NAME + 32];
-    snprintf(name, sizeof name, "%s.%s", prefix, part);
-    const bl_tensor *t = bl_tensor_set_find(&src->tensors, name);
-    if (!t || (size_t)bl_tensor_numel(t) != numel)
-        return bl_fail(err, BL_ERR_FORMAT, "%s: missing tensor %s of %zu values", src->path, name,
-                       numel);
-    float *f;
-    bl_status s = bl_tensor_to_f32(t, &f, err);
-    if (s) return s;
-    memcpy(dst, f, numel * sizeof(float));
-    free(f);
-    return BL_OK;
-}
-
-static bool has_tensor(const bl_model *src, const char *prefix, const char *part) {
-    char name[BL_MAX_NAME + 32];
-    snprintf(name, sizeof name, "%s.%s", prefix, part);
-    return bl_tensor_set_find(&src->tensors, name) != NULL;
-}
-
 /* Latent (or flipping score) = ±init from a packed sign matrix. */
 static void latent_from_bits(float *lat, const nn_signs *s, float init) {
     const int64_t rb = bl_sign_row_bytes(s->cols);
@@ -352,48 +317,18 @@ static void latent_from_bits(float *lat, const nn_signs *s, float init) {
             lat[i * s->cols + j] = (float)bl_sign_get(s->bits, rb, i, j) * init;
 }
 
-static bl_status fill_linear(const bl_model *src, const bl_linear *BL, const nn_linear *L,
-                             const char *prefix, const nn_build_opts *o, float *P, bl_err *err) {
+static void copy_bits(const nn_signs *s, const uint8_t *bits) {
+    memcpy(s->bits, bits, (size_t)(s->rows * bl_sign_row_bytes(s->cols)));
+}
+
+static void copy_vec(float *dst, const float *src, int64_t n) {
+    memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+/* After the frozen sign matrices are imported: their flipping scores and kernel preparation. */
+static bl_status frozen_signs_ready(const nn_linear *L, const nn_build_opts *o, float *P,
+                                    bl_err *err) {
     bl_status s = BL_OK;
-    const int64_t m = L->m, n = L->n, k = L->mid, l = L->l;
-    switch (L->kind) {
-    case NN_DENSE:
-        return BL->ops->to_dense(BL, P + L->w, err);
-    case NN_ONEBIT:
-        if (!(s = read_bits(src, prefix, "sign", &L->S[0], err)))
-            latent_from_bits(P + L->w, &L->S[0], o->latent_init);
-        if (!s) s = read_vec(src, prefix, "g", (size_t)n, P + L->g, err);
-        if (!s) s = read_vec(src, prefix, "h", (size_t)m, P + L->h, err);
-        return s;
-    case NN_DBF:
-        s = read_bits(src, prefix, "A", &L->S[0], err);
-        if (!s) s = read_bits(src, prefix, "B", &L->S[1], err);
-        if (!s) s = read_vec(src, prefix, "a", (size_t)m, P + L->a, err);
-        if (!s) s = read_vec(src, prefix, "mu", (size_t)k, P + L->mu, err);
-        if (!s) s = read_vec(src, prefix, "b", (size_t)n, P + L->b, err);
-        break;
-    case NN_MDBF:
-        for (int p = 0; p < L->P && !s; p++) {
-            char part[32];
-            snprintf(part, sizeof part, "p%d.SA", p);
-            s = read_bits(src, prefix, part, &L->S[2 * p], err);
-            snprintf(part, sizeof part, "p%d.SB", p);
-            if (!s) s = read_bits(src, prefix, part, &L->S[2 * p + 1], err);
-            snprintf(part, sizeof part, "p%d.A_env", p);
-            if (!s) s = read_vec(src, prefix, part, (size_t)(m * l), P + L->a_env + p * m * l, err);
-            snprintf(part, sizeof part, "p%d.Q_U", p);
-            if (!s) s = read_vec(src, prefix, part, (size_t)(k * l), P + L->q_u + p * k * l, err);
-            snprintf(part, sizeof part, "p%d.Q_V", p);
-            if (!s && l == 1 && !has_tensor(src, prefix, part)) /* stored merged into Q_U */
-                for (int64_t i = 0; i < k; i++) P[L->q_v + p * k + i] = 1.0f;
-            else if (!s)
-                s = read_vec(src, prefix, part, (size_t)(k * l), P + L->q_v + p * k * l, err);
-            snprintf(part, sizeof part, "p%d.B_env", p);
-            if (!s) s = read_vec(src, prefix, part, (size_t)(n * l), P + L->b_env + p * n * l, err);
-        }
-        break;
-    default: break;
-    }
     for (int i = 0; i < L->n_signs && !s; i++) {
         if (L->S[i].latent != NN_NONE) latent_from_bits(P + L->S[i].latent, &L->S[i], o->flip_init);
         s = nn_signs_refresh(&L->S[i], err);
@@ -401,26 +336,116 @@ static bl_status fill_linear(const bl_model *src, const bl_linear *BL, const nn_
     return s;
 }
 
+/* ---- the trainable formats: one entry per format of the registry that nn can train ----
+ * spec: the nn layout of a loaded layer; import: its values, read from the in-memory layer
+ * through the format's data (whatever file layout it was loaded from: a bitllm checkpoint, a
+ * released OneBit checkpoint, a fit). */
+
+static void dense_spec(const bl_linear *L, const nn_build_opts *o, nn_lin_spec *sp) {
+    (void)L;
+    (void)o;
+    sp->kind = NN_DENSE;
+}
+
+static bl_status dense_import(const bl_linear *BL, const nn_linear *L, const nn_build_opts *o,
+                              float *P, bl_err *err) {
+    (void)o;
+    return BL->ops->to_dense(BL, P + L->w, err);
+}
+
+static void onebit_spec(const bl_linear *L, const nn_build_opts *o, nn_lin_spec *sp) {
+    sp->kind = NN_ONEBIT;
+    sp->post_ln = o->post_ln < 0 ? L->params.post_ln : o->post_ln > 0;
+}
+
+static bl_status onebit_import(const bl_linear *BL, const nn_linear *L, const nn_build_opts *o,
+                               float *P, bl_err *err) {
+    (void)err;
+    const bl_onebit *d = BL->ops->data(BL);
+    copy_bits(&L->S[0], d->sign);
+    latent_from_bits(P + L->w, &L->S[0], o->latent_init);
+    copy_vec(P + L->g, d->g, L->n);
+    copy_vec(P + L->h, d->h, L->m);
+    return BL_OK;
+}
+
+static void dbf_spec(const bl_linear *L, const nn_build_opts *o, nn_lin_spec *sp) {
+    (void)o;
+    sp->kind = NN_DBF;
+    sp->mid = L->params.mid;
+}
+
+static bl_status dbf_import(const bl_linear *BL, const nn_linear *L, const nn_build_opts *o,
+                            float *P, bl_err *err) {
+    const bl_dbf *d = BL->ops->data(BL);
+    copy_bits(&L->S[0], d->A);
+    copy_bits(&L->S[1], d->B);
+    copy_vec(P + L->a, d->a, L->m);
+    copy_vec(P + L->mu, d->mu, L->mid);
+    copy_vec(P + L->b, d->b, L->n);
+    return frozen_signs_ready(L, o, P, err);
+}
+
+static void mdbf_spec(const bl_linear *L, const nn_build_opts *o, nn_lin_spec *sp) {
+    (void)o;
+    sp->kind = NN_MDBF;
+    sp->mid = L->params.mid;
+    sp->l = L->params.rank_l;
+    sp->P = L->params.paths;
+}
+
+static bl_status mdbf_import(const bl_linear *BL, const nn_linear *L, const nn_build_opts *o,
+                             float *P, bl_err *err) {
+    const bl_mdbf *d = BL->ops->data(BL);
+    const int64_t m = L->m, n = L->n, r = L->mid, l = L->l;
+    for (int p = 0; p < L->P; p++) {
+        const bl_mdbf_path *e = &d->paths[p];
+        copy_bits(&L->S[2 * p], e->SA);
+        copy_bits(&L->S[2 * p + 1], e->SB);
+        copy_vec(P + L->a_env + p * m * l, e->A_env, m * l);
+        copy_vec(P + L->q_u + p * r * l, e->Q_U, r * l);
+        copy_vec(P + L->q_v + p * r * l, e->Q_V, r * l); /* l = 1: ones (merged into Q_U) */
+        copy_vec(P + L->b_env + p * n * l, e->B_env, n * l);
+    }
+    return frozen_signs_ready(L, o, P, err);
+}
+
+typedef struct {
+    const char *format; /* the registry's name */
+    void (*spec)(const bl_linear *L, const nn_build_opts *o, nn_lin_spec *sp);
+    bl_status (*import)(const bl_linear *BL, const nn_linear *L, const nn_build_opts *o,
+                        float *P, bl_err *err);
+} nn_format_entry;
+
+static const nn_format_entry nn_formats[] = {
+    {"dense", dense_spec, dense_import},
+    {"onebit", onebit_spec, onebit_import},
+    {"dbf", dbf_spec, dbf_import},
+    {"mdbf", mdbf_spec, mdbf_import},
+};
+
+/* The entry of a layer's format (looked up through the registry), or NULL. */
+static const nn_format_entry *nn_format_of(const bl_linear *L) {
+    for (size_t i = 0; i < sizeof nn_formats / sizeof nn_formats[0]; i++)
+        if (bl_format_find(nn_formats[i].format) == L->ops) return &nn_formats[i];
+    return NULL;
+}
+
+
 static bl_status spec_of(const bl_model *src, const bl_linear *L, const char *prefix,
                          const nn_build_opts *o, nn_lin_spec *sp, bl_err *err) {
     memset(sp, 0, sizeof *sp);
-    const char *f = L->ops->name;
-    if (strcmp(f, "dense") == 0) sp->kind = NN_DENSE;
-    else if (strcmp(f, "onebit") == 0) {
-        sp->kind = NN_ONEBIT;
-        sp->post_ln = o->post_ln < 0 ? L->params.post_ln : o->post_ln > 0;
-    } else if (strcmp(f, "dbf") == 0) {
-        sp->kind = NN_DBF;
-        sp->mid = L->params.mid;
-    } else if (strcmp(f, "mdbf") == 0) {
-        sp->kind = NN_MDBF;
-        sp->mid = L->params.mid;
-        sp->l = L->params.rank_l;
-        sp->P = L->params.paths;
-    } else {
+    const nn_format_entry *e = nn_format_of(L);
+    if (!e) {
+        char names[96];
+        size_t k = 0;
+        for (size_t i = 0; i < sizeof nn_formats / sizeof nn_formats[0]; i++)
+            k += (size_t)snprintf(names + k, sizeof names - k, "%s%s", i ? ", " : "",
+                                  nn_formats[i].format);
         return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: %s is a %s layer, which cannot be trained "
-                       "(dense, onebit, dbf and mdbf can)", src->path, prefix, f);
+                       "(%s can)", src->path, prefix, L->ops->name, names);
     }
+    e->spec(L, o, sp);
     return BL_OK;
 }
 
@@ -462,7 +487,7 @@ bl_status nn_model_from_bl(const bl_model *src, int max_seq, const nn_build_opts
         }
         for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
             snprintf(prefix, sizeof prefix, "model.layers.%d.%s", l, bl_proj_hf_name(p));
-            s = fill_linear(src, &sl->proj[p], &ly->proj[p], prefix, o, P, err);
+            s = nn_format_of(&sl->proj[p])->import(&sl->proj[p], &ly->proj[p], o, P, err);
         }
     }
     if (!s) s = nn_model_sync_signs_f32(M, P, err);
@@ -526,12 +551,7 @@ static bl_status random_linear(const nn_linear *L, const nn_build_opts *o, float
         break;
     default: break;
     }
-    bl_status s = BL_OK;
-    for (int i = 0; i < L->n_signs && !s; i++) {
-        if (L->S[i].latent != NN_NONE) latent_from_bits(P + L->S[i].latent, &L->S[i], o->flip_init);
-        s = nn_signs_refresh(&L->S[i], err);
-    }
-    return s;
+    return frozen_signs_ready(L, o, P, err);
 }
 
 bl_status nn_model_random(const bl_config *c, const nn_lin_spec spec[BL_PROJ_COUNT],
