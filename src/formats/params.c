@@ -99,6 +99,8 @@ static bl_status parse_assignments(bl_method *m, const char *s, const char *spec
                            spec, d->key, (long long)v, (long long)d->lo, (long long)d->hi,
                            d->help);
         param_set(d, &m->params, v);
+        if (*end && !end[1])
+            return bl_fail(err, BL_ERR_ARG, "method '%s': nothing after the last ','", spec);
         s = *end ? end + 1 : end;
     }
     return BL_OK;
@@ -141,6 +143,8 @@ bl_status bl_method_parse(const char *spec, bl_method *out, bl_err *err) {
     }
     set_defaults(out);
     bl_status s = alias_params ? parse_assignments(out, alias_params, spec, err) : BL_OK;
+    if (!s && colon && !colon[1])
+        s = bl_fail(err, BL_ERR_ARG, "method '%s': no key=value after ':'", spec);
     if (!s && colon) s = parse_assignments(out, colon + 1, spec, err);
     return s;
 }
