@@ -11,8 +11,8 @@
  * its row, a code may straddle two bytes; padding bits 0), "<prefix>.d" F16 {m, ceil(n/group)}.
  *
  * Kernels: the scalar dequantization below is the reference and the only formula; the forward
- * dequantizes QSYM_CHUNK weights of a row into a stack buffer and takes dot products with
- * bl_qc_dot, whose fixed 8-lane summation order the compiler vectorizes for the build's ISA (the
+ * (bl_qc_dequant_forward, shared with rtn) dequantizes a chunk of a row into a stack buffer and
+ * takes dot products with bl_qc_dot, whose fixed 8-lane summation order the compiler vectorizes for the build's ISA (the
  * same reuse as rtn's bits ≥ 2 path), so the forward equals x·to_dense()ᵀ up to summation
  * order on every CPU. */
 #include "formats/formats_internal.h"
@@ -23,8 +23,6 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define QSYM_CHUNK 256
 
 extern const bl_format_ops bl_format_qsym;
 
@@ -51,25 +49,9 @@ static size_t qsym_workspace(const bl_linear *L, int64_t T) {
     return 0;
 }
 
-static inline unsigned qsym_code(const uint8_t *row, int64_t j, int bits) {
-    uint64_t bit = (uint64_t)j * (uint64_t)bits;
-    unsigned sh = (unsigned)(bit & 7);
-    const uint8_t *b = row + (bit >> 3);
-    unsigned v = b[0] >> sh;
-    if (sh + (unsigned)bits > 8) v |= (unsigned)b[1] << (8 - sh);
-    return v & ((1u << bits) - 1);
-}
-
-static inline void qsym_put(uint8_t *row, int64_t j, int bits, unsigned c) {
-    uint64_t bit = (uint64_t)j * (uint64_t)bits;
-    unsigned sh = (unsigned)(bit & 7);
-    uint8_t *b = row + (bit >> 3);
-    b[0] |= (uint8_t)(c << sh);
-    if (sh + (unsigned)bits > 8) b[1] |= (uint8_t)(c >> (8 - sh));
-}
-
 /* w[0..len) = Ŵ[i][j0 .. j0+len): the one dequantization formula (reference). */
-static void qsym_dequant(const qsym_data *q, int64_t i, int64_t j0, int64_t len, float *w) {
+static void qsym_dequant(const void *data, int64_t i, int64_t j0, int64_t len, float *w) {
+    const qsym_data *q = data;
     const uint8_t *row = q->qs + i * qsym_row_bytes(q->n, q->bits);
     const int64_t G = qsym_groups(q->n, q->group);
     const float mid = (float)(1 << (q->bits - 1));
@@ -77,25 +59,14 @@ static void qsym_dequant(const qsym_data *q, int64_t i, int64_t j0, int64_t len,
         int64_t g = j / q->group, end = (g + 1) * q->group;
         if (end > j0 + len) end = j0 + len;
         const float d = q->d[i * G + g];
-        for (; j < end; j++) w[j - j0] = d * ((float)qsym_code(row, j, q->bits) - mid);
+        for (; j < end; j++) w[j - j0] = d * ((float)bl_qc_code(row, j, q->bits) - mid);
     }
 }
 
 static void qsym_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work) {
     (void)work;
     const qsym_data *q = L->impl;
-    const int64_t m = q->m, n = q->n;
-    /* Threads split output rows; each row chunk is dequantized once and used for all T. */
-#pragma omp parallel for schedule(static) if (m * n * T >= (1 << 18))
-    for (int64_t i = 0; i < m; i++) {
-        float w[QSYM_CHUNK];
-        for (int64_t t = 0; t < T; t++) y[t * m + i] = 0;
-        for (int64_t j0 = 0; j0 < n; j0 += QSYM_CHUNK) {
-            int64_t len = n - j0 < QSYM_CHUNK ? n - j0 : QSYM_CHUNK;
-            qsym_dequant(q, i, j0, len, w);
-            for (int64_t t = 0; t < T; t++) y[t * m + i] += bl_qc_dot(w, x + t * n + j0, len);
-        }
-    }
+    bl_qc_dequant_forward(q, qsym_dequant, q->m, q->n, x, T, y);
 }
 
 static void qsym_get_row(const bl_linear *L, int64_t i, float *row) {
@@ -219,7 +190,7 @@ static bl_status qsym_fit(const float *W, int64_t m, int64_t n, const bl_format_
                 long c = d > 0.0f ? lroundf(W[i * n + j] / d) : 0;
                 if (c > qmax) c = qmax;
                 if (c < -qmax) c = -qmax;
-                qsym_put(q->qs + i * rb, j, p->bits, (unsigned)(c + qmax + 1));
+                bl_qc_put_code(q->qs + i * rb, j, p->bits, (unsigned)(c + qmax + 1));
             }
         }
     if (s) {
@@ -243,7 +214,7 @@ static bl_status qsym_random(int64_t m, int64_t n, const bl_format_params *p, ui
     const unsigned levels = (1u << p->bits) - 1u;
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++)
-            qsym_put(q->qs + i * rb, j, p->bits, 1u + (unsigned)(bl_rng_u64(&r) % levels));
+            bl_qc_put_code(q->qs + i * rb, j, p->bits, 1u + (unsigned)(bl_rng_u64(&r) % levels));
     /* the dequantized weights get a standard deviation of about 0.02, as random onebit/rtn */
     const double step = 0.02 / sqrt(((double)levels * levels - 1.0) / 12.0);
     for (int64_t k = 0; k < m * G; k++)
