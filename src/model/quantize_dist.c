@@ -21,9 +21,10 @@ typedef struct {
 
 double qd_cost(const bl_layer_fit_opts *lo, int64_t m, int64_t n) {
     const double mn = (double)m * (double)n;
-    if (lo->method != BL_QM_DBF && lo->method != BL_QM_MDBF) return mn;
-    const double k = (double)bl_layer_mid(lo, m, n) * (lo->paths > 1 ? lo->paths : 1);
-    return mn * (k > 1 ? k : 1) + (double)(m + n) * k * k;
+    const int64_t mid = bl_layer_mid(lo, m, n); /* 0: a format without a middle dimension */
+    if (mid <= 0) return mn;
+    const double k = (double)mid * (lo->method.params.paths > 1 ? lo->method.params.paths : 1);
+    return mn * k + (double)(m + n) * k * k;
 }
 
 bl_status qd_begin(qd_ctx *d, const bl_model *src, const bl_layer_fit_opts *lo, bl_err *err) {

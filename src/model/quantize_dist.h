@@ -34,9 +34,9 @@ bool qd_writes(const qd_ctx *d);
 /* Frees the plan and the received bytes (after q's layers are freed). */
 void qd_end(qd_ctx *d);
 
-/* Estimated cost of fitting one m×n projection with these options: m·n·max(1, k) + (m+n)·k²
- * for dbf/mdbf of middle dimension k (per ADMM iteration: the products with the factors and the
- * k×k solves), m·n for the others (one pass, or a fixed number of rank-1 iterations). */
+/* Estimated cost of fitting one m×n projection with these options: m·n·k + (m+n)·k² for a
+ * format with a middle dimension k (all paths; per ADMM iteration: the products with the factors
+ * and the k×k solves), m·n for the others (one pass, or a fixed number of rank-1 iterations). */
 double qd_cost(const bl_layer_fit_opts *lo, int64_t m, int64_t n);
 
 #endif
