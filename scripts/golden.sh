@@ -31,7 +31,7 @@ for form in "$S/stories260K.gguf" "$S/hf --tokenizer $S/tok512.bin"; do
   echo "ppl[$(basename "${form%% *}")] $($BIN ppl $form -f "$tmp/wiki.txt" --ctx 128 --json 2>/dev/null | field "['nll']")"
 done
 echo "info $($BIN info "$S/stories260K.gguf" --json 2>/dev/null | py "import json,sys; d=json.load(sys.stdin); print(d['params'], [d.get(k) for k in sorted(d) if k.startswith('bpw') or k.endswith('bits')])")"
-echo "eval $($BIN eval "$S/stories260K.gguf" --tasks piqa,hellaswag,arc_easy --limit 12 --json 2>/dev/null | py "import json,sys; d=json.load(sys.stdin); print(json.dumps(d['tasks'], sort_keys=True))")"
+echo "eval $($BIN eval "$S/stories260K.gguf" --tasks piqa,hellaswag,arc_easy --limit 12 --json 2>/dev/null | py "import json,sys; d=json.load(sys.stdin); [t.pop('seconds', None) for t in d['tasks'].values()]; print(json.dumps(d['tasks'], sort_keys=True))")"
 for m in rtn1 rtn2 rtn3 rtn4 onebit dbf mdbf; do
   x=""; case $m in dbf|mdbf) x="--iters 3 --seed 5";; esac
   $BIN quantize "$S/stories260K.gguf" -o "$tmp/q-$m" -m $m $x >/dev/null 2>&1
