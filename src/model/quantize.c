@@ -248,7 +248,7 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     for (int l = 0; l < c->n_layers && !s; l++)
         for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
             char name[96];
-            snprintf(name, sizeof name, "model.layers.%d.%s", l, bl_proj_hf_name(p));
+            bl_proj_name(l, p, name, sizeof name);
             bl_layer_fit_opts lo = layer_opts(o);
             s = bl_layer_fit_check(&lo, src->layers[l].proj[p].m, src->layers[l].proj[p].n, name,
                                    err);
@@ -305,7 +305,7 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
             weights += (double)mn;
             if (o->on_layer) {
                 char name[96];
-                snprintf(name, sizeof name, "model.layers.%d.%s", l, bl_proj_hf_name(p));
+                bl_proj_name(l, p, name, sizeof name);
                 o->on_layer(o->on_layer_ctx, name, L->m, L->n, res);
             }
         }
