@@ -1,9 +1,12 @@
-/* Whole-model post-training quantization. Layers are fitted one at a time from their dense
- * weights (one f32 copy of one layer at a time); the fitted layers are small (≈1 bit/weight) and
- * are kept until the checkpoint is written. With random_factors the weights are never read: each
+/* Whole-model post-training quantization, as a recipe: calibration (input second moments,
+ * output-gradient importance; src/ptq/calibrate.c, importance.c) → per-layer initial fits →
+ * optional stages → the checkpoint with its provenance (provenance.c). Layers are fitted one at
+ * a time from their dense weights (one f32 copy of one layer at a time); the fitted layers are
+ * small (≈1 bit/weight) and are kept until the checkpoint is written. With random_factors the weights are never read: each
  * layer gets random factors of the fitted shapes (benchmarks of synthetic models at real sizes). */
 #include "bitllm/quantize.h"
 #include "model/model_internal.h"
+#include "ptq/ptq_internal.h"
 #include "core/parallel.h"
 
 #include <cblas.h>
@@ -70,123 +73,8 @@ void bl_quant_opts_default(bl_quant_opts *o) {
     o->rank_l = 1;
     o->paths = 1;
     o->calib_ctx = 256;
+    o->grad_importance = true;
     bl_fit_opts_default(&o->fit);
-}
-
-/* ---- calibration: per-input-channel second moments (and optionally XᵀX) ---- */
-
-/* q/k/v read the same input, as do gate/up: statistics are kept per distinct input. */
-enum { IN_ATTN, IN_O, IN_MLP, IN_DOWN, IN_COUNT };
-static const int proj_input[BL_PROJ_COUNT] = {IN_ATTN, IN_ATTN, IN_ATTN, IN_O,
-                                              IN_MLP,  IN_MLP,  IN_DOWN};
-
-typedef struct {
-    int n_layers;
-    double *sumsq[IN_COUNT]; /* [layer][n] */
-    int64_t width[IN_COUNT];
-    int64_t count;           /* tokens seen (same for every input) */
-    int gram_layer;          /* layer whose XᵀX is accumulated, or -1 */
-    float *gram[IN_COUNT];   /* n×n for gram_layer */
-} calib_stats;
-
-static void observe(void *ctx, int layer, int proj, const float *x, int T, int64_t n) {
-    calib_stats *c = ctx;
-    /* Each distinct input is seen first by q (attn), o, gate (mlp) and down. */
-    if (proj != BL_PROJ_Q && proj != BL_PROJ_O && proj != BL_PROJ_GATE && proj != BL_PROJ_DOWN)
-        return;
-    int in = proj_input[proj];
-    double *ss = c->sumsq[in] + (size_t)layer * (size_t)n;
-    for (int t = 0; t < T; t++)
-        for (int64_t j = 0; j < n; j++) ss[j] += (double)x[(size_t)t * n + j] * x[(size_t)t * n + j];
-    if (layer == 0 && proj == BL_PROJ_Q) c->count += T;
-    if (layer == c->gram_layer && c->gram[in])
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)n, T, 1.0f, x, (int)n, 1.0f,
-                    c->gram[in], (int)n);
-}
-
-static void calib_free(calib_stats *c) {
-    for (int i = 0; i < IN_COUNT; i++) {
-        free(c->sumsq[i]);
-        free(c->gram[i]);
-    }
-}
-
-static bl_status calib_run(const bl_model *m, const bl_quant_opts *o, calib_stats *c,
-                           bl_err *err) {
-    bl_state *st;
-    int ctx = o->calib_ctx > 0 ? o->calib_ctx : 256;
-    if (ctx > m->cfg.max_seq) ctx = m->cfg.max_seq;
-    bl_status s = bl_state_new(m, ctx, ctx < 128 ? ctx : 128, &st, err);
-    if (s) return s;
-    bl_state_set_observer(st, observe, c);
-    int32_t *win = malloc((size_t)ctx * sizeof(int32_t));
-    if (!win) {
-        bl_state_free(st);
-        return bl_fail(err, BL_ERR_NOMEM, "out of memory");
-    }
-    const bool bos = m->cfg.bos_id >= 0;
-    const size_t chunk = (size_t)ctx - (bos ? 1 : 0);
-    for (size_t at = 0; at < o->n_calib && !s; at += chunk) {
-        size_t len = o->n_calib - at < chunk ? o->n_calib - at : chunk;
-        int w = 0;
-        if (bos) win[w++] = m->cfg.bos_id;
-        memcpy(win + w, o->calib_ids + at, len * sizeof(int32_t));
-        bl_state_reset(st);
-        s = bl_forward(st, win, w + (int)len, NULL, false, err);
-        if (s)
-            bl_fail_context(err, s, "calibration: window %zu (calibration tokens %zu to %zu)",
-                            at / chunk + 1, at, at + len - 1);
-    }
-    free(win);
-    bl_state_free(st);
-    return s;
-}
-
-static bl_status calib_init(const bl_model *m, calib_stats *c, bl_err *err) {
-    memset(c, 0, sizeof *c);
-    c->n_layers = m->cfg.n_layers;
-    c->gram_layer = -1;
-    const int64_t qd = (int64_t)m->cfg.n_heads * m->cfg.head_dim;
-    c->width[IN_ATTN] = m->cfg.dim;
-    c->width[IN_O] = qd;
-    c->width[IN_MLP] = m->cfg.dim;
-    c->width[IN_DOWN] = m->cfg.hidden_dim;
-    for (int i = 0; i < IN_COUNT; i++) {
-        c->sumsq[i] = calloc((size_t)c->n_layers * (size_t)c->width[i], sizeof(double));
-        if (!c->sumsq[i]) return bl_fail(err, BL_ERR_NOMEM, "out of memory for calibration");
-    }
-    return BL_OK;
-}
-
-/* H = XᵀX/N for every input of one layer (activation-aware MDBF), by a calibration pass. */
-static bl_status calib_gram(const bl_model *m, const bl_quant_opts *o, calib_stats *c, int layer,
-                            bl_err *err) {
-    for (int i = 0; i < IN_COUNT; i++) {
-        free(c->gram[i]);
-        c->gram[i] = calloc((size_t)(c->width[i] * c->width[i]), sizeof(float));
-        if (!c->gram[i]) return bl_fail(err, BL_ERR_NOMEM, "out of memory for XᵀX");
-    }
-    /* The pass also re-adds second moments: keep them unchanged by saving and restoring. */
-    double *saved[IN_COUNT];
-    for (int i = 0; i < IN_COUNT; i++) saved[i] = c->sumsq[i];
-    calib_stats tmp = *c;
-    bl_status s = calib_init(m, &tmp, err);
-    tmp.gram_layer = layer;
-    for (int i = 0; i < IN_COUNT; i++) tmp.gram[i] = c->gram[i];
-    if (!s) s = calib_run(m, o, &tmp, err);
-    for (int i = 0; i < IN_COUNT; i++) {
-        free(tmp.sumsq[i]);
-        c->sumsq[i] = saved[i];
-        const int64_t n = c->width[i];
-        float *H = c->gram[i];
-        /* ssyrk filled the upper triangle: mirror it and divide by the token count. */
-        for (int64_t a = 0; a < n; a++)
-            for (int64_t b = a; b < n; b++) {
-                float v = H[a * n + b] / (float)(tmp.count ? tmp.count : 1);
-                H[a * n + b] = H[b * n + a] = v;
-            }
-    }
-    return s;
 }
 
 /* ---- fitting one layer ---- */
@@ -204,33 +92,6 @@ static bl_layer_fit_opts layer_opts(const bl_quant_opts *o) {
     return lo;
 }
 
-static cJSON *provenance(const bl_model *src, const bl_quant_opts *o) {
-    cJSON *p = cJSON_CreateObject();
-    cJSON_AddStringToObject(p, "source", src->path);
-    cJSON_AddStringToObject(p, "method", bl_qmethod_name(o->method));
-    if (o->method == BL_QM_DBF || o->method == BL_QM_MDBF) {
-        if (o->bpw > 0) bl_json_add_exact(p, "bpw_target", o->bpw); /* read back exactly */
-        else cJSON_AddStringToObject(p, "bpw_target", "onebit");
-    }
-    if (o->method == BL_QM_MDBF) {
-        cJSON_AddNumberToObject(p, "envelope_rank", o->rank_l);
-        cJSON_AddNumberToObject(p, "paths", o->paths);
-        cJSON_AddBoolToObject(p, "activation_aware", o->activation_aware);
-    }
-    if (o->method >= BL_QM_RTN2 && o->method <= BL_QM_RTN4)
-        cJSON_AddNumberToObject(p, "group", o->group);
-    if (o->method == BL_QM_ONEBIT) cJSON_AddStringToObject(p, "svid", o->fit.nmf ? "nmf" : "svd");
-    if (o->random_factors) cJSON_AddBoolToObject(p, "random_factors", true);
-    bl_json_add_u64(p, "seed", o->fit.seed);
-    cJSON_AddNumberToObject(p, "iters", o->fit.iters);
-    if (o->fit.max_iters > 0) cJSON_AddNumberToObject(p, "max_iters", o->fit.max_iters);
-    if (o->fit.tol > 0) bl_json_add_exact(p, "tol", o->fit.tol);
-    cJSON_AddNumberToObject(p, "calib_tokens", (double)o->n_calib);
-    cJSON_AddBoolToObject(p, "gradient_importance", o->out_importance != NULL);
-    if (o->provenance) cJSON_AddStringToObject(p, "command", o->provenance);
-    return p;
-}
-
 bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const char *outdir,
                             bl_quant_summary *sum, bl_err *err) {
     const bl_config *c = &src->cfg;
@@ -242,7 +103,8 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
                        "statistics make no sense with them");
     bl_linear *q = calloc((size_t)total, sizeof *q);
     if (!q) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
-    calib_stats cal;
+    ptq_calib cal;
+    float **grads = NULL;
     bool use_calib = o->calib_ids && o->n_calib > 0 && bl_qmethod_uses(o->method, false, BL_QP_CALIB);
     bl_status s = BL_OK;
     for (int l = 0; l < c->n_layers && !s; l++)
@@ -257,17 +119,22 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
         free(q);
         return s;
     }
-    if (use_calib) {
-        s = calib_init(src, &cal, err);
-        if (!s) s = calib_run(src, o, &cal, err);
+    /* 1. calibration */
+    float *const *out_imp = o->out_importance;
+    if (use_calib && o->grad_importance && !out_imp) {
+        s = bl_quant_grad_importance(src, o->calib_ids, o->n_calib, o->calib_ctx, &grads, err);
+        out_imp = grads;
     }
+    if (use_calib && !s) s = ptq_calib_collect(src, o, &cal, err);
+    else if (use_calib) memset(&cal, 0, sizeof cal);
+    /* 2. the initial fit of every layer */
     double bits = 0, weights = 0;
     float *W = NULL, *imp = NULL;
     bl_layer_fit_result *res = malloc(sizeof *res);
     if (!res) s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
     for (int l = 0; l < c->n_layers && !s; l++) {
         if (use_calib && o->activation_aware && o->method == BL_QM_MDBF)
-            s = calib_gram(src, o, &cal, l, err);
+            s = ptq_calib_gram(src, o, &cal, l, err);
         for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
             const bl_linear *L = &src->layers[l].proj[p];
             size_t mn = (size_t)(L->m * L->n);
@@ -286,15 +153,12 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
             bl_layer_fit_opts lo = layer_opts(o);
             lo.fit.seed = o->fit.seed + (uint64_t)(l * BL_PROJ_COUNT + p) * 7919u;
             if (use_calib) {
-                const int in = proj_input[p];
-                const double *ss = cal.sumsq[in] + (size_t)l * (size_t)L->n;
-                for (int64_t j = 0; j < L->n; j++)
-                    imp[j] = (float)(ss[j] / (double)(cal.count ? cal.count : 1)) + 1e-8f;
+                ptq_calib_in_importance(&cal, l, p, L->n, imp);
                 lo.fit.in_importance = imp;
-                if (o->activation_aware) lo.fit.H = cal.gram[in];
+                if (o->activation_aware) lo.fit.H = cal.gram[ptq_proj_input(p)];
             }
-            if (o->out_importance && bl_qmethod_uses(o->method, false, BL_QP_CALIB))
-                lo.fit.out_importance = o->out_importance[l * BL_PROJ_COUNT + p];
+            if (out_imp && bl_qmethod_uses(o->method, false, BL_QP_CALIB))
+                lo.fit.out_importance = out_imp[l * BL_PROJ_COUNT + p];
             bl_linear *out = &q[l * BL_PROJ_COUNT + p];
             if ((s = bl_fit_layer(W, L->m, L->n, &lo, out, res, err))) break;
             const void *src_bytes;
@@ -313,9 +177,16 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     free(W);
     free(imp);
     free(res);
-    if (use_calib) calib_free(&cal);
+    if (use_calib) ptq_calib_free(&cal);
+    bl_quant_importance_free(src, grads);
+    /* 3. the recipe's further stages */
+    for (int i = 0; i < o->n_stages && !s; i++) {
+        s = o->stages[i].run(o->stages[i].ctx, src, o, q, err);
+        if (s) bl_fail_context(err, s, "quantization stage %s", o->stages[i].name);
+    }
+    /* 4. the checkpoint */
     if (!s) {
-        cJSON *prov = provenance(src, o);
+        cJSON *prov = ptq_provenance(src, o);
         char *pj = cJSON_PrintUnformatted(prov);
         cJSON_Delete(prov);
         s = bl_model_write(src, q, outdir, bl_qmethod_name(o->method), pj, err);
