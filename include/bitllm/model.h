@@ -6,6 +6,8 @@
 #include "bitllm/format.h"
 #include "bitllm/tokenizer.h"
 
+BL_API_BEGIN
+
 typedef enum { BL_ARCH_LLAMA = 0, BL_ARCH_MISTRAL, BL_ARCH_QWEN2, BL_ARCH_QWEN3 } bl_arch;
 
 typedef struct {
@@ -257,4 +259,5 @@ void bl_sampler_free(bl_sampler *s);
 /* A token id in [0, vocab), or -1 when a logit is NaN or Inf (never an index out of range). */
 int bl_sample(bl_sampler *s, const float *logits);
 
+BL_API_END
 #endif

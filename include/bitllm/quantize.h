@@ -7,6 +7,8 @@
 #include "bitllm/model.h"
 #include "bitllm/quant.h"
 
+BL_API_BEGIN
+
 typedef enum {
     BL_QM_RTN1 = 0, BL_QM_RTN2, BL_QM_RTN3, BL_QM_RTN4, BL_QM_ONEBIT, BL_QM_DBF, BL_QM_MDBF,
     BL_QM_COUNT
@@ -162,4 +164,5 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
 bl_status bl_model_save(const bl_model *m, const char *outdir, const char *method,
                         const char *extra_json, bl_err *err);
 
+BL_API_END
 #endif

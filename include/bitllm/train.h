@@ -9,6 +9,8 @@
 #include "bitllm/model.h"
 #include "bitllm/quant.h"
 
+BL_API_BEGIN
+
 /* ---- training data: rows of `seq` token ids, each starting with BOS ---- */
 
 typedef struct {
@@ -114,4 +116,5 @@ bl_status bl_distill(const bl_model *teacher, const bl_model *student,
 bl_status bl_grad_stats(const bl_model *m, const int32_t *ids, size_t n, int ctx, float **out,
                         bl_err *err);
 
+BL_API_END
 #endif
