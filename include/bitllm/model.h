@@ -95,6 +95,14 @@ typedef struct {
 
 /* Every tensor role, in the order model files are written. */
 const bl_arch_tensor *bl_arch_tensors(int *count);
+/* Iteration over the tensors a configuration has, in file order: the global ones, then layer
+ * 0's, layer 1's, ...:  bl_arch_iter it = {0}; while (bl_arch_next(c, &it)) use(it.t, it.layer); */
+typedef struct {
+    const bl_arch_tensor *t;
+    int layer;
+    int next; /* internal */
+} bl_arch_iter;
+bool bl_arch_next(const bl_config *c, bl_arch_iter *it);
 /* The entry named role ("attn_q_bias", ...), or NULL. */
 const bl_arch_tensor *bl_arch_role(const char *role);
 /* The entry of projection p (BL_PROJ_*). */

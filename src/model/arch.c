@@ -91,6 +91,20 @@ const bl_arch_tensor *bl_arch_tensors(int *count) {
     return tensors;
 }
 
+bool bl_arch_next(const bl_config *c, bl_arch_iter *it) {
+    for (;;) {
+        if (it->next >= N_TENSORS) {
+            it->next = 0;
+            it->layer++;
+        }
+        if (it->layer >= c->n_layers) return false;
+        const bl_arch_tensor *t = &tensors[it->next++];
+        if ((it->layer > 0 && !t->per_layer) || !bl_arch_present(t, c)) continue;
+        it->t = t;
+        return true;
+    }
+}
+
 const bl_arch_tensor *bl_arch_role(const char *role) {
     for (int i = 0; i < N_TENSORS; i++)
         if (strcmp(tensors[i].role, role) == 0) return &tensors[i];

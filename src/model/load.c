@@ -410,28 +410,25 @@ static uint64_t dtype_bits_of(const bl_tensor *t) {
 static void count_tensors(const bl_model *m, int64_t *params, uint64_t *bits) {
     const bl_config *c = &m->cfg;
     bl_model *mm = (bl_model *)m; /* the slots are only read */
-    int nt;
-    const bl_arch_tensor *tt = bl_arch_tensors(&nt);
     *params = 0;
     *bits = 0;
-    for (int l = 0; l < c->n_layers; l++)
-        for (int i = 0; i < nt; i++) {
-            const bl_arch_tensor *t = &tt[i];
-            if ((l > 0 && !t->per_layer) || !bl_arch_present(t, c)) continue;
-            int64_t rows, cols;
-            bl_arch_shape(t, c, &rows, &cols);
-            if (t->kind == BL_TK_EMBED) {
-                *params += bl_tensor_numel(&m->tok_embd);
-                *bits += (uint64_t)bl_tensor_numel(&m->tok_embd) * dtype_bits_of(&m->tok_embd);
-            } else if (t->kind == BL_TK_VECTOR) {
-                *params += rows;
-                *bits += 32ull * (uint64_t)rows;
-            } else {
-                const bl_linear *L = bl_arch_linear_slot(mm, t, l);
-                *params += L->m * L->n;
-                *bits += (uint64_t)L->ops->stored_bits(L->m, L->n, &L->params);
-            }
+    for (bl_arch_iter it = {0}; bl_arch_next(c, &it);) {
+        const bl_arch_tensor *t = it.t;
+        const int l = it.layer;
+        int64_t rows, cols;
+        bl_arch_shape(t, c, &rows, &cols);
+        if (t->kind == BL_TK_EMBED) {
+            *params += bl_tensor_numel(&m->tok_embd);
+            *bits += (uint64_t)bl_tensor_numel(&m->tok_embd) * dtype_bits_of(&m->tok_embd);
+        } else if (t->kind == BL_TK_VECTOR) {
+            *params += rows;
+            *bits += 32ull * (uint64_t)rows;
+        } else {
+            const bl_linear *L = bl_arch_linear_slot(mm, t, l);
+            *params += L->m * L->n;
+            *bits += (uint64_t)L->ops->stored_bits(L->m, L->n, &L->params);
         }
+    }
 }
 
 int64_t bl_model_param_count(const bl_model *m) {

@@ -129,31 +129,27 @@ bl_status bl_model_write(const bl_model *m, const bl_linear *proj, const char *o
     cJSON *cfg = bl_config_to_json(c), *layers = NULL;
     float *embd_f32 = NULL;
     char name[BL_MAX_NAME + 64];
-    int nt;
-    const bl_arch_tensor *tt = bl_arch_tensors(&nt);
     bl_model *mm = (bl_model *)m; /* the slots are only read */
-    /* the table lists the global tensors first: they are written in layer 0's pass */
-    for (int l = 0; l < c->n_layers && !s; l++)
-        for (int i = 0; i < nt && !s; i++) {
-            const bl_arch_tensor *t = &tt[i];
-            if ((l > 0 && !t->per_layer) || !bl_arch_present(t, c)) continue;
-            bl_arch_tensor_name(t, l, false, name, sizeof name);
-            if (t->kind == BL_TK_VECTOR) {
-                int64_t rows, cols;
-                bl_arch_shape(t, c, &rows, &cols);
-                s = add_vec(w, name, *bl_arch_vector_slot(mm, t, l), rows, err);
-            } else if (t->kind == BL_TK_EMBED) {
-                s = add_embedding(w, name, &m->tok_embd, &embd_f32, err);
-            } else {
-                const bl_linear *L = bl_arch_linear_slot(mm, t, l);
-                if (proj && t->per_layer) L = &proj[l * BL_PROJ_COUNT + t->proj];
-                s = L->ops->save(L, name, w, err);
-                if (!s && t->per_layer && strcmp(L->ops->name, "dense") != 0) {
-                    if (!layers) layers = cJSON_CreateObject();
-                    cJSON_AddItemToObject(layers, name, params_to_json(L));
-                }
+    for (bl_arch_iter it = {0}; !s && bl_arch_next(c, &it);) {
+        const bl_arch_tensor *t = it.t;
+        const int l = it.layer;
+        bl_arch_tensor_name(t, l, false, name, sizeof name);
+        if (t->kind == BL_TK_VECTOR) {
+            int64_t rows, cols;
+            bl_arch_shape(t, c, &rows, &cols);
+            s = add_vec(w, name, *bl_arch_vector_slot(mm, t, l), rows, err);
+        } else if (t->kind == BL_TK_EMBED) {
+            s = add_embedding(w, name, &m->tok_embd, &embd_f32, err);
+        } else {
+            const bl_linear *L = bl_arch_linear_slot(mm, t, l);
+            if (proj && t->per_layer) L = &proj[l * BL_PROJ_COUNT + t->proj];
+            s = L->ops->save(L, name, w, err);
+            if (!s && t->per_layer && strcmp(L->ops->name, "dense") != 0) {
+                if (!layers) layers = cJSON_CreateObject();
+                cJSON_AddItemToObject(layers, name, params_to_json(L));
             }
         }
+    }
     char path[4200];
     snprintf(path, sizeof path, "%s/model.safetensors", outdir);
     if (!s) s = bl_st_writer_meta(w, "format", "pt", err);

@@ -147,19 +147,14 @@ bl_status bl_synth_model(const bl_config *c, bl_dtype dtype, uint64_t seed, cons
     if ((s = bl_st_writer_new(&w, err))) return s;
     fill_ctx fc = {seed, dtype};
     char name[160];
-    int nt;
-    const bl_arch_tensor *tt = bl_arch_tensors(&nt);
-    /* globals first (layer 0's pass), then each layer's tensors, in the table's order */
-    for (int l = 0; l < c->n_layers && !s; l++)
-        for (int i = 0; i < nt && !s; i++) {
-            const bl_arch_tensor *t = &tt[i];
-            if ((l > 0 && !t->per_layer) || !bl_arch_present(t, c)) continue;
-            int64_t rows, cols;
-            bl_arch_shape(t, c, &rows, &cols);
-            bl_arch_tensor_name(t, l, false, name, sizeof name);
-            if (t->kind == BL_TK_LINEAR) strcat(name, ".weight");
-            s = add(w, &fc, name, rows, cols, err);
-        }
+    for (bl_arch_iter it = {0}; !s && bl_arch_next(c, &it);) {
+        const bl_arch_tensor *t = it.t;
+        int64_t rows, cols;
+        bl_arch_shape(t, c, &rows, &cols);
+        bl_arch_tensor_name(t, it.layer, false, name, sizeof name);
+        if (t->kind == BL_TK_LINEAR) strcat(name, ".weight");
+        s = add(w, &fc, name, rows, cols, err);
+    }
     char path[4200];
     snprintf(path, sizeof path, "%s/model.safetensors", outdir);
     if (!s) s = bl_st_writer_finish(w, path, err);

@@ -481,24 +481,21 @@ bl_status nn_model_from_bl(const bl_model *src, int max_seq, const nn_build_opts
     if (!s) memcpy(P + M->embed, tmp, sizeof(float) * (size_t)c->vocab_size * c->dim);
     free(tmp);
     if (!s && !c->tied_embeddings) s = src->output.ops->to_dense(&src->output, P + M->head, err);
-    int nt;
-    const bl_arch_tensor *tt = bl_arch_tensors(&nt);
     bl_model *sm = (bl_model *)src; /* the slots are only read */
-    for (int l = 0; l < c->n_layers && !s; l++)
-        for (int i = 0; i < nt && !s; i++) {
-            const bl_arch_tensor *t = &tt[i];
-            if ((l > 0 && !t->per_layer) || !bl_arch_present(t, c)) continue;
-            int64_t rows, cols;
-            bl_arch_shape(t, c, &rows, &cols);
-            if (t->kind == BL_TK_VECTOR) {
-                memcpy(P + *nn_vector_slot(M, t, l), *bl_arch_vector_slot(sm, t, l),
-                       sizeof(float) * (size_t)rows);
-            } else if (t->kind == BL_TK_LINEAR && t->per_layer) {
-                bl_arch_tensor_name(t, l, false, prefix, sizeof prefix);
-                s = fill_linear(src, &src->layers[l].proj[t->proj], &M->layers[l].proj[t->proj],
-                                prefix, o, P, err);
-            }
+    for (bl_arch_iter it = {0}; !s && bl_arch_next(c, &it);) {
+        const bl_arch_tensor *t = it.t;
+        const int l = it.layer;
+        int64_t rows, cols;
+        bl_arch_shape(t, c, &rows, &cols);
+        if (t->kind == BL_TK_VECTOR) {
+            memcpy(P + *nn_vector_slot(M, t, l), *bl_arch_vector_slot(sm, t, l),
+                   sizeof(float) * (size_t)rows);
+        } else if (t->kind == BL_TK_LINEAR && t->per_layer) {
+            bl_arch_tensor_name(t, l, false, prefix, sizeof prefix);
+            s = fill_linear(src, &src->layers[l].proj[t->proj], &M->layers[l].proj[t->proj],
+                            prefix, o, P, err);
         }
+    }
     if (!s) s = nn_model_sync_signs_f32(M, P, err);
     if (s) {
         nn_model_free(M);

@@ -97,31 +97,27 @@ bl_status tr_export(const nn_model *M, const float *P, const bl_model *src, cons
     bl_status s = sh.layers && views && made ? BL_OK
                                              : bl_fail(err, BL_ERR_NOMEM, "out of memory");
     float *Pm = (float *)P; /* the model struct has non-const pointers; nothing writes them */
-    int nt;
-    const bl_arch_tensor *tt = bl_arch_tensors(&nt);
     nn_model *Mm = (nn_model *)M; /* the slots are only read */
-    for (int l = 0; l < c->n_layers && !s; l++) {
-        sh.layers[l] = src->layers[l];
-        for (int i = 0; i < nt && !s; i++) {
-            const bl_arch_tensor *t = &tt[i];
-            if ((l > 0 && !t->per_layer) || !bl_arch_present(t, c)) continue;
-            if (t->kind == BL_TK_VECTOR) {
-                *bl_arch_vector_slot(&sh, t, l) = Pm + *nn_vector_slot(Mm, t, l);
-                continue;
-            }
-            if (t->kind != BL_TK_LINEAR || !t->per_layer) continue;
-            const nn_linear *L = &M->layers[l].proj[t->proj];
-            bl_linear *out = bl_arch_linear_slot(&sh, t, l);
-            const int i7 = l * BL_PROJ_COUNT + t->proj;
-            if (L->kind == NN_DENSE) {
-                if (!trainable(M, L->w)) continue; /* the source's own layer */
-                views[i7] = view_of(P, L->w, L->m, L->n, "dense");
-                s = bl_linear_dense_init(out, &views[i7], err);
-            } else {
-                s = build_linear(L, P, out, err);
-            }
-            made[i7] = !s;
+    for (int l = 0; l < c->n_layers && !s; l++) sh.layers[l] = src->layers[l];
+    for (bl_arch_iter it = {0}; !s && bl_arch_next(c, &it);) {
+        const bl_arch_tensor *t = it.t;
+        const int l = it.layer;
+        if (t->kind == BL_TK_VECTOR) {
+            *bl_arch_vector_slot(&sh, t, l) = Pm + *nn_vector_slot(Mm, t, l);
+            continue;
         }
+        if (t->kind != BL_TK_LINEAR || !t->per_layer) continue;
+        const nn_linear *L = &M->layers[l].proj[t->proj];
+        bl_linear *out = bl_arch_linear_slot(&sh, t, l);
+        const int i7 = l * BL_PROJ_COUNT + t->proj;
+        if (L->kind == NN_DENSE) {
+            if (!trainable(M, L->w)) continue; /* the source's own layer */
+            views[i7] = view_of(P, L->w, L->m, L->n, "dense");
+            s = bl_linear_dense_init(out, &views[i7], err);
+        } else {
+            s = build_linear(L, P, out, err);
+        }
+        made[i7] = !s;
     }
     if (!s && trainable(M, M->embed)) {
         sh.tok_embd = view_of(P, M->embed, c->vocab_size, c->dim, bl_arch_role("tok_embd")->hf);
