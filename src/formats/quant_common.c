@@ -180,3 +180,17 @@ float bl_qc_dot(const float *a, const float *b, int64_t n) {
     for (; j < n; j++) acc[j & 7] += a[j] * b[j];
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
+
+void bl_qc_dequant_forward(const void *data, bl_qc_dequant_fn dequant, int64_t m, int64_t n,
+                           const float *x, int64_t T, float *y) {
+#pragma omp parallel for schedule(static) if (m * n * T >= (1 << 18))
+    for (int64_t i = 0; i < m; i++) {
+        float w[BL_QC_CHUNK];
+        for (int64_t t = 0; t < T; t++) y[t * m + i] = 0;
+        for (int64_t j0 = 0; j0 < n; j0 += BL_QC_CHUNK) {
+            int64_t len = n - j0 < BL_QC_CHUNK ? n - j0 : BL_QC_CHUNK;
+            dequant(data, i, j0, len, w);
+            for (int64_t t = 0; t < T; t++) y[t * m + i] += bl_qc_dot(w, x + t * n + j0, len);
+        }
+    }
+}

@@ -9,19 +9,24 @@
 cJSON *ptq_provenance(const bl_model *src, const bl_quant_opts *o) {
     cJSON *p = cJSON_CreateObject();
     cJSON_AddStringToObject(p, "source", src->path);
-    cJSON_AddStringToObject(p, "method", bl_qmethod_name(o->method));
-    if (o->method == BL_QM_DBF || o->method == BL_QM_MDBF) {
+    char name[64];
+    bl_method_name(&o->method, name, sizeof name);
+    cJSON_AddStringToObject(p, "method", name);
+    if (bl_method_uses(&o->method, false, BL_QP_BPW)) {
         if (o->bpw > 0) bl_json_add_exact(p, "bpw_target", o->bpw); /* read back exactly */
         else cJSON_AddStringToObject(p, "bpw_target", "onebit");
     }
-    if (o->method == BL_QM_MDBF) {
-        cJSON_AddNumberToObject(p, "envelope_rank", o->rank_l);
-        cJSON_AddNumberToObject(p, "paths", o->paths);
+    /* the format parameters that an option sets, under the option's name */
+    const bl_format_ops *f = o->method.format;
+    for (int i = 0; i < f->n_params; i++)
+        if (f->params[i].flag >= 0 &&
+            bl_method_uses(&o->method, false, (bl_qparam)f->params[i].flag))
+            cJSON_AddNumberToObject(p, bl_qparam_name((bl_qparam)f->params[i].flag),
+                                    (double)bl_format_param_get(&f->params[i], &o->method.params));
+    if (bl_method_uses(&o->method, false, BL_QP_ACTIVATION_AWARE))
         cJSON_AddBoolToObject(p, "activation_aware", o->activation_aware);
-    }
-    if (o->method >= BL_QM_RTN2 && o->method <= BL_QM_RTN4)
-        cJSON_AddNumberToObject(p, "group", o->group);
-    if (o->method == BL_QM_ONEBIT) cJSON_AddStringToObject(p, "svid", o->fit.nmf ? "nmf" : "svd");
+    if (bl_method_uses(&o->method, false, BL_QP_SVID))
+        cJSON_AddStringToObject(p, "svid", o->fit.nmf ? "nmf" : "svd");
     if (o->random_factors) cJSON_AddBoolToObject(p, "random_factors", true);
     bl_json_add_u64(p, "seed", o->fit.seed);
     cJSON_AddNumberToObject(p, "iters", o->fit.iters);
@@ -29,7 +34,7 @@ cJSON *ptq_provenance(const bl_model *src, const bl_quant_opts *o) {
     if (o->fit.tol > 0) bl_json_add_exact(p, "tol", o->fit.tol);
     cJSON_AddNumberToObject(p, "calib_tokens", (double)o->n_calib);
     const bool calibrated = o->calib_ids && o->n_calib > 0 &&
-                            bl_qmethod_uses(o->method, false, BL_QP_CALIB);
+                            bl_method_uses(&o->method, false, BL_QP_CALIB);
     cJSON_AddBoolToObject(p, "gradient_importance",
                           o->out_importance != NULL || (calibrated && o->grad_importance));
     if (o->calib_source && o->n_calib > 0) cJSON_AddStringToObject(p, "calib", o->calib_source);
