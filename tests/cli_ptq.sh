@@ -4,17 +4,11 @@
 # importance that both collect by default, and without it), and compare reports the parameters
 # the checkpoint's provenance records.
 set -u
-BIN=${BITLLM_BIN:?}
-DATA=${BITLLM_DATA:-../shared}
-M=$DATA/models/stories260K/stories260K.gguf
-fails=0; passes=0
-ok() { passes=$((passes + 1)); echo "ok   $1"; }
-bad() { fails=$((fails + 1)); echo "FAIL $1"; }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+. "$(dirname "$0")/testlib.sh"
+M=$G
 if [ ! -e "$M" ] || [ ! -e "$DATA/data/piqa/valid.jsonl" ]; then
   echo "SKIP: $M or task data not found"; exit 77
 fi
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 head -c 6000 "$DATA/data/wikitext-2/wiki.test.raw" > "$tmp/calib.txt"
 head -c 3000 "$DATA/data/wikitext-2/wiki.test.raw" > "$tmp/text.txt"
 cmp_run() { # label, method, extra options (shared by both commands)
@@ -42,5 +36,4 @@ assert prov[\"gradient_importance\"] is True and prov[\"calib_tokens\"]==300
 " "$tmp/c-dbf-calib/results.jsonl" "$(ls -d "$tmp/c-dbf-calib"/models/*)/config.json"'
 check "report reads a numeric bpw target back from its exact form" \
   'grep -q "| 4 |\|| 4 " "$tmp/c-mdbf-2/report.md"'
-echo "$passes passed, $fails failed"
-[ $fails -eq 0 ]
+finish
