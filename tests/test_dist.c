@@ -1,7 +1,7 @@
 /* The communication layer alone (one rank: the tests are not started by mpirun; tests/cli_mpi.sh
  * runs the same calls on 2 ranks) and the rank plan of layer-wise quantize. */
 #include "bitllm/dist.h"
-#include "model/quantize_dist.h"
+#include "ptq/quantize_dist.h"
 #include "test.h"
 
 #include <stdlib.h>

@@ -17,6 +17,8 @@
 
 #include "bitllm/core.h"
 
+BL_API_BEGIN
+
 /* Whether this build can run under MPI. */
 bool bl_dist_built_with_mpi(void);
 /* Joins the MPI job when a launcher started this process (else one rank, no MPI). Call once,
@@ -61,5 +63,7 @@ bl_dist_stats bl_dist_get_stats(void);
  * load (may be NULL, `ranks` entries) the summed cost per rank. */
 bl_status bl_dist_assign(const double *cost, int n, int ranks, int *owner, double *load,
                          bl_err *err);
+
+BL_API_END
 
 #endif

@@ -10,6 +10,8 @@
 #include "bitllm/core.h"
 #include "bitllm/tensor.h"
 
+BL_API_BEGIN
+
 typedef enum { BL_ISA_REF = 0, BL_ISA_AVX2 = 1, BL_ISA_AVX512 = 2 } bl_isa;
 
 bl_isa bl_cpu_best_isa(void);           /* what this CPU supports */
@@ -62,4 +64,5 @@ void bl_half_matmul_ref(bl_dtype dt, const uint16_t *W, int64_t m, int64_t n, co
                         int64_t T, float *Y);
 void bl_half_to_f32_ref(bl_dtype dt, const uint16_t *src, float *dst, size_t count);
 
+BL_API_END
 #endif

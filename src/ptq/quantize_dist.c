@@ -2,7 +2,7 @@
  * one message: a count, one fixed-size record per layer it fitted (index, format, shape,
  * parameters, fit result) and a safetensors image of those layers' tensors, named "p<index>".
  * The records are raw structs: every rank runs the same binary on the same architecture. */
-#include "model/quantize_dist.h"
+#include "ptq/quantize_dist.h"
 
 #include "bitllm/dist.h"
 #include "model/model_internal.h"
@@ -169,8 +169,7 @@ bl_status qd_gather(qd_ctx *d, const bl_model *src, const bl_quant_opts *o, bl_l
         *weights += mn;
         if (o->on_layer) {
             char name[96];
-            snprintf(name, sizeof name, "model.layers.%d.%s", i / BL_PROJ_COUNT,
-                     bl_proj_hf_name(i % BL_PROJ_COUNT));
+            bl_proj_name(i / BL_PROJ_COUNT, i % BL_PROJ_COUNT, name, sizeof name);
             o->on_layer(o->on_layer_ctx, name, L->m, L->n, &d->res[i]);
         }
     }
