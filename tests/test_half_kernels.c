@@ -1,12 +1,21 @@
 /* 16-bit dense kernels (the FP baseline) against the scalar reference: every ISA level this CPU
  * runs, F16 and BF16, awkward shapes and batches, 1 and 2 threads (which must agree bit for bit),
  * and the dense layer that uses them. */
-#include <omp.h>
 #include <stdint.h>
 
 #include "bitllm/format.h"
 #include "bitllm/kernels.h"
+#include "kernels/half_kernels.h"
 #include "test.h"
+
+static bl_pool *two_threads; /* made in main */
+
+/* The conversion at one ISA level (bl_half_to_f32 itself runs at the default level). */
+static void convert_at(bl_isa isa, bl_dtype dt, const uint16_t *src, float *dst, size_t n) {
+    if (isa == BL_ISA_AVX512) bl_half_to_f32_avx512(dt, src, dst, n);
+    else if (isa == BL_ISA_AVX2) bl_half_to_f32_avx2(dt, src, dst, n);
+    else bl_half_to_f32_ref(dt, src, dst, n);
+}
 
 static const bl_dtype dtypes[] = {BL_DT_F16, BL_DT_BF16};
 
@@ -25,12 +34,11 @@ static void test_convert_every_value(void) {
     for (int d = 0; d < 2; d++) {
         bl_half_to_f32_ref(dtypes[d], src, ref, 65536);
         for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
-            bl_kernels_set_isa((bl_isa)isa);
             const size_t starts[] = {0, 1, 7}, counts[] = {65536, 65535 - 9, 5};
             for (int k = 0; k < 3; k++) {
                 size_t s0 = starts[k], cnt = counts[k];
                 memset(got, 0xAB, 65536 * sizeof *got);
-                bl_half_to_f32(dtypes[d], src + s0, got + s0, cnt);
+                convert_at((bl_isa)isa, dtypes[d], src + s0, got + s0, cnt);
                 int bad = 0;
                 for (size_t i = s0; i < s0 + cnt; i++) {
                     bool same = isnan(ref[i]) ? isnan(got[i])
@@ -45,7 +53,11 @@ static void test_convert_every_value(void) {
             }
         }
     }
-    bl_kernels_set_isa(best);
+    /* the public entry point (default level) too */
+    bl_half_to_f32(BL_DT_F16, src, got, 65536);
+    bl_half_to_f32_ref(BL_DT_F16, src, ref, 65536);
+    for (size_t i = 0; i < 65536; i++)
+        CHECK(isnan(ref[i]) ? isnan(got[i]) : memcmp(&ref[i], &got[i], sizeof(float)) == 0);
     free(src), free(ref), free(got);
 }
 
@@ -77,11 +89,9 @@ static void check_problem(bl_dtype dt, int64_t m, int64_t n, int64_t T, uint64_t
             }
     const bl_isa best = bl_cpu_best_isa();
     for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
-        bl_kernels_set_isa((bl_isa)isa);
-        omp_set_num_threads(1);
-        bl_half_matmul(dt, W, m, n, X, T, Y1);
-        omp_set_num_threads(2);
-        bl_half_matmul(dt, W, m, n, X, T, Y2);
+        const bl_exec one = {NULL, (bl_isa)isa}, two = {two_threads, (bl_isa)isa};
+        bl_half_matmul(dt, W, m, n, X, T, Y1, &one);
+        bl_half_matmul(dt, W, m, n, X, T, Y2, &two);
         double worst = 0;
         for (int64_t k = 0; k < T * m; k++) {
             double e = fabs((double)Y1[k] - Yref[k]) / (1e-5 * mag[k] + 1e-6);
@@ -94,7 +104,6 @@ static void check_problem(bl_dtype dt, int64_t m, int64_t n, int64_t T, uint64_t
                   bl_isa_name((bl_isa)isa), dt == BL_DT_BF16 ? "bf16" : "f16", (long long)m,
                   (long long)n, (long long)T, worst);
     }
-    bl_kernels_set_isa(best);
     free(W), free(X), free(Yref), free(Y1), free(Y2), free(mag);
 }
 
@@ -140,7 +149,7 @@ static void test_dense_layer(void) {
             float *work = malloc((L.ops->workspace_floats(&L, T) + 1) * sizeof(float));
             REQUIRE(X && Y && work);
             for (int64_t k = 0; k < T * n; k++) X[k] = bl_rng_normal(&r);
-            L.ops->forward(&L, X, T, Y, work);
+            L.ops->forward(&L, X, T, Y, work, NULL);
             for (int64_t tt = 0; tt < T; tt++)
                 for (int64_t i = 0; i < m; i++) {
                     double acc = 0, mag = 0;
@@ -159,9 +168,11 @@ static void test_dense_layer(void) {
 
 int main(void) {
     fprintf(stderr, "cpu best ISA: %s\n", bl_isa_name(bl_cpu_best_isa()));
+    if (bl_pool_new(2, &two_threads, NULL) != BL_OK) return 1;
     TEST_RUN(test_convert_every_value);
     TEST_RUN(test_small_shapes);
     TEST_RUN(test_large_shapes);
     TEST_RUN(test_dense_layer);
+    bl_pool_free(two_threads);
     return test_summary();
 }

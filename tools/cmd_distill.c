@@ -89,7 +89,8 @@ int cmd_distill(int argc, char **argv) {
         {"clip", 0, OPT_FLOAT, &o.clip, "C", "clip the global gradient norm, 0 = off (default 1)"},
         {"alpha", 0, OPT_FLOAT, &o.alpha, "A", "weight of the hidden-state MSE (default 1)"},
         {"seed", 0, OPT_U64, &o.seed, "S", "data order and generation seed (default 0)"},
-        {"threads", 0, OPT_INT, &threads, "T", "OpenMP threads (results do not depend on it)"},
+        {"threads", 0, OPT_INT, &threads, "T",
+         "threads (default: OMP_NUM_THREADS or all cores; results do not depend on it)"},
         {"save-every", 0, OPT_INT, &o.save_every, "K",
          "checkpoint every K steps (default: at the end)"},
         {"resume", 0, OPT_FLAG, &o.resume, NULL, "continue from OUTDIR/checkpoint"},
@@ -129,7 +130,10 @@ int cmd_distill(int argc, char **argv) {
         return cli_errorf("distill", "give exactly one of --data FILE and --generate N");
     if (generate < 0 || threads < 0 || log_every < 1 || eval_tokens < 0)
         return cli_errorf("distill", "--generate, --threads, --log-every must be positive");
+    /* distillation takes the count as an option; data generation and the perplexity checks
+     * around it run on this thread's OpenMP setting */
     if (threads > 0) omp_set_num_threads(threads);
+    o.n_threads = threads;
     o.post_ln = no_post_ln ? 0 : 1;
     o.latent_init = (float)latent;
     char cmdline[2048] = "bitllm";
@@ -186,7 +190,7 @@ int cmd_distill(int argc, char **argv) {
     o.on_step_ctx = &lg;
     o.on_note = on_note;
     fprintf(stderr, "distilling %s -> %s into %s with %d threads\n", pos[0], pos[1], out,
-            omp_get_max_threads());
+            bl_resolve_threads(threads));
     bl_distill_result res;
     if (bl_distill(teacher, student, &td, out, &o, &res, &err)) goto fail;
     if (res.stopped) {
@@ -215,7 +219,7 @@ int cmd_distill(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "tokens", (double)res.tokens);
         cJSON_AddNumberToObject(j, "seconds", res.seconds);
         cJSON_AddNumberToObject(j, "tokens_per_s", res.seconds > 0 ? res.tokens / res.seconds : 0);
-        cJSON_AddNumberToObject(j, "threads", omp_get_max_threads());
+        cJSON_AddNumberToObject(j, "threads", bl_resolve_threads(threads));
         cJSON_AddNumberToObject(j, "loss_before", res.loss_before);
         cJSON_AddNumberToObject(j, "loss_after", res.loss_after);
         cJSON_AddNumberToObject(j, "ce_before", res.ce_before);

@@ -8,7 +8,7 @@
 
 int cmd_generate(int argc, char **argv) {
     const char *prompt = "", *tokp = NULL;
-    int n_new = 128;
+    int n_new = 128, threads = 0;
     double temp = 0.8, top_p = 0.9;
     uint64_t seed = 42;
     bool json = false;
@@ -18,17 +18,19 @@ int cmd_generate(int argc, char **argv) {
         {"temp", 0, OPT_FLOAT, &temp, "T", "temperature, 0 = greedy (default 0.8)"},
         {"top-p", 0, OPT_FLOAT, &top_p, "P", "nucleus sampling mass (default 0.9)"},
         {"seed", 0, OPT_U64, &seed, "S", "random seed (default 42)"},
+        {"threads", 't', OPT_INT, &threads, "T", "threads (default: OMP_NUM_THREADS or all cores)"},
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints"},
         {"json", 0, OPT_FLAG, &json, NULL, "print {\"ids\": [...], \"text\": ...} on stdout"},
     };
     const cli_spec spec = {"generate", "MODEL",
                            "Generate text. Prints the continuation as it is produced; statistics "
                            "go to stderr.",
-                           opts, 7, 1, 1};
+                           opts, (int)(sizeof opts / sizeof opts[0]), 1, 1};
     const char *pos[1];
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);
     if (n_new < 0) return cli_errorf("generate", "-n must be >= 0");
+    if (threads < 0) return cli_errorf("generate", "--threads must be >= 0");
     bl_model *m = cli_load_model(pos[0], tokp);
     if (!m) return 1;
     int rc = 1;
@@ -62,7 +64,7 @@ int cmd_generate(int argc, char **argv) {
     logits = malloc((size_t)V * sizeof(float));
     out_ids = malloc(((size_t)n_new + 1) * sizeof(int32_t));
     if (!logits || !out_ids) goto done;
-    if (bl_state_new(m, ctx, 256, &st, &err) || bl_sampler_init(&sm, V, (float)temp, (float)top_p,
+    if (bl_state_new(m, ctx, 256, threads, &st, &err) || bl_sampler_init(&sm, V, (float)temp, (float)top_p,
                                                                 seed, &err)) {
         cli_error("generate", &err);
         goto done;

@@ -43,6 +43,7 @@ int cmd_quantize(int argc, char **argv) {
     const char *out = NULL, *method = "onebit", *bpw_s = NULL, *calib = NULL, *tokp = NULL;
     bool json = false, nmf = false, svd = false, aa = false, no_grad = false, rnd = false;
     int rank_l = 1, paths = 1, iters = 0, calib_tokens = 16384, group = 128, adam = 0;
+    int threads = 0;
     uint64_t seed = 0;
     const cli_opt opts[] = {
         {"out", 'o', OPT_STR, &out, "OUTDIR", "output directory (a loadable model)"},
@@ -65,6 +66,8 @@ int cmd_quantize(int argc, char **argv) {
         {"random-factors", 0, OPT_FLAG, &rnd, NULL,
          "skip fitting: random signs and scales of the same shapes and bpw (speed/memory "
          "benchmarks of synthetic models only)"},
+        {"threads", 't', OPT_INT, &threads, "T",
+         "threads (default: OMP_NUM_THREADS or all cores; the result does not depend on it)"},
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints"},
         {"json", 0, OPT_FLAG, &json, NULL, "print a JSON report on stdout"},
     };
@@ -92,6 +95,8 @@ int cmd_quantize(int argc, char **argv) {
     if (rank_l < 1 || paths < 1 || iters < 0 || adam < 0 || calib_tokens < 1)
         return cli_errorf("quantize", "--envelope-rank, --paths, --calib-tokens must be >= 1");
     if (group != 64 && group != 128) return cli_errorf("quantize", "--group must be 64 or 128");
+    if (threads < 0) return cli_errorf("quantize", "--threads must be >= 0");
+    o.n_threads = threads;
     if (aa && !calib) return cli_errorf("quantize", "--activation-aware needs --calib FILE");
     if (rnd && calib)
         return cli_errorf("quantize", "--random-factors never reads the weights: --calib (and its "

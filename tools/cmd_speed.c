@@ -1,5 +1,4 @@
 /* bitllm speed: end-to-end prefill and decode throughput and memory of any loadable model. */
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -8,35 +7,42 @@
 #include "cli_util.h"
 
 int cmd_speed(int argc, char **argv) {
-    const char *tokp = NULL;
-    int n_gen = 32, n_prompt = 128, threads = 0, reps = 1;
+    const char *tokp = NULL, *isa_s = NULL;
+    int n_gen = 32, n_prompt = 128, threads = 0, reps = 1, batch = 1;
     bool json = false, no_mmap = false;
     const cli_opt opts[] = {
         {"n", 'n', OPT_INT, &n_gen, "N", "tokens to decode (default 32)"},
         {"prompt", 'p', OPT_INT, &n_prompt, "P", "prompt tokens processed as one batch (default 128)"},
-        {"threads", 't', OPT_INT, &threads, "T", "OpenMP threads (default: all cores)"},
+        {"batch", 'b', OPT_INT, &batch, "B",
+         "decode B tokens per step through every projection (a batched decode step; default 1)"},
+        {"threads", 't', OPT_INT, &threads, "T", "threads (default: OMP_NUM_THREADS or all cores)"},
         {"reps", 'r', OPT_INT, &reps, "R", "repetitions; the best is reported (default 1)"},
+        {"isa", 0, OPT_STR, &isa_s, "NAME", "kernel level: auto, ref, avx2, avx512 (default auto)"},
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints"},
         {"no-mmap", 0, OPT_FLAG, &no_mmap, NULL,
          "read the weights into private memory instead of mapping the files (as BITLLM_LOAD=read)"},
         {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout"},
     };
     const cli_spec spec = {"speed", "MODEL",
-                           "Prefill (one batch of P tokens) and decode (N tokens one by one) "
+                           "Prefill (one batch of P tokens) and decode (N tokens, B per step) "
                            "throughput, resident memory and weight size of a model.",
-                           opts, 7, 1, 1};
+                           opts, (int)(sizeof opts / sizeof opts[0]), 1, 1};
     const char *pos[1];
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);
-    if (n_gen < 1 || n_prompt < 1 || reps < 1 || threads < 0)
-        return cli_errorf("speed", "-n, -p and --reps must be >= 1");
-    if (threads > 0) omp_set_num_threads(threads);
-    if (no_mmap) bl_set_load_mode(BL_LOAD_READ);
-    const char *load_mode = bl_get_load_mode() == BL_LOAD_READ ? "read" : "mmap";
+    if (n_gen < 1 || n_prompt < 1 || reps < 1 || threads < 0 || batch < 1)
+        return cli_errorf("speed", "-n, -p, --batch and --reps must be >= 1, --threads >= 0");
+    if (n_gen % batch)
+        return cli_errorf("speed", "-n %d is not a multiple of --batch %d", n_gen, batch);
+    bl_load_opts lo = {.tokenizer_path = tokp, .load = no_mmap ? BL_LOAD_READ : BL_LOAD_DEFAULT,
+                       .n_threads = threads};
+    if (isa_s && !bl_isa_from_name(isa_s, &lo.isa))
+        return cli_errorf("speed", "unknown --isa '%s' (auto, ref, avx2, avx512)", isa_s);
     double t0 = bl_time_s();
-    bl_model *m = cli_load_model(pos[0], tokp);
+    bl_model *m = cli_load_model_opts(pos[0], &lo);
     if (!m) return 1;
     double load_s = bl_time_s() - t0;
+    const char *load_mode = m->load_mode == BL_LOAD_READ ? "read" : "mmap";
     const int ctx = n_prompt + n_gen, V = m->cfg.vocab_size;
     if (ctx > m->cfg.max_seq) {
         bl_model_free(m);
@@ -44,14 +50,14 @@ int cmd_speed(int argc, char **argv) {
                           m->cfg.max_seq);
     }
     int32_t *toks = malloc(sizeof(int32_t) * (size_t)ctx);
-    float *logits = malloc(sizeof(float) * (size_t)V);
+    float *logits = malloc(sizeof(float) * (size_t)V * (size_t)batch);
     bl_state *st = NULL;
     bl_err err = {0};
     int rc = 1;
     if (!toks || !logits) goto done;
     /* Deterministic token ids; their values do not affect the cost. */
     for (int i = 0; i < ctx; i++) toks[i] = (int32_t)((i * 2654435761u) % (unsigned)V);
-    if (bl_state_new(m, ctx, n_prompt, &st, &err)) {
+    if (bl_state_new(m, ctx, n_prompt > batch ? n_prompt : batch, threads, &st, &err)) {
         cli_error("speed", &err);
         goto done;
     }
@@ -61,8 +67,9 @@ int cmd_speed(int argc, char **argv) {
         double a = bl_time_s();
         if (bl_forward(st, toks, n_prompt, logits, false, &err)) break;
         double b = bl_time_s();
-        for (int i = 0; i < n_gen && !err.code; i++)
-            bl_forward(st, toks + n_prompt + i, 1, logits, false, &err);
+        /* a batched step computes the logits of all its B tokens, as a server's step would */
+        for (int i = 0; i < n_gen && !err.code; i += batch)
+            bl_forward(st, toks + n_prompt + i, batch, logits, batch > 1, &err);
         double c = bl_time_s();
         if (b - a < best_pre) best_pre = b - a;
         if (c - b < best_dec) best_dec = c - b;
@@ -76,16 +83,21 @@ int cmd_speed(int argc, char **argv) {
     const double wbytes = (double)bl_model_weight_bits(m) / 8.0;
     const double pre_tps = n_prompt / best_pre, dec_tps = n_gen / best_dec;
     const double rss = (double)bl_current_rss_bytes(), peak = (double)bl_peak_rss_bytes();
-    const int nt = omp_get_max_threads();
+    const int nt = bl_state_threads(st);
+    double load[1] = {0.0};
+    if (getloadavg(load, 1) != 1) load[0] = -1.0;
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "model", m->path);
         cJSON_AddStringToObject(o, "method", m->quant_method[0] ? m->quant_method : "fp");
         cJSON_AddNumberToObject(o, "threads", nt);
+        cJSON_AddStringToObject(o, "isa", bl_isa_name(m->isa));
         cJSON_AddNumberToObject(o, "prompt_tokens", n_prompt);
         cJSON_AddNumberToObject(o, "decode_tokens", n_gen);
+        cJSON_AddNumberToObject(o, "decode_batch", batch);
         cJSON_AddNumberToObject(o, "prefill_tps", pre_tps);
         cJSON_AddNumberToObject(o, "decode_tps", dec_tps);
+        cJSON_AddNumberToObject(o, "decode_step_ms", 1e3 * best_dec / (n_gen / batch));
         cJSON_AddNumberToObject(o, "load_seconds", load_s);
         cJSON_AddStringToObject(o, "load_mode", load_mode);
         cJSON_AddNumberToObject(o, "weight_bytes", wbytes);
@@ -93,16 +105,21 @@ int cmd_speed(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "bpw_model", bpw_model);
         cJSON_AddNumberToObject(o, "rss_bytes", rss);
         cJSON_AddNumberToObject(o, "peak_rss_bytes", peak);
+        cJSON_AddNumberToObject(o, "load_average", load[0]);
         cli_print_json(o);
     } else {
         printf("model    %s (%s, %.3f bpw layers / %.3f model, weights %.1f MiB)\n", m->path,
                m->quant_method[0] ? m->quant_method : "fp", bpw_layers, bpw_model,
                wbytes / 1048576.0);
-        printf("threads  %d\n", nt);
+        printf("threads  %d, kernels %s, load average %.2f\n", nt, bl_isa_name(m->isa), load[0]);
         printf("prefill  %8.1f tok/s  (%d tokens in one batch, %.3fs)\n", pre_tps, n_prompt,
                best_pre);
-        printf("decode   %8.2f tok/s  (%d tokens, %.1f ms/token)\n", dec_tps, n_gen,
-               1e3 * best_dec / n_gen);
+        if (batch > 1)
+            printf("decode   %8.2f tok/s  (%d tokens in steps of %d, %.1f ms/step)\n", dec_tps,
+                   n_gen, batch, 1e3 * best_dec / (n_gen / batch));
+        else
+            printf("decode   %8.2f tok/s  (%d tokens, %.1f ms/token)\n", dec_tps, n_gen,
+                   1e3 * best_dec / n_gen);
         printf("memory   %.1f MiB resident, %.1f MiB peak (load %.2fs, %s)\n", rss / 1048576.0,
                peak / 1048576.0, load_s, load_mode);
     }

@@ -16,6 +16,8 @@ typedef struct {
     int n_maps;
     void **owned;    /* heap buffers owned by the set (converted/dequantized tensors) */
     int n_owned;
+    struct bl_pool *pool; /* threads for work done while loading from the set (not owned; NULL:
+                             the calling thread) */
 } bl_tensor_set;
 
 const bl_tensor *bl_tensor_set_find(const bl_tensor_set *s, const char *name);
@@ -25,10 +27,13 @@ bl_status bl_tensor_set_add(bl_tensor_set *s, const bl_tensor *t, bl_err *err);
 bl_status bl_tensor_set_own(bl_tensor_set *s, void *buf, bl_err *err);
 bl_status bl_tensor_set_own_map(bl_tensor_set *s, bl_mmap *m, bl_err *err); /* takes ownership */
 void bl_tensor_set_free(bl_tensor_set *s);
-/* Drops the resident pages of [p, p+n) if they lie in one of the set's memory-mapped files (they
- * are read again from the file if touched later), so streaming over a large model keeps the
- * resident size near one layer. No-op for heap buffers. */
+/* Gives back the memory of [p, p+n) if it lies in one of the set's mapped files (bl_mmap_release:
+ * the bytes are read again from the file if touched later), so streaming over a large model keeps
+ * the resident size near one layer, and a repacked copy does not keep a second one alive. No-op
+ * for heap buffers. */
 void bl_tensor_set_release(const bl_tensor_set *s, const void *p, size_t n);
+/* Makes every mapped file of the set private memory (bl_mmap_privatize); views stay valid. */
+bl_status bl_tensor_set_privatize(bl_tensor_set *s, const char *what, bl_err *err);
 
 /* ---- safetensors ---- */
 /* Opens one .safetensors file and appends its tensors to set. If metadata_json is non-NULL it

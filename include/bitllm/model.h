@@ -4,6 +4,7 @@
 #define BITLLM_MODEL_H
 
 #include "bitllm/format.h"
+#include "bitllm/pool.h"
 #include "bitllm/tokenizer.h"
 
 typedef enum { BL_ARCH_LLAMA = 0, BL_ARCH_MISTRAL, BL_ARCH_QWEN2, BL_ARCH_QWEN3 } bl_arch;
@@ -68,10 +69,17 @@ typedef struct bl_model {
     char *quant_config_json;   /* the quantization_config block as JSON text, or NULL */
     void **owned;              /* f32 copies of small tensors (norms, biases) */
     int n_owned, cap_owned;
+    bl_isa isa;                /* kernel level its inference states run at (never AUTO) */
+    bl_load_mode load_mode;    /* how its files were brought in (never DEFAULT) */
 } bl_model;
 
+/* Load options; a zero-initialized struct (or NULL) means every default. */
 typedef struct {
     const char *tokenizer_path; /* llama2.c tokenizer.bin, or tokenizer.json / dir; optional */
+    bl_load_mode load;          /* BL_LOAD_DEFAULT: BITLLM_LOAD from the environment, else mmap */
+    bl_isa isa;                 /* BL_ISA_AUTO: BITLLM_ISA from the environment, else the CPU's
+                                   best; clamped to what the CPU supports */
+    int n_threads;              /* threads for repacking sign matrices at load (0 = default) */
 } bl_load_opts;
 
 /* path: a Hugging Face model directory (config.json + safetensors, including bitllm's quantized
@@ -98,10 +106,15 @@ const char *const *bl_synth_preset_names(int *count);
 bl_status bl_synth_model(const bl_config *c, bl_dtype dtype, uint64_t seed, const char *outdir,
                          bl_err *err);
 
-/* Inference state: KV cache and scratch for batches of up to max_batch tokens. */
+/* Inference state: KV cache, scratch for batches of up to max_batch tokens, and the thread pool
+ * its forward passes run on: n_threads threads (0 = bl_default_threads(): OMP_NUM_THREADS or the
+ * CPUs this process may use), the calling thread included. Per-thread scratch is sized from that
+ * count. Logits do not depend on n_threads (bit for bit). A state is used by one host thread at
+ * a time; several states (of one model or several) may run on different host threads at once. */
 typedef struct bl_state bl_state;
-bl_status bl_state_new(const bl_model *m, int max_seq, int max_batch, bl_state **out,
-                       bl_err *err);
+bl_status bl_state_new(const bl_model *m, int max_seq, int max_batch, int n_threads,
+                       bl_state **out, bl_err *err);
+int bl_state_threads(const bl_state *s);     /* the resolved thread count */
 void bl_state_free(bl_state *s);
 void bl_state_reset(bl_state *s);            /* empties the KV cache */
 int bl_state_pos(const bl_state *s);         /* tokens in the cache */

@@ -40,6 +40,9 @@ typedef struct {
     void *on_layer_ctx;
     /* Extra text stored in config.json's quantization_config (e.g. the command line). */
     const char *provenance;
+    /* Threads for the fits and the calibration pass (0 = bl_default_threads()); results do not
+     * depend on it. */
+    int n_threads;
 } bl_quant_opts;
 
 void bl_quant_opts_default(bl_quant_opts *o);

@@ -72,6 +72,8 @@ typedef struct {
     bool freeze_norms;     /* default: RMSNorm weights, q/k norms and biases train */
     int eval_batches;      /* fixed batches for the loss before/after (default 1) */
     const char *provenance; /* command line, stored in the output's quantization_config */
+    int n_threads;         /* threads of every parallel step (0 = bl_default_threads()); the
+                              result does not depend on it */
     void (*on_step)(void *ctx, const bl_distill_progress *p);
     void *on_step_ctx;
     void (*on_note)(void *ctx, const char *msg); /* resume/checkpoint notes */

@@ -31,19 +31,21 @@ static size_t dense_workspace(const bl_linear *L, int64_t T) {
     return 0;
 }
 
-static void dense_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work) {
+static void dense_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work,
+                          const bl_exec *ex) {
     (void)work;
     const dense_impl *d = L->impl;
     const int m = (int)L->m, n = (int)L->n;
     if (d->w.dtype == BL_DT_F32) {
         const float *W = d->w.data;
         if (T == 1)
-            bl_sgemv(m, n, 1.0f, W, n, x, 0.0f, y);
+            bl_sgemv(m, n, 1.0f, W, n, x, 0.0f, y, ex ? ex->pool : NULL);
         else
-            bl_sgemm(CblasNoTrans, CblasTrans, (int)T, m, n, 1.0f, x, n, W, n, 0.0f, y, m);
+            bl_sgemm(CblasNoTrans, CblasTrans, (int)T, m, n, 1.0f, x, n, W, n, 0.0f, y, m,
+                     ex ? ex->pool : NULL);
         return;
     }
-    bl_half_matmul(d->w.dtype, d->w.data, m, n, x, T, y);
+    bl_half_matmul(d->w.dtype, d->w.data, m, n, x, T, y, ex);
 }
 
 static bl_status dense_to_dense(const bl_linear *L, float *W, bl_err *err) {

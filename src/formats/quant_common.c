@@ -147,9 +147,9 @@ bl_status bl_qc_need(const void *p, const char *what, bl_err *err) {
 }
 
 bl_status bl_qc_signmat(bl_signmat *S, int64_t rows, int64_t cols, const uint8_t *bits,
-                        bl_err *err) {
+                        bl_pool *pool, bl_err *err) {
     bl_signmat_init(S, rows, cols, bits);
-    return bl_signmat_prepare(S, err);
+    return bl_signmat_prepare(S, bl_cpu_best_isa(), pool, err);
 }
 
 void bl_qc_release_bits(const bl_tensor_set *ts, const bl_signmat *S) {
@@ -157,13 +157,29 @@ void bl_qc_release_bits(const bl_tensor_set *ts, const bl_signmat *S) {
         bl_tensor_set_release(ts, S->bits, (size_t)(S->m * bl_sign_row_bytes(S->n)));
 }
 
-void bl_qc_scale(const float *x, const float *s, int64_t T, int64_t n, float *out) {
-#pragma omp parallel for schedule(static) if (T > 1 && T * n >= 32768)
-    for (int64_t t = 0; t < T; t++) {
-        const float *xr = x + t * n;
-        float *o = out + t * n;
-        for (int64_t j = 0; j < n; j++) o[j] = xr[j] * s[j];
+void bl_qc_for_tokens(const bl_exec *ex, int64_t T, int64_t per_token, bl_range_fn fn, void *ctx) {
+    bl_pool_for(ex ? ex->pool : NULL, T, T > 1 && T * per_token >= 32768, fn, ctx);
+}
+
+typedef struct {
+    const float *x, *s;
+    int64_t n;
+    float *out;
+} scale_ctx;
+
+static void scale_rows(void *ctx, int64_t t0, int64_t t1) {
+    const scale_ctx *c = ctx;
+    for (int64_t t = t0; t < t1; t++) {
+        const float *xr = c->x + t * c->n;
+        float *o = c->out + t * c->n;
+        for (int64_t j = 0; j < c->n; j++) o[j] = xr[j] * c->s[j];
     }
+}
+
+void bl_qc_scale(const float *x, const float *s, int64_t T, int64_t n, float *out,
+                 const bl_exec *ex) {
+    scale_ctx c = {x, s, n, out};
+    bl_qc_for_tokens(ex, T, n, scale_rows, &c);
 }
 
 float bl_qc_dot(const float *a, const float *b, int64_t n) {

@@ -54,27 +54,42 @@ static void rtn_dequant(const bl_rtn *d, int64_t i, int64_t j0, int64_t len, flo
     }
 }
 
-static void rtn_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work) {
-    const rtn_impl *q = L->impl;
-    const bl_rtn *d = &q->d;
-    if (d->bits == 1) {
-        bl_sign_matmul(&q->S, x, T, y);
-        bl_qc_scale(y, d->scale, T, d->m, y);
-        return;
-    }
-    const int64_t m = d->m, n = d->n;
-    /* Threads split output rows; each row is dequantized once per chunk and used for all T.
-     * Small products stay serial: a parallel region costs more than they do. */
-#pragma omp parallel for schedule(static) if (m * n * T >= (1 << 18))
-    for (int64_t i = 0; i < m; i++) {
-        float w[RTN_CHUNK];
-        for (int64_t t = 0; t < T; t++) y[t * m + i] = 0;
+typedef struct {
+    const bl_rtn *d;
+    const float *x;
+    int64_t T;
+    float *y;
+} rtn_rows_ctx;
+
+/* Output rows [i0, i1) for every token; each row is dequantized once per chunk and used for all
+ * T, so a row's result does not depend on which thread computes it. */
+static void rtn_rows(void *ctx, int64_t i0, int64_t i1) {
+    const rtn_rows_ctx *c = ctx;
+    const bl_rtn *d = c->d;
+    const int64_t m = d->m, n = d->n, T = c->T;
+    float w[RTN_CHUNK];
+    for (int64_t i = i0; i < i1; i++) {
+        for (int64_t t = 0; t < T; t++) c->y[t * m + i] = 0;
         for (int64_t j0 = 0; j0 < n; j0 += RTN_CHUNK) {
             int64_t len = n - j0 < RTN_CHUNK ? n - j0 : RTN_CHUNK;
             rtn_dequant(d, i, j0, len, w);
-            for (int64_t t = 0; t < T; t++) y[t * m + i] += bl_qc_dot(w, x + t * n + j0, len);
+            for (int64_t t = 0; t < T; t++) c->y[t * m + i] += bl_qc_dot(w, c->x + t * n + j0, len);
         }
     }
+}
+
+static void rtn_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work,
+                        const bl_exec *ex) {
+    const rtn_impl *q = L->impl;
+    const bl_rtn *d = &q->d;
+    if (d->bits == 1) {
+        bl_sign_matmul(&q->S, x, T, y, ex);
+        bl_qc_scale(y, d->scale, T, d->m, y, ex);
+        return;
+    }
+    /* Threads split output rows; small products stay serial (a dispatch costs more). */
+    rtn_rows_ctx c = {d, x, T, y};
+    bl_pool_for(ex ? ex->pool : NULL, d->m, d->m * d->n * T >= (1 << 18), rtn_rows, &c);
 }
 
 static bl_status rtn_to_dense(const bl_linear *L, float *W, bl_err *err) {
@@ -109,12 +124,12 @@ static void rtn_free_impl(bl_linear *L) {
     L->impl = NULL;
 }
 
-static bl_status rtn_attach(bl_linear *L, const bl_rtn *d, bl_err *err) {
+static bl_status rtn_attach(bl_linear *L, const bl_rtn *d, bl_pool *pool, bl_err *err) {
     rtn_impl *q = calloc(1, sizeof *q);
     if (!q) return bl_fail(err, BL_ERR_NOMEM, "rtn: out of memory");
     q->d = *d;
     if (d->bits == 1) {
-        bl_status s = bl_qc_signmat(&q->S, d->m, d->n, d->q, err);
+        bl_status s = bl_qc_signmat(&q->S, d->m, d->n, d->q, pool, err);
         if (s) {
             bl_signmat_release(&q->S);
             free(q);
@@ -151,7 +166,7 @@ static bl_status rtn_load(bl_linear *L, const char *prefix, const bl_tensor_set 
     d.q = (uint8_t *)codes; /* view into the mapped file: never written or freed */
     if (!s) s = bl_qc_load_f16(ts, prefix, "scale", d.m, G, &d.scale, err);
     if (!s && d.bits >= 2) s = bl_qc_load_f16(ts, prefix, "zero", d.m, G, &d.zero, err);
-    if (!s) s = rtn_attach(L, &d, err);
+    if (!s) s = rtn_attach(L, &d, ts->pool, err);
     if (s) {
         bl_rtn_free(&d);
         return s;
@@ -181,7 +196,7 @@ bl_status bl_linear_from_rtn(bl_linear *L, bl_rtn *q, bl_err *err) {
     if (!s) s = bl_qc_check_padding(q->q, q->m, q->n * q->bits, "rtn q", err);
     if (!s) s = bl_qc_round_f16(q->scale, q->m * G, "rtn scale", err);
     if (!s && q->bits >= 2) s = bl_qc_round_f16(q->zero, q->m * G, "rtn zero", err);
-    if (!s) s = rtn_attach(L, q, err);
+    if (!s) s = rtn_attach(L, q, NULL, err);
     if (!s) memset(q, 0, sizeof *q); /* the layer owns the buffers now */
     return s;
 }

@@ -1,10 +1,10 @@
 /* The decoder forward pass in f32 with a KV cache. A batch of T tokens goes through every
- * projection as one T-row matrix product; attention is computed per (token, head) pair in
- * parallel, each pair summing in a fixed order, so results do not depend on the thread count. */
+ * projection as one T-row matrix product; attention is computed per head in parallel, each head
+ * summing in a fixed order, so results do not depend on the thread count. Every parallel step
+ * runs on the state's own thread pool (bitllm/pool.h), never on OpenMP. */
 #include "bitllm/model.h"
 
 #include <math.h>
-#include <omp.h>
 
 #include "core/parallel.h"
 #include <stdlib.h>
@@ -18,8 +18,10 @@ struct bl_state {
     float *rope_cos, *rope_sin; /* [max_seq][head_dim/2] */
     float *x, *xb, *q, *k, *v, *att, *tmp; /* batch rows */
     float *hb, *hb2;
-    float *scores; /* [threads][max_seq] */
+    float *scores; /* [n_threads][max_batch·max_seq] */
     int n_threads;
+    bl_pool *pool;
+    bl_exec ex; /* the pool and the model's ISA level */
     float *work;
     size_t work_floats;
     bl_observer_fn observe;
@@ -45,6 +47,7 @@ static size_t max_workspace(const bl_model *m, int B) {
 
 void bl_state_free(bl_state *s) {
     if (!s) return;
+    bl_pool_free(s->pool);
     float **bufs[] = {&s->k_cache, &s->v_cache, &s->rope_cos, &s->rope_sin, &s->x,  &s->xb,
                       &s->q,       &s->k,       &s->v,        &s->att,      &s->tmp, &s->hb,
                       &s->hb2,     &s->scores,  &s->work};
@@ -63,8 +66,10 @@ static float *alloc_floats(size_t a, size_t b, bool *ok) {
     return p;
 }
 
-bl_status bl_state_new(const bl_model *m, int max_seq, int max_batch, bl_state **out,
-                       bl_err *err) {
+int bl_state_threads(const bl_state *s) { return s->n_threads; }
+
+bl_status bl_state_new(const bl_model *m, int max_seq, int max_batch, int n_threads,
+                       bl_state **out, bl_err *err) {
     *out = NULL;
     const bl_config *c = &m->cfg;
     if (max_seq <= 0 || max_batch <= 0)
@@ -76,9 +81,16 @@ bl_status bl_state_new(const bl_model *m, int max_seq, int max_batch, bl_state *
     s->max_batch = max_batch < max_seq ? max_batch : max_seq;
     s->q_dim = c->n_heads * c->head_dim;
     s->kv_dim = c->n_kv_heads * c->head_dim;
-    s->n_threads = omp_get_max_threads();
     s->layer = -1;
     bl_blas_single_thread();
+    bl_status st = bl_pool_new(n_threads, &s->pool, err);
+    if (st) {
+        free(s);
+        return st;
+    }
+    s->n_threads = bl_pool_size(s->pool);
+    s->ex.pool = s->pool;
+    s->ex.isa = m->isa;
     const size_t B = (size_t)s->max_batch, half = (size_t)c->head_dim / 2;
     bool ok = true;
     s->k_cache = alloc_floats((size_t)c->n_layers * (size_t)max_seq, (size_t)s->kv_dim, &ok);
@@ -146,7 +158,7 @@ static void linear(bl_state *s, const bl_linear *L, const float *x, int T, float
         const bl_layer *ly = &s->m->layers[s->layer];
         s->observe(s->observe_ctx, s->layer, (int)(L - ly->proj), x, T, L->n);
     }
-    L->ops->forward(L, x, T, y, s->work);
+    L->ops->forward(L, x, T, y, s->work, &s->ex);
 }
 
 /* Q/K/V projections, optional bias and q/k norm, RoPE, and the cache write. */
@@ -180,19 +192,28 @@ static void attention_inputs(bl_state *s, const bl_layer *ly, int l, int T) {
 
 /* Causal attention of the batch's queries over the cache (GQA: kv head = head / group). Per
  * head, scores for all T queries are one product Q_h·K_hᵀ and the output one product P·V_h; the
- * heads run in parallel, each on one thread, so results do not depend on the thread count. */
-static void attention(bl_state *s, int l, int T) {
+ * heads are split across the pool's threads, each head computed whole by one thread, so results
+ * do not depend on the thread count. Thread ith uses scores row ith (ith < n_threads). */
+typedef struct {
+    bl_state *s;
+    int l, T;
+} attn_job;
+
+static void attention_heads(void *ctx, int ith, int nth) {
+    const attn_job *j = ctx;
+    bl_state *s = j->s;
+    const int l = j->l, T = j->T;
     const bl_config *c = &s->m->cfg;
     const int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
     const int n_ctx = s->pos + T; /* keys visible to the last query */
     const float inv_sqrt = 1.0f / sqrtf((float)hd);
     const float *kc = s->k_cache + (size_t)l * s->max_seq * s->kv_dim;
     const float *vc = s->v_cache + (size_t)l * s->max_seq * s->kv_dim;
-    const bool par = (double)T * n_ctx * hd * c->n_heads > 65536.0;
-#pragma omp parallel for schedule(static) if (par)
-    for (int h = 0; h < c->n_heads; h++) {
+    float *P = s->scores + (size_t)ith * s->max_batch * s->max_seq;
+    int64_t h0, h1;
+    bl_split_range(c->n_heads, ith, nth, &h0, &h1);
+    for (int h = (int)h0; h < (int)h1; h++) {
         const int kvh = h / group;
-        float *P = s->scores + (size_t)omp_get_thread_num() * s->max_batch * s->max_seq;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n_ctx, hd, inv_sqrt,
                     s->q + (size_t)h * hd, s->q_dim, kc + (size_t)kvh * hd, s->kv_dim, 0.0f, P,
                     n_ctx);
@@ -200,15 +221,23 @@ static void attention(bl_state *s, int l, int T) {
             float *row = P + (size_t)t * n_ctx;
             const int visible = s->pos + t + 1;
             float mx = -INFINITY, sum = 0.0f;
-            for (int j = 0; j < visible; j++) mx = row[j] > mx ? row[j] : mx;
-            for (int j = 0; j < visible; j++) sum += (row[j] = expf(row[j] - mx));
+            for (int k = 0; k < visible; k++) mx = row[k] > mx ? row[k] : mx;
+            for (int k = 0; k < visible; k++) sum += (row[k] = expf(row[k] - mx));
             const float inv = 1.0f / sum;
-            for (int j = 0; j < visible; j++) row[j] *= inv;
-            for (int j = visible; j < n_ctx; j++) row[j] = 0.0f;
+            for (int k = 0; k < visible; k++) row[k] *= inv;
+            for (int k = visible; k < n_ctx; k++) row[k] = 0.0f;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, n_ctx, 1.0f, P, n_ctx,
                     vc + (size_t)kvh * hd, s->kv_dim, 0.0f, s->att + (size_t)h * hd, s->q_dim);
     }
+}
+
+static void attention(bl_state *s, int l, int T) {
+    const bl_config *c = &s->m->cfg;
+    const bool par = (double)T * (s->pos + T) * c->head_dim * c->n_heads > 65536.0;
+    attn_job j = {s, l, T};
+    const int nth = par ? (c->n_heads < s->n_threads ? c->n_heads : s->n_threads) : 1;
+    bl_pool_run_n(s->pool, nth, attention_heads, &j);
 }
 
 static void mlp(bl_state *s, const bl_layer *ly, int T) {

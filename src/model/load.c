@@ -130,8 +130,15 @@ static bl_status load_linear(bl_model *m, const cJSON *qc, const char *prefix, i
     return s;
 }
 
-static bl_status load_weights(bl_model *m, const name_scheme *ns, const cJSON *qc, bl_err *err) {
+/* pool: threads for repacking sign matrices (may be NULL). */
+static bl_status load_weights(bl_model *m, const name_scheme *ns, const cJSON *qc, bl_pool *pool,
+                              bl_err *err) {
     const bl_config *c = &m->cfg;
+    if (m->load_mode == BL_LOAD_READ) {
+        bl_status s = bl_tensor_set_privatize(&m->tensors, m->path, err);
+        if (s) return s;
+    }
+    m->tensors.pool = pool;
     const bl_tensor *e = find_2d(m, ns->embd, c->vocab_size, c->dim, err);
     if (!e) return err ? err->code : BL_ERR_FORMAT;
     m->tok_embd = *e;
@@ -254,7 +261,7 @@ static bl_status load_tokenizer_gguf(bl_model *m, const char *path, bl_err *err)
     return s;
 }
 
-static bl_status load_hf(bl_model *m, const bl_load_opts *opts, bl_err *err) {
+static bl_status load_hf(bl_model *m, const bl_load_opts *opts, bl_pool *pool, bl_err *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", m->path);
     char *json;
@@ -280,7 +287,8 @@ static bl_status load_hf(bl_model *m, const bl_load_opts *opts, bl_err *err) {
     }
     m->source = BL_SRC_HF;
     s = bl_hf_open_tensors(m->path, &m->tensors, err);
-    if (!s) s = load_weights(m, &hf_names, qc, err);
+    if (!s) s = load_weights(m, &hf_names, qc, pool, err);
+    m->tensors.pool = NULL;
     cJSON_Delete(root);
     if (s) return s;
     const char *tp = opts && opts->tokenizer_path ? opts->tokenizer_path : NULL;
@@ -309,7 +317,7 @@ static bl_status gguf_int(const bl_gguf *g, const char *arch, const char *key, i
     return BL_OK;
 }
 
-static bl_status load_gguf(bl_model *m, bl_err *err) {
+static bl_status load_gguf(bl_model *m, bl_pool *pool, bl_err *err) {
     m->gguf = calloc(1, sizeof *m->gguf);
     if (!m->gguf) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
     bl_status s = bl_gguf_open(m->path, m->gguf, err);
@@ -364,12 +372,15 @@ static bl_status load_gguf(bl_model *m, bl_err *err) {
     c->bos_id = bl_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &v) ? (int)v : -1;
     c->eos_id = bl_gguf_get_int(g, "tokenizer.ggml.eos_token_id", &v) ? (int)v : -1;
     if ((s = bl_config_validate(c, m->path, err))) return s;
-    if ((s = load_weights(m, &gguf_names, NULL, err))) return s;
+    s = load_weights(m, &gguf_names, NULL, pool, err);
+    m->tensors.pool = NULL;
+    if (s) return s;
     if (bl_gguf_find(g, "tokenizer.ggml.model")) s = bl_tokenizer_load_gguf(g, &m->tok, err);
     return s;
 }
 
-static bl_status load_llama2c(bl_model *m, const bl_load_opts *opts, bl_err *err) {
+static bl_status load_llama2c(bl_model *m, const bl_load_opts *opts, bl_pool *pool,
+                              bl_err *err) {
     bl_llama2c_header h;
     bl_status s = bl_llama2c_open(m->path, &h, &m->tensors, err);
     if (s) return s;
@@ -390,7 +401,9 @@ static bl_status load_llama2c(bl_model *m, const bl_load_opts *opts, bl_err *err
     c->bos_id = 1;
     c->eos_id = 2;
     if ((s = bl_config_validate(c, m->path, err))) return s;
-    if ((s = load_weights(m, &gguf_names, NULL, err))) return s;
+    s = load_weights(m, &gguf_names, NULL, pool, err);
+    m->tensors.pool = NULL;
+    if (s) return s;
     if (opts && opts->tokenizer_path) s = load_tokenizer_file(m, opts->tokenizer_path, err);
     return s;
 }
@@ -405,13 +418,24 @@ bl_status bl_model_load(const char *path, const bl_load_opts *opts, bl_model **o
         free(m);
         return bl_fail(err, BL_ERR_NOMEM, "out of memory");
     }
-    bl_status s;
+    const bl_load_opts none = {0};
+    if (!opts) opts = &none;
+    m->isa = bl_isa_clamp(opts->isa);
+    m->load_mode = opts->load != BL_LOAD_DEFAULT ? opts->load : bl_default_load_mode();
+    bl_pool *pool = NULL;
+    bl_status s = bl_pool_new(opts->n_threads, &pool, err);
+    if (s) {
+        free(m->path);
+        free(m);
+        return s;
+    }
     if (is_dir(path))
-        s = load_hf(m, opts, err);
+        s = load_hf(m, opts, pool, err);
     else if (ends_with(path, ".gguf"))
-        s = load_gguf(m, err);
+        s = load_gguf(m, pool, err);
     else
-        s = load_llama2c(m, opts, err);
+        s = load_llama2c(m, opts, pool, err);
+    bl_pool_free(pool);
     if (!s) s = init_rope(m, err);
     if (!s && m->tok) {
         /* The model's own config decides BOS/EOS where it names them. */

@@ -1,6 +1,7 @@
-/* Whole-model post-training quantization. Layers are fitted one at a time from their dense
- * weights (one f32 copy of one layer at a time); the fitted layers are small (≈1 bit/weight) and
- * are kept until the checkpoint is written. With random_factors the weights are never read: each
+/* Whole-model post-training quantization. Decoder layers are fitted one after the other from
+ * their dense weights, the seven projections of a layer side by side on the options' threads (one
+ * f32 copy per projection in flight); the fitted layers are small (≈1 bit/weight) and are kept
+ * until the checkpoint is written. With random_factors the weights are never read: each
  * layer gets random factors of the fitted shapes (benchmarks of synthetic models at real sizes). */
 #include "bitllm/quantize.h"
 #include "model/model_internal.h"
@@ -83,7 +84,7 @@ static bl_status calib_run(const bl_model *m, const bl_quant_opts *o, calib_stat
     bl_state *st;
     int ctx = o->calib_ctx > 0 ? o->calib_ctx : 256;
     if (ctx > m->cfg.max_seq) ctx = m->cfg.max_seq;
-    bl_status s = bl_state_new(m, ctx, ctx < 128 ? ctx : 128, &st, err);
+    bl_status s = bl_state_new(m, ctx, ctx < 128 ? ctx : 128, o->n_threads, &st, err);
     if (s) return s;
     bl_state_set_observer(st, observe, c);
     int32_t *win = malloc((size_t)ctx * sizeof(int32_t));
@@ -245,6 +246,64 @@ static cJSON *provenance(const bl_model *src, const bl_quant_opts *o) {
     return p;
 }
 
+/* One projection's fit, run on one thread: its own f32 copy of the weights, importance and
+ * fitted layer; the outcome is reported through the task. */
+typedef struct {
+    const bl_model *src;
+    const bl_quant_opts *o;
+    const calib_stats *cal; /* NULL without calibration */
+    int l, p;
+    bl_linear *out;
+    bl_status status;
+    bl_err err;
+    double rel_err, seconds;
+} fit_task;
+
+/* Largest projections first (gate, up, down, then the attention ones), so that a few threads
+ * finish a layer together. */
+static const int fit_order[BL_PROJ_COUNT] = {BL_PROJ_GATE, BL_PROJ_UP, BL_PROJ_DOWN, BL_PROJ_Q,
+                                             BL_PROJ_O, BL_PROJ_K, BL_PROJ_V};
+
+static void fit_one(fit_task *t) {
+    const bl_quant_opts *o = t->o;
+    const bl_linear *L = &t->src->layers[t->l].proj[t->p];
+    const double t1 = bl_time_s();
+    const size_t mn = (size_t)(L->m * L->n);
+    float *W = NULL, *What = NULL, *imp = NULL;
+    bl_status s = BL_OK;
+    t->rel_err = NAN;
+    if (!o->random_factors) { /* random factors must not page in a multi-GB source */
+        W = malloc(mn * sizeof(float));
+        What = malloc(mn * sizeof(float));
+        imp = malloc((size_t)L->n * sizeof(float));
+        if (!W || !What || !imp)
+            s = bl_fail(&t->err, BL_ERR_NOMEM, "out of memory for layer %d", t->l);
+        if (!s) s = L->ops->to_dense(L, W, &t->err);
+    }
+    bl_fit_opts fo = o->fit;
+    fo.seed = o->fit.seed + (uint64_t)(t->l * BL_PROJ_COUNT + t->p) * 7919u;
+    if (!s && t->cal) {
+        const int in = proj_input[t->p];
+        const double *ss = t->cal->sumsq[in] + (size_t)t->l * (size_t)L->n;
+        for (int64_t j = 0; j < L->n; j++)
+            imp[j] = (float)(ss[j] / (double)(t->cal->count ? t->cal->count : 1)) + 1e-8f;
+        fo.in_importance = imp;
+        if (o->activation_aware) fo.H = t->cal->gram[in];
+    }
+    if (o->out_importance && (o->method == BL_QM_DBF || o->method == BL_QM_MDBF))
+        fo.out_importance = o->out_importance[t->l * BL_PROJ_COUNT + t->p];
+    if (!s) s = fit_layer(o, W, L->m, L->n, &fo, t->out, &t->err);
+    if (!s && !o->random_factors) {
+        s = t->out->ops->to_dense(t->out, What, &t->err);
+        if (!s) t->rel_err = bl_rel_err(W, What, L->m, L->n);
+    }
+    free(W);
+    free(What);
+    free(imp);
+    t->status = s;
+    t->seconds = bl_time_s() - t1;
+}
+
 bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const char *outdir,
                             bl_quant_summary *sum, bl_err *err) {
     const bl_config *c = &src->cfg;
@@ -275,68 +334,54 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
         if (!s) s = calib_run(src, o, &cal, err);
     }
     double bits = 0, weights = 0;
-    float *W = NULL, *What = NULL, *imp = NULL;
+    const int omp_prev = bl_omp_threads_begin(o->n_threads);
+    const int n_threads = bl_resolve_threads(o->n_threads);
     for (int l = 0; l < c->n_layers && !s; l++) {
         if (use_calib && o->activation_aware && o->method == BL_QM_MDBF)
             s = calib_gram(src, o, &cal, l, err);
+        if (s) break;
+        /* The seven projections of a layer are independent fits: they run side by side, one per
+         * thread, each with single-threaded BLAS/LAPACK (OpenBLAS's process-wide thread count is
+         * never changed) and each seeded by its position, so the result does not depend on the
+         * thread count. Reports follow in projection order once the layer is done. */
+        fit_task tasks[BL_PROJ_COUNT];
+        for (int p = 0; p < BL_PROJ_COUNT; p++) {
+            fit_task *t = &tasks[p];
+            memset(t, 0, sizeof *t);
+            t->src = src;
+            t->o = o;
+            t->cal = use_calib ? &cal : NULL;
+            t->l = l;
+            t->p = p;
+            t->out = &q[l * BL_PROJ_COUNT + p];
+        }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
+        for (int k = 0; k < BL_PROJ_COUNT; k++) fit_one(&tasks[fit_order[k]]);
         for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
+            const fit_task *t = &tasks[p];
+            if (t->status) {
+                if (err) *err = t->err;
+                s = t->status;
+                break;
+            }
             const bl_linear *L = &src->layers[l].proj[p];
-            const double t1 = bl_time_s();
-            size_t mn = (size_t)(L->m * L->n);
-            free(W);
-            free(What);
-            free(imp);
-            W = What = imp = NULL;
-            if (!o->random_factors) { /* random factors must not page in a multi-GB source */
-                W = malloc(mn * sizeof(float));
-                What = malloc(mn * sizeof(float));
-                imp = malloc((size_t)L->n * sizeof(float));
-                if (!W || !What || !imp) {
-                    s = bl_fail(err, BL_ERR_NOMEM, "out of memory for layer %d", l);
-                    break;
-                }
-                if ((s = L->ops->to_dense(L, W, err))) break;
-            }
-            bl_fit_opts fo = o->fit;
-            fo.seed = o->fit.seed + (uint64_t)(l * BL_PROJ_COUNT + p) * 7919u;
-            if (use_calib) {
-                const int in = proj_input[p];
-                const double *ss = cal.sumsq[in] + (size_t)l * (size_t)L->n;
-                for (int64_t j = 0; j < L->n; j++)
-                    imp[j] = (float)(ss[j] / (double)(cal.count ? cal.count : 1)) + 1e-8f;
-                fo.in_importance = imp;
-                if (o->activation_aware) fo.H = cal.gram[in];
-            }
-            if (o->out_importance && (o->method == BL_QM_DBF || o->method == BL_QM_MDBF))
-                fo.out_importance = o->out_importance[l * BL_PROJ_COUNT + p];
-            bl_linear *out = &q[l * BL_PROJ_COUNT + p];
-            bl_blas_threads_begin();
-            s = fit_layer(o, W, L->m, L->n, &fo, out, err);
-            bl_blas_threads_end();
-            if (s) break;
-            double re = NAN;
-            if (!o->random_factors) {
-                if ((s = out->ops->to_dense(out, What, err))) break;
-                re = bl_rel_err(W, What, L->m, L->n);
-            }
             const void *src_bytes;
             size_t src_n;
             if (bl_linear_dense_bytes(L, &src_bytes, &src_n))
                 bl_tensor_set_release(&src->tensors, src_bytes, src_n);
+            const bl_linear *out = t->out;
+            const double mn = (double)L->m * (double)L->n;
             double lb = (double)out->ops->stored_bits(out->m, out->n, &out->params);
             bits += lb;
-            weights += (double)mn;
+            weights += mn;
             if (o->on_layer) {
                 char name[96];
                 snprintf(name, sizeof name, "model.layers.%d.%s", l, bl_proj_hf_name(p));
-                o->on_layer(o->on_layer_ctx, name, L->m, L->n, lb / (double)mn, re,
-                            bl_time_s() - t1);
+                o->on_layer(o->on_layer_ctx, name, L->m, L->n, lb / mn, t->rel_err, t->seconds);
             }
         }
     }
-    free(W);
-    free(What);
-    free(imp);
+    bl_omp_threads_end(omp_prev);
     if (use_calib) calib_free(&cal);
     if (!s) {
         cJSON *prov = provenance(src, o);

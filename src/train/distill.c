@@ -5,6 +5,7 @@
  * optional sign flipping, progress and checkpoints. Every step is a deterministic function of
  * the checkpointed state, so a resumed run reproduces an uninterrupted one bit for bit. */
 #include "train/train_internal.h"
+#include "core/parallel.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -232,9 +233,9 @@ static bl_status train_step(trainer *t, int step, bl_distill_progress *pr, bl_er
     return s;
 }
 
-bl_status bl_distill(const bl_model *teacher, const bl_model *student,
-                     const bl_train_data *data, const char *outdir, const bl_distill_opts *opts,
-                     bl_distill_result *res, bl_err *err) {
+static bl_status distill_run(const bl_model *teacher, const bl_model *student,
+                             const bl_train_data *data, const char *outdir,
+                             const bl_distill_opts *opts, bl_distill_result *res, bl_err *err) {
     memset(res, 0, sizeof *res);
     trainer t;
     memset(&t, 0, sizeof t);
@@ -306,5 +307,16 @@ bl_status bl_distill(const bl_model *teacher, const bl_model *student,
     res->mse_before = t.st.mse_before;
     res->flips = t.st.flips;
     trainer_free(&t);
+    return s;
+}
+
+bl_status bl_distill(const bl_model *teacher, const bl_model *student,
+                     const bl_train_data *data, const char *outdir, const bl_distill_opts *opts,
+                     bl_distill_result *res, bl_err *err) {
+    /* The training engine's parallel loops are OpenMP regions started by this thread: they take
+     * the thread count set here, and the products they call run on the same OpenMP threads. */
+    const int prev = bl_omp_threads_begin(opts->n_threads);
+    bl_status s = distill_run(teacher, student, data, outdir, opts, res, err);
+    bl_omp_threads_end(prev);
     return s;
 }

@@ -77,27 +77,20 @@ ALWAYS_INLINE void row_group(int bf16, int R, const uint16_t *W, int64_t m, int6
     if (t0 < T) tile(bf16, R, 1, W, m, n, X, i0, t0, Y);
 }
 
-static void matmul(int bf16, const uint16_t *W, int64_t m, int64_t n, const float *X, int64_t T,
-                   float *Y) {
-    const int64_t groups = (m + RB - 1) / RB;
-#pragma omp parallel for schedule(static) if (m * n * T >= BL_HALF_PAR_MIN_WORK && groups > 1)
-    for (int64_t g = 0; g < groups; g++) {
+void bl_half_avx2(const bl_half_job *j, int64_t u0, int64_t u1) {
+    const int64_t m = j->m, n = j->n, T = j->T;
+    for (int64_t g = u0; g < u1; g++) {
         const int64_t i0 = g * RB;
         if (i0 + RB <= m) {
-            if (bf16) row_group(1, RB, W, m, n, X, T, i0, Y);
-            else row_group(0, RB, W, m, n, X, T, i0, Y);
+            if (j->bf16) row_group(1, RB, j->W, m, n, j->X, T, i0, j->Y);
+            else row_group(0, RB, j->W, m, n, j->X, T, i0, j->Y);
         } else {
             for (int64_t i = i0; i < m; i++) {
-                if (bf16) row_group(1, 1, W, m, n, X, T, i, Y);
-                else row_group(0, 1, W, m, n, X, T, i, Y);
+                if (j->bf16) row_group(1, 1, j->W, m, n, j->X, T, i, j->Y);
+                else row_group(0, 1, j->W, m, n, j->X, T, i, j->Y);
             }
         }
     }
-}
-
-void bl_half_matmul_avx2(bl_dtype dt, const uint16_t *W, int64_t m, int64_t n, const float *X,
-                         int64_t T, float *Y) {
-    matmul(dt == BL_DT_BF16, W, m, n, X, T, Y);
 }
 
 void bl_half_to_f32_avx2(bl_dtype dt, const uint16_t *src, float *dst, size_t count) {
