@@ -1,6 +1,6 @@
 /* 16-bit dense kernels (the FP baseline) against the scalar reference: every ISA level this CPU
- * runs, F16 and BF16, awkward shapes and batches, 1 and 2 threads (which must agree bit for bit),
- * and the dense layer that uses them. */
+ * runs, F16 and BF16, awkward shapes and batches, 1 and 2 threads and each token alone (all of
+ * which must agree bit for bit), and the dense layer that uses them. */
 #include <stdint.h>
 
 #include "bitllm/format.h"
@@ -100,6 +100,15 @@ static void check_problem(bl_dtype dt, int64_t m, int64_t n, int64_t T, uint64_t
         CHECK_MSG(memcmp(Y1, Y2, (size_t)(T * m) * sizeof(float)) == 0,
                   "%s %s m=%lld n=%lld T=%lld: 1 vs 2 threads differ", bl_isa_name((bl_isa)isa),
                   dt == BL_DT_BF16 ? "bf16" : "f16", (long long)m, (long long)n, (long long)T);
+        /* batch invariance: each token alone gives exactly its row of the batch */
+        int differ = 0;
+        for (int64_t t = 0; t < T; t++) {
+            bl_half_matmul(dt, W, m, n, X + t * n, 1, Y2, &two);
+            differ += memcmp(Y2, Y1 + t * m, (size_t)m * sizeof(float)) != 0;
+        }
+        CHECK_MSG(differ == 0, "%s %s m=%lld n=%lld T=%lld: %d tokens differ alone and batched",
+                  bl_isa_name((bl_isa)isa), dt == BL_DT_BF16 ? "bf16" : "f16", (long long)m,
+                  (long long)n, (long long)T, differ);
         CHECK_MSG(worst <= 1.0, "%s %s m=%lld n=%lld T=%lld: error %.3g x tolerance",
                   bl_isa_name((bl_isa)isa), dt == BL_DT_BF16 ? "bf16" : "f16", (long long)m,
                   (long long)n, (long long)T, worst);
@@ -109,12 +118,12 @@ static void check_problem(bl_dtype dt, int64_t m, int64_t n, int64_t T, uint64_t
 
 static void test_small_shapes(void) {
     static const int64_t sizes[] = {1, 7, 63, 64, 65, 511, 513};
-    static const int64_t Ts[] = {1, 2, 3, 5};
+    static const int64_t Ts[] = {1, 2, 3, 5, 7};
     uint64_t seed = 1;
     for (int d = 0; d < 2; d++)
         for (int a = 0; a < 7; a++)
             for (int b = 0; b < 7; b++)
-                for (int t = 0; t < 4; t++)
+                for (int t = 0; t < 5; t++)
                     if (sizes[a] * sizes[b] * Ts[t] <= (1 << 18))
                         check_problem(dtypes[d], sizes[a], sizes[b], Ts[t], seed++);
 }
