@@ -159,8 +159,8 @@ ALWAYS_INLINE void lut_range(const src_t *s, const float *X, int64_t T, float *Y
             switch (tb) {
             case 1: PASSES(1, 4); break;
             case 2: PASSES(2, 4); break;
-            case 3: PASSES(3, 2); break;
-            default: PASSES(4, 2); break;
+            case 3: PASSES(3, 4); break;
+            default: PASSES(4, 4); break;
             }
         }
     }
