@@ -194,6 +194,38 @@ static void attention_inputs(bl_state *s, const bl_layer *ly, int l, int T) {
  * head, scores for all T queries are one product Q_h·K_hᵀ and the output one product P·V_h; the
  * heads are split across the pool's threads, each head computed whole by one thread, so results
  * do not depend on the thread count. Thread ith uses scores row ith (ith < n_threads). */
+/* Batches of at most this many tokens attend with plain loops instead of two BLAS calls. */
+#define SMALL_T 4
+
+static void softmax(float *row, int n) {
+    float mx = -INFINITY, sum = 0.0f;
+    for (int k = 0; k < n; k++) mx = row[k] > mx ? row[k] : mx;
+    for (int k = 0; k < n; k++) sum += (row[k] = expf(row[k] - mx));
+    const float inv = 1.0f / sum;
+    for (int k = 0; k < n; k++) row[k] *= inv;
+}
+
+/* One query q (hd) over keys/values 0..n−1 (rows of kh/vh, stride ld): out = softmax(q·Kᵀ·scale)·V.
+ * Fixed summation orders (the dot in SIMD lanes, then keys in order), so the result does not
+ * depend on the thread that computes it. P holds n scores. */
+static void attend_one(const float *q, const float *kh, const float *vh, int ld, int hd, int n,
+                       float scale, float *P, float *out) {
+    for (int k = 0; k < n; k++) {
+        const float *kr = kh + (size_t)k * ld;
+        float d = 0.0f;
+#pragma omp simd reduction(+ : d)
+        for (int i = 0; i < hd; i++) d += q[i] * kr[i];
+        P[k] = scale * d;
+    }
+    softmax(P, n);
+    for (int i = 0; i < hd; i++) out[i] = 0.0f;
+    for (int k = 0; k < n; k++) {
+        const float *vr = vh + (size_t)k * ld, p = P[k];
+#pragma omp simd
+        for (int i = 0; i < hd; i++) out[i] += p * vr[i];
+    }
+}
+
 typedef struct {
     bl_state *s;
     int l, T;
@@ -214,21 +246,24 @@ static void attention_heads(void *ctx, int ith, int nth) {
     bl_split_range(c->n_heads, ith, nth, &h0, &h1);
     for (int h = (int)h0; h < (int)h1; h++) {
         const int kvh = h / group;
+        const float *kh = kc + (size_t)kvh * hd, *vh = vc + (size_t)kvh * hd;
+        float *out = s->att + (size_t)h * hd;
+        if (T <= SMALL_T) { /* decode: plain loops, no BLAS call overhead */
+            for (int t = 0; t < T; t++)
+                attend_one(s->q + (size_t)t * s->q_dim + (size_t)h * hd, kh, vh, s->kv_dim, hd,
+                           s->pos + t + 1, inv_sqrt, P, out + (size_t)t * s->q_dim);
+            continue;
+        }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n_ctx, hd, inv_sqrt,
-                    s->q + (size_t)h * hd, s->q_dim, kc + (size_t)kvh * hd, s->kv_dim, 0.0f, P,
-                    n_ctx);
+                    s->q + (size_t)h * hd, s->q_dim, kh, s->kv_dim, 0.0f, P, n_ctx);
         for (int t = 0; t < T; t++) {
             float *row = P + (size_t)t * n_ctx;
             const int visible = s->pos + t + 1;
-            float mx = -INFINITY, sum = 0.0f;
-            for (int k = 0; k < visible; k++) mx = row[k] > mx ? row[k] : mx;
-            for (int k = 0; k < visible; k++) sum += (row[k] = expf(row[k] - mx));
-            const float inv = 1.0f / sum;
-            for (int k = 0; k < visible; k++) row[k] *= inv;
+            softmax(row, visible);
             for (int k = visible; k < n_ctx; k++) row[k] = 0.0f;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, n_ctx, 1.0f, P, n_ctx,
-                    vc + (size_t)kvh * hd, s->kv_dim, 0.0f, s->att + (size_t)h * hd, s->q_dim);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, n_ctx, 1.0f, P, n_ctx, vh,
+                    s->kv_dim, 0.0f, out, s->q_dim);
     }
 }
 
