@@ -1,21 +1,22 @@
 /* AVX2 16-bit dense products: the design of half_avx512.c on 8-lane vectors (F16 widened with
  * F16C's VCVTPH2PS).
  *
- * Summation order of every output, the same in every path: four accumulators, lane k of
- * accumulator u summing (by FMA, in column order) the columns c with c mod 32 = 8u + k; then
- * (a0 + a1) + (a2 + a3) and a fixed-order horizontal add. Results depend neither on the tiling,
- * nor on the batch size, nor on the thread count.
+ * Summation order of every output, the same in every path: two accumulators, lane k of
+ * accumulator u summing (by FMA, in column order) the columns c with c mod 16 = 8u + k; then
+ * a0 + a1 and a fixed-order horizontal add. Results depend neither on the tiling, nor on the
+ * batch size, nor on the thread count.
  *
  * Decode (T = 1) reads one row at a time (one sequential stream per thread, see half_avx512.c);
- * batches use tiles of 1 row × 3 tokens (12 accumulators, within the 16 ymm registers). The last
- * partial 8 columns are copied into zero-padded buffers (AVX2 has no masked 16-bit load). */
+ * batches use tiles of 2 rows × 3 tokens (12 accumulators, within the 16 ymm registers). The
+ * last partial 8 columns are copied into zero-padded buffers (AVX2 has no masked 16-bit load). */
 #include "kernels/half_kernels.h"
 
 #include <immintrin.h>
 #include <string.h>
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
-#define U 4  /* accumulators per output */
+#define U 2  /* accumulators per output */
+#define RT 2 /* rows per batched tile */
 #define TT 3 /* tokens per batched tile */
 
 ALWAYS_INLINE __m256 widen(int bf16, __m128i h) {
@@ -30,16 +31,20 @@ ALWAYS_INLINE float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* Columns [j, j+8) of row w0 into acc[·][u] for T tokens; `left` < 8 columns are zero-padded. */
-ALWAYS_INLINE void step(int bf16, int T, const uint16_t *w0, int64_t n, const float *x0, int64_t j,
-                        int64_t left, __m256 acc[TT][U], int u) {
-    __m256 w;
-    if (left >= 8) {
-        w = widen(bf16, _mm_loadu_si128((const __m128i *)(w0 + j)));
-    } else {
-        uint16_t buf[8] = {0};
-        memcpy(buf, w0 + j, (size_t)left * sizeof(uint16_t));
-        w = widen(bf16, _mm_loadu_si128((const __m128i *)buf));
+/* Columns [j, j+8) of R rows into acc[·][·][u] for T tokens; `left` < 8 columns are
+ * zero-padded. */
+ALWAYS_INLINE void step(int bf16, int R, int T, const uint16_t *w0, int64_t n, const float *x0,
+                        int64_t j, int64_t left, __m256 acc[RT][TT][U], int u) {
+    __m256 w[RT];
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r++) {
+        if (left >= 8) {
+            w[r] = widen(bf16, _mm_loadu_si128((const __m128i *)(w0 + r * n + j)));
+        } else {
+            uint16_t buf[8] = {0};
+            memcpy(buf, w0 + r * n + j, (size_t)left * sizeof(uint16_t));
+            w[r] = widen(bf16, _mm_loadu_si128((const __m128i *)buf));
+        }
     }
 #pragma GCC unroll 3
     for (int t = 0; t < T; t++) {
@@ -51,43 +56,57 @@ ALWAYS_INLINE void step(int bf16, int T, const uint16_t *w0, int64_t n, const fl
             memcpy(xb, x0 + t * n + j, (size_t)left * sizeof(float));
             x = _mm256_loadu_ps(xb);
         }
-        acc[t][u] = _mm256_fmadd_ps(w, x, acc[t][u]);
+#pragma GCC unroll 2
+        for (int r = 0; r < R; r++) acc[r][t][u] = _mm256_fmadd_ps(w[r], x, acc[r][t][u]);
     }
 }
 
-/* Y[t0+t][i] for t < T (a compile-time constant after inlining). */
-ALWAYS_INLINE void tile(int bf16, int T, const uint16_t *W, int64_t m, int64_t n, const float *X,
-                        int64_t i, int64_t t0, float *Y) {
-    __m256 acc[TT][U];
+/* Y[t0+t][i0+r] for r < R, t < T (compile-time constants after inlining). */
+ALWAYS_INLINE void tile(int bf16, int R, int T, const uint16_t *W, int64_t m, int64_t n,
+                        const float *X, int64_t i0, int64_t t0, float *Y) {
+    __m256 acc[RT][TT][U];
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r++)
 #pragma GCC unroll 3
-    for (int t = 0; t < T; t++)
-#pragma GCC unroll 4
-        for (int u = 0; u < U; u++) acc[t][u] = _mm256_setzero_ps();
-    const uint16_t *w0 = W + i * n;
+        for (int t = 0; t < T; t++)
+#pragma GCC unroll 2
+            for (int u = 0; u < U; u++) acc[r][t][u] = _mm256_setzero_ps();
+    const uint16_t *w0 = W + i0 * n;
     const float *x0 = X + t0 * n;
     int64_t j = 0;
     for (; j + 8 * U <= n; j += 8 * U)
-#pragma GCC unroll 4
-        for (int u = 0; u < U; u++) step(bf16, T, w0, n, x0, j + 8 * u, 8, acc, u);
-#pragma GCC unroll 4
+#pragma GCC unroll 2
+        for (int u = 0; u < U; u++) step(bf16, R, T, w0, n, x0, j + 8 * u, 8, acc, u);
+#pragma GCC unroll 2
     for (int u = 0; u < U; u++) {
         const int64_t c = j + 8 * u;
         if (c >= n) break;
-        step(bf16, T, w0, n, x0, c, n - c, acc, u);
+        step(bf16, R, T, w0, n, x0, c, n - c, acc, u);
     }
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r++)
 #pragma GCC unroll 3
-    for (int t = 0; t < T; t++)
-        Y[(t0 + t) * m + i] = hsum(_mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]),
-                                                 _mm256_add_ps(acc[t][2], acc[t][3])));
+        for (int t = 0; t < T; t++)
+            Y[(t0 + t) * m + i0 + r] = hsum(_mm256_add_ps(acc[r][t][0], acc[r][t][1]));
+}
+
+/* All tokens of rows i0 .. i0+R−1. */
+ALWAYS_INLINE void rows(int bf16, int R, const uint16_t *W, int64_t m, int64_t n, const float *X,
+                        int64_t T, int64_t i0, float *Y) {
+    int64_t t0 = 0;
+    for (; t0 + TT <= T; t0 += TT) tile(bf16, R, TT, W, m, n, X, i0, t0, Y);
+    if (T - t0 == 2) tile(bf16, R, 2, W, m, n, X, i0, t0, Y);
+    if (T - t0 == 1) tile(bf16, R, 1, W, m, n, X, i0, t0, Y);
 }
 
 ALWAYS_INLINE void run(int bf16, const bl_half_job *j, int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; i++) {
-        int64_t t0 = 0;
-        for (; t0 + TT <= j->T; t0 += TT) tile(bf16, TT, j->W, j->m, j->n, j->X, i, t0, j->Y);
-        if (j->T - t0 == 2) tile(bf16, 2, j->W, j->m, j->n, j->X, i, t0, j->Y);
-        if (j->T - t0 == 1) tile(bf16, 1, j->W, j->m, j->n, j->X, i, t0, j->Y);
+    if (j->T == 1) { /* decode: one row at a time, one stream */
+        for (int64_t i = i0; i < i1; i++) tile(bf16, 1, 1, j->W, j->m, j->n, j->X, i, 0, j->Y);
+        return;
     }
+    int64_t i = i0;
+    for (; i + RT <= i1; i += RT) rows(bf16, RT, j->W, j->m, j->n, j->X, j->T, i, j->Y);
+    for (; i < i1; i++) rows(bf16, 1, j->W, j->m, j->n, j->X, j->T, i, j->Y);
 }
 
 void bl_half_avx2(const bl_half_job *j, int64_t u0, int64_t u1) {
