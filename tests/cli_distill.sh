@@ -58,11 +58,12 @@ expect_fail() { # name, pattern, command...
   if [ $rc -ne 0 ] && [ $rc -lt 128 ] && grep -q "$pat" "$tmp/err"; then ok "$name (rc $rc)"; else bad "$name (rc $rc: $(head -c 200 "$tmp/err"))"; fi
 }
 expect_fail "NaN stops the run, checkpoint kept" "not finite.*checkpoint (step 1) is kept" \
-  $BIN distill "$S" "$tmp/ob" -o "$tmp/nan" --data "$tmp/gen.tok" $small --steps 5 --save-every 1 --lr 1e30 --warmup 0 --no-post-ln
+  $BIN distill "$S" "$tmp/ob" -o "$tmp/nan" --data "$tmp/gen.tok" --seq 32 --batch 2 --steps 5 --save-every 1 --lr 1e30 --warmup 0 --no-post-ln
+check "NaN message names the step, the model and where" 'grep -q "step 2.*not finite.*student (from .*/ob).*layer 0 (sequence 0, position" "$tmp/err"'
 check "NaN run wrote no model" '[ ! -e "$tmp/nan/model.safetensors" ] && [ -e "$tmp/nan/checkpoint/state.safetensors" ]'
 expect_fail "resume with another --batch" "batch" \
   $BIN distill "$S" "$tmp/ob" -o "$tmp/full" --data "$tmp/gen.tok" --seq 32 --batch 3 --steps 8 --resume
-mkdir -p "$tmp/corrupt/checkpoint"
+cp -r "$tmp/full" "$tmp/corrupt"
 head -c 3000 "$tmp/full/checkpoint/state.safetensors" > "$tmp/corrupt/checkpoint/state.safetensors"
 expect_fail "truncated checkpoint" "state.safetensors" run -o "$tmp/corrupt" --resume
 expect_fail "resume without a checkpoint" "state.safetensors" run -o "$tmp/none" --resume

@@ -574,6 +574,40 @@ static void test_errors(void) {
     rmdir(h), rmdir(q), rmdir(dir);
 }
 
+/* The window of ppl/eval/compare: where it comes from, and a window beyond the trained context
+ * refused unless asked for (regression: ppl --ctx 99999 ran past the trained context). */
+static void test_ctx_choice(void) {
+    bl_model m;
+    memset(&m, 0, sizeof m);
+    m.path = "model.gguf";
+    m.cfg.max_seq = 512;
+    bl_ctx_choice c;
+    bl_err err = {0};
+    CHECK(bl_ctx_choose(&m, 0, false, &c, &err) == BL_OK && c.ctx == 512 &&
+          c.source == BL_CTX_MODEL && c.trained == 512);
+    CHECK(strcmp(bl_ctx_source_name(c.source), "model") == 0);
+    CHECK(bl_ctx_choose(&m, 256, false, &c, &err) == BL_OK && c.ctx == 256 &&
+          c.source == BL_CTX_FLAG);
+    CHECK(bl_ctx_choose(&m, 99999, false, &c, &err) == BL_ERR_ARG);
+    CHECK_MSG(strstr(err.msg, "99999") && strstr(err.msg, "512") &&
+                  strstr(err.msg, "--allow-long-ctx"),
+              "%s", err.msg);
+    CHECK(bl_ctx_choose(&m, 99999, true, &c, &err) == BL_OK && c.ctx == 99999);
+    char text[160];
+    bl_ctx_describe(&c, "--ctx", text, sizeof text);
+    CHECK(strstr(text, "from --ctx") && strstr(text, "beyond the trained context"));
+    CHECK(bl_ctx_choose(&m, 1, true, &c, &err) == BL_ERR_ARG);
+    CHECK(bl_ctx_choose(&m, -5, true, &c, &err) == BL_ERR_ARG);
+    m.cfg.max_seq = 8192; /* capped by default */
+    CHECK(bl_ctx_choose(&m, 0, false, &c, &err) == BL_OK && c.ctx == 2048 &&
+          c.source == BL_CTX_CAP && strcmp(bl_ctx_source_name(c.source), "default") == 0);
+    bl_ctx_describe(&c, "--ctx", text, sizeof text);
+    CHECK(strstr(text, "8192") != NULL);
+    /* the library's default acc_norm is lm-eval's: by characters */
+    bl_eval_opts eo = {0};
+    CHECK(!eo.norm_bytes);
+}
+
 int main(void) {
     (void)ref_ppl_nll; /* shared header; this file scores requests, not streams */
     snprintf(data_dir, sizeof data_dir, "%s", test_data_path("data"));
@@ -584,6 +618,7 @@ int main(void) {
     TEST_RUN(test_prefix_reuse);
     TEST_RUN(test_predict_and_metrics);
     TEST_RUN(test_errors);
+    TEST_RUN(test_ctx_choice);
     TEST_RUN(test_fp32_vs_float64);
     for (int t = 0; t < BL_TASK_COUNT; t++) bl_task_set_free(cached_sets[t]);
     return test_summary();

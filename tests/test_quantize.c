@@ -302,6 +302,65 @@ static void test_random_factors_refuse_calibration(void) {
     bl_model_free(src);
 }
 
+/* What the written checkpoint says about itself comes back exactly: the provenance's bpw target
+ * and seed (stored as exact strings: 1.3 + 1 ulp prints as 1.3 from cJSON's 15 digits, and a
+ * 64-bit seed is not a double), and the config's float fields (JSON numbers, exact for floats:
+ * 15 significant digits always bring a float back). */
+static void test_saved_values_exact(void) {
+    if (!test_file_exists(model_path)) SKIP("%s not found", model_path);
+    bl_model *src = load(model_path);
+    REQUIRE(src);
+    bl_quant_opts o;
+    bl_quant_opts_default(&o);
+    o.method = BL_QM_DBF;
+    o.random_factors = true;
+    o.bpw = nextafter(1.3, 2.0);
+    o.fit.seed = 18446744073709551557ull;
+    char dir[] = "/tmp/bitllm-exact-XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    bl_quant_summary sum;
+    bl_err err = {0};
+    REQUIRE(bl_quantize_model(src, &o, dir, &sum, &err) == BL_OK);
+    bl_model *q = load(dir);
+    REQUIRE(q);
+    cJSON *qc = cJSON_Parse(q->quant_config_json);
+    const cJSON *prov = cJSON_GetObjectItem(qc, "provenance");
+    double bpw = 0;
+    CHECK(bl_json_get_exact(prov, "bpw_target", &bpw) && memcmp(&bpw, &o.bpw, sizeof bpw) == 0);
+    const cJSON *seed = cJSON_GetObjectItem(prov, "seed");
+    CHECK(cJSON_IsString(seed) && strcmp(seed->valuestring, "18446744073709551557") == 0);
+    cJSON_Delete(qc);
+    const bl_config *a = &src->cfg, *b = &q->cfg;
+    CHECK(memcmp(&a->rope_theta, &b->rope_theta, sizeof(float)) == 0);
+    CHECK(memcmp(&a->norm_eps, &b->norm_eps, sizeof(float)) == 0);
+    bl_model_free(q);
+    /* awkward floats through config.json: the closest floats to 1e-5, 1e-6 and 5e5 and their
+     * neighbours, and a denormal */
+    const float eps[] = {1e-5f, nextafterf(1e-5f, 1.0f), nextafterf(1e-6f, 0.0f), 1.4e-45f,
+                         3.4028235e38f};
+    for (size_t i = 0; i < sizeof eps / sizeof eps[0]; i++) {
+        bl_model m2 = *src;
+        m2.cfg.norm_eps = eps[i];
+        m2.cfg.rope_theta = nextafterf(500000.0f, (float)i);
+        char d2[] = "/tmp/bitllm-exact2-XXXXXX";
+        REQUIRE(mkdtemp(d2));
+        REQUIRE(bl_model_save(&m2, d2, NULL, NULL, &err) == BL_OK);
+        bl_model *r = load(d2);
+        REQUIRE(r);
+        CHECK_MSG(memcmp(&r->cfg.norm_eps, &eps[i], sizeof(float)) == 0 &&
+                      memcmp(&r->cfg.rope_theta, &m2.cfg.rope_theta, sizeof(float)) == 0,
+                  "norm_eps %a came back as %a", (double)eps[i], (double)r->cfg.norm_eps);
+        bl_model_free(r);
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", d2);
+        CHECK(system(cmd) == 0);
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+    bl_model_free(src);
+}
+
 /* A bpw target below what a format can store at its smallest middle dimension is an error. */
 static void test_infeasible_target(void) {
     if (!test_file_exists(model_path)) SKIP("%s not found", model_path);
@@ -396,6 +455,7 @@ int main(void) {
     TEST_RUN(test_random_factors);
     TEST_RUN(test_random_factors_refuse_calibration);
     TEST_RUN(test_infeasible_target);
+    TEST_RUN(test_saved_values_exact);
     TEST_RUN(test_corrupted_checkpoints);
     return test_summary();
 }

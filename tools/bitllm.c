@@ -5,6 +5,7 @@
 
 #include "bitllm/core.h"
 #include "cli.h"
+#include "cli_util.h"
 
 typedef struct {
     const char *name;
@@ -47,14 +48,19 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
         strcmp(argv[1], "help") == 0) {
         usage(stdout);
-        return 0;
+        return cli_finish_stdout("help");
     }
     if (strcmp(argv[1], "--version") == 0) {
         printf("bitllm %s\n", BITLLM_VERSION);
-        return 0;
+        return cli_finish_stdout("--version");
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+        if (strcmp(argv[1], commands[i].name) == 0) {
+            int rc = commands[i].run(argc - 1, argv + 1);
+            /* a result that did not reach stdout (full disk, closed pipe) is a failure */
+            int out = cli_finish_stdout(commands[i].name);
+            return rc ? rc : out;
+        }
     fprintf(stderr, "bitllm: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

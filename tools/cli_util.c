@@ -1,9 +1,14 @@
 #include "cli_util.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void print_help(const cli_spec *s) {
@@ -22,48 +27,108 @@ static void print_help(const cli_spec *s) {
     printf("  %-28s %s\n", "-h, --help", "show this help");
 }
 
-static const cli_opt *find_opt(const cli_spec *s, const char *arg) {
+static int find_opt(const cli_spec *s, const char *arg) {
     for (int i = 0; i < s->n_opts; i++) {
         const cli_opt *o = &s->opts[i];
-        if (arg[0] == '-' && arg[1] == '-' && strcmp(arg + 2, o->name) == 0) return o;
-        if (arg[0] == '-' && arg[1] == o->short_name && arg[1] && arg[2] == 0) return o;
+        if (arg[0] == '-' && arg[1] == '-' && strcmp(arg + 2, o->name) == 0) return i;
+        if (arg[0] == '-' && arg[1] == o->short_name && arg[1] && arg[2] == 0) return i;
     }
+    return -1;
+}
+
+const cli_opt *cli_find(const cli_spec *s, const char *name) {
+    for (int i = 0; i < s->n_opts; i++)
+        if (strcmp(s->opts[i].name, name) == 0) return &s->opts[i];
     return NULL;
 }
 
+bool cli_given(const cli_spec *s, const char *name) {
+    const cli_opt *o = cli_find(s, name);
+    return o && s->given && (*s->given >> (o - s->opts) & 1);
+}
+
+/* "-n" or "--name" as the user may have typed it. */
+static void opt_label(const cli_opt *o, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s%s", o->name[1] ? "--" : "-", o->name);
+}
+
+/* The allowed range in words, e.g. ">= 1", "in (0, 1]". */
+static void range_text(const cli_opt *o, char *buf, size_t cap) {
+    const int b = o->bounds;
+    if ((b & CLI_LO) && (b & CLI_HI))
+        snprintf(buf, cap, "in %c%g, %g%c", b & CLI_LO_OPEN ? '(' : '[', o->lo, o->hi,
+                 b & CLI_HI_OPEN ? ')' : ']');
+    else if (b & CLI_LO)
+        snprintf(buf, cap, "%s %g", b & CLI_LO_OPEN ? ">" : ">=", o->lo);
+    else if (b & CLI_HI)
+        snprintf(buf, cap, "%s %g", b & CLI_HI_OPEN ? "<" : "<=", o->hi);
+    else
+        snprintf(buf, cap, "a finite number");
+}
+
+static bool in_range(const cli_opt *o, double x) {
+    const int b = o->bounds;
+    if (isinf(x) && !(b & CLI_INF)) return false;
+    if ((b & CLI_LO) && (b & CLI_LO_OPEN ? !(x > o->lo) : !(x >= o->lo))) return false;
+    if ((b & CLI_HI) && (b & CLI_HI_OPEN ? !(x < o->hi) : !(x <= o->hi))) return false;
+    return true;
+}
+
 static int parse_value(const cli_spec *s, const cli_opt *o, const char *v) {
-    char *end = NULL;
+    char *end = NULL, label[80], range[80];
+    opt_label(o, label, sizeof label);
+    const bool blank = *v == 0 || isspace((unsigned char)*v);
+    double x = 0;
+    errno = 0;
     switch (o->kind) {
     case OPT_STR:
         *(const char **)o->dest = v;
         return CLI_OK;
     case OPT_INT: {
-        long x = strtol(v, &end, 10);
-        if (*v == 0 || *end || x < -2147483647L || x > 2147483647L) break;
-        *(int *)o->dest = (int)x;
+        long y = blank ? 0 : strtol(v, &end, 10);
+        if (blank || *end || errno || y < INT_MIN || y > INT_MAX) break;
+        x = (double)y;
+        if (!in_range(o, x)) goto out_of_range;
+        *(int *)o->dest = (int)y;
         return CLI_OK;
     }
     case OPT_U64: {
-        unsigned long long x = strtoull(v, &end, 10);
-        if (*v == 0 || *end || *v == '-') break;
-        *(uint64_t *)o->dest = (uint64_t)x;
+        unsigned long long y = blank || *v == '-' ? 0 : strtoull(v, &end, 10);
+        if (blank || *v == '-' || *end || errno) break;
+        x = (double)y;
+        if (o->bounds && !in_range(o, x)) goto out_of_range;
+        *(uint64_t *)o->dest = (uint64_t)y;
         return CLI_OK;
     }
     case OPT_FLOAT: {
-        double x = strtod(v, &end);
-        if (*v == 0 || *end || x != x) break;
+        x = blank ? 0 : strtod(v, &end);
+        if (blank || *end || isnan(x) || (errno == ERANGE && isinf(x))) break;
+        if (!in_range(o, x)) goto out_of_range;
         *(double *)o->dest = x;
         return CLI_OK;
     }
     case OPT_FLAG:
         break;
     }
-    fprintf(stderr, "bitllm %s: invalid value '%s' for --%s\n", s->name, v, o->name);
+    fprintf(stderr, "bitllm %s: invalid value '%s' for %s (%s)\n", s->name, v, label,
+            o->kind == OPT_FLOAT ? "a number" : o->kind == OPT_U64 ? "a whole number >= 0"
+                                                                   : "a whole number");
+    return CLI_USAGE;
+out_of_range:
+    range_text(o, range, sizeof range);
+    fprintf(stderr, "bitllm %s: %s must be %s%s, got %s\n", s->name, label, range,
+            isinf(x) && !(o->bounds & CLI_INF) ? " and finite" : "", v);
     return CLI_USAGE;
 }
 
 int cli_parse(const cli_spec *s, int argc, char **argv, const char **pos, int *n_pos) {
     *n_pos = 0;
+    uint64_t local = 0, *given = s->given ? s->given : &local;
+    *given = 0;
+    if (s->n_opts > 64) {
+        fprintf(stderr, "bitllm %s: too many options for the parser\n", s->name);
+        return CLI_USAGE;
+    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -71,11 +136,19 @@ int cli_parse(const cli_spec *s, int argc, char **argv, const char **pos, int *n
             return CLI_HELP;
         }
         if (a[0] == '-' && a[1] != 0 && !(a[1] >= '0' && a[1] <= '9')) {
-            const cli_opt *o = find_opt(s, a);
-            if (!o) {
+            const int k = find_opt(s, a);
+            if (k < 0) {
                 fprintf(stderr, "bitllm %s: unknown option '%s' (see --help)\n", s->name, a);
                 return CLI_USAGE;
             }
+            const cli_opt *o = &s->opts[k];
+            if (*given >> k & 1) {
+                char label[80];
+                opt_label(o, label, sizeof label);
+                fprintf(stderr, "bitllm %s: %s given twice\n", s->name, label);
+                return CLI_USAGE;
+            }
+            *given |= (uint64_t)1 << k;
             if (o->kind == OPT_FLAG) {
                 *(bool *)o->dest = true;
                 continue;
@@ -100,7 +173,29 @@ int cli_parse(const cli_spec *s, int argc, char **argv, const char **pos, int *n
                 s->name, s->name, s->args);
         return CLI_USAGE;
     }
+    for (int k = 0; k < s->n_opts; k++) {
+        const cli_opt *o = &s->opts[k];
+        const cli_opt *need = o->needs ? cli_find(s, o->needs) : NULL;
+        if ((*given >> k & 1) && need && !(*given >> (need - s->opts) & 1)) {
+            fprintf(stderr, "bitllm %s: --%s has no effect without --%s\n", s->name, o->name,
+                    need->name);
+            return CLI_USAGE;
+        }
+    }
     return CLI_OK;
+}
+
+bl_outdir *cli_outdir_prepare(const char *cmd, const char *out, const char *const *inputs,
+                              int n_inputs, bool force, bool live) {
+    bl_outdir_opts oo = {.force = force, .inputs = inputs, .n_inputs = n_inputs, .command = cmd,
+                         .live = live};
+    bl_outdir *od = NULL;
+    bl_err err = {0};
+    if (bl_outdir_prepare(out, &oo, &od, &err) != BL_OK) {
+        cli_error(cmd, &err);
+        return NULL;
+    }
+    return od;
 }
 
 int cli_error(const char *cmd, const bl_err *err) {
@@ -158,13 +253,54 @@ void cli_progress_done(cli_progress *p) {
             bl_time_s() - p->t0, "");
 }
 
+void cli_json_make_valid(cJSON *o) {
+    for (cJSON *c = o; c; c = c->next) {
+        if (c->string && !(c->type & cJSON_StringIsConst)) {
+            char *v = bl_utf8_valid(c->string, strlen(c->string), NULL);
+            char *k = v && strcmp(v, c->string) != 0 ? cJSON_malloc(strlen(v) + 1) : NULL;
+            if (k) {
+                memcpy(k, v, strlen(v) + 1);
+                cJSON_free(c->string);
+                c->string = k;
+            }
+            free(v);
+        }
+        if (cJSON_IsString(c) && c->valuestring) {
+            char *v = bl_utf8_valid(c->valuestring, strlen(c->valuestring), NULL);
+            if (v && strcmp(v, c->valuestring) != 0) cJSON_SetValuestring(c, v);
+            free(v);
+        }
+        if (c->child) cli_json_make_valid(c->child);
+    }
+}
+
+static bool g_output_failed; /* a result could not be formed: the command must not exit 0 */
+
 void cli_print_json(cJSON *o) {
+    cli_json_make_valid(o);
     char *s = cJSON_PrintUnformatted(o);
     if (s) {
         puts(s);
         free(s);
+    } else {
+        g_output_failed = true;
     }
     cJSON_Delete(o);
+}
+
+int cli_finish_stdout(const char *cmd) {
+    /* stdout is fully buffered when redirected: a full disk or a closed pipe shows up here */
+    errno = 0;
+    if (g_output_failed) {
+        fprintf(stderr, "bitllm %s: out of memory printing the JSON result\n", cmd);
+        return 1;
+    }
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "bitllm %s: error writing the output: %s\n", cmd,
+                errno ? strerror(errno) : "write failed");
+        return 1;
+    }
+    return 0;
 }
 
 char *cli_read_text(const char *cmd, const char *path, size_t *len) {
@@ -190,4 +326,59 @@ int32_t *cli_tokenize(const char *cmd, const bl_model *m, const char *text, size
         return NULL;
     }
     return ids;
+}
+
+int cli_outfile_open(const char *cmd, const char *path, cli_outfile *o) {
+    memset(o, 0, sizeof *o);
+    size_t n = strlen(path) + 32;
+    o->path = bl_strdup(path);
+    o->tmp = malloc(n);
+    if (!o->path || !o->tmp) {
+        cli_outfile_abort(o);
+        return cli_errorf(cmd, "out of memory");
+    }
+    snprintf(o->tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) { /* a device or pipe: in place */
+        free(o->tmp);
+        o->tmp = NULL;
+        if (!(o->f = fopen(path, "w"))) {
+            int rc = cli_errorf(cmd, "cannot write %s: %s", path, strerror(errno));
+            cli_outfile_abort(o);
+            return rc;
+        }
+        return 0;
+    }
+    if (!(o->f = fopen(o->tmp, "w"))) {
+        int rc = cli_errorf(cmd, "cannot write %s: %s", o->tmp, strerror(errno));
+        cli_outfile_abort(o);
+        return rc;
+    }
+    return 0;
+}
+
+int cli_outfile_commit(const char *cmd, cli_outfile *o) {
+    errno = 0;
+    bool ok = !o->failed && fflush(o->f) == 0 && !ferror(o->f) &&
+              (!o->tmp || fsync(fileno(o->f)) == 0); /* a device is not synced */
+    ok = fclose(o->f) == 0 && ok;
+    o->f = NULL;
+    if (!ok || (o->tmp && rename(o->tmp, o->path) != 0)) {
+        int rc = cli_errorf(cmd, "cannot write %s: %s", o->path,
+                            errno ? strerror(errno) : "write failed");
+        cli_outfile_abort(o);
+        return rc;
+    }
+    free(o->path);
+    free(o->tmp);
+    memset(o, 0, sizeof *o);
+    return 0;
+}
+
+void cli_outfile_abort(cli_outfile *o) {
+    if (o->f) fclose(o->f);
+    if (o->tmp) unlink(o->tmp);
+    free(o->path);
+    free(o->tmp);
+    memset(o, 0, sizeof *o);
 }

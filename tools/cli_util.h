@@ -5,10 +5,20 @@
 
 #include <cjson/cJSON.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "bitllm/model.h"
 
 typedef enum { OPT_FLAG, OPT_STR, OPT_INT, OPT_FLOAT, OPT_U64 } cli_opt_kind;
+
+/* Allowed values of a numeric option, checked by the parser: bounds set by the macros below
+ * (none: any value of the type). Floats are never NaN, and infinite only with CLI_INF. */
+enum { CLI_LO = 1, CLI_LO_OPEN = 2, CLI_HI = 4, CLI_HI_OPEN = 8, CLI_INF = 16 };
+#define CLI_ANY .bounds = 0                                         /* no constraint */
+#define CLI_MIN(x) .lo = (x), .bounds = CLI_LO                      /* >= x */
+#define CLI_ABOVE(x) .lo = (x), .bounds = CLI_LO | CLI_LO_OPEN      /* > x */
+#define CLI_RANGE(a, b) .lo = (a), .hi = (b), .bounds = CLI_LO | CLI_HI         /* [a, b] */
+#define CLI_RANGE_LO_OPEN(a, b) .lo = (a), .hi = (b), .bounds = CLI_LO | CLI_LO_OPEN | CLI_HI
 
 typedef struct {
     const char *name;     /* long name without dashes */
@@ -17,6 +27,11 @@ typedef struct {
     void *dest;           /* bool*, const char**, int*, double*, uint64_t* */
     const char *metavar;
     const char *help;
+    /* optional, by designated initializer: */
+    double lo, hi;        /* numeric range (with bounds) */
+    int bounds;           /* CLI_LO | CLI_HI | ... ; 0 = any value */
+    const char *needs;    /* another option that must be given with this one */
+    int tag;              /* the command's own use (e.g. which method parameter it sets) */
 } cli_opt;
 
 typedef struct {
@@ -24,14 +39,21 @@ typedef struct {
     const char *args;     /* positional arguments, e.g. "MODEL" */
     const char *summary;
     const cli_opt *opts;
-    int n_opts;
+    int n_opts;           /* at most 64 */
     int min_pos, max_pos;
+    uint64_t *given;      /* optional: receives bit i set when opts[i] was on the command line */
 } cli_spec;
 
 enum { CLI_OK = 0, CLI_HELP = 1, CLI_USAGE = 2 };
-/* Parses argv (argv[0] is the subcommand name). Positional arguments land in pos[]. Returns
- * CLI_OK, CLI_HELP (help printed to stdout) or CLI_USAGE (message printed to stderr). */
+/* Parses argv (argv[0] is the subcommand name). Positional arguments land in pos[]. Every value
+ * is checked whole (no trailing characters, in range, finite unless allowed); an option given
+ * twice, or without the option it needs, is an error. Returns CLI_OK, CLI_HELP (help printed to
+ * stdout) or CLI_USAGE (message printed to stderr). */
 int cli_parse(const cli_spec *spec, int argc, char **argv, const char **pos, int *n_pos);
+/* Whether the option called name was given (spec->given must be set). */
+bool cli_given(const cli_spec *spec, const char *name);
+/* The option called name (NULL if none). */
+const cli_opt *cli_find(const cli_spec *spec, const char *name);
 /* Exit code for a parse result that is not CLI_OK. */
 static inline int cli_exit_code(int parse_result) { return parse_result == CLI_HELP ? 0 : 2; }
 
@@ -51,8 +73,33 @@ void cli_progress_start(cli_progress *p, const char *label);
 void cli_progress_cb(void *ctx, double fraction);
 void cli_progress_done(cli_progress *p);
 
-/* Prints a JSON object to stdout (one line) and frees it. */
+/* Prints a JSON object to stdout (one line) and frees it. Every string in it is made valid UTF-8
+ * first (file names and command lines need not be). */
 void cli_print_json(cJSON *o);
+/* Replaces every string value (and key) of the tree that is not valid UTF-8 by its valid form
+ * (bl_utf8_valid). */
+void cli_json_make_valid(cJSON *o);
+/* Checks that everything written to stdout reached it (flush, error flag); prints the error and
+ * returns 1 if not. The CLI's main calls it after every command. */
+int cli_finish_stdout(const char *cmd);
+/* A file written by a command (score dumps): lines go to "<path>.tmp.<pid>", and only a complete,
+ * flushed and synced file is renamed to path, so a failed or killed run never leaves a partial
+ * one. Check the path against the inputs first (bl_output_file_check). */
+typedef struct {
+    FILE *f;
+    char *path, *tmp;
+    bool failed; /* a write failed (set by writers; commit then fails) */
+} cli_outfile;
+int cli_outfile_open(const char *cmd, const char *path, cli_outfile *o);
+/* 0, or 1 with the error printed (the temporary file removed). */
+int cli_outfile_commit(const char *cmd, cli_outfile *o);
+void cli_outfile_abort(cli_outfile *o); /* removes the temporary file; no-op after commit */
+
+/* bl_outdir_prepare for the command cmd (its name goes into the marker file): NULL with the
+ * error printed when OUT cannot be written or must not be (docs/errors.md). */
+bl_outdir *cli_outdir_prepare(const char *cmd, const char *out, const char *const *inputs,
+                              int n_inputs, bool force, bool live);
+
 /* Reads a whole text file; prints the error and returns NULL on failure. */
 char *cli_read_text(const char *cmd, const char *path, size_t *len);
 /* Tokenizes text with the model's tokenizer (error printed); returns NULL on failure. */

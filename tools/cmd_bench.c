@@ -44,7 +44,7 @@ static int parse_ints(const char *s, int *out, int max) {
         if (end == s || v < 1 || v > 4096 || k == max) return -1;
         out[k++] = (int)v;
         s = end;
-        if (*s == ',') s++;
+        if (*s == ',' && s[1]) s++;
         else if (*s) return -1;
     }
     return k;
@@ -60,7 +60,7 @@ static int parse_shapes(const char *s, shape *out, int max) {
         if (end2 == end + 1 || n < 1 || m > (1LL << 20) || n > (1LL << 20) || k == max) return -1;
         out[k].m = m, out[k++].n = n;
         s = end2;
-        if (*s == ',') s++;
+        if (*s == ',' && s[1]) s++;
         else if (*s) return -1;
     }
     return k;
@@ -437,21 +437,26 @@ int cmd_bench(int argc, char **argv) {
     const char *threads_s = "1,2", *shapes_s = NULL, *batch_s = "1,64";
     int reps = 0, mem_mib = 1024;
     const cli_opt opts[] = {
-        {"quick", 0, OPT_FLAG, &quick, NULL, "two shapes, default kernels only, fewer repetitions"},
-        {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout instead of the table"},
-        {"threads", 0, OPT_STR, &threads_s, "LIST", "thread counts, e.g. 1,2 (default 1,2)"},
+        {"quick", 0, OPT_FLAG, &quick, NULL, "two shapes, default kernels only, fewer repetitions",
+         CLI_ANY},
+        {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout instead of the table",
+         CLI_ANY},
+        {"threads", 0, OPT_STR, &threads_s, "LIST", "thread counts, e.g. 1,2 (default 1,2)",
+         CLI_ANY},
         {"shapes", 0, OPT_STR, &shapes_s, "LIST",
          "MxN shapes (outputs x inputs), default 4096x4096,4096x11008,11008x4096,2048x2048,"
-         "576x1536"},
-        {"batch", 0, OPT_STR, &batch_s, "LIST", "batch sizes (tokens), default 1,64"},
-        {"reps", 0, OPT_INT, &reps, "N", "minimum timed repetitions, best kept (default 20, quick 5)"},
-        {"mem-mib", 0, OPT_INT, &mem_mib, "MIB", "buffer for the bandwidth test (default 1024)"},
+         "576x1536", CLI_ANY},
+        {"batch", 0, OPT_STR, &batch_s, "LIST", "batch sizes (tokens), default 1,64", CLI_ANY},
+        {"reps", 0, OPT_INT, &reps, "N", "minimum timed repetitions, best kept (default 20, quick 5)",
+         CLI_MIN(1)},
+        {"mem-mib", 0, OPT_INT, &mem_mib, "MIB", "buffer for the bandwidth test (default 1024)",
+         CLI_RANGE(16, 65536)},
     };
     const cli_spec spec = {"bench", "",
                            "Checks every sign-matrix kernel against the scalar reference, then "
                            "times it against dense f32 BLAS (sgemv / sgemm) and the measured "
                            "memory bandwidth. gbps = packed sign bytes (m*ceil(n/8)) / time.",
-                           opts, 7, 0, 0};
+                           opts, (int)(sizeof opts / sizeof opts[0]), 0, 0, NULL};
     const char *pos[1];
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);
@@ -475,10 +480,6 @@ int cmd_bench(int argc, char **argv) {
     if ((b.nshapes = parse_shapes(shapes_s, b.shapes, MAX_LIST)) <= 0) {
         fprintf(stderr, "bitllm bench: bad --shapes '%s' (want e.g. 4096x4096,576x1536)\n",
                 shapes_s);
-        return 2;
-    }
-    if (mem_mib < 16 || mem_mib > 65536) {
-        fprintf(stderr, "bitllm bench: --mem-mib must be in 16..65536\n");
         return 2;
     }
     long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE), l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);

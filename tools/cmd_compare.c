@@ -67,21 +67,6 @@ static int plan_runs(const char *methods, const char *bpws, bool fp, run_spec *r
     return n ? n : -1;
 }
 
-/* Removes a flat directory written by bl_model_save. */
-static void remove_model_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[4096];
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 /* Where a run happened: quantized rows depend on the BLAS/LAPACK build, the CPU and the thread
  * count (the fits are deterministic for a given seed only on one setup). */
 static cJSON *host_info(void) {
@@ -109,8 +94,9 @@ static int make_dir(const char *path) {
 }
 
 typedef struct {
-    const char *model_path, *text, *calib, *cmdline, *tokp;
-    int ppl_ctx, calib_tokens, group, rank_l, paths, iters, limit;
+    const char *model_path, *text, *calib, *cmdline, *tokp, *data;
+    bl_ctx_choice ppl_ctx, eval_ctx;
+    int calib_tokens, group, rank_l, paths, iters, limit;
     uint64_t seed;
     size_t n_ids;
     const int32_t *ids, *calib_ids;
@@ -124,6 +110,7 @@ static cJSON *run_one(const compare_cfg *c, const bl_model *fp, const run_spec *
     bl_err err = {0};
     const bl_model *m = fp;
     bl_model *q = NULL;
+    bl_outdir *od = NULL;
     double tq = 0;
     cJSON *params = cJSON_CreateObject();
     if (!r->fp) {
@@ -156,11 +143,16 @@ static cJSON *run_one(const compare_cfg *c, const bl_model *fp, const run_spec *
         }
         fprintf(stderr, "quantizing with %s into %s\n", r->label, outdir);
         bl_quant_summary sum;
-        if (bl_quantize_model(fp, &o, outdir, &sum, &err) != BL_OK ||
-            bl_model_load(outdir, &(bl_load_opts){.tokenizer_path = c->tokp}, &q, &err) != BL_OK) {
+        const char *inputs[] = {c->model_path, c->tokp, c->calib, c->text, c->data};
+        bl_outdir_opts oo = {.inputs = inputs, .n_inputs = 5, .command = "compare"};
+        /* written beside DIR/models/LABEL; moved there with --keep, else removed after the run */
+        if (bl_outdir_prepare(outdir, &oo, &od, &err) != BL_OK ||
+            bl_quantize_model(fp, &o, bl_outdir_path(od), &sum, &err) != BL_OK ||
+            bl_model_load(bl_outdir_path(od), &(bl_load_opts){.tokenizer_path = c->tokp}, &q,
+                          &err) != BL_OK) {
             cli_error("compare", &err);
             cJSON_Delete(params);
-            if (!keep) remove_model_dir(outdir);
+            bl_outdir_abort(od);
             return NULL;
         }
         tq = sum.seconds;
@@ -171,11 +163,12 @@ static cJSON *run_one(const compare_cfg *c, const bl_model *fp, const run_spec *
     bl_ppl_result pr;
     cli_progress prog;
     char label[96];
-    snprintf(label, sizeof label, "ppl (%zu tokens, ctx %d)", c->n_ids, c->ppl_ctx);
+    snprintf(label, sizeof label, "ppl (%zu tokens, ctx %d)", c->n_ids, c->ppl_ctx.ctx);
     cli_progress_start(&prog, label);
     bl_task_result res[BL_TASK_COUNT];
     cJSON *line = NULL;
-    if (bl_perplexity(m, c->ids, c->n_ids, c->ppl_ctx, 128, cli_progress_cb, &prog, &pr, &err)) {
+    if (bl_perplexity(m, c->ids, c->n_ids, c->ppl_ctx.ctx, 128, cli_progress_cb, &prog, &pr,
+                      &err)) {
         fprintf(stderr, "\n");
         cli_error("compare", &err);
     } else {
@@ -197,12 +190,14 @@ static cJSON *run_one(const compare_cfg *c, const bl_model *fp, const run_spec *
             cJSON_AddNumberToObject(line, "seed", (double)c->seed);
             cJSON_AddStringToObject(line, "text", c->text);
             cJSON_AddNumberToObject(line, "ctx", pr.ctx);
+            cJSON_AddStringToObject(line, "ctx_source", bl_ctx_source_name(c->ppl_ctx.source));
             cJSON_AddNumberToObject(line, "tokens", (double)pr.tokens);
             cJSON_AddNumberToObject(line, "ppl", pr.ppl);
             cJSON_AddItemToObject(line, "tasks", eval_tasks_json(sets, res, n_sets, &average));
             cJSON_AddNumberToObject(line, "average", average);
             cJSON *ev = cJSON_AddObjectToObject(line, "eval");
             cJSON_AddNumberToObject(ev, "ctx", res[0].ctx);
+            cJSON_AddStringToObject(ev, "ctx_source", bl_ctx_source_name(c->eval_ctx.source));
             cJSON_AddNumberToObject(ev, "limit", c->limit);
             cJSON_AddBoolToObject(ev, "bos", res[0].bos);
             cJSON_AddStringToObject(ev, "norm", c->eo.norm_bytes ? "bytes" : "chars");
@@ -218,11 +213,20 @@ static cJSON *run_one(const compare_cfg *c, const bl_model *fp, const run_spec *
     }
     cJSON_Delete(params);
     bl_model_free(q);
-    if (!r->fp && !keep) remove_model_dir(outdir);
+    if (od && line && keep) {
+        if (bl_outdir_commit(od, &err) != BL_OK) {
+            cli_error("compare", &err);
+            cJSON_Delete(line);
+            line = NULL;
+        }
+    } else {
+        bl_outdir_abort(od);
+    }
     return line;
 }
 
 static int append_line(const char *path, cJSON *line) {
+    cli_json_make_valid(line); /* paths and the command line need not be UTF-8 */
     char *s = cJSON_PrintUnformatted(line);
     FILE *f = s ? fopen(path, "a") : NULL;
     int rc = 0;
@@ -233,57 +237,97 @@ static int append_line(const char *path, cJSON *line) {
     return rc;
 }
 
+/* Options that only some methods read carry their parameter (BL_QP_x + 1) in tag. */
+#define USES(p) .tag = (p) + 1
+
 int cmd_compare(int argc, char **argv) {
     const char *methods = "rtn1,onebit,dbf,mdbf", *bpws = "onebit", *text = NULL,
                *tasks = "all", *out = "bitllm-compare", *data = NULL, *tokp = NULL,
-               *calib = NULL;
+               *calib = NULL, *norm = "chars";
     int limit = 0, ppl_ctx = 0, eval_ctx = 0, ppl_tokens = 0, calib_tokens = 16384, group = 128,
         rank_l = 1, paths = 1, iters = 0;
-    uint64_t seed = 0;
-    bool keep = false, no_fp = false, json = false;
+    uint64_t seed = 0, given = 0;
+    bool keep = false, no_fp = false, json = false, allow_long = false;
     const cli_opt opts[] = {
-        {"methods", 'm', OPT_STR, &methods, "LIST", "methods (default rtn1,onebit,dbf,mdbf)"},
+        {"methods", 'm', OPT_STR, &methods, "LIST", "methods (default rtn1,onebit,dbf,mdbf)",
+         CLI_ANY},
         {"bpw", 0, OPT_STR, &bpws, "LIST",
-         "dbf/mdbf targets, numbers or 'onebit' = onebit's cost per layer (default onebit)"},
+         "dbf/mdbf targets, numbers or 'onebit' = onebit's cost per layer (default onebit)",
+         USES(BL_QP_BPW)},
         {"text", 'f', OPT_STR, &text, "FILE",
-         "perplexity text (default $BITLLM_DATA/data/wikitext-2/wiki.test.raw)"},
-        {"ppl-ctx", 0, OPT_INT, &ppl_ctx, "C", "perplexity window (default: trained ctx, <= 2048)"},
-        {"ppl-tokens", 0, OPT_INT, &ppl_tokens, "N", "score only the first N tokens (default all)"},
-        {"tasks", 't', OPT_STR, &tasks, "LIST", "zero-shot tasks (default all)"},
-        {"limit", 'l', OPT_INT, &limit, "N", "first N items of each task (default all)"},
+         "perplexity text (default $BITLLM_DATA/data/wikitext-2/wiki.test.raw)", CLI_ANY},
+        {"ppl-ctx", 0, OPT_INT, &ppl_ctx, "C", "perplexity window (default: trained ctx, <= 2048)",
+         CLI_MIN(2)},
+        {"ppl-tokens", 0, OPT_INT, &ppl_tokens, "N", "score only the first N tokens (default all)",
+         CLI_MIN(1)},
+        {"tasks", 't', OPT_STR, &tasks, "LIST", "zero-shot tasks (default all)", CLI_ANY},
+        {"limit", 'l', OPT_INT, &limit, "N", "first N items of each task (default all)",
+         CLI_MIN(1)},
         {"eval-ctx", 0, OPT_INT, &eval_ctx, "C",
-         "zero-shot window (default: trained ctx, <= 2048)"},
-        {"data", 'd', OPT_STR, &data, "DIR", "task data folder (default $BITLLM_DATA/data)"},
-        {"out", 'o', OPT_STR, &out, "DIR", "results folder (default bitllm-compare)"},
-        {"calib", 0, OPT_STR, &calib, "FILE", "calibration text for dbf/mdbf importance"},
-        {"calib-tokens", 0, OPT_INT, &calib_tokens, "N", "calibration tokens (default 16384)"},
-        {"group", 0, OPT_INT, &group, "G", "rtn2..4 group size (default 128)"},
-        {"envelope-rank", 0, OPT_INT, &rank_l, "L", "mdbf envelope rank (default 1)"},
-        {"paths", 0, OPT_INT, &paths, "P", "mdbf paths (default 1)"},
-        {"iters", 0, OPT_INT, &iters, "N", "dbf/mdbf iterations (default: method's)"},
-        {"seed", 0, OPT_U64, &seed, "S", "random seed (default 0)"},
-        {"keep", 0, OPT_FLAG, &keep, NULL, "keep the quantized models in DIR/models/"},
-        {"no-fp", 0, OPT_FLAG, &no_fp, NULL, "skip the FP baseline run"},
-        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints"},
-        {"json", 0, OPT_FLAG, &json, NULL, "print the runs as one JSON object on stdout"},
+         "zero-shot window (default: trained ctx, <= 2048)", CLI_MIN(2)},
+        {"allow-long-ctx", 0, OPT_FLAG, &allow_long, NULL,
+         "accept a --ppl-ctx or --eval-ctx beyond the model's trained context", CLI_ANY},
+        {"norm", 0, OPT_STR, &norm, "chars|bytes",
+         "acc_norm by Unicode characters (default, as lm-eval) or UTF-8 bytes", CLI_ANY},
+        {"data", 'd', OPT_STR, &data, "DIR", "task data folder (default $BITLLM_DATA/data)",
+         CLI_ANY},
+        {"out", 'o', OPT_STR, &out, "DIR", "results folder (default bitllm-compare)", CLI_ANY},
+        {"calib", 0, OPT_STR, &calib, "FILE", "calibration text for dbf/mdbf importance",
+         USES(BL_QP_CALIB)},
+        {"calib-tokens", 0, OPT_INT, &calib_tokens, "N", "calibration tokens (default 16384)",
+         CLI_MIN(1), .needs = "calib", USES(BL_QP_CALIB)},
+        {"group", 0, OPT_INT, &group, "G", "rtn2..4 group size, 64 or 128 (default 128)",
+         CLI_RANGE(64, 128), USES(BL_QP_GROUP)},
+        {"envelope-rank", 0, OPT_INT, &rank_l, "L", "mdbf envelope rank (default 1)",
+         CLI_RANGE(1, 1024), USES(BL_QP_ENVELOPE_RANK)},
+        {"paths", 0, OPT_INT, &paths, "P", "mdbf paths (default 1)", CLI_RANGE(1, 64),
+         USES(BL_QP_PATHS)},
+        {"iters", 0, OPT_INT, &iters, "N", "dbf/mdbf iterations (default: method's)", CLI_MIN(1),
+         USES(BL_QP_ITERS)},
+        {"seed", 0, OPT_U64, &seed, "S", "random seed of dbf/mdbf (default 0)", USES(BL_QP_SEED)},
+        {"keep", 0, OPT_FLAG, &keep, NULL, "keep the quantized models in DIR/models/", CLI_ANY},
+        {"no-fp", 0, OPT_FLAG, &no_fp, NULL, "skip the FP baseline run", CLI_ANY},
+        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
+        {"json", 0, OPT_FLAG, &json, NULL, "print the runs as one JSON object on stdout", CLI_ANY},
     };
     const cli_spec spec = {
         "compare", "MODEL",
         "Quantize MODEL with each method (dbf/mdbf once per --bpw target), measure perplexity "
         "and zero-shot accuracy of each result and of the FP model, append one JSON line per "
         "run to DIR/results.jsonl, and render DIR/report.md with the ppl-vs-bpw plot.",
-        opts, (int)(sizeof opts / sizeof opts[0]), 1, 1};
+        opts, (int)(sizeof opts / sizeof opts[0]), 1, 1, &given};
     const char *pos[1];
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);
-    if (limit < 0 || ppl_tokens < 0 || calib_tokens < 1 || rank_l < 1 || paths < 1 || iters < 0)
-        return cli_errorf("compare", "counts must be positive");
-    if (ppl_ctx == 1 || ppl_ctx < 0 || eval_ctx == 1 || eval_ctx < 0)
-        return cli_errorf("compare", "windows must be >= 2 tokens");
-    if (group != 64 && group != 128) return cli_errorf("compare", "--group must be 64 or 128");
+    if (group != 64 && group != 128) {
+        cli_errorf("compare", "--group must be 64 or 128, got %d", group);
+        return 2;
+    }
+    if (strcmp(norm, "chars") != 0 && strcmp(norm, "bytes") != 0) {
+        cli_errorf("compare", "--norm must be chars or bytes, got '%s'", norm);
+        return 2;
+    }
+    if (allow_long && !ppl_ctx && !eval_ctx) {
+        cli_errorf("compare", "--allow-long-ctx has no effect without --ppl-ctx or --eval-ctx");
+        return 2;
+    }
     run_spec runs[64];
     int n_runs = plan_runs(methods, bpws, !no_fp, runs, 64);
     if (n_runs < 0) return 2;
+    for (int i = 0; i < spec.n_opts; i++) { /* each method option must reach some run */
+        const cli_opt *op = &opts[i];
+        if (!op->tag || !cli_given(&spec, op->name)) continue;
+        bool used = false;
+        for (int k = 0; k < n_runs && !used; k++)
+            used = !runs[k].fp && bl_qmethod_uses(runs[k].method, false, (bl_qparam)(op->tag - 1));
+        if (!used) {
+            char users[96];
+            bl_qparam_users((bl_qparam)(op->tag - 1), false, users, sizeof users);
+            cli_errorf("compare", "--%s is not used by any of --methods %s (used by: %s)",
+                       op->name, methods, users);
+            return 2;
+        }
+    }
     char textbuf[4096];
     if (!text) {
         const char *root = getenv("BITLLM_DATA");
@@ -292,6 +336,21 @@ int cmd_compare(int argc, char **argv) {
         text = textbuf;
     }
     if (!data) data = eval_default_data_dir();
+    /* every output is checked before anything is quantized */
+    char path[4096], results[4096];
+    const char *inputs[] = {pos[0], tokp, calib, text, data};
+    bl_err err = {0};
+    snprintf(path, sizeof path, "%s/models", out);
+    if (make_dir(out) || make_dir(path)) return 1;
+    snprintf(results, sizeof results, "%s/results.jsonl", out);
+    if (bl_output_file_check(results, inputs, 5, &err)) return cli_error("compare", &err);
+    for (int i = 0; i < n_runs; i++) {
+        if (runs[i].fp) continue;
+        bl_outdir *od;
+        snprintf(path, sizeof path, "%s/models/%s", out, runs[i].label);
+        if (!(od = cli_outdir_prepare("compare", path, inputs, 5, false, false))) return 1;
+        bl_outdir_abort(od); /* checked now; written for real by its run */
+    }
     bl_task_set *sets[BL_TASK_COUNT];
     int n_sets = eval_load_tasks("compare", tasks, data, limit, sets);
     if (n_sets < 0) return 1;
@@ -305,7 +364,18 @@ int cmd_compare(int argc, char **argv) {
         size_t k = strlen(cmdline);
         snprintf(cmdline + k, sizeof cmdline - k, " %s", argv[i]);
     }
+    bl_ctx_choice pcc, ecc;
     if (!fp) goto done;
+    if (bl_ctx_choose(fp, ppl_ctx, allow_long, &pcc, &err) ||
+        bl_ctx_choose(fp, eval_ctx, allow_long, &ecc, &err)) {
+        bl_fail_context(&err, err.code, "--%s", pcc.ctx > pcc.trained ? "ppl-ctx" : "eval-ctx");
+        cli_error("compare", &err);
+        rc = 2; /* a flag the model cannot take */
+        goto done;
+    }
+    if (pcc.ctx > pcc.trained || ecc.ctx > ecc.trained)
+        fprintf(stderr, "bitllm compare: warning: a window is beyond the %d tokens %s was trained "
+                        "on (--allow-long-ctx)\n", pcc.trained, fp->path);
     char *t = cli_read_text("compare", text, &len);
     if (t) ids = cli_tokenize("compare", fp, t, len, false, &n_ids);
     free(t);
@@ -318,16 +388,13 @@ int cmd_compare(int argc, char **argv) {
         if (!cids) goto done;
         if (n_cids > (size_t)calib_tokens) n_cids = (size_t)calib_tokens;
     }
-    char path[4096], results[4096];
-    snprintf(path, sizeof path, "%s/models", out);
-    if (make_dir(out) || make_dir(path)) goto done;
-    snprintf(results, sizeof results, "%s/results.jsonl", out);
     compare_cfg c = {
         .model_path = pos[0], .text = text, .calib = calib, .cmdline = cmdline, .tokp = tokp,
-        .ppl_ctx = ppl_ctx ? ppl_ctx : (fp->cfg.max_seq < 2048 ? fp->cfg.max_seq : 2048),
+        .data = data, .ppl_ctx = pcc, .eval_ctx = ecc,
         .calib_tokens = calib_tokens, .group = group, .rank_l = rank_l, .paths = paths,
         .iters = iters, .limit = limit, .seed = seed, .n_ids = n_ids, .ids = ids,
-        .calib_ids = cids, .n_calib = n_cids, .eo = {.ctx = eval_ctx, .norm_bytes = true}};
+        .calib_ids = cids, .n_calib = n_cids,
+        .eo = {.ctx = ecc.ctx, .norm_bytes = strcmp(norm, "bytes") == 0}};
     for (int i = 0; i < n_runs; i++) {
         fprintf(stderr, "[%d/%d] %s\n", i + 1, n_runs, runs[i].label);
         snprintf(path, sizeof path, "%s/models/%s", out, runs[i].label);

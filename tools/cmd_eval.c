@@ -40,7 +40,7 @@ void eval_free_tasks(bl_task_set **sets, int n) {
 }
 
 typedef struct {
-    FILE *dump;
+    cli_outfile *dump;
     const bl_task_set *set;
     bool norm_bytes;
 } dump_ctx;
@@ -62,14 +62,15 @@ static void dump_item(void *vctx, int index, const bl_task_item *it, const bl_co
         cJSON_AddItemToArray(gr, cJSON_CreateBool(s[j].greedy));
         cJSON_AddItemToArray(nt, cJSON_CreateNumber(s[j].n_tokens));
     }
+    cli_json_make_valid(o);
     char *line = cJSON_PrintUnformatted(o);
-    if (line) fprintf(d->dump, "%s\n", line);
+    if (!line || fprintf(d->dump->f, "%s\n", line) < 0) d->dump->failed = true;
     free(line);
     cJSON_Delete(o);
 }
 
 int eval_run_tasks(const char *cmd, const bl_model *m, bl_task_set *const *sets, int n,
-                   const bl_eval_opts *o, FILE *dump, bl_task_result *res) {
+                   const bl_eval_opts *o, cli_outfile *dump, bl_task_result *res) {
     for (int i = 0; i < n; i++) {
         bl_eval_opts eo = *o;
         cli_progress pr;
@@ -139,40 +140,51 @@ void eval_print_table(FILE *f, const bl_task_result *res, int n) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *tasks = NULL, *data = NULL, *tokp = NULL, *norm = "bytes", *dump_path = NULL;
+    const char *tasks = NULL, *data = NULL, *tokp = NULL, *norm = "chars", *dump_path = NULL;
     int limit = 0, ctx = 0;
-    bool json = false, no_bos = false;
+    bool json = false, no_bos = false, allow_long = false;
     const cli_opt opts[] = {
         {"tasks", 't', OPT_STR, &tasks, "LIST",
          "comma-separated: piqa, arc_easy, arc_challenge, hellaswag, winogrande, boolq, "
-         "lambada, openbookqa, or all"},
-        {"limit", 'l', OPT_INT, &limit, "N", "first N items of each task (default: all)"},
+         "lambada, openbookqa, or all", CLI_ANY},
+        {"limit", 'l', OPT_INT, &limit, "N", "first N items of each task (default: all)",
+         CLI_MIN(1)},
         {"data", 'd', OPT_STR, &data, "DIR",
          "folder with llm-foundry-icl/, piqa/, hellaswag/ (default $BITLLM_DATA/data or "
-         "../shared/data)"},
-        {"ctx", 'c', OPT_INT, &ctx, "C", "window in tokens (default: trained ctx, <= 2048)"},
+         "../shared/data)", CLI_ANY},
+        {"ctx", 'c', OPT_INT, &ctx, "C",
+         "window in tokens (default: trained ctx, <= 2048; above the trained ctx only with "
+         "--allow-long-ctx)", CLI_MIN(2)},
+        {"allow-long-ctx", 0, OPT_FLAG, &allow_long, NULL,
+         "accept a --ctx beyond the model's trained context (with a warning)", .needs = "ctx"},
         {"norm", 0, OPT_STR, &norm, "chars|bytes",
-         "acc_norm length: UTF-8 bytes (default) or characters as lm-eval's code"},
-        {"no-bos", 0, OPT_FLAG, &no_bos, NULL, "do not prepend BOS"},
-        {"dump", 0, OPT_STR, &dump_path, "FILE", "write per-item scores as JSON lines"},
-        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints"},
-        {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout"},
+         "acc_norm divides by the choice's length in Unicode characters (default, as lm-eval's "
+         "code: len() of the Python string) or in UTF-8 bytes", CLI_ANY},
+        {"no-bos", 0, OPT_FLAG, &no_bos, NULL, "do not prepend BOS", CLI_ANY},
+        {"dump", 0, OPT_STR, &dump_path, "FILE", "write per-item scores as JSON lines", CLI_ANY},
+        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
+        {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout", CLI_ANY},
     };
     const cli_spec spec = {
         "eval", "MODEL",
         "Zero-shot accuracy with lm-evaluation-harness semantics: the log-likelihood of each "
         "choice's continuation given the context; acc = argmax of the sum, acc_norm = argmax of "
-        "the sum over the choice's length. Templates and differences: docs/eval.md.",
-        opts, (int)(sizeof opts / sizeof opts[0]), 1, 1};
+        "the sum over the choice's length in characters (--norm bytes: UTF-8 bytes). The output "
+        "says which window was used and where it came from. Templates and differences: "
+        "docs/eval.md.",
+        opts, (int)(sizeof opts / sizeof opts[0]), 1, 1, NULL};
     const char *pos[1];
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);
     if (!tasks) return cli_errorf("eval", "missing --tasks LIST (e.g. --tasks all)");
-    if (limit < 0) return cli_errorf("eval", "--limit must be >= 0");
-    if (ctx < 0 || ctx == 1) return cli_errorf("eval", "--ctx must be >= 2");
-    if (strcmp(norm, "chars") != 0 && strcmp(norm, "bytes") != 0)
-        return cli_errorf("eval", "--norm must be chars or bytes");
+    if (strcmp(norm, "chars") != 0 && strcmp(norm, "bytes") != 0) {
+        cli_errorf("eval", "--norm must be chars or bytes, got '%s'", norm);
+        return 2;
+    }
     if (!data) data = eval_default_data_dir();
+    bl_err err = {0};
+    const char *inputs[] = {pos[0], tokp, data};
+    if (dump_path && bl_output_file_check(dump_path, inputs, 3, &err)) return cli_error("eval", &err);
     bl_task_set *sets[BL_TASK_COUNT];
     int n = eval_load_tasks("eval", tasks, data, limit, sets);
     if (n < 0) return 1;
@@ -182,23 +194,32 @@ int cmd_eval(int argc, char **argv) {
         return 1;
     }
     int rc = 1;
-    FILE *dump = NULL;
+    cli_outfile dump = {0};
+    bl_ctx_choice cc;
     if (!m->tok) {
         cli_errorf("eval", "%s has no tokenizer; pass --tokenizer FILE", m->path);
         goto done;
     }
-    if (dump_path && !(dump = fopen(dump_path, "w"))) {
-        cli_errorf("eval", "cannot write %s", dump_path);
+    if (bl_ctx_choose(m, ctx, allow_long, &cc, &err)) {
+        cli_error("eval", &err);
+        rc = 2; /* a flag the model cannot take */
         goto done;
     }
-    bl_eval_opts eo = {.ctx = ctx, .norm_bytes = strcmp(norm, "bytes") == 0, .no_bos = no_bos};
+    if (cc.ctx > cc.trained)
+        fprintf(stderr, "bitllm eval: warning: --ctx %d is beyond the %d tokens %s was trained "
+                        "on (--allow-long-ctx)\n", cc.ctx, cc.trained, m->path);
+    if (dump_path && cli_outfile_open("eval", dump_path, &dump)) goto done;
+    bl_eval_opts eo = {.ctx = cc.ctx, .norm_bytes = strcmp(norm, "bytes") == 0, .no_bos = no_bos};
     bl_task_result res[BL_TASK_COUNT];
     double t0 = bl_time_s();
-    if (eval_run_tasks("eval", m, sets, n, &eo, dump, res)) goto done;
+    if (eval_run_tasks("eval", m, sets, n, &eo, dump_path ? &dump : NULL, res)) goto done;
+    if (dump_path && cli_outfile_commit("eval", &dump)) goto done;
     double secs = bl_time_s() - t0, bpw_layers, bpw_model, average;
     bl_model_bpw(m, &bpw_layers, &bpw_model);
     int64_t tokens = 0, computed = 0;
     for (int i = 0; i < n; i++) tokens += res[i].tokens, computed += res[i].computed;
+    char ctx_text[160];
+    bl_ctx_describe(&cc, "--ctx", ctx_text, sizeof ctx_text);
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "model", m->path);
@@ -207,10 +228,13 @@ int cmd_eval(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "average", average);
         cJSON_AddNumberToObject(o, "bpw_layers", bpw_layers);
         cJSON_AddNumberToObject(o, "bpw_model", bpw_model);
-        cJSON_AddNumberToObject(o, "ctx", res[0].ctx);
+        cJSON_AddNumberToObject(o, "ctx", cc.ctx);
+        cJSON_AddStringToObject(o, "ctx_source", bl_ctx_source_name(cc.source));
+        cJSON_AddNumberToObject(o, "trained_ctx", cc.trained);
         cJSON_AddBoolToObject(o, "bos", res[0].bos);
         cJSON_AddStringToObject(o, "norm", norm);
-        cJSON_AddNumberToObject(o, "limit", limit);
+        if (limit > 0) cJSON_AddNumberToObject(o, "limit", limit);
+        else cJSON_AddNullToObject(o, "limit");
         cJSON_AddNumberToObject(o, "tokens", (double)tokens);
         cJSON_AddNumberToObject(o, "computed_tokens", (double)computed);
         cJSON_AddNumberToObject(o, "seconds", secs);
@@ -218,15 +242,15 @@ int cmd_eval(int argc, char **argv) {
         cli_print_json(o);
     } else {
         eval_print_table(stdout, res, n);
-        printf("model %s (%s); bpw %.3f layers / %.3f model; ctx %d, BOS %s, acc_norm by %s; "
+        printf("model %s (%s); bpw %.3f layers / %.3f model; %s; BOS %s; acc_norm by %s; "
                "%lld tokens (%lld computed); %.1fs\n",
                m->path, m->quant_method[0] ? m->quant_method : "fp", bpw_layers, bpw_model,
-               res[0].ctx, res[0].bos ? "yes" : "no", norm, (long long)tokens,
+               ctx_text, res[0].bos ? "yes" : "no", norm, (long long)tokens,
                (long long)computed, secs);
     }
     rc = 0;
 done:
-    if (dump) fclose(dump);
+    cli_outfile_abort(&dump);
     eval_free_tasks(sets, n);
     bl_model_free(m);
     return rc;

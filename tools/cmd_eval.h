@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "bitllm/tasks.h"
+#include "cli_util.h"
 
 /* The folder holding llm-foundry-icl/, piqa/ and hellaswag/: $BITLLM_DATA/data, else
  * ../shared/data. */
@@ -19,7 +20,7 @@ void eval_free_tasks(bl_task_set **sets, int n);
 /* Runs every set on m with progress lines on stderr; res[n]. dump (may be NULL) receives one JSON
  * line per item. Returns 0, or 1 with the error printed. */
 int eval_run_tasks(const char *cmd, const bl_model *m, bl_task_set *const *sets, int n,
-                   const bl_eval_opts *o, FILE *dump, bl_task_result *res);
+                   const bl_eval_opts *o, cli_outfile *dump, bl_task_result *res);
 /* {"piqa": {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n", ...}, ...}; *average = mean
  * acc over the tasks. */
 cJSON *eval_tasks_json(bl_task_set *const *sets, const bl_task_result *res, int n,

@@ -6,37 +6,55 @@
 #include "cli.h"
 #include "cli_util.h"
 
+/* Writes text to stdout at once (streaming); false when stdout fails (full disk, closed pipe). */
+static bool emit(const char *s, size_t n) {
+    return (n == 0 || fwrite(s, 1, n, stdout) == n) && fflush(stdout) == 0;
+}
+
 int cmd_generate(int argc, char **argv) {
     const char *prompt = "", *tokp = NULL;
     int n_new = 128, threads = 0;
     double temp = 0.8, top_p = 0.9;
     uint64_t seed = 42;
     bool json = false;
+    uint64_t given = 0;
     const cli_opt opts[] = {
-        {"prompt", 'p', OPT_STR, &prompt, "TEXT", "prompt (default: start from BOS alone)"},
-        {"n", 'n', OPT_INT, &n_new, "N", "tokens to generate (default 128)"},
-        {"temp", 0, OPT_FLOAT, &temp, "T", "temperature, 0 = greedy (default 0.8)"},
-        {"top-p", 0, OPT_FLOAT, &top_p, "P", "nucleus sampling mass (default 0.9)"},
-        {"seed", 0, OPT_U64, &seed, "S", "random seed (default 42)"},
-        {"threads", 't', OPT_INT, &threads, "T", "threads (default: OMP_NUM_THREADS or all cores)"},
-        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints"},
-        {"json", 0, OPT_FLAG, &json, NULL, "print {\"ids\": [...], \"text\": ...} on stdout"},
+        {"prompt", 'p', OPT_STR, &prompt, "TEXT", "prompt (default: start from BOS alone)",
+         CLI_ANY},
+        {"n", 'n', OPT_INT, &n_new, "N", "tokens to generate (default 128)", CLI_MIN(1)},
+        {"temp", 0, OPT_FLOAT, &temp, "T",
+         "temperature, 0 = greedy, inf = uniform (default 0.8)", .lo = 0,
+         .bounds = CLI_LO | CLI_INF},
+        {"top-p", 0, OPT_FLOAT, &top_p, "P", "nucleus sampling mass in (0, 1] (default 0.9)",
+         CLI_RANGE_LO_OPEN(0, 1)},
+        {"seed", 0, OPT_U64, &seed, "S", "random seed (default 42)", CLI_ANY},
+        {"threads", 't', OPT_INT, &threads, "T",
+         "threads (default: OMP_NUM_THREADS or all cores)", CLI_MIN(1)},
+        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
+        {"json", 0, OPT_FLAG, &json, NULL, "print {\"ids\": [...], \"text\": ...} on stdout",
+         CLI_ANY},
     };
     const cli_spec spec = {"generate", "MODEL",
-                           "Generate text. Prints the continuation as it is produced; statistics "
-                           "go to stderr.",
-                           opts, (int)(sizeof opts / sizeof opts[0]), 1, 1};
+                           "Generate text. Prints the continuation as it is produced (always "
+                           "valid UTF-8: a character split across tokens is written once "
+                           "complete, bytes that never form one as U+FFFD); statistics go to "
+                           "stderr.",
+                           opts, (int)(sizeof opts / sizeof opts[0]), 1, 1, &given};
     const char *pos[1];
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);
-    if (n_new < 0) return cli_errorf("generate", "-n must be >= 0");
-    if (threads < 0) return cli_errorf("generate", "--threads must be >= 0");
+    if (temp == 0 && (cli_given(&spec, "top-p") || cli_given(&spec, "seed"))) {
+        cli_errorf("generate", "--%s has no effect with --temp 0 (greedy decoding)",
+                   cli_given(&spec, "top-p") ? "top-p" : "seed");
+        return 2;
+    }
     bl_model *m = cli_load_model(pos[0], tokp);
     if (!m) return 1;
     int rc = 1;
     bl_err err = {0};
     bl_state *st = NULL;
     bl_sampler sm = {0};
+    bl_detok dt = {0};
     int32_t *prompt_ids = NULL, *out_ids = NULL;
     float *logits = NULL;
     size_t n_prompt = 0;
@@ -51,26 +69,37 @@ int cmd_generate(int argc, char **argv) {
             goto done;
         }
         prompt_ids = malloc(sizeof(int32_t));
+        if (!prompt_ids) goto done;
         prompt_ids[0] = m->cfg.bos_id;
         n_prompt = 1;
     }
-    int ctx = (int)n_prompt + n_new;
-    if (ctx > m->cfg.max_seq) ctx = m->cfg.max_seq;
-    if ((int)n_prompt >= ctx) {
-        cli_errorf("generate", "prompt of %zu tokens does not fit the %d-token context", n_prompt,
-                   m->cfg.max_seq);
+    if ((int64_t)n_prompt >= m->cfg.max_seq) {
+        cli_errorf("generate", "a prompt of %zu tokens leaves no room in the model's %d-token "
+                               "context", n_prompt, m->cfg.max_seq);
         goto done;
+    }
+    int ctx = (int)n_prompt + n_new;
+    if (ctx > m->cfg.max_seq) {
+        fprintf(stderr, "bitllm generate: at most %d of the %d tokens fit the model's %d-token "
+                        "context after the %zu-token prompt\n",
+                m->cfg.max_seq - (int)n_prompt, n_new, m->cfg.max_seq, n_prompt);
+        ctx = m->cfg.max_seq;
     }
     logits = malloc((size_t)V * sizeof(float));
     out_ids = malloc(((size_t)n_new + 1) * sizeof(int32_t));
-    if (!logits || !out_ids) goto done;
-    if (bl_state_new(m, ctx, 256, threads, &st, &err) || bl_sampler_init(&sm, V, (float)temp, (float)top_p,
-                                                                seed, &err)) {
+    if (!logits || !out_ids) {
+        cli_errorf("generate", "out of memory");
+        goto done;
+    }
+    if (bl_state_new(m, ctx, 256, threads, &st, &err) ||
+        bl_sampler_init(&sm, V, (float)temp, (float)top_p, seed, &err) ||
+        (m->tok && bl_detok_init(&dt, m->tok, &err))) {
         cli_error("generate", &err);
         goto done;
     }
     double t0 = bl_time_s();
     if (bl_forward(st, prompt_ids, (int)n_prompt, logits, false, &err)) {
+        bl_fail_context(&err, err.code, "prompt");
         cli_error("generate", &err);
         goto done;
     }
@@ -78,16 +107,21 @@ int cmd_generate(int argc, char **argv) {
     int n_out = 0;
     while (n_out < n_new && bl_state_pos(st) < ctx) {
         int32_t next = bl_sample(&sm, logits);
+        if (next < 0) { /* bl_forward refuses non-finite logits; this is the last guard */
+            cli_errorf("generate", "%s: non-finite logits at token %d", m->path, n_out + 1);
+            goto done;
+        }
         if (next == m->cfg.eos_id) break;
         out_ids[n_out++] = next;
         if (!json && m->tok) {
-            char piece[256];
-            size_t k = bl_tokenizer_piece(m->tok, next, piece, sizeof piece);
-            fwrite(piece, 1, k, stdout);
-            fflush(stdout);
+            size_t k;
+            const char *piece = bl_detok_push(&dt, next, &k);
+            if (!emit(piece, k)) goto done; /* the error is reported on exit */
         }
         if (n_out == n_new || bl_state_pos(st) >= ctx) break;
         if (bl_forward(st, &next, 1, logits, false, &err)) {
+            if (!json) emit("\n", 1);
+            bl_fail_context(&err, err.code, "generating token %d", n_out + 1);
             cli_error("generate", &err);
             goto done;
         }
@@ -98,12 +132,18 @@ int cmd_generate(int argc, char **argv) {
         for (int i = 0; i < n_out; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(out_ids[i]));
         char *text = NULL;
         size_t tl = 0;
-        if (m->tok && bl_tokenizer_decode(m->tok, out_ids, (size_t)n_out, &text, &tl, &err) == 0)
-            cJSON_AddStringToObject(o, "text", text);
+        if (m->tok && bl_tokenizer_decode(m->tok, out_ids, (size_t)n_out, &text, &tl, &err)) {
+            cJSON_Delete(o);
+            cli_error("generate", &err);
+            goto done;
+        }
+        if (text) cJSON_AddStringToObject(o, "text", text);
         free(text);
         cli_print_json(o);
     } else {
-        printf("\n");
+        size_t k = 0;
+        const char *tail = m->tok ? bl_detok_finish(&dt, &k) : "";
+        if (!emit(tail, k) || !emit("\n", 1)) goto done;
     }
     fprintf(stderr, "prompt %zu tokens in %.3fs (%.1f tok/s), generated %d tokens in %.3fs "
                     "(%.1f tok/s)\n",
@@ -111,6 +151,7 @@ int cmd_generate(int argc, char **argv) {
             (double)n_out / (t2 - t1 + 1e-12));
     rc = 0;
 done:
+    bl_detok_free(&dt);
     bl_sampler_free(&sm);
     bl_state_free(st);
     free(logits);

@@ -42,17 +42,22 @@ int cmd_info(int argc, char **argv) {
     const char *tokp = NULL;
     bool json = false, tensors = false;
     const cli_opt opts[] = {
-        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints"},
-        {"tensors", 0, OPT_FLAG, &tensors, NULL, "list every tensor (always in --json)"},
-        {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout"},
+        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
+        {"tensors", 0, OPT_FLAG, &tensors, NULL, "list every tensor (always in --json)", CLI_ANY},
+        {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout", CLI_ANY},
     };
+    uint64_t given = 0;
     const cli_spec spec = {"info", "MODEL",
                            "Architecture, dimensions, tensors, parameter count, size, and the "
                            "format and bpw of each quantized layer.",
-                           opts, 3, 1, 1};
+                           opts, 3, 1, 1, &given};
     const char *pos[1];
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);
+    if (json && tensors) {
+        cli_errorf("info", "--tensors has no effect with --json (which lists every tensor)");
+        return 2;
+    }
     bl_model *m = cli_load_model(pos[0], tokp);
     if (!m) return 1;
     const bl_config *c = &m->cfg;

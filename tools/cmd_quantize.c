@@ -39,68 +39,107 @@ static void on_layer(void *ctx, const char *name, int64_t m, int64_t n, double b
     cJSON_AddItemToArray(lg->layers, e);
 }
 
+/* Options that only some methods read carry their parameter in tag (BL_QP_x + 1); the library's
+ * table (bl_qmethod_uses) says which method reads which. */
+#define USES(p) .tag = (p) + 1
+
 int cmd_quantize(int argc, char **argv) {
     const char *out = NULL, *method = "onebit", *bpw_s = NULL, *calib = NULL, *tokp = NULL;
-    bool json = false, nmf = false, svd = false, aa = false, no_grad = false, rnd = false;
+    bool json = false, nmf = false, svd = false, aa = false, no_grad = false, rnd = false,
+         force = false;
     int rank_l = 1, paths = 1, iters = 0, calib_tokens = 16384, group = 128, adam = 0;
     int threads = 0;
-    uint64_t seed = 0;
+    uint64_t seed = 0, given = 0;
     const cli_opt opts[] = {
-        {"out", 'o', OPT_STR, &out, "OUTDIR", "output directory (a loadable model)"},
-        {"method", 'm', OPT_STR, &method, "M", "rtn1|rtn2|rtn3|rtn4|onebit|dbf|mdbf (default onebit)"},
+        {"out", 'o', OPT_STR, &out, "OUTDIR",
+         "output directory, a loadable model (written beside it, then moved into place; an "
+         "existing one must be a bitllm output)", CLI_ANY},
+        {"force", 0, OPT_FLAG, &force, NULL,
+         "replace OUTDIR even if it is not a bitllm output (never an input)", CLI_ANY},
+        {"method", 'm', OPT_STR, &method, "M", "rtn1|rtn2|rtn3|rtn4|onebit|dbf|mdbf (default onebit)",
+         CLI_ANY},
         {"bpw", 0, OPT_STR, &bpw_s, "B", "dbf/mdbf target bpw incl. FP16 vectors, or 'onebit' "
-                                         "to match onebit per layer (default)"},
-        {"nmf", 0, OPT_FLAG, &nmf, NULL, "onebit: SVID rank-1 by NMF (default)"},
-        {"svd", 0, OPT_FLAG, &svd, NULL, "onebit: SVID rank-1 by SVD power iteration"},
-        {"envelope-rank", 0, OPT_INT, &rank_l, "L", "mdbf envelope rank l (default 1)"},
-        {"paths", 0, OPT_INT, &paths, "P", "mdbf paths (default 1)"},
-        {"activation-aware", 0, OPT_FLAG, &aa, NULL, "mdbf: fit W·H^1/2 with H = XᵀX/N from --calib"},
-        {"adam-steps", 0, OPT_INT, &adam, "N", "mdbf: Adam steps on envelopes, signs frozen"},
-        {"group", 0, OPT_INT, &group, "G", "rtn2..4 group size, 64 or 128 (default 128)"},
-        {"calib", 0, OPT_STR, &calib, "FILE", "calibration text (dbf/mdbf importance weights)"},
-        {"calib-tokens", 0, OPT_INT, &calib_tokens, "N", "calibration tokens (default 16384)"},
+                                         "to match onebit per layer (default)", USES(BL_QP_BPW)},
+        {"nmf", 0, OPT_FLAG, &nmf, NULL, "onebit: SVID rank-1 by NMF (default)", USES(BL_QP_SVID)},
+        {"svd", 0, OPT_FLAG, &svd, NULL, "onebit: SVID rank-1 by SVD power iteration",
+         USES(BL_QP_SVID)},
+        {"envelope-rank", 0, OPT_INT, &rank_l, "L", "mdbf envelope rank l (default 1)",
+         CLI_RANGE(1, 1024), USES(BL_QP_ENVELOPE_RANK)},
+        {"paths", 0, OPT_INT, &paths, "P", "mdbf paths (default 1)", CLI_RANGE(1, 64),
+         USES(BL_QP_PATHS)},
+        {"activation-aware", 0, OPT_FLAG, &aa, NULL, "mdbf: fit W·H^1/2 with H = XᵀX/N from --calib",
+         .needs = "calib", USES(BL_QP_ACTIVATION_AWARE)},
+        {"adam-steps", 0, OPT_INT, &adam, "N", "mdbf: Adam steps on envelopes, signs frozen",
+         CLI_MIN(1), USES(BL_QP_ADAM_STEPS)},
+        {"group", 0, OPT_INT, &group, "G", "rtn2..4 group size, 64 or 128 (default 128)",
+         CLI_RANGE(64, 128), USES(BL_QP_GROUP)},
+        {"calib", 0, OPT_STR, &calib, "FILE", "calibration text (dbf/mdbf importance weights)",
+         USES(BL_QP_CALIB)},
+        {"calib-tokens", 0, OPT_INT, &calib_tokens, "N", "calibration tokens (default 16384)",
+         CLI_MIN(1), .needs = "calib", USES(BL_QP_CALIB)},
         {"no-grad-stats", 0, OPT_FLAG, &no_grad, NULL,
-         "dbf/mdbf: input statistics only (default with --calib: also output-gradient statistics)"},
-        {"iters", 0, OPT_INT, &iters, "N", "dbf/mdbf ADMM iterations (default: method's)"},
-        {"seed", 0, OPT_U64, &seed, "S", "random seed (default 0)"},
+         "dbf/mdbf: input statistics only (default with --calib: also output-gradient statistics)",
+         .needs = "calib", USES(BL_QP_CALIB)},
+        {"iters", 0, OPT_INT, &iters, "N", "dbf/mdbf ADMM iterations (default: method's)",
+         CLI_MIN(1), USES(BL_QP_ITERS)},
+        {"seed", 0, OPT_U64, &seed, "S", "random seed of dbf/mdbf and --random-factors (default 0)",
+         USES(BL_QP_SEED)},
         {"random-factors", 0, OPT_FLAG, &rnd, NULL,
          "skip fitting: random signs and scales of the same shapes and bpw (speed/memory "
-         "benchmarks of synthetic models only)"},
+         "benchmarks of synthetic models only)", CLI_ANY},
         {"threads", 't', OPT_INT, &threads, "T",
-         "threads (default: OMP_NUM_THREADS or all cores; the result does not depend on it)"},
-        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints"},
-        {"json", 0, OPT_FLAG, &json, NULL, "print a JSON report on stdout"},
+         "threads (default: OMP_NUM_THREADS or all cores; the result does not depend on it)",
+         CLI_MIN(1)},
+        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
+        {"json", 0, OPT_FLAG, &json, NULL, "print a JSON report on stdout", CLI_ANY},
     };
     const cli_spec spec = {"quantize", "MODEL",
                            "Quantize the q,k,v,o,gate,up,down projections of every layer; "
                            "embeddings, output head and norms are kept. The output directory "
-                           "loads like any model.",
-                           opts, (int)(sizeof opts / sizeof opts[0]), 1, 1};
+                           "loads like any model. An option the method does not use is an error.",
+                           opts, (int)(sizeof opts / sizeof opts[0]), 1, 1, &given};
     const char *pos[1];
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);
     if (!out) return cli_errorf("quantize", "missing -o OUTDIR");
     bl_quant_opts o;
     bl_quant_opts_default(&o);
-    if (!bl_qmethod_from_name(method, &o.method))
-        return cli_errorf("quantize", "unknown method '%s' (rtn1..rtn4, onebit, dbf, mdbf)",
-                          method);
+    if (!bl_qmethod_from_name(method, &o.method)) {
+        cli_errorf("quantize", "unknown method '%s' (rtn1..rtn4, onebit, dbf, mdbf)", method);
+        return 2;
+    }
+    for (int i = 0; i < spec.n_opts; i++) { /* the method table decides, not a chain of ifs */
+        const cli_opt *op = &opts[i];
+        if (!op->tag || !cli_given(&spec, op->name) ||
+            bl_qmethod_uses(o.method, rnd, (bl_qparam)(op->tag - 1)))
+            continue;
+        char users[96];
+        bl_qparam_users((bl_qparam)(op->tag - 1), rnd, users, sizeof users);
+        if (rnd && bl_qmethod_uses(o.method, false, (bl_qparam)(op->tag - 1)))
+            cli_errorf("quantize", "--%s has no effect with --random-factors (nothing is fitted)",
+                       op->name);
+        else
+            cli_errorf("quantize", "--%s is not used by -m %s%s (used by: %s)", op->name, method,
+                       rnd ? " --random-factors" : "", users);
+        return 2;
+    }
     if (bpw_s && strcmp(bpw_s, "onebit") != 0) {
         char *end;
         o.bpw = strtod(bpw_s, &end);
-        if (*end || !(o.bpw > 0.0 && o.bpw <= 16.0))
-            return cli_errorf("quantize", "--bpw must be a number in (0, 16] or 'onebit'");
+        if (!*bpw_s || *end || !(o.bpw > 0.0 && o.bpw <= 16.0)) {
+            cli_errorf("quantize", "--bpw must be a number in (0, 16] or 'onebit', got '%s'",
+                       bpw_s);
+            return 2;
+        }
     }
-    if (nmf && svd) return cli_errorf("quantize", "--nmf and --svd are exclusive");
-    if (rank_l < 1 || paths < 1 || iters < 0 || adam < 0 || calib_tokens < 1)
-        return cli_errorf("quantize", "--envelope-rank, --paths, --calib-tokens must be >= 1");
-    if (group != 64 && group != 128) return cli_errorf("quantize", "--group must be 64 or 128");
-    if (threads < 0) return cli_errorf("quantize", "--threads must be >= 0");
-    o.n_threads = threads;
-    if (aa && !calib) return cli_errorf("quantize", "--activation-aware needs --calib FILE");
-    if (rnd && calib)
-        return cli_errorf("quantize", "--random-factors never reads the weights: --calib (and its "
-                                      "gradient statistics) make no sense with it");
+    if (nmf && svd) {
+        cli_errorf("quantize", "--nmf and --svd are exclusive");
+        return 2;
+    }
+    if (group != 64 && group != 128) {
+        cli_errorf("quantize", "--group must be 64 or 128, got %d", group);
+        return 2;
+    }
     o.fit.nmf = !svd;
     o.fit.seed = seed;
     o.fit.iters = iters;
@@ -110,9 +149,17 @@ int cmd_quantize(int argc, char **argv) {
     o.group = group;
     o.activation_aware = aa;
     o.random_factors = rnd;
+    o.n_threads = threads;
 
+    /* The output is checked and its temporary directory created before anything is fitted. */
+    const char *inputs[] = {pos[0], tokp, calib};
+    bl_outdir *od = cli_outdir_prepare("quantize", out, inputs, 3, force, false);
+    if (!od) return 1;
     bl_model *m = cli_load_model(pos[0], tokp);
-    if (!m) return 1;
+    if (!m) {
+        bl_outdir_abort(od);
+        return 1;
+    }
     int rc = 1;
     int32_t *ids = NULL;
     float **grads = NULL;
@@ -125,7 +172,7 @@ int cmd_quantize(int argc, char **argv) {
         if (!ids) goto done;
         o.calib_ids = ids;
         o.n_calib = n < (size_t)calib_tokens ? n : (size_t)calib_tokens;
-        if (!no_grad && (o.method == BL_QM_DBF || o.method == BL_QM_MDBF)) {
+        if (!no_grad) { /* --calib was accepted: the method uses calibration */
             /* Output-gradient importance from a backward pass over the calibration text, scaled
              * to mean 1 per projection (only ratios between channels matter to the fit). */
             grads = calloc((size_t)n_proj, sizeof *grads);
@@ -162,7 +209,14 @@ int cmd_quantize(int argc, char **argv) {
             out);
     bl_err err = {0};
     bl_quant_summary sum;
-    if (bl_quantize_model(m, &o, out, &sum, &err) != BL_OK) {
+    if (bl_quantize_model(m, &o, bl_outdir_path(od), &sum, &err) != BL_OK) {
+        cli_error("quantize", &err);
+        cJSON_Delete(lg.layers);
+        goto done;
+    }
+    bl_status cs = bl_outdir_commit(od, &err);
+    od = NULL;
+    if (cs) {
         cli_error("quantize", &err);
         cJSON_Delete(lg.layers);
         goto done;
@@ -179,7 +233,7 @@ int cmd_quantize(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "bpw_model", sum.bpw_model);
         cJSON_AddNumberToObject(j, "bytes", (double)sum.bytes);
         cJSON_AddNumberToObject(j, "seconds", sum.seconds);
-        cJSON_AddNumberToObject(j, "seed", (double)seed);
+        bl_json_add_u64(j, "seed", seed); /* 64 bits: a string, exact */
         if (rnd) cJSON_AddBoolToObject(j, "random_factors", true);
         cJSON_AddItemToObject(j, "layers", lg.layers);
         cli_print_json(j);
@@ -188,6 +242,7 @@ int cmd_quantize(int argc, char **argv) {
     }
     rc = 0;
 done:
+    bl_outdir_abort(od);
     for (int i = 0; grads && i < n_proj; i++) free(grads[i]);
     free(grads);
     free(ids);

@@ -288,12 +288,12 @@ int report_render(const char *cmd, const char *dir, bool print_table) {
 
 int cmd_report(int argc, char **argv) {
     bool quiet = false;
-    const cli_opt opts[] = {{"quiet", 'q', OPT_FLAG, &quiet, NULL, "do not print the table"}};
+    const cli_opt opts[] = {{"quiet", 'q', OPT_FLAG, &quiet, NULL, "do not print the table", CLI_ANY}};
     const cli_spec spec = {"report", "DIR",
                            "Render DIR/report.md (method, bpw, perplexity, zero-shot accuracy, "
                            "% of FP) and DIR/ppl_vs_bpw.png from DIR/results.jsonl written by "
                            "bitllm compare; the latest line of each run label is used.",
-                           opts, 1, 1, 1};
+                           opts, 1, 1, 1, NULL};
     const char *pos[1];
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);

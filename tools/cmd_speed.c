@@ -11,27 +11,31 @@ int cmd_speed(int argc, char **argv) {
     int n_gen = 32, n_prompt = 128, threads = 0, reps = 1, batch = 1;
     bool json = false, no_mmap = false;
     const cli_opt opts[] = {
-        {"n", 'n', OPT_INT, &n_gen, "N", "tokens to decode (default 32)"},
-        {"prompt", 'p', OPT_INT, &n_prompt, "P", "prompt tokens processed as one batch (default 128)"},
+        {"n", 'n', OPT_INT, &n_gen, "N", "tokens to decode (default 32)", CLI_MIN(1)},
+        {"prompt", 'p', OPT_INT, &n_prompt, "P", "prompt tokens processed as one batch (default 128)",
+         CLI_MIN(1)},
         {"batch", 'b', OPT_INT, &batch, "B",
-         "decode B tokens per step through every projection (a batched decode step; default 1)"},
-        {"threads", 't', OPT_INT, &threads, "T", "threads (default: OMP_NUM_THREADS or all cores)"},
-        {"reps", 'r', OPT_INT, &reps, "R", "repetitions; the best is reported (default 1)"},
-        {"isa", 0, OPT_STR, &isa_s, "NAME", "kernel level: auto, ref, avx2, avx512 (default auto)"},
-        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints"},
+         "decode B tokens per step through every projection (a batched decode step; default 1)",
+         CLI_MIN(1)},
+        {"threads", 't', OPT_INT, &threads, "T",
+         "threads (default: OMP_NUM_THREADS or all cores)", CLI_MIN(1)},
+        {"reps", 'r', OPT_INT, &reps, "R", "repetitions; the best is reported (default 1)",
+         CLI_MIN(1)},
+        {"isa", 0, OPT_STR, &isa_s, "NAME", "kernel level: auto, ref, avx2, avx512 (default auto)",
+         CLI_ANY},
+        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
         {"no-mmap", 0, OPT_FLAG, &no_mmap, NULL,
-         "read the weights into private memory instead of mapping the files (as BITLLM_LOAD=read)"},
-        {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout"},
+         "read the weights into private memory instead of mapping the files (as BITLLM_LOAD=read)",
+         CLI_ANY},
+        {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout", CLI_ANY},
     };
     const cli_spec spec = {"speed", "MODEL",
                            "Prefill (one batch of P tokens) and decode (N tokens, B per step) "
                            "throughput, resident memory and weight size of a model.",
-                           opts, (int)(sizeof opts / sizeof opts[0]), 1, 1};
+                           opts, (int)(sizeof opts / sizeof opts[0]), 1, 1, NULL};
     const char *pos[1];
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);
-    if (n_gen < 1 || n_prompt < 1 || reps < 1 || threads < 0 || batch < 1)
-        return cli_errorf("speed", "-n, -p, --batch and --reps must be >= 1, --threads >= 0");
     if (n_gen % batch)
         return cli_errorf("speed", "-n %d is not a multiple of --batch %d", n_gen, batch);
     bl_load_opts lo = {.tokenizer_path = tokp, .load = no_mmap ? BL_LOAD_READ : BL_LOAD_DEFAULT,

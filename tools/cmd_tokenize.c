@@ -24,16 +24,17 @@ int cmd_tokenize(int argc, char **argv) {
     const char *file = NULL, *prompt = NULL, *tokp = NULL;
     bool bos = false, json = false;
     const cli_opt opts[] = {
-        {"file", 'f', OPT_STR, &file, "FILE", "text file to tokenize"},
-        {"prompt", 'p', OPT_STR, &prompt, "TEXT", "text to tokenize (instead of -f)"},
-        {"bos", 0, OPT_FLAG, &bos, NULL, "prepend the BOS token"},
-        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer (llama2.c .bin or tokenizer.json)"},
-        {"json", 0, OPT_FLAG, &json, NULL, "print {\"ids\": [...]} on stdout"},
+        {"file", 'f', OPT_STR, &file, "FILE", "text file to tokenize", CLI_ANY},
+        {"prompt", 'p', OPT_STR, &prompt, "TEXT", "text to tokenize (instead of -f)", CLI_ANY},
+        {"bos", 0, OPT_FLAG, &bos, NULL, "prepend the BOS token", CLI_ANY},
+        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer (llama2.c .bin or tokenizer.json)",
+         CLI_ANY},
+        {"json", 0, OPT_FLAG, &json, NULL, "print {\"ids\": [...]} on stdout", CLI_ANY},
     };
     const cli_spec spec = {"tokenize", "MODEL|TOKENIZER",
                            "Encode text to token ids. MODEL is a model directory, .gguf or .bin; "
                            "a tokenizer.json (or a directory holding only one) also works.",
-                           opts, 5, 1, 1};
+                           opts, (int)(sizeof opts / sizeof opts[0]), 1, 1, NULL};
     const char *pos[1];
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);
@@ -43,6 +44,11 @@ int cmd_tokenize(int argc, char **argv) {
     bl_tokenizer *tok = NULL;
     bl_model *m = NULL;
     if (is_bare_tokenizer(pos[0])) {
+        if (tokp) {
+            cli_errorf("tokenize", "--tokenizer has no effect when %s is itself a tokenizer",
+                       pos[0]);
+            return 2;
+        }
         if (bl_tokenizer_load_hf(pos[0], &tok, &err) != BL_OK) return cli_error("tokenize", &err);
     } else {
         m = cli_load_model(pos[0], tokp);

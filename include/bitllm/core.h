@@ -33,6 +33,10 @@ typedef struct {
 bl_status bl_fail(bl_err *err, bl_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 const char *bl_status_name(bl_status s);
+/* Puts "context: " in front of the message already in err (a caller adding the position or the
+ * file to the error of a callee) and returns code. */
+bl_status bl_fail_context(bl_err *err, bl_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Allocation: NULL on failure (never aborts). Sizes are checked for overflow. */
 void *bl_malloc(size_t n);
@@ -64,8 +68,72 @@ float bl_rng_normal(bl_rng *r);    /* standard normal (Box-Muller) */
 
 /* Whole-file helpers. bl_read_file returns a NUL-terminated buffer (len excludes the NUL). */
 bl_status bl_read_file(const char *path, char **data, size_t *len, bl_err *err);
-/* Writes atomically: data goes to "<path>.tmp.<pid>", is fsync'ed, then renamed over path. */
+/* Writes atomically: data goes to "<path>.tmp.<pid>", is fsync'ed, then renamed over path
+ * (leftovers of killed writers of the same path are removed first). A path that exists and is
+ * not a regular file (a device such as /dev/null, a pipe) is written in place, never replaced. */
 bl_status bl_write_file_atomic(const char *path, const void *data, size_t len, bl_err *err);
+
+/* Removes the leftovers "<name>.tmp.<pid>" (files or directories) that processes which no longer
+ * run left in dir when they were killed while writing; every such name when name is NULL.
+ * Leftovers of running processes are kept. Errors are ignored (best effort). */
+void bl_remove_stale_tmp(const char *dir, const char *name);
+
+/* ---- output directories (docs/errors.md) ----
+ * Every command that writes a model directory (quantize, convert, distill, synth, compare) goes
+ * through one prepare/commit pair:
+ *   bl_outdir_prepare, before any fitting or training: refuses a target that is, contains or
+ *     replaces an input, refuses an existing directory that is not a bitllm output (unless
+ *     force), cleans or recovers the leftovers of killed runs, and creates "<target>.tmp.<pid>"
+ *     beside the target, which the command then fills;
+ *   bl_outdir_commit: marks the new directory as a bitllm output (file .bitllm-output), syncs it
+ *     and moves it into place: renamed when the target does not exist, else swapped with the old
+ *     one in one atomic exchange (renameat2 RENAME_EXCHANGE; where the file system lacks it: old
+ *     renamed aside to "<target>.old.<pid>", new renamed in), then the old one is removed.
+ * A run killed at any moment leaves the complete old directory or the complete new one, never a
+ * mix; the next prepare of the same target removes what the dead run left beside it (or, killed
+ * between the two renames of the fallback, puts the complete directory back in place). */
+typedef struct {
+    bool force;                /* replace an existing directory that is not a bitllm output */
+    const char *const *inputs; /* files and directories the command reads (NULL entries skipped) */
+    int n_inputs;
+    const char *command;       /* recorded in the marker file, e.g. "quantize" */
+    /* The target itself receives files before the commit (distillation checkpoints in
+     * TARGET/checkpoint/, which must survive a kill): it is created now if missing and marked
+     * as a bitllm output, and its checkpoint/ folder is carried (hard-linked) into the new
+     * directory at the commit. */
+    bool live;
+} bl_outdir_opts;
+
+typedef struct bl_outdir bl_outdir;
+bl_status bl_outdir_prepare(const char *target, const bl_outdir_opts *o, bl_outdir **out,
+                            bl_err *err);
+/* The temporary directory the command writes the new files into. */
+const char *bl_outdir_path(const bl_outdir *d);
+/* The target as resolved (absolute). */
+const char *bl_outdir_target(const bl_outdir *d);
+/* Moves the new directory into place; frees d whether it succeeds or not. */
+bl_status bl_outdir_commit(bl_outdir *d, bl_err *err);
+/* Removes the temporary directory (failure, or a result not to be kept) and frees d; NULL is a
+ * no-op. A live target keeps what was written into it. */
+void bl_outdir_abort(bl_outdir *d);
+/* For commands that write a single file (token files, score dumps): refuses a path that is, or
+ * is inside, one of the inputs, or a directory. */
+bl_status bl_output_file_check(const char *path, const char *const *inputs, int n_inputs,
+                               bl_err *err);
+
+/* ---- exact numbers in JSON (src/core/json.c) ----
+ * A JSON number written by cJSON does not always read back bit for bit (15 significant digits
+ * are kept whenever they read back within DBL_EPSILON). Values that must come back exactly are
+ * stored as strings: doubles as hex floats ("%a"), 64-bit integers in decimal. The getters also
+ * accept a plain JSON number (files written before) and return false when the key is missing or
+ * malformed. */
+struct cJSON;
+bool bl_json_add_exact(struct cJSON *obj, const char *key, double v);
+bool bl_json_get_exact(const struct cJSON *obj, const char *key, double *v);
+bool bl_json_exact_value(const struct cJSON *item, double *v);
+bool bl_json_add_i64(struct cJSON *obj, const char *key, int64_t v);
+bool bl_json_get_i64(const struct cJSON *obj, const char *key, int64_t *v);
+bool bl_json_add_u64(struct cJSON *obj, const char *key, uint64_t v);
 
 /* Read-only memory map of a whole file (falls back to reading into memory if mmap fails). Large
  * files are mapped at a 2 MiB-aligned address so they can later be made private in huge pages. */

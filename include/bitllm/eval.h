@@ -22,6 +22,29 @@ bl_status bl_perplexity(const bl_model *m, const int32_t *ids, size_t n, int ctx
                         bl_progress_fn progress, void *progress_ctx, bl_ppl_result *out,
                         bl_err *err);
 
+/* ---- the window of a measurement (ppl, eval, compare, distill's perplexity) ---- */
+
+typedef enum {
+    BL_CTX_FLAG = 0, /* given by the user */
+    BL_CTX_MODEL,    /* the model's trained context (max_position_embeddings, context_length) */
+    BL_CTX_CAP,      /* the default cap: the trained context is longer than 2048 */
+} bl_ctx_source;
+
+typedef struct {
+    int ctx;
+    bl_ctx_source source;
+    int trained;     /* the model's trained context */
+} bl_ctx_choice;
+
+/* requested 0: the trained context, at most 2048. requested >= 2: that window; above the trained
+ * context only with allow_long (positions the model never saw: results degrade), else
+ * BL_ERR_ARG naming the trained context. Other values are BL_ERR_ARG. */
+bl_status bl_ctx_choose(const bl_model *m, int requested, bool allow_long, bl_ctx_choice *out,
+                        bl_err *err);
+/* "flag", "model" or "default" (JSON), and a phrase for text output ("from --ctx", ...). */
+const char *bl_ctx_source_name(bl_ctx_source s);
+void bl_ctx_describe(const bl_ctx_choice *c, const char *flag, char *buf, size_t cap);
+
 /* log p(target | logits) in double precision (log-softmax). */
 double bl_log_prob(const float *logits, int vocab, int target);
 

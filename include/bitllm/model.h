@@ -128,7 +128,10 @@ void bl_state_set_observer(bl_state *s, bl_observer_fn fn, void *ctx);
 
 /* Runs T tokens at the next T positions (one matrix product per layer per batch of up to
  * max_batch tokens). logits receives T×vocab floats when all_logits, else vocab floats for the
- * last token; may be NULL to skip the output head. */
+ * last token; may be NULL to skip the output head. A NaN or Inf in a token's embedding, in the
+ * residual stream after a layer's attention or MLP, after the final norm or in the logits stops
+ * the pass with BL_ERR_NUMERIC and a message naming the model file, the layer (or tensor) and the
+ * token position; the cache then keeps the tokens before the failing batch. */
 bl_status bl_forward(bl_state *s, const int32_t *tokens, int T, float *logits, bool all_logits,
                      bl_err *err);
 
@@ -141,9 +144,12 @@ typedef struct {
     float *probs; /* vocab */
     struct bl_prob_index { float p; int id; } *cand; /* vocab */
 } bl_sampler;
+/* temperature >= 0 (0 = greedy; +Inf = uniform over the vocabulary), top_p in (0, 1] (1 = the
+ * whole distribution); NaN is refused. */
 bl_status bl_sampler_init(bl_sampler *s, int vocab, float temperature, float top_p,
                           uint64_t seed, bl_err *err);
 void bl_sampler_free(bl_sampler *s);
+/* A token id in [0, vocab), or -1 when a logit is NaN or Inf (never an index out of range). */
 int bl_sample(bl_sampler *s, const float *logits);
 
 #endif

@@ -15,6 +15,27 @@ typedef enum {
 const char *bl_qmethod_name(bl_qmethod q);
 bool bl_qmethod_from_name(const char *name, bl_qmethod *out);
 
+/* Parameters of bl_quant_opts that only some methods read. */
+typedef enum {
+    BL_QP_BPW,              /* bpw: dbf/mdbf size target */
+    BL_QP_SVID,             /* fit.nmf: onebit's SVID by NMF or SVD */
+    BL_QP_ENVELOPE_RANK,    /* rank_l */
+    BL_QP_PATHS,            /* paths */
+    BL_QP_ACTIVATION_AWARE, /* activation_aware */
+    BL_QP_ADAM_STEPS,       /* fit.adam_steps */
+    BL_QP_GROUP,            /* group */
+    BL_QP_CALIB,            /* calib_ids, out_importance */
+    BL_QP_ITERS,            /* fit.iters */
+    BL_QP_SEED,             /* fit.seed */
+    BL_QP_COUNT
+} bl_qparam;
+/* Whether method m reads parameter p: fitted, or with random factors (which read only what fixes
+ * the shapes, and the seed). One table (src/model/quantize.c) for every caller that must refuse
+ * an option a method would ignore. */
+bool bl_qmethod_uses(bl_qmethod m, bool random_factors, bl_qparam p);
+/* The methods that read p, as "dbf, mdbf" ("none" if none). */
+void bl_qparam_users(bl_qparam p, bool random_factors, char *buf, size_t cap);
+
 typedef struct {
     bl_qmethod method;
     double bpw;          /* dbf/mdbf target for the quantized layers, FP16 vectors counted */

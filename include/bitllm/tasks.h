@@ -94,7 +94,8 @@ bl_status bl_score_pairs(bl_scorer *s, const bl_token_pair *pairs, int n, bl_con
 int64_t bl_scorer_computed(const bl_scorer *s);
 
 typedef struct {
-    int ctx;         /* window in tokens (0 = the model's trained context, at most 2048) */
+    int ctx;         /* window in tokens (0 = the model's trained context, at most 2048:
+                      * bl_ctx_choose) */
     bool norm_bytes; /* acc_norm by UTF-8 bytes instead of lm-eval's characters */
     bool no_bos;     /* do not prepend BOS even when the tokenizer adds it */
     bl_progress_fn progress;

@@ -37,13 +37,48 @@ void bl_tokenizer_set_bos_eos(bl_tokenizer *t, int bos, int eos);
  * prepended only when add_bos is true. *ids is malloc'ed. */
 bl_status bl_tokenizer_encode(const bl_tokenizer *t, const char *text, size_t len, bool add_bos,
                               int32_t **ids, size_t *n_ids, bl_err *err);
-/* Decodes ids to UTF-8 bytes (byte-fallback and byte-level pieces reassembled; SentencePiece "▁"
- * becomes a space; BOS/EOS and other control tokens produce nothing). *text is malloc'ed and
+/* Decodes ids to UTF-8 text (byte-fallback and byte-level pieces reassembled; SentencePiece "▁"
+ * becomes a space; BOS/EOS and other control tokens produce nothing). Always valid UTF-8: bytes
+ * that do not form a character become U+FFFD, as bl_utf8_stream does. *text is malloc'ed and
  * NUL-terminated. */
 bl_status bl_tokenizer_decode(const bl_tokenizer *t, const int32_t *ids, size_t n, char **text,
                               size_t *len, bl_err *err);
-/* Text of one token for streaming output: writes its bytes into buf (at most cap) and returns the
- * byte count. Byte-level pieces may be partial UTF-8 sequences; the caller concatenates. */
+/* The raw bytes of one token: writes them into buf (at most cap) and returns the byte count.
+ * Byte-level and byte-fallback pieces may be partial UTF-8 sequences; output streams use
+ * bl_detok. */
 size_t bl_tokenizer_piece(const bl_tokenizer *t, int32_t id, char *buf, size_t cap);
+
+/* ---- valid UTF-8 from byte streams (src/tokenizer/detok.c) ----
+ * A sequence still incomplete is held back until its next bytes arrive; bytes that cannot
+ * complete one become U+FFFD, one per maximal invalid subpart (Unicode §3.9; HF tokenizers'
+ * ByteLevel decoder and Python's bytes.decode(errors="replace") do the same). */
+typedef struct {
+    uint8_t pend[4];
+    int n;
+} bl_utf8_stream; /* zero-initialise to start */
+/* Writes the valid UTF-8 for n more bytes to out, which must hold 3·(n + 3) bytes; returns the
+ * count written (held bytes are not written yet). */
+size_t bl_utf8_stream_feed(bl_utf8_stream *u, const char *in, size_t n, char *out);
+/* End of the stream: a held incomplete sequence becomes U+FFFD (out holds 3 bytes). */
+size_t bl_utf8_stream_finish(bl_utf8_stream *u, char *out);
+/* s[0..n) as valid UTF-8 in a malloc'ed NUL-terminated copy (NULL when out of memory). */
+char *bl_utf8_valid(const char *s, size_t n, size_t *out_len);
+
+/* Streaming detokenizer for generated text (generate, and any chat or server front end): each
+ * token's text is returned as soon as it is complete, always valid UTF-8, and the concatenation
+ * of everything returned equals bl_tokenizer_decode of the same ids. */
+typedef struct {
+    const bl_tokenizer *tok;
+    bl_utf8_stream utf8;
+    char *buf;
+    size_t cap;
+} bl_detok;
+bl_status bl_detok_init(bl_detok *d, const bl_tokenizer *t, bl_err *err);
+void bl_detok_free(bl_detok *d);
+/* The text that token id completes (may be empty while a character is incomplete); NUL-terminated
+ * in d's buffer, valid until the next call. Ids outside the vocabulary produce nothing. */
+const char *bl_detok_push(bl_detok *d, int32_t id, size_t *len);
+/* End of the stream: U+FFFD for a character that never completed, else empty. */
+const char *bl_detok_finish(bl_detok *d, size_t *len);
 
 #endif

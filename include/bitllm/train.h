@@ -74,6 +74,10 @@ typedef struct {
     const char *provenance; /* command line, stored in the output's quantization_config */
     int n_threads;         /* threads of every parallel step (0 = bl_default_threads()); the
                               result does not depend on it */
+    /* Where the trained model's files go (default: OUTDIR itself). The command line passes the
+     * temporary directory of bl_outdir_prepare, so the model appears in OUTDIR in one step while
+     * checkpoints, which must survive a kill, go straight to OUTDIR/checkpoint. */
+    const char *export_dir;
     void (*on_step)(void *ctx, const bl_distill_progress *p);
     void *on_step_ctx;
     void (*on_note)(void *ctx, const char *msg); /* resume/checkpoint notes */
@@ -92,9 +96,11 @@ typedef struct {
     bool stopped;               /* stop_after reached: no model written */
 } bl_distill_result;
 
-/* Trains student against teacher on data and writes OUTDIR (a loadable quantized model dir);
- * checkpoints go to OUTDIR/checkpoint/state.safetensors, each written atomically. A NaN or Inf
- * in the loss or the gradients stops the run with BL_ERR_NUMERIC and keeps the last checkpoint.
+/* Trains student against teacher on data and writes OUTDIR (a loadable quantized model dir; see
+ * export_dir); checkpoints go to OUTDIR/checkpoint/state.safetensors, each written atomically. A
+ * NaN or Inf in the loss or the gradients stops the run with BL_ERR_NUMERIC, naming the step and
+ * where the value appeared (teacher or student, layer, position; or the tensor whose gradient
+ * it is), and keeps the last checkpoint.
  * teacher and student must have the same dim, layers and vocabulary. */
 bl_status bl_distill(const bl_model *teacher, const bl_model *student,
                      const bl_train_data *data, const char *outdir, const bl_distill_opts *o,

@@ -42,10 +42,41 @@ bl_status bl_read_file(const char *path, char **data, size_t *len, bl_err *err) 
     return BL_OK;
 }
 
+static bool write_all(int fd, const void *data, size_t len) {
+    const uint8_t *p = data;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return false;
+        p += w;
+        len -= (size_t)w;
+    }
+    return true;
+}
+
 bl_status bl_write_file_atomic(const char *path, const void *data, size_t len, bl_err *err) {
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        /* a device or a pipe (/dev/stdout, a FIFO): written in place, never replaced */
+        if (S_ISDIR(st.st_mode)) return bl_fail(err, BL_ERR_IO, "%s is a directory", path);
+        int fd = open(path, O_WRONLY);
+        if (fd < 0) return bl_fail(err, BL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        bool ok = write_all(fd, data, len);
+        int e = errno;
+        ok = close(fd) == 0 && ok;
+        return ok ? BL_OK : bl_fail(err, BL_ERR_IO, "%s: write failed: %s", path, strerror(e));
+    }
     size_t plen = strlen(path) + 32;
     char *tmp = malloc(plen);
     if (!tmp) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", path);
+    /* leftovers "<path>.tmp.<pid>" of killed writers of the same file go first */
+    const char *slash = strrchr(path, '/');
+    if (slash) {
+        snprintf(tmp, plen, "%.*s", (int)(slash - path) + (slash == path), path);
+        bl_remove_stale_tmp(tmp, slash + 1);
+    } else {
+        bl_remove_stale_tmp(".", path);
+    }
     snprintf(tmp, plen, "%s.tmp.%ld", path, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) {
@@ -53,20 +84,12 @@ bl_status bl_write_file_atomic(const char *path, const void *data, size_t len, b
         free(tmp);
         return s;
     }
-    const uint8_t *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            bl_status s = bl_fail(err, BL_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-            close(fd);
-            unlink(tmp);
-            free(tmp);
-            return s;
-        }
-        p += w;
-        left -= (size_t)w;
+    if (!write_all(fd, data, len)) {
+        bl_status s = bl_fail(err, BL_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        return s;
     }
     if (fsync(fd) != 0 || close(fd) != 0) {
         bl_status s = bl_fail(err, BL_ERR_IO, "%s: sync failed: %s", tmp, strerror(errno));

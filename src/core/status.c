@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 bl_status bl_fail(bl_err *err, bl_status code, const char *fmt, ...) {
     if (err) {
@@ -11,6 +12,20 @@ bl_status bl_fail(bl_err *err, bl_status code, const char *fmt, ...) {
         va_end(ap);
         err->code = code;
     }
+    return code;
+}
+
+bl_status bl_fail_context(bl_err *err, bl_status code, const char *fmt, ...) {
+    if (!err) return code;
+    char ctx[256], both[sizeof ctx + sizeof err->msg + 2];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx, sizeof ctx, fmt, ap);
+    va_end(ap);
+    snprintf(both, sizeof both, "%s: %s", ctx, err->msg);
+    memcpy(err->msg, both, sizeof err->msg - 1); /* cut to the message size */
+    err->msg[sizeof err->msg - 1] = 0;
+    err->code = code;
     return code;
 }
 

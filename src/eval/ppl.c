@@ -2,7 +2,47 @@
 #include "bitllm/eval.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+
+#define BL_DEFAULT_CTX_CAP 2048
+
+bl_status bl_ctx_choose(const bl_model *m, int requested, bool allow_long, bl_ctx_choice *out,
+                        bl_err *err) {
+    const int trained = m->cfg.max_seq;
+    out->trained = trained;
+    if (requested == 0) {
+        out->ctx = trained < BL_DEFAULT_CTX_CAP ? trained : BL_DEFAULT_CTX_CAP;
+        out->source = trained > BL_DEFAULT_CTX_CAP ? BL_CTX_CAP : BL_CTX_MODEL;
+        return BL_OK;
+    }
+    out->ctx = requested;
+    out->source = BL_CTX_FLAG;
+    if (requested < 2)
+        return bl_fail(err, BL_ERR_ARG, "the window must be at least 2 tokens, got %d",
+                       requested);
+    if (requested > trained && !allow_long)
+        return bl_fail(err, BL_ERR_ARG, "a window of %d tokens is longer than the %d tokens %s "
+                       "was trained on; results past that are not meaningful (pass "
+                       "--allow-long-ctx to run it anyway)", requested, trained,
+                       m->path ? m->path : "the model");
+    return BL_OK;
+}
+
+const char *bl_ctx_source_name(bl_ctx_source s) {
+    return s == BL_CTX_FLAG ? "flag" : s == BL_CTX_MODEL ? "model" : "default";
+}
+
+void bl_ctx_describe(const bl_ctx_choice *c, const char *flag, char *buf, size_t cap) {
+    if (c->source == BL_CTX_FLAG)
+        snprintf(buf, cap, "ctx %d from %s%s", c->ctx, flag,
+                 c->ctx > c->trained ? ", beyond the trained context" : "");
+    else if (c->source == BL_CTX_MODEL)
+        snprintf(buf, cap, "ctx %d: the model's trained context", c->ctx);
+    else
+        snprintf(buf, cap, "ctx %d: default cap (the model's trained context is %d)", c->ctx,
+                 c->trained);
+}
 
 double bl_log_prob(const float *logits, int vocab, int target) {
     float mx = logits[0];
@@ -46,6 +86,9 @@ bl_status bl_perplexity(const bl_model *m, const int32_t *ids, size_t n, int ctx
         for (int p0 = 0; p0 < w - 1 && !s; p0 += batch) {
             int T = w - 1 - p0 < batch ? w - 1 - p0 : batch;
             s = bl_forward(st, win + p0, T, logits, true, err);
+            if (s)
+                bl_fail_context(err, s, "chunk %lld (text tokens %zu to %zu)",
+                                (long long)chunks + 1, start, start + len - 1);
             for (int t = 0; t < T && !s; t++) {
                 nll -= bl_log_prob(logits + (size_t)t * V, V, win[p0 + t + 1]);
                 scored++;

@@ -214,7 +214,10 @@ bl_status bl_task_eval(const bl_model *m, const bl_task_set *t, const bl_eval_op
                        bl_task_result *out, bl_err *err) {
     memset(out, 0, sizeof *out);
     if (!m->tok) return bl_fail(err, BL_ERR_ARG, "%s has no tokenizer", m->path);
-    const int ctx = o->ctx > 0 ? o->ctx : (m->cfg.max_seq < 2048 ? m->cfg.max_seq : 2048);
+    bl_ctx_choice cc;
+    bl_status cs = bl_ctx_choose(m, o->ctx, true, &cc, err); /* the caller decides on long windows */
+    if (cs) return cs;
+    const int ctx = cc.ctx;
     const bool bos = !o->no_bos && bl_tokenizer_add_bos(m->tok);
     int max_req = 1;
     for (int i = 0; i < t->n_items; i++)
@@ -240,7 +243,10 @@ bl_status bl_task_eval(const bl_model *m, const bl_task_set *t, const bl_eval_op
         /* Each item starts from an empty cache, so its scores do not depend on the items
          * before it (--limit N reproduces the first N scores of a full run). */
         bl_scorer_reset(scorer);
-        if (!st) st = bl_score_pairs(scorer, pairs, it->n_req, sc, err);
+        if (!st) {
+            st = bl_score_pairs(scorer, pairs, it->n_req, sc, err);
+            if (st) bl_fail_context(err, st, "%s item %d (%s)", bl_task_name(t->id), i, t->path);
+        }
         for (int j = 0; j < it->n_req; j++) {
             if (!st) {
                 out->tokens += pairs[j].n_ctx + pairs[j].n_cont - 1 - sc[j].start;

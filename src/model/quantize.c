@@ -30,6 +30,39 @@ bool bl_qmethod_from_name(const char *name, bl_qmethod *out) {
     return false;
 }
 
+/* Which parameters each method reads when it fits the weights. */
+#define QP(p) (1u << (p))
+static const unsigned method_params[BL_QM_COUNT] = {
+    [BL_QM_RTN1] = 0,
+    [BL_QM_RTN2] = QP(BL_QP_GROUP),
+    [BL_QM_RTN3] = QP(BL_QP_GROUP),
+    [BL_QM_RTN4] = QP(BL_QP_GROUP),
+    [BL_QM_ONEBIT] = QP(BL_QP_SVID),
+    [BL_QM_DBF] = QP(BL_QP_BPW) | QP(BL_QP_CALIB) | QP(BL_QP_ITERS) | QP(BL_QP_SEED),
+    [BL_QM_MDBF] = QP(BL_QP_BPW) | QP(BL_QP_ENVELOPE_RANK) | QP(BL_QP_PATHS) |
+                   QP(BL_QP_ACTIVATION_AWARE) | QP(BL_QP_ADAM_STEPS) | QP(BL_QP_CALIB) |
+                   QP(BL_QP_ITERS) | QP(BL_QP_SEED),
+};
+/* Random factors never fit: they drop these and draw from the seed. */
+static const unsigned fit_only = QP(BL_QP_SVID) | QP(BL_QP_ACTIVATION_AWARE) |
+                                 QP(BL_QP_ADAM_STEPS) | QP(BL_QP_CALIB) | QP(BL_QP_ITERS);
+
+bool bl_qmethod_uses(bl_qmethod m, bool random_factors, bl_qparam p) {
+    if ((int)m < 0 || m >= BL_QM_COUNT || (int)p < 0 || p >= BL_QP_COUNT) return false;
+    unsigned u = method_params[m];
+    if (random_factors) u = (u & ~fit_only) | QP(BL_QP_SEED);
+    return u & QP(p);
+}
+
+void bl_qparam_users(bl_qparam p, bool random_factors, char *buf, size_t cap) {
+    size_t k = 0;
+    buf[0] = 0;
+    for (int m = 0; m < BL_QM_COUNT && k < cap; m++)
+        if (bl_qmethod_uses((bl_qmethod)m, random_factors, p))
+            k += (size_t)snprintf(buf + k, cap - k, "%s%s", k ? ", " : "", method_names[m]);
+    if (!buf[0]) snprintf(buf, cap, "none");
+}
+
 void bl_quant_opts_default(bl_quant_opts *o) {
     memset(o, 0, sizeof *o);
     o->method = BL_QM_ONEBIT;
@@ -101,6 +134,9 @@ static bl_status calib_run(const bl_model *m, const bl_quant_opts *o, calib_stat
         memcpy(win + w, o->calib_ids + at, len * sizeof(int32_t));
         bl_state_reset(st);
         s = bl_forward(st, win, w + (int)len, NULL, false, err);
+        if (s)
+            bl_fail_context(err, s, "calibration: window %zu (calibration tokens %zu to %zu)",
+                            at / chunk + 1, at, at + len - 1);
     }
     free(win);
     bl_state_free(st);
@@ -226,7 +262,7 @@ static cJSON *provenance(const bl_model *src, const bl_quant_opts *o) {
     cJSON_AddStringToObject(p, "source", src->path);
     cJSON_AddStringToObject(p, "method", bl_qmethod_name(o->method));
     if (o->method == BL_QM_DBF || o->method == BL_QM_MDBF) {
-        if (o->bpw > 0) cJSON_AddNumberToObject(p, "bpw_target", o->bpw);
+        if (o->bpw > 0) bl_json_add_exact(p, "bpw_target", o->bpw); /* read back exactly */
         else cJSON_AddStringToObject(p, "bpw_target", "onebit");
     }
     if (o->method == BL_QM_MDBF) {
@@ -238,7 +274,7 @@ static cJSON *provenance(const bl_model *src, const bl_quant_opts *o) {
         cJSON_AddNumberToObject(p, "group", o->group);
     if (o->method == BL_QM_ONEBIT) cJSON_AddStringToObject(p, "svid", o->fit.nmf ? "nmf" : "svd");
     if (o->random_factors) cJSON_AddBoolToObject(p, "random_factors", true);
-    cJSON_AddNumberToObject(p, "seed", (double)o->fit.seed);
+    bl_json_add_u64(p, "seed", o->fit.seed);
     cJSON_AddNumberToObject(p, "iters", o->fit.iters);
     cJSON_AddNumberToObject(p, "calib_tokens", (double)o->n_calib);
     cJSON_AddBoolToObject(p, "gradient_importance", o->out_importance != NULL);
@@ -290,7 +326,7 @@ static void fit_one(fit_task *t) {
         fo.in_importance = imp;
         if (o->activation_aware) fo.H = t->cal->gram[in];
     }
-    if (o->out_importance && (o->method == BL_QM_DBF || o->method == BL_QM_MDBF))
+    if (o->out_importance && bl_qmethod_uses(o->method, false, BL_QP_CALIB))
         fo.out_importance = o->out_importance[t->l * BL_PROJ_COUNT + t->p];
     if (!s) s = fit_layer(o, W, L->m, L->n, &fo, t->out, &t->err);
     if (!s && !o->random_factors) {
@@ -316,8 +352,7 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     bl_linear *q = calloc((size_t)total, sizeof *q);
     if (!q) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
     calib_stats cal;
-    bool use_calib = o->calib_ids && o->n_calib > 0 &&
-                     (o->method == BL_QM_DBF || o->method == BL_QM_MDBF);
+    bool use_calib = o->calib_ids && o->n_calib > 0 && bl_qmethod_uses(o->method, false, BL_QP_CALIB);
     bl_status s = BL_OK;
     for (int l = 0; l < c->n_layers && !s; l++)
         for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {

@@ -261,16 +261,17 @@ bl_status bl_tokenizer_decode(const bl_tokenizer *t, const int32_t *ids, size_t 
                            t->path, (int)ids[i], i, (int)t->n_vocab);
         total += t->dec_len[ids[i]];
     }
-    char *out = bl_malloc(total + 1);
-    if (!out) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory decoding", t->path);
+    char *raw = bl_malloc(total + 1);
+    if (!raw) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory decoding", t->path);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        memcpy(out + k, t->dec.p + t->dec_off[ids[i]], t->dec_len[ids[i]]);
+        memcpy(raw + k, t->dec.p + t->dec_off[ids[i]], t->dec_len[ids[i]]);
         k += t->dec_len[ids[i]];
     }
-    out[k] = '\0';
+    char *out = bl_utf8_valid(raw, k, len); /* bytes that form no character become U+FFFD */
+    free(raw);
+    if (!out) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory decoding", t->path);
     *text = out;
-    if (len) *len = k;
     return BL_OK;
 }
 

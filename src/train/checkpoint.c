@@ -3,14 +3,15 @@
  * the previous checkpoint or the new one. It holds every trainable tensor ("param/<name>"), its
  * Adam moments ("adam_m/<name>", "adam_v/<name>"), the sign matrices that flipping may change
  * ("signs/<layer prefix>.<i>"), and in __metadata__["bitllm_train"] a JSON object with the step,
- * the data position, the token count and the options that fix the data order. The data order's
+ * the data position, the token count, the loss before training and the options that fix the data
+ * order, every number stored exactly (as a string). The data order's
  * random stream is counter-based (a permutation drawn from (seed, epoch)), so the data position
  * is its whole state. Frozen tensors are rebuilt from STUDENT on resume. */
 #include "train/train_internal.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,24 +50,29 @@ static bl_status add_signs(void *ctx, nn_signs *s, const char *name, bl_err *err
                             (size_t)(shape[0] * shape[1]), false, err);
 }
 
+/* Version 2 stores every number as a string (bl_json_add_exact / _i64): a resumed run must see
+ * exactly the loss and counters the killed one had (version 1 wrote JSON numbers, which cJSON
+ * does not always read back bit for bit, and is still read). */
 static cJSON *state_json(const nn_model *M, const tr_state *st, const bl_distill_opts *o) {
     cJSON *j = cJSON_CreateObject();
-    char seed[32];
-    snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->seed);
-    cJSON_AddNumberToObject(j, "version", 1);
-    cJSON_AddNumberToObject(j, "step", st->step);
-    cJSON_AddNumberToObject(j, "data_pos", (double)st->data_pos);
-    cJSON_AddNumberToObject(j, "tokens", (double)st->tokens);
-    cJSON_AddNumberToObject(j, "flips", (double)st->flips);
-    cJSON_AddNumberToObject(j, "seconds", st->seconds);
-    cJSON_AddNumberToObject(j, "loss_before", st->loss_before);
-    cJSON_AddNumberToObject(j, "ce_before", st->ce_before);
-    cJSON_AddNumberToObject(j, "mse_before", st->mse_before);
-    cJSON_AddNumberToObject(j, "n_params", (double)M->n_params);
-    cJSON_AddStringToObject(j, "seed", seed);
-    cJSON_AddNumberToObject(j, "seq", o->seq);
-    cJSON_AddNumberToObject(j, "batch", o->batch);
-    cJSON_AddNumberToObject(j, "accum", o->accum);
+    bool ok = j && cJSON_AddNumberToObject(j, "version", 2);
+    ok = ok && bl_json_add_i64(j, "step", st->step);
+    ok = ok && bl_json_add_i64(j, "data_pos", st->data_pos);
+    ok = ok && bl_json_add_i64(j, "tokens", st->tokens);
+    ok = ok && bl_json_add_i64(j, "flips", st->flips);
+    ok = ok && bl_json_add_exact(j, "seconds", st->seconds);
+    ok = ok && bl_json_add_exact(j, "loss_before", st->loss_before);
+    ok = ok && bl_json_add_exact(j, "ce_before", st->ce_before);
+    ok = ok && bl_json_add_exact(j, "mse_before", st->mse_before);
+    ok = ok && bl_json_add_i64(j, "n_params", (int64_t)M->n_params);
+    ok = ok && bl_json_add_u64(j, "seed", o->seed);
+    ok = ok && bl_json_add_i64(j, "seq", o->seq);
+    ok = ok && bl_json_add_i64(j, "batch", o->batch);
+    ok = ok && bl_json_add_i64(j, "accum", o->accum);
+    if (!ok) {
+        cJSON_Delete(j);
+        return NULL;
+    }
     return j;
 }
 
@@ -78,6 +84,7 @@ bl_status tr_checkpoint_save(const char *outdir, const nn_model *M, const float 
     snprintf(path, sizeof path, "%s/checkpoint", outdir);
     if (!s) s = make_dir(path, err);
     if (s) return s;
+    bl_remove_stale_tmp(path, "state.safetensors"); /* left by runs killed while saving */
     bl_st_writer *w;
     if ((s = bl_st_writer_new(&w, err))) return s;
     const float *bufs[3] = {P, m, v};
@@ -95,7 +102,7 @@ bl_status tr_checkpoint_save(const char *outdir, const nn_model *M, const float 
     }
     if (!s) s = each_flippable(M, add_signs, w, err);
     cJSON *j = state_json(M, st, o);
-    char *text = cJSON_PrintUnformatted(j);
+    char *text = j ? cJSON_PrintUnformatted(j) : NULL;
     cJSON_Delete(j);
     if (!s) s = text ? bl_st_writer_meta(w, "bitllm_train", text, err)
                      : bl_fail(err, BL_ERR_NOMEM, "out of memory");
@@ -135,9 +142,9 @@ static bl_status copy_f32(const bl_tensor_set *ts, const char *path, const char 
     return BL_OK;
 }
 
-static double num(const cJSON *j, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+static int64_t int_of(const cJSON *j, const char *key) {
+    int64_t v;
+    return bl_json_get_i64(j, key, &v) ? v : INT64_MIN;
 }
 
 static bl_status check_opts(const cJSON *j, const char *path, const nn_model *M,
@@ -145,16 +152,18 @@ static bl_status check_opts(const cJSON *j, const char *path, const nn_model *M,
     const cJSON *seed = cJSON_GetObjectItemCaseSensitive(j, "seed");
     char want[32];
     snprintf(want, sizeof want, "%llu", (unsigned long long)o->seed);
-    if (num(j, "version") != 1)
+    const cJSON *ver = cJSON_GetObjectItemCaseSensitive(j, "version");
+    if (!cJSON_IsNumber(ver) || (ver->valuedouble != 1 && ver->valuedouble != 2))
         return bl_fail(err, BL_ERR_FORMAT, "%s: unknown checkpoint version", path);
-    if (num(j, "n_params") != (double)M->n_params)
+    if (int_of(j, "n_params") != (int64_t)M->n_params)
         return bl_fail(err, BL_ERR_ARG, "%s: made for another student (parameter count)", path);
-    struct { const char *key; double want; } same[] = {
+    struct { const char *key; int want; } same[] = {
         {"seq", o->seq}, {"batch", o->batch}, {"accum", o->accum}};
     for (int i = 0; i < 3; i++)
-        if (num(j, same[i].key) != same[i].want)
-            return bl_fail(err, BL_ERR_ARG, "%s: the checkpoint was made with --%s %g, this run "
-                           "asks for %g", path, same[i].key, num(j, same[i].key), same[i].want);
+        if (int_of(j, same[i].key) != same[i].want)
+            return bl_fail(err, BL_ERR_ARG, "%s: the checkpoint was made with --%s %lld, this run "
+                           "asks for %d", path, same[i].key, (long long)int_of(j, same[i].key),
+                           same[i].want);
     if (!cJSON_IsString(seed) || strcmp(seed->valuestring, want) != 0)
         return bl_fail(err, BL_ERR_ARG, "%s: the checkpoint was made with another --seed", path);
     return BL_OK;
@@ -191,20 +200,25 @@ bl_status tr_checkpoint_load(const char *outdir, nn_model *M, float *P, float *m
     load_ctx lc = {&ts, path};
     if (!s) s = each_flippable(M, load_signs, &lc, err);
     if (!s) {
-        const double step = num(j, "step"), pos = num(j, "data_pos"), tok = num(j, "tokens"),
-                     flips = num(j, "flips");
-        if (!(step >= 0 && step <= 1e9 && pos >= 0 && pos <= 9e15 && tok >= 0 && tok <= 9e15 &&
-              flips >= 0 && flips <= 9e15))
+        int64_t step, pos, tok, flips;
+        double sec, loss, ce, mse;
+        if (!bl_json_get_i64(j, "step", &step) || !bl_json_get_i64(j, "data_pos", &pos) ||
+            !bl_json_get_i64(j, "tokens", &tok) || !bl_json_get_i64(j, "flips", &flips) ||
+            !(step >= 0 && step <= 1000000000 && pos >= 0 && tok >= 0 && flips >= 0))
             s = bl_fail(err, BL_ERR_FORMAT, "%s: bad step, data position or counters", path);
+        else if (!bl_json_get_exact(j, "seconds", &sec) ||
+                 !bl_json_get_exact(j, "loss_before", &loss) ||
+                 !bl_json_get_exact(j, "ce_before", &ce) || !bl_json_get_exact(j, "mse_before", &mse))
+            s = bl_fail(err, BL_ERR_FORMAT, "%s: bad time or loss in the training state", path);
         if (!s) {
             st->step = (int)step;
-            st->data_pos = (int64_t)pos;
-            st->tokens = (int64_t)tok;
-            st->flips = (int64_t)flips;
-            st->seconds = num(j, "seconds");
-            st->loss_before = num(j, "loss_before");
-            st->ce_before = num(j, "ce_before");
-            st->mse_before = num(j, "mse_before");
+            st->data_pos = pos;
+            st->tokens = tok;
+            st->flips = flips;
+            st->seconds = sec;
+            st->loss_before = loss;
+            st->ce_before = ce;
+            st->mse_before = mse;
         }
     }
     cJSON_Delete(j);

@@ -43,6 +43,7 @@ typedef struct {
     int32_t *tok;
     tr_order order;
     tr_state st;
+    const char *teacher_path, *student_path;
 } trainer;
 
 static void trainer_free(trainer *t) {
@@ -117,9 +118,22 @@ static bl_status trainer_init(trainer *t, const bl_model *teacher, const bl_mode
     return tr_order_init(&t->order, t->data, o->seed, err);
 }
 
+/* A non-finite loss: which model's forward pass produced the first NaN/Inf, and where. */
+static bl_status loss_not_finite(const trainer *t, double ce, double mse, bl_err *err) {
+    char where[200];
+    if (tr_find_nonfinite(t->T, t->AT, where, sizeof where))
+        return bl_fail(err, BL_ERR_NUMERIC, "the loss is not finite (ce %g, mse %g): the teacher "
+                       "%s has a non-finite value %s", ce, mse, t->teacher_path, where);
+    if (tr_find_nonfinite(t->S, t->AS, where, sizeof where))
+        return bl_fail(err, BL_ERR_NUMERIC, "the loss is not finite (ce %g, mse %g): the student "
+                       "(from %s) has a non-finite value %s", ce, mse, t->student_path, where);
+    return bl_fail(err, BL_ERR_NUMERIC, "the loss is not finite (ce %g, mse %g)", ce, mse);
+}
+
 /* Teacher targets and student loss for the rows now in t->tok; with backward, the gradients
- * (scaled by 1/accum) accumulate into t->G. */
-static void micro_batch(trainer *t, bool backward, double *ce, double *mse) {
+ * (scaled by 1/accum) accumulate into t->G. A non-finite loss is an error naming its origin
+ * (checked before the backward pass, so the stored activations still show it). */
+static bl_status micro_batch(trainer *t, bool backward, double *ce, double *mse, bl_err *err) {
     const bl_config *c = &t->S->cfg;
     nn_acts_f32 *AS = t->AS, *AT = t->AT;
     const int64_t N = AS->N, D = c->dim, V = c->vocab_size;
@@ -135,11 +149,14 @@ static void micro_batch(trainer *t, bool backward, double *ce, double *mse) {
         *mse += nn_hidden_mse_f32(AS->x + (l + 1) * N * D, AT->x + (l + 1) * N * D, N, (int)D,
                                   t->o.alpha * scale, backward ? AS->dhid + l * N * D : NULL,
                                   AS->row);
+    if (!isfinite(*ce) || !isfinite(*mse)) return loss_not_finite(t, *ce, *mse, err);
     if (backward) nn_backward_f32(t->S, t->PS, t->G, AS, t->tok, AS->logits, AS->dhid);
+    return BL_OK;
 }
 
 /* KD loss on fixed batches: the first eval_batches·batch rows of the data, in file order. */
-static void eval_loss(trainer *t, double *loss, double *ce, double *mse) {
+static bl_status eval_loss(trainer *t, double *loss, double *ce, double *mse, const char *when,
+                           bl_err *err) {
     const int B = t->o.batch, T = t->o.seq, nb = t->o.eval_batches > 0 ? t->o.eval_batches : 1;
     double sc = 0, sm = 0;
     for (int e = 0; e < nb; e++) {
@@ -148,13 +165,15 @@ static void eval_loss(trainer *t, double *loss, double *ce, double *mse) {
             memcpy(t->tok + (int64_t)b * T, t->data->ids + r * T, sizeof(int32_t) * (size_t)T);
         }
         double c1, m1;
-        micro_batch(t, false, &c1, &m1);
+        bl_status s = micro_batch(t, false, &c1, &m1, err);
+        if (s) return bl_fail_context(err, s, "%s (fixed batch %d)", when, e + 1);
         sc += c1;
         sm += m1;
     }
     *ce = sc / nb;
     *mse = sm / nb;
     *loss = *ce + t->o.alpha * *mse;
+    return BL_OK;
 }
 
 static void note(const bl_distill_opts *o, const char *fmt, ...)
@@ -174,15 +193,17 @@ static char *provenance_json(const trainer *t, const bl_model *teacher, const bl
     cJSON *p = cJSON_CreateObject(), *d = cJSON_AddObjectToObject(p, "distillation");
     cJSON_AddStringToObject(d, "teacher", teacher->path);
     cJSON_AddStringToObject(d, "student", student->path);
+    /* integers below 2^31 are exact as JSON numbers; the rest are stored as exact strings */
     cJSON_AddNumberToObject(d, "steps", t->st.step);
-    cJSON_AddNumberToObject(d, "tokens", (double)t->st.tokens);
+    bl_json_add_i64(d, "tokens", t->st.tokens);
     cJSON_AddNumberToObject(d, "seq", o->seq);
     cJSON_AddNumberToObject(d, "batch", o->batch);
     cJSON_AddNumberToObject(d, "accum", o->accum);
-    cJSON_AddNumberToObject(d, "lr", o->lr);
-    cJSON_AddNumberToObject(d, "alpha", o->alpha);
-    cJSON_AddNumberToObject(d, "seed", (double)o->seed);
-    cJSON_AddNumberToObject(d, "flips", (double)t->st.flips);
+    bl_json_add_exact(d, "lr", o->lr);
+    bl_json_add_exact(d, "min_lr", o->lr_min);
+    bl_json_add_exact(d, "alpha", o->alpha);
+    bl_json_add_u64(d, "seed", o->seed);
+    bl_json_add_i64(d, "flips", t->st.flips);
     if (o->provenance) cJSON_AddStringToObject(d, "command", o->provenance);
     if (student->quant_config_json) { /* keep how the student was quantized */
         cJSON *q = cJSON_Parse(student->quant_config_json);
@@ -206,14 +227,18 @@ static bl_status train_step(trainer *t, int step, bl_distill_progress *pr, bl_er
             memcpy(t->tok + (int64_t)b * T, tr_order_row(&t->order, t->st.data_pos++),
                    sizeof(int32_t) * (size_t)T);
         double c1, m1;
-        micro_batch(t, true, &c1, &m1);
+        bl_status s = micro_batch(t, true, &c1, &m1, err);
+        if (s) return bl_fail_context(err, s, "step %d, micro-batch %d", step + 1, a + 1);
         ce += c1 / o->accum;
         mse += m1 / o->accum;
     }
     const double gnorm = tr_grad_norm(t->S, t->G);
-    if (!isfinite(ce) || !isfinite(mse) || !isfinite(gnorm))
-        return bl_fail(err, BL_ERR_NUMERIC, "step %d: the loss or the gradients are not finite "
-                       "(ce %g, mse %g, gradient norm %g)", step + 1, ce, mse, gnorm);
+    if (!isfinite(gnorm)) {
+        const char *bad = tr_nonfinite_grad(t->S, t->G);
+        return bl_fail(err, BL_ERR_NUMERIC, "step %d: the gradients are not finite (norm %g; "
+                       "first in %s of the student from %s)", step + 1, gnorm,
+                       bad ? bad : "?", t->student_path);
+    }
     const float gscale = o->clip > 0 && gnorm > o->clip ? (float)(o->clip / gnorm) : 1.0f;
     const double lr = tr_lr(o, step);
     tr_adamw(t->S, t->PS, t->G, t->m, t->v, step + 1, lr, gscale, o);
@@ -242,6 +267,8 @@ static bl_status distill_run(const bl_model *teacher, const bl_model *student,
     t.o = *opts;
     if (t.o.warmup < 0) t.o.warmup = t.o.steps / 20;
     t.data = data;
+    t.teacher_path = teacher->path ? teacher->path : "teacher";
+    t.student_path = student->path ? student->path : "student";
     bl_status s = check_opts(&t.o, teacher, student, data, err);
     if (!s) s = trainer_init(&t, teacher, student, err);
     int last_ckpt = -1;
@@ -253,7 +280,8 @@ static bl_status distill_run(const bl_model *teacher, const bl_model *student,
             note(&t.o, "resumed from step %d of %s/checkpoint", t.st.step, outdir);
         }
     } else if (!s) {
-        eval_loss(&t, &t.st.loss_before, &t.st.ce_before, &t.st.mse_before);
+        s = eval_loss(&t, &t.st.loss_before, &t.st.ce_before, &t.st.mse_before,
+                      "loss before training", err);
     }
     res->start_step = t.st.step;
     const double t0 = bl_time_s(), sec0 = t.st.seconds;
@@ -295,9 +323,13 @@ static bl_status distill_run(const bl_model *teacher, const bl_model *student,
     }
     if (!s && !res->stopped) {
         s = tr_checkpoint_save(outdir, t.S, t.PS, t.m, t.v, &t.st, &t.o, err);
-        if (!s) eval_loss(&t, &res->loss_after, &res->ce_after, &res->mse_after);
+        if (!s)
+            s = eval_loss(&t, &res->loss_after, &res->ce_after, &res->mse_after,
+                          "loss after training", err);
         char *prov = s ? NULL : provenance_json(&t, teacher, student);
-        if (!s) s = tr_export(t.S, t.PS, student, outdir, student->quant_method, prov, err);
+        if (!s)
+            s = tr_export(t.S, t.PS, student, t.o.export_dir ? t.o.export_dir : outdir,
+                          student->quant_method, prov, err);
         free(prov);
     }
     res->tokens = t.st.tokens;

@@ -44,6 +44,8 @@ static bl_status gen_row(bl_state *st, bl_sampler *smp, const bl_config *c, int 
             fed = pos;
             smp->temperature = greedy > 0 ? 0.0f : 1.0f;
             tok = (int32_t)bl_sample(smp, logits);
+            if (tok < 0) /* bl_forward already refuses non-finite logits */
+                return bl_fail(err, BL_ERR_NUMERIC, "non-finite logits at position %d", pos - 1);
             if (greedy > 0) greedy--;
         }
         row[pos++] = tok;
@@ -88,6 +90,7 @@ bl_status bl_train_data_generate(const bl_model *teacher, int64_t n_rows, int se
             if (s) continue;
             bl_rng_seed(&smp.rng, row_seed(seed, r));
             s = gen_row(st, &smp, c, seq, out->ids + r * seq, logits, &e);
+            if (s) bl_fail_context(&e, s, "generating training row %lld", (long long)r);
 #pragma omp critical(bl_generate)
             {
                 if (s && r < failed_row) { /* report the lowest failing row */

@@ -4,6 +4,8 @@
  * output. No parameter gradient is formed. */
 #include "train/train_internal.h"
 
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,7 +24,14 @@ static bl_status run_window(nn_model *M, const float *P, double **sums, nn_acts_
     const int V = M->cfg.vocab_size;
     nn_forward_f32(M, P, a, win);
     /* scale = rows so that each position's gradient is that of its own (unaveraged) NLL */
-    nn_hard_ce_f32(a->logits, win + 1, w - 1, V, (double)(w - 1), a->logits, a->row);
+    const double loss = nn_hard_ce_f32(a->logits, win + 1, w - 1, V, (double)(w - 1), a->logits,
+                                       a->row);
+    if (!isfinite(loss)) {
+        char where[200] = "";
+        if (!tr_find_nonfinite(M, a, where, sizeof where)) snprintf(where, sizeof where, "?");
+        return bl_fail(err, BL_ERR_NUMERIC, "the loss is not finite (%g): non-finite value %s",
+                       loss, where);
+    }
     memset(a->logits + (size_t)(w - 1) * V, 0, sizeof(float) * (size_t)V);
     nn_backward_f32(M, P, NULL, a, win, a->logits, NULL);
     return BL_OK;
@@ -63,6 +72,10 @@ bl_status bl_grad_stats(const bl_model *m, const int32_t *ids, size_t n, int ctx
         w += (int)len;
         if (w < 2) break; /* a lone trailing token predicts nothing */
         s = run_window(M, P, sums, &A, win, w, err);
+        if (s)
+            bl_fail_context(err, s, "%s: output-gradient statistics, window %zu (calibration "
+                            "tokens %zu to %zu)", m->path ? m->path : "model", at / chunk + 1, at,
+                            at + len - 1);
         positions += w;
     }
     for (int i = 0; i < total && !s; i++) {
@@ -72,7 +85,15 @@ bl_status bl_grad_stats(const bl_model *m, const int32_t *ids, size_t n, int ctx
             s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
             break;
         }
-        for (int64_t r = 0; r < rows; r++) out[i][r] = (float)(sums[i][r] / (double)positions);
+        for (int64_t r = 0; r < rows && !s; r++) {
+            out[i][r] = (float)(sums[i][r] / (double)positions);
+            if (!isfinite(out[i][r]))
+                s = bl_fail(err, BL_ERR_NUMERIC, "%s: the output-gradient statistics of "
+                            "model.layers.%d.%s are not finite (channel %lld)",
+                            m->path ? m->path : "model", i / BL_PROJ_COUNT,
+                            bl_proj_hf_name(i % BL_PROJ_COUNT), (long long)r);
+        }
+        if (s) break;
     }
     if (s)
         for (int i = 0; i < total; i++) {

@@ -55,6 +55,15 @@ bl_status tr_checkpoint_save(const char *outdir, const nn_model *M, const float 
 bl_status tr_checkpoint_load(const char *outdir, nn_model *M, float *P, float *m, float *v,
                              tr_state *st, const bl_distill_opts *o, bl_err *err);
 
+/* ---- non-finite values (nonfinite.c) ---- */
+
+/* Describes the first NaN/Inf of the forward pass stored in A ("in the output of layer 3
+ * (sequence 0, position 17)": embeddings, each layer's output, final norm, logits, in that
+ * order) into buf; false when every value is finite. */
+bool tr_find_nonfinite(const nn_model *M, const nn_acts_f32 *A, char *buf, size_t cap);
+/* Name of the first trainable tensor whose gradient in G holds a NaN/Inf, or NULL. */
+const char *tr_nonfinite_grad(const nn_model *M, const float *G);
+
 /* ---- export (export.c) ---- */
 
 /* Writes the student as a normal model directory (config.json with quantization_config,
