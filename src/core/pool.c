@@ -260,17 +260,29 @@ void bl_pool_run(bl_pool *p, bl_pool_fn fn, void *ctx) {
     bl_pool_run_n(p, BL_POOL_MAX_THREADS, fn, ctx);
 }
 
+/* bl_pool_for hands out CHUNKS_PER_THREAD contiguous chunks per thread from a shared counter,
+ * in order: on an idle machine each thread ends up with about 1/nth of the range, and when a
+ * thread is descheduled (a machine shared with other work) the others take its chunks instead of
+ * waiting for all of its share. Which thread computes a chunk never changes how it is computed. */
+#define CHUNKS_PER_THREAD 4
+
 typedef struct {
     bl_range_fn fn;
     void *ctx;
-    int64_t n;
+    int64_t n, chunks;
+    atomic_llong next;
 } range_task;
 
 static void range_run(void *ctx, int ith, int nth) {
-    const range_task *t = ctx;
-    int64_t lo, hi;
-    bl_split_range(t->n, ith, nth, &lo, &hi);
-    if (lo < hi) t->fn(t->ctx, lo, hi);
+    range_task *t = ctx;
+    (void)ith, (void)nth;
+    for (;;) {
+        const int64_t k = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
+        if (k >= t->chunks) break;
+        int64_t lo, hi;
+        bl_split_range(t->n, (int)k, (int)t->chunks, &lo, &hi);
+        if (lo < hi) t->fn(t->ctx, lo, hi);
+    }
 }
 
 void bl_pool_for(bl_pool *p, int64_t n, bool parallel, bl_range_fn fn, void *ctx) {
@@ -279,6 +291,8 @@ void bl_pool_for(bl_pool *p, int64_t n, bool parallel, bl_range_fn fn, void *ctx
         fn(ctx, 0, n);
         return;
     }
-    range_task t = {fn, ctx, n};
-    bl_pool_run_n(p, n < BL_POOL_MAX_THREADS ? (int)n : BL_POOL_MAX_THREADS, range_run, &t);
+    const int nth = n < bl_pool_size(p) ? (int)n : bl_pool_size(p);
+    const int64_t chunks = n < (int64_t)nth * CHUNKS_PER_THREAD ? n : (int64_t)nth * CHUNKS_PER_THREAD;
+    range_task t = {fn, ctx, n, chunks, 0};
+    bl_pool_run_n(p, nth, range_run, &t);
 }
