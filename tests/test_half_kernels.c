@@ -1,6 +1,6 @@
-/* 16-bit dense kernels (the FP baseline) against the scalar reference: every ISA level this CPU
- * runs, F16 and BF16, awkward shapes and batches, 1 and 2 threads and each token alone (all of
- * which must agree bit for bit), and the dense layer that uses them. */
+/* Dense kernels (the FP baseline) against the scalar reference: every ISA level this CPU runs,
+ * F16, BF16 and F32 weights, awkward shapes and batches, 1 and 2 threads and each token alone
+ * (all of which must agree bit for bit), and the dense layer that uses them. */
 #include <stdint.h>
 
 #include "bitllm/format.h"
@@ -17,7 +17,7 @@ static void convert_at(bl_isa isa, bl_dtype dt, const uint16_t *src, float *dst,
     else bl_half_to_f32_ref(dt, src, dst, n);
 }
 
-static const bl_dtype dtypes[] = {BL_DT_F16, BL_DT_BF16};
+static const bl_dtype dtypes[] = {BL_DT_F16, BL_DT_BF16, BL_DT_F32};
 
 static uint16_t to_half(bl_dtype dt, float v) {
     return dt == BL_DT_BF16 ? bl_f32_to_bf16(v) : bl_f32_to_f16(v);
@@ -64,8 +64,30 @@ static void test_convert_every_value(void) {
 /* One problem: W (m×n, normal·0.05 rounded to dt, a few large and tiny values mixed in) and X
  * (T×n standard normal), checked at every level against the double-accumulated reference with
  * the float-summation tolerance |y − y_ref| ≤ 1e-5·Σ_j|w_ij·x_j| + 1e-6. */
+static const char *dt_name(bl_dtype dt) {
+    return dt == BL_DT_BF16 ? "bf16" : dt == BL_DT_F16 ? "f16" : "f32";
+}
+
+/* The product through the public entry for dt (W holds 16-bit values, or floats for F32);
+ * ex NULL: the scalar reference. */
+static void matmul(bl_dtype dt, const void *W, int64_t m, int64_t n, const float *X, int64_t T,
+                   float *Y, const bl_exec *ex) {
+    if (!ex && dt == BL_DT_F32) bl_f32_matmul_ref(W, m, n, X, T, Y);
+    else if (!ex) bl_half_matmul_ref(dt, W, m, n, X, T, Y);
+    else if (dt == BL_DT_F32) bl_f32_matmul(W, m, n, X, T, Y, ex);
+    else bl_half_matmul(dt, W, m, n, X, T, Y, ex);
+}
+
+static float weight_at(bl_dtype dt, const void *W, int64_t k) {
+    if (dt == BL_DT_F32) return ((const float *)W)[k];
+    float v;
+    bl_half_to_f32_ref(dt, (const uint16_t *)W + k, &v, 1);
+    return v;
+}
+
 static void check_problem(bl_dtype dt, int64_t m, int64_t n, int64_t T, uint64_t seed) {
-    uint16_t *W = malloc((size_t)(m * n) * sizeof *W);
+    const size_t wsize = dt == BL_DT_F32 ? 4 : 2;
+    void *W = malloc((size_t)(m * n) * wsize);
     float *X = malloc((size_t)(T * n) * sizeof *X), *Yref = malloc((size_t)(T * m) * sizeof(float));
     float *Y1 = malloc((size_t)(T * m) * sizeof(float)), *Y2 = malloc((size_t)(T * m) * sizeof(float));
     double *mag = calloc((size_t)(T * m), sizeof(double));
@@ -76,22 +98,20 @@ static void check_problem(bl_dtype dt, int64_t m, int64_t n, int64_t T, uint64_t
         float v = 0.05f * bl_rng_normal(&r);
         if (k % 97 == 5) v *= 1000.0f;
         if (k % 89 == 3) v *= 1e-6f; /* subnormal in F16 */
-        W[k] = to_half(dt, v);
+        if (dt == BL_DT_F32) ((float *)W)[k] = v;
+        else ((uint16_t *)W)[k] = to_half(dt, v);
     }
     for (int64_t k = 0; k < T * n; k++) X[k] = bl_rng_normal(&r);
-    bl_half_matmul_ref(dt, W, m, n, X, T, Yref);
-    float wj;
+    matmul(dt, W, m, n, X, T, Yref, NULL);
     for (int64_t t = 0; t < T; t++)
         for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < n; j++) {
-                bl_half_to_f32_ref(dt, &W[i * n + j], &wj, 1);
-                mag[t * m + i] += fabs((double)wj * X[t * n + j]);
-            }
+            for (int64_t j = 0; j < n; j++)
+                mag[t * m + i] += fabs((double)weight_at(dt, W, i * n + j) * X[t * n + j]);
     const bl_isa best = bl_cpu_best_isa();
     for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
         const bl_exec one = {NULL, (bl_isa)isa}, two = {two_threads, (bl_isa)isa};
-        bl_half_matmul(dt, W, m, n, X, T, Y1, &one);
-        bl_half_matmul(dt, W, m, n, X, T, Y2, &two);
+        matmul(dt, W, m, n, X, T, Y1, &one);
+        matmul(dt, W, m, n, X, T, Y2, &two);
         double worst = 0;
         for (int64_t k = 0; k < T * m; k++) {
             double e = fabs((double)Y1[k] - Yref[k]) / (1e-5 * mag[k] + 1e-6);
@@ -99,18 +119,19 @@ static void check_problem(bl_dtype dt, int64_t m, int64_t n, int64_t T, uint64_t
         }
         CHECK_MSG(memcmp(Y1, Y2, (size_t)(T * m) * sizeof(float)) == 0,
                   "%s %s m=%lld n=%lld T=%lld: 1 vs 2 threads differ", bl_isa_name((bl_isa)isa),
-                  dt == BL_DT_BF16 ? "bf16" : "f16", (long long)m, (long long)n, (long long)T);
-        /* batch invariance: each token alone gives exactly its row of the batch */
+                  dt_name(dt), (long long)m, (long long)n, (long long)T);
+        /* batch invariance: each token alone gives exactly its row of the batch (what batched
+         * decoding of several sequences relies on) */
         int differ = 0;
         for (int64_t t = 0; t < T; t++) {
-            bl_half_matmul(dt, W, m, n, X + t * n, 1, Y2, &two);
+            matmul(dt, W, m, n, X + t * n, 1, Y2, &two);
             differ += memcmp(Y2, Y1 + t * m, (size_t)m * sizeof(float)) != 0;
         }
         CHECK_MSG(differ == 0, "%s %s m=%lld n=%lld T=%lld: %d tokens differ alone and batched",
-                  bl_isa_name((bl_isa)isa), dt == BL_DT_BF16 ? "bf16" : "f16", (long long)m,
-                  (long long)n, (long long)T, differ);
+                  bl_isa_name((bl_isa)isa), dt_name(dt), (long long)m, (long long)n,
+                  (long long)T, differ);
         CHECK_MSG(worst <= 1.0, "%s %s m=%lld n=%lld T=%lld: error %.3g x tolerance",
-                  bl_isa_name((bl_isa)isa), dt == BL_DT_BF16 ? "bf16" : "f16", (long long)m,
+                  bl_isa_name((bl_isa)isa), dt_name(dt), (long long)m,
                   (long long)n, (long long)T, worst);
     }
     free(W), free(X), free(Yref), free(Y1), free(Y2), free(mag);
@@ -120,7 +141,7 @@ static void test_small_shapes(void) {
     static const int64_t sizes[] = {1, 7, 63, 64, 65, 511, 513};
     static const int64_t Ts[] = {1, 2, 3, 5, 7};
     uint64_t seed = 1;
-    for (int d = 0; d < 2; d++)
+    for (int d = 0; d < 3; d++)
         for (int a = 0; a < 7; a++)
             for (int b = 0; b < 7; b++)
                 for (int t = 0; t < 5; t++)
@@ -131,24 +152,33 @@ static void test_small_shapes(void) {
 static void test_large_shapes(void) {
     static const int64_t shapes[][3] = {{4095, 65, 1}, {65, 4095, 3}, {513, 4095, 1},
                                         {4095, 513, 2}, {300, 1000, 17}};
-    for (int d = 0; d < 2; d++)
+    /* the sanitizer pass (BITLLM_TEST_QUICK) leaves F32 to the small shapes: it runs the same
+     * tiles as the 16-bit kinds, only the loads differ */
+    const char *q = getenv("BITLLM_TEST_QUICK");
+    const int kinds = q && *q && strcmp(q, "0") != 0 ? 2 : 3;
+    for (int d = 0; d < kinds; d++)
         for (int s = 0; s < 5; s++)
             check_problem(dtypes[d], shapes[s][0], shapes[s][1], shapes[s][2], 100 + (uint64_t)s);
 }
 
-/* The dense layer over a 16-bit tensor equals x·Ŵᵀ (Ŵ from its own to_dense) for batches of
- * every tile remainder. */
+/* The dense layer over a 16-bit or f32 tensor equals x·Ŵᵀ (Ŵ from its own to_dense) for
+ * batches of every tile remainder. */
 static void test_dense_layer(void) {
     const int64_t m = 37, n = 129;
-    for (int d = 0; d < 2; d++) {
-        uint16_t *w = malloc((size_t)(m * n) * sizeof *w);
+    for (int d = 0; d < 3; d++) {
+        const size_t wsize = dtypes[d] == BL_DT_F32 ? 4 : 2;
+        void *w = malloc((size_t)(m * n) * wsize);
         float *Wf = malloc((size_t)(m * n) * sizeof *Wf);
         REQUIRE(w && Wf);
         bl_rng r;
         bl_rng_seed(&r, 7);
-        for (int64_t k = 0; k < m * n; k++) w[k] = to_half(dtypes[d], 0.1f * bl_rng_normal(&r));
+        for (int64_t k = 0; k < m * n; k++) {
+            float v = 0.1f * bl_rng_normal(&r);
+            if (dtypes[d] == BL_DT_F32) ((float *)w)[k] = v;
+            else ((uint16_t *)w)[k] = to_half(dtypes[d], v);
+        }
         bl_tensor t = {.name = "w", .dtype = dtypes[d], .ndim = 2, .shape = {m, n}, .data = w,
-                       .nbytes = (size_t)(m * n) * 2};
+                       .nbytes = (size_t)(m * n) * wsize};
         bl_linear L;
         bl_err err;
         REQUIRE(bl_linear_dense_init(&L, &t, &err) == BL_OK);

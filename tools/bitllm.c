@@ -17,6 +17,8 @@ static const command commands[] = {
     {"info", cmd_info, "architecture, tensors, parameters, size and bpw of a model"},
     {"tokenize", cmd_tokenize, "encode text to token ids"},
     {"generate", cmd_generate, "generate text (greedy or sampled)"},
+    {"chat", cmd_chat, "interactive chat in the terminal (or over a pipe)"},
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server with continuous batching"},
     {"ppl", cmd_ppl, "perplexity on a text file"},
     {"quantize", cmd_quantize, "quantize a model (rtn1-4, onebit, dbf, mdbf) into a new directory"},
     {"distill", cmd_distill, "quantization-aware distillation of a quantized student from its teacher"},

@@ -198,6 +198,13 @@ bl_outdir *cli_outdir_prepare(const char *cmd, const char *out, const char *cons
     return od;
 }
 
+int cli_check_sampling(const cli_spec *spec, double temp) {
+    if (temp != 0 || !(cli_given(spec, "top-p") || cli_given(spec, "seed"))) return CLI_OK;
+    cli_errorf(spec->name, "--%s has no effect with --temp 0 (greedy decoding)",
+               cli_given(spec, "top-p") ? "top-p" : "seed");
+    return CLI_USAGE;
+}
+
 int cli_error(const char *cmd, const bl_err *err) {
     fprintf(stderr, "bitllm %s: %s\n", cmd, err->msg[0] ? err->msg : bl_status_name(err->code));
     return 1;

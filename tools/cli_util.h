@@ -54,6 +54,9 @@ int cli_parse(const cli_spec *spec, int argc, char **argv, const char **pos, int
 bool cli_given(const cli_spec *spec, const char *name);
 /* The option called name (NULL if none). */
 const cli_opt *cli_find(const cli_spec *spec, const char *name);
+/* Sampling flags: --top-p and --seed are refused with --temp 0 (greedy decoding uses neither);
+ * prints the error and returns CLI_USAGE, else CLI_OK (spec->given must be set). */
+int cli_check_sampling(const cli_spec *spec, double temp);
 /* Exit code for a parse result that is not CLI_OK. */
 static inline int cli_exit_code(int parse_result) { return parse_result == CLI_HELP ? 0 : 2; }
 

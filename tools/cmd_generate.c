@@ -43,11 +43,7 @@ int cmd_generate(int argc, char **argv) {
     const char *pos[1];
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);
-    if (temp == 0 && (cli_given(&spec, "top-p") || cli_given(&spec, "seed"))) {
-        cli_errorf("generate", "--%s has no effect with --temp 0 (greedy decoding)",
-                   cli_given(&spec, "top-p") ? "top-p" : "seed");
-        return 2;
-    }
+    if ((r = cli_check_sampling(&spec, temp)) != CLI_OK) return cli_exit_code(r);
     bl_model *m = cli_load_model(pos[0], tokp);
     if (!m) return 1;
     int rc = 1;

@@ -7,12 +7,14 @@
 #include "cli.h"
 #include "cli_util.h"
 
-/* A tokenizer.json file, or a directory with tokenizer.json and no config.json. */
+/* A tokenizer.json file (told by content), or a directory with tokenizer.json and no
+ * config.json. */
 static bool is_bare_tokenizer(const char *path) {
-    size_t n = strlen(path);
-    if (n >= 5 && strcmp(path + n - 5, ".json") == 0) return true;
+    bl_file_kind kind;
+    if (bl_detect_file(path, &kind, NULL, 0, NULL) != BL_OK) return false;
+    if (kind == BL_FILE_JSON) return true;
     struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return false;
+    if (kind != BL_FILE_DIR) return false;
     char p[4096];
     snprintf(p, sizeof p, "%s/config.json", path);
     if (stat(p, &st) == 0) return false;

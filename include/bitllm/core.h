@@ -134,6 +134,11 @@ bool bl_json_exact_value(const struct cJSON *item, double *v);
 bool bl_json_add_i64(struct cJSON *obj, const char *key, int64_t v);
 bool bl_json_get_i64(const struct cJSON *obj, const char *key, int64_t *v);
 bool bl_json_add_u64(struct cJSON *obj, const char *key, uint64_t v);
+/* Strict parsing for the file readers: text[0, len) must hold exactly one JSON value with only
+ * whitespace after it (cJSON alone accepts trailing bytes, so a file holding two objects would
+ * load its first silently) and no raw NUL byte (cJSON would end a string there). NULL on
+ * failure, with *bad_at (may be NULL) the byte offset where the text stops being valid. */
+struct cJSON *bl_json_parse(const char *text, size_t len, size_t *bad_at);
 
 /* Read-only memory map of a whole file (falls back to reading into memory if mmap fails). Large
  * files are mapped at a 2 MiB-aligned address so they can later be made private in huge pages. */

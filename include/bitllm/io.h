@@ -16,6 +16,9 @@ typedef struct {
     int n_maps;
     void **owned;    /* heap buffers owned by the set (converted/dequantized tensors) */
     int n_owned;
+    char **files;    /* the files the tensors came from, for messages */
+    int n_files;
+    int *file_of;    /* per tensor: its index in files, -1 if none was named */
     struct bl_pool *pool; /* threads for work done while loading from the set (not owned; NULL:
                              the calling thread) */
 } bl_tensor_set;
@@ -27,6 +30,10 @@ bl_status bl_tensor_set_add(bl_tensor_set *s, const bl_tensor *t, bl_err *err);
 bl_status bl_tensor_set_own(bl_tensor_set *s, void *buf, bl_err *err);
 bl_status bl_tensor_set_own_map(bl_tensor_set *s, bl_mmap *m, bl_err *err); /* takes ownership */
 void bl_tensor_set_free(bl_tensor_set *s);
+/* Names the file the tensors added from now on come from (the parsers call it). */
+bl_status bl_tensor_set_begin_file(bl_tensor_set *s, const char *path, bl_err *err);
+/* The file t (a tensor of s, or one with the same name) came from, or NULL if unknown. */
+const char *bl_tensor_set_file(const bl_tensor_set *s, const bl_tensor *t);
 /* Gives back the memory of [p, p+n) if it lies in one of the set's mapped files (bl_mmap_release:
  * the bytes are read again from the file if touched later), so streaming over a large model keeps
  * the resident size near one layer, and a repacked copy does not keep a second one alive. No-op
@@ -35,11 +42,34 @@ void bl_tensor_set_release(const bl_tensor_set *s, const void *p, size_t n);
 /* Makes every mapped file of the set private memory (bl_mmap_privatize); views stay valid. */
 bl_status bl_tensor_set_privatize(bl_tensor_set *s, const char *what, bl_err *err);
 
+/* ---- what a file is, from its first bytes (never its name) ---- */
+typedef enum {
+    BL_FILE_UNKNOWN = 0, BL_FILE_EMPTY, BL_FILE_DIR, BL_FILE_GGUF, BL_FILE_SAFETENSORS,
+    BL_FILE_LLAMA2C, BL_FILE_LLAMA2C_TOKENIZER, BL_FILE_JSON, BL_FILE_ZIP, BL_FILE_PICKLE,
+} bl_file_kind;
+#define BL_DETECT_BYTES 64 /* bytes of the head that detection looks at */
+/* Kind of a file of size bytes whose first n bytes (n <= size) are head. A legacy llama2.c
+ * checkpoint (no magic) is recognised by its 7 header fields being in range. */
+bl_file_kind bl_detect_bytes(const uint8_t *head, size_t n, uint64_t size);
+/* "a GGUF file", "a safetensors file", "a llama2.c checkpoint", ... */
+const char *bl_file_kind_name(bl_file_kind k);
+/* For error messages: what the content looks like ("starts with GGUF magic: a GGUF file?",
+ * "starts with bytes 7f 45 4c 46 ..."). */
+void bl_describe_content(const uint8_t *head, size_t n, uint64_t size, char *buf, size_t cap);
+/* Kind of the file or directory at path; what (may be NULL) receives bl_describe_content's text.
+ * Fails only when path cannot be opened. */
+bl_status bl_detect_file(const char *path, bl_file_kind *kind, char *what, size_t cap,
+                         bl_err *err);
+
 /* ---- safetensors ---- */
 /* Opens one .safetensors file and appends its tensors to set. If metadata_json is non-NULL it
  * receives a malloc'ed copy of the "__metadata__" object as JSON text (or NULL if absent). */
 bl_status bl_safetensors_open(const char *path, bl_tensor_set *set, char **metadata_json,
                               bl_err *err);
+/* The same from a file image in memory (path only names it in messages): the tensors are views
+ * into data, which must outlive the set; the set does not own it. */
+bl_status bl_safetensors_parse(const char *path, const uint8_t *data, size_t size,
+                               bl_tensor_set *set, char **metadata_json, bl_err *err);
 /* Opens the tensors of a Hugging Face model directory: model.safetensors, or the shards listed in
  * model.safetensors.index.json. */
 bl_status bl_hf_open_tensors(const char *dir, bl_tensor_set *set, bl_err *err);
@@ -99,6 +129,9 @@ typedef struct {
 } bl_gguf;
 
 bl_status bl_gguf_open(const char *path, bl_gguf *g, bl_err *err);
+/* The same from a file image in memory (path names it in messages); data must outlive g. */
+bl_status bl_gguf_parse(const char *path, const uint8_t *data, size_t size, bl_gguf *g,
+                        bl_err *err);
 void bl_gguf_close(bl_gguf *g);
 const bl_gguf_kv *bl_gguf_find(const bl_gguf *g, const char *key);
 /* Typed getters: false if missing or of an incompatible type. Integers of any width convert. */
@@ -129,5 +162,12 @@ typedef struct {
  * all F32 views into the mapped file. Q/K rows stay in llama2.c (interleaved RoPE) order. */
 bl_status bl_llama2c_open(const char *path, bl_llama2c_header *hdr, bl_tensor_set *set,
                           bl_err *err);
+/* The same from a file image in memory (path names it in messages); the F32 tensors are views
+ * into data, which must outlive the set (dequantized v2 weights are owned by the set). */
+bl_status bl_llama2c_parse(const char *path, const uint8_t *data, size_t size,
+                           bl_llama2c_header *hdr, bl_tensor_set *set, bl_err *err);
+/* Whether the n bytes at head start with a header the reader accepts (magic and version, or
+ * legacy fields in range). Says nothing about the weights that should follow. */
+bool bl_llama2c_header_valid(const uint8_t *head, size_t n);
 
 #endif

@@ -82,6 +82,14 @@ void bl_sign_variant_run(int k, const bl_signmat *S, const float *in, int64_t T,
  * the sign kernels, so the two are compared on equal terms. */
 void bl_half_matmul(bl_dtype dt, const uint16_t *W, int64_t m, int64_t n, const float *X,
                     int64_t T, float *Y, const bl_exec *ex);
+/* The same product over f32 weights (W m×n row-major f32), with the same tiling and summation
+ * order: every output row depends only on its own input row, whatever T is, so a token gives
+ * bit-identical outputs alone or stacked with others (OpenBLAS's gemv and gemm, which the f32
+ * layers used before, sum in different orders). */
+void bl_f32_matmul(const float *W, int64_t m, int64_t n, const float *X, int64_t T, float *Y,
+                   const bl_exec *ex);
+void bl_f32_matmul_ref(const float *W, int64_t m, int64_t n, const float *X, int64_t T,
+                       float *Y);
 /* dst[i] = the f32 value of src[i] (exact: every F16 and BF16 value is an f32). */
 void bl_half_to_f32(bl_dtype dt, const uint16_t *src, float *dst, size_t count);
 /* The scalar references (double accumulation in column order; bl_f16_to_f32/bl_bf16_to_f32). */

@@ -75,7 +75,9 @@ typedef struct bl_model {
 
 /* Load options; a zero-initialized struct (or NULL) means every default. */
 typedef struct {
-    const char *tokenizer_path; /* llama2.c tokenizer.bin, or tokenizer.json / dir; optional */
+    /* tokenizer.json or its directory, llama2.c tokenizer.bin, or a GGUF file holding one (told
+     * apart by content); optional. It replaces the one a model directory or GGUF brings. */
+    const char *tokenizer_path;
     bl_load_mode load;          /* BL_LOAD_DEFAULT: BITLLM_LOAD from the environment, else mmap */
     bl_isa isa;                 /* BL_ISA_AUTO: BITLLM_ISA from the environment, else the CPU's
                                    best; clamped to what the CPU supports */
@@ -83,8 +85,18 @@ typedef struct {
 } bl_load_opts;
 
 /* path: a Hugging Face model directory (config.json + safetensors, including bitllm's quantized
- * outputs), a .gguf file, or a llama2.c .bin checkpoint. */
+ * outputs), a GGUF file, or a llama2.c checkpoint, told apart by content (never by the name).
+ * The configuration is read strictly (wrong types, missing required fields, inconsistent sizes
+ * are errors naming the field), the checkpoint must hold exactly the tensors the configuration
+ * describes, weights must be finite, and a tokenizer must fit the model's vocabulary; every error
+ * names the file (docs/errors.md). */
 bl_status bl_model_load(const char *path, const bl_load_opts *opts, bl_model **out, bl_err *err);
+/* The same from a checkpoint image in memory (name names it in messages): a GGUF file or a
+ * llama2.c checkpoint (told apart by content), or, with config_json (the text of config.json),
+ * a safetensors file. No tokenizer is loaded except one embedded in a GGUF. The model's tensors
+ * are views into data, which must outlive it. */
+bl_status bl_model_load_memory(const char *name, const uint8_t *data, size_t size,
+                               const char *config_json, bl_model **out, bl_err *err);
 void bl_model_free(bl_model *m);
 /* Parameter count (all tensors used by the model) and bytes they occupy as stored. */
 int64_t bl_model_param_count(const bl_model *m);
@@ -121,6 +133,18 @@ int bl_state_pos(const bl_state *s);         /* tokens in the cache */
 /* Truncates the cache to its first pos tokens (pos <= current), e.g. to reuse a shared prefix. */
 void bl_state_truncate(bl_state *s, int pos);
 
+/* Several sequences in one state: n_slots KV caches of max_seq tokens each, and scratch for
+ * max_batch rows per call, shared by the sequences of the call; n_threads as for bl_state_new.
+ * The single-sequence calls above
+ * and below (bl_forward, bl_state_pos, ...) use slot 0. */
+bl_status bl_state_new_slots(const bl_model *m, int n_slots, int max_seq, int max_batch,
+                             int n_threads, bl_state **out, bl_err *err);
+int bl_state_slots(const bl_state *s);
+int bl_state_max_batch(const bl_state *s);   /* rows one call may hold (clamped at creation) */
+int bl_state_slot_pos(const bl_state *s, int slot);
+/* Truncates one slot to its first pos tokens (0 frees it for a new sequence). */
+void bl_state_slot_truncate(bl_state *s, int slot, int pos);
+
 /* Calibration hook: called with the input of every decoder projection before it is applied
  * (x is T×n, row-major). q/k/v share one input, as do gate/up; the hook sees each projection. */
 typedef void (*bl_observer_fn)(void *ctx, int layer, int proj, const float *x, int T, int64_t n);
@@ -134,6 +158,23 @@ void bl_state_set_observer(bl_state *s, bl_observer_fn fn, void *ctx);
  * token position; the cache then keeps the tokens before the failing batch. */
 bl_status bl_forward(bl_state *s, const int32_t *tokens, int T, float *logits, bool all_logits,
                      bl_err *err);
+
+/* One sequence of a batched call: n new tokens for the sequence in `slot`, at its next positions;
+ * logits (vocab floats) receives the distribution after its last token, or NULL. */
+typedef struct {
+    int slot;
+    const int32_t *tokens;
+    int n;
+    float *logits;
+} bl_seq_batch;
+
+/* Runs the new tokens of n_seqs sequences (distinct slots; at most max_batch tokens in all) in
+ * one forward: their rows are stacked so every projection is one matrix product over all of
+ * them, and attention runs per sequence over its own slot. A sequence's logits and cache are
+ * bit-identical to running it alone, in a state of its own, through bl_forward with the same
+ * token chunks: every per-row step uses the same kernels and summation order whatever else is in
+ * the batch (tests/test_batch.c checks this for every weight format). */
+bl_status bl_forward_batch(bl_state *s, const bl_seq_batch *seqs, int n_seqs, bl_err *err);
 
 /* Sampling. temperature 0 = greedy (argmax, lowest id on ties). */
 typedef struct {

@@ -55,6 +55,12 @@ typedef struct {
  * first limit items. */
 bl_status bl_task_load(bl_task_id id, const char *data_dir, int limit, bl_task_set **out,
                        bl_err *err);
+/* The same from the file's text in memory (path names it in messages); for PIQA, labels is
+ * piqa/valid-labels.lst when data is piqa/valid.jsonl, or NULL when data is llm-foundry's
+ * piqa.jsonl. Every item is checked (fields, their types, choice counts, the gold index). */
+bl_status bl_task_parse(bl_task_id id, const char *path, const char *data, size_t len,
+                        const char *labels, size_t labels_len, int limit, bl_task_set **out,
+                        bl_err *err);
 void bl_task_set_free(bl_task_set *s);
 
 /* lm-eval's tokenization of a request: whitespace at the end of the context moves to the front of

@@ -24,6 +24,8 @@ typedef struct {
     int block_bytes;       /* bytes per block */
     /* Converts n elements (n a multiple of block) starting at src to f32; NULL if not numeric. */
     void (*to_f32)(const void *src, float *dst, size_t n);
+    /* Index of the first Inf/NaN among n elements at src (n if none); NULL for integer types. */
+    size_t (*find_nonfinite)(const void *src, size_t n);
 } bl_dtype_traits;
 
 const bl_dtype_traits *bl_dtype_info(bl_dtype t);
@@ -50,6 +52,9 @@ typedef struct {
 int64_t bl_tensor_numel(const bl_tensor *t);
 /* Converts row r of a 2-D tensor (or element range [r*cols, (r+1)*cols) of any tensor) to f32. */
 void bl_tensor_row_f32(const bl_tensor *t, int64_t r, int64_t cols, float *dst);
+/* Whether a floating-point tensor holds an Inf or NaN; *index receives the first one's element
+ * index (for Q8_0, the first element of the block whose scale is non-finite). */
+bool bl_tensor_find_nonfinite(const bl_tensor *t, int64_t *index);
 /* Copies the whole tensor to a new f32 buffer (caller frees). */
 bl_status bl_tensor_to_f32(const bl_tensor *t, float **out, bl_err *err);
 

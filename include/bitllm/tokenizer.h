@@ -14,9 +14,19 @@ typedef enum { BL_TOK_SPM = 0, BL_TOK_BYTE_BPE = 1 } bl_tok_kind;
 /* path is a tokenizer.json file, or a directory holding one (tokenizer_config.json beside it, if
  * present, supplies bos/eos and add_bos defaults). */
 bl_status bl_tokenizer_load_hf(const char *path, bl_tokenizer **out, bl_err *err);
-/* llama2.c tokenizer.bin; vocab_size is the model's (the file does not store it). */
+/* The same from the texts in memory: json (len bytes) is tokenizer.json, cfg the optional
+ * tokenizer_config.json (NULL if none); path names the source in messages. */
+bl_status bl_tokenizer_from_hf_json(const char *path, const char *json, size_t len,
+                                    const char *cfg, size_t cfg_len, bl_tokenizer **out,
+                                    bl_err *err);
+/* llama2.c tokenizer.bin; vocab_size is the model's (the file does not store it). The file must
+ * hold exactly vocab_size tokens: fewer or more means a tokenizer for another model (an error
+ * that says how many it holds). */
 bl_status bl_tokenizer_load_llama2c(const char *path, int vocab_size, bl_tokenizer **out,
                                     bl_err *err);
+/* The same from a file image in memory (path names it in messages). */
+bl_status bl_tokenizer_from_llama2c(const char *path, const uint8_t *data, size_t size,
+                                    int vocab_size, bl_tokenizer **out, bl_err *err);
 /* From GGUF metadata (tokenizer.ggml.*). */
 bl_status bl_tokenizer_load_gguf(const bl_gguf *g, bl_tokenizer **out, bl_err *err);
 void bl_tokenizer_free(bl_tokenizer *t);
@@ -29,6 +39,9 @@ int bl_tokenizer_eos(const bl_tokenizer *t); /* -1 if none */
  * tokenizer.ggml.add_bos_token; HF add_bos_token in tokenizer_config.json, else a post-processor
  * template that starts with a special token). False when there is no BOS. */
 bool bl_tokenizer_add_bos(const bl_tokenizer *t);
+/* The chat template that came with the tokenizer (HF tokenizer_config.json "chat_template" or a
+ * chat_template.jinja beside it; GGUF tokenizer.chat_template), or NULL. */
+const char *bl_tokenizer_chat_template(const bl_tokenizer *t);
 /* Overrides BOS/EOS (e.g. from the model's config.json); pass -1 to leave one unchanged. */
 void bl_tokenizer_set_bos_eos(bl_tokenizer *t, int bos, int eos);
 
@@ -37,6 +50,21 @@ void bl_tokenizer_set_bos_eos(bl_tokenizer *t, int bos, int eos);
  * prepended only when add_bos is true. *ids is malloc'ed. */
 bl_status bl_tokenizer_encode(const bl_tokenizer *t, const char *text, size_t len, bool add_bos,
                               int32_t **ids, size_t *n_ids, bl_err *err);
+/* Part of a text to encode: bytes, or exactly one token given by id (id >= 0; its text is only
+ * what it stands for in the concatenation, e.g. "<s>" for BOS). */
+typedef struct {
+    const char *text;
+    size_t len;
+    int32_t id; /* -1: text to encode */
+} bl_tok_piece;
+/* Encodes the concatenation of the pieces as bl_tokenizer_encode encodes that text (no BOS is
+ * prepended; a piece at offset 0 is what "the start of the text" means), except that a piece with
+ * an id becomes exactly that token. With parse_special, the control and user-defined tokens of a
+ * SentencePiece vocabulary spelled in the text are recognised as well (HF and byte-level
+ * vocabularies always recognise their added tokens), as llama.cpp does for chat prompts. */
+bl_status bl_tokenizer_encode_pieces(const bl_tokenizer *t, const bl_tok_piece *pieces, size_t n,
+                                     bool parse_special, int32_t **ids, size_t *n_ids,
+                                     bl_err *err);
 /* Decodes ids to UTF-8 text (byte-fallback and byte-level pieces reassembled; SentencePiece "▁"
  * becomes a space; BOS/EOS and other control tokens produce nothing). Always valid UTF-8: bytes
  * that do not form a character become U+FFFD, as bl_utf8_stream does. *text is malloc'ed and

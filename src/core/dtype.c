@@ -71,16 +71,90 @@ static void f64_to_f32(const void *src, float *dst, size_t n) {
     }
 }
 
+/* Non-finite scans: the exponent field all ones means Inf or NaN. Each returns the first such
+ * element of [0, n), or n. A chunk is tested 8 bytes at a time with no early exit (SWAR: a lane
+ * whose exponent bits are all set becomes a zero lane after (w & M) ^ M, and zero lanes are
+ * detected exactly by the borrow trick), then searched element by element only when it holds
+ * one. F32 arrays run at memory speed this way; the per-element loop ran at 2.5 GB/s (F16). */
+#define SCAN_CHUNK 4096 /* elements */
+
+/* Index of the first element e (width bytes each, e & mask == mask) in [0, n), or n. */
+static size_t scan_elems(const uint8_t *p, size_t n, int width, uint64_t mask) {
+    for (size_t i = 0; i < n; i++) {
+        uint64_t v = 0;
+        memcpy(&v, p + i * (size_t)width, (size_t)width); /* little-endian host, as everywhere */
+        if ((v & mask) == mask) return i;
+    }
+    return n;
+}
+
+/* Lanes of width bytes: M repeats the exponent mask in every lane, L has 1 in the lowest bit of
+ * every lane, H the highest bit. */
+static size_t scan_swar(const void *src, size_t n, int width, uint64_t M, uint64_t L, uint64_t H) {
+    const uint8_t *p = src;
+    const size_t per_word = 8 / (size_t)width;
+    const uint64_t lane = M & ((1ull << (8 * width)) - 1); /* the mask of one element */
+    for (size_t c0 = 0; c0 < n; c0 += SCAN_CHUNK) {
+        size_t len = n - c0 < SCAN_CHUNK ? n - c0 : SCAN_CHUNK, words = len / per_word;
+        const uint8_t *c = p + c0 * (size_t)width;
+        uint64_t any = 0;
+        for (size_t w = 0; w < words; w++) {
+            uint64_t v;
+            memcpy(&v, c + 8 * w, 8);
+            uint64_t z = (v & M) ^ M; /* a zero lane: exponent all ones */
+            any |= (z - L) & ~z & H;
+        }
+        size_t tail = words * per_word;
+        if (!any && scan_elems(c + tail * (size_t)width, len - tail, width, lane) == len - tail)
+            continue;
+        size_t i = scan_elems(c, len, width, lane);
+        if (i < len) return c0 + i;
+    }
+    return n;
+}
+
+static size_t f32_nonfinite(const void *src, size_t n) {
+    return scan_swar(src, n, 4, 0x7f8000007f800000ull, 0x0000000100000001ull,
+                     0x8000000080000000ull);
+}
+static size_t f16_nonfinite(const void *src, size_t n) {
+    return scan_swar(src, n, 2, 0x7c007c007c007c00ull, 0x0001000100010001ull,
+                     0x8000800080008000ull);
+}
+static size_t bf16_nonfinite(const void *src, size_t n) {
+    return scan_swar(src, n, 2, 0x7f807f807f807f80ull, 0x0001000100010001ull,
+                     0x8000800080008000ull);
+}
+static size_t f64_nonfinite(const void *src, size_t n) {
+    return scan_elems(src, n, 8, 0x7ff0000000000000ull);
+}
+/* Q8_0: only the f16 scale at the start of each 34-byte block can be non-finite; the first
+ * element of the block is reported. */
+static size_t q8_0_nonfinite(const void *src, size_t n) {
+    const uint8_t *p = src;
+    for (size_t b = 0; b < n / 32; b++) {
+        uint16_t h;
+        memcpy(&h, p + 34 * b, 2);
+        if ((h & 0x7c00u) == 0x7c00u) return 32 * b;
+    }
+    return n;
+}
+
 static const bl_dtype_traits dtype_table[BL_DT_COUNT] = {
-    [BL_DT_F32] = {.name = "F32", .block = 1, .block_bytes = 4, .to_f32 = f32_to_f32},
-    [BL_DT_F16] = {.name = "F16", .block = 1, .block_bytes = 2, .to_f32 = f16_to_f32},
-    [BL_DT_BF16] = {.name = "BF16", .block = 1, .block_bytes = 2, .to_f32 = bf16_to_f32},
-    [BL_DT_Q8_0] = {.name = "Q8_0", .block = 32, .block_bytes = 34, .to_f32 = q8_0_to_f32},
+    [BL_DT_F32] = {.name = "F32", .block = 1, .block_bytes = 4, .to_f32 = f32_to_f32,
+                   .find_nonfinite = f32_nonfinite},
+    [BL_DT_F16] = {.name = "F16", .block = 1, .block_bytes = 2, .to_f32 = f16_to_f32,
+                   .find_nonfinite = f16_nonfinite},
+    [BL_DT_BF16] = {.name = "BF16", .block = 1, .block_bytes = 2, .to_f32 = bf16_to_f32,
+                    .find_nonfinite = bf16_nonfinite},
+    [BL_DT_Q8_0] = {.name = "Q8_0", .block = 32, .block_bytes = 34, .to_f32 = q8_0_to_f32,
+                    .find_nonfinite = q8_0_nonfinite},
     [BL_DT_U8] = {.name = "U8", .block = 1, .block_bytes = 1, .to_f32 = u8_to_f32},
     [BL_DT_I8] = {.name = "I8", .block = 1, .block_bytes = 1, .to_f32 = i8_to_f32},
     [BL_DT_I32] = {.name = "I32", .block = 1, .block_bytes = 4, .to_f32 = i32_to_f32},
     [BL_DT_I64] = {.name = "I64", .block = 1, .block_bytes = 8, .to_f32 = i64_to_f32},
-    [BL_DT_F64] = {.name = "F64", .block = 1, .block_bytes = 8, .to_f32 = f64_to_f32},
+    [BL_DT_F64] = {.name = "F64", .block = 1, .block_bytes = 8, .to_f32 = f64_to_f32,
+                   .find_nonfinite = f64_nonfinite},
 };
 
 const bl_dtype_traits *bl_dtype_info(bl_dtype t) {
@@ -132,4 +206,22 @@ bl_status bl_tensor_to_f32(const bl_tensor *t, float **out, bl_err *err) {
     tr->to_f32(t->data, buf, (size_t)n);
     *out = buf;
     return BL_OK;
+}
+
+bool bl_tensor_find_nonfinite(const bl_tensor *t, int64_t *index) {
+    const bl_dtype_traits *tr = bl_dtype_info(t->dtype);
+    if (!tr || !tr->find_nonfinite || !t->data) return false;
+    const size_t n = (size_t)bl_tensor_numel(t), per = (size_t)1 << 22; /* elements per task */
+    size_t first = n;
+    /* Large tensors are scanned in parallel pieces (whole blocks each); the lowest hit wins. */
+#pragma omp parallel for schedule(dynamic, 1) reduction(min : first) if (n > per)
+    for (size_t a = 0; a < n; a += per) {
+        size_t len = n - a < per ? n - a : per;
+        size_t off = a / (size_t)tr->block * (size_t)tr->block_bytes;
+        size_t i = tr->find_nonfinite((const uint8_t *)t->data + off, len);
+        if (i < len && a + i < first) first = a + i;
+    }
+    if (first == n) return false;
+    *index = (int64_t)first;
+    return true;
 }

@@ -78,13 +78,16 @@ char *bl_hellaswag_query(const char *line) {
     return out;
 }
 
-bl_status bl_load_hellaswag(const char *data_dir, int limit, bl_task_set *s, bl_err *err) {
-    s->path = bl_strfmt("%s/hellaswag/hellaswag_val_full.txt", data_dir);
-    if (!s->path) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
-    char *data;
-    size_t len;
-    bl_status st = bl_read_file(s->path, &data, &len, err);
-    if (st) return st;
+bl_status bl_parse_hellaswag(bl_task_set *s, const char *text, size_t len, int limit,
+                             bl_err *err) {
+    const char *nul = memchr(text, 0, len);
+    if (nul)
+        return bl_fail(err, BL_ERR_FORMAT, "%s: a NUL byte at offset %td (not a text file)",
+                       s->path, nul - text);
+    /* A copy split into lines in place. */
+    char *data = bl_strndup(text, len);
+    if (!data) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    bl_status st = BL_OK;
     /* Split into lines in place. */
     size_t n_lines = 0, cap_lines = 0;
     char **lines = NULL;

@@ -19,11 +19,13 @@ bl_status bl_item_add(bl_task_item *it, const char *context, const char *continu
 /* Appends an item to a set (grows the array); returns a pointer to it, NULL on out-of-memory. */
 bl_task_item *bl_set_add_item(bl_task_set *s, int *cap);
 
-/* Calls fn for each non-empty line of a JSONL file, parsed; stops at the first error (which names
- * the file and line). fn returns BL_OK or a failure it has already recorded in err. limit > 0
- * stops after that many lines. */
+/* Calls fn for each non-empty line of a JSONL text (data, len bytes, from the file path),
+ * parsed; stops at the first error (which names the file and line). A line must hold exactly one
+ * JSON object. fn returns BL_OK or a failure it has already recorded in err. limit > 0 stops
+ * after that many lines. */
 typedef bl_status (*bl_jsonl_fn)(void *ctx, const cJSON *row, int line, bl_err *err);
-bl_status bl_jsonl_each(const char *path, int limit, bl_jsonl_fn fn, void *ctx, bl_err *err);
+bl_status bl_jsonl_each(const char *path, const char *data, size_t len, int limit,
+                        bl_jsonl_fn fn, void *ctx, bl_err *err);
 /* String member of a JSON object, or NULL (with err set naming path:line) when absent. */
 const char *bl_json_str(const cJSON *o, const char *key, const char *path, int line,
                         bl_err *err);
@@ -38,12 +40,16 @@ char *bl_hellaswag_preprocess(const char *text);
  * malloc'ed. */
 char *bl_hellaswag_query(const char *line);
 
-/* The loaders, one per data file family (src/eval/task_*.c). */
-bl_status bl_load_piqa(const char *data_dir, int limit, bl_task_set *s, bl_err *err);
-bl_status bl_load_foundry_mc(bl_task_id id, const char *data_dir, int limit, bl_task_set *s,
-                             bl_err *err); /* arc_easy, arc_challenge, openbookqa, boolq */
-bl_status bl_load_winogrande(const char *data_dir, int limit, bl_task_set *s, bl_err *err);
-bl_status bl_load_lambada(const char *data_dir, int limit, bl_task_set *s, bl_err *err);
-bl_status bl_load_hellaswag(const char *data_dir, int limit, bl_task_set *s, bl_err *err);
+/* The parsers, one per data file family (src/eval/task_*.c): the text of the task's file (and
+ * PIQA's label file, or NULL for llm-foundry's piqa.jsonl) into s, whose id and path are set. */
+bl_status bl_parse_piqa(bl_task_set *s, const char *data, size_t len, const char *labels,
+                        size_t labels_len, int limit, bl_err *err);
+bl_status bl_parse_foundry_mc(bl_task_set *s, const char *data, size_t len, int limit,
+                              bl_err *err); /* arc_easy, arc_challenge, openbookqa, boolq */
+bl_status bl_parse_winogrande(bl_task_set *s, const char *data, size_t len, int limit,
+                              bl_err *err);
+bl_status bl_parse_lambada(bl_task_set *s, const char *data, size_t len, int limit, bl_err *err);
+bl_status bl_parse_hellaswag(bl_task_set *s, const char *data, size_t len, int limit,
+                             bl_err *err);
 
 #endif

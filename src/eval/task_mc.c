@@ -6,13 +6,6 @@
 
 #include "eval/task_internal.h"
 
-static bool file_exists(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    fclose(f);
-    return true;
-}
-
 /* Items of the multiple-choice loaders share this context. */
 typedef struct {
     bl_task_set *s;
@@ -25,11 +18,12 @@ typedef struct {
 static bl_status get_gold(const cJSON *row, int n_choices, const char *path, int line, int *gold,
                           bl_err *err) {
     const cJSON *g = cJSON_GetObjectItemCaseSensitive(row, "gold");
-    if (!cJSON_IsNumber(g) || g->valuedouble != (double)(int)g->valuedouble ||
-        g->valueint < 0 || g->valueint >= n_choices)
+    /* compared as a double first: converting an out-of-range double to int is undefined */
+    if (!cJSON_IsNumber(g) || !(g->valuedouble >= 0 && g->valuedouble < n_choices) ||
+        g->valuedouble != (double)(int)g->valuedouble)
         return bl_fail(err, BL_ERR_FORMAT, "%s:%d: \"gold\" must be an index in [0, %d)", path,
                        line, n_choices);
-    *gold = g->valueint;
+    *gold = (int)g->valuedouble;
     return BL_OK;
 }
 
@@ -92,27 +86,22 @@ static bl_status piqa_foundry_row(void *vctx, const cJSON *row, int line, bl_err
     return s;
 }
 
-static bl_status read_labels(const char *path, int8_t **labels, int *n, bl_err *err) {
-    char *data;
-    size_t len;
-    bl_status s = bl_read_file(path, &data, &len, err);
-    if (s) return s;
+/* valid-labels.lst: one 0 or 1 per line (trailing whitespace allowed, blank lines skipped). */
+static bl_status parse_labels(const char *path, const char *data, size_t len, int8_t **labels,
+                              int *n, bl_err *err) {
     int8_t *l = malloc(len / 2 + 2);
+    if (!l) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
     int k = 0, line = 0;
-    if (!l) {
-        free(data);
-        return bl_fail(err, BL_ERR_NOMEM, "out of memory");
-    }
-    for (char *p = data; *p && !s;) {
-        char *e = strchr(p, '\n');
-        size_t m = e ? (size_t)(e - p) : strlen(p);
+    bl_status s = BL_OK;
+    for (const char *p = data; p < data + len && !s;) {
+        const char *e = memchr(p, '\n', (size_t)(data + len - p));
+        size_t m = e ? (size_t)(e - p) : (size_t)(data + len - p), next = m + 1;
         line++;
         while (m && bl_is_space(p[m - 1])) m--;
         if (m == 1 && (p[0] == '0' || p[0] == '1')) l[k++] = (int8_t)(p[0] - '0');
         else if (m != 0) s = bl_fail(err, BL_ERR_FORMAT, "%s:%d: expected 0 or 1", path, line);
-        p = e ? e + 1 : p + strlen(p);
+        p += next;
     }
-    free(data);
     if (s) {
         free(l);
         return s;
@@ -122,37 +111,23 @@ static bl_status read_labels(const char *path, int8_t **labels, int *n, bl_err *
     return BL_OK;
 }
 
-bl_status bl_load_piqa(const char *data_dir, int limit, bl_task_set *s, bl_err *err) {
-    char *jp = bl_strfmt("%s/piqa/valid.jsonl", data_dir);
-    char *lp = bl_strfmt("%s/piqa/valid-labels.lst", data_dir);
-    if (!jp || !lp) {
-        free(jp), free(lp);
-        return bl_fail(err, BL_ERR_NOMEM, "out of memory");
-    }
-    bl_status st;
-    load_ctx c = {.s = s};
-    if (file_exists(jp) && file_exists(lp)) {
-        int8_t *labels = NULL;
-        st = read_labels(lp, &labels, &c.n_labels, err);
-        c.labels = labels;
-        s->path = jp, jp = NULL;
-        c.path = s->path;
-        if (!st) st = bl_jsonl_each(s->path, limit, piqa_row, &c, err);
-        if (!st && limit <= 0 && s->n_items != c.n_labels)
-            st = bl_fail(err, BL_ERR_FORMAT, "%s: %d items but %d labels", s->path, s->n_items,
-                         c.n_labels);
-        free(labels);
-    } else {
-        s->path = bl_strfmt("%s/llm-foundry-icl/piqa.jsonl", data_dir);
-        c.path = s->path;
-        if (!s->path) st = bl_fail(err, BL_ERR_NOMEM, "out of memory");
-        else if (!file_exists(s->path))
-            st = bl_fail(err, BL_ERR_IO, "PIQA: neither %s (with valid-labels.lst) nor %s found",
-                         jp, s->path);
-        else st = bl_jsonl_each(s->path, limit, piqa_foundry_row, &c, err);
-    }
-    free(jp);
-    free(lp);
+bl_status bl_parse_piqa(bl_task_set *s, const char *data, size_t len, const char *labels,
+                        size_t labels_len, int limit, bl_err *err) {
+    load_ctx c = {.s = s, .path = s->path};
+    if (!labels) return bl_jsonl_each(s->path, data, len, limit, piqa_foundry_row, &c, err);
+    int8_t *lab = NULL;
+    const char *slash = strrchr(s->path, '/');
+    char *lpath = bl_strfmt("%.*svalid-labels.lst", slash ? (int)(slash - s->path + 1) : 0,
+                            s->path);
+    if (!lpath) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    bl_status st = parse_labels(lpath, labels, labels_len, &lab, &c.n_labels, err);
+    free(lpath);
+    c.labels = lab;
+    if (!st) st = bl_jsonl_each(s->path, data, len, limit, piqa_row, &c, err);
+    if (!st && limit <= 0 && s->n_items != c.n_labels)
+        st = bl_fail(err, BL_ERR_FORMAT, "%s: %d items but %d labels", s->path, s->n_items,
+                     c.n_labels);
+    free(lab);
     return st;
 }
 
@@ -204,18 +179,10 @@ static bl_status foundry_row(void *vctx, const cJSON *row, int line, bl_err *err
     return s;
 }
 
-bl_status bl_load_foundry_mc(bl_task_id id, const char *data_dir, int limit, bl_task_set *s,
-                             bl_err *err) {
-    const char *file = id == BL_TASK_ARC_EASY        ? "arc_easy"
-                       : id == BL_TASK_ARC_CHALLENGE ? "arc_challenge"
-                       : id == BL_TASK_BOOLQ         ? "boolq"
-                       : id == BL_TASK_OPENBOOKQA    ? "openbook_qa"
-                                                     : NULL;
-    if (!file) return bl_fail(err, BL_ERR_ARG, "no llm-foundry file for task %d", id);
-    s->path = bl_strfmt("%s/llm-foundry-icl/%s.jsonl", data_dir, file);
-    if (!s->path) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
+bl_status bl_parse_foundry_mc(bl_task_set *s, const char *data, size_t len, int limit,
+                              bl_err *err) {
     load_ctx c = {.s = s, .path = s->path};
-    return bl_jsonl_each(s->path, limit, foundry_row, &c, err);
+    return bl_jsonl_each(s->path, data, len, limit, foundry_row, &c, err);
 }
 
 /* ---- WinoGrande, partial scoring (winogrande/preprocess_winogrande.py): each option fills the
@@ -249,11 +216,10 @@ static bl_status wino_row(void *vctx, const cJSON *row, int line, bl_err *err) {
     return s;
 }
 
-bl_status bl_load_winogrande(const char *data_dir, int limit, bl_task_set *s, bl_err *err) {
-    s->path = bl_strfmt("%s/llm-foundry-icl/winogrande.jsonl", data_dir);
-    if (!s->path) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
+bl_status bl_parse_winogrande(bl_task_set *s, const char *data, size_t len, int limit,
+                              bl_err *err) {
     load_ctx c = {.s = s, .path = s->path};
-    return bl_jsonl_each(s->path, limit, wino_row, &c, err);
+    return bl_jsonl_each(s->path, data, len, limit, wino_row, &c, err);
 }
 
 /* ---- LAMBADA (lambada/lambada_openai.yaml): context = " ".join(text.split(" ")[:-1]),
@@ -284,9 +250,7 @@ static bl_status lambada_row(void *vctx, const cJSON *row, int line, bl_err *err
     return s;
 }
 
-bl_status bl_load_lambada(const char *data_dir, int limit, bl_task_set *s, bl_err *err) {
-    s->path = bl_strfmt("%s/llm-foundry-icl/lambada_openai.jsonl", data_dir);
-    if (!s->path) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
+bl_status bl_parse_lambada(bl_task_set *s, const char *data, size_t len, int limit, bl_err *err) {
     load_ctx c = {.s = s, .path = s->path};
-    return bl_jsonl_each(s->path, limit, lambada_row, &c, err);
+    return bl_jsonl_each(s->path, data, len, limit, lambada_row, &c, err);
 }

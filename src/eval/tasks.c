@@ -128,21 +128,23 @@ const char *bl_json_str(const cJSON *o, const char *key, const char *path, int l
     return v->valuestring;
 }
 
-bl_status bl_jsonl_each(const char *path, int limit, bl_jsonl_fn fn, void *ctx, bl_err *err) {
-    char *data;
-    size_t len;
-    bl_status s = bl_read_file(path, &data, &len, err);
-    if (s) return s;
+bl_status bl_jsonl_each(const char *path, const char *data, size_t len, int limit,
+                        bl_jsonl_fn fn, void *ctx, bl_err *err) {
     int line = 0, rows = 0;
-    for (char *p = data; p < data + len && !s && (limit <= 0 || rows < limit);) {
-        char *e = memchr(p, '\n', (size_t)(data + len - p));
+    bl_status s = BL_OK;
+    for (const char *p = data; p < data + len && !s && (limit <= 0 || rows < limit);) {
+        const char *e = memchr(p, '\n', (size_t)(data + len - p));
         size_t n = e ? (size_t)(e - p) : (size_t)(data + len - p);
         line++;
         bool blank = true;
         for (size_t i = 0; i < n && blank; i++) blank = bl_is_space(p[i]);
         if (!blank) {
-            cJSON *row = cJSON_ParseWithLength(p, n);
-            if (!row || !cJSON_IsObject(row))
+            size_t at = 0;
+            cJSON *row = bl_json_parse(p, n, &at);
+            if (!row)
+                s = bl_fail(err, BL_ERR_FORMAT, "%s:%d: not valid JSON (error at column %zu)",
+                            path, line, at + 1);
+            else if (!cJSON_IsObject(row))
                 s = bl_fail(err, BL_ERR_FORMAT, "%s:%d: not a JSON object", path, line);
             else
                 s = fn(ctx, row, line, err);
@@ -151,7 +153,6 @@ bl_status bl_jsonl_each(const char *path, int limit, bl_jsonl_fn fn, void *ctx, 
         }
         p += n + 1;
     }
-    free(data);
     return s;
 }
 
@@ -173,20 +174,25 @@ void bl_task_set_free(bl_task_set *s) {
     free(s);
 }
 
-bl_status bl_task_load(bl_task_id id, const char *data_dir, int limit, bl_task_set **out,
-                       bl_err *err) {
+bl_status bl_task_parse(bl_task_id id, const char *path, const char *data, size_t len,
+                        const char *labels, size_t labels_len, int limit, bl_task_set **out,
+                        bl_err *err) {
     *out = NULL;
     if ((unsigned)id >= BL_TASK_COUNT) return bl_fail(err, BL_ERR_ARG, "unknown task %d", id);
+    if (!data && len) return bl_fail(err, BL_ERR_ARG, "%s: NULL data", path);
     bl_task_set *s = calloc(1, sizeof *s);
     if (!s) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
     s->id = id;
-    bl_status st;
-    switch (id) {
-    case BL_TASK_PIQA: st = bl_load_piqa(data_dir, limit, s, err); break;
-    case BL_TASK_HELLASWAG: st = bl_load_hellaswag(data_dir, limit, s, err); break;
-    case BL_TASK_WINOGRANDE: st = bl_load_winogrande(data_dir, limit, s, err); break;
-    case BL_TASK_LAMBADA: st = bl_load_lambada(data_dir, limit, s, err); break;
-    default: st = bl_load_foundry_mc(id, data_dir, limit, s, err); break;
+    bl_status st = (s->path = bl_strdup(path)) ? BL_OK
+                                                : bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    if (!st) {
+        switch (id) {
+        case BL_TASK_PIQA: st = bl_parse_piqa(s, data, len, labels, labels_len, limit, err); break;
+        case BL_TASK_HELLASWAG: st = bl_parse_hellaswag(s, data, len, limit, err); break;
+        case BL_TASK_WINOGRANDE: st = bl_parse_winogrande(s, data, len, limit, err); break;
+        case BL_TASK_LAMBADA: st = bl_parse_lambada(s, data, len, limit, err); break;
+        default: st = bl_parse_foundry_mc(s, data, len, limit, err); break;
+        }
     }
     if (!st && s->n_items == 0) st = bl_fail(err, BL_ERR_FORMAT, "%s: no items", s->path);
     for (int i = 0; !st && i < s->n_items; i++) {
@@ -201,4 +207,61 @@ bl_status bl_task_load(bl_task_id id, const char *data_dir, int limit, bl_task_s
     }
     *out = s;
     return BL_OK;
+}
+
+static bool file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    fclose(f);
+    return true;
+}
+
+/* The file each task reads under data_dir (docs/eval.md). */
+static const char *const task_files[BL_TASK_COUNT] = {
+    [BL_TASK_PIQA] = "llm-foundry-icl/piqa.jsonl",
+    [BL_TASK_ARC_EASY] = "llm-foundry-icl/arc_easy.jsonl",
+    [BL_TASK_ARC_CHALLENGE] = "llm-foundry-icl/arc_challenge.jsonl",
+    [BL_TASK_HELLASWAG] = "hellaswag/hellaswag_val_full.txt",
+    [BL_TASK_WINOGRANDE] = "llm-foundry-icl/winogrande.jsonl",
+    [BL_TASK_BOOLQ] = "llm-foundry-icl/boolq.jsonl",
+    [BL_TASK_LAMBADA] = "llm-foundry-icl/lambada_openai.jsonl",
+    [BL_TASK_OPENBOOKQA] = "llm-foundry-icl/openbook_qa.jsonl",
+};
+
+bl_status bl_task_load(bl_task_id id, const char *data_dir, int limit, bl_task_set **out,
+                       bl_err *err) {
+    *out = NULL;
+    if ((unsigned)id >= BL_TASK_COUNT) return bl_fail(err, BL_ERR_ARG, "unknown task %d", id);
+    /* PIQA: the original validation set with its label file when present, else llm-foundry's */
+    char *path = NULL, *lpath = NULL, *data = NULL, *labels = NULL;
+    size_t len = 0, labels_len = 0;
+    bl_status st = BL_OK;
+    if (id == BL_TASK_PIQA) {
+        path = bl_strfmt("%s/piqa/valid.jsonl", data_dir);
+        lpath = bl_strfmt("%s/piqa/valid-labels.lst", data_dir);
+        if (!path || !lpath) {
+            st = bl_fail(err, BL_ERR_NOMEM, "out of memory");
+        } else if (!file_exists(path) || !file_exists(lpath)) {
+            char *alt = bl_strfmt("%s/%s", data_dir, task_files[id]);
+            if (!alt)
+                st = bl_fail(err, BL_ERR_NOMEM, "out of memory");
+            else if (!file_exists(alt))
+                st = bl_fail(err, BL_ERR_IO, "PIQA: neither %s (with valid-labels.lst) nor %s "
+                             "found", path, alt);
+            free(path);
+            free(lpath);
+            path = alt;
+            lpath = NULL;
+        }
+    } else if (!(path = bl_strfmt("%s/%s", data_dir, task_files[id]))) {
+        st = bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    }
+    if (!st) st = bl_read_file(path, &data, &len, err);
+    if (!st && lpath) st = bl_read_file(lpath, &labels, &labels_len, err);
+    if (!st) st = bl_task_parse(id, path, data, len, labels, labels_len, limit, out, err);
+    free(data);
+    free(labels);
+    free(path);
+    free(lpath);
+    return st;
 }

@@ -1,13 +1,15 @@
 /* Dense weights (F32, F16 or BF16) straight from the checkpoint, computed in f32.
  *
- * F32 goes to BLAS directly. F16/BF16 stay in their storage type (half the memory) and go to
- * the fused 16-bit kernels (bl_half_matmul), which widen each row in registers: no converted
- * copy, memory speed at decode. Measured at 4096×4096 on one core, they also beat converting
- * to f32 and calling sgemm at every batch size tried (T = 8..256: 2.5-4 ms vs 6-84 ms for the
- * sgemm alone), so there is no second path for prompts. */
+ * F16/BF16 stay in their storage type (half the memory) and go to the fused 16-bit kernels
+ * (bl_half_matmul), which widen each row in registers: no converted copy, memory speed at
+ * decode. Measured at 4096×4096 on one core, they also beat converting to f32 and calling sgemm
+ * at every batch size tried (T = 8..256: 2.5-4 ms vs 6-84 ms for the sgemm alone), so there is
+ * no second path for prompts. F32 goes through the same kernels (bl_f32_matmul) rather than
+ * BLAS: each output row then depends on its own input row only, so a sequence decoded in a
+ * batch with others gets bit-identical results to decoding it alone (BLAS gemv and gemm differ
+ * in their rounding). */
 #include "formats/formats_internal.h"
 
-#include "core/parallel.h"
 #include "bitllm/kernels.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,17 +37,9 @@ static void dense_forward(const bl_linear *L, const float *x, int64_t T, float *
                           const bl_exec *ex) {
     (void)work;
     const dense_impl *d = L->impl;
-    const int m = (int)L->m, n = (int)L->n;
-    if (d->w.dtype == BL_DT_F32) {
-        const float *W = d->w.data;
-        if (T == 1)
-            bl_sgemv(m, n, 1.0f, W, n, x, 0.0f, y, ex ? ex->pool : NULL);
-        else
-            bl_sgemm(CblasNoTrans, CblasTrans, (int)T, m, n, 1.0f, x, n, W, n, 0.0f, y, m,
-                     ex ? ex->pool : NULL);
-        return;
-    }
-    bl_half_matmul(d->w.dtype, d->w.data, m, n, x, T, y, ex);
+    const int64_t m = L->m, n = L->n;
+    if (d->w.dtype == BL_DT_F32) bl_f32_matmul(d->w.data, m, n, x, T, y, ex);
+    else bl_half_matmul(d->w.dtype, d->w.data, m, n, x, T, y, ex);
 }
 
 static bl_status dense_to_dense(const bl_linear *L, float *W, bl_err *err) {

@@ -262,44 +262,57 @@ static bl_status read_tensors(const char *path, gg_reader *r, uint64_t n, bl_ggu
     return st;
 }
 
+/* Parses the file image [data, data+size) into g (which does not own it). */
+static bl_status parse(const char *path, const uint8_t *data, size_t size, bl_gguf *g,
+                       bl_err *err) {
+    gg_reader r = {data, size, 0};
+    char magic[4];
+    uint64_t n_tensors = 0;
+    if (!rd_bytes(&r, magic, 4) || memcmp(magic, "GGUF", 4) != 0) {
+        char what[96];
+        bl_describe_content(data, size, size, what, sizeof what);
+        return bl_fail(err, BL_ERR_FORMAT, "%s: not a GGUF file (%s)", path, what);
+    }
+    if (!rd_u32(&r, &g->version))
+        return bl_fail(err, BL_ERR_FORMAT, "%s: truncated GGUF header", path);
+    if (g->version != 2 && g->version != 3)
+        return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: GGUF version %u not supported (need 2 or 3)",
+                       path, g->version);
+    if (!rd_u64(&r, &n_tensors) || !rd_u64(&r, &g->n_kv))
+        return bl_fail(err, BL_ERR_FORMAT, "%s: truncated GGUF header", path);
+    bl_status st;
+    if ((st = bl_tensor_set_begin_file(&g->tensors, path, err)) != BL_OK) return st;
+    if ((st = read_kvs(path, &r, g, err)) != BL_OK) return st;
+    if ((st = read_alignment(path, g, err)) != BL_OK) return st;
+    return read_tensors(path, &r, n_tensors, g, err);
+}
+
+bl_status bl_gguf_parse(const char *path, const uint8_t *data, size_t size, bl_gguf *g,
+                        bl_err *err) {
+    if (!g || !path || (!data && size)) return bl_fail(err, BL_ERR_ARG, "gguf: NULL argument");
+    memset(g, 0, sizeof *g);
+    if (!(g->path = bl_strdup(path))) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", path);
+    bl_status st = parse(path, data, size, g, err);
+    if (st != BL_OK) bl_gguf_close(g);
+    return st;
+}
+
 bl_status bl_gguf_open(const char *path, bl_gguf *g, bl_err *err) {
     if (!g || !path) return bl_fail(err, BL_ERR_ARG, "gguf: NULL argument");
     memset(g, 0, sizeof *g);
     bl_mmap m;
     bl_status st = bl_mmap_open(&m, path, err);
     if (st != BL_OK) return st;
-    gg_reader r = {m.data, m.size, 0};
+    const uint8_t *data = m.data;
+    size_t size = m.size;
     /* The set owns the map from here on, so every failure below is cleaned up by close. */
     if ((st = bl_tensor_set_own_map(&g->tensors, &m, err)) != BL_OK) return st;
     if (!(g->path = bl_strdup(path))) {
         st = bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", path);
-        goto fail;
+    } else {
+        st = parse(path, data, size, g, err);
     }
-    char magic[4];
-    uint64_t n_tensors = 0;
-    if (!rd_bytes(&r, magic, 4) || memcmp(magic, "GGUF", 4) != 0) {
-        st = bl_fail(err, BL_ERR_FORMAT, "%s: not a GGUF file (bad magic)", path);
-        goto fail;
-    }
-    if (!rd_u32(&r, &g->version)) {
-        st = bl_fail(err, BL_ERR_FORMAT, "%s: truncated GGUF header", path);
-        goto fail;
-    }
-    if (g->version != 2 && g->version != 3) {
-        st = bl_fail(err, BL_ERR_UNSUPPORTED, "%s: GGUF version %u not supported (need 2 or 3)",
-                     path, g->version);
-        goto fail;
-    }
-    if (!rd_u64(&r, &n_tensors) || !rd_u64(&r, &g->n_kv)) {
-        st = bl_fail(err, BL_ERR_FORMAT, "%s: truncated GGUF header", path);
-        goto fail;
-    }
-    if ((st = read_kvs(path, &r, g, err)) != BL_OK) goto fail;
-    if ((st = read_alignment(path, g, err)) != BL_OK) goto fail;
-    if ((st = read_tensors(path, &r, n_tensors, g, err)) != BL_OK) goto fail;
-    return BL_OK;
-fail:
-    bl_gguf_close(g);
+    if (st != BL_OK) bl_gguf_close(g);
     return st;
 }
 

@@ -88,40 +88,48 @@ static bool stored_bytes(l2c_group g, const bl_llama2c_header *h, int group_size
     return !bl_add_overflows(numel, scales, out);
 }
 
-static bl_status check_params(const char *path, const bl_llama2c_header *h, bl_err *err) {
+/* A legacy header has no magic, so a header that fails here is most likely another kind of
+ * file: the message says what the content looks like. */
+static bl_status check_params(const char *path, const bl_llama2c_header *h, const uint8_t *data,
+                              size_t size, bl_err *err) {
     const int v[7] = {h->dim, h->hidden_dim, h->n_layers, h->n_heads, h->n_kv_heads,
                       h->vocab_size, h->seq_len};
     static const char *const names[7] = {"dim", "hidden_dim", "n_layers", "n_heads",
                                          "n_kv_heads", "vocab_size", "seq_len"};
+    char what[96] = "";
+    if (h->version == 0 && err) bl_describe_content(data, size, size, what, sizeof what);
+    const char *pre = h->version == 0 ? "not a llama2.c checkpoint: " : "";
     for (int i = 0; i < 7; i++)
         if (v[i] <= 0 || v[i] >= L2C_MAX_PARAM)
-            return bl_fail(err, BL_ERR_FORMAT, "%s: %s = %d out of range", path, names[i], v[i]);
+            return bl_fail(err, BL_ERR_FORMAT, "%s: %sheader field %s = %d is out of range%s%s%s",
+                           path, pre, names[i], v[i], *what ? " (" : "", what, *what ? ")" : "");
     if (h->dim % h->n_heads || h->n_heads % h->n_kv_heads)
         return bl_fail(err, BL_ERR_FORMAT,
-                       "%s: n_heads %d must divide dim %d and be a multiple of n_kv_heads %d",
-                       path, h->n_heads, h->dim, h->n_kv_heads);
+                       "%s: %sn_heads %d must divide dim %d and be a multiple of n_kv_heads %d",
+                       path, pre, h->n_heads, h->dim, h->n_kv_heads);
     return BL_OK;
 }
 
 /* Parses the header at the start of the file into h; *data_off is where the weights begin. */
-static bl_status read_header(const char *path, const bl_mmap *m, bl_llama2c_header *h,
-                             int *group_size, size_t *data_off, bl_err *err) {
+static bl_status read_header(const char *path, const uint8_t *data, size_t size,
+                             bl_llama2c_header *h, int *group_size, size_t *data_off,
+                             bl_err *err) {
     int32_t v[7];
     uint32_t magic = 0;
     memset(h, 0, sizeof *h);
     *group_size = 0;
-    if (m->size >= 4) memcpy(&magic, m->data, 4);
+    if (size >= 4) memcpy(&magic, data, 4);
     if (magic == L2C_MAGIC) {
         int32_t version = 0;
-        if (m->size < 256)
+        if (size < 256)
             return bl_fail(err, BL_ERR_FORMAT, "%s: %zu bytes is too small for the 256-byte "
-                           "header", path, m->size);
-        memcpy(&version, m->data + 4, 4);
+                           "header", path, size);
+        memcpy(&version, data + 4, 4);
         if (version != 1 && version != 2)
             return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: llama2.c export version %d not "
                            "supported", path, (int)version);
-        memcpy(v, m->data + 8, sizeof v);
-        uint8_t shared = m->data[36];
+        memcpy(v, data + 8, sizeof v);
+        uint8_t shared = data[36];
         if (shared > 1)
             return bl_fail(err, BL_ERR_FORMAT, "%s: shared_classifier flag is %u", path, shared);
         h->version = version;
@@ -129,17 +137,17 @@ static bl_status read_header(const char *path, const bl_mmap *m, bl_llama2c_head
         *data_off = 256;
         if (version == 2) {
             int32_t gs;
-            memcpy(&gs, m->data + 37, 4);
+            memcpy(&gs, data + 37, 4);
             if (gs <= 0 || gs >= L2C_MAX_PARAM)
                 return bl_fail(err, BL_ERR_FORMAT, "%s: group size %d out of range", path,
                                (int)gs);
             *group_size = gs;
         }
     } else {
-        if (m->size < sizeof v)
+        if (size < sizeof v)
             return bl_fail(err, BL_ERR_FORMAT, "%s: %zu bytes is too small for a llama2.c "
-                           "header", path, m->size);
-        memcpy(v, m->data, sizeof v);
+                           "header", path, size);
+        memcpy(v, data, sizeof v);
         /* The legacy format signals an unshared classifier with a negative vocab_size. */
         h->shared_classifier = v[5] > 0;
         if (v[5] < 0 && v[5] > -L2C_MAX_PARAM) v[5] = -v[5];
@@ -152,7 +160,7 @@ static bl_status read_header(const char *path, const bl_mmap *m, bl_llama2c_head
     h->n_kv_heads = v[4];
     h->vocab_size = v[5];
     h->seq_len = v[6];
-    return check_params(path, h, err);
+    return check_params(path, h, data, size, err);
 }
 
 /* Walks the layout: with set == NULL only sizes are summed (overflow-checked) into *file_end
@@ -221,40 +229,53 @@ static void set_rollback(bl_tensor_set *s, int n0, int maps0, int owned0) {
     while (s->n_owned > owned0) free(s->owned[--s->n_owned]);
 }
 
-bl_status bl_llama2c_open(const char *path, bl_llama2c_header *hdr, bl_tensor_set *set,
-                          bl_err *err) {
-    if (!path || !set) return bl_fail(err, BL_ERR_ARG, "llama2c: NULL argument");
+bl_status bl_llama2c_parse(const char *path, const uint8_t *data, size_t size,
+                           bl_llama2c_header *hdr, bl_tensor_set *set, bl_err *err) {
+    if (!path || !set || (!data && size)) return bl_fail(err, BL_ERR_ARG, "llama2c: NULL argument");
     bl_llama2c_header h;
-    bl_mmap m;
-    bl_status st = bl_mmap_open(&m, path, err);
-    if (st != BL_OK) return st;
     int n0 = set->n, maps0 = set->n_maps, owned0 = set->n_owned, gs;
     size_t off = 0, end = 0, nq = 0;
     float *deq = NULL;
-    st = read_header(path, &m, &h, &gs, &off, err);
-    if (st == BL_OK) st = walk(path, &h, gs, m.data, off, NULL, NULL, &end, &nq, err);
-    if (st == BL_OK && m.size < end)
-        st = bl_fail(err, BL_ERR_FORMAT, "%s: file has %zu bytes but the header implies %zu",
-                     path, m.size, end);
+    bl_status st = read_header(path, data, size, &h, &gs, &off, err);
+    if (st == BL_OK) st = walk(path, &h, gs, data, off, NULL, NULL, &end, &nq, err);
+    if (st == BL_OK && size < end)
+        st = bl_fail(err, BL_ERR_FORMAT, "%s: file has %zu bytes but its llama2.c header (dim %d, "
+                     "%d layers, vocab %d) implies %zu: truncated, or not a llama2.c checkpoint",
+                     path, size, h.dim, h.n_layers, h.vocab_size, end);
     if (st == BL_OK && nq > 0 && !(deq = bl_malloc_array(nq, sizeof(float))))
         st = bl_fail(err, BL_ERR_NOMEM, "%s: cannot allocate %zu floats to dequantize", path, nq);
-    if (st == BL_OK) st = walk(path, &h, gs, m.data, off, deq, set, &end, &nq, err);
+    if (st == BL_OK) st = bl_tensor_set_begin_file(set, path, err);
+    if (st == BL_OK) st = walk(path, &h, gs, data, off, deq, set, &end, &nq, err);
+    /* bl_tensor_set_own takes ownership even when it fails (it frees what it was given). */
+    if (st == BL_OK && deq && (st = bl_tensor_set_own(set, deq, err)) != BL_OK) deq = NULL;
     if (st != BL_OK) {
         free(deq);
-        bl_mmap_close(&m);
-        set_rollback(set, n0, maps0, owned0);
-        return st;
-    }
-    /* Both calls take ownership even when they fail (they free what they were given). */
-    if (deq && (st = bl_tensor_set_own(set, deq, err)) != BL_OK) {
-        bl_mmap_close(&m);
-        set_rollback(set, n0, maps0, owned0);
-        return st;
-    }
-    if ((st = bl_tensor_set_own_map(set, &m, err)) != BL_OK) {
         set_rollback(set, n0, maps0, owned0);
         return st;
     }
     if (hdr) *hdr = h;
     return BL_OK;
+}
+
+bool bl_llama2c_header_valid(const uint8_t *head, size_t n) {
+    bl_llama2c_header h;
+    int gs;
+    size_t off;
+    return read_header("", head, n, &h, &gs, &off, NULL) == BL_OK;
+}
+
+bl_status bl_llama2c_open(const char *path, bl_llama2c_header *hdr, bl_tensor_set *set,
+                          bl_err *err) {
+    if (!path || !set) return bl_fail(err, BL_ERR_ARG, "llama2c: NULL argument");
+    bl_mmap m;
+    bl_status st = bl_mmap_open(&m, path, err);
+    if (st != BL_OK) return st;
+    int n0 = set->n, maps0 = set->n_maps, owned0 = set->n_owned;
+    st = bl_llama2c_parse(path, m.data, m.size, hdr, set, err);
+    if (st != BL_OK) {
+        bl_mmap_close(&m);
+        return st;
+    }
+    if ((st = bl_tensor_set_own_map(set, &m, err)) != BL_OK) set_rollback(set, n0, maps0, owned0);
+    return st;
 }

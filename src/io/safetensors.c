@@ -5,6 +5,7 @@
 #include "bitllm/io.h"
 
 #include <cjson/cJSON.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,22 +24,22 @@ static bool json_uint(const cJSON *j, uint64_t *out) {
     return true;
 }
 
-static int cmp_name(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
+static int cmp_tensor_name(const void *a, const void *b) {
+    return strcmp((*(const bl_tensor *const *)a)->name, (*(const bl_tensor *const *)b)->name);
 }
 
-/* Sorted array of the set's tensor names (for duplicate checks and lookups in O(n log n)). */
-static const char **sorted_names(const bl_tensor_set *s) {
-    const char **v = bl_malloc_array((size_t)s->n, sizeof *v);
+/* The set's tensors sorted by name (for lookups of many names in O(n log n)). */
+static const bl_tensor **sorted_tensors(const bl_tensor_set *s) {
+    const bl_tensor **v = bl_malloc_array((size_t)s->n, sizeof *v);
     if (!v) return NULL;
-    for (int i = 0; i < s->n; i++) v[i] = s->t[i].name;
-    qsort(v, (size_t)s->n, sizeof *v, cmp_name);
+    for (int i = 0; i < s->n; i++) v[i] = &s->t[i];
+    qsort(v, (size_t)s->n, sizeof *v, cmp_tensor_name);
     return v;
 }
 
-static const char *first_duplicate(const char **sorted, int n) {
+static const char *first_duplicate(const bl_tensor **sorted, int n) {
     for (int i = 1; i < n; i++)
-        if (strcmp(sorted[i - 1], sorted[i]) == 0) return sorted[i];
+        if (strcmp(sorted[i - 1]->name, sorted[i]->name) == 0) return sorted[i]->name;
     return NULL;
 }
 
@@ -112,10 +113,10 @@ static bl_status parse_entry(const char *path, const cJSON *e, const uint8_t *da
 }
 
 /* Parses the JSON header (already bounds-checked) and appends its tensors to set. */
-static bl_status parse_header(const char *path, const bl_mmap *m, uint64_t hlen,
+static bl_status parse_header(const char *path, const uint8_t *file, size_t size, uint64_t hlen,
                               bl_tensor_set *set, char **metadata_json, bl_err *err) {
     /* cJSON wants a NUL-terminated string; the mapped header is not. */
-    char *text = bl_strndup((const char *)m->data + 8, (size_t)hlen);
+    char *text = bl_strndup((const char *)file + 8, (size_t)hlen);
     if (!text) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory for header", path);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(text, &end, 0);
@@ -142,8 +143,8 @@ static bl_status parse_header(const char *path, const bl_mmap *m, uint64_t hlen,
         st = bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
-    const uint8_t *data = m->data + 8 + hlen;
-    uint64_t data_size = (uint64_t)m->size - 8 - hlen;
+    const uint8_t *data = file + 8 + hlen;
+    uint64_t data_size = (uint64_t)size - 8 - hlen;
     bool seen_meta = false;
     for (const cJSON *e = root->child; e; e = e->next) {
         if (e->string && strcmp(e->string, "__metadata__") == 0) {
@@ -190,30 +191,32 @@ done:
     return st;
 }
 
-bl_status bl_safetensors_open(const char *path, bl_tensor_set *set, char **metadata_json,
-                              bl_err *err) {
+bl_status bl_safetensors_parse(const char *path, const uint8_t *data, size_t size,
+                               bl_tensor_set *set, char **metadata_json, bl_err *err) {
     if (metadata_json) *metadata_json = NULL;
-    if (!path || !set) return bl_fail(err, BL_ERR_ARG, "safetensors: NULL argument");
-    bl_mmap m;
-    bl_status st = bl_mmap_open(&m, path, err);
-    if (st != BL_OK) return st;
+    if (!path || !set || (!data && size)) return bl_fail(err, BL_ERR_ARG, "safetensors: NULL argument");
     int n0 = set->n, maps0 = set->n_maps;
     uint64_t hlen = 0;
-    if (m.size < 8) {
+    bl_status st = BL_OK;
+    if (size < 8) {
         st = bl_fail(err, BL_ERR_FORMAT, "%s: %zu bytes is too small for a safetensors file",
-                     path, m.size);
+                     path, size);
         goto fail;
     }
-    memcpy(&hlen, m.data, 8); /* little-endian host assumed, as everywhere in bitllm */
-    if (hlen > (uint64_t)m.size - 8 || hlen > ST_MAX_HEADER || hlen < 2) {
+    memcpy(&hlen, data, 8); /* little-endian host assumed, as everywhere in bitllm */
+    if (hlen > (uint64_t)size - 8 || hlen > ST_MAX_HEADER || hlen < 2 || data[8] != '{') {
+        char what[96];
+        bl_describe_content(data, size, size, what, sizeof what);
         st = bl_fail(err, BL_ERR_FORMAT,
-                     "%s: header length %llu is invalid for a file of %zu bytes", path,
-                     (unsigned long long)hlen, m.size);
+                     "%s: not a safetensors file (header length %llu invalid for a file of %zu "
+                     "bytes, or no JSON header; %s)",
+                     path, (unsigned long long)hlen, size, what);
         goto fail;
     }
-    st = parse_header(path, &m, hlen, set, metadata_json, err);
+    st = bl_tensor_set_begin_file(set, path, err);
+    if (st == BL_OK) st = parse_header(path, data, size, hlen, set, metadata_json, err);
     if (st != BL_OK) goto fail;
-    const char **names = sorted_names(set);
+    const bl_tensor **names = sorted_tensors(set);
     if (!names) {
         st = bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", path);
         goto fail;
@@ -222,6 +225,29 @@ bl_status bl_safetensors_open(const char *path, bl_tensor_set *set, char **metad
     if (dup) st = bl_fail(err, BL_ERR_FORMAT, "%s: tensor '%s' defined twice", path, dup);
     free(names);
     if (st != BL_OK) goto fail;
+    return BL_OK;
+fail:
+    set_rollback(set, n0, maps0);
+    if (metadata_json) {
+        free(*metadata_json);
+        *metadata_json = NULL;
+    }
+    return st;
+}
+
+bl_status bl_safetensors_open(const char *path, bl_tensor_set *set, char **metadata_json,
+                              bl_err *err) {
+    if (metadata_json) *metadata_json = NULL;
+    if (!path || !set) return bl_fail(err, BL_ERR_ARG, "safetensors: NULL argument");
+    bl_mmap m;
+    bl_status st = bl_mmap_open(&m, path, err);
+    if (st != BL_OK) return st;
+    int n0 = set->n, maps0 = set->n_maps;
+    st = bl_safetensors_parse(path, m.data, m.size, set, metadata_json, err);
+    if (st != BL_OK) {
+        bl_mmap_close(&m);
+        return st;
+    }
     st = bl_tensor_set_own_map(set, &m, err);
     if (st != BL_OK) {
         set_rollback(set, n0, maps0);
@@ -229,14 +255,6 @@ bl_status bl_safetensors_open(const char *path, bl_tensor_set *set, char **metad
             free(*metadata_json);
             *metadata_json = NULL;
         }
-    }
-    return st;
-fail:
-    set_rollback(set, n0, maps0);
-    bl_mmap_close(&m);
-    if (metadata_json) {
-        free(*metadata_json);
-        *metadata_json = NULL;
     }
     return st;
 }
@@ -265,10 +283,16 @@ static bl_status open_index(const char *dir, const char *ipath, bl_tensor_set *s
     size_t len = 0;
     bl_status st = bl_read_file(ipath, &text, &len, err);
     if (st != BL_OK) return st;
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    const char **shards = NULL, **names = NULL;
+    size_t at = 0;
+    cJSON *root = bl_json_parse(text, len, &at);
+    const char **shards = NULL;
+    const bl_tensor **names = NULL;
     int n_shards = 0;
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    if (!root) {
+        st = bl_fail(err, BL_ERR_FORMAT, "%s: not valid JSON (error at byte %zu)", ipath, at);
+        goto done;
+    }
     if (!cJSON_IsObject(root) || !cJSON_IsObject(wm) || !wm->child) {
         st = bl_fail(err, BL_ERR_FORMAT, "%s: not a JSON object with a non-empty weight_map",
                      ipath);
@@ -298,19 +322,37 @@ static bl_status open_index(const char *dir, const char *ipath, bl_tensor_set *s
         }
         st = bl_safetensors_open(sp, set, NULL, err);
         free(sp);
-        if (st != BL_OK) goto done;
+        if (st != BL_OK) {
+            bl_fail_context(err, st, "%s", ipath); /* the shard's message, with its index */
+            goto done;
+        }
     }
-    /* Every name the index promises must be present in the shards it points to. */
-    names = sorted_names(set);
+    /* Every name the index promises must be in the very shard it names. */
+    names = sorted_tensors(set);
     if (!names) {
         st = bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", ipath);
         goto done;
     }
     for (const cJSON *e = wm->child; e; e = e->next) {
-        const char *key = e->string ? e->string : "";
-        if (!bsearch(&key, names, (size_t)set->n, sizeof *names, cmp_name)) {
+        bl_tensor key;
+        snprintf(key.name, sizeof key.name, "%s", e->string ? e->string : "");
+        const bl_tensor *kp = &key, *const *hit =
+            strlen(e->string ? e->string : "") < BL_MAX_NAME
+                ? bsearch(&kp, names, (size_t)set->n, sizeof *names, cmp_tensor_name)
+                : NULL;
+        const char *file = hit ? bl_tensor_set_file(set, *hit) : NULL;
+        const char *in = file ? strrchr(file, '/') : NULL;
+        in = in ? in + 1 : file;
+        if (!hit) {
             st = bl_fail(err, BL_ERR_FORMAT, "%s: tensor '%.128s' is not in shard '%.256s'",
-                         ipath, key, e->valuestring);
+                         ipath, e->string ? e->string : "", e->valuestring);
+            goto done;
+        }
+        if (in && strcmp(in, e->valuestring) != 0) {
+            st = bl_fail(err, BL_ERR_FORMAT,
+                         "%s: weight_map puts tensor '%.128s' in shard '%.256s', but it is in "
+                         "'%.256s'",
+                         ipath, e->string, e->valuestring, in);
             goto done;
         }
     }

@@ -27,10 +27,35 @@ bl_status bl_tensor_set_add(bl_tensor_set *s, const bl_tensor *t, bl_err *err) {
         bl_tensor *nt = realloc(s->t, (size_t)cap * sizeof *nt);
         if (!nt) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", t->name);
         s->t = nt;
+        int *nf = realloc(s->file_of, (size_t)cap * sizeof *nf);
+        if (!nf) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", t->name);
+        s->file_of = nf;
         s->cap = cap;
     }
+    s->file_of[s->n] = s->n_files - 1;
     s->t[s->n++] = *t;
     return BL_OK;
+}
+
+bl_status bl_tensor_set_begin_file(bl_tensor_set *s, const char *path, bl_err *err) {
+    char **nf = realloc(s->files, ((size_t)s->n_files + 1) * sizeof *nf);
+    if (!nf) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", path);
+    s->files = nf;
+    if (!(s->files[s->n_files] = bl_strdup(path)))
+        return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", path);
+    s->n_files++;
+    return BL_OK;
+}
+
+const char *bl_tensor_set_file(const bl_tensor_set *s, const bl_tensor *t) {
+    int i = -1;
+    if (s->n > 0 && t >= s->t && t < s->t + s->n) {
+        i = (int)(t - s->t);
+    } else {
+        for (int k = 0; k < s->n && i < 0; k++)
+            if (strcmp(s->t[k].name, t->name) == 0) i = k;
+    }
+    return i >= 0 && s->file_of[i] >= 0 ? s->files[s->file_of[i]] : NULL;
 }
 
 /* The owned lists grow one element at a time: a set holds a handful of files and buffers. */
@@ -69,6 +94,9 @@ void bl_tensor_set_free(bl_tensor_set *s) {
     if (!s) return;
     for (int i = 0; i < s->n_maps; i++) bl_mmap_close(&s->maps[i]);
     for (int i = 0; i < s->n_owned; i++) free(s->owned[i]);
+    for (int i = 0; i < s->n_files; i++) free(s->files[i]);
+    free(s->files);
+    free(s->file_of);
     free(s->maps);
     free(s->owned);
     free(s->t);

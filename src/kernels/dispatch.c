@@ -212,7 +212,7 @@ void bl_signmat_release(bl_signmat *S) {
     S->packed_bytes = 0;
 }
 
-/* ---- 16-bit dense products ---- */
+/* ---- dense products (16-bit and f32 weights) ---- */
 
 typedef struct {
     void (*fn)(const bl_half_job *j, int64_t u0, int64_t u1);
@@ -224,18 +224,25 @@ static void half_call_run(void *call, int64_t lo, int64_t hi) {
     c->fn(c->job, lo, hi);
 }
 
-void bl_half_matmul(bl_dtype dt, const uint16_t *W, int64_t m, int64_t n, const float *X,
-                    int64_t T, float *Y, const bl_exec *ex) {
-    const bl_isa isa = exec_isa(ex);
-    if (isa == BL_ISA_REF) {
-        bl_half_matmul_ref(dt, W, m, n, X, T, Y);
-        return;
-    }
+static void dense_matmul(int kind, const void *W, int64_t m, int64_t n, const float *X, int64_t T,
+                         float *Y, const bl_exec *ex) {
     if (m <= 0 || T <= 0) return;
-    const bl_half_job job = {dt == BL_DT_BF16, W, m, n, X, T, Y};
-    half_call call = {isa == BL_ISA_AVX512 ? bl_half_avx512 : bl_half_avx2, &job};
+    const bl_half_job job = {kind, W, m, n, X, T, Y};
+    half_call call = {exec_isa(ex) == BL_ISA_AVX512 ? bl_half_avx512 : bl_half_avx2, &job};
     const int64_t units = (m + BL_HALF_ROW_GROUP - 1) / BL_HALF_ROW_GROUP;
     split(exec_pool(ex), (double)m * (double)n * (double)T, units, half_call_run, &call);
+}
+
+void bl_half_matmul(bl_dtype dt, const uint16_t *W, int64_t m, int64_t n, const float *X,
+                    int64_t T, float *Y, const bl_exec *ex) {
+    if (exec_isa(ex) == BL_ISA_REF) bl_half_matmul_ref(dt, W, m, n, X, T, Y);
+    else dense_matmul(dt == BL_DT_BF16 ? BL_WK_BF16 : BL_WK_F16, W, m, n, X, T, Y, ex);
+}
+
+void bl_f32_matmul(const float *W, int64_t m, int64_t n, const float *X, int64_t T, float *Y,
+                   const bl_exec *ex) {
+    if (exec_isa(ex) == BL_ISA_REF) bl_f32_matmul_ref(W, m, n, X, T, Y);
+    else dense_matmul(BL_WK_F32, W, m, n, X, T, Y, ex);
 }
 
 void bl_half_to_f32(bl_dtype dt, const uint16_t *src, float *dst, size_t count) {

@@ -1,5 +1,6 @@
-/* Private interface between the dispatcher and the per-ISA 16-bit dense kernels: the ISA files
- * export micro-kernels over ranges of row units; the driver in dispatch.c splits the units across
+/* Private interface between the dispatcher and the per-ISA dense kernels (16-bit and f32 weights
+ * share one implementation per ISA, compiled once per weight kind): the ISA files export
+ * micro-kernels over ranges of row units; the driver in dispatch.c splits the units across
  * threads. */
 #ifndef BITLLM_KERNELS_HALF_KERNELS_H
 #define BITLLM_KERNELS_HALF_KERNELS_H
@@ -10,10 +11,13 @@
 #define BL_HALF_ROW_GROUP 4
 #define BL_HALF_PAR_MIN_WORK (1 << 18)
 
-/* Y (T×m) = X·Wᵀ for W m×n of dtype dt (F16 or BF16). */
+/* Weight kinds of the shared implementation. */
+enum { BL_WK_F16 = 0, BL_WK_BF16 = 1, BL_WK_F32 = 2 };
+
+/* Y (T×m) = X·Wᵀ for W m×n of weight kind `kind` (W points to uint16_t or float elements). */
 typedef struct {
-    bool bf16;
-    const uint16_t *W;
+    int kind;
+    const void *W;
     int64_t m, n;
     const float *X;
     int64_t T;

@@ -1,7 +1,15 @@
 /* The decoder forward pass in f32 with a KV cache. A batch of T tokens goes through every
- * projection as one T-row matrix product; attention is computed per head in parallel, each head
- * summing in a fixed order, so results do not depend on the thread count. Every parallel step
- * runs on the state's own thread pool (bitllm/pool.h), never on OpenMP. */
+ * projection as one T-row matrix product; attention is computed per (sequence, head) pair in
+ * parallel, each pair summing in a fixed order, so results do not depend on the thread count.
+ * Every parallel step runs on the state's own thread pool (bitllm/pool.h), never on OpenMP.
+ *
+ * A state may hold several sequences, each in its own KV-cache slot. One call then stacks the new
+ * tokens of several sequences as the rows of one batch: the projections, norms and MLP run once
+ * over all rows, attention runs per sequence over its own slot. The single-sequence calls are
+ * the same code with one sequence in slot 0. Every step is row-wise (the linear-layer kernels
+ * give each row the same result whatever else is in the batch, format.h) or per sequence with the
+ * same arguments as when the sequence runs alone, so a sequence's results do not depend on what
+ * it was batched with. */
 #include "bitllm/model.h"
 
 #include <math.h>
@@ -12,20 +20,32 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* One sequence of a call: its slot, its rows in the batch and the position of the first. */
+typedef struct {
+    int slot, row0, n, pos0;
+} seq_span;
+
 struct bl_state {
     const bl_model *m;
-    int max_seq, max_batch, pos;
+    int n_slots, max_seq, max_batch;
+    int *pos; /* [n_slots]: tokens in each slot's cache */
     int q_dim, kv_dim;
-    float *k_cache, *v_cache; /* [layer][max_seq][kv_dim] */
+    float *k_cache, *v_cache; /* [slot][layer][max_seq][kv_dim] */
     float *rope_cos, *rope_sin; /* [max_seq][head_dim/2] */
     float *x, *xb, *q, *k, *v, *att, *tmp; /* batch rows */
     float *hb, *hb2;
-    float *scores; /* [n_threads][max_batch·max_seq] */
+    float *scores; /* [n_threads][min(max_batch, max_seq)·max_seq] */
+    float *logit_rows; /* [n_slots][vocab]: last-token logits of a multi-sequence call */
     int n_threads;
     bl_pool *pool;
     bl_exec ex; /* the pool and the model's ISA level */
     float *work;
     size_t work_floats;
+    seq_span *spans;      /* [max_batch]: the sequences of the call being computed */
+    int n_spans;
+    int *row_slot, *row_pos; /* [max_batch]: slot and position of each row */
+    int32_t *row_tok;        /* [max_batch]: the tokens of a multi-sequence call, stacked */
+    int *out_rows;           /* [max_batch]: the rows whose logits a call computes */
     bl_observer_fn observe;
     void *observe_ctx;
     int layer; /* layer being computed, for the observer */
@@ -52,8 +72,14 @@ void bl_state_free(bl_state *s) {
     bl_pool_free(s->pool);
     float **bufs[] = {&s->k_cache, &s->v_cache, &s->rope_cos, &s->rope_sin, &s->x,  &s->xb,
                       &s->q,       &s->k,       &s->v,        &s->att,      &s->tmp, &s->hb,
-                      &s->hb2,     &s->scores,  &s->work};
+                      &s->hb2,     &s->scores,  &s->work,     &s->logit_rows};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) bl_aligned_free(*bufs[i]);
+    free(s->pos);
+    free(s->spans);
+    free(s->row_slot);
+    free(s->row_pos);
+    free(s->row_tok);
+    free(s->out_rows);
     free(s);
 }
 
@@ -68,19 +94,32 @@ static float *alloc_floats(size_t a, size_t b, bool *ok) {
     return p;
 }
 
+/* Attention scores one thread needs: one span of at most min(max_batch, max_seq) queries. */
+static size_t scores_per_thread(const bl_state *s) {
+    return (size_t)(s->max_batch < s->max_seq ? s->max_batch : s->max_seq) * (size_t)s->max_seq;
+}
+
 int bl_state_threads(const bl_state *s) { return s->n_threads; }
 
 bl_status bl_state_new(const bl_model *m, int max_seq, int max_batch, int n_threads,
                        bl_state **out, bl_err *err) {
+    return bl_state_new_slots(m, 1, max_seq, max_batch, n_threads, out, err);
+}
+
+bl_status bl_state_new_slots(const bl_model *m, int n_slots, int max_seq, int max_batch,
+                             int n_threads, bl_state **out, bl_err *err) {
     *out = NULL;
     const bl_config *c = &m->cfg;
-    if (max_seq <= 0 || max_batch <= 0)
-        return bl_fail(err, BL_ERR_ARG, "context length and batch must be positive");
+    if (max_seq <= 0 || max_batch <= 0 || n_slots <= 0)
+        return bl_fail(err, BL_ERR_ARG, "context length, batch and slot count must be positive");
     bl_state *s = calloc(1, sizeof *s);
     if (!s) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
     s->m = m;
+    s->n_slots = n_slots;
     s->max_seq = max_seq;
-    s->max_batch = max_batch < max_seq ? max_batch : max_seq;
+    /* one call fills at most max_seq positions of each of its sequences */
+    const int64_t most = (int64_t)n_slots * max_seq;
+    s->max_batch = max_batch < most ? max_batch : (int)most;
     s->q_dim = c->n_heads * c->head_dim;
     s->kv_dim = c->n_kv_heads * c->head_dim;
     s->layer = -1;
@@ -94,9 +133,19 @@ bl_status bl_state_new(const bl_model *m, int max_seq, int max_batch, int n_thre
     s->ex.pool = s->pool;
     s->ex.isa = m->isa;
     const size_t B = (size_t)s->max_batch, half = (size_t)c->head_dim / 2;
+    const size_t cache_rows = (size_t)n_slots * (size_t)c->n_layers * (size_t)max_seq;
     bool ok = true;
-    s->k_cache = alloc_floats((size_t)c->n_layers * (size_t)max_seq, (size_t)s->kv_dim, &ok);
-    s->v_cache = alloc_floats((size_t)c->n_layers * (size_t)max_seq, (size_t)s->kv_dim, &ok);
+    s->pos = calloc((size_t)n_slots, sizeof *s->pos);
+    s->spans = calloc(B, sizeof *s->spans);
+    s->row_slot = calloc(B, sizeof *s->row_slot);
+    s->row_pos = calloc(B, sizeof *s->row_pos);
+    s->row_tok = calloc(B, sizeof *s->row_tok);
+    s->out_rows = calloc(B, sizeof *s->out_rows);
+    if (!s->pos || !s->spans || !s->row_slot || !s->row_pos || !s->row_tok || !s->out_rows)
+        ok = false;
+    s->k_cache = alloc_floats(cache_rows, (size_t)s->kv_dim, &ok);
+    s->v_cache = alloc_floats(cache_rows, (size_t)s->kv_dim, &ok);
+    if (n_slots > 1) s->logit_rows = alloc_floats((size_t)n_slots, (size_t)c->vocab_size, &ok);
     s->rope_cos = alloc_floats((size_t)max_seq, half, &ok);
     s->rope_sin = alloc_floats((size_t)max_seq, half, &ok);
     s->x = alloc_floats(B, (size_t)c->dim, &ok);
@@ -108,12 +157,13 @@ bl_status bl_state_new(const bl_model *m, int max_seq, int max_batch, int n_thre
     s->v = alloc_floats(B, (size_t)s->kv_dim, &ok);
     s->hb = alloc_floats(B, (size_t)c->hidden_dim, &ok);
     s->hb2 = alloc_floats(B, (size_t)c->hidden_dim, &ok);
-    s->scores = alloc_floats((size_t)s->n_threads * B, (size_t)max_seq, &ok);
+    s->scores = alloc_floats((size_t)s->n_threads, scores_per_thread(s), &ok);
     s->work_floats = max_workspace(m, s->max_batch);
     s->work = alloc_floats(s->work_floats ? s->work_floats : 1, 1, &ok);
     if (!ok) {
         bl_state_free(s);
-        return bl_fail(err, BL_ERR_NOMEM, "cannot allocate the KV cache for %d tokens", max_seq);
+        return bl_fail(err, BL_ERR_NOMEM, "cannot allocate the KV cache for %d x %d tokens",
+                       n_slots, max_seq);
     }
     /* Angles in double: positions up to 10^5 times frequencies near 1 keep full accuracy. */
     for (int p = 0; p < max_seq; p++)
@@ -126,10 +176,21 @@ bl_status bl_state_new(const bl_model *m, int max_seq, int max_batch, int n_thre
     return BL_OK;
 }
 
-void bl_state_reset(bl_state *s) { s->pos = 0; }
-int bl_state_pos(const bl_state *s) { return s->pos; }
-void bl_state_truncate(bl_state *s, int pos) {
-    if (pos >= 0 && pos < s->pos) s->pos = pos;
+void bl_state_reset(bl_state *s) { s->pos[0] = 0; }
+int bl_state_pos(const bl_state *s) { return s->pos[0]; }
+void bl_state_truncate(bl_state *s, int pos) { bl_state_slot_truncate(s, 0, pos); }
+int bl_state_slots(const bl_state *s) { return s->n_slots; }
+int bl_state_max_batch(const bl_state *s) { return s->max_batch; }
+int bl_state_slot_pos(const bl_state *s, int slot) {
+    return slot >= 0 && slot < s->n_slots ? s->pos[slot] : 0;
+}
+void bl_state_slot_truncate(bl_state *s, int slot, int pos) {
+    if (slot >= 0 && slot < s->n_slots && pos >= 0 && pos < s->pos[slot]) s->pos[slot] = pos;
+}
+
+/* Layer l of a slot's key (or value) cache. */
+static float *cache_at(const bl_state *s, float *cache, int slot, int l) {
+    return cache + ((size_t)slot * s->m->cfg.n_layers + (size_t)l) * s->max_seq * s->kv_dim;
 }
 
 static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
@@ -174,7 +235,7 @@ static void attention_inputs(bl_state *s, const bl_layer *ly, int l, int T) {
     add_bias(s->k, ly->bias[1], T, s->kv_dim);
     add_bias(s->v, ly->bias[2], T, s->kv_dim);
     for (int t = 0; t < T; t++) {
-        const int p = s->pos + t;
+        const int p = s->row_pos[t];
         const float *cs = s->rope_cos + (size_t)p * half, *sn = s->rope_sin + (size_t)p * half;
         for (int h = 0; h < c->n_heads; h++) {
             float *qh = s->q + (size_t)t * s->q_dim + (size_t)h * hd;
@@ -186,17 +247,19 @@ static void attention_inputs(bl_state *s, const bl_layer *ly, int l, int T) {
             if (ly->k_norm) rmsnorm(kh, kh, ly->k_norm, hd, c->norm_eps);
             rope(kh, hd, cs, sn, c->rope_interleaved);
         }
-        size_t off = ((size_t)l * s->max_seq + (size_t)p) * s->kv_dim;
-        memcpy(s->k_cache + off, s->k + (size_t)t * s->kv_dim, (size_t)s->kv_dim * sizeof(float));
-        memcpy(s->v_cache + off, s->v + (size_t)t * s->kv_dim, (size_t)s->kv_dim * sizeof(float));
+        const size_t off = (size_t)p * s->kv_dim, row = (size_t)s->kv_dim * sizeof(float);
+        memcpy(cache_at(s, s->k_cache, s->row_slot[t], l) + off, s->k + (size_t)t * s->kv_dim, row);
+        memcpy(cache_at(s, s->v_cache, s->row_slot[t], l) + off, s->v + (size_t)t * s->kv_dim, row);
     }
 }
 
 /* Causal attention of the batch's queries over the cache (GQA: kv head = head / group). Per
- * head, scores for all T queries are one product Q_h·K_hᵀ and the output one product P·V_h; the
- * heads are split across the pool's threads, each head computed whole by one thread, so results
- * do not depend on the thread count. Thread ith uses scores row ith (ith < n_threads). */
-/* Batches of at most this many tokens attend with plain loops instead of two BLAS calls. */
+ * sequence and head, the sequence's T queries attend over its own slot: for T <= SMALL_T with
+ * plain loops, else as one product Q_h·K_hᵀ and one product P·V_h. The (sequence, head) pairs
+ * are split across the pool's threads, each pair computed whole by one thread, so results do not
+ * depend on the thread count nor on the other sequences (the choice of method depends on the
+ * sequence's own T only). Thread ith uses scores block ith (ith < n_threads). */
+/* Sequences of at most this many new tokens attend with plain loops instead of two BLAS calls. */
 #define SMALL_T 4
 
 static void softmax(float *row, int n) {
@@ -230,37 +293,38 @@ static void attend_one(const float *q, const float *kh, const float *vh, int ld,
 
 typedef struct {
     bl_state *s;
-    int l, T;
+    int l;
 } attn_job;
 
-static void attention_heads(void *ctx, int ith, int nth) {
+static void attention_pairs(void *ctx, int ith, int nth) {
     const attn_job *j = ctx;
     bl_state *s = j->s;
-    const int l = j->l, T = j->T;
+    const int l = j->l;
     const bl_config *c = &s->m->cfg;
     const int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
-    const int n_ctx = s->pos + T; /* keys visible to the last query */
     const float inv_sqrt = 1.0f / sqrtf((float)hd);
-    const float *kc = s->k_cache + (size_t)l * s->max_seq * s->kv_dim;
-    const float *vc = s->v_cache + (size_t)l * s->max_seq * s->kv_dim;
-    float *P = s->scores + (size_t)ith * s->max_batch * s->max_seq;
-    int64_t h0, h1;
-    bl_split_range(c->n_heads, ith, nth, &h0, &h1);
-    for (int h = (int)h0; h < (int)h1; h++) {
-        const int kvh = h / group;
-        const float *kh = kc + (size_t)kvh * hd, *vh = vc + (size_t)kvh * hd;
-        float *out = s->att + (size_t)h * hd;
+    float *P = s->scores + (size_t)ith * scores_per_thread(s);
+    int64_t p0, p1;
+    bl_split_range((int64_t)s->n_spans * c->n_heads, ith, nth, &p0, &p1);
+    for (int64_t ph = p0; ph < p1; ph++) {
+        const seq_span *sp = &s->spans[ph / c->n_heads];
+        const int h = (int)(ph % c->n_heads), kvh = h / group, T = sp->n;
+        const int n_ctx = sp->pos0 + T; /* keys visible to the last query */
+        const float *kh = cache_at(s, s->k_cache, sp->slot, l) + (size_t)kvh * hd;
+        const float *vh = cache_at(s, s->v_cache, sp->slot, l) + (size_t)kvh * hd;
+        const float *q = s->q + (size_t)sp->row0 * s->q_dim + (size_t)h * hd;
+        float *out = s->att + (size_t)sp->row0 * s->q_dim + (size_t)h * hd;
         if (T <= SMALL_T) { /* decode: plain loops, no BLAS call overhead */
             for (int t = 0; t < T; t++)
-                attend_one(s->q + (size_t)t * s->q_dim + (size_t)h * hd, kh, vh, s->kv_dim, hd,
-                           s->pos + t + 1, inv_sqrt, P, out + (size_t)t * s->q_dim);
+                attend_one(q + (size_t)t * s->q_dim, kh, vh, s->kv_dim, hd, sp->pos0 + t + 1,
+                           inv_sqrt, P, out + (size_t)t * s->q_dim);
             continue;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n_ctx, hd, inv_sqrt,
-                    s->q + (size_t)h * hd, s->q_dim, kh, s->kv_dim, 0.0f, P, n_ctx);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n_ctx, hd, inv_sqrt, q, s->q_dim,
+                    kh, s->kv_dim, 0.0f, P, n_ctx);
         for (int t = 0; t < T; t++) {
             float *row = P + (size_t)t * n_ctx;
-            const int visible = s->pos + t + 1;
+            const int visible = sp->pos0 + t + 1;
             softmax(row, visible);
             for (int k = visible; k < n_ctx; k++) row[k] = 0.0f;
         }
@@ -269,12 +333,16 @@ static void attention_heads(void *ctx, int ith, int nth) {
     }
 }
 
-static void attention(bl_state *s, int l, int T) {
+static void attention(bl_state *s, int l) {
     const bl_config *c = &s->m->cfg;
-    const bool par = (double)T * (s->pos + T) * c->head_dim * c->n_heads > 65536.0;
-    attn_job j = {s, l, T};
-    const int nth = par ? (c->n_heads < s->n_threads ? c->n_heads : s->n_threads) : 1;
-    bl_pool_run_n(s->pool, nth, attention_heads, &j);
+    double work = 0.0;
+    for (int i = 0; i < s->n_spans; i++)
+        work += (double)s->spans[i].n * (s->spans[i].pos0 + s->spans[i].n) * c->head_dim *
+                c->n_heads;
+    const int pairs = s->n_spans * c->n_heads;
+    attn_job j = {s, l};
+    const int nth = work > 65536.0 ? (pairs < s->n_threads ? pairs : s->n_threads) : 1;
+    bl_pool_run_n(s->pool, nth, attention_pairs, &j);
 }
 
 static void mlp(bl_state *s, const bl_layer *ly, int T) {
@@ -313,26 +381,33 @@ static int first_nonfinite_row(const float *x, int T, int64_t n) {
 }
 
 /* A non-finite activation stops the pass with an error naming the model file, what (layer and
- * part, or tensor) and the token position. */
+ * part, or tensor) and the token position (and the sequence's slot in a multi-sequence state). */
 static bl_status nonfinite(const bl_state *s, int row, bl_err *err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static bl_status nonfinite(const bl_state *s, int row, bl_err *err, const char *fmt, ...) {
-    char what[200];
+    char what[200], slot[32] = "";
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
+    if (s->n_slots > 1) snprintf(slot, sizeof slot, " of slot %d", s->row_slot[row]);
     return bl_fail(err, BL_ERR_NUMERIC, "%s: non-finite value (NaN or Inf) %s at token position "
-                   "%d", s->m->path ? s->m->path : "model", what, s->pos + row);
+                   "%d%s", s->m->path ? s->m->path : "model", what, s->row_pos[row], slot);
 }
 
-/* One batch of T <= max_batch tokens. */
-static bl_status forward_batch(bl_state *s, const int32_t *tokens, int T, float *logits,
-                               bool all_logits, bl_err *err) {
+/* The decoder layers over the T <= max_batch rows of s->spans (tokens row by row); afterwards
+ * s->x holds the last hidden state of every row. The slots advance only once the whole call has
+ * succeeded (commit), so a failing call leaves every cache as it was. */
+static bl_status forward_rows(bl_state *s, const int32_t *tokens, int T, bl_err *err) {
     const bl_model *m = s->m;
     const bl_config *c = &m->cfg;
     const int D = c->dim;
     int bad;
+    for (int i = 0; i < s->n_spans; i++)
+        for (int t = 0; t < s->spans[i].n; t++) {
+            s->row_slot[s->spans[i].row0 + t] = s->spans[i].slot;
+            s->row_pos[s->spans[i].row0 + t] = s->spans[i].pos0 + t;
+        }
     for (int t = 0; t < T; t++) bl_tensor_row_f32(&m->tok_embd, tokens[t], D, s->x + (size_t)t * D);
     if ((bad = first_nonfinite_row(s->x, T, D)) >= 0)
         return nonfinite(s, bad, err, "in the embedding of token %d (model.embed_tokens.weight)",
@@ -343,7 +418,7 @@ static bl_status forward_batch(bl_state *s, const int32_t *tokens, int T, float 
         for (int t = 0; t < T; t++)
             rmsnorm(s->xb + (size_t)t * D, s->x + (size_t)t * D, ly->attn_norm, D, c->norm_eps);
         attention_inputs(s, ly, l, T);
-        attention(s, l, T);
+        attention(s, l);
         linear(s, &ly->proj[BL_PROJ_O], s->att, T, s->tmp);
         residual_add(s->x, s->tmp, (size_t)T * D);
         if ((bad = first_nonfinite_row(s->x, T, D)) >= 0)
@@ -358,18 +433,31 @@ static bl_status forward_batch(bl_state *s, const int32_t *tokens, int T, float 
                              "post_attention_layernorm, gate/up/down_proj)", l, l);
     }
     s->layer = -1; /* the output head is not a decoder projection */
-    if (logits) {
-        const int first = all_logits ? 0 : T - 1;
-        for (int t = first; t < T; t++)
-            rmsnorm(s->xb + (size_t)t * D, s->x + (size_t)t * D, m->out_norm, D, c->norm_eps);
-        if ((bad = first_nonfinite_row(s->xb + (size_t)first * D, T - first, D)) >= 0)
-            return nonfinite(s, first + bad, err, "after the final norm (model.norm.weight)");
-        linear(s, &m->output, s->xb + (size_t)first * D, T - first, logits);
-        if ((bad = first_nonfinite_row(logits, T - first, c->vocab_size)) >= 0)
-            return nonfinite(s, first + bad, err, "in the logits (output head %s)",
-                             c->tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+    return BL_OK;
+}
+
+static void commit(bl_state *s) {
+    for (int i = 0; i < s->n_spans; i++) s->pos[s->spans[i].slot] += s->spans[i].n;
+}
+
+/* Logits of n rows of s->x, listed in rows (NULL: rows first..first+n-1), into out (n×vocab):
+ * final norm into s->xb, then one product with the output head. */
+static bl_status output_head(bl_state *s, const int *rows, int first, int n, float *out,
+                             bl_err *err) {
+    const bl_config *c = &s->m->cfg;
+    const int D = c->dim;
+    int bad;
+    for (int k = 0; k < n; k++) {
+        const int r = rows ? rows[k] : first + k;
+        rmsnorm(s->xb + (size_t)k * D, s->x + (size_t)r * D, s->m->out_norm, D, c->norm_eps);
     }
-    s->pos += T;
+    if ((bad = first_nonfinite_row(s->xb, n, D)) >= 0)
+        return nonfinite(s, rows ? rows[bad] : first + bad, err,
+                         "after the final norm (model.norm.weight)");
+    linear(s, &s->m->output, s->xb, n, out);
+    if ((bad = first_nonfinite_row(out, n, c->vocab_size)) >= 0)
+        return nonfinite(s, rows ? rows[bad] : first + bad, err, "in the logits (output head %s)",
+                         c->tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
     return BL_OK;
 }
 
@@ -377,20 +465,71 @@ bl_status bl_forward(bl_state *s, const int32_t *tokens, int T, float *logits, b
                      bl_err *err) {
     const int V = s->m->cfg.vocab_size;
     if (T <= 0) return bl_fail(err, BL_ERR_ARG, "no tokens to process");
-    if (T > s->max_seq - s->pos)
+    if (T > s->max_seq - s->pos[0])
         return bl_fail(err, BL_ERR_ARG, "context full: %d tokens in cache, %d more, limit %d",
-                       s->pos, T, s->max_seq);
+                       s->pos[0], T, s->max_seq);
     for (int t = 0; t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= V)
             return bl_fail(err, BL_ERR_ARG, "token id %d out of range [0, %d)", tokens[t], V);
     for (int done = 0; done < T; done += s->max_batch) {
-        int n = T - done < s->max_batch ? T - done : s->max_batch;
-        bool last = done + n == T;
-        float *lg = NULL;
-        if (logits && all_logits) lg = logits + (size_t)done * V;
-        else if (logits && last) lg = logits;
-        bl_status st = forward_batch(s, tokens + done, n, lg, all_logits, err);
+        const int n = T - done < s->max_batch ? T - done : s->max_batch;
+        s->spans[0] = (seq_span){.slot = 0, .row0 = 0, .n = n, .pos0 = s->pos[0]};
+        s->n_spans = 1;
+        bl_status st = forward_rows(s, tokens + done, n, err);
+        if (!st && logits && all_logits)
+            st = output_head(s, NULL, 0, n, logits + (size_t)done * V, err);
+        else if (!st && logits && done + n == T)
+            st = output_head(s, NULL, n - 1, 1, logits, err);
         if (st) return st;
+        commit(s);
     }
+    return BL_OK;
+}
+
+bl_status bl_forward_batch(bl_state *s, const bl_seq_batch *seqs, int n_seqs, bl_err *err) {
+    const int V = s->m->cfg.vocab_size;
+    int32_t *rows = s->row_tok;
+    if (n_seqs <= 0 || !seqs) return bl_fail(err, BL_ERR_ARG, "no sequences to run");
+    int T = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        const bl_seq_batch *q = &seqs[i];
+        if (q->slot < 0 || q->slot >= s->n_slots)
+            return bl_fail(err, BL_ERR_ARG, "slot %d out of range [0, %d)", q->slot, s->n_slots);
+        for (int j = 0; j < i; j++)
+            if (seqs[j].slot == q->slot)
+                return bl_fail(err, BL_ERR_ARG, "slot %d given twice in one batch", q->slot);
+        if (q->n <= 0 || !q->tokens)
+            return bl_fail(err, BL_ERR_ARG, "slot %d: no tokens to process", q->slot);
+        if (q->n > s->max_seq - s->pos[q->slot])
+            return bl_fail(err, BL_ERR_ARG, "slot %d: context full: %d tokens in cache, %d more, "
+                           "limit %d", q->slot, s->pos[q->slot], q->n, s->max_seq);
+        if (q->n > s->max_batch - T)
+            return bl_fail(err, BL_ERR_ARG, "batch of more than %d rows", s->max_batch);
+        for (int t = 0; t < q->n; t++)
+            if (q->tokens[t] < 0 || q->tokens[t] >= V)
+                return bl_fail(err, BL_ERR_ARG, "slot %d: token id %d out of range [0, %d)",
+                               q->slot, q->tokens[t], V);
+        s->spans[i] = (seq_span){.slot = q->slot, .row0 = T, .n = q->n, .pos0 = s->pos[q->slot]};
+        memcpy(rows + T, q->tokens, (size_t)q->n * sizeof *rows);
+        T += q->n;
+    }
+    s->n_spans = n_seqs;
+    bl_status st = forward_rows(s, rows, T, err);
+    if (st) return st;
+    /* the last row of every sequence that wants logits, through the head together */
+    int n_out = 0;
+    int *last = s->out_rows;
+    for (int i = 0; i < n_seqs; i++)
+        if (seqs[i].logits) last[n_out++] = s->spans[i].row0 + s->spans[i].n - 1;
+    if (n_out > 0 && n_seqs == 1) {
+        st = output_head(s, last, 0, 1, seqs[0].logits, err);
+    } else if (n_out > 0) {
+        st = output_head(s, last, 0, n_out, s->logit_rows, err);
+        for (int i = 0, k = 0; !st && i < n_seqs; i++)
+            if (seqs[i].logits)
+                memcpy(seqs[i].logits, s->logit_rows + (size_t)k++ * V, (size_t)V * sizeof(float));
+    }
+    if (st) return st;
+    commit(s);
     return BL_OK;
 }

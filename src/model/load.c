@@ -1,6 +1,8 @@
 /* Loading a model from a Hugging Face directory (plain or bitllm-quantized), a GGUF file or a
- * llama2.c checkpoint into one bl_model. Tensors stay memory-mapped; only small vectors (norms,
- * biases) are converted to f32 copies. */
+ * llama2.c checkpoint into one bl_model. The form is told by content (a directory, GGUF magic, a
+ * llama2.c header), never by the file name, and each form's configuration is read strictly:
+ * a field of the wrong type or out of range is an error naming it. The weights are loaded and
+ * checked by src/model/load_weights.c. */
 #include "model/model_internal.h"
 
 #include <cjson/cJSON.h>
@@ -11,29 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Tensor names differ between HF checkpoints (and ours) and GGUF / llama2.c. */
-typedef struct {
-    const char *embd, *out_norm, *output;
-    const char *layer;              /* prefix before the layer index */
-    const char *attn_norm, *ffn_norm, *q_norm, *k_norm;
-    const char *proj[BL_PROJ_COUNT];
-} name_scheme;
-
-static const name_scheme hf_names = {
-    "model.embed_tokens.weight", "model.norm.weight", "lm_head", "model.layers.",
-    "input_layernorm.weight", "post_attention_layernorm.weight", "self_attn.q_norm.weight",
-    "self_attn.k_norm.weight",
-    {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-     "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"},
-};
-
-static const name_scheme gguf_names = {
-    "token_embd.weight", "output_norm.weight", "output", "blk.",
-    "attn_norm.weight", "ffn_norm.weight", "attn_q_norm.weight", "attn_k_norm.weight",
-    {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"},
-};
-
-static bl_status own(bl_model *m, void *p, bl_err *err) {
+bl_status bl_model_own(bl_model *m, void *p, bl_err *err) {
     if (m->n_owned == m->cap_owned) {
         int cap = m->cap_owned ? 2 * m->cap_owned : 64;
         void **o = realloc(m->owned, (size_t)cap * sizeof *o);
@@ -48,168 +28,26 @@ static bl_status own(bl_model *m, void *p, bl_err *err) {
     return BL_OK;
 }
 
-/* A 1-D vector of exactly len elements converted to an owned f32 array. */
-static bl_status load_vec(bl_model *m, const char *name, int64_t len, bool required, float **out,
-                          bl_err *err) {
-    *out = NULL;
-    const bl_tensor *t = bl_tensor_set_find(&m->tensors, name);
-    if (!t) {
-        if (!required) return BL_OK;
-        return bl_fail(err, BL_ERR_FORMAT, "%s: missing tensor %s", m->path, name);
-    }
-    if (bl_tensor_numel(t) != len || t->ndim != 1)
-        return bl_fail(err, BL_ERR_FORMAT, "%s: tensor %s should be a vector of %lld elements",
-                       m->path, name, (long long)len);
-    bl_status s = bl_tensor_to_f32(t, out, err);
-    if (s) return s;
-    return own(m, *out, err);
-}
-
-static const bl_tensor *find_2d(bl_model *m, const char *name, int64_t rows, int64_t cols,
-                                bl_err *err) {
-    const bl_tensor *t = bl_tensor_set_find(&m->tensors, name);
-    if (!t) {
-        bl_fail(err, BL_ERR_FORMAT, "%s: missing tensor %s", m->path, name);
-        return NULL;
-    }
-    if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols) {
-        bl_fail(err, BL_ERR_FORMAT, "%s: tensor %s has shape [%lld, %lld], expected [%lld, %lld]",
-                m->path, name, (long long)t->shape[0], (long long)(t->ndim > 1 ? t->shape[1] : 0),
-                (long long)rows, (long long)cols);
-        return NULL;
-    }
-    return t;
-}
-
-/* quantization_config.layers entry for prefix, or NULL for a dense layer. */
-static const cJSON *quant_entry(const cJSON *qc, const char *prefix) {
-    if (!qc) return NULL;
-    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(qc, "layers");
-    return cJSON_GetObjectItemCaseSensitive(layers, prefix);
-}
-
-static bl_status load_linear(bl_model *m, const cJSON *qc, const char *prefix, int64_t rows,
-                             int64_t cols, bl_linear *L, bl_err *err) {
-    char name[BL_MAX_NAME + 16];
-    const cJSON *q = quant_entry(qc, prefix);
-    if (!q && bl_onebit_layer_present(&m->tensors, prefix)) {
-        bl_status s = bl_onebit_import_layer(&m->tensors, prefix, rows, cols, L, err);
-        if (!s) snprintf(m->quant_method, sizeof m->quant_method, "onebit");
-        return s;
-    }
-    if (!q) {
-        snprintf(name, sizeof name, "%s.weight", prefix);
-        const bl_tensor *t = find_2d(m, name, rows, cols, err);
-        if (!t) return err ? err->code : BL_ERR_FORMAT;
-        return bl_linear_dense_init(L, t, err);
-    }
-    const bl_format_ops *ops;
-    bl_status s = bl_format_params_from_json(q, prefix, &ops, &L->params, err);
-    if (s) return s;
-    L->ops = ops;
-    L->m = rows;
-    L->n = cols;
-    s = ops->load(L, prefix, &m->tensors, err);
-    if (s) {
-        L->ops = NULL;
-        /* Prefix the model path so the message names the file. */
-        if (err) {
-            char tmp[sizeof err->msg];
-            memcpy(tmp, err->msg, sizeof tmp);
-            size_t n = strlen(m->path);
-            if (n + 2 < sizeof err->msg) {
-                memcpy(err->msg, m->path, n);
-                memcpy(err->msg + n, ": ", 2);
-                size_t left = sizeof err->msg - n - 3;
-                size_t tl = strnlen(tmp, left);
-                memcpy(err->msg + n + 2, tmp, tl);
-                err->msg[n + 2 + tl] = 0;
-            }
-        }
-    }
-    return s;
-}
-
-/* pool: threads for repacking sign matrices (may be NULL). */
-static bl_status load_weights(bl_model *m, const name_scheme *ns, const cJSON *qc, bl_pool *pool,
-                              bl_err *err) {
-    const bl_config *c = &m->cfg;
-    if (m->load_mode == BL_LOAD_READ) {
-        bl_status s = bl_tensor_set_privatize(&m->tensors, m->path, err);
-        if (s) return s;
-    }
-    m->tensors.pool = pool;
-    const bl_tensor *e = find_2d(m, ns->embd, c->vocab_size, c->dim, err);
-    if (!e) return err ? err->code : BL_ERR_FORMAT;
-    m->tok_embd = *e;
-    bl_status s = load_vec(m, ns->out_norm, c->dim, true, &m->out_norm, err);
-    if (s) return s;
-    char name[BL_MAX_NAME + 32];
-    snprintf(name, sizeof name, "%s.weight", ns->output);
-    bool has_head = bl_tensor_set_find(&m->tensors, name) != NULL || quant_entry(qc, ns->output);
-    if (has_head) {
-        s = load_linear(m, qc, ns->output, c->vocab_size, c->dim, &m->output, err);
-    } else {
-        m->cfg.tied_embeddings = true;
-        s = bl_linear_dense_init(&m->output, &m->tok_embd, err);
-    }
-    if (s) return s;
-
-    m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
-    if (!m->layers) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", m->path);
-    const int64_t q_dim = (int64_t)c->n_heads * c->head_dim;
-    const int64_t kv_dim = (int64_t)c->n_kv_heads * c->head_dim;
-    const int64_t rows[BL_PROJ_COUNT] = {q_dim, kv_dim, kv_dim, c->dim,
-                                         c->hidden_dim, c->hidden_dim, c->dim};
-    const int64_t cols[BL_PROJ_COUNT] = {c->dim, c->dim, c->dim, q_dim,
-                                         c->dim, c->dim, c->hidden_dim};
-    for (int l = 0; l < c->n_layers; l++) {
-        bl_layer *ly = &m->layers[l];
-        char pre[64];
-        snprintf(pre, sizeof pre, "%s%d.", ns->layer, l);
-        snprintf(name, sizeof name, "%s%s", pre, ns->attn_norm);
-        if ((s = load_vec(m, name, c->dim, true, &ly->attn_norm, err))) return s;
-        snprintf(name, sizeof name, "%s%s", pre, ns->ffn_norm);
-        if ((s = load_vec(m, name, c->dim, true, &ly->ffn_norm, err))) return s;
-        for (int p = 0; p < BL_PROJ_COUNT; p++) {
-            snprintf(name, sizeof name, "%s%s", pre, ns->proj[p]);
-            if ((s = load_linear(m, qc, name, rows[p], cols[p], &ly->proj[p], err))) return s;
-        }
-        if (c->qkv_bias) {
-            for (int p = 0; p < 3; p++) {
-                snprintf(name, sizeof name, "%s%s.bias", pre, ns->proj[p]);
-                if ((s = load_vec(m, name, rows[p], true, &ly->bias[p], err))) return s;
-            }
-        }
-        if (c->qk_norm) {
-            snprintf(name, sizeof name, "%s%s", pre, ns->q_norm);
-            if ((s = load_vec(m, name, c->head_dim, true, &ly->q_norm, err))) return s;
-            snprintf(name, sizeof name, "%s%s", pre, ns->k_norm);
-            if ((s = load_vec(m, name, c->head_dim, true, &ly->k_norm, err))) return s;
-        }
-    }
-    return BL_OK;
-}
-
 /* Inverse RoPE frequencies, with Llama-3 scaling or GGUF's rope_freqs factors applied. */
 static bl_status init_rope(bl_model *m, bl_err *err) {
     const bl_config *c = &m->cfg;
     int half = c->head_dim / 2;
     m->rope_inv_freq = malloc((size_t)half * sizeof(float));
     if (!m->rope_inv_freq) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
-    bl_status s = own(m, m->rope_inv_freq, err);
+    bl_status s = bl_model_own(m, m->rope_inv_freq, err);
     if (s) return s;
+    /* Shape and finiteness were checked with the weights. */
     const bl_tensor *rf = bl_tensor_set_find(&m->tensors, "rope_freqs.weight");
     float *factors = NULL;
-    if (rf) {
-        if (bl_tensor_numel(rf) != half)
-            return bl_fail(err, BL_ERR_FORMAT, "%s: rope_freqs.weight should have %d elements",
-                           m->path, half);
-        if ((s = bl_tensor_to_f32(rf, &factors, err))) return s;
-    }
+    if (rf && (s = bl_tensor_to_f32(rf, &factors, err))) return s;
     for (int i = 0; i < half; i++) {
         double f = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
         if (factors) {
+            if (!(factors[i] > 0.0f)) {
+                free(factors);
+                return bl_fail(err, BL_ERR_FORMAT, "%s: rope_freqs.weight[%d] = %g must be "
+                               "positive", m->path, i, (double)factors[i]);
+            }
             f /= factors[i];
         } else if (c->rope_llama3) {
             double lo_wl = c->rope_orig_max_pos / c->rope_low_freq_factor;
@@ -229,111 +67,116 @@ static bl_status init_rope(bl_model *m, bl_err *err) {
     return BL_OK;
 }
 
-static bool is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
+/* ---- Hugging Face directories ---- */
 
-static bool ends_with(const char *s, const char *suf) {
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && strcmp(s + a - b, suf) == 0;
-}
-
-/* A llama2.c tokenizer.bin, or a tokenizer.json (or its directory). */
-static bl_status load_tokenizer_file(bl_model *m, const char *tp, bl_err *err) {
-    bl_status s;
-    if (ends_with(tp, ".bin"))
-        s = bl_tokenizer_load_llama2c(tp, m->cfg.vocab_size, &m->tok, err);
-    else
-        s = bl_tokenizer_load_hf(tp, &m->tok, err);
-    if (!s && !(m->tokenizer_path = bl_strdup(tp))) s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
-    return s;
-}
-
-/* A tokenizer-only GGUF written beside a checkpoint converted from a GGUF model. */
-static bl_status load_tokenizer_gguf(bl_model *m, const char *path, bl_err *err) {
-    bl_gguf g;
-    bl_status s = bl_gguf_open(path, &g, err);
+/* Parses config.json (and its quantization_config block) into m; *root keeps the parsed JSON for
+ * the weights. */
+static bl_status hf_config(bl_model *m, const char *cfg_path, const char *json, cJSON **root,
+                           bl_load_source *src, bl_err *err) {
+    *root = NULL;
+    bl_status s = bl_config_from_hf_json(json, cfg_path, &m->cfg, err);
     if (s) return s;
-    s = bl_tokenizer_load_gguf(&g, &m->tok, err);
-    bl_gguf_close(&g);
-    if (!s && !(m->tokenizer_path = bl_strdup(path))) s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
-    return s;
+    if (!(*root = bl_json_parse(json, strlen(json), NULL)))
+        return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", cfg_path);
+    const cJSON *tie = cJSON_GetObjectItemCaseSensitive(*root, "tie_word_embeddings");
+    src->cfg_file = cfg_path;
+    src->cfg = &bl_hf_config_fields;
+    src->head_required = cJSON_IsFalse(tie);
+    const cJSON *qc = cJSON_GetObjectItemCaseSensitive(*root, "quantization_config");
+    if (!qc || cJSON_IsNull(qc)) return BL_OK;
+    const cJSON *meth = cJSON_GetObjectItemCaseSensitive(qc, "method");
+    if (!cJSON_IsObject(qc) || !cJSON_IsString(meth) ||
+        !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(qc, "layers")))
+        return bl_fail(err, BL_ERR_FORMAT,
+                       "%s: quantization_config must be an object with a \"method\" string and a "
+                       "\"layers\" object",
+                       cfg_path);
+    snprintf(m->quant_method, sizeof m->quant_method, "%s", meth->valuestring);
+    if (!(m->quant_config_json = cJSON_PrintUnformatted(qc)))
+        return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", cfg_path);
+    return BL_OK;
 }
 
-static bl_status load_hf(bl_model *m, const bl_load_opts *opts, bl_pool *pool, bl_err *err) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", m->path);
+static bool file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static bl_status load_hf(bl_model *m, const bl_load_opts *opts, bl_err *err) {
+    char cfg_path[4096], tpath[4096], path[4096];
+    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", m->path);
+    if (!file_exists(cfg_path))
+        return bl_fail(err, BL_ERR_IO, "%s: no config.json (a model directory holds config.json "
+                       "and model.safetensors)", m->path);
     char *json;
     size_t len;
-    bl_status s = bl_read_file(path, &json, &len, err);
+    bl_status s = bl_read_file(cfg_path, &json, &len, err);
     if (s) return s;
-    s = bl_config_from_hf_json(json, path, &m->cfg, err);
-    cJSON *root = s ? NULL : cJSON_Parse(json);
+    bl_load_source src = {.tensors = tpath};
+    cJSON *root = NULL;
+    s = hf_config(m, cfg_path, json, &root, &src, err);
     free(json);
-    if (s) return s;
-    const cJSON *qc = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
-    if (qc) {
-        const cJSON *meth = cJSON_GetObjectItemCaseSensitive(qc, "method");
-        if (!cJSON_IsString(meth) || !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(qc, "layers"))) {
-            cJSON_Delete(root);
-            return bl_fail(err, BL_ERR_FORMAT,
-                           "%s: quantization_config needs a \"method\" string and a \"layers\" "
-                           "object",
-                           path);
-        }
-        snprintf(m->quant_method, sizeof m->quant_method, "%s", meth->valuestring);
-        m->quant_config_json = cJSON_PrintUnformatted(qc);
-    }
+    snprintf(tpath, sizeof tpath, "%s/model.safetensors.index.json", m->path);
+    if (!file_exists(tpath)) snprintf(tpath, sizeof tpath, "%s/model.safetensors", m->path);
     m->source = BL_SRC_HF;
-    s = bl_hf_open_tensors(m->path, &m->tensors, err);
-    if (!s) s = load_weights(m, &hf_names, qc, pool, err);
-    m->tensors.pool = NULL;
+    if (!s) s = bl_hf_open_tensors(m->path, &m->tensors, err);
+    if (!s)
+        s = bl_model_load_weights(m, &src,
+                                  cJSON_GetObjectItemCaseSensitive(root, "quantization_config"),
+                                  opts, err);
     cJSON_Delete(root);
     if (s) return s;
     const char *tp = opts && opts->tokenizer_path ? opts->tokenizer_path : NULL;
-    snprintf(path, sizeof path, "%s/tokenizer.json", m->path);
-    if (!tp && access(path, R_OK) == 0) tp = m->path;
-    snprintf(path, sizeof path, "%s/tokenizer.gguf", m->path);
-    if (!tp && access(path, R_OK) == 0) return load_tokenizer_gguf(m, path, err);
-    snprintf(path, sizeof path, "%s/tokenizer.bin", m->path);
-    if (!tp && access(path, R_OK) == 0) tp = path;
-    return tp ? load_tokenizer_file(m, tp, err) : BL_OK;
+    static const char *const beside[] = {"tokenizer.json", "tokenizer.gguf", "tokenizer.bin"};
+    for (int i = 0; i < 3 && !tp; i++) {
+        snprintf(path, sizeof path, "%s/%s", m->path, beside[i]);
+        if (access(path, R_OK) == 0) tp = i == 0 ? m->path : path;
+    }
+    return tp ? bl_model_load_tokenizer(m, tp, err) : BL_OK;
 }
 
-static bl_status gguf_int(const bl_gguf *g, const char *arch, const char *key, int *out,
-                          bool required, bl_err *err) {
-    char k[128];
-    snprintf(k, sizeof k, "%s.%s", arch, key);
+/* ---- GGUF ---- */
+
+/* An integer metadata value: absent is an error only when required; present with another type
+ * or out of int range is always one. */
+static bl_status gguf_int(const bl_gguf *g, const char *key, int *out, bool required,
+                          bl_err *err) {
     int64_t v;
-    if (!bl_gguf_get_int(g, k, &v)) {
-        if (required) return bl_fail(err, BL_ERR_FORMAT, "%s: missing metadata %s", g->path, k);
-        return BL_OK;
-    }
-    if (v <= 0 || v > (1 << 24))
-        return bl_fail(err, BL_ERR_FORMAT, "%s: metadata %s = %lld out of range", g->path, k,
+    if (!bl_gguf_find(g, key))
+        return required ? bl_fail(err, BL_ERR_FORMAT, "%s: missing metadata %s", g->path, key)
+                        : BL_OK;
+    if (!bl_gguf_get_int(g, key, &v))
+        return bl_fail(err, BL_ERR_FORMAT, "%s: metadata %s must be an integer", g->path, key);
+    if (v < INT32_MIN || v > INT32_MAX)
+        return bl_fail(err, BL_ERR_FORMAT, "%s: metadata %s = %lld is out of range", g->path, key,
                        (long long)v);
     *out = (int)v;
     return BL_OK;
 }
 
-static bl_status load_gguf(bl_model *m, bl_pool *pool, bl_err *err) {
-    m->gguf = calloc(1, sizeof *m->gguf);
-    if (!m->gguf) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
-    bl_status s = bl_gguf_open(m->path, m->gguf, err);
-    if (s) {
-        free(m->gguf);
-        m->gguf = NULL;
-        return s;
-    }
+static bl_status gguf_float(const bl_gguf *g, const char *key, float *out, bl_err *err) {
+    double d;
+    if (!bl_gguf_find(g, key)) return BL_OK;
+    if (!bl_gguf_get_float(g, key, &d) || !isfinite((float)d))
+        return bl_fail(err, BL_ERR_FORMAT, "%s: metadata %s must be a finite number", g->path, key);
+    *out = (float)d;
+    return BL_OK;
+}
+
+/* m->gguf is parsed: configuration from its metadata, then the weights and tokenizer. */
+static bl_status gguf_model(bl_model *m, const bl_load_opts *opts, bl_err *err) {
     const bl_gguf *g = m->gguf;
     m->source = BL_SRC_GGUF;
     /* The tensors live in the gguf's set; move the set into the model (gguf keeps metadata). */
     m->tensors = m->gguf->tensors;
     memset(&m->gguf->tensors, 0, sizeof m->gguf->tensors);
     bl_str a;
-    if (!bl_gguf_get_str(g, "general.architecture", &a) || a.len == 0 || a.len > 31)
-        return bl_fail(err, BL_ERR_FORMAT, "%s: missing general.architecture", m->path);
+    if (!bl_gguf_find(g, "general.architecture"))
+        return bl_fail(err, BL_ERR_FORMAT, "%s: missing metadata general.architecture", m->path);
+    if (!bl_gguf_get_str(g, "general.architecture", &a) || a.len == 0 || a.len > 31 ||
+        memchr(a.ptr, 0, a.len))
+        return bl_fail(err, BL_ERR_FORMAT, "%s: metadata general.architecture must be a short "
+                       "string", m->path);
     char arch[32];
     memcpy(arch, a.ptr, a.len);
     arch[a.len] = 0;
@@ -341,111 +184,193 @@ static bl_status load_gguf(bl_model *m, bl_pool *pool, bl_err *err) {
     if (!bl_arch_from_name(arch, &c->arch))
         return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: architecture \"%s\" is not supported",
                        m->path, arch);
-    if ((s = gguf_int(g, arch, "embedding_length", &c->dim, true, err)) ||
-        (s = gguf_int(g, arch, "feed_forward_length", &c->hidden_dim, true, err)) ||
-        (s = gguf_int(g, arch, "block_count", &c->n_layers, true, err)) ||
-        (s = gguf_int(g, arch, "attention.head_count", &c->n_heads, true, err)))
+    enum { K_DIM, K_FF, K_LAYERS, K_HEADS, K_KV, K_HD, K_CTX, K_EPS, K_THETA, K_COUNT };
+    static const char *const suffix[K_COUNT] = {
+        "embedding_length", "feed_forward_length", "block_count", "attention.head_count",
+        "attention.head_count_kv", "attention.key_length", "context_length",
+        "attention.layer_norm_rms_epsilon", "rope.freq_base"};
+    char k[K_COUNT][80];
+    for (int i = 0; i < K_COUNT; i++) snprintf(k[i], sizeof k[i], "%s.%s", arch, suffix[i]);
+    const bl_config_fields fields = {"GGUF metadata", k[K_DIM], k[K_FF], k[K_LAYERS], k[K_HEADS],
+                                     k[K_KV], k[K_HD], "rows of token_embd.weight", k[K_CTX],
+                                     k[K_EPS], k[K_THETA], "tokenizer.ggml.bos_token_id",
+                                     "tokenizer.ggml.eos_token_id"};
+    bl_status s;
+    bool has_hd = bl_gguf_find(g, k[K_HD]) != NULL;
+    c->max_seq = 2048;
+    c->rope_theta = 10000.0f;
+    c->norm_eps = 1e-5f;
+    c->bos_id = c->eos_id = -1;
+    if ((s = gguf_int(g, k[K_DIM], &c->dim, true, err)) ||
+        (s = gguf_int(g, k[K_FF], &c->hidden_dim, true, err)) ||
+        (s = gguf_int(g, k[K_LAYERS], &c->n_layers, true, err)) ||
+        (s = gguf_int(g, k[K_HEADS], &c->n_heads, true, err)))
         return s;
     c->n_kv_heads = c->n_heads;
-    c->max_seq = 2048;
-    c->head_dim = c->dim / c->n_heads;
-    if ((s = gguf_int(g, arch, "attention.head_count_kv", &c->n_kv_heads, false, err)) ||
-        (s = gguf_int(g, arch, "context_length", &c->max_seq, false, err)) ||
-        (s = gguf_int(g, arch, "attention.key_length", &c->head_dim, false, err)))
+    if ((s = gguf_int(g, k[K_KV], &c->n_kv_heads, false, err)) ||
+        (s = gguf_int(g, k[K_CTX], &c->max_seq, false, err)) ||
+        (s = gguf_int(g, k[K_HD], &c->head_dim, false, err)) ||
+        (s = gguf_float(g, k[K_THETA], &c->rope_theta, err)) ||
+        (s = gguf_float(g, k[K_EPS], &c->norm_eps, err)) ||
+        (s = gguf_int(g, "tokenizer.ggml.bos_token_id", &c->bos_id, false, err)) ||
+        (s = gguf_int(g, "tokenizer.ggml.eos_token_id", &c->eos_id, false, err)))
         return s;
-    char k[128];
-    double d;
-    snprintf(k, sizeof k, "%s.rope.freq_base", arch);
-    c->rope_theta = bl_gguf_get_float(g, k, &d) ? (float)d : 10000.0f;
-    snprintf(k, sizeof k, "%s.attention.layer_norm_rms_epsilon", arch);
-    c->norm_eps = bl_gguf_get_float(g, k, &d) ? (float)d : 1e-5f;
+    if (!has_hd) {
+        if (c->n_heads <= 0 || c->dim % c->n_heads != 0)
+            return bl_fail(err, BL_ERR_FORMAT, "%s: %s = %d is not a multiple of %s = %d (and "
+                           "there is no %s)", m->path, k[K_DIM], c->dim, k[K_HEADS], c->n_heads,
+                           k[K_HD]);
+        c->head_dim = c->dim / c->n_heads;
+    }
     const bl_tensor *e = bl_tensor_set_find(&m->tensors, "token_embd.weight");
     if (!e || e->ndim != 2)
-        return bl_fail(err, BL_ERR_FORMAT, "%s: missing 2-D token_embd.weight", m->path);
-    c->vocab_size = (int)e->shape[0];
+        return bl_fail(err, BL_ERR_FORMAT, "%s: missing 2-D tensor token_embd.weight", m->path);
+    c->vocab_size = e->shape[0] > INT32_MAX ? INT32_MAX : (int)e->shape[0];
     /* llama.cpp's converter permutes LLaMA/Mistral q,k rows into adjacent RoPE pairs; Qwen
      * models keep the rotate-half (NEOX) layout. */
     c->rope_interleaved = c->arch == BL_ARCH_LLAMA || c->arch == BL_ARCH_MISTRAL;
     c->qkv_bias = bl_tensor_set_find(&m->tensors, "blk.0.attn_q.bias") != NULL;
     c->qk_norm = bl_tensor_set_find(&m->tensors, "blk.0.attn_q_norm.weight") != NULL;
-    int64_t v;
-    c->bos_id = bl_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &v) ? (int)v : -1;
-    c->eos_id = bl_gguf_get_int(g, "tokenizer.ggml.eos_token_id", &v) ? (int)v : -1;
-    if ((s = bl_config_validate(c, m->path, err))) return s;
-    s = load_weights(m, &gguf_names, NULL, pool, err);
-    m->tensors.pool = NULL;
-    if (s) return s;
+    if ((s = bl_config_validate(c, m->path, &fields, err))) return s;
+    const bl_load_source src = {m->path, m->path, &fields, true, false};
+    if ((s = bl_model_load_weights(m, &src, NULL, opts, err))) return s;
+    if (opts && opts->tokenizer_path) return bl_model_load_tokenizer(m, opts->tokenizer_path, err);
     if (bl_gguf_find(g, "tokenizer.ggml.model")) s = bl_tokenizer_load_gguf(g, &m->tok, err);
     return s;
 }
 
-static bl_status load_llama2c(bl_model *m, const bl_load_opts *opts, bl_pool *pool,
-                              bl_err *err) {
-    bl_llama2c_header h;
-    bl_status s = bl_llama2c_open(m->path, &h, &m->tensors, err);
-    if (s) return s;
+/* ---- llama2.c ---- */
+
+static const bl_config_fields l2c_fields = {
+    "the llama2.c header", "dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads",
+    "dim / n_heads", "vocab_size", "seq_len", "norm eps", "rope theta", "bos id", "eos id",
+};
+
+static bl_status llama2c_model(bl_model *m, const bl_llama2c_header *h, const bl_load_opts *opts,
+                               bl_err *err) {
     m->source = BL_SRC_LLAMA2C;
     bl_config *c = &m->cfg;
     c->arch = BL_ARCH_LLAMA;
-    c->dim = h.dim;
-    c->hidden_dim = h.hidden_dim;
-    c->n_layers = h.n_layers;
-    c->n_heads = h.n_heads;
-    c->n_kv_heads = h.n_kv_heads;
-    c->head_dim = h.dim / h.n_heads;
-    c->vocab_size = h.vocab_size;
-    c->max_seq = h.seq_len;
+    c->dim = h->dim;
+    c->hidden_dim = h->hidden_dim;
+    c->n_layers = h->n_layers;
+    c->n_heads = h->n_heads;
+    c->n_kv_heads = h->n_kv_heads;
+    c->head_dim = h->dim / h->n_heads;
+    c->vocab_size = h->vocab_size;
+    c->max_seq = h->seq_len;
     c->rope_theta = 10000.0f;
     c->norm_eps = 1e-5f;
     c->rope_interleaved = true;
-    c->bos_id = 1;
-    c->eos_id = 2;
-    if ((s = bl_config_validate(c, m->path, err))) return s;
-    s = load_weights(m, &gguf_names, NULL, pool, err);
-    m->tensors.pool = NULL;
-    if (s) return s;
-    if (opts && opts->tokenizer_path) s = load_tokenizer_file(m, opts->tokenizer_path, err);
+    c->bos_id = h->vocab_size > 1 ? 1 : -1;
+    c->eos_id = h->vocab_size > 2 ? 2 : -1;
+    bl_status s;
+    if ((s = bl_config_validate(c, m->path, &l2c_fields, err))) return s;
+    const bl_load_source src = {m->path, m->path, &l2c_fields, true, !h->shared_classifier};
+    if ((s = bl_model_load_weights(m, &src, NULL, opts, err))) return s;
+    if (opts && opts->tokenizer_path) s = bl_model_load_tokenizer(m, opts->tokenizer_path, err);
     return s;
+}
+
+static bl_status load_file(bl_model *m, const bl_load_opts *opts, bl_err *err) {
+    bl_file_kind kind;
+    char what[96];
+    bl_status s = bl_detect_file(m->path, &kind, what, sizeof what, err);
+    if (s) return s;
+    if (kind == BL_FILE_DIR) return load_hf(m, opts, err);
+    if (kind == BL_FILE_GGUF) {
+        if (!(m->gguf = calloc(1, sizeof *m->gguf))) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
+        if ((s = bl_gguf_open(m->path, m->gguf, err))) return s;
+        return gguf_model(m, opts, err);
+    }
+    size_t n = strlen(m->path);
+    const bool gguf_name = n >= 5 && strcmp(m->path + n - 5, ".gguf") == 0;
+    /* A header without magic that fails the range checks is reported by the llama2.c reader,
+     * which names the field and says what the content looks like. */
+    if (kind == BL_FILE_LLAMA2C || (kind == BL_FILE_UNKNOWN && !gguf_name)) {
+        bl_llama2c_header h;
+        if ((s = bl_llama2c_open(m->path, &h, &m->tensors, err))) return s;
+        return llama2c_model(m, &h, opts, err);
+    }
+    if (kind == BL_FILE_SAFETENSORS)
+        return bl_fail(err, BL_ERR_FORMAT, "%s: a safetensors file: give the model directory that "
+                       "holds it and its config.json", m->path);
+    const char *expected = gguf_name ? "a GGUF file"
+                           : n >= 4 && strcmp(m->path + n - 4, ".bin") == 0
+                               ? "a llama2.c checkpoint"
+                               : "a model (a GGUF file, a llama2.c checkpoint or a model directory)";
+    return bl_fail(err, BL_ERR_FORMAT, "%s: not %s (%s)", m->path, expected, what);
+}
+
+/* Common to every form: RoPE tables and the tokenizer checks. */
+static bl_status finish(bl_model *m, bl_err *err) {
+    bl_status s = init_rope(m, err);
+    if (s || !m->tok) return s;
+    if ((s = bl_model_check_tokenizer(m, err))) return s;
+    /* The model's own config decides BOS/EOS where it names them. */
+    bl_tokenizer_set_bos_eos(m->tok, m->cfg.bos_id, m->cfg.eos_id);
+    if (m->cfg.bos_id < 0) m->cfg.bos_id = bl_tokenizer_bos(m->tok);
+    if (m->cfg.eos_id < 0) m->cfg.eos_id = bl_tokenizer_eos(m->tok);
+    return BL_OK;
+}
+
+/* opts may be NULL (every default). */
+static bl_model *new_model(const char *path, const bl_load_opts *opts, bl_err *err) {
+    bl_model *m = calloc(1, sizeof *m);
+    if (m && (m->path = bl_strdup(path))) {
+        m->isa = bl_isa_clamp(opts ? opts->isa : BL_ISA_AUTO);
+        m->load_mode = opts && opts->load != BL_LOAD_DEFAULT ? opts->load : bl_default_load_mode();
+        return m;
+    }
+    free(m);
+    bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    return NULL;
 }
 
 bl_status bl_model_load(const char *path, const bl_load_opts *opts, bl_model **out,
                         bl_err *err) {
     *out = NULL;
-    bl_model *m = calloc(1, sizeof *m);
-    if (!m) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
-    m->path = bl_strdup(path);
-    if (!m->path) {
-        free(m);
-        return bl_fail(err, BL_ERR_NOMEM, "out of memory");
-    }
-    const bl_load_opts none = {0};
-    if (!opts) opts = &none;
-    m->isa = bl_isa_clamp(opts->isa);
-    m->load_mode = opts->load != BL_LOAD_DEFAULT ? opts->load : bl_default_load_mode();
-    bl_pool *pool = NULL;
-    bl_status s = bl_pool_new(opts->n_threads, &pool, err);
+    bl_model *m = new_model(path, opts, err);
+    if (!m) return BL_ERR_NOMEM;
+    bl_status s = load_file(m, opts, err);
+    if (!s) s = finish(m, err);
     if (s) {
-        free(m->path);
-        free(m);
+        bl_model_free(m);
         return s;
     }
-    if (is_dir(path))
-        s = load_hf(m, opts, pool, err);
-    else if (ends_with(path, ".gguf"))
-        s = load_gguf(m, pool, err);
-    else
-        s = load_llama2c(m, opts, pool, err);
-    bl_pool_free(pool);
-    if (!s) s = init_rope(m, err);
-    if (!s && m->tok) {
-        /* The model's own config decides BOS/EOS where it names them. */
-        bl_tokenizer_set_bos_eos(m->tok, m->cfg.bos_id, m->cfg.eos_id);
-        if (m->cfg.bos_id < 0) m->cfg.bos_id = bl_tokenizer_bos(m->tok);
-        if (m->cfg.eos_id < 0) m->cfg.eos_id = bl_tokenizer_eos(m->tok);
-        if (bl_tokenizer_vocab_size(m->tok) > m->cfg.vocab_size)
-            s = bl_fail(err, BL_ERR_FORMAT, "%s: tokenizer has %d tokens but the model only %d",
-                        path, bl_tokenizer_vocab_size(m->tok), m->cfg.vocab_size);
+    *out = m;
+    return BL_OK;
+}
+
+bl_status bl_model_load_memory(const char *name, const uint8_t *data, size_t size,
+                               const char *config_json, bl_model **out, bl_err *err) {
+    *out = NULL;
+    if (!name || (!data && size)) return bl_fail(err, BL_ERR_ARG, "model: NULL argument");
+    bl_model *m = new_model(name, NULL, err);
+    if (!m) return BL_ERR_NOMEM;
+    bl_status s;
+    bl_file_kind kind = bl_detect_bytes(data, size < BL_DETECT_BYTES ? size : BL_DETECT_BYTES,
+                                        size);
+    if (config_json) {
+        bl_load_source src = {.tensors = name};
+        cJSON *root = NULL;
+        s = hf_config(m, "config.json", config_json, &root, &src, err);
+        m->source = BL_SRC_HF;
+        if (!s) s = bl_safetensors_parse(name, data, size, &m->tensors, NULL, err);
+        if (!s)
+            s = bl_model_load_weights(
+                m, &src, cJSON_GetObjectItemCaseSensitive(root, "quantization_config"), NULL, err);
+        cJSON_Delete(root);
+    } else if (kind == BL_FILE_GGUF) {
+        s = (m->gguf = calloc(1, sizeof *m->gguf)) ? bl_gguf_parse(name, data, size, m->gguf, err)
+                                                   : bl_fail(err, BL_ERR_NOMEM, "out of memory");
+        if (!s) s = gguf_model(m, NULL, err);
+    } else {
+        bl_llama2c_header h;
+        s = bl_llama2c_parse(name, data, size, &h, &m->tensors, err);
+        if (!s) s = llama2c_model(m, &h, NULL, err);
     }
+    if (!s) s = finish(m, err);
     if (s) {
         bl_model_free(m);
         return s;

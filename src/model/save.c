@@ -88,10 +88,11 @@ static bl_status save_tokenizer(const bl_model *m, const char *outdir, bl_err *e
                  strcmp(tp + n - 4, ".bin") == 0 ? "tokenizer.bin" : "tokenizer.gguf");
         return copy_file(tp, to, err);
     }
-    /* tokenizer.json, or a directory holding it (plus tokenizer_config.json if present) */
+    /* tokenizer.json, or a directory holding it (plus tokenizer_config.json and the chat
+     * template file if present) */
     bool dir = stat(tp, &st) == 0 && S_ISDIR(st.st_mode);
-    const char *files[] = {"tokenizer.json", "tokenizer_config.json"};
-    for (int i = 0; i < 2; i++) {
+    const char *files[] = {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja"};
+    for (int i = 0; i < 3; i++) {
         if (dir) {
             snprintf(from, sizeof from, "%s/%s", tp, files[i]);
         } else {

@@ -114,7 +114,7 @@ bl_status bl_synth_model(const bl_config *c, bl_dtype dtype, uint64_t seed, cons
                          bl_err *err) {
     if (dtype != BL_DT_F32 && dtype != BL_DT_F16 && dtype != BL_DT_BF16)
         return bl_fail(err, BL_ERR_ARG, "synthetic models are F32, F16 or BF16");
-    bl_status s = bl_config_validate(c, outdir, err);
+    bl_status s = bl_config_validate(c, outdir, NULL, err);
     if (s) return s;
     if (mkdir(outdir, 0755) != 0 && errno != EEXIST)
         return bl_fail(err, BL_ERR_IO, "%s: cannot create directory: %s", outdir, strerror(errno));

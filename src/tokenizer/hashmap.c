@@ -90,7 +90,7 @@ bool tk_strmap_init(tk_strmap *m, size_t expected) {
     memset(m, 0, sizeof *m);
     m->cap = cap_for(expected);
     m->slot = bl_malloc_array(m->cap, sizeof *m->slot);
-    if (!m->slot) return false;
+    if (!m->slot || !tk_buf_reserve(&m->keys, 1)) return false; /* keys.p never NULL */
     for (uint32_t i = 0; i < m->cap; i++) m->slot[i].val = -1;
     return true;
 }

@@ -88,6 +88,36 @@ static int32_t id_or_none(const bl_gguf *g, const char *key, int32_t n) {
     return kv_int(g, key, &v) && v >= 0 && v < n ? (int32_t)v : -1;
 }
 
+/* The optional tokenizer.ggml.* values must have their type when present (a wrong one would
+ * quietly become the default), and the special ids must name tokens. */
+static bl_status check_optional(const bl_gguf *g, const char *path, int32_t n, bl_err *err) {
+    static const char *const ids[] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                                      "tokenizer.ggml.unknown_token_id"};
+    static const char *const flags[] = {"tokenizer.ggml.add_space_prefix",
+                                        "tokenizer.ggml.add_bos_token"};
+    int64_t v;
+    for (int i = 0; i < 3; i++) {
+        if (!kv_find(g, ids[i])) continue;
+        if (!kv_int(g, ids[i], &v))
+            return bl_fail(err, BL_ERR_FORMAT, "%s: %s must be an integer", path, ids[i]);
+        if (v < 0 || v >= n)
+            return bl_fail(err, BL_ERR_FORMAT, "%s: %s = %lld is not a token id (%d tokens)",
+                           path, ids[i], (long long)v, (int)n);
+    }
+    for (int i = 0; i < 2; i++)
+        if (kv_find(g, flags[i]) && !kv_int(g, flags[i], &v))
+            return bl_fail(err, BL_ERR_FORMAT, "%s: %s must be a boolean", path, flags[i]);
+    bl_str s;
+    if (kv_find(g, "tokenizer.ggml.pre") && !kv_str(g, "tokenizer.ggml.pre", &s))
+        return bl_fail(err, BL_ERR_FORMAT, "%s: tokenizer.ggml.pre must be a string", path);
+    const bl_gguf_kv *types = kv_find(g, "tokenizer.ggml.token_type");
+    if (types && types->type == BL_GGUF_ARRAY &&
+        (types->v.arr.type == BL_GGUF_F32 || types->v.arr.type == BL_GGUF_F64))
+        return bl_fail(err, BL_ERR_FORMAT, "%s: tokenizer.ggml.token_type must hold integers",
+                       path);
+    return BL_OK;
+}
+
 /* Merge list entries "left right" -> rank table. */
 static bl_status load_merges(bl_tokenizer *t, const bl_gguf_kv *kv, bl_err *err) {
     tk_buf a = {0}, b = {0};
@@ -172,6 +202,8 @@ bl_status bl_tokenizer_load_gguf(const bl_gguf *g, bl_tokenizer **out, bl_err *e
     if (bad)
         return bl_fail(err, BL_ERR_FORMAT, "%s: tokenizer scores or token types do not match "
                        "the %d tokens", path, (int)n);
+    bl_status st = check_optional(g, path, n, err);
+    if (st) return st;
     const bl_gguf_kv *merges = kv_find(g, "tokenizer.ggml.merges");
     if (gpt2 && (!merges || merges->type != BL_GGUF_ARRAY ||
                  merges->v.arr.type != BL_GGUF_STRING || (merges->v.arr.n && !merges->v.arr.strs)))
@@ -179,7 +211,6 @@ bl_status bl_tokenizer_load_gguf(const bl_gguf *g, bl_tokenizer **out, bl_err *e
 
     bl_tokenizer *t = tk_new(spm ? BL_TOK_SPM : BL_TOK_BYTE_BPE, n, path, err);
     if (!t) return err ? err->code : BL_ERR_NOMEM;
-    bl_status st;
     tk_buf key = {0};
     if (spm && !(t->score = bl_calloc((size_t)n, sizeof *t->score))) goto nomem;
     for (int32_t id = 0; id < n; id++) {
@@ -188,8 +219,14 @@ bl_status bl_tokenizer_load_gguf(const bl_gguf *g, bl_tokenizer **out, bl_err *e
             st = bl_fail(err, BL_ERR_FORMAT, "%s: token %d is malformed", path, (int)id);
             goto fail;
         }
-        int type = types ? (int)arr_num(types, (uint64_t)id) : TK_NORMAL;
-        if (type < TK_NORMAL || type > TK_BYTE) type = TK_NORMAL;
+        /* integer elements (checked above): exact in a double */
+        double ty = types ? arr_num(types, (uint64_t)id) : TK_NORMAL;
+        if (ty < 0 || ty > TK_BYTE) {
+            st = bl_fail(err, BL_ERR_FORMAT, "%s: token %d has token type %.0f (0..6)", path,
+                         (int)id, ty);
+            goto fail;
+        }
+        int type = ty < TK_NORMAL ? TK_NORMAL : (int)ty; /* 0: undefined, taken as normal */
         if (spm) {
             if (!tk_unmeta(s.ptr, s.len, &key)) goto nomem;
             if (!types && tk_parse_byte_piece(key.p, key.n) >= 0) type = TK_BYTE;
@@ -225,6 +262,9 @@ bl_status bl_tokenizer_load_gguf(const bl_gguf *g, bl_tokenizer **out, bl_err *e
         if ((st = set_pre(t, g, err))) goto fail;
     }
     t->add_bos = kv_bool(g, "tokenizer.ggml.add_bos_token", t->add_bos);
+    bl_str tmpl;
+    if (kv_str(g, "tokenizer.chat_template", &tmpl) && !tk_set_chat_template(t, tmpl.ptr, tmpl.len))
+        goto nomem;
     if ((st = tk_finish(t, err))) goto fail;
     if (gpt2 && (st = load_merges(t, merges, err))) goto fail;
     tk_buf_free(&key);

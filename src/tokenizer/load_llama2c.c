@@ -31,25 +31,39 @@ static int infer_type(int32_t id, const char *s, size_t len) {
     return TK_NORMAL;
 }
 
-bl_status bl_tokenizer_load_llama2c(const char *path, int vocab_size, bl_tokenizer **out,
-                                    bl_err *err) {
+/* Well-formed (score, length, bytes) records from off to the end of the file, counted to say how
+ * many tokens a file for another vocabulary holds; stops at the first record that does not fit. */
+static int64_t count_records(const uint8_t *p, size_t size, size_t off, int32_t max_len) {
+    int64_t n = 0;
+    while (size - off >= 8) {
+        int32_t len = rd_i32(p + off + 4);
+        if (len < 0 || len > max_len || (size_t)len > size - off - 8) break;
+        off += 8 + (size_t)len;
+        n++;
+    }
+    return off == size ? n : -1;
+}
+
+bl_status bl_tokenizer_from_llama2c(const char *path, const uint8_t *p, size_t size,
+                                    int vocab_size, bl_tokenizer **out, bl_err *err) {
     *out = NULL;
     if (vocab_size <= 0 || vocab_size > TK_MAX_VOCAB)
         return bl_fail(err, BL_ERR_ARG, "%s: vocabulary size %d out of range", path, vocab_size);
-    char *data;
-    size_t size;
-    bl_status st = bl_read_file(path, &data, &size, err);
-    if (st) return st;
-    const uint8_t *p = (const uint8_t *)data;
     bl_tokenizer *t = NULL;
     tk_buf piece = {0};
+    bl_status st;
+    char what[96];
+    bl_describe_content(p, size, size, what, sizeof what);
     if (size < 4) {
-        st = bl_fail(err, BL_ERR_FORMAT, "%s: truncated header (%zu bytes)", path, size);
+        st = bl_fail(err, BL_ERR_FORMAT, "%s: not a llama2.c tokenizer.bin (%zu bytes; %s)", path,
+                     size, what);
         goto fail;
     }
     int32_t max_len = rd_i32(p);
     if (max_len <= 0 || max_len > (1 << 20)) {
-        st = bl_fail(err, BL_ERR_FORMAT, "%s: bad max_token_length %d", path, (int)max_len);
+        st = bl_fail(err, BL_ERR_FORMAT,
+                     "%s: not a llama2.c tokenizer.bin (max_token_length %d; %s)", path,
+                     (int)max_len, what);
         goto fail;
     }
     t = tk_new(BL_TOK_SPM, vocab_size, path, err);
@@ -61,6 +75,11 @@ bl_status bl_tokenizer_load_llama2c(const char *path, int vocab_size, bl_tokeniz
     if (!t->score) goto nomem;
     size_t off = 4;
     for (int32_t id = 0; id < vocab_size; id++) {
+        if (off == size) {
+            st = bl_fail(err, BL_ERR_FORMAT, "%s: holds %d tokens but the model's vocabulary has "
+                         "%d: a tokenizer for another model?", path, (int)id, vocab_size);
+            goto fail;
+        }
         if (size - off < 8) {
             st = bl_fail(err, BL_ERR_FORMAT, "%s: truncated at token %d of %d (offset %zu)", path,
                          (int)id, vocab_size, off);
@@ -74,16 +93,32 @@ bl_status bl_tokenizer_load_llama2c(const char *path, int vocab_size, bl_tokeniz
                          path, (int)id, (int)len, size - off);
             goto fail;
         }
+        if (len > max_len) {
+            st = bl_fail(err, BL_ERR_FORMAT, "%s: token %d has length %d, over the file's "
+                         "max_token_length %d", path, (int)id, (int)len, (int)max_len);
+            goto fail;
+        }
         if (!isfinite(score)) {
             st = bl_fail(err, BL_ERR_FORMAT, "%s: token %d has a non-finite score", path, (int)id);
             goto fail;
         }
-        if (!tk_unmeta(data + off, (size_t)len, &piece)) goto nomem;
+        if (!tk_unmeta((const char *)p + off, (size_t)len, &piece)) goto nomem;
         int type = infer_type(id, piece.p, piece.n);
         if (!tk_set_token(t, id, piece.p, piece.n, type)) goto nomem;
         if (type == TK_UNKNOWN) t->unk = id;
         t->score[id] = score;
         off += (size_t)len;
+    }
+    if (off != size) {
+        int64_t more = count_records(p, size, off, max_len);
+        if (more > 0)
+            st = bl_fail(err, BL_ERR_FORMAT, "%s: holds %lld tokens but the model's vocabulary "
+                         "has %d: a tokenizer for another model?", path,
+                         (long long)(vocab_size + more), vocab_size);
+        else
+            st = bl_fail(err, BL_ERR_FORMAT, "%s: %zu bytes after the last of the %d tokens",
+                         path, size - off, vocab_size);
+        goto fail;
     }
     /* llama2.c: BOS 1, EOS 2, a dummy-prefix space, BOS by default */
     t->bos = vocab_size > 1 ? 1 : -1;
@@ -93,7 +128,6 @@ bl_status bl_tokenizer_load_llama2c(const char *path, int vocab_size, bl_tokeniz
     st = tk_finish(t, err);
     if (st) goto fail;
     tk_buf_free(&piece);
-    free(data);
     *out = t;
     return BL_OK;
 nomem:
@@ -101,6 +135,19 @@ nomem:
 fail:
     tk_buf_free(&piece);
     bl_tokenizer_free(t);
+    return st;
+}
+
+bl_status bl_tokenizer_load_llama2c(const char *path, int vocab_size, bl_tokenizer **out,
+                                    bl_err *err) {
+    *out = NULL;
+    if (vocab_size <= 0 || vocab_size > TK_MAX_VOCAB)
+        return bl_fail(err, BL_ERR_ARG, "%s: vocabulary size %d out of range", path, vocab_size);
+    char *data;
+    size_t size;
+    bl_status st = bl_read_file(path, &data, &size, err);
+    if (st) return st;
+    st = bl_tokenizer_from_llama2c(path, (const uint8_t *)data, size, vocab_size, out, err);
     free(data);
     return st;
 }

@@ -124,6 +124,12 @@ struct bl_tokenizer {
     tk_added *added;
     uint32_t added_at[257];
     pcre2_code *word_re;     /* "\\w" for single_word added tokens */
+    /* SentencePiece vocabularies: their control and user-defined tokens, indexed like added
+     * tokens, recognised in text only when the caller asks (bl_tokenizer_encode_pieces) */
+    int n_ctl;
+    tk_added *ctl;
+    uint32_t ctl_at[257];
+    char *chat_template;     /* the source's chat template text, or NULL */
 };
 
 /* ---- construction (tokenizer.c) ---- */
@@ -137,6 +143,8 @@ bool tk_add_added(bl_tokenizer *t, int32_t id, const char *text, size_t len, boo
 /* Builds the piece map, byte tables, decode strings and added-token index once every token is
  * set. */
 bl_status tk_finish(bl_tokenizer *t, bl_err *err);
+/* Records the chat template text (copied); false when out of memory. */
+bool tk_set_chat_template(bl_tokenizer *t, const char *text, size_t len);
 /* Id of a token spelled exactly as text (added tokens first, then keys), or -1. */
 int32_t tk_find_token(const bl_tokenizer *t, const char *text, size_t len);
 /* Parses "<0xXX>"; returns the byte or -1. */

@@ -1,6 +1,7 @@
 /* The tokenizer object: construction helpers shared by the loaders, the public accessors, decoding,
- * and encoding's first step, which splits added tokens out of the text before the model's own
- * algorithm (SentencePiece or byte-level BPE) sees the pieces between them. */
+ * and encoding's first step, which splits added tokens (and, on request, the control tokens of a
+ * SentencePiece vocabulary, or tokens the caller names by id) out of the text before the model's
+ * own algorithm (SentencePiece or byte-level BPE) sees the pieces between them. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,7 +32,10 @@ bl_tokenizer *tk_new(bl_tok_kind kind, int32_t n_vocab, const char *path, bl_err
     t->key_len = bl_calloc((size_t)n_vocab, sizeof *t->key_len);
     t->dec_off = bl_calloc((size_t)n_vocab, sizeof *t->dec_off);
     t->dec_len = bl_calloc((size_t)n_vocab, sizeof *t->dec_len);
-    if (!t->path || !t->type || !t->key_off || !t->key_len || !t->dec_off || !t->dec_len)
+    /* The arenas always exist, so key/decode lookups never offset a NULL pointer (a vocabulary
+     * of empty tokens stores no bytes). */
+    if (!t->path || !t->type || !t->key_off || !t->key_len || !t->dec_off || !t->dec_len ||
+        !tk_buf_reserve(&t->keys, 1) || !tk_buf_reserve(&t->dec, 1))
         goto nomem;
     for (int i = 0; i < 256; i++) t->byte_id[i] = -1;
     return t;
@@ -48,6 +52,8 @@ bool tk_set_token(bl_tokenizer *t, int32_t id, const void *key, size_t len, int 
     t->type[id] = (uint8_t)type;
     return tk_buf_put(&t->keys, key, len);
 }
+
+const char *bl_tokenizer_chat_template(const bl_tokenizer *t) { return t->chat_template; }
 
 bool tk_add_added(bl_tokenizer *t, int32_t id, const char *text, size_t len, bool special,
                   bool lstrip, bool rstrip, bool single_word) {
@@ -123,6 +129,42 @@ static int cmp_added(const void *pa, const void *pb) {
     return a->id < b->id ? -1 : a->id > b->id;
 }
 
+/* Sorts a list of added-style tokens by first byte, longest first, and indexes it by first byte. */
+static void index_added(tk_added *list, int n, uint32_t at[257]) {
+    if (n) qsort(list, (size_t)n, sizeof *list, cmp_added);
+    for (int c = 0, i = 0; c <= 256; c++) {
+        while (i < n && (uint8_t)list[i].text[0] < c) i++;
+        at[c] = (uint32_t)i;
+    }
+}
+
+/* The control and user-defined tokens of a SentencePiece vocabulary (not its byte pieces). */
+static bool collect_control(bl_tokenizer *t) {
+    int n = 0;
+    for (int32_t id = 0; id < t->n_vocab; id++)
+        n += (t->type[id] == TK_CONTROL || t->type[id] == TK_USER) && t->key_len[id] > 0;
+    if (n == 0) return true;
+    if (!(t->ctl = bl_calloc((size_t)n, sizeof *t->ctl))) return false;
+    for (int32_t id = 0; id < t->n_vocab; id++) {
+        if (!((t->type[id] == TK_CONTROL || t->type[id] == TK_USER) && t->key_len[id] > 0))
+            continue;
+        tk_added *a = &t->ctl[t->n_ctl];
+        if (!(a->text = bl_strndup(t->keys.p + t->key_off[id], t->key_len[id]))) return false;
+        a->id = id;
+        a->len = t->key_len[id];
+        a->special = true;
+        t->n_ctl++;
+    }
+    index_added(t->ctl, t->n_ctl, t->ctl_at);
+    return true;
+}
+
+bool tk_set_chat_template(bl_tokenizer *t, const char *text, size_t len) {
+    free(t->chat_template);
+    t->chat_template = bl_strndup(text, len);
+    return t->chat_template != NULL;
+}
+
 bl_status tk_finish(bl_tokenizer *t, bl_err *err) {
     if (!tk_strmap_init(&t->pieces, (size_t)t->n_vocab)) goto nomem;
     for (int32_t id = 0; id < t->n_vocab; id++) {
@@ -186,11 +228,8 @@ bl_status tk_finish(bl_tokenizer *t, bl_err *err) {
         if (!a->special && (t->dec.n + a->len > UINT32_MAX || !tk_buf_put(&t->dec, a->text, a->len)))
             goto nomem;
     }
-    if (t->n_added) qsort(t->added, (size_t)t->n_added, sizeof *t->added, cmp_added);
-    for (int c = 0, i = 0; c <= 256; c++) {
-        while (i < t->n_added && (uint8_t)t->added[i].text[0] < c) i++;
-        t->added_at[c] = (uint32_t)i;
-    }
+    index_added(t->added, t->n_added, t->added_at);
+    if (t->kind == BL_TOK_SPM && !collect_control(t)) goto nomem;
     if (single_word) {
         bl_status st = tk_compile_regex(t, "\\w", 2, false, &t->word_re, err);
         if (st) return st;
@@ -227,6 +266,9 @@ void bl_tokenizer_free(bl_tokenizer *t) {
     for (int i = 0; i < t->n_pre; i++) pcre2_code_free(t->pre[i].re);
     for (int i = 0; i < t->n_added; i++) free(t->added[i].text);
     free(t->added);
+    for (int i = 0; i < t->n_ctl; i++) free(t->ctl[i].text);
+    free(t->ctl);
+    free(t->chat_template);
     pcre2_code_free(t->word_re);
     free(t);
 }
@@ -277,14 +319,15 @@ bl_status bl_tokenizer_decode(const bl_tokenizer *t, const int32_t *ids, size_t 
 
 /* ---- added-token splitting, as HF tokenizers' AddedVocabulary::find_matches ---- */
 
-/* Longest added token at s[pos], or -1. */
-static int added_at_pos(const bl_tokenizer *t, const char *s, size_t n, size_t pos) {
+/* Longest token of list (indexed by at) spelled at s[pos], or NULL. */
+static const tk_added *match_at_pos(const tk_added *list, const uint32_t at[257], const char *s,
+                                    size_t n, size_t pos) {
     uint8_t c = (uint8_t)s[pos];
-    for (uint32_t k = t->added_at[c]; k < t->added_at[c + 1]; k++) {
-        const tk_added *a = &t->added[k];
-        if (a->len <= n - pos && memcmp(s + pos, a->text, a->len) == 0) return (int)k;
+    for (uint32_t k = at[c]; k < at[c + 1]; k++) {
+        const tk_added *a = &list[k];
+        if (a->len <= n - pos && memcmp(s + pos, a->text, a->len) == 0) return a;
     }
-    return -1;
+    return NULL;
 }
 
 static bool is_word_char(const bl_tokenizer *t, const char *s, size_t n, size_t at) {
@@ -333,12 +376,15 @@ static bl_status encode_segment(const bl_tokenizer *t, const char *s, size_t sta
     return tk_bytebpe_encode(t, bc, s + start, end - start, out, err);
 }
 
-bl_status bl_tokenizer_encode(const bl_tokenizer *t, const char *text, size_t len, bool add_bos,
-                              int32_t **ids, size_t *n_ids, bl_err *err) {
-    if (!t || !ids || !n_ids) return bl_fail(err, BL_ERR_ARG, "tokenizer: NULL argument");
-    *ids = NULL;
-    *n_ids = 0;
-    if (!text && len) return bl_fail(err, BL_ERR_ARG, "%s: NULL text", t->path);
+/* A token the caller fixed by id, spanning text[off, off + len). */
+typedef struct {
+    size_t off, len;
+    int32_t id;
+} forced_span;
+
+static bl_status encode_impl(const bl_tokenizer *t, const char *text, size_t len, bool add_bos,
+                             const forced_span *forced, size_t n_forced, bool parse_special,
+                             int32_t **ids, size_t *n_ids, bl_err *err) {
     tk_ids out = {0};
     tk_merge_ws ws = {0};
     tk_buf scratch = {0};
@@ -346,14 +392,26 @@ bl_status bl_tokenizer_encode(const bl_tokenizer *t, const char *text, size_t le
     bl_status st = BL_OK;
     if (t->kind == BL_TOK_BYTE_BPE && !(bc = tk_bpe_ctx_new(t))) goto nomem;
     if (add_bos && t->bos >= 0 && !tk_ids_push(&out, t->bos)) goto nomem;
-    size_t done = 0; /* text before this offset is encoded */
-    for (size_t pos = 0; t->n_added && pos < len;) {
-        int k = added_at_pos(t, text, len, pos);
-        if (k < 0) {
+    size_t done = 0, next_forced = 0; /* text before `done` is encoded */
+    const bool scan = t->n_added || n_forced || (parse_special && t->n_ctl);
+    for (size_t pos = 0; scan && pos <= len;) {
+        if (next_forced < n_forced && forced[next_forced].off == pos) {
+            const forced_span *f = &forced[next_forced++];
+            st = encode_segment(t, text, done, pos, &ws, &scratch, bc, &out, err);
+            if (st) goto done;
+            if (!tk_ids_push(&out, f->id)) goto nomem;
+            done = pos = pos + f->len;
+            continue;
+        }
+        if (pos == len) break;
+        const tk_added *a = match_at_pos(t->added, t->added_at, text, len, pos);
+        if (!a && parse_special && t->n_ctl) a = match_at_pos(t->ctl, t->ctl_at, text, len, pos);
+        /* a fixed token's text is never searched for other tokens */
+        if (a && next_forced < n_forced && pos + a->len > forced[next_forced].off) a = NULL;
+        if (!a) {
             pos++;
             continue;
         }
-        const tk_added *a = &t->added[k];
         size_t start = pos, stop = pos + a->len;
         if (a->single_word &&
             ((start > 0 && is_word_char(t, text, len, prev_char(text, start))) ||
@@ -362,7 +420,11 @@ bl_status bl_tokenizer_encode(const bl_tokenizer *t, const char *text, size_t le
             continue;
         }
         if (a->lstrip) start = space_run_before(text, start, done);
-        if (a->rstrip) stop = space_run_after(text, len, stop);
+        if (a->rstrip) {
+            stop = space_run_after(text, len, stop);
+            if (next_forced < n_forced && stop > forced[next_forced].off)
+                stop = forced[next_forced].off;
+        }
         st = encode_segment(t, text, done, start, &ws, &scratch, bc, &out, err);
         if (st) goto done;
         if (!tk_ids_push(&out, a->id)) goto nomem;
@@ -385,4 +447,51 @@ done:
     *ids = out.p;
     *n_ids = out.n;
     return BL_OK;
+}
+
+bl_status bl_tokenizer_encode(const bl_tokenizer *t, const char *text, size_t len, bool add_bos,
+                              int32_t **ids, size_t *n_ids, bl_err *err) {
+    if (!t || !ids || !n_ids) return bl_fail(err, BL_ERR_ARG, "tokenizer: NULL argument");
+    *ids = NULL;
+    *n_ids = 0;
+    if (!text && len) return bl_fail(err, BL_ERR_ARG, "%s: NULL text", t->path);
+    return encode_impl(t, text, len, add_bos, NULL, 0, false, ids, n_ids, err);
+}
+
+bl_status bl_tokenizer_encode_pieces(const bl_tokenizer *t, const bl_tok_piece *pieces, size_t n,
+                                     bool parse_special, int32_t **ids, size_t *n_ids,
+                                     bl_err *err) {
+    if (!t || !ids || !n_ids || (!pieces && n))
+        return bl_fail(err, BL_ERR_ARG, "tokenizer: NULL argument");
+    *ids = NULL;
+    *n_ids = 0;
+    size_t total = 0, n_forced = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!pieces[i].text && pieces[i].len)
+            return bl_fail(err, BL_ERR_ARG, "%s: NULL text in piece %zu", t->path, i);
+        if (pieces[i].id >= t->n_vocab)
+            return bl_fail(err, BL_ERR_ARG, "%s: token id %d outside [0, %d)", t->path,
+                           (int)pieces[i].id, (int)t->n_vocab);
+        if (bl_add_overflows(total, pieces[i].len, &total))
+            return bl_fail(err, BL_ERR_ARG, "%s: text too long", t->path);
+        n_forced += pieces[i].id >= 0;
+    }
+    char *text = bl_malloc(total + 1);
+    forced_span *forced = bl_malloc_array(n_forced + 1, sizeof *forced);
+    if (!text || !forced) {
+        free(text);
+        free(forced);
+        return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory encoding %zu bytes", t->path, total);
+    }
+    size_t off = 0, k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (pieces[i].id >= 0) forced[k++] = (forced_span){off, pieces[i].len, pieces[i].id};
+        if (pieces[i].len) memcpy(text + off, pieces[i].text, pieces[i].len);
+        off += pieces[i].len;
+    }
+    bl_status st = encode_impl(t, text, total, false, forced, n_forced, parse_special, ids, n_ids,
+                               err);
+    free(text);
+    free(forced);
+    return st;
 }

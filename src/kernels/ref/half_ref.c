@@ -1,5 +1,6 @@
-/* Scalar reference for the 16-bit dense products (the specification of half_avx2.c and
- * half_avx512.c): every output accumulated in double in column order, rounded once to float. */
+/* Scalar reference for the dense products over 16-bit and f32 weights (the specification of
+ * half_avx2.c and half_avx512.c): every output accumulated in double in column order, rounded
+ * once to float. */
 #include "bitllm/kernels.h"
 
 #include <string.h>
@@ -19,6 +20,21 @@ void bl_half_matmul_ref(bl_dtype dt, const uint16_t *W, int64_t m, int64_t n, co
             const float *x = X + t * n;
             double acc = 0.0;
             for (int64_t j = 0; j < n; j++) acc += (double)half_value(dt, w + j) * (double)x[j];
+            Y[t * m + i] = (float)acc;
+        }
+}
+
+void bl_f32_matmul_ref(const float *W, int64_t m, int64_t n, const float *X, int64_t T,
+                       float *Y) {
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < m; i++) {
+            const float *w = W + i * n, *x = X + t * n;
+            double acc = 0.0;
+            for (int64_t j = 0; j < n; j++) {
+                float wj; /* memcpy: checkpoint tensors need not be 4-byte aligned */
+                memcpy(&wj, w + j, sizeof wj);
+                acc += (double)wj * (double)x[j];
+            }
             Y[t * m + i] = (float)acc;
         }
 }

@@ -1,5 +1,5 @@
-/* AVX2 16-bit dense products: the design of half_avx512.c on 8-lane vectors (F16 widened with
- * F16C's VCVTPH2PS).
+/* AVX2 dense products over F16, BF16 and F32 weights: the design of half_avx512.c on 8-lane
+ * vectors (F16 widened with F16C's VCVTPH2PS).
  *
  * Summation order of every output, the same in every path: two accumulators, lane k of
  * accumulator u summing (by FMA, in column order) the columns c with c mod 16 = 8u + k; then
@@ -24,6 +24,22 @@ ALWAYS_INLINE __m256 widen(int bf16, __m128i h) {
                 : _mm256_cvtph_ps(h);
 }
 
+/* 8 weights from element `at` of W as f32; `left` < 8 columns are zero-padded. */
+ALWAYS_INLINE __m256 load_w(int kind, const void *W, int64_t at, int64_t left) {
+    if (kind == BL_WK_F32) {
+        const float *f = (const float *)W + at;
+        if (left >= 8) return _mm256_loadu_ps(f);
+        float buf[8] = {0};
+        memcpy(buf, f, (size_t)left * sizeof(float));
+        return _mm256_loadu_ps(buf);
+    }
+    const uint16_t *h = (const uint16_t *)W + at;
+    if (left >= 8) return widen(kind == BL_WK_BF16, _mm_loadu_si128((const __m128i *)h));
+    uint16_t buf[8] = {0};
+    memcpy(buf, h, (size_t)left * sizeof(uint16_t));
+    return widen(kind == BL_WK_BF16, _mm_loadu_si128((const __m128i *)buf));
+}
+
 ALWAYS_INLINE float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -33,19 +49,11 @@ ALWAYS_INLINE float hsum(__m256 v) {
 
 /* Columns [j, j+8) of R rows into acc[·][·][u] for T tokens; `left` < 8 columns are
  * zero-padded. */
-ALWAYS_INLINE void step(int bf16, int R, int T, const uint16_t *w0, int64_t n, const float *x0,
-                        int64_t j, int64_t left, __m256 acc[RT][TT][U], int u) {
+ALWAYS_INLINE void step(int kind, int R, int T, const void *W, int64_t i0, int64_t n,
+                        const float *x0, int64_t j, int64_t left, __m256 acc[RT][TT][U], int u) {
     __m256 w[RT];
 #pragma GCC unroll 2
-    for (int r = 0; r < R; r++) {
-        if (left >= 8) {
-            w[r] = widen(bf16, _mm_loadu_si128((const __m128i *)(w0 + r * n + j)));
-        } else {
-            uint16_t buf[8] = {0};
-            memcpy(buf, w0 + r * n + j, (size_t)left * sizeof(uint16_t));
-            w[r] = widen(bf16, _mm_loadu_si128((const __m128i *)buf));
-        }
-    }
+    for (int r = 0; r < R; r++) w[r] = load_w(kind, W, (i0 + r) * n + j, left);
 #pragma GCC unroll 3
     for (int t = 0; t < T; t++) {
         __m256 x;
@@ -62,7 +70,7 @@ ALWAYS_INLINE void step(int bf16, int R, int T, const uint16_t *w0, int64_t n, c
 }
 
 /* Y[t0+t][i0+r] for r < R, t < T (compile-time constants after inlining). */
-ALWAYS_INLINE void tile(int bf16, int R, int T, const uint16_t *W, int64_t m, int64_t n,
+ALWAYS_INLINE void tile(int kind, int R, int T, const void *W, int64_t m, int64_t n,
                         const float *X, int64_t i0, int64_t t0, float *Y) {
     __m256 acc[RT][TT][U];
 #pragma GCC unroll 2
@@ -71,17 +79,16 @@ ALWAYS_INLINE void tile(int bf16, int R, int T, const uint16_t *W, int64_t m, in
         for (int t = 0; t < T; t++)
 #pragma GCC unroll 2
             for (int u = 0; u < U; u++) acc[r][t][u] = _mm256_setzero_ps();
-    const uint16_t *w0 = W + i0 * n;
     const float *x0 = X + t0 * n;
     int64_t j = 0;
     for (; j + 8 * U <= n; j += 8 * U)
 #pragma GCC unroll 2
-        for (int u = 0; u < U; u++) step(bf16, R, T, w0, n, x0, j + 8 * u, 8, acc, u);
+        for (int u = 0; u < U; u++) step(kind, R, T, W, i0, n, x0, j + 8 * u, 8, acc, u);
 #pragma GCC unroll 2
     for (int u = 0; u < U; u++) {
         const int64_t c = j + 8 * u;
         if (c >= n) break;
-        step(bf16, R, T, w0, n, x0, c, n - c, acc, u);
+        step(kind, R, T, W, i0, n, x0, c, n - c, acc, u);
     }
 #pragma GCC unroll 2
     for (int r = 0; r < R; r++)
@@ -91,29 +98,32 @@ ALWAYS_INLINE void tile(int bf16, int R, int T, const uint16_t *W, int64_t m, in
 }
 
 /* All tokens of rows i0 .. i0+R−1. */
-ALWAYS_INLINE void rows(int bf16, int R, const uint16_t *W, int64_t m, int64_t n, const float *X,
+ALWAYS_INLINE void rows(int kind, int R, const void *W, int64_t m, int64_t n, const float *X,
                         int64_t T, int64_t i0, float *Y) {
     int64_t t0 = 0;
-    for (; t0 + TT <= T; t0 += TT) tile(bf16, R, TT, W, m, n, X, i0, t0, Y);
-    if (T - t0 == 2) tile(bf16, R, 2, W, m, n, X, i0, t0, Y);
-    if (T - t0 == 1) tile(bf16, R, 1, W, m, n, X, i0, t0, Y);
+    for (; t0 + TT <= T; t0 += TT) tile(kind, R, TT, W, m, n, X, i0, t0, Y);
+    if (T - t0 == 2) tile(kind, R, 2, W, m, n, X, i0, t0, Y);
+    if (T - t0 == 1) tile(kind, R, 1, W, m, n, X, i0, t0, Y);
 }
 
-ALWAYS_INLINE void run(int bf16, const bl_half_job *j, int64_t i0, int64_t i1) {
+ALWAYS_INLINE void run(int kind, const bl_half_job *j, int64_t i0, int64_t i1) {
     if (j->T == 1) { /* decode: one row at a time, one stream */
-        for (int64_t i = i0; i < i1; i++) tile(bf16, 1, 1, j->W, j->m, j->n, j->X, i, 0, j->Y);
+        for (int64_t i = i0; i < i1; i++) tile(kind, 1, 1, j->W, j->m, j->n, j->X, i, 0, j->Y);
         return;
     }
     int64_t i = i0;
-    for (; i + RT <= i1; i += RT) rows(bf16, RT, j->W, j->m, j->n, j->X, j->T, i, j->Y);
-    for (; i < i1; i++) rows(bf16, 1, j->W, j->m, j->n, j->X, j->T, i, j->Y);
+    for (; i + RT <= i1; i += RT) rows(kind, RT, j->W, j->m, j->n, j->X, j->T, i, j->Y);
+    for (; i < i1; i++) rows(kind, 1, j->W, j->m, j->n, j->X, j->T, i, j->Y);
 }
 
 void bl_half_avx2(const bl_half_job *j, int64_t u0, int64_t u1) {
     const int64_t i0 = u0 * BL_HALF_ROW_GROUP;
     const int64_t i1 = u1 * BL_HALF_ROW_GROUP < j->m ? u1 * BL_HALF_ROW_GROUP : j->m;
-    if (j->bf16) run(1, j, i0, i1);
-    else run(0, j, i0, i1);
+    switch (j->kind) {
+    case BL_WK_F16: run(BL_WK_F16, j, i0, i1); break;
+    case BL_WK_BF16: run(BL_WK_BF16, j, i0, i1); break;
+    default: run(BL_WK_F32, j, i0, i1); break;
+    }
 }
 
 void bl_half_to_f32_avx2(bl_dtype dt, const uint16_t *src, float *dst, size_t count) {

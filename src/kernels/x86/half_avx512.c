@@ -1,6 +1,6 @@
-/* AVX-512 16-bit dense products: F16 rows widened with VCVTPH2PS, BF16 rows with a zero-extend
- * and a 16-bit shift, then FMA against f32 activations. No converted copy of W is made, so at
- * T = 1 the kernel reads 2 bytes per weight and runs at memory speed.
+/* AVX-512 dense products: F16 rows widened with VCVTPH2PS, BF16 rows with a zero-extend and a
+ * 16-bit shift, F32 rows loaded as they are, then FMA against f32 activations. No converted copy
+ * of W is made, so at T = 1 the kernel reads 2 bytes per 16-bit weight and runs at memory speed.
  *
  * Summation order of every output, the same in every path: two accumulators, lane k of
  * accumulator u summing (by FMA, in column order) the columns c with c mod 32 = 16u + k; then
@@ -30,14 +30,23 @@ ALWAYS_INLINE __m512 widen(int bf16, __m256i h) {
                 : _mm512_cvtph_ps(h);
 }
 
+/* 16 weights from element `at` of W (those in mask k unless full), as f32. */
+ALWAYS_INLINE __m512 load_w(int kind, const void *W, int64_t at, __mmask16 k, bool full) {
+    if (kind == BL_WK_F32)
+        return full ? _mm512_loadu_ps((const float *)W + at)
+                    : _mm512_maskz_loadu_ps(k, (const float *)W + at);
+    const uint16_t *h = (const uint16_t *)W + at;
+    return widen(kind == BL_WK_BF16, full ? _mm256_loadu_si256((const __m256i *)h)
+                                          : _mm256_maskz_loadu_epi16(k, h));
+}
+
 /* Columns [j, j+16) of R rows into acc[·][·][u] for T tokens; k masks the columns past n. */
-ALWAYS_INLINE void step(int bf16, int R, int T, const uint16_t *w0, int64_t n, const float *x0,
-                        int64_t j, __mmask16 k, bool full, __m512 acc[RT][TT][U], int u) {
+ALWAYS_INLINE void step(int kind, int R, int T, const void *W, int64_t i0, int64_t n,
+                        const float *x0, int64_t j, __mmask16 k, bool full,
+                        __m512 acc[RT][TT][U], int u) {
     __m512 w[RT];
 #pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-        w[r] = widen(bf16, full ? _mm256_loadu_si256((const __m256i *)(w0 + r * n + j))
-                                : _mm256_maskz_loadu_epi16(k, w0 + r * n + j));
+    for (int r = 0; r < R; r++) w[r] = load_w(kind, W, (i0 + r) * n + j, k, full);
 #pragma GCC unroll 3
     for (int t = 0; t < T; t++) {
         const __m512 x =
@@ -48,7 +57,7 @@ ALWAYS_INLINE void step(int bf16, int R, int T, const uint16_t *w0, int64_t n, c
 }
 
 /* Y[t0+t][i0+r] for r < R, t < T (compile-time constants after inlining). */
-ALWAYS_INLINE void tile(int bf16, int R, int T, const uint16_t *W, int64_t m, int64_t n,
+ALWAYS_INLINE void tile(int kind, int R, int T, const void *W, int64_t m, int64_t n,
                         const float *X, int64_t i0, int64_t t0, float *Y) {
     __m512 acc[RT][TT][U];
 #pragma GCC unroll 4
@@ -57,19 +66,18 @@ ALWAYS_INLINE void tile(int bf16, int R, int T, const uint16_t *W, int64_t m, in
         for (int t = 0; t < T; t++)
 #pragma GCC unroll 4
             for (int u = 0; u < U; u++) acc[r][t][u] = _mm512_setzero_ps();
-    const uint16_t *w0 = W + i0 * n;
     const float *x0 = X + t0 * n;
     int64_t j = 0;
     for (; j + 16 * U <= n; j += 16 * U)
 #pragma GCC unroll 4
-        for (int u = 0; u < U; u++) step(bf16, R, T, w0, n, x0, j + 16 * u, 0, true, acc, u);
+        for (int u = 0; u < U; u++) step(kind, R, T, W, i0, n, x0, j + 16 * u, 0, true, acc, u);
     /* the last < 32 columns: masked blocks into the accumulators their columns belong to */
 #pragma GCC unroll 4
     for (int u = 0; u < U; u++) {
         const int64_t c = j + 16 * u, left = n - c;
         if (left <= 0) break;
         const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-        step(bf16, R, T, w0, n, x0, c, k, false, acc, u);
+        step(kind, R, T, W, i0, n, x0, c, k, false, acc, u);
     }
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
@@ -81,29 +89,32 @@ ALWAYS_INLINE void tile(int bf16, int R, int T, const uint16_t *W, int64_t m, in
 }
 
 /* All tokens of rows i0 .. i0+R−1. */
-ALWAYS_INLINE void rows(int bf16, int R, const uint16_t *W, int64_t m, int64_t n, const float *X,
+ALWAYS_INLINE void rows(int kind, int R, const void *W, int64_t m, int64_t n, const float *X,
                         int64_t T, int64_t i0, float *Y) {
     int64_t t0 = 0;
-    for (; t0 + TT <= T; t0 += TT) tile(bf16, R, TT, W, m, n, X, i0, t0, Y);
-    if (T - t0 == 2) tile(bf16, R, 2, W, m, n, X, i0, t0, Y);
-    if (T - t0 == 1) tile(bf16, R, 1, W, m, n, X, i0, t0, Y);
+    for (; t0 + TT <= T; t0 += TT) tile(kind, R, TT, W, m, n, X, i0, t0, Y);
+    if (T - t0 == 2) tile(kind, R, 2, W, m, n, X, i0, t0, Y);
+    if (T - t0 == 1) tile(kind, R, 1, W, m, n, X, i0, t0, Y);
 }
 
-ALWAYS_INLINE void run(int bf16, const bl_half_job *j, int64_t i0, int64_t i1) {
+ALWAYS_INLINE void run(int kind, const bl_half_job *j, int64_t i0, int64_t i1) {
     if (j->T == 1) { /* decode: one row at a time, one stream */
-        for (int64_t i = i0; i < i1; i++) tile(bf16, 1, 1, j->W, j->m, j->n, j->X, i, 0, j->Y);
+        for (int64_t i = i0; i < i1; i++) tile(kind, 1, 1, j->W, j->m, j->n, j->X, i, 0, j->Y);
         return;
     }
     int64_t i = i0;
-    for (; i + RT <= i1; i += RT) rows(bf16, RT, j->W, j->m, j->n, j->X, j->T, i, j->Y);
-    for (; i < i1; i++) rows(bf16, 1, j->W, j->m, j->n, j->X, j->T, i, j->Y);
+    for (; i + RT <= i1; i += RT) rows(kind, RT, j->W, j->m, j->n, j->X, j->T, i, j->Y);
+    for (; i < i1; i++) rows(kind, 1, j->W, j->m, j->n, j->X, j->T, i, j->Y);
 }
 
 void bl_half_avx512(const bl_half_job *j, int64_t u0, int64_t u1) {
     const int64_t i0 = u0 * BL_HALF_ROW_GROUP;
     const int64_t i1 = u1 * BL_HALF_ROW_GROUP < j->m ? u1 * BL_HALF_ROW_GROUP : j->m;
-    if (j->bf16) run(1, j, i0, i1);
-    else run(0, j, i0, i1);
+    switch (j->kind) {
+    case BL_WK_F16: run(BL_WK_F16, j, i0, i1); break;
+    case BL_WK_BF16: run(BL_WK_BF16, j, i0, i1); break;
+    default: run(BL_WK_F32, j, i0, i1); break;
+    }
 }
 
 void bl_half_to_f32_avx512(bl_dtype dt, const uint16_t *src, float *dst, size_t count) {

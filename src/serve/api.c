@@ -1,0 +1,384 @@
+/* The OpenAI API objects: request bodies of /v1/completions and /v1/chat/completions parsed into
+ * generation parameters (every field checked; unsupported options that would change the result
+ * are refused rather than ignored), and the JSON of responses, stream chunks, model lists and
+ * errors. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "serve/api.h"
+
+static bool fail(srv_error *e, int status, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static bool fail(srv_error *e, int status, const char *param, const char *fmt, ...) {
+    e->status = status;
+    e->param = param;
+    e->code = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+static const cJSON *get(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNull(v) ? NULL : v;
+}
+
+/* An integer-valued number within [lo, hi]. */
+static bool get_int(const cJSON *o, const char *k, double lo, double hi, long long *out,
+                    srv_error *e) {
+    const cJSON *v = get(o, k);
+    if (!v) return true;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble != floor(v->valuedouble) ||
+        v->valuedouble < lo || v->valuedouble > hi)
+        return fail(e, 400, k, "'%s' must be an integer in [%.0f, %.0f]", k, lo, hi);
+    *out = (long long)v->valuedouble;
+    return true;
+}
+
+static bool get_num(const cJSON *o, const char *k, double lo, double hi, bool lo_open,
+                    double *out, srv_error *e) {
+    const cJSON *v = get(o, k);
+    if (!v) return true;
+    double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+    if (!(d >= lo && d <= hi) || (lo_open && d == lo))
+        return fail(e, 400, k, "'%s' must be a number in %s%g, %g]", k, lo_open ? "(" : "[", lo,
+                    hi);
+    *out = d;
+    return true;
+}
+
+static bool get_bool(const cJSON *o, const char *k, bool *out, srv_error *e) {
+    const cJSON *v = get(o, k);
+    if (!v) return true;
+    if (!cJSON_IsBool(v)) return fail(e, 400, k, "'%s' must be true or false", k);
+    *out = cJSON_IsTrue(v);
+    return true;
+}
+
+/* Options this server does not implement: refused when set to anything but their default. */
+static bool refuse_unsupported(const cJSON *o, srv_error *e) {
+    static const char *const zero[] = {"presence_penalty", "frequency_penalty"};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *v = get(o, zero[i]);
+        if (v && !(cJSON_IsNumber(v) && v->valuedouble == 0))
+            return fail(e, 400, zero[i], "'%s' is not supported", zero[i]);
+    }
+    const cJSON *v;
+    if ((v = get(o, "echo")) && !cJSON_IsFalse(v))
+        return fail(e, 400, "echo", "'echo' is not supported");
+    if ((v = get(o, "logprobs")) && !cJSON_IsFalse(v))
+        return fail(e, 400, "logprobs", "'logprobs' are not supported");
+    if ((v = get(o, "best_of")) && !(cJSON_IsNumber(v) && v->valuedouble == 1))
+        return fail(e, 400, "best_of", "'best_of' must be 1");
+    if ((v = get(o, "n")) && !(cJSON_IsNumber(v) && v->valuedouble == 1))
+        return fail(e, 400, "n", "only n = 1 is supported");
+    if ((v = get(o, "tools")) && !(cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0))
+        return fail(e, 400, "tools", "'tools' are not supported");
+    if ((v = get(o, "suffix")) && !(cJSON_IsString(v) && !v->valuestring[0]))
+        return fail(e, 400, "suffix", "'suffix' is not supported");
+    if ((v = get(o, "response_format"))) {
+        const cJSON *t = get(v, "type");
+        if (!cJSON_IsString(t) || strcmp(t->valuestring, "text") != 0)
+            return fail(e, 400, "response_format", "only response_format {\"type\": \"text\"} is "
+                        "supported");
+    }
+    return true;
+}
+
+static bool parse_stop(const cJSON *o, srv_params *p, srv_error *e) {
+    const cJSON *v = get(o, "stop"), *s;
+    if (!v) return true;
+    if (cJSON_IsString(v)) {
+        if (v->valuestring[0] && !(p->stop[p->n_stop++] = bl_strdup(v->valuestring)))
+            return fail(e, 500, NULL, "out of memory");
+        return true;
+    }
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > SRV_MAX_STOP)
+        return fail(e, 400, "stop", "'stop' must be a string or an array of at most %d strings",
+                    SRV_MAX_STOP);
+    cJSON_ArrayForEach(s, v) {
+        if (!cJSON_IsString(s)) return fail(e, 400, "stop", "'stop' entries must be strings");
+        if (s->valuestring[0] && !(p->stop[p->n_stop++] = bl_strdup(s->valuestring)))
+            return fail(e, 500, NULL, "out of memory");
+    }
+    return true;
+}
+
+/* A seed for requests that give none: different every time, as OpenAI's. */
+static uint64_t fresh_seed(void) {
+    static atomic_ullong counter;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ((uint64_t)ts.tv_sec * 1000000007ull) ^ (uint64_t)ts.tv_nsec ^
+           (atomic_fetch_add(&counter, 1) * 0x9e3779b97f4a7c15ull);
+}
+
+/* The completion prompt: a string, or token ids, or a one-element array of either. */
+static bool completion_prompt(const srv_api_ctx *c, const cJSON *o, srv_params *p,
+                              srv_error *e) {
+    const cJSON *v = get(o, "prompt");
+    if (cJSON_IsArray(v) && cJSON_GetArraySize(v) == 1 && !cJSON_IsNumber(cJSON_GetArrayItem(v, 0)))
+        v = cJSON_GetArrayItem(v, 0);
+    if (cJSON_IsString(v)) {
+        if (!c->m->tok)
+            return fail(e, 400, "prompt", "the model has no tokenizer; give token ids");
+        size_t n = 0;
+        bl_err err = {0};
+        /* BOS as bitllm generate adds it, so both see the same tokens */
+        if (bl_tokenizer_encode(c->m->tok, v->valuestring, strlen(v->valuestring),
+                                c->m->cfg.bos_id >= 0, &p->prompt, &n, &err))
+            return fail(e, 400, "prompt", "cannot tokenize the prompt: %s", err.msg);
+        p->n_prompt = (int)(n > (size_t)INT32_MAX ? INT32_MAX : n);
+        return true;
+    }
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
+        return fail(e, 400, "prompt", "'prompt' must be a string, an array of token ids, or a "
+                    "one-element array of either");
+    const int n = cJSON_GetArraySize(v);
+    if (!(p->prompt = bl_malloc_array((size_t)n, sizeof *p->prompt)))
+        return fail(e, 500, NULL, "out of memory");
+    const cJSON *t;
+    cJSON_ArrayForEach(t, v) {
+        if (!cJSON_IsNumber(t) || t->valuedouble != floor(t->valuedouble) || t->valuedouble < 0 ||
+            t->valuedouble >= c->m->cfg.vocab_size)
+            return fail(e, 400, "prompt", "token ids must be integers in [0, %d)",
+                        c->m->cfg.vocab_size);
+        p->prompt[p->n_prompt++] = (int32_t)t->valuedouble;
+    }
+    return true;
+}
+
+/* Chat messages -> the template's token ids. */
+static bool chat_prompt(const srv_api_ctx *c, const cJSON *o, srv_params *p, srv_error *e) {
+    if (!c->tmpl) return fail(e, 400, "messages", "%s", c->tmpl_error);
+    const cJSON *v = get(o, "messages"), *m;
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
+        return fail(e, 400, "messages", "'messages' must be a non-empty array");
+    const int n = cJSON_GetArraySize(v);
+    bl_chat_msg *msgs = calloc((size_t)n, sizeof *msgs);
+    char **owned = calloc((size_t)n, sizeof *owned);
+    bool ok = msgs && owned ? true : fail(e, 500, NULL, "out of memory");
+    int i = 0;
+    cJSON_ArrayForEach(m, v) {
+        if (!ok) break;
+        const cJSON *role = get(m, "role"), *content = get(m, "content");
+        if (!cJSON_IsString(role)) {
+            ok = fail(e, 400, "messages", "messages[%d]: 'role' must be a string", i);
+            break;
+        }
+        msgs[i].role = strcmp(role->valuestring, "developer") == 0 ? "system" : role->valuestring;
+        if (get(m, "tool_calls")) {
+            ok = fail(e, 400, "messages", "messages[%d]: tool calls are not supported", i);
+            break;
+        }
+        if (cJSON_IsString(content)) {
+            msgs[i].content = content->valuestring;
+        } else if (cJSON_IsArray(content)) { /* [{"type": "text", "text": ...}, ...] */
+            srv_str joined = {0};
+            const cJSON *part;
+            ok = srv_str_put(&joined, "", 0);
+            cJSON_ArrayForEach(part, content) {
+                const cJSON *type = get(part, "type"), *text = get(part, "text");
+                if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") != 0 ||
+                    !cJSON_IsString(text)) {
+                    ok = fail(e, 400, "messages", "messages[%d]: only text content parts are "
+                              "supported", i);
+                    break;
+                }
+                ok = ok && srv_str_put(&joined, text->valuestring, strlen(text->valuestring));
+            }
+            owned[i] = joined.p;
+            msgs[i].content = joined.p;
+            if (!ok) break;
+        } else {
+            ok = fail(e, 400, "messages", "messages[%d]: 'content' must be a string or an array "
+                      "of text parts", i);
+            break;
+        }
+        i++;
+    }
+    if (ok) {
+        bl_chat_opts co = {.add_generation_prompt = true};
+        size_t n_ids = 0;
+        bl_err err = {0};
+        if (bl_chat_tokenize(c->tmpl, c->m->tok, msgs, n, &co, &p->prompt, &n_ids, &err))
+            ok = fail(e, 400, "messages", "%s", err.msg);
+        p->n_prompt = (int)(n_ids > (size_t)INT32_MAX ? INT32_MAX : n_ids);
+        int32_t ids[8];
+        int k = bl_chat_stop_tokens(c->tmpl, c->m->tok, ids, 8);
+        for (int j = 0; j < k && p->n_stop_ids < 8; j++) p->stop_ids[p->n_stop_ids++] = ids[j];
+    }
+    for (int j = 0; j < n && owned; j++) free(owned[j]);
+    free(owned);
+    free(msgs);
+    return ok;
+}
+
+bool srv_parse_request(const srv_api_ctx *c, const char *body, size_t len, bool chat,
+                       srv_api_req *out, srv_error *e) {
+    memset(out, 0, sizeof *out);
+    out->chat = chat;
+    srv_params *p = &out->p;
+    cJSON *o = cJSON_ParseWithLength(body, len);
+    bool ok = true;
+    if (!cJSON_IsObject(o)) {
+        ok = fail(e, 400, NULL, "the request body is not a JSON object%s", o ? "" : " (malformed "
+                  "JSON)");
+        goto done;
+    }
+    long long max_tokens = -1, seed = 0;
+    double temperature = 1.0, top_p = 1.0;
+    bool has_seed = get(o, "seed") != NULL;
+    const char *max_key = chat && get(o, "max_completion_tokens") ? "max_completion_tokens"
+                                                                  : "max_tokens";
+    ok = refuse_unsupported(o, e) && get_int(o, max_key, 1, 1e9, &max_tokens, e) &&
+         get_num(o, "temperature", 0, 2, false, &temperature, e) &&
+         get_num(o, "top_p", 0, 1, true, &top_p, e) &&
+         get_int(o, "seed", -9.2e18, 9.2e18, &seed, e) && get_bool(o, "stream", &out->stream, e) &&
+         get_bool(o, "ignore_eos", &p->ignore_eos, e) && parse_stop(o, p, e);
+    const cJSON *so = get(o, "stream_options");
+    if (ok && so && !cJSON_IsObject(so))
+        ok = fail(e, 400, "stream_options", "'stream_options' must be an object");
+    if (ok && so) ok = get_bool(so, "include_usage", &out->include_usage, e);
+    if (!ok) goto done;
+    ok = chat ? chat_prompt(c, o, p, e) : completion_prompt(c, o, p, e);
+    if (!ok) goto done;
+    if (!chat && c->m->cfg.eos_id >= 0) p->stop_ids[p->n_stop_ids++] = c->m->cfg.eos_id;
+    if (p->n_prompt == 0) {
+        ok = fail(e, 400, chat ? "messages" : "prompt", "the prompt is empty");
+        goto done;
+    }
+    if (p->n_prompt >= c->ctx) {
+        ok = fail(e, 400, chat ? "messages" : "prompt", "the prompt is %d tokens but a sequence "
+                  "holds at most %d (--ctx %d), which leaves no room to generate", p->n_prompt,
+                  c->ctx, c->ctx);
+        e->code = "context_length_exceeded";
+        goto done;
+    }
+    /* OpenAI's defaults: 16 tokens for completions, as many as fit for chat */
+    const int room = c->ctx - p->n_prompt;
+    if (max_tokens < 0) max_tokens = chat ? room : 16;
+    p->max_tokens = (int)(max_tokens < room ? max_tokens : room);
+    p->temperature = (float)temperature;
+    p->top_p = (float)top_p;
+    p->seed = has_seed ? (uint64_t)seed : fresh_seed();
+done:
+    cJSON_Delete(o);
+    if (!ok) srv_params_free(p);
+    return ok;
+}
+
+/* ---- responses ---- */
+
+static char *print(cJSON *o) {
+    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return s;
+}
+
+static const char *error_type(int status) {
+    switch (status) {
+    case 400: return "invalid_request_error";
+    case 401: return "authentication_error";
+    case 404: return "not_found_error";
+    case 405: return "invalid_request_error";
+    case 413: return "invalid_request_error";
+    case 503: return "unavailable_error";
+    default: return "server_error";
+    }
+}
+
+char *srv_error_json(const srv_error *e) {
+    cJSON *o = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(err, "message", e->message);
+    cJSON_AddStringToObject(err, "type", error_type(e->status));
+    if (e->param) cJSON_AddStringToObject(err, "param", e->param);
+    else cJSON_AddNullToObject(err, "param");
+    if (e->code) cJSON_AddStringToObject(err, "code", e->code);
+    else cJSON_AddNullToObject(err, "code");
+    return print(o);
+}
+
+static cJSON *usage(int prompt, int completion) {
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddNumberToObject(u, "prompt_tokens", prompt);
+    cJSON_AddNumberToObject(u, "completion_tokens", completion);
+    cJSON_AddNumberToObject(u, "total_tokens", prompt + completion);
+    return u;
+}
+
+static cJSON *envelope(const srv_reply *r, const char *object, cJSON **choice) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", r->id);
+    cJSON_AddStringToObject(o, "object", object);
+    cJSON_AddNumberToObject(o, "created", (double)r->created);
+    cJSON_AddStringToObject(o, "model", r->model);
+    cJSON *choices = cJSON_AddArrayToObject(o, "choices");
+    if (choice) {
+        *choice = cJSON_CreateObject();
+        cJSON_AddNumberToObject(*choice, "index", 0);
+        cJSON_AddItemToArray(choices, *choice);
+    }
+    return o;
+}
+
+static void add_finish(cJSON *choice, const char *finish) {
+    cJSON_AddNullToObject(choice, "logprobs");
+    if (finish) cJSON_AddStringToObject(choice, "finish_reason", finish);
+    else cJSON_AddNullToObject(choice, "finish_reason");
+}
+
+char *srv_completion_json(const srv_reply *r, const char *text, const char *finish,
+                          int prompt_tokens, int completion_tokens) {
+    cJSON *choice, *o = envelope(r, r->chat ? "chat.completion" : "text_completion", &choice);
+    if (r->chat) {
+        cJSON *msg = cJSON_AddObjectToObject(choice, "message");
+        cJSON_AddStringToObject(msg, "role", "assistant");
+        cJSON_AddStringToObject(msg, "content", text);
+    } else {
+        cJSON_AddStringToObject(choice, "text", text);
+    }
+    add_finish(choice, finish);
+    cJSON_AddItemToObject(o, "usage", usage(prompt_tokens, completion_tokens));
+    return print(o);
+}
+
+char *srv_chunk_json(const srv_reply *r, const char *text, bool role, const char *finish) {
+    cJSON *choice, *o = envelope(r, r->chat ? "chat.completion.chunk" : "text_completion",
+                                 &choice);
+    if (r->chat) {
+        cJSON *delta = cJSON_AddObjectToObject(choice, "delta");
+        if (role) cJSON_AddStringToObject(delta, "role", "assistant");
+        if (text) cJSON_AddStringToObject(delta, "content", text);
+    } else {
+        cJSON_AddStringToObject(choice, "text", text ? text : "");
+    }
+    add_finish(choice, finish);
+    return print(o);
+}
+
+char *srv_usage_chunk_json(const srv_reply *r, int prompt_tokens, int completion_tokens) {
+    cJSON *o = envelope(r, r->chat ? "chat.completion.chunk" : "text_completion", NULL);
+    cJSON_AddItemToObject(o, "usage", usage(prompt_tokens, completion_tokens));
+    return print(o);
+}
+
+char *srv_models_json(const char *model, long created) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(o, "data"), *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", model);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)created);
+    cJSON_AddStringToObject(m, "owned_by", "bitllm");
+    cJSON_AddItemToArray(data, m);
+    return print(o);
+}

@@ -1,0 +1,50 @@
+/* OpenAI request parsing and response JSON (api.c), private to src/serve. */
+#ifndef BITLLM_SERVE_API_H
+#define BITLLM_SERVE_API_H
+
+#include "serve/serve_internal.h"
+
+/* An error answer: HTTP status, message, and the OpenAI "param" / "code" (NULL: null). */
+typedef struct {
+    int status;
+    const char *param, *code;
+    char message[512];
+} srv_error;
+
+/* What request parsing needs from the server. */
+typedef struct {
+    const bl_model *m;
+    const bl_chat_template *tmpl; /* NULL: no chat template, tmpl_error says why */
+    const char *tmpl_error;
+    int ctx;
+} srv_api_ctx;
+
+typedef struct {
+    bool chat, stream, include_usage;
+    srv_params p;
+} srv_api_req;
+
+/* Parses a completion (chat = false) or chat completion body. On failure e is filled (400 with
+ * the offending parameter) and out holds nothing to free. */
+bool srv_parse_request(const srv_api_ctx *c, const char *body, size_t len, bool chat,
+                       srv_api_req *out, srv_error *e);
+
+/* The fixed part of every object of one reply. */
+typedef struct {
+    bool chat;
+    char id[48];
+    long created;
+    const char *model;
+} srv_reply;
+
+/* JSON texts (malloc'ed; NULL when out of memory). */
+char *srv_error_json(const srv_error *e);
+char *srv_completion_json(const srv_reply *r, const char *text, const char *finish,
+                          int prompt_tokens, int completion_tokens);
+/* A stream chunk: text (NULL: none; chat: the delta's content), role (chat: the first chunk's
+ * "role": "assistant"), finish (NULL until the last). */
+char *srv_chunk_json(const srv_reply *r, const char *text, bool role, const char *finish);
+char *srv_usage_chunk_json(const srv_reply *r, int prompt_tokens, int completion_tokens);
+char *srv_models_json(const char *model, long created);
+
+#endif

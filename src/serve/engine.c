@@ -1,0 +1,469 @@
+/* The scheduler: one thread owns the model's multi-slot state and does continuous batching.
+ *
+ * Every step: cancelled requests leave (their slot is truncated to 0 and reused), waiting requests
+ * are admitted into free slots in arrival order, then one bl_forward_batch runs the next token of
+ * every decoding sequence and the next prompt chunk of sequences still reading their prompt.
+ * Prompt chunks are the ones bl_forward would cut (`chunk` tokens, as bitllm generate uses), and
+ * a chunk joins a step only whole, so every sequence computes exactly what it would compute alone
+ * (model.h); each samples with its own generator, so its text does not depend on the batch.
+ *
+ * Locking: e->mu guards the queue, the active list and every request's shared fields (output
+ * text, status, cancel flag, references); the model state, samplers and raw text belong to the
+ * scheduler thread. The forward pass runs without the lock. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "serve/serve_internal.h"
+
+struct srv_req {
+    srv_params p;
+    /* scheduler thread only */
+    int slot, fed;          /* prompt tokens in the cache */
+    int32_t next;           /* sampled token to feed at the next step */
+    int n_gen;
+    bl_sampler smp;
+    bl_detok detok;         /* token ids -> valid UTF-8 */
+    srv_str gen;            /* the text generated so far */
+    size_t emitted;         /* bytes of gen passed on */
+    double t_start;
+    unsigned long id;
+    /* shared, under e->mu */
+    srv_str out;            /* text not yet taken by the client */
+    size_t *ends;           /* where each token's piece of it ends (one piece per token) */
+    int n_ends, cap_ends;
+    bool done, cancel, admitted;
+    int n_out;              /* tokens generated, as the client sees them */
+    const char *finish;
+    char error[256];
+    int refs;
+    pthread_cond_t cond;
+    srv_req *next_q;
+};
+
+struct srv_engine {
+    const bl_model *m;
+    srv_engine_opts o;
+    bl_state *st;
+    float *logits;          /* parallel × vocab */
+    bl_seq_batch *seqs;     /* parallel */
+    srv_req **slots;        /* parallel: the request in each slot, or NULL */
+    srv_req **order;        /* parallel: active requests in admission order */
+    int n_active;
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    srv_req *q_head, *q_tail;
+    int n_queued;
+    bool closed, stop, drain;
+    unsigned long next_id;
+    pthread_t thread;
+    bool thread_started;
+};
+
+static void logf_(srv_engine *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void logf_(srv_engine *e, const char *fmt, ...) {
+    if (!e->o.log) return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    e->o.log(e->o.log_ctx, line);
+}
+
+void srv_params_free(srv_params *p) {
+    free(p->prompt);
+    for (int i = 0; i < p->n_stop; i++) free(p->stop[i]);
+    memset(p, 0, sizeof *p);
+}
+
+static void req_free(srv_req *r) {
+    srv_params_free(&r->p);
+    bl_sampler_free(&r->smp);
+    bl_detok_free(&r->detok);
+    srv_str_free(&r->gen);
+    srv_str_free(&r->out);
+    free(r->ends);
+    pthread_cond_destroy(&r->cond);
+    free(r);
+}
+
+/* Drops one reference (e->mu held); frees the request with the last. */
+static void unref_locked(srv_req *r) {
+    if (--r->refs == 0) req_free(r);
+}
+
+/* ---- request end and text (scheduler thread; takes e->mu) ---- */
+
+/* Room for one more piece end (e->mu held); NULL when out of memory. */
+static size_t *tk_grow_ends(srv_req *r) {
+    if (r->n_ends == r->cap_ends) {
+        int cap = r->cap_ends ? 2 * r->cap_ends : 64;
+        size_t *p = realloc(r->ends, (size_t)cap * sizeof *p);
+        if (!p) return NULL;
+        r->ends = p;
+        r->cap_ends = cap;
+    }
+    return r->ends;
+}
+
+/* Passes text gen[emitted..upto) on into the shared output as one piece (possibly empty: a
+ * token whose text is held back still has its piece, so a stream sends one event per token).
+ * gen holds whole characters only (bl_detok), and a held-back stop-string prefix starts at a
+ * character, so every piece is valid UTF-8. */
+static bool emit(srv_engine *e, srv_req *r, size_t upto) {
+    pthread_mutex_lock(&e->mu);
+    bool ok = tk_grow_ends(r) && srv_str_put(&r->out, r->gen.p + r->emitted, upto - r->emitted);
+    if (ok) r->ends[r->n_ends++] = r->out.n;
+    r->emitted = upto;
+    r->n_out = r->n_gen;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&e->mu);
+    return ok;
+}
+
+/* The end of the text: a character that never completed becomes U+FFFD. */
+static bool end_text(srv_req *r) {
+    size_t k = 0;
+    const char *tail = r->detok.tok ? bl_detok_finish(&r->detok, &k) : "";
+    return srv_str_put(&r->gen, tail, k);
+}
+
+/* Ends a request: finish is "stop"/"length", or NULL with a reason. Frees its slot. */
+static void finish(srv_engine *e, srv_req *r, const char *why, const char *error) {
+    const double secs = bl_time_s() - r->t_start;
+    const unsigned long id = r->id;
+    const int n_prompt = r->p.n_prompt, n_gen = r->n_gen;
+    pthread_mutex_lock(&e->mu);
+    r->done = true;
+    r->finish = why;
+    r->n_out = r->n_gen;
+    if (error) snprintf(r->error, sizeof r->error, "%.200s", error);
+    pthread_cond_broadcast(&r->cond);
+    e->slots[r->slot] = NULL;
+    for (int i = 0, k = 0; i < e->n_active; i++)
+        if (e->order[i] != r) e->order[k++] = e->order[i];
+    e->n_active--;
+    bl_state_slot_truncate(e->st, r->slot, 0);
+    unref_locked(r); /* r may be gone from here on */
+    pthread_mutex_unlock(&e->mu);
+    logf_(e, "request %lu: %s, prompt %d tokens, %d generated, %.2f s", id,
+          why ? why : (error ? error : "failed"), n_prompt, n_gen, secs);
+}
+
+static bool is_stop_id(const srv_req *r, int32_t tok) {
+    for (int i = 0; i < r->p.n_stop_ids; i++)
+        if (r->p.stop_ids[i] == tok) return true;
+    return false;
+}
+
+/* A sampled token: stop, or append its text and check stop strings and limits. */
+static void accept_token(srv_engine *e, srv_req *r, int32_t tok) {
+    if (tok < 0) {
+        finish(e, r, NULL, "non-finite logits");
+        return;
+    }
+    if (!r->p.ignore_eos && is_stop_id(r, tok)) {
+        /* what is still held back goes out as a last piece */
+        const bool ok = end_text(r) && (r->gen.n == r->emitted || emit(e, r, r->gen.n));
+        if (ok) finish(e, r, "stop", NULL);
+        else finish(e, r, NULL, "out of memory");
+        return;
+    }
+    r->n_gen++;
+    size_t k = 0;
+    const char *piece = r->detok.tok ? bl_detok_push(&r->detok, tok, &k) : "";
+    const size_t before = r->gen.n;
+    if (!srv_str_put(&r->gen, piece, k)) {
+        finish(e, r, NULL, "out of memory");
+        return;
+    }
+    long at = srv_find_stop(r->gen.p, r->gen.n, before, r->p.stop, r->p.n_stop);
+    if (at >= 0) r->gen.n = (size_t)at; /* the stop string is not part of the text */
+    const char *why = at >= 0 ? "stop"
+                    : r->n_gen >= r->p.max_tokens || bl_state_slot_pos(e->st, r->slot) >= e->o.ctx
+                        ? "length"
+                        : NULL;
+    if (why && at < 0 && !end_text(r)) { /* (after a stop string the rest is dropped) */
+        finish(e, r, NULL, "out of memory");
+        return;
+    }
+    /* text that could still turn out to begin a stop string waits for the next tokens */
+    size_t upto = why ? r->gen.n : r->gen.n - srv_stop_hold(r->gen.p, r->gen.n, r->p.stop,
+                                                              r->p.n_stop);
+    if (upto < r->emitted) upto = r->emitted;
+    if (!emit(e, r, upto)) finish(e, r, NULL, "out of memory");
+    else if (why) finish(e, r, why, NULL);
+    else r->next = tok;
+}
+
+/* ---- the scheduler ---- */
+
+/* Cancelled requests leave, waiting ones take free slots (e->mu held). */
+static void admit_locked(srv_engine *e) {
+    for (int i = 0; i < e->n_active; i++) {
+        srv_req *r = e->order[i];
+        const bool shutdown = e->stop && !e->drain;
+        if (!r->cancel && !shutdown) continue;
+        if (shutdown) snprintf(r->error, sizeof r->error, "server shutting down");
+        r->done = true;
+        r->finish = NULL;
+        if (!r->error[0]) snprintf(r->error, sizeof r->error, "cancelled");
+        pthread_cond_broadcast(&r->cond);
+        e->slots[r->slot] = NULL;
+        bl_state_slot_truncate(e->st, r->slot, 0);
+        for (int j = i; j + 1 < e->n_active; j++) e->order[j] = e->order[j + 1];
+        e->n_active--;
+        i--;
+        logf_(e, "request %lu: cancelled after %d tokens", r->id, r->n_gen);
+        unref_locked(r);
+    }
+    while (e->q_head && e->n_active < e->o.parallel) {
+        srv_req *r = e->q_head;
+        e->q_head = r->next_q;
+        if (!e->q_head) e->q_tail = NULL;
+        e->n_queued--;
+        if (r->cancel) {
+            r->done = true;
+            snprintf(r->error, sizeof r->error, "cancelled");
+            pthread_cond_broadcast(&r->cond);
+            unref_locked(r);
+            continue;
+        }
+        int slot = 0;
+        while (e->slots[slot]) slot++;
+        bl_err err = {0};
+        if (bl_sampler_init(&r->smp, e->m->cfg.vocab_size, r->p.temperature, r->p.top_p,
+                            r->p.seed, &err) ||
+            (e->m->tok && bl_detok_init(&r->detok, e->m->tok, &err))) {
+            r->done = true;
+            snprintf(r->error, sizeof r->error, "%.200s", err.msg);
+            pthread_cond_broadcast(&r->cond);
+            unref_locked(r);
+            continue;
+        }
+        r->slot = slot;
+        r->admitted = true;
+        r->t_start = bl_time_s();
+        e->slots[slot] = r;
+        e->order[e->n_active++] = r;
+    }
+}
+
+/* One batched forward over the active requests and what follows from its logits. */
+static void step(srv_engine *e) {
+    const int V = e->m->cfg.vocab_size, max_rows = bl_state_max_batch(e->st);
+    srv_req *who[64 + 1];
+    srv_req **reqs = e->o.parallel <= 64 ? who : malloc(sizeof *reqs * (size_t)e->o.parallel);
+    if (!reqs) return;
+    int n = 0, rows = 0;
+    /* decoding sequences: one row each */
+    for (int i = 0; i < e->n_active; i++) {
+        srv_req *r = e->order[i];
+        if (r->fed < r->p.n_prompt) continue;
+        e->seqs[n] = (bl_seq_batch){r->slot, &r->next, 1, e->logits + (size_t)n * V};
+        reqs[n++] = r;
+        rows++;
+    }
+    /* prompt chunks in admission order, each only whole */
+    for (int i = 0; i < e->n_active; i++) {
+        srv_req *r = e->order[i];
+        if (r->fed >= r->p.n_prompt) continue;
+        int c = r->p.n_prompt - r->fed < e->o.chunk ? r->p.n_prompt - r->fed : e->o.chunk;
+        if (rows + c > max_rows) break;
+        const bool last = r->fed + c == r->p.n_prompt;
+        e->seqs[n] = (bl_seq_batch){r->slot, r->p.prompt + r->fed, c,
+                                    last ? e->logits + (size_t)n * V : NULL};
+        reqs[n++] = r;
+        rows += c;
+    }
+    bl_err err = {0};
+    if (n && bl_forward_batch(e->st, e->seqs, n, &err) != BL_OK) {
+        for (int k = 0; k < n; k++) finish(e, reqs[k], NULL, err.msg);
+    } else {
+        for (int k = 0; k < n; k++) {
+            srv_req *r = reqs[k];
+            if (r->fed < r->p.n_prompt) r->fed += e->seqs[k].n;
+            if (e->seqs[k].logits) accept_token(e, r, bl_sample(&r->smp, e->seqs[k].logits));
+        }
+    }
+    if (reqs != who) free(reqs);
+}
+
+static void *run(void *arg) {
+    srv_engine *e = arg;
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        admit_locked(e);
+        if (e->n_active == 0) {
+            if (e->stop && (!e->drain || !e->q_head)) break;
+            pthread_cond_wait(&e->wake, &e->mu);
+            continue;
+        }
+        pthread_mutex_unlock(&e->mu);
+        step(e);
+        pthread_mutex_lock(&e->mu);
+    }
+    /* not draining: whatever still waits is refused */
+    while (e->q_head) {
+        srv_req *r = e->q_head;
+        e->q_head = r->next_q;
+        r->done = true;
+        snprintf(r->error, sizeof r->error, "server shutting down");
+        pthread_cond_broadcast(&r->cond);
+        unref_locked(r);
+    }
+    e->q_tail = NULL;
+    e->n_queued = 0;
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+bl_status srv_engine_new(const bl_model *m, const srv_engine_opts *o, srv_engine **out,
+                         bl_err *err) {
+    *out = NULL;
+    if (o->parallel < 1 || o->ctx < 2 || o->queue < 0 || o->chunk < 1)
+        return bl_fail(err, BL_ERR_ARG, "server: parallel >= 1, ctx >= 2, queue >= 0 and "
+                       "chunk >= 1 are needed");
+    srv_engine *e = calloc(1, sizeof *e);
+    if (!e) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    e->m = m;
+    e->o = *o;
+    e->next_id = 1;
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->wake, NULL);
+    const size_t P = (size_t)o->parallel;
+    e->logits = bl_malloc_array(P * (size_t)m->cfg.vocab_size, sizeof(float));
+    e->seqs = calloc(P, sizeof *e->seqs);
+    e->slots = calloc(P, sizeof *e->slots);
+    e->order = calloc(P, sizeof *e->order);
+    bl_status s = BL_OK;
+    if (!e->logits || !e->seqs || !e->slots || !e->order)
+        s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    /* a step holds one row per decoding sequence plus one whole prompt chunk */
+    if (!s)
+        s = bl_state_new_slots(m, o->parallel, o->ctx, o->chunk + o->parallel, o->n_threads,
+                               &e->st, err);
+    if (!s && pthread_create(&e->thread, NULL, run, e) != 0)
+        s = bl_fail(err, BL_ERR_NOMEM, "server: cannot start the scheduler thread");
+    if (s) {
+        srv_engine_free(e);
+        return s;
+    }
+    e->thread_started = true;
+    *out = e;
+    return BL_OK;
+}
+
+void srv_engine_close(srv_engine *e) {
+    pthread_mutex_lock(&e->mu);
+    e->closed = true;
+    pthread_mutex_unlock(&e->mu);
+}
+
+void srv_engine_stop(srv_engine *e, bool drain) {
+    if (!e || !e->thread_started) return;
+    pthread_mutex_lock(&e->mu);
+    e->closed = e->stop = true;
+    e->drain = drain;
+    pthread_cond_broadcast(&e->wake);
+    pthread_mutex_unlock(&e->mu);
+    pthread_join(e->thread, NULL);
+    e->thread_started = false;
+}
+
+void srv_engine_free(srv_engine *e) {
+    if (!e) return;
+    srv_engine_stop(e, false);
+    bl_state_free(e->st);
+    free(e->logits);
+    free(e->seqs);
+    free(e->slots);
+    free(e->order);
+    pthread_cond_destroy(&e->wake);
+    pthread_mutex_destroy(&e->mu);
+    free(e);
+}
+
+int srv_submit(srv_engine *e, srv_params *p, srv_req **out) {
+    *out = NULL;
+    srv_req *r = calloc(1, sizeof *r);
+    if (!r) return SRV_NOMEM;
+    pthread_cond_init(&r->cond, NULL);
+    pthread_mutex_lock(&e->mu);
+    int rc = SRV_OK;
+    if (e->closed) rc = SRV_STOPPING;
+    else if (e->n_active + e->n_queued >= e->o.parallel + e->o.queue) /* slots and queue full */
+        rc = SRV_QUEUE_FULL;
+    if (rc != SRV_OK) {
+        pthread_mutex_unlock(&e->mu);
+        pthread_cond_destroy(&r->cond);
+        free(r);
+        return rc;
+    }
+    r->p = *p;
+    memset(p, 0, sizeof *p);
+    r->id = e->next_id++;
+    r->refs = 2; /* the caller's and the scheduler's */
+    if (e->q_tail) e->q_tail->next_q = r;
+    else e->q_head = r;
+    e->q_tail = r;
+    e->n_queued++;
+    pthread_cond_broadcast(&e->wake);
+    pthread_mutex_unlock(&e->mu);
+    *out = r;
+    return SRV_OK;
+}
+
+void srv_wait(srv_engine *e, srv_req *r, int timeout_ms, srv_str *text, srv_pieces *pieces,
+              srv_status *st) {
+    pthread_mutex_lock(&e->mu);
+    if (!r->done && r->n_ends == 0 && timeout_ms > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        ts.tv_sec += timeout_ms / 1000 + ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&r->cond, &e->mu, &ts);
+    }
+    const size_t base = text->n;
+    bool taken = srv_str_put(text, r->out.p ? r->out.p : "", r->out.n);
+    if (taken && pieces) {
+        size_t *p = realloc(pieces->ends, ((size_t)pieces->n + (size_t)r->n_ends + 1) * sizeof *p);
+        if (p) {
+            pieces->ends = p;
+            for (int i = 0; i < r->n_ends; i++) p[pieces->n++] = base + r->ends[i];
+        } else {
+            taken = false;
+            text->n = base;
+        }
+    }
+    if (taken) {
+        r->out.n = 0;
+        r->n_ends = 0;
+    }
+    st->done = r->done && r->out.n == 0 && r->n_ends == 0;
+    st->finish = r->finish;
+    snprintf(st->error, sizeof st->error, "%s", r->error);
+    st->prompt_tokens = r->p.n_prompt;
+    st->completion_tokens = r->n_out;
+    pthread_mutex_unlock(&e->mu);
+}
+
+void srv_cancel(srv_engine *e, srv_req *r) {
+    pthread_mutex_lock(&e->mu);
+    if (!r->done) {
+        r->cancel = true;
+        pthread_cond_broadcast(&e->wake);
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+void srv_release(srv_engine *e, srv_req *r) {
+    if (!r) return;
+    pthread_mutex_lock(&e->mu);
+    unref_locked(r);
+    pthread_mutex_unlock(&e->mu);
+}

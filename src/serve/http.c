@@ -1,0 +1,508 @@
+/* The HTTP front end on libmicrohttpd: routing, API keys, body limits, JSON answers and
+ * server-sent events, in front of the scheduler (engine.c).
+ *
+ * libmicrohttpd runs one thread per connection, so a handler may wait for its request: a plain
+ * answer is sent once generation ends, a stream is a content-reader callback that waits for new
+ * text and writes it as "data: {...}\n\n" events. While waiting, the connection's socket is polled
+ * for a hang-up; a client that went away has its request cancelled, which frees the slot at the
+ * scheduler's next step. */
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "serve/api.h"
+
+#define WAIT_MS 100 /* how often a waiting handler looks at its socket */
+
+struct bl_server {
+    const bl_model *m;
+    bl_server_opts o;
+    char *host, *api_key, *model_id;
+    bl_chat_template tmpl;
+    bool have_tmpl;
+    char tmpl_error[512];
+    srv_engine *engine;
+    struct MHD_Daemon *d;
+    int port;
+    long started;
+    atomic_ulong next_id;
+    atomic_int inflight; /* generation responses not yet completely sent */
+};
+
+static void logf_(const bl_server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void logf_(const bl_server *s, const char *fmt, ...) {
+    if (!s->o.log) return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    s->o.log(s->o.log_ctx, line);
+}
+
+/* ---- answers ---- */
+
+static enum MHD_Result answer(struct MHD_Connection *c, int status, char *json,
+                              const char *allow) {
+    static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
+                              "\"param\":null,\"code\":null}}";
+    struct MHD_Response *r =
+        json ? MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE)
+             : MHD_create_response_from_buffer(sizeof oom - 1, (void *)oom,
+                                               MHD_RESPMEM_PERSISTENT);
+    if (!r) {
+        free(json);
+        return MHD_NO;
+    }
+    if (!json) status = 500;
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    if (allow) MHD_add_response_header(r, "Allow", allow);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result answer_error(struct MHD_Connection *c, int status, const char *param,
+                                    const char *code, const char *allow, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static enum MHD_Result answer_error(struct MHD_Connection *c, int status, const char *param,
+                                    const char *code, const char *allow, const char *fmt, ...) {
+    srv_error e = {.status = status, .param = param, .code = code};
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e.message, sizeof e.message, fmt, ap);
+    va_end(ap);
+    return answer(c, status, srv_error_json(&e), allow);
+}
+
+/* ---- the client's socket ---- */
+
+static int conn_fd(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *i = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return i ? i->connect_fd : -1;
+}
+
+/* True when the peer closed or reset the connection (pipelined bytes do not count). */
+static bool client_gone(int fd) {
+    if (fd < 0) return false;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 0) <= 0) return false;
+    if (p.revents & (POLLHUP | POLLERR | POLLNVAL)) return true;
+    char b;
+    return (p.revents & POLLIN) && recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
+/* ---- streaming ---- */
+
+typedef struct {
+    bl_server *s;
+    srv_req *req;
+    srv_reply reply;
+    bool include_usage, started, finished;
+    int fd;
+    srv_str pending; /* formatted events not yet written */
+    size_t off;
+} stream_t;
+
+static bool add_event(stream_t *st, char *json) {
+    bool ok = json && srv_str_put(&st->pending, "data: ", 6) &&
+              srv_str_put(&st->pending, json, strlen(json)) && srv_str_put(&st->pending, "\n\n", 2);
+    free(json);
+    return ok;
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    stream_t *st = cls;
+    srv_engine *e = st->s->engine;
+    while (st->off == st->pending.n) {
+        st->off = st->pending.n = 0;
+        if (st->finished) return MHD_CONTENT_READER_END_OF_STREAM;
+        bool ok = true;
+        if (!st->started) { /* chat streams open with the assistant role */
+            st->started = true;
+            if (st->reply.chat) ok = add_event(st, srv_chunk_json(&st->reply, "", true, NULL));
+        } else {
+            srv_str text = {0};
+            srv_pieces pieces = {0};
+            srv_status ss;
+            srv_wait(e, st->req, WAIT_MS, &text, &pieces, &ss);
+            /* one event per token, as OpenAI streams */
+            size_t at = 0;
+            for (int i = 0; ok && i < pieces.n; at = pieces.ends[i++]) {
+                const char saved = text.p[pieces.ends[i]];
+                text.p[pieces.ends[i]] = 0;
+                ok = add_event(st, srv_chunk_json(&st->reply, text.p + at, false, NULL));
+                text.p[pieces.ends[i]] = saved;
+            }
+            const bool got = pieces.n > 0;
+            free(pieces.ends);
+            srv_str_free(&text);
+            if (ok && ss.done) {
+                if (ss.finish) {
+                    ok = add_event(st, srv_chunk_json(&st->reply, NULL, false, ss.finish));
+                    if (ok && st->include_usage)
+                        ok = add_event(st, srv_usage_chunk_json(&st->reply, ss.prompt_tokens,
+                                                                ss.completion_tokens));
+                } else {
+                    srv_error err = {.status = 500};
+                    snprintf(err.message, sizeof err.message, "generation failed: %s", ss.error);
+                    ok = add_event(st, srv_error_json(&err));
+                }
+                ok = ok && srv_str_put(&st->pending, "data: [DONE]\n\n", 14);
+                st->finished = true;
+            } else if (ok && !got && client_gone(st->fd)) {
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+        }
+        if (!ok) return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    size_t n = st->pending.n - st->off < max ? st->pending.n - st->off : max;
+    memcpy(buf, st->pending.p + st->off, n);
+    st->off += n;
+    return (ssize_t)n;
+}
+
+/* The response is gone (sent, or the connection closed): cancel whatever still runs. */
+static void stream_free(void *cls) {
+    stream_t *st = cls;
+    srv_cancel(st->s->engine, st->req);
+    srv_release(st->s->engine, st->req);
+    srv_str_free(&st->pending);
+    free(st);
+}
+
+/* ---- one request ---- */
+
+typedef struct {
+    srv_str body;
+    bool too_large, answered, counted;
+} conn_t;
+
+static void new_reply(bl_server *s, bool chat, srv_reply *r) {
+    memset(r, 0, sizeof *r);
+    r->chat = chat;
+    r->created = (long)time(NULL);
+    r->model = s->model_id;
+    snprintf(r->id, sizeof r->id, "%s-%lx%08lx", chat ? "chatcmpl" : "cmpl", (unsigned long)s->started,
+             (unsigned long)atomic_fetch_add(&s->next_id, 1));
+}
+
+static enum MHD_Result generate(bl_server *s, struct MHD_Connection *c, conn_t *cx, bool chat) {
+    const srv_api_ctx api = {s->m, s->have_tmpl ? &s->tmpl : NULL, s->tmpl_error, s->o.ctx};
+    srv_api_req ar;
+    srv_error err;
+    if (!srv_parse_request(&api, cx->body.p ? cx->body.p : "", cx->body.n, chat, &ar, &err))
+        return answer(c, err.status, srv_error_json(&err), NULL);
+    srv_req *req = NULL;
+    const bool stream = ar.stream, include_usage = ar.include_usage;
+    int rc = srv_submit(s->engine, &ar.p, &req);
+    srv_params_free(&ar.p);
+    if (rc == SRV_QUEUE_FULL)
+        return answer_error(c, 503, NULL, NULL, NULL, "the server is busy: %d requests running "
+                            "and %d waiting; retry later", s->o.parallel, s->o.queue);
+    if (rc == SRV_STOPPING)
+        return answer_error(c, 503, NULL, NULL, NULL, "the server is shutting down");
+    if (rc != SRV_OK) return answer_error(c, 500, NULL, NULL, NULL, "out of memory");
+    cx->counted = true; /* a drain waits for this response to be sent */
+    atomic_fetch_add(&s->inflight, 1);
+    const int fd = conn_fd(c);
+    if (stream) {
+        stream_t *st = calloc(1, sizeof *st);
+        struct MHD_Response *r =
+            st ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, st,
+                                                   stream_free)
+               : NULL;
+        if (!r) {
+            srv_cancel(s->engine, req);
+            srv_release(s->engine, req);
+            free(st);
+            return answer_error(c, 500, NULL, NULL, NULL, "out of memory");
+        }
+        *st = (stream_t){.s = s, .req = req, .include_usage = include_usage, .fd = fd};
+        new_reply(s, chat, &st->reply);
+        MHD_add_response_header(r, "Content-Type", "text/event-stream");
+        MHD_add_response_header(r, "Cache-Control", "no-cache");
+        enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
+    srv_str text = {0};
+    srv_status ss;
+    for (;;) {
+        srv_wait(s->engine, req, WAIT_MS, &text, NULL, &ss);
+        if (ss.done) break;
+        if (client_gone(fd)) {
+            srv_cancel(s->engine, req);
+            srv_release(s->engine, req);
+            srv_str_free(&text);
+            return MHD_NO; /* nobody to answer: close */
+        }
+    }
+    srv_release(s->engine, req);
+    srv_reply reply;
+    new_reply(s, chat, &reply);
+    enum MHD_Result ret =
+        ss.finish ? answer(c, 200, srv_completion_json(&reply, text.p ? text.p : "", ss.finish,
+                                                       ss.prompt_tokens, ss.completion_tokens),
+                           NULL)
+                  : answer_error(c, strstr(ss.error, "shutting down") ? 503 : 500, NULL, NULL,
+                                 NULL, "generation failed: %s", ss.error);
+    srv_str_free(&text);
+    return ret;
+}
+
+/* Constant-time comparison of the bearer token with the key. */
+static bool authorized(const bl_server *s, struct MHD_Connection *c) {
+    if (!s->api_key) return true;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (!h || strncmp(h, "Bearer ", 7) != 0) return false;
+    const char *tok = h + 7;
+    size_t a = strlen(tok), b = strlen(s->api_key);
+    unsigned char diff = a != b;
+    for (size_t i = 0; i < a; i++) diff |= (unsigned char)(tok[i] ^ s->api_key[i % (b ? b : 1)]);
+    return diff == 0;
+}
+
+enum { R_NONE, R_HEALTH, R_MODELS, R_COMPLETIONS, R_CHAT };
+static const struct {
+    const char *url, *method;
+    int route;
+} routes[] = {
+    {"/health", "GET", R_HEALTH},
+    {"/v1/models", "GET", R_MODELS},
+    {"/v1/completions", "POST", R_COMPLETIONS},
+    {"/v1/chat/completions", "POST", R_CHAT},
+};
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
+                              const char *method, const char *version, const char *upload,
+                              size_t *upload_size, void **con_cls) {
+    (void)version;
+    bl_server *s = cls;
+    conn_t *cx = *con_cls;
+    int route = R_NONE;
+    const char *allowed = NULL;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        if (strcmp(url, routes[i].url) == 0) {
+            allowed = routes[i].method;
+            if (strcmp(method, routes[i].method) == 0) route = routes[i].route;
+        }
+    if (!cx) { /* headers only so far: refuse early what needs no body */
+        if (!(cx = calloc(1, sizeof *cx))) return MHD_NO;
+        *con_cls = cx;
+        if (!allowed) {
+            cx->answered = true;
+            return answer_error(c, 404, NULL, NULL, NULL, "no such endpoint: %s %.200s", method,
+                                url);
+        }
+        if (route == R_NONE) {
+            cx->answered = true;
+            return answer_error(c, 405, NULL, NULL, allowed, "%s %s: method not allowed (use %s)",
+                                method, url, allowed);
+        }
+        if (route != R_HEALTH && !authorized(s, c)) {
+            cx->answered = true;
+            return answer_error(c, 401, NULL, "invalid_api_key", NULL,
+                                "missing or wrong API key (send \"Authorization: Bearer KEY\")");
+        }
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoull(cl, NULL, 10) > s->o.max_body) {
+            cx->answered = true;
+            return answer_error(c, 413, NULL, NULL, NULL, "the request body is larger than %zu "
+                                "bytes (--max-body)", s->o.max_body);
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) { /* body data */
+        if (!cx->too_large && !cx->answered) {
+            if (cx->body.n + *upload_size > s->o.max_body) cx->too_large = true;
+            else if (!srv_str_put(&cx->body, upload, *upload_size)) return MHD_NO;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (cx->answered) return MHD_YES;
+    cx->answered = true;
+    if (cx->too_large)
+        return answer_error(c, 413, NULL, NULL, NULL, "the request body is larger than %zu bytes "
+                            "(--max-body)", s->o.max_body);
+    switch (route) {
+    case R_HEALTH: return answer(c, 200, bl_strdup("{\"status\":\"ok\"}"), NULL);
+    case R_MODELS: return answer(c, 200, srv_models_json(s->model_id, s->started), NULL);
+    case R_COMPLETIONS: return generate(s, c, cx, false);
+    default: return generate(s, c, cx, true);
+    }
+}
+
+static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                      enum MHD_RequestTerminationCode toe) {
+    (void)c, (void)toe;
+    bl_server *s = cls;
+    conn_t *cx = *con_cls;
+    if (!cx) return;
+    if (cx->counted) atomic_fetch_sub(&s->inflight, 1);
+    srv_str_free(&cx->body);
+    free(cx);
+    *con_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    const bl_server *s = cls;
+    if (!s->o.log) return;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n && line[n - 1] == '\n') line[--n] = 0;
+    s->o.log(s->o.log_ctx, line);
+}
+
+/* ---- lifecycle ---- */
+
+void bl_server_opts_default(bl_server_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->host = "127.0.0.1";
+    o->port = 8080;
+    o->parallel = 4;
+    o->queue = 64;
+    o->max_body = 1u << 20;
+    o->chunk = 256;
+}
+
+static const char *base_name(const char *path) {
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    const char *b = path + n;
+    while (b > path && b[-1] != '/') b--;
+    return b;
+}
+
+bl_status bl_server_start(const bl_model *m, const bl_server_opts *o, bl_server **out,
+                          bl_err *err) {
+    *out = NULL;
+    bl_server *s = calloc(1, sizeof *s);
+    if (!s) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    s->m = m;
+    s->o = *o;
+    s->started = (long)time(NULL);
+    if (s->o.ctx <= 0) s->o.ctx = m->cfg.max_seq < 2048 ? m->cfg.max_seq : 2048;
+    const char *host = o->host && strcmp(o->host, "localhost") != 0 ? o->host : "127.0.0.1";
+    s->host = bl_strdup(host);
+    s->api_key = o->api_key && *o->api_key ? bl_strdup(o->api_key) : NULL;
+    if (o->model_id) s->model_id = bl_strdup(o->model_id);
+    else {
+        s->model_id = bl_strdup(base_name(m->path ? m->path : "model"));
+        if (s->model_id) {
+            char *dot = strrchr(s->model_id, '.');
+            if (dot && dot != s->model_id && (!strcmp(dot, ".gguf") || !strcmp(dot, ".bin")))
+                *dot = 0;
+        }
+    }
+    bl_status st = BL_OK;
+    if (!s->host || (o->api_key && *o->api_key && !s->api_key) || !s->model_id)
+        st = bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    if (!st && s->o.ctx > m->cfg.max_seq)
+        st = bl_fail(err, BL_ERR_ARG, "--ctx %d is more than the model's context of %d tokens",
+                     s->o.ctx, m->cfg.max_seq);
+    if (!st && (s->o.max_body < 64 || s->o.port < 0 || s->o.port > 65535))
+        st = bl_fail(err, BL_ERR_ARG, "--max-body must be at least 64 bytes and --port in "
+                     "[0, 65535]");
+    if (!st) {
+        bl_err terr = {0};
+        s->have_tmpl = m->tok && bl_chat_template_for(m->tok, o->chat_template, &s->tmpl,
+                                                      &terr) == BL_OK;
+        if (o->chat_template && !s->have_tmpl) st = bl_fail(err, terr.code, "%s", terr.msg);
+        snprintf(s->tmpl_error, sizeof s->tmpl_error, "%s",
+                 !m->tok ? "the model has no tokenizer, so chat is not available"
+                         : terr.msg[0] ? terr.msg : "no chat template");
+    }
+    /* the listening address */
+    struct sockaddr_in a4 = {0};
+    struct sockaddr_in6 a6 = {0};
+    struct sockaddr *addr = NULL;
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD |
+                     MHD_USE_ERROR_LOG;
+    if (!st) {
+        if (inet_pton(AF_INET, s->host, &a4.sin_addr) == 1) {
+            a4.sin_family = AF_INET;
+            a4.sin_port = htons((uint16_t)s->o.port);
+            addr = (struct sockaddr *)&a4;
+        } else if (inet_pton(AF_INET6, s->host, &a6.sin6_addr) == 1) {
+            a6.sin6_family = AF_INET6;
+            a6.sin6_port = htons((uint16_t)s->o.port);
+            addr = (struct sockaddr *)&a6;
+            flags |= MHD_USE_IPv6;
+        } else {
+            st = bl_fail(err, BL_ERR_ARG, "--host %.100s: not an IPv4 or IPv6 address", s->host);
+        }
+    }
+    if (!st) {
+        const srv_engine_opts eo = {s->o.parallel, s->o.ctx,   s->o.queue,    s->o.chunk,
+                                    s->o.log,      s->o.log_ctx, s->o.n_threads};
+        st = srv_engine_new(m, &eo, &s->engine, err);
+    }
+    if (!st) {
+        /* room for every running and waiting request, plus some to answer 503 on */
+        const unsigned limit = (unsigned)(s->o.parallel + s->o.queue + 32);
+        s->d = MHD_start_daemon(flags, (uint16_t)s->o.port, NULL, NULL, handle, s,
+                                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_SOCK_ADDR,
+                                addr, MHD_OPTION_CONNECTION_LIMIT, limit,
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+                                MHD_OPTION_NOTIFY_COMPLETED, completed, s, MHD_OPTION_END);
+        if (!s->d)
+            st = bl_fail(err, BL_ERR_IO, "cannot listen on %s port %d (in use, or not an "
+                         "address of this machine?)", s->host, s->o.port);
+    }
+    if (!st) {
+        const union MHD_DaemonInfo *i = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+        s->port = i ? i->port : s->o.port;
+        const bl_config *c = &m->cfg;
+        logf_(s, "KV cache: %d slots x %d tokens, %.2f GiB; chat template: %s", s->o.parallel,
+              s->o.ctx, 8.0 * s->o.parallel * s->o.ctx * c->n_layers * c->n_kv_heads *
+                            c->head_dim / (1u << 30),
+              s->have_tmpl ? s->tmpl.name : s->tmpl_error);
+    }
+    if (st) {
+        bl_server_free(s);
+        return st;
+    }
+    *out = s;
+    return BL_OK;
+}
+
+int bl_server_port(const bl_server *s) { return s->port; }
+int bl_server_ctx(const bl_server *s) { return s->o.ctx; }
+
+void bl_server_stop(bl_server *s, bool drain) {
+    if (!s || !s->engine) return;
+    srv_engine_close(s->engine); /* new requests get 503 from here on */
+    srv_engine_stop(s->engine, drain);
+    /* every request is generated; let the answers reach their clients (a client that stops
+     * reading gets 30 s) before the connections are closed */
+    for (int i = 0; drain && i < 3000 && atomic_load(&s->inflight) > 0; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (s->d) MHD_stop_daemon(s->d);
+    s->d = NULL;
+    srv_engine_free(s->engine);
+    s->engine = NULL;
+}
+
+void bl_server_free(bl_server *s) {
+    if (!s) return;
+    bl_server_stop(s, false);
+    free(s->host);
+    free(s->api_key);
+    free(s->model_id);
+    free(s);
+}

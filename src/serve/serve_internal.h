@@ -1,0 +1,87 @@
+/* Private to src/serve: the scheduler (engine.c), the OpenAI request/response objects (api.c),
+ * the HTTP front end (http.c), the chat session (session.c) and the text helpers they share.
+ * Generated text becomes valid UTF-8 through the tokenizer's streaming detokenizer (bl_detok). */
+#ifndef BITLLM_SERVE_INTERNAL_H
+#define BITLLM_SERVE_INTERNAL_H
+
+#include <pthread.h>
+
+#include "bitllm/serve.h"
+
+/* ---- growable byte string ---- */
+typedef struct {
+    char *p;
+    size_t n, cap;
+} srv_str;
+bool srv_str_put(srv_str *s, const char *p, size_t n);
+void srv_str_free(srv_str *s);
+
+/* ---- stop strings ---- */
+#define SRV_MAX_STOP 4
+/* Where the earliest stop string starts in text[from..n) (matches may begin before `from` by at
+ * most the stop's length - 1), or -1. */
+long srv_find_stop(const char *text, size_t n, size_t from, char *const *stop, int n_stop);
+/* Bytes at the end of text that could still become a stop string (held back while streaming). */
+size_t srv_stop_hold(const char *text, size_t n, char *const *stop, int n_stop);
+
+/* ---- a generation request ---- */
+typedef struct {
+    int32_t *prompt; /* owned */
+    int n_prompt;
+    int max_tokens;  /* > 0 */
+    float temperature, top_p;
+    uint64_t seed;
+    char *stop[SRV_MAX_STOP]; /* owned */
+    int n_stop;
+    int32_t stop_ids[8];
+    int n_stop_ids;
+    bool ignore_eos;
+} srv_params;
+void srv_params_free(srv_params *p);
+
+typedef struct srv_req srv_req;
+typedef struct srv_engine srv_engine;
+
+typedef struct {
+    int parallel, ctx, queue, chunk;
+    bl_log_fn log;
+    void *log_ctx;
+    int n_threads; /* of the state's forward passes (0 = default) */
+} srv_engine_opts;
+
+bl_status srv_engine_new(const bl_model *m, const srv_engine_opts *o, srv_engine **out,
+                         bl_err *err);
+/* Stops the scheduler thread: draining, after every admitted and queued request is done; else
+ * cancelling them. Every request is done afterwards (clients may still read their text). */
+void srv_engine_stop(srv_engine *e, bool drain);
+/* Frees the engine (stopping it first if needed) once no client holds a request. */
+void srv_engine_free(srv_engine *e);
+/* No new requests from now on (srv_submit answers SRV_STOPPING). */
+void srv_engine_close(srv_engine *e);
+
+enum { SRV_OK = 0, SRV_QUEUE_FULL = 1, SRV_STOPPING = 2, SRV_NOMEM = 3 };
+/* Queues a request (taking p's buffers; p is cleared). *out holds a reference for the caller,
+ * released with srv_release. */
+int srv_submit(srv_engine *e, srv_params *p, srv_req **out);
+
+typedef struct {
+    bool done;
+    const char *finish;  /* "stop" or "length" once done; NULL when it failed */
+    char error[256];     /* why it failed */
+    int prompt_tokens, completion_tokens;
+} srv_status;
+/* Where the pieces of taken text end (offsets into the text they were appended to). */
+typedef struct {
+    size_t *ends;
+    int n;
+} srv_pieces;
+/* Waits up to timeout_ms for new text or the end; appends the new text (valid UTF-8) to *text
+ * and, when pieces is given, the end of each token's piece of it (one per generated token, plus
+ * one for text flushed after a stop token); fills st. */
+void srv_wait(srv_engine *e, srv_req *r, int timeout_ms, srv_str *text, srv_pieces *pieces,
+              srv_status *st);
+/* The client went away: the scheduler frees the request's slot at its next step. */
+void srv_cancel(srv_engine *e, srv_req *r);
+void srv_release(srv_engine *e, srv_req *r);
+
+#endif

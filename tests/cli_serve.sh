@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# bitllm serve end to end with curl, on 127.0.0.1 and a port the kernel picks: every endpoint and
+# error status, temperature-0 completions equal to `bitllm generate`, 8 concurrent requests equal
+# to the same 8 run one after another, a disconnected client freeing its slot, 503 when the queue
+# is full, 1000 malformed or random requests leaving the server serving, and SIGTERM draining the
+# running request and exiting 0. Every server log is checked for sanitizer reports.
+set -u
+. "$(dirname "$0")/serve_lib.sh"
+if [ ! -e "$M" ]; then echo "SKIP: $M not found"; exit 77; fi
+
+start_server "$tmp/a.log" "$M" --chat-template llama2 --parallel 8 --api-key sekret --max-body 4096 \
+  || { cat "$tmp/a.log"; echo "FAIL: server did not start"; exit 1; }
+A=(-H "Authorization: Bearer sekret")
+post() { c "$1" "${A[@]}" -H 'Content-Type: application/json' -d "$2"; }
+status() { c "$1" -o /dev/null -w '%{http_code}' "${@:2}"; }
+
+# ---- endpoints ----
+check "GET /health" '[ "$(c /health)" = "{\"status\":\"ok\"}" ]'
+m=$(c /v1/models "${A[@]}")
+check "GET /v1/models lists the model" 'jt "$m" "d[\"object\"]==\"list\" and d[\"data\"][0][\"id\"]==\"stories260K\" and d[\"data\"][0][\"object\"]==\"model\""'
+r=$(post /v1/completions '{"model":"x","prompt":"Once upon a time","max_tokens":24,"temperature":0}')
+want=$("$BIN" generate "$M" -p "Once upon a time" -n 24 --temp 0 --json 2>/dev/null)
+want24=$want
+check "completion at temperature 0 equals bitllm generate" '[ -n "$(jf "$want" "d[\"text\"]")" ] && [ "$(jf "$r" "d[\"choices\"][0][\"text\"]")" = "$(jf "$want" "d[\"text\"]")" ]'
+check "completion object shape" 'jt "$r" "d[\"object\"]==\"text_completion\" and d[\"id\"].startswith(\"cmpl-\") and d[\"model\"]==\"stories260K\" and d[\"choices\"][0][\"index\"]==0 and d[\"choices\"][0][\"logprobs\"] is None and d[\"choices\"][0][\"finish_reason\"]==\"length\" and isinstance(d[\"created\"],int)"'
+check "completion usage counts" 'jt "$r" "d[\"usage\"]=={\"prompt_tokens\":5,\"completion_tokens\":24,\"total_tokens\":29}"'
+# longer than one prompt chunk: 300 tokens of prompt, still equal to generate
+long=$(python3 -c "print(' '.join(['the cat sat on the mat.']*45))")
+r=$(post /v1/completions "{\"prompt\":\"$long\",\"max_tokens\":12,\"temperature\":0}")
+want=$("$BIN" generate "$M" -p "$long" -n 12 --temp 0 --json 2>/dev/null)
+check "300-token prompt at temperature 0 equals bitllm generate" '[ "$(jf "$r" "d[\"usage\"][\"prompt_tokens\"]>256")" = True ] && [ "$(jf "$r" "d[\"choices\"][0][\"text\"]")" = "$(jf "$want" "d[\"text\"]")" ]'
+r=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":64,"temperature":0,"stop":[" girl"]}')
+check "stop string ends the text before it" 'jt "$r" "d[\"choices\"][0][\"text\"]==\", there was a little\" and d[\"choices\"][0][\"finish_reason\"]==\"stop\""'
+r=$(post /v1/completions '{"prompt":[1,403,407,261],"max_tokens":4,"temperature":0}')
+check "prompt as token ids" '[ "$(jf "$r" "d[\"usage\"][\"prompt_tokens\"]")" = 4 ]'
+post /v1/completions '{"prompt":"Once upon a time","max_tokens":24,"temperature":0,"stream":true}' > "$tmp/s1"
+gtext=$(jf "$want24" 'd["text"]')
+check "streamed completion: one SSE event per token, [DONE], same text" 'python3 -c "
+import json,sys
+ev=sys.stdin.read().split(\"\n\n\")
+assert ev[-1]==\"\" and ev[-2]==\"data: [DONE]\", ev[-2:]
+ch=[json.loads(e[6:]) for e in ev[:-2]]
+assert all(e.startswith(\"data: \") for e in ev[:-2])
+assert ch[-1][\"choices\"][0][\"finish_reason\"]==\"length\"
+assert all(c[\"object\"]==\"text_completion\" for c in ch)
+assert len(ch)==25, len(ch)  # one event per token, then the finish
+print(\"\".join(c[\"choices\"][0][\"text\"] for c in ch))" < "$tmp/s1" > "$tmp/s1.txt" && [ "$(cat "$tmp/s1.txt")" = "$gtext" ]'
+chat='{"messages":[{"role":"system","content":"Be kind."},{"role":"user","content":"Tell me a story."}],"max_tokens":20,"temperature":0}'
+r=$(post /v1/chat/completions "$chat")
+check "chat completion object" 'jt "$r" "d[\"object\"]==\"chat.completion\" and d[\"choices\"][0][\"message\"][\"role\"]==\"assistant\" and len(d[\"choices\"][0][\"message\"][\"content\"])>0 and d[\"usage\"][\"completion_tokens\"]==20"'
+ctext=$(jf "$r" 'd["choices"][0]["message"]["content"]')
+post /v1/chat/completions "${chat%\}},\"stream\":true,\"stream_options\":{\"include_usage\":true}}" > "$tmp/s2"
+check "streamed chat: role first, deltas, finish, usage, [DONE]" 'python3 -c "
+import json,sys
+ev=sys.stdin.read().split(\"\n\n\")
+assert ev[-2]==\"data: [DONE]\"
+ch=[json.loads(e[6:]) for e in ev[:-2]]
+assert ch[0][\"choices\"][0][\"delta\"][\"role\"]==\"assistant\"
+assert ch[-1][\"choices\"]==[] and ch[-1][\"usage\"][\"completion_tokens\"]==20
+assert ch[-2][\"choices\"][0][\"finish_reason\"]==\"length\"
+assert all(c[\"object\"]==\"chat.completion.chunk\" for c in ch)
+print(\"\".join(c[\"choices\"][0][\"delta\"].get(\"content\",\"\") for c in ch[:-1]))" < "$tmp/s2" > "$tmp/sc" && [ "$(cat "$tmp/sc")" = "$ctext" ]'
+
+# ---- errors ----
+e400() { [ "$(jf "$1" "d[\"error\"][\"type\"]")" = invalid_request_error ] && [ "$(jf "$1" "d[\"error\"][\"param\"]")" = "$2" ]; }
+check "400 malformed JSON" '[ "$(status /v1/completions "${A[@]}" -d "{bad")" = 400 ]'
+r=$(post /v1/completions '{"prompt":"a","temperature":5}')
+check "400 bad parameter names it (temperature)" 'e400 "$r" temperature'
+r=$(post /v1/completions '{"prompt":"a","n":2}')
+check "400 n != 1" 'e400 "$r" n'
+r=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]}')
+check "400 template role error (llama2 alternation)" 'e400 "$r" messages && jf "$r" "d[\"error\"][\"message\"]" | grep -q alternate'
+r=$(post /v1/chat/completions '{"messages":[]}')
+check "400 empty messages" 'e400 "$r" messages'
+python3 -c "print('{\"prompt\":\"' + 'the cat sat on the mat. '*400 + '\"}')" > "$tmp/big.json"
+r=$(c /v1/completions "${A[@]}" -w ' %{http_code}' -d @"$tmp/big.json")
+check "413 body over --max-body, error object" '[ "${r##* }" = 413 ] && jt "${r% *}" "d[\"error\"][\"type\"]==\"invalid_request_error\" and \"4096\" in d[\"error\"][\"message\"]"'
+head -c 6000 /dev/zero | tr '\0' 'a' > "$tmp/big"
+check "413 chunked body over --max-body" '[ "$(status /v1/completions "${A[@]}" -H "Transfer-Encoding: chunked" --data-binary @"$tmp/big")" = 413 ]'
+check "401 without a key" '[ "$(status /v1/completions -d "{}")" = 401 ]'
+r=$(c /v1/models -H "Authorization: Bearer wrong")
+check "401 wrong key, error object" 'jt "$r" "d[\"error\"][\"type\"]==\"authentication_error\" and d[\"error\"][\"code\"]==\"invalid_api_key\""'
+check "/health needs no key" '[ "$(status /health)" = 200 ]'
+check "404 unknown path" '[ "$(status /v1/embeddings "${A[@]}")" = 404 ] && [ "$(jf "$(c /nope)" "d[\"error\"][\"type\"]")" = not_found_error ]'
+check "405 wrong method, with Allow" '[ "$(status /v1/completions "${A[@]}")" = 405 ] && c /v1/chat/completions -i "${A[@]}" | grep -qi "^Allow: POST"'
+clean_log "$tmp/a.log" && ok "no sanitizer report (endpoints)" || bad "sanitizer report in $tmp/a.log"
+
+# ---- concurrency: 8 at once equal 8 one after another ----
+body() { echo "{\"prompt\":\"$1\",\"max_tokens\":40,\"temperature\":$2,\"seed\":$3}"; }
+P=("Once upon a time" "The cat" "Lily went to" "One day, a big" "Tom had a red" "The sun was" "A little bird" "Mom said")
+for i in $(seq 0 7); do post /v1/completions "$(body "${P[$i]}" $((i % 2)) $((100 + i)))" > "$tmp/seq$i"; done
+for i in $(seq 0 7); do post /v1/completions "$(body "${P[$i]}" $((i % 2)) $((100 + i)))" > "$tmp/par$i" & done
+wait_jobs() { for j in $(jobs -p); do [ "$j" = "$SRV_PID" ] || wait "$j"; done; }
+wait_jobs
+same=0
+for i in $(seq 0 7); do
+  a=$(jf "$(cat "$tmp/seq$i")" 'd["choices"][0]["text"]'); b=$(jf "$(cat "$tmp/par$i")" 'd["choices"][0]["text"]')
+  [ -n "$a" ] && [ "$a" = "$b" ] && same=$((same + 1))
+done
+check "8 concurrent requests give the texts of 8 sequential ones (greedy and seeded)" '[ "$same" = 8 ]'
+check "the 8 texts are not all alike" '[ "$(for i in $(seq 0 7); do jf "$(cat "$tmp/seq$i")" "d[\"choices\"][0][\"text\"]"; done | sort -u | wc -l)" -ge 6 ]'
+stop_server "$SRV_PID"; rc=$?
+check "SIGTERM with nothing running exits 0" '[ "$rc" = 0 ]'
+clean_log "$tmp/a.log" && ok "no sanitizer report (concurrency)" || bad "sanitizer report in $tmp/a.log"
+
+# ---- one slot, no queue: 503, disconnects, prompt too long, SIGTERM drain ----
+# stories260K runs thousands of tokens a second: a request of the whole 2048-token context is
+# the longest one there is (about a second), long enough to act on while it runs
+start_server "$tmp/b.log" "$M" --parallel 1 --queue 0 --ctx 2048 || { cat "$tmp/b.log"; exit 1; }
+endless='{"prompt":"Once","max_tokens":100000,"ignore_eos":true,"stream":true,"temperature":1,"seed":3}'
+curl -s -N --max-time 120 -d "$endless" "http://127.0.0.1:$PORT/v1/completions" > "$tmp/long" & CURL=$!
+for _ in $(seq 1 200); do grep -q '"text"' "$tmp/long" 2>/dev/null && break; sleep 0.05; done
+r=$(c /v1/completions -d '{"prompt":"a","max_tokens":2}')
+check "503 when the slot and the queue are full" '[ "$(jf "$r" "d[\"error\"][\"type\"]")" = unavailable_error ] && [ "$(c /v1/completions -o /dev/null -w "%{http_code}" -d "{\"prompt\":\"a\"}")" = 503 ]'
+kill "$CURL" 2>/dev/null; wait "$CURL" 2>/dev/null
+r=
+for _ in $(seq 1 100); do  # the slot is freed at the scheduler's next step
+  r=$(c /v1/completions -d '{"prompt":"Once upon a time","max_tokens":3,"temperature":0}')
+  [ "$(jf "$r" "d[\"usage\"][\"completion_tokens\"]")" = 3 ] && break; sleep 0.05
+done
+check "a disconnected client frees its slot" '[ "$(jf "$r" "d[\"usage\"][\"completion_tokens\"]")" = 3 ] && grep -q cancelled "$tmp/b.log"'
+r=$(c /v1/completions -d "{\"prompt\":\"$(python3 -c "print('the cat sat on the mat. '*400)")\"}")
+check "400 prompt longer than --ctx, with the numbers" '[ "$(jf "$r" "d[\"error\"][\"code\"]")" = context_length_exceeded ] && jf "$r" "d[\"error\"][\"message\"]" | grep -q "at most 2048"'
+r=$(c /v1/completions -d "{\"prompt\":[1,$(python3 -c "print(','.join(str(300 + i % 200) for i in range(2040)))")],\"max_tokens\":5000,\"temperature\":0}")
+check "max_tokens clamped to the context" 'jt "$r" "(d[\"choices\"][0][\"finish_reason\"]==\"length\" and d[\"usage\"][\"total_tokens\"]==2048) or d[\"choices\"][0][\"finish_reason\"]==\"stop\""'
+# SIGTERM while a stream runs: it is finished, new requests get 503, then exit 0
+curl -s -N --max-time 120 -d '{"prompt":"Once","max_tokens":250,"ignore_eos":true,"stream":true,"temperature":1,"seed":5}' "http://127.0.0.1:$PORT/v1/completions" > "$tmp/drain" & CURL=$!
+for _ in $(seq 1 200); do grep -q '"text"' "$tmp/drain" 2>/dev/null && break; sleep 0.05; done
+kill -TERM "$SRV_PID"
+sleep 0.2
+during=$(c /v1/completions -o /dev/null -w '%{http_code}' -d '{"prompt":"a","max_tokens":1}')
+wait "$SRV_PID"; rc=$?
+wait "$CURL"
+check "SIGTERM drains: the running stream completes" 'tail -c 200 "$tmp/drain" | grep -q "data: \[DONE\]" && grep -q "\"finish_reason\":\"length\"" "$tmp/drain"' || { tail -c 600 "$tmp/drain"; tail -5 "$tmp/b.log"; }
+check "SIGTERM: requests during the drain get 503 (or find the port closed)" '[ "$during" = 503 ] || [ "$during" = 000 ]'
+check "SIGTERM: exit status 0" '[ "$rc" = 0 ]'
+clean_log "$tmp/b.log" && ok "no sanitizer report (slots, drain)" || bad "sanitizer report in $tmp/b.log"
+
+# ---- 1000 malformed / random requests ----
+N=1000
+start_server "$tmp/c.log" "$M" --chat-template chatml --parallel 4 --max-body 65536 || { cat "$tmp/c.log"; exit 1; }
+before=$(c /v1/completions -d '{"prompt":"Once upon a time","max_tokens":16,"temperature":0}')
+f=$(python3 "$(dirname "$0")/serve_fuzz.py" "$PORT" "$N" 1 240)
+echo "fuzz: $f"
+check "$N random requests sent within the time bound" '[ "$(jf "$f" "d[\"sent\"]")" = "$N" ]'
+check "the fuzzed requests got answers (400s among them)" '[ "$(jf "$f" "d[\"outcomes\"].get(\"400\",0)>100")" = True ]'
+after=$(c /v1/completions -d '{"prompt":"Once upon a time","max_tokens":16,"temperature":0}')
+check "still serving after the fuzz: same greedy text" '[ "$(c /health)" = "{\"status\":\"ok\"}" ] && [ -n "$(jf "$after" "d[\"choices\"][0][\"text\"]")" ] && [ "$after" != "" ] && [ "$(jf "$after" "d[\"choices\"][0][\"text\"]")" = "$(jf "$before" "d[\"choices\"][0][\"text\"]")" ]'
+stop_server "$SRV_PID"; rc=$?
+check "exit 0 after the fuzz" '[ "$rc" = 0 ]'
+clean_log "$tmp/c.log" && ok "no sanitizer report (fuzz)" || { bad "sanitizer report"; grep -m5 -A10 -E "Sanitizer|runtime error" "$tmp/c.log"; }
+
+# ---- flags ----
+expect_usage "serve --parallel 0" "--parallel must be in [1, 256], got 0" "$BIN" serve "$M" --parallel 0
+expect_usage "serve --ctx 8" "--ctx must be >= 16, got 8" "$BIN" serve "$M" --ctx 8
+expect_usage "serve --port 70000" "--port must be in [0, 65535]" "$BIN" serve "$M" --port 70000
+expect_usage "serve --max-body 1x" "invalid value '1x' for --max-body" "$BIN" serve "$M" --max-body 1x
+expect_usage "chat --seed with --temp 0" "--seed has no effect with --temp 0" "$BIN" chat "$M" --temp 0 --seed 3
+check "unknown --chat-template is refused" '"$BIN" serve "$M" --port 0 --chat-template nope 2>&1 | grep -q "unknown chat template"'
+check "--host must be an address" '"$BIN" serve "$M" --port 0 --host example 2>&1 | grep -q "not an IPv4"'
+finish

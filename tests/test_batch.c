@@ -1,0 +1,241 @@
+/* Multi-sequence batched decoding (bl_forward_batch): every sequence's logits are bit-identical to
+ * running it alone through bl_forward with the same chunks, for every weight format (dense F32,
+ * F16, BF16 and the quantized formats with random factors), at every ISA level this CPU runs,
+ * with prompts and single tokens mixed in one call, slots in any order and a slot reused after
+ * truncation, the batched state on two threads and the single ones on one; bad batches are
+ * refused with a message. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bitllm/kernels.h"
+#include "bitllm/quantize.h"
+#include "test.h"
+
+/* Awkward small dimensions: GQA, head_dim 12, an MLP width that is no multiple of 8 or 16. */
+static bl_config small_config(void) {
+    bl_config c = {0};
+    c.arch = BL_ARCH_LLAMA;
+    c.dim = 48;
+    c.hidden_dim = 100;
+    c.n_layers = 2;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.head_dim = 12;
+    c.vocab_size = 131;
+    c.max_seq = 64;
+    c.rope_theta = 10000.0f;
+    c.norm_eps = 1e-5f;
+    c.bos_id = 1;
+    c.eos_id = 2;
+    return c;
+}
+
+static void rm_rf(const char *dir) {
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "  cannot remove %s\n", dir);
+}
+
+/* The model at path, its inference states running at kernel level isa. */
+static bl_model *load(const char *path, bl_isa isa) {
+    bl_model *m = NULL;
+    bl_err err = {0};
+    const bl_load_opts o = {.isa = isa};
+    if (bl_model_load(path, &o, &m, &err) != BL_OK) fprintf(stderr, "  load: %s\n", err.msg);
+    return m;
+}
+
+/* The schedule every model runs. Sequence s has its own token stream; each step lists, per
+ * sequence, how many of its next tokens the step feeds (0: not in this step). Sequence 3 starts
+ * in slot 1 once sequence 1 has finished there and the slot has been truncated to 0. */
+enum { NSEQ = 4, NSTEP = 7, MAXTOK = 24 };
+static const int slot_of[NSEQ] = {2, 1, 0, 1};
+static const int feed[NSTEP][NSEQ] = {
+    {5, 1, 0, 0},  /* two prompts of different lengths */
+    {1, 1, 9, 0},  /* two decode tokens and a third prompt */
+    {1, 1, 1, 0},  /* decode */
+    {1, 0, 1, 0},  /* sequence 1 done; slot 1 freed */
+    {3, 0, 1, 6},  /* a chunk of more tokens for 0, sequence 3 starts in slot 1 */
+    {1, 0, 1, 1},
+    {1, 0, 1, 1},
+};
+
+static int32_t token(int s, int i, int V) { return (int32_t)((s * 37 + i * 11 + 5) % V); }
+
+/* Returns the number of logit vectors that differed (0 when batched == alone everywhere). */
+static int run_schedule(const bl_model *m, const char *what) {
+    const int V = m->cfg.vocab_size;
+    bl_state *batch = NULL, *alone[NSEQ] = {0};
+    bl_err err = {0};
+    int bad = 0;
+    float *lb = malloc(sizeof(float) * (size_t)V * NSEQ), *la = malloc(sizeof(float) * (size_t)V);
+    if (!lb || !la || bl_state_new_slots(m, 3, 40, 16, 2, &batch, &err) != BL_OK) {
+        fprintf(stderr, "  %s: setup: %s\n", what, err.msg);
+        free(lb), free(la);
+        return -1;
+    }
+    for (int s = 0; s < NSEQ; s++)
+        if (bl_state_new(m, 40, 16, 1, &alone[s], &err) != BL_OK) bad = -1;
+    int32_t toks[NSEQ][MAXTOK];
+    for (int s = 0; s < NSEQ; s++)
+        for (int i = 0; i < MAXTOK; i++) toks[s][i] = token(s, i, V);
+    int done[NSEQ] = {0};
+    for (int step = 0; step < NSTEP && bad == 0; step++) {
+        if (step == 3) bl_state_slot_truncate(batch, 1, 0); /* sequence 1 finished */
+        bl_seq_batch q[NSEQ];
+        int n = 0, which[NSEQ];
+        /* list the sequences in an order that differs from their slot order */
+        for (int k = NSEQ - 1; k >= 0; k--) {
+            int s = (k + step) % NSEQ;
+            if (!feed[step][s]) continue;
+            q[n] = (bl_seq_batch){.slot = slot_of[s], .tokens = toks[s] + done[s],
+                                  .n = feed[step][s], .logits = lb + (size_t)n * V};
+            which[n++] = s;
+        }
+        if (bl_forward_batch(batch, q, n, &err) != BL_OK) {
+            fprintf(stderr, "  %s step %d: %s\n", what, step, err.msg);
+            bad = -1;
+            break;
+        }
+        for (int k = 0; k < n; k++) {
+            int s = which[k];
+            if (bl_forward(alone[s], toks[s] + done[s], feed[step][s], la, false, &err) != BL_OK) {
+                bad = -1;
+                break;
+            }
+            if (memcmp(la, lb + (size_t)k * V, sizeof(float) * (size_t)V) != 0) {
+                fprintf(stderr, "  %s step %d seq %d: batched logits differ from alone\n", what,
+                        step, s);
+                bad++;
+            }
+            done[s] += feed[step][s];
+            if (bl_state_slot_pos(batch, slot_of[s]) != done[s]) {
+                fprintf(stderr, "  %s: slot %d holds %d tokens, expected %d\n", what, slot_of[s],
+                        bl_state_slot_pos(batch, slot_of[s]), done[s]);
+                bad++;
+            }
+        }
+    }
+    for (int s = 0; s < NSEQ; s++) bl_state_free(alone[s]);
+    bl_state_free(batch);
+    free(lb), free(la);
+    return bad;
+}
+
+static char base_dir[64];
+
+static void make_base(void) {
+    snprintf(base_dir, sizeof base_dir, "/tmp/bitllm-batch-XXXXXX");
+    if (!mkdtemp(base_dir)) base_dir[0] = 0;
+}
+
+/* A synthetic model of dtype dt in <base>/<name>. */
+static bool synth(const char *name, bl_dtype dt, char *out, size_t cap) {
+    snprintf(out, cap, "%s/%s", base_dir, name);
+    bl_config c = small_config();
+    bl_err err = {0};
+    if (bl_synth_model(&c, dt, 11, out, &err) != BL_OK) {
+        fprintf(stderr, "  synth %s: %s\n", name, err.msg);
+        return false;
+    }
+    return true;
+}
+
+/* The schedule on the model in dir, loaded (and its sign matrices prepared) at every ISA level. */
+static void check_every_isa(const char *dir, const char *name) {
+    const bl_isa best = bl_cpu_best_isa();
+    for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
+        bl_model *m = load(dir, (bl_isa)isa);
+        CHECK_MSG(m != NULL, "%s: cannot load", name);
+        if (!m) break;
+        char what[64];
+        snprintf(what, sizeof what, "%s/%s", name, bl_isa_name((bl_isa)isa));
+        CHECK_MSG(run_schedule(m, what) == 0, "%s", what);
+        bl_model_free(m);
+    }
+}
+
+static void test_dense_formats(void) {
+    REQUIRE(base_dir[0]);
+    const struct { const char *name; bl_dtype dt; } forms[] = {
+        {"f32", BL_DT_F32}, {"f16", BL_DT_F16}, {"bf16", BL_DT_BF16}};
+    for (int f = 0; f < 3; f++) {
+        char dir[256];
+        REQUIRE(synth(forms[f].name, forms[f].dt, dir, sizeof dir));
+        check_every_isa(dir, forms[f].name);
+    }
+}
+
+static void test_quantized_formats(void) {
+    REQUIRE(base_dir[0]);
+    char src_dir[256];
+    REQUIRE(synth("src", BL_DT_F16, src_dir, sizeof src_dir));
+    bl_model *src = load(src_dir, BL_ISA_AUTO);
+    REQUIRE(src);
+    const struct { bl_qmethod q; double bpw; } methods[] = {
+        {BL_QM_ONEBIT, 0}, {BL_QM_DBF, 1.5}, {BL_QM_MDBF, 2.0}, {BL_QM_RTN1, 0}, {BL_QM_RTN2, 0}};
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+        bl_quant_opts o;
+        bl_quant_opts_default(&o);
+        o.method = methods[i].q;
+        if (methods[i].bpw > 0) o.bpw = methods[i].bpw;
+        o.group = 32;
+        o.random_factors = true;
+        char dir[256];
+        snprintf(dir, sizeof dir, "%s/%s", base_dir, bl_qmethod_name(methods[i].q));
+        bl_err err = {0};
+        bl_quant_summary sum;
+        bl_status s = bl_quantize_model(src, &o, dir, &sum, &err);
+        CHECK_MSG(s == BL_OK, "quantize %s: %s", bl_qmethod_name(methods[i].q), err.msg);
+        if (!s) check_every_isa(dir, bl_qmethod_name(methods[i].q));
+    }
+    bl_model_free(src);
+}
+
+static void test_bad_batches(void) {
+    REQUIRE(base_dir[0]);
+    char dir[256];
+    REQUIRE(synth("bad", BL_DT_F32, dir, sizeof dir));
+    bl_model *m = load(dir, BL_ISA_AUTO);
+    REQUIRE(m);
+    bl_state *st = NULL;
+    bl_err err = {0};
+    REQUIRE(bl_state_new_slots(m, 2, 8, 6, 0, &st, &err) == BL_OK);
+    CHECK(bl_state_slots(st) == 2 && bl_state_max_batch(st) == 6);
+    int32_t t[8] = {3, 4, 5, 6, 7, 8, 9, 10}, big = m->cfg.vocab_size;
+    float *lg = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
+    bl_seq_batch dup[2] = {{0, t, 1, lg}, {0, t, 1, NULL}};
+    err.msg[0] = 0;
+    CHECK(bl_forward_batch(st, dup, 2, &err) == BL_ERR_ARG && strstr(err.msg, "twice"));
+    bl_seq_batch range = {2, t, 1, lg};
+    CHECK(bl_forward_batch(st, &range, 1, &err) == BL_ERR_ARG && strstr(err.msg, "slot 2"));
+    bl_seq_batch rows[2] = {{0, t, 4, NULL}, {1, t, 3, lg}};
+    CHECK(bl_forward_batch(st, rows, 2, &err) == BL_ERR_ARG && strstr(err.msg, "6 rows"));
+    bl_seq_batch tok = {1, &big, 1, lg};
+    CHECK(bl_forward_batch(st, &tok, 1, &err) == BL_ERR_ARG && strstr(err.msg, "out of range"));
+    bl_seq_batch empty = {1, t, 0, lg};
+    CHECK(bl_forward_batch(st, &empty, 1, &err) == BL_ERR_ARG);
+    CHECK(bl_forward_batch(st, NULL, 0, &err) == BL_ERR_ARG);
+    /* nothing of the refused calls reached the caches */
+    CHECK(bl_state_slot_pos(st, 0) == 0 && bl_state_slot_pos(st, 1) == 0);
+    bl_seq_batch fill[2] = {{0, t, 6, NULL}, {1, t, 0, NULL}};
+    REQUIRE(bl_forward_batch(st, fill, 1, &err) == BL_OK);
+    fill[0].n = 3; /* 6 + 3 > 8 */
+    CHECK(bl_forward_batch(st, fill, 1, &err) == BL_ERR_ARG && strstr(err.msg, "context full"));
+    CHECK(bl_state_slot_pos(st, 0) == 6 && bl_state_slot_pos(st, 1) == 0);
+    bl_state_slot_truncate(st, 0, 0);
+    CHECK(bl_state_slot_pos(st, 0) == 0);
+    free(lg);
+    bl_state_free(st);
+    bl_model_free(m);
+}
+
+int main(void) {
+    make_base();
+    TEST_RUN(test_dense_formats);
+    TEST_RUN(test_quantized_formats);
+    TEST_RUN(test_bad_batches);
+    if (base_dir[0]) rm_rf(base_dir);
+    return test_summary();
+}
