@@ -3,6 +3,8 @@
  * error names the full tensor name, because the caller only sees the message. */
 #include "formats/quant_common.h"
 
+#include "core/simd.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,15 +169,27 @@ typedef struct {
     float *out;
 } scale_ctx;
 
+/* o[j] = x[j]·s[j], and the same in place: one rounding per element, so vector and scalar code
+ * give the same bits. Two forms so that neither needs a run-time overlap check to vectorize
+ * (out may be x, never overlapping it shifted). */
+static void mul_to(float *restrict o, const float *restrict x, const float *restrict s,
+                   int64_t n) {
+    BL_SIMD
+    for (int64_t j = 0; j < n; j++) o[j] = x[j] * s[j];
+}
+
+static void mul_in_place(float *restrict o, const float *restrict s, int64_t n) {
+    BL_SIMD
+    for (int64_t j = 0; j < n; j++) o[j] *= s[j];
+}
+
 static void scale_rows(void *ctx, int64_t t0, int64_t t1) {
     const scale_ctx *c = ctx;
     for (int64_t t = t0; t < t1; t++) {
         const float *xr = c->x + t * c->n;
         float *o = c->out + t * c->n;
-        /* one rounding per element, so vector and scalar code give the same bits; o may be xr,
-         * never overlapping it shifted, so the vectorized form is safe */
-#pragma omp simd
-        for (int64_t j = 0; j < c->n; j++) o[j] = xr[j] * c->s[j];
+        if (o == xr) mul_in_place(o, c->s, c->n);
+        else mul_to(o, xr, c->s, c->n);
     }
 }
 

@@ -17,6 +17,7 @@
 #include <stdio.h>
 
 #include "core/parallel.h"
+#include "core/simd.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -278,7 +279,7 @@ static void attend_one(const float *q, const float *kh, const float *vh, int ld,
     for (int k = 0; k < n; k++) {
         const float *kr = kh + (size_t)k * ld;
         float d = 0.0f;
-#pragma omp simd reduction(+ : d)
+        BL_SIMD_SUM(d)
         for (int i = 0; i < hd; i++) d += q[i] * kr[i];
         P[k] = scale * d;
     }
@@ -286,7 +287,7 @@ static void attend_one(const float *q, const float *kh, const float *vh, int ld,
     for (int i = 0; i < hd; i++) out[i] = 0.0f;
     for (int k = 0; k < n; k++) {
         const float *vr = vh + (size_t)k * ld, p = P[k];
-#pragma omp simd
+        BL_SIMD
         for (int i = 0; i < hd; i++) out[i] += p * vr[i];
     }
 }
