@@ -51,7 +51,7 @@ bl_status bl_fuzz_safetensors(const uint8_t *data, size_t size, bl_err *err) {
         const bl_tensor *t = &set.t[i];
         float *f = NULL;
         int64_t at;
-        (void)bl_tensor_find_nonfinite(t, &at);
+        (void)bl_tensor_find_nonfinite(t, NULL, &at);
         if (bl_tensor_to_f32(t, &f, NULL) == BL_OK) free(f);
     }
     free(meta);

@@ -1,8 +1,10 @@
 /* Explicit threading: the thread pool (every part runs once per job, the barrier, many tiny
  * jobs, nested calls, two pools and two host threads at once, sleeping workers waking up), and
  * inference with explicit thread counts — two models on two host threads at the same time, each
- * with its own thread count, give bit for bit the logits each gives alone; and a model read into
- * private memory (--no-mmap) gives the logits of the same model mapped. */
+ * with its own thread count, give bit for bit the logits each gives alone; a model read into
+ * private memory (--no-mmap) gives the logits of the same model mapped; and the load-time scan
+ * for non-finite weights finds the first one at every thread count. */
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -300,6 +302,34 @@ static bool models_ok;
 
 /* Two models (F16 and 1-bit dbf) on two host threads at once, with 2 and 1 threads and then 1
  * and 2: every run gives the logits of that model run alone, bit for bit. */
+/* The load-time scan for Inf/NaN split across a pool reports the lowest bad element whichever
+ * thread finds it, and the same at 1, 2 and 3 threads (pieces of 2^22 elements, so 10^7 floats are
+ * three pieces; bad values in the last two pieces, then one in the first too). */
+static void test_nonfinite_scan_threads(void) {
+    const int64_t n = 10000000;
+    float *v = calloc((size_t)n, sizeof *v);
+    REQUIRE(v);
+    bl_tensor t = {.name = "w", .dtype = BL_DT_F32, .ndim = 1, .shape = {n}, .data = v,
+                   .nbytes = (size_t)n * sizeof *v};
+    bl_pool *pools[3] = {NULL, NULL, NULL};
+    for (int k = 1; k < 3; k++) REQUIRE(bl_pool_new(k + 1, &pools[k], NULL) == BL_OK);
+    int64_t at = -1;
+    for (int k = 0; k < 3; k++) CHECK(!bl_tensor_find_nonfinite(&t, pools[k], &at));
+    v[9000001] = INFINITY;
+    v[5000003] = NAN;
+    for (int k = 0; k < 3; k++) {
+        at = -1;
+        CHECK(bl_tensor_find_nonfinite(&t, pools[k], &at) && at == 5000003);
+    }
+    v[17] = -INFINITY;
+    for (int k = 0; k < 3; k++) {
+        at = -1;
+        CHECK(bl_tensor_find_nonfinite(&t, pools[k], &at) && at == 17);
+    }
+    for (int k = 1; k < 3; k++) bl_pool_free(pools[k]);
+    free(v);
+}
+
 static void test_two_models_two_hosts(void) {
     if (!models_ok) SKIP("could not make the test models");
     bl_model *a = load_with(f16_dir, BL_LOAD_MMAP, BL_ISA_AUTO);
@@ -363,6 +393,7 @@ int main(void) {
     TEST_RUN(test_pool_two_hosts);
     TEST_RUN(test_pool_sleep_and_omp);
     models_ok = make_models();
+    TEST_RUN(test_nonfinite_scan_threads);
     TEST_RUN(test_two_models_two_hosts);
     TEST_RUN(test_mmap_vs_read);
     char cmd[4200];

@@ -223,7 +223,7 @@ static bool find_nonfinite(const bl_tensor_set *ts, const bl_tensor *t, bool rel
         v.nbytes = t->nbytes - off < step ? t->nbytes - off : step;
         v.shape[0] = (int64_t)(v.nbytes / (size_t)tr->block_bytes * (size_t)tr->block);
         v.data = (const uint8_t *)t->data + off;
-        bool bad = bl_tensor_find_nonfinite(&v, at);
+        bool bad = bl_tensor_find_nonfinite(&v, ts->pool, at);
         if (release) bl_tensor_set_release(ts, v.data, v.nbytes);
         if (bad) {
             *at += (int64_t)first;
