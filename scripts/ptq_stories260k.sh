@@ -5,6 +5,8 @@
 # 1..N), since no TinyStories split is available here; it is written once to OUT/stories.txt.
 #   scripts/ptq_stories260k.sh [OUT]      (default build/ptq-stories260k; BITLLM, BITLLM_DATA)
 # WIKI=0 skips the WikiText-2 column (the whole test file, 809k tokens per model).
+# CALIB_TEST_BYTES=N calibrates on the first N bytes of WikiText-2 *test* (e.g. 200000) instead of
+# the validation split; SEED (default 0) is the quantization seed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BITLLM:-build/bitllm}
@@ -13,7 +15,14 @@ OUT=${1:-build/ptq-stories260k}
 M=$DATA/models/stories260K/stories260K.gguf
 WIKI_TXT=$DATA/data/wikitext-2/wiki.test.raw
 CALIB=$DATA/data/wikitext-2/tokenized/valid.txt
+CALIB_LABEL="wikitext-2 valid, 16k tokens"
+SEED=${SEED:-0}
 mkdir -p "$OUT"
+if [ -n "${CALIB_TEST_BYTES:-}" ]; then
+  head -c "$CALIB_TEST_BYTES" "$WIKI_TXT" > "$OUT/calib.txt"
+  CALIB=$OUT/calib.txt
+  CALIB_LABEL="first $CALIB_TEST_BYTES bytes of wikitext-2 test, 16k tokens"
+fi
 if [ ! -s "$OUT/stories.txt" ]; then
   for s in $(seq 1 40); do
     "$BIN" generate "$M" -n 250 --temp 1.0 --top-p 0.95 --seed "$s" --json 2>/dev/null |
@@ -35,15 +44,15 @@ PY
 }
 run fp - "$M"
 for m in rtn1 onebit dbf mdbf; do
-  seed=(); case $m in dbf|mdbf) seed=(--seed 0);; esac # only the methods that read a seed
+  seed=(); case $m in dbf|mdbf) seed=(--seed "$SEED");; esac # only the methods that read a seed
   [ -d "$OUT/$m" ] || "$BIN" quantize "$M" -m "$m" -o "$OUT/$m" "${seed[@]}" >/dev/null 2>&1
   run "$m" none "$OUT/$m"
 done
 for m in dbf mdbf; do
   [ -d "$OUT/$m-calib" ] || "$BIN" quantize "$M" -m "$m" -o "$OUT/$m-calib" --calib "$CALIB" \
-    --no-grad-stats --seed 0 >/dev/null 2>&1
-  run "$m" "inputs x² (wikitext-2 valid, 16k tokens)" "$OUT/$m-calib"
+    --no-grad-stats --seed "$SEED" >/dev/null 2>&1
+  run "$m" "inputs x² ($CALIB_LABEL)" "$OUT/$m-calib"
   [ -d "$OUT/$m-grad" ] || "$BIN" quantize "$M" -m "$m" -o "$OUT/$m-grad" --calib "$CALIB" \
-    --seed 0 >/dev/null 2>&1
+    --seed "$SEED" >/dev/null 2>&1
   run "$m" "inputs x² + output gradients² (same text)" "$OUT/$m-grad"
 done

@@ -206,7 +206,7 @@ static int layer_tensor_count(const bl_linear *L) {
     const char *f = L->ops->name;
     if (!strcmp(f, "onebit")) return 3;
     if (!strcmp(f, "dbf")) return 5;
-    if (!strcmp(f, "mdbf")) return 6 * L->params.paths;
+    if (!strcmp(f, "mdbf")) return (L->params.rank_l == 1 ? 5 : 6) * L->params.paths; /* no Q_V */
     return L->params.bits >= 2 ? 3 : 2;
 }
 
@@ -329,6 +329,83 @@ static void test_mdbf(void) {
                     }
 }
 
+/* Middle dimensions above min(m, n) (and above max(m, n)): forward, kernels' workspace, and the
+ * save/load round trip behave as for any other middle. */
+static void test_wide_middle(void) {
+    bl_rng r;
+    bl_rng_seed(&r, 11);
+    const int64_t dims[][2] = {{65, 128}, {128, 65}, {7, 3}};
+    for (int d = 0; d < 3; d++) {
+        const int64_t m = dims[d][0], n = dims[d][1], k = 2 * (m > n ? m : n) + 3;
+        bl_linear L = {0};
+        make_dbf(&r, m, n, k, &L);
+        CHECK(L.params.mid == k);
+        check_layer(&L, &r);
+        static const int Ls[] = {1, 3}, Ps[] = {1, 2};
+        for (int li = 0; li < 2; li++)
+            for (int pi = 0; pi < 2; pi++) {
+                make_mdbf(&r, m, n, k, Ls[li], Ps[pi], &L);
+                check_layer(&L, &r);
+            }
+    }
+}
+
+/* MDBF with l = 1 stores Q_U ⊙ Q_V as one vector; a checkpoint written with a separate Q_V tensor
+ * (the earlier layout) still loads and computes Q_U ⊙ Q_V. */
+static void test_mdbf_l1_separate_qv(void) {
+    bl_rng r;
+    bl_rng_seed(&r, 12);
+    const int64_t m = 20, n = 33, k = 9;
+    bl_linear L = {0};
+    make_mdbf(&r, m, n, k, 1, 2, &L);
+    char path[128], legacy[160];
+    bl_tensor_set ts;
+    REQUIRE(save_open(&L, &ts, path, sizeof path) == BL_OK);
+    CHECK(ts.n == 10); /* 5 tensors per path: no Q_V */
+    /* the same layer written as Q_U/2 and Q_V = 2 (both exact in FP16) */
+    bl_err err = {0};
+    bl_st_writer *w = NULL;
+    REQUIRE(bl_st_writer_new(&w, &err) == BL_OK);
+    uint16_t two[9];
+    for (int i = 0; i < 9; i++) two[i] = bl_f32_to_f16(2.0f);
+    for (int i = 0; i < ts.n; i++) {
+        const bl_tensor *t = &ts.t[i];
+        uint16_t half[9];
+        const void *data = t->data;
+        if (strstr(t->name, ".Q_U")) {
+            memcpy(half, t->data, sizeof half); /* file data need not be 2-byte aligned */
+            for (int j = 0; j < 9; j++) half[j] = bl_f32_to_f16(bl_f16_to_f32(half[j]) / 2.0f);
+            data = half;
+        }
+        CHECK(bl_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, data, t->nbytes, true,
+                               &err) == BL_OK);
+        if (strstr(t->name, ".Q_U")) {
+            char qv[BL_MAX_NAME];
+            snprintf(qv, sizeof qv, "%.*s.Q_V", (int)(strlen(t->name) - 4), t->name);
+            CHECK(bl_st_writer_add(w, qv, BL_DT_F16, 2, t->shape, two, sizeof two, true, &err) ==
+                  BL_OK);
+        }
+    }
+    snprintf(legacy, sizeof legacy, "%s.legacy", path);
+    REQUIRE(bl_st_writer_finish(w, legacy, &err) == BL_OK);
+    bl_st_writer_free(w);
+    bl_tensor_set ls = {0};
+    REQUIRE(bl_safetensors_open(legacy, &ls, NULL, &err) == BL_OK);
+    CHECK(ls.n == 12);
+    bl_linear L2 = {.ops = L.ops, .m = m, .n = n, .params = L.params};
+    REQUIRE(L.ops->load(&L2, PREFIX, &ls, &err) == BL_OK);
+    float *W1 = dense_of(&L), *W2 = dense_of(&L2);
+    CHECK(memcmp(W1, W2, sizeof(float) * (size_t)(m * n)) == 0);
+    free(W1);
+    free(W2);
+    bl_linear_free(&L2);
+    bl_linear_free(&L);
+    bl_tensor_set_free(&ls);
+    bl_tensor_set_free(&ts);
+    unlink(path);
+    unlink(legacy);
+}
+
 static void test_rtn(void) {
     bl_rng r;
     bl_rng_seed(&r, 4);
@@ -362,10 +439,12 @@ static void test_stored_bits(void) {
     CHECK_NEAR(bl_linear_bpw(&L), 1.0078125, 1e-12);
     p.mid = 2000;
     CHECK(db->stored_bits(4096, 11008, &p) == 2000ull * 15104 + 16ull * (15104 + 2000));
-    p.mid = 2024, p.rank_l = 1, p.paths = 1;
+    /* l = 1 stores one middle vector (μ = Q_U ⊙ Q_V), so it costs exactly DBF's bits */
+    p.mid = 2028, p.rank_l = 1, p.paths = 1;
     uint64_t b1 = md->stored_bits(4096, 4096, &p);
-    CHECK(b1 == 2024ull * 8192 + 16ull * (8192 + 4048));
-    CHECK(b1 <= 4096ull * 4096); /* r = 2024 is the largest rank within 1.0 bpw */
+    CHECK(b1 == 2028ull * 8192 + 16ull * (8192 + 2028));
+    CHECK(b1 == db->stored_bits(4096, 4096, &p));
+    CHECK(b1 <= 4096ull * 4096); /* r = 2028 is the largest rank within 1.0 bpw */
     p.mid = 1953, p.rank_l = 4, p.paths = 2;
     CHECK(md->stored_bits(4096, 4096, &p) == 2ull * (1953ull * 8192 + 64ull * (8192 + 3906)));
     p = (bl_format_params){.bits = 1};
@@ -611,6 +690,8 @@ int main(void) {
     TEST_RUN(test_dbf);
     TEST_RUN(test_mdbf);
     TEST_RUN(test_rtn);
+    TEST_RUN(test_wide_middle);
+    TEST_RUN(test_mdbf_l1_separate_qv);
     TEST_RUN(test_onebit_post_ln);
     TEST_RUN(test_load_rejects);
     TEST_RUN(test_from_validation);

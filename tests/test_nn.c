@@ -436,6 +436,11 @@ static void test_linear_layers(void) {
     check_linear("mdbf l=2 P=2 (gate)", (nn_lin_spec){NN_MDBF, 7, 2, 2, false}, BL_PROJ_GATE);
     check_linear("mdbf l=1 P=1 (down)", (nn_lin_spec){NN_MDBF, 4, 1, 1, false}, BL_PROJ_DOWN);
     check_linear("mdbf l=3 P=1 (o)", (nn_lin_spec){NN_MDBF, 9, 3, 1, false}, BL_PROJ_O);
+    /* middle dimensions above min(m, n) (and max(m, n)): up is 13×10, down 10×13 */
+    check_linear("dbf k=17 > m, n (up)", (nn_lin_spec){NN_DBF, 17, 0, 0, false}, BL_PROJ_UP);
+    check_linear("mdbf r=15 l=2 P=2 (down)", (nn_lin_spec){NN_MDBF, 15, 2, 2, false},
+                 BL_PROJ_DOWN);
+    check_linear("mdbf r=12 l=1 P=1 (up)", (nn_lin_spec){NN_MDBF, 12, 1, 1, false}, BL_PROJ_UP);
 }
 
 /* ---- the whole decoder's distillation loss ---- */

@@ -154,11 +154,11 @@ static void test_mdbf(void) {
 
 /* ---- random factors (benchmarks): the fitted run's shapes and bits, with nonsense values ---- */
 
-static void count_nan(void *ctx, const char *name, int64_t m, int64_t n, double bpw, double rel,
-                      double secs) {
+static void count_nan(void *ctx, const char *name, int64_t m, int64_t n,
+                      const bl_layer_fit_result *r) {
     int *c = ctx;
     c[0]++;
-    c[1] += isnan(rel) ? 1 : 0;
+    c[1] += isnan(r->rel_err) ? 1 : 0;
 }
 
 static bl_status quantize_as(const bl_model *src, bl_qmethod method, int rank_l, bool rnd,

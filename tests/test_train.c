@@ -47,11 +47,12 @@ static bl_model *student(const char *method, const char *name) {
         bl_quant_opts_default(&o);
         bl_qmethod_from_name(method, &o.method);
         o.fit.iters = 20;
-        if (o.method == BL_QM_MDBF) { /* two envelope columns and two paths */
-            o.rank_l = 2;
+        if (o.method == BL_QM_MDBF && strcmp(name, "mdbf-l1") != 0) {
+            o.rank_l = 2; /* two envelope columns and two paths */
             o.paths = 2;
             o.bpw = 4.0;
         }
+        if (strcmp(name, "dbf-wide") == 0) o.bpw = 4.0; /* middle above min(m, n) = 64 */
         bl_quant_summary sum;
         bl_err err = {0};
         bl_status s = bl_quantize_model(t, &o, dir, &sum, &err);
@@ -192,11 +193,19 @@ static void test_forward_matches_inference(void) {
     if (!t) SKIP("%s not found", S260);
     check_forward_matches("teacher (dense)", t, 1e-5);
     bl_model_free(t);
-    const char *methods[] = {"onebit", "dbf", "mdbf"};
-    for (int i = 0; i < 3; i++) {
-        bl_model *s = student(methods[i], methods[i]);
+    /* mdbf-l1: one middle vector, no Q_V tensor; dbf-wide: k = 99 > 64 on the attention
+     * projections (4.0 bpw), saved, loaded and rebuilt by the training engine */
+    const char *methods[] = {"onebit", "dbf", "mdbf", "mdbf", "dbf"};
+    const char *names[] = {"onebit", "dbf", "mdbf", "mdbf-l1", "dbf-wide"};
+    for (int i = 0; i < 5; i++) {
+        bl_model *s = student(methods[i], names[i]);
         REQUIRE(s);
-        check_forward_matches(methods[i], s, 1e-5);
+        if (i == 4) {
+            const bl_linear *q = &s->layers[0].proj[BL_PROJ_Q];
+            CHECK_MSG(q->params.mid > (q->m < q->n ? q->m : q->n), "dbf-wide: mid %lld",
+                      (long long)q->params.mid);
+        }
+        check_forward_matches(names[i], s, 1e-5);
         bl_model_free(s);
     }
 }

@@ -21,6 +21,7 @@ static const command commands[] = {
     {"serve", cmd_serve, "OpenAI-compatible HTTP server with continuous batching"},
     {"ppl", cmd_ppl, "perplexity on a text file"},
     {"quantize", cmd_quantize, "quantize a model (rtn1-4, onebit, dbf, mdbf) into a new directory"},
+    {"fit", cmd_fit, "fit one matrix (.npy or a model's tensor) with one method and measure it"},
     {"distill", cmd_distill, "quantization-aware distillation of a quantized student from its teacher"},
     {"speed", cmd_speed, "prefill/decode tokens per second and memory of a model"},
     {"bench", cmd_bench, "1-bit kernel benchmark against f32 BLAS and memory bandwidth"},

@@ -8,6 +8,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_ppl(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_fit(int argc, char **argv);
 int cmd_distill(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_speed(int argc, char **argv);

@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,26 @@ const cli_opt *cli_find(const cli_spec *s, const char *name) {
 bool cli_given(const cli_spec *s, const char *name) {
     const cli_opt *o = cli_find(s, name);
     return o && s->given && (*s->given >> (o - s->opts) & 1);
+}
+
+int cli_check_method_opts(const char *cmd, const cli_spec *spec, bl_qmethod m, bool random_factors,
+                          const char *method) {
+    for (int i = 0; i < spec->n_opts; i++) { /* the method table decides, not a chain of ifs */
+        const cli_opt *op = &spec->opts[i];
+        const bl_qparam qp = (bl_qparam)(op->tag - 1);
+        if (!op->tag || !cli_given(spec, op->name) || bl_qmethod_uses(m, random_factors, qp))
+            continue;
+        char users[96];
+        bl_qparam_users(qp, random_factors, users, sizeof users);
+        if (random_factors && bl_qmethod_uses(m, false, qp))
+            cli_errorf(cmd, "--%s has no effect with --random-factors (nothing is fitted)",
+                       op->name);
+        else
+            cli_errorf(cmd, "--%s is not used by -m %s%s (used by: %s)", op->name, method,
+                       random_factors ? " --random-factors" : "", users);
+        return 2;
+    }
+    return 0;
 }
 
 /* "-n" or "--name" as the user may have typed it. */
@@ -293,6 +314,33 @@ void cli_print_json(cJSON *o) {
         g_output_failed = true;
     }
     cJSON_Delete(o);
+}
+
+static void add_num_or_null(cJSON *o, const char *key, double v) {
+    if (isfinite(v)) cJSON_AddNumberToObject(o, key, v);
+    else cJSON_AddNullToObject(o, key); /* NaN/Inf are not JSON */
+}
+
+cJSON *cli_layer_fit_json(const bl_layer_fit_result *r) {
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddNumberToObject(e, "bpw", r->bpw);
+    if (r->mid > 0) cJSON_AddNumberToObject(e, "mid", (double)r->mid);
+    add_num_or_null(e, "rel_err", r->rel_err);
+    add_num_or_null(e, "wrel_err", r->wrel_err);
+    cJSON_AddNumberToObject(e, "iters", r->iters);
+    cJSON_AddNumberToObject(e, "seconds", r->seconds);
+    cJSON_AddNumberToObject(e, "cpu_seconds", r->cpu_seconds);
+    if (r->iters > 0) {
+        const bl_fit_trace *t = &r->trace;
+        cJSON_AddNumberToObject(e, "converged_paths", t->paths_converged);
+        cJSON *obj = cJSON_AddArrayToObject(e, "objective");
+        for (int i = 0; i < t->n_obj; i++) cJSON_AddItemToArray(obj, cJSON_CreateNumber(t->obj[i]));
+        cJSON *ph = cJSON_AddObjectToObject(e, "phase_seconds");
+        for (int p = 0; p < BL_FIT_PHASES; p++)
+            cJSON_AddNumberToObject(ph, bl_fit_phase_name((bl_fit_phase)p), t->seconds[p]);
+        cJSON_AddNumberToObject(e, "gflop", t->flops / 1e9);
+    }
+    return e;
 }
 
 int cli_finish_stdout(const char *cmd) {

@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "bitllm/model.h"
+#include "bitllm/quantize.h"
 
 typedef enum { OPT_FLAG, OPT_STR, OPT_INT, OPT_FLOAT, OPT_U64 } cli_opt_kind;
 
@@ -54,6 +55,13 @@ int cli_parse(const cli_spec *spec, int argc, char **argv, const char **pos, int
 bool cli_given(const cli_spec *spec, const char *name);
 /* The option called name (NULL if none). */
 const cli_opt *cli_find(const cli_spec *spec, const char *name);
+/* Options that only some methods read carry their parameter in tag (BL_QP_x + 1); the library's
+ * table (bl_qmethod_uses) says which method reads which. */
+#define USES(p) .tag = (p) + 1
+/* 0 when every option given on the command line is read by `method` (with random factors or
+ * not), else 2 with the error printed: one table decides for every command that fits. */
+int cli_check_method_opts(const char *cmd, const cli_spec *spec, bl_qmethod m, bool random_factors,
+                          const char *method);
 /* Sampling flags: --top-p and --seed are refused with --temp 0 (greedy decoding uses neither);
  * prints the error and returns CLI_USAGE, else CLI_OK (spec->given must be set). */
 int cli_check_sampling(const cli_spec *spec, double temp);
@@ -79,6 +87,11 @@ void cli_progress_done(cli_progress *p);
 /* Prints a JSON object to stdout (one line) and frees it. Every string in it is made valid UTF-8
  * first (file names and command lines need not be). */
 void cli_print_json(cJSON *o);
+/* The measurements of one fitted matrix as a JSON object (quantize's per-layer entries, fit):
+ * bpw, mid, rel_err, wrel_err (null when not a number), iters, seconds, cpu_seconds and, for
+ * dbf/mdbf, converged_paths, the objective after every iteration ("objective") and the seconds
+ * per phase. */
+cJSON *cli_layer_fit_json(const bl_layer_fit_result *r);
 /* Replaces every string value (and key) of the tree that is not valid UTF-8 by its valid form
  * (bl_utf8_valid). */
 void cli_json_make_valid(cJSON *o);

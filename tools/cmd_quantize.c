@@ -17,38 +17,34 @@ typedef struct {
     cJSON *layers;
 } layer_log;
 
-static void on_layer(void *ctx, const char *name, int64_t m, int64_t n, double bpw, double rel,
-                     double secs) {
+static void on_layer(void *ctx, const char *name, int64_t m, int64_t n,
+                     const bl_layer_fit_result *r) {
     layer_log *lg = ctx;
     lg->done++;
     double el = bl_time_s() - lg->t0, eta = el / lg->done * (lg->total - lg->done);
-    char rs[32] = "-"; /* NaN with --random-factors: nothing was fitted */
-    if (!isnan(rel)) snprintf(rs, sizeof rs, "%.4f", rel);
-    fprintf(stderr, "[%3d/%d] %-36s %6lld x %-6lld bpw %.4f  rel_err %-6s  %.1fs  (ETA %dm%02ds)\n",
-            lg->done, lg->total, name, (long long)m, (long long)n, bpw, rs, secs, (int)eta / 60,
-            (int)eta % 60);
-    cJSON *e = cJSON_CreateObject();
+    char rs[32] = "-", ws[48] = "", it[24] = ""; /* NaN with --random-factors: nothing fitted */
+    if (!isnan(r->rel_err)) snprintf(rs, sizeof rs, "%.4f", r->rel_err);
+    if (!isnan(r->wrel_err) && r->wrel_err != r->rel_err)
+        snprintf(ws, sizeof ws, "  weighted %.4f", r->wrel_err);
+    if (r->iters > 0) snprintf(it, sizeof it, "  %d it", r->iters);
+    fprintf(stderr, "[%3d/%d] %-36s %6lld x %-6lld bpw %.4f  rel_err %-6s%s%s  %.1fs  (ETA %dm%02ds)\n",
+            lg->done, lg->total, name, (long long)m, (long long)n, r->bpw, rs, ws, it, r->seconds,
+            (int)eta / 60, (int)eta % 60);
+    cJSON *e = cli_layer_fit_json(r);
     cJSON_AddStringToObject(e, "name", name);
     cJSON *sh = cJSON_AddArrayToObject(e, "shape");
     cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)m));
     cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)n));
-    cJSON_AddNumberToObject(e, "bpw", bpw);
-    if (isnan(rel)) cJSON_AddNullToObject(e, "rel_err"); /* NaN is not JSON */
-    else cJSON_AddNumberToObject(e, "rel_err", rel);
-    cJSON_AddNumberToObject(e, "seconds", secs);
     cJSON_AddItemToArray(lg->layers, e);
 }
-
-/* Options that only some methods read carry their parameter in tag (BL_QP_x + 1); the library's
- * table (bl_qmethod_uses) says which method reads which. */
-#define USES(p) .tag = (p) + 1
 
 int cmd_quantize(int argc, char **argv) {
     const char *out = NULL, *method = "onebit", *bpw_s = NULL, *calib = NULL, *tokp = NULL;
     bool json = false, nmf = false, svd = false, aa = false, no_grad = false, rnd = false,
          force = false;
-    int rank_l = 1, paths = 1, iters = 0, calib_tokens = 16384, group = 128, adam = 0;
-    int threads = 0;
+    int rank_l = 1, paths = 1, iters = 0, max_iters = 0, calib_tokens = 16384, group = 128,
+        adam = 0, threads = 0;
+    double tol = 0.0;
     uint64_t seed = 0, given = 0;
     const cli_opt opts[] = {
         {"out", 'o', OPT_STR, &out, "OUTDIR",
@@ -80,8 +76,15 @@ int cmd_quantize(int argc, char **argv) {
         {"no-grad-stats", 0, OPT_FLAG, &no_grad, NULL,
          "dbf/mdbf: input statistics only (default with --calib: also output-gradient statistics)",
          .needs = "calib", USES(BL_QP_CALIB)},
-        {"iters", 0, OPT_INT, &iters, "N", "dbf/mdbf ADMM iterations (default: method's)",
+        {"iters", 0, OPT_INT, &iters, "N", "dbf/mdbf: exactly N ADMM iterations (default: stop "
+                                           "on convergence, docs/fits.md)",
          CLI_MIN(1), USES(BL_QP_ITERS)},
+        {"max-iters", 0, OPT_INT, &max_iters, "N", "dbf/mdbf: cap of the convergence stop "
+                                                   "(default 260)",
+         CLI_RANGE(1, 1000000), USES(BL_QP_ITERS)},
+        {"tol", 0, OPT_FLOAT, &tol, "T", "dbf/mdbf: stop when the objective improves by less "
+                                         "than T (relative) over 10 iterations (default 1e-3)",
+         CLI_RANGE_LO_OPEN(0.0, 1.0), USES(BL_QP_ITERS)},
         {"seed", 0, OPT_U64, &seed, "S", "random seed of dbf/mdbf and --random-factors (default 0)",
          USES(BL_QP_SEED)},
         {"random-factors", 0, OPT_FLAG, &rnd, NULL,
@@ -108,21 +111,7 @@ int cmd_quantize(int argc, char **argv) {
         cli_errorf("quantize", "unknown method '%s' (rtn1..rtn4, onebit, dbf, mdbf)", method);
         return 2;
     }
-    for (int i = 0; i < spec.n_opts; i++) { /* the method table decides, not a chain of ifs */
-        const cli_opt *op = &opts[i];
-        if (!op->tag || !cli_given(&spec, op->name) ||
-            bl_qmethod_uses(o.method, rnd, (bl_qparam)(op->tag - 1)))
-            continue;
-        char users[96];
-        bl_qparam_users((bl_qparam)(op->tag - 1), rnd, users, sizeof users);
-        if (rnd && bl_qmethod_uses(o.method, false, (bl_qparam)(op->tag - 1)))
-            cli_errorf("quantize", "--%s has no effect with --random-factors (nothing is fitted)",
-                       op->name);
-        else
-            cli_errorf("quantize", "--%s is not used by -m %s%s (used by: %s)", op->name, method,
-                       rnd ? " --random-factors" : "", users);
-        return 2;
-    }
+    if (cli_check_method_opts("quantize", &spec, o.method, rnd, method)) return 2;
     if (bpw_s && strcmp(bpw_s, "onebit") != 0) {
         char *end;
         o.bpw = strtod(bpw_s, &end);
@@ -143,6 +132,8 @@ int cmd_quantize(int argc, char **argv) {
     o.fit.nmf = !svd;
     o.fit.seed = seed;
     o.fit.iters = iters;
+    o.fit.max_iters = max_iters;
+    o.fit.tol = tol;
     o.fit.adam_steps = adam;
     o.rank_l = rank_l;
     o.paths = paths;

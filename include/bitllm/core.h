@@ -170,6 +170,8 @@ bl_load_mode bl_default_load_mode(void);
 
 /* Wall clock in seconds (monotonic). */
 double bl_time_s(void);
+/* CPU seconds used by this process so far, all threads together. */
+double bl_cpu_time_s(void);
 /* Peak resident set size of this process in bytes (0 if unknown). */
 size_t bl_peak_rss_bytes(void);
 size_t bl_current_rss_bytes(void);

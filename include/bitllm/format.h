@@ -17,6 +17,10 @@ static inline int bl_sign_get(const uint8_t *bits, int64_t row_bytes, int64_t i,
     return (bits[i * row_bytes + (j >> 3)] >> (j & 7)) & 1 ? -1 : 1;
 }
 
+/* The largest middle dimension (dbf k, mdbf r) that fits and checkpoints accept. It is not tied
+ * to min(m, n): a layer may have a middle wider than its inputs or outputs. */
+#define BL_MAX_MID ((int64_t)1 << 24)
+
 /* Parameters a format may use; unused fields are ignored. Stored in the model's
  * quantization_config so a checkpoint says exactly how it was made. */
 typedef struct {

@@ -93,6 +93,30 @@ bl_status bl_st_writer_meta(bl_st_writer *w, const char *key, const char *value,
 bl_status bl_st_writer_finish(bl_st_writer *w, const char *path, bl_err *err);
 void bl_st_writer_free(bl_st_writer *w);
 
+/* ---- NumPy .npy arrays ---- */
+/* What a .npy header says. data_offset/nbytes locate the array in the image. */
+typedef struct {
+    bl_dtype dtype;      /* BL_DT_F16, BL_DT_F32 or BL_DT_F64 */
+    bool fortran_order;
+    int ndim;
+    int64_t shape[BL_MAX_DIMS];
+    uint64_t numel;
+    size_t data_offset, nbytes;
+} bl_npy_header;
+/* Parses and validates the header of a .npy image held in memory (versions 1.0-3.0; little-endian
+ * float16/32/64; the data must fill the rest of the image exactly). `what` names the source in
+ * error messages (a path; NULL = "(memory)"). Never reads outside [image, image + len). */
+bl_status bl_npy_parse(const void *image, size_t len, const char *what, bl_npy_header *h,
+                       bl_err *err);
+/* The array of a .npy image as a new f32 buffer in row-major (C) order (caller frees). */
+bl_status bl_npy_to_f32(const void *image, size_t len, const char *what, float **out,
+                        bl_npy_header *h, bl_err *err);
+/* The same from a file. */
+bl_status bl_npy_read_f32(const char *path, float **out, bl_npy_header *h, bl_err *err);
+/* Writes a float32 C-order array of the given shape (version 1.0 header), atomically. */
+bl_status bl_npy_write_f32(const char *path, const float *data, int ndim, const int64_t *shape,
+                           bl_err *err);
+
 /* ---- GGUF ---- */
 typedef enum {
     BL_GGUF_U8 = 0, BL_GGUF_I8 = 1, BL_GGUF_U16 = 2, BL_GGUF_I16 = 3, BL_GGUF_U32 = 4,

@@ -115,6 +115,10 @@ bool bl_synth_preset(const char *name, bl_config *out);
 const char *const *bl_synth_preset_names(int *count);
 /* Writes config.json + model.safetensors (weights ~ uniform with std 0.02, norms 1) of dtype
  * F32, F16 or BF16, streaming one tensor at a time. */
+/* A deterministic m×n matrix with the statistics of LLM projection weights, for benchmarks and
+ * tests of the fits: Student-t (ν = 4) entries scaled to std ≈ 0.02, 1% of the input columns ×10
+ * (outlier channels), row scales uniform in [0.5, 1.5). */
+bl_status bl_synth_llm_matrix(int64_t m, int64_t n, uint64_t seed, float *W, bl_err *err);
 bl_status bl_synth_model(const bl_config *c, bl_dtype dtype, uint64_t seed, const char *outdir,
                          bl_err *err);
 

@@ -8,10 +8,52 @@
 
 typedef void (*bl_progress_fn)(void *ctx, double fraction_done);
 
+/* What a DBF/MDBF fit did, filled when bl_fit_opts.trace is set: the outer ADMM iterations and the
+ * objective after each of them. The objective is the relative weighted error the ADMM minimizes,
+ * sqrt(‖T − T̂‖² / ‖T‖²) with T = diag(√o)·W·diag(√i) (under an activation metric H the norms are
+ * ‖(·)·H^½‖), before the FP16 rounding of the stored vectors; P > 1 paths are refined one after
+ * another and their iterations follow each other in obj (each path's objective is the whole
+ * residual). */
+enum { BL_FIT_TRACE_MAX = 4096 };
+/* Where a fit's time goes: the phases of the ADMM (and its start) timed separately. */
+typedef enum {
+    BL_FIT_PHASE_INIT,    /* importance scaling, truncated SVD start, residuals of other paths */
+    BL_FIT_PHASE_GRAM,    /* normal matrices (Grams of the fixed factor) */
+    BL_FIT_PHASE_RHS,     /* right-hand sides Fixedᵀ·T (the two m·n·r products) */
+    BL_FIT_PHASE_FACTOR,  /* Cholesky factorizations (eigendecompositions under a metric) */
+    BL_FIT_PHASE_SOLVE,   /* triangular solves (Sylvester rotations under a metric) */
+    BL_FIT_PHASE_PROJECT, /* projections onto the sign ⊙ envelope set, dual updates */
+    BL_FIT_PHASES
+} bl_fit_phase;
+const char *bl_fit_phase_name(bl_fit_phase p);
+
+typedef struct {
+    int iters;          /* outer iterations run, all paths together */
+    int paths_converged; /* paths stopped by the convergence test (the others reached the cap) */
+    int n_obj;          /* entries of obj (the first BL_FIT_TRACE_MAX iterations) */
+    double obj[BL_FIT_TRACE_MAX];
+    double seconds[BL_FIT_PHASES]; /* wall seconds per phase */
+    double flops;       /* floating-point operations of the dense products and factorizations */
+} bl_fit_trace;
+
+/* Default stopping of the DBF/MDBF ADMM (iters = 0): the penalty ramps up over BL_FIT_RAMP outer
+ * iterations; after that the fit stops once the relative objective e has improved by less than
+ * BL_FIT_TOL·e over the last BL_FIT_WINDOW iterations, or after BL_FIT_MAX_ITERS (the reference
+ * code's fixed count). */
+#define BL_FIT_MAX_ITERS 260
+#define BL_FIT_RAMP 190
+#define BL_FIT_WINDOW 10
+#define BL_FIT_TOL 1e-3
+
 typedef struct {
     uint64_t seed;
-    int iters;          /* outer iterations (DBF/MDBF ADMM); 0 = method default */
+    /* Outer iterations of the DBF/MDBF ADMM: > 0 runs exactly that many with the reference's
+     * penalty schedule over them; 0 stops on convergence (see BL_FIT_* above). */
+    int iters;
+    int max_iters;      /* iters = 0: cap (0 = BL_FIT_MAX_ITERS) */
+    double tol;         /* iters = 0: relative improvement threshold (0 = BL_FIT_TOL) */
     int inner;          /* ADMM inner steps per outer iteration; 0 = default (3) */
+    bl_fit_trace *trace; /* optional output: iterations and objective trajectory */
     bool nmf;           /* SVID rank-1 by NMF (true) or by SVD power iteration (false) */
     /* Importance weighting (DBF/MDBF, ALGORITHMS.md §4): per-input-channel mean x² (n) and
      * per-output-channel mean squared gradient (m). NULL means all ones. */
@@ -40,9 +82,12 @@ bl_status bl_fit_onebit(const float *W, int64_t m, int64_t n, const bl_fit_opts 
 bl_status bl_fit_rtn(const float *W, int64_t m, int64_t n, int bits, int group, bl_rtn *out,
                      bl_err *err);
 
-/* Middle dimension for a bpw target with the FP16 vectors counted:
- * DBF: bits = k(m+n) + 16(m+n+k); MDBF: bits = P·[r(m+n) + 16·l·(m+n+2r)].
- * Clamped to [1, min(m, n)]. */
+/* Middle dimension for a bpw target with the FP16 vectors counted (bitllm's convention; the
+ * reference code's k = ⌊b·mn/(m+n)⌋ counts sign bits only): the largest k whose stored bits fit
+ * b·m·n, DBF: bits = k(m+n) + 16(m+n+k); MDBF: bits = P·[r(m+n) + 16·l·(m+n+2r)] for l ≥ 2 and
+ * P·[r(m+n) + 16(m+n+r)] for l = 1 (one middle vector, as DBF). Not capped at
+ * min(m, n) (a middle dimension above it still adds sign bits that lower the error); at least 1
+ * (a target below the cost of k = 1 gives 1, which then exceeds the target). */
 int64_t bl_dbf_mid_for_bpw(int64_t m, int64_t n, double bpw);
 int64_t bl_mdbf_rank_for_bpw(int64_t m, int64_t n, double bpw, int l, int P);
 
@@ -51,7 +96,8 @@ bl_status bl_fit_dbf(const float *W, int64_t m, int64_t n, int64_t k, const bl_f
                      bl_dbf *out, bl_err *err);
 
 /* MDBF: closed-form SVD initialization, P paths on residuals, ADMM refinement with the rank-l
- * projection, optional Adam on the envelopes (ALGORITHMS.md §5). */
+ * projection, optional Adam on the envelopes (ALGORITHMS.md §5). For l = 1 each path is stored
+ * as DBF stores its layer (Q_U = μ, Q_V = 1), so MDBF(l = 1, P = 1) equals bl_fit_dbf's result. */
 bl_status bl_fit_mdbf(const float *W, int64_t m, int64_t n, int64_t r, int l, int P,
                       const bl_fit_opts *o, bl_mdbf *out, bl_err *err);
 

@@ -36,6 +36,60 @@ bool bl_qmethod_uses(bl_qmethod m, bool random_factors, bl_qparam p);
 /* The methods that read p, as "dbf, mdbf" ("none" if none). */
 void bl_qparam_users(bl_qparam p, bool random_factors, char *buf, size_t cap);
 
+/* ---- one matrix ---- */
+
+typedef struct {
+    bl_qmethod method;
+    double bpw;          /* dbf/mdbf target, FP16 vectors counted; 0 = onebit's cost for the shape */
+    int64_t mid;         /* dbf k / mdbf r; 0 = the largest that fits bpw */
+    int group;           /* rtn2..4 group size (default 128) */
+    int rank_l;          /* mdbf envelope rank (default 1) */
+    int paths;           /* mdbf paths (default 1) */
+    bl_fit_opts fit;     /* seed, iterations, importances (trace is set by bl_fit_layer) */
+    /* Benchmarks only: random factors of the fitted shapes; W is never read. */
+    bool random_factors;
+    /* Threads of the fit's parallel loops and products (0 = bl_default_threads()); the result
+     * does not depend on it. Inside a parallel region (fits side by side) the fit runs on its
+     * own thread whatever this says. */
+    int n_threads;
+} bl_layer_fit_opts;
+
+void bl_layer_fit_opts_default(bl_layer_fit_opts *o);
+
+/* What a fitted layer stores and how close it is to W. */
+typedef struct {
+    double bpw;          /* stored bits / (m·n), everything counted */
+    int64_t mid;         /* dbf k / mdbf r used (0 for other methods) */
+    double rel_err;      /* ‖W − Ŵ‖_F / ‖W‖_F (NaN with random factors) */
+    /* the same weighted by the fit's importances, o_r·i_c per entry (under an activation metric
+     * H the relative output error tr(E·H·Eᵀ)/tr(W·H·Wᵀ), E = W − Ŵ); = rel_err without them */
+    double wrel_err;
+    int iters;           /* outer ADMM iterations (dbf/mdbf; all paths together) */
+    double seconds, cpu_seconds; /* wall and process CPU time of the fit */
+    bl_fit_trace trace;  /* dbf/mdbf: objective after every iteration, phase seconds, flops */
+} bl_layer_fit_result;
+
+/* The bpw a dbf/mdbf layer is fitted to (o->bpw, or onebit's 1 + 16/n + 16/m), and its middle
+ * dimension (o->mid, or the largest whose stored bits fit that target). */
+double bl_layer_target_bpw(const bl_layer_fit_opts *o, int64_t m, int64_t n);
+int64_t bl_layer_mid(const bl_layer_fit_opts *o, int64_t m, int64_t n);
+/* BL_ERR_ARG (naming `name`) when the options cannot fit an m×n matrix, e.g. a bpw target
+ * below the cost of middle dimension 1. No work is done. */
+bl_status bl_layer_fit_check(const bl_layer_fit_opts *o, int64_t m, int64_t n, const char *name,
+                             bl_err *err);
+/* Fits W (m×n, row-major f32) into out (a layer of the method's format, owned by the caller)
+ * and measures it. OpenBLAS uses all OpenMP threads during the fit. */
+bl_status bl_fit_layer(const float *W, int64_t m, int64_t n, const bl_layer_fit_opts *o,
+                       bl_linear *out, bl_layer_fit_result *res, bl_err *err);
+
+/* The dense f32 copy (caller frees) of one matrix of a model: a decoder projection by its Hugging
+ * Face name ("model.layers.3.mlp.down_proj.weight", whatever the file calls it and however it is
+ * stored), or any other 2-D tensor by its name in the checkpoint. */
+bl_status bl_model_matrix(const bl_model *m, const char *name, float **W, int64_t *rows,
+                          int64_t *cols, bl_err *err);
+
+/* ---- a whole model ---- */
+
 typedef struct {
     bl_qmethod method;
     double bpw;          /* dbf/mdbf target for the quantized layers, FP16 vectors counted */
@@ -56,8 +110,8 @@ typedef struct {
      * n_layers·BL_PROJ_COUNT arrays of each projection's m values, e.g. from bl_grad_stats. */
     float *const *out_importance;
     /* Called after each layer with its result (rel_err is NaN with random_factors). */
-    void (*on_layer)(void *ctx, const char *name, int64_t m, int64_t n, double bpw,
-                     double rel_err, double seconds);
+    void (*on_layer)(void *ctx, const char *name, int64_t m, int64_t n,
+                     const bl_layer_fit_result *r);
     void *on_layer_ctx;
     /* Extra text stored in config.json's quantization_config (e.g. the command line). */
     const char *provenance;

@@ -6,7 +6,13 @@
  * per call (one bl_sign_matmul with T·l right-hand sides) and F, G are never made dense.
  *
  * Tensors per path p: "<prefix>.p{p}.SA" U8 {m, ceil(r/8)}, ".p{p}.SB" U8 {r, ceil(n/8)},
- * ".p{p}.A_env" F16 {m, l}, ".p{p}.Q_U" F16 {r, l}, ".p{p}.Q_V" F16 {r, l}, ".p{p}.B_env" F16 {n, l}. */
+ * ".p{p}.A_env" F16 {m, l}, ".p{p}.Q_U" F16 {r, l}, ".p{p}.Q_V" F16 {r, l}, ".p{p}.B_env" F16 {n, l}.
+ *
+ * l = 1: only the product Q_U ⊙ Q_V matters (one middle scale per component, DBF's μ), so the
+ * path stores Q_U = μ and no Q_V (Q_V = 1 in memory): P·[r(m+n) + 16(m+n+r)] bits, DBF's cost per
+ * path, so MDBF(l = 1, P = 1) is DBF bit for bit. A layer handed over with any other Q_V has it
+ * multiplied into Q_U first. Checkpoints written before this layout carry a Q_V tensor for l = 1;
+ * it is still read (and used as stored). */
 #include "formats/formats_internal.h"
 #include "formats/quant_common.h"
 
@@ -24,7 +30,8 @@ static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 static uint64_t mdbf_stored_bits(int64_t m, int64_t n, const bl_format_params *p) {
     uint64_t r = (uint64_t)p->mid, l = (uint64_t)p->rank_l, mn = (uint64_t)(m + n);
-    return (uint64_t)p->paths * (r * mn + 16u * l * (mn + 2 * r));
+    uint64_t middle = l == 1 ? r : 2 * l * r; /* Q_U and Q_V, merged for l = 1 */
+    return (uint64_t)p->paths * (r * mn + 16u * (l * mn + middle));
 }
 
 /* Layout of the workspace: X (T·l × max(n, r)) holds the stacked scaled inputs of either sign
@@ -149,7 +156,7 @@ static bl_status mdbf_save(const bl_linear *L, const char *prefix, bl_st_writer 
         snprintf(part, sizeof part, "p%d.Q_U", p);
         if (!s) s = bl_qc_save_f16(w, prefix, part, e->Q_U, d->r, d->l, err);
         snprintf(part, sizeof part, "p%d.Q_V", p);
-        if (!s) s = bl_qc_save_f16(w, prefix, part, e->Q_V, d->r, d->l, err);
+        if (!s && d->l > 1) s = bl_qc_save_f16(w, prefix, part, e->Q_V, d->r, d->l, err);
         snprintf(part, sizeof part, "p%d.B_env", p);
         if (!s) s = bl_qc_save_f16(w, prefix, part, e->B_env, d->n, d->l, err);
     }
@@ -228,7 +235,13 @@ static bl_status load_path(const bl_tensor_set *ts, const char *prefix, int p, b
     snprintf(part, sizeof part, "p%d.Q_U", p);
     if (!s) s = bl_qc_load_f16(ts, prefix, part, d->r, d->l, &e->Q_U, err);
     snprintf(part, sizeof part, "p%d.Q_V", p);
-    if (!s) s = bl_qc_load_f16(ts, prefix, part, d->r, d->l, &e->Q_V, err);
+    if (!s && d->l == 1 && !bl_qc_has(ts, prefix, part)) { /* merged into Q_U */
+        e->Q_V = malloc(sizeof(float) * (size_t)d->r);
+        if (!e->Q_V) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", prefix);
+        for (int64_t i = 0; i < d->r; i++) e->Q_V[i] = 1.0f;
+    } else if (!s) {
+        s = bl_qc_load_f16(ts, prefix, part, d->r, d->l, &e->Q_V, err);
+    }
     snprintf(part, sizeof part, "p%d.B_env", p);
     if (!s) s = bl_qc_load_f16(ts, prefix, part, d->n, d->l, &e->B_env, err);
     return s;
@@ -280,6 +293,11 @@ bl_status bl_linear_from_mdbf(bl_linear *L, bl_mdbf *q, bl_err *err) {
         if (!s) s = bl_qc_need(e->B_env, "mdbf B_env", err);
         if (!s) s = bl_qc_check_padding(e->SA, m, r, "mdbf SA", err);
         if (!s) s = bl_qc_check_padding(e->SB, r, n, "mdbf SB", err);
+        if (!s && l == 1) /* one middle scale per component: μ = Q_U ⊙ Q_V */
+            for (int64_t i = 0; i < r; i++) {
+                e->Q_U[i] *= e->Q_V[i];
+                e->Q_V[i] = 1.0f;
+            }
         if (!s) s = bl_qc_round_f16(e->A_env, m * l, "mdbf A_env", err);
         if (!s) s = bl_qc_round_f16(e->Q_U, r * l, "mdbf Q_U", err);
         if (!s) s = bl_qc_round_f16(e->Q_V, r * l, "mdbf Q_V", err);

@@ -18,6 +18,12 @@ bl_status bl_qc_name(char *buf, const char *prefix, const char *part, bl_err *er
     return BL_OK;
 }
 
+bool bl_qc_has(const bl_tensor_set *ts, const char *prefix, const char *part) {
+    char name[BL_MAX_NAME];
+    int len = snprintf(name, sizeof name, "%s.%s", prefix, part);
+    return len > 0 && len < BL_MAX_NAME && bl_tensor_set_find(ts, name) != NULL;
+}
+
 static const char *dtype_name(bl_dtype t) {
     return (unsigned)t < BL_DT_COUNT ? bl_dtype_info(t)->name : "?";
 }

@@ -18,6 +18,8 @@ bl_status bl_qc_save_f16(bl_st_writer *w, const char *prefix, const char *part, 
 bl_status bl_qc_save_u8(bl_st_writer *w, const char *prefix, const char *part,
                         const uint8_t *bits, int64_t rows, int64_t row_bytes, bl_err *err);
 
+/* True when <prefix>.<part> exists (optional tensors). */
+bool bl_qc_has(const bl_tensor_set *ts, const char *prefix, const char *part);
 /* Packed rows: U8 {rows, ceil(used_bits/8)} returned as a view into ts. Rejects set padding bits
  * (bits past used_bits in each row's last byte), which the canonical layout requires to be 0. */
 bl_status bl_qc_load_bits(const bl_tensor_set *ts, const char *prefix, const char *part,

@@ -36,7 +36,7 @@ bl_status bl_format_params_from_json(const cJSON *o, const char *where, const bl
     bl_status s;
     if ((s = get_int(o, where, "bits", 1, 32, &bits, err)) ||
         (s = get_int(o, where, "group", 1, 1 << 20, &group, err)) ||
-        (s = get_int(o, where, "mid", 1, (int64_t)1 << 24, &mid, err)) ||
+        (s = get_int(o, where, "mid", 1, BL_MAX_MID, &mid, err)) ||
         (s = get_int(o, where, "rank_l", 1, 1024, &rank_l, err)) ||
         (s = get_int(o, where, "paths", 1, 64, &paths, err)))
         return s;

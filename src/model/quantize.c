@@ -192,69 +192,17 @@ static bl_status calib_gram(const bl_model *m, const bl_quant_opts *o, calib_sta
 
 /* ---- fitting one layer ---- */
 
-/* The bpw a dbf/mdbf layer is fitted to: the target, or onebit's cost for this shape. */
-static double layer_target_bpw(const bl_quant_opts *o, int64_t m, int64_t n) {
-    return o->bpw > 0 ? o->bpw : 1.0 + 16.0 / (double)n + 16.0 / (double)m;
-}
-
-/* Refuses targets a format cannot meet even at middle dimension 1 (tiny layers, high l or P),
- * before any work is done. */
-static bl_status check_feasible(const bl_quant_opts *o, int64_t m, int64_t n, const char *name,
-                                bl_err *err) {
-    if (o->method != BL_QM_DBF && o->method != BL_QM_MDBF) return BL_OK;
-    bl_format_params p = {.mid = 1, .rank_l = o->rank_l, .paths = o->paths};
-    const bl_format_ops *ops = bl_format_find(o->method == BL_QM_DBF ? "dbf" : "mdbf");
-    double min_bpw = (double)ops->stored_bits(m, n, &p) / ((double)m * (double)n);
-    double want = layer_target_bpw(o, m, n);
-    if (min_bpw > want * (1.0 + 1e-9))
-        return bl_fail(err, BL_ERR_ARG,
-                       "%s (%lld x %lld): target %.4f bpw is below the %.4f bpw that %s needs at "
-                       "its smallest middle dimension (envelope rank %d, %d paths); raise --bpw "
-                       "or lower --envelope-rank/--paths",
-                       name, (long long)m, (long long)n, want, min_bpw, ops->name, o->rank_l,
-                       o->paths);
-    return BL_OK;
-}
-
-/* Fits W, or with o->random_factors (W unused) draws random factors of the same shapes. */
-static bl_status fit_layer(const bl_quant_opts *o, const float *W, int64_t m, int64_t n,
-                           const bl_fit_opts *fo, bl_linear *out, bl_err *err) {
-    bl_status s;
-    const bool rnd = o->random_factors;
-    const double bpw = layer_target_bpw(o, m, n);
-    switch (o->method) {
-    case BL_QM_RTN1: case BL_QM_RTN2: case BL_QM_RTN3: case BL_QM_RTN4: {
-        bl_rtn q;
-        int bits = 1 + (int)(o->method - BL_QM_RTN1);
-        s = rnd ? bl_random_rtn(m, n, bits, o->group, fo->seed, &q, err)
-                : bl_fit_rtn(W, m, n, bits, o->group, &q, err);
-        if (!s && (s = bl_linear_from_rtn(out, &q, err))) bl_rtn_free(&q);
-        return s;
-    }
-    case BL_QM_ONEBIT: {
-        bl_onebit q;
-        s = rnd ? bl_random_onebit(m, n, fo->seed, &q, err) : bl_fit_onebit(W, m, n, fo, &q, err);
-        if (!s && (s = bl_linear_from_onebit(out, &q, err))) bl_onebit_free(&q);
-        return s;
-    }
-    case BL_QM_DBF: {
-        bl_dbf q;
-        int64_t k = bl_dbf_mid_for_bpw(m, n, bpw);
-        s = rnd ? bl_random_dbf(m, n, k, fo->seed, &q, err) : bl_fit_dbf(W, m, n, k, fo, &q, err);
-        if (!s && (s = bl_linear_from_dbf(out, &q, err))) bl_dbf_free(&q);
-        return s;
-    }
-    case BL_QM_MDBF: {
-        bl_mdbf q;
-        int64_t r = bl_mdbf_rank_for_bpw(m, n, bpw, o->rank_l, o->paths);
-        s = rnd ? bl_random_mdbf(m, n, r, o->rank_l, o->paths, fo->seed, &q, err)
-                : bl_fit_mdbf(W, m, n, r, o->rank_l, o->paths, fo, &q, err);
-        if (!s && (s = bl_linear_from_mdbf(out, &q, err))) bl_mdbf_free(&q);
-        return s;
-    }
-    case BL_QM_COUNT: break;
-    }
-    return bl_fail(err, BL_ERR_ARG, "unknown quantization method");
+static bl_layer_fit_opts layer_opts(const bl_quant_opts *o) {
+    bl_layer_fit_opts lo;
+    bl_layer_fit_opts_default(&lo);
+    lo.method = o->method;
+    lo.bpw = o->bpw;
+    lo.group = o->group;
+    lo.rank_l = o->rank_l;
+    lo.paths = o->paths;
+    lo.fit = o->fit;
+    lo.random_factors = o->random_factors;
+    return lo;
 }
 
 static cJSON *provenance(const bl_model *src, const bl_quant_opts *o) {
@@ -276,6 +224,8 @@ static cJSON *provenance(const bl_model *src, const bl_quant_opts *o) {
     if (o->random_factors) cJSON_AddBoolToObject(p, "random_factors", true);
     bl_json_add_u64(p, "seed", o->fit.seed);
     cJSON_AddNumberToObject(p, "iters", o->fit.iters);
+    if (o->fit.max_iters > 0) cJSON_AddNumberToObject(p, "max_iters", o->fit.max_iters);
+    if (o->fit.tol > 0) bl_json_add_exact(p, "tol", o->fit.tol);
     cJSON_AddNumberToObject(p, "calib_tokens", (double)o->n_calib);
     cJSON_AddBoolToObject(p, "gradient_importance", o->out_importance != NULL);
     if (o->provenance) cJSON_AddStringToObject(p, "command", o->provenance);
@@ -292,7 +242,7 @@ typedef struct {
     bl_linear *out;
     bl_status status;
     bl_err err;
-    double rel_err, seconds;
+    bl_layer_fit_result *res; /* what the fit stores, its error and its time */
 } fit_task;
 
 /* Largest projections first (gate, up, down, then the attention ones), so that a few threads
@@ -303,41 +253,31 @@ static const int fit_order[BL_PROJ_COUNT] = {BL_PROJ_GATE, BL_PROJ_UP, BL_PROJ_D
 static void fit_one(fit_task *t) {
     const bl_quant_opts *o = t->o;
     const bl_linear *L = &t->src->layers[t->l].proj[t->p];
-    const double t1 = bl_time_s();
     const size_t mn = (size_t)(L->m * L->n);
-    float *W = NULL, *What = NULL, *imp = NULL;
+    float *W = NULL, *imp = NULL;
     bl_status s = BL_OK;
-    t->rel_err = NAN;
     if (!o->random_factors) { /* random factors must not page in a multi-GB source */
         W = malloc(mn * sizeof(float));
-        What = malloc(mn * sizeof(float));
         imp = malloc((size_t)L->n * sizeof(float));
-        if (!W || !What || !imp)
-            s = bl_fail(&t->err, BL_ERR_NOMEM, "out of memory for layer %d", t->l);
+        if (!W || !imp) s = bl_fail(&t->err, BL_ERR_NOMEM, "out of memory for layer %d", t->l);
         if (!s) s = L->ops->to_dense(L, W, &t->err);
     }
-    bl_fit_opts fo = o->fit;
-    fo.seed = o->fit.seed + (uint64_t)(t->l * BL_PROJ_COUNT + t->p) * 7919u;
+    bl_layer_fit_opts lo = layer_opts(o);
+    lo.fit.seed = o->fit.seed + (uint64_t)(t->l * BL_PROJ_COUNT + t->p) * 7919u;
     if (!s && t->cal) {
         const int in = proj_input[t->p];
         const double *ss = t->cal->sumsq[in] + (size_t)t->l * (size_t)L->n;
         for (int64_t j = 0; j < L->n; j++)
             imp[j] = (float)(ss[j] / (double)(t->cal->count ? t->cal->count : 1)) + 1e-8f;
-        fo.in_importance = imp;
-        if (o->activation_aware) fo.H = t->cal->gram[in];
+        lo.fit.in_importance = imp;
+        if (o->activation_aware) lo.fit.H = t->cal->gram[in];
     }
     if (o->out_importance && bl_qmethod_uses(o->method, false, BL_QP_CALIB))
-        fo.out_importance = o->out_importance[t->l * BL_PROJ_COUNT + t->p];
-    if (!s) s = fit_layer(o, W, L->m, L->n, &fo, t->out, &t->err);
-    if (!s && !o->random_factors) {
-        s = t->out->ops->to_dense(t->out, What, &t->err);
-        if (!s) t->rel_err = bl_rel_err(W, What, L->m, L->n);
-    }
+        lo.fit.out_importance = o->out_importance[t->l * BL_PROJ_COUNT + t->p];
+    if (!s) s = bl_fit_layer(W, L->m, L->n, &lo, t->out, t->res, &t->err);
     free(W);
-    free(What);
     free(imp);
     t->status = s;
-    t->seconds = bl_time_s() - t1;
 }
 
 bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const char *outdir,
@@ -358,7 +298,9 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
         for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
             char name[96];
             snprintf(name, sizeof name, "model.layers.%d.%s", l, bl_proj_hf_name(p));
-            s = check_feasible(o, src->layers[l].proj[p].m, src->layers[l].proj[p].n, name, err);
+            bl_layer_fit_opts lo = layer_opts(o);
+            s = bl_layer_fit_check(&lo, src->layers[l].proj[p].m, src->layers[l].proj[p].n, name,
+                                   err);
         }
     if (s) {
         free(q);
@@ -371,6 +313,8 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     double bits = 0, weights = 0;
     const int omp_prev = bl_omp_threads_begin(o->n_threads);
     const int n_threads = bl_resolve_threads(o->n_threads);
+    bl_layer_fit_result *res = calloc(BL_PROJ_COUNT, sizeof *res); /* one per projection */
+    if (!res) s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
     for (int l = 0; l < c->n_layers && !s; l++) {
         if (use_calib && o->activation_aware && o->method == BL_QM_MDBF)
             s = calib_gram(src, o, &cal, l, err);
@@ -389,6 +333,7 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
             t->l = l;
             t->p = p;
             t->out = &q[l * BL_PROJ_COUNT + p];
+            t->res = &res[p];
         }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
         for (int k = 0; k < BL_PROJ_COUNT; k++) fit_one(&tasks[fit_order[k]]);
@@ -404,19 +349,18 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
             size_t src_n;
             if (bl_linear_dense_bytes(L, &src_bytes, &src_n))
                 bl_tensor_set_release(&src->tensors, src_bytes, src_n);
-            const bl_linear *out = t->out;
             const double mn = (double)L->m * (double)L->n;
-            double lb = (double)out->ops->stored_bits(out->m, out->n, &out->params);
-            bits += lb;
+            bits += t->res->bpw * mn;
             weights += mn;
             if (o->on_layer) {
                 char name[96];
                 snprintf(name, sizeof name, "model.layers.%d.%s", l, bl_proj_hf_name(p));
-                o->on_layer(o->on_layer_ctx, name, L->m, L->n, lb / mn, t->rel_err, t->seconds);
+                o->on_layer(o->on_layer_ctx, name, L->m, L->n, t->res);
             }
         }
     }
     bl_omp_threads_end(omp_prev);
+    free(res);
     if (use_calib) calib_free(&cal);
     if (!s) {
         cJSON *prov = provenance(src, o);

@@ -69,6 +69,31 @@ typedef struct {
     bl_dtype dtype;
 } fill_ctx;
 
+bl_status bl_synth_llm_matrix(int64_t m, int64_t n, uint64_t seed, float *W, bl_err *err) {
+    bl_rng r;
+    bl_rng_seed(&r, seed);
+    /* the outlier columns first, from the same stream (keeps earlier benchmark matrices) */
+    uint8_t *out = m > 0 && n > 0 ? malloc((size_t)n) : NULL;
+    if (!out) return bl_fail(err, BL_ERR_NOMEM, "LLM-like matrix %lldx%lld", (long long)m,
+                             (long long)n);
+    for (int64_t j = 0; j < n; j++) out[j] = bl_rng_uniform(&r) < 0.01f;
+    const float base = 0.02f / sqrtf(2.0f); /* std of t₄ is √2 */
+    for (int64_t i = 0; i < m; i++) {
+        float rs = 0.5f + bl_rng_uniform(&r);
+        for (int64_t j = 0; j < n; j++) {
+            double c = 0.0;
+            for (int k = 0; k < 4; k++) {
+                float y = bl_rng_normal(&r);
+                c += (double)y * y;
+            }
+            const float cs = out[j] ? 10.0f : 1.0f;
+            W[i * n + j] = base * rs * cs * bl_rng_normal(&r) / (float)sqrt(c / 4.0);
+        }
+    }
+    free(out);
+    return BL_OK;
+}
+
 static uint64_t hash_name(const char *s) {
     uint64_t h = 1469598103934665603ull;
     for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;

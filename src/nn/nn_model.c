@@ -339,6 +339,12 @@ static bl_status read_vec(const bl_model *src, const char *prefix, const char *p
     return BL_OK;
 }
 
+static bool has_tensor(const bl_model *src, const char *prefix, const char *part) {
+    char name[BL_MAX_NAME + 32];
+    snprintf(name, sizeof name, "%s.%s", prefix, part);
+    return bl_tensor_set_find(&src->tensors, name) != NULL;
+}
+
 /* Latent (or flipping score) = ±init from a packed sign matrix. */
 static void latent_from_bits(float *lat, const nn_signs *s, float init) {
     const int64_t rb = bl_sign_row_bytes(s->cols);
@@ -379,7 +385,10 @@ static bl_status fill_linear(const bl_model *src, const bl_linear *BL, const nn_
             snprintf(part, sizeof part, "p%d.Q_U", p);
             if (!s) s = read_vec(src, prefix, part, (size_t)(k * l), P + L->q_u + p * k * l, err);
             snprintf(part, sizeof part, "p%d.Q_V", p);
-            if (!s) s = read_vec(src, prefix, part, (size_t)(k * l), P + L->q_v + p * k * l, err);
+            if (!s && l == 1 && !has_tensor(src, prefix, part)) /* stored merged into Q_U */
+                for (int64_t i = 0; i < k; i++) P[L->q_v + p * k + i] = 1.0f;
+            else if (!s)
+                s = read_vec(src, prefix, part, (size_t)(k * l), P + L->q_v + p * k * l, err);
             snprintf(part, sizeof part, "p%d.B_env", p);
             if (!s) s = read_vec(src, prefix, part, (size_t)(n * l), P + L->b_env + p * n * l, err);
         }

@@ -2,7 +2,7 @@
  * (l = 1, ALGORITHMS.md §4) and MDBF (any l, §5). It follows the reference implementations
  * (usamec/double_binary factorizef/find_other2, OneCompression mdbf/admm.py):
  *
- *   outer it = 0..iters−1, ρ₀ = 0.03 + 0.97·min(1, it/(iters−3))³
+ *   outer it = 0, 1, ...: ρ₀ = 0.03 + 0.97·min(1, it/ramp)³
  *     F-step: G's rows normalized (Gn = diag(1/‖G_k‖)·G), solve with G fixed
  *     G-step: F's columns normalized (Fn = F·diag(1/‖F_k‖)), solve with F fixed
  *   one side, variable X (r×c), normal matrix XX = Fixed·Fixedᵀ + λI, λ = reg·mean diag(XX):
@@ -10,125 +10,48 @@
  *     repeat inner−1 times: Z = proj(X + U); U += X − Z; X = (XX + I)⁻¹(XY + (Z − U))
  *     Z = proj(X + U); U += X − Z
  *   the result is Fn·G with both factors in the constraint set (their Z's).
+ * The k×k systems are solved by Cholesky factors and triangular solves (the explicit inverses
+ * cost another 2k³/3 each and LAPACK's spotri runs far below the machine's GEMM rate).
+ *
+ * Stopping. With a fixed iteration count the ramp is iters − 3 (the reference schedule). Otherwise
+ * the ramp has a fixed length (BL_FIT_RAMP) and, once ρ₀ = 1, the loop stops when the objective
+ * has improved by less than tol (relative) over a window of iterations, or at a cap. What sets the
+ * final error is the length of the anneal, not convergence at a fixed ρ₀: at any fixed ρ₀ the
+ * iterates settle within tens of iterations at an error well above what a slow ramp reaches
+ * (docs/fits.md has the measurements), so the window test only applies after the ramp. The objective after every outer iteration comes almost for
+ * free: with E = ‖T − Fn·G‖² = ‖T‖² − 2⟨Fnᵀ·T, G⟩ + ⟨FnᵀFn, G·Gᵀ⟩, the G-step has Fnᵀ·T (its
+ * right-hand side) and FnᵀFn (its normal matrix), and the next F-step's normal matrix is G·Gᵀ with
+ * rows and columns normalized; so the objective of iteration it is completed at the start of
+ * iteration it + 1 (or by one extra Gram matrix after the last one).
  *
  * F is stored transposed (r×m) so both steps are the same "r×c variable" update. With an
  * activation metric H the objective is ‖(T − F·G)·H^½‖²: the F-step uses Ĝ = G·H^½ for the normal
  * matrix and T·H for the right-hand side; the G-step is a Sylvester equation
  *   (FnᵀFn)·G·H + (λ+ρ)·G = Fnᵀ·T·H + ρ(Z − U)
- * solved in the joint eigenbasis of FnᵀFn and H (as OneCompression's Hessian ADMM does). */
+ * solved in the joint eigenbasis of FnᵀFn and H (as OneCompression's Hessian ADMM does); the
+ * objective formula holds with T·H and G·H·Gᵀ in place of T and G·Gᵀ. */
 #include "quant/qf_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-static bl_status side_alloc(bl_qf_side *s, int64_t r, int64_t c, int l, uint64_t seed,
-                            bl_err *err) {
-    memset(s, 0, sizeof *s);
-    s->r = r;
-    s->c = c;
-    size_t sz = (size_t)r * (size_t)c;
-    s->Z = calloc(sz, sizeof(float));
-    s->U = calloc(sz, sizeof(float));
-    s->XY = malloc(sizeof(float) * sz);
-    s->tmp = malloc(sizeof(float) * sz);
-    s->B = malloc(sizeof(float) * sz);
-    if (!s->Z || !s->U || !s->XY || !s->tmp || !s->B)
-        return bl_fail(err, BL_ERR_NOMEM, "ADMM buffers (%lldx%lld)", (long long)r, (long long)c);
-    return bl_qf_env_alloc(&s->env, r, c, l, seed, err);
+/* Phase timing and flop counting into the optional trace. */
+typedef struct {
+    bl_fit_trace *tr;
+    double t0;
+} phase_clock;
+
+static phase_clock clock_start(bl_fit_trace *tr) {
+    return (phase_clock){tr, tr ? bl_time_s() : 0.0};
 }
 
-static void side_free(bl_qf_side *s) {
-    free(s->Z);
-    free(s->U);
-    free(s->XY);
-    free(s->tmp);
-    free(s->B);
-    bl_qf_env_free(&s->env);
-    memset(s, 0, sizeof *s);
-}
-
-bl_status bl_qf_path_alloc(bl_qf_path *p, int64_t m, int64_t n, int64_t r, int l, uint64_t seed,
-                           bl_err *err) {
-    memset(p, 0, sizeof *p);
-    p->m = m;
-    p->n = n;
-    p->r = r;
-    p->l = l;
-    bl_status st = side_alloc(&p->f, r, m, l, seed ^ 0x9e3779b97f4a7c15ull, err);
-    if (st == BL_OK) st = side_alloc(&p->g, r, n, l, seed ^ 0xd1b54a32d192ed03ull, err);
-    if (st != BL_OK) bl_qf_path_free(p);
-    return st;
-}
-
-void bl_qf_path_free(bl_qf_path *p) {
-    side_free(&p->f);
-    side_free(&p->g);
-}
-
-/* out = X·E·diag(d)·Eᵀ for X r×n (tmp: r×n scratch). */
-static void apply_metric_fn(const bl_qf_metric *mt, const float *X, int64_t r, const float *d,
-                            float *tmp, float *out) {
-    int64_t n = mt->n;
-    bl_qf_gemm(false, false, r, n, n, 1.0f, X, n, mt->E, n, 0.0f, tmp, n);
-    for (int64_t i = 0; i < r; i++)
-        for (int64_t j = 0; j < n; j++) tmp[i * n + j] *= d[j];
-    bl_qf_gemm(false, true, r, n, n, 1.0f, tmp, n, mt->E, n, 0.0f, out, n);
-}
-
-bl_status bl_qf_path_init_svd(bl_qf_path *p, const float *T, const bl_qf_metric *mt, bl_err *err) {
-    int64_t m = p->m, n = p->n, r = p->r;
-    const int init_iters = 12; /* cold start of the envelope TSVD */
-    float *L = malloc(sizeof(float) * (size_t)m * (size_t)r);
-    float *Th = NULL;
-    bl_status st = BL_OK;
-    if (!L) return bl_fail(err, BL_ERR_NOMEM, "MDBF init (%lldx%lld)", (long long)m, (long long)r);
-    const float *A = T;
-    if (mt) { /* activation-aware: factor T·H^½, then map the right factor back with H^-½ */
-        Th = malloc(sizeof(float) * (size_t)m * (size_t)n);
-        if (!Th) {
-            free(L);
-            return bl_fail(err, BL_ERR_NOMEM, "MDBF init (T·H^1/2)");
-        }
-        bl_qf_gemm(false, false, m, n, n, 1.0f, T, n, mt->Hhalf, n, 0.0f, Th, n);
-        A = Th;
-    }
-    /* G's side receives RT directly (r×n) */
-    st = bl_qf_tsvd(A, m, n, r, L, p->g.tmp, err);
-    free(Th);
-    if (st != BL_OK) {
-        free(L);
-        return st;
-    }
-    if (mt) {
-        float *d = malloc(sizeof(float) * (size_t)n);
-        if (!d) {
-            free(L);
-            return bl_fail(err, BL_ERR_NOMEM, "MDBF init (metric)");
-        }
-        for (int64_t j = 0; j < n; j++) d[j] = 1.0f / sqrtf(mt->lam[j]);
-        memcpy(p->g.XY, p->g.tmp, sizeof(float) * (size_t)(r * n));
-        apply_metric_fn(mt, p->g.XY, r, d, p->g.B, p->g.tmp);
-        free(d);
-    }
-    /* F = L (m×r) is kept transposed */
-    for (int64_t i = 0; i < m; i++)
-        for (int64_t k = 0; k < r; k++) p->f.tmp[k * m + i] = L[i * r + k];
-    free(L);
-    p->f.env.warm = p->g.env.warm = false;
-    if ((st = bl_qf_project(p->f.tmp, &p->f.env, init_iters, p->f.Z, err)) != BL_OK) return st;
-    if ((st = bl_qf_project(p->g.tmp, &p->g.env, init_iters, p->g.Z, err)) != BL_OK) return st;
-    memset(p->f.U, 0, sizeof(float) * (size_t)(r * m));
-    memset(p->g.U, 0, sizeof(float) * (size_t)(r * n));
-    return BL_OK;
-}
-
-void bl_qf_path_init_random(bl_qf_path *p, uint64_t seed) {
-    bl_qf_fill_normal(p->f.Z, (size_t)(p->r * p->m), seed + 1);
-    bl_qf_fill_normal(p->g.Z, (size_t)(p->r * p->n), seed + 2);
-    memset(p->f.U, 0, sizeof(float) * (size_t)(p->r * p->m));
-    memset(p->g.U, 0, sizeof(float) * (size_t)(p->r * p->n));
-    p->f.env.warm = p->g.env.warm = false;
+static void clock_stop(phase_clock *c, bl_fit_phase ph, double flops) {
+    if (!c->tr) return;
+    double t = bl_time_s();
+    c->tr->seconds[ph] += t - c->t0;
+    c->tr->flops += flops;
+    c->t0 = t;
 }
 
 /* dst = src / (norm + 1e-12) row-wise; norms returned in nrm. */
@@ -146,42 +69,61 @@ static float mean_diag(const float *XX, int64_t k) {
     return (float)(s / (double)k);
 }
 
-/* tmp = XY + rho·(Z − U) */
-static void form_rhs(bl_qf_side *s, float rho) {
+static double dot(const float *a, const float *b, size_t len) {
+    double s = 0.0;
+    for (size_t i = 0; i < len; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+/* out = XY + rho·(Z − U) */
+static void form_rhs(const bl_qf_side *s, float rho, float *out) {
     size_t sz = (size_t)(s->r * s->c);
-    for (size_t i = 0; i < sz; i++) s->tmp[i] = s->XY[i] + rho * (s->Z[i] - s->U[i]);
+    for (size_t i = 0; i < sz; i++) out[i] = s->XY[i] + rho * (s->Z[i] - s->U[i]);
 }
 
 /* Z = proj(B + U); U += B − Z */
-static bl_status project_step(bl_qf_side *s, int proj_iters, bl_err *err) {
+static bl_status project_step(bl_qf_side *s, int proj_iters, bl_fit_trace *tr, bl_err *err) {
+    phase_clock ck = clock_start(tr);
     size_t sz = (size_t)(s->r * s->c);
     for (size_t i = 0; i < sz; i++) s->tmp[i] = s->B[i] + s->U[i];
     bl_status st = bl_qf_project(s->tmp, &s->env, proj_iters, s->Z, err);
     if (st != BL_OK) return st;
     for (size_t i = 0; i < sz; i++) s->U[i] += s->B[i] - s->Z[i];
+    clock_stop(&ck, BL_FIT_PHASE_PROJECT, 0.0);
     return BL_OK;
 }
 
-/* Plain side update: the normal matrix acts from the left on the r×c variable. */
+/* Plain side update: the normal matrix acts from the left on the r×c variable. U0/U1 receive the
+ * Cholesky factors for the shifts ρ₀ and 1 (one factor when ρ₀ = 1). */
 static bl_status solve_side(bl_qf_side *s, const float *XX, float rho0, const bl_qf_admm_opts *ao,
-                            float *inv0, float *inv1, bl_err *err) {
-    int64_t r = s->r, c = s->c;
-    float lam = ao->reg * mean_diag(XX, r);
-    bl_status st = bl_qf_spd_inverse(XX, r, lam + rho0, inv0, err);
-    if (st == BL_OK && ao->inner > 1) st = bl_qf_spd_inverse(XX, r, lam + 1.0f, inv1, err);
-    if (st != BL_OK) return st;
-    form_rhs(s, rho0);
-    bl_qf_gemm(false, false, r, c, r, 1.0f, inv0, r, s->tmp, c, 0.0f, s->B, c);
-    for (int t = 1; t < ao->inner; t++) {
-        if ((st = project_step(s, ao->proj_iters, err)) != BL_OK) return st;
-        form_rhs(s, 1.0f);
-        bl_qf_gemm(false, false, r, c, r, 1.0f, inv1, r, s->tmp, c, 0.0f, s->B, c);
+                            float *U0, float *U1, bl_err *err) {
+    const int64_t r = s->r, c = s->c;
+    const double rr = (double)r, rc = (double)r * (double)c;
+    const float lam = ao->reg * mean_diag(XX, r);
+    phase_clock ck = clock_start(ao->trace);
+    bl_status st = bl_qf_spd_factor(XX, r, lam + rho0, U0, err);
+    const float *F1 = U0;
+    if (st == BL_OK && ao->inner > 1 && rho0 != 1.0f) {
+        st = bl_qf_spd_factor(XX, r, lam + 1.0f, U1, err);
+        F1 = U1;
     }
-    return project_step(s, ao->proj_iters, err);
+    clock_stop(&ck, BL_FIT_PHASE_FACTOR, (F1 == U0 ? 1.0 : 2.0) * rr * rr * rr / 3.0);
+    if (st != BL_OK) return st;
+    form_rhs(s, rho0, s->B);
+    bl_qf_spd_solve(U0, r, s->B, c);
+    clock_stop(&ck, BL_FIT_PHASE_SOLVE, 2.0 * rr * rc);
+    for (int t = 1; t < ao->inner; t++) {
+        if ((st = project_step(s, ao->proj_iters, ao->trace, err)) != BL_OK) return st;
+        ck = clock_start(ao->trace);
+        form_rhs(s, 1.0f, s->B);
+        bl_qf_spd_solve(F1, r, s->B, c);
+        clock_stop(&ck, BL_FIT_PHASE_SOLVE, 2.0 * rr * rc);
+    }
+    return project_step(s, ao->proj_iters, ao->trace, err);
 }
 
 /* Sylvester solve for the G side under the metric: with FnᵀFn = Q·diag(σ)·Qᵀ and
- * H = E·diag(λ_H)·Eᵀ, G = Q·[(Qᵀ·RHS·E) ⊘ (σ_i λ_H,j + λ + ρ)]·Eᵀ. */
+ * H = E·diag(λ_H)·Eᵀ, G = Q·[(Qᵀ·RHS·E) ⊘ (σ_i λ_H,j + λ + ρ)]·Eᵀ. RHS in tmp, result in B. */
 static void sylvester_solve(bl_qf_side *s, const bl_qf_metric *mt, const float *Q,
                             const float *sig, float shift) {
     int64_t r = s->r, n = s->c;
@@ -199,41 +141,93 @@ static void sylvester_solve(bl_qf_side *s, const bl_qf_metric *mt, const float *
 
 static bl_status solve_side_metric(bl_qf_side *s, const bl_qf_metric *mt, float *XX, float rho0,
                                    const bl_qf_admm_opts *ao, float *sig, bl_err *err) {
-    int64_t r = s->r;
+    const int64_t r = s->r, n = s->c;
+    const double rr = (double)r, rn = (double)r * (double)n;
+    const double solve_flops = 2.0 * (2.0 * rr * rn + 2.0 * rn * (double)n);
     double lmean = 0.0;
     for (int64_t j = 0; j < mt->n; j++) lmean += mt->lam[j];
     lmean /= (double)mt->n;
     float lam = ao->reg * mean_diag(XX, r) * (float)lmean;
+    phase_clock ck = clock_start(ao->trace);
     bl_status st = bl_qf_sym_eig(XX, r, sig, err); /* XX becomes Q */
+    clock_stop(&ck, BL_FIT_PHASE_FACTOR, 9.0 * rr * rr * rr);
     if (st != BL_OK) return st;
     for (int64_t i = 0; i < r; i++) sig[i] = sig[i] > 0.0f ? sig[i] : 0.0f;
-    form_rhs(s, rho0);
+    form_rhs(s, rho0, s->tmp);
     sylvester_solve(s, mt, XX, sig, lam + rho0);
+    clock_stop(&ck, BL_FIT_PHASE_SOLVE, solve_flops);
     for (int t = 1; t < ao->inner; t++) {
-        if ((st = project_step(s, ao->proj_iters, err)) != BL_OK) return st;
-        form_rhs(s, 1.0f);
+        if ((st = project_step(s, ao->proj_iters, ao->trace, err)) != BL_OK) return st;
+        ck = clock_start(ao->trace);
+        form_rhs(s, 1.0f, s->tmp);
         sylvester_solve(s, mt, XX, sig, lam + 1.0f);
+        clock_stop(&ck, BL_FIT_PHASE_SOLVE, solve_flops);
     }
-    return project_step(s, ao->proj_iters, err);
+    return project_step(s, ao->proj_iters, ao->trace, err);
+}
+
+static double rho_at(const bl_qf_admm_opts *ao, int it) {
+    int ramp = ao->iters > 0 ? ao->iters - 3 : ao->ramp;
+    double x = (double)it / (double)(ramp > 1 ? ramp : 1);
+    x = x < 1.0 ? x : 1.0;
+    return 0.03 + 0.97 * x * x * x;
+}
+
+/* The convergence test after `done` outer iterations with objectives e[0..done-1]. */
+static bool converged(const bl_qf_admm_opts *ao, const double *e, int done) {
+    if (ao->iters > 0) return false;
+    if (e[done - 1] == 0.0) return true; /* exact fit (e.g. W = 0) */
+    if (done <= ao->ramp || done <= ao->window) return false;
+    return e[done - 1 - ao->window] - e[done - 1] < ao->tol * e[done - 1];
+}
+
+/* The F-step's normal matrix XX = Gram of G's rows normalized (of G·H^½'s rows under the metric),
+ * with the row norms in nrm and the normalized G (the F-step's fixed factor) in g->B. */
+static void f_step_gram(bl_qf_path *p, const bl_qf_metric *mt, float *XX, float *nrm,
+                        bl_fit_trace *tr) {
+    const int64_t r = p->r, n = p->n;
+    bl_qf_side *g = &p->g;
+    phase_clock ck = clock_start(tr);
+    double flops = (double)r * (double)r * (double)n;
+    if (mt) {
+        bl_qf_gemm(false, false, r, n, n, 1.0f, g->Z, n, mt->Hhalf, n, 0.0f, g->tmp, n);
+        normalize_rows(g->tmp, r, n, nrm, g->tmp);
+        for (int64_t k = 0; k < r; k++) {
+            float inv = 1.0f / (nrm[k] + 1e-12f);
+            for (int64_t j = 0; j < n; j++) g->B[k * n + j] = g->Z[k * n + j] * inv;
+        }
+        bl_qf_gram_rows(g->tmp, r, n, XX);
+        flops += 2.0 * (double)r * (double)n * (double)n;
+    } else {
+        normalize_rows(g->Z, r, n, nrm, g->B);
+        bl_qf_gram_rows(g->B, r, n, XX);
+    }
+    clock_stop(&ck, BL_FIT_PHASE_GRAM, flops);
 }
 
 bl_status bl_qf_admm(bl_qf_path *p, const float *T, const bl_qf_metric *mt,
-                     const bl_qf_admm_opts *ao, bl_err *err) {
-    int64_t m = p->m, n = p->n, r = p->r;
+                     const bl_qf_admm_opts *ao, double *obj, bl_err *err) {
+    const int64_t m = p->m, n = p->n, r = p->r;
+    const size_t rr = (size_t)(r * r), mn = (size_t)m * (size_t)n;
+    const double mnr2 = 2.0 * (double)m * (double)n * (double)r;
     bl_qf_side *f = &p->f, *g = &p->g;
-    float *XX = malloc(sizeof(float) * (size_t)(r * r));
-    float *inv0 = malloc(sizeof(float) * (size_t)(r * r));
-    float *inv1 = malloc(sizeof(float) * (size_t)(r * r));
+    bl_fit_trace *tr = ao->trace;
+    const int limit = ao->iters > 0 ? ao->iters : ao->max_iters > 0 ? ao->max_iters : 1;
+    float *XX = malloc(sizeof(float) * rr);
+    float *XXg = malloc(sizeof(float) * rr); /* the last G-step's FnᵀFn */
+    float *U0 = malloc(sizeof(float) * rr);
+    float *U1 = malloc(sizeof(float) * rr);
     float *nrm = malloc(sizeof(float) * (size_t)r);
+    double *e = malloc(sizeof(double) * (size_t)(limit + 1));
     float *TH = NULL;
     bl_status st = BL_OK;
-    if (!XX || !inv0 || !inv1 || !nrm) {
+    if (!XX || !XXg || !U0 || !U1 || !nrm || !e) {
         st = bl_fail(err, BL_ERR_NOMEM, "ADMM normal equations (k=%lld)", (long long)r);
         goto done;
     }
     const float *Trhs = T; /* right-hand-side target: T, or T·H under the metric */
     if (mt) {
-        TH = malloc(sizeof(float) * (size_t)m * (size_t)n);
+        TH = malloc(sizeof(float) * mn);
         if (!TH) {
             st = bl_fail(err, BL_ERR_NOMEM, "ADMM (T·H)");
             goto done;
@@ -241,36 +235,56 @@ bl_status bl_qf_admm(bl_qf_path *p, const float *T, const bl_qf_metric *mt,
         bl_qf_gemm(false, false, m, n, n, 1.0f, T, n, mt->H, n, 0.0f, TH, n);
         Trhs = TH;
     }
-    for (int it = 0; it < ao->iters; it++) {
-        double x = (double)it / (double)(ao->iters - 3 > 1 ? ao->iters - 3 : 1);
-        x = x < 1.0 ? x : 1.0;
-        float rho0 = (float)(0.03 + 0.97 * x * x * x);
-
-        /* F-step: Fixed = G with unit rows (under the metric: unit rows of G·H^½) */
-        if (mt) {
-            bl_qf_gemm(false, false, r, n, n, 1.0f, g->Z, n, mt->Hhalf, n, 0.0f, g->tmp, n);
-            normalize_rows(g->tmp, r, n, nrm, g->tmp);
-            for (int64_t k = 0; k < r; k++) {
-                float inv = 1.0f / (nrm[k] + 1e-12f);
-                for (int64_t j = 0; j < n; j++) g->B[k * n + j] = g->Z[k * n + j] * inv;
+    const double T2 = dot(T, Trhs, mn);
+    const double norm = ao->obj_norm > 0.0 ? ao->obj_norm : T2 > 0.0 ? T2 : 1.0;
+    double dot_xg = 0.0;
+    int done_it = 0;
+    bool stopped = false;
+    for (int it = 0;; it++) {
+        /* Normal matrix of the F-step; it also completes the objective of iteration it − 1. */
+        f_step_gram(p, mt, XX, nrm, tr);
+        if (it > 0) {
+            double quad = 0.0;
+            for (int64_t i = 0; i < r; i++) {
+                double row = 0.0;
+                for (int64_t j = 0; j < r; j++) row += (double)XXg[i * r + j] * XX[i * r + j] * nrm[j];
+                quad += row * nrm[i];
             }
-            bl_qf_gram_rows(g->tmp, r, n, XX);
-        } else {
-            normalize_rows(g->Z, r, n, nrm, g->B);
-            bl_qf_gram_rows(g->B, r, n, XX);
+            double E = T2 - 2.0 * dot_xg + quad;
+            e[it - 1] = sqrt((E > 0.0 ? E : 0.0) / norm);
+            done_it = it;
+            if (tr) {
+                if (tr->n_obj < BL_FIT_TRACE_MAX) tr->obj[tr->n_obj++] = e[it - 1];
+                tr->iters++;
+            }
+            if (converged(ao, e, it)) {
+                stopped = true;
+                break;
+            }
+            if (it == limit) break;
         }
-        bl_qf_gemm(false, true, r, m, n, 1.0f, g->B, n, Trhs, n, 0.0f, f->XY, m);
-        if ((st = solve_side(f, XX, rho0, ao, inv0, inv1, err)) != BL_OK) goto done;
+        const float rho0 = (float)rho_at(ao, it);
 
-        /* G-step: Fixed = F with unit columns (rows of the stored Fᵀ) */
+        /* F-step: fixed factor G with unit rows */
+        phase_clock ck = clock_start(tr);
+        bl_qf_gemm(false, true, r, m, n, 1.0f, g->B, n, Trhs, n, 0.0f, f->XY, m);
+        clock_stop(&ck, BL_FIT_PHASE_RHS, mnr2);
+        if ((st = solve_side(f, XX, rho0, ao, U0, U1, err)) != BL_OK) goto done;
+
+        /* G-step: fixed factor F with unit columns (rows of the stored Fᵀ) */
+        ck = clock_start(tr);
         normalize_rows(f->Z, r, m, nrm, f->B);
         bl_qf_gram_rows(f->B, r, m, XX);
+        memcpy(XXg, XX, sizeof(float) * rr);
+        clock_stop(&ck, BL_FIT_PHASE_GRAM, (double)r * (double)r * (double)m);
         bl_qf_gemm(false, false, r, n, m, 1.0f, f->B, m, Trhs, n, 0.0f, g->XY, n);
+        clock_stop(&ck, BL_FIT_PHASE_RHS, mnr2);
         if (mt)
-            st = solve_side_metric(g, mt, XX, rho0, ao, inv0 /* r floats of scratch */, err);
+            st = solve_side_metric(g, mt, XX, rho0, ao, U0 /* r floats of scratch */, err);
         else
-            st = solve_side(g, XX, rho0, ao, inv0, inv1, err);
+            st = solve_side(g, XX, rho0, ao, U0, U1, err);
         if (st != BL_OK) goto done;
+        dot_xg = dot(g->XY, g->Z, (size_t)(r * n));
 
         for (size_t i = 0; i < (size_t)r; i++)
             if (!isfinite(g->env.L[i * (size_t)p->l])) {
@@ -279,13 +293,17 @@ bl_status bl_qf_admm(bl_qf_path *p, const float *T, const bl_qf_metric *mt,
             }
         if (ao->progress)
             ao->progress(ao->progress_ctx,
-                         ao->progress_base + ao->progress_span * (double)(it + 1) / ao->iters);
+                         ao->progress_base + ao->progress_span * (double)(it + 1) / limit);
     }
+    if (tr && stopped) tr->paths_converged++;
+    if (obj) *obj = done_it > 0 ? e[done_it - 1] : NAN;
 done:
     free(XX);
-    free(inv0);
-    free(inv1);
+    free(XXg);
+    free(U0);
+    free(U1);
     free(nrm);
+    free(e);
     free(TH);
     return st;
 }
@@ -298,65 +316,4 @@ bl_status bl_qf_path_product(bl_qf_path *p, float alpha, float beta, float *Y, b
     free(nrm);
     bl_qf_gemm(true, false, m, n, r, alpha, p->f.B, m, p->g.Z, n, beta, Y, n);
     return BL_OK;
-}
-
-bl_status bl_qf_metric_init(bl_qf_metric *mt, const float *H, int64_t n, const float *si,
-                            bl_err *err) {
-    memset(mt, 0, sizeof *mt);
-    mt->n = n;
-    size_t nn = (size_t)n * (size_t)n;
-    mt->E = malloc(sizeof(float) * nn);
-    mt->lam = malloc(sizeof(float) * (size_t)n);
-    mt->Hhalf = malloc(sizeof(float) * nn);
-    mt->H = malloc(sizeof(float) * nn);
-    float *tmp = malloc(sizeof(float) * nn);
-    bl_status st = BL_OK;
-    if (!mt->E || !mt->lam || !mt->Hhalf || !mt->H || !tmp) {
-        st = bl_fail(err, BL_ERR_NOMEM, "activation metric (n=%lld)", (long long)n);
-        goto done;
-    }
-    for (size_t i = 0; i < nn; i++)
-        if (!isfinite(H[i])) {
-            st = bl_fail(err, BL_ERR_ARG, "H contains a non-finite value");
-            goto done;
-        }
-    /* symmetrize, divide by the diagonal scaling, normalize to unit mean diagonal (so ρ and the
-     * ridge keep their meaning) */
-    double md = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = si ? (double)si[i] * si[i] : 1.0;
-        md += H[i * n + i] / d;
-    }
-    md /= (double)n;
-    if (!(md > 0.0)) {
-        st = bl_fail(err, BL_ERR_ARG, "H has a non-positive mean diagonal");
-        goto done;
-    }
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < n; j++) {
-            double d = si ? (double)si[i] * si[j] : 1.0;
-            mt->E[i * n + j] = (float)(0.5 * ((double)H[i * n + j] + H[j * n + i]) / (d * md));
-        }
-    if ((st = bl_qf_sym_eig(mt->E, n, mt->lam, err)) != BL_OK) goto done;
-    /* clamp negative eigenvalues (H is PSD up to rounding) and add a small ridge so H^-½ exists */
-    for (int64_t j = 0; j < n; j++) mt->lam[j] = (mt->lam[j] > 0.0f ? mt->lam[j] : 0.0f) + 1e-4f;
-    /* H^½ = E·diag(√λ)·Eᵀ and H = E·diag(λ)·Eᵀ */
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < n; j++) tmp[i * n + j] = mt->E[i * n + j] * sqrtf(mt->lam[j]);
-    bl_qf_gemm(false, true, n, n, n, 1.0f, tmp, n, mt->E, n, 0.0f, mt->Hhalf, n);
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < n; j++) tmp[i * n + j] = mt->E[i * n + j] * mt->lam[j];
-    bl_qf_gemm(false, true, n, n, n, 1.0f, tmp, n, mt->E, n, 0.0f, mt->H, n);
-done:
-    free(tmp);
-    if (st != BL_OK) bl_qf_metric_free(mt);
-    return st;
-}
-
-void bl_qf_metric_free(bl_qf_metric *mt) {
-    free(mt->E);
-    free(mt->lam);
-    free(mt->Hhalf);
-    free(mt->H);
-    memset(mt, 0, sizeof *mt);
 }

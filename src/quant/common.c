@@ -15,6 +15,15 @@ void bl_fit_opts_default(bl_fit_opts *o) {
     o->adam_lr = 0.0f;
 }
 
+const char *bl_fit_phase_name(bl_fit_phase p) {
+    static const char *const names[BL_FIT_PHASES] = {
+        [BL_FIT_PHASE_INIT] = "init",       [BL_FIT_PHASE_GRAM] = "gram",
+        [BL_FIT_PHASE_RHS] = "rhs",         [BL_FIT_PHASE_FACTOR] = "factor",
+        [BL_FIT_PHASE_SOLVE] = "solve",     [BL_FIT_PHASE_PROJECT] = "project",
+    };
+    return (unsigned)p < BL_FIT_PHASES ? names[p] : "?";
+}
+
 double bl_rel_err(const float *W, const float *What, int64_t m, int64_t n) {
     double num = 0.0, den = 0.0;
     int64_t total = m * n;
@@ -32,14 +41,15 @@ static double dbf_bits(int64_t m, int64_t n, int64_t k) {
     return (double)k * (double)(m + n) + 16.0 * (double)(m + n + k);
 }
 
-/* MDBF: bits(r) = P·[r(m+n) + 16·l·(m+n+2r)] (signs, A_env, B_env, Q_U, Q_V per path). */
+/* MDBF: bits(r) = P·[r(m+n) + 16·(l(m+n) + 2lr)] (signs, A_env, B_env, Q_U, Q_V per path); for
+ * l = 1 the two middle vectors are one (μ = Q_U ⊙ Q_V): P·[r(m+n) + 16(m+n+r)]. */
 static double mdbf_bits(int64_t m, int64_t n, int64_t r, int l, int P) {
-    return (double)P * ((double)r * (double)(m + n) + 16.0 * l * (double)(m + n + 2 * r));
+    double middle = l == 1 ? (double)r : 2.0 * l * (double)r;
+    return (double)P * ((double)r * (double)(m + n) + 16.0 * (l * (double)(m + n) + middle));
 }
 
-static int64_t clamp_mid(int64_t k, int64_t m, int64_t n) {
-    int64_t hi = m < n ? m : n;
-    if (k > hi) k = hi;
+static int64_t clamp_mid(int64_t k) {
+    if (k > BL_MAX_MID) k = BL_MAX_MID;
     if (k < 1) k = 1;
     return k;
 }
@@ -48,21 +58,22 @@ int64_t bl_dbf_mid_for_bpw(int64_t m, int64_t n, double bpw) {
     if (m < 1 || n < 1 || !(bpw > 0.0)) return 1;
     double budget = bpw * (double)m * (double)n;
     double kf = floor((budget - 16.0 * (double)(m + n)) / (double)(m + n + 16));
-    int64_t k = kf < 1.0 ? 1 : kf > 4e18 ? INT64_MAX / 4 : (int64_t)kf;
+    int64_t k = kf < 1.0 ? 1 : kf > (double)BL_MAX_MID ? BL_MAX_MID : (int64_t)kf;
     /* the closed form is exact in real arithmetic; settle rounding at the boundary in integers */
-    while (dbf_bits(m, n, k + 1) <= budget && k < m + n) k++;
+    while (k < BL_MAX_MID && dbf_bits(m, n, k + 1) <= budget) k++;
     while (k > 1 && dbf_bits(m, n, k) > budget) k--;
-    return clamp_mid(k, m, n);
+    return clamp_mid(k);
 }
 
 int64_t bl_mdbf_rank_for_bpw(int64_t m, int64_t n, double bpw, int l, int P) {
     if (m < 1 || n < 1 || l < 1 || P < 1 || !(bpw > 0.0)) return 1;
     double budget = bpw * (double)m * (double)n;
-    double rf = floor((budget / P - 16.0 * l * (double)(m + n)) / (double)(m + n + 32 * l));
-    int64_t r = rf < 1.0 ? 1 : rf > 4e18 ? INT64_MAX / 4 : (int64_t)rf;
-    while (mdbf_bits(m, n, r + 1, l, P) <= budget && r < m + n) r++;
+    double rf = floor((budget / P - 16.0 * l * (double)(m + n)) /
+                      (double)(m + n + (l == 1 ? 16 : 32 * l)));
+    int64_t r = rf < 1.0 ? 1 : rf > (double)BL_MAX_MID ? BL_MAX_MID : (int64_t)rf;
+    while (r < BL_MAX_MID && mdbf_bits(m, n, r + 1, l, P) <= budget) r++;
     while (r > 1 && mdbf_bits(m, n, r, l, P) > budget) r--;
-    return clamp_mid(r, m, n);
+    return clamp_mid(r);
 }
 
 bl_status bl_qf_sqrt_importance(const float *imp, int64_t n, float **out, bl_err *err) {

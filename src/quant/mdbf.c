@@ -19,15 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum {
-    MIN_ITERS = 8,     /* default outer ADMM iterations: between these, by the flop budget */
-    MAX_ITERS = 40,
-};
-/* Flops one default fit may spend on ADMM per path (~50 s at the ~200 GFLOP/s of two AVX2 cores).
- * Measured on LLM-like 4096×4096 at 1 bpw: 5 / 10 / 20 outer iterations give rel_err
- * 0.455 / 0.425 / 0.408, so the error keeps falling slowly; small layers get MAX_ITERS. */
-static const double ITER_FLOP_BUDGET = 1e13;
-
 static const float ADAM_LR = 0.01f;    /* relative to each tensor's RMS, cosine-decayed */
 
 static void free_mdbf_path(bl_mdbf_path *p) {
@@ -80,16 +71,6 @@ static bool all_finite(const float *x, size_t n) {
     return true;
 }
 
-/* Flops of one outer iteration: per side XY (m·n·r), Gram (c·r²/2), `inner` solves (c·r²) and two
- * k×k inverses (2r³); the metric adds G·H^½ and the Sylvester rotations. */
-int bl_qf_default_iters(int64_t m, int64_t n, int64_t r, int inner, bool metric) {
-    double M = (double)m, N = (double)n, R = (double)r;
-    double fma = 2.0 * M * N * R + (M + N) * R * R * (inner + 0.5) + 4.0 * R * R * R;
-    if (metric) fma += R * N * N + inner * (2.0 * R * N * N + 2.0 * R * R * N);
-    double it = ITER_FLOP_BUDGET / (2.0 * fma);
-    return it < MIN_ITERS ? MIN_ITERS : it > MAX_ITERS ? MAX_ITERS : (int)it;
-}
-
 static void progress(const bl_fit_opts *o, double f) {
     if (o->progress) o->progress(o->progress_ctx, f);
 }
@@ -99,6 +80,8 @@ static void progress(const bl_fit_opts *o, double f) {
 static bl_status fit_paths(const float *W, int64_t m, int64_t n, int64_t r, int l, int P,
                            const bl_fit_opts *o, bool extras, bl_mdbf_path **out, bl_err *err) {
     *out = NULL;
+    const double t_start = bl_time_s();
+    if (o->trace) memset(o->trace, 0, sizeof *o->trace);
     bl_qf_metric mt_store, *mt = NULL;
     float *so = NULL, *si = NULL, *T = NULL, *Res = NULL, *Tgt = NULL;
     bl_qf_path *qp = calloc((size_t)P, sizeof(bl_qf_path));
@@ -137,13 +120,29 @@ static bl_status fit_paths(const float *W, int64_t m, int64_t n, int64_t r, int 
         goto done;
     }
     bl_qf_scale_rows_cols(W, m, n, so, si, T);
+    /* T's RMS brought into [0.5, 1) by a power of two (exact): the ADMM never sees tiny or huge
+     * numbers, and W·2^k gives bit-identical signs */
+    int pow2 = 0;
+    double t2 = 0.0;
+    for (size_t i = 0; i < mn; i++) t2 += (double)T[i] * T[i];
+    if (t2 > 0.0) {
+        frexp(sqrt(t2 / (double)mn), &pow2);
+        for (size_t i = 0; i < mn; i++) T[i] = ldexpf(T[i], -pow2);
+        t2 = ldexp(t2, -2 * pow2);
+    }
 
     int inner = o->inner > 0 ? o->inner : BL_QF_DEFAULT_INNER;
     bl_qf_admm_opts ao = {
-        .iters = o->iters > 0 ? o->iters : bl_qf_default_iters(m, n, r, inner, mt != NULL),
+        .iters = o->iters,
+        .max_iters = o->max_iters > 0 ? o->max_iters : BL_FIT_MAX_ITERS,
+        .ramp = BL_FIT_RAMP,
+        .window = BL_FIT_WINDOW,
+        .tol = o->tol > 0.0 ? o->tol : BL_FIT_TOL,
         .inner = inner,
         .reg = BL_QF_RIDGE,
         .proj_iters = BL_QF_PROJ_ITERS,
+        .obj_norm = t2,
+        .trace = o->trace,
         .progress = o->progress,
         .progress_ctx = o->progress_ctx,
     };
@@ -159,20 +158,25 @@ static bl_status fit_paths(const float *W, int64_t m, int64_t n, int64_t r, int 
         if (P > 1 && (st = bl_qf_path_product(&qp[p], -1.0f, 1.0f, Res, err)) != BL_OK) goto done;
         progress(o, w_init * (p + 1) / P);
     }
+    if (o->trace) o->trace->seconds[BL_FIT_PHASE_INIT] += bl_time_s() - t_start;
     /* 3. ADMM per path against W minus all other paths (Gauss–Seidel over paths) */
     for (int p = 0; p < P; p++) {
         const float *target = T;
+        const double t_res = bl_time_s();
         if (P > 1) {
             memcpy(Tgt, Res, sizeof(float) * mn);
             if ((st = bl_qf_path_product(&qp[p], 1.0f, 1.0f, Tgt, err)) != BL_OK) goto done;
             target = Tgt;
         }
+        if (o->trace) o->trace->seconds[BL_FIT_PHASE_INIT] += bl_time_s() - t_res;
         ao.progress_base = w_init + w_admm * p / P;
         ao.progress_span = w_admm / P;
-        if ((st = bl_qf_admm(&qp[p], target, mt, &ao, err)) != BL_OK) goto done;
+        if ((st = bl_qf_admm(&qp[p], target, mt, &ao, NULL, err)) != BL_OK) goto done;
         if (P > 1) {
+            const double t_r2 = bl_time_s();
             memcpy(Res, Tgt, sizeof(float) * mn);
             if ((st = bl_qf_path_product(&qp[p], -1.0f, 1.0f, Res, err)) != BL_OK) goto done;
+            if (o->trace) o->trace->seconds[BL_FIT_PHASE_INIT] += bl_time_s() - t_r2;
         }
     }
     for (int p = 0; p < P; p++) {
@@ -189,10 +193,11 @@ static bl_status fit_paths(const float *W, int64_t m, int64_t n, int64_t r, int 
                         w_init + w_admm, w_adam, err);
         if (st != BL_OK) goto done;
     }
-    /* importance divided back out of the outer envelopes */
+    /* importance and the power-of-two normalization divided back out of the outer envelopes */
     for (int p = 0; p < P; p++) {
-        for (int64_t i = 0; i < m && so; i++)
-            for (int j = 0; j < l; j++) ps[p].A_env[i * l + j] /= so[i];
+        for (int64_t i = 0; i < m; i++)
+            for (int j = 0; j < l; j++)
+                ps[p].A_env[i * l + j] = ldexpf(ps[p].A_env[i * l + j], pow2) / (so ? so[i] : 1.0f);
         for (int64_t i = 0; i < n && si; i++)
             for (int j = 0; j < l; j++) ps[p].B_env[i * l + j] /= si[i];
         if (!all_finite(ps[p].A_env, (size_t)(m * l)) || !all_finite(ps[p].Q_U, (size_t)(r * l)) ||
@@ -260,14 +265,38 @@ static bool round_f16_all(float *x, size_t n) {
     return true;
 }
 
+/* The stored form of one fitted path. l = 1 (DBF's form): one middle scale μ = Q_U ⊙ Q_V kept in
+ * Q_U (Q_V = 1, not stored), and a = A_env, μ, b = B_env scaled to equal RMS; l > 1: the gauge
+ * balancing above. Then every vector rounded to FP16. False when a value does not fit. */
+static bool finish_path(bl_mdbf_path *p, int64_t m, int64_t n, int64_t r, int l) {
+    if (l == 1) {
+        for (int64_t j = 0; j < r; j++) {
+            p->Q_U[j] *= p->Q_V[j];
+            p->Q_V[j] = 1.0f;
+        }
+        double ra = bl_qf_rms(p->A_env, m, 1), rm = bl_qf_rms(p->Q_U, r, 1);
+        double rb = bl_qf_rms(p->B_env, n, 1);
+        if (ra > 0.0 && rm > 0.0 && rb > 0.0) { /* product unchanged */
+            double g = cbrt(ra * rm * rb);
+            scale_col(p->A_env, m, 1, 0, g / ra);
+            scale_col(p->Q_U, r, 1, 0, g / rm);
+            scale_col(p->B_env, n, 1, 0, g / rb);
+        }
+    } else {
+        balance_path(p, m, n, r, l);
+    }
+    return round_f16_all(p->A_env, (size_t)(m * l)) && round_f16_all(p->Q_U, (size_t)(r * l)) &&
+           round_f16_all(p->Q_V, (size_t)(r * l)) && round_f16_all(p->B_env, (size_t)(n * l));
+}
+
 static bl_status check_input(const float *W, int64_t m, int64_t n, int64_t r, const char *fn,
                              const char *what, bl_err *err) {
     if (!W || m < 1 || n < 1)
         return bl_fail(err, BL_ERR_ARG, "%s: bad input (%lldx%lld)", fn, (long long)m, (long long)n);
-    int64_t hi = m < n ? m : n;
-    if (r < 1 || r > hi)
+    /* not capped at min(m, n): a wider middle still adds sign bits that lower the error */
+    if (r < 1 || r > BL_MAX_MID)
         return bl_fail(err, BL_ERR_ARG, "%s: %s = %lld outside [1, %lld]", fn, what, (long long)r,
-                       (long long)hi);
+                       (long long)BL_MAX_MID);
     if (!all_finite(W, (size_t)m * (size_t)n))
         return bl_fail(err, BL_ERR_NUMERIC, "%s: W contains a non-finite value", fn);
     return BL_OK;
@@ -291,12 +320,7 @@ bl_status bl_fit_mdbf(const float *W, int64_t m, int64_t n, int64_t r, int l, in
     bl_mdbf_path *ps;
     if ((st = fit_paths(W, m, n, r, l, P, o, true, &ps, err)) != BL_OK) return st;
     for (int p = 0; p < P; p++) {
-        balance_path(&ps[p], m, n, r, l);
-        bool ok = round_f16_all(ps[p].A_env, (size_t)(m * l)) &&
-                  round_f16_all(ps[p].Q_U, (size_t)(r * l)) &&
-                  round_f16_all(ps[p].Q_V, (size_t)(r * l)) &&
-                  round_f16_all(ps[p].B_env, (size_t)(n * l));
-        if (!ok) {
+        if (!finish_path(&ps[p], m, n, r, l)) {
             free_paths(ps, P);
             return bl_fail(err, BL_ERR_NUMERIC, "bl_fit_mdbf: a scale does not fit in FP16");
         }
@@ -328,17 +352,8 @@ bl_status bl_fit_dbf(const float *W, int64_t m, int64_t n, int64_t k, const bl_f
     bl_mdbf_path *ps;
     if ((st = fit_paths(W, m, n, k, 1, 1, o, false, &ps, err)) != BL_OK) return st;
     bl_mdbf_path *p = &ps[0];
-    /* l = 1: a = A_env, μ = Q_U ⊙ Q_V, b = B_env */
-    for (int64_t j = 0; j < k; j++) p->Q_U[j] *= p->Q_V[j];
-    double ra = bl_qf_rms(p->A_env, m, 1), rm = bl_qf_rms(p->Q_U, k, 1), rb = bl_qf_rms(p->B_env, n, 1);
-    if (ra > 0.0 && rm > 0.0 && rb > 0.0) { /* equal RMS for a, μ, b; product unchanged */
-        double g = cbrt(ra * rm * rb);
-        scale_col(p->A_env, m, 1, 0, g / ra);
-        scale_col(p->Q_U, k, 1, 0, g / rm);
-        scale_col(p->B_env, n, 1, 0, g / rb);
-    }
-    if (!round_f16_all(p->A_env, (size_t)m) || !round_f16_all(p->Q_U, (size_t)k) ||
-        !round_f16_all(p->B_env, (size_t)n)) {
+    /* the path in MDBF(l = 1)'s stored form is DBF's: a = A_env, μ = Q_U, b = B_env */
+    if (!finish_path(p, m, n, k, 1)) {
         free_paths(ps, 1);
         return bl_fail(err, BL_ERR_NUMERIC, "bl_fit_dbf: a scale does not fit in FP16");
     }

@@ -26,16 +26,20 @@ void bl_qf_gemm(bool tA, bool tB, int64_t M, int64_t N, int64_t K, float alpha, 
                 int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 /* G = A·Aᵀ (r×r, both triangles filled) for A r×c. */
 void bl_qf_gram_rows(const float *A, int64_t r, int64_t c, float *G);
-/* inv = (M + shift·I)⁻¹ for symmetric positive definite M (k×k), both triangles filled. */
-bl_status bl_qf_spd_inverse(const float *M, int64_t k, float shift, float *inv, bl_err *err);
+/* Cholesky factor of M + shift·I for symmetric M (k×k, upper triangle read): U (k×k, upper
+ * triangle) with M + shift·I = Uᵀ·U. BL_ERR_NUMERIC when not positive definite. */
+bl_status bl_qf_spd_factor(const float *M, int64_t k, float shift, float *U, bl_err *err);
+/* B (k×c) ← (Uᵀ·U)⁻¹·B in place, by two triangular solves. */
+void bl_qf_spd_solve(const float *U, int64_t k, float *B, int64_t c);
 /* Symmetric eigendecomposition in place: on return A (n×n) holds the eigenvectors as columns
  * (A[i·n + j] = component i of vector j) and w the eigenvalues in ascending order. */
 bl_status bl_qf_sym_eig(float *A, int64_t n, float *w, bl_err *err);
 /* Orthonormalizes the k columns of the m×k matrix A (Householder QR, k ≤ m). If R is not NULL it
  * receives the k×k upper-triangular factor (A_in = Q·R). */
 bl_status bl_qf_orthonormalize(float *A, int64_t m, int64_t k, float *R, bl_err *err);
-/* Rank-r truncated SVD A ≈ L·RT with L = U·Σ^½ (m×r) and RT = Σ^½·Vᵀ (r×n), computed from the
- * eigendecomposition of the Gram matrix of the smaller side. L·RT is always the exact orthogonal
+/* Rank-r truncated SVD A ≈ L·RT with L = U·Σ^½ (m×r) and RT = Σ^½·Vᵀ (r×n), r ≤ min(m, n)
+ * (BL_ERR_ARG otherwise), computed from the eigendecomposition of the Gram matrix of the smaller
+ * side. L·RT is always the exact orthogonal
  * projection of A onto the computed r-dimensional subspace, so poor accuracy of tiny eigenvalues
  * can never produce a worse-than-projection approximation. */
 bl_status bl_qf_tsvd(const float *A, int64_t m, int64_t n, int64_t r, float *L, float *RT,
@@ -86,7 +90,7 @@ void bl_qf_pack_signs(const float *M, int64_t r, int64_t c, uint8_t *bits);
 /* Transposes a packed r×c sign matrix into a packed c×r one. */
 void bl_qf_transpose_signs(const uint8_t *in, int64_t r, int64_t c, uint8_t *out);
 
-/* ---- admm.c: the alternating ADMM shared by DBF and MDBF ---- */
+/* ---- admm.c / admm_init.c: the alternating ADMM shared by DBF and MDBF ---- */
 
 /* One side of a factorization: the variable is an r×c matrix (F is kept transposed, r×m, so that
  * both sides have the same shape convention and the same update code). */
@@ -117,8 +121,15 @@ typedef struct {
 bl_status bl_qf_metric_init(bl_qf_metric *mt, const float *H, int64_t n, const float *si,
                             bl_err *err);
 void bl_qf_metric_free(bl_qf_metric *mt);
+/* out = X·E·diag(d)·Eᵀ for X r×n (tmp: r×n scratch): X·H^p for d = λ^p. */
+void bl_qf_metric_apply(const bl_qf_metric *mt, const float *X, int64_t r, const float *d,
+                        float *tmp, float *out);
 
-/* One path W ≈ F·G: F = Zᵀ of side f (m×r), G = Z of side g (r×n). */
+/* One path W ≈ F·G: F = Zᵀ of side f (m×r), G = Z of side g (r×n). The path's value is
+ * Fn·G with Fn = F with unit columns (the normalization the ADMM's G-step uses); every function
+ * below keeps the two factors scaled so that this value is also the plain product F·G of the
+ * previous F-step's view (F·Gn with Gn = G with unit rows), i.e. ‖F_k‖ = ‖G_k‖ for every
+ * component k after initialization. The middle dimension r may exceed min(m, n). */
 typedef struct {
     int64_t m, n, r;
     int l;
@@ -130,31 +141,39 @@ bl_status bl_qf_path_alloc(bl_qf_path *p, int64_t m, int64_t n, int64_t r, int l
 void bl_qf_path_free(bl_qf_path *p);
 
 /* Closed-form initialization (ALGORITHMS.md §5): rank-r TSVD of T (of T·H^½ mapped back when mt is
- * given), then each factor projected onto its constraint set. */
+ * given), each factor projected onto its constraint set. For r > min(m, n) the components beyond
+ * min(m, n) come from the TSVD of what the projected earlier ones leave (block by block). The
+ * result is scale-equivariant: T·s gives factors·√s exactly up to rounding. */
 bl_status bl_qf_path_init_svd(bl_qf_path *p, const float *T, const bl_qf_metric *mt, bl_err *err);
-/* The reference DBF start: both factors i.i.d. standard normal. */
-void bl_qf_path_init_random(bl_qf_path *p, uint64_t seed);
+/* The reference DBF start: both factors i.i.d. standard normal scaled to T's RMS. */
+void bl_qf_path_init_random(bl_qf_path *p, uint64_t seed, double t_rms);
 
 /* ADMM settings of the reference code (usamec/double_binary, OneCompression mdbf/admm.py). */
-#define BL_QF_DEFAULT_INNER 3 /* inner ADMM steps per side and outer iteration */
+#define BL_QF_DEFAULT_INNER 2 /* inner ADMM steps per side and outer iteration (reference: 3) */
 #define BL_QF_RIDGE 0.03f     /* ridge = 0.03 · mean diagonal of the normal matrix */
 #define BL_QF_PROJ_ITERS 3    /* power iterations per projection (warm-started; reference: 5 cold) */
 
-/* Default number of outer iterations for an m×n path of rank r (mdbf.c: a flop budget). */
-int bl_qf_default_iters(int64_t m, int64_t n, int64_t r, int inner, bool metric);
-
 typedef struct {
-    int iters, inner;
+    /* Outer iterations. iters > 0: exactly iters, with the reference's penalty schedule
+     * ρ₀ = 0.03 + 0.97·min(1, it/(iters − 3))³. iters == 0: the same schedule over `ramp`
+     * iterations, then ρ₀ = 1 until the objective improves by less than tol·e over `window`
+     * iterations (e = relative objective), at most max_iters in all. */
+    int iters, max_iters, ramp, window;
+    double tol;
+    int inner;
     float reg;               /* ridge, relative to the mean diagonal of the normal matrix */
     int proj_iters;          /* power iterations per projection */
-    bl_progress_fn progress; /* called with base + span·(it+1)/iters */
+    double obj_norm;         /* the objective is reported as sqrt(E / obj_norm) */
+    bl_fit_trace *trace;     /* optional: iterations and objective appended */
+    bl_progress_fn progress; /* called with base + span·(it+1)/limit */
     void *progress_ctx;
     double progress_base, progress_span;
 } bl_qf_admm_opts;
 
-/* Alternating ADMM on T (m×n) starting from the path's current Z/U. */
+/* Alternating ADMM on T (m×n) starting from the path's current Z/U. On return *obj (if not NULL)
+ * holds the final relative objective. */
 bl_status bl_qf_admm(bl_qf_path *p, const float *T, const bl_qf_metric *mt,
-                     const bl_qf_admm_opts *ao, bl_err *err);
+                     const bl_qf_admm_opts *ao, double *obj, bl_err *err);
 
 /* Y = beta·Y + alpha·F·G (m×n) with F's columns normalized as the final representation uses them
  * (p->f.B is used as scratch). */

@@ -100,9 +100,9 @@ bl_status bl_random_dbf(int64_t m, int64_t n, int64_t k, uint64_t seed, bl_dbf *
     if (!out) return bl_fail(err, BL_ERR_ARG, "bl_random_dbf: NULL output");
     memset(out, 0, sizeof *out);
     if (m < 1 || n < 1) return bad_shape("bl_random_dbf", m, n, err);
-    if (k < 1 || k > (m < n ? m : n))
+    if (k < 1 || k > BL_MAX_MID)
         return bl_fail(err, BL_ERR_ARG, "bl_random_dbf: middle dimension %lld outside [1, %lld]",
-                       (long long)k, (long long)(m < n ? m : n));
+                       (long long)k, (long long)BL_MAX_MID);
     out->m = m;
     out->n = n;
     out->k = k;
@@ -129,9 +129,9 @@ bl_status bl_random_mdbf(int64_t m, int64_t n, int64_t r, int l, int P, uint64_t
     if (!out) return bl_fail(err, BL_ERR_ARG, "bl_random_mdbf: NULL output");
     memset(out, 0, sizeof *out);
     if (m < 1 || n < 1) return bad_shape("bl_random_mdbf", m, n, err);
-    if (r < 1 || r > (m < n ? m : n) || l < 1 || P < 1)
+    if (r < 1 || r > BL_MAX_MID || l < 1 || P < 1)
         return bl_fail(err, BL_ERR_ARG, "bl_random_mdbf: r = %lld (max %lld), l = %d, P = %d",
-                       (long long)r, (long long)(m < n ? m : n), l, P);
+                       (long long)r, (long long)BL_MAX_MID, l, P);
     out->paths = calloc((size_t)P, sizeof(bl_mdbf_path));
     if (!out->paths) return nomem("bl_random_mdbf", m, n, err);
     out->m = m;

@@ -1,0 +1,264 @@
+/* bitllm fit: one matrix (a .npy file or a model's tensor) fitted with one method and measured. */
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bitllm/quantize.h"
+#include "cli.h"
+#include "cli_util.h"
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* A 1-D importance vector of exactly `len` values (a 2-D 1×len or len×1 array is accepted too). */
+static float *read_importance(const char *path, int64_t len, const char *what) {
+    bl_err err = {0};
+    bl_npy_header h;
+    float *v;
+    if (bl_npy_read_f32(path, &v, &h, &err) != BL_OK) {
+        cli_error("fit", &err);
+        return NULL;
+    }
+    if ((int64_t)h.numel != len || h.ndim < 1 || h.ndim > 2 ||
+        (h.ndim == 2 && h.shape[0] != 1 && h.shape[1] != 1)) {
+        cli_errorf("fit", "%s: %s importance must be a vector of %lld values (one per %s), not "
+                          "%llu values in %d dimensions",
+                   path, what, (long long)len, strcmp(what, "input") ? "output row" : "input column",
+                   (unsigned long long)h.numel, h.ndim);
+        free(v);
+        return NULL;
+    }
+    for (int64_t i = 0; i < len; i++)
+        if (!isfinite(v[i]) || v[i] < 0.0f) {
+            cli_errorf("fit", "%s: value %lld is %g; importances must be finite and >= 0", path,
+                       (long long)i, (double)v[i]);
+            free(v);
+            return NULL;
+        }
+    return v;
+}
+
+int cmd_fit(int argc, char **argv) {
+    const char *tensor = NULL, *method = "dbf", *bpw_s = NULL, *imp_in = NULL, *imp_out = NULL,
+               *out = NULL, *tokp = NULL;
+    bool json = false, svd = false;
+    int mid = 0, rank_l = 1, paths = 1, iters = 0, max_iters = 0, group = 128, threads = 0;
+    double tol = 0.0;
+    uint64_t seed = 0;
+    const cli_opt opts[] = {
+        {"tensor", 0, OPT_STR, &tensor, "NAME", "with MODEL: the matrix to fit, e.g. "
+                                                "model.layers.3.mlp.down_proj.weight", CLI_ANY},
+        {"method", 'm', OPT_STR, &method, "M", "rtn1|rtn2|rtn3|rtn4|onebit|dbf|mdbf (default dbf)",
+         CLI_ANY},
+        {"bpw", 0, OPT_STR, &bpw_s, "B", "dbf/mdbf target bpw incl. FP16 vectors, or 'onebit' "
+                                         "(default: onebit's cost for the shape)", USES(BL_QP_BPW)},
+        {"mid", 0, OPT_INT, &mid, "K", "dbf/mdbf middle dimension (instead of --bpw)",
+         CLI_RANGE(1, (double)BL_MAX_MID), USES(BL_QP_BPW)},
+        {"envelope-rank", 0, OPT_INT, &rank_l, "L", "mdbf envelope rank l (default 1)",
+         CLI_RANGE(1, 1024), USES(BL_QP_ENVELOPE_RANK)},
+        {"paths", 0, OPT_INT, &paths, "P", "mdbf paths (default 1)", CLI_RANGE(1, 64),
+         USES(BL_QP_PATHS)},
+        {"iters", 0, OPT_INT, &iters, "N", "dbf/mdbf: exactly N ADMM iterations (default: stop "
+                                           "on convergence)", CLI_MIN(1), USES(BL_QP_ITERS)},
+        {"max-iters", 0, OPT_INT, &max_iters, "N", "cap of the convergence stop (default 260)",
+         CLI_RANGE(1, 1000000), USES(BL_QP_ITERS)},
+        {"tol", 0, OPT_FLOAT, &tol, "T", "convergence: relative improvement per 10 iterations "
+                                         "(default 1e-3)", CLI_RANGE_LO_OPEN(0.0, 1.0),
+         USES(BL_QP_ITERS)},
+        {"group", 0, OPT_INT, &group, "G", "rtn2..4 group size, 64 or 128 (default 128)",
+         CLI_RANGE(64, 128), USES(BL_QP_GROUP)},
+        {"svd", 0, OPT_FLAG, &svd, NULL, "onebit: SVID rank-1 by SVD (default NMF)",
+         USES(BL_QP_SVID)},
+        {"seed", 0, OPT_U64, &seed, "S", "random seed (default 0)", USES(BL_QP_SEED)},
+        {"importance", 0, OPT_STR, &imp_in, "FILE.npy", "per-input-column importance (n values, "
+                                                        "e.g. mean x²): weights the onebit/dbf/mdbf "
+                                                        "fit and the reported weighted error",
+         CLI_ANY},
+        {"out-importance", 0, OPT_STR, &imp_out, "FILE.npy", "per-output-row importance (m "
+                                                             "values)", CLI_ANY},
+        {"out", 'o', OPT_STR, &out, "W_HAT.npy", "write the reconstruction Ŵ (float32, m×n)",
+         CLI_ANY},
+        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
+        {"threads", 't', OPT_INT, &threads, "T",
+         "threads (default: OMP_NUM_THREADS or all cores; the result does not depend on it)",
+         CLI_MIN(1)},
+        {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout", CLI_ANY},
+    };
+    uint64_t given = 0;
+    const cli_spec spec = {"fit", "FILE.npy | MODEL --tensor NAME",
+                           "Fit one matrix (a float32/float16 2-D .npy file, or a tensor of a "
+                           "model) with one method and print its relative error, the "
+                           "importance-weighted error, the bits per weight it stores, iterations "
+                           "and time. An option the method does not use is an error.",
+                           opts, (int)(sizeof opts / sizeof opts[0]), 1, 1, &given};
+    const char *pos[1];
+    int np, r = cli_parse(&spec, argc, argv, pos, &np);
+    if (r != CLI_OK) return cli_exit_code(r);
+    bl_layer_fit_opts o;
+    bl_layer_fit_opts_default(&o);
+    if (!bl_qmethod_from_name(method, &o.method)) {
+        cli_errorf("fit", "unknown method '%s' (rtn1..rtn4, onebit, dbf, mdbf)", method);
+        return 2;
+    }
+    if (cli_check_method_opts("fit", &spec, o.method, false, method)) return 2;
+    if (bpw_s && strcmp(bpw_s, "onebit") != 0) {
+        char *end;
+        o.bpw = strtod(bpw_s, &end);
+        if (!*bpw_s || *end || !(o.bpw > 0.0 && o.bpw <= 64.0)) {
+            cli_errorf("fit", "--bpw must be a number in (0, 64] or 'onebit', got '%s'", bpw_s);
+            return 2;
+        }
+    }
+    if (bpw_s && mid) {
+        cli_errorf("fit", "--mid and --bpw both set the middle dimension; give one");
+        return 2;
+    }
+    if (group != 64 && group != 128) {
+        cli_errorf("fit", "--group must be 64 or 128, got %d", group);
+        return 2;
+    }
+    const bool npy = ends_with(pos[0], ".npy");
+    if (npy && tensor) return cli_errorf("fit", "--tensor names a tensor of a MODEL, not of a .npy");
+    if (!npy && !tensor)
+        return cli_errorf("fit", "%s: give a .npy file, or a MODEL with --tensor NAME", pos[0]);
+    if (out) { /* never onto an input: the matrix, the model, the importance files */
+        const char *inputs[] = {pos[0], imp_in, imp_out, tokp};
+        const char *in[4];
+        int n_in = 0;
+        for (int i = 0; i < 4; i++)
+            if (inputs[i]) in[n_in++] = inputs[i];
+        bl_err oerr = {0};
+        if (bl_output_file_check(out, in, n_in, &oerr) != BL_OK) return cli_error("fit", &oerr);
+    }
+    o.mid = mid;
+    o.group = group;
+    o.rank_l = rank_l;
+    o.paths = paths;
+    o.fit.seed = seed;
+    o.n_threads = threads;
+    o.fit.iters = iters;
+    o.fit.max_iters = max_iters;
+    o.fit.tol = tol;
+    o.fit.nmf = !svd;
+
+    int rc = 1;
+    bl_model *model = NULL;
+    float *W = NULL, *ii = NULL, *oi = NULL, *What = NULL;
+    int64_t m = 0, n = 0;
+    bl_err err = {0};
+    bl_linear L = {0};
+    if (npy) {
+        bl_npy_header h;
+        if (bl_npy_read_f32(pos[0], &W, &h, &err) != BL_OK) {
+            cli_error("fit", &err);
+            goto done;
+        }
+        if (h.ndim != 2 || h.shape[0] < 1 || h.shape[1] < 1) {
+            cli_errorf("fit", "%s: expected a 2-D array with at least one row and column, got %d "
+                              "dimensions", pos[0], h.ndim);
+            goto done;
+        }
+        m = h.shape[0];
+        n = h.shape[1];
+    } else {
+        if (!(model = cli_load_model(pos[0], tokp))) goto done;
+        if (bl_model_matrix(model, tensor, &W, &m, &n, &err) != BL_OK) {
+            cli_error("fit", &err);
+            goto done;
+        }
+    }
+    for (int64_t i = 0; i < m * n; i++)
+        if (!isfinite(W[i])) {
+            cli_errorf("fit", "%s: element %lld is not finite", tensor ? tensor : pos[0],
+                       (long long)i);
+            goto done;
+        }
+    if (imp_in && !(ii = read_importance(imp_in, n, "input"))) goto done;
+    if (imp_out && !(oi = read_importance(imp_out, m, "output"))) goto done;
+    o.fit.in_importance = ii;
+    o.fit.out_importance = oi;
+    const char *label = tensor ? tensor : pos[0];
+    if (bl_layer_fit_check(&o, m, n, label, &err) != BL_OK) {
+        cli_error("fit", &err);
+        goto done;
+    }
+    fprintf(stderr, "fitting %s (%lld x %lld) with %s", label, (long long)m, (long long)n, method);
+    if (o.method == BL_QM_DBF || o.method == BL_QM_MDBF)
+        fprintf(stderr, ", middle %lld (target %.4f bpw)", (long long)bl_layer_mid(&o, m, n),
+                o.mid ? 0.0 : bl_layer_target_bpw(&o, m, n));
+    fputc('\n', stderr);
+    cli_progress prog;
+    cli_progress_start(&prog, "fit");
+    o.fit.progress = cli_progress_cb;
+    o.fit.progress_ctx = &prog;
+    bl_layer_fit_result *res = calloc(1, sizeof *res);
+    if (!res) {
+        cli_errorf("fit", "out of memory");
+        goto done;
+    }
+    bl_status s = bl_fit_layer(W, m, n, &o, &L, res, &err);
+    cli_progress_done(&prog);
+    if (s != BL_OK) {
+        cli_error("fit", &err);
+        free(res);
+        goto done;
+    }
+    fprintf(stderr, "bpw %.4f  rel_err %.5f", res->bpw, res->rel_err);
+    if (ii || oi) fprintf(stderr, "  weighted rel_err %.5f", res->wrel_err);
+    if (res->iters > 0)
+        fprintf(stderr, "  %d iterations (%s)", res->iters,
+                res->trace.paths_converged == o.paths ? "converged"
+                : iters > 0                           ? "fixed count"
+                                                      : "cap reached");
+    fprintf(stderr, "  %.2f s wall, %.2f s CPU\n", res->seconds, res->cpu_seconds);
+    if (out) {
+        int64_t shape[2] = {m, n};
+        What = malloc(sizeof(float) * (size_t)m * (size_t)n);
+        if (!What) {
+            cli_errorf("fit", "out of memory for the reconstruction");
+            free(res);
+            goto done;
+        }
+        if (L.ops->to_dense(&L, What, &err) != BL_OK ||
+            bl_npy_write_f32(out, What, 2, shape, &err) != BL_OK) {
+            cli_error("fit", &err);
+            free(res);
+            goto done;
+        }
+        fprintf(stderr, "wrote %s\n", out);
+    }
+    if (json) {
+        cJSON *j = cli_layer_fit_json(res);
+        cJSON_AddStringToObject(j, "source", pos[0]);
+        if (tensor) cJSON_AddStringToObject(j, "tensor", tensor);
+        cJSON *sh = cJSON_AddArrayToObject(j, "shape");
+        cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)m));
+        cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)n));
+        cJSON_AddStringToObject(j, "method", method);
+        if ((o.method == BL_QM_DBF || o.method == BL_QM_MDBF) && !o.mid)
+            cJSON_AddNumberToObject(j, "bpw_target", bl_layer_target_bpw(&o, m, n));
+        if (o.method == BL_QM_MDBF) {
+            cJSON_AddNumberToObject(j, "envelope_rank", rank_l);
+            cJSON_AddNumberToObject(j, "paths", paths);
+        }
+        cJSON_AddNumberToObject(j, "seed", (double)seed);
+        cJSON_AddStringToObject(j, "blas", openblas_get_config());
+        if (out) cJSON_AddStringToObject(j, "out", out);
+        cli_print_json(j);
+    }
+    free(res);
+    rc = 0;
+done:
+    bl_linear_free(&L);
+    free(W);
+    free(ii);
+    free(oi);
+    free(What);
+    bl_model_free(model);
+    return rc;
+}
