@@ -126,15 +126,15 @@ static void add_row(const char *method, const char *shape, const char *params, d
 
 typedef struct {
     const char *name;
-    bl_qmethod method;
+    const char *method;
     int l, P;
     bool targets; /* dbf/mdbf: one row per bpw target */
 } config;
 
 static const config CONFIGS[] = {
-    {"rtn1", BL_QM_RTN1, 1, 1, false},       {"rtn2", BL_QM_RTN2, 1, 1, false},
-    {"onebit", BL_QM_ONEBIT, 1, 1, false},   {"dbf", BL_QM_DBF, 1, 1, true},
-    {"mdbf-l1-P2", BL_QM_MDBF, 1, 2, true},  {"mdbf-l4-P1", BL_QM_MDBF, 4, 1, true},
+    {"rtn1", "rtn1", 1, 1, false},       {"rtn2", "rtn2", 1, 1, false},
+    {"onebit", "onebit", 1, 1, false},   {"dbf", "dbf", 1, 1, true},
+    {"mdbf-l1-P2", "mdbf", 1, 2, true},  {"mdbf-l4-P1", "mdbf", 4, 1, true},
 };
 enum { N_CONFIGS = sizeof CONFIGS / sizeof CONFIGS[0] };
 
@@ -145,10 +145,10 @@ static bool selected(const char *only, const char *name) {
 static bl_layer_fit_opts opts_of(const config *c, double bpw, int iters) {
     bl_layer_fit_opts o;
     bl_layer_fit_opts_default(&o);
-    o.method = c->method;
+    bl_method_parse(c->method, &o.method, NULL);
     o.bpw = bpw;
-    o.rank_l = c->l;
-    o.paths = c->P;
+    o.method.params.rank_l = c->l;
+    o.method.params.paths = c->P;
     o.fit.seed = 1;
     o.fit.iters = iters;
     return o;
@@ -172,9 +172,9 @@ static void bench_matrix(const float *W, int64_t m, int64_t n, const char *shape
     }
     bl_linear_free(&L);
     char params[32] = "";
-    if (res->mid) snprintf(params, sizeof params, "%s=%lld", c->method == BL_QM_DBF ? "k" : "r",
+    if (res->mid) snprintf(params, sizeof params, "%s=%lld", strcmp(c->method, "dbf") == 0 ? "k" : "r",
                            (long long)res->mid);
-    else if (c->method == BL_QM_RTN2) snprintf(params, sizeof params, "g128");
+    else if (strcmp(c->method, "rtn2") == 0) snprintf(params, sizeof params, "g128");
     add_row(c->name, shape, params, c->targets ? bpw : 0.0, res->bpw, res->rel_err, res->iters,
             res->seconds, res->cpu_seconds, res->trace.flops / 1e9, res->trace.seconds, json);
     free(res);

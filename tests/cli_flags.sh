@@ -45,7 +45,7 @@ expect_usage "distill -o with --steps 0" "-o has no effect with --steps 0" $BIN 
 expect_usage "quantize --calib-tokens without --calib" "--calib-tokens has no effect without --calib" $BIN quantize "$G" -m dbf -o "$tmp/q" --calib-tokens 100
 check "no output was written by any of them" '[ ! -e "$tmp/q" ] && [ ! -e "$tmp/d" ] && [ ! -e "$tmp/s" ] && [ -z "$(ls "$tmp" | grep "\.tmp\.")" ]'
 
-# options the method does not use: one table (bl_qmethod_uses), every combination
+# options the method does not use: the formats' traits (bl_method_uses), every combination
 expect_usage "quantize -m rtn2 --bpw 1.0" "--bpw is not used by -m rtn2 (used by: dbf, mdbf)" $BIN quantize "$G" -m rtn2 --bpw 1.0 -o "$tmp/q"
 expect_usage "quantize -m onebit --bpw 3" "--bpw is not used by -m onebit" $BIN quantize "$G" -m onebit --bpw 3 -o "$tmp/q"
 expect_usage "quantize -m rtn1 --adam-steps 5" "--adam-steps is not used by -m rtn1 (used by: mdbf)" $BIN quantize "$G" -m rtn1 --adam-steps 5 -o "$tmp/q"

@@ -112,4 +112,16 @@ static inline int test_quick(void) {
     return q && *q && strcmp(q, "0") != 0;
 }
 
+/* A method from its spec ("rtn2", "mdbf:rank_l=2"); a bad spec is a bug in the test. */
+#include "bitllm/format.h"
+static inline bl_method test_method(const char *spec) {
+    bl_method m;
+    bl_err e;
+    if (bl_method_parse(spec, &m, &e) != BL_OK) {
+        fprintf(stderr, "test_method(%s): %s\n", spec, e.msg);
+        abort();
+    }
+    return m;
+}
+
 #endif

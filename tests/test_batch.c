@@ -173,22 +173,22 @@ static void test_quantized_formats(void) {
     REQUIRE(synth("src", BL_DT_F16, src_dir, sizeof src_dir));
     bl_model *src = load(src_dir, BL_ISA_AUTO);
     REQUIRE(src);
-    const struct { bl_qmethod q; double bpw; } methods[] = {
-        {BL_QM_ONEBIT, 0}, {BL_QM_DBF, 1.5}, {BL_QM_MDBF, 2.0}, {BL_QM_RTN1, 0}, {BL_QM_RTN2, 0}};
+    const struct { const char *q; double bpw; } methods[] = {
+        {"onebit", 0}, {"dbf", 1.5}, {"mdbf", 2.0}, {"rtn1", 0}, {"rtn2", 0}};
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
         bl_quant_opts o;
         bl_quant_opts_default(&o);
-        o.method = methods[i].q;
+        o.method = test_method(methods[i].q);
         if (methods[i].bpw > 0) o.bpw = methods[i].bpw;
-        o.group = 32;
+        o.method.params.group = 32;
         o.random_factors = true;
         char dir[256];
-        snprintf(dir, sizeof dir, "%s/%s", base_dir, bl_qmethod_name(methods[i].q));
+        snprintf(dir, sizeof dir, "%s/%s", base_dir, methods[i].q);
         bl_err err = {0};
         bl_quant_summary sum;
         bl_status s = bl_quantize_model(src, &o, dir, &sum, &err);
-        CHECK_MSG(s == BL_OK, "quantize %s: %s", bl_qmethod_name(methods[i].q), err.msg);
-        if (!s) check_every_isa(dir, bl_qmethod_name(methods[i].q));
+        CHECK_MSG(s == BL_OK, "quantize %s: %s", methods[i].q, err.msg);
+        if (!s) check_every_isa(dir, methods[i].q);
     }
     bl_model_free(src);
 }

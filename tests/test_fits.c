@@ -21,29 +21,29 @@ static float *gen_llm(int64_t m, int64_t n, uint64_t seed) {
 
 typedef struct {
     const char *name;
-    bl_qmethod method;
+    const char *method;
     int l, P, group;
     bool svd;
 } method_case;
 
 static const method_case METHODS[] = {
-    {"rtn1", BL_QM_RTN1, 1, 1, 128, false},       {"rtn2 g64", BL_QM_RTN2, 1, 1, 64, false},
-    {"rtn3 g64", BL_QM_RTN3, 1, 1, 64, false},    {"rtn4 g64", BL_QM_RTN4, 1, 1, 64, false},
-    {"onebit svd", BL_QM_ONEBIT, 1, 1, 128, true}, {"onebit nmf", BL_QM_ONEBIT, 1, 1, 128, false},
-    {"dbf", BL_QM_DBF, 1, 1, 128, false},         {"mdbf l=1 P=1", BL_QM_MDBF, 1, 1, 128, false},
-    {"mdbf l=1 P=2", BL_QM_MDBF, 1, 2, 128, false}, {"mdbf l=2 P=1", BL_QM_MDBF, 2, 1, 128, false},
-    {"mdbf l=2 P=2", BL_QM_MDBF, 2, 2, 128, false},
+    {"rtn1", "rtn1", 1, 1, 128, false},       {"rtn2 g64", "rtn2", 1, 1, 64, false},
+    {"rtn3 g64", "rtn3", 1, 1, 64, false},    {"rtn4 g64", "rtn4", 1, 1, 64, false},
+    {"onebit svd", "onebit", 1, 1, 128, true}, {"onebit nmf", "onebit", 1, 1, 128, false},
+    {"dbf", "dbf", 1, 1, 128, false},         {"mdbf l=1 P=1", "mdbf", 1, 1, 128, false},
+    {"mdbf l=1 P=2", "mdbf", 1, 2, 128, false}, {"mdbf l=2 P=1", "mdbf", 2, 1, 128, false},
+    {"mdbf l=2 P=2", "mdbf", 2, 2, 128, false},
 };
 enum { N_METHODS = sizeof METHODS / sizeof METHODS[0] };
 
 static bl_layer_fit_opts opts_for(const method_case *c, double bpw, int iters) {
     bl_layer_fit_opts o;
     bl_layer_fit_opts_default(&o);
-    o.method = c->method;
+    o.method = test_method(c->method);
     o.bpw = bpw;
-    o.rank_l = c->l;
-    o.paths = c->P;
-    o.group = c->group;
+    o.method.params.rank_l = c->l;
+    o.method.params.paths = c->P;
+    o.method.params.group = c->group;
     o.fit.nmf = !c->svd;
     o.fit.seed = 5;
     o.fit.iters = iters;
@@ -172,7 +172,7 @@ static void test_wide_middle_fit(void) {
               res->bpw);
     CHECK(res->mid == k && L.params.mid == k);
     const double wide = res->rel_err;
-    o.mid = m; /* the old cap */
+    o.method.params.mid = m; /* the old cap */
     REQUIRE(fit(W, m, n, &o, res, NULL));
     fprintf(stderr, "  %lldx%lld at 2.0 bpw: k=%lld stores %.4f bpw, rel_err %.4f; k=%lld: %.4f "
                     "bpw, %.4f\n",
@@ -348,11 +348,11 @@ static void test_mdbf_l1_not_worse_than_dbf(void) {
     if (len > 20000) len = 20000;
     REQUIRE(bl_tokenizer_encode(mdl->tok, text, len, false, &ids, &n_ids, &err) == BL_OK);
     layer_errs e[2] = {{{0}, 0}, {{0}, 0}};
-    const bl_qmethod methods[2] = {BL_QM_DBF, BL_QM_MDBF};
+    const char *const methods[2] = {"dbf", "mdbf"};
     for (int i = 0; i < 2; i++) {
         bl_quant_opts o;
         bl_quant_opts_default(&o);
-        o.method = methods[i];
+        o.method = test_method(methods[i]);
         o.fit.seed = 1;
         o.fit.iters = test_quick() ? 6 : 40;
         o.calib_ids = ids;

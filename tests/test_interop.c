@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "bitllm/quantize.h"
+#include "bitllm/train.h"
 #include "test.h"
 
 static void rm_rf(const char *dir) {
@@ -160,6 +161,55 @@ static void test_onebit_release_layouts(void) {
         bl_model_free(r);
     }
     free(a), free(b);
+    /* Distillation reads a student through its in-memory layers, so a released OneBit checkpoint
+     * is a student as it is, without `convert` (regression: the trainer read the tensors by
+     * bitllm's on-disk names and refused it). It must train exactly as the same data in bitllm's
+     * layout: same loss before, same loss after the same steps. */
+    bl_model *t = NULL;
+    REQUIRE(bl_model_load(src_path, NULL, &t, NULL) == BL_OK);
+    int32_t ids[200];
+    for (int i = 0; i < 200; i++) ids[i] = 3 + (i * 37) % (t->cfg.vocab_size - 3);
+    bl_train_data d;
+    REQUIRE(bl_train_data_from_ids(ids, 200, 16, 1, &d, NULL) == BL_OK);
+    double before[2] = {0}, after[2] = {0};
+    const char *students[2] = {ours, packed};
+    for (int k = 0; k < 2; k++) {
+        bl_model *st = NULL;
+        bl_err err = {0};
+        REQUIRE(bl_model_load(students[k], NULL, &st, &err) == BL_OK);
+        char out[] = "/tmp/bitllm-obd-XXXXXX";
+        REQUIRE(mkdtemp(out));
+        bl_distill_opts dop;
+        bl_distill_opts_default(&dop);
+        dop.steps = 6;
+        dop.seq = 16;
+        dop.batch = 2;
+        dop.warmup = 1;
+        dop.post_ln = -1; /* as in the student */
+        bl_distill_result res;
+        bl_status s = bl_distill(t, st, &d, out, &dop, &res, &err);
+        CHECK_MSG(s == BL_OK, "distill from %s: %s", k ? "the release layout" : "bitllm's layout",
+                  err.msg);
+        before[k] = res.loss_before;
+        after[k] = res.loss_after;
+        if (!s) {
+            bl_model *r = NULL;
+            CHECK_MSG(bl_model_load(out, NULL, &r, &err) == BL_OK, "%s", err.msg);
+            if (r) {
+                CHECK(r->layers[1].proj[4].ops == bl_format_find("onebit") &&
+                      r->layers[1].proj[4].params.post_ln);
+                bl_model_free(r);
+            }
+        }
+        bl_model_free(st);
+        rm_rf(out);
+    }
+    CHECK(isfinite(before[1]) && after[1] < before[1]);
+    CHECK_MSG(before[0] == before[1] && after[0] == after[1],
+              "release layout trains differently: loss %.9g -> %.9g vs %.9g -> %.9g", before[1],
+              after[1], before[0], after[0]);
+    bl_train_data_free(&d);
+    bl_model_free(t);
     bl_model_free(q);
     rm_rf(ours), rm_rf(packed), rm_rf(lat), rm_rf(conv);
 }

@@ -129,7 +129,7 @@ static void test_forward_overflow_in_layer(void) {
     for (int i = 0; i < 200; i++) ids[i] = 3 + (i * 53) % 500;
     bl_quant_opts o;
     bl_quant_opts_default(&o);
-    o.method = BL_QM_DBF;
+    o.method = test_method("dbf");
     o.calib_ids = ids;
     o.n_calib = 200;
     o.fit.iters = 1;

@@ -54,28 +54,28 @@ static void rm_rf(const char *dir) {
     if (system(cmd) != 0) fprintf(stderr, "  cannot remove %s\n", dir);
 }
 
-static void check_method(bl_qmethod method, double bpw, int rank_l, int paths) {
+static void check_method(const char *method, double bpw, int rank_l, int paths) {
     bl_model *src = load(model_path);
     REQUIRE(src);
     char dir[] = "/tmp/bitllm-quant-XXXXXX";
     REQUIRE(mkdtemp(dir));
     bl_quant_opts o;
     bl_quant_opts_default(&o);
-    o.method = method;
+    o.method = test_method(method);
     o.bpw = bpw;
-    o.rank_l = rank_l;
-    o.paths = paths;
+    o.method.params.rank_l = rank_l;
+    o.method.params.paths = paths;
     o.fit.iters = test_quick() ? 20 : 60;
     bl_quant_summary sum;
     bl_err err = {0};
     bl_status s = bl_quantize_model(src, &o, dir, &sum, &err);
-    CHECK_MSG(s == BL_OK, "%s: %s", bl_qmethod_name(method), err.msg);
+    CHECK_MSG(s == BL_OK, "%s: %s", method, err.msg);
     bl_model *q = s == BL_OK ? load(dir) : NULL;
     CHECK(q != NULL);
     if (q) {
-        fprintf(stderr, "  %-6s bpw %.4f layers / %.4f model\n", bl_qmethod_name(method),
+        fprintf(stderr, "  %-6s bpw %.4f layers / %.4f model\n", method,
                 sum.bpw_layers, sum.bpw_model);
-        CHECK(strcmp(q->quant_method, bl_qmethod_name(method)) == 0);
+        CHECK(strcmp(q->quant_method, method) == 0);
         double bl, bm;
         bl_model_bpw(q, &bl, &bm);
         CHECK_NEAR(bl, sum.bpw_layers, 1e-12);
@@ -84,7 +84,7 @@ static void check_method(bl_qmethod method, double bpw, int rank_l, int paths) {
         for (int i = 0; i < q->tensors.n; i++) file_bits += 8ull * q->tensors.t[i].nbytes;
         CHECK(bl_model_weight_bits(q) <= file_bits);
         /* dbf/mdbf matched to onebit's cost never exceed it (1 + 16/n + 16/m per layer) */
-        if (method == BL_QM_DBF || method == BL_QM_MDBF) CHECK(sum.bpw_layers <= 1.4082);
+        if (test_method(method).format->mid_from_bpw) CHECK(sum.bpw_layers <= 1.4082);
         const int V = q->cfg.vocab_size;
         float *a = malloc(sizeof(float) * V * NPROBE), *b = malloc(sizeof(float) * V * NPROBE);
         logits_of(q, a);
@@ -97,7 +97,7 @@ static void check_method(bl_qmethod method, double bpw, int rank_l, int paths) {
         if (q2) {
             logits_of(q2, b);
             CHECK_MSG(memcmp(a, b, sizeof(float) * V * NPROBE) == 0,
-                      "%s: logits differ after save/load", bl_qmethod_name(method));
+                      "%s: logits differ after save/load", method);
             CHECK(q2->tensors.n == q->tensors.n);
             for (int i = 0; i < q->tensors.n && i < q2->tensors.n; i++) {
                 const bl_tensor *t2 = bl_tensor_set_find(&q2->tensors, q->tensors.t[i].name);
@@ -111,7 +111,7 @@ static void check_method(bl_qmethod method, double bpw, int rank_l, int paths) {
         float *bufs[512];
         int nb = densify(q, bufs);
         CHECK(nb == q->cfg.n_layers * BL_PROJ_COUNT);
-        if (method != BL_QM_ONEBIT) { /* plain SVID has no post-LN; every format is linear */
+        if (strcmp(method, "onebit") != 0) { /* plain SVID has no post-LN; every format is linear */
             logits_of(q, b);
             double worst = 0, scale = 0;
             for (int i = 0; i < V * NPROBE; i++) {
@@ -119,7 +119,7 @@ static void check_method(bl_qmethod method, double bpw, int rank_l, int paths) {
                 scale = fmax(scale, fabs(b[i]));
             }
             CHECK_MSG(worst <= 1e-3 * fmax(1, scale), "%s: packed vs dense forward differ by %g",
-                      bl_qmethod_name(method), worst);
+                      method, worst);
         }
         bl_model_free(q);
         for (int i = 0; i < nb; i++) free(bufs[i]);
@@ -131,25 +131,25 @@ static void check_method(bl_qmethod method, double bpw, int rank_l, int paths) {
 
 static void test_rtn(void) {
     if (!test_file_exists(model_path)) SKIP("%s not found", model_path);
-    check_method(BL_QM_RTN1, 0, 1, 1);
-    check_method(BL_QM_RTN2, 0, 1, 1);
-    check_method(BL_QM_RTN4, 0, 1, 1);
+    check_method("rtn1", 0, 1, 1);
+    check_method("rtn2", 0, 1, 1);
+    check_method("rtn4", 0, 1, 1);
 }
 
 static void test_onebit(void) {
     if (!test_file_exists(model_path)) SKIP("%s not found", model_path);
-    check_method(BL_QM_ONEBIT, 0, 1, 1);
+    check_method("onebit", 0, 1, 1);
 }
 
 static void test_dbf(void) {
     if (!test_file_exists(model_path)) SKIP("%s not found", model_path);
-    check_method(BL_QM_DBF, 0, 1, 1);
+    check_method("dbf", 0, 1, 1);
 }
 
 static void test_mdbf(void) {
     if (!test_file_exists(model_path)) SKIP("%s not found", model_path);
-    check_method(BL_QM_MDBF, 0, 2, 1);
-    check_method(BL_QM_MDBF, 0, 1, 2);
+    check_method("mdbf", 0, 2, 1);
+    check_method("mdbf", 0, 1, 2);
 }
 
 /* ---- random factors (benchmarks): the fitted run's shapes and bits, with nonsense values ---- */
@@ -161,12 +161,12 @@ static void count_nan(void *ctx, const char *name, int64_t m, int64_t n,
     c[1] += isnan(r->rel_err) ? 1 : 0;
 }
 
-static bl_status quantize_as(const bl_model *src, bl_qmethod method, int rank_l, bool rnd,
+static bl_status quantize_as(const bl_model *src, const char *method, int rank_l, bool rnd,
                              uint64_t seed, const char *dir, double *bpw_layers, int *calls) {
     bl_quant_opts o;
     bl_quant_opts_default(&o);
-    o.method = method;
-    o.rank_l = rank_l;
+    o.method = test_method(method);
+    o.method.params.rank_l = rank_l;
     o.random_factors = rnd;
     o.fit.seed = seed;
     o.fit.iters = 1; /* shapes do not depend on the iteration count */
@@ -175,7 +175,7 @@ static bl_status quantize_as(const bl_model *src, bl_qmethod method, int rank_l,
     bl_quant_summary sum;
     bl_err err = {0};
     bl_status s = bl_quantize_model(src, &o, dir, &sum, &err);
-    if (s) fprintf(stderr, "  %s: %s\n", bl_qmethod_name(method), err.msg);
+    if (s) fprintf(stderr, "  %s: %s\n", method, err.msg);
     *bpw_layers = sum.bpw_layers;
     return s;
 }
@@ -196,8 +196,8 @@ static bool provenance_random(const bl_model *m) {
     return r;
 }
 
-static void check_random(bl_qmethod method, int rank_l) {
-    const char *name = bl_qmethod_name(method);
+static void check_random(const char *method, int rank_l) {
+    const char *name = method;
     bl_model *src = load(model_path);
     REQUIRE(src);
     char fit[] = "/tmp/bitllm-rf-fit-XXXXXX", r0[] = "/tmp/bitllm-rf-r0-XXXXXX",
@@ -267,11 +267,11 @@ static void check_random(bl_qmethod method, int rank_l) {
 
 static void test_random_factors(void) {
     if (!test_file_exists(model_path)) SKIP("%s not found", model_path);
-    check_random(BL_QM_RTN1, 1);
-    check_random(BL_QM_RTN2, 1);
-    check_random(BL_QM_ONEBIT, 1);
-    check_random(BL_QM_DBF, 1);
-    check_random(BL_QM_MDBF, 2);
+    check_random("rtn1", 1);
+    check_random("rtn2", 1);
+    check_random("onebit", 1);
+    check_random("dbf", 1);
+    check_random("mdbf", 2);
 }
 
 /* Calibration and gradient statistics describe weights that random factors never read. */
@@ -281,7 +281,7 @@ static void test_random_factors_refuse_calibration(void) {
     REQUIRE(src);
     bl_quant_opts o;
     bl_quant_opts_default(&o);
-    o.method = BL_QM_DBF;
+    o.method = test_method("dbf");
     o.random_factors = true;
     o.calib_ids = probe;
     o.n_calib = NPROBE;
@@ -312,7 +312,7 @@ static void test_saved_values_exact(void) {
     REQUIRE(src);
     bl_quant_opts o;
     bl_quant_opts_default(&o);
-    o.method = BL_QM_DBF;
+    o.method = test_method("dbf");
     o.random_factors = true;
     o.bpw = nextafter(1.3, 2.0);
     o.fit.seed = 18446744073709551557ull;
@@ -368,10 +368,10 @@ static void test_infeasible_target(void) {
     REQUIRE(src);
     bl_quant_opts o;
     bl_quant_opts_default(&o);
-    o.method = BL_QM_MDBF;
+    o.method = test_method("mdbf");
     o.bpw = 1.0;
-    o.rank_l = 4;
-    o.paths = 2;
+    o.method.params.rank_l = 4;
+    o.method.params.paths = 2;
     bl_quant_summary sum;
     bl_err err = {0};
     CHECK(bl_quantize_model(src, &o, "/tmp/bitllm-never-written", &sum, &err) == BL_ERR_ARG);
@@ -390,7 +390,7 @@ static void test_corrupted_checkpoints(void) {
     REQUIRE(mkdtemp(dir));
     bl_quant_opts o;
     bl_quant_opts_default(&o);
-    o.method = BL_QM_ONEBIT;
+    o.method = test_method("onebit");
     bl_quant_summary sum;
     REQUIRE(bl_quantize_model(src, &o, dir, &sum, NULL) == BL_OK);
     bl_model_free(src);

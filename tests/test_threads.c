@@ -234,7 +234,7 @@ static int make_models(void) {
     if (bl_model_load(f16_dir, NULL, &m, &err)) return 0;
     bl_quant_opts o;
     bl_quant_opts_default(&o);
-    o.method = BL_QM_DBF;
+    o.method = test_method("dbf");
     o.bpw = 1.0;
     o.random_factors = true;
     o.n_threads = 2;

@@ -45,11 +45,11 @@ static bl_model *student(const char *method, const char *name) {
         if (!t) return NULL;
         bl_quant_opts o;
         bl_quant_opts_default(&o);
-        bl_qmethod_from_name(method, &o.method);
+        o.method = test_method(method);
         o.fit.iters = 20;
-        if (o.method == BL_QM_MDBF && strcmp(name, "mdbf-l1") != 0) {
-            o.rank_l = 2; /* two envelope columns and two paths */
-            o.paths = 2;
+        if (strcmp(method, "mdbf") == 0 && strcmp(name, "mdbf-l1") != 0) {
+            o.method.params.rank_l = 2; /* two envelope columns and two paths */
+            o.method.params.paths = 2;
             o.bpw = 4.0;
         }
         if (strcmp(name, "dbf-wide") == 0) o.bpw = 4.0; /* middle above min(m, n) = 64 */

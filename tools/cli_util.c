@@ -48,16 +48,16 @@ bool cli_given(const cli_spec *s, const char *name) {
     return o && s->given && (*s->given >> (o - s->opts) & 1);
 }
 
-int cli_check_method_opts(const char *cmd, const cli_spec *spec, bl_qmethod m, bool random_factors,
-                          const char *method) {
-    for (int i = 0; i < spec->n_opts; i++) { /* the method table decides, not a chain of ifs */
+int cli_check_method_opts(const char *cmd, const cli_spec *spec, const bl_method *m,
+                          bool random_factors, const char *method) {
+    for (int i = 0; i < spec->n_opts; i++) { /* the formats' traits decide, not a chain of ifs */
         const cli_opt *op = &spec->opts[i];
         const bl_qparam qp = (bl_qparam)(op->tag - 1);
-        if (!op->tag || !cli_given(spec, op->name) || bl_qmethod_uses(m, random_factors, qp))
+        if (!op->tag || !cli_given(spec, op->name) || bl_method_uses(m, random_factors, qp))
             continue;
         char users[96];
         bl_qparam_users(qp, random_factors, users, sizeof users);
-        if (random_factors && bl_qmethod_uses(m, false, qp))
+        if (random_factors && bl_method_uses(m, false, qp))
             cli_errorf(cmd, "--%s has no effect with --random-factors (nothing is fitted)",
                        op->name);
         else
@@ -66,6 +66,47 @@ int cli_check_method_opts(const char *cmd, const cli_spec *spec, bl_qmethod m, b
         return 2;
     }
     return 0;
+}
+
+int cli_method_flags(const char *cmd, const cli_spec *spec, const char *method, bl_method *m) {
+    const bl_format_ops *f = m->format;
+    bl_err err;
+    for (int i = 0; i < spec->n_opts; i++) {
+        const cli_opt *op = &spec->opts[i];
+        if (!op->tag || op->kind != OPT_INT || !cli_given(spec, op->name)) continue;
+        for (int k = 0; k < f->n_params; k++) {
+            const bl_format_param *d = &f->params[k];
+            if (d->flag != op->tag - 1) continue;
+            if (bl_format_param_get(d, &m->params) != d->def && strchr(method, ':')) {
+                cli_errorf(cmd, "--%s and -m %s both set %s; give one", op->name, method, d->key);
+                return 2;
+            }
+            if (bl_method_set_flag(m, (bl_qparam)d->flag, *(const int *)op->dest, &err)) {
+                cli_error(cmd, &err);
+                return 2;
+            }
+        }
+    }
+    return 0;
+}
+
+int cli_method(const char *cmd, const cli_spec *spec, const char *method, bool random_factors,
+               bl_method *m) {
+    bl_err err;
+    if (bl_method_parse(method, m, &err) != BL_OK) {
+        cli_error(cmd, &err);
+        return 2;
+    }
+    if (cli_check_method_opts(cmd, spec, m, random_factors, method)) return 2;
+    return cli_method_flags(cmd, spec, method, m);
+}
+
+void cli_method_params_json(const bl_method *m, cJSON *j) {
+    const bl_format_ops *f = m->format;
+    for (int i = 0; i < f->n_params; i++)
+        if (f->params[i].flag >= 0 && bl_method_uses(m, false, (bl_qparam)f->params[i].flag))
+            cJSON_AddNumberToObject(j, bl_qparam_name((bl_qparam)f->params[i].flag),
+                                    (double)bl_format_param_get(&f->params[i], &m->params));
 }
 
 /* "-n" or "--name" as the user may have typed it. */

@@ -55,13 +55,24 @@ int cli_parse(const cli_spec *spec, int argc, char **argv, const char **pos, int
 bool cli_given(const cli_spec *spec, const char *name);
 /* The option called name (NULL if none). */
 const cli_opt *cli_find(const cli_spec *spec, const char *name);
-/* Options that only some methods read carry their parameter in tag (BL_QP_x + 1); the library's
- * table (bl_qmethod_uses) says which method reads which. */
+/* Options that only some methods read carry their parameter in tag (BL_QP_x + 1); the format's
+ * traits (bl_method_uses) say which method reads which. */
 #define USES(p) .tag = (p) + 1
-/* 0 when every option given on the command line is read by `method` (with random factors or
- * not), else 2 with the error printed: one table decides for every command that fits. */
-int cli_check_method_opts(const char *cmd, const cli_spec *spec, bl_qmethod m, bool random_factors,
-                          const char *method);
+/* 0 when every option given on the command line is read by m (with random factors or not),
+ * else 2 with the error printed: the formats' traits decide for every command that fits. */
+int cli_check_method_opts(const char *cmd, const cli_spec *spec, const bl_method *m,
+                          bool random_factors, const char *method);
+/* -m SPEC into *m (bl_method_parse), then the options that set a format parameter
+ * (--envelope-rank, --paths, --group: an int option whose tag the format's schema names) are
+ * applied, and every given option is checked with cli_check_method_opts. 0, or 2 with the error
+ * printed. */
+int cli_method(const char *cmd, const cli_spec *spec, const char *method, bool random_factors,
+               bl_method *m);
+/* The option-setting part of cli_method alone. */
+int cli_method_flags(const char *cmd, const cli_spec *spec, const char *method, bl_method *m);
+/* Adds the format parameters that an option sets and m reads, under the option's name
+ * ("envelope_rank": 2, "paths": 1, "group": 64), as the checkpoint's provenance records them. */
+void cli_method_params_json(const bl_method *m, cJSON *j);
 /* Sampling flags: --top-p and --seed are refused with --temp 0 (greedy decoding uses neither);
  * prints the error and returns CLI_USAGE, else CLI_OK (spec->given must be set). */
 int cli_check_sampling(const cli_spec *spec, double temp);

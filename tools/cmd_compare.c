@@ -19,7 +19,7 @@
 #include "cmd_eval.h"
 
 typedef struct {
-    bl_qmethod method;
+    bl_method method;
     bool fp;
     double bpw; /* dbf/mdbf target; 0 = match onebit per layer */
     char label[48];
@@ -27,7 +27,8 @@ typedef struct {
 
 /* Splits a comma list into runs: FP first, then each method; dbf/mdbf once per bpw target, the
  * other methods once (their cost is fixed). Returns the count or -1 (error printed). */
-static int plan_runs(const char *methods, const char *bpws, bool fp, run_spec *runs, int cap) {
+static int plan_runs(const char *methods, const char *bpws, bool fp, const cli_spec *spec,
+                     run_spec *runs, int cap) {
     int n = 0;
     if (fp) {
         runs[n] = (run_spec){.fp = true};
@@ -35,13 +36,17 @@ static int plan_runs(const char *methods, const char *bpws, bool fp, run_spec *r
     }
     char mbuf[256], bbuf[256];
     snprintf(mbuf, sizeof mbuf, "%s", methods);
-    for (char *save = NULL, *m = strtok_r(mbuf, ",", &save); m; m = strtok_r(NULL, ",", &save)) {
-        bl_qmethod q;
-        if (!bl_qmethod_from_name(m, &q)) {
-            cli_errorf("compare", "unknown method '%s' (rtn1..rtn4, onebit, dbf, mdbf)", m);
-            return -1;
-        }
-        if (q != BL_QM_DBF && q != BL_QM_MDBF) {
+    /* a comma starts the next method unless what follows is a key=value of a spec's list */
+    for (char *p = mbuf; (p = strchr(p, ',')); p++) {
+        const char *next = p + 1, *eq = strchr(next, '='), *end = strpbrk(next, ",:");
+        if (!(eq && (!end || eq < end))) *p = ';';
+    }
+    for (char *save = NULL, *m = strtok_r(mbuf, ";", &save); m; m = strtok_r(NULL, ";", &save)) {
+        bl_method q;
+        bl_err err;
+        if (bl_method_parse(m, &q, &err) != BL_OK) return cli_error("compare", &err), -1;
+        if (cli_method_flags("compare", spec, m, &q)) return -1;
+        if (!bl_method_uses(&q, false, BL_QP_BPW)) {
             if (n == cap) return cli_errorf("compare", "too many runs"), -1;
             runs[n] = (run_spec){.method = q};
             snprintf(runs[n++].label, sizeof runs[0].label, "%s", m);
@@ -96,7 +101,7 @@ static int make_dir(const char *path) {
 typedef struct {
     const char *model_path, *text, *calib, *cmdline, *tokp, *data;
     bl_ctx_choice ppl_ctx, eval_ctx;
-    int calib_tokens, group, rank_l, paths, iters, limit;
+    int calib_tokens, iters, limit;
     uint64_t seed;
     size_t n_ids;
     const int32_t *ids, *calib_ids;
@@ -118,25 +123,17 @@ static cJSON *run_one(const compare_cfg *c, const bl_model *fp, const run_spec *
         bl_quant_opts_default(&o);
         o.method = r->method;
         o.bpw = r->bpw;
-        o.group = c->group;
-        o.rank_l = c->rank_l;
-        o.paths = c->paths;
         o.fit.seed = c->seed;
         o.fit.iters = c->iters;
         o.calib_ids = c->calib_ids;
         o.n_calib = c->n_calib;
         o.provenance = c->cmdline;
-        if (r->method == BL_QM_DBF || r->method == BL_QM_MDBF) {
+        if (bl_method_uses(&r->method, false, BL_QP_BPW)) {
             if (r->bpw > 0) cJSON_AddNumberToObject(params, "bpw_target", r->bpw);
             else cJSON_AddStringToObject(params, "bpw_target", "onebit");
             cJSON_AddNumberToObject(params, "iters", c->iters);
         }
-        if (r->method >= BL_QM_RTN2 && r->method <= BL_QM_RTN4)
-            cJSON_AddNumberToObject(params, "group", c->group);
-        if (r->method == BL_QM_MDBF) {
-            cJSON_AddNumberToObject(params, "envelope_rank", c->rank_l);
-            cJSON_AddNumberToObject(params, "paths", c->paths);
-        }
+        cli_method_params_json(&r->method, params);
         if (c->calib) {
             cJSON_AddStringToObject(params, "calib", c->calib);
             cJSON_AddNumberToObject(params, "calib_tokens", (double)c->n_calib);
@@ -182,7 +179,9 @@ static cJSON *run_one(const compare_cfg *c, const bl_model *fp, const run_spec *
             line = cJSON_CreateObject();
             cJSON_AddStringToObject(line, "model", c->model_path);
             cJSON_AddStringToObject(line, "label", r->label);
-            cJSON_AddStringToObject(line, "method", r->fp ? "fp" : bl_qmethod_name(r->method));
+            char mname[64] = "fp";
+            if (!r->fp) bl_method_name(&r->method, mname, sizeof mname);
+            cJSON_AddStringToObject(line, "method", mname);
             cJSON_AddItemToObject(line, "params", params);
             params = NULL;
             cJSON_AddNumberToObject(line, "bpw_layers", bpw_layers);
@@ -312,14 +311,14 @@ int cmd_compare(int argc, char **argv) {
         return 2;
     }
     run_spec runs[64];
-    int n_runs = plan_runs(methods, bpws, !no_fp, runs, 64);
+    int n_runs = plan_runs(methods, bpws, !no_fp, &spec, runs, 64);
     if (n_runs < 0) return 2;
     for (int i = 0; i < spec.n_opts; i++) { /* each method option must reach some run */
         const cli_opt *op = &opts[i];
         if (!op->tag || !cli_given(&spec, op->name)) continue;
         bool used = false;
         for (int k = 0; k < n_runs && !used; k++)
-            used = !runs[k].fp && bl_qmethod_uses(runs[k].method, false, (bl_qparam)(op->tag - 1));
+            used = !runs[k].fp && bl_method_uses(&runs[k].method, false, (bl_qparam)(op->tag - 1));
         if (!used) {
             char users[96];
             bl_qparam_users((bl_qparam)(op->tag - 1), false, users, sizeof users);
@@ -391,7 +390,7 @@ int cmd_compare(int argc, char **argv) {
     compare_cfg c = {
         .model_path = pos[0], .text = text, .calib = calib, .cmdline = cmdline, .tokp = tokp,
         .data = data, .ppl_ctx = pcc, .eval_ctx = ecc,
-        .calib_tokens = calib_tokens, .group = group, .rank_l = rank_l, .paths = paths,
+        .calib_tokens = calib_tokens,
         .iters = iters, .limit = limit, .seed = seed, .n_ids = n_ids, .ids = ids,
         .calib_ids = cids, .n_calib = n_cids,
         .eo = {.ctx = ecc.ctx, .norm_bytes = strcmp(norm, "bytes") == 0}};

@@ -66,22 +66,17 @@ static cJSON *measure(const bl_model *m, const int32_t *ids, size_t n, const bl_
     return o;
 }
 
-/* Options that only some student formats use (the rest apply to every student). */
+/* Options that only some student formats use (the rest apply to every student); the training
+ * engine's table of trainable formats says which (bl_distill_student_reads). */
 static const struct {
-    const char *opt, *formats;
+    const char *opt;
+    bl_distill_opt what;
 } student_opts[] = {
-    {"no-post-ln", "onebit"},
-    {"latent-init", "onebit"},
-    {"flip-every", "dbf mdbf"},
-    {"flip-frac", "dbf mdbf"},
+    {"no-post-ln", BL_DO_POST_LN},
+    {"latent-init", BL_DO_LATENT_INIT},
+    {"flip-every", BL_DO_FLIP},
+    {"flip-frac", BL_DO_FLIP},
 };
-
-static bool word_in(const char *word, const char *list) {
-    const size_t n = strlen(word);
-    for (const char *p = list; (p = strstr(p, word)); p += n)
-        if ((p == list || p[-1] == ' ') && (p[n] == 0 || p[n] == ' ')) return true;
-    return false;
-}
 
 int cmd_distill(int argc, char **argv) {
     const char *out = NULL, *data = NULL, *gen_out = NULL, *eval_text = NULL, *tokp = NULL;
@@ -220,10 +215,12 @@ int cmd_distill(int argc, char **argv) {
     if (!teacher || !(student = cli_load_model(pos[1], NULL))) goto done;
     for (size_t i = 0; i < sizeof student_opts / sizeof student_opts[0]; i++)
         if (cli_given(&spec, student_opts[i].opt) &&
-            !word_in(student->quant_method, student_opts[i].formats)) {
+            !bl_distill_student_reads(student, student_opts[i].what)) {
+            char users[64];
+            bl_distill_opt_users(student_opts[i].what, users, sizeof users);
             cli_errorf("distill", "--%s is not used with a %s student (%s: used with %s)",
                        student_opts[i].opt, student->quant_method[0] ? student->quant_method : "dense",
-                       pos[1], student_opts[i].formats);
+                       pos[1], users);
             rc = 2;
             goto done;
         }

@@ -53,7 +53,7 @@ int cmd_fit(int argc, char **argv) {
     const cli_opt opts[] = {
         {"tensor", 0, OPT_STR, &tensor, "NAME", "with MODEL: the matrix to fit, e.g. "
                                                 "model.layers.3.mlp.down_proj.weight", CLI_ANY},
-        {"method", 'm', OPT_STR, &method, "M", "rtn1|rtn2|rtn3|rtn4|onebit|dbf|mdbf (default dbf)",
+        {"method", 'm', OPT_STR, &method, "M", "format[:key=value,...] as in quantize; `bitllm formats` lists them (default dbf)",
          CLI_ANY},
         {"bpw", 0, OPT_STR, &bpw_s, "B", "dbf/mdbf target bpw incl. FP16 vectors, or 'onebit' "
                                          "(default: onebit's cost for the shape)", USES(BL_QP_BPW)},
@@ -101,11 +101,7 @@ int cmd_fit(int argc, char **argv) {
     if (r != CLI_OK) return cli_exit_code(r);
     bl_layer_fit_opts o;
     bl_layer_fit_opts_default(&o);
-    if (!bl_qmethod_from_name(method, &o.method)) {
-        cli_errorf("fit", "unknown method '%s' (rtn1..rtn4, onebit, dbf, mdbf)", method);
-        return 2;
-    }
-    if (cli_check_method_opts("fit", &spec, o.method, false, method)) return 2;
+    if (cli_method("fit", &spec, method, false, &o.method)) return 2;
     if (bpw_s && strcmp(bpw_s, "onebit") != 0) {
         char *end;
         o.bpw = strtod(bpw_s, &end);
@@ -135,10 +131,7 @@ int cmd_fit(int argc, char **argv) {
         bl_err oerr = {0};
         if (bl_output_file_check(out, in, n_in, &oerr) != BL_OK) return cli_error("fit", &oerr);
     }
-    o.mid = mid;
-    o.group = group;
-    o.rank_l = rank_l;
-    o.paths = paths;
+    if (mid) o.method.params.mid = mid; /* --mid is only accepted where --bpw is */
     o.fit.seed = seed;
     o.n_threads = threads;
     o.fit.iters = iters;
@@ -188,9 +181,9 @@ int cmd_fit(int argc, char **argv) {
         goto done;
     }
     fprintf(stderr, "fitting %s (%lld x %lld) with %s", label, (long long)m, (long long)n, method);
-    if (o.method == BL_QM_DBF || o.method == BL_QM_MDBF)
+    if (o.method.format->mid_from_bpw)
         fprintf(stderr, ", middle %lld (target %.4f bpw)", (long long)bl_layer_mid(&o, m, n),
-                o.mid ? 0.0 : bl_layer_target_bpw(&o, m, n));
+                o.method.params.mid ? 0.0 : bl_layer_target_bpw(&o, m, n));
     fputc('\n', stderr);
     cli_progress prog;
     cli_progress_start(&prog, "fit");
@@ -212,7 +205,8 @@ int cmd_fit(int argc, char **argv) {
     if (ii || oi) fprintf(stderr, "  weighted rel_err %.5f", res->wrel_err);
     if (res->iters > 0)
         fprintf(stderr, "  %d iterations (%s)", res->iters,
-                res->trace.paths_converged == o.paths ? "converged"
+                res->trace.paths_converged == (o.method.params.paths > 0 ? o.method.params.paths : 1)
+                    ? "converged"
                 : iters > 0                           ? "fixed count"
                                                       : "cap reached");
     fprintf(stderr, "  %.2f s wall, %.2f s CPU\n", res->seconds, res->cpu_seconds);
@@ -240,12 +234,9 @@ int cmd_fit(int argc, char **argv) {
         cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)m));
         cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)n));
         cJSON_AddStringToObject(j, "method", method);
-        if ((o.method == BL_QM_DBF || o.method == BL_QM_MDBF) && !o.mid)
+        if (o.method.format->mid_from_bpw && !o.method.params.mid)
             cJSON_AddNumberToObject(j, "bpw_target", bl_layer_target_bpw(&o, m, n));
-        if (o.method == BL_QM_MDBF) {
-            cJSON_AddNumberToObject(j, "envelope_rank", rank_l);
-            cJSON_AddNumberToObject(j, "paths", paths);
-        }
+        cli_method_params_json(&o.method, j);
         cJSON_AddNumberToObject(j, "seed", (double)seed);
         cJSON_AddStringToObject(j, "blas", openblas_get_config());
         if (out) cJSON_AddStringToObject(j, "out", out);

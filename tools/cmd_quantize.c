@@ -52,7 +52,9 @@ int cmd_quantize(int argc, char **argv) {
          "existing one must be a bitllm output)", CLI_ANY},
         {"force", 0, OPT_FLAG, &force, NULL,
          "replace OUTDIR even if it is not a bitllm output (never an input)", CLI_ANY},
-        {"method", 'm', OPT_STR, &method, "M", "rtn1|rtn2|rtn3|rtn4|onebit|dbf|mdbf (default onebit)",
+        {"method", 'm', OPT_STR, &method, "M", "format[:key=value,...], e.g. rtn:bits=2,group=64, "
+         "mdbf:rank_l=2,paths=2, qsym:bits=8 (q8_0); rtn1..rtn4 are aliases; `bitllm formats` "
+         "lists them (default onebit)",
          CLI_ANY},
         {"bpw", 0, OPT_STR, &bpw_s, "B", "dbf/mdbf target bpw incl. FP16 vectors, or 'onebit' "
                                          "to match onebit per layer (default)", USES(BL_QP_BPW)},
@@ -107,11 +109,7 @@ int cmd_quantize(int argc, char **argv) {
     if (!out) return cli_errorf("quantize", "missing -o OUTDIR");
     bl_quant_opts o;
     bl_quant_opts_default(&o);
-    if (!bl_qmethod_from_name(method, &o.method)) {
-        cli_errorf("quantize", "unknown method '%s' (rtn1..rtn4, onebit, dbf, mdbf)", method);
-        return 2;
-    }
-    if (cli_check_method_opts("quantize", &spec, o.method, rnd, method)) return 2;
+    if (cli_method("quantize", &spec, method, rnd, &o.method)) return 2;
     if (bpw_s && strcmp(bpw_s, "onebit") != 0) {
         char *end;
         o.bpw = strtod(bpw_s, &end);
@@ -135,9 +133,6 @@ int cmd_quantize(int argc, char **argv) {
     o.fit.max_iters = max_iters;
     o.fit.tol = tol;
     o.fit.adam_steps = adam;
-    o.rank_l = rank_l;
-    o.paths = paths;
-    o.group = group;
     o.activation_aware = aa;
     o.random_factors = rnd;
     o.n_threads = threads;

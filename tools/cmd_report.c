@@ -13,12 +13,17 @@
 
 #define MAX_ROWS 256
 
+/* fp first, then the registry's order of formats, then the format's first parameter (rtn1 <
+ * rtn2); names that parse as no method last. */
 static int method_rank(const char *m) {
-    static const char *const order[] = {"fp",   "rtn1",   "rtn2", "rtn3",
-                                        "rtn4", "onebit", "dbf",  "mdbf"};
-    for (int i = 0; i < 8; i++)
-        if (strcmp(m, order[i]) == 0) return i;
-    return 8;
+    if (strcmp(m, "fp") == 0) return 0;
+    bl_method q;
+    if (bl_method_parse(m, &q, NULL) != BL_OK) return 1 << 30;
+    int n, i = 0;
+    const bl_format_ops *const *all = bl_format_list(&n);
+    while (i < n && all[i] != q.format) i++;
+    int64_t first = q.format->n_params ? bl_format_param_get(&q.format->params[0], &q.params) : 0;
+    return 1 + i * 4096 + (int)(first < 0 ? 0 : first > 4095 ? 4095 : first);
 }
 
 static const char *jstr(const cJSON *o, const char *k) {

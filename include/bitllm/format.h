@@ -21,25 +21,87 @@ static inline int bl_sign_get(const uint8_t *bits, int64_t row_bytes, int64_t i,
  * to min(m, n): a layer may have a middle wider than its inputs or outputs. */
 #define BL_MAX_MID ((int64_t)1 << 24)
 
-/* Parameters a format may use; unused fields are ignored. Stored in the model's
- * quantization_config so a checkpoint says exactly how it was made. */
+/* Parameters a format may use; unused fields are ignored. Which fields a format reads, their
+ * names in a method spec and in quantization_config, defaults and ranges are given by the
+ * format's parameter schema (bl_format_param below), never by code outside src/formats. */
 typedef struct {
-    int bits;       /* rtnK: bits per weight code (1..8) */
-    int group;      /* rtnK: input columns per scale/zero group (64 or 128) */
-    int64_t mid;    /* dbf: middle dimension k; mdbf: rank r of each path */
+    int bits;       /* rtn, qsym: bits per weight code */
+    int group;      /* rtn, qsym: input columns per scale group */
+    int64_t mid;    /* dbf: middle dimension k; mdbf: rank r of each path (0: from a bpw target) */
     int rank_l;     /* mdbf: envelope rank l */
     int paths;      /* mdbf: number of paths P */
     bool post_ln;   /* onebit: parameter-free LayerNorm over the m outputs */
 } bl_format_params;
 
+/* Options of a quantization run (library fields and CLI flags) that only some formats read. A
+ * format says which it reads (bl_format_ops.opts_used); every caller that must refuse an option
+ * a method would ignore asks the registry (bl_method_uses). */
+typedef enum {
+    BL_QP_BPW,              /* bpw: size target of a format with a middle dimension */
+    BL_QP_SVID,             /* fit.nmf: onebit's SVID by NMF or SVD */
+    BL_QP_ENVELOPE_RANK,    /* the rank_l parameter */
+    BL_QP_PATHS,            /* the paths parameter */
+    BL_QP_ACTIVATION_AWARE, /* activation_aware */
+    BL_QP_ADAM_STEPS,       /* fit.adam_steps */
+    BL_QP_GROUP,            /* the group parameter */
+    BL_QP_CALIB,            /* calib_ids, out_importance */
+    BL_QP_ITERS,            /* fit.iters */
+    BL_QP_SEED,             /* fit.seed */
+    BL_QP_COUNT
+} bl_qparam;
+#define BL_QP_BIT(p) (1u << (p))
+/* The option's name as a JSON key ("envelope_rank", "group", ...). */
+const char *bl_qparam_name(bl_qparam p);
+
+/* One entry of a format's parameter schema. */
+typedef enum { BL_FPT_INT, BL_FPT_I64, BL_FPT_BOOL } bl_fparam_type;
+typedef struct {
+    const char *key;     /* in a method spec and in quantization_config ("bits", "rank_l") */
+    const char *alias;   /* another spelling accepted in a method spec ("rank"), or NULL */
+    bl_fparam_type type;
+    size_t offset;       /* offsetof(bl_format_params, field) */
+    int64_t def, lo, hi; /* default of a method spec; accepted range (specs and checkpoints) */
+    int flag;            /* bl_qparam of the CLI option that also sets it, or -1 */
+    const char *help;
+} bl_format_param;
+
+/* The value of one schema parameter in p. */
+int64_t bl_format_param_get(const bl_format_param *d, const bl_format_params *p);
+
+/* A short name standing for a spec of the format ("rtn2" = "rtn:bits=2"). */
+typedef struct {
+    const char *name;
+    const char *params;  /* "bits=2" */
+} bl_format_alias;
+
+struct bl_fit_opts;
 typedef struct bl_linear bl_linear;
 
+/* A format's traits record: everything the library knows about one weight format. Registered
+ * once, in the table of src/formats/registry.c. */
 typedef struct bl_format_ops {
-    const char *name; /* "dense", "onebit", "dbf", "mdbf", "rtn" (bits in params) */
+    const char *name; /* "dense", "onebit", "dbf", "mdbf", "rtn", "qsym" */
+    const char *desc; /* one line for `bitllm formats` */
+    /* Parameter schema (NULL/0: none) and short names for common parameter sets. */
+    const bl_format_param *params;
+    int n_params;
+    const bl_format_alias *aliases;
+    int n_aliases;
+    /* The bl_qparam options (BL_QP_BIT mask) a fit with these parameters reads; NULL = none. */
+    unsigned (*opts_used)(const bl_format_params *p);
+    /* The format has a middle dimension (params.mid) that a bpw target sets: the largest mid
+     * whose stored_bits fit the target (bl_format_mid_for_bpw, a monotone search). */
+    bool mid_from_bpw;
     /* Exact number of bits this format stores for an m×n layer with params p (everything the
      * layer needs: sign bits, codes, FP16 vectors). bpw = stored_bits / (m·n). For "dense" the
-     * dtype's width is taken from p->bits. */
+     * dtype's width is taken from p->bits. Non-decreasing in p->mid. */
     uint64_t (*stored_bits)(int64_t m, int64_t n, const bl_format_params *p);
+    /* Fits W (m×n row-major f32) with params p (mid resolved) into out; NULL: not fittable. */
+    bl_status (*fit)(const float *W, int64_t m, int64_t n, const bl_format_params *p,
+                     const struct bl_fit_opts *fo, bl_linear *out, bl_err *err);
+    /* Random data of exactly the fitted shapes (benchmarks), drawn from seed. */
+    bl_status (*random)(int64_t m, int64_t n, const bl_format_params *p, uint64_t seed,
+                        bl_linear *out, bl_err *err);
     /* y (T×m) = x (T×n) · Ŵᵀ. work holds workspace_floats(L, T) floats (kernels never allocate).
      * The threads of ex's pool split output rows or tokens, and its ISA picks the kernels (ex may
      * be NULL: one thread, the default ISA); results do not depend on the thread count. */
@@ -48,6 +110,8 @@ typedef struct bl_format_ops {
     size_t (*workspace_floats)(const bl_linear *L, int64_t T);
     /* Ŵ as a dense m×n f32 matrix (for tests, rel_err and conversion). */
     bl_status (*to_dense)(const bl_linear *L, float *W, bl_err *err);
+    /* Optional: row i of Ŵ (n floats), e.g. an embedding lookup; NULL if the format has none. */
+    void (*get_row)(const bl_linear *L, int64_t i, float *row);
     /* Writes the layer's tensors as "<prefix>.<part>" (e.g. "model.layers.0.mlp.up_proj.sign"). */
     bl_status (*save)(const bl_linear *L, const char *prefix, bl_st_writer *w, bl_err *err);
     /* Reads the layer from ts; L->m, L->n, L->params and L->ops are set by the caller. Every
@@ -55,6 +119,8 @@ typedef struct bl_format_ops {
      * repacking for the kernels uses ts->pool's threads. */
     bl_status (*load)(bl_linear *L, const char *prefix, const bl_tensor_set *ts, bl_err *err);
     void (*free_impl)(bl_linear *L);
+    /* The format's public data struct (bl_onebit, bl_dbf, ...) of a layer, read-only. */
+    const void *(*data)(const bl_linear *L);
     /* Relative tolerance of forward() against x·to_dense()ᵀ, used by the format tests. */
     double forward_tol;
 } bl_format_ops;
@@ -69,6 +135,34 @@ struct bl_linear {
 /* The registry. */
 const bl_format_ops *bl_format_find(const char *name);
 const bl_format_ops *const *bl_format_list(int *count);
+bool bl_linear_is_dense(const bl_linear *L);
+
+/* The largest middle dimension in [1, BL_MAX_MID] whose stored bits (the format's stored_bits,
+ * p's other fields) are at most bpw·m·n; 1 when even that does not fit. */
+int64_t bl_format_mid_for_bpw(const bl_format_ops *f, int64_t m, int64_t n,
+                              const bl_format_params *p, double bpw);
+
+/* ---- methods: a format plus its parameters ----
+ * Spec syntax: "name[:key=value,...]" with the format's schema keys, e.g. "rtn:bits=2,group=64",
+ * "mdbf:rank_l=2,paths=2", or an alias ("rtn2"; "rtn2:group=64"). Unset keys get the schema's
+ * defaults. */
+typedef struct {
+    const bl_format_ops *format;
+    bl_format_params params;
+} bl_method;
+
+bl_status bl_method_parse(const char *spec, bl_method *out, bl_err *err);
+/* Sets the parameter that CLI option `flag` stands for; BL_ERR_ARG when the format has none. */
+bl_status bl_method_set_flag(bl_method *m, bl_qparam flag, int64_t value, bl_err *err);
+/* The name a checkpoint records: the first alias whose parameters match, else the format name. */
+void bl_method_name(const bl_method *m, char *buf, size_t cap);
+/* "rtn:bits=2,group=128": every schema parameter, in schema order. */
+void bl_method_spec(const bl_method *m, char *buf, size_t cap);
+/* Whether the method reads option p: fitted, or with random factors (which read only what
+ * fixes the shapes, and the seed). */
+bool bl_method_uses(const bl_method *m, bool random_factors, bl_qparam p);
+/* The registry's formats that read p, as "dbf, mdbf" ("none" if none). */
+void bl_qparam_users(bl_qparam p, bool random_factors, char *buf, size_t cap);
 
 static inline double bl_linear_bpw(const bl_linear *L) {
     return (double)L->ops->stored_bits(L->m, L->n, &L->params) / ((double)L->m * (double)L->n);

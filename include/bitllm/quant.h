@@ -45,7 +45,7 @@ typedef struct {
 #define BL_FIT_WINDOW 10
 #define BL_FIT_TOL 1e-3
 
-typedef struct {
+typedef struct bl_fit_opts {
     uint64_t seed;
     /* Outer iterations of the DBF/MDBF ADMM: > 0 runs exactly that many with the reference's
      * penalty schedule over them; 0 stops on convergence (see BL_FIT_* above). */

@@ -7,44 +7,12 @@
 #include "bitllm/model.h"
 #include "bitllm/quant.h"
 
-typedef enum {
-    BL_QM_RTN1 = 0, BL_QM_RTN2, BL_QM_RTN3, BL_QM_RTN4, BL_QM_ONEBIT, BL_QM_DBF, BL_QM_MDBF,
-    BL_QM_COUNT
-} bl_qmethod;
-
-const char *bl_qmethod_name(bl_qmethod q);
-bool bl_qmethod_from_name(const char *name, bl_qmethod *out);
-
-/* Parameters of bl_quant_opts that only some methods read. */
-typedef enum {
-    BL_QP_BPW,              /* bpw: dbf/mdbf size target */
-    BL_QP_SVID,             /* fit.nmf: onebit's SVID by NMF or SVD */
-    BL_QP_ENVELOPE_RANK,    /* rank_l */
-    BL_QP_PATHS,            /* paths */
-    BL_QP_ACTIVATION_AWARE, /* activation_aware */
-    BL_QP_ADAM_STEPS,       /* fit.adam_steps */
-    BL_QP_GROUP,            /* group */
-    BL_QP_CALIB,            /* calib_ids, out_importance */
-    BL_QP_ITERS,            /* fit.iters */
-    BL_QP_SEED,             /* fit.seed */
-    BL_QP_COUNT
-} bl_qparam;
-/* Whether method m reads parameter p: fitted, or with random factors (which read only what fixes
- * the shapes, and the seed). One table (src/model/quantize.c) for every caller that must refuse
- * an option a method would ignore. */
-bool bl_qmethod_uses(bl_qmethod m, bool random_factors, bl_qparam p);
-/* The methods that read p, as "dbf, mdbf" ("none" if none). */
-void bl_qparam_users(bl_qparam p, bool random_factors, char *buf, size_t cap);
-
 /* ---- one matrix ---- */
 
 typedef struct {
-    bl_qmethod method;
-    double bpw;          /* dbf/mdbf target, FP16 vectors counted; 0 = onebit's cost for the shape */
-    int64_t mid;         /* dbf k / mdbf r; 0 = the largest that fits bpw */
-    int group;           /* rtn2..4 group size (default 128) */
-    int rank_l;          /* mdbf envelope rank (default 1) */
-    int paths;           /* mdbf paths (default 1) */
+    bl_method method;    /* format + parameters; params.mid 0 = the largest that fits bpw */
+    double bpw;          /* target of a format with a middle dimension, FP16 vectors counted;
+                            0 = onebit's cost for the shape */
     bl_fit_opts fit;     /* seed, iterations, importances (trace is set by bl_fit_layer) */
     /* Benchmarks only: random factors of the fitted shapes; W is never read. */
     bool random_factors;
@@ -69,8 +37,9 @@ typedef struct {
     bl_fit_trace trace;  /* dbf/mdbf: objective after every iteration, phase seconds, flops */
 } bl_layer_fit_result;
 
-/* The bpw a dbf/mdbf layer is fitted to (o->bpw, or onebit's 1 + 16/n + 16/m), and its middle
- * dimension (o->mid, or the largest whose stored bits fit that target). */
+/* The bpw a layer with a middle dimension is fitted to (o->bpw, or onebit's 1 + 16/n + 16/m),
+ * and its middle dimension (params.mid, or the largest whose stored bits fit that target; 0 for
+ * formats without one). */
 double bl_layer_target_bpw(const bl_layer_fit_opts *o, int64_t m, int64_t n);
 int64_t bl_layer_mid(const bl_layer_fit_opts *o, int64_t m, int64_t n);
 /* BL_ERR_ARG (naming `name`) when the options cannot fit an m×n matrix, e.g. a bpw target
@@ -91,11 +60,8 @@ bl_status bl_model_matrix(const bl_model *m, const char *name, float **W, int64_
 /* ---- a whole model ---- */
 
 typedef struct {
-    bl_qmethod method;
-    double bpw;          /* dbf/mdbf target for the quantized layers, FP16 vectors counted */
-    int group;           /* rtn2..4 group size (default 128) */
-    int rank_l;          /* mdbf envelope rank (default 1... see bl_quant_opts_default) */
-    int paths;           /* mdbf paths */
+    bl_method method;    /* format + parameters (default onebit) */
+    double bpw;          /* target of a format with a middle dimension, FP16 vectors counted */
     bool activation_aware; /* mdbf: weight the fit by H = XᵀX/N from calibration */
     bl_fit_opts fit;     /* seed, iterations, nmf, ... (importance filled from calibration) */
     /* Benchmarks only: skip fitting and never read the source layers' weights; every projection

@@ -106,6 +106,13 @@ bl_status bl_distill(const bl_model *teacher, const bl_model *student,
                      const bl_train_data *data, const char *outdir, const bl_distill_opts *o,
                      bl_distill_result *res, bl_err *err);
 
+/* Options of bl_distill_opts that only students with some layer formats read. */
+typedef enum { BL_DO_POST_LN, BL_DO_LATENT_INIT, BL_DO_FLIP, BL_DO_COUNT } bl_distill_opt;
+/* Whether some layer of student has a format that reads opt. */
+bool bl_distill_student_reads(const bl_model *student, bl_distill_opt opt);
+/* The trainable formats that read opt, as "dbf, mdbf". */
+void bl_distill_opt_users(bl_distill_opt opt, char *buf, size_t cap);
+
 /* ---- gradient statistics for DBF importance (ALGORITHMS.md §4) ---- */
 
 /* o_r = (1/N) Σ_t (∂ℓ/∂y_{t,r})² for the output channels r of every projection, where ℓ is the

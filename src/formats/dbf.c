@@ -7,8 +7,10 @@
  * ".b" F16 {n}. */
 #include "formats/formats_internal.h"
 #include "formats/quant_common.h"
+#include "bitllm/quant.h"
 
 #include <cblas.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -131,8 +133,31 @@ static bl_status dbf_load(bl_linear *L, const char *prefix, const bl_tensor_set 
     return BL_OK;
 }
 
+static const bl_format_param dbf_params[] = {
+    {"mid", "k", BL_FPT_I64, offsetof(bl_format_params, mid), 0, 0, BL_MAX_MID, -1,
+     "middle dimension k (0: the largest that fits the bpw target)"},
+};
+static unsigned dbf_opts(const bl_format_params *p) {
+    (void)p;
+    return BL_QP_BIT(BL_QP_BPW) | BL_QP_BIT(BL_QP_CALIB) | BL_QP_BIT(BL_QP_ITERS) |
+           BL_QP_BIT(BL_QP_SEED);
+}
+static bl_status dbf_fit(const float *W, int64_t m, int64_t n, const bl_format_params *p,
+                         const struct bl_fit_opts *fo, bl_linear *out, bl_err *err);
+static bl_status dbf_random(int64_t m, int64_t n, const bl_format_params *p, uint64_t seed,
+                            bl_linear *out, bl_err *err);
+static const void *dbf_data(const bl_linear *L) { return &((const dbf_impl *)L->impl)->d; }
+
 const bl_format_ops bl_format_dbf = {
     .name = "dbf",
+    .desc = "DBF: y = a ⊙ (A · (mu ⊙ (B · (b ⊙ x)))), sign matrices A (m×k), B (k×n)",
+    .params = dbf_params,
+    .n_params = 1,
+    .opts_used = dbf_opts,
+    .mid_from_bpw = true,
+    .fit = dbf_fit,
+    .random = dbf_random,
+    .data = dbf_data,
     .stored_bits = dbf_stored_bits,
     .forward = dbf_forward,
     .workspace_floats = dbf_workspace,
@@ -172,4 +197,20 @@ void bl_dbf_free(bl_dbf *q) {
     free(q->mu);
     free(q->b);
     memset(q, 0, sizeof *q);
+}
+
+static bl_status dbf_fit(const float *W, int64_t m, int64_t n, const bl_format_params *p,
+                         const struct bl_fit_opts *fo, bl_linear *out, bl_err *err) {
+    bl_dbf q;
+    bl_status s = bl_fit_dbf(W, m, n, p->mid, fo, &q, err);
+    if (!s && (s = bl_linear_from_dbf(out, &q, err))) bl_dbf_free(&q);
+    return s;
+}
+
+static bl_status dbf_random(int64_t m, int64_t n, const bl_format_params *p, uint64_t seed,
+                            bl_linear *out, bl_err *err) {
+    bl_dbf q;
+    bl_status s = bl_random_dbf(m, n, p->mid, seed, &q, err);
+    if (!s && (s = bl_linear_from_dbf(out, &q, err))) bl_dbf_free(&q);
+    return s;
 }

@@ -15,9 +15,11 @@
  * it is still read (and used as stored). */
 #include "formats/formats_internal.h"
 #include "formats/quant_common.h"
+#include "bitllm/quant.h"
 
 #include <cblas.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -267,8 +269,36 @@ static bl_status mdbf_load(bl_linear *L, const char *prefix, const bl_tensor_set
     return BL_OK;
 }
 
+static const bl_format_param mdbf_params[] = {
+    {"mid", "r", BL_FPT_I64, offsetof(bl_format_params, mid), 0, 0, BL_MAX_MID, -1,
+     "rank r of each path (0: the largest that fits the bpw target)"},
+    {"rank_l", "rank", BL_FPT_INT, offsetof(bl_format_params, rank_l), 1, 1, 1024,
+     BL_QP_ENVELOPE_RANK, "envelope rank l"},
+    {"paths", NULL, BL_FPT_INT, offsetof(bl_format_params, paths), 1, 1, 64, BL_QP_PATHS,
+     "number of paths P"},
+};
+static unsigned mdbf_opts(const bl_format_params *p) {
+    (void)p;
+    return BL_QP_BIT(BL_QP_BPW) | BL_QP_BIT(BL_QP_ENVELOPE_RANK) | BL_QP_BIT(BL_QP_PATHS) |
+           BL_QP_BIT(BL_QP_ACTIVATION_AWARE) | BL_QP_BIT(BL_QP_ADAM_STEPS) |
+           BL_QP_BIT(BL_QP_CALIB) | BL_QP_BIT(BL_QP_ITERS) | BL_QP_BIT(BL_QP_SEED);
+}
+static bl_status mdbf_fit(const float *W, int64_t m, int64_t n, const bl_format_params *p,
+                          const struct bl_fit_opts *fo, bl_linear *out, bl_err *err);
+static bl_status mdbf_random(int64_t m, int64_t n, const bl_format_params *p, uint64_t seed,
+                             bl_linear *out, bl_err *err);
+static const void *mdbf_data(const bl_linear *L) { return &((const mdbf_impl *)L->impl)->d; }
+
 const bl_format_ops bl_format_mdbf = {
     .name = "mdbf",
+    .desc = "MDBF: P paths of signs S_A (m×r), S_B (r×n) with rank-l FP16 envelopes",
+    .params = mdbf_params,
+    .n_params = 3,
+    .opts_used = mdbf_opts,
+    .mid_from_bpw = true,
+    .fit = mdbf_fit,
+    .random = mdbf_random,
+    .data = mdbf_data,
     .stored_bits = mdbf_stored_bits,
     .forward = mdbf_forward,
     .workspace_floats = mdbf_workspace,
@@ -323,4 +353,20 @@ void bl_mdbf_free(bl_mdbf *q) {
     }
     free(q->paths);
     memset(q, 0, sizeof *q);
+}
+
+static bl_status mdbf_fit(const float *W, int64_t m, int64_t n, const bl_format_params *p,
+                          const struct bl_fit_opts *fo, bl_linear *out, bl_err *err) {
+    bl_mdbf q;
+    bl_status s = bl_fit_mdbf(W, m, n, p->mid, p->rank_l, p->paths, fo, &q, err);
+    if (!s && (s = bl_linear_from_mdbf(out, &q, err))) bl_mdbf_free(&q);
+    return s;
+}
+
+static bl_status mdbf_random(int64_t m, int64_t n, const bl_format_params *p, uint64_t seed,
+                             bl_linear *out, bl_err *err) {
+    bl_mdbf q;
+    bl_status s = bl_random_mdbf(m, n, p->mid, p->rank_l, p->paths, seed, &q, err);
+    if (!s && (s = bl_linear_from_mdbf(out, &q, err))) bl_mdbf_free(&q);
+    return s;
 }

@@ -9,8 +9,10 @@
  * Tensors "<prefix>.sign" U8 {m, ceil(n/8)}, "<prefix>.g" F16 {n}, "<prefix>.h" F16 {m}. */
 #include "formats/formats_internal.h"
 #include "formats/quant_common.h"
+#include "bitllm/quant.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -132,8 +134,29 @@ static bl_status onebit_load(bl_linear *L, const char *prefix, const bl_tensor_s
     return BL_OK;
 }
 
+static const bl_format_param onebit_params[] = {
+    {"post_ln", NULL, BL_FPT_BOOL, offsetof(bl_format_params, post_ln), 0, 0, 1, -1,
+     "parameter-free LayerNorm over the outputs (distilled checkpoints)"},
+};
+static unsigned onebit_opts(const bl_format_params *p) {
+    (void)p;
+    return BL_QP_BIT(BL_QP_SVID);
+}
+static bl_status onebit_fit(const float *W, int64_t m, int64_t n, const bl_format_params *p,
+                            const struct bl_fit_opts *fo, bl_linear *out, bl_err *err);
+static bl_status onebit_random(int64_t m, int64_t n, const bl_format_params *p, uint64_t seed,
+                               bl_linear *out, bl_err *err);
+static const void *onebit_data(const bl_linear *L) { return &((const onebit_impl *)L->impl)->d; }
+
 const bl_format_ops bl_format_onebit = {
     .name = "onebit",
+    .desc = "OneBit: y = h ⊙ (S · (g ⊙ x)), signs S and FP16 vectors g, h (SVID init)",
+    .params = onebit_params,
+    .n_params = 1,
+    .opts_used = onebit_opts,
+    .fit = onebit_fit,
+    .random = onebit_random,
+    .data = onebit_data,
     .stored_bits = onebit_stored_bits,
     .forward = onebit_forward,
     .workspace_floats = onebit_workspace,
@@ -165,4 +188,24 @@ void bl_onebit_free(bl_onebit *q) {
     free(q->g);
     free(q->h);
     memset(q, 0, sizeof *q);
+}
+
+static bl_status onebit_fit(const float *W, int64_t m, int64_t n, const bl_format_params *p,
+                            const struct bl_fit_opts *fo, bl_linear *out, bl_err *err) {
+    if (p->post_ln)
+        return bl_fail(err, BL_ERR_ARG, "onebit: post_ln belongs to distilled checkpoints; an "
+                       "SVID fit has none");
+    bl_onebit q;
+    bl_status s = bl_fit_onebit(W, m, n, fo, &q, err);
+    if (!s && (s = bl_linear_from_onebit(out, &q, err))) bl_onebit_free(&q);
+    return s;
+}
+
+static bl_status onebit_random(int64_t m, int64_t n, const bl_format_params *p, uint64_t seed,
+                               bl_linear *out, bl_err *err) {
+    (void)p;
+    bl_onebit q;
+    bl_status s = bl_random_onebit(m, n, seed, &q, err);
+    if (!s && (s = bl_linear_from_onebit(out, &q, err))) bl_onebit_free(&q);
+    return s;
 }

@@ -213,3 +213,34 @@ float bl_qc_dot(const float *a, const float *b, int64_t n) {
     for (; j < n; j++) acc[j & 7] += a[j] * b[j];
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
+
+typedef struct {
+    const void *data;
+    bl_qc_dequant_fn dequant;
+    int64_t m, n, T;
+    const float *x;
+    float *y;
+} dequant_ctx;
+
+/* Output rows [i0, i1) for every token; each row is dequantized once per chunk and used for all
+ * T, so a row's result does not depend on which thread computes it. */
+static void dequant_rows(void *ctx, int64_t i0, int64_t i1) {
+    const dequant_ctx *c = ctx;
+    const int64_t m = c->m, n = c->n, T = c->T;
+    float w[BL_QC_CHUNK];
+    for (int64_t i = i0; i < i1; i++) {
+        for (int64_t t = 0; t < T; t++) c->y[t * m + i] = 0;
+        for (int64_t j0 = 0; j0 < n; j0 += BL_QC_CHUNK) {
+            int64_t len = n - j0 < BL_QC_CHUNK ? n - j0 : BL_QC_CHUNK;
+            c->dequant(c->data, i, j0, len, w);
+            for (int64_t t = 0; t < T; t++) c->y[t * m + i] += bl_qc_dot(w, c->x + t * n + j0, len);
+        }
+    }
+}
+
+void bl_qc_dequant_forward(const void *data, bl_qc_dequant_fn dequant, int64_t m, int64_t n,
+                           const float *x, int64_t T, float *y, const bl_exec *ex) {
+    /* threads split output rows; small products stay serial (a dispatch costs more) */
+    dequant_ctx c = {data, dequant, m, n, T, x, y};
+    bl_pool_for(ex ? ex->pool : NULL, m, m * n * T >= (1 << 18), dequant_rows, &c);
+}

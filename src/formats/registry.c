@@ -1,15 +1,22 @@
-/* The one place a linear-layer format is registered. */
+/* The one place a linear-layer format is registered (its traits record, format.h). */
 #include "formats/formats_internal.h"
 
 #include <string.h>
 
-static const bl_format_ops *const format_table[] = {
-    &bl_format_dense,
-    &bl_format_onebit,
-    &bl_format_dbf,
-    &bl_format_mdbf,
-    &bl_format_rtn,
-};
+/* Every format, one line each, in the order `bitllm formats` lists them. A format is its own
+ * file(s) defining `const bl_format_ops bl_format_<name>` plus one line here. */
+#define BL_FORMATS(X) \
+    X(dense)          \
+    X(rtn)            \
+    X(onebit)         \
+    X(dbf)            \
+    X(mdbf)           \
+    X(qsym)
+
+#define DECLARE(f) extern const bl_format_ops bl_format_##f;
+BL_FORMATS(DECLARE)
+#define ENTRY(f) &bl_format_##f,
+static const bl_format_ops *const format_table[] = {BL_FORMATS(ENTRY)};
 
 const bl_format_ops *const *bl_format_list(int *count) {
     *count = (int)(sizeof format_table / sizeof format_table[0]);
@@ -23,6 +30,8 @@ const bl_format_ops *bl_format_find(const char *name) {
         if (strcmp(all[i]->name, name) == 0) return all[i];
     return NULL;
 }
+
+bool bl_linear_is_dense(const bl_linear *L) { return L->ops == &bl_format_dense; }
 
 void bl_linear_free(bl_linear *L) {
     if (L && L->ops && L->ops->free_impl) L->ops->free_impl(L);

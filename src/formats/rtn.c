@@ -9,12 +9,11 @@
  * {m, ceil(n/group)} for bits ≥ 2 only. */
 #include "formats/formats_internal.h"
 #include "formats/quant_common.h"
+#include "bitllm/quant.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Columns dequantized at a time into a stack buffer by the bits ≥ 2 forward. */
-#define RTN_CHUNK 256
 
 typedef struct {
     bl_rtn d;
@@ -32,49 +31,17 @@ static uint64_t rtn_stored_bits(int64_t m, int64_t n, const bl_format_params *p)
 
 static size_t rtn_workspace(const bl_linear *L, int64_t T) { return 0; }
 
-static inline unsigned rtn_code(const uint8_t *row, int64_t j, int bits) {
-    uint64_t bit = (uint64_t)j * (uint64_t)bits;
-    unsigned sh = (unsigned)(bit & 7);
-    const uint8_t *b = row + (bit >> 3);
-    unsigned v = b[0] >> sh;
-    if (sh + (unsigned)bits > 8) v |= (unsigned)b[1] << (8 - sh);
-    return v & ((1u << bits) - 1);
-}
-
 /* w[0..len) = Ŵ[i][j0 .. j0+len) for bits ≥ 2: the one dequantization formula, shared by the
  * forward and to_dense so both see the same float weights. */
-static void rtn_dequant(const bl_rtn *d, int64_t i, int64_t j0, int64_t len, float *w) {
+static void rtn_dequant(const void *data, int64_t i, int64_t j0, int64_t len, float *w) {
+    const bl_rtn *d = data;
     const uint8_t *row = d->q + i * ((d->n * d->bits + 7) / 8);
     int64_t G = rtn_groups(d->n, d->group);
     for (int64_t j = j0; j < j0 + len;) {
         int64_t g = j / d->group, end = (g + 1) * d->group;
         if (end > j0 + len) end = j0 + len;
         float s = d->scale[i * G + g], z = d->zero[i * G + g];
-        for (; j < end; j++) w[j - j0] = s * ((float)rtn_code(row, j, d->bits) - z);
-    }
-}
-
-typedef struct {
-    const bl_rtn *d;
-    const float *x;
-    int64_t T;
-    float *y;
-} rtn_rows_ctx;
-
-/* Output rows [i0, i1) for every token; each row is dequantized once per chunk and used for all
- * T, so a row's result does not depend on which thread computes it. */
-static void rtn_rows(void *ctx, int64_t i0, int64_t i1) {
-    const rtn_rows_ctx *c = ctx;
-    const bl_rtn *d = c->d;
-    const int64_t m = d->m, n = d->n, T = c->T;
-    float w[RTN_CHUNK];
-    for (int64_t i = i0; i < i1; i++) {
-        for (int64_t t = 0; t < T; t++) c->y[t * m + i] = 0;
-        for (int64_t j0 = 0; j0 < n; j0 += RTN_CHUNK) {
-            int64_t len = n - j0 < RTN_CHUNK ? n - j0 : RTN_CHUNK;
-            rtn_dequant(d, i, j0, len, w);
-            for (int64_t t = 0; t < T; t++) c->y[t * m + i] += bl_qc_dot(w, c->x + t * n + j0, len);
-        }
+        for (; j < end; j++) w[j - j0] = s * ((float)bl_qc_code(row, j, d->bits) - z);
     }
 }
 
@@ -87,9 +54,7 @@ static void rtn_forward(const bl_linear *L, const float *x, int64_t T, float *y,
         bl_qc_scale(y, d->scale, T, d->m, y, ex);
         return;
     }
-    /* Threads split output rows; small products stay serial (a dispatch costs more). */
-    rtn_rows_ctx c = {d, x, T, y};
-    bl_pool_for(ex ? ex->pool : NULL, d->m, d->m * d->n * T >= (1 << 18), rtn_rows, &c);
+    bl_qc_dequant_forward(d, rtn_dequant, d->m, d->n, x, T, y, ex);
 }
 
 static bl_status rtn_to_dense(const bl_linear *L, float *W, bl_err *err) {
@@ -175,8 +140,35 @@ static bl_status rtn_load(bl_linear *L, const char *prefix, const bl_tensor_set 
     return BL_OK;
 }
 
+static const bl_format_param rtn_params[] = {
+    {"bits", NULL, BL_FPT_INT, offsetof(bl_format_params, bits), 2, 1, 8, -1,
+     "bits per weight code"},
+    {"group", NULL, BL_FPT_INT, offsetof(bl_format_params, group), 128, 1, 1 << 20, BL_QP_GROUP,
+     "input columns per scale/zero group (bits >= 2)"},
+};
+static const bl_format_alias rtn_aliases[] = {
+    {"rtn1", "bits=1"}, {"rtn2", "bits=2"}, {"rtn3", "bits=3"}, {"rtn4", "bits=4"},
+};
+static unsigned rtn_opts(const bl_format_params *p) {
+    return p->bits >= 2 ? BL_QP_BIT(BL_QP_GROUP) : 0;
+}
+static bl_status rtn_fit(const float *W, int64_t m, int64_t n, const bl_format_params *p,
+                         const struct bl_fit_opts *fo, bl_linear *out, bl_err *err);
+static bl_status rtn_random(int64_t m, int64_t n, const bl_format_params *p, uint64_t seed,
+                            bl_linear *out, bl_err *err);
+static const void *rtn_data(const bl_linear *L) { return &((const rtn_impl *)L->impl)->d; }
+
 const bl_format_ops bl_format_rtn = {
     .name = "rtn",
+    .desc = "round-to-nearest baselines: bits 1 = sign × row scale; 2..8 = asymmetric per group",
+    .params = rtn_params,
+    .n_params = 2,
+    .aliases = rtn_aliases,
+    .n_aliases = 4,
+    .opts_used = rtn_opts,
+    .fit = rtn_fit,
+    .random = rtn_random,
+    .data = rtn_data,
     .stored_bits = rtn_stored_bits,
     .forward = rtn_forward,
     .workspace_floats = rtn_workspace,
@@ -207,4 +199,21 @@ void bl_rtn_free(bl_rtn *q) {
     free(q->scale);
     free(q->zero);
     memset(q, 0, sizeof *q);
+}
+
+static bl_status rtn_fit(const float *W, int64_t m, int64_t n, const bl_format_params *p,
+                         const struct bl_fit_opts *fo, bl_linear *out, bl_err *err) {
+    (void)fo;
+    bl_rtn q;
+    bl_status s = bl_fit_rtn(W, m, n, p->bits, p->group, &q, err);
+    if (!s && (s = bl_linear_from_rtn(out, &q, err))) bl_rtn_free(&q);
+    return s;
+}
+
+static bl_status rtn_random(int64_t m, int64_t n, const bl_format_params *p, uint64_t seed,
+                            bl_linear *out, bl_err *err) {
+    bl_rtn q;
+    bl_status s = bl_random_rtn(m, n, p->bits, p->group, seed, &q, err);
+    if (!s && (s = bl_linear_from_rtn(out, &q, err))) bl_rtn_free(&q);
+    return s;
 }

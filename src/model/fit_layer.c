@@ -12,10 +12,7 @@
 
 void bl_layer_fit_opts_default(bl_layer_fit_opts *o) {
     memset(o, 0, sizeof *o);
-    o->method = BL_QM_ONEBIT;
-    o->group = 128;
-    o->rank_l = 1;
-    o->paths = 1;
+    bl_method_parse("onebit", &o->method, NULL);
     bl_fit_opts_default(&o->fit);
 }
 
@@ -24,11 +21,10 @@ double bl_layer_target_bpw(const bl_layer_fit_opts *o, int64_t m, int64_t n) {
 }
 
 int64_t bl_layer_mid(const bl_layer_fit_opts *o, int64_t m, int64_t n) {
-    if (o->method != BL_QM_DBF && o->method != BL_QM_MDBF) return 0;
-    if (o->mid > 0) return o->mid;
-    const double bpw = bl_layer_target_bpw(o, m, n);
-    return o->method == BL_QM_DBF ? bl_dbf_mid_for_bpw(m, n, bpw)
-                                  : bl_mdbf_rank_for_bpw(m, n, bpw, o->rank_l, o->paths);
+    const bl_format_ops *f = o->method.format;
+    if (!f || !f->mid_from_bpw) return 0;
+    if (o->method.params.mid > 0) return o->method.params.mid;
+    return bl_format_mid_for_bpw(f, m, n, &o->method.params, bl_layer_target_bpw(o, m, n));
 }
 
 bl_status bl_layer_fit_check(const bl_layer_fit_opts *o, int64_t m, int64_t n, const char *name,
@@ -36,65 +32,39 @@ bl_status bl_layer_fit_check(const bl_layer_fit_opts *o, int64_t m, int64_t n, c
     if (m < 1 || n < 1)
         return bl_fail(err, BL_ERR_ARG, "%s: bad shape %lld x %lld", name, (long long)m,
                        (long long)n);
-    if ((unsigned)o->method >= BL_QM_COUNT)
-        return bl_fail(err, BL_ERR_ARG, "%s: unknown quantization method", name);
-    if (o->method != BL_QM_DBF && o->method != BL_QM_MDBF) return BL_OK;
-    if (o->rank_l < 1 || o->paths < 1 || o->mid < 0 || o->mid > BL_MAX_MID)
-        return bl_fail(err, BL_ERR_ARG, "%s: bad middle dimension %lld, envelope rank %d or "
-                       "paths %d", name, (long long)o->mid, o->rank_l, o->paths);
-    if (o->mid > 0) return BL_OK; /* an explicit middle dimension is its own bit budget */
-    bl_format_params p = {.mid = 1, .rank_l = o->rank_l, .paths = o->paths};
-    const bl_format_ops *ops = bl_format_find(o->method == BL_QM_DBF ? "dbf" : "mdbf");
-    double min_bpw = (double)ops->stored_bits(m, n, &p) / ((double)m * (double)n);
+    const bl_format_ops *f = o->method.format;
+    if (!f) return bl_fail(err, BL_ERR_ARG, "%s: no quantization method", name);
+    if (!f->fit || !f->random)
+        return bl_fail(err, BL_ERR_ARG, "%s: %s layers are not fitted", name, f->name);
+    if (!f->mid_from_bpw) return BL_OK;
+    const bl_format_params *p = &o->method.params;
+    if (p->mid < 0 || p->mid > BL_MAX_MID)
+        return bl_fail(err, BL_ERR_ARG, "%s: bad middle dimension %lld", name, (long long)p->mid);
+    if (p->mid > 0) return BL_OK; /* an explicit middle dimension is its own bit budget */
+    bl_format_params p1 = *p;
+    p1.mid = 1;
+    double min_bpw = (double)f->stored_bits(m, n, &p1) / ((double)m * (double)n);
     double want = bl_layer_target_bpw(o, m, n);
-    if (min_bpw > want * (1.0 + 1e-9))
+    if (min_bpw > want * (1.0 + 1e-9)) {
+        char spec[128];
+        bl_method_spec(&o->method, spec, sizeof spec);
         return bl_fail(err, BL_ERR_ARG,
                        "%s (%lld x %lld): target %.4f bpw is below the %.4f bpw that %s needs at "
-                       "its smallest middle dimension (envelope rank %d, %d paths); raise --bpw "
-                       "or lower --envelope-rank/--paths",
-                       name, (long long)m, (long long)n, want, min_bpw, ops->name, o->rank_l,
-                       o->paths);
+                       "its smallest middle dimension; raise --bpw or lower its other "
+                       "parameters (--envelope-rank/--paths)",
+                       name, (long long)m, (long long)n, want, min_bpw, spec);
+    }
     return BL_OK;
 }
 
-/* Fits W, or with o->random_factors (W unused) draws random factors of the same shapes. */
+/* Fits W, or with o->random_factors (W unused) draws random data of the same shapes. */
 static bl_status fit_any(const bl_layer_fit_opts *o, const float *W, int64_t m, int64_t n,
                          const bl_fit_opts *fo, bl_linear *out, bl_err *err) {
-    bl_status s;
-    const bool rnd = o->random_factors;
-    switch (o->method) {
-    case BL_QM_RTN1: case BL_QM_RTN2: case BL_QM_RTN3: case BL_QM_RTN4: {
-        bl_rtn q;
-        int bits = 1 + (int)(o->method - BL_QM_RTN1);
-        s = rnd ? bl_random_rtn(m, n, bits, o->group, fo->seed, &q, err)
-                : bl_fit_rtn(W, m, n, bits, o->group, &q, err);
-        if (!s && (s = bl_linear_from_rtn(out, &q, err))) bl_rtn_free(&q);
-        return s;
-    }
-    case BL_QM_ONEBIT: {
-        bl_onebit q;
-        s = rnd ? bl_random_onebit(m, n, fo->seed, &q, err) : bl_fit_onebit(W, m, n, fo, &q, err);
-        if (!s && (s = bl_linear_from_onebit(out, &q, err))) bl_onebit_free(&q);
-        return s;
-    }
-    case BL_QM_DBF: {
-        bl_dbf q;
-        int64_t k = bl_layer_mid(o, m, n);
-        s = rnd ? bl_random_dbf(m, n, k, fo->seed, &q, err) : bl_fit_dbf(W, m, n, k, fo, &q, err);
-        if (!s && (s = bl_linear_from_dbf(out, &q, err))) bl_dbf_free(&q);
-        return s;
-    }
-    case BL_QM_MDBF: {
-        bl_mdbf q;
-        int64_t r = bl_layer_mid(o, m, n);
-        s = rnd ? bl_random_mdbf(m, n, r, o->rank_l, o->paths, fo->seed, &q, err)
-                : bl_fit_mdbf(W, m, n, r, o->rank_l, o->paths, fo, &q, err);
-        if (!s && (s = bl_linear_from_mdbf(out, &q, err))) bl_mdbf_free(&q);
-        return s;
-    }
-    case BL_QM_COUNT: break;
-    }
-    return bl_fail(err, BL_ERR_ARG, "unknown quantization method");
+    const bl_format_ops *f = o->method.format;
+    bl_format_params p = o->method.params;
+    if (f->mid_from_bpw) p.mid = bl_layer_mid(o, m, n);
+    return o->random_factors ? f->random(m, n, &p, fo->seed, out, err)
+                             : f->fit(W, m, n, &p, fo, out, err);
 }
 
 /* Relative errors of Ŵ (in What) against W: plain, and weighted by the fit's importances

@@ -16,10 +16,8 @@ extern const bl_config_fields bl_hf_config_fields;
  * as fields spells it (NULL: config.json names). Shared by every loader. */
 bl_status bl_config_validate(const bl_config *c, const char *path, const bl_config_fields *fields,
                              bl_err *err);
-/* Parses one layer's entry of quantization_config.layers ({"format": ..., params}). */
-#include <cjson/cJSON.h>
-bl_status bl_format_params_from_json(const cJSON *o, const char *where,
-                                     const bl_format_ops **ops, bl_format_params *p, bl_err *err);
+/* quantization_config.layers entries: through the format's schema. */
+#include "formats/format_json.h"
 
 /* Where a model being loaded came from, for messages. */
 typedef struct {

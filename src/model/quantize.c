@@ -14,62 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const method_names[BL_QM_COUNT] = {
-    [BL_QM_RTN1] = "rtn1", [BL_QM_RTN2] = "rtn2", [BL_QM_RTN3] = "rtn3", [BL_QM_RTN4] = "rtn4",
-    [BL_QM_ONEBIT] = "onebit", [BL_QM_DBF] = "dbf", [BL_QM_MDBF] = "mdbf",
-};
-
-const char *bl_qmethod_name(bl_qmethod q) { return method_names[q]; }
-
-bool bl_qmethod_from_name(const char *name, bl_qmethod *out) {
-    for (int i = 0; i < BL_QM_COUNT; i++)
-        if (strcmp(name, method_names[i]) == 0) {
-            *out = (bl_qmethod)i;
-            return true;
-        }
-    return false;
-}
-
-/* Which parameters each method reads when it fits the weights. */
-#define QP(p) (1u << (p))
-static const unsigned method_params[BL_QM_COUNT] = {
-    [BL_QM_RTN1] = 0,
-    [BL_QM_RTN2] = QP(BL_QP_GROUP),
-    [BL_QM_RTN3] = QP(BL_QP_GROUP),
-    [BL_QM_RTN4] = QP(BL_QP_GROUP),
-    [BL_QM_ONEBIT] = QP(BL_QP_SVID),
-    [BL_QM_DBF] = QP(BL_QP_BPW) | QP(BL_QP_CALIB) | QP(BL_QP_ITERS) | QP(BL_QP_SEED),
-    [BL_QM_MDBF] = QP(BL_QP_BPW) | QP(BL_QP_ENVELOPE_RANK) | QP(BL_QP_PATHS) |
-                   QP(BL_QP_ACTIVATION_AWARE) | QP(BL_QP_ADAM_STEPS) | QP(BL_QP_CALIB) |
-                   QP(BL_QP_ITERS) | QP(BL_QP_SEED),
-};
-/* Random factors never fit: they drop these and draw from the seed. */
-static const unsigned fit_only = QP(BL_QP_SVID) | QP(BL_QP_ACTIVATION_AWARE) |
-                                 QP(BL_QP_ADAM_STEPS) | QP(BL_QP_CALIB) | QP(BL_QP_ITERS);
-
-bool bl_qmethod_uses(bl_qmethod m, bool random_factors, bl_qparam p) {
-    if ((int)m < 0 || m >= BL_QM_COUNT || (int)p < 0 || p >= BL_QP_COUNT) return false;
-    unsigned u = method_params[m];
-    if (random_factors) u = (u & ~fit_only) | QP(BL_QP_SEED);
-    return u & QP(p);
-}
-
-void bl_qparam_users(bl_qparam p, bool random_factors, char *buf, size_t cap) {
-    size_t k = 0;
-    buf[0] = 0;
-    for (int m = 0; m < BL_QM_COUNT && k < cap; m++)
-        if (bl_qmethod_uses((bl_qmethod)m, random_factors, p))
-            k += (size_t)snprintf(buf + k, cap - k, "%s%s", k ? ", " : "", method_names[m]);
-    if (!buf[0]) snprintf(buf, cap, "none");
-}
-
 void bl_quant_opts_default(bl_quant_opts *o) {
     memset(o, 0, sizeof *o);
-    o->method = BL_QM_ONEBIT;
-    o->bpw = 0; /* dbf/mdbf: match onebit's bpw for each layer's shape */
-    o->group = 128;
-    o->rank_l = 1;
-    o->paths = 1;
+    bl_method_parse("onebit", &o->method, NULL);
+    o->bpw = 0; /* a format with a middle dimension: match onebit's bpw for each layer's shape */
     o->calib_ctx = 256;
     bl_fit_opts_default(&o->fit);
 }
@@ -197,9 +145,6 @@ static bl_layer_fit_opts layer_opts(const bl_quant_opts *o) {
     bl_layer_fit_opts_default(&lo);
     lo.method = o->method;
     lo.bpw = o->bpw;
-    lo.group = o->group;
-    lo.rank_l = o->rank_l;
-    lo.paths = o->paths;
     lo.fit = o->fit;
     lo.random_factors = o->random_factors;
     return lo;
@@ -208,19 +153,24 @@ static bl_layer_fit_opts layer_opts(const bl_quant_opts *o) {
 static cJSON *provenance(const bl_model *src, const bl_quant_opts *o) {
     cJSON *p = cJSON_CreateObject();
     cJSON_AddStringToObject(p, "source", src->path);
-    cJSON_AddStringToObject(p, "method", bl_qmethod_name(o->method));
-    if (o->method == BL_QM_DBF || o->method == BL_QM_MDBF) {
+    char name[64];
+    bl_method_name(&o->method, name, sizeof name);
+    cJSON_AddStringToObject(p, "method", name);
+    if (bl_method_uses(&o->method, false, BL_QP_BPW)) {
         if (o->bpw > 0) bl_json_add_exact(p, "bpw_target", o->bpw); /* read back exactly */
         else cJSON_AddStringToObject(p, "bpw_target", "onebit");
     }
-    if (o->method == BL_QM_MDBF) {
-        cJSON_AddNumberToObject(p, "envelope_rank", o->rank_l);
-        cJSON_AddNumberToObject(p, "paths", o->paths);
+    /* the format parameters that an option sets, under the option's name */
+    const bl_format_ops *f = o->method.format;
+    for (int i = 0; i < f->n_params; i++)
+        if (f->params[i].flag >= 0 &&
+            bl_method_uses(&o->method, false, (bl_qparam)f->params[i].flag))
+            cJSON_AddNumberToObject(p, bl_qparam_name((bl_qparam)f->params[i].flag),
+                                    (double)bl_format_param_get(&f->params[i], &o->method.params));
+    if (bl_method_uses(&o->method, false, BL_QP_ACTIVATION_AWARE))
         cJSON_AddBoolToObject(p, "activation_aware", o->activation_aware);
-    }
-    if (o->method >= BL_QM_RTN2 && o->method <= BL_QM_RTN4)
-        cJSON_AddNumberToObject(p, "group", o->group);
-    if (o->method == BL_QM_ONEBIT) cJSON_AddStringToObject(p, "svid", o->fit.nmf ? "nmf" : "svd");
+    if (bl_method_uses(&o->method, false, BL_QP_SVID))
+        cJSON_AddStringToObject(p, "svid", o->fit.nmf ? "nmf" : "svd");
     if (o->random_factors) cJSON_AddBoolToObject(p, "random_factors", true);
     bl_json_add_u64(p, "seed", o->fit.seed);
     cJSON_AddNumberToObject(p, "iters", o->fit.iters);
@@ -272,7 +222,7 @@ static void fit_one(fit_task *t) {
         lo.fit.in_importance = imp;
         if (o->activation_aware) lo.fit.H = t->cal->gram[in];
     }
-    if (o->out_importance && bl_qmethod_uses(o->method, false, BL_QP_CALIB))
+    if (o->out_importance && bl_method_uses(&o->method, false, BL_QP_CALIB))
         lo.fit.out_importance = o->out_importance[t->l * BL_PROJ_COUNT + t->p];
     if (!s) s = bl_fit_layer(W, L->m, L->n, &lo, t->out, t->res, &t->err);
     free(W);
@@ -292,7 +242,7 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     bl_linear *q = calloc((size_t)total, sizeof *q);
     if (!q) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
     calib_stats cal;
-    bool use_calib = o->calib_ids && o->n_calib > 0 && bl_qmethod_uses(o->method, false, BL_QP_CALIB);
+    bool use_calib = o->calib_ids && o->n_calib > 0 && bl_method_uses(&o->method, false, BL_QP_CALIB);
     bl_status s = BL_OK;
     for (int l = 0; l < c->n_layers && !s; l++)
         for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
@@ -316,7 +266,8 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     bl_layer_fit_result *res = calloc(BL_PROJ_COUNT, sizeof *res); /* one per projection */
     if (!res) s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
     for (int l = 0; l < c->n_layers && !s; l++) {
-        if (use_calib && o->activation_aware && o->method == BL_QM_MDBF)
+        if (use_calib && o->activation_aware &&
+            bl_method_uses(&o->method, false, BL_QP_ACTIVATION_AWARE))
             s = calib_gram(src, o, &cal, l, err);
         if (s) break;
         /* The seven projections of a layer are independent fits: they run side by side, one per
@@ -366,7 +317,9 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
         cJSON *prov = provenance(src, o);
         char *pj = cJSON_PrintUnformatted(prov);
         cJSON_Delete(prov);
-        s = bl_model_write(src, q, outdir, bl_qmethod_name(o->method), pj, err);
+        char name[64];
+        bl_method_name(&o->method, name, sizeof name);
+        s = bl_model_write(src, q, outdir, name, pj, err);
         free(pj);
     }
     for (int i = 0; i < total; i++) bl_linear_free(&q[i]);

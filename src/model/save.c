@@ -45,19 +45,6 @@ cJSON *bl_config_to_json(const bl_config *c) {
     return o;
 }
 
-static cJSON *params_to_json(const bl_linear *L) {
-    cJSON *o = cJSON_CreateObject();
-    const bl_format_params *p = &L->params;
-    cJSON_AddStringToObject(o, "format", L->ops->name);
-    if (p->bits) cJSON_AddNumberToObject(o, "bits", p->bits);
-    if (p->group) cJSON_AddNumberToObject(o, "group", p->group);
-    if (p->mid) cJSON_AddNumberToObject(o, "mid", (double)p->mid);
-    if (p->rank_l) cJSON_AddNumberToObject(o, "rank_l", p->rank_l);
-    if (p->paths) cJSON_AddNumberToObject(o, "paths", p->paths);
-    if (p->post_ln) cJSON_AddBoolToObject(o, "post_ln", true);
-    return o;
-}
-
 static bl_status add_vec(bl_st_writer *w, const char *name, const float *v, int64_t n,
                          bl_err *err) {
     return bl_st_writer_add(w, name, BL_DT_F32, 1, &n, v, (size_t)n * sizeof(float), false, err);
@@ -141,9 +128,9 @@ bl_status bl_model_write(const bl_model *m, const bl_linear *proj, const char *o
             const bl_linear *L = proj ? &proj[l * BL_PROJ_COUNT + p] : &ly->proj[p];
             snprintf(name, sizeof name, "model.layers.%d.%s", l, bl_proj_hf_name(p));
             s = L->ops->save(L, name, w, err);
-            if (!s && strcmp(L->ops->name, "dense") != 0) {
+            if (!s && !bl_linear_is_dense(L)) {
                 if (!layers) layers = cJSON_CreateObject();
-                cJSON_AddItemToObject(layers, name, params_to_json(L));
+                cJSON_AddItemToObject(layers, name, bl_format_params_to_json(L));
             }
             if (!s && p < 3 && ly->bias[p]) {
                 snprintf(name, sizeof name, "model.layers.%d.%s.bias", l, bl_proj_hf_name(p));

@@ -4,32 +4,6 @@
  * never form a dense weight; only the gradient of a sign matrix itself (onebit latent, flipping
  * scores) is a dense m×n product, made by one gemm. */
 
-void FN(nn_lin_acts_bind)(FN(nn_lin_acts) *A, const nn_linear *L, int64_t N, real *mem) {
-    A->z = A->y = A->r = NULL;
-    const int64_t m = L->m, k = L->mid, l = L->l, P = L->P;
-    switch (L->kind) {
-    case NN_ONEBIT:
-        A->z = mem;
-        if (L->post_ln) {
-            A->y = mem + N * m;
-            A->r = mem + 2 * N * m;
-        }
-        break;
-    case NN_DBF:
-        A->z = mem;
-        A->y = mem + N * k;
-        break;
-    case NN_MDBF:
-        A->z = mem;
-        A->y = mem + P * N * l * k;
-        A->r = A->y + P * N * l * m;
-        break;
-    default: break;
-    }
-}
-
-/* ---- dense: y = x·Wᵀ ---- */
-
 static void dense_forward(const nn_linear *L, const real *P, const real *x, int64_t N, real *y) {
     rgemm(CblasNoTrans, CblasTrans, N, L->m, L->n, 1, x, L->n, P + L->w, L->n, 0, y, L->m);
 }
@@ -88,7 +62,7 @@ static void onebit_backward(const nn_linear *L, const real *P, real *G, const re
 }
 
 bl_status FN(nn_linear_sync_signs)(nn_linear *L, const real *P, bl_err *err) {
-    if (L->kind != NN_ONEBIT) return BL_OK;
+    if (!nn_formats[L->kind].signs_follow_latent) return BL_OK;
     nn_signs *S = &L->S[0];
     const int64_t rb = bl_sign_row_bytes(S->cols);
     const real *w = P + L->w;
@@ -230,27 +204,73 @@ static void mdbf_backward(const nn_linear *L, const real *P, real *G, const real
     }
 }
 
-/* ---- dispatch ---- */
+/* ---- dispatch: one entry per kind, in the order of nn_formats ---- */
+
+static void dense_fwd(const nn_linear *L, const real *P, const real *x, int64_t N, real *y,
+                      FN(nn_lin_acts) *A, real *work) {
+    (void)A;
+    (void)work;
+    dense_forward(L, P, x, N, y);
+}
+
+static void dense_bwd(const nn_linear *L, const real *P, real *G, const real *x, const real *dy,
+                      int64_t N, real *dx, FN(nn_lin_acts) *A, real *work) {
+    (void)A;
+    (void)work;
+    dense_backward(L, P, G, x, dy, N, dx);
+}
+
+static void dense_bind(FN(nn_lin_acts) *A, const nn_linear *L, int64_t N, real *mem) {
+    (void)A;
+    (void)L;
+    (void)N;
+    (void)mem;
+}
+
+static void onebit_bind(FN(nn_lin_acts) *A, const nn_linear *L, int64_t N, real *mem) {
+    A->z = mem;
+    if (L->post_ln) {
+        A->y = mem + N * L->m;
+        A->r = mem + 2 * N * L->m;
+    }
+}
+
+static void dbf_bind(FN(nn_lin_acts) *A, const nn_linear *L, int64_t N, real *mem) {
+    A->z = mem;
+    A->y = mem + N * L->mid;
+}
+
+static void mdbf_bind(FN(nn_lin_acts) *A, const nn_linear *L, int64_t N, real *mem) {
+    A->z = mem;
+    A->y = mem + L->P * N * L->l * L->mid;
+    A->r = A->y + L->P * N * L->l * L->m;
+}
+
+static const struct {
+    void (*bind)(FN(nn_lin_acts) *A, const nn_linear *L, int64_t N, real *mem);
+    void (*forward)(const nn_linear *L, const real *P, const real *x, int64_t N, real *y,
+                    FN(nn_lin_acts) *A, real *work);
+    void (*backward)(const nn_linear *L, const real *P, real *G, const real *x, const real *dy,
+                     int64_t N, real *dx, FN(nn_lin_acts) *A, real *work);
+} lin_kinds[NN_KIND_COUNT] = {
+    [NN_DENSE] = {dense_bind, dense_fwd, dense_bwd},
+    [NN_ONEBIT] = {onebit_bind, onebit_forward, onebit_backward},
+    [NN_DBF] = {dbf_bind, dbf_forward, dbf_backward},
+    [NN_MDBF] = {mdbf_bind, mdbf_forward, mdbf_backward},
+};
+
+void FN(nn_lin_acts_bind)(FN(nn_lin_acts) *A, const nn_linear *L, int64_t N, real *mem) {
+    A->z = A->y = A->r = NULL;
+    lin_kinds[L->kind].bind(A, L, N, mem);
+}
 
 void FN(nn_linear_forward)(const nn_linear *L, const real *P, const real *x, int64_t N, real *y,
                            FN(nn_lin_acts) *A, real *work) {
-    switch (L->kind) {
-    case NN_DENSE: dense_forward(L, P, x, N, y); break;
-    case NN_ONEBIT: onebit_forward(L, P, x, N, y, A, work); break;
-    case NN_DBF: dbf_forward(L, P, x, N, y, A, work); break;
-    case NN_MDBF: mdbf_forward(L, P, x, N, y, A, work); break;
-    default: break;
-    }
+    lin_kinds[L->kind].forward(L, P, x, N, y, A, work);
 }
 
 void FN(nn_linear_backward)(const nn_linear *L, const real *P, real *G, const real *x,
                             const real *dy, int64_t N, real *dx, FN(nn_lin_acts) *A,
                             real *work) {
-    switch (L->kind) {
-    case NN_DENSE: dense_backward(L, P, G, x, dy, N, dx); break;
-    case NN_ONEBIT: onebit_backward(L, P, G, x, dy, N, dx, A, work); break;
-    case NN_DBF: dbf_backward(L, P, G, x, dy, N, dx, A, work); break;
-    case NN_MDBF: mdbf_backward(L, P, G, x, dy, N, dx, A, work); break;
-    default: break;
-    }
+    lin_kinds[L->kind].backward(L, P, G, x, dy, N, dx, A, work);
 }

@@ -21,8 +21,9 @@
 
 #define NN_NONE ((size_t)-1)
 
-/* Linear-layer kinds of the training engine (formats of src/formats that can be trained). */
-enum { NN_DENSE = 0, NN_ONEBIT, NN_DBF, NN_MDBF };
+/* Linear-layer kinds of the training engine: indexes of the table of trainable formats
+ * (nn_formats, below). */
+enum { NN_DENSE = 0, NN_ONEBIT, NN_DBF, NN_MDBF, NN_KIND_COUNT };
 
 /* What a parameter tensor is: decides the training defaults and the weight decay. */
 enum {
@@ -123,6 +124,33 @@ bl_status nn_model_random(const bl_config *cfg, const nn_lin_spec spec[BL_PROJ_C
                           uint64_t seed, int max_seq, const nn_build_opts *o, nn_model **out,
                           float **params, bl_err *err);
 void nn_model_free(nn_model *m);
+
+/* One entry per trainable format (src/nn/nn_formats.c), indexed by nn_linear.kind: everything
+ * the engine knows about a format except its forward/backward (linear_impl.h, per precision). */
+typedef struct nn_format {
+    const char *format;       /* the registry's name (bl_format_find) */
+    bool signs_follow_latent; /* the sign matrix is sign(latent), refreshed every step (onebit) */
+    unsigned distill_opts;    /* the bl_distill_opt options it reads (1 << opt) */
+    /* The nn layout of a loaded layer of this format. */
+    void (*spec)(const bl_linear *L, const nn_build_opts *o, nn_lin_spec *sp);
+    /* Adds the layer's tensors and sign matrices (L->kind, m, n and NN_NONE offsets are set). */
+    bl_status (*layout)(nn_model *M, const nn_build_opts *o, nn_linear *L, const char *prefix,
+                        const nn_lin_spec *sp, bl_err *err);
+    /* Values from a loaded layer, read through the format's data (any file layout). */
+    bl_status (*import)(const bl_linear *BL, const nn_linear *L, const nn_build_opts *o,
+                        float *P, bl_err *err);
+    bl_status (*random)(const nn_linear *L, const nn_build_opts *o, float *P, bl_rng *r,
+                        bl_err *err);
+    size_t (*acts_size)(const nn_linear *L, int64_t N);
+    size_t (*work_size)(const nn_linear *L, int64_t N);
+    /* The tensor whose trainable flag turns on the gradients of the vectors (NN_NONE: none). */
+    size_t (*vec)(const nn_linear *L);
+    /* The trained layer as a format layer (NULL: dense, exported as a view of P). */
+    bl_status (*export)(const nn_linear *L, const float *P, bl_linear *out, bl_err *err);
+} nn_format;
+extern const nn_format nn_formats[NN_KIND_COUNT];
+/* The kind of a loaded layer's format, or -1 when it cannot be trained. */
+int nn_kind_of(const bl_linear *L);
 
 const nn_tensor *nn_model_find(const nn_model *m, const char *name);
 /* Marks every tensor trainable (tests) and enables all gradients. */

@@ -2,7 +2,7 @@
  * trainability), the sign matrices of the binary layers, the RoPE tables, and the parameter
  * values, either from a loaded bl_model (teacher or quantized student) or at random (tests and
  * benchmarks). Precision-independent; parameters are produced as f32. */
-#include "nn/nn.h"
+#include "nn/nn_build.h"
 #include "core/parallel.h"
 
 #include <math.h>
@@ -23,26 +23,11 @@ void nn_build_opts_default(nn_build_opts *o) {
 /* ---- sizes ---- */
 
 size_t nn_linear_acts_size(const nn_linear *L, int64_t N) {
-    const int64_t m = L->m, k = L->mid, l = L->l;
-    switch (L->kind) {
-    case NN_ONEBIT: return (size_t)(N * m + (L->post_ln ? N * m + N : 0));
-    case NN_DBF: return (size_t)(N * (k + m));
-    case NN_MDBF: return (size_t)(L->P * (N * l * k + N * l * m + N * k));
-    default: return 0;
-    }
+    return nn_formats[L->kind].acts_size(L, N);
 }
 
 size_t nn_linear_work_size(const nn_linear *L, int64_t N) {
-    const int64_t m = L->m, n = L->n, k = L->mid, l = L->l;
-    switch (L->kind) {
-    case NN_ONEBIT: return (size_t)(N * m + 2 * N * n + m * n);
-    case NN_DBF: return (size_t)(N * m + 2 * N * k + 2 * N * n);
-    case NN_MDBF: {
-        const int64_t Nl = N * l, wide = n > k ? n : k;
-        return (size_t)(Nl * m + 2 * Nl * k + N * k + Nl * n + Nl * wide);
-    }
-    default: return 0;
-    }
+    return nn_formats[L->kind].work_size(L, N);
 }
 
 /* ---- the tensor table ---- */
@@ -63,11 +48,7 @@ static bool role_trainable(int role, const nn_build_opts *o) {
     }
 }
 
-/* Appends a tensor; returns its offset, or NN_NONE when out of memory (checked by the caller
- * through m->t == NULL). */
-static size_t add_tensor(nn_model *M, const nn_build_opts *o, int role, int64_t rows,
-                         int64_t cols, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-static size_t add_tensor(nn_model *M, const nn_build_opts *o, int role, int64_t rows,
+size_t nn_add_tensor(nn_model *M, const nn_build_opts *o, int role, int64_t rows,
                          int64_t cols, const char *fmt, ...) {
     if (!M->t && M->cap_t) return NN_NONE;
     if (M->n_t == M->cap_t) {
@@ -120,9 +101,7 @@ void nn_model_update_grad_flags(nn_model *M) {
         for (int p = 0; p < BL_PROJ_COUNT; p++) {
             nn_linear *L = &M->layers[l].proj[p];
             L->grad_w = L->w != NN_NONE && trainable_at(M, L->w);
-            size_t vec = L->kind == NN_ONEBIT ? L->g : L->kind == NN_DBF ? L->a
-                         : L->kind == NN_MDBF ? L->a_env : NN_NONE;
-            L->grad_vec = trainable_at(M, vec);
+            L->grad_vec = trainable_at(M, nn_formats[L->kind].vec(L));
         }
 }
 
@@ -137,14 +116,14 @@ bl_status nn_signs_refresh(nn_signs *s, bl_err *err) {
     return bl_signmat_prepare(&s->mat, bl_cpu_best_isa(), bl_pool_omp_current(), err);
 }
 
-static bl_status new_signs(nn_linear *L, int count, bl_err *err) {
+bl_status nn_new_signs(nn_linear *L, int count, bl_err *err) {
     L->S = calloc((size_t)count, sizeof *L->S);
     if (!L->S) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
     L->n_signs = count;
     return BL_OK;
 }
 
-static bl_status init_signs(nn_signs *s, int64_t rows, int64_t cols, bl_err *err) {
+bl_status nn_init_signs(nn_signs *s, int64_t rows, int64_t cols, bl_err *err) {
     s->rows = rows;
     s->cols = cols;
     s->latent = NN_NONE;
@@ -160,74 +139,29 @@ static bl_status layout_linear(nn_model *M, const nn_build_opts *o, nn_linear *L
                                const char *prefix, const nn_lin_spec *sp, int64_t m, int64_t n,
                                bl_err *err) {
     memset(L, 0, sizeof *L);
+    if (sp->kind < 0 || sp->kind >= NN_KIND_COUNT)
+        return bl_fail(err, BL_ERR_ARG, "%s: unknown layer kind %d", prefix, sp->kind);
     L->kind = sp->kind;
     L->m = m;
     L->n = n;
     L->w = L->g = L->h = L->a = L->mu = L->b = NN_NONE;
     L->a_env = L->q_u = L->q_v = L->b_env = NN_NONE;
-    bl_status s = BL_OK;
-    switch (sp->kind) {
-    case NN_DENSE:
-        L->w = add_tensor(M, o, NN_R_DENSE, m, n, "%s.weight", prefix);
-        break;
-    case NN_ONEBIT:
-        L->post_ln = sp->post_ln;
-        L->w = add_tensor(M, o, NN_R_LATENT, m, n, "%s.latent", prefix);
-        L->g = add_tensor(M, o, NN_R_SCALE, n, 0, "%s.g", prefix);
-        L->h = add_tensor(M, o, NN_R_SCALE, m, 0, "%s.h", prefix);
-        if (!(s = new_signs(L, 1, err))) s = init_signs(&L->S[0], m, n, err);
-        break;
-    case NN_DBF: {
-        const int64_t k = L->mid = sp->mid;
-        L->a = add_tensor(M, o, NN_R_SCALE, m, 0, "%s.a", prefix);
-        L->mu = add_tensor(M, o, NN_R_SCALE, k, 0, "%s.mu", prefix);
-        L->b = add_tensor(M, o, NN_R_SCALE, n, 0, "%s.b", prefix);
-        if (!(s = new_signs(L, 2, err))) s = init_signs(&L->S[0], m, k, err);
-        if (!s) s = init_signs(&L->S[1], k, n, err);
-        if (!s && o->flip) {
-            L->S[0].latent = add_tensor(M, o, NN_R_FLIP, m, k, "%s.flip.A", prefix);
-            L->S[1].latent = add_tensor(M, o, NN_R_FLIP, k, n, "%s.flip.B", prefix);
-        }
-        break;
-    }
-    case NN_MDBF: {
-        const int64_t r = L->mid = sp->mid;
-        const int l = L->l = sp->l, P = L->P = sp->P;
-        L->a_env = add_tensor(M, o, NN_R_ENVELOPE, P * m, l, "%s.A_env", prefix);
-        L->q_u = add_tensor(M, o, NN_R_ENVELOPE, P * r, l, "%s.Q_U", prefix);
-        L->q_v = add_tensor(M, o, NN_R_ENVELOPE, P * r, l, "%s.Q_V", prefix);
-        L->b_env = add_tensor(M, o, NN_R_ENVELOPE, P * n, l, "%s.B_env", prefix);
-        s = new_signs(L, 2 * P, err);
-        for (int p = 0; p < P && !s; p++) {
-            s = init_signs(&L->S[2 * p], m, r, err);
-            if (!s) s = init_signs(&L->S[2 * p + 1], r, n, err);
-            if (!s && o->flip) {
-                L->S[2 * p].latent = add_tensor(M, o, NN_R_FLIP, m, r, "%s.p%d.flip.SA", prefix, p);
-                L->S[2 * p + 1].latent =
-                    add_tensor(M, o, NN_R_FLIP, r, n, "%s.p%d.flip.SB", prefix, p);
-            }
-        }
-        break;
-    }
-    default:
-        return bl_fail(err, BL_ERR_ARG, "%s: unknown layer kind %d", prefix, sp->kind);
-    }
-    return s;
+    return nn_formats[sp->kind].layout(M, o, L, prefix, sp, err);
 }
 
 /* Lays out the whole model; spec[l·7 + p] describes each projection. */
 static bl_status layout_model(nn_model *M, const bl_config *c, const nn_lin_spec *spec,
                               const nn_build_opts *o, bl_err *err) {
     M->cfg = *c;
-    M->embed = add_tensor(M, o, NN_R_EMBED, c->vocab_size, c->dim, "model.embed_tokens.weight");
+    M->embed = nn_add_tensor(M, o, NN_R_EMBED, c->vocab_size, c->dim, "model.embed_tokens.weight");
     if (c->tied_embeddings) {
         /* One tensor serves both ends; it trains when either end is asked to. */
         if (M->t) M->t[0].trainable = o->train_embed || o->train_head;
         M->head = M->embed;
     } else {
-        M->head = add_tensor(M, o, NN_R_HEAD, c->vocab_size, c->dim, "lm_head.weight");
+        M->head = nn_add_tensor(M, o, NN_R_HEAD, c->vocab_size, c->dim, "lm_head.weight");
     }
-    M->out_norm = add_tensor(M, o, NN_R_NORM, c->dim, 0, "model.norm.weight");
+    M->out_norm = nn_add_tensor(M, o, NN_R_NORM, c->dim, 0, "model.norm.weight");
     M->layers = calloc((size_t)c->n_layers, sizeof *M->layers);
     if (!M->layers) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
     const int64_t qd = (int64_t)c->n_heads * c->head_dim;
@@ -239,20 +173,20 @@ static bl_status layout_model(nn_model *M, const bl_config *c, const nn_lin_spec
     bl_status s = BL_OK;
     for (int l = 0; l < c->n_layers && !s; l++) {
         nn_layer *ly = &M->layers[l];
-        ly->attn_norm = add_tensor(M, o, NN_R_NORM, c->dim, 0,
+        ly->attn_norm = nn_add_tensor(M, o, NN_R_NORM, c->dim, 0,
                                    "model.layers.%d.input_layernorm.weight", l);
-        ly->ffn_norm = add_tensor(M, o, NN_R_NORM, c->dim, 0,
+        ly->ffn_norm = nn_add_tensor(M, o, NN_R_NORM, c->dim, 0,
                                   "model.layers.%d.post_attention_layernorm.weight", l);
         for (int p = 0; p < 3; p++)
-            ly->bias[p] = c->qkv_bias ? add_tensor(M, o, NN_R_BIAS, rows[p], 0,
+            ly->bias[p] = c->qkv_bias ? nn_add_tensor(M, o, NN_R_BIAS, rows[p], 0,
                                                    "model.layers.%d.%s.bias", l,
                                                    bl_proj_hf_name(p))
                                       : NN_NONE;
         ly->q_norm = ly->k_norm = NN_NONE;
         if (c->qk_norm) {
-            ly->q_norm = add_tensor(M, o, NN_R_QKNORM, c->head_dim, 0,
+            ly->q_norm = nn_add_tensor(M, o, NN_R_QKNORM, c->head_dim, 0,
                                     "model.layers.%d.self_attn.q_norm.weight", l);
-            ly->k_norm = add_tensor(M, o, NN_R_QKNORM, c->head_dim, 0,
+            ly->k_norm = nn_add_tensor(M, o, NN_R_QKNORM, c->head_dim, 0,
                                     "model.layers.%d.self_attn.k_norm.weight", l);
         }
         for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
@@ -310,93 +244,19 @@ static bl_status finish(nn_model *M, float **params, bl_err *err) {
 
 /* ---- from a loaded model ---- */
 
-static bl_status read_bits(const bl_model *src, const char *prefix, const char *part,
-                           const nn_signs *s, bl_err *err) {
-    char name[BL_MAX_NAME + 32];
-    snprintf(name, sizeof name, "%s.%s", prefix, part);
-    const bl_tensor *t = bl_tensor_set_find(&src->tensors, name);
-    const int64_t rb = bl_sign_row_bytes(s->cols);
-    if (!t || t->dtype != BL_DT_U8 || t->ndim != 2 || t->shape[0] != s->rows || t->shape[1] != rb)
-        return bl_fail(err, BL_ERR_FORMAT, "%s: missing or malformed %s (expected U8 [%lld, %lld])",
-                       src->path, name, (long long)s->rows, (long long)rb);
-    memcpy(s->bits, t->data, (size_t)(s->rows * rb));
-    return BL_OK;
-}
-
-static bl_status read_vec(const bl_model *src, const char *prefix, const char *part, size_t numel,
-                          float *dst, bl_err *err) {
-    char name[BL_MAX_NAME + 32];
-    snprintf(name, sizeof name, "%s.%s", prefix, part);
-    const bl_tensor *t = bl_tensor_set_find(&src->tensors, name);
-    if (!t || (size_t)bl_tensor_numel(t) != numel)
-        return bl_fail(err, BL_ERR_FORMAT, "%s: missing tensor %s of %zu values", src->path, name,
-                       numel);
-    float *f;
-    bl_status s = bl_tensor_to_f32(t, &f, err);
-    if (s) return s;
-    memcpy(dst, f, numel * sizeof(float));
-    free(f);
-    return BL_OK;
-}
-
-static bool has_tensor(const bl_model *src, const char *prefix, const char *part) {
-    char name[BL_MAX_NAME + 32];
-    snprintf(name, sizeof name, "%s.%s", prefix, part);
-    return bl_tensor_set_find(&src->tensors, name) != NULL;
-}
-
-/* Latent (or flipping score) = ±init from a packed sign matrix. */
-static void latent_from_bits(float *lat, const nn_signs *s, float init) {
+void nn_latent_from_bits(float *lat, const nn_signs *s, float init) {
     const int64_t rb = bl_sign_row_bytes(s->cols);
     for (int64_t i = 0; i < s->rows; i++)
         for (int64_t j = 0; j < s->cols; j++)
             lat[i * s->cols + j] = (float)bl_sign_get(s->bits, rb, i, j) * init;
 }
 
-static bl_status fill_linear(const bl_model *src, const bl_linear *BL, const nn_linear *L,
-                             const char *prefix, const nn_build_opts *o, float *P, bl_err *err) {
+bl_status nn_frozen_signs_ready(const nn_linear *L, const nn_build_opts *o, float *P,
+                                bl_err *err) {
     bl_status s = BL_OK;
-    const int64_t m = L->m, n = L->n, k = L->mid, l = L->l;
-    switch (L->kind) {
-    case NN_DENSE:
-        return BL->ops->to_dense(BL, P + L->w, err);
-    case NN_ONEBIT:
-        if (!(s = read_bits(src, prefix, "sign", &L->S[0], err)))
-            latent_from_bits(P + L->w, &L->S[0], o->latent_init);
-        if (!s) s = read_vec(src, prefix, "g", (size_t)n, P + L->g, err);
-        if (!s) s = read_vec(src, prefix, "h", (size_t)m, P + L->h, err);
-        return s;
-    case NN_DBF:
-        s = read_bits(src, prefix, "A", &L->S[0], err);
-        if (!s) s = read_bits(src, prefix, "B", &L->S[1], err);
-        if (!s) s = read_vec(src, prefix, "a", (size_t)m, P + L->a, err);
-        if (!s) s = read_vec(src, prefix, "mu", (size_t)k, P + L->mu, err);
-        if (!s) s = read_vec(src, prefix, "b", (size_t)n, P + L->b, err);
-        break;
-    case NN_MDBF:
-        for (int p = 0; p < L->P && !s; p++) {
-            char part[32];
-            snprintf(part, sizeof part, "p%d.SA", p);
-            s = read_bits(src, prefix, part, &L->S[2 * p], err);
-            snprintf(part, sizeof part, "p%d.SB", p);
-            if (!s) s = read_bits(src, prefix, part, &L->S[2 * p + 1], err);
-            snprintf(part, sizeof part, "p%d.A_env", p);
-            if (!s) s = read_vec(src, prefix, part, (size_t)(m * l), P + L->a_env + p * m * l, err);
-            snprintf(part, sizeof part, "p%d.Q_U", p);
-            if (!s) s = read_vec(src, prefix, part, (size_t)(k * l), P + L->q_u + p * k * l, err);
-            snprintf(part, sizeof part, "p%d.Q_V", p);
-            if (!s && l == 1 && !has_tensor(src, prefix, part)) /* stored merged into Q_U */
-                for (int64_t i = 0; i < k; i++) P[L->q_v + p * k + i] = 1.0f;
-            else if (!s)
-                s = read_vec(src, prefix, part, (size_t)(k * l), P + L->q_v + p * k * l, err);
-            snprintf(part, sizeof part, "p%d.B_env", p);
-            if (!s) s = read_vec(src, prefix, part, (size_t)(n * l), P + L->b_env + p * n * l, err);
-        }
-        break;
-    default: break;
-    }
     for (int i = 0; i < L->n_signs && !s; i++) {
-        if (L->S[i].latent != NN_NONE) latent_from_bits(P + L->S[i].latent, &L->S[i], o->flip_init);
+        if (L->S[i].latent != NN_NONE)
+            nn_latent_from_bits(P + L->S[i].latent, &L->S[i], o->flip_init);
         s = nn_signs_refresh(&L->S[i], err);
     }
     return s;
@@ -405,23 +265,17 @@ static bl_status fill_linear(const bl_model *src, const bl_linear *BL, const nn_
 static bl_status spec_of(const bl_model *src, const bl_linear *L, const char *prefix,
                          const nn_build_opts *o, nn_lin_spec *sp, bl_err *err) {
     memset(sp, 0, sizeof *sp);
-    const char *f = L->ops->name;
-    if (strcmp(f, "dense") == 0) sp->kind = NN_DENSE;
-    else if (strcmp(f, "onebit") == 0) {
-        sp->kind = NN_ONEBIT;
-        sp->post_ln = o->post_ln < 0 ? L->params.post_ln : o->post_ln > 0;
-    } else if (strcmp(f, "dbf") == 0) {
-        sp->kind = NN_DBF;
-        sp->mid = L->params.mid;
-    } else if (strcmp(f, "mdbf") == 0) {
-        sp->kind = NN_MDBF;
-        sp->mid = L->params.mid;
-        sp->l = L->params.rank_l;
-        sp->P = L->params.paths;
-    } else {
+    const int kind = nn_kind_of(L);
+    if (kind < 0) {
+        char names[96];
+        size_t k = 0;
+        for (int i = 0; i < NN_KIND_COUNT; i++)
+            k += (size_t)snprintf(names + k, sizeof names - k, "%s%s", i ? ", " : "",
+                                  nn_formats[i].format);
         return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: %s is a %s layer, which cannot be trained "
-                       "(dense, onebit, dbf and mdbf can)", src->path, prefix, f);
+                       "(%s can)", src->path, prefix, L->ops->name, names);
     }
+    nn_formats[kind].spec(L, o, sp);
     return BL_OK;
 }
 
@@ -462,8 +316,8 @@ bl_status nn_model_from_bl(const bl_model *src, int max_seq, const nn_build_opts
             memcpy(P + ly->k_norm, sl->k_norm, sizeof(float) * (size_t)c->head_dim);
         }
         for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
-            snprintf(prefix, sizeof prefix, "model.layers.%d.%s", l, bl_proj_hf_name(p));
-            s = fill_linear(src, &sl->proj[p], &ly->proj[p], prefix, o, P, err);
+            const nn_linear *L = &ly->proj[p];
+            s = nn_formats[L->kind].import(&sl->proj[p], L, o, P, err);
         }
     }
     if (!s) s = nn_model_sync_signs_f32(M, P, err);
@@ -479,60 +333,20 @@ bl_status nn_model_from_bl(const bl_model *src, int max_seq, const nn_build_opts
 
 /* ---- random models (tests, benchmarks) ---- */
 
-static void fill_normal(float *v, size_t n, bl_rng *r, float mean, float sd) {
+void nn_fill_normal(float *v, size_t n, bl_rng *r, float mean, float sd) {
     for (size_t i = 0; i < n; i++) v[i] = mean + sd * bl_rng_normal(r);
 }
 
-static void fill_pos(float *v, size_t n, bl_rng *r, float scale) {
+void nn_fill_pos(float *v, size_t n, bl_rng *r, float scale) {
     for (size_t i = 0; i < n; i++) v[i] = scale * (0.5f + bl_rng_uniform(r));
 }
 
-static void random_signs(nn_signs *s, bl_rng *r) {
+void nn_random_signs(nn_signs *s, bl_rng *r) {
     const int64_t rb = bl_sign_row_bytes(s->cols);
     memset(s->bits, 0, (size_t)(s->rows * rb));
     for (int64_t i = 0; i < s->rows; i++)
         for (int64_t j = 0; j < s->cols; j++)
             if (bl_rng_u64(r) & 1) s->bits[i * rb + (j >> 3)] |= (uint8_t)(1u << (j & 7));
-}
-
-static bl_status random_linear(const nn_linear *L, const nn_build_opts *o, float *P, bl_rng *r,
-                               bl_err *err) {
-    const int64_t m = L->m, n = L->n, k = L->mid, l = L->l;
-    const float sn = 1.0f / sqrtf((float)n), sk = k ? 1.0f / sqrtf((float)k) : 0;
-    switch (L->kind) {
-    case NN_DENSE: fill_normal(P + L->w, (size_t)(m * n), r, 0, sn); return BL_OK;
-    case NN_ONEBIT:
-        /* latent magnitudes spread over [0.005, 1) so the straight-through factor varies */
-        for (int64_t i = 0; i < m * n; i++)
-            P[L->w + i] = (bl_rng_u64(r) & 1 ? -1.0f : 1.0f) * (0.005f + bl_rng_uniform(r));
-        fill_pos(P + L->g, (size_t)n, r, 1.0f);
-        fill_pos(P + L->h, (size_t)m, r, sn);
-        return BL_OK;
-    case NN_DBF:
-        random_signs(&L->S[0], r);
-        random_signs(&L->S[1], r);
-        fill_pos(P + L->a, (size_t)m, r, 1.0f);
-        fill_pos(P + L->mu, (size_t)k, r, sk);
-        fill_pos(P + L->b, (size_t)n, r, sn);
-        break;
-    case NN_MDBF:
-        for (int p = 0; p < L->P; p++) {
-            random_signs(&L->S[2 * p], r);
-            random_signs(&L->S[2 * p + 1], r);
-        }
-        fill_pos(P + L->a_env, (size_t)(L->P * m * l), r, 1.0f / (float)(l * L->P));
-        fill_pos(P + L->q_u, (size_t)(L->P * k * l), r, 1.0f);
-        fill_pos(P + L->q_v, (size_t)(L->P * k * l), r, sk / (float)l);
-        fill_pos(P + L->b_env, (size_t)(L->P * n * l), r, sn);
-        break;
-    default: break;
-    }
-    bl_status s = BL_OK;
-    for (int i = 0; i < L->n_signs && !s; i++) {
-        if (L->S[i].latent != NN_NONE) latent_from_bits(P + L->S[i].latent, &L->S[i], o->flip_init);
-        s = nn_signs_refresh(&L->S[i], err);
-    }
-    return s;
 }
 
 bl_status nn_model_random(const bl_config *c, const nn_lin_spec spec[BL_PROJ_COUNT],
@@ -558,15 +372,18 @@ bl_status nn_model_random(const bl_config *c, const nn_lin_spec spec[BL_PROJ_COU
     for (int i = 0; i < M->n_t && !s; i++) {
         const nn_tensor *t = &M->t[i];
         switch (t->role) {
-        case NN_R_EMBED: case NN_R_HEAD: fill_normal(P + t->off, t->numel, &r, 0, 0.5f); break;
-        case NN_R_NORM: case NN_R_QKNORM: fill_normal(P + t->off, t->numel, &r, 1, 0.1f); break;
-        case NN_R_BIAS: fill_normal(P + t->off, t->numel, &r, 0, 0.1f); break;
+        case NN_R_EMBED: case NN_R_HEAD: nn_fill_normal(P + t->off, t->numel, &r, 0, 0.5f); break;
+        case NN_R_NORM: case NN_R_QKNORM: nn_fill_normal(P + t->off, t->numel, &r, 1, 0.1f); break;
+        case NN_R_BIAS: nn_fill_normal(P + t->off, t->numel, &r, 0, 0.1f); break;
         default: break;
         }
     }
     for (int l = 0; l < c->n_layers && !s; l++)
         for (int p = 0; p < BL_PROJ_COUNT && !s; p++)
-            s = random_linear(&M->layers[l].proj[p], o, P, &r, err);
+            {
+                const nn_linear *L = &M->layers[l].proj[p];
+                s = nn_formats[L->kind].random(L, o, P, &r, err);
+            }
     if (!s) s = nn_model_sync_signs_f32(M, P, err);
     if (s) {
         nn_model_free(M);

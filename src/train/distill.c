@@ -258,6 +258,24 @@ static bl_status train_step(trainer *t, int step, bl_distill_progress *pr, bl_er
     return s;
 }
 
+/* Which distillation options a student reads: the table of trainable formats decides. */
+bool bl_distill_student_reads(const bl_model *student, bl_distill_opt opt) {
+    for (int l = 0; l < student->cfg.n_layers; l++)
+        for (int p = 0; p < BL_PROJ_COUNT; p++) {
+            const int k = nn_kind_of(&student->layers[l].proj[p]);
+            if (k >= 0 && (nn_formats[k].distill_opts >> opt & 1u)) return true;
+        }
+    return false;
+}
+
+void bl_distill_opt_users(bl_distill_opt opt, char *buf, size_t cap) {
+    size_t n = 0;
+    buf[0] = 0;
+    for (int k = 0; k < NN_KIND_COUNT && n < cap; k++)
+        if (nn_formats[k].distill_opts >> opt & 1u)
+            n += (size_t)snprintf(buf + n, cap - n, "%s%s", n ? ", " : "", nn_formats[k].format);
+}
+
 static bl_status distill_run(const bl_model *teacher, const bl_model *student,
                              const bl_train_data *data, const char *outdir,
                              const bl_distill_opts *opts, bl_distill_result *res, bl_err *err) {

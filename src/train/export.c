@@ -1,5 +1,5 @@
 /* The trained student as a normal model directory. The binary layers are rebuilt as format
- * layers from the training state (onebit: sign(latent), g, h, post_ln; dbf/mdbf: the current
+ * layers from the training state by their nn_formats entry (onebit: sign(latent), g, h, post_ln; dbf/mdbf: the current
  * signs and the trained vectors and envelopes; the vectors are rounded to FP16 on the way, as
  * every format stores them), and a shallow copy of the source model whose norms, biases and, when
  * trained, embeddings and head point into the f32 parameter buffer is written by bl_model_save.
@@ -10,12 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void *dup_bytes(const void *p, size_t n) {
-    void *d = malloc(n ? n : 1);
-    if (d) memcpy(d, p, n);
-    return d;
-}
 
 static bool trainable(const nn_model *M, size_t off) {
     for (int i = 0; i < M->n_t; i++)
@@ -35,55 +29,6 @@ static bl_tensor view_of(const float *P, size_t off, int64_t rows, int64_t cols,
     t.data = P + off;
     t.nbytes = (size_t)(rows * cols) * sizeof(float);
     return t;
-}
-
-static bl_status build_linear(const nn_linear *L, const float *P, bl_linear *out, bl_err *err) {
-    const int64_t m = L->m, n = L->n, k = L->mid, l = L->l;
-    switch (L->kind) {
-    case NN_ONEBIT: {
-        bl_onebit q = {.m = m, .n = n, .post_ln = L->post_ln};
-        q.sign = dup_bytes(L->S[0].bits, (size_t)(m * bl_sign_row_bytes(n)));
-        q.g = dup_bytes(P + L->g, sizeof(float) * (size_t)n);
-        q.h = dup_bytes(P + L->h, sizeof(float) * (size_t)m);
-        bl_status s = q.sign && q.g && q.h ? bl_linear_from_onebit(out, &q, err)
-                                           : bl_fail(err, BL_ERR_NOMEM, "out of memory");
-        bl_onebit_free(&q); /* no-op when the layer took the buffers */
-        return s;
-    }
-    case NN_DBF: {
-        bl_dbf q = {.m = m, .n = n, .k = k};
-        q.A = dup_bytes(L->S[0].bits, (size_t)(m * bl_sign_row_bytes(k)));
-        q.B = dup_bytes(L->S[1].bits, (size_t)(k * bl_sign_row_bytes(n)));
-        q.a = dup_bytes(P + L->a, sizeof(float) * (size_t)m);
-        q.mu = dup_bytes(P + L->mu, sizeof(float) * (size_t)k);
-        q.b = dup_bytes(P + L->b, sizeof(float) * (size_t)n);
-        bl_status s = q.A && q.B && q.a && q.mu && q.b
-                          ? bl_linear_from_dbf(out, &q, err)
-                          : bl_fail(err, BL_ERR_NOMEM, "out of memory");
-        bl_dbf_free(&q);
-        return s;
-    }
-    case NN_MDBF: {
-        bl_mdbf q = {.m = m, .n = n, .r = k, .l = L->l, .P = L->P};
-        q.paths = calloc((size_t)L->P, sizeof *q.paths);
-        bool ok = q.paths != NULL;
-        for (int p = 0; ok && p < L->P; p++) {
-            bl_mdbf_path *e = &q.paths[p];
-            e->SA = dup_bytes(L->S[2 * p].bits, (size_t)(m * bl_sign_row_bytes(k)));
-            e->SB = dup_bytes(L->S[2 * p + 1].bits, (size_t)(k * bl_sign_row_bytes(n)));
-            e->A_env = dup_bytes(P + L->a_env + p * m * l, sizeof(float) * (size_t)(m * l));
-            e->Q_U = dup_bytes(P + L->q_u + p * k * l, sizeof(float) * (size_t)(k * l));
-            e->Q_V = dup_bytes(P + L->q_v + p * k * l, sizeof(float) * (size_t)(k * l));
-            e->B_env = dup_bytes(P + L->b_env + p * n * l, sizeof(float) * (size_t)(n * l));
-            ok = e->SA && e->SB && e->A_env && e->Q_U && e->Q_V && e->B_env;
-        }
-        bl_status s = ok ? bl_linear_from_mdbf(out, &q, err)
-                         : bl_fail(err, BL_ERR_NOMEM, "out of memory");
-        bl_mdbf_free(&q);
-        return s;
-    }
-    default: return bl_fail(err, BL_ERR_ARG, "not a binary layer");
-    }
 }
 
 bl_status tr_export(const nn_model *M, const float *P, const bl_model *src, const char *outdir,
@@ -113,12 +58,12 @@ bl_status tr_export(const nn_model *M, const float *P, const bl_model *src, cons
         for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
             const nn_linear *L = &nl->proj[p];
             const int i = l * BL_PROJ_COUNT + p;
-            if (L->kind == NN_DENSE) {
-                if (!trainable(M, L->w)) continue; /* the source's own layer */
+            if (nn_formats[L->kind].export) {
+                s = nn_formats[L->kind].export(L, P, &ly->proj[p], err);
+            } else { /* dense: a view of the trained weights, or the source's own layer */
+                if (!trainable(M, L->w)) continue;
                 views[i] = view_of(P, L->w, L->m, L->n, "dense");
                 s = bl_linear_dense_init(&ly->proj[p], &views[i], err);
-            } else {
-                s = build_linear(L, P, &ly->proj[p], err);
             }
             made[i] = !s;
         }
