@@ -216,7 +216,8 @@ static void bench_stories(int iters, const char *only, bool json) {
         for (int l = 0; l < mdl->cfg.n_layers && ok; l++)
             for (int p = 0; p < BL_PROJ_COUNT && ok; p++) {
                 char name[96];
-                snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, bl_proj_hf_name(p));
+                bl_proj_name(l, p, name, sizeof name);
+                strcat(name, ".weight");
                 float *W;
                 int64_t m, n;
                 bl_linear L;

@@ -296,7 +296,8 @@ static void test_default_stop_stories260k(void) {
     for (int l = 0; l < (test_quick() ? 1 : mdl->cfg.n_layers); l++)
         for (int p = 0; p < BL_PROJ_COUNT; p++) {
             char name[96];
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, bl_proj_hf_name(p));
+            bl_proj_name(l, p, name, sizeof name);
+            strcat(name, ".weight");
             float *W;
             int64_t m, n;
             bl_err err = {0};

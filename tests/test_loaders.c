@@ -487,6 +487,78 @@ static void test_task_files(void) {
     expect_task_fail(BL_TASK_HELLASWAG, tmp, "hellaswag_val_full.txt: a NUL byte at offset 10");
 }
 
+/* The architecture table: what it lists for each family's optional tensors, its projection
+ * shapes against a loaded checkpoint, its names in both schemes, and the counts built on it. */
+static void test_arch_table(void) {
+    bl_config c;
+    memset(&c, 0, sizeof c);
+    c.dim = 96;
+    c.hidden_dim = 160;
+    c.n_layers = 3;
+    c.n_heads = 6;
+    c.n_kv_heads = 2;
+    c.head_dim = 16;
+    c.vocab_size = 300;
+    const struct {
+        bool tied, bias, qkn;
+        int want; /* tensors listed */
+    } cases[] = {
+        {false, false, false, 3 + 3 * 9}, /* embd, norm, head; 2 norms + 7 projections */
+        {true, false, false, 2 + 3 * 9},
+        {true, true, false, 2 + 3 * 12},  /* + q/k/v biases */
+        {true, false, true, 2 + 3 * 11},  /* + q/k norms */
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        c.tied_embeddings = cases[k].tied;
+        c.qkv_bias = cases[k].bias;
+        c.qk_norm = cases[k].qkn;
+        int n = 0, last_layer = 0;
+        bool ordered = true;
+        for (bl_arch_iter it = {0}; bl_arch_next(&c, &it); n++) {
+            ordered &= it.layer >= last_layer && (it.t->per_layer || it.layer == 0);
+            last_layer = it.layer;
+            int64_t r, cl;
+            bl_arch_shape(it.t, &c, &r, &cl);
+            CHECK(r > 0 && (cl > 0) == (it.t->kind != BL_TK_VECTOR));
+        }
+        CHECK_MSG(n == cases[k].want, "case %zu: %d tensors, want %d", k, n, cases[k].want);
+        CHECK(ordered);
+    }
+    int64_t r, cl;
+    bl_proj_shape(&c, BL_PROJ_O, &r, &cl);
+    CHECK(r == 96 && cl == 96);
+    bl_proj_shape(&c, BL_PROJ_K, &r, &cl);
+    CHECK(r == 32 && cl == 96);
+    bl_proj_shape(&c, BL_PROJ_DOWN, &r, &cl);
+    CHECK(r == 96 && cl == 160);
+    char name[128];
+    bl_arch_tensor_name(bl_arch_role("attn_k_bias"), 7, false, name, sizeof name);
+    CHECK(strcmp(name, "model.layers.7.self_attn.k_proj.bias") == 0);
+    bl_arch_tensor_name(bl_arch_role("attn_k_bias"), 7, true, name, sizeof name);
+    CHECK(strcmp(name, "blk.7.attn_k.bias") == 0);
+    bl_proj_name(2, BL_PROJ_GATE, name, sizeof name);
+    CHECK(strcmp(name, "model.layers.2.mlp.gate_proj") == 0);
+    bl_arch a;
+    CHECK(bl_arch_from_name("qwen3", &a) && a == BL_ARCH_QWEN3 && bl_arch_family_of(a)->qk_norm);
+    CHECK(!bl_arch_from_name("gpt2", &a));
+
+    /* a real checkpoint: every projection has the table's shape, and the parameter count is the
+     * sum of the checkpoint's tensors (all of which the model uses) */
+    const char *path = test_data_path("models/stories260K/stories260K.gguf");
+    bl_model *m = NULL;
+    if (access(path, F_OK) != 0) SKIP("%s not found", path);
+    REQUIRE(bl_model_load(path, NULL, &m, NULL) == BL_OK);
+    for (int p = 0; p < BL_PROJ_COUNT; p++) {
+        bl_proj_shape(&m->cfg, p, &r, &cl);
+        CHECK(m->layers[1].proj[p].m == r && m->layers[1].proj[p].n == cl);
+    }
+    int64_t total = 0;
+    for (int i = 0; i < m->tensors.n; i++) total += bl_tensor_numel(&m->tensors.t[i]);
+    CHECK_MSG(bl_model_param_count(m) == total, "%lld vs %lld",
+              (long long)bl_model_param_count(m), (long long)total);
+    bl_model_free(m);
+}
+
 int main(void) {
     snprintf(tmp, sizeof tmp, "/tmp/bitllm_loaders_XXXXXX");
     if (!mkdtemp(tmp)) return 1;
@@ -494,6 +566,7 @@ int main(void) {
     TEST_RUN(test_checkpoint_matches_config);
     TEST_RUN(test_nonfinite_weights);
     TEST_RUN(test_format_by_content);
+    TEST_RUN(test_arch_table);
     TEST_RUN(test_tokenizer_fits_model);
     TEST_RUN(test_shard_index);
     TEST_RUN(test_task_files);

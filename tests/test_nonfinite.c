@@ -133,11 +133,18 @@ static void test_forward_overflow_in_layer(void) {
     o.calib_ids = ids;
     o.n_calib = 200;
     o.fit.iters = 1;
+    o.grad_importance = false; /* the input statistics pass alone */
     bl_quant_summary sum;
     CHECK(bl_quantize_model(m, &o, "/tmp/bitllm-never-written-nf", &sum, &err) ==
           BL_ERR_NUMERIC);
     CHECK_MSG(strstr(err.msg, "calibration: window 1") && strstr(err.msg, "layer 3 after the MLP"),
               "%s", err.msg);
+    /* by default the output-gradient pass runs first and names its window and layer */
+    o.grad_importance = true;
+    CHECK(bl_quantize_model(m, &o, "/tmp/bitllm-never-written-nf", &sum, &err) ==
+          BL_ERR_NUMERIC);
+    CHECK_MSG(strstr(err.msg, "output-gradient statistics, window 1") &&
+              strstr(err.msg, "layer 3"), "%s", err.msg);
     bl_model_free(m);
 }
 

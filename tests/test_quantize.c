@@ -445,6 +445,75 @@ static void test_corrupted_checkpoints(void) {
     rm_rf(dir);
 }
 
+/* A recipe stage sees every fitted layer after the initial fits and may replace one; a failing
+ * stage stops the run with its name in the message and nothing written. */
+typedef struct {
+    int calls, layers_seen;
+    bool fail;
+} stage_probe;
+
+static bl_status probe_stage(void *ctx, const bl_model *src, const bl_quant_opts *o,
+                             bl_linear *layers, bl_err *err) {
+    stage_probe *p = ctx;
+    p->calls++;
+    for (int i = 0; i < src->cfg.n_layers * BL_PROJ_COUNT; i++)
+        p->layers_seen += layers[i].ops && strcmp(layers[i].ops->name, "onebit") == 0;
+    (void)o;
+    if (p->fail) return bl_fail(err, BL_ERR_NUMERIC, "probe refuses");
+    /* replace the first layer by its RTN1 refit from the source weights */
+    const bl_linear *L = &src->layers[0].proj[0];
+    float *W = malloc(sizeof(float) * (size_t)(L->m * L->n));
+    bl_status s = W ? L->ops->to_dense(L, W, err) : bl_fail(err, BL_ERR_NOMEM, "oom");
+    bl_layer_fit_opts lo;
+    bl_layer_fit_opts_default(&lo);
+    if (!s) s = bl_method_parse("rtn1", &lo.method, err);
+    bl_layer_fit_result r;
+    bl_linear fresh = {0};
+    if (!s) s = bl_fit_layer(W, L->m, L->n, &lo, &fresh, &r, err);
+    free(W);
+    if (s) return s;
+    bl_linear_free(&layers[0]);
+    layers[0] = fresh;
+    return BL_OK;
+}
+
+static void test_recipe_stages(void) {
+    bl_model *src = load(model_path);
+    if (!src) return;
+    const char *dir = "/tmp/bitllm-test-stages";
+    rm_rf(dir);
+    stage_probe sp = {0};
+    const bl_quant_stage stage = {"probe", probe_stage, &sp};
+    bl_quant_opts o;
+    bl_quant_opts_default(&o);
+    REQUIRE(bl_method_parse("onebit", &o.method, NULL) == BL_OK);
+    o.stages = &stage;
+    o.n_stages = 1;
+    bl_quant_summary sum;
+    bl_err err = {0};
+    REQUIRE(bl_quantize_model(src, &o, dir, &sum, &err) == BL_OK);
+    CHECK(sp.calls == 1);
+    CHECK(sp.layers_seen == src->cfg.n_layers * BL_PROJ_COUNT);
+    bl_model *q = load(dir);
+    REQUIRE(q);
+    CHECK(strcmp(q->layers[0].proj[0].ops->name, "rtn") == 0 && q->layers[0].proj[0].params.bits == 1);
+    CHECK(strcmp(q->layers[0].proj[1].ops->name, "onebit") == 0);
+    char *prov = NULL;
+    CHECK(bl_quant_provenance(dir, &prov, &err) == BL_OK && prov &&
+          strstr(prov, "\"stages\":[\"probe\"]"));
+    free(prov);
+    bl_model_free(q);
+    rm_rf(dir);
+    sp = (stage_probe){.fail = true};
+    CHECK(bl_quantize_model(src, &o, dir, &sum, &err) == BL_ERR_NUMERIC);
+    CHECK(strstr(err.msg, "stage probe") && strstr(err.msg, "probe refuses"));
+    char cfg[256];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    CHECK(access(cfg, F_OK) != 0); /* nothing written */
+    bl_model_free(src);
+    rm_rf(dir);
+}
+
 int main(void) {
     snprintf(model_path, sizeof model_path, "%s",
              test_data_path("models/stories260K/stories260K.gguf"));
@@ -457,5 +526,6 @@ int main(void) {
     TEST_RUN(test_infeasible_target);
     TEST_RUN(test_saved_values_exact);
     TEST_RUN(test_corrupted_checkpoints);
+    TEST_RUN(test_recipe_stages);
     return test_summary();
 }

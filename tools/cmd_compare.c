@@ -102,6 +102,7 @@ typedef struct {
     const char *model_path, *text, *calib, *cmdline, *tokp, *data;
     bl_ctx_choice ppl_ctx, eval_ctx;
     int calib_tokens, iters, limit;
+    bool grad_importance;
     uint64_t seed;
     size_t n_ids;
     const int32_t *ids, *calib_ids;
@@ -128,16 +129,8 @@ static cJSON *run_one(const compare_cfg *c, const bl_model *fp, const run_spec *
         o.calib_ids = c->calib_ids;
         o.n_calib = c->n_calib;
         o.provenance = c->cmdline;
-        if (bl_method_uses(&r->method, false, BL_QP_BPW)) {
-            if (r->bpw > 0) cJSON_AddNumberToObject(params, "bpw_target", r->bpw);
-            else cJSON_AddStringToObject(params, "bpw_target", "onebit");
-            cJSON_AddNumberToObject(params, "iters", c->iters);
-        }
-        cli_method_params_json(&r->method, params);
-        if (c->calib) {
-            cJSON_AddStringToObject(params, "calib", c->calib);
-            cJSON_AddNumberToObject(params, "calib_tokens", (double)c->n_calib);
-        }
+        o.calib_source = c->calib;
+        o.grad_importance = c->grad_importance;
         fprintf(stderr, "quantizing with %s into %s\n", r->label, outdir);
         bl_quant_summary sum;
         const char *inputs[] = {c->model_path, c->tokp, c->calib, c->text, c->data};
@@ -152,6 +145,22 @@ static cJSON *run_one(const compare_cfg *c, const bl_model *fp, const run_spec *
             bl_outdir_abort(od);
             return NULL;
         }
+        /* the run's parameters as the checkpoint records them (one writer: src/ptq) */
+        char *prov = NULL;
+        cJSON *pj = NULL;
+        if (bl_quant_provenance(bl_outdir_path(od), &prov, &err) != BL_OK ||
+            !(pj = cJSON_Parse(prov))) {
+            if (prov) bl_fail(&err, BL_ERR_FORMAT, "%s: unreadable provenance", outdir);
+            cli_error("compare", &err);
+            free(prov);
+            cJSON_Delete(params);
+            bl_model_free(q);
+            bl_outdir_abort(od);
+            return NULL;
+        }
+        free(prov);
+        cJSON_Delete(params);
+        params = pj;
         tq = sum.seconds;
         m = q;
     }
@@ -246,7 +255,7 @@ int cmd_compare(int argc, char **argv) {
     int limit = 0, ppl_ctx = 0, eval_ctx = 0, ppl_tokens = 0, calib_tokens = 16384, group = 128,
         rank_l = 1, paths = 1, iters = 0;
     uint64_t seed = 0, given = 0;
-    bool keep = false, no_fp = false, json = false, allow_long = false;
+    bool keep = false, no_fp = false, json = false, allow_long = false, no_grad = false;
     const cli_opt opts[] = {
         {"methods", 'm', OPT_STR, &methods, "LIST", "methods (default rtn1,onebit,dbf,mdbf)",
          CLI_ANY},
@@ -275,6 +284,9 @@ int cmd_compare(int argc, char **argv) {
          USES(BL_QP_CALIB)},
         {"calib-tokens", 0, OPT_INT, &calib_tokens, "N", "calibration tokens (default 16384)",
          CLI_MIN(1), .needs = "calib", USES(BL_QP_CALIB)},
+        {"no-grad-stats", 0, OPT_FLAG, &no_grad, NULL,
+         "dbf/mdbf: input statistics only (default with --calib: also output-gradient statistics)",
+         .needs = "calib", USES(BL_QP_CALIB)},
         {"group", 0, OPT_INT, &group, "G", "rtn2..4 group size, 64 or 128 (default 128)",
          CLI_RANGE(64, 128), USES(BL_QP_GROUP)},
         {"envelope-rank", 0, OPT_INT, &rank_l, "L", "mdbf envelope rank (default 1)",
@@ -390,8 +402,8 @@ int cmd_compare(int argc, char **argv) {
     compare_cfg c = {
         .model_path = pos[0], .text = text, .calib = calib, .cmdline = cmdline, .tokp = tokp,
         .data = data, .ppl_ctx = pcc, .eval_ctx = ecc,
-        .calib_tokens = calib_tokens,
-        .iters = iters, .limit = limit, .seed = seed, .n_ids = n_ids, .ids = ids,
+        .calib_tokens = calib_tokens, .iters = iters, .limit = limit,
+        .grad_importance = !no_grad, .seed = seed, .n_ids = n_ids, .ids = ids,
         .calib_ids = cids, .n_calib = n_cids,
         .eo = {.ctx = ecc.ctx, .norm_bytes = strcmp(norm, "bytes") == 0}};
     for (int i = 0; i < n_runs; i++) {

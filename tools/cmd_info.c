@@ -93,7 +93,7 @@ int cmd_info(int argc, char **argv) {
             for (int p = 0; p < BL_PROJ_COUNT; p++) {
                 const bl_linear *L = &m->layers[l].proj[p];
                 char name[96];
-                snprintf(name, sizeof name, "model.layers.%d.%s", l, bl_proj_hf_name(p));
+                bl_proj_name(l, p, name, sizeof name);
                 cJSON *e = cJSON_CreateObject();
                 cJSON_AddStringToObject(e, "name", name);
                 cJSON_AddStringToObject(e, "format", L->ops->name);

@@ -148,8 +148,6 @@ int cmd_quantize(int argc, char **argv) {
     }
     int rc = 1;
     int32_t *ids = NULL;
-    float **grads = NULL;
-    const int n_proj = m->cfg.n_layers * BL_PROJ_COUNT;
     if (calib) {
         size_t len, n;
         char *text = cli_read_text("quantize", calib, &len);
@@ -158,26 +156,10 @@ int cmd_quantize(int argc, char **argv) {
         if (!ids) goto done;
         o.calib_ids = ids;
         o.n_calib = n < (size_t)calib_tokens ? n : (size_t)calib_tokens;
-        if (!no_grad) { /* --calib was accepted: the method uses calibration */
-            /* Output-gradient importance from a backward pass over the calibration text, scaled
-             * to mean 1 per projection (only ratios between channels matter to the fit). */
-            grads = calloc((size_t)n_proj, sizeof *grads);
-            bl_err gerr = {0};
+        o.calib_source = calib;
+        o.grad_importance = !no_grad;
+        if (!no_grad) /* --calib was accepted: the method uses calibration */
             fprintf(stderr, "collecting output-gradient statistics on %zu tokens\n", o.n_calib);
-            if (!grads || bl_grad_stats(m, ids, o.n_calib, o.calib_ctx, grads, &gerr) != BL_OK) {
-                cli_error("quantize", &gerr);
-                goto done;
-            }
-            for (int i = 0; i < n_proj; i++) {
-                const int64_t rows = m->layers[i / BL_PROJ_COUNT].proj[i % BL_PROJ_COUNT].m;
-                double mean = 0;
-                for (int64_t j = 0; j < rows; j++) mean += grads[i][j];
-                mean = mean > 0 ? mean / (double)rows : 1.0;
-                for (int64_t j = 0; j < rows; j++)
-                    grads[i][j] = (float)(grads[i][j] / mean) + 1e-6f;
-            }
-            o.out_importance = grads;
-        }
     }
     char cmdline[1024] = "bitllm";
     for (int i = 0; i < argc; i++) {
@@ -229,8 +211,6 @@ int cmd_quantize(int argc, char **argv) {
     rc = 0;
 done:
     bl_outdir_abort(od);
-    for (int i = 0; grads && i < n_proj; i++) free(grads[i]);
-    free(grads);
     free(ids);
     bl_model_free(m);
     return rc;

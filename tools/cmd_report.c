@@ -88,8 +88,9 @@ static int read_rows(const char *cmd, const char *path, cJSON **root, cJSON **ro
 static const char *bpw_target(const cJSON *row, char *buf, size_t cap) {
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItem(row, "params"),
                                                       "bpw_target");
-    if (cJSON_IsString(t)) return t->valuestring;
-    if (cJSON_IsNumber(t)) return snprintf(buf, cap, "%g", t->valuedouble), buf;
+    double v; /* a number, or the exact hex-float string the provenance stores */
+    if (cJSON_IsString(t) && !bl_json_exact_value(t, &v)) return t->valuestring;
+    if (bl_json_exact_value(t, &v)) return snprintf(buf, cap, "%g", v), buf;
     return "-";
 }
 

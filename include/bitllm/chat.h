@@ -19,6 +19,8 @@
 
 #include "bitllm/tokenizer.h"
 
+BL_API_BEGIN
+
 typedef enum {
     BL_CHAT_CHATML = 0, BL_CHAT_LLAMA2, BL_CHAT_LLAMA3, BL_CHAT_MISTRAL_V1, BL_CHAT_MISTRAL_V3,
     BL_CHAT_ZEPHYR
@@ -70,4 +72,5 @@ bl_status bl_chat_tokenize(const bl_chat_template *tmpl, const bl_tokenizer *t,
 int bl_chat_stop_tokens(const bl_chat_template *tmpl, const bl_tokenizer *t, int32_t *ids,
                         int cap);
 
+BL_API_END
 #endif

@@ -13,6 +13,15 @@
 
 #define BITLLM_VERSION "0.1.0"
 
+/* The public API: declarations between BL_API_BEGIN and BL_API_END (every header under
+ * include/bitllm/) are exported from the shared library, which is built with
+ * -fvisibility=hidden; everything declared elsewhere (the private headers under src/) stays
+ * internal. */
+#define BL_API_BEGIN _Pragma("GCC visibility push(default)")
+#define BL_API_END _Pragma("GCC visibility pop")
+
+BL_API_BEGIN
+
 typedef enum {
     BL_OK = 0,
     BL_ERR_IO,          /* open/read/write/mmap failed */
@@ -65,6 +74,9 @@ void bl_rng_seed(bl_rng *r, uint64_t seed);
 uint64_t bl_rng_u64(bl_rng *r);
 float bl_rng_uniform(bl_rng *r);   /* [0, 1) */
 float bl_rng_normal(bl_rng *r);    /* standard normal (Box-Muller) */
+
+/* Progress of a long computation: fraction_done in [0, 1], called from the calling thread. */
+typedef void (*bl_progress_fn)(void *ctx, double fraction_done);
 
 /* Whole-file helpers. bl_read_file returns a NUL-terminated buffer (len excludes the NUL). */
 bl_status bl_read_file(const char *path, char **data, size_t *len, bl_err *err);
@@ -176,4 +188,5 @@ double bl_cpu_time_s(void);
 size_t bl_peak_rss_bytes(void);
 size_t bl_current_rss_bytes(void);
 
+BL_API_END
 #endif

@@ -5,6 +5,8 @@
 #include "bitllm/model.h"
 #include "bitllm/quant.h"
 
+BL_API_BEGIN
+
 typedef struct {
     double nll;       /* total negative log-likelihood (nats) */
     int64_t tokens;   /* scored tokens */
@@ -48,4 +50,5 @@ void bl_ctx_describe(const bl_ctx_choice *c, const char *flag, char *buf, size_t
 /* log p(target | logits) in double precision (log-softmax). */
 double bl_log_prob(const float *logits, int vocab, int target);
 
+BL_API_END
 #endif

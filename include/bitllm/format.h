@@ -12,6 +12,8 @@
 #include "bitllm/io.h"
 #include "bitllm/kernels.h"
 
+BL_API_BEGIN
+
 static inline int64_t bl_sign_row_bytes(int64_t cols) { return (cols + 7) / 8; }
 static inline int bl_sign_get(const uint8_t *bits, int64_t row_bytes, int64_t i, int64_t j) {
     return (bits[i * row_bytes + (j >> 3)] >> (j & 7)) & 1 ? -1 : 1;
@@ -237,4 +239,5 @@ void bl_dbf_free(bl_dbf *q);
 void bl_mdbf_free(bl_mdbf *q);
 void bl_rtn_free(bl_rtn *q);
 
+BL_API_END
 #endif

@@ -8,6 +8,8 @@
 
 #include "bitllm/tensor.h"
 
+BL_API_BEGIN
+
 /* A set of named tensors, usually views into one or more memory-mapped files that the set owns. */
 typedef struct {
     int n, cap;
@@ -194,4 +196,5 @@ bl_status bl_llama2c_parse(const char *path, const uint8_t *data, size_t size,
  * legacy fields in range). Says nothing about the weights that should follow. */
 bool bl_llama2c_header_valid(const uint8_t *head, size_t n);
 
+BL_API_END
 #endif

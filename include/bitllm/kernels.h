@@ -13,6 +13,8 @@
 #include "bitllm/pool.h"
 #include "bitllm/tensor.h"
 
+BL_API_BEGIN
+
 /* BL_ISA_AUTO (0, what a zero-initialized option or bl_exec holds) means bl_default_isa(). */
 typedef enum { BL_ISA_AUTO = 0, BL_ISA_REF = 1, BL_ISA_AVX2 = 2, BL_ISA_AVX512 = 3 } bl_isa;
 
@@ -97,4 +99,5 @@ void bl_half_matmul_ref(bl_dtype dt, const uint16_t *W, int64_t m, int64_t n, co
                         int64_t T, float *Y);
 void bl_half_to_f32_ref(bl_dtype dt, const uint16_t *src, float *dst, size_t count);
 
+BL_API_END
 #endif

@@ -7,6 +7,8 @@
 #include "bitllm/pool.h"
 #include "bitllm/tokenizer.h"
 
+BL_API_BEGIN
+
 typedef enum { BL_ARCH_LLAMA = 0, BL_ARCH_MISTRAL, BL_ARCH_QWEN2, BL_ARCH_QWEN3 } bl_arch;
 
 typedef struct {
@@ -34,13 +36,90 @@ typedef struct {
     int bos_id, eos_id; /* -1 if none */
 } bl_config;
 
+/* ---- The architecture table (src/model/arch.c): every model family and every tensor of the
+ * decoder, with its names, shape and presence, in one place. Loading, saving, synthetic models,
+ * parameter/bit counts, the training layout and the export iterate over it. ---- */
+
+/* A model family: its config.json model_type (also the GGUF general.architecture), the HF class
+ * written to config.json, and the defaults its config implies. */
+typedef struct {
+    bl_arch arch;
+    const char *name;          /* "llama", "mistral", "qwen2", "qwen3" */
+    const char *hf_class;      /* "LlamaForCausalLM", ... */
+    bool qkv_bias;             /* attention_bias default in config.json */
+    bool qk_norm;              /* RMSNorm over each head's q and k */
+    bool gguf_rope_interleaved; /* llama.cpp's converter permutes q/k rows into adjacent pairs */
+} bl_arch_family;
+const bl_arch_family *bl_arch_family_of(bl_arch a);
 const char *bl_arch_name(bl_arch a);
 bool bl_arch_from_name(const char *name, bl_arch *out); /* "llama", "mistral", "qwen2", "qwen3" */
+/* "llama, mistral, qwen2, qwen3" for messages. */
+const char *bl_arch_names(void);
 
 /* The seven projections of a decoder layer, in file order. */
 enum { BL_PROJ_Q, BL_PROJ_K, BL_PROJ_V, BL_PROJ_O, BL_PROJ_GATE, BL_PROJ_UP, BL_PROJ_DOWN,
        BL_PROJ_COUNT };
 const char *bl_proj_hf_name(int proj); /* "self_attn.q_proj", ..., "mlp.down_proj" */
+
+/* The sizes a tensor's shape is made of. */
+typedef enum {
+    BL_DIM_NONE = 0, /* a vector's second dimension */
+    BL_DIM_MODEL,    /* dim */
+    BL_DIM_HIDDEN,   /* hidden_dim */
+    BL_DIM_Q,        /* n_heads · head_dim */
+    BL_DIM_KV,       /* n_kv_heads · head_dim */
+    BL_DIM_HEAD,     /* head_dim */
+    BL_DIM_VOCAB,    /* vocab_size */
+} bl_dim;
+
+typedef enum {
+    BL_TK_EMBED,  /* the token embedding matrix, kept in its stored dtype */
+    BL_TK_LINEAR, /* a projection (or the output head): a weight format under the name prefix */
+    BL_TK_VECTOR, /* a norm weight or bias, converted to f32 */
+} bl_tensor_kind;
+
+/* Presence conditions on the configuration. */
+typedef enum { BL_WHEN_ALWAYS = 0, BL_WHEN_UNTIED, BL_WHEN_QKV_BIAS, BL_WHEN_QK_NORM } bl_when;
+
+typedef struct {
+    const char *role;   /* short name: "tok_embd", "attn_q", "attn_q_bias", ... */
+    bl_tensor_kind kind;
+    bool per_layer;
+    const char *hf;     /* Hugging Face name (after "model.layers.N." when per layer); linears
+                           name the prefix, without ".weight" */
+    const char *gguf;   /* GGUF / llama2.c name (after "blk.N.") */
+    bl_dim rows, cols;  /* cols BL_DIM_NONE for vectors */
+    bl_when when;
+    int proj;           /* BL_PROJ_* of a projection, or of the projection a bias belongs to; -1 */
+    size_t slot;        /* offset of the field in bl_layer (per layer) or bl_model */
+} bl_arch_tensor;
+
+/* Every tensor role, in the order model files are written. */
+const bl_arch_tensor *bl_arch_tensors(int *count);
+/* Iteration over the tensors a configuration has, in file order: the global ones, then layer
+ * 0's, layer 1's, ...:  bl_arch_iter it = {0}; while (bl_arch_next(c, &it)) use(it.t, it.layer); */
+typedef struct {
+    const bl_arch_tensor *t;
+    int layer;
+    int next; /* internal */
+} bl_arch_iter;
+bool bl_arch_next(const bl_config *c, bl_arch_iter *it);
+/* The entry named role ("attn_q_bias", ...), or NULL. */
+const bl_arch_tensor *bl_arch_role(const char *role);
+/* The entry of projection p (BL_PROJ_*). */
+const bl_arch_tensor *bl_arch_proj(int p);
+int64_t bl_arch_dim(const bl_config *c, bl_dim d);
+bool bl_arch_present(const bl_arch_tensor *t, const bl_config *c);
+/* rows × cols of t under c (cols 0 for a vector). */
+void bl_arch_shape(const bl_arch_tensor *t, const bl_config *c, int64_t *rows, int64_t *cols);
+/* The shape of projection p: out × in. */
+void bl_proj_shape(const bl_config *c, int p, int64_t *rows, int64_t *cols);
+/* The full name of t in layer `layer` (ignored for global tensors) in the HF or the GGUF scheme. */
+void bl_arch_tensor_name(const bl_arch_tensor *t, int layer, bool gguf, char *buf, size_t cap);
+/* "model.layers.L.self_attn.q_proj": the HF name prefix of projection p of layer l. */
+void bl_proj_name(int layer, int p, char *buf, size_t cap);
+/* The HF per-layer prefix "model.layers." and the GGUF one "blk.". */
+const char *bl_arch_layer_prefix(bool gguf);
 
 typedef struct {
     float *attn_norm;          /* dim */
@@ -72,6 +151,11 @@ typedef struct bl_model {
     bl_isa isa;                /* kernel level its inference states run at (never AUTO) */
     bl_load_mode load_mode;    /* how its files were brought in (never DEFAULT) */
 } bl_model;
+
+/* Where t (layer `layer`) lives in m: the vector (BL_TK_VECTOR), the linear (BL_TK_LINEAR) or the
+ * tensor view (BL_TK_EMBED). */
+float **bl_arch_vector_slot(bl_model *m, const bl_arch_tensor *t, int layer);
+bl_linear *bl_arch_linear_slot(bl_model *m, const bl_arch_tensor *t, int layer);
 
 /* Load options; a zero-initialized struct (or NULL) means every default. */
 typedef struct {
@@ -197,4 +281,5 @@ void bl_sampler_free(bl_sampler *s);
 /* A token id in [0, vocab), or -1 when a logit is NaN or Inf (never an index out of range). */
 int bl_sample(bl_sampler *s, const float *logits);
 
+BL_API_END
 #endif

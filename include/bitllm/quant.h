@@ -6,7 +6,7 @@
 
 #include "bitllm/format.h"
 
-typedef void (*bl_progress_fn)(void *ctx, double fraction_done);
+BL_API_BEGIN
 
 /* What a DBF/MDBF fit did, filled when bl_fit_opts.trace is set: the outer ADMM iterations and the
  * objective after each of them. The objective is the relative weighted error the ADMM minimizes,
@@ -116,4 +116,5 @@ bl_status bl_random_rtn(int64_t m, int64_t n, int bits, int group, uint64_t seed
 /* ‖W − Ŵ‖_F / ‖W‖_F in double precision. */
 double bl_rel_err(const float *W, const float *What, int64_t m, int64_t n);
 
+BL_API_END
 #endif

@@ -7,6 +7,8 @@
 #include "bitllm/model.h"
 #include "bitllm/quant.h"
 
+BL_API_BEGIN
+
 /* ---- one matrix ---- */
 
 typedef struct {
@@ -72,9 +74,17 @@ typedef struct {
     const int32_t *calib_ids;
     size_t n_calib;
     int calib_ctx;
-    /* Optional per-output-channel importance (mean squared output gradients, ALGORITHMS.md §4):
-     * n_layers·BL_PROJ_COUNT arrays of each projection's m values, e.g. from bl_grad_stats. */
+    const char *calib_source; /* the calibration text's file, recorded in the provenance */
+    /* Output-channel importance from a backward pass over the calibration tokens
+     * (bl_quant_grad_importance), for the methods that use calibration; default on. */
+    bool grad_importance;
+    /* Or given: n_layers·BL_PROJ_COUNT arrays of each projection's m values (then no pass). */
     float *const *out_importance;
+    /* Stages run in order after the per-layer initial fits, before the checkpoint is written
+     * (e.g. block-wise reconstruction, a per-matrix bit allocation); their names go into the
+     * provenance. */
+    const struct bl_quant_stage *stages;
+    int n_stages;
     /* Called after each layer with its result (rel_err is NaN with random_factors). */
     void (*on_layer)(void *ctx, const char *name, int64_t m, int64_t n,
                      const bl_layer_fit_result *r);
@@ -87,6 +97,28 @@ typedef struct {
 } bl_quant_opts;
 
 void bl_quant_opts_default(bl_quant_opts *o);
+
+/* A recipe is calibration → per-layer initial fits → optional stages → the checkpoint. A stage
+ * sees the source model, the options (calibration tokens included) and the fitted layers
+ * (n_layers·BL_PROJ_COUNT, layer-major), which it may refine or replace in place (a replaced
+ * layer is freed with bl_linear_free first). */
+typedef struct bl_quant_stage {
+    const char *name;
+    bl_status (*run)(void *ctx, const bl_model *src, const bl_quant_opts *o, bl_linear *layers,
+                     bl_err *err);
+    void *ctx;
+} bl_quant_stage;
+
+/* The output-gradient importance of every projection over n calibration ids in windows of ctx
+ * tokens: bl_grad_stats scaled to mean 1 per projection, + 1e-6. *out receives
+ * n_layers·BL_PROJ_COUNT arrays (free with bl_quant_importance_free). */
+bl_status bl_quant_grad_importance(const bl_model *m, const int32_t *ids, size_t n, int ctx,
+                                   float ***out, bl_err *err);
+void bl_quant_importance_free(const bl_model *m, float **imp);
+
+/* The provenance a quantized checkpoint in model_dir was written with (the JSON text of its
+ * config.json quantization_config.provenance; caller frees). */
+bl_status bl_quant_provenance(const char *model_dir, char **json, bl_err *err);
 
 typedef struct {
     double bpw_layers;     /* stored bits of the quantized projections / their weights */
@@ -105,4 +137,5 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
 bl_status bl_model_save(const bl_model *m, const char *outdir, const char *method,
                         const char *extra_json, bl_err *err);
 
+BL_API_END
 #endif

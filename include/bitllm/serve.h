@@ -16,6 +16,8 @@
 #include "bitllm/chat.h"
 #include "bitllm/model.h"
 
+BL_API_BEGIN
+
 /* Log lines (one request or event each, no trailing newline). */
 typedef void (*bl_log_fn)(void *ctx, const char *line);
 
@@ -78,4 +80,5 @@ bl_status bl_chat_session_say(bl_chat_session *s, const char *user, bl_text_fn o
                               void *ctx, int *dropped, bl_err *err);
 const char *bl_chat_session_template(const bl_chat_session *s); /* family name in use */
 
+BL_API_END
 #endif

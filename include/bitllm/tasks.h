@@ -6,6 +6,8 @@
 
 #include "bitllm/eval.h"
 
+BL_API_BEGIN
+
 typedef enum {
     BL_TASK_PIQA = 0,
     BL_TASK_ARC_EASY,
@@ -134,4 +136,5 @@ void bl_task_predict(const bl_task_item *item, const bl_cont_score *s, bool norm
 bl_status bl_task_eval(const bl_model *m, const bl_task_set *t, const bl_eval_opts *o,
                        bl_task_result *out, bl_err *err);
 
+BL_API_END
 #endif

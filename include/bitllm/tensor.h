@@ -5,6 +5,8 @@
 
 #include "bitllm/core.h"
 
+BL_API_BEGIN
+
 typedef enum {
     BL_DT_F32 = 0,
     BL_DT_F16,
@@ -60,4 +62,5 @@ bool bl_tensor_find_nonfinite(const bl_tensor *t, struct bl_pool *pool, int64_t 
 /* Copies the whole tensor to a new f32 buffer (caller frees). */
 bl_status bl_tensor_to_f32(const bl_tensor *t, float **out, bl_err *err);
 
+BL_API_END
 #endif

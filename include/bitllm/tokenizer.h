@@ -7,6 +7,8 @@
 
 #include "bitllm/io.h"
 
+BL_API_BEGIN
+
 typedef struct bl_tokenizer bl_tokenizer;
 
 typedef enum { BL_TOK_SPM = 0, BL_TOK_BYTE_BPE = 1 } bl_tok_kind;
@@ -109,4 +111,5 @@ const char *bl_detok_push(bl_detok *d, int32_t id, size_t *len);
 /* End of the stream: U+FFFD for a character that never completed, else empty. */
 const char *bl_detok_finish(bl_detok *d, size_t *len);
 
+BL_API_END
 #endif

@@ -9,6 +9,8 @@
 #include "bitllm/model.h"
 #include "bitllm/quant.h"
 
+BL_API_BEGIN
+
 /* ---- training data: rows of `seq` token ids, each starting with BOS ---- */
 
 typedef struct {
@@ -123,4 +125,5 @@ void bl_distill_opt_users(bl_distill_opt opt, char *buf, size_t cap);
 bl_status bl_grad_stats(const bl_model *m, const int32_t *ids, size_t n, int ctx, float **out,
                         bl_err *err);
 
+BL_API_END
 #endif

@@ -1,36 +1,10 @@
-/* Model configuration: architecture names and the Hugging Face config.json reader. */
+/* Model configuration: the Hugging Face config.json reader (the families are in arch.c). */
 #include "model/model_internal.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-
-static const char *const arch_names[] = {
-    [BL_ARCH_LLAMA] = "llama",
-    [BL_ARCH_MISTRAL] = "mistral",
-    [BL_ARCH_QWEN2] = "qwen2",
-    [BL_ARCH_QWEN3] = "qwen3",
-};
-
-const char *bl_arch_name(bl_arch a) { return arch_names[a]; }
-
-bool bl_arch_from_name(const char *name, bl_arch *out) {
-    for (int i = 0; i < (int)(sizeof arch_names / sizeof arch_names[0]); i++) {
-        if (strcmp(arch_names[i], name) == 0) {
-            *out = (bl_arch)i;
-            return true;
-        }
-    }
-    return false;
-}
-
-static const char *const proj_hf_names[BL_PROJ_COUNT] = {
-    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj",
-};
-
-const char *bl_proj_hf_name(int proj) { return proj_hf_names[proj]; }
 
 /* ---- strict config.json fields: wrong types and out-of-range values are errors naming the
  * field; only an absent (or null) optional field takes its Hugging Face default ---- */
@@ -203,8 +177,8 @@ static bl_status parse_hf(const cJSON *o, const char *path, bl_config *c, bl_err
                                                                             : mt->valuestring;
     if (type && !bl_arch_from_name(type, &c->arch))
         return bl_fail(err, BL_ERR_UNSUPPORTED,
-                       "%s: model_type \"%.40s\" is not supported (llama, mistral, qwen2, qwen3)",
-                       path, mt->valuestring);
+                       "%s: model_type \"%.40s\" is not supported (%s)", path,
+                       mt->valuestring, bl_arch_names());
     static const char *const required[] = {"model_type", "hidden_size", "intermediate_size",
                                            "num_hidden_layers", "num_attention_heads",
                                            "vocab_size"};
@@ -241,8 +215,8 @@ static bl_status parse_hf(const cJSON *o, const char *path, bl_config *c, bl_err
     c->max_seq = 2048;
     c->norm_eps = 1e-6f;
     c->rope_theta = 10000.0f;
-    c->qkv_bias = c->arch == BL_ARCH_QWEN2;
-    c->qk_norm = c->arch == BL_ARCH_QWEN3;
+    c->qkv_bias = bl_arch_family_of(c->arch)->qkv_bias;
+    c->qk_norm = bl_arch_family_of(c->arch)->qk_norm;
     c->bos_id = c->eos_id = -1;
     bool mlp_bias = false;
     if ((st = get_int(&f, o, "max_position_embeddings", &c->max_seq, NULL)) ||

@@ -156,7 +156,8 @@ bl_status bl_model_matrix(const bl_model *m, const char *name, float **W, int64_
     for (int l = 0; l < m->cfg.n_layers; l++)
         for (int p = 0; p < BL_PROJ_COUNT; p++) {
             char hf[128];
-            snprintf(hf, sizeof hf, "model.layers.%d.%s.weight", l, bl_proj_hf_name(p));
+            bl_proj_name(l, p, hf, sizeof hf);
+            strcat(hf, ".weight");
             if (strcmp(hf, name) != 0) continue;
             const bl_linear *L = &m->layers[l].proj[p];
             float *w = malloc(sizeof(float) * (size_t)L->m * (size_t)L->n);

@@ -222,15 +222,20 @@ static bl_status gguf_model(bl_model *m, const bl_load_opts *opts, bl_err *err) 
                            k[K_HD]);
         c->head_dim = c->dim / c->n_heads;
     }
-    const bl_tensor *e = bl_tensor_set_find(&m->tensors, "token_embd.weight");
+    const char *embd = bl_arch_role("tok_embd")->gguf;
+    const bl_tensor *e = bl_tensor_set_find(&m->tensors, embd);
     if (!e || e->ndim != 2)
-        return bl_fail(err, BL_ERR_FORMAT, "%s: missing 2-D tensor token_embd.weight", m->path);
+        return bl_fail(err, BL_ERR_FORMAT, "%s: missing 2-D tensor %s", m->path, embd);
     c->vocab_size = e->shape[0] > INT32_MAX ? INT32_MAX : (int)e->shape[0];
     /* llama.cpp's converter permutes LLaMA/Mistral q,k rows into adjacent RoPE pairs; Qwen
      * models keep the rotate-half (NEOX) layout. */
-    c->rope_interleaved = c->arch == BL_ARCH_LLAMA || c->arch == BL_ARCH_MISTRAL;
-    c->qkv_bias = bl_tensor_set_find(&m->tensors, "blk.0.attn_q.bias") != NULL;
-    c->qk_norm = bl_tensor_set_find(&m->tensors, "blk.0.attn_q_norm.weight") != NULL;
+    c->rope_interleaved = bl_arch_family_of(c->arch)->gguf_rope_interleaved;
+    /* the optional tensors of the family are told by their presence in layer 0 */
+    char name[BL_MAX_NAME];
+    bl_arch_tensor_name(bl_arch_role("attn_q_bias"), 0, true, name, sizeof name);
+    c->qkv_bias = bl_tensor_set_find(&m->tensors, name) != NULL;
+    bl_arch_tensor_name(bl_arch_role("attn_q_norm"), 0, true, name, sizeof name);
+    c->qk_norm = bl_tensor_set_find(&m->tensors, name) != NULL;
     if ((s = bl_config_validate(c, m->path, &fields, err))) return s;
     const bl_load_source src = {m->path, m->path, &fields, true, false};
     if ((s = bl_model_load_weights(m, &src, NULL, opts, err))) return s;
@@ -401,41 +406,47 @@ void bl_model_free(bl_model *m) {
     free(m);
 }
 
-int64_t bl_model_param_count(const bl_model *m) {
-    const bl_config *c = &m->cfg;
-    int64_t n = (int64_t)c->vocab_size * c->dim + c->dim;
-    if (!c->tied_embeddings) n += (int64_t)c->vocab_size * c->dim;
-    for (int l = 0; l < c->n_layers; l++) {
-        const bl_layer *ly = &m->layers[l];
-        n += 2 * (int64_t)c->dim;
-        for (int p = 0; p < BL_PROJ_COUNT; p++) n += ly->proj[p].m * ly->proj[p].n;
-        for (int p = 0; p < 3; p++)
-            if (ly->bias[p]) n += ly->proj[p].m;
-        if (ly->q_norm) n += 2 * (int64_t)c->head_dim;
-    }
-    return n;
-}
-
 static uint64_t dtype_bits_of(const bl_tensor *t) {
     const bl_dtype_traits *tr = bl_dtype_info(t->dtype);
     return (uint64_t)tr->block_bytes * 8 / (uint64_t)tr->block;
 }
 
-uint64_t bl_model_weight_bits(const bl_model *m) {
+/* Parameters and stored bits of every tensor of the architecture table that m holds. */
+static void count_tensors(const bl_model *m, int64_t *params, uint64_t *bits) {
     const bl_config *c = &m->cfg;
-    uint64_t bits = (uint64_t)bl_tensor_numel(&m->tok_embd) * dtype_bits_of(&m->tok_embd);
-    if (!c->tied_embeddings) bits += (uint64_t)(m->output.ops->stored_bits(
-                                        m->output.m, m->output.n, &m->output.params));
-    bits += 32ull * (uint64_t)c->dim;
-    for (int l = 0; l < c->n_layers; l++) {
-        const bl_layer *ly = &m->layers[l];
-        bits += 64ull * (uint64_t)c->dim;
-        for (int p = 0; p < BL_PROJ_COUNT; p++)
-            bits += ly->proj[p].ops->stored_bits(ly->proj[p].m, ly->proj[p].n, &ly->proj[p].params);
-        for (int p = 0; p < 3; p++)
-            if (ly->bias[p]) bits += 32ull * (uint64_t)ly->proj[p].m;
-        if (ly->q_norm) bits += 64ull * (uint64_t)c->head_dim;
+    bl_model *mm = (bl_model *)m; /* the slots are only read */
+    *params = 0;
+    *bits = 0;
+    for (bl_arch_iter it = {0}; bl_arch_next(c, &it);) {
+        const bl_arch_tensor *t = it.t;
+        const int l = it.layer;
+        int64_t rows, cols;
+        bl_arch_shape(t, c, &rows, &cols);
+        if (t->kind == BL_TK_EMBED) {
+            *params += bl_tensor_numel(&m->tok_embd);
+            *bits += (uint64_t)bl_tensor_numel(&m->tok_embd) * dtype_bits_of(&m->tok_embd);
+        } else if (t->kind == BL_TK_VECTOR) {
+            *params += rows;
+            *bits += 32ull * (uint64_t)rows;
+        } else {
+            const bl_linear *L = bl_arch_linear_slot(mm, t, l);
+            *params += L->m * L->n;
+            *bits += (uint64_t)L->ops->stored_bits(L->m, L->n, &L->params);
+        }
     }
+}
+
+int64_t bl_model_param_count(const bl_model *m) {
+    int64_t n;
+    uint64_t bits;
+    count_tensors(m, &n, &bits);
+    return n;
+}
+
+uint64_t bl_model_weight_bits(const bl_model *m) {
+    int64_t n;
+    uint64_t bits;
+    count_tensors(m, &n, &bits);
     return bits;
 }
 

@@ -11,28 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Tensor names differ between HF checkpoints (and ours) and GGUF / llama2.c. */
-typedef struct {
-    const char *embd, *out_norm, *output;
-    const char *layer;              /* prefix before the layer index */
-    const char *attn_norm, *ffn_norm, *q_norm, *k_norm;
-    const char *proj[BL_PROJ_COUNT];
-} name_scheme;
-
-static const name_scheme hf_names = {
-    "model.embed_tokens.weight", "model.norm.weight", "lm_head", "model.layers.",
-    "input_layernorm.weight", "post_attention_layernorm.weight", "self_attn.q_norm.weight",
-    "self_attn.k_norm.weight",
-    {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-     "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"},
-};
-
-static const name_scheme gguf_names = {
-    "token_embd.weight", "output_norm.weight", "output", "blk.",
-    "attn_norm.weight", "ffn_norm.weight", "attn_q_norm.weight", "attn_k_norm.weight",
-    {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"},
-};
-
 /* Tensors some converters store that are derived from the configuration (RoPE tables): ignored. */
 static bool ignorable(const char *name) {
     static const char *const suffixes[] = {"rotary_emb.inv_freq", "attn_rot_embd"};
@@ -46,7 +24,8 @@ static bool ignorable(const char *name) {
 
 typedef struct {
     bl_model *m;
-    const name_scheme *ns;
+    bool gguf; /* GGUF / llama2.c tensor names, else Hugging Face names */
+    const char *layer_prefix;
     const bl_load_source *src;
     uint8_t *used; /* per tensor of m->tensors */
 } loader;
@@ -65,8 +44,8 @@ static const bl_tensor *find(loader *L, const char *name) {
 
 /* "model.layers.7." style prefix: the layer index, or -1. */
 static int layer_of(const loader *L, const char *name) {
-    size_t k = strlen(L->ns->layer);
-    if (strncmp(name, L->ns->layer, k) != 0 || name[k] < '0' || name[k] > '9') return -1;
+    size_t k = strlen(L->layer_prefix);
+    if (strncmp(name, L->layer_prefix, k) != 0 || name[k] < '0' || name[k] > '9') return -1;
     long v = 0;
     const char *p = name + k;
     for (; *p >= '0' && *p <= '9' && v < (1L << 30); p++) v = v * 10 + (*p - '0');
@@ -168,13 +147,18 @@ static bl_status load_linear(loader *L, const cJSON *qc, const char *prefix, int
  * an entry for a layer beyond num_hidden_layers is a checkpoint of another shape. */
 static bl_status check_quant_keys(const loader *L, const cJSON *qc, bl_err *err) {
     const cJSON *layers = cJSON_GetObjectItemCaseSensitive(qc, "layers"), *e;
+    int nt;
+    const bl_arch_tensor *tt = bl_arch_tensors(&nt);
     cJSON_ArrayForEach(e, layers) {
         const char *k = e->string ? e->string : "";
-        bool ok = strcmp(k, L->ns->output) == 0;
-        int l = layer_of(L, k);
-        if (!ok && l >= 0 && l < L->m->cfg.n_layers) {
-            const char *rest = strchr(k + strlen(L->ns->layer), '.') + 1;
-            for (int p = 0; p < BL_PROJ_COUNT && !ok; p++) ok = strcmp(rest, L->ns->proj[p]) == 0;
+        bool ok = false;
+        const int l = layer_of(L, k);
+        for (int i = 0; i < nt && !ok; i++) {
+            if (tt[i].kind != BL_TK_LINEAR || !bl_arch_present(&tt[i], &L->m->cfg)) continue;
+            if (tt[i].per_layer && (l < 0 || l >= L->m->cfg.n_layers)) continue;
+            char name[BL_MAX_NAME];
+            bl_arch_tensor_name(&tt[i], l, L->gguf, name, sizeof name);
+            ok = strcmp(k, name) == 0;
         }
         if (!ok)
             return bl_fail(err, BL_ERR_FORMAT,
@@ -258,28 +242,54 @@ static bl_status check_finite(const loader *L, bl_err *err) {
     return BL_OK;
 }
 
+/* One tensor of the architecture table into its place in the model. */
+static bl_status load_entry(loader *L, const cJSON *qc, const bl_arch_tensor *t, int layer,
+                            bl_err *err) {
+    bl_model *m = L->m;
+    char name[BL_MAX_NAME];
+    int64_t rows, cols;
+    bl_arch_tensor_name(t, layer, L->gguf, name, sizeof name);
+    bl_arch_shape(t, &m->cfg, &rows, &cols);
+    switch (t->kind) {
+    case BL_TK_EMBED: {
+        const bl_tensor *e = find_2d(L, name, rows, cols, err);
+        if (!e) return err ? err->code : BL_ERR_FORMAT;
+        m->tok_embd = *e;
+        return BL_OK;
+    }
+    case BL_TK_VECTOR: return load_vec(L, name, rows, bl_arch_vector_slot(m, t, layer), err);
+    case BL_TK_LINEAR: break;
+    }
+    bl_linear *lin = bl_arch_linear_slot(m, t, layer);
+    if (t->when == BL_WHEN_UNTIED) {
+        /* the head: present in the checkpoint (dense, quantized or a released OneBit layer), or
+         * tied to the embeddings unless the configuration says otherwise */
+        char w[BL_MAX_NAME + 8];
+        snprintf(w, sizeof w, "%s.weight", name);
+        const bool has_head = bl_tensor_set_find(&m->tensors, w) != NULL ||
+                              quant_entry(qc, name) || bl_onebit_layer_present(&m->tensors, name);
+        if (!has_head && L->src->head_required)
+            return bl_fail(err, BL_ERR_FORMAT, "%s: missing tensor %s (%s says the output head "
+                           "is not tied to the embeddings)", L->src->tensors, w,
+                           L->src->cfg->src);
+        if (!has_head) {
+            m->cfg.tied_embeddings = true;
+            return bl_linear_dense_init(lin, &m->tok_embd, err);
+        }
+    }
+    return load_linear(L, qc, name, rows, cols, lin, err);
+}
+
 static bl_status load_all(loader *L, const cJSON *qc, bl_err *err) {
     bl_model *m = L->m;
-    const name_scheme *ns = L->ns;
     const bl_config *c = &m->cfg;
-    const bl_tensor *e = find_2d(L, ns->embd, c->vocab_size, c->dim, err);
-    if (!e) return err ? err->code : BL_ERR_FORMAT;
-    m->tok_embd = *e;
-    bl_status s = load_vec(L, ns->out_norm, c->dim, &m->out_norm, err);
-    if (s) return s;
-    char name[BL_MAX_NAME + 32];
-    snprintf(name, sizeof name, "%s.weight", ns->output);
-    bool has_head = bl_tensor_set_find(&m->tensors, name) != NULL || quant_entry(qc, ns->output) ||
-                    bl_onebit_layer_present(&m->tensors, ns->output);
-    if (has_head) {
-        s = load_linear(L, qc, ns->output, c->vocab_size, c->dim, &m->output, err);
-    } else if (L->src->head_required) {
-        return bl_fail(err, BL_ERR_FORMAT, "%s: missing tensor %s (%s says the output head is not "
-                       "tied to the embeddings)", L->src->tensors, name, L->src->cfg->src);
-    } else {
-        m->cfg.tied_embeddings = true;
-        s = bl_linear_dense_init(&m->output, &m->tok_embd, err);
-    }
+    int nt;
+    const bl_arch_tensor *tt = bl_arch_tensors(&nt);
+    bl_status s = BL_OK;
+    /* the head decides tied_embeddings, so it is present until it is found absent */
+    for (int i = 0; i < nt && !s; i++)
+        if (!tt[i].per_layer && (tt[i].when == BL_WHEN_UNTIED || bl_arch_present(&tt[i], c)))
+            s = load_entry(L, qc, &tt[i], 0, err);
     if (s) return s;
     const bl_tensor *rf = find(L, "rope_freqs.weight");
     if (rf && (rf->ndim != 1 || bl_tensor_numel(rf) != c->head_dim / 2 ||
@@ -289,37 +299,11 @@ static bl_status load_all(loader *L, const cJSON *qc, bl_err *err) {
 
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
     if (!m->layers) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", m->path);
-    const int64_t q_dim = (int64_t)c->n_heads * c->head_dim;
-    const int64_t kv_dim = (int64_t)c->n_kv_heads * c->head_dim;
-    const int64_t rows[BL_PROJ_COUNT] = {q_dim, kv_dim, kv_dim, c->dim,
-                                         c->hidden_dim, c->hidden_dim, c->dim};
-    const int64_t cols[BL_PROJ_COUNT] = {c->dim, c->dim, c->dim, q_dim,
-                                         c->dim, c->dim, c->hidden_dim};
-    for (int l = 0; l < c->n_layers; l++) {
-        bl_layer *ly = &m->layers[l];
-        char pre[64];
-        snprintf(pre, sizeof pre, "%s%d.", ns->layer, l);
-        snprintf(name, sizeof name, "%s%s", pre, ns->attn_norm);
-        if ((s = load_vec(L, name, c->dim, &ly->attn_norm, err))) return s;
-        snprintf(name, sizeof name, "%s%s", pre, ns->ffn_norm);
-        if ((s = load_vec(L, name, c->dim, &ly->ffn_norm, err))) return s;
-        for (int p = 0; p < BL_PROJ_COUNT; p++) {
-            snprintf(name, sizeof name, "%s%s", pre, ns->proj[p]);
-            if ((s = load_linear(L, qc, name, rows[p], cols[p], &ly->proj[p], err))) return s;
-        }
-        if (c->qkv_bias) {
-            for (int p = 0; p < 3; p++) {
-                snprintf(name, sizeof name, "%s%s.bias", pre, ns->proj[p]);
-                if ((s = load_vec(L, name, rows[p], &ly->bias[p], err))) return s;
-            }
-        }
-        if (c->qk_norm) {
-            snprintf(name, sizeof name, "%s%s", pre, ns->q_norm);
-            if ((s = load_vec(L, name, c->head_dim, &ly->q_norm, err))) return s;
-            snprintf(name, sizeof name, "%s%s", pre, ns->k_norm);
-            if ((s = load_vec(L, name, c->head_dim, &ly->k_norm, err))) return s;
-        }
-    }
+    for (int l = 0; l < c->n_layers && !s; l++)
+        for (int i = 0; i < nt && !s; i++)
+            if (tt[i].per_layer && bl_arch_present(&tt[i], c))
+                s = load_entry(L, qc, &tt[i], l, err);
+    if (s) return s;
     if (qc && (s = check_quant_keys(L, qc, err))) return s;
     if ((s = check_unused(L, err))) return s;
     return check_finite(L, err);
@@ -331,7 +315,7 @@ bl_status bl_model_load_weights(bl_model *m, const bl_load_source *src, const cJ
         bl_status s = bl_tensor_set_privatize(&m->tensors, m->path, err);
         if (s) return s;
     }
-    loader L = {m, src->gguf_names ? &gguf_names : &hf_names, src,
+    loader L = {m, src->gguf_names, bl_arch_layer_prefix(src->gguf_names), src,
                 bl_calloc((size_t)m->tensors.n, 1)};
     if (!L.used) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", m->path);
     bl_pool *pool = NULL;

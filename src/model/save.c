@@ -12,10 +12,8 @@
 
 cJSON *bl_config_to_json(const bl_config *c) {
     cJSON *o = cJSON_CreateObject();
-    static const char *const arch_classes[] = {"LlamaForCausalLM", "MistralForCausalLM",
-                                               "Qwen2ForCausalLM", "Qwen3ForCausalLM"};
     cJSON *a = cJSON_AddArrayToObject(o, "architectures");
-    cJSON_AddItemToArray(a, cJSON_CreateString(arch_classes[c->arch]));
+    cJSON_AddItemToArray(a, cJSON_CreateString(bl_arch_family_of(c->arch)->hf_class));
     cJSON_AddStringToObject(o, "model_type", bl_arch_name(c->arch));
     cJSON_AddNumberToObject(o, "hidden_size", c->dim);
     cJSON_AddNumberToObject(o, "intermediate_size", c->hidden_dim);
@@ -96,6 +94,16 @@ static bl_status save_tokenizer(const bl_model *m, const char *outdir, bl_err *e
     return BL_OK;
 }
 
+/* The token embeddings in their stored dtype when it is a float type, else as F32. */
+static bl_status add_embedding(bl_st_writer *w, const char *name, const bl_tensor *e,
+                               float **f32, bl_err *err) {
+    if (e->dtype == BL_DT_F32 || e->dtype == BL_DT_F16 || e->dtype == BL_DT_BF16)
+        return bl_st_writer_add(w, name, e->dtype, 2, e->shape, e->data, e->nbytes, false, err);
+    bl_status s = bl_tensor_to_f32(e, f32, err);
+    return s ? s : bl_st_writer_add(w, name, BL_DT_F32, 2, e->shape, *f32,
+                                    (size_t)bl_tensor_numel(e) * 4, false, err);
+}
+
 /* The output head is written only when untied. */
 bl_status bl_model_write(const bl_model *m, const bl_linear *proj, const char *outdir,
                          const char *method, const char *extra_json, bl_err *err) {
@@ -108,40 +116,25 @@ bl_status bl_model_write(const bl_model *m, const bl_linear *proj, const char *o
     cJSON *cfg = bl_config_to_json(c), *layers = NULL;
     float *embd_f32 = NULL;
     char name[BL_MAX_NAME + 64];
-    const bl_tensor *e = &m->tok_embd;
-    if (e->dtype == BL_DT_F32 || e->dtype == BL_DT_F16 || e->dtype == BL_DT_BF16) {
-        s = bl_st_writer_add(w, "model.embed_tokens.weight", e->dtype, 2, e->shape, e->data,
-                             e->nbytes, false, err);
-    } else if (!(s = bl_tensor_to_f32(e, &embd_f32, err))) {
-        s = bl_st_writer_add(w, "model.embed_tokens.weight", BL_DT_F32, 2, e->shape, embd_f32,
-                             (size_t)bl_tensor_numel(e) * 4, false, err);
-    }
-    if (!s) s = add_vec(w, "model.norm.weight", m->out_norm, c->dim, err);
-    if (!s && !c->tied_embeddings) s = m->output.ops->save(&m->output, "lm_head", w, err);
-    for (int l = 0; l < c->n_layers && !s; l++) {
-        const bl_layer *ly = &m->layers[l];
-        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-        s = add_vec(w, name, ly->attn_norm, c->dim, err);
-        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
-        if (!s) s = add_vec(w, name, ly->ffn_norm, c->dim, err);
-        for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
-            const bl_linear *L = proj ? &proj[l * BL_PROJ_COUNT + p] : &ly->proj[p];
-            snprintf(name, sizeof name, "model.layers.%d.%s", l, bl_proj_hf_name(p));
+    bl_model *mm = (bl_model *)m; /* the slots are only read */
+    for (bl_arch_iter it = {0}; !s && bl_arch_next(c, &it);) {
+        const bl_arch_tensor *t = it.t;
+        const int l = it.layer;
+        bl_arch_tensor_name(t, l, false, name, sizeof name);
+        if (t->kind == BL_TK_VECTOR) {
+            int64_t rows, cols;
+            bl_arch_shape(t, c, &rows, &cols);
+            s = add_vec(w, name, *bl_arch_vector_slot(mm, t, l), rows, err);
+        } else if (t->kind == BL_TK_EMBED) {
+            s = add_embedding(w, name, &m->tok_embd, &embd_f32, err);
+        } else {
+            const bl_linear *L = bl_arch_linear_slot(mm, t, l);
+            if (proj && t->per_layer) L = &proj[l * BL_PROJ_COUNT + t->proj];
             s = L->ops->save(L, name, w, err);
-            if (!s && !bl_linear_is_dense(L)) {
+            if (!s && t->per_layer && !bl_linear_is_dense(L)) {
                 if (!layers) layers = cJSON_CreateObject();
                 cJSON_AddItemToObject(layers, name, bl_format_params_to_json(L));
             }
-            if (!s && p < 3 && ly->bias[p]) {
-                snprintf(name, sizeof name, "model.layers.%d.%s.bias", l, bl_proj_hf_name(p));
-                s = add_vec(w, name, ly->bias[p], L->m, err);
-            }
-        }
-        if (!s && ly->q_norm) {
-            snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", l);
-            s = add_vec(w, name, ly->q_norm, c->head_dim, err);
-            snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", l);
-            if (!s) s = add_vec(w, name, ly->k_norm, c->head_dim, err);
         }
     }
     char path[4200];

@@ -146,33 +146,14 @@ bl_status bl_synth_model(const bl_config *c, bl_dtype dtype, uint64_t seed, cons
     bl_st_writer *w;
     if ((s = bl_st_writer_new(&w, err))) return s;
     fill_ctx fc = {seed, dtype};
-    const int64_t D = c->dim, H = c->hidden_dim, qd = (int64_t)c->n_heads * c->head_dim,
-                  kvd = (int64_t)c->n_kv_heads * c->head_dim;
-    s = add(w, &fc, "model.embed_tokens.weight", c->vocab_size, D, err);
-    if (!s) s = add(w, &fc, "model.norm.weight", D, 0, err);
-    if (!s && !c->tied_embeddings) s = add(w, &fc, "lm_head.weight", c->vocab_size, D, err);
-    const int64_t rows[BL_PROJ_COUNT] = {qd, kvd, kvd, D, H, H, D};
-    const int64_t cols[BL_PROJ_COUNT] = {D, D, D, qd, D, D, H};
     char name[160];
-    for (int l = 0; l < c->n_layers && !s; l++) {
-        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-        s = add(w, &fc, name, D, 0, err);
-        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
-        if (!s) s = add(w, &fc, name, D, 0, err);
-        for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, bl_proj_hf_name(p));
-            s = add(w, &fc, name, rows[p], cols[p], err);
-            if (!s && p < 3 && c->qkv_bias) {
-                snprintf(name, sizeof name, "model.layers.%d.%s.bias", l, bl_proj_hf_name(p));
-                s = add(w, &fc, name, rows[p], 0, err);
-            }
-        }
-        if (!s && c->qk_norm) {
-            snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", l);
-            s = add(w, &fc, name, c->head_dim, 0, err);
-            snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", l);
-            if (!s) s = add(w, &fc, name, c->head_dim, 0, err);
-        }
+    for (bl_arch_iter it = {0}; !s && bl_arch_next(c, &it);) {
+        const bl_arch_tensor *t = it.t;
+        int64_t rows, cols;
+        bl_arch_shape(t, c, &rows, &cols);
+        bl_arch_tensor_name(t, it.layer, false, name, sizeof name);
+        if (t->kind == BL_TK_LINEAR) strcat(name, ".weight");
+        s = add(w, &fc, name, rows, cols, err);
     }
     char path[4200];
     snprintf(path, sizeof path, "%s/model.safetensors", outdir);

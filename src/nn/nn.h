@@ -124,6 +124,9 @@ bl_status nn_model_random(const bl_config *cfg, const nn_lin_spec spec[BL_PROJ_C
                           uint64_t seed, int max_seq, const nn_build_opts *o, nn_model **out,
                           float **params, bl_err *err);
 void nn_model_free(nn_model *m);
+/* The offset field where M keeps the vector t of the architecture table (layer ignored for a
+ * global), or NULL for a tensor that is not a vector. */
+size_t *nn_vector_slot(nn_model *M, const bl_arch_tensor *t, int layer);
 
 /* One entry per trainable format (src/nn/nn_formats.c), indexed by nn_linear.kind: everything
  * the engine knows about a format except its forward/backward (linear_impl.h, per precision). */

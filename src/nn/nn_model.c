@@ -6,6 +6,7 @@
 #include "core/parallel.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,52 +150,85 @@ static bl_status layout_linear(nn_model *M, const nn_build_opts *o, nn_linear *L
     return nn_formats[sp->kind].layout(M, o, L, prefix, sp, err);
 }
 
-/* Lays out the whole model; spec[l·7 + p] describes each projection. */
+/* ---- the architecture table's tensors in the parameter buffer ---- */
+
+/* Where nn keeps each vector the bl_model keeps (bl_layer / bl_model field → nn field). */
+static const struct {
+    bool per_layer;
+    size_t bl, nn;
+} vec_slots[] = {
+    {false, offsetof(bl_model, out_norm), offsetof(nn_model, out_norm)},
+    {true, offsetof(bl_layer, attn_norm), offsetof(nn_layer, attn_norm)},
+    {true, offsetof(bl_layer, ffn_norm), offsetof(nn_layer, ffn_norm)},
+    {true, offsetof(bl_layer, bias[0]), offsetof(nn_layer, bias[0])},
+    {true, offsetof(bl_layer, bias[1]), offsetof(nn_layer, bias[1])},
+    {true, offsetof(bl_layer, bias[2]), offsetof(nn_layer, bias[2])},
+    {true, offsetof(bl_layer, q_norm), offsetof(nn_layer, q_norm)},
+    {true, offsetof(bl_layer, k_norm), offsetof(nn_layer, k_norm)},
+};
+
+size_t *nn_vector_slot(nn_model *M, const bl_arch_tensor *t, int layer) {
+    for (size_t i = 0; i < sizeof vec_slots / sizeof vec_slots[0]; i++)
+        if (vec_slots[i].per_layer == t->per_layer && vec_slots[i].bl == t->slot)
+            return (size_t *)((char *)(t->per_layer ? (void *)&M->layers[layer] : (void *)M) +
+                              vec_slots[i].nn);
+    return NULL;
+}
+
+static int vector_role(const bl_arch_tensor *t) {
+    return t->proj >= 0 ? NN_R_BIAS : t->when == BL_WHEN_QK_NORM ? NN_R_QKNORM : NN_R_NORM;
+}
+
+/* Lays out the whole model; spec[l·7 + p] describes each projection. The parameter buffer keeps
+ * the order checkpoints and the gradient-norm sum were written in: the embeddings, the head and
+ * the final norm, then per layer its vectors followed by its projections. */
 static bl_status layout_model(nn_model *M, const bl_config *c, const nn_lin_spec *spec,
                               const nn_build_opts *o, bl_err *err) {
     M->cfg = *c;
-    M->embed = nn_add_tensor(M, o, NN_R_EMBED, c->vocab_size, c->dim, "model.embed_tokens.weight");
-    if (c->tied_embeddings) {
-        /* One tensor serves both ends; it trains when either end is asked to. */
-        if (M->t) M->t[0].trainable = o->train_embed || o->train_head;
-        M->head = M->embed;
-    } else {
-        M->head = nn_add_tensor(M, o, NN_R_HEAD, c->vocab_size, c->dim, "lm_head.weight");
-    }
-    M->out_norm = nn_add_tensor(M, o, NN_R_NORM, c->dim, 0, "model.norm.weight");
+    int nt;
+    const bl_arch_tensor *tt = bl_arch_tensors(&nt);
+    char name[BL_MAX_NAME];
+    int64_t rows, cols;
+    for (int pass = 0; pass < 2; pass++) /* matrices, then vectors */
+        for (int i = 0; i < nt; i++) {
+            const bl_arch_tensor *t = &tt[i];
+            if (t->per_layer || (t->kind == BL_TK_VECTOR) != (pass == 1)) continue;
+            bl_arch_shape(t, c, &rows, &cols);
+            bl_arch_tensor_name(t, 0, false, name, sizeof name);
+            if (t->kind == BL_TK_EMBED) {
+                M->embed = nn_add_tensor(M, o, NN_R_EMBED, rows, cols, "%s", name);
+                /* One tensor serves both ends when tied; it trains when either end is asked to. */
+                if (c->tied_embeddings && M->t) M->t[0].trainable = o->train_embed || o->train_head;
+                M->head = M->embed;
+            } else if (t->kind == BL_TK_LINEAR) {
+                if (bl_arch_present(t, c))
+                    M->head = nn_add_tensor(M, o, NN_R_HEAD, rows, cols, "%s.weight", name);
+            } else {
+                *nn_vector_slot(M, t, 0) = nn_add_tensor(M, o, vector_role(t), rows, 0, "%s", name);
+            }
+        }
     M->layers = calloc((size_t)c->n_layers, sizeof *M->layers);
     if (!M->layers) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
-    const int64_t qd = (int64_t)c->n_heads * c->head_dim;
-    const int64_t kvd = (int64_t)c->n_kv_heads * c->head_dim;
-    const int64_t rows[BL_PROJ_COUNT] = {qd, kvd, kvd, c->dim, c->hidden_dim, c->hidden_dim,
-                                         c->dim};
-    const int64_t cols[BL_PROJ_COUNT] = {c->dim, c->dim, c->dim, qd, c->dim, c->dim,
-                                         c->hidden_dim};
     bl_status s = BL_OK;
     for (int l = 0; l < c->n_layers && !s; l++) {
         nn_layer *ly = &M->layers[l];
-        ly->attn_norm = nn_add_tensor(M, o, NN_R_NORM, c->dim, 0,
-                                   "model.layers.%d.input_layernorm.weight", l);
-        ly->ffn_norm = nn_add_tensor(M, o, NN_R_NORM, c->dim, 0,
-                                  "model.layers.%d.post_attention_layernorm.weight", l);
-        for (int p = 0; p < 3; p++)
-            ly->bias[p] = c->qkv_bias ? nn_add_tensor(M, o, NN_R_BIAS, rows[p], 0,
-                                                   "model.layers.%d.%s.bias", l,
-                                                   bl_proj_hf_name(p))
-                                      : NN_NONE;
+        for (int p = 0; p < 3; p++) ly->bias[p] = NN_NONE;
         ly->q_norm = ly->k_norm = NN_NONE;
-        if (c->qk_norm) {
-            ly->q_norm = nn_add_tensor(M, o, NN_R_QKNORM, c->head_dim, 0,
-                                    "model.layers.%d.self_attn.q_norm.weight", l);
-            ly->k_norm = nn_add_tensor(M, o, NN_R_QKNORM, c->head_dim, 0,
-                                    "model.layers.%d.self_attn.k_norm.weight", l);
-        }
-        for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
-            char prefix[96];
-            snprintf(prefix, sizeof prefix, "model.layers.%d.%s", l, bl_proj_hf_name(p));
-            s = layout_linear(M, o, &ly->proj[p], prefix, &spec[l * BL_PROJ_COUNT + p], rows[p],
-                              cols[p], err);
-        }
+        for (int pass = 0; pass < 2; pass++) /* vectors, then projections */
+            for (int i = 0; i < nt && !s; i++) {
+                const bl_arch_tensor *t = &tt[i];
+                if (!t->per_layer || (t->kind == BL_TK_LINEAR) != (pass == 1) ||
+                    !bl_arch_present(t, c))
+                    continue;
+                bl_arch_shape(t, c, &rows, &cols);
+                bl_arch_tensor_name(t, l, false, name, sizeof name);
+                if (t->kind == BL_TK_VECTOR)
+                    *nn_vector_slot(M, t, l) = nn_add_tensor(M, o, vector_role(t), rows, 0, "%s",
+                                                          name);
+                else
+                    s = layout_linear(M, o, &ly->proj[t->proj], name,
+                                      &spec[l * BL_PROJ_COUNT + t->proj], rows, cols, err);
+            }
     }
     if (!s && !M->t) s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
     return s;
@@ -290,7 +324,7 @@ bl_status nn_model_from_bl(const bl_model *src, int max_seq, const nn_build_opts
     char prefix[96];
     for (int l = 0; l < c->n_layers && !s; l++)
         for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
-            snprintf(prefix, sizeof prefix, "model.layers.%d.%s", l, bl_proj_hf_name(p));
+            bl_proj_name(l, p, prefix, sizeof prefix);
             s = spec_of(src, &src->layers[l].proj[p], prefix, o, &spec[l * BL_PROJ_COUNT + p], err);
         }
     if (!s) s = layout_model(M, c, spec, o, err);
@@ -302,22 +336,19 @@ bl_status nn_model_from_bl(const bl_model *src, int max_seq, const nn_build_opts
     if (!s) memcpy(P + M->embed, tmp, sizeof(float) * (size_t)c->vocab_size * c->dim);
     free(tmp);
     if (!s && !c->tied_embeddings) s = src->output.ops->to_dense(&src->output, P + M->head, err);
-    if (!s) memcpy(P + M->out_norm, src->out_norm, sizeof(float) * (size_t)c->dim);
-    for (int l = 0; l < c->n_layers && !s; l++) {
-        const bl_layer *sl = &src->layers[l];
-        const nn_layer *ly = &M->layers[l];
-        memcpy(P + ly->attn_norm, sl->attn_norm, sizeof(float) * (size_t)c->dim);
-        memcpy(P + ly->ffn_norm, sl->ffn_norm, sizeof(float) * (size_t)c->dim);
-        for (int p = 0; p < 3; p++)
-            if (ly->bias[p] != NN_NONE)
-                memcpy(P + ly->bias[p], sl->bias[p], sizeof(float) * (size_t)ly->proj[p].m);
-        if (ly->q_norm != NN_NONE) {
-            memcpy(P + ly->q_norm, sl->q_norm, sizeof(float) * (size_t)c->head_dim);
-            memcpy(P + ly->k_norm, sl->k_norm, sizeof(float) * (size_t)c->head_dim);
-        }
-        for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
-            const nn_linear *L = &ly->proj[p];
-            s = nn_formats[L->kind].import(&sl->proj[p], L, o, P, err);
+    bl_model *sm = (bl_model *)src; /* the slots are only read */
+    for (bl_arch_iter it = {0}; !s && bl_arch_next(c, &it);) {
+        const bl_arch_tensor *t = it.t;
+        const int l = it.layer;
+        int64_t rows, cols;
+        bl_arch_shape(t, c, &rows, &cols);
+        if (t->kind == BL_TK_VECTOR) {
+            memcpy(P + *nn_vector_slot(M, t, l), *bl_arch_vector_slot(sm, t, l),
+                   sizeof(float) * (size_t)rows);
+        } else if (t->kind == BL_TK_LINEAR && t->per_layer) {
+            bl_arch_tensor_name(t, l, false, prefix, sizeof prefix);
+            const nn_linear *L = &M->layers[l].proj[t->proj];
+            s = nn_formats[L->kind].import(&src->layers[l].proj[t->proj], L, o, P, err);
         }
     }
     if (!s) s = nn_model_sync_signs_f32(M, P, err);

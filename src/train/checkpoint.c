@@ -35,8 +35,9 @@ static bl_status each_flippable(const nn_model *M, signs_fn fn, void *ctx, bl_er
             const nn_linear *L = &M->layers[l].proj[p];
             for (int i = 0; i < L->n_signs; i++) {
                 if (L->S[i].latent == NN_NONE) continue;
-                snprintf(name, sizeof name, "signs/model.layers.%d.%s.%d", l, bl_proj_hf_name(p),
-                         i);
+                char proj[96];
+                bl_proj_name(l, p, proj, sizeof proj);
+                snprintf(name, sizeof name, "signs/%s.%d", proj, i);
                 bl_status s = fn(ctx, &L->S[i], name, err);
                 if (s) return s;
             }

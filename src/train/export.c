@@ -42,39 +42,35 @@ bl_status tr_export(const nn_model *M, const float *P, const bl_model *src, cons
     bl_status s = sh.layers && views && made ? BL_OK
                                              : bl_fail(err, BL_ERR_NOMEM, "out of memory");
     float *Pm = (float *)P; /* the model struct has non-const pointers; nothing writes them */
-    sh.out_norm = Pm + M->out_norm;
-    for (int l = 0; l < c->n_layers && !s; l++) {
-        const nn_layer *nl = &M->layers[l];
-        bl_layer *ly = &sh.layers[l];
-        *ly = src->layers[l];
-        ly->attn_norm = Pm + nl->attn_norm;
-        ly->ffn_norm = Pm + nl->ffn_norm;
-        for (int p = 0; p < 3; p++)
-            if (nl->bias[p] != NN_NONE) ly->bias[p] = Pm + nl->bias[p];
-        if (nl->q_norm != NN_NONE) {
-            ly->q_norm = Pm + nl->q_norm;
-            ly->k_norm = Pm + nl->k_norm;
+    nn_model *Mm = (nn_model *)M; /* the slots are only read */
+    for (int l = 0; l < c->n_layers && !s; l++) sh.layers[l] = src->layers[l];
+    for (bl_arch_iter it = {0}; !s && bl_arch_next(c, &it);) {
+        const bl_arch_tensor *t = it.t;
+        const int l = it.layer;
+        if (t->kind == BL_TK_VECTOR) {
+            *bl_arch_vector_slot(&sh, t, l) = Pm + *nn_vector_slot(Mm, t, l);
+            continue;
         }
-        for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
-            const nn_linear *L = &nl->proj[p];
-            const int i = l * BL_PROJ_COUNT + p;
-            if (nn_formats[L->kind].export) {
-                s = nn_formats[L->kind].export(L, P, &ly->proj[p], err);
-            } else { /* dense: a view of the trained weights, or the source's own layer */
-                if (!trainable(M, L->w)) continue;
-                views[i] = view_of(P, L->w, L->m, L->n, "dense");
-                s = bl_linear_dense_init(&ly->proj[p], &views[i], err);
-            }
-            made[i] = !s;
+        if (t->kind != BL_TK_LINEAR || !t->per_layer) continue;
+        const nn_linear *L = &M->layers[l].proj[t->proj];
+        bl_linear *out = bl_arch_linear_slot(&sh, t, l);
+        const int i7 = l * BL_PROJ_COUNT + t->proj;
+        if (nn_formats[L->kind].export) {
+            s = nn_formats[L->kind].export(L, P, out, err);
+        } else { /* dense: a view of the trained weights, or the source's own layer */
+            if (!trainable(M, L->w)) continue;
+            views[i7] = view_of(P, L->w, L->m, L->n, "dense");
+            s = bl_linear_dense_init(out, &views[i7], err);
         }
+        made[i7] = !s;
     }
     if (!s && trainable(M, M->embed)) {
-        sh.tok_embd = view_of(P, M->embed, c->vocab_size, c->dim, "model.embed_tokens.weight");
+        sh.tok_embd = view_of(P, M->embed, c->vocab_size, c->dim, bl_arch_role("tok_embd")->hf);
         if (c->tied_embeddings) s = bl_linear_dense_init(&sh.output, &sh.tok_embd, err);
         made[total] = !s && c->tied_embeddings;
     }
     if (!s && !c->tied_embeddings && trainable(M, M->head)) {
-        views[total + 1] = view_of(P, M->head, c->vocab_size, c->dim, "lm_head.weight");
+        views[total + 1] = view_of(P, M->head, c->vocab_size, c->dim, bl_arch_role("output")->hf);
         s = bl_linear_dense_init(&sh.output, &views[total + 1], err);
         made[total] = !s;
     }

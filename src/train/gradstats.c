@@ -87,11 +87,13 @@ bl_status bl_grad_stats(const bl_model *m, const int32_t *ids, size_t n, int ctx
         }
         for (int64_t r = 0; r < rows && !s; r++) {
             out[i][r] = (float)(sums[i][r] / (double)positions);
-            if (!isfinite(out[i][r]))
-                s = bl_fail(err, BL_ERR_NUMERIC, "%s: the output-gradient statistics of "
-                            "model.layers.%d.%s are not finite (channel %lld)",
-                            m->path ? m->path : "model", i / BL_PROJ_COUNT,
-                            bl_proj_hf_name(i % BL_PROJ_COUNT), (long long)r);
+            if (!isfinite(out[i][r])) {
+                char name[96];
+                bl_proj_name(i / BL_PROJ_COUNT, i % BL_PROJ_COUNT, name, sizeof name);
+                s = bl_fail(err, BL_ERR_NUMERIC, "%s: the output-gradient statistics of %s are "
+                            "not finite (channel %lld)", m->path ? m->path : "model", name,
+                            (long long)r);
+            }
         }
         if (s) break;
     }

@@ -1,0 +1,38 @@
+/* The post-training quantization layer's internals: calibration statistics, importance and
+ * provenance, shared by the recipe (src/ptq/quantize.c). */
+#ifndef BITLLM_PTQ_INTERNAL_H
+#define BITLLM_PTQ_INTERNAL_H
+
+#include "bitllm/quantize.h"
+
+#include <cjson/cJSON.h>
+
+/* q/k/v read the same input, as do gate/up: statistics are kept per distinct input. */
+enum { PTQ_IN_ATTN, PTQ_IN_O, PTQ_IN_MLP, PTQ_IN_DOWN, PTQ_IN_COUNT };
+/* The input projection p reads. */
+int ptq_proj_input(int p);
+
+/* Per-input-channel second moments of every projection input over the calibration tokens, and
+ * optionally H = XᵀX/N of one layer (activation-aware fits). */
+typedef struct {
+    int n_layers;
+    double *sumsq[PTQ_IN_COUNT]; /* [layer][n] */
+    int64_t width[PTQ_IN_COUNT];
+    int64_t count;               /* tokens seen (same for every input) */
+    int gram_layer;              /* layer whose XᵀX is accumulated, or -1 */
+    float *gram[PTQ_IN_COUNT];   /* n×n for gram_layer */
+} ptq_calib;
+
+/* Allocates the statistics and runs the calibration tokens of o through m. */
+bl_status ptq_calib_collect(const bl_model *m, const bl_quant_opts *o, ptq_calib *c, bl_err *err);
+/* H = XᵀX/N for every input of one layer, by another calibration pass. */
+bl_status ptq_calib_gram(const bl_model *m, const bl_quant_opts *o, ptq_calib *c, int layer,
+                         bl_err *err);
+void ptq_calib_free(ptq_calib *c);
+/* The input-channel importance of projection p of layer l (mean squared input + 1e-8), n values. */
+void ptq_calib_in_importance(const ptq_calib *c, int l, int p, int64_t n, float *imp);
+
+/* The provenance object written into quantization_config (the one writer). */
+cJSON *ptq_provenance(const bl_model *src, const bl_quant_opts *o);
+
+#endif

@@ -1,0 +1,207 @@
+/* Whole-model post-training quantization, as a recipe: calibration (input second moments,
+ * output-gradient importance; src/ptq/calibrate.c, importance.c) → per-layer initial fits →
+ * optional stages → the checkpoint with its provenance (provenance.c). Decoder layers are fitted
+ * one after the other from their dense weights, the seven projections of a layer side by side on
+ * the options' threads (one f32 copy per projection in flight); the fitted layers are small
+ * (≈1 bit/weight) and are kept until the checkpoint is written. With random_factors the weights
+ * are never read: each layer gets random factors of the fitted shapes (benchmarks of synthetic
+ * models at real sizes). */
+#include "bitllm/quantize.h"
+#include "model/model_internal.h"
+#include "ptq/ptq_internal.h"
+#include "core/parallel.h"
+
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void bl_quant_opts_default(bl_quant_opts *o) {
+    memset(o, 0, sizeof *o);
+    bl_method_parse("onebit", &o->method, NULL);
+    o->bpw = 0; /* a format with a middle dimension: match onebit's bpw for each layer's shape */
+    o->calib_ctx = 256;
+    o->grad_importance = true;
+    bl_fit_opts_default(&o->fit);
+}
+
+/* ---- fitting one layer ---- */
+
+static bl_layer_fit_opts layer_opts(const bl_quant_opts *o) {
+    bl_layer_fit_opts lo;
+    bl_layer_fit_opts_default(&lo);
+    lo.method = o->method;
+    lo.bpw = o->bpw;
+    lo.fit = o->fit;
+    lo.random_factors = o->random_factors;
+    return lo;
+}
+
+/* One projection's fit, run on one thread: its own f32 copy of the weights, importance and
+ * fitted layer; the outcome is reported through the task. */
+typedef struct {
+    const bl_model *src;
+    const bl_quant_opts *o;
+    ptq_calib *cal;              /* NULL without calibration */
+    float *const *out_imp;       /* output-gradient importance per projection, or NULL */
+    int l, p;
+    bl_linear *out;
+    bl_status status;
+    bl_err err;
+    bl_layer_fit_result *res; /* what the fit stores, its error and its time */
+} fit_task;
+
+/* Largest projections first (gate, up, down, then the attention ones), so that a few threads
+ * finish a layer together. */
+static const int fit_order[BL_PROJ_COUNT] = {BL_PROJ_GATE, BL_PROJ_UP, BL_PROJ_DOWN, BL_PROJ_Q,
+                                             BL_PROJ_O, BL_PROJ_K, BL_PROJ_V};
+
+static void fit_one(fit_task *t) {
+    const bl_quant_opts *o = t->o;
+    const bl_linear *L = &t->src->layers[t->l].proj[t->p];
+    const size_t mn = (size_t)(L->m * L->n);
+    float *W = NULL, *imp = NULL;
+    bl_status s = BL_OK;
+    if (!o->random_factors) { /* random factors must not page in a multi-GB source */
+        W = malloc(mn * sizeof(float));
+        imp = malloc((size_t)L->n * sizeof(float));
+        if (!W || !imp) s = bl_fail(&t->err, BL_ERR_NOMEM, "out of memory for layer %d", t->l);
+        if (!s) s = L->ops->to_dense(L, W, &t->err);
+    }
+    bl_layer_fit_opts lo = layer_opts(o);
+    lo.fit.seed = o->fit.seed + (uint64_t)(t->l * BL_PROJ_COUNT + t->p) * 7919u;
+    if (!s && t->cal) {
+        ptq_calib_in_importance(t->cal, t->l, t->p, L->n, imp);
+        lo.fit.in_importance = imp;
+        if (o->activation_aware) lo.fit.H = t->cal->gram[ptq_proj_input(t->p)];
+    }
+    if (t->out_imp && bl_method_uses(&o->method, false, BL_QP_CALIB))
+        lo.fit.out_importance = t->out_imp[t->l * BL_PROJ_COUNT + t->p];
+    if (!s) s = bl_fit_layer(W, L->m, L->n, &lo, t->out, t->res, &t->err);
+    free(W);
+    free(imp);
+    t->status = s;
+}
+
+bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const char *outdir,
+                            bl_quant_summary *sum, bl_err *err) {
+    const bl_config *c = &src->cfg;
+    const double t0 = bl_time_s();
+    const int total = c->n_layers * BL_PROJ_COUNT;
+    if (o->random_factors && ((o->calib_ids && o->n_calib > 0) || o->out_importance))
+        return bl_fail(err, BL_ERR_ARG,
+                       "random factors never read the weights: calibration and gradient "
+                       "statistics make no sense with them");
+    bl_linear *q = calloc((size_t)total, sizeof *q);
+    if (!q) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    ptq_calib cal;
+    float **grads = NULL;
+    bool use_calib = o->calib_ids && o->n_calib > 0 && bl_method_uses(&o->method, false, BL_QP_CALIB);
+    bl_status s = BL_OK;
+    for (int l = 0; l < c->n_layers && !s; l++)
+        for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
+            char name[96];
+            bl_proj_name(l, p, name, sizeof name);
+            bl_layer_fit_opts lo = layer_opts(o);
+            s = bl_layer_fit_check(&lo, src->layers[l].proj[p].m, src->layers[l].proj[p].n, name,
+                                   err);
+        }
+    if (s) {
+        free(q);
+        return s;
+    }
+    /* 1. calibration */
+    float *const *out_imp = o->out_importance;
+    if (use_calib && o->grad_importance && !out_imp) {
+        s = bl_quant_grad_importance(src, o->calib_ids, o->n_calib, o->calib_ctx, &grads, err);
+        out_imp = grads;
+    }
+    if (use_calib && !s) s = ptq_calib_collect(src, o, &cal, err);
+    else if (use_calib) memset(&cal, 0, sizeof cal);
+    /* 2. the initial fit of every layer */
+    double bits = 0, weights = 0;
+    const int omp_prev = bl_omp_threads_begin(o->n_threads);
+    const int n_threads = bl_resolve_threads(o->n_threads);
+    bl_layer_fit_result *res = calloc(BL_PROJ_COUNT, sizeof *res); /* one per projection */
+    if (!res) s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    for (int l = 0; l < c->n_layers && !s; l++) {
+        if (use_calib && o->activation_aware &&
+            bl_method_uses(&o->method, false, BL_QP_ACTIVATION_AWARE))
+            s = ptq_calib_gram(src, o, &cal, l, err);
+        if (s) break;
+        /* The seven projections of a layer are independent fits: they run side by side, one per
+         * thread, each with single-threaded BLAS/LAPACK (OpenBLAS's process-wide thread count is
+         * never changed) and each seeded by its position, so the result does not depend on the
+         * thread count. Reports follow in projection order once the layer is done. */
+        fit_task tasks[BL_PROJ_COUNT];
+        for (int p = 0; p < BL_PROJ_COUNT; p++) {
+            fit_task *t = &tasks[p];
+            memset(t, 0, sizeof *t);
+            t->src = src;
+            t->o = o;
+            t->cal = use_calib ? &cal : NULL;
+            t->out_imp = out_imp;
+            t->l = l;
+            t->p = p;
+            t->out = &q[l * BL_PROJ_COUNT + p];
+            t->res = &res[p];
+        }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
+        for (int k = 0; k < BL_PROJ_COUNT; k++) fit_one(&tasks[fit_order[k]]);
+        for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
+            const fit_task *t = &tasks[p];
+            if (t->status) {
+                if (err) *err = t->err;
+                s = t->status;
+                break;
+            }
+            const bl_linear *L = &src->layers[l].proj[p];
+            const void *src_bytes;
+            size_t src_n;
+            if (bl_linear_dense_bytes(L, &src_bytes, &src_n))
+                bl_tensor_set_release(&src->tensors, src_bytes, src_n);
+            const double mn = (double)L->m * (double)L->n;
+            bits += t->res->bpw * mn;
+            weights += mn;
+            if (o->on_layer) {
+                char name[96];
+                bl_proj_name(l, p, name, sizeof name);
+                o->on_layer(o->on_layer_ctx, name, L->m, L->n, t->res);
+            }
+        }
+    }
+    bl_omp_threads_end(omp_prev);
+    free(res);
+    if (use_calib) ptq_calib_free(&cal);
+    bl_quant_importance_free(src, grads);
+    /* 3. the recipe's further stages */
+    for (int i = 0; i < o->n_stages && !s; i++) {
+        s = o->stages[i].run(o->stages[i].ctx, src, o, q, err);
+        if (s) bl_fail_context(err, s, "quantization stage %s", o->stages[i].name);
+    }
+    /* 4. the checkpoint */
+    if (!s) {
+        cJSON *prov = ptq_provenance(src, o);
+        char *pj = cJSON_PrintUnformatted(prov);
+        cJSON_Delete(prov);
+        char name[64];
+        bl_method_name(&o->method, name, sizeof name);
+        s = bl_model_write(src, q, outdir, name, pj, err);
+        free(pj);
+    }
+    for (int i = 0; i < total; i++) bl_linear_free(&q[i]);
+    free(q);
+    if (s) return s;
+    /* Whole-model accounting from what was written. */
+    bl_model *out;
+    if ((s = bl_model_load(outdir, NULL, &out, err))) return s;
+    sum->bpw_layers = bits / weights;
+    bl_model_bpw(out, NULL, &sum->bpw_model);
+    sum->bytes = 0;
+    for (int i = 0; i < out->tensors.n; i++) sum->bytes += out->tensors.t[i].nbytes;
+    sum->seconds = bl_time_s() - t0;
+    bl_model_free(out);
+    return BL_OK;
+}

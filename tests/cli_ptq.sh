@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One quantization recipe behind both commands: `bitllm quantize` and `bitllm compare` write
+# byte-identical layers for the same method, calibration and seed (with the output-gradient
+# importance that both collect by default, and without it), and compare reports the parameters
+# the checkpoint's provenance records.
+set -u
+. "$(dirname "$0")/testlib.sh"
+M=$G
+if [ ! -e "$M" ] || [ ! -e "$DATA/data/piqa/valid.jsonl" ]; then
+  echo "SKIP: $M or task data not found"; exit 77
+fi
+head -c 6000 "$DATA/data/wikitext-2/wiki.test.raw" > "$tmp/calib.txt"
+head -c 3000 "$DATA/data/wikitext-2/wiki.test.raw" > "$tmp/text.txt"
+cmp_run() { # label, method, extra options (shared by both commands)
+  local label=$1 m=$2; shift 2
+  $BIN quantize "$M" -o "$tmp/q-$label" -m "$m" "$@" >/dev/null 2>"$tmp/q-$label.err"
+  $BIN compare "$M" --methods "$m" --no-fp --tasks piqa --limit 1 -f "$tmp/text.txt" \
+    --ppl-tokens 64 --keep --out "$tmp/c-$label" "$@" >/dev/null 2>"$tmp/c-$label.err"
+  local d; d=$(ls -d "$tmp/c-$label"/models/* 2>/dev/null | head -1)
+  check "quantize and compare write identical layers ($label)" \
+    '[ -n "$d" ] && [ -s "$tmp/q-$label/model.safetensors" ] && cmp -s "$tmp/q-$label/model.safetensors" "$d/model.safetensors"'
+}
+cmp_run dbf-calib dbf --bpw onebit --iters 2 --calib "$tmp/calib.txt" --calib-tokens 300 --seed 11
+cmp_run dbf-calib-nograd dbf --bpw onebit --iters 2 --calib "$tmp/calib.txt" --calib-tokens 300 --no-grad-stats --seed 11
+cmp_run mdbf-2 mdbf --bpw 4 --envelope-rank 2 --iters 2 --seed 11
+cmp_run rtn2 rtn2 --group 64
+check "gradient importance differs from input statistics only" \
+  '! cmp -s "$tmp/q-dbf-calib/model.safetensors" "$tmp/q-dbf-calib-nograd/model.safetensors"'
+check "compare's params are the written provenance" 'python3 -c "
+import json,sys
+row=json.loads(open(sys.argv[1]).readline())
+prov=json.load(open(sys.argv[2]))[\"quantization_config\"][\"provenance\"]
+for k in (\"method\",\"bpw_target\",\"seed\",\"iters\",\"calib_tokens\",\"gradient_importance\",\"calib\"):
+    assert row[\"params\"][k]==prov[k], (k, row[\"params\"], prov)
+assert prov[\"gradient_importance\"] is True and prov[\"calib_tokens\"]==300
+" "$tmp/c-dbf-calib/results.jsonl" "$(ls -d "$tmp/c-dbf-calib"/models/*)/config.json"'
+check "report reads a numeric bpw target back from its exact form" \
+  'grep -q "| 4 |\|| 4 " "$tmp/c-mdbf-2/report.md"'
+finish
