@@ -34,7 +34,7 @@ static void exercise_tokenizer(const bl_tokenizer *t) {
 /* A few rows through the model: a loaded model must be one the forward pass can run. */
 static void exercise_model(const bl_model *m) {
     bl_state *st = NULL;
-    if (bl_state_new(m, 4, 2, &st, NULL) != BL_OK) return;
+    if (bl_state_new(m, 4, 2, 1, &st, NULL) != BL_OK) return;
     int32_t toks[2] = {0, m->cfg.vocab_size - 1};
     float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size * 2);
     if (logits) (void)bl_forward(st, toks, 2, logits, true, NULL);
@@ -51,7 +51,7 @@ bl_status bl_fuzz_safetensors(const uint8_t *data, size_t size, bl_err *err) {
         const bl_tensor *t = &set.t[i];
         float *f = NULL;
         int64_t at;
-        (void)bl_tensor_find_nonfinite(t, &at);
+        (void)bl_tensor_find_nonfinite(t, NULL, &at);
         if (bl_tensor_to_f32(t, &f, NULL) == BL_OK) free(f);
     }
     free(meta);

@@ -77,6 +77,12 @@ $BIN fit "$tmp/wF.npy" --method onebit -o "$tmp/o2.npy" >/dev/null 2>&1
 $BIN fit "$tmp/wv2.npy" --method onebit -o "$tmp/o3.npy" >/dev/null 2>&1
 check "Fortran order and a 2.0 header read as the same matrix" 'cmp -s "$tmp/o1.npy" "$tmp/o2.npy" && cmp -s "$tmp/o1.npy" "$tmp/o3.npy"'
 
+# the thread count changes nothing (large products are cut into the same blocks on 1 or 2 threads)
+py write "$tmp/wbig.npy" 300 520 "<f4" C - 3
+$BIN fit "$tmp/wbig.npy" --method dbf --bpw 1.0 --iters 6 --threads 1 -o "$tmp/t1.npy" >/dev/null 2>&1
+$BIN fit "$tmp/wbig.npy" --method dbf --bpw 1.0 --iters 6 --threads 2 -o "$tmp/t2.npy" >/dev/null 2>&1
+check "fit --threads 1 and 2 give the same reconstruction" '[ -s "$tmp/t1.npy" ] && cmp -s "$tmp/t1.npy" "$tmp/t2.npy"'
+
 # importance: all ones weighs nothing; a skewed vector changes the weighted error
 py vec "$tmp/ones.npy" 80 1.0
 $BIN fit "$tmp/w.npy" --bpw 1.5 --iters 20 --importance "$tmp/ones.npy" --json >"$tmp/i1.json" 2>/dev/null

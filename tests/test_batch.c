@@ -2,7 +2,8 @@
  * running it alone through bl_forward with the same chunks, for every weight format (dense F32,
  * F16, BF16 and the quantized formats with random factors), at every ISA level this CPU runs,
  * with prompts and single tokens mixed in one call, slots in any order and a slot reused after
- * truncation; bad batches are refused with a message. */
+ * truncation, the batched state on two threads and the single ones on one; bad batches are
+ * refused with a message. */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -36,10 +37,12 @@ static void rm_rf(const char *dir) {
     if (system(cmd) != 0) fprintf(stderr, "  cannot remove %s\n", dir);
 }
 
-static bl_model *load(const char *path) {
+/* The model at path, its inference states running at kernel level isa. */
+static bl_model *load(const char *path, bl_isa isa) {
     bl_model *m = NULL;
     bl_err err = {0};
-    if (bl_model_load(path, NULL, &m, &err) != BL_OK) fprintf(stderr, "  load: %s\n", err.msg);
+    const bl_load_opts o = {.isa = isa};
+    if (bl_model_load(path, &o, &m, &err) != BL_OK) fprintf(stderr, "  load: %s\n", err.msg);
     return m;
 }
 
@@ -67,13 +70,13 @@ static int run_schedule(const bl_model *m, const char *what) {
     bl_err err = {0};
     int bad = 0;
     float *lb = malloc(sizeof(float) * (size_t)V * NSEQ), *la = malloc(sizeof(float) * (size_t)V);
-    if (!lb || !la || bl_state_new_slots(m, 3, 40, 16, &batch, &err) != BL_OK) {
+    if (!lb || !la || bl_state_new_slots(m, 3, 40, 16, 2, &batch, &err) != BL_OK) {
         fprintf(stderr, "  %s: setup: %s\n", what, err.msg);
         free(lb), free(la);
         return -1;
     }
     for (int s = 0; s < NSEQ; s++)
-        if (bl_state_new(m, 40, 16, &alone[s], &err) != BL_OK) bad = -1;
+        if (bl_state_new(m, 40, 16, 1, &alone[s], &err) != BL_OK) bad = -1;
     int32_t toks[NSEQ][MAXTOK];
     for (int s = 0; s < NSEQ; s++)
         for (int i = 0; i < MAXTOK; i++) toks[s][i] = token(s, i, V);
@@ -143,8 +146,7 @@ static bool synth(const char *name, bl_dtype dt, char *out, size_t cap) {
 static void check_every_isa(const char *dir, const char *name) {
     const bl_isa best = bl_cpu_best_isa();
     for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
-        bl_kernels_set_isa((bl_isa)isa);
-        bl_model *m = load(dir);
+        bl_model *m = load(dir, (bl_isa)isa);
         CHECK_MSG(m != NULL, "%s: cannot load", name);
         if (!m) break;
         char what[64];
@@ -152,7 +154,6 @@ static void check_every_isa(const char *dir, const char *name) {
         CHECK_MSG(run_schedule(m, what) == 0, "%s", what);
         bl_model_free(m);
     }
-    bl_kernels_set_isa(best);
 }
 
 static void test_dense_formats(void) {
@@ -170,7 +171,7 @@ static void test_quantized_formats(void) {
     REQUIRE(base_dir[0]);
     char src_dir[256];
     REQUIRE(synth("src", BL_DT_F16, src_dir, sizeof src_dir));
-    bl_model *src = load(src_dir);
+    bl_model *src = load(src_dir, BL_ISA_AUTO);
     REQUIRE(src);
     const struct { const char *q; double bpw; } methods[] = {
         {"onebit", 0}, {"dbf", 1.5}, {"mdbf", 2.0}, {"rtn1", 0}, {"rtn2", 0}};
@@ -196,11 +197,11 @@ static void test_bad_batches(void) {
     REQUIRE(base_dir[0]);
     char dir[256];
     REQUIRE(synth("bad", BL_DT_F32, dir, sizeof dir));
-    bl_model *m = load(dir);
+    bl_model *m = load(dir, BL_ISA_AUTO);
     REQUIRE(m);
     bl_state *st = NULL;
     bl_err err = {0};
-    REQUIRE(bl_state_new_slots(m, 2, 8, 6, &st, &err) == BL_OK);
+    REQUIRE(bl_state_new_slots(m, 2, 8, 6, 0, &st, &err) == BL_OK);
     CHECK(bl_state_slots(st) == 2 && bl_state_max_batch(st) == 6);
     int32_t t[8] = {3, 4, 5, 6, 7, 8, 9, 10}, big = m->cfg.vocab_size;
     float *lg = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);

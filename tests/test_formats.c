@@ -7,7 +7,6 @@
 #include "bitllm/kernels.h"
 #include "test.h"
 
-#include <omp.h>
 #include <stdint.h>
 #include <unistd.h>
 
@@ -106,13 +105,16 @@ static void fill_nan(float *v, size_t n) {
     for (size_t i = 0; i < n; i++) v[i] = NAN;
 }
 
+/* Threads and ISA level of the forward passes below (test_threads and test_isa_levels vary it). */
+static bl_exec cur_ex = {NULL, BL_ISA_AUTO};
+
 /* forward() with an exactly sized workspace, NaN-filled so reads of stale data show up. */
 static float *run_forward(const bl_linear *L, const float *x, int64_t T) {
     size_t nw = L->ops->workspace_floats(L, T);
     float *work = malloc(nw * sizeof *work + 1), *y = malloc((size_t)(T * L->m) * sizeof *y);
     fill_nan(work, nw);
     fill_nan(y, (size_t)(T * L->m));
-    L->ops->forward(L, x, T, y, work);
+    L->ops->forward(L, x, T, y, work, &cur_ex);
     free(work);
     return y;
 }
@@ -635,29 +637,31 @@ static void test_threads(void) {
     make_rtn(&r, m, n, 1, 0, &Ls[3]);
     make_rtn(&r, m, n, 3, 64, &Ls[4]);
     float *x = rand_vec(&r, T * n, 1.0f, 0.0f);
-    int saved = omp_get_max_threads();
+    bl_pool *two = NULL;
+    REQUIRE(bl_pool_new(2, &two, NULL) == BL_OK);
     for (int f = 0; f < 5; f++) {
-        omp_set_num_threads(1);
+        cur_ex.pool = NULL;
         float *y1 = run_forward(&Ls[f], x, T);
-        omp_set_num_threads(2);
+        cur_ex.pool = two;
         float *y2 = run_forward(&Ls[f], x, T);
         CHECK_MSG(memcmp(y1, y2, (size_t)(T * m) * sizeof *y1) == 0, "%s", Ls[f].ops->name);
         free(y1);
         free(y2);
         bl_linear_free(&Ls[f]);
     }
-    omp_set_num_threads(saved);
+    cur_ex.pool = NULL;
+    bl_pool_free(two);
     free(x);
 }
 
 /* The sign products go through the dispatched kernels: check the forward at every ISA level
- * this CPU has (the layer's prepared sign matrices are made after the level is chosen). */
+ * this CPU has (the same prepared layer serves every level). */
 static void test_isa_levels(void) {
     bl_rng r;
     bl_rng_seed(&r, 9);
-    bl_isa best = bl_cpu_best_isa(), saved = bl_kernels_isa();
+    bl_isa best = bl_cpu_best_isa();
     for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
-        bl_kernels_set_isa((bl_isa)isa);
+        cur_ex.isa = (bl_isa)isa;
         bl_linear L = {0};
         make_onebit(&r, 65, 513, false, &L);
         check_forward(&L, &r, 5);
@@ -672,7 +676,7 @@ static void test_isa_levels(void) {
         check_forward(&L, &r, 5);
         bl_linear_free(&L);
     }
-    bl_kernels_set_isa(saved);
+    cur_ex.isa = BL_ISA_AUTO;
 }
 
 int main(void) {

@@ -1,12 +1,21 @@
 /* Dense kernels (the FP baseline) against the scalar reference: every ISA level this CPU runs,
- * F16, BF16 and F32 weights, awkward shapes and batches, 1 and 2 threads (which must agree bit
- * for bit), rows independent of the batch they are in, and the dense layer that uses them. */
-#include <omp.h>
+ * F16, BF16 and F32 weights, awkward shapes and batches, 1 and 2 threads and each token alone
+ * (all of which must agree bit for bit), and the dense layer that uses them. */
 #include <stdint.h>
 
 #include "bitllm/format.h"
 #include "bitllm/kernels.h"
+#include "kernels/half_kernels.h"
 #include "test.h"
+
+static bl_pool *two_threads; /* made in main */
+
+/* The conversion at one ISA level (bl_half_to_f32 itself runs at the default level). */
+static void convert_at(bl_isa isa, bl_dtype dt, const uint16_t *src, float *dst, size_t n) {
+    if (isa == BL_ISA_AVX512) bl_half_to_f32_avx512(dt, src, dst, n);
+    else if (isa == BL_ISA_AVX2) bl_half_to_f32_avx2(dt, src, dst, n);
+    else bl_half_to_f32_ref(dt, src, dst, n);
+}
 
 static const bl_dtype dtypes[] = {BL_DT_F16, BL_DT_BF16, BL_DT_F32};
 
@@ -25,12 +34,11 @@ static void test_convert_every_value(void) {
     for (int d = 0; d < 2; d++) {
         bl_half_to_f32_ref(dtypes[d], src, ref, 65536);
         for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
-            bl_kernels_set_isa((bl_isa)isa);
             const size_t starts[] = {0, 1, 7}, counts[] = {65536, 65535 - 9, 5};
             for (int k = 0; k < 3; k++) {
                 size_t s0 = starts[k], cnt = counts[k];
                 memset(got, 0xAB, 65536 * sizeof *got);
-                bl_half_to_f32(dtypes[d], src + s0, got + s0, cnt);
+                convert_at((bl_isa)isa, dtypes[d], src + s0, got + s0, cnt);
                 int bad = 0;
                 for (size_t i = s0; i < s0 + cnt; i++) {
                     bool same = isnan(ref[i]) ? isnan(got[i])
@@ -45,7 +53,11 @@ static void test_convert_every_value(void) {
             }
         }
     }
-    bl_kernels_set_isa(best);
+    /* the public entry point (default level) too */
+    bl_half_to_f32(BL_DT_F16, src, got, 65536);
+    bl_half_to_f32_ref(BL_DT_F16, src, ref, 65536);
+    for (size_t i = 0; i < 65536; i++)
+        CHECK(isnan(ref[i]) ? isnan(got[i]) : memcmp(&ref[i], &got[i], sizeof(float)) == 0);
     free(src), free(ref), free(got);
 }
 
@@ -56,11 +68,14 @@ static const char *dt_name(bl_dtype dt) {
     return dt == BL_DT_BF16 ? "bf16" : dt == BL_DT_F16 ? "f16" : "f32";
 }
 
-/* The product through the public entry for dt (W holds 16-bit values, or floats for F32). */
+/* The product through the public entry for dt (W holds 16-bit values, or floats for F32);
+ * ex NULL: the scalar reference. */
 static void matmul(bl_dtype dt, const void *W, int64_t m, int64_t n, const float *X, int64_t T,
-                   float *Y, bool ref) {
-    if (dt == BL_DT_F32) (ref ? bl_f32_matmul_ref : bl_f32_matmul)(W, m, n, X, T, Y);
-    else (ref ? bl_half_matmul_ref : bl_half_matmul)(dt, W, m, n, X, T, Y);
+                   float *Y, const bl_exec *ex) {
+    if (!ex && dt == BL_DT_F32) bl_f32_matmul_ref(W, m, n, X, T, Y);
+    else if (!ex) bl_half_matmul_ref(dt, W, m, n, X, T, Y);
+    else if (dt == BL_DT_F32) bl_f32_matmul(W, m, n, X, T, Y, ex);
+    else bl_half_matmul(dt, W, m, n, X, T, Y, ex);
 }
 
 static float weight_at(bl_dtype dt, const void *W, int64_t k) {
@@ -87,29 +102,16 @@ static void check_problem(bl_dtype dt, int64_t m, int64_t n, int64_t T, uint64_t
         else ((uint16_t *)W)[k] = to_half(dt, v);
     }
     for (int64_t k = 0; k < T * n; k++) X[k] = bl_rng_normal(&r);
-    matmul(dt, W, m, n, X, T, Yref, true);
+    matmul(dt, W, m, n, X, T, Yref, NULL);
     for (int64_t t = 0; t < T; t++)
         for (int64_t i = 0; i < m; i++)
             for (int64_t j = 0; j < n; j++)
                 mag[t * m + i] += fabs((double)weight_at(dt, W, i * n + j) * X[t * n + j]);
     const bl_isa best = bl_cpu_best_isa();
     for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
-        bl_kernels_set_isa((bl_isa)isa);
-        omp_set_num_threads(1);
-        matmul(dt, W, m, n, X, T, Y1, false);
-        omp_set_num_threads(2);
-        matmul(dt, W, m, n, X, T, Y2, false);
-        /* every token alone gives exactly its row of the batched product (what batched decoding
-         * of several sequences relies on) */
-        int alone_differs = 0;
-        for (int64_t t = 0; t < T; t++) {
-            matmul(dt, W, m, n, X + t * n, 1, Y2 + t * m, false);
-            alone_differs += memcmp(Y1 + t * m, Y2 + t * m, (size_t)m * sizeof(float)) != 0;
-        }
-        CHECK_MSG(alone_differs == 0, "%s %s m=%lld n=%lld T=%lld: %d rows differ alone",
-                  bl_isa_name((bl_isa)isa), dt_name(dt), (long long)m, (long long)n,
-                  (long long)T, alone_differs);
-        matmul(dt, W, m, n, X, T, Y2, false);
+        const bl_exec one = {NULL, (bl_isa)isa}, two = {two_threads, (bl_isa)isa};
+        matmul(dt, W, m, n, X, T, Y1, &one);
+        matmul(dt, W, m, n, X, T, Y2, &two);
         double worst = 0;
         for (int64_t k = 0; k < T * m; k++) {
             double e = fabs((double)Y1[k] - Yref[k]) / (1e-5 * mag[k] + 1e-6);
@@ -118,22 +120,31 @@ static void check_problem(bl_dtype dt, int64_t m, int64_t n, int64_t T, uint64_t
         CHECK_MSG(memcmp(Y1, Y2, (size_t)(T * m) * sizeof(float)) == 0,
                   "%s %s m=%lld n=%lld T=%lld: 1 vs 2 threads differ", bl_isa_name((bl_isa)isa),
                   dt_name(dt), (long long)m, (long long)n, (long long)T);
+        /* batch invariance: each token alone gives exactly its row of the batch (what batched
+         * decoding of several sequences relies on) */
+        int differ = 0;
+        for (int64_t t = 0; t < T; t++) {
+            matmul(dt, W, m, n, X + t * n, 1, Y2, &two);
+            differ += memcmp(Y2, Y1 + t * m, (size_t)m * sizeof(float)) != 0;
+        }
+        CHECK_MSG(differ == 0, "%s %s m=%lld n=%lld T=%lld: %d tokens differ alone and batched",
+                  bl_isa_name((bl_isa)isa), dt_name(dt), (long long)m, (long long)n,
+                  (long long)T, differ);
         CHECK_MSG(worst <= 1.0, "%s %s m=%lld n=%lld T=%lld: error %.3g x tolerance",
                   bl_isa_name((bl_isa)isa), dt_name(dt), (long long)m,
                   (long long)n, (long long)T, worst);
     }
-    bl_kernels_set_isa(best);
     free(W), free(X), free(Yref), free(Y1), free(Y2), free(mag);
 }
 
 static void test_small_shapes(void) {
     static const int64_t sizes[] = {1, 7, 63, 64, 65, 511, 513};
-    static const int64_t Ts[] = {1, 2, 3, 5};
+    static const int64_t Ts[] = {1, 2, 3, 5, 7};
     uint64_t seed = 1;
     for (int d = 0; d < 3; d++)
         for (int a = 0; a < 7; a++)
             for (int b = 0; b < 7; b++)
-                for (int t = 0; t < 4; t++)
+                for (int t = 0; t < 5; t++)
                     if (sizes[a] * sizes[b] * Ts[t] <= (1 << 18))
                         check_problem(dtypes[d], sizes[a], sizes[b], Ts[t], seed++);
 }
@@ -177,7 +188,7 @@ static void test_dense_layer(void) {
             float *work = malloc((L.ops->workspace_floats(&L, T) + 1) * sizeof(float));
             REQUIRE(X && Y && work);
             for (int64_t k = 0; k < T * n; k++) X[k] = bl_rng_normal(&r);
-            L.ops->forward(&L, X, T, Y, work);
+            L.ops->forward(&L, X, T, Y, work, NULL);
             for (int64_t tt = 0; tt < T; tt++)
                 for (int64_t i = 0; i < m; i++) {
                     double acc = 0, mag = 0;
@@ -196,9 +207,11 @@ static void test_dense_layer(void) {
 
 int main(void) {
     fprintf(stderr, "cpu best ISA: %s\n", bl_isa_name(bl_cpu_best_isa()));
+    if (bl_pool_new(2, &two_threads, NULL) != BL_OK) return 1;
     TEST_RUN(test_convert_every_value);
     TEST_RUN(test_small_shapes);
     TEST_RUN(test_large_shapes);
     TEST_RUN(test_dense_layer);
+    bl_pool_free(two_threads);
     return test_summary();
 }

@@ -99,7 +99,7 @@ static int write_onebit_release(const bl_model *q, const char *dir, bool latent)
 static void logits(bl_model *m, float *out, int T) {
     static const int32_t toks[] = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376};
     bl_state *st;
-    if (bl_state_new(m, 16, 16, &st, NULL)) return;
+    if (bl_state_new(m, 16, 16, 0, &st, NULL)) return;
     bl_forward(st, toks, T, out, true, NULL);
     bl_state_free(st);
 }

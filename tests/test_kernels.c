@@ -1,8 +1,8 @@
 /* Sign-matrix kernels against the scalar reference: every ISA level this CPU runs, every compiled
- * variant, awkward shapes, batches, prepared and unprepared matrices, 1 and 2 threads (which must
- * agree bit for bit). Tolerance: float summation error, |y − y_ref| ≤ 1e-5·Σ|x| + 1e-6, where Σ|x|
+ * variant, awkward shapes, batches T = 1..17 and 64, prepared and unprepared matrices, 1 and 2
+ * threads (which must agree bit for bit), and batch invariance (a token's output does not depend
+ * on the batch it is computed in). Tolerance: float summation error, |y − y_ref| ≤ 1e-5·Σ|x| + 1e-6, where Σ|x|
  * is over the inputs of that output. */
-#include <omp.h>
 #include <stdint.h>
 
 #include "bitllm/format.h"
@@ -72,37 +72,46 @@ static double worst_ratio(const float *got, const float *ref, const float *abssu
     return worst;
 }
 
-/* Runs fn at 1 and 2 threads into out1/out2; returns whether the two are bitwise equal. */
-static int run_threads(bl_sign_fn fn, const bl_signmat *S, const float *in, int64_t T, float *out1,
-                       float *out2, size_t len) {
-    omp_set_num_threads(1);
-    fn(S, in, T, out1);
-    omp_set_num_threads(2);
-    fn(S, in, T, out2);
+static bl_pool *two_threads; /* made in main */
+
+/* Runs variant k (or the public entry point for `isa` when k < 0) at 1 and 2 threads into
+ * out1/out2; returns whether the two are bitwise equal. */
+static int run_threads(int k, bool transposed, bl_isa isa, const bl_signmat *S, const float *in,
+                       int64_t T, float *out1, float *out2, size_t len) {
+    const bl_exec one = {NULL, isa}, two = {two_threads, isa};
+    if (k >= 0) {
+        bl_sign_variant_run(k, S, in, T, out1, &one);
+        bl_sign_variant_run(k, S, in, T, out2, &two);
+    } else if (transposed) {
+        bl_sign_matmul_t(S, in, T, out1, &one);
+        bl_sign_matmul_t(S, in, T, out2, &two);
+    } else {
+        bl_sign_matmul(S, in, T, out1, &one);
+        bl_sign_matmul(S, in, T, out2, &two);
+    }
     return memcmp(out1, out2, len * sizeof(float)) == 0;
 }
 
-/* Checks the public entry points at the current ISA level on one problem. */
-static void check_problem(const problem *p, bool prepare) {
-    const bl_isa isa = bl_kernels_isa();
+/* Checks the public entry points at one ISA level on one problem. */
+static void check_problem(const problem *p, bl_isa isa, bool prepare) {
     bl_signmat S;
     bl_signmat_init(&S, p->m, p->n, p->bits);
     if (prepare) {
         bl_err err;
-        CHECK(bl_signmat_prepare(&S, &err) == BL_OK);
+        CHECK(bl_signmat_prepare(&S, isa, NULL, &err) == BL_OK);
     }
     size_t ylen = (size_t)(p->T * p->m), zlen = (size_t)(p->T * p->n);
     float *y1 = malloc((ylen + 1) * sizeof(float)), *y2 = malloc((ylen + 1) * sizeof(float));
     float *z1 = malloc((zlen + 1) * sizeof(float)), *z2 = malloc((zlen + 1) * sizeof(float));
     if (y1 && y2 && z1 && z2) {
-        int same = run_threads(bl_sign_matmul, &S, p->X, p->T, y1, y2, ylen);
+        int same = run_threads(-1, false, isa, &S, p->X, p->T, y1, y2, ylen);
         double wy = worst_ratio(y1, p->Yref, p->xabs, p->T, p->m);
         CHECK_MSG(same, "%s m=%lld n=%lld T=%lld prep=%d: 1 vs 2 threads differ",
                   bl_isa_name(isa), (long long)p->m, (long long)p->n, (long long)p->T, prepare);
         CHECK_MSG(wy <= 1.0, "%s m=%lld n=%lld T=%lld prep=%d: error %.3g x tolerance",
                   bl_isa_name(isa), (long long)p->m, (long long)p->n, (long long)p->T, prepare,
                   wy);
-        same = run_threads(bl_sign_matmul_t, &S, p->V, p->T, z1, z2, zlen);
+        same = run_threads(-1, true, isa, &S, p->V, p->T, z1, z2, zlen);
         double wz = worst_ratio(z1, p->Zref, p->vabs, p->T, p->n);
         CHECK_MSG(same, "%s (t) m=%lld n=%lld T=%lld: 1 vs 2 threads differ", bl_isa_name(isa),
                   (long long)p->m, (long long)p->n, (long long)p->T);
@@ -130,13 +139,11 @@ static void check_shapes(const int64_t (*shapes)[2], int nshapes, const int64_t 
             /* The ref level only proves that dispatch reaches the reference: small cases do. */
             int first = p.m * p.n * p.T <= (1 << 16) ? BL_ISA_REF : BL_ISA_AVX2;
             for (int isa = first; isa <= (int)best; isa++) {
-                bl_kernels_set_isa((bl_isa)isa);
-                check_problem(&p, true);
-                if (isa != BL_ISA_REF) check_problem(&p, false);
+                check_problem(&p, (bl_isa)isa, true);
+                if (isa != BL_ISA_REF) check_problem(&p, (bl_isa)isa, false);
             }
             problem_free(&p);
         }
-    bl_kernels_set_isa(best);
 }
 
 static const int64_t small_sizes[] = {1, 7, 63, 64, 65, 511, 513};
@@ -166,43 +173,55 @@ static void test_large_shapes(void) {
     }
 }
 
-/* Every compiled variant (including the non-default alternatives) against the reference. */
+/* Every compiled variant (including the non-default alternatives) against the reference, at 1
+ * and 2 threads; and batch invariance: every T from 1 to 17 gives each token exactly the output
+ * it gets alone (every variant sums a token's terms in an order that does not depend on T). */
 static void test_all_variants(void) {
     static const int64_t shapes[][3] = {{1, 1, 1}, {7, 63, 3}, {65, 513, 8}, {513, 65, 17},
-                                        {64, 64, 64}, {511, 1000, 5}};
+                                        {64, 64, 64}, {511, 1000, 5}, {300, 1100, 17}};
     int nv;
     const bl_sign_variant *v = bl_sign_variants(&nv);
     const bl_isa best = bl_cpu_best_isa();
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+    const int nshapes = test_quick() ? 6 : 7;
+    for (int s = 0; s < nshapes; s++) {
         problem p;
-        if (!problem_make(&p, shapes[s][0], shapes[s][1], shapes[s][2], 100 + s)) {
+        if (!problem_make(&p, shapes[s][0], shapes[s][1], shapes[s][2], 100 + (uint64_t)s)) {
             problem_free(&p);
             CHECK(!"out of memory");
             return;
         }
         for (int k = 0; k < nv; k++) {
             if (v[k].isa > best) continue;
-            bl_kernels_set_isa(v[k].isa);
             bl_signmat S;
             bl_signmat_init(&S, p.m, p.n, p.bits);
-            if (v[k].packed) REQUIRE(bl_signmat_prepare(&S, NULL) == BL_OK);
-            int64_t len = v[k].transposed ? p.n : p.m;
+            if (v[k].packed) REQUIRE(bl_signmat_prepare(&S, v[k].isa, NULL, NULL) == BL_OK);
+            const int64_t len = v[k].transposed ? p.n : p.m;
+            const float *in = v[k].transposed ? p.V : p.X;
+            const int64_t in_len = v[k].transposed ? p.m : p.n;
             float *o1 = malloc((size_t)(p.T * len + 1) * sizeof(float));
             float *o2 = malloc((size_t)(p.T * len + 1) * sizeof(float));
             REQUIRE(o1 && o2);
-            int same = run_threads(v[k].fn, &S, v[k].transposed ? p.V : p.X, p.T, o1, o2,
-                                   (size_t)(p.T * len));
+            int same = run_threads(k, false, v[k].isa, &S, in, p.T, o1, o2, (size_t)(p.T * len));
             double w = v[k].transposed ? worst_ratio(o1, p.Zref, p.vabs, p.T, p.n)
                                        : worst_ratio(o1, p.Yref, p.xabs, p.T, p.m);
             CHECK_MSG(same && w <= 1.0, "%s/%s m=%lld n=%lld T=%lld: same=%d error %.3g x tol",
                       bl_isa_name(v[k].isa), v[k].name, (long long)p.m, (long long)p.n,
                       (long long)p.T, same, w);
+            /* batch invariance: sub-batches [t0, t0+T') against the full batch's rows */
+            int bad = 0;
+            for (int64_t Tp = 1; Tp <= p.T && Tp <= 17; Tp++)
+                for (int64_t t0 = 0; t0 + Tp <= p.T; t0 += Tp > 5 ? p.T : 3) {
+                    const bl_exec two = {two_threads, v[k].isa};
+                    bl_sign_variant_run(k, &S, in + t0 * in_len, Tp, o2, &two);
+                    bad += memcmp(o2, o1 + t0 * len, (size_t)(Tp * len) * sizeof(float)) != 0;
+                }
+            CHECK_MSG(bad == 0, "%s/%s m=%lld n=%lld: %d sub-batches differ from the full batch",
+                      bl_isa_name(v[k].isa), v[k].name, (long long)p.m, (long long)p.n, bad);
             free(o1), free(o2);
             bl_signmat_release(&S);
         }
         problem_free(&p);
     }
-    bl_kernels_set_isa(best);
 }
 
 /* Properties the kernels document: the packed layout is shared by AVX2 and AVX-512 (a matrix
@@ -212,24 +231,22 @@ static void test_layout_shared_and_bit_identical(void) {
     if (bl_cpu_best_isa() < BL_ISA_AVX2) SKIP("no AVX2");
     problem p;
     REQUIRE(problem_make(&p, 333, 1111, 5, 7));
-    bl_signmat S;
+    bl_signmat S, U;
     bl_signmat_init(&S, p.m, p.n, p.bits);
-    bl_kernels_set_isa(bl_cpu_best_isa());
-    REQUIRE(bl_signmat_prepare(&S, NULL) == BL_OK);
+    bl_signmat_init(&U, p.m, p.n, p.bits); /* never prepared */
+    REQUIRE(bl_signmat_prepare(&S, BL_ISA_AVX2, NULL, NULL) == BL_OK);
     CHECK(S.packed != NULL);
     const bl_sb_geom g = bl_sb_geometry(p.m, p.n);
     CHECK(S.packed_bytes == bl_sb_packed_bytes(&g));
+    CHECK(S.packed_bytes == bl_signmat_packed_bytes(p.m, p.n));
     size_t len = (size_t)(p.T * p.m);
     float *a = malloc(len * sizeof(float)), *b = malloc(len * sizeof(float));
     REQUIRE(a && b);
-    bl_sign_mm_avx2_lut(&S, p.X, p.T, a);
-    bl_sign_mm_avx2_gather(&S, p.X, p.T, b);
-    CHECK(memcmp(a, b, len * sizeof(float)) == 0);
-    CHECK(worst_ratio(a, p.Yref, p.xabs, p.T, p.m) <= 1.0);
-    if (bl_cpu_best_isa() >= BL_ISA_AVX512) {
-        bl_sign_mm_avx512_lut(&S, p.X, p.T, a);
-        bl_sign_mm_avx512_gather(&S, p.X, p.T, b);
-        CHECK(memcmp(a, b, len * sizeof(float)) == 0);
+    for (int isa = BL_ISA_AVX2; isa <= (int)bl_cpu_best_isa(); isa++) {
+        const bl_exec ex = {two_threads, (bl_isa)isa};
+        bl_sign_matmul(&S, p.X, p.T, a, &ex);
+        bl_sign_matmul(&U, p.X, p.T, b, &ex);
+        CHECK_MSG(memcmp(a, b, len * sizeof(float)) == 0, "%s", bl_isa_name((bl_isa)isa));
         CHECK(worst_ratio(a, p.Yref, p.xabs, p.T, p.m) <= 1.0);
     }
     free(a), free(b);
@@ -237,7 +254,26 @@ static void test_layout_shared_and_bit_identical(void) {
     CHECK(S.packed == NULL && S.packed_bytes == 0);
     bl_signmat_release(&S); /* idempotent */
     problem_free(&p);
-    bl_kernels_set_isa(bl_cpu_best_isa());
+}
+
+/* Repacking split across threads gives the same bytes as on one thread. */
+static void test_pack_threads(void) {
+    problem p;
+    REQUIRE(problem_make(&p, 2049, 2100, 1, 77));
+    bl_signmat A, B;
+    bl_signmat_init(&A, p.m, p.n, p.bits);
+    bl_signmat_init(&B, p.m, p.n, p.bits);
+    REQUIRE(bl_signmat_prepare(&A, BL_ISA_AVX2, NULL, NULL) == BL_OK);
+    REQUIRE(bl_signmat_prepare(&B, BL_ISA_AVX2, two_threads, NULL) == BL_OK);
+    if (bl_cpu_best_isa() >= BL_ISA_AVX2) {
+        REQUIRE(A.packed && B.packed && A.packed_bytes == B.packed_bytes);
+        CHECK(memcmp(A.packed, B.packed, A.packed_bytes) == 0);
+    } else {
+        CHECK(!A.packed && !B.packed); /* the reference needs no packing */
+    }
+    bl_signmat_release(&A);
+    bl_signmat_release(&B);
+    problem_free(&p);
 }
 
 /* The packing against bl_sign_get, bit by bit. */
@@ -276,19 +312,17 @@ static void test_padding_bits_ignored(void) {
     const bl_sign_variant *v = bl_sign_variants(&nv);
     for (int k = 0; k < nv; k++) {
         if (v[k].isa > bl_cpu_best_isa()) continue;
-        bl_kernels_set_isa(v[k].isa);
         bl_signmat S;
         bl_signmat_init(&S, p.m, p.n, p.bits);
-        if (v[k].packed) REQUIRE(bl_signmat_prepare(&S, NULL) == BL_OK);
+        if (v[k].packed) REQUIRE(bl_signmat_prepare(&S, v[k].isa, NULL, NULL) == BL_OK);
         float out[3 * 37];
-        v[k].fn(&S, v[k].transposed ? p.V : p.X, p.T, out);
+        bl_sign_variant_run(k, &S, v[k].transposed ? p.V : p.X, p.T, out, NULL);
         double w = v[k].transposed ? worst_ratio(out, p.Zref, p.vabs, p.T, p.n)
                                    : worst_ratio(out, p.Yref, p.xabs, p.T, p.m);
         CHECK_MSG(w <= 1.0, "%s/%s: error %.3g x tol", bl_isa_name(v[k].isa), v[k].name, w);
         bl_signmat_release(&S);
     }
     problem_free(&p);
-    bl_kernels_set_isa(bl_cpu_best_isa());
 }
 
 /* Empty shapes, and the dispatcher's bookkeeping. */
@@ -297,43 +331,50 @@ static void test_edges_and_dispatch(void) {
     CHECK(strcmp(bl_isa_name(BL_ISA_REF), "ref") == 0);
     CHECK(strcmp(bl_isa_name(BL_ISA_AVX2), "avx2") == 0);
     CHECK(strcmp(bl_isa_name(BL_ISA_AVX512), "avx512") == 0);
-    CHECK(bl_kernels_set_isa(BL_ISA_AVX512) == best); /* clamped to the CPU */
-    CHECK(bl_kernels_isa() == best);
-    CHECK(bl_kernels_set_isa(BL_ISA_REF) == BL_ISA_REF);
+    CHECK(strcmp(bl_isa_name(BL_ISA_AUTO), "auto") == 0);
+    bl_isa parsed;
+    CHECK(bl_isa_from_name("avx2", &parsed) && parsed == BL_ISA_AVX2);
+    CHECK(!bl_isa_from_name("sse", &parsed) && !bl_isa_from_name(NULL, &parsed));
+    CHECK(bl_isa_clamp(BL_ISA_AVX512) == best); /* clamped to the CPU */
+    CHECK(bl_isa_clamp(BL_ISA_REF) == BL_ISA_REF);
+    CHECK(bl_isa_clamp(BL_ISA_AUTO) == bl_default_isa());
+    CHECK((int)bl_default_isa() <= (int)best && bl_default_isa() != BL_ISA_AUTO);
     bl_signmat S;
     uint8_t bits[4] = {0xFF, 0x00, 0x00, 0x01};
     bl_signmat_init(&S, 2, 9, bits);
-    CHECK(bl_signmat_prepare(&S, NULL) == BL_OK);
+    CHECK(bl_signmat_prepare(&S, BL_ISA_REF, NULL, NULL) == BL_OK);
     CHECK(S.packed == NULL); /* the reference needs no repacking */
     bl_err err;
     bl_signmat_init(&S, 3, 3, NULL);
-    CHECK(bl_signmat_prepare(&S, &err) == BL_ERR_ARG);
+    CHECK(bl_signmat_prepare(&S, BL_ISA_AVX512, NULL, &err) == BL_ERR_ARG);
     for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
-        bl_kernels_set_isa((bl_isa)isa);
+        const bl_exec ex = {two_threads, (bl_isa)isa};
         float x[4] = {1, 2, 3, 4}, y[4] = {7, 7, 7, 7};
         bl_signmat_init(&S, 2, 0, NULL); /* n = 0: y = 0 */
-        CHECK(bl_signmat_prepare(&S, NULL) == BL_OK);
-        bl_sign_matmul(&S, x, 2, y);
+        CHECK(bl_signmat_prepare(&S, (bl_isa)isa, NULL, NULL) == BL_OK);
+        bl_sign_matmul(&S, x, 2, y, &ex);
         CHECK(y[0] == 0.0f && y[1] == 0.0f && y[2] == 0.0f && y[3] == 0.0f && x[0] == 1.0f);
         bl_signmat_init(&S, 0, 4, NULL); /* m = 0: z = 0 */
         float z[4] = {7, 7, 7, 7};
-        bl_sign_matmul_t(&S, x, 1, z);
+        bl_sign_matmul_t(&S, x, 1, z, &ex);
         CHECK(z[0] == 0.0f && z[3] == 0.0f);
-        bl_sign_matmul(&S, x, 1, y); /* writes nothing */
+        bl_sign_matmul(&S, x, 1, y, &ex); /* writes nothing */
         bl_signmat_init(&S, 2, 9, bits); /* T = 0 */
-        bl_sign_matmul(&S, x, 0, y);
+        bl_sign_matmul(&S, x, 0, y, &ex);
         /* a hand-checked 2×9 case: row 0 = −1 for columns 0..7, +1 for 8; row 1 = −1 for 8 */
         float x9[9] = {1, 2, 3, 4, 5, 6, 7, 8, 100}, y2[2];
-        CHECK(bl_signmat_prepare(&S, NULL) == BL_OK);
-        bl_sign_matmul(&S, x9, 1, y2);
+        CHECK(bl_signmat_prepare(&S, (bl_isa)isa, NULL, NULL) == BL_OK);
+        bl_sign_matmul(&S, x9, 1, y2, &ex);
         CHECK(y2[0] == 64.0f && y2[1] == -64.0f);
         bl_signmat_release(&S);
     }
-    bl_kernels_set_isa(best);
+    bl_sign_variant_run(-1, &S, NULL, 1, NULL, NULL); /* an unknown variant does nothing */
 }
 
 int main(void) {
     fprintf(stderr, "cpu best ISA: %s\n", bl_isa_name(bl_cpu_best_isa()));
+    if (bl_pool_new(2, &two_threads, NULL) != BL_OK) return 1;
+    TEST_RUN(test_pack_threads);
     TEST_RUN(test_edges_and_dispatch);
     TEST_RUN(test_pack_layout);
     TEST_RUN(test_padding_bits_ignored);
@@ -341,5 +382,6 @@ int main(void) {
     TEST_RUN(test_all_variants);
     TEST_RUN(test_small_shapes);
     TEST_RUN(test_large_shapes);
+    bl_pool_free(two_threads);
     return test_summary();
 }

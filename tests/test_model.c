@@ -77,7 +77,7 @@ static void test_greedy_and_logits_all_forms(void) {
         REQUIRE(m);
         CHECK(m->cfg.dim == 64 && m->cfg.n_layers == 5 && m->cfg.n_kv_heads == 4);
         bl_state *st;
-        REQUIRE(bl_state_new(m, 64, 16, &st, NULL) == BL_OK);
+        REQUIRE(bl_state_new(m, 64, 16, 0, &st, NULL) == BL_OK);
         float logits[4 * 512];
         /* teacher-forced logits at positions 0..3 in one batch */
         REQUIRE(bl_forward(st, ref.tokens, 4, logits, true, NULL) == BL_OK);
@@ -111,7 +111,7 @@ static void test_teacher_forced_nll(void) {
     bl_model *m = load_form(0);
     REQUIRE(m);
     bl_state *st;
-    REQUIRE(bl_state_new(m, 64, 64, &st, NULL) == BL_OK);
+    REQUIRE(bl_state_new(m, 64, 64, 0, &st, NULL) == BL_OK);
     float *lg = malloc(sizeof(float) * 512 * 64);
     REQUIRE(bl_forward(st, ref.tokens, ref.n - 1, lg, true, NULL) == BL_OK);
     double nll = 0;
@@ -174,7 +174,7 @@ static void test_batched_equals_sequential_and_threads(void) {
     float *a = malloc(sizeof(float) * 512 * T), *b = malloc(sizeof(float) * 512 * T),
           *c = malloc(sizeof(float) * 512 * T);
     bl_state *st;
-    REQUIRE(bl_state_new(m, 64, 64, &st, NULL) == BL_OK);
+    REQUIRE(bl_state_new(m, 64, 64, 0, &st, NULL) == BL_OK);
     REQUIRE(bl_forward(st, toks, T, a, true, NULL) == BL_OK);
     bl_state_reset(st);
     for (int i = 0; i < T; i++) REQUIRE(bl_forward(st, toks + i, 1, b + i * 512, false, NULL) == BL_OK);
@@ -182,19 +182,17 @@ static void test_batched_equals_sequential_and_threads(void) {
     for (int i = 0; i < 512 * T; i++) worst = fmax(worst, fabs(a[i] - b[i]));
     CHECK_MSG(worst < 1e-4, "batched vs sequential max diff %g", worst);
     bl_state_free(st);
-    int saved = omp_get_max_threads();
-    omp_set_num_threads(1);
-    REQUIRE(bl_state_new(m, 64, 64, &st, NULL) == BL_OK);
+    REQUIRE(bl_state_new(m, 64, 64, 1, &st, NULL) == BL_OK);
+    CHECK(bl_state_threads(st) == 1);
     REQUIRE(bl_forward(st, toks, T, c, true, NULL) == BL_OK);
     bl_state_free(st);
-    omp_set_num_threads(saved > 1 ? saved : 2);
-    REQUIRE(bl_state_new(m, 64, 64, &st, NULL) == BL_OK);
+    REQUIRE(bl_state_new(m, 64, 64, 2, &st, NULL) == BL_OK);
+    CHECK(bl_state_threads(st) == 2);
     REQUIRE(bl_forward(st, toks, T, a, true, NULL) == BL_OK);
     bl_state_free(st);
-    omp_set_num_threads(saved);
     CHECK_MSG(memcmp(a, c, sizeof(float) * 512 * T) == 0, "1 vs 2 threads differ");
     /* out-of-range tokens and a full context are errors, not crashes */
-    REQUIRE(bl_state_new(m, 8, 4, &st, NULL) == BL_OK);
+    REQUIRE(bl_state_new(m, 8, 4, 0, &st, NULL) == BL_OK);
     int32_t bad = 512;
     bl_err err = {0};
     CHECK(bl_forward(st, &bad, 1, a, false, &err) == BL_ERR_ARG && err.msg[0]);
@@ -294,7 +292,7 @@ static void check_variant(const char *name, const char *json, bl_dtype dt, int u
         int32_t toks[12];
         for (int i = 0; i < T; i++) toks[i] = (i * 7 + 3) % V;
         bl_state *st;
-        REQUIRE(bl_state_new(m, 32, 8, &st, NULL) == BL_OK);
+        REQUIRE(bl_state_new(m, 32, 8, 0, &st, NULL) == BL_OK);
         float *lg = malloc(sizeof(float) * (size_t)V * T);
         double *rl = malloc(sizeof(double) * (size_t)V);
         REQUIRE(bl_forward(st, toks, T, lg, true, NULL) == BL_OK);

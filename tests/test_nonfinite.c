@@ -62,7 +62,7 @@ static void test_sample_nonfinite(void) {
 static bl_status forward(bl_model *m, bool all, bool head, bl_err *err) {
     bl_state *st;
     float *lg = malloc(sizeof(float) * NT * (size_t)m->cfg.vocab_size);
-    bl_status s = bl_state_new(m, 64, 4, &st, err); /* batches of 4: two forward_batch calls */
+    bl_status s = bl_state_new(m, 64, 4, 0, &st, err); /* batches of 4: two forward_batch calls */
     if (!s) s = bl_forward(st, toks, NT, head ? lg : NULL, all, err);
     if (!s) CHECK(bl_state_pos(st) == NT);
     bl_state_free(st);

@@ -87,7 +87,7 @@ static void check_fit(int64_t m, int64_t n, int bits, int group) {
     bl_rng r;
     bl_rng_seed(&r, 9);
     for (int64_t k = 0; k < T * n; k++) x[k] = bl_rng_normal(&r);
-    L.ops->forward(&L, x, T, y, NULL);
+    L.ops->forward(&L, x, T, y, NULL, NULL);
     double num = 0, den = 0;
     for (int64_t t = 0; t < T; t++)
         for (int64_t i = 0; i < m; i++) {
@@ -162,7 +162,7 @@ static void test_model(void) {
     const int V = src->cfg.vocab_size;
     float *a = malloc(sizeof(float) * 6 * V), *b = malloc(sizeof(float) * 6 * V);
     bl_state *s1, *s2;
-    REQUIRE(bl_state_new(src, 8, 8, &s1, NULL) == BL_OK && bl_state_new(q, 8, 8, &s2, NULL) == BL_OK);
+    REQUIRE(bl_state_new(src, 8, 8, 0, &s1, NULL) == BL_OK && bl_state_new(q, 8, 8, 0, &s2, NULL) == BL_OK);
     REQUIRE(bl_forward(s1, toks, 6, a, true, NULL) == BL_OK);
     REQUIRE(bl_forward(s2, toks, 6, b, true, NULL) == BL_OK);
     double num = 0, den = 0;

@@ -25,7 +25,7 @@ enum { NPROBE = sizeof probe / sizeof probe[0] };
 
 static void logits_of(bl_model *m, float *out) {
     bl_state *st;
-    if (bl_state_new(m, 32, 16, &st, NULL) != BL_OK) return;
+    if (bl_state_new(m, 32, 16, 0, &st, NULL) != BL_OK) return;
     bl_forward(st, probe, NPROBE, out, true, NULL);
     bl_state_free(st);
 }

@@ -167,7 +167,7 @@ static void check_forward_matches(const char *what, const bl_model *m, double to
     for (int i = 0; i < 48; i++) tok[i] = i % 24 == 0 ? 1 : (i * 37 + 11) % m->cfg.vocab_size;
     nn_forward_f32(M, P, A, tok);
     bl_state *st;
-    REQUIRE(bl_state_new(m, 24, 24, &st, &err) == BL_OK);
+    REQUIRE(bl_state_new(m, 24, 24, 0, &st, &err) == BL_OK);
     const int V = m->cfg.vocab_size;
     float *lg = malloc(sizeof(float) * 24 * (size_t)V);
     double worst = 0, scale = 0;

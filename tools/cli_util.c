@@ -296,10 +296,14 @@ int cli_error(const char *cmd, const bl_err *err) {
 }
 
 bl_model *cli_load_model(const char *path, const char *tokenizer) {
+    bl_load_opts opts = {.tokenizer_path = tokenizer};
+    return cli_load_model_opts(path, &opts);
+}
+
+bl_model *cli_load_model_opts(const char *path, const bl_load_opts *opts) {
     bl_err err = {0};
     bl_model *m = NULL;
-    bl_load_opts opts = {.tokenizer_path = tokenizer};
-    if (bl_model_load(path, &opts, &m, &err) != BL_OK) {
+    if (bl_model_load(path, opts, &m, &err) != BL_OK) {
         if (bl_dist_size() > 1)
             fprintf(stderr, "bitllm (rank %d of %d): cannot load model: %s\n", bl_dist_rank(),
                     bl_dist_size(), err.msg);

@@ -81,6 +81,7 @@ static inline int cli_exit_code(int parse_result) { return parse_result == CLI_H
 
 /* Loads a model (printing the error on failure). tokenizer may be NULL. */
 bl_model *cli_load_model(const char *path, const char *tokenizer);
+bl_model *cli_load_model_opts(const char *path, const bl_load_opts *opts);
 /* Prints "bitllm <cmd>: <message>" to stderr and returns 1. */
 int cli_error(const char *cmd, const bl_err *err);
 int cli_errorf(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

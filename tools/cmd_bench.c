@@ -22,9 +22,9 @@
 
 #include "bitllm/format.h"
 #include "bitllm/kernels.h"
+#include "bitllm/pool.h"
 #include "cli.h"
 #include "cli_util.h"
-#include "kernels/sign_kernels.h"
 
 #define MAX_LIST 16
 #define MAX_VARIANTS 32
@@ -121,7 +121,8 @@ static double mem_bandwidth(const float *buf, size_t bytes, int threads, int rep
 /* ---- timing ---- */
 
 typedef struct {
-    bl_sign_fn fn;       /* a kernel, or NULL for a dense baseline */
+    int variant;         /* a kernel (index into bl_sign_variants), or -1 for a dense baseline */
+    const bl_exec *ex;   /* threads (and, for the F16 baseline, the ISA level) */
     const bl_signmat *S;
     const float *in, *W; /* W: dense m×n f32 */
     const uint16_t *Wh;  /* set: the F16 baseline on this m×n matrix instead of f32 */
@@ -131,12 +132,12 @@ typedef struct {
 } job;
 
 static void run_job(const job *j) {
-    if (j->fn) {
-        j->fn(j->S, j->in, j->T, j->out);
+    if (j->variant >= 0) {
+        bl_sign_variant_run(j->variant, j->S, j->in, j->T, j->out, j->ex);
         return;
     }
     if (j->Wh) {
-        bl_half_matmul(BL_DT_F16, j->Wh, j->m, j->n, j->in, j->T, j->out);
+        bl_half_matmul(BL_DT_F16, j->Wh, j->m, j->n, j->in, j->T, j->out, j->ex);
         return;
     }
     const int m = (int)j->m, n = (int)j->n, T = (int)j->T;
@@ -266,11 +267,11 @@ static void emit_row(bench *b, const bl_sign_variant *v, bool dflt, int64_t m, i
 /* The F16 baseline at one ISA level (sign kernels are compared with the F16 kernel of their own
  * level): checked on the sampled tokens against R->yh (tolerance relative to Σ|x|·max|w|, as W
  * is not ±1), then timed; ns, or −1 with *rc set. */
-static double bench_f16(const bench *b, bl_isa isa, const uint16_t *Wh, float wmax,
-                        const float *X, float *out, int64_t m, int64_t n, int64_t T,
+static double bench_f16(const bench *b, bl_isa isa, bl_pool *pool, const uint16_t *Wh,
+                        float wmax, const float *X, float *out, int64_t m, int64_t n, int64_t T,
                         const refs *R, const double *xabs, int th, int *rc) {
-    bl_kernels_set_isa(isa);
-    job j = {NULL, NULL, X, NULL, Wh, out, m, n, T, false};
+    const bl_exec ex = {pool, isa};
+    job j = {-1, &ex, NULL, X, NULL, Wh, out, m, n, T, false};
     run_job(&j);
     double worst = 0;
     for (int q = 0; q < R->ntok && !*rc; q++)
@@ -321,8 +322,8 @@ static int bench_shape(bench *b, shape sh, bl_rng *rng) {
     bl_signmat S;
     bl_signmat_init(&S, m, n, bits);
     bl_err err = {0};
-    bl_kernels_set_isa(bl_cpu_best_isa()); /* the packed layout serves AVX2 and AVX-512 alike */
-    if (bl_signmat_prepare(&S, &err) != BL_OK) {
+    /* the packed layout serves AVX2 and AVX-512 alike */
+    if (bl_signmat_prepare(&S, bl_cpu_best_isa(), NULL, &err) != BL_OK) {
         rc = cli_error("bench", &err);
         goto done;
     }
@@ -352,8 +353,12 @@ static int bench_shape(bench *b, shape sh, bl_rng *rng) {
         }
         for (int ti = 0; ti < b->nthreads && rc == 0; ti++) {
             const int th = b->threads[ti];
-            omp_set_num_threads(th);
-            openblas_set_num_threads(th);
+            bl_pool *pool = NULL;
+            if (bl_pool_new(th, &pool, &err) != BL_OK) {
+                rc = cli_error("bench", &err);
+                break;
+            }
+            openblas_set_num_threads(th); /* the f32 baselines only */
             result res[MAX_VARIANTS];
             int nres = 0;
             for (int k = 0; k < nv && k < MAX_VARIANTS && rc == 0; k++) {
@@ -362,8 +367,8 @@ static int bench_shape(bench *b, shape sh, bl_rng *rng) {
                 /* the reference is single-threaded and far too slow to time batched or huge */
                 if (v->isa == BL_ISA_REF && (T > 1 || th != 1 || huge)) continue;
                 if (b->quick && !is_default(vars, k)) continue;
-                bl_kernels_set_isa(v->isa);
-                job j = {v->fn, &S, v->transposed ? V : X, NULL, NULL, out, m, n, T,
+                const bl_exec ex = {pool, v->isa};
+                job j = {k, &ex, &S, v->transposed ? V : X, NULL, NULL, out, m, n, T,
                          v->transposed};
                 run_job(&j); /* warm-up, and the output we check */
                 const int64_t len = v->transposed ? n : m;
@@ -387,22 +392,23 @@ static int bench_shape(bench *b, shape sh, bl_rng *rng) {
              * the machine is also left idle briefly before the next group. */
             double f32_ns[2] = {-1, -1}; /* [transposed] */
             for (int tr = 0; tr < 2 && W; tr++) {
-                job j = {NULL, &S, tr ? V : X, W, NULL, out, m, n, T, tr == 1};
+                job j = {-1, NULL, &S, tr ? V : X, W, NULL, out, m, n, T, tr == 1};
                 run_job(&j);
                 f32_ns[tr] = time_job(&j, b->reps, b->budget_s) * 1e9;
             }
             const struct timespec pause = {0, 300000000};
             nanosleep(&pause, NULL);
-            double f16_ns[BL_ISA_AVX512 + 1] = {-1, -1, -1}; /* by level; none for ref */
+            double f16_ns[BL_ISA_AVX512 + 1] = {-1, -1, -1, -1}; /* by level; none for ref */
             for (int isa = BL_ISA_AVX2; isa <= (int)bl_cpu_best_isa() && Wh && rc == 0; isa++)
-                f16_ns[isa] =
-                    bench_f16(b, (bl_isa)isa, Wh, wmax, X, out, m, n, T, &R, xabs, th, &rc);
+                f16_ns[isa] = bench_f16(b, (bl_isa)isa, pool, Wh, wmax, X, out, m, n, T, &R, xabs,
+                                        th, &rc);
             for (int q = 0; q < nres && rc == 0; q++) {
                 const bl_sign_variant *v = &vars[res[q].k];
                 emit_row(b, v, is_default(vars, res[q].k), m, n, T, th, ti, sign_bytes,
                          res[q].ns, f32_ns[v->transposed], v->transposed ? -1 : f16_ns[v->isa],
                          res[q].worst);
             }
+            bl_pool_free(pool);
         }
     }
     bl_signmat_release(&S);
@@ -411,7 +417,6 @@ done:
     free(X), free(V), free(out), free(R.y), free(R.z), free(R.yh);
     bl_aligned_free(W);
     bl_aligned_free(Wh);
-    bl_kernels_set_isa(bl_cpu_best_isa());
     return rc;
 }
 
@@ -500,7 +505,7 @@ int cmd_bench(int argc, char **argv) {
     if (!json) {
         printf("bitllm bench: CPU best ISA %s, in use %s; caches L2 %zu KiB, L3 %zu KiB "
                "(as reported); %ld CPUs, load average %.2f\n",
-               bl_isa_name(bl_cpu_best_isa()), bl_isa_name(bl_kernels_isa()), b.l2 >> 10,
+               bl_isa_name(bl_cpu_best_isa()), bl_isa_name(bl_default_isa()), b.l2 >> 10,
                b.l3 >> 10, ncpu, load[0]);
         if (busy)
             printf("warning: the machine is busy; timings (threaded ones most) are pessimistic\n");

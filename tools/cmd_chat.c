@@ -29,7 +29,7 @@ static bool print_text(void *ctx, const char *text, size_t len) {
 
 int cmd_chat(int argc, char **argv) {
     const char *tokp = NULL, *system = NULL, *tmpl = NULL;
-    int ctx = 0, max_tokens = 0;
+    int ctx = 0, max_tokens = 0, threads = 0;
     double temp = 0.8, top_p = 0.9;
     uint64_t seed = 42;
     uint64_t given = 0;
@@ -48,6 +48,8 @@ int cmd_chat(int argc, char **argv) {
          CLI_RANGE_LO_OPEN(0, 1)},
         {"seed", 0, OPT_U64, &seed, "S", "random seed (default 42)", CLI_ANY},
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
+        {"threads", 't', OPT_INT, &threads, "T",
+         "threads (default: OMP_NUM_THREADS or all cores)", CLI_MIN(1)},
     };
     const cli_spec spec = {"chat", "MODEL",
                            "Chat with a model. Type a message and Enter; /reset forgets the "
@@ -62,7 +64,7 @@ int cmd_chat(int argc, char **argv) {
     if (!m) return 1;
     bl_chat_session_opts so = {.system = system, .chat_template = tmpl, .ctx = ctx,
                                .max_tokens = max_tokens, .temperature = (float)temp,
-                               .top_p = (float)top_p, .seed = seed};
+                               .top_p = (float)top_p, .seed = seed, .n_threads = threads};
     bl_chat_session *s = NULL;
     bl_err err = {0};
     if (bl_chat_session_new(m, &so, &s, &err) != BL_OK) {

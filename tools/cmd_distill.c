@@ -119,7 +119,8 @@ int cmd_distill(int argc, char **argv) {
         {"alpha", 0, OPT_FLOAT, &o.alpha, "A", "weight of the hidden-state MSE (default 1)",
          CLI_MIN(0)},
         {"seed", 0, OPT_U64, &o.seed, "S", "data order and generation seed (default 0)", CLI_ANY},
-        {"threads", 0, OPT_INT, &threads, "T", "OpenMP threads (results do not depend on it)",
+        {"threads", 0, OPT_INT, &threads, "T",
+         "threads (default: OMP_NUM_THREADS or all cores; results do not depend on it)",
          CLI_MIN(1)},
         {"save-every", 0, OPT_INT, &o.save_every, "K",
          "checkpoint every K steps (default: at the end)", CLI_MIN(1)},
@@ -178,7 +179,10 @@ int cmd_distill(int argc, char **argv) {
         cli_errorf("distill", "%s", usage);
         return 2;
     }
+    /* distillation takes the count as an option; data generation and the perplexity checks
+     * around it run on this thread's OpenMP setting */
     if (threads > 0) omp_set_num_threads(threads);
+    o.n_threads = threads;
     o.post_ln = no_post_ln ? 0 : 1;
     o.latent_init = (float)latent;
     char cmdline[2048] = "bitllm";
@@ -274,7 +278,7 @@ int cmd_distill(int argc, char **argv) {
     o.on_note = root ? on_note : NULL;
     if (root)
         fprintf(stderr, "distilling %s -> %s into %s with %d threads%s\n", pos[0], pos[1], out,
-                omp_get_max_threads(), ranks > 1 ? " per rank" : "");
+                bl_resolve_threads(threads), ranks > 1 ? " per rank" : "");
     bl_distill_result res;
     if (bl_distill(teacher, student, &td, out, &o, &res, &err)) goto fail;
     if (res.stopped || !root) {
@@ -306,7 +310,7 @@ int cmd_distill(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "tokens", (double)res.tokens);
         cJSON_AddNumberToObject(j, "seconds", res.seconds);
         cJSON_AddNumberToObject(j, "tokens_per_s", res.seconds > 0 ? res.tokens / res.seconds : 0);
-        cJSON_AddNumberToObject(j, "threads", omp_get_max_threads());
+        cJSON_AddNumberToObject(j, "threads", bl_resolve_threads(threads));
         cJSON_AddNumberToObject(j, "ranks", ranks);
         /* rank 0's time in the gradient allreduce (and any other wait on the ranks) */
         cJSON_AddNumberToObject(j, "comm_seconds", bl_dist_get_stats().comm_seconds);

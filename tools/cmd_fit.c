@@ -47,7 +47,7 @@ int cmd_fit(int argc, char **argv) {
     const char *tensor = NULL, *method = "dbf", *bpw_s = NULL, *imp_in = NULL, *imp_out = NULL,
                *out = NULL, *tokp = NULL;
     bool json = false, svd = false;
-    int mid = 0, rank_l = 1, paths = 1, iters = 0, max_iters = 0, group = 128;
+    int mid = 0, rank_l = 1, paths = 1, iters = 0, max_iters = 0, group = 128, threads = 0;
     double tol = 0.0;
     uint64_t seed = 0;
     const cli_opt opts[] = {
@@ -84,6 +84,9 @@ int cmd_fit(int argc, char **argv) {
         {"out", 'o', OPT_STR, &out, "W_HAT.npy", "write the reconstruction Ŵ (float32, m×n)",
          CLI_ANY},
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
+        {"threads", 't', OPT_INT, &threads, "T",
+         "threads (default: OMP_NUM_THREADS or all cores; the result does not depend on it)",
+         CLI_MIN(1)},
         {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout", CLI_ANY},
     };
     uint64_t given = 0;
@@ -130,6 +133,7 @@ int cmd_fit(int argc, char **argv) {
     }
     if (mid) o.method.params.mid = mid; /* --mid is only accepted where --bpw is */
     o.fit.seed = seed;
+    o.n_threads = threads;
     o.fit.iters = iters;
     o.fit.max_iters = max_iters;
     o.fit.tol = tol;

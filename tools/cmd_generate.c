@@ -13,7 +13,7 @@ static bool emit(const char *s, size_t n) {
 
 int cmd_generate(int argc, char **argv) {
     const char *prompt = "", *tokp = NULL;
-    int n_new = 128;
+    int n_new = 128, threads = 0;
     double temp = 0.8, top_p = 0.9;
     uint64_t seed = 42;
     bool json = false;
@@ -28,6 +28,8 @@ int cmd_generate(int argc, char **argv) {
         {"top-p", 0, OPT_FLOAT, &top_p, "P", "nucleus sampling mass in (0, 1] (default 0.9)",
          CLI_RANGE_LO_OPEN(0, 1)},
         {"seed", 0, OPT_U64, &seed, "S", "random seed (default 42)", CLI_ANY},
+        {"threads", 't', OPT_INT, &threads, "T",
+         "threads (default: OMP_NUM_THREADS or all cores)", CLI_MIN(1)},
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
         {"json", 0, OPT_FLAG, &json, NULL, "print {\"ids\": [...], \"text\": ...} on stdout",
          CLI_ANY},
@@ -85,7 +87,7 @@ int cmd_generate(int argc, char **argv) {
         cli_errorf("generate", "out of memory");
         goto done;
     }
-    if (bl_state_new(m, ctx, 256, &st, &err) ||
+    if (bl_state_new(m, ctx, 256, threads, &st, &err) ||
         bl_sampler_init(&sm, V, (float)temp, (float)top_p, seed, &err) ||
         (m->tok && bl_detok_init(&dt, m->tok, &err))) {
         cli_error("generate", &err);

@@ -44,7 +44,7 @@ int cmd_quantize(int argc, char **argv) {
     bool json = false, nmf = false, svd = false, aa = false, no_grad = false, rnd = false,
          force = false;
     int rank_l = 1, paths = 1, iters = 0, max_iters = 0, calib_tokens = 16384, group = 128,
-        adam = 0;
+        adam = 0, threads = 0;
     double tol = 0.0;
     uint64_t seed = 0, given = 0;
     const cli_opt opts[] = {
@@ -93,6 +93,9 @@ int cmd_quantize(int argc, char **argv) {
         {"random-factors", 0, OPT_FLAG, &rnd, NULL,
          "skip fitting: random signs and scales of the same shapes and bpw (speed/memory "
          "benchmarks of synthetic models only)", CLI_ANY},
+        {"threads", 't', OPT_INT, &threads, "T",
+         "threads (default: OMP_NUM_THREADS or all cores; the result does not depend on it)",
+         CLI_MIN(1)},
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
         {"json", 0, OPT_FLAG, &json, NULL, "print a JSON report on stdout", CLI_ANY},
     };
@@ -133,6 +136,7 @@ int cmd_quantize(int argc, char **argv) {
     o.fit.adam_steps = adam;
     o.activation_aware = aa;
     o.random_factors = rnd;
+    o.n_threads = threads;
 
     /* The output is checked and its temporary directory created before anything is fitted. */
     const char *inputs[] = {pos[0], tokp, calib};

@@ -24,7 +24,7 @@ int cmd_serve(int argc, char **argv) {
     bl_server_opts so;
     bl_server_opts_default(&so);
     const char *tokp = NULL, *host = so.host, *api_key = NULL, *tmpl = NULL, *alias = NULL;
-    int port = so.port, parallel = so.parallel, ctx = 0, queue = so.queue;
+    int port = so.port, parallel = so.parallel, ctx = 0, queue = so.queue, threads = 0;
     double max_body = (double)so.max_body;
     const cli_opt opts[] = {
         {"host", 0, OPT_STR, &host, "ADDR", "address to listen on (default 127.0.0.1)", CLI_ANY},
@@ -45,6 +45,8 @@ int cmd_serve(int argc, char **argv) {
          "the model)", CLI_ANY},
         {"alias", 0, OPT_STR, &alias, "ID", "model id reported by /v1/models", CLI_ANY},
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
+        {"threads", 't', OPT_INT, &threads, "T",
+         "threads (default: OMP_NUM_THREADS or all cores)", CLI_MIN(1)},
     };
     const cli_spec spec = {"serve", "MODEL",
                            "OpenAI-compatible HTTP server: /v1/completions, /v1/chat/completions "
@@ -59,6 +61,7 @@ int cmd_serve(int argc, char **argv) {
     so.parallel = parallel;
     so.ctx = ctx;
     so.queue = queue;
+    so.n_threads = threads;
     so.max_body = (size_t)max_body;
     so.chat_template = tmpl;
     so.model_id = alias;

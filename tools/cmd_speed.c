@@ -1,5 +1,4 @@
 /* bitllm speed: end-to-end prefill and decode throughput and memory of any loadable model. */
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -8,17 +7,23 @@
 #include "cli_util.h"
 
 int cmd_speed(int argc, char **argv) {
-    const char *tokp = NULL;
-    int n_gen = 32, n_prompt = 128, threads = 0, reps = 1;
+    const char *tokp = NULL, *isa_s = NULL;
+    int n_gen = 32, n_prompt = 128, threads = 0, reps = 1, batch = 1;
     bool json = false, no_mmap = false;
     const cli_opt opts[] = {
         {"n", 'n', OPT_INT, &n_gen, "N", "tokens to decode (default 32)", CLI_MIN(1)},
         {"prompt", 'p', OPT_INT, &n_prompt, "P", "prompt tokens processed as one batch (default 128)",
          CLI_MIN(1)},
-        {"threads", 't', OPT_INT, &threads, "T", "OpenMP threads (default: all cores)",
-         CLI_MIN(1)},
+        {"batch", 'b', OPT_INT, &batch, "B",
+         "decode B sequences together, one token each per step, as a server does (each with the "
+         "same prompt in its own KV-cache slot; default 1)",
+         CLI_RANGE(1, 256)},
+        {"threads", 't', OPT_INT, &threads, "T",
+         "threads (default: OMP_NUM_THREADS or all cores)", CLI_MIN(1)},
         {"reps", 'r', OPT_INT, &reps, "R", "repetitions; the best is reported (default 1)",
          CLI_MIN(1)},
+        {"isa", 0, OPT_STR, &isa_s, "NAME", "kernel level: auto, ref, avx2, avx512 (default auto)",
+         CLI_ANY},
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
         {"no-mmap", 0, OPT_FLAG, &no_mmap, NULL,
          "read the weights into private memory instead of mapping the files (as BITLLM_LOAD=read)",
@@ -26,48 +31,64 @@ int cmd_speed(int argc, char **argv) {
         {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout", CLI_ANY},
     };
     const cli_spec spec = {"speed", "MODEL",
-                           "Prefill (one batch of P tokens) and decode (N tokens one by one) "
-                           "throughput, resident memory and weight size of a model.",
+                           "Prefill (one batch of P tokens) and decode (N tokens, B sequences "
+                           "per step) throughput, resident memory and weight size of a model.",
                            opts, (int)(sizeof opts / sizeof opts[0]), 1, 1, NULL};
     const char *pos[1];
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);
-    if (threads > 0) omp_set_num_threads(threads);
-    if (no_mmap) bl_set_load_mode(BL_LOAD_READ);
-    const char *load_mode = bl_get_load_mode() == BL_LOAD_READ ? "read" : "mmap";
+    if (n_gen % batch)
+        return cli_errorf("speed", "-n %d is not a multiple of --batch %d", n_gen, batch);
+    bl_load_opts lo = {.tokenizer_path = tokp, .load = no_mmap ? BL_LOAD_READ : BL_LOAD_DEFAULT,
+                       .n_threads = threads};
+    if (isa_s && !bl_isa_from_name(isa_s, &lo.isa))
+        return cli_errorf("speed", "unknown --isa '%s' (auto, ref, avx2, avx512)", isa_s);
     double t0 = bl_time_s();
-    bl_model *m = cli_load_model(pos[0], tokp);
+    bl_model *m = cli_load_model_opts(pos[0], &lo);
     if (!m) return 1;
     double load_s = bl_time_s() - t0;
-    const int ctx = n_prompt + n_gen, V = m->cfg.vocab_size;
+    const char *load_mode = m->load_mode == BL_LOAD_READ ? "read" : "mmap";
+    const int steps = n_gen / batch, ctx = n_prompt + steps, V = m->cfg.vocab_size;
     if (ctx > m->cfg.max_seq) {
         bl_model_free(m);
         return cli_errorf("speed", "prompt + decode = %d tokens exceeds the model's context %d", ctx,
                           m->cfg.max_seq);
     }
     int32_t *toks = malloc(sizeof(int32_t) * (size_t)ctx);
-    float *logits = malloc(sizeof(float) * (size_t)V);
+    float *logits = malloc(sizeof(float) * (size_t)V * (size_t)batch);
     bl_state *st = NULL;
+    bl_seq_batch *seqs = NULL;
     bl_err err = {0};
     int rc = 1;
     if (!toks || !logits) goto done;
     /* Deterministic token ids; their values do not affect the cost. */
     for (int i = 0; i < ctx; i++) toks[i] = (int32_t)((i * 2654435761u) % (unsigned)V);
-    if (bl_state_new(m, ctx, n_prompt, &st, &err)) {
+    if (bl_state_new_slots(m, batch, ctx, n_prompt > batch ? n_prompt : batch, threads, &st,
+                           &err)) {
         cli_error("speed", &err);
         goto done;
     }
     double best_pre = 1e30, best_dec = 1e30;
-    for (int rep = 0; rep < reps; rep++) {
-        bl_state_reset(st);
-        double a = bl_time_s();
-        if (bl_forward(st, toks, n_prompt, logits, false, &err)) break;
-        double b = bl_time_s();
-        for (int i = 0; i < n_gen && !err.code; i++)
-            bl_forward(st, toks + n_prompt + i, 1, logits, false, &err);
-        double c = bl_time_s();
+    seqs = calloc((size_t)batch, sizeof *seqs);
+    if (!seqs) goto done;
+    for (int rep = 0; rep < reps && !err.code; rep++) {
+        for (int s = 0; s < batch; s++) bl_state_slot_truncate(st, s, 0);
+        /* prefill: slot 0's prompt is timed; the other slots get the same prompt untimed */
+        bl_seq_batch p = {0, toks, n_prompt, logits};
+        const double a = bl_time_s();
+        if (bl_forward_batch(st, &p, 1, &err)) break;
+        const double b = bl_time_s();
+        for (p.slot = 1; p.slot < batch && !err.code; p.slot++) bl_forward_batch(st, &p, 1, &err);
+        /* decode: each step runs one new token of every sequence, with the logits of each */
+        const double c0 = bl_time_s();
+        for (int i = 0; i < steps && !err.code; i++) {
+            for (int s = 0; s < batch; s++)
+                seqs[s] = (bl_seq_batch){s, toks + n_prompt + i, 1, logits + (size_t)s * V};
+            bl_forward_batch(st, seqs, batch, &err);
+        }
+        const double c = bl_time_s();
         if (b - a < best_pre) best_pre = b - a;
-        if (c - b < best_dec) best_dec = c - b;
+        if (c - c0 < best_dec) best_dec = c - c0;
     }
     if (err.code) {
         cli_error("speed", &err);
@@ -78,16 +99,21 @@ int cmd_speed(int argc, char **argv) {
     const double wbytes = (double)bl_model_weight_bits(m) / 8.0;
     const double pre_tps = n_prompt / best_pre, dec_tps = n_gen / best_dec;
     const double rss = (double)bl_current_rss_bytes(), peak = (double)bl_peak_rss_bytes();
-    const int nt = omp_get_max_threads();
+    const int nt = bl_state_threads(st);
+    double load[1] = {0.0};
+    if (getloadavg(load, 1) != 1) load[0] = -1.0;
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "model", m->path);
         cJSON_AddStringToObject(o, "method", m->quant_method[0] ? m->quant_method : "fp");
         cJSON_AddNumberToObject(o, "threads", nt);
+        cJSON_AddStringToObject(o, "isa", bl_isa_name(m->isa));
         cJSON_AddNumberToObject(o, "prompt_tokens", n_prompt);
         cJSON_AddNumberToObject(o, "decode_tokens", n_gen);
+        cJSON_AddNumberToObject(o, "decode_batch", batch);
         cJSON_AddNumberToObject(o, "prefill_tps", pre_tps);
         cJSON_AddNumberToObject(o, "decode_tps", dec_tps);
+        cJSON_AddNumberToObject(o, "decode_step_ms", 1e3 * best_dec / steps);
         cJSON_AddNumberToObject(o, "load_seconds", load_s);
         cJSON_AddStringToObject(o, "load_mode", load_mode);
         cJSON_AddNumberToObject(o, "weight_bytes", wbytes);
@@ -95,21 +121,27 @@ int cmd_speed(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "bpw_model", bpw_model);
         cJSON_AddNumberToObject(o, "rss_bytes", rss);
         cJSON_AddNumberToObject(o, "peak_rss_bytes", peak);
+        cJSON_AddNumberToObject(o, "load_average", load[0]);
         cli_print_json(o);
     } else {
         printf("model    %s (%s, %.3f bpw layers / %.3f model, weights %.1f MiB)\n", m->path,
                m->quant_method[0] ? m->quant_method : "fp", bpw_layers, bpw_model,
                wbytes / 1048576.0);
-        printf("threads  %d\n", nt);
+        printf("threads  %d, kernels %s, load average %.2f\n", nt, bl_isa_name(m->isa), load[0]);
         printf("prefill  %8.1f tok/s  (%d tokens in one batch, %.3fs)\n", pre_tps, n_prompt,
                best_pre);
-        printf("decode   %8.2f tok/s  (%d tokens, %.1f ms/token)\n", dec_tps, n_gen,
-               1e3 * best_dec / n_gen);
+        if (batch > 1)
+            printf("decode   %8.2f tok/s  (%d tokens: %d sequences x %d steps, %.1f ms/step)\n",
+                   dec_tps, n_gen, batch, steps, 1e3 * best_dec / steps);
+        else
+            printf("decode   %8.2f tok/s  (%d tokens, %.1f ms/token)\n", dec_tps, n_gen,
+                   1e3 * best_dec / n_gen);
         printf("memory   %.1f MiB resident, %.1f MiB peak (load %.2fs, %s)\n", rss / 1048576.0,
                peak / 1048576.0, load_s, load_mode);
     }
     rc = 0;
 done:
+    free(seqs);
     bl_state_free(st);
     free(toks);
     free(logits);

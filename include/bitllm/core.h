@@ -152,23 +152,33 @@ bool bl_json_add_u64(struct cJSON *obj, const char *key, uint64_t v);
  * failure, with *bad_at (may be NULL) the byte offset where the text stops being valid. */
 struct cJSON *bl_json_parse(const char *text, size_t len, size_t *bad_at);
 
-/* Read-only memory map of a whole file (falls back to reading into memory if mmap fails). */
+/* Read-only memory map of a whole file (falls back to reading into memory if mmap fails). Large
+ * files are mapped at a 2 MiB-aligned address so they can later be made private in huge pages. */
 typedef struct {
     const uint8_t *data;
     size_t size;
-    bool mapped; /* true: munmap on close; false: free */
+    bool mapped;     /* true: munmap on close; false: free */
+    bool privatized; /* the pages are private memory (bl_mmap_privatize) */
+    int fd;          /* the file, kept open while mapped (-1 if none) */
 } bl_mmap;
 bl_status bl_mmap_open(bl_mmap *m, const char *path, bl_err *err);
 void bl_mmap_close(bl_mmap *m);
+/* Replaces a mapped file's pages by private memory (transparent huge pages where the kernel
+ * allows) holding the same bytes, at the same addresses, so every pointer into the map stays
+ * valid. Weights streamed at decode are read up to 2× faster from private memory on machines
+ * where page-cache mappings are costly (docs/performance.md). No-op when not mapped. */
+bl_status bl_mmap_privatize(bl_mmap *m, const char *what, bl_err *err);
+/* Gives back the memory of the whole pages inside [p, p+n) of the map: file-backed pages are
+ * dropped, private ones are replaced by a view of the file, so in both cases the bytes read the
+ * same afterwards (from the file, on demand) and the resident size shrinks by about n. */
+void bl_mmap_release(const bl_mmap *m, const void *p, size_t n);
 
-/* How bl_mmap_open brings checkpoint files in. BL_LOAD_MMAP (the default): mapped, read on
- * demand and shared with the page cache. BL_LOAD_READ: read into private memory backed by
- * transparent huge pages; slower to load and never shared, but weights streamed at decode are
- * read up to 2× faster on machines where page-cache mappings are costly (docs/performance.md).
- * Process-wide; the environment variable BITLLM_LOAD=read|mmap sets the initial mode. */
-typedef enum { BL_LOAD_MMAP = 0, BL_LOAD_READ = 1 } bl_load_mode;
-void bl_set_load_mode(bl_load_mode mode);
-bl_load_mode bl_get_load_mode(void);
+/* How a model's checkpoint files are brought in. BL_LOAD_MMAP: mapped, read on demand and shared
+ * with the page cache. BL_LOAD_READ: mapped, then made private (bl_mmap_privatize); slower to
+ * load and never shared, faster to stream on some machines. BL_LOAD_DEFAULT (0): the environment
+ * variable BITLLM_LOAD=read|mmap when set, else mmap (bl_default_load_mode, read once). */
+typedef enum { BL_LOAD_DEFAULT = 0, BL_LOAD_MMAP = 1, BL_LOAD_READ = 2 } bl_load_mode;
+bl_load_mode bl_default_load_mode(void);
 
 /* Wall clock in seconds (monotonic). */
 double bl_time_s(void);

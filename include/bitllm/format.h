@@ -10,6 +10,7 @@
 #define BITLLM_FORMAT_H
 
 #include "bitllm/io.h"
+#include "bitllm/kernels.h"
 
 BL_API_BEGIN
 
@@ -104,8 +105,10 @@ typedef struct bl_format_ops {
     bl_status (*random)(int64_t m, int64_t n, const bl_format_params *p, uint64_t seed,
                         bl_linear *out, bl_err *err);
     /* y (T×m) = x (T×n) · Ŵᵀ. work holds workspace_floats(L, T) floats (kernels never allocate).
-     * Threads (OpenMP) split output rows or tokens; results do not depend on the thread count. */
-    void (*forward)(const bl_linear *L, const float *x, int64_t T, float *y, float *work);
+     * The threads of ex's pool split output rows or tokens, and its ISA picks the kernels (ex may
+     * be NULL: one thread, the default ISA); results do not depend on the thread count. */
+    void (*forward)(const bl_linear *L, const float *x, int64_t T, float *y, float *work,
+                    const bl_exec *ex);
     size_t (*workspace_floats)(const bl_linear *L, int64_t T);
     /* Ŵ as a dense m×n f32 matrix (for tests, rel_err and conversion). */
     bl_status (*to_dense)(const bl_linear *L, float *W, bl_err *err);
@@ -114,7 +117,8 @@ typedef struct bl_format_ops {
     /* Writes the layer's tensors as "<prefix>.<part>" (e.g. "model.layers.0.mlp.up_proj.sign"). */
     bl_status (*save)(const bl_linear *L, const char *prefix, bl_st_writer *w, bl_err *err);
     /* Reads the layer from ts; L->m, L->n, L->params and L->ops are set by the caller. Every
-     * tensor's dtype and shape is validated. Sign bits stay views into ts when possible. */
+     * tensor's dtype and shape is validated. Sign bits stay views into ts when possible; their
+     * repacking for the kernels uses ts->pool's threads. */
     bl_status (*load)(bl_linear *L, const char *prefix, const bl_tensor_set *ts, bl_err *err);
     void (*free_impl)(bl_linear *L);
     /* The format's public data struct (bl_onebit, bl_dbf, ...) of a layer, read-only. */

@@ -21,6 +21,8 @@ typedef struct {
     char **files;    /* the files the tensors came from, for messages */
     int n_files;
     int *file_of;    /* per tensor: its index in files, -1 if none was named */
+    struct bl_pool *pool; /* threads for work done while loading from the set (not owned; NULL:
+                             the calling thread) */
 } bl_tensor_set;
 
 const bl_tensor *bl_tensor_set_find(const bl_tensor_set *s, const char *name);
@@ -34,10 +36,13 @@ void bl_tensor_set_free(bl_tensor_set *s);
 bl_status bl_tensor_set_begin_file(bl_tensor_set *s, const char *path, bl_err *err);
 /* The file t (a tensor of s, or one with the same name) came from, or NULL if unknown. */
 const char *bl_tensor_set_file(const bl_tensor_set *s, const bl_tensor *t);
-/* Drops the resident pages of [p, p+n) if they lie in one of the set's memory-mapped files (they
- * are read again from the file if touched later), so streaming over a large model keeps the
- * resident size near one layer. No-op for heap buffers. */
+/* Gives back the memory of [p, p+n) if it lies in one of the set's mapped files (bl_mmap_release:
+ * the bytes are read again from the file if touched later), so streaming over a large model keeps
+ * the resident size near one layer, and a repacked copy does not keep a second one alive. No-op
+ * for heap buffers. */
 void bl_tensor_set_release(const bl_tensor_set *s, const void *p, size_t n);
+/* Makes every mapped file of the set private memory (bl_mmap_privatize); views stay valid. */
+bl_status bl_tensor_set_privatize(bl_tensor_set *s, const char *what, bl_err *err);
 
 /* ---- what a file is, from its first bytes (never its name) ---- */
 typedef enum {

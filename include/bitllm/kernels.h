@@ -1,60 +1,95 @@
-/* Packed sign-matrix kernels: the inference primitive of every 1-bit format.
+/* Packed sign-matrix kernels: the inference primitive of every 1-bit format, and the dense 16-bit
+ * (F16 / BF16) products of the FP baseline.
  *
  * S is m×n with entries ±1 in the canonical packed layout of format.h. The scalar reference
- * (src/kernels/ref) is the specification; AVX2 / AVX-512 versions (src/kernels/x86) are chosen at
- * run time from the CPU's features, and BITLLM_ISA=ref|avx2|avx512 in the environment forces a
- * level (tests use bl_kernels_set_isa). Kernels never allocate; threads split output rows. */
+ * (src/kernels/ref) is the specification; AVX2 / AVX-512 versions (src/kernels/x86) run at the
+ * ISA level the caller names in a bl_exec, clamped to what the CPU supports. Kernels never
+ * allocate. Threads (the bl_exec's pool) split output rows — or output columns for the transposed
+ * product — in fixed units, so results do not depend on the thread count, bit for bit. */
 #ifndef BITLLM_KERNELS_H
 #define BITLLM_KERNELS_H
 
 #include "bitllm/core.h"
+#include "bitllm/pool.h"
 #include "bitllm/tensor.h"
 
 BL_API_BEGIN
 
-typedef enum { BL_ISA_REF = 0, BL_ISA_AVX2 = 1, BL_ISA_AVX512 = 2 } bl_isa;
+/* BL_ISA_AUTO (0, what a zero-initialized option or bl_exec holds) means bl_default_isa(). */
+typedef enum { BL_ISA_AUTO = 0, BL_ISA_REF = 1, BL_ISA_AVX2 = 2, BL_ISA_AVX512 = 3 } bl_isa;
 
-bl_isa bl_cpu_best_isa(void);           /* what this CPU supports */
-bl_isa bl_kernels_isa(void);            /* the level in use */
-/* Forces a level (clamped to what the CPU supports); returns the level actually set. */
-bl_isa bl_kernels_set_isa(bl_isa isa);
+bl_isa bl_cpu_best_isa(void);     /* what this CPU supports */
+/* isa lowered to what this CPU supports; BL_ISA_AUTO becomes bl_default_isa(). */
+bl_isa bl_isa_clamp(bl_isa isa);
+/* The level used when a caller does not name one: BITLLM_ISA=ref|avx2|avx512 from the environment
+ * (clamped to the CPU) if set, else the best level of the CPU. Read once; never changes. */
+bl_isa bl_default_isa(void);
 const char *bl_isa_name(bl_isa isa);
+bool bl_isa_from_name(const char *name, bl_isa *out); /* "auto", "ref", "avx2", "avx512" */
+
+/* Where and how kernels run. pool NULL: the calling thread only. A NULL bl_exec pointer means
+ * {NULL, BL_ISA_AUTO}. */
+typedef struct {
+    bl_pool *pool;
+    bl_isa isa;
+} bl_exec;
 
 /* A sign matrix ready for the kernels. `bits` is the canonical layout (not owned). `packed` is an
- * optional kernel-specific repacking made at load time by bl_signmat_prepare (owned). */
+ * optional repacking for the SIMD kernels made by bl_signmat_prepare (owned); the AVX2 and
+ * AVX-512 kernels share it. */
 typedef struct {
     int64_t m, n;
     const uint8_t *bits;
     void *packed;
     size_t packed_bytes;
-    bl_isa packed_isa;
 } bl_signmat;
 
 void bl_signmat_init(bl_signmat *S, int64_t m, int64_t n, const uint8_t *bits);
-/* Repacks for the current ISA if that kernel wants another layout (no-op otherwise). */
-bl_status bl_signmat_prepare(bl_signmat *S, bl_err *err);
+/* Repacks for the SIMD kernels when isa (clamped) is AVX2 or AVX-512; a no-op for the reference
+ * or when already packed. Threads of the pool (may be NULL) split the work. The packing is a
+ * copy: whoever changes the bits afterwards must release and prepare again. */
+bl_status bl_signmat_prepare(bl_signmat *S, bl_isa isa, bl_pool *pool, bl_err *err);
 void bl_signmat_release(bl_signmat *S);
+/* Bytes of the packed copy of an m×n matrix (what bl_signmat_prepare allocates). */
+size_t bl_signmat_packed_bytes(int64_t m, int64_t n);
 
-/* Y (T×m) = X (T×n) · Sᵀ, i.e. Y[t][i] = Σ_j S[i][j]·X[t][j]. */
-void bl_sign_matmul(const bl_signmat *S, const float *X, int64_t T, float *Y);
+/* Y (T×m) = X (T×n) · Sᵀ, i.e. Y[t][i] = Σ_j S[i][j]·X[t][j]. At AVX-512 every batch size uses
+ * the same summation order, so a token's output does not depend on T either. */
+void bl_sign_matmul(const bl_signmat *S, const float *X, int64_t T, float *Y, const bl_exec *ex);
 /* Z (T×n) = V (T×m) · S, i.e. Z[t][j] = Σ_i S[i][j]·V[t][i] (for backward passes). */
-void bl_sign_matmul_t(const bl_signmat *S, const float *V, int64_t T, float *Z);
+void bl_sign_matmul_t(const bl_signmat *S, const float *V, int64_t T, float *Z,
+                      const bl_exec *ex);
 
-/* The scalar references, always available (the specification). */
+/* The scalar references, always available (the specification; single-threaded). */
 void bl_sign_matmul_ref(const bl_signmat *S, const float *X, int64_t T, float *Y);
 void bl_sign_matmul_t_ref(const bl_signmat *S, const float *V, int64_t T, float *Z);
 
+/* Every compiled variant, for tests and benchmarks. The first variant of each (isa, transposed)
+ * pair is the one bl_sign_matmul(_t) uses at that level; `packed` says whether it needs a
+ * prepared matrix to run at full speed (unprepared ones fall back to a gather form). */
+typedef struct {
+    const char *name;
+    bl_isa isa;
+    bool transposed;
+    bool packed;
+    const char *what; /* one line describing the method */
+} bl_sign_variant;
+const bl_sign_variant *bl_sign_variants(int *count);
+/* Runs variant k (an index into bl_sign_variants) with the threads of ex (its isa is ignored). */
+void bl_sign_variant_run(int k, const bl_signmat *S, const float *in, int64_t T, float *out,
+                         const bl_exec *ex);
+
 /* Dense 16-bit weights, the FP baseline's products: W is m×n row-major F16 or BF16 (dt), X is T×n
  * f32, Y (T×m) = X·Wᵀ computed in f32 without a converted copy of W. Memory-bound at T = 1 like
- * the sign kernels, so the two are compared on equal terms. Threads split rows of W; results do
- * not depend on the thread count. */
+ * the sign kernels, so the two are compared on equal terms. */
 void bl_half_matmul(bl_dtype dt, const uint16_t *W, int64_t m, int64_t n, const float *X,
-                    int64_t T, float *Y);
+                    int64_t T, float *Y, const bl_exec *ex);
 /* The same product over f32 weights (W m×n row-major f32), with the same tiling and summation
  * order: every output row depends only on its own input row, whatever T is, so a token gives
  * bit-identical outputs alone or stacked with others (OpenBLAS's gemv and gemm, which the f32
  * layers used before, sum in different orders). */
-void bl_f32_matmul(const float *W, int64_t m, int64_t n, const float *X, int64_t T, float *Y);
+void bl_f32_matmul(const float *W, int64_t m, int64_t n, const float *X, int64_t T, float *Y,
+                   const bl_exec *ex);
 void bl_f32_matmul_ref(const float *W, int64_t m, int64_t n, const float *X, int64_t T,
                        float *Y);
 /* dst[i] = the f32 value of src[i] (exact: every F16 and BF16 value is an f32). */

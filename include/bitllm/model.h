@@ -4,6 +4,7 @@
 #define BITLLM_MODEL_H
 
 #include "bitllm/format.h"
+#include "bitllm/pool.h"
 #include "bitllm/tokenizer.h"
 
 BL_API_BEGIN
@@ -147,6 +148,8 @@ typedef struct bl_model {
     char *quant_config_json;   /* the quantization_config block as JSON text, or NULL */
     void **owned;              /* f32 copies of small tensors (norms, biases) */
     int n_owned, cap_owned;
+    bl_isa isa;                /* kernel level its inference states run at (never AUTO) */
+    bl_load_mode load_mode;    /* how its files were brought in (never DEFAULT) */
 } bl_model;
 
 /* Where t (layer `layer`) lives in m: the vector (BL_TK_VECTOR), the linear (BL_TK_LINEAR) or the
@@ -154,10 +157,15 @@ typedef struct bl_model {
 float **bl_arch_vector_slot(bl_model *m, const bl_arch_tensor *t, int layer);
 bl_linear *bl_arch_linear_slot(bl_model *m, const bl_arch_tensor *t, int layer);
 
+/* Load options; a zero-initialized struct (or NULL) means every default. */
 typedef struct {
     /* tokenizer.json or its directory, llama2.c tokenizer.bin, or a GGUF file holding one (told
      * apart by content); optional. It replaces the one a model directory or GGUF brings. */
     const char *tokenizer_path;
+    bl_load_mode load;          /* BL_LOAD_DEFAULT: BITLLM_LOAD from the environment, else mmap */
+    bl_isa isa;                 /* BL_ISA_AUTO: BITLLM_ISA from the environment, else the CPU's
+                                   best; clamped to what the CPU supports */
+    int n_threads;              /* threads for repacking sign matrices at load (0 = default) */
 } bl_load_opts;
 
 /* path: a Hugging Face model directory (config.json + safetensors, including bitllm's quantized
@@ -198,10 +206,15 @@ bl_status bl_synth_llm_matrix(int64_t m, int64_t n, uint64_t seed, float *W, bl_
 bl_status bl_synth_model(const bl_config *c, bl_dtype dtype, uint64_t seed, const char *outdir,
                          bl_err *err);
 
-/* Inference state: KV cache and scratch for batches of up to max_batch tokens. */
+/* Inference state: KV cache, scratch for batches of up to max_batch tokens, and the thread pool
+ * its forward passes run on: n_threads threads (0 = bl_default_threads(): OMP_NUM_THREADS or the
+ * CPUs this process may use), the calling thread included. Per-thread scratch is sized from that
+ * count. Logits do not depend on n_threads (bit for bit). A state is used by one host thread at
+ * a time; several states (of one model or several) may run on different host threads at once. */
 typedef struct bl_state bl_state;
-bl_status bl_state_new(const bl_model *m, int max_seq, int max_batch, bl_state **out,
-                       bl_err *err);
+bl_status bl_state_new(const bl_model *m, int max_seq, int max_batch, int n_threads,
+                       bl_state **out, bl_err *err);
+int bl_state_threads(const bl_state *s);     /* the resolved thread count */
 void bl_state_free(bl_state *s);
 void bl_state_reset(bl_state *s);            /* empties the KV cache */
 int bl_state_pos(const bl_state *s);         /* tokens in the cache */
@@ -209,10 +222,11 @@ int bl_state_pos(const bl_state *s);         /* tokens in the cache */
 void bl_state_truncate(bl_state *s, int pos);
 
 /* Several sequences in one state: n_slots KV caches of max_seq tokens each, and scratch for
- * max_batch rows per call, shared by the sequences of the call. The single-sequence calls above
+ * max_batch rows per call, shared by the sequences of the call; n_threads as for bl_state_new.
+ * The single-sequence calls above
  * and below (bl_forward, bl_state_pos, ...) use slot 0. */
 bl_status bl_state_new_slots(const bl_model *m, int n_slots, int max_seq, int max_batch,
-                             bl_state **out, bl_err *err);
+                             int n_threads, bl_state **out, bl_err *err);
 int bl_state_slots(const bl_state *s);
 int bl_state_max_batch(const bl_state *s);   /* rows one call may hold (clamped at creation) */
 int bl_state_slot_pos(const bl_state *s, int slot);
@@ -247,7 +261,7 @@ typedef struct {
  * them, and attention runs per sequence over its own slot. A sequence's logits and cache are
  * bit-identical to running it alone, in a state of its own, through bl_forward with the same
  * token chunks: every per-row step uses the same kernels and summation order whatever else is in
- * the batch (tests/test_model.c checks this for every weight format). */
+ * the batch (tests/test_batch.c checks this for every weight format). */
 bl_status bl_forward_batch(bl_state *s, const bl_seq_batch *seqs, int n_seqs, bl_err *err);
 
 /* Sampling. temperature 0 = greedy (argmax, lowest id on ties). */

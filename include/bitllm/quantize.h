@@ -18,6 +18,10 @@ typedef struct {
     bl_fit_opts fit;     /* seed, iterations, importances (trace is set by bl_fit_layer) */
     /* Benchmarks only: random factors of the fitted shapes; W is never read. */
     bool random_factors;
+    /* Threads of the fit's parallel loops and products (0 = bl_default_threads()); the result
+     * does not depend on it. Inside a parallel region (fits side by side) the fit runs on its
+     * own thread whatever this says. */
+    int n_threads;
 } bl_layer_fit_opts;
 
 void bl_layer_fit_opts_default(bl_layer_fit_opts *o);
@@ -87,6 +91,9 @@ typedef struct {
     void *on_layer_ctx;
     /* Extra text stored in config.json's quantization_config (e.g. the command line). */
     const char *provenance;
+    /* Threads for the fits and the calibration pass (0 = bl_default_threads()); results do not
+     * depend on it. */
+    int n_threads;
 } bl_quant_opts;
 
 void bl_quant_opts_default(bl_quant_opts *o);

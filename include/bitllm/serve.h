@@ -32,6 +32,7 @@ typedef struct {
     int queue;                 /* requests waiting for a slot before 503, default 64 */
     size_t max_body;           /* request body limit in bytes before 413, default 1 MiB */
     int chunk;                 /* prompt tokens per sequence per step, default 256 (as generate) */
+    int n_threads;             /* threads of the forward passes (0 = bl_default_threads()) */
     bl_log_fn log;
     void *log_ctx;
 } bl_server_opts;
@@ -60,6 +61,7 @@ typedef struct {
     int max_tokens;            /* per answer (default: until the context is full) */
     float temperature, top_p;
     uint64_t seed;
+    int n_threads;             /* threads of the forward passes (0 = bl_default_threads()) */
 } bl_chat_session_opts;
 
 typedef struct bl_chat_session bl_chat_session;

@@ -55,8 +55,10 @@ int64_t bl_tensor_numel(const bl_tensor *t);
 /* Converts row r of a 2-D tensor (or element range [r*cols, (r+1)*cols) of any tensor) to f32. */
 void bl_tensor_row_f32(const bl_tensor *t, int64_t r, int64_t cols, float *dst);
 /* Whether a floating-point tensor holds an Inf or NaN; *index receives the first one's element
- * index (for Q8_0, the first element of the block whose scale is non-finite). */
-bool bl_tensor_find_nonfinite(const bl_tensor *t, int64_t *index);
+ * index (for Q8_0, the first element of the block whose scale is non-finite). Large tensors are
+ * scanned in pieces split across the threads of pool (NULL: the calling thread). */
+struct bl_pool;
+bool bl_tensor_find_nonfinite(const bl_tensor *t, struct bl_pool *pool, int64_t *index);
 /* Copies the whole tensor to a new f32 buffer (caller frees). */
 bl_status bl_tensor_to_f32(const bl_tensor *t, float **out, bl_err *err);
 

@@ -74,6 +74,8 @@ typedef struct {
     bool freeze_norms;     /* default: RMSNorm weights, q/k norms and biases train */
     int eval_batches;      /* fixed batches for the loss before/after (default 1) */
     const char *provenance; /* command line, stored in the output's quantization_config */
+    int n_threads;         /* threads of every parallel step (0 = bl_default_threads()); the
+                              result does not depend on it */
     /* Where the trained model's files go (default: OUTDIR itself). The command line passes the
      * temporary directory of bl_outdir_prepare, so the model appears in OUTDIR in one step while
      * checkpoints, which must survive a kill, go straight to OUTDIR/checkpoint. */

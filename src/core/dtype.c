@@ -1,6 +1,8 @@
 /* The element-type table: the one place an element type is registered. */
 #include "bitllm/tensor.h"
 
+#include "bitllm/pool.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -208,20 +210,48 @@ bl_status bl_tensor_to_f32(const bl_tensor *t, float **out, bl_err *err) {
     return BL_OK;
 }
 
-bool bl_tensor_find_nonfinite(const bl_tensor *t, int64_t *index) {
+typedef struct {
+    const bl_dtype_traits *tr;
+    const uint8_t *data;
+    size_t n, per;            /* elements, elements per piece */
+    size_t first[BL_POOL_MAX_THREADS]; /* per thread: its lowest hit, or n */
+} scan_job;
+
+/* Thread ith scans its contiguous range of pieces (whole blocks each), lowest hit first. */
+static void scan_pieces(void *ctx, int ith, int nth) {
+    scan_job *j = ctx;
+    const int64_t pieces = (int64_t)((j->n + j->per - 1) / j->per);
+    int64_t p0, p1;
+    bl_split_range(pieces, ith, nth, &p0, &p1);
+    j->first[ith] = j->n;
+    for (int64_t p = p0; p < p1; p++) {
+        const size_t a = (size_t)p * j->per, len = j->n - a < j->per ? j->n - a : j->per;
+        const size_t off = a / (size_t)j->tr->block * (size_t)j->tr->block_bytes;
+        const size_t i = j->tr->find_nonfinite(j->data + off, len);
+        if (i < len) {
+            j->first[ith] = a + i;
+            return;
+        }
+    }
+}
+
+bool bl_tensor_find_nonfinite(const bl_tensor *t, bl_pool *pool, int64_t *index) {
     const bl_dtype_traits *tr = bl_dtype_info(t->dtype);
     if (!tr || !tr->find_nonfinite || !t->data) return false;
-    const size_t n = (size_t)bl_tensor_numel(t), per = (size_t)1 << 22; /* elements per task */
+    scan_job *j = malloc(sizeof *j);
+    const size_t n = (size_t)bl_tensor_numel(t), per = (size_t)1 << 22; /* elements per piece */
     size_t first = n;
-    /* Large tensors are scanned in parallel pieces (whole blocks each); the lowest hit wins. */
-#pragma omp parallel for schedule(dynamic, 1) reduction(min : first) if (n > per)
-    for (size_t a = 0; a < n; a += per) {
-        size_t len = n - a < per ? n - a : per;
-        size_t off = a / (size_t)tr->block * (size_t)tr->block_bytes;
-        size_t i = tr->find_nonfinite((const uint8_t *)t->data + off, len);
-        if (i < len && a + i < first) first = a + i;
+    if (!j) { /* the whole scan on this thread */
+        first = tr->find_nonfinite(t->data, n);
+    } else {
+        *j = (scan_job){.tr = tr, .data = t->data, .n = n, .per = per};
+        for (int k = 0; k < BL_POOL_MAX_THREADS; k++) j->first[k] = n; /* threads that do not run */
+        bl_pool_run_n(pool, n > per ? BL_POOL_MAX_THREADS : 1, scan_pieces, j);
+        for (int k = 0; k < BL_POOL_MAX_THREADS; k++)
+            if (j->first[k] < first) first = j->first[k];
+        free(j);
     }
-    if (first == n) return false;
+    if (first >= n) return false;
     *index = (int64_t)first;
     return true;
 }

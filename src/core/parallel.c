@@ -11,13 +11,6 @@ static void blas_init(void) { openblas_set_num_threads(1); }
 
 void bl_blas_single_thread(void) { pthread_once(&blas_once, blas_init); }
 
-void bl_blas_threads_begin(void) {
-    bl_blas_single_thread();
-    openblas_set_num_threads(omp_get_max_threads());
-}
-
-void bl_blas_threads_end(void) { openblas_set_num_threads(1); }
-
 /* Below this many multiply-adds a product runs as one call on the calling thread. */
 #define PAR_MIN_WORK (1 << 18)
 /* Larger products are cut into blocks of this many output rows (or columns) whatever the thread
@@ -29,8 +22,36 @@ static bool blocked(double work, int extent) {
     return work >= PAR_MIN_WORK && extent > BLOCK;
 }
 
+typedef struct {
+    CBLAS_TRANSPOSE ta, tb;
+    int M, N, K;
+    float alpha, beta;
+    const float *A, *B;
+    int lda, ldb, ldc;
+    float *C;
+    bool by_rows;
+    int extent;
+} gemm_call;
+
+static void gemm_blocks(void *ctx, int64_t b0, int64_t b1) {
+    const gemm_call *g = ctx;
+    for (int64_t b = b0; b < b1; b++) {
+        const int lo = (int)b * BLOCK, len = g->extent - lo < BLOCK ? g->extent - lo : BLOCK;
+        if (g->by_rows) {
+            const float *Ai = g->ta == CblasNoTrans ? g->A + (size_t)lo * g->lda : g->A + lo;
+            cblas_sgemm(CblasRowMajor, g->ta, g->tb, len, g->N, g->K, g->alpha, Ai, g->lda, g->B,
+                        g->ldb, g->beta, g->C + (size_t)lo * g->ldc, g->ldc);
+        } else {
+            const float *Bi = g->tb == CblasNoTrans ? g->B + lo : g->B + (size_t)lo * g->ldb;
+            cblas_sgemm(CblasRowMajor, g->ta, g->tb, g->M, len, g->K, g->alpha, g->A, g->lda, Bi,
+                        g->ldb, g->beta, g->C + lo, g->ldc);
+        }
+    }
+}
+
 void bl_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
-              const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+              const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc,
+              bl_pool *pool) {
     bl_blas_single_thread();
     if (M <= 0 || N <= 0) return;
     const bool by_rows = M >= N || M >= 64;
@@ -39,35 +60,42 @@ void bl_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float
         cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    const int nb = (extent + BLOCK - 1) / BLOCK;
-#pragma omp parallel for schedule(static) if (!omp_in_parallel())
-    for (int b = 0; b < nb; b++) {
-        const int lo = b * BLOCK, len = extent - lo < BLOCK ? extent - lo : BLOCK;
-        if (by_rows) {
-            const float *Ai = ta == CblasNoTrans ? A + (size_t)lo * lda : A + lo;
-            cblas_sgemm(CblasRowMajor, ta, tb, len, N, K, alpha, Ai, lda, B, ldb, beta,
-                        C + (size_t)lo * ldc, ldc);
-        } else {
-            const float *Bi = tb == CblasNoTrans ? B + lo : B + (size_t)lo * ldb;
-            cblas_sgemm(CblasRowMajor, ta, tb, M, len, K, alpha, A, lda, Bi, ldb, beta, C + lo,
-                        ldc);
-        }
+    gemm_call g = {ta, tb, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C, by_rows, extent};
+    bl_pool_for(pool, (extent + BLOCK - 1) / BLOCK, true, gemm_blocks, &g);
+}
+
+typedef struct {
+    int M, N, lda;
+    float alpha, beta;
+    const float *A, *x;
+    float *y;
+} gemv_call;
+
+static void gemv_blocks(void *ctx, int64_t b0, int64_t b1) {
+    const gemv_call *g = ctx;
+    for (int64_t b = b0; b < b1; b++) {
+        const int lo = (int)b * BLOCK, len = g->M - lo < BLOCK ? g->M - lo : BLOCK;
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, len, g->N, g->alpha, g->A + (size_t)lo * g->lda,
+                    g->lda, g->x, 1, g->beta, g->y + lo, 1);
     }
 }
 
 void bl_sgemv(int M, int N, float alpha, const float *A, int lda, const float *x, float beta,
-              float *y) {
+              float *y, bl_pool *pool) {
     bl_blas_single_thread();
     if (M <= 0) return;
     if (!blocked((double)M * N, M)) {
         cblas_sgemv(CblasRowMajor, CblasNoTrans, M, N, alpha, A, lda, x, 1, beta, y, 1);
         return;
     }
-    const int nb = (M + BLOCK - 1) / BLOCK;
-#pragma omp parallel for schedule(static) if (!omp_in_parallel())
-    for (int b = 0; b < nb; b++) {
-        const int lo = b * BLOCK, len = M - lo < BLOCK ? M - lo : BLOCK;
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, len, N, alpha, A + (size_t)lo * lda, lda, x, 1,
-                    beta, y + lo, 1);
-    }
+    gemv_call g = {M, N, lda, alpha, beta, A, x, y};
+    bl_pool_for(pool, (M + BLOCK - 1) / BLOCK, true, gemv_blocks, &g);
 }
+
+int bl_omp_threads_begin(int n_threads) {
+    const int prev = omp_get_max_threads();
+    omp_set_num_threads(bl_resolve_threads(n_threads));
+    return prev;
+}
+
+void bl_omp_threads_end(int previous) { omp_set_num_threads(previous); }

@@ -64,7 +64,7 @@ bl_status bl_perplexity(const bl_model *m, const int32_t *ids, size_t n, int ctx
     if (batch > ctx) batch = ctx;
     const size_t chunk = (size_t)(use_bos ? ctx - 1 : ctx);
     bl_state *st;
-    bl_status s = bl_state_new(m, ctx, batch, &st, err);
+    bl_status s = bl_state_new(m, ctx, batch, 0, &st, err);
     if (s) return s;
     float *logits = malloc((size_t)batch * (size_t)V * sizeof(float));
     int32_t *win = malloc((size_t)ctx * sizeof(int32_t));

@@ -99,7 +99,7 @@ bl_status bl_scorer_new(const bl_model *m, int ctx, bl_scorer **out, bl_err *err
         free(s);
         return bl_fail(err, BL_ERR_NOMEM, "out of memory");
     }
-    bl_status st = bl_state_new(m, ctx, 128, &s->st, err);
+    bl_status st = bl_state_new(m, ctx, 128, 0, &s->st, err);
     if (st) {
         bl_scorer_free(s);
         return st;

@@ -28,15 +28,16 @@ static size_t dbf_workspace(const bl_linear *L, int64_t T) {
     return (size_t)(T * (L->n + L->params.mid)); /* b ⊙ x, then the middle activations */
 }
 
-static void dbf_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work) {
+static void dbf_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work,
+                        const bl_exec *ex) {
     const dbf_impl *q = L->impl;
     const bl_dbf *d = &q->d;
     float *u = work, *z = work + T * d->n;
-    bl_qc_scale(x, d->b, T, d->n, u);
-    bl_sign_matmul(&q->B, u, T, z);
-    bl_qc_scale(z, d->mu, T, d->k, z);
-    bl_sign_matmul(&q->A, z, T, y);
-    bl_qc_scale(y, d->a, T, d->m, y);
+    bl_qc_scale(x, d->b, T, d->n, u, ex);
+    bl_sign_matmul(&q->B, u, T, z, ex);
+    bl_qc_scale(z, d->mu, T, d->k, z, ex);
+    bl_sign_matmul(&q->A, z, T, y, ex);
+    bl_qc_scale(y, d->a, T, d->m, y, ex);
 }
 
 /* Ŵ = (diag(a)·A·diag(μ)) · (B·diag(b)) as one sgemm of the two unpacked factors. */
@@ -86,12 +87,12 @@ static void dbf_free_impl(bl_linear *L) {
 
 /* Moves d (validated) into a new impl with both sign matrices prepared; on failure the caller
  * keeps d's buffers. */
-static bl_status dbf_attach(bl_linear *L, const bl_dbf *d, bl_err *err) {
+static bl_status dbf_attach(bl_linear *L, const bl_dbf *d, bl_pool *pool, bl_err *err) {
     dbf_impl *q = calloc(1, sizeof *q);
     if (!q) return bl_fail(err, BL_ERR_NOMEM, "dbf: out of memory");
     q->d = *d;
-    bl_status s = bl_qc_signmat(&q->A, d->m, d->k, d->A, err);
-    if (!s) s = bl_qc_signmat(&q->B, d->k, d->n, d->B, err);
+    bl_status s = bl_qc_signmat(&q->A, d->m, d->k, d->A, pool, err);
+    if (!s) s = bl_qc_signmat(&q->B, d->k, d->n, d->B, pool, err);
     if (s) {
         bl_signmat_release(&q->A);
         bl_signmat_release(&q->B);
@@ -121,7 +122,7 @@ static bl_status dbf_load(bl_linear *L, const char *prefix, const bl_tensor_set 
     if (!s) s = bl_qc_load_f16(ts, prefix, "a", d.m, 0, &d.a, err);
     if (!s) s = bl_qc_load_f16(ts, prefix, "mu", d.k, 0, &d.mu, err);
     if (!s) s = bl_qc_load_f16(ts, prefix, "b", d.n, 0, &d.b, err);
-    if (!s) s = dbf_attach(L, &d, err);
+    if (!s) s = dbf_attach(L, &d, ts->pool, err);
     if (s) {
         bl_dbf_free(&d);
         return s;
@@ -181,7 +182,7 @@ bl_status bl_linear_from_dbf(bl_linear *L, bl_dbf *q, bl_err *err) {
     if (!s) s = bl_qc_round_f16(q->a, q->m, "dbf a", err);
     if (!s) s = bl_qc_round_f16(q->mu, q->k, "dbf mu", err);
     if (!s) s = bl_qc_round_f16(q->b, q->n, "dbf b", err);
-    if (!s) s = dbf_attach(L, q, err);
+    if (!s) s = dbf_attach(L, q, NULL, err);
     if (!s) memset(q, 0, sizeof *q); /* the layer owns the buffers now */
     return s;
 }

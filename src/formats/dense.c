@@ -33,12 +33,13 @@ static size_t dense_workspace(const bl_linear *L, int64_t T) {
     return 0;
 }
 
-static void dense_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work) {
+static void dense_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work,
+                          const bl_exec *ex) {
     (void)work;
     const dense_impl *d = L->impl;
     const int64_t m = L->m, n = L->n;
-    if (d->w.dtype == BL_DT_F32) bl_f32_matmul(d->w.data, m, n, x, T, y);
-    else bl_half_matmul(d->w.dtype, d->w.data, m, n, x, T, y);
+    if (d->w.dtype == BL_DT_F32) bl_f32_matmul(d->w.data, m, n, x, T, y, ex);
+    else bl_half_matmul(d->w.dtype, d->w.data, m, n, x, T, y, ex);
 }
 
 static bl_status dense_to_dense(const bl_linear *L, float *W, bl_err *err) {

@@ -43,43 +43,67 @@ static size_t mdbf_workspace(const bl_linear *L, int64_t T) {
     return (size_t)(Tl * max64(L->n, r) + Tl * max64(r, L->m) + T * r);
 }
 
-static void mdbf_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work) {
+typedef struct {
+    const bl_mdbf *d;
+    const bl_mdbf_path *e;
+    const float *x;
+    float *X, *Z, *z, *y;
+    int first; /* path 0 writes y, later paths add to it */
+} mdbf_ctx;
+
+/* G side: row t·l+j of X is B_env[:,j] ⊙ x_t. */
+static void mdbf_g_in(void *ctx, int64_t t0, int64_t t1) {
+    const mdbf_ctx *c = ctx;
+    const int64_t n = c->d->n, l = c->d->l;
+    for (int64_t t = t0; t < t1; t++)
+        for (int64_t j = 0; j < l; j++) {
+            float *xr = c->X + (t * l + j) * n;
+            for (int64_t k = 0; k < n; k++) xr[k] = c->e->B_env[k * l + j] * c->x[t * n + k];
+        }
+}
+
+/* z_t = Σ_j Q_V[:,j] ⊙ Z[t·l+j], then row t·l+j of X becomes Q_U[:,j] ⊙ z_t. */
+static void mdbf_mid(void *ctx, int64_t t0, int64_t t1) {
+    const mdbf_ctx *c = ctx;
+    const int64_t r = c->d->r, l = c->d->l;
+    for (int64_t t = t0; t < t1; t++) {
+        float *zt = c->z + t * r;
+        for (int64_t i = 0; i < r; i++) {
+            float s = 0;
+            for (int64_t j = 0; j < l; j++) s += c->e->Q_V[i * l + j] * c->Z[(t * l + j) * r + i];
+            zt[i] = s;
+        }
+        for (int64_t j = 0; j < l; j++)
+            for (int64_t i = 0; i < r; i++) c->X[(t * l + j) * r + i] = c->e->Q_U[i * l + j] * zt[i];
+    }
+}
+
+/* y_t (+)= Σ_j A_env[:,j] ⊙ Z[t·l+j]; paths are added in order 0..P-1. */
+static void mdbf_out(void *ctx, int64_t t0, int64_t t1) {
+    const mdbf_ctx *c = ctx;
+    const int64_t m = c->d->m, l = c->d->l;
+    for (int64_t t = t0; t < t1; t++) {
+        float *yt = c->y + t * m;
+        for (int64_t o = 0; o < m; o++) {
+            float s = 0;
+            for (int64_t j = 0; j < l; j++) s += c->e->A_env[o * l + j] * c->Z[(t * l + j) * m + o];
+            yt[o] = c->first ? s : yt[o] + s;
+        }
+    }
+}
+
+static void mdbf_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work,
+                         const bl_exec *ex) {
     const mdbf_impl *q = L->impl;
     const int64_t m = q->d.m, n = q->d.n, r = q->d.r, l = q->d.l, Tl = T * l;
     float *X = work, *Z = X + Tl * max64(n, r), *z = Z + Tl * max64(r, m);
     for (int p = 0; p < q->d.P; p++) {
-        const bl_mdbf_path *e = &q->d.paths[p];
-        /* G side: row t·l+j of X is B_env[:,j] ⊙ x_t. */
-#pragma omp parallel for schedule(static) if (T > 1 && Tl * n >= 32768)
-        for (int64_t t = 0; t < T; t++)
-            for (int64_t j = 0; j < l; j++) {
-                float *xr = X + (t * l + j) * n;
-                for (int64_t c = 0; c < n; c++) xr[c] = e->B_env[c * l + j] * x[t * n + c];
-            }
-        bl_sign_matmul(&q->S[2 * p + 1], X, Tl, Z);
-        /* z_t = Σ_j Q_V[:,j] ⊙ Z[t·l+j], then row t·l+j of X becomes Q_U[:,j] ⊙ z_t. */
-#pragma omp parallel for schedule(static) if (T > 1 && Tl * r >= 32768)
-        for (int64_t t = 0; t < T; t++) {
-            float *zt = z + t * r;
-            for (int64_t i = 0; i < r; i++) {
-                float s = 0;
-                for (int64_t j = 0; j < l; j++) s += e->Q_V[i * l + j] * Z[(t * l + j) * r + i];
-                zt[i] = s;
-            }
-            for (int64_t j = 0; j < l; j++)
-                for (int64_t i = 0; i < r; i++) X[(t * l + j) * r + i] = e->Q_U[i * l + j] * zt[i];
-        }
-        bl_sign_matmul(&q->S[2 * p], X, Tl, Z);
-        /* y_t (+)= Σ_j A_env[:,j] ⊙ Z[t·l+j]; paths are added in order 0..P-1. */
-#pragma omp parallel for schedule(static) if (T > 1 && Tl * m >= 32768)
-        for (int64_t t = 0; t < T; t++) {
-            float *yt = y + t * m;
-            for (int64_t o = 0; o < m; o++) {
-                float s = 0;
-                for (int64_t j = 0; j < l; j++) s += e->A_env[o * l + j] * Z[(t * l + j) * m + o];
-                yt[o] = p ? yt[o] + s : s;
-            }
-        }
+        mdbf_ctx c = {&q->d, &q->d.paths[p], x, X, Z, z, y, p == 0};
+        bl_qc_for_tokens(ex, T, l * n, mdbf_g_in, &c);
+        bl_sign_matmul(&q->S[2 * p + 1], X, Tl, Z, ex);
+        bl_qc_for_tokens(ex, T, l * r, mdbf_mid, &c);
+        bl_sign_matmul(&q->S[2 * p], X, Tl, Z, ex);
+        bl_qc_for_tokens(ex, T, l * m, mdbf_out, &c);
     }
 }
 
@@ -158,7 +182,7 @@ static void mdbf_free_impl(bl_linear *L) {
 
 /* Moves d (validated) into a new impl with its 2·P sign matrices prepared; on failure the caller
  * keeps d's buffers. */
-static bl_status mdbf_attach(bl_linear *L, const bl_mdbf *d, bl_err *err) {
+static bl_status mdbf_attach(bl_linear *L, const bl_mdbf *d, bl_pool *pool, bl_err *err) {
     mdbf_impl *q = calloc(1, sizeof *q);
     bl_signmat *S = calloc((size_t)(2 * d->P), sizeof *S);
     if (!q || !S) {
@@ -168,8 +192,8 @@ static bl_status mdbf_attach(bl_linear *L, const bl_mdbf *d, bl_err *err) {
     }
     bl_status s = BL_OK;
     for (int p = 0; p < d->P && !s; p++) {
-        s = bl_qc_signmat(&S[2 * p], d->m, d->r, d->paths[p].SA, err);
-        if (!s) s = bl_qc_signmat(&S[2 * p + 1], d->r, d->n, d->paths[p].SB, err);
+        s = bl_qc_signmat(&S[2 * p], d->m, d->r, d->paths[p].SA, pool, err);
+        if (!s) s = bl_qc_signmat(&S[2 * p + 1], d->r, d->n, d->paths[p].SB, pool, err);
     }
     if (s) {
         release_signmats(S, 2 * d->P);
@@ -235,7 +259,7 @@ static bl_status mdbf_load(bl_linear *L, const char *prefix, const bl_tensor_set
     d.paths = calloc((size_t)d.P, sizeof *d.paths);
     if (!d.paths) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", prefix);
     for (int p = 0; p < d.P && !s; p++) s = load_path(ts, prefix, p, &d, err);
-    if (!s) s = mdbf_attach(L, &d, err);
+    if (!s) s = mdbf_attach(L, &d, ts->pool, err);
     if (s) {
         bl_mdbf_free(&d);
         return s;
@@ -309,7 +333,7 @@ bl_status bl_linear_from_mdbf(bl_linear *L, bl_mdbf *q, bl_err *err) {
         if (!s) s = bl_qc_round_f16(e->Q_V, r * l, "mdbf Q_V", err);
         if (!s) s = bl_qc_round_f16(e->B_env, n * l, "mdbf B_env", err);
     }
-    if (!s) s = mdbf_attach(L, q, err);
+    if (!s) s = mdbf_attach(L, q, NULL, err);
     if (!s) memset(q, 0, sizeof *q); /* the layer owns the buffers now */
     return s;
 }

@@ -32,12 +32,18 @@ static size_t onebit_workspace(const bl_linear *L, int64_t T) {
     return (size_t)(T * L->n); /* g ⊙ x */
 }
 
-/* Per-token LayerNorm without affine parameters, statistics in double. One token per thread, so
- * the result does not depend on the thread count. */
-static void post_layer_norm(float *y, int64_t T, int64_t m) {
-#pragma omp parallel for schedule(static) if (T > 1 && T * m >= 32768)
-    for (int64_t t = 0; t < T; t++) {
-        float *yr = y + t * m;
+/* Per-token LayerNorm without affine parameters, statistics in double. Each token is computed
+ * whole by one thread, so the result does not depend on the thread count. */
+typedef struct {
+    float *y;
+    int64_t m;
+} ln_ctx;
+
+static void post_layer_norm_rows(void *ctx, int64_t t0, int64_t t1) {
+    const ln_ctx *c = ctx;
+    const int64_t m = c->m;
+    for (int64_t t = t0; t < t1; t++) {
+        float *yr = c->y + t * m;
         double mean = 0, var = 0;
         for (int64_t i = 0; i < m; i++) mean += yr[i];
         mean /= (double)m;
@@ -48,12 +54,16 @@ static void post_layer_norm(float *y, int64_t T, int64_t m) {
     }
 }
 
-static void onebit_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work) {
+static void onebit_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work,
+                           const bl_exec *ex) {
     const onebit_impl *q = L->impl;
-    bl_qc_scale(x, q->d.g, T, L->n, work);
-    bl_sign_matmul(&q->S, work, T, y);
-    bl_qc_scale(y, q->d.h, T, L->m, y);
-    if (q->d.post_ln) post_layer_norm(y, T, L->m);
+    bl_qc_scale(x, q->d.g, T, L->n, work, ex);
+    bl_sign_matmul(&q->S, work, T, y, ex);
+    bl_qc_scale(y, q->d.h, T, L->m, y, ex);
+    if (q->d.post_ln) {
+        ln_ctx c = {y, L->m};
+        bl_qc_for_tokens(ex, T, L->m, post_layer_norm_rows, &c);
+    }
 }
 
 static bl_status onebit_to_dense(const bl_linear *L, float *W, bl_err *err) {
@@ -85,11 +95,11 @@ static void onebit_free_impl(bl_linear *L) {
 
 /* Takes d (already validated) into a new impl and prepares the kernel's sign matrix. On failure
  * nothing is taken: the caller still owns d's buffers. */
-static bl_status onebit_attach(bl_linear *L, const bl_onebit *d, bl_err *err) {
+static bl_status onebit_attach(bl_linear *L, const bl_onebit *d, bl_pool *pool, bl_err *err) {
     onebit_impl *q = calloc(1, sizeof *q);
     if (!q) return bl_fail(err, BL_ERR_NOMEM, "onebit: out of memory");
     q->d = *d;
-    bl_status s = bl_qc_signmat(&q->S, d->m, d->n, d->sign, err);
+    bl_status s = bl_qc_signmat(&q->S, d->m, d->n, d->sign, pool, err);
     if (s) {
         bl_signmat_release(&q->S);
         free(q);
@@ -115,7 +125,7 @@ static bl_status onebit_load(bl_linear *L, const char *prefix, const bl_tensor_s
     d.sign = (uint8_t *)sign; /* view into the mapped file: never written or freed */
     if (!s) s = bl_qc_load_f16(ts, prefix, "g", d.n, 0, &d.g, err);
     if (!s) s = bl_qc_load_f16(ts, prefix, "h", d.m, 0, &d.h, err);
-    if (!s) s = onebit_attach(L, &d, err);
+    if (!s) s = onebit_attach(L, &d, ts->pool, err);
     if (s) {
         bl_onebit_free(&d);
         return s;
@@ -167,7 +177,7 @@ bl_status bl_linear_from_onebit(bl_linear *L, bl_onebit *q, bl_err *err) {
     if (!s) s = bl_qc_check_padding(q->sign, q->m, q->n, "onebit sign", err);
     if (!s) s = bl_qc_round_f16(q->g, q->n, "onebit g", err);
     if (!s) s = bl_qc_round_f16(q->h, q->m, "onebit h", err);
-    if (!s) s = onebit_attach(L, q, err);
+    if (!s) s = onebit_attach(L, q, NULL, err);
     if (!s) memset(q, 0, sizeof *q); /* the layer owns the buffers now */
     return s;
 }

@@ -63,10 +63,11 @@ static void qsym_dequant(const void *data, int64_t i, int64_t j0, int64_t len, f
     }
 }
 
-static void qsym_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work) {
+static void qsym_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work,
+                         const bl_exec *ex) {
     (void)work;
     const qsym_data *q = L->impl;
-    bl_qc_dequant_forward(q, qsym_dequant, q->m, q->n, x, T, y);
+    bl_qc_dequant_forward(q, qsym_dequant, q->m, q->n, x, T, y, ex);
 }
 
 static void qsym_get_row(const bl_linear *L, int64_t i, float *row) {

@@ -3,6 +3,8 @@
  * error names the full tensor name, because the caller only sees the message. */
 #include "formats/quant_common.h"
 
+#include "core/simd.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,9 +155,9 @@ bl_status bl_qc_need(const void *p, const char *what, bl_err *err) {
 }
 
 bl_status bl_qc_signmat(bl_signmat *S, int64_t rows, int64_t cols, const uint8_t *bits,
-                        bl_err *err) {
+                        bl_pool *pool, bl_err *err) {
     bl_signmat_init(S, rows, cols, bits);
-    return bl_signmat_prepare(S, err);
+    return bl_signmat_prepare(S, bl_cpu_best_isa(), pool, err);
 }
 
 void bl_qc_release_bits(const bl_tensor_set *ts, const bl_signmat *S) {
@@ -163,13 +165,44 @@ void bl_qc_release_bits(const bl_tensor_set *ts, const bl_signmat *S) {
         bl_tensor_set_release(ts, S->bits, (size_t)(S->m * bl_sign_row_bytes(S->n)));
 }
 
-void bl_qc_scale(const float *x, const float *s, int64_t T, int64_t n, float *out) {
-#pragma omp parallel for schedule(static) if (T > 1 && T * n >= 32768)
-    for (int64_t t = 0; t < T; t++) {
-        const float *xr = x + t * n;
-        float *o = out + t * n;
-        for (int64_t j = 0; j < n; j++) o[j] = xr[j] * s[j];
+void bl_qc_for_tokens(const bl_exec *ex, int64_t T, int64_t per_token, bl_range_fn fn, void *ctx) {
+    bl_pool_for(ex ? ex->pool : NULL, T, T > 1 && T * per_token >= 32768, fn, ctx);
+}
+
+typedef struct {
+    const float *x, *s;
+    int64_t n;
+    float *out;
+} scale_ctx;
+
+/* o[j] = x[j]·s[j], and the same in place: one rounding per element, so vector and scalar code
+ * give the same bits. Two forms so that neither needs a run-time overlap check to vectorize
+ * (out may be x, never overlapping it shifted). */
+static void mul_to(float *restrict o, const float *restrict x, const float *restrict s,
+                   int64_t n) {
+    BL_SIMD
+    for (int64_t j = 0; j < n; j++) o[j] = x[j] * s[j];
+}
+
+static void mul_in_place(float *restrict o, const float *restrict s, int64_t n) {
+    BL_SIMD
+    for (int64_t j = 0; j < n; j++) o[j] *= s[j];
+}
+
+static void scale_rows(void *ctx, int64_t t0, int64_t t1) {
+    const scale_ctx *c = ctx;
+    for (int64_t t = t0; t < t1; t++) {
+        const float *xr = c->x + t * c->n;
+        float *o = c->out + t * c->n;
+        if (o == xr) mul_in_place(o, c->s, c->n);
+        else mul_to(o, xr, c->s, c->n);
     }
+}
+
+void bl_qc_scale(const float *x, const float *s, int64_t T, int64_t n, float *out,
+                 const bl_exec *ex) {
+    scale_ctx c = {x, s, n, out};
+    bl_qc_for_tokens(ex, T, n, scale_rows, &c);
 }
 
 float bl_qc_dot(const float *a, const float *b, int64_t n) {
@@ -181,16 +214,33 @@ float bl_qc_dot(const float *a, const float *b, int64_t n) {
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-void bl_qc_dequant_forward(const void *data, bl_qc_dequant_fn dequant, int64_t m, int64_t n,
-                           const float *x, int64_t T, float *y) {
-#pragma omp parallel for schedule(static) if (m * n * T >= (1 << 18))
-    for (int64_t i = 0; i < m; i++) {
-        float w[BL_QC_CHUNK];
-        for (int64_t t = 0; t < T; t++) y[t * m + i] = 0;
+typedef struct {
+    const void *data;
+    bl_qc_dequant_fn dequant;
+    int64_t m, n, T;
+    const float *x;
+    float *y;
+} dequant_ctx;
+
+/* Output rows [i0, i1) for every token; each row is dequantized once per chunk and used for all
+ * T, so a row's result does not depend on which thread computes it. */
+static void dequant_rows(void *ctx, int64_t i0, int64_t i1) {
+    const dequant_ctx *c = ctx;
+    const int64_t m = c->m, n = c->n, T = c->T;
+    float w[BL_QC_CHUNK];
+    for (int64_t i = i0; i < i1; i++) {
+        for (int64_t t = 0; t < T; t++) c->y[t * m + i] = 0;
         for (int64_t j0 = 0; j0 < n; j0 += BL_QC_CHUNK) {
             int64_t len = n - j0 < BL_QC_CHUNK ? n - j0 : BL_QC_CHUNK;
-            dequant(data, i, j0, len, w);
-            for (int64_t t = 0; t < T; t++) y[t * m + i] += bl_qc_dot(w, x + t * n + j0, len);
+            c->dequant(c->data, i, j0, len, w);
+            for (int64_t t = 0; t < T; t++) c->y[t * m + i] += bl_qc_dot(w, c->x + t * n + j0, len);
         }
     }
+}
+
+void bl_qc_dequant_forward(const void *data, bl_qc_dequant_fn dequant, int64_t m, int64_t n,
+                           const float *x, int64_t T, float *y, const bl_exec *ex) {
+    /* threads split output rows; small products stay serial (a dispatch costs more) */
+    dequant_ctx c = {data, dequant, m, n, T, x, y};
+    bl_pool_for(ex ? ex->pool : NULL, m, m * n * T >= (1 << 18), dequant_rows, &c);
 }

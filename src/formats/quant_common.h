@@ -41,17 +41,26 @@ bl_status bl_qc_check_padding(const uint8_t *bits, int64_t rows, int64_t used_bi
 /* Checks that a buffer pointer is present. */
 bl_status bl_qc_need(const void *p, const char *what, bl_err *err);
 
-/* A sign matrix wrapped for the kernels and repacked for the current ISA. */
+/* A sign matrix wrapped for the kernels and repacked for the SIMD kernels when the CPU has them
+ * (whatever ISA a later bl_exec names, the packed copy serves it; the reference reads the bits).
+ * pool (may be NULL) splits the repacking. */
 bl_status bl_qc_signmat(bl_signmat *S, int64_t rows, int64_t cols, const uint8_t *bits,
-                        bl_err *err);
-/* After a load: once a matrix is repacked, its canonical bits are read again only by to_dense
- * and the scalar reference, so the mapped file pages holding them are given back (they are read
- * from the file again if touched). Halves the resident size of a loaded 1-bit model. */
+                        bl_pool *pool, bl_err *err);
+/* After a load: once a matrix is repacked, its canonical bits are read again only by to_dense,
+ * save and the scalar reference, so the memory holding them is given back (the pages are read
+ * from the file again if touched; see bl_tensor_set_release). Halves the resident size of a
+ * loaded 1-bit model, mapped or read into private memory. */
 void bl_qc_release_bits(const bl_tensor_set *ts, const bl_signmat *S);
 
 /* out[t][j] = x[t][j] · s[j] for a T×n block (out may equal x): the diagonal scalings on the
  * input side (x ⊙ g) and on the output side (y ⊙ h) alike. */
-void bl_qc_scale(const float *x, const float *s, int64_t T, int64_t n, float *out);
+void bl_qc_scale(const float *x, const float *s, int64_t T, int64_t n, float *out,
+                 const bl_exec *ex);
+
+/* fn(ctx, t0, t1) over the tokens [0, T), split across ex's threads when T > 1 and the work
+ * (T·per_token elementwise steps) pays for a dispatch. Each token is computed whole by one call,
+ * so results do not depend on the thread count. */
+void bl_qc_for_tokens(const bl_exec *ex, int64_t T, int64_t per_token, bl_range_fn fn, void *ctx);
 
 /* Code j of a row of packed `bits`-bit codes (1..8 bits, code j at bit offset j·bits, LSB first;
  * a code may straddle two bytes), and writing one into a zeroed row. */
@@ -78,7 +87,7 @@ typedef void (*bl_qc_dequant_fn)(const void *data, int64_t i, int64_t j0, int64_
  * bl_qc_dot. Small products stay serial (a parallel region costs more than they do). */
 #define BL_QC_CHUNK 256
 void bl_qc_dequant_forward(const void *data, bl_qc_dequant_fn dequant, int64_t m, int64_t n,
-                           const float *x, int64_t T, float *y);
+                           const float *x, int64_t T, float *y, const bl_exec *ex);
 
 /* Dot product in a fixed summation order (8 interleaved partial sums, so the compiler can
  * vectorize it without -ffast-math): the same result for any thread count. */

@@ -45,15 +45,16 @@ static void rtn_dequant(const void *data, int64_t i, int64_t j0, int64_t len, fl
     }
 }
 
-static void rtn_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work) {
+static void rtn_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work,
+                        const bl_exec *ex) {
     const rtn_impl *q = L->impl;
     const bl_rtn *d = &q->d;
     if (d->bits == 1) {
-        bl_sign_matmul(&q->S, x, T, y);
-        bl_qc_scale(y, d->scale, T, d->m, y);
+        bl_sign_matmul(&q->S, x, T, y, ex);
+        bl_qc_scale(y, d->scale, T, d->m, y, ex);
         return;
     }
-    bl_qc_dequant_forward(d, rtn_dequant, d->m, d->n, x, T, y);
+    bl_qc_dequant_forward(d, rtn_dequant, d->m, d->n, x, T, y, ex);
 }
 
 static bl_status rtn_to_dense(const bl_linear *L, float *W, bl_err *err) {
@@ -88,12 +89,12 @@ static void rtn_free_impl(bl_linear *L) {
     L->impl = NULL;
 }
 
-static bl_status rtn_attach(bl_linear *L, const bl_rtn *d, bl_err *err) {
+static bl_status rtn_attach(bl_linear *L, const bl_rtn *d, bl_pool *pool, bl_err *err) {
     rtn_impl *q = calloc(1, sizeof *q);
     if (!q) return bl_fail(err, BL_ERR_NOMEM, "rtn: out of memory");
     q->d = *d;
     if (d->bits == 1) {
-        bl_status s = bl_qc_signmat(&q->S, d->m, d->n, d->q, err);
+        bl_status s = bl_qc_signmat(&q->S, d->m, d->n, d->q, pool, err);
         if (s) {
             bl_signmat_release(&q->S);
             free(q);
@@ -130,7 +131,7 @@ static bl_status rtn_load(bl_linear *L, const char *prefix, const bl_tensor_set 
     d.q = (uint8_t *)codes; /* view into the mapped file: never written or freed */
     if (!s) s = bl_qc_load_f16(ts, prefix, "scale", d.m, G, &d.scale, err);
     if (!s && d.bits >= 2) s = bl_qc_load_f16(ts, prefix, "zero", d.m, G, &d.zero, err);
-    if (!s) s = rtn_attach(L, &d, err);
+    if (!s) s = rtn_attach(L, &d, ts->pool, err);
     if (s) {
         bl_rtn_free(&d);
         return s;
@@ -187,7 +188,7 @@ bl_status bl_linear_from_rtn(bl_linear *L, bl_rtn *q, bl_err *err) {
     if (!s) s = bl_qc_check_padding(q->q, q->m, q->n * q->bits, "rtn q", err);
     if (!s) s = bl_qc_round_f16(q->scale, q->m * G, "rtn scale", err);
     if (!s && q->bits >= 2) s = bl_qc_round_f16(q->zero, q->m * G, "rtn zero", err);
-    if (!s) s = rtn_attach(L, q, err);
+    if (!s) s = rtn_attach(L, q, NULL, err);
     if (!s) memset(q, 0, sizeof *q); /* the layer owns the buffers now */
     return s;
 }

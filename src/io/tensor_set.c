@@ -104,13 +104,20 @@ void bl_tensor_set_free(bl_tensor_set *s) {
 }
 
 void bl_tensor_set_release(const bl_tensor_set *s, const void *p, size_t n) {
-    const uint8_t *a = p, *b = a + n;
+    const uint8_t *a = p;
     for (int i = 0; i < s->n_maps; i++) {
         const bl_mmap *m = &s->maps[i];
-        if (!m->mapped || a < m->data || b > m->data + m->size) continue;
-        const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-        uintptr_t lo = ((uintptr_t)a + page - 1) & ~(page - 1), hi = (uintptr_t)b & ~(page - 1);
-        if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
-        return;
+        if (a >= m->data && a + n <= m->data + m->size) {
+            bl_mmap_release(m, p, n);
+            return;
+        }
     }
+}
+
+bl_status bl_tensor_set_privatize(bl_tensor_set *s, const char *what, bl_err *err) {
+    for (int i = 0; i < s->n_maps; i++) {
+        bl_status st = bl_mmap_privatize(&s->maps[i], what, err);
+        if (st) return st;
+    }
+    return BL_OK;
 }

@@ -1,95 +1,157 @@
-/* Run-time choice of the sign-matrix and 16-bit dense kernels, and the bl_signmat lifecycle.
+/* The kernels' one driver: which micro-kernel runs (from the bl_exec's ISA level, clamped to the
+ * CPU), how the work is cut across the pool's threads, and the bl_signmat lifecycle.
  *
- * The dispatch level is one of the library's two mutable globals (the other is the checkpoint
- * load mode of src/core/file.c, set up the same way): it is computed once, at first use,
- * from the CPU (bl_cpu_best_isa) and the BITLLM_ISA environment variable (ref|avx2|avx512, clamped
- * to what the CPU supports; anything else means "best"), and afterwards changes only through
- * bl_kernels_set_isa, which tests and benchmarks use. An atomic int makes a first use from several
- * threads harmless: they all compute the same value. */
-#include <stdatomic.h>
+ * Threading: every product is cut into fixed units — 16-row blocks of Y for the sign products,
+ * 64-column blocks of Z for the transposed ones, BL_HALF_ROW_GROUP rows for the 16-bit ones — and
+ * each thread gets one contiguous range of units. A unit is always computed by one call of the
+ * same micro-kernel, so results are bitwise identical at every thread count. Products below
+ * PAR_MIN_WORK multiply-adds run on the calling thread (a dispatch costs more than they do). The
+ * ISA files (x86/) export micro-kernels only; none of them starts a thread. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/half_kernels.h"
 #include "kernels/sign_kernels.h"
 
-static atomic_int g_isa = -1;
+#define PAR_MIN_WORK (1 << 18)
+#define PACK_PAR_MIN_BITS (INT64_C(1) << 22)
+#define TOT_TILE 64 /* tokens per driver pass for the variants that need Σ of each input row */
 
-static bl_isa clamp_isa(bl_isa isa) {
-    bl_isa best = bl_cpu_best_isa();
-    if ((int)isa < (int)BL_ISA_REF) return BL_ISA_REF;
-    return (int)isa > (int)best ? best : isa;
+static bl_isa exec_isa(const bl_exec *ex) { return bl_isa_clamp(ex ? ex->isa : BL_ISA_AUTO); }
+static bl_pool *exec_pool(const bl_exec *ex) { return ex ? ex->pool : NULL; }
+
+/* run(call, ·, ·) over [0, units), split across the pool when the product is large enough. */
+static void split(bl_pool *pool, double work, int64_t units, bl_range_fn run, void *call) {
+    bl_pool_for(pool, units, work >= PAR_MIN_WORK, run, call);
 }
 
-static bl_isa isa_from_env(void) {
-    const char *e = getenv("BITLLM_ISA");
-    if (e && strcmp(e, "ref") == 0) return clamp_isa(BL_ISA_REF);
-    if (e && strcmp(e, "avx2") == 0) return clamp_isa(BL_ISA_AVX2);
-    if (e && strcmp(e, "avx512") == 0) return clamp_isa(BL_ISA_AVX512);
-    return bl_cpu_best_isa();
-}
+/* ---- sign-matrix variants ---- */
 
-bl_isa bl_kernels_isa(void) {
-    int v = atomic_load_explicit(&g_isa, memory_order_acquire);
-    if (v < 0) {
-        int expected = -1;
-        atomic_compare_exchange_strong(&g_isa, &expected, (int)isa_from_env());
-        v = atomic_load_explicit(&g_isa, memory_order_acquire);
-    }
-    return (bl_isa)v;
-}
-
-bl_isa bl_kernels_set_isa(bl_isa isa) {
-    bl_isa v = clamp_isa(isa);
-    atomic_store_explicit(&g_isa, (int)v, memory_order_release);
-    return v;
-}
-
-const char *bl_isa_name(bl_isa isa) {
-    switch (isa) {
-    case BL_ISA_REF: return "ref";
-    case BL_ISA_AVX2: return "avx2";
-    case BL_ISA_AVX512: return "avx512";
-    }
-    return "unknown";
-}
+typedef struct {
+    bl_sign_range_fn fn; /* NULL: the scalar reference (whole product, one thread) */
+    bool use_packed;     /* read S->packed when present (else always the canonical bits) */
+    bool needs_tot;
+    bool needs_gfni;
+    int fallback; /* variant to run instead when packing or GFNI is missing; -1: none */
+} variant_impl;
 
 /* The table of compiled variants; the first of each (isa, transposed) pair is the default. */
 static const bl_sign_variant variants[] = {
-    {"ref", BL_ISA_REF, false, false, bl_sign_matmul_ref,
+    {"ref", BL_ISA_REF, false, false,
      "scalar, double accumulation in column order (the specification)"},
-    {"ref_t", BL_ISA_REF, true, false, bl_sign_matmul_t_ref,
+    {"ref_t", BL_ISA_REF, true, false,
      "scalar, double accumulation in row order (the specification)"},
-    {"lut3", BL_ISA_AVX2, false, true, bl_sign_mm_avx2_lut,
+    {"lut3", BL_ISA_AVX2, false, true,
      "f32 tables of the 8 signed sums per 3 inputs, one VPERMPS per group, packed rows"},
-    {"lut3_gather", BL_ISA_AVX2, false, false, bl_sign_mm_avx2_gather,
+    {"lut3_gather", BL_ISA_AVX2, false, false,
      "lut3 reading canonical rows with VPGATHERDD (unprepared matrices)"},
-    {"mask", BL_ISA_AVX2, false, false, bl_sign_mm_avx2_mask,
+    {"mask", BL_ISA_AVX2, false, false,
      "columns in lanes, bits -> VBLENDVPS selects, y = sum(x) - 2*sum(selected)"},
-    {"mask_t", BL_ISA_AVX2, true, false, bl_sign_mm_t_avx2,
+    {"mask_t", BL_ISA_AVX2, true, false,
      "columns in lanes, rows in order, z = sum(v) - 2*sum(selected)"},
-    {"lut4", BL_ISA_AVX512, false, true, bl_sign_mm_avx512_lut,
+    {"lut4", BL_ISA_AVX512, false, true,
      "f32 tables of the 16 signed sums per 4 inputs, one VPERMPS per nibble, packed rows"},
-    {"lut4_gather", BL_ISA_AVX512, false, false, bl_sign_mm_avx512_gather,
+    {"lut4_gather", BL_ISA_AVX512, false, false,
      "lut4 reading canonical rows with VPGATHERDD (unprepared matrices)"},
-    {"mask", BL_ISA_AVX512, false, false, bl_sign_mm_avx512_mask,
+    {"mask", BL_ISA_AVX512, false, false,
      "columns in lanes, k-masked VADDPS, y = sum(x) - 2*sum(selected)"},
-    {"lut4_t", BL_ISA_AVX512, true, true, bl_sign_mm_t_avx512_lut,
+    {"lut4_t", BL_ISA_AVX512, true, true,
      "tables over 4-row groups, columns in lanes, bit tiles transposed with GF2P8AFFINEQB "
      "(falls back to mask_t without GFNI or packing)"},
-    {"mask_t", BL_ISA_AVX512, true, false, bl_sign_mm_t_avx512_mask,
+    {"mask_t", BL_ISA_AVX512, true, false,
      "columns in lanes, k-masked VADDPS over rows in order, z = sum(v) - 2*sum(selected)"},
 };
-
-bool bl_cpu_has_gfni(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("gfni");
-}
+enum { V_REF, V_REF_T, V_LUT3, V_LUT3_GATHER, V_MASK2, V_MASK_T2, V_LUT4, V_LUT4_GATHER,
+       V_MASK512, V_LUT4_T, V_MASK_T512, V_COUNT };
+static const variant_impl impls[] = {
+    [V_REF] = {NULL, false, false, false, -1},
+    [V_REF_T] = {NULL, false, false, false, -1},
+    [V_LUT3] = {bl_sign_avx2_lut, true, false, false, -1},
+    [V_LUT3_GATHER] = {bl_sign_avx2_lut, false, false, false, -1},
+    [V_MASK2] = {bl_sign_avx2_mask, false, true, false, -1},
+    [V_MASK_T2] = {bl_sign_t_avx2_mask, false, true, false, -1},
+    [V_LUT4] = {bl_sign_avx512_lut, true, false, false, -1},
+    [V_LUT4_GATHER] = {bl_sign_avx512_lut, false, false, false, -1},
+    [V_MASK512] = {bl_sign_avx512_mask, false, true, false, -1},
+    [V_LUT4_T] = {bl_sign_t_avx512_lut, true, false, true, V_MASK_T512},
+    [V_MASK_T512] = {bl_sign_t_avx512_mask, false, true, false, -1},
+};
+_Static_assert(sizeof variants / sizeof variants[0] == V_COUNT, "one impl per variant");
+_Static_assert(sizeof impls / sizeof impls[0] == V_COUNT, "one impl per variant");
 
 const bl_sign_variant *bl_sign_variants(int *count) {
-    *count = (int)(sizeof variants / sizeof variants[0]);
+    *count = V_COUNT;
     return variants;
 }
+
+typedef struct {
+    bl_sign_range_fn fn;
+    const bl_sign_job *job;
+} sign_call;
+
+static void sign_call_run(void *call, int64_t lo, int64_t hi) {
+    const sign_call *c = call;
+    c->fn(c->job, lo, hi);
+}
+
+void bl_sign_variant_run(int k, const bl_signmat *S, const float *in, int64_t T, float *out,
+                         const bl_exec *ex) {
+    if (k < 0 || k >= V_COUNT) return;
+    const bool tr = variants[k].transposed;
+    const int64_t m = S->m, n = S->n, out_len = tr ? n : m, in_len = tr ? m : n;
+    if (out_len <= 0 || T <= 0) return;
+    if (in_len <= 0) { /* an empty sum */
+        memset(out, 0, (size_t)(T * out_len) * sizeof *out);
+        return;
+    }
+    const variant_impl *v = &impls[k];
+    if (v->fallback >= 0 && (!S->packed || (v->needs_gfni && !bl_cpu_has_gfni())))
+        v = &impls[v->fallback];
+    if (!v->fn) {
+        if (tr) bl_sign_matmul_t_ref(S, in, T, out);
+        else bl_sign_matmul_ref(S, in, T, out);
+        return;
+    }
+    const int64_t units = tr ? (n + BL_SIGN_ZUNIT - 1) / BL_SIGN_ZUNIT : (m + BL_SB_ROWS - 1) / BL_SB_ROWS;
+    const double work = (double)m * (double)n * (double)T;
+    bl_sign_job job = {S, v->use_packed ? S->packed : NULL, in, T, out, NULL};
+    sign_call call = {v->fn, &job};
+    if (!v->needs_tot) {
+        split(exec_pool(ex), work, units, sign_call_run, &call);
+        return;
+    }
+    /* y = Σx − 2·Σ_selected x: the sums of each input row, in index order, once per token */
+    float tot[TOT_TILE];
+    for (int64_t t0 = 0; t0 < T; t0 += TOT_TILE) {
+        const int64_t tt = T - t0 < TOT_TILE ? T - t0 : TOT_TILE;
+        for (int64_t t = 0; t < tt; t++) {
+            const float *r = in + (t0 + t) * in_len;
+            float a = 0.0f;
+            for (int64_t i = 0; i < in_len; i++) a += r[i];
+            tot[t] = a;
+        }
+        job.in = in + t0 * in_len;
+        job.out = out + t0 * out_len;
+        job.T = tt;
+        job.tot = tot;
+        split(exec_pool(ex), work * (double)tt / (double)T, units, sign_call_run, &call);
+    }
+}
+
+void bl_sign_matmul(const bl_signmat *S, const float *X, int64_t T, float *Y, const bl_exec *ex) {
+    const bl_isa isa = exec_isa(ex);
+    bl_sign_variant_run(isa == BL_ISA_AVX512 ? V_LUT4 : isa == BL_ISA_AVX2 ? V_LUT3 : V_REF, S, X,
+                        T, Y, ex);
+}
+
+void bl_sign_matmul_t(const bl_signmat *S, const float *V, int64_t T, float *Z,
+                      const bl_exec *ex) {
+    const bl_isa isa = exec_isa(ex);
+    bl_sign_variant_run(isa == BL_ISA_AVX512 ? V_LUT4_T : isa == BL_ISA_AVX2 ? V_MASK_T2 : V_REF_T,
+                        S, V, T, Z, ex);
+}
+
+/* ---- bl_signmat ---- */
 
 void bl_signmat_init(bl_signmat *S, int64_t m, int64_t n, const uint8_t *bits) {
     S->m = m;
@@ -97,35 +159,50 @@ void bl_signmat_init(bl_signmat *S, int64_t m, int64_t n, const uint8_t *bits) {
     S->bits = bits;
     S->packed = NULL;
     S->packed_bytes = 0;
-    S->packed_isa = BL_ISA_REF;
 }
 
-bl_status bl_signmat_prepare(bl_signmat *S, bl_err *err) {
+size_t bl_signmat_packed_bytes(int64_t m, int64_t n) {
+    if (m <= 0 || n <= 0) return 0;
+    const bl_sb_geom g = bl_sb_geometry(m, n);
+    size_t bytes;
+    if (bl_mul_overflows((size_t)g.blocks, (size_t)g.words, &bytes) ||
+        bl_mul_overflows(bytes, BL_SB_ROWS * sizeof(uint32_t), &bytes))
+        return SIZE_MAX;
+    return bytes;
+}
+
+typedef struct {
+    const bl_signmat *S;
+    uint32_t *dst;
+} pack_call;
+
+static void pack_run(void *call, int64_t lo, int64_t hi) {
+    const pack_call *c = call;
+    bl_sb_pack_blocks(c->S->m, c->S->n, c->S->bits, c->dst, lo, hi);
+}
+
+bl_status bl_signmat_prepare(bl_signmat *S, bl_isa isa, bl_pool *pool, bl_err *err) {
     if (S->m < 0 || S->n < 0)
         return bl_fail(err, BL_ERR_ARG, "sign matrix: bad shape %lld x %lld", (long long)S->m,
                        (long long)S->n);
     if (!S->bits && S->m > 0 && S->n > 0)
         return bl_fail(err, BL_ERR_ARG, "sign matrix %lld x %lld: no bits", (long long)S->m,
                        (long long)S->n);
-    bl_isa isa = bl_kernels_isa();
-    /* The reference reads the canonical bits; the AVX2 and AVX-512 kernels share one layout, so
-     * a matrix packed under either level serves both. The packing is a copy: whoever changes the
-     * bits afterwards must release and prepare again. */
-    if (isa == BL_ISA_REF || S->packed || S->m == 0 || S->n == 0) return BL_OK;
-    bl_sb_geom g = bl_sb_geometry(S->m, S->n);
-    size_t bytes;
-    if (bl_mul_overflows((size_t)g.blocks, (size_t)g.words, &bytes) ||
-        bl_mul_overflows(bytes, BL_SB_ROWS * sizeof(uint32_t), &bytes))
+    /* The reference reads the canonical bits; the AVX2 and AVX-512 kernels share one layout. */
+    if (bl_isa_clamp(isa) == BL_ISA_REF || S->packed || S->m == 0 || S->n == 0) return BL_OK;
+    const size_t bytes = bl_signmat_packed_bytes(S->m, S->n);
+    if (bytes == SIZE_MAX)
         return bl_fail(err, BL_ERR_NOMEM, "sign matrix %lld x %lld: packed size overflows",
                        (long long)S->m, (long long)S->n);
     uint32_t *p = bl_aligned_alloc(bytes);
     if (!p)
         return bl_fail(err, BL_ERR_NOMEM, "sign matrix %lld x %lld: cannot allocate %zu bytes",
                        (long long)S->m, (long long)S->n, bytes);
-    bl_sb_pack(S->m, S->n, S->bits, p);
+    pack_call call = {S, p};
+    const double work = S->m * S->n >= PACK_PAR_MIN_BITS ? (double)PAR_MIN_WORK : 0.0;
+    split(pool, work, bl_sb_geometry(S->m, S->n).blocks, pack_run, &call);
     S->packed = p;
     S->packed_bytes = bytes;
-    S->packed_isa = isa;
     return BL_OK;
 }
 
@@ -133,51 +210,46 @@ void bl_signmat_release(bl_signmat *S) {
     bl_aligned_free(S->packed);
     S->packed = NULL;
     S->packed_bytes = 0;
-    S->packed_isa = BL_ISA_REF;
 }
 
-void bl_sign_matmul(const bl_signmat *S, const float *X, int64_t T, float *Y) {
-    switch (bl_kernels_isa()) {
-    case BL_ISA_AVX512: bl_sign_mm_avx512(S, X, T, Y); return;
-    case BL_ISA_AVX2: bl_sign_mm_avx2(S, X, T, Y); return;
-    case BL_ISA_REF: break;
-    }
-    bl_sign_matmul_ref(S, X, T, Y);
+/* ---- dense products (16-bit and f32 weights) ---- */
+
+typedef struct {
+    void (*fn)(const bl_half_job *j, int64_t u0, int64_t u1);
+    const bl_half_job *job;
+} half_call;
+
+static void half_call_run(void *call, int64_t lo, int64_t hi) {
+    const half_call *c = call;
+    c->fn(c->job, lo, hi);
 }
 
-void bl_sign_matmul_t(const bl_signmat *S, const float *V, int64_t T, float *Z) {
-    switch (bl_kernels_isa()) {
-    case BL_ISA_AVX512: bl_sign_mm_t_avx512(S, V, T, Z); return;
-    case BL_ISA_AVX2: bl_sign_mm_t_avx2(S, V, T, Z); return;
-    case BL_ISA_REF: break;
-    }
-    bl_sign_matmul_t_ref(S, V, T, Z);
+static void dense_matmul(int kind, const void *W, int64_t m, int64_t n, const float *X, int64_t T,
+                         float *Y, const bl_exec *ex) {
+    if (m <= 0 || T <= 0) return;
+    const bl_half_job job = {kind, W, m, n, X, T, Y};
+    half_call call = {exec_isa(ex) == BL_ISA_AVX512 ? bl_half_avx512 : bl_half_avx2, &job};
+    const int64_t units = (m + BL_HALF_ROW_GROUP - 1) / BL_HALF_ROW_GROUP;
+    split(exec_pool(ex), (double)m * (double)n * (double)T, units, half_call_run, &call);
 }
 
 void bl_half_matmul(bl_dtype dt, const uint16_t *W, int64_t m, int64_t n, const float *X,
-                    int64_t T, float *Y) {
-    switch (bl_kernels_isa()) {
-    case BL_ISA_AVX512: bl_half_matmul_avx512(dt, W, m, n, X, T, Y); return;
-    case BL_ISA_AVX2: bl_half_matmul_avx2(dt, W, m, n, X, T, Y); return;
-    case BL_ISA_REF: break;
-    }
-    bl_half_matmul_ref(dt, W, m, n, X, T, Y);
+                    int64_t T, float *Y, const bl_exec *ex) {
+    if (exec_isa(ex) == BL_ISA_REF) bl_half_matmul_ref(dt, W, m, n, X, T, Y);
+    else dense_matmul(dt == BL_DT_BF16 ? BL_WK_BF16 : BL_WK_F16, W, m, n, X, T, Y, ex);
 }
 
-void bl_f32_matmul(const float *W, int64_t m, int64_t n, const float *X, int64_t T, float *Y) {
-    switch (bl_kernels_isa()) {
-    case BL_ISA_AVX512: bl_f32_matmul_avx512(W, m, n, X, T, Y); return;
-    case BL_ISA_AVX2: bl_f32_matmul_avx2(W, m, n, X, T, Y); return;
-    case BL_ISA_REF: break;
-    }
-    bl_f32_matmul_ref(W, m, n, X, T, Y);
+void bl_f32_matmul(const float *W, int64_t m, int64_t n, const float *X, int64_t T, float *Y,
+                   const bl_exec *ex) {
+    if (exec_isa(ex) == BL_ISA_REF) bl_f32_matmul_ref(W, m, n, X, T, Y);
+    else dense_matmul(BL_WK_F32, W, m, n, X, T, Y, ex);
 }
 
 void bl_half_to_f32(bl_dtype dt, const uint16_t *src, float *dst, size_t count) {
-    switch (bl_kernels_isa()) {
+    switch (bl_default_isa()) {
     case BL_ISA_AVX512: bl_half_to_f32_avx512(dt, src, dst, count); return;
     case BL_ISA_AVX2: bl_half_to_f32_avx2(dt, src, dst, count); return;
-    case BL_ISA_REF: break;
+    default: break;
     }
     bl_half_to_f32_ref(dt, src, dst, count);
 }

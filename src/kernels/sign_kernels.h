@@ -46,45 +46,45 @@ static inline size_t bl_sb_packed_bytes(const bl_sb_geom *g) {
     return (size_t)g->blocks * (size_t)g->words * BL_SB_ROWS * sizeof(uint32_t);
 }
 
-/* Fills `packed` (bl_sb_packed_bytes) from the canonical bits (portable C, sign_pack.c). */
+/* Fills `packed` (bl_sb_packed_bytes) from the canonical bits for 16-row blocks [b0, b1)
+ * (portable C, sign_pack.c); the driver splits blocks across threads. */
+void bl_sb_pack_blocks(int64_t m, int64_t n, const uint8_t *bits, uint32_t *packed, int64_t b0,
+                       int64_t b1);
+/* All blocks, on the calling thread. */
 void bl_sb_pack(int64_t m, int64_t n, const uint8_t *bits, uint32_t *packed);
 /* Word w (columns 32w..32w+31) of one canonical row of n columns; bits past column n are returned
  * as 0 whatever the padding holds. Never reads past the row's ceil(n/8) bytes. */
 uint32_t bl_sb_canon_word(const uint8_t *row, int64_t n, int64_t w);
 
-/* Whether the CPU has GFNI (used by the AVX-512 transposed kernel; dispatch.c). */
+/* ---- micro-kernels: what the ISA files export ----
+ * One product, Y (T×m) = X·Sᵀ or, transposed, Z (T×n) = V·S. The driver (dispatch.c) owns the
+ * threading: it cuts the output into units — 16-row blocks of Y, 64-column blocks of Z — and hands
+ * each thread a contiguous range [lo, hi) of units, so a unit is computed the same way whatever
+ * the thread count. `tot` holds Σ of each token's inputs (the mask variants' y = Σx − 2·Σ_sel x),
+ * computed once by the driver, and is NULL for the other variants. */
+typedef struct {
+    const bl_signmat *S;
+    const uint32_t *packed; /* S's packed copy, or NULL: read the canonical bits */
+    const float *in;        /* X (T×n) or V (T×m) */
+    int64_t T;
+    float *out;             /* Y (T×m) or Z (T×n) */
+    const float *tot;       /* T sums of `in` rows (variants with needs_tot) */
+} bl_sign_job;
+
+#define BL_SIGN_ZUNIT 64 /* columns of Z per unit of the transposed kernels */
+typedef void (*bl_sign_range_fn)(const bl_sign_job *j, int64_t lo, int64_t hi);
+
+/* Whether the CPU has GFNI (the AVX-512 transposed kernel's bit transpose; core/cpu.c). */
 bool bl_cpu_has_gfni(void);
 
-/* A kernel entry point: the public signature of bl_sign_matmul / bl_sign_matmul_t. */
-typedef void (*bl_sign_fn)(const bl_signmat *S, const float *X, int64_t T, float *Y);
-
-/* Every compiled variant, for tests and benchmarks: `packed` says whether it needs a prepared
- * matrix (S->packed), `transposed` whether it computes V·S instead of X·Sᵀ. The first variant of
- * each (isa, transposed) pair is the one bl_sign_matmul(_t) uses. */
-typedef struct {
-    const char *name;
-    bl_isa isa;
-    bool transposed;
-    bool packed;
-    bl_sign_fn fn;
-    const char *what; /* one line describing the method */
-} bl_sign_variant;
-const bl_sign_variant *bl_sign_variants(int *count);
-
-/* Per-ISA entry points (x86/sign_avx2.c, x86/sign_avx512.c). The plain ones pick the packed or
- * canonical path themselves; the others are the individual variants. */
-void bl_sign_mm_avx512(const bl_signmat *S, const float *X, int64_t T, float *Y);
-void bl_sign_mm_avx512_lut(const bl_signmat *S, const float *X, int64_t T, float *Y);
-void bl_sign_mm_avx512_gather(const bl_signmat *S, const float *X, int64_t T, float *Y);
-void bl_sign_mm_avx512_mask(const bl_signmat *S, const float *X, int64_t T, float *Y);
-void bl_sign_mm_t_avx512(const bl_signmat *S, const float *V, int64_t T, float *Z);
-void bl_sign_mm_t_avx512_lut(const bl_signmat *S, const float *V, int64_t T, float *Z);
-void bl_sign_mm_t_avx512_mask(const bl_signmat *S, const float *V, int64_t T, float *Z);
-
-void bl_sign_mm_avx2(const bl_signmat *S, const float *X, int64_t T, float *Y);
-void bl_sign_mm_avx2_lut(const bl_signmat *S, const float *X, int64_t T, float *Y);
-void bl_sign_mm_avx2_gather(const bl_signmat *S, const float *X, int64_t T, float *Y);
-void bl_sign_mm_avx2_mask(const bl_signmat *S, const float *X, int64_t T, float *Y);
-void bl_sign_mm_t_avx2(const bl_signmat *S, const float *V, int64_t T, float *Z);
+/* AVX-512 (x86/sign_avx512.c, x86/sign_t_avx512.c) */
+void bl_sign_avx512_lut(const bl_sign_job *j, int64_t lo, int64_t hi);  /* packed or gather */
+void bl_sign_avx512_mask(const bl_sign_job *j, int64_t lo, int64_t hi); /* needs_tot */
+void bl_sign_t_avx512_lut(const bl_sign_job *j, int64_t lo, int64_t hi); /* packed, GFNI */
+void bl_sign_t_avx512_mask(const bl_sign_job *j, int64_t lo, int64_t hi); /* needs_tot */
+/* AVX2 (x86/sign_avx2.c) */
+void bl_sign_avx2_lut(const bl_sign_job *j, int64_t lo, int64_t hi);  /* packed or gather */
+void bl_sign_avx2_mask(const bl_sign_job *j, int64_t lo, int64_t hi); /* needs_tot */
+void bl_sign_t_avx2_mask(const bl_sign_job *j, int64_t lo, int64_t hi); /* needs_tot */
 
 #endif

@@ -10,9 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Weights below which a fit keeps OpenBLAS on one thread. */
-static const double BLAS_THREADS_MIN = 256.0 * 1024.0;
-
 void bl_layer_fit_opts_default(bl_layer_fit_opts *o) {
     memset(o, 0, sizeof *o);
     bl_method_parse("onebit", &o->method, NULL);
@@ -88,10 +85,10 @@ static bl_status measure(const float *W, const float *What, int64_t m, int64_t n
         double num = 0.0, den = 0.0;
         for (size_t i = 0; i < mn; i++) E[i] = W[i] - What[i];
         bl_sgemm(CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)n, 1.0f, E, (int)n, fo->H,
-                 (int)n, 0.0f, EH, (int)n);
+                 (int)n, 0.0f, EH, (int)n, bl_pool_omp_current());
         for (size_t i = 0; i < mn; i++) num += (double)E[i] * EH[i];
         bl_sgemm(CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)n, 1.0f, W, (int)n, fo->H,
-                 (int)n, 0.0f, EH, (int)n);
+                 (int)n, 0.0f, EH, (int)n, bl_pool_omp_current());
         for (size_t i = 0; i < mn; i++) den += (double)W[i] * EH[i];
         free(E);
         free(EH);
@@ -127,13 +124,13 @@ bl_status bl_fit_layer(const float *W, int64_t m, int64_t n, const bl_layer_fit_
     bl_fit_opts fo = o->fit;
     fo.trace = &res->trace;
     memset(&res->trace, 0, sizeof res->trace);
-    /* Threaded BLAS only where the products are large enough to gain from it: on the small
-     * matrices of a small model, thread hand-offs in every k×k solve cost more than they bring
-     * (stories260K, 35 projections, dbf: 7.5 s wall for 1.9 s of CPU with two threads). */
-    const bool threaded = (double)m * (double)n >= BLAS_THREADS_MIN;
-    if (threaded) bl_blas_threads_begin();
+    /* OpenBLAS stays on one thread (never switched process-wide: fits may run side by side on
+     * several threads, as bl_quantize_model does); the large products of a fit are split across
+     * the calling thread's OpenMP threads by bl_qf_gemm, and run whole on one thread when the fit
+     * itself runs inside a parallel region. */
+    const int omp_prev = bl_omp_threads_begin(o->n_threads);
     s = fit_any(o, W, m, n, &fo, out, err);
-    if (threaded) bl_blas_threads_end();
+    bl_omp_threads_end(omp_prev);
     res->seconds = bl_time_s() - t0;
     res->cpu_seconds = bl_cpu_time_s() - c0;
     if (s) return s;

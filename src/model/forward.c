@@ -1,6 +1,7 @@
 /* The decoder forward pass in f32 with a KV cache. A batch of T tokens goes through every
- * projection as one T-row matrix product; attention is computed per (token, head) pair in
+ * projection as one T-row matrix product; attention is computed per (sequence, head) pair in
  * parallel, each pair summing in a fixed order, so results do not depend on the thread count.
+ * Every parallel step runs on the state's own thread pool (bitllm/pool.h), never on OpenMP.
  *
  * A state may hold several sequences, each in its own KV-cache slot. One call then stacks the new
  * tokens of several sequences as the rows of one batch: the projections, norms and MLP run once
@@ -12,11 +13,11 @@
 #include "bitllm/model.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdarg.h>
 #include <stdio.h>
 
 #include "core/parallel.h"
+#include "core/simd.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,9 +35,11 @@ struct bl_state {
     float *rope_cos, *rope_sin; /* [max_seq][head_dim/2] */
     float *x, *xb, *q, *k, *v, *att, *tmp; /* batch rows */
     float *hb, *hb2;
-    float *scores; /* [threads][max_batch][max_seq] */
+    float *scores; /* [n_threads][min(max_batch, max_seq)·max_seq] */
     float *logit_rows; /* [n_slots][vocab]: last-token logits of a multi-sequence call */
     int n_threads;
+    bl_pool *pool;
+    bl_exec ex; /* the pool and the model's ISA level */
     float *work;
     size_t work_floats;
     seq_span *spans;      /* [max_batch]: the sequences of the call being computed */
@@ -67,6 +70,7 @@ static size_t max_workspace(const bl_model *m, int B) {
 
 void bl_state_free(bl_state *s) {
     if (!s) return;
+    bl_pool_free(s->pool);
     float **bufs[] = {&s->k_cache, &s->v_cache, &s->rope_cos, &s->rope_sin, &s->x,  &s->xb,
                       &s->q,       &s->k,       &s->v,        &s->att,      &s->tmp, &s->hb,
                       &s->hb2,     &s->scores,  &s->work,     &s->logit_rows};
@@ -91,13 +95,20 @@ static float *alloc_floats(size_t a, size_t b, bool *ok) {
     return p;
 }
 
-bl_status bl_state_new(const bl_model *m, int max_seq, int max_batch, bl_state **out,
-                       bl_err *err) {
-    return bl_state_new_slots(m, 1, max_seq, max_batch, out, err);
+/* Attention scores one thread needs: one span of at most min(max_batch, max_seq) queries. */
+static size_t scores_per_thread(const bl_state *s) {
+    return (size_t)(s->max_batch < s->max_seq ? s->max_batch : s->max_seq) * (size_t)s->max_seq;
+}
+
+int bl_state_threads(const bl_state *s) { return s->n_threads; }
+
+bl_status bl_state_new(const bl_model *m, int max_seq, int max_batch, int n_threads,
+                       bl_state **out, bl_err *err) {
+    return bl_state_new_slots(m, 1, max_seq, max_batch, n_threads, out, err);
 }
 
 bl_status bl_state_new_slots(const bl_model *m, int n_slots, int max_seq, int max_batch,
-                             bl_state **out, bl_err *err) {
+                             int n_threads, bl_state **out, bl_err *err) {
     *out = NULL;
     const bl_config *c = &m->cfg;
     if (max_seq <= 0 || max_batch <= 0 || n_slots <= 0)
@@ -112,9 +123,16 @@ bl_status bl_state_new_slots(const bl_model *m, int n_slots, int max_seq, int ma
     s->max_batch = max_batch < most ? max_batch : (int)most;
     s->q_dim = c->n_heads * c->head_dim;
     s->kv_dim = c->n_kv_heads * c->head_dim;
-    s->n_threads = omp_get_max_threads();
     s->layer = -1;
     bl_blas_single_thread();
+    bl_status st = bl_pool_new(n_threads, &s->pool, err);
+    if (st) {
+        free(s);
+        return st;
+    }
+    s->n_threads = bl_pool_size(s->pool);
+    s->ex.pool = s->pool;
+    s->ex.isa = m->isa;
     const size_t B = (size_t)s->max_batch, half = (size_t)c->head_dim / 2;
     const size_t cache_rows = (size_t)n_slots * (size_t)c->n_layers * (size_t)max_seq;
     bool ok = true;
@@ -140,8 +158,7 @@ bl_status bl_state_new_slots(const bl_model *m, int n_slots, int max_seq, int ma
     s->v = alloc_floats(B, (size_t)s->kv_dim, &ok);
     s->hb = alloc_floats(B, (size_t)c->hidden_dim, &ok);
     s->hb2 = alloc_floats(B, (size_t)c->hidden_dim, &ok);
-    s->scores = alloc_floats((size_t)s->n_threads * (B < (size_t)max_seq ? B : (size_t)max_seq),
-                             (size_t)max_seq, &ok);
+    s->scores = alloc_floats((size_t)s->n_threads, scores_per_thread(s), &ok);
     s->work_floats = max_workspace(m, s->max_batch);
     s->work = alloc_floats(s->work_floats ? s->work_floats : 1, 1, &ok);
     if (!ok) {
@@ -205,7 +222,7 @@ static void linear(bl_state *s, const bl_linear *L, const float *x, int T, float
         const bl_layer *ly = &s->m->layers[s->layer];
         s->observe(s->observe_ctx, s->layer, (int)(L - ly->proj), x, T, L->n);
     }
-    L->ops->forward(L, x, T, y, s->work);
+    L->ops->forward(L, x, T, y, s->work, &s->ex);
 }
 
 /* Q/K/V projections, optional bias and q/k norm, RoPE, and the cache write. */
@@ -238,46 +255,95 @@ static void attention_inputs(bl_state *s, const bl_layer *ly, int l, int T) {
 }
 
 /* Causal attention of the batch's queries over the cache (GQA: kv head = head / group). Per
- * sequence and head, scores for the sequence's T queries are one product Q_h·K_hᵀ over its own
- * slot and the output one product P·V_h; the (sequence, head) pairs run in parallel, each on one
- * thread, so results do not depend on the thread count nor on the other sequences. */
-static void attention(bl_state *s, int l) {
+ * sequence and head, the sequence's T queries attend over its own slot: for T <= SMALL_T with
+ * plain loops, else as one product Q_h·K_hᵀ and one product P·V_h. The (sequence, head) pairs
+ * are split across the pool's threads, each pair computed whole by one thread, so results do not
+ * depend on the thread count nor on the other sequences (the choice of method depends on the
+ * sequence's own T only). Thread ith uses scores block ith (ith < n_threads). */
+/* Sequences of at most this many new tokens attend with plain loops instead of two BLAS calls. */
+#define SMALL_T 4
+
+static void softmax(float *row, int n) {
+    float mx = -INFINITY, sum = 0.0f;
+    for (int k = 0; k < n; k++) mx = row[k] > mx ? row[k] : mx;
+    for (int k = 0; k < n; k++) sum += (row[k] = expf(row[k] - mx));
+    const float inv = 1.0f / sum;
+    for (int k = 0; k < n; k++) row[k] *= inv;
+}
+
+/* One query q (hd) over keys/values 0..n−1 (rows of kh/vh, stride ld): out = softmax(q·Kᵀ·scale)·V.
+ * Fixed summation orders (the dot in SIMD lanes, then keys in order), so the result does not
+ * depend on the thread that computes it. P holds n scores. */
+static void attend_one(const float *q, const float *kh, const float *vh, int ld, int hd, int n,
+                       float scale, float *P, float *out) {
+    for (int k = 0; k < n; k++) {
+        const float *kr = kh + (size_t)k * ld;
+        float d = 0.0f;
+        BL_SIMD_SUM(d)
+        for (int i = 0; i < hd; i++) d += q[i] * kr[i];
+        P[k] = scale * d;
+    }
+    softmax(P, n);
+    for (int i = 0; i < hd; i++) out[i] = 0.0f;
+    for (int k = 0; k < n; k++) {
+        const float *vr = vh + (size_t)k * ld, p = P[k];
+        BL_SIMD
+        for (int i = 0; i < hd; i++) out[i] += p * vr[i];
+    }
+}
+
+typedef struct {
+    bl_state *s;
+    int l;
+} attn_job;
+
+static void attention_pairs(void *ctx, int ith, int nth) {
+    const attn_job *j = ctx;
+    bl_state *s = j->s;
+    const int l = j->l;
     const bl_config *c = &s->m->cfg;
     const int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
     const float inv_sqrt = 1.0f / sqrtf((float)hd);
-    const size_t scratch = (size_t)(s->max_batch < s->max_seq ? s->max_batch : s->max_seq) *
-                           (size_t)s->max_seq;
-    double work = 0.0;
-    for (int i = 0; i < s->n_spans; i++)
-        work += (double)s->spans[i].n * (s->spans[i].pos0 + s->spans[i].n) * hd * c->n_heads;
-    const bool par = work > 65536.0;
-    const int pairs = s->n_spans * c->n_heads;
-#pragma omp parallel for schedule(static) if (par)
-    for (int ph = 0; ph < pairs; ph++) {
+    float *P = s->scores + (size_t)ith * scores_per_thread(s);
+    int64_t p0, p1;
+    bl_split_range((int64_t)s->n_spans * c->n_heads, ith, nth, &p0, &p1);
+    for (int64_t ph = p0; ph < p1; ph++) {
         const seq_span *sp = &s->spans[ph / c->n_heads];
-        const int h = ph % c->n_heads, kvh = h / group, T = sp->n;
+        const int h = (int)(ph % c->n_heads), kvh = h / group, T = sp->n;
         const int n_ctx = sp->pos0 + T; /* keys visible to the last query */
-        const float *kc = cache_at(s, s->k_cache, sp->slot, l);
-        const float *vc = cache_at(s, s->v_cache, sp->slot, l);
-        const float *q = s->q + (size_t)sp->row0 * s->q_dim;
-        float *att = s->att + (size_t)sp->row0 * s->q_dim;
-        float *P = s->scores + (size_t)omp_get_thread_num() * scratch;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n_ctx, hd, inv_sqrt,
-                    q + (size_t)h * hd, s->q_dim, kc + (size_t)kvh * hd, s->kv_dim, 0.0f, P,
-                    n_ctx);
+        const float *kh = cache_at(s, s->k_cache, sp->slot, l) + (size_t)kvh * hd;
+        const float *vh = cache_at(s, s->v_cache, sp->slot, l) + (size_t)kvh * hd;
+        const float *q = s->q + (size_t)sp->row0 * s->q_dim + (size_t)h * hd;
+        float *out = s->att + (size_t)sp->row0 * s->q_dim + (size_t)h * hd;
+        if (T <= SMALL_T) { /* decode: plain loops, no BLAS call overhead */
+            for (int t = 0; t < T; t++)
+                attend_one(q + (size_t)t * s->q_dim, kh, vh, s->kv_dim, hd, sp->pos0 + t + 1,
+                           inv_sqrt, P, out + (size_t)t * s->q_dim);
+            continue;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n_ctx, hd, inv_sqrt, q, s->q_dim,
+                    kh, s->kv_dim, 0.0f, P, n_ctx);
         for (int t = 0; t < T; t++) {
             float *row = P + (size_t)t * n_ctx;
             const int visible = sp->pos0 + t + 1;
-            float mx = -INFINITY, sum = 0.0f;
-            for (int j = 0; j < visible; j++) mx = row[j] > mx ? row[j] : mx;
-            for (int j = 0; j < visible; j++) sum += (row[j] = expf(row[j] - mx));
-            const float inv = 1.0f / sum;
-            for (int j = 0; j < visible; j++) row[j] *= inv;
-            for (int j = visible; j < n_ctx; j++) row[j] = 0.0f;
+            softmax(row, visible);
+            for (int k = visible; k < n_ctx; k++) row[k] = 0.0f;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, n_ctx, 1.0f, P, n_ctx,
-                    vc + (size_t)kvh * hd, s->kv_dim, 0.0f, att + (size_t)h * hd, s->q_dim);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, n_ctx, 1.0f, P, n_ctx, vh,
+                    s->kv_dim, 0.0f, out, s->q_dim);
     }
+}
+
+static void attention(bl_state *s, int l) {
+    const bl_config *c = &s->m->cfg;
+    double work = 0.0;
+    for (int i = 0; i < s->n_spans; i++)
+        work += (double)s->spans[i].n * (s->spans[i].pos0 + s->spans[i].n) * c->head_dim *
+                c->n_heads;
+    const int pairs = s->n_spans * c->n_heads;
+    attn_job j = {s, l};
+    const int nth = work > 65536.0 ? (pairs < s->n_threads ? pairs : s->n_threads) : 1;
+    bl_pool_run_n(s->pool, nth, attention_pairs, &j);
 }
 
 static void mlp(bl_state *s, const bl_layer *ly, int T) {

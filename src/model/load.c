@@ -123,7 +123,7 @@ static bl_status load_hf(bl_model *m, const bl_load_opts *opts, bl_err *err) {
     if (!s)
         s = bl_model_load_weights(m, &src,
                                   cJSON_GetObjectItemCaseSensitive(root, "quantization_config"),
-                                  err);
+                                  opts, err);
     cJSON_Delete(root);
     if (s) return s;
     const char *tp = opts && opts->tokenizer_path ? opts->tokenizer_path : NULL;
@@ -238,7 +238,7 @@ static bl_status gguf_model(bl_model *m, const bl_load_opts *opts, bl_err *err) 
     c->qk_norm = bl_tensor_set_find(&m->tensors, name) != NULL;
     if ((s = bl_config_validate(c, m->path, &fields, err))) return s;
     const bl_load_source src = {m->path, m->path, &fields, true, false};
-    if ((s = bl_model_load_weights(m, &src, NULL, err))) return s;
+    if ((s = bl_model_load_weights(m, &src, NULL, opts, err))) return s;
     if (opts && opts->tokenizer_path) return bl_model_load_tokenizer(m, opts->tokenizer_path, err);
     if (bl_gguf_find(g, "tokenizer.ggml.model")) s = bl_tokenizer_load_gguf(g, &m->tok, err);
     return s;
@@ -272,7 +272,7 @@ static bl_status llama2c_model(bl_model *m, const bl_llama2c_header *h, const bl
     bl_status s;
     if ((s = bl_config_validate(c, m->path, &l2c_fields, err))) return s;
     const bl_load_source src = {m->path, m->path, &l2c_fields, true, !h->shared_classifier};
-    if ((s = bl_model_load_weights(m, &src, NULL, err))) return s;
+    if ((s = bl_model_load_weights(m, &src, NULL, opts, err))) return s;
     if (opts && opts->tokenizer_path) s = bl_model_load_tokenizer(m, opts->tokenizer_path, err);
     return s;
 }
@@ -319,9 +319,14 @@ static bl_status finish(bl_model *m, bl_err *err) {
     return BL_OK;
 }
 
-static bl_model *new_model(const char *path, bl_err *err) {
+/* opts may be NULL (every default). */
+static bl_model *new_model(const char *path, const bl_load_opts *opts, bl_err *err) {
     bl_model *m = calloc(1, sizeof *m);
-    if (m && (m->path = bl_strdup(path))) return m;
+    if (m && (m->path = bl_strdup(path))) {
+        m->isa = bl_isa_clamp(opts ? opts->isa : BL_ISA_AUTO);
+        m->load_mode = opts && opts->load != BL_LOAD_DEFAULT ? opts->load : bl_default_load_mode();
+        return m;
+    }
     free(m);
     bl_fail(err, BL_ERR_NOMEM, "out of memory");
     return NULL;
@@ -330,7 +335,7 @@ static bl_model *new_model(const char *path, bl_err *err) {
 bl_status bl_model_load(const char *path, const bl_load_opts *opts, bl_model **out,
                         bl_err *err) {
     *out = NULL;
-    bl_model *m = new_model(path, err);
+    bl_model *m = new_model(path, opts, err);
     if (!m) return BL_ERR_NOMEM;
     bl_status s = load_file(m, opts, err);
     if (!s) s = finish(m, err);
@@ -346,7 +351,7 @@ bl_status bl_model_load_memory(const char *name, const uint8_t *data, size_t siz
                                const char *config_json, bl_model **out, bl_err *err) {
     *out = NULL;
     if (!name || (!data && size)) return bl_fail(err, BL_ERR_ARG, "model: NULL argument");
-    bl_model *m = new_model(name, err);
+    bl_model *m = new_model(name, NULL, err);
     if (!m) return BL_ERR_NOMEM;
     bl_status s;
     bl_file_kind kind = bl_detect_bytes(data, size < BL_DETECT_BYTES ? size : BL_DETECT_BYTES,
@@ -359,7 +364,7 @@ bl_status bl_model_load_memory(const char *name, const uint8_t *data, size_t siz
         if (!s) s = bl_safetensors_parse(name, data, size, &m->tensors, NULL, err);
         if (!s)
             s = bl_model_load_weights(
-                m, &src, cJSON_GetObjectItemCaseSensitive(root, "quantization_config"), err);
+                m, &src, cJSON_GetObjectItemCaseSensitive(root, "quantization_config"), NULL, err);
         cJSON_Delete(root);
     } else if (kind == BL_FILE_GGUF) {
         s = (m->gguf = calloc(1, sizeof *m->gguf)) ? bl_gguf_parse(name, data, size, m->gguf, err)

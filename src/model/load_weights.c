@@ -193,10 +193,12 @@ static bl_status check_unused(const loader *L, bl_err *err) {
 }
 
 /* Whether t holds an Inf or NaN (*at: the first one's element index). Read in slices of about
- * 16 MiB whose pages are given back right after when the file is mapped, so checking a model
- * neither leaves it resident nor raises the peak resident size by more than one slice (the
- * pages are read again when the model uses them). */
-static bool find_nonfinite(const bl_tensor_set *ts, const bl_tensor *t, int64_t *at) {
+ * 16 MiB whose pages are given back right after when the file is mapped (release), so checking a
+ * model neither leaves it resident nor raises the peak resident size by more than one slice (the
+ * pages are read again when the model uses them). A model read into private memory
+ * (BL_LOAD_READ) keeps its pages: giving them back would map the file over them again. */
+static bool find_nonfinite(const bl_tensor_set *ts, const bl_tensor *t, bool release,
+                           int64_t *at) {
     const bl_dtype_traits *tr = bl_dtype_info(t->dtype);
     if (!tr->find_nonfinite || !t->data) return false;
     const size_t step = ((size_t)16 << 20) / (size_t)tr->block_bytes * (size_t)tr->block_bytes;
@@ -207,8 +209,8 @@ static bool find_nonfinite(const bl_tensor_set *ts, const bl_tensor *t, int64_t 
         v.nbytes = t->nbytes - off < step ? t->nbytes - off : step;
         v.shape[0] = (int64_t)(v.nbytes / (size_t)tr->block_bytes * (size_t)tr->block);
         v.data = (const uint8_t *)t->data + off;
-        bool bad = bl_tensor_find_nonfinite(&v, at);
-        bl_tensor_set_release(ts, v.data, v.nbytes);
+        bool bad = bl_tensor_find_nonfinite(&v, ts->pool, at);
+        if (release) bl_tensor_set_release(ts, v.data, v.nbytes);
         if (bad) {
             *at += (int64_t)first;
             return true;
@@ -230,7 +232,7 @@ static bl_status check_finite(const loader *L, bl_err *err) {
         const bl_tensor *t = &ts->t[i];
         int64_t at;
         if (!L->used[i] || (L->used[i] == 2 && proj++ % ranks != rank)) continue;
-        if (!find_nonfinite(ts, t, &at)) continue;
+        if (!find_nonfinite(ts, t, L->m->load_mode != BL_LOAD_READ, &at)) continue;
         /* the offending element, decoded with its block (Q8_0: 32 elements share a scale) */
         float blockv[32];
         const int64_t blk = bl_dtype_info(t->dtype)->block;
@@ -316,11 +318,22 @@ static bl_status load_all(loader *L, const cJSON *qc, bl_err *err) {
 }
 
 bl_status bl_model_load_weights(bl_model *m, const bl_load_source *src, const cJSON *qc,
-                                bl_err *err) {
+                                const bl_load_opts *opts, bl_err *err) {
+    if (m->load_mode == BL_LOAD_READ) {
+        bl_status s = bl_tensor_set_privatize(&m->tensors, m->path, err);
+        if (s) return s;
+    }
     loader L = {m, src->gguf_names, bl_arch_layer_prefix(src->gguf_names), src,
                 bl_calloc((size_t)m->tensors.n, 1)};
     if (!L.used) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", m->path);
-    bl_status s = load_all(&L, qc, err);
+    bl_pool *pool = NULL;
+    bl_status s = bl_pool_new(opts ? opts->n_threads : 0, &pool, err);
+    if (!s) {
+        m->tensors.pool = pool; /* the sign matrices' repacking runs on it */
+        s = load_all(&L, qc, err);
+        m->tensors.pool = NULL;
+    }
+    bl_pool_free(pool);
     free(L.used);
     return s;
 }

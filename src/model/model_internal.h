@@ -28,9 +28,11 @@ typedef struct {
     bool head_required;   /* the config says the output head is not tied to the embeddings */
 } bl_load_source;
 /* Loads the weights of m (m->cfg and m->tensors filled in) and checks them (src/model/
- * load_weights.c); qc is the quantization_config object or NULL. */
+ * load_weights.c); qc is the quantization_config object or NULL; opts (may be NULL) gives the
+ * threads that repack sign matrices. With m->load_mode BL_LOAD_READ the mapped files are first
+ * made private memory. */
 bl_status bl_model_load_weights(bl_model *m, const bl_load_source *src, const cJSON *qc,
-                                bl_err *err);
+                                const bl_load_opts *opts, bl_err *err);
 /* Hands a heap buffer to the model (freed with it; freed at once on failure). */
 bl_status bl_model_own(bl_model *m, void *p, bl_err *err);
 /* Loads the tokenizer at path into m->tok: a tokenizer.json or its directory, a llama2.c

@@ -3,6 +3,7 @@
  * values, either from a loaded bl_model (teacher or quantized student) or at random (tests and
  * benchmarks). Precision-independent; parameters are produced as f32. */
 #include "nn/nn_build.h"
+#include "core/parallel.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -113,7 +114,7 @@ void nn_model_train_all(nn_model *M) {
 bl_status nn_signs_refresh(nn_signs *s, bl_err *err) {
     bl_signmat_release(&s->mat);
     bl_signmat_init(&s->mat, s->rows, s->cols, s->bits);
-    return bl_signmat_prepare(&s->mat, err);
+    return bl_signmat_prepare(&s->mat, bl_cpu_best_isa(), bl_pool_omp_current(), err);
 }
 
 bl_status nn_new_signs(nn_linear *L, int count, bl_err *err) {

@@ -16,6 +16,10 @@
 
 typedef NN_REAL real;
 
+/* The training engine is OpenMP code: its products run on the caller's OpenMP threads (the count
+ * set for it by distill's options), at the default ISA level. */
+#define NN_EXEC (&(bl_exec){bl_pool_omp_current(), BL_ISA_AUTO})
+
 #ifdef NN_F64
 #define rexp exp
 #define rsqrt sqrt
@@ -35,7 +39,8 @@ static inline void rgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int6
     cblas_dgemm(CblasRowMajor, ta, tb, (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb,
                 beta, C, (int)ldc);
 #else
-    bl_sgemm(ta, tb, (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+    bl_sgemm(ta, tb, (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc,
+             bl_pool_omp_current());
 #endif
 }
 
@@ -65,7 +70,7 @@ static inline void sign_mm(const nn_signs *S, const real *X, int64_t T, real *Y)
             Y[t * S->rows + i] = s;
         }
 #else
-    bl_sign_matmul(&S->mat, X, T, Y);
+    bl_sign_matmul(&S->mat, X, T, Y, NN_EXEC);
 #endif
 }
 
@@ -81,7 +86,7 @@ static inline void sign_mm_t(const nn_signs *S, const real *V, int64_t T, real *
             Z[t * S->cols + j] = s;
         }
 #else
-    bl_sign_matmul_t(&S->mat, V, T, Z);
+    bl_sign_matmul_t(&S->mat, V, T, Z, NN_EXEC);
 #endif
 }
 

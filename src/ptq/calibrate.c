@@ -41,7 +41,7 @@ static bl_status calib_run(const bl_model *m, const bl_quant_opts *o, ptq_calib 
     bl_state *st;
     int ctx = o->calib_ctx > 0 ? o->calib_ctx : 256;
     if (ctx > m->cfg.max_seq) ctx = m->cfg.max_seq;
-    bl_status s = bl_state_new(m, ctx, ctx < 128 ? ctx : 128, &st, err);
+    bl_status s = bl_state_new(m, ctx, ctx < 128 ? ctx : 128, o->n_threads, &st, err);
     if (s) return s;
     bl_state_set_observer(st, observe, c);
     int32_t *win = malloc((size_t)ctx * sizeof(int32_t));

@@ -1,9 +1,11 @@
 /* Whole-model post-training quantization, as a recipe: calibration (input second moments,
  * output-gradient importance; src/ptq/calibrate.c, importance.c) → per-layer initial fits →
- * optional stages → the checkpoint with its provenance (provenance.c). Layers are fitted one at
- * a time from their dense weights (one f32 copy of one layer at a time); the fitted layers are
- * small (≈1 bit/weight) and are kept until the checkpoint is written. With random_factors the weights are never read: each
- * layer gets random factors of the fitted shapes (benchmarks of synthetic models at real sizes). */
+ * optional stages → the checkpoint with its provenance (provenance.c). Decoder layers are fitted
+ * one after the other from their dense weights, the seven projections of a layer side by side on
+ * the options' threads (one f32 copy per projection in flight); the fitted layers are small
+ * (≈1 bit/weight) and are kept until the checkpoint is written. With random_factors the weights
+ * are never read: each layer gets random factors of the fitted shapes (benchmarks of synthetic
+ * models at real sizes). */
 #include "bitllm/quantize.h"
 #include "model/model_internal.h"
 #include "ptq/ptq_internal.h"
@@ -36,6 +38,52 @@ static bl_layer_fit_opts layer_opts(const bl_quant_opts *o) {
     lo.fit = o->fit;
     lo.random_factors = o->random_factors;
     return lo;
+}
+
+/* One projection's fit, run on one thread: its own f32 copy of the weights, importance and
+ * fitted layer; the outcome is reported through the task. */
+typedef struct {
+    const bl_model *src;
+    const bl_quant_opts *o;
+    ptq_calib *cal;              /* NULL without calibration */
+    float *const *out_imp;       /* output-gradient importance per projection, or NULL */
+    int l, p;
+    bl_linear *out;
+    bl_status status;
+    bl_err err;
+    bl_layer_fit_result *res; /* what the fit stores, its error and its time */
+} fit_task;
+
+/* Largest projections first (gate, up, down, then the attention ones), so that a few threads
+ * finish a layer together. */
+static const int fit_order[BL_PROJ_COUNT] = {BL_PROJ_GATE, BL_PROJ_UP, BL_PROJ_DOWN, BL_PROJ_Q,
+                                             BL_PROJ_O, BL_PROJ_K, BL_PROJ_V};
+
+static void fit_one(fit_task *t) {
+    const bl_quant_opts *o = t->o;
+    const bl_linear *L = &t->src->layers[t->l].proj[t->p];
+    const size_t mn = (size_t)(L->m * L->n);
+    float *W = NULL, *imp = NULL;
+    bl_status s = BL_OK;
+    if (!o->random_factors) { /* random factors must not page in a multi-GB source */
+        W = malloc(mn * sizeof(float));
+        imp = malloc((size_t)L->n * sizeof(float));
+        if (!W || !imp) s = bl_fail(&t->err, BL_ERR_NOMEM, "out of memory for layer %d", t->l);
+        if (!s) s = L->ops->to_dense(L, W, &t->err);
+    }
+    bl_layer_fit_opts lo = layer_opts(o);
+    lo.fit.seed = o->fit.seed + (uint64_t)(t->l * BL_PROJ_COUNT + t->p) * 7919u;
+    if (!s && t->cal) {
+        ptq_calib_in_importance(t->cal, t->l, t->p, L->n, imp);
+        lo.fit.in_importance = imp;
+        if (o->activation_aware) lo.fit.H = t->cal->gram[ptq_proj_input(t->p)];
+    }
+    if (t->out_imp && bl_method_uses(&o->method, false, BL_QP_CALIB))
+        lo.fit.out_importance = t->out_imp[t->l * BL_PROJ_COUNT + t->p];
+    if (!s) s = bl_fit_layer(W, L->m, L->n, &lo, t->out, t->res, &t->err);
+    free(W);
+    free(imp);
+    t->status = s;
 }
 
 bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const char *outdir,
@@ -78,56 +126,60 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     else if (use_calib) memset(&cal, 0, sizeof cal);
     /* 2. the initial fit of every layer */
     double bits = 0, weights = 0;
-    float *W = NULL, *imp = NULL;
-    bl_layer_fit_result *res = malloc(sizeof *res);
+    const int omp_prev = bl_omp_threads_begin(o->n_threads);
+    const int n_threads = bl_resolve_threads(o->n_threads);
+    bl_layer_fit_result *res = calloc(BL_PROJ_COUNT, sizeof *res); /* one per projection */
     if (!res) s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
     for (int l = 0; l < c->n_layers && !s; l++) {
         if (use_calib && o->activation_aware &&
             bl_method_uses(&o->method, false, BL_QP_ACTIVATION_AWARE) && qd_layer_mine(&dq, l))
             s = ptq_calib_gram(src, o, &cal, l, err);
+        if (s) break;
+        /* The seven projections of a layer are independent fits: they run side by side, one per
+         * thread, each with single-threaded BLAS/LAPACK (OpenBLAS's process-wide thread count is
+         * never changed) and each seeded by its position, so the result does not depend on the
+         * thread count. Reports follow in projection order once the layer is done. */
+        fit_task tasks[BL_PROJ_COUNT];
+        for (int p = 0; p < BL_PROJ_COUNT; p++) {
+            fit_task *t = &tasks[p];
+            memset(t, 0, sizeof *t);
+            t->src = src;
+            t->o = o;
+            t->cal = use_calib ? &cal : NULL;
+            t->out_imp = out_imp;
+            t->l = l;
+            t->p = p;
+            t->out = &q[l * BL_PROJ_COUNT + p];
+            t->res = &res[p];
+        }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
+        for (int k = 0; k < BL_PROJ_COUNT; k++)
+            if (qd_mine(&dq, l * BL_PROJ_COUNT + fit_order[k])) fit_one(&tasks[fit_order[k]]);
         for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
             if (!qd_mine(&dq, l * BL_PROJ_COUNT + p)) continue;
+            const fit_task *t = &tasks[p];
+            if (t->status) {
+                if (err) *err = t->err;
+                s = t->status;
+                break;
+            }
             const bl_linear *L = &src->layers[l].proj[p];
-            size_t mn = (size_t)(L->m * L->n);
-            free(W);
-            free(imp);
-            W = imp = NULL;
-            if (!o->random_factors) { /* random factors must not page in a multi-GB source */
-                W = malloc(mn * sizeof(float));
-                imp = malloc((size_t)L->n * sizeof(float));
-                if (!W || !imp) {
-                    s = bl_fail(err, BL_ERR_NOMEM, "out of memory for layer %d", l);
-                    break;
-                }
-                if ((s = L->ops->to_dense(L, W, err))) break;
-            }
-            bl_layer_fit_opts lo = layer_opts(o);
-            lo.fit.seed = o->fit.seed + (uint64_t)(l * BL_PROJ_COUNT + p) * 7919u;
-            if (use_calib) {
-                ptq_calib_in_importance(&cal, l, p, L->n, imp);
-                lo.fit.in_importance = imp;
-                if (o->activation_aware) lo.fit.H = cal.gram[ptq_proj_input(p)];
-            }
-            if (out_imp && bl_method_uses(&o->method, false, BL_QP_CALIB))
-                lo.fit.out_importance = out_imp[l * BL_PROJ_COUNT + p];
-            bl_linear *out = &q[l * BL_PROJ_COUNT + p];
-            if ((s = bl_fit_layer(W, L->m, L->n, &lo, out, res, err))) break;
             const void *src_bytes;
             size_t src_n;
             if (bl_linear_dense_bytes(L, &src_bytes, &src_n))
                 bl_tensor_set_release(&src->tensors, src_bytes, src_n);
-            bits += res->bpw * (double)mn;
-            weights += (double)mn;
-            qd_done(&dq, l * BL_PROJ_COUNT + p, res);
+            const double mn = (double)L->m * (double)L->n;
+            bits += t->res->bpw * mn;
+            weights += mn;
+            qd_done(&dq, l * BL_PROJ_COUNT + p, t->res);
             if (o->on_layer) {
                 char name[96];
                 bl_proj_name(l, p, name, sizeof name);
-                o->on_layer(o->on_layer_ctx, name, L->m, L->n, res);
+                o->on_layer(o->on_layer_ctx, name, L->m, L->n, t->res);
             }
         }
     }
-    free(W);
-    free(imp);
+    bl_omp_threads_end(omp_prev);
     free(res);
     if (use_calib) ptq_calib_free(&cal);
     bl_quant_importance_free(src, grads);

@@ -2,6 +2,8 @@
  * used by the MDBF initialization. Row-major throughout. */
 #include "quant/qf_internal.h"
 
+#include "core/parallel.h"
+
 #include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
@@ -16,9 +18,10 @@ void bl_qf_gemm(bool tA, bool tB, int64_t M, int64_t N, int64_t K, float alpha, 
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
         return;
     }
-    cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans,
-                (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta,
-                C, (blasint)ldc);
+    /* single-threaded BLAS on blocks of C split across the calling thread's OpenMP threads
+     * (core/parallel.h): the same blocks, and so the same results, at every thread count */
+    bl_sgemm(tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, (int)M, (int)N,
+             (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc, bl_pool_omp_current());
 }
 
 static void symmetrize_upper(float *G, int64_t k) {
@@ -43,11 +46,12 @@ bl_status bl_qf_spd_factor(const float *M, int64_t k, float shift, float *U, bl_
      * factor L (M = L·Lᵀ) is, read row-major, the upper factor U = Lᵀ. No transposed copies.
      * OpenBLAS's threaded spotrf synchronizes after every small panel: on one thread it is
      * several times faster at these sizes (k = 1000: 4.8 ms against 40 ms on two threads of the
-     * loaded 2-core machine; k = 2028: 0.12 s against 0.17 s), so it runs on one. */
-    const int threads = openblas_get_num_threads();
-    if (threads > 1) openblas_set_num_threads(1);
+     * loaded 2-core machine; k = 2028: 0.12 s against 0.17 s), so it runs on one: bitllm keeps
+     * OpenBLAS single-threaded for the whole process (bl_blas_single_thread, set once and never
+     * toggled, so fits running side by side on several threads never see each other's setting)
+     * and gets its parallelism from its own threads. */
+    bl_blas_single_thread();
     lapack_int info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', (lapack_int)k, U, (lapack_int)k);
-    if (threads > 1) openblas_set_num_threads(threads);
     if (info != 0)
         return bl_fail(err, BL_ERR_NUMERIC,
                        "normal equations (k=%lld) not positive definite (LAPACK info %d)",

@@ -343,7 +343,9 @@ bl_status srv_engine_new(const bl_model *m, const srv_engine_opts *o, srv_engine
     if (!e->logits || !e->seqs || !e->slots || !e->order)
         s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
     /* a step holds one row per decoding sequence plus one whole prompt chunk */
-    if (!s) s = bl_state_new_slots(m, o->parallel, o->ctx, o->chunk + o->parallel, &e->st, err);
+    if (!s)
+        s = bl_state_new_slots(m, o->parallel, o->ctx, o->chunk + o->parallel, o->n_threads,
+                               &e->st, err);
     if (!s && pthread_create(&e->thread, NULL, run, e) != 0)
         s = bl_fail(err, BL_ERR_NOMEM, "server: cannot start the scheduler thread");
     if (s) {

@@ -446,8 +446,8 @@ bl_status bl_server_start(const bl_model *m, const bl_server_opts *o, bl_server 
         }
     }
     if (!st) {
-        const srv_engine_opts eo = {s->o.parallel, s->o.ctx, s->o.queue, s->o.chunk, s->o.log,
-                                    s->o.log_ctx};
+        const srv_engine_opts eo = {s->o.parallel, s->o.ctx,   s->o.queue,    s->o.chunk,
+                                    s->o.log,      s->o.log_ctx, s->o.n_threads};
         st = srv_engine_new(m, &eo, &s->engine, err);
     }
     if (!st) {

@@ -46,6 +46,7 @@ typedef struct {
     int parallel, ctx, queue, chunk;
     bl_log_fn log;
     void *log_ctx;
+    int n_threads; /* of the state's forward passes (0 = default) */
 } srv_engine_opts;
 
 bl_status srv_engine_new(const bl_model *m, const srv_engine_opts *o, srv_engine **out,

@@ -66,7 +66,7 @@ bl_status bl_chat_session_new(const bl_model *m, const bl_chat_session_opts *o,
         st = bl_fail(err, BL_ERR_ARG, "context of %d tokens: it must be in [16, %d]", s->o.ctx,
                      m->cfg.max_seq);
     if (!st) st = bl_chat_template_for(m->tok, o->chat_template, &s->tmpl, err);
-    if (!st) st = bl_state_new(m, s->o.ctx, 256, &s->st, err);
+    if (!st) st = bl_state_new(m, s->o.ctx, 256, o->n_threads, &s->st, err);
     if (!st) st = bl_sampler_init(&s->smp, m->cfg.vocab_size, o->temperature, o->top_p, o->seed,
                                   err);
     s->logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);

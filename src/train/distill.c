@@ -6,6 +6,7 @@
  * the checkpointed state, so a resumed run reproduces an uninterrupted one bit for bit. */
 #include "train/train_internal.h"
 #include "bitllm/dist.h"
+#include "core/parallel.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -283,9 +284,9 @@ void bl_distill_opt_users(bl_distill_opt opt, char *buf, size_t cap) {
             n += (size_t)snprintf(buf + n, cap - n, "%s%s", n ? ", " : "", nn_formats[k].format);
 }
 
-bl_status bl_distill(const bl_model *teacher, const bl_model *student,
-                     const bl_train_data *data, const char *outdir, const bl_distill_opts *opts,
-                     bl_distill_result *res, bl_err *err) {
+static bl_status distill_run(const bl_model *teacher, const bl_model *student,
+                             const bl_train_data *data, const char *outdir,
+                             const bl_distill_opts *opts, bl_distill_result *res, bl_err *err) {
     memset(res, 0, sizeof *res);
     trainer t;
     memset(&t, 0, sizeof t);
@@ -371,5 +372,16 @@ bl_status bl_distill(const bl_model *teacher, const bl_model *student,
     res->mse_before = t.st.mse_before;
     res->flips = t.st.flips;
     trainer_free(&t);
+    return s;
+}
+
+bl_status bl_distill(const bl_model *teacher, const bl_model *student,
+                     const bl_train_data *data, const char *outdir, const bl_distill_opts *opts,
+                     bl_distill_result *res, bl_err *err) {
+    /* The training engine's parallel loops are OpenMP regions started by this thread: they take
+     * the thread count set here, and the products they call run on the same OpenMP threads. */
+    const int prev = bl_omp_threads_begin(opts->n_threads);
+    bl_status s = distill_run(teacher, student, data, outdir, opts, res, err);
+    bl_omp_threads_end(prev);
     return s;
 }

@@ -82,7 +82,8 @@ bl_status bl_train_data_generate(const bl_model *teacher, int64_t n_rows, int se
         bl_err e = {0};
         float *logits = malloc(sizeof(float) * (size_t)c->vocab_size);
         bl_status s = logits ? BL_OK : bl_fail(&e, BL_ERR_NOMEM, "out of memory");
-        if (!s) s = bl_state_new(teacher, seq, seq, &st, &e);
+        /* one sequence per OpenMP thread: each state runs on its own thread alone */
+        if (!s) s = bl_state_new(teacher, seq, seq, 1, &st, &e);
         if (!s) s = bl_sampler_init(&smp, c->vocab_size, 1.0f, 1.0f, 0, &e);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t r = 0; r < n_rows; r++) {

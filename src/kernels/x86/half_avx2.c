@@ -1,35 +1,42 @@
-/* AVX2 dense products: the design of half_avx512.c on 8-lane vectors (F16 widened with F16C's
- * VCVTPH2PS; F32 loaded as is). Tiles of 4 rows × 2 tokens (8 accumulators, within the 16 ymm registers);
- * a thread sweeps all tokens of its rows. The last partial 8 columns are copied into zero-padded
- * buffers (AVX2 has no masked 16-bit load; F32 uses the same path). Lane k sums columns ≡ k mod 8 in order, then a
- * fixed-order horizontal add: results do not depend on tiling or thread count. */
+/* AVX2 dense products over F16, BF16 and F32 weights: the design of half_avx512.c on 8-lane
+ * vectors (F16 widened with F16C's VCVTPH2PS).
+ *
+ * Summation order of every output, the same in every path: two accumulators, lane k of
+ * accumulator u summing (by FMA, in column order) the columns c with c mod 16 = 8u + k; then
+ * a0 + a1 and a fixed-order horizontal add. Results depend neither on the tiling, nor on the
+ * batch size, nor on the thread count.
+ *
+ * Decode (T = 1) reads one row at a time (one sequential stream per thread, see half_avx512.c);
+ * batches use tiles of 2 rows × 3 tokens (12 accumulators, within the 16 ymm registers). The
+ * last partial 8 columns are copied into zero-padded buffers (AVX2 has no masked 16-bit load). */
 #include "kernels/half_kernels.h"
 
 #include <immintrin.h>
 #include <string.h>
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
-#define RB BL_HALF_ROW_GROUP
-#define TB 2
+#define U 2  /* accumulators per output */
+#define RT 2 /* rows per batched tile */
+#define TT 3 /* tokens per batched tile */
 
 ALWAYS_INLINE __m256 widen(int bf16, __m128i h) {
     return bf16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
                 : _mm256_cvtph_ps(h);
 }
 
-/* 8 weights from element `at` of W as f32; the tail variant reads only `left` < 8 of them. */
-ALWAYS_INLINE __m256 load_w(int kind, const void *W, int64_t at) {
-    if (kind == BL_WK_F32) return _mm256_loadu_ps((const float *)W + at);
-    return widen(kind == BL_WK_BF16, _mm_loadu_si128((const __m128i *)((const uint16_t *)W + at)));
-}
-ALWAYS_INLINE __m256 load_w_tail(int kind, const void *W, int64_t at, size_t left) {
+/* 8 weights from element `at` of W as f32; `left` < 8 columns are zero-padded. */
+ALWAYS_INLINE __m256 load_w(int kind, const void *W, int64_t at, int64_t left) {
     if (kind == BL_WK_F32) {
+        const float *f = (const float *)W + at;
+        if (left >= 8) return _mm256_loadu_ps(f);
         float buf[8] = {0};
-        memcpy(buf, (const float *)W + at, left * sizeof(float));
+        memcpy(buf, f, (size_t)left * sizeof(float));
         return _mm256_loadu_ps(buf);
     }
+    const uint16_t *h = (const uint16_t *)W + at;
+    if (left >= 8) return widen(kind == BL_WK_BF16, _mm_loadu_si128((const __m128i *)h));
     uint16_t buf[8] = {0};
-    memcpy(buf, (const uint16_t *)W + at, left * sizeof(uint16_t));
+    memcpy(buf, h, (size_t)left * sizeof(uint16_t));
     return widen(kind == BL_WK_BF16, _mm_loadu_si128((const __m128i *)buf));
 }
 
@@ -40,65 +47,59 @@ ALWAYS_INLINE float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-ALWAYS_INLINE void tile(int kind, int R, int TT, const void *W, int64_t m, int64_t n,
-                        const float *X, int64_t i0, int64_t t0, float *Y) {
-    __m256 acc[RB][TB];
-    #pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-        #pragma GCC unroll 4
-        for (int t = 0; t < TT; t++) acc[r][t] = _mm256_setzero_ps();
-    const float *x0 = X + t0 * n;
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        __m256 w[RB];
-        #pragma GCC unroll 4
-        for (int r = 0; r < R; r++)
-            w[r] = load_w(kind, W, (i0 + r) * n + j);
-        #pragma GCC unroll 4
-        for (int t = 0; t < TT; t++) {
-            const __m256 x = _mm256_loadu_ps(x0 + t * n + j);
-            #pragma GCC unroll 4
-            for (int r = 0; r < R; r++) acc[r][t] = _mm256_fmadd_ps(w[r], x, acc[r][t]);
-        }
-    }
-    if (j < n) {
-        const size_t left = (size_t)(n - j);
-        __m256 w[RB];
-        #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) w[r] = load_w_tail(kind, W, (i0 + r) * n + j, left);
-        #pragma GCC unroll 4
-        for (int t = 0; t < TT; t++) {
+/* Columns [j, j+8) of R rows into acc[·][·][u] for T tokens; `left` < 8 columns are
+ * zero-padded. */
+ALWAYS_INLINE void step(int kind, int R, int T, const void *W, int64_t i0, int64_t n,
+                        const float *x0, int64_t j, int64_t left, __m256 acc[RT][TT][U], int u) {
+    __m256 w[RT];
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r++) w[r] = load_w(kind, W, (i0 + r) * n + j, left);
+#pragma GCC unroll 3
+    for (int t = 0; t < T; t++) {
+        __m256 x;
+        if (left >= 8) {
+            x = _mm256_loadu_ps(x0 + t * n + j);
+        } else {
             float xb[8] = {0};
-            memcpy(xb, x0 + t * n + j, left * sizeof(float));
-            const __m256 x = _mm256_loadu_ps(xb);
-            #pragma GCC unroll 4
-            for (int r = 0; r < R; r++) acc[r][t] = _mm256_fmadd_ps(w[r], x, acc[r][t]);
+            memcpy(xb, x0 + t * n + j, (size_t)left * sizeof(float));
+            x = _mm256_loadu_ps(xb);
         }
+#pragma GCC unroll 2
+        for (int r = 0; r < R; r++) acc[r][t][u] = _mm256_fmadd_ps(w[r], x, acc[r][t][u]);
     }
-    #pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-        #pragma GCC unroll 4
-        for (int t = 0; t < TT; t++) Y[(t0 + t) * m + i0 + r] = hsum(acc[r][t]);
 }
 
-ALWAYS_INLINE void row_group(int kind, int R, const void *W, int64_t m, int64_t n,
-                             const float *X, int64_t T, int64_t i0, float *Y) {
-    int64_t t0 = 0;
-    for (; t0 + TB <= T; t0 += TB) tile(kind, R, TB, W, m, n, X, i0, t0, Y);
-    if (t0 < T) tile(kind, R, 1, W, m, n, X, i0, t0, Y);
+/* Y[t0+t][i0+r] for r < R, t < T (compile-time constants after inlining). */
+ALWAYS_INLINE void tile(int kind, int R, int T, const void *W, int64_t m, int64_t n,
+                        const float *X, int64_t i0, int64_t t0, float *Y) {
+    __m256 acc[RT][TT][U];
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 3
+        for (int t = 0; t < T; t++)
+#pragma GCC unroll 2
+            for (int u = 0; u < U; u++) acc[r][t][u] = _mm256_setzero_ps();
+    const float *x0 = X + t0 * n;
+    int64_t j = 0;
+    for (; j + 8 * U <= n; j += 8 * U)
+#pragma GCC unroll 2
+        for (int u = 0; u < U; u++) step(kind, R, T, W, i0, n, x0, j + 8 * u, 8, acc, u);
+#pragma GCC unroll 2
+    for (int u = 0; u < U; u++) {
+        const int64_t c = j + 8 * u;
+        if (c >= n) break;
+        step(kind, R, T, W, i0, n, x0, c, n - c, acc, u);
+    }
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 3
+        for (int t = 0; t < T; t++)
+            Y[(t0 + t) * m + i0 + r] = hsum(_mm256_add_ps(acc[r][t][0], acc[r][t][1]));
 }
 
 #include "kernels/x86/half_rows.h"
 
-void bl_half_matmul_avx2(bl_dtype dt, const uint16_t *W, int64_t m, int64_t n, const float *X,
-                         int64_t T, float *Y) {
-    matmul(dt == BL_DT_BF16 ? BL_WK_BF16 : BL_WK_F16, W, m, n, X, T, Y);
-}
-
-void bl_f32_matmul_avx2(const float *W, int64_t m, int64_t n, const float *X, int64_t T,
-                        float *Y) {
-    matmul(BL_WK_F32, W, m, n, X, T, Y);
-}
+void bl_half_avx2(const bl_half_job *j, int64_t u0, int64_t u1) { run_units(j, u0, u1); }
 
 void bl_half_to_f32_avx2(bl_dtype dt, const uint16_t *src, float *dst, size_t count) {
     const int bf16 = dt == BL_DT_BF16;

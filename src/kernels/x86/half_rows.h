@@ -1,28 +1,36 @@
 /* The row loop shared by half_avx2.c and half_avx512.c, included by each after its own
- * row_group(kind, R, W, m, n, X, T, i0, Y) (so it is compiled once per ISA): threads take groups
- * of BL_HALF_ROW_GROUP rows, and each weight kind gets its own inlined copy of the tiles. */
+ * tile(kind, R, T, W, m, n, X, i0, t0, Y) and its tile sizes RT (rows) and TT (tokens), so it is
+ * compiled once per ISA, with an inlined copy of the tiles per weight kind. */
 #ifndef BITLLM_KERNELS_HALF_ROWS_H
 #define BITLLM_KERNELS_HALF_ROWS_H
 
-/* Rows i0 .. i0+R−1 (R = BL_HALF_ROW_GROUP or 1) of one weight kind. */
+/* All tokens of rows i0 .. i0+R−1. */
 ALWAYS_INLINE void rows(int kind, int R, const void *W, int64_t m, int64_t n, const float *X,
                         int64_t T, int64_t i0, float *Y) {
-    switch (kind) {
-    case BL_WK_F16: row_group(BL_WK_F16, R, W, m, n, X, T, i0, Y); break;
-    case BL_WK_BF16: row_group(BL_WK_BF16, R, W, m, n, X, T, i0, Y); break;
-    default: row_group(BL_WK_F32, R, W, m, n, X, T, i0, Y); break;
-    }
+    int64_t t0 = 0;
+    for (; t0 + TT <= T; t0 += TT) tile(kind, R, TT, W, m, n, X, i0, t0, Y);
+    if (T - t0 == 2) tile(kind, R, 2, W, m, n, X, i0, t0, Y);
+    if (T - t0 == 1) tile(kind, R, 1, W, m, n, X, i0, t0, Y);
 }
 
-static void matmul(int kind, const void *W, int64_t m, int64_t n, const float *X, int64_t T,
-                   float *Y) {
-    const int64_t RG = BL_HALF_ROW_GROUP, groups = (m + RG - 1) / RG;
-#pragma omp parallel for schedule(static) if (m * n * T >= BL_HALF_PAR_MIN_WORK && groups > 1)
-    for (int64_t g = 0; g < groups; g++) {
-        const int64_t i0 = g * RG;
-        if (i0 + RG <= m) rows(kind, BL_HALF_ROW_GROUP, W, m, n, X, T, i0, Y);
-        else
-            for (int64_t i = i0; i < m; i++) rows(kind, 1, W, m, n, X, T, i, Y);
+ALWAYS_INLINE void run(int kind, const bl_half_job *j, int64_t i0, int64_t i1) {
+    if (j->T == 1) { /* decode: one row at a time, one stream */
+        for (int64_t i = i0; i < i1; i++) tile(kind, 1, 1, j->W, j->m, j->n, j->X, i, 0, j->Y);
+        return;
+    }
+    int64_t i = i0;
+    for (; i + RT <= i1; i += RT) rows(kind, RT, j->W, j->m, j->n, j->X, j->T, i, j->Y);
+    for (; i < i1; i++) rows(kind, 1, j->W, j->m, j->n, j->X, j->T, i, j->Y);
+}
+
+/* Rows [BL_HALF_ROW_GROUP·u0, BL_HALF_ROW_GROUP·u1) ∩ [0, m) of the job. */
+static void run_units(const bl_half_job *j, int64_t u0, int64_t u1) {
+    const int64_t i0 = u0 * BL_HALF_ROW_GROUP;
+    const int64_t i1 = u1 * BL_HALF_ROW_GROUP < j->m ? u1 * BL_HALF_ROW_GROUP : j->m;
+    switch (j->kind) {
+    case BL_WK_F16: run(BL_WK_F16, j, i0, i1); break;
+    case BL_WK_BF16: run(BL_WK_BF16, j, i0, i1); break;
+    default: run(BL_WK_F32, j, i0, i1); break;
     }
 }
 

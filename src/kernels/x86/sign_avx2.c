@@ -8,14 +8,13 @@
  * 4096×4096 and 11.2 vs 14.6 ms at T = 64, one thread.
  *
  * Summation order: per output, group sums ((±x0 ± x1) ± x2) added in column order from +0;
- * threads take whole 16-row blocks, so results do not depend on the thread count. (Not
+ * the driver gives threads whole 16-row blocks, so results do not depend on the thread count. (Not
  * bit-identical to AVX-512, whose groups have 4 inputs.) Unprepared matrices gather words from
  * the canonical rows (VPGATHERDD) and give the same bits as prepared ones. The mask variant
  * (columns in lanes, bits turned into lane selects with VPSLLVD) is the measured alternative. */
 #include "kernels/sign_kernels.h"
 
 #include <immintrin.h>
-#include <omp.h>
 #include <string.h>
 
 #include "bitllm/format.h"
@@ -28,7 +27,6 @@
 #define TB_MAX 4
 #define GPW 11                              /* 3-bit groups per 32-bit word: 10 of 3, 1 of 2 */
 #define GROUPS (GPW * BL_SB_CHUNK_WORDS)    /* groups per chunk */
-#define PAR_MIN_WORK (1 << 18)
 #define PREFETCH_BYTES 6144 /* as in sign_avx512.c: 32768×32768 GEMV 4.4-4.7 -> 6.6-7.4 GB/s */
 
 /* Table of a group of 3 inputs: entry e = Σ_b (bit b of e ? −x_b : +x_b), added in order b = 0..2. */
@@ -171,52 +169,17 @@ ALWAYS_INLINE void lut_range(const src_t *s, const float *X, int64_t T, float *Y
 }
 #undef PASSES
 
-static void lut_range_packed(const src_t *s, const float *X, int64_t T, float *Y, int64_t h0,
-                             int64_t h1) {
-    lut_range(s, X, T, Y, h0, h1, false);
-}
-
-static void lut_range_gather(const src_t *s, const float *X, int64_t T, float *Y, int64_t h0,
-                             int64_t h1) {
-    lut_range(s, X, T, Y, h0, h1, true);
-}
-
-static void lut_run(const bl_signmat *S, const uint32_t *packed, const float *X, int64_t T,
-                    float *Y) {
-    if (S->m <= 0 || T <= 0) return;
-    if (S->n <= 0) {
-        memset(Y, 0, (size_t)(T * S->m) * sizeof *Y);
-        return;
-    }
-    const src_t s = {packed, S->bits, S->m, S->n, bl_sign_row_bytes(S->n),
+/* Blocks [b0, b1) = 8-row halves [2·b0, 2·b1), the last ones clipped to the matrix. */
+void bl_sign_avx2_lut(const bl_sign_job *j, int64_t b0, int64_t b1) {
+    const bl_signmat *S = j->S;
+    const src_t s = {j->packed, S->bits, S->m, S->n, bl_sign_row_bytes(S->n),
                      bl_sb_geometry(S->m, S->n)};
-    const int64_t halves = (S->m + 7) / 8;
-#pragma omp parallel if (S->m * S->n * T >= PAR_MIN_WORK && halves > 1)
-    {
-        /* Threads split whole 16-row blocks, as the AVX-512 kernel does. */
-        const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
-        const int64_t blocks = s.g.blocks;
-        int64_t h0 = 2 * (blocks * id / nt), h1 = 2 * (blocks * (id + 1) / nt);
-        if (h1 > halves) h1 = halves;
-        if (h0 < h1 && packed) lut_range_packed(&s, X, T, Y, h0, h1);
-        if (h0 < h1 && !packed) lut_range_gather(&s, X, T, Y, h0, h1);
-    }
-}
-
-void bl_sign_mm_avx2_lut(const bl_signmat *S, const float *X, int64_t T, float *Y) {
-    if (!S->packed || S->packed_isa == BL_ISA_REF) {
-        bl_sign_mm_avx2_gather(S, X, T, Y);
-        return;
-    }
-    lut_run(S, (const uint32_t *)S->packed, X, T, Y);
-}
-
-void bl_sign_mm_avx2_gather(const bl_signmat *S, const float *X, int64_t T, float *Y) {
-    lut_run(S, NULL, X, T, Y);
-}
-
-void bl_sign_mm_avx2(const bl_signmat *S, const float *X, int64_t T, float *Y) {
-    bl_sign_mm_avx2_lut(S, X, T, Y);
+    const int64_t halves = (S->m + 7) / 8, h0 = 2 * b0, h1 = 2 * b1 < halves ? 2 * b1 : halves;
+    if (h0 >= h1) return;
+    if (j->packed)
+        lut_range(&s, j->in, j->T, j->out, h0, h1, false);
+    else
+        lut_range(&s, j->in, j->T, j->out, h0, h1, true);
 }
 
 /* ---- columns in lanes (mask variant and the transposed product) ----
@@ -273,24 +236,20 @@ ALWAYS_INLINE void mask_rows(const uint8_t *bits, int64_t n, const float *x, con
     for (int r = 0; r < R; r++) y[i + r] = tot - 2.0f * hsum4(acc[r]);
 }
 
-void bl_sign_mm_avx2_mask(const bl_signmat *S, const float *X, int64_t T, float *Y) {
-    const int64_t m = S->m, n = S->n, pairs = (m + 1) / 2;
-    for (int64_t t = 0; t < T; t++) {
-        const float *x = X + t * n;
-        float tot = 0.0f, xtail[32] = {0};
-        for (int64_t j = 0; j < n; j++) tot += x[j];
-        for (int64_t j = n & ~(int64_t)31; j < n; j++) xtail[j & 31] = x[j];
-#pragma omp parallel for schedule(static) if (m * n >= PAR_MIN_WORK)
-        for (int64_t p = 0; p < pairs; p++) {
-            if (2 * p + 2 <= m)
-                mask_rows(S->bits, n, x, xtail, tot, 2 * p, Y + t * m, 2);
-            else
-                mask_rows(S->bits, n, x, xtail, tot, 2 * p, Y + t * m, 1);
-        }
+void bl_sign_avx2_mask(const bl_sign_job *j, int64_t b0, int64_t b1) {
+    const bl_signmat *S = j->S;
+    const int64_t m = S->m, n = S->n, i1 = BL_SB_ROWS * b1 < m ? BL_SB_ROWS * b1 : m;
+    for (int64_t t = 0; t < j->T; t++) {
+        const float *x = j->in + t * n;
+        float xtail[32] = {0};
+        for (int64_t c = n & ~(int64_t)31; c < n; c++) xtail[c & 31] = x[c];
+        int64_t i = BL_SB_ROWS * b0;
+        for (; i + 2 <= i1; i += 2) mask_rows(S->bits, n, x, xtail, j->tot[t], i, j->out + t * m, 2);
+        if (i < i1) mask_rows(S->bits, n, x, xtail, j->tot[t], i, j->out + t * m, 1);
     }
 }
 
-/* Z = V·S: threads split 32-column blocks; z_j = Σ_i v_i − 2·Σ_{S[i][j] = −1} v_i with rows in
+/* Z = V·S in 32-column blocks (a unit of the driver is two); z_j = Σ_i v_i − 2·Σ_{S[i][j] = −1} v_i with rows in
  * order, two tokens per pass sharing the selectors. */
 ALWAYS_INLINE void t_block(const bl_signmat *S, const float *V, float *Z, const float *tot,
                            int64_t cb, int64_t t0, int TB) {
@@ -333,23 +292,14 @@ ALWAYS_INLINE void t_block(const bl_signmat *S, const float *V, float *Z, const 
     }
 }
 
-void bl_sign_mm_t_avx2(const bl_signmat *S, const float *V, int64_t T, float *Z) {
-    const int64_t m = S->m, n = S->n, cblocks = (n + 31) / 32;
-    if (n <= 0 || T <= 0) return;
-    for (int64_t t0 = 0; t0 < T; t0 += 2) {
-        const int tb = T - t0 < 2 ? (int)(T - t0) : 2;
-        float tot[2];
-        for (int t = 0; t < tb; t++) {
-            float a = 0.0f;
-            for (int64_t i = 0; i < m; i++) a += V[(t0 + t) * m + i];
-            tot[t] = a;
-        }
-#pragma omp parallel for schedule(static) if (m * n * tb >= PAR_MIN_WORK && cblocks > 1)
-        for (int64_t cb = 0; cb < cblocks; cb++) {
-            if (tb == 2)
-                t_block(S, V, Z, tot, cb, t0, 2);
+void bl_sign_t_avx2_mask(const bl_sign_job *j, int64_t u0, int64_t u1) {
+    const int64_t T = j->T, cblocks = (j->S->n + 31) / 32;
+    const int64_t c0 = 2 * u0, c1 = 2 * u1 < cblocks ? 2 * u1 : cblocks;
+    for (int64_t t0 = 0; t0 < T; t0 += 2)
+        for (int64_t cb = c0; cb < c1; cb++) {
+            if (T - t0 >= 2)
+                t_block(j->S, j->in, j->out, j->tot + t0, cb, t0, 2);
             else
-                t_block(S, V, Z, tot, cb, t0, 1);
+                t_block(j->S, j->in, j->out, j->tot + t0, cb, t0, 1);
         }
-    }
 }

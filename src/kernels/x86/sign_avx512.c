@@ -12,8 +12,8 @@
  *
  * Summation order, identical in every path and at every thread count: each output accumulates
  * its group sums in column order (group 0, 1, 2, ...), starting from +0; a group sum is
- * ((±x0 ± x1) ± x2) ± x3. Threads take contiguous ranges of 16-row blocks, which changes which
- * thread computes a row but never how.
+ * ((±x0 ± x1) ± x2) ± x3. The driver (dispatch.c) gives each thread a contiguous range of
+ * 16-row blocks, which changes which thread computes a row but never how.
  *
  * Unprepared matrices use the same tables, gathering each block's words from the canonical rows
  * (VPGATHERDD), so they give bit-identical results, only slower (~3x for GEMV). The mask variant
@@ -26,7 +26,6 @@
 #include "kernels/x86/lut_avx512.h"
 
 #include <immintrin.h>
-#include <omp.h>
 #include <string.h>
 
 #include "bitllm/format.h"
@@ -39,7 +38,6 @@
  *   spills them (6.4 ms); 6 or 8 tokens per pass with 256-column chunks: 8.6 ms. */
 #define TB_MAX 4                        /* tokens per pass: 4 tables of 8 KiB on the stack */
 #define GROUPS (8 * BL_SB_CHUNK_WORDS)  /* 4-input groups per chunk */
-#define PAR_MIN_WORK (1 << 18)          /* sign products below which one thread is faster */
 /* Software prefetch distance in the packed stream. When the signs do not fit in the caches
  * (32768×32768, 128 MiB) the hardware prefetcher alone gave 4.3-5.7 GB/s; 6 KiB ahead gave
  * 10-12 GB/s (4, 8 and 12 KiB: 7-9 GB/s), on a shared, loaded machine. No cost in cache. */
@@ -161,57 +159,22 @@ ALWAYS_INLINE void lut_range(const src_t *s, const float *X, int64_t T, float *Y
             switch (tb) {
             case 1: PASSES(1, 4); break;
             case 2: PASSES(2, 4); break;
-            case 3: PASSES(3, 2); break;
-            default: PASSES(4, 2); break;
+            case 3: PASSES(3, 4); break;
+            default: PASSES(4, 4); break;
             }
         }
     }
 }
 #undef PASSES
 
-static void lut_range_packed(const src_t *s, const float *X, int64_t T, float *Y, int64_t b0,
-                             int64_t b1) {
-    lut_range(s, X, T, Y, b0, b1, false);
-}
-
-static void lut_range_gather(const src_t *s, const float *X, int64_t T, float *Y, int64_t b0,
-                             int64_t b1) {
-    lut_range(s, X, T, Y, b0, b1, true);
-}
-
-static void lut_run(const bl_signmat *S, const uint32_t *packed, const float *X, int64_t T,
-                    float *Y) {
-    if (S->m <= 0 || T <= 0) return;
-    if (S->n <= 0) {
-        memset(Y, 0, (size_t)(T * S->m) * sizeof *Y);
-        return;
-    }
-    const src_t s = {packed, S->bits, S->m, S->n, bl_sign_row_bytes(S->n),
+void bl_sign_avx512_lut(const bl_sign_job *j, int64_t b0, int64_t b1) {
+    const bl_signmat *S = j->S;
+    const src_t s = {j->packed, S->bits, S->m, S->n, bl_sign_row_bytes(S->n),
                      bl_sb_geometry(S->m, S->n)};
-    const int64_t blocks = s.g.blocks;
-#pragma omp parallel if (S->m * S->n * T >= PAR_MIN_WORK && blocks > 1)
-    {
-        const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
-        const int64_t b0 = blocks * id / nt, b1 = blocks * (id + 1) / nt;
-        if (b0 < b1 && packed) lut_range_packed(&s, X, T, Y, b0, b1);
-        if (b0 < b1 && !packed) lut_range_gather(&s, X, T, Y, b0, b1);
-    }
-}
-
-void bl_sign_mm_avx512_lut(const bl_signmat *S, const float *X, int64_t T, float *Y) {
-    if (!S->packed || S->packed_isa == BL_ISA_REF) {
-        bl_sign_mm_avx512_gather(S, X, T, Y);
-        return;
-    }
-    lut_run(S, (const uint32_t *)S->packed, X, T, Y);
-}
-
-void bl_sign_mm_avx512_gather(const bl_signmat *S, const float *X, int64_t T, float *Y) {
-    lut_run(S, NULL, X, T, Y);
-}
-
-void bl_sign_mm_avx512(const bl_signmat *S, const float *X, int64_t T, float *Y) {
-    bl_sign_mm_avx512_lut(S, X, T, Y);
+    if (j->packed)
+        lut_range(&s, j->in, j->T, j->out, b0, b1, false);
+    else
+        lut_range(&s, j->in, j->T, j->out, b0, b1, true);
 }
 
 /* ---- mask variant (alternative, canonical layout, columns in lanes) ----
@@ -251,20 +214,15 @@ ALWAYS_INLINE void mask_rows(const uint8_t *bits, int64_t row_bytes, int64_t n, 
     for (int r = 0; r < R; r++) y[i + r] = tot - 2.0f * _mm512_reduce_add_ps(acc[r]);
 }
 
-void bl_sign_mm_avx512_mask(const bl_signmat *S, const float *X, int64_t T, float *Y) {
+void bl_sign_avx512_mask(const bl_sign_job *j, int64_t b0, int64_t b1) {
+    const bl_signmat *S = j->S;
     const int64_t m = S->m, n = S->n, row_bytes = bl_sign_row_bytes(n);
-    const int64_t groups = (m + 3) / 4;
-    for (int64_t t = 0; t < T; t++) {
-        const float *x = X + t * n;
-        float tot = 0.0f;
-        for (int64_t j = 0; j < n; j++) tot += x[j];
-#pragma omp parallel for schedule(static) if (m * n >= PAR_MIN_WORK)
-        for (int64_t gi = 0; gi < groups; gi++) {
-            int64_t i = 4 * gi;
-            if (i + 4 <= m)
-                mask_rows(S->bits, row_bytes, n, x, tot, i, Y + t * m, 4);
-            else
-                for (; i < m; i++) mask_rows(S->bits, row_bytes, n, x, tot, i, Y + t * m, 1);
-        }
+    const int64_t i1 = BL_SB_ROWS * b1 < m ? BL_SB_ROWS * b1 : m;
+    for (int64_t t = 0; t < j->T; t++) {
+        const float *x = j->in + t * n;
+        float *y = j->out + t * m;
+        int64_t i = BL_SB_ROWS * b0;
+        for (; i + 4 <= i1; i += 4) mask_rows(S->bits, row_bytes, n, x, j->tot[t], i, y, 4);
+        for (; i < i1; i++) mask_rows(S->bits, row_bytes, n, x, j->tot[t], i, y, 1);
     }
 }

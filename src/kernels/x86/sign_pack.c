@@ -15,14 +15,14 @@ uint32_t bl_sb_canon_word(const uint8_t *row, int64_t n, int64_t w) {
 }
 
 /* Row by row within each 16-row block, so the canonical rows are read sequentially; blocks are
- * independent and split across threads (a 7B model repacks ~0.8 GB at load). Whole words inside
- * the row are read as one little-endian load; the row's last word goes through the masking
- * bl_sb_canon_word. */
-void bl_sb_pack(int64_t m, int64_t n, const uint8_t *bits, uint32_t *packed) {
+ * independent (the driver splits them across threads: a 7B model repacks ~0.8 GB at load). Whole
+ * words inside the row are read as one little-endian load; the row's last word goes through the
+ * masking bl_sb_canon_word. */
+void bl_sb_pack_blocks(int64_t m, int64_t n, const uint8_t *bits, uint32_t *packed, int64_t b0,
+                       int64_t b1) {
     const bl_sb_geom g = bl_sb_geometry(m, n);
     const int64_t row_bytes = bl_sign_row_bytes(n), full = n / 32; /* words with 32 columns */
-#pragma omp parallel for schedule(static) if (m * n >= (INT64_C(1) << 22))
-    for (int64_t b = 0; b < g.blocks; b++)
+    for (int64_t b = b0; b < b1; b++)
         for (int r = 0; r < BL_SB_ROWS; r++) {
             const int64_t i = b * BL_SB_ROWS + r;
             const uint8_t *row = i < m ? bits + i * row_bytes : NULL; /* NULL: padding row */
@@ -43,4 +43,8 @@ void bl_sb_pack(int64_t m, int64_t n, const uint8_t *bits, uint32_t *packed) {
                 }
             }
         }
+}
+
+void bl_sb_pack(int64_t m, int64_t n, const uint8_t *bits, uint32_t *packed) {
+    bl_sb_pack_blocks(m, n, bits, packed, 0, bl_sb_geometry(m, n).blocks);
 }

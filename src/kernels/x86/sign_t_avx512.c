@@ -8,18 +8,17 @@
  * nibble) and shifted (high nibble). The lane order this produces — columns 8..15, 24..31 from
  * low nibbles, 0..7, 16..23 from high ones — is undone with two 128-bit shuffles when partial sums
  * go to memory. Summation order per output: row groups in order (block, then 4-row group), from
- * +0; threads split 32-column words. Needs GFNI and a prepared matrix; otherwise the mask variant
- * below runs instead (different summation order, same tolerance). */
+ * +0; the driver splits 64-column units (two words) across threads. Needs GFNI and a prepared
+ * matrix (the driver falls back to the mask variant below otherwise: different summation order,
+ * same tolerance). */
 #include "kernels/sign_kernels.h"
 #include "kernels/x86/lut_avx512.h"
 
 #include <immintrin.h>
-#include <omp.h>
 #include <string.h>
 
 #include "bitllm/format.h"
 
-#define PAR_MIN_WORK (1 << 18)
 #define TT_MAX 4                            /* tokens per pass */
 #define ROW_CHUNK_BLOCKS 32                 /* 512 rows per table chunk: 8 KiB of tables/token */
 #define TGROUPS (4 * ROW_CHUNK_BLOCKS)      /* 4-row groups per chunk */
@@ -125,28 +124,12 @@ TARGET_GFNI static void t_range(const tsrc_t *s, const float *V, int64_t T, floa
 }
 #undef TPASSES
 
-void bl_sign_mm_t_avx512_lut(const bl_signmat *S, const float *V, int64_t T, float *Z) {
-    if (!S->packed || S->packed_isa == BL_ISA_REF || !bl_cpu_has_gfni()) {
-        bl_sign_mm_t_avx512_mask(S, V, T, Z);
-        return;
-    }
-    if (S->n <= 0 || T <= 0) return;
-    if (S->m <= 0) {
-        memset(Z, 0, (size_t)(T * S->n) * sizeof *Z);
-        return;
-    }
-    const tsrc_t s = {(const uint32_t *)S->packed, S->m, S->n, bl_sb_geometry(S->m, S->n)};
-    const int64_t words = s.g.words;
-#pragma omp parallel if (S->m * S->n * T >= PAR_MIN_WORK && words > 1)
-    {
-        const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
-        const int64_t w0 = words * id / nt, w1 = words * (id + 1) / nt;
-        if (w0 < w1) t_range(&s, V, T, Z, w0, w1);
-    }
-}
-
-void bl_sign_mm_t_avx512(const bl_signmat *S, const float *V, int64_t T, float *Z) {
-    bl_sign_mm_t_avx512_lut(S, V, T, Z);
+/* Units [u0, u1) of 64 columns = words [2·u0, 2·u1). */
+TARGET_GFNI void bl_sign_t_avx512_lut(const bl_sign_job *j, int64_t u0, int64_t u1) {
+    const bl_signmat *S = j->S;
+    const tsrc_t s = {j->packed, S->m, S->n, bl_sb_geometry(S->m, S->n)};
+    const int64_t w0 = 2 * u0, w1 = 2 * u1 < s.g.words ? 2 * u1 : s.g.words;
+    if (w0 < w1) t_range(&s, j->in, j->T, j->out, w0, w1);
 }
 
 /* ---- mask variant: canonical layout, columns in lanes ----
@@ -192,24 +175,16 @@ ALWAYS_INLINE void t_block(const bl_signmat *S, const float *V, int64_t T, float
     }
 }
 
-void bl_sign_mm_t_avx512_mask(const bl_signmat *S, const float *V, int64_t T, float *Z) {
-    const int64_t m = S->m, n = S->n, cblocks = (n + 63) / 64;
-    if (n <= 0 || T <= 0) return;
+void bl_sign_t_avx512_mask(const bl_sign_job *j, int64_t u0, int64_t u1) {
+    const int64_t T = j->T;
     for (int64_t t0 = 0; t0 < T; t0 += 4) {
         const int tb = T - t0 < 4 ? (int)(T - t0) : 4;
-        float tot[4];
-        for (int t = 0; t < tb; t++) { /* Σ_i v_i in row order, the same in every thread */
-            float a = 0.0f;
-            for (int64_t i = 0; i < m; i++) a += V[(t0 + t) * m + i];
-            tot[t] = a;
-        }
-#pragma omp parallel for schedule(static) if (m * n * tb >= PAR_MIN_WORK && cblocks > 1)
-        for (int64_t cb = 0; cb < cblocks; cb++) {
+        for (int64_t cb = u0; cb < u1; cb++) {
             switch (tb) {
-            case 1: t_block(S, V, T, Z, tot, cb, t0, 1); break;
-            case 2: t_block(S, V, T, Z, tot, cb, t0, 2); break;
-            case 3: t_block(S, V, T, Z, tot, cb, t0, 3); break;
-            default: t_block(S, V, T, Z, tot, cb, t0, 4); break;
+            case 1: t_block(j->S, j->in, T, j->out, j->tot + t0, cb, t0, 1); break;
+            case 2: t_block(j->S, j->in, T, j->out, j->tot + t0, cb, t0, 2); break;
+            case 3: t_block(j->S, j->in, T, j->out, j->tot + t0, cb, t0, 3); break;
+            default: t_block(j->S, j->in, T, j->out, j->tot + t0, cb, t0, 4); break;
             }
         }
     }
