@@ -64,7 +64,8 @@ print(f"{method:10} {pq['ppl']:10.2f} {pq['bpw_layers']:11.3f} {pq['bpw_model']:
 print()
 def sample(g):
     t = g.get("text", "").strip()
-    return t if t else f"(ended at once: {len(g['ids'])} tokens before EOS)"
+    n = len(g['ids'])
+    return t if t else ("(EOS at once)" if n == 0 else f"({n} tokens that decode to whitespace only)")
 print("fp:     " + sample(gf))
 print(f"{method}: ".ljust(8) + sample(gq))
 PY
