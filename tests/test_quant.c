@@ -1,5 +1,6 @@
 /* Tests of the fitting algorithms (include/bitllm/quant.h). Reconstructions are computed here from
  * the output structs with plain loops, independently of src/formats. */
+#include "bitllm/model.h"
 #include "bitllm/quant.h"
 #include "quant/qf_internal.h"
 #include "test.h"
@@ -17,25 +18,11 @@ static float *gen_gauss(int64_t m, int64_t n, uint64_t seed) {
     return W;
 }
 
-/* Student-t (ν = 4) entries, 1% of input channels ×10, row scales in [0.5, 1.5): LLM-like. */
+/* LLM-like: Student-t (ν = 4) entries, 1% of input channels ×10, row scales in [0.5, 1.5)
+ * (bl_synth_llm_matrix, the matrices of bench_fit and test_fits). */
 static float *gen_heavy(int64_t m, int64_t n, uint64_t seed) {
     float *W = malloc(sizeof(float) * (size_t)(m * n));
-    bl_rng r;
-    bl_rng_seed(&r, seed);
-    float *cs = malloc(sizeof(float) * (size_t)n);
-    for (int64_t j = 0; j < n; j++) cs[j] = bl_rng_uniform(&r) < 0.01f ? 10.0f : 1.0f;
-    for (int64_t i = 0; i < m; i++) {
-        float rs = 0.5f + bl_rng_uniform(&r);
-        for (int64_t j = 0; j < n; j++) {
-            double c = 0.0;
-            for (int k = 0; k < 4; k++) {
-                float y = bl_rng_normal(&r);
-                c += y * y;
-            }
-            W[i * n + j] = 0.02f * rs * cs[j] * bl_rng_normal(&r) / (float)sqrt(c / 4.0);
-        }
-    }
-    free(cs);
+    if (!W || bl_synth_llm_matrix(m, n, seed, W, NULL)) abort();
     return W;
 }
 
