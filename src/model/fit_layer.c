@@ -128,6 +128,9 @@ bl_status bl_fit_layer(const float *W, int64_t m, int64_t n, const bl_layer_fit_
      * several threads, as bl_quantize_model does); the large products of a fit are split across
      * the calling thread's OpenMP threads by bl_qf_gemm, and run whole on one thread when the fit
      * itself runs inside a parallel region. */
+    bl_blas_single_thread(); /* before any of the fit's BLAS/LAPACK calls, not at the first
+                              * product: a call made on OpenBLAS's threads before then would
+                              * round by their split (and race with the switch) */
     const int omp_prev = bl_omp_threads_begin(o->n_threads);
     s = fit_any(o, W, m, n, &fo, out, err);
     bl_omp_threads_end(omp_prev);
