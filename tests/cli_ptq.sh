@@ -36,4 +36,12 @@ assert prov[\"gradient_importance\"] is True and prov[\"calib_tokens\"]==300
 " "$tmp/c-dbf-calib/results.jsonl" "$(ls -d "$tmp/c-dbf-calib"/models/*)/config.json"'
 check "report reads a numeric bpw target back from its exact form" \
   'grep -q "| 4 |\|| 4 " "$tmp/c-mdbf-2/report.md"'
+# The recipe's result does not depend on the thread count (the fits' BLAS/LAPACK calls run on one
+# OpenBLAS thread from the start of each fit; before, mdbf's first LAPACK calls ran threaded).
+# OMP_NUM_THREADS, which testlib sets to 1 and OpenBLAS also reads, is unset for these runs.
+for t in 1 2; do
+  env -u OMP_NUM_THREADS $BIN quantize "$M" -o "$tmp/t$t" -m mdbf --seed 11 --threads $t >/dev/null 2>"$tmp/t$t.err"
+done
+check "quantize writes the same file at 1 and 2 threads" \
+  '[ -s "$tmp/t1/model.safetensors" ] && cmp -s "$tmp/t1/model.safetensors" "$tmp/t2/model.safetensors"'
 finish
