@@ -44,6 +44,16 @@ $BIN quantize "$S/stories260K.gguf" -o "$tmp/q-dbfc" -m dbf --iters 3 --seed 2 -
 echo "quantize[dbf-calib] $(sha "$tmp/q-dbfc/model.safetensors")"
 $BIN quantize "$S/stories260K.gguf" -o "$tmp/q-dbfr" -m dbf --random-factors --seed 9 >/dev/null 2>&1
 echo "quantize[dbf-random] $(sha "$tmp/q-dbfr/model.safetensors")"
+# the group-wise formats at awkward parameters (groups that straddle code bytes), and their ppl
+for m in q8_0 q4_0 qsym:bits=3,group=7 rtn:bits=3,group=5; do
+  $BIN quantize "$S/stories260K.gguf" -o "$tmp/g" -m $m >/dev/null 2>&1
+  echo "quantize[$m] $(sha "$tmp/g/model.safetensors") $(cfg "$tmp/g/config.json")"
+  echo "quantize-ppl[$m] $($BIN ppl "$tmp/g" -f "$tmp/wiki.txt" --ctx 128 --json 2>/dev/null | field "['nll']")"
+  rm -rf "$tmp/g"
+done
+$BIN quantize "$S/stories260K.gguf" -o "$tmp/q-mdbfr" -m mdbf:rank_l=3,paths=2 --random-factors --bpw 6 --seed 4 >/dev/null 2>&1
+echo "quantize[mdbf-random] $(sha "$tmp/q-mdbfr/model.safetensors")"
+echo "quantize-ppl[mdbf-random] $($BIN ppl "$tmp/q-mdbfr" -f "$tmp/wiki.txt" --ctx 128 --json 2>/dev/null | field "['nll']")"
 $BIN distill "$S/stories260K.gguf" "$tmp/q-onebit" -o "$tmp/d1" --generate 6 --seq 32 --batch 2 --steps 4 --seed 1 >/dev/null 2>&1
 echo "distill[onebit] $(sha "$tmp/d1/model.safetensors")"
 $BIN distill "$S/stories260K.gguf" "$tmp/q-mdbf" -o "$tmp/d2" --generate 6 --seq 32 --batch 2 --steps 3 --seed 1 >/dev/null 2>&1
