@@ -30,17 +30,24 @@ static const bench_cfg configs[] = {
                     .rope_interleaved = true}, 2, 256},
 };
 
+/* The layout of a random layer of the table's format `kind`, through the registry: its default
+ * parameters, with a middle dimension near onebit's bits for the model's square projections
+ * where the format has one. */
 static nn_lin_spec spec_for(int kind, const bl_config *c) {
-    nn_lin_spec s = {kind, 0, 1, 1, kind == NN_ONEBIT};
-    /* dbf/mdbf middle dimension near onebit's bits for the model's square projections */
-    if (kind == NN_DBF || kind == NN_MDBF) s.mid = c->dim / 2;
-    return s;
+    bl_method m;
+    nn_lin_spec s;
+    nn_build_opts o;
+    bl_err err = {0};
+    nn_build_opts_default(&o);
+    if (bl_method_parse(nn_formats[kind].format, &m, &err) == BL_OK) {
+        if (m.format->mid_from_bpw) m.params.mid = c->dim / 2;
+        if (nn_method_spec(&m, &o, &s, &err) == BL_OK) return s;
+    }
+    fprintf(stderr, "bench_train: %s\n", err.msg);
+    exit(1);
 }
 
-static const char *kind_name(int k) {
-    static const char *n[] = {"dense", "onebit", "dbf", "mdbf"};
-    return n[k];
-}
+static const char *kind_name(int k) { return nn_formats[k].format; }
 
 /* Relative difference of the f32 and f64 gradients of one random batch. */
 static double validate(void) {
@@ -48,7 +55,7 @@ static double validate(void) {
                          .n_heads = 4, .n_kv_heads = 2, .head_dim = 6, .vocab_size = 37,
                          .max_seq = 16, .rope_theta = 1e4f, .norm_eps = 1e-6f, .qk_norm = true};
     nn_lin_spec spec[BL_PROJ_COUNT];
-    for (int p = 0; p < BL_PROJ_COUNT; p++) spec[p] = spec_for(p % 4, &c), spec[p].mid = 9;
+    for (int p = 0; p < BL_PROJ_COUNT; p++) spec[p] = spec_for(p % NN_KIND_COUNT, &c), spec[p].mid = 9;
     nn_build_opts o;
     nn_build_opts_default(&o);
     nn_model *M;
@@ -157,10 +164,10 @@ int main(int argc, char **argv) {
     const int nc = quick ? 1 : (int)(sizeof configs / sizeof configs[0]);
     for (int c = 0; c < nc; c++) {
         timing dense = {0};
-        for (int k = NN_DENSE; k <= NN_MDBF; k++) {
+        for (int k = 0; k < NN_KIND_COUNT; k++) {
             timing t;
             if (time_one(&configs[c], k, steps, &t)) return 1;
-            if (k == NN_DENSE) dense = t;
+            if (k == 0) dense = t; /* the table starts with dense */
             const double kd = 1.0 / (1.0 / dense.fwd + 1.0 / t.fwdbwd);
             printf("| %s | %s | %d×%d | %zu | %.0f | %.0f | %.0f |\n", configs[c].name,
                    kind_name(k), configs[c].B, configs[c].T, t.params, t.fwd, t.fwdbwd, kd);

@@ -57,8 +57,21 @@ static void test_specs(void) {
     CHECK_MSG(strcmp(users, "mdbf") == 0, "%s", users);
 }
 
-/* The generic search (the largest mid whose stored_bits fit) equals the closed forms the
- * fitters settle by hand, over awkward shapes, targets and envelope shapes. */
+/* The generic search gives the largest mid whose stored_bits fit the target (at least 1, at most
+ * BL_MAX_MID), over awkward shapes, targets and envelope shapes. */
+static void check_mid(const bl_format_ops *f, int64_t m, int64_t n, bl_format_params p,
+                      double bpw) {
+    const double budget = bpw * (double)m * (double)n;
+    int64_t k = bl_format_mid_for_bpw(f, m, n, &p, bpw);
+    CHECK(k >= 1 && k <= BL_MAX_MID);
+    p.mid = k;
+    if (k > 1) CHECK((double)f->stored_bits(m, n, &p) <= budget);
+    p.mid = k + 1;
+    if (k < BL_MAX_MID)
+        CHECK_MSG((double)f->stored_bits(m, n, &p) > budget, "%s %lldx%lld bpw %g: mid %lld",
+                  f->name, (long long)m, (long long)n, bpw, (long long)k);
+}
+
 static void test_mid_search(void) {
     const bl_format_ops *dbf = bl_format_find("dbf"), *mdbf = bl_format_find("mdbf");
     const int64_t shapes[][2] = {{1, 1}, {3, 5}, {64, 172}, {10, 20}, {4096, 4096}, {11008, 4096},
@@ -68,21 +81,25 @@ static void test_mid_search(void) {
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (size_t b = 0; b < sizeof bpws / sizeof bpws[0]; b++) {
             const int64_t m = shapes[s][0], n = shapes[s][1];
-            bl_format_params p = {0};
-            CHECK(bl_format_mid_for_bpw(dbf, m, n, &p, bpws[b]) ==
-                  bl_dbf_mid_for_bpw(m, n, bpws[b]));
+            check_mid(dbf, m, n, (bl_format_params){0}, bpws[b]);
             for (int l = 1; l <= 4; l += 3)
                 for (int P = 1; P <= 2; P++) {
-                    p = (bl_format_params){.rank_l = l, .paths = P};
-                    int64_t a = bl_format_mid_for_bpw(mdbf, m, n, &p, bpws[b]),
-                            want = bl_mdbf_rank_for_bpw(m, n, bpws[b], l, P);
-                    CHECK_MSG(a == want, "%lldx%lld bpw %g l %d P %d: %lld vs %lld",
-                              (long long)m, (long long)n, bpws[b], l, P, (long long)a,
-                              (long long)want);
+                    check_mid(mdbf, m, n, (bl_format_params){.rank_l = l, .paths = P}, bpws[b]);
                     checked++;
                 }
+            /* MDBF with l = 1, P = 1 stores what DBF stores: the same middle dimension */
+            bl_format_params p0 = {0}, p1 = {.rank_l = 1, .paths = 1};
+            CHECK(bl_format_mid_for_bpw(dbf, m, n, &p0, bpws[b]) ==
+                  bl_format_mid_for_bpw(mdbf, m, n, &p1, bpws[b]));
         }
     CHECK(checked == 7 * 9 * 4);
+    /* the published numbers (ALGORITHMS.md §5) and the limits */
+    bl_format_params p = {.rank_l = 4, .paths = 1}, p0 = {0};
+    CHECK(bl_format_mid_for_bpw(mdbf, 4096, 4096, &p, 1.0) == 1953);
+    CHECK(bl_format_mid_for_bpw(dbf, 4096, 4096, &p0, 1.0) == 2028);
+    CHECK(bl_format_mid_for_bpw(dbf, 10, 20, &p0, 100.0) == 424); /* no cap at min(m, n) */
+    CHECK(bl_format_mid_for_bpw(dbf, 10, 10, &p0, 0.01) == 1);    /* clamped up */
+    CHECK(bl_format_mid_for_bpw(dbf, 1, 1, &p0, 1e9) == BL_MAX_MID);
 }
 
 /* Per-layer JSON: each format's keys, read back into identical parameters; keys of other

@@ -8,6 +8,18 @@
 #include <lapacke.h>
 #include <stdint.h>
 
+
+/* Middle dimensions for a bpw target, by the registry's generic search over stored_bits (the one
+ * inverse of the cost formula; test_bpw_helpers checks it against the closed forms). */
+static int64_t dbf_mid(int64_t m, int64_t n, double bpw) {
+    bl_format_params p = {0};
+    return bl_format_mid_for_bpw(bl_format_find("dbf"), m, n, &p, bpw);
+}
+static int64_t mdbf_rank(int64_t m, int64_t n, double bpw, int l, int P) {
+    bl_format_params p = {.rank_l = l, .paths = P};
+    return bl_format_mid_for_bpw(bl_format_find("mdbf"), m, n, &p, bpw);
+}
+
 /* ---------- helpers ---------- */
 
 static float *gen_gauss(int64_t m, int64_t n, uint64_t seed) {
@@ -471,9 +483,9 @@ static void test_error_vs_bpw(void) {
     double bp[] = {1.0, 1.5, 2.0};
     double pd = INFINITY, pm = INFINITY, pm2 = INFINITY;
     for (int t = 0; t < 3; t++) {
-        double ed = dbf_err(W, m, n, bl_dbf_mid_for_bpw(m, n, bp[t]), &o);
-        double em = mdbf_err(W, m, n, bl_mdbf_rank_for_bpw(m, n, bp[t], 1, 1), 1, 1, &o);
-        double em2 = mdbf_err(W, m, n, bl_mdbf_rank_for_bpw(m, n, bp[t], 2, 2), 2, 2, &o);
+        double ed = dbf_err(W, m, n, dbf_mid(m, n, bp[t]), &o);
+        double em = mdbf_err(W, m, n, mdbf_rank(m, n, bp[t], 1, 1), 1, 1, &o);
+        double em2 = mdbf_err(W, m, n, mdbf_rank(m, n, bp[t], 2, 2), 2, 2, &o);
         fprintf(stderr, "  bpw %.1f: dbf %.4f mdbf(l1,P1) %.4f mdbf(l2,P2) %.4f\n", bp[t], ed, em, em2);
         CHECK(ed < pd && em < pm && em2 < pm2);
         pd = ed;
@@ -550,7 +562,7 @@ static void test_bpw_helpers(void) {
         for (int b = 0; b < 6; b++) {
             int64_t m = shapes[s][0], n = shapes[s][1];
             double budget = bpws[b] * (double)m * (double)n;
-            int64_t k = bl_dbf_mid_for_bpw(m, n, bpws[b]);
+            int64_t k = dbf_mid(m, n, bpws[b]);
             CHECK(k >= 1 && k <= BL_MAX_MID);
             if (k > 1) CHECK(dbf_bits(m, n, k) <= budget);
             CHECK(dbf_bits(m, n, k + 1) > budget);
@@ -558,7 +570,7 @@ static void test_bpw_helpers(void) {
             for (int pi = 0; pi < 2; pi++)
                 for (int li = 0; li < 3; li++) {
                     int P = Ps[pi], l = lsz[li];
-                    int64_t r = bl_mdbf_rank_for_bpw(m, n, bpws[b], l, P);
+                    int64_t r = mdbf_rank(m, n, bpws[b], l, P);
                     CHECK(r >= 1 && r <= BL_MAX_MID);
                     if (r > 1) CHECK(mdbf_bits(m, n, r, l, P) <= budget);
                     CHECK(mdbf_bits(m, n, r + 1, l, P) > budget);
@@ -566,17 +578,17 @@ static void test_bpw_helpers(void) {
         }
     /* the published numbers (ALGORITHMS.md §5; l = 1 with one middle vector is DBF's k, where
      * the paper's two vectors give 2024) */
-    CHECK(bl_mdbf_rank_for_bpw(4096, 4096, 1.0, 1, 1) == 2028);
-    CHECK(bl_mdbf_rank_for_bpw(4096, 4096, 1.0, 4, 1) == 1953);
-    CHECK(bl_dbf_mid_for_bpw(4096, 4096, 1.0) == 2028);
+    CHECK(mdbf_rank(4096, 4096, 1.0, 1, 1) == 2028);
+    CHECK(mdbf_rank(4096, 4096, 1.0, 4, 1) == 1953);
+    CHECK(dbf_mid(4096, 4096, 1.0) == 2028);
     for (int s = 0; s < 6; s++)
-        CHECK(bl_mdbf_rank_for_bpw(shapes[s][0], shapes[s][1], 1.3, 1, 1) ==
-              bl_dbf_mid_for_bpw(shapes[s][0], shapes[s][1], 1.3));
-    CHECK(bl_dbf_mid_for_bpw(10, 10, 0.01) == 1);        /* clamped up */
-    CHECK(bl_dbf_mid_for_bpw(10, 20, 100.0) == 424);     /* (100·200 − 16·30) / 46, no cap */
+        CHECK(mdbf_rank(shapes[s][0], shapes[s][1], 1.3, 1, 1) ==
+              dbf_mid(shapes[s][0], shapes[s][1], 1.3));
+    CHECK(dbf_mid(10, 10, 0.01) == 1);        /* clamped up */
+    CHECK(dbf_mid(10, 20, 100.0) == 424);     /* (100·200 − 16·30) / 46, no cap */
     /* the 7B MLP shape of the issue: 1.5 bpw asks for more than min(m, n) = 4096 */
-    CHECK(bl_dbf_mid_for_bpw(11008, 4096, 1.5) > 4096);
-    CHECK(bl_dbf_mid_for_bpw(1, 1, 1e9) == BL_MAX_MID);  /* the format's limit */
+    CHECK(dbf_mid(11008, 4096, 1.5) > 4096);
+    CHECK(dbf_mid(1, 1, 1e9) == BL_MAX_MID);  /* the format's limit */
 }
 
 /* ---------- (h) importance weighting ---------- */
@@ -602,7 +614,7 @@ static void test_importance(void) {
     bl_fit_opts oi = o;
     oi.in_importance = imp;
     bl_err e;
-    int64_t k = bl_dbf_mid_for_bpw(m, n, 1.5);
+    int64_t k = dbf_mid(m, n, 1.5);
     bl_dbf d0, d1;
     REQUIRE(bl_fit_dbf(W, m, n, k, &o, &d0, &e) == BL_OK);
     REQUIRE(bl_fit_dbf(W, m, n, k, &oi, &d1, &e) == BL_OK);
@@ -614,7 +626,7 @@ static void test_importance(void) {
     free_dbf(&d0);
     free_dbf(&d1);
     bl_mdbf q0, q1;
-    int64_t r = bl_mdbf_rank_for_bpw(m, n, 1.5, 2, 1);
+    int64_t r = mdbf_rank(m, n, 1.5, 2, 1);
     REQUIRE(bl_fit_mdbf(W, m, n, r, 2, 1, &o, &q0, &e) == BL_OK);
     REQUIRE(bl_fit_mdbf(W, m, n, r, 2, 1, &oi, &q1, &e) == BL_OK);
     Y0 = recon_mdbf(&q0);
@@ -709,7 +721,7 @@ static void test_activation_aware_and_adam(void) {
     bl_fit_opts od = o, oh = o;
     od.in_importance = d; /* diagonal of H only */
     oh.H = H;
-    int64_t r = bl_mdbf_rank_for_bpw(m, n, 2.0, 1, 1);
+    int64_t r = mdbf_rank(m, n, 2.0, 1, 1);
     double e0 = mdbf_output_err(W, X, m, n, N, r, &o);
     double ed = mdbf_output_err(W, X, m, n, N, r, &od);
     double eh = mdbf_output_err(W, X, m, n, N, r, &oh);
@@ -721,7 +733,7 @@ static void test_activation_aware_and_adam(void) {
     for (int64_t j = 0; j < n; j++) Hi[j * n + j] = 3.0f;
     bl_fit_opts oi = o;
     oi.H = Hi;
-    int64_t r2 = bl_mdbf_rank_for_bpw(m, n, 2.0, 2, 1);
+    int64_t r2 = mdbf_rank(m, n, 2.0, 2, 1);
     double w0 = mdbf_err(W, m, n, r2, 2, 1, &o), wi = mdbf_err(W, m, n, r2, 2, 1, &oi);
     CHECK_MSG(fabs(w0 - wi) < 0.02, "H = 3I gives %g, plain %g", wi, w0);
     /* Adam on the envelopes never increases the weight error */

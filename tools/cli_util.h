@@ -35,6 +35,16 @@ typedef struct {
     int tag;              /* the command's own use (e.g. which method parameter it sets) */
 } cli_opt;
 
+/* The decoding options that generate and chat share (one table entry each, same defaults). */
+#define CLI_DECODE_OPTS(top_p, seed, tokenizer, threads)                                          \
+    {"top-p", 0, OPT_FLOAT, &(top_p), "P", "nucleus sampling mass in (0, 1] (default 0.9)",       \
+     CLI_RANGE_LO_OPEN(0, 1)},                                                                     \
+    {"seed", 0, OPT_U64, &(seed), "S", "random seed (default 42)", CLI_ANY},                      \
+    {"tokenizer", 0, OPT_STR, &(tokenizer), "FILE", "tokenizer for llama2.c checkpoints",         \
+     CLI_ANY},                                                                                     \
+    {"threads", 't', OPT_INT, &(threads), "T", "threads (default: OMP_NUM_THREADS or all cores)", \
+     CLI_MIN(1)}
+
 typedef struct {
     const char *name;     /* subcommand */
     const char *args;     /* positional arguments, e.g. "MODEL" */

@@ -44,12 +44,7 @@ int cmd_chat(int argc, char **argv) {
          CLI_MIN(1)},
         {"temp", 0, OPT_FLOAT, &temp, "T", "temperature, 0 = greedy (default 0.8)",
          CLI_MIN(0)},
-        {"top-p", 0, OPT_FLOAT, &top_p, "P", "nucleus sampling mass in (0, 1] (default 0.9)",
-         CLI_RANGE_LO_OPEN(0, 1)},
-        {"seed", 0, OPT_U64, &seed, "S", "random seed (default 42)", CLI_ANY},
-        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
-        {"threads", 't', OPT_INT, &threads, "T",
-         "threads (default: OMP_NUM_THREADS or all cores)", CLI_MIN(1)},
+        CLI_DECODE_OPTS(top_p, seed, tokp, threads),
     };
     const cli_spec spec = {"chat", "MODEL",
                            "Chat with a model. Type a message and Enter; /reset forgets the "

@@ -25,12 +25,7 @@ int cmd_generate(int argc, char **argv) {
         {"temp", 0, OPT_FLOAT, &temp, "T",
          "temperature, 0 = greedy, inf = uniform (default 0.8)", .lo = 0,
          .bounds = CLI_LO | CLI_INF},
-        {"top-p", 0, OPT_FLOAT, &top_p, "P", "nucleus sampling mass in (0, 1] (default 0.9)",
-         CLI_RANGE_LO_OPEN(0, 1)},
-        {"seed", 0, OPT_U64, &seed, "S", "random seed (default 42)", CLI_ANY},
-        {"threads", 't', OPT_INT, &threads, "T",
-         "threads (default: OMP_NUM_THREADS or all cores)", CLI_MIN(1)},
-        {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
+        CLI_DECODE_OPTS(top_p, seed, tokp, threads),
         {"json", 0, OPT_FLAG, &json, NULL, "print {\"ids\": [...], \"text\": ...} on stdout",
          CLI_ANY},
     };

@@ -140,7 +140,10 @@ const bl_format_ops *const *bl_format_list(int *count);
 bool bl_linear_is_dense(const bl_linear *L);
 
 /* The largest middle dimension in [1, BL_MAX_MID] whose stored bits (the format's stored_bits,
- * p's other fields) are at most bpw·m·n; 1 when even that does not fit. */
+ * p's other fields) are at most bpw·m·n; 1 when even that does not fit (then above the target).
+ * The one inverse of the cost formula: FP16 vectors are counted (bitllm's convention; the
+ * reference code's k = ⌊b·mn/(m+n)⌋ counts sign bits only), and the middle is not capped at
+ * min(m, n) (a wider middle still adds sign bits that lower the error). */
 int64_t bl_format_mid_for_bpw(const bl_format_ops *f, int64_t m, int64_t n,
                               const bl_format_params *p, double bpw);
 

@@ -82,15 +82,6 @@ bl_status bl_fit_onebit(const float *W, int64_t m, int64_t n, const bl_fit_opts 
 bl_status bl_fit_rtn(const float *W, int64_t m, int64_t n, int bits, int group, bl_rtn *out,
                      bl_err *err);
 
-/* Middle dimension for a bpw target with the FP16 vectors counted (bitllm's convention; the
- * reference code's k = ⌊b·mn/(m+n)⌋ counts sign bits only): the largest k whose stored bits fit
- * b·m·n, DBF: bits = k(m+n) + 16(m+n+k); MDBF: bits = P·[r(m+n) + 16·l·(m+n+2r)] for l ≥ 2 and
- * P·[r(m+n) + 16(m+n+r)] for l = 1 (one middle vector, as DBF). Not capped at
- * min(m, n) (a middle dimension above it still adds sign bits that lower the error); at least 1
- * (a target below the cost of k = 1 gives 1, which then exceeds the target). */
-int64_t bl_dbf_mid_for_bpw(int64_t m, int64_t n, double bpw);
-int64_t bl_mdbf_rank_for_bpw(int64_t m, int64_t n, double bpw, int l, int P);
-
 /* DBF by importance-weighted alternating ADMM with the SVID projection (ALGORITHMS.md §4). */
 bl_status bl_fit_dbf(const float *W, int64_t m, int64_t n, int64_t k, const bl_fit_opts *o,
                      bl_dbf *out, bl_err *err);

@@ -128,12 +128,17 @@ void nn_model_free(nn_model *m);
  * global), or NULL for a tensor that is not a vector. */
 size_t *nn_vector_slot(nn_model *M, const bl_arch_tensor *t, int layer);
 
+/* Training options that only some formats read (train maps bl_distill_opt onto them; nn sits
+ * below train and does not see its options). */
+typedef enum { NN_OPT_POST_LN, NN_OPT_LATENT_INIT, NN_OPT_FLIP, NN_OPT_COUNT } nn_opt;
+#define NN_OPT_BIT(o) (1u << (o))
+
 /* One entry per trainable format (src/nn/nn_formats.c), indexed by nn_linear.kind: everything
  * the engine knows about a format except its forward/backward (linear_impl.h, per precision). */
 typedef struct nn_format {
     const char *format;       /* the registry's name (bl_format_find) */
     bool signs_follow_latent; /* the sign matrix is sign(latent), refreshed every step (onebit) */
-    unsigned distill_opts;    /* the bl_distill_opt options it reads (1 << opt) */
+    unsigned opts;            /* the nn_opt options it reads (NN_OPT_BIT) */
     /* The nn layout of a loaded layer of this format. */
     void (*spec)(const bl_linear *L, const nn_build_opts *o, nn_lin_spec *sp);
     /* Adds the layer's tensors and sign matrices (L->kind, m, n and NN_NONE offsets are set). */
@@ -154,6 +159,10 @@ typedef struct nn_format {
 extern const nn_format nn_formats[NN_KIND_COUNT];
 /* The kind of a loaded layer's format, or -1 when it cannot be trained. */
 int nn_kind_of(const bl_linear *L);
+/* The layout spec of a layer of method m (its parameters as a checkpoint records them, mid
+ * resolved), for random models; BL_ERR_UNSUPPORTED when the format has no entry. */
+bl_status nn_method_spec(const bl_method *m, const nn_build_opts *o, nn_lin_spec *sp,
+                         bl_err *err);
 
 const nn_tensor *nn_model_find(const nn_model *m, const char *name);
 /* Marks every tensor trainable (tests) and enables all gradients. */

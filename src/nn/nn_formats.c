@@ -5,7 +5,6 @@
  * registry (bl_format_find), never by comparing names. The precision-dependent forward/backward
  * pairs are in linear_impl.h. */
 #include "nn/nn_build.h"
-#include "bitllm/train.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -297,11 +296,11 @@ static bl_status mdbf_export(const nn_linear *L, const float *P, bl_linear *out,
 const nn_format nn_formats[NN_KIND_COUNT] = {
     [NN_DENSE] = {"dense", false, 0, dense_spec, dense_layout, dense_import, dense_random, no_size,
                   no_size, no_vec, NULL},
-    [NN_ONEBIT] = {"onebit", true, 1u << BL_DO_POST_LN | 1u << BL_DO_LATENT_INIT, onebit_spec, onebit_layout, onebit_import, onebit_random,
+    [NN_ONEBIT] = {"onebit", true, NN_OPT_BIT(NN_OPT_POST_LN) | NN_OPT_BIT(NN_OPT_LATENT_INIT), onebit_spec, onebit_layout, onebit_import, onebit_random,
                    onebit_acts, onebit_work, onebit_vec, onebit_export},
-    [NN_DBF] = {"dbf", false, 1u << BL_DO_FLIP, dbf_spec, dbf_layout, dbf_import, dbf_random, dbf_acts, dbf_work,
+    [NN_DBF] = {"dbf", false, NN_OPT_BIT(NN_OPT_FLIP), dbf_spec, dbf_layout, dbf_import, dbf_random, dbf_acts, dbf_work,
                 dbf_vec, dbf_export},
-    [NN_MDBF] = {"mdbf", false, 1u << BL_DO_FLIP, mdbf_spec, mdbf_layout, mdbf_import, mdbf_random, mdbf_acts,
+    [NN_MDBF] = {"mdbf", false, NN_OPT_BIT(NN_OPT_FLIP), mdbf_spec, mdbf_layout, mdbf_import, mdbf_random, mdbf_acts,
                  mdbf_work, mdbf_vec, mdbf_export},
 };
 
@@ -309,4 +308,16 @@ int nn_kind_of(const bl_linear *L) {
     for (int k = 0; k < NN_KIND_COUNT; k++)
         if (bl_format_find(nn_formats[k].format) == L->ops) return k;
     return -1;
+}
+
+bl_status nn_method_spec(const bl_method *m, const nn_build_opts *o, nn_lin_spec *sp,
+                         bl_err *err) {
+    const bl_linear L = {.ops = m->format, .params = m->params};
+    const int k = nn_kind_of(&L);
+    if (k < 0)
+        return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: the training engine has no entry for it",
+                       m->format->name);
+    *sp = (nn_lin_spec){.kind = k, .l = 1, .P = 1};
+    nn_formats[k].spec(&L, o, sp);
+    return BL_OK;
 }

@@ -36,46 +36,6 @@ double bl_rel_err(const float *W, const float *What, int64_t m, int64_t n) {
     return sqrt(num / den);
 }
 
-/* DBF: bits(k) = k(m+n) + 16(m+n+k) (sign bits of A and B plus the FP16 vectors a, μ, b). */
-static double dbf_bits(int64_t m, int64_t n, int64_t k) {
-    return (double)k * (double)(m + n) + 16.0 * (double)(m + n + k);
-}
-
-/* MDBF: bits(r) = P·[r(m+n) + 16·(l(m+n) + 2lr)] (signs, A_env, B_env, Q_U, Q_V per path); for
- * l = 1 the two middle vectors are one (μ = Q_U ⊙ Q_V): P·[r(m+n) + 16(m+n+r)]. */
-static double mdbf_bits(int64_t m, int64_t n, int64_t r, int l, int P) {
-    double middle = l == 1 ? (double)r : 2.0 * l * (double)r;
-    return (double)P * ((double)r * (double)(m + n) + 16.0 * (l * (double)(m + n) + middle));
-}
-
-static int64_t clamp_mid(int64_t k) {
-    if (k > BL_MAX_MID) k = BL_MAX_MID;
-    if (k < 1) k = 1;
-    return k;
-}
-
-int64_t bl_dbf_mid_for_bpw(int64_t m, int64_t n, double bpw) {
-    if (m < 1 || n < 1 || !(bpw > 0.0)) return 1;
-    double budget = bpw * (double)m * (double)n;
-    double kf = floor((budget - 16.0 * (double)(m + n)) / (double)(m + n + 16));
-    int64_t k = kf < 1.0 ? 1 : kf > (double)BL_MAX_MID ? BL_MAX_MID : (int64_t)kf;
-    /* the closed form is exact in real arithmetic; settle rounding at the boundary in integers */
-    while (k < BL_MAX_MID && dbf_bits(m, n, k + 1) <= budget) k++;
-    while (k > 1 && dbf_bits(m, n, k) > budget) k--;
-    return clamp_mid(k);
-}
-
-int64_t bl_mdbf_rank_for_bpw(int64_t m, int64_t n, double bpw, int l, int P) {
-    if (m < 1 || n < 1 || l < 1 || P < 1 || !(bpw > 0.0)) return 1;
-    double budget = bpw * (double)m * (double)n;
-    double rf = floor((budget / P - 16.0 * l * (double)(m + n)) /
-                      (double)(m + n + (l == 1 ? 16 : 32 * l)));
-    int64_t r = rf < 1.0 ? 1 : rf > (double)BL_MAX_MID ? BL_MAX_MID : (int64_t)rf;
-    while (r < BL_MAX_MID && mdbf_bits(m, n, r + 1, l, P) <= budget) r++;
-    while (r > 1 && mdbf_bits(m, n, r, l, P) > budget) r--;
-    return clamp_mid(r);
-}
-
 bl_status bl_qf_sqrt_importance(const float *imp, int64_t n, float **out, bl_err *err) {
     *out = NULL;
     if (!imp) return BL_OK;
