@@ -236,7 +236,7 @@ static void check_roundtrip(const bl_linear *L, bl_rng *r) {
     uint64_t bytes = 0;
     for (int i = 0; i < ts.n; i++) bytes += ts.t[i].nbytes;
     CHECK(ts.n == layer_tensor_count(L));
-    uint64_t stored = L->ops->stored_bits(L->m, L->n, &L->params), pad = layer_pad_bits(L);
+    uint64_t stored = bl_format_stored_bits(L->ops, L->m, L->n, &L->params), pad = layer_pad_bits(L);
     CHECK_MSG(8 * bytes == stored + pad, "%s %lldx%lld: 8×%llu bytes vs %llu bits + %llu pad",
               L->ops->name, (long long)L->m, (long long)L->n, (unsigned long long)bytes,
               (unsigned long long)stored, (unsigned long long)pad);
@@ -253,20 +253,56 @@ static void check_roundtrip(const bl_linear *L, bl_rng *r) {
         float *x = rand_vec(r, T * L->n, 1.0f, 0.0f);
         float *y1 = run_forward(L, x, T), *y2 = run_forward(&L2, x, T);
         CHECK(memcmp(y1, y2, (size_t)(T * L->m) * sizeof *y1) == 0);
+        /* a copy of the loaded layer (whose signs are views into the file) outlives the file */
+        bl_linear C = {0};
+        CHECK_MSG(bl_linear_copy(&L2, &C, &err) == BL_OK, "copy: %s", err.msg);
+        bl_linear_free(&L2);
+        bl_tensor_set_free(&ts);
+        float *W3 = dense_of(&C);
+        CHECK(memcmp(W1, W3, (size_t)(L->m * L->n) * sizeof *W1) == 0);
+        bl_linear_free(&C);
         free(W1);
         free(W2);
+        free(W3);
         free(x);
         free(y1);
         free(y2);
-        bl_linear_free(&L2);
+    } else {
+        bl_tensor_set_free(&ts);
     }
-    bl_tensor_set_free(&ts);
     unlink(path);
+}
+
+/* bl_linear_copy (generic, from the tensor table): the same shape, parameters, weights and
+ * outputs bit for bit, in buffers of its own (it outlives the original). */
+static void check_copy(bl_linear *L, bl_rng *r) {
+    bl_linear C = {0};
+    bl_err err = {0};
+    bl_status s = bl_linear_copy(L, &C, &err);
+    if (bl_linear_is_dense(L)) {
+        CHECK(s == BL_ERR_UNSUPPORTED);
+        return;
+    }
+    CHECK_MSG(s == BL_OK, "copy: %s", err.msg);
+    if (s) return;
+    CHECK(C.ops == L->ops && C.m == L->m && C.n == L->n &&
+          memcmp(&C.params, &L->params, sizeof C.params) == 0);
+    CHECK(C.ops->data(&C) != L->ops->data(L));
+    const int64_t T = 3;
+    float *x = rand_vec(r, T * L->n, 1.0f, 0.0f);
+    float *W1 = dense_of(L), *y1 = run_forward(L, x, T);
+    bl_linear_free(L); /* the copy does not share its buffers */
+    float *W2 = dense_of(&C), *y2 = run_forward(&C, x, T);
+    CHECK(memcmp(W1, W2, (size_t)(C.m * C.n) * sizeof *W1) == 0);
+    CHECK(memcmp(y1, y2, (size_t)(T * C.m) * sizeof *y1) == 0);
+    free(x), free(W1), free(W2), free(y1), free(y2);
+    *L = C; /* the caller frees it */
 }
 
 static void check_layer(bl_linear *L, bl_rng *r) {
     check_forward(L, r, 1);
     check_forward(L, r, 5);
+    check_copy(L, r);
     check_roundtrip(L, r);
     bl_linear_free(L);
 }
@@ -434,25 +470,25 @@ static void test_stored_bits(void) {
                         *md = bl_format_find("mdbf"), *rt = bl_format_find("rtn");
     REQUIRE(ob && db && md && rt);
     bl_format_params p = {0};
-    CHECK(ob->stored_bits(4096, 4096, &p) == 4096ull * 4096 + 16ull * 8192);
+    CHECK(bl_format_stored_bits(ob, 4096, 4096, &p) == 4096ull * 4096 + 16ull * 8192);
     bl_linear L = {.ops = ob, .m = 4096, .n = 4096};
     CHECK_NEAR(bl_linear_bpw(&L), 1.0078125, 1e-12);
     p.mid = 2000;
-    CHECK(db->stored_bits(4096, 11008, &p) == 2000ull * 15104 + 16ull * (15104 + 2000));
+    CHECK(bl_format_stored_bits(db, 4096, 11008, &p) == 2000ull * 15104 + 16ull * (15104 + 2000));
     /* l = 1 stores one middle vector (μ = Q_U ⊙ Q_V), so it costs exactly DBF's bits */
     p.mid = 2028, p.rank_l = 1, p.paths = 1;
-    uint64_t b1 = md->stored_bits(4096, 4096, &p);
+    uint64_t b1 = bl_format_stored_bits(md, 4096, 4096, &p);
     CHECK(b1 == 2028ull * 8192 + 16ull * (8192 + 2028));
-    CHECK(b1 == db->stored_bits(4096, 4096, &p));
+    CHECK(b1 == bl_format_stored_bits(db, 4096, 4096, &p));
     CHECK(b1 <= 4096ull * 4096); /* r = 2028 is the largest rank within 1.0 bpw */
     p.mid = 1953, p.rank_l = 4, p.paths = 2;
-    CHECK(md->stored_bits(4096, 4096, &p) == 2ull * (1953ull * 8192 + 64ull * (8192 + 3906)));
+    CHECK(bl_format_stored_bits(md, 4096, 4096, &p) == 2ull * (1953ull * 8192 + 64ull * (8192 + 3906)));
     p = (bl_format_params){.bits = 1};
-    CHECK(rt->stored_bits(4096, 4096, &p) == 4096ull * 4096 + 16ull * 4096);
+    CHECK(bl_format_stored_bits(rt, 4096, 4096, &p) == 4096ull * 4096 + 16ull * 4096);
     p = (bl_format_params){.bits = 2, .group = 128};
-    CHECK(rt->stored_bits(4096, 4096, &p) == 2ull * 4096 * 4096 + 32ull * 4096 * 32);
+    CHECK(bl_format_stored_bits(rt, 4096, 4096, &p) == 2ull * 4096 * 4096 + 32ull * 4096 * 32);
     p = (bl_format_params){.bits = 3, .group = 64};
-    CHECK(rt->stored_bits(10, 100, &p) == 3000ull + 32ull * 10 * 2);
+    CHECK(bl_format_stored_bits(rt, 10, 100, &p) == 3000ull + 32ull * 10 * 2);
 }
 
 /* Post-LN: each token's outputs have mean 0 and (biased) variance var/(var+eps) ≈ 1. */
@@ -618,6 +654,29 @@ static void test_from_validation(void) {
     CHECK(fabsf(W[5]) == fabsf(g[0])); /* Ŵ[1][0] = ±h[1]·g[0] with h[1] now exactly 1 */
     CHECK(L.ops == bl_format_find("onebit") && L.m == 3 && L.n == 5);
     bl_linear_free(&L);
+
+    /* a missing buffer is named by format and tensor (the generic check over the table) */
+    bl_mdbf np = {.m = 2, .n = 3, .r = 1, .l = 2, .P = 2};
+    REQUIRE(bl_format_data_alloc(bl_format_find("mdbf"), 2, 3,
+                                 &(bl_format_params){.mid = 1, .rank_l = 2, .paths = 2}, &np,
+                                 &err) == BL_OK);
+    float *qv = np.paths[1].Q_V;
+    np.paths[1].Q_V = NULL;
+    CHECK(bl_linear_from_mdbf(&L, &np, &err) == BL_ERR_ARG);
+    CHECK_MSG(strstr(err.msg, "mdbf p1.Q_V") != NULL, "%s", err.msg);
+    np.paths[1].Q_V = qv;
+    REQUIRE(bl_linear_from_mdbf(&L, &np, &err) == BL_OK); /* zeroed buffers: a valid layer */
+    CHECK(np.paths == NULL && L.params.paths == 2 && L.params.rank_l == 2);
+    float Wz[6] = {1, 1, 1, 1, 1, 1};
+    REQUIRE(L.ops->to_dense(&L, Wz, &err) == BL_OK);
+    for (int i = 0; i < 6; i++) CHECK(Wz[i] == 0.0f);
+    bl_linear_free(&L);
+    /* shapes the format cannot hold are refused before anything is allocated */
+    bl_mdbf bad;
+    CHECK(bl_format_data_alloc(bl_format_find("mdbf"), 2, 3,
+                               &(bl_format_params){.mid = 1, .rank_l = 1, .paths = 65}, &bad,
+                               &err) == BL_ERR_ARG);
+    CHECK(bad.paths == NULL);
 
     bl_rtn rq = {.m = 2, .n = 10, .bits = 5, .group = 0};
     CHECK(bl_linear_from_rtn(&L, &rq, &err) == BL_ERR_ARG);

@@ -65,10 +65,10 @@ static void check_mid(const bl_format_ops *f, int64_t m, int64_t n, bl_format_pa
     int64_t k = bl_format_mid_for_bpw(f, m, n, &p, bpw);
     CHECK(k >= 1 && k <= BL_MAX_MID);
     p.mid = k;
-    if (k > 1) CHECK((double)f->stored_bits(m, n, &p) <= budget);
+    if (k > 1) CHECK((double)bl_format_stored_bits(f, m, n, &p) <= budget);
     p.mid = k + 1;
     if (k < BL_MAX_MID)
-        CHECK_MSG((double)f->stored_bits(m, n, &p) > budget, "%s %lldx%lld bpw %g: mid %lld",
+        CHECK_MSG((double)bl_format_stored_bits(f, m, n, &p) > budget, "%s %lldx%lld bpw %g: mid %lld",
                   f->name, (long long)m, (long long)n, bpw, (long long)k);
 }
 

@@ -227,8 +227,8 @@ static void check_random(const char *method, int rank_l) {
                 CHECK_MSG(a->ops == b->ops && pa->bits == pb->bits && pa->group == pb->group &&
                               pa->mid == pb->mid && pa->rank_l == pb->rank_l &&
                               pa->paths == pb->paths && pa->post_ln == pb->post_ln &&
-                              a->ops->stored_bits(a->m, a->n, pa) ==
-                                  b->ops->stored_bits(b->m, b->n, pb),
+                              bl_format_stored_bits(a->ops, a->m, a->n, pa) ==
+                                  bl_format_stored_bits(b->ops, b->m, b->n, pb),
                           "%s: layer %d.%d differs from the fit (%s mid %lld vs %s mid %lld)",
                           name, l, p, a->ops->name, (long long)pa->mid, b->ops->name,
                           (long long)pb->mid);

@@ -78,10 +78,53 @@ typedef struct {
 
 struct bl_fit_opts;
 typedef struct bl_linear bl_linear;
+typedef struct bl_format_ops bl_format_ops;
+
+/* ---- a format's tensor table ----
+ * Every tensor a layer of the format holds, with its kind and shape as functions of (m, n,
+ * params). From it generic code (src/formats/layer.c) allocates, validates, frees, saves, loads
+ * (dtype and shape checked, the error naming tensor and file), copies a layer and counts its
+ * stored bits; a format writes none of that itself. In memory each tensor is a buffer pointer
+ * (uint8_t * or float *) in the format's data struct, the struct `data` returns. */
+typedef enum {
+    BL_FT_SIGNS, /* packed signs in the canonical layout, U8 {rows, ceil(cols/8)}; 1 bit each.
+                  * Prepared for the sign kernels at attach; a loaded one stays a view into the
+                  * mapped file. */
+    BL_FT_CODES, /* b-bit codes packed LSB first (a code may straddle two bytes), b = the
+                  * entry's code_bits or else params.bits: U8 {rows, ceil(cols·b/8)}, padding
+                  * bits 0; a loaded one stays a view. */
+    BL_FT_F16,   /* FP16 values held as float, F16 {rows, cols} (cols 0: a vector F16 {rows});
+                  * handed-over values are rounded to FP16, loaded ones must be finite */
+} bl_format_tensor_kind;
+
+typedef int64_t (*bl_dim_fn)(int64_t m, int64_t n, const bl_format_params *p);
+/* Dimensions most tables use. */
+int64_t bl_dim_m(int64_t m, int64_t n, const bl_format_params *p);
+int64_t bl_dim_n(int64_t m, int64_t n, const bl_format_params *p);
+int64_t bl_dim_mid(int64_t m, int64_t n, const bl_format_params *p);
+int64_t bl_dim_rank_l(int64_t m, int64_t n, const bl_format_params *p);
+int64_t bl_dim_vector(int64_t m, int64_t n, const bl_format_params *p); /* 0: a vector */
+
+typedef struct {
+    const char *part;    /* "<prefix>.<part>"; a repeated one has a %d for the repeat ("p%d.SA") */
+    bl_format_tensor_kind kind;
+    bl_dim_fn rows, cols;
+    size_t offset;       /* of its buffer pointer in the data struct (repeated: in one element) */
+    bool repeated;       /* one per repeat (see bl_format_ops.repeats) */
+    bool (*present)(const bl_format_params *p);  /* NULL: always */
+    /* NULL: stored whenever present. When it returns false the tensor is in memory (filled
+     * with `fill`) but not in files; a file that has it anyway (an older layout) is read. */
+    bool (*stored)(const bl_format_params *p);
+    float fill;
+    int code_bits;       /* BL_FT_CODES of a fixed width (1..8); 0: params.bits */
+} bl_format_tensor;
+/* A table entry that is always present and stored (others spell out .present / .stored). */
+#define BL_TENSOR(part_, kind_, rows_, cols_, offset_) \
+    {.part = (part_), .kind = (kind_), .rows = (rows_), .cols = (cols_), .offset = (offset_)}
 
 /* A format's traits record: everything the library knows about one weight format. Registered
  * once, in the table of src/formats/registry.c. */
-typedef struct bl_format_ops {
+struct bl_format_ops {
     const char *name; /* "dense", "onebit", "dbf", "mdbf", "rtn", "qsym" */
     const char *desc; /* one line for `bitllm formats` */
     /* Parameter schema (NULL/0: none) and short names for common parameter sets. */
@@ -94,9 +137,28 @@ typedef struct bl_format_ops {
     /* The format has a middle dimension (params.mid) that a bpw target sets: the largest mid
      * whose stored_bits fit the target (bl_format_mid_for_bpw, a monotone search). */
     bool mid_from_bpw;
+    /* The tensor table (NULL for dense, whose one tensor is a view of the checkpoint's). */
+    const bl_format_tensor *tensors;
+    int n_tensors;
+    /* The data struct: its size, the offset of its `bool view` (loaded sign/code buffers point
+     * into a file and are not freed), and where repeated tensors live: an array of repeats(p)
+     * elements of repeat_size bytes whose pointer is at repeat_offset (mdbf's paths). */
+    size_t data_size, view_offset;
+    int (*repeats)(const bl_format_params *p); /* NULL: no repeated tensors */
+    size_t repeat_offset, repeat_size;
+    /* The layer's shape into a zeroed data struct, and back (the params a layer records). */
+    void (*set_shape)(void *data, int64_t m, int64_t n, const bl_format_params *p);
+    void (*get_shape)(const void *data, int64_t *m, int64_t *n, bl_format_params *p);
+    /* Rejects shapes and parameters the format cannot hold; `who` starts the message. */
+    bl_status (*check)(int64_t m, int64_t n, const bl_format_params *p, const char *who,
+                       bl_err *err);
+    /* Optional: brings handed-over data into its stored form before it is validated (mdbf with
+     * l = 1 multiplies Q_V into Q_U). */
+    void (*normalize)(void *data, const bl_format_params *p);
     /* Exact number of bits this format stores for an m×n layer with params p (everything the
-     * layer needs: sign bits, codes, FP16 vectors). bpw = stored_bits / (m·n). For "dense" the
-     * dtype's width is taken from p->bits. Non-decreasing in p->mid. */
+     * layer needs: sign bits, codes, FP16 vectors); bpw = stored_bits / (m·n). Tabled formats
+     * leave it NULL: the table counts (bl_format_stored_bits). For "dense" the dtype's width is
+     * taken from p->bits. Non-decreasing in p->mid. */
     uint64_t (*stored_bits)(int64_t m, int64_t n, const bl_format_params *p);
     /* Fits W (m×n row-major f32) with params p (mid resolved) into out; NULL: not fittable. */
     bl_status (*fit)(const float *W, int64_t m, int64_t n, const bl_format_params *p,
@@ -125,7 +187,15 @@ typedef struct bl_format_ops {
     const void *(*data)(const bl_linear *L);
     /* Relative tolerance of forward() against x·to_dense()ᵀ, used by the format tests. */
     double forward_tol;
-} bl_format_ops;
+};
+/* save, load, free_impl, data of a tabled format: the generic code of src/formats/layer.c. */
+#define BL_FORMAT_TABLE_OPS                                                                      \
+    .save = bl_layer_save, .load = bl_layer_load, .free_impl = bl_layer_free,                    \
+    .data = bl_layer_data
+bl_status bl_layer_save(const bl_linear *L, const char *prefix, bl_st_writer *w, bl_err *err);
+bl_status bl_layer_load(bl_linear *L, const char *prefix, const bl_tensor_set *ts, bl_err *err);
+void bl_layer_free(bl_linear *L);
+const void *bl_layer_data(const bl_linear *L);
 
 struct bl_linear {
     const bl_format_ops *ops;
@@ -169,10 +239,28 @@ bool bl_method_uses(const bl_method *m, bool random_factors, bl_qparam p);
 /* The registry's formats that read p, as "dbf, mdbf" ("none" if none). */
 void bl_qparam_users(bl_qparam p, bool random_factors, char *buf, size_t cap);
 
+/* The format's cost formula: its stored_bits, or what its tensor table stores. */
+uint64_t bl_format_stored_bits(const bl_format_ops *f, int64_t m, int64_t n,
+                               const bl_format_params *p);
 static inline double bl_linear_bpw(const bl_linear *L) {
-    return (double)L->ops->stored_bits(L->m, L->n, &L->params) / ((double)L->m * (double)L->n);
+    return (double)bl_format_stored_bits(L->ops, L->m, L->n, &L->params) /
+           ((double)L->m * (double)L->n);
 }
 void bl_linear_free(bl_linear *L);
+
+/* ---- generic code over a format's tensor table ----
+ * A data struct (bl_onebit, bl_dbf, ... or a format's private one) of shape m×n with params p:
+ * every present tensor a zeroed buffer (fill for unstored ones). data must be data_size bytes. */
+bl_status bl_format_data_alloc(const bl_format_ops *f, int64_t m, int64_t n,
+                               const bl_format_params *p, void *data, bl_err *err);
+/* Frees what the data struct owns (not the buffers of a view) and zeroes it. */
+void bl_format_data_free(const bl_format_ops *f, void *data);
+/* Wraps a data struct into a layer: its shape checked, every present buffer non-NULL, padding
+ * bits 0, F16 values rounded to FP16 (normalize first). The layer takes the buffers and the
+ * struct is zeroed; on failure the caller keeps them. */
+bl_status bl_linear_from_data(bl_linear *L, const bl_format_ops *f, void *data, bl_err *err);
+/* A deep copy of a tabled layer (its own buffers, no view); BL_ERR_UNSUPPORTED for dense. */
+bl_status bl_linear_copy(const bl_linear *src, bl_linear *dst, bl_err *err);
 
 /* ---- dense (F32 / F16 / BF16 view of a checkpoint tensor) ---- */
 /* Wraps a 2-D tensor (not copied: it must outlive L). */

@@ -1,13 +1,24 @@
-/* The ops tables of the built-in formats, collected by the registry (src/formats/registry.c). */
+/* What the formats of src/formats share: the layer record of a tabled format (the generic code of
+ * layer.c builds it from the format's tensor table). */
 #ifndef BITLLM_FORMATS_INTERNAL_H
 #define BITLLM_FORMATS_INTERNAL_H
 
 #include "bitllm/format.h"
+#include "bitllm/kernels.h"
 
-extern const bl_format_ops bl_format_dense;
-extern const bl_format_ops bl_format_onebit;
-extern const bl_format_ops bl_format_dbf;
-extern const bl_format_ops bl_format_mdbf;
-extern const bl_format_ops bl_format_rtn;
+/* L->impl of a tabled format: its data struct and one prepared sign matrix per sign tensor, in
+ * repeat-major table order (onebit: S[0] = sign; dbf: A, B; mdbf: S[2p] = S_A, S[2p+1] = S_B). */
+typedef struct {
+    void *data;
+    bl_signmat *S;
+    int n_signs;
+} bl_layer_impl;
+
+static inline const void *bl_layer_d(const bl_linear *L) {
+    return ((const bl_layer_impl *)L->impl)->data;
+}
+static inline const bl_signmat *bl_layer_signs(const bl_linear *L) {
+    return ((const bl_layer_impl *)L->impl)->S;
+}
 
 #endif

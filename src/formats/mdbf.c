@@ -5,8 +5,7 @@
  * with the l scaled copies of every token stacked as (T·l) rows, so each sign matrix is read once
  * per call (one bl_sign_matmul with T·l right-hand sides) and F, G are never made dense.
  *
- * Tensors per path p: "<prefix>.p{p}.SA" U8 {m, ceil(r/8)}, ".p{p}.SB" U8 {r, ceil(n/8)},
- * ".p{p}.A_env" F16 {m, l}, ".p{p}.Q_U" F16 {r, l}, ".p{p}.Q_V" F16 {r, l}, ".p{p}.B_env" F16 {n, l}.
+ * Its tensors: the table below (per path p: "p{p}.SA", "p{p}.SB", envelopes).
  *
  * l = 1: only the product Q_U ⊙ Q_V matters (one middle scale per component, DBF's μ), so the
  * path stores Q_U = μ and no Q_V (Q_V = 1 in memory): P·[r(m+n) + 16(m+n+r)] bits, DBF's cost per
@@ -23,18 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    bl_mdbf d;
-    bl_signmat *S; /* 2·P: S[2p] = S_A of path p (m×r), S[2p+1] = S_B (r×n) */
-} mdbf_impl;
+extern const bl_format_ops bl_format_mdbf;
 
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
-
-static uint64_t mdbf_stored_bits(int64_t m, int64_t n, const bl_format_params *p) {
-    uint64_t r = (uint64_t)p->mid, l = (uint64_t)p->rank_l, mn = (uint64_t)(m + n);
-    uint64_t middle = l == 1 ? r : 2 * l * r; /* Q_U and Q_V, merged for l = 1 */
-    return (uint64_t)p->paths * (r * mn + 16u * (l * mn + middle));
-}
 
 /* Layout of the workspace: X (T·l × max(n, r)) holds the stacked scaled inputs of either sign
  * product, Z (T·l × max(r, m)) their outputs, z (T × r) the middle activations of one path. */
@@ -94,22 +84,23 @@ static void mdbf_out(void *ctx, int64_t t0, int64_t t1) {
 
 static void mdbf_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work,
                          const bl_exec *ex) {
-    const mdbf_impl *q = L->impl;
-    const int64_t m = q->d.m, n = q->d.n, r = q->d.r, l = q->d.l, Tl = T * l;
+    const bl_mdbf *d = bl_layer_d(L);
+    const bl_signmat *S = bl_layer_signs(L); /* S[2p] = S_A of path p, S[2p+1] = S_B */
+    const int64_t m = d->m, n = d->n, r = d->r, l = d->l, Tl = T * l;
     float *X = work, *Z = X + Tl * max64(n, r), *z = Z + Tl * max64(r, m);
-    for (int p = 0; p < q->d.P; p++) {
-        mdbf_ctx c = {&q->d, &q->d.paths[p], x, X, Z, z, y, p == 0};
+    for (int p = 0; p < d->P; p++) {
+        mdbf_ctx c = {d, &d->paths[p], x, X, Z, z, y, p == 0};
         bl_qc_for_tokens(ex, T, l * n, mdbf_g_in, &c);
-        bl_sign_matmul(&q->S[2 * p + 1], X, Tl, Z, ex);
+        bl_sign_matmul(&S[2 * p + 1], X, Tl, Z, ex);
         bl_qc_for_tokens(ex, T, l * r, mdbf_mid, &c);
-        bl_sign_matmul(&q->S[2 * p], X, Tl, Z, ex);
+        bl_sign_matmul(&S[2 * p], X, Tl, Z, ex);
         bl_qc_for_tokens(ex, T, l * m, mdbf_out, &c);
     }
 }
 
 /* Ŵ = Σ_p F_p·G_p with F and G unpacked (signs times envelope products) and one sgemm per path. */
 static bl_status mdbf_to_dense(const bl_linear *L, float *W, bl_err *err) {
-    const bl_mdbf *d = &((const mdbf_impl *)L->impl)->d;
+    const bl_mdbf *d = bl_layer_d(L);
     const int64_t m = d->m, n = d->n, r = d->r, l = d->l;
     const int64_t rbA = bl_sign_row_bytes(r), rbB = bl_sign_row_bytes(n);
     float *F = bl_malloc_array((size_t)(m * r), sizeof *F);
@@ -142,131 +133,56 @@ static bl_status mdbf_to_dense(const bl_linear *L, float *W, bl_err *err) {
     return BL_OK;
 }
 
-static bl_status mdbf_save(const bl_linear *L, const char *prefix, bl_st_writer *w,
-                           bl_err *err) {
-    const bl_mdbf *d = &((const mdbf_impl *)L->impl)->d;
-    bl_status s = BL_OK;
-    char part[32];
-    for (int p = 0; p < d->P && !s; p++) {
-        const bl_mdbf_path *e = &d->paths[p];
-        snprintf(part, sizeof part, "p%d.SA", p);
-        s = bl_qc_save_u8(w, prefix, part, e->SA, d->m, bl_sign_row_bytes(d->r), err);
-        snprintf(part, sizeof part, "p%d.SB", p);
-        if (!s) s = bl_qc_save_u8(w, prefix, part, e->SB, d->r, bl_sign_row_bytes(d->n), err);
-        snprintf(part, sizeof part, "p%d.A_env", p);
-        if (!s) s = bl_qc_save_f16(w, prefix, part, e->A_env, d->m, d->l, err);
-        snprintf(part, sizeof part, "p%d.Q_U", p);
-        if (!s) s = bl_qc_save_f16(w, prefix, part, e->Q_U, d->r, d->l, err);
-        snprintf(part, sizeof part, "p%d.Q_V", p);
-        if (!s && d->l > 1) s = bl_qc_save_f16(w, prefix, part, e->Q_V, d->r, d->l, err);
-        snprintf(part, sizeof part, "p%d.B_env", p);
-        if (!s) s = bl_qc_save_f16(w, prefix, part, e->B_env, d->n, d->l, err);
-    }
-    return s;
+/* ---- the tensor table, per path p: "<prefix>.p{p}.SA" U8 {m, ceil(r/8)}, ".p{p}.SB" U8
+ * {r, ceil(n/8)}, ".p{p}.A_env" F16 {m, l}, ".p{p}.Q_U" F16 {r, l}, ".p{p}.Q_V" F16 {r, l} (l ≥ 2;
+ * for l = 1 it is 1 in memory and not stored), ".p{p}.B_env" F16 {n, l} ---- */
+
+static bool q_v_stored(const bl_format_params *p) { return p->rank_l > 1; }
+
+#define PATH_TENSOR(part_, kind_, rows_, cols_, field_)                                    \
+    {.part = "p%d." part_, .kind = (kind_), .rows = (rows_), .cols = (cols_),             \
+     .offset = offsetof(bl_mdbf_path, field_), .repeated = true}
+static const bl_format_tensor mdbf_tensors[] = {
+    PATH_TENSOR("SA", BL_FT_SIGNS, bl_dim_m, bl_dim_mid, SA),
+    PATH_TENSOR("SB", BL_FT_SIGNS, bl_dim_mid, bl_dim_n, SB),
+    PATH_TENSOR("A_env", BL_FT_F16, bl_dim_m, bl_dim_rank_l, A_env),
+    PATH_TENSOR("Q_U", BL_FT_F16, bl_dim_mid, bl_dim_rank_l, Q_U),
+    {.part = "p%d.Q_V", .kind = BL_FT_F16, .rows = bl_dim_mid, .cols = bl_dim_rank_l,
+     .offset = offsetof(bl_mdbf_path, Q_V), .repeated = true, .stored = q_v_stored, .fill = 1.0f},
+    PATH_TENSOR("B_env", BL_FT_F16, bl_dim_n, bl_dim_rank_l, B_env),
+};
+
+static int mdbf_repeats(const bl_format_params *p) { return p->paths; }
+
+static void mdbf_set_shape(void *data, int64_t m, int64_t n, const bl_format_params *p) {
+    bl_mdbf *d = data;
+    d->m = m, d->n = n, d->r = p->mid, d->l = p->rank_l, d->P = p->paths;
 }
 
-static void release_signmats(bl_signmat *S, int count) {
-    if (!S) return;
-    for (int i = 0; i < count; i++) bl_signmat_release(&S[i]);
-    free(S);
+static void mdbf_get_shape(const void *data, int64_t *m, int64_t *n, bl_format_params *p) {
+    const bl_mdbf *d = data;
+    *m = d->m, *n = d->n;
+    memset(p, 0, sizeof *p);
+    p->mid = d->r, p->rank_l = d->l, p->paths = d->P;
 }
 
-static void mdbf_free_impl(bl_linear *L) {
-    mdbf_impl *q = L->impl;
-    if (!q) return;
-    release_signmats(q->S, 2 * q->d.P);
-    bl_mdbf_free(&q->d);
-    free(q);
-    L->impl = NULL;
-}
-
-/* Moves d (validated) into a new impl with its 2·P sign matrices prepared; on failure the caller
- * keeps d's buffers. */
-static bl_status mdbf_attach(bl_linear *L, const bl_mdbf *d, bl_pool *pool, bl_err *err) {
-    mdbf_impl *q = calloc(1, sizeof *q);
-    bl_signmat *S = calloc((size_t)(2 * d->P), sizeof *S);
-    if (!q || !S) {
-        free(q);
-        free(S);
-        return bl_fail(err, BL_ERR_NOMEM, "mdbf: out of memory");
-    }
-    bl_status s = BL_OK;
-    for (int p = 0; p < d->P && !s; p++) {
-        s = bl_qc_signmat(&S[2 * p], d->m, d->r, d->paths[p].SA, pool, err);
-        if (!s) s = bl_qc_signmat(&S[2 * p + 1], d->r, d->n, d->paths[p].SB, pool, err);
-    }
-    if (s) {
-        release_signmats(S, 2 * d->P);
-        free(q);
-        return s;
-    }
-    q->d = *d;
-    q->S = S;
-    L->ops = &bl_format_mdbf;
-    L->m = d->m;
-    L->n = d->n;
-    memset(&L->params, 0, sizeof L->params);
-    L->params.mid = d->r;
-    L->params.rank_l = d->l;
-    L->params.paths = d->P;
-    L->impl = q;
-    return BL_OK;
-}
-
-static bl_status check_dims(int64_t m, int64_t n, int64_t r, int l, int P, const char *who,
+static bl_status mdbf_check(int64_t m, int64_t n, const bl_format_params *p, const char *who,
                             bl_err *err) {
-    if (m < 1 || n < 1 || r < 1 || l < 1 || P < 1 || P > 64)
+    if (m < 1 || n < 1 || p->mid < 1 || p->rank_l < 1 || p->paths < 1 || p->paths > 64)
         return bl_fail(err, BL_ERR_ARG, "%s: bad mdbf shape %lld×%lld (r %lld, l %d, paths %d)",
-                       who, (long long)m, (long long)n, (long long)r, l, P);
+                       who, (long long)m, (long long)n, (long long)p->mid, p->rank_l, p->paths);
     return BL_OK;
 }
 
-static bl_status load_path(const bl_tensor_set *ts, const char *prefix, int p, bl_mdbf *d,
-                           bl_err *err) {
-    bl_mdbf_path *e = &d->paths[p];
-    char part[32];
-    const uint8_t *bits = NULL;
-    snprintf(part, sizeof part, "p%d.SA", p);
-    bl_status s = bl_qc_load_bits(ts, prefix, part, d->m, d->r, &bits, err);
-    e->SA = (uint8_t *)bits; /* views into the mapped file: never written or freed */
-    snprintf(part, sizeof part, "p%d.SB", p);
-    if (!s) s = bl_qc_load_bits(ts, prefix, part, d->r, d->n, &bits, err);
-    if (!s) e->SB = (uint8_t *)bits;
-    snprintf(part, sizeof part, "p%d.A_env", p);
-    if (!s) s = bl_qc_load_f16(ts, prefix, part, d->m, d->l, &e->A_env, err);
-    snprintf(part, sizeof part, "p%d.Q_U", p);
-    if (!s) s = bl_qc_load_f16(ts, prefix, part, d->r, d->l, &e->Q_U, err);
-    snprintf(part, sizeof part, "p%d.Q_V", p);
-    if (!s && d->l == 1 && !bl_qc_has(ts, prefix, part)) { /* merged into Q_U */
-        e->Q_V = malloc(sizeof(float) * (size_t)d->r);
-        if (!e->Q_V) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", prefix);
-        for (int64_t i = 0; i < d->r; i++) e->Q_V[i] = 1.0f;
-    } else if (!s) {
-        s = bl_qc_load_f16(ts, prefix, part, d->r, d->l, &e->Q_V, err);
-    }
-    snprintf(part, sizeof part, "p%d.B_env", p);
-    if (!s) s = bl_qc_load_f16(ts, prefix, part, d->n, d->l, &e->B_env, err);
-    return s;
-}
-
-static bl_status mdbf_load(bl_linear *L, const char *prefix, const bl_tensor_set *ts,
-                           bl_err *err) {
-    const bl_format_params *pr = &L->params;
-    bl_status s = check_dims(L->m, L->n, pr->mid, pr->rank_l, pr->paths, prefix, err);
-    if (s) return s;
-    bl_mdbf d = {.m = L->m, .n = L->n, .r = pr->mid, .l = pr->rank_l, .P = pr->paths,
-                 .view = true};
-    d.paths = calloc((size_t)d.P, sizeof *d.paths);
-    if (!d.paths) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", prefix);
-    for (int p = 0; p < d.P && !s; p++) s = load_path(ts, prefix, p, &d, err);
-    if (!s) s = mdbf_attach(L, &d, ts->pool, err);
-    if (s) {
-        bl_mdbf_free(&d);
-        return s;
-    }
-    const mdbf_impl *q = L->impl;
-    for (int k = 0; k < 2 * d.P; k++) bl_qc_release_bits(ts, &q->S[k]);
-    return BL_OK;
+/* l = 1: one middle scale per component, μ = Q_U ⊙ Q_V, kept in Q_U (Q_V = 1). */
+static void mdbf_normalize(void *data, const bl_format_params *p) {
+    bl_mdbf *d = data;
+    if (p->rank_l != 1) return;
+    for (int k = 0; k < d->P; k++)
+        for (int64_t i = 0; i < d->r; i++) {
+            d->paths[k].Q_U[i] *= d->paths[k].Q_V[i];
+            d->paths[k].Q_V[i] = 1.0f;
+        }
 }
 
 static const bl_format_param mdbf_params[] = {
@@ -287,7 +203,6 @@ static bl_status mdbf_fit(const float *W, int64_t m, int64_t n, const bl_format_
                           const struct bl_fit_opts *fo, bl_linear *out, bl_err *err);
 static bl_status mdbf_random(int64_t m, int64_t n, const bl_format_params *p, uint64_t seed,
                              bl_linear *out, bl_err *err);
-static const void *mdbf_data(const bl_linear *L) { return &((const mdbf_impl *)L->impl)->d; }
 
 const bl_format_ops bl_format_mdbf = {
     .name = "mdbf",
@@ -298,62 +213,29 @@ const bl_format_ops bl_format_mdbf = {
     .mid_from_bpw = true,
     .fit = mdbf_fit,
     .random = mdbf_random,
-    .data = mdbf_data,
-    .stored_bits = mdbf_stored_bits,
+    .tensors = mdbf_tensors,
+    .n_tensors = 6,
+    .data_size = sizeof(bl_mdbf),
+    .view_offset = offsetof(bl_mdbf, view),
+    .repeats = mdbf_repeats,
+    .repeat_offset = offsetof(bl_mdbf, paths),
+    .repeat_size = sizeof(bl_mdbf_path),
+    .set_shape = mdbf_set_shape,
+    .get_shape = mdbf_get_shape,
+    .check = mdbf_check,
+    .normalize = mdbf_normalize,
     .forward = mdbf_forward,
     .workspace_floats = mdbf_workspace,
     .to_dense = mdbf_to_dense,
-    .save = mdbf_save,
-    .load = mdbf_load,
-    .free_impl = mdbf_free_impl,
+    BL_FORMAT_TABLE_OPS,
     .forward_tol = 5e-5,
 };
 
 bl_status bl_linear_from_mdbf(bl_linear *L, bl_mdbf *q, bl_err *err) {
-    bl_status s = check_dims(q->m, q->n, q->r, q->l, q->P, "mdbf", err);
-    if (!s) s = bl_qc_need(q->paths, "mdbf paths", err);
-    const int64_t m = q->m, n = q->n, r = q->r, l = q->l;
-    for (int p = 0; p < q->P && !s; p++) {
-        bl_mdbf_path *e = &q->paths[p];
-        s = bl_qc_need(e->SA, "mdbf SA", err);
-        if (!s) s = bl_qc_need(e->SB, "mdbf SB", err);
-        if (!s) s = bl_qc_need(e->A_env, "mdbf A_env", err);
-        if (!s) s = bl_qc_need(e->Q_U, "mdbf Q_U", err);
-        if (!s) s = bl_qc_need(e->Q_V, "mdbf Q_V", err);
-        if (!s) s = bl_qc_need(e->B_env, "mdbf B_env", err);
-        if (!s) s = bl_qc_check_padding(e->SA, m, r, "mdbf SA", err);
-        if (!s) s = bl_qc_check_padding(e->SB, r, n, "mdbf SB", err);
-        if (!s && l == 1) /* one middle scale per component: μ = Q_U ⊙ Q_V */
-            for (int64_t i = 0; i < r; i++) {
-                e->Q_U[i] *= e->Q_V[i];
-                e->Q_V[i] = 1.0f;
-            }
-        if (!s) s = bl_qc_round_f16(e->A_env, m * l, "mdbf A_env", err);
-        if (!s) s = bl_qc_round_f16(e->Q_U, r * l, "mdbf Q_U", err);
-        if (!s) s = bl_qc_round_f16(e->Q_V, r * l, "mdbf Q_V", err);
-        if (!s) s = bl_qc_round_f16(e->B_env, n * l, "mdbf B_env", err);
-    }
-    if (!s) s = mdbf_attach(L, q, NULL, err);
-    if (!s) memset(q, 0, sizeof *q); /* the layer owns the buffers now */
-    return s;
+    return bl_linear_from_data(L, &bl_format_mdbf, q, err);
 }
 
-void bl_mdbf_free(bl_mdbf *q) {
-    if (!q) return;
-    for (int p = 0; q->paths && p < q->P; p++) {
-        bl_mdbf_path *e = &q->paths[p];
-        if (!q->view) {
-            free(e->SA);
-            free(e->SB);
-        }
-        free(e->A_env);
-        free(e->Q_U);
-        free(e->Q_V);
-        free(e->B_env);
-    }
-    free(q->paths);
-    memset(q, 0, sizeof *q);
-}
+void bl_mdbf_free(bl_mdbf *q) { bl_format_data_free(&bl_format_mdbf, q); }
 
 static bl_status mdbf_fit(const float *W, int64_t m, int64_t n, const bl_format_params *p,
                           const struct bl_fit_opts *fo, bl_linear *out, bl_err *err) {

@@ -231,7 +231,7 @@ int64_t bl_format_mid_for_bpw(const bl_format_ops *f, int64_t m, int64_t n,
     int64_t lo = 1, hi = BL_MAX_MID; /* answer in [lo, hi]: the largest mid that fits, or 1 */
     while (lo < hi) {
         q.mid = lo + (hi - lo + 1) / 2;
-        if ((double)f->stored_bits(m, n, &q) <= budget) lo = q.mid;
+        if ((double)bl_format_stored_bits(f, m, n, &q) <= budget) lo = q.mid;
         else hi = q.mid - 1;
     }
     return lo;

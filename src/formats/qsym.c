@@ -7,8 +7,7 @@
  * Aliases: q8_0 = bits 8, group 32; q4_0 = bits 4, group 32. It is the format a quantized
  * embedding table or output head can use: get_row dequantizes one row (a token's embedding).
  *
- * Tensors: "<prefix>.qs" U8 {m, ceil(n·bits/8)} (codes packed LSB first, code j at bit j·bits of
- * its row, a code may straddle two bytes; padding bits 0), "<prefix>.d" F16 {m, ceil(n/group)}.
+ * Its tensors: the table below.
  *
  * Kernels: the scalar dequantization below is the reference and the only formula; the forward
  * (bl_qc_dequant_forward, shared with rtn) dequantizes a chunk of a row into a stack buffer and
@@ -37,12 +36,6 @@ typedef struct {
 static int64_t qsym_groups(int64_t n, int group) { return (n + group - 1) / group; }
 static int64_t qsym_row_bytes(int64_t n, int bits) { return (n * bits + 7) / 8; }
 
-static uint64_t qsym_stored_bits(int64_t m, int64_t n, const bl_format_params *p) {
-    int group = p->group > 0 ? p->group : 1;
-    return (uint64_t)m * (uint64_t)n * (uint64_t)p->bits +
-           16u * (uint64_t)m * (uint64_t)qsym_groups(n, group);
-}
-
 static size_t qsym_workspace(const bl_linear *L, int64_t T) {
     (void)L;
     (void)T;
@@ -66,12 +59,12 @@ static void qsym_dequant(const void *data, int64_t i, int64_t j0, int64_t len, f
 static void qsym_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work,
                          const bl_exec *ex) {
     (void)work;
-    const qsym_data *q = L->impl;
+    const qsym_data *q = bl_layer_d(L);
     bl_qc_dequant_forward(q, qsym_dequant, q->m, q->n, x, T, y, ex);
 }
 
 static void qsym_get_row(const bl_linear *L, int64_t i, float *row) {
-    const qsym_data *q = L->impl;
+    const qsym_data *q = bl_layer_d(L);
     qsym_dequant(q, i, 0, q->n, row);
 }
 
@@ -81,26 +74,29 @@ static bl_status qsym_to_dense(const bl_linear *L, float *W, bl_err *err) {
     return BL_OK;
 }
 
-static bl_status qsym_save(const bl_linear *L, const char *prefix, bl_st_writer *w, bl_err *err) {
-    const qsym_data *q = L->impl;
-    bl_status s = bl_qc_save_u8(w, prefix, "qs", q->qs, q->m, qsym_row_bytes(q->n, q->bits), err);
-    if (!s) s = bl_qc_save_f16(w, prefix, "d", q->d, q->m, qsym_groups(q->n, q->group), err);
-    return s;
+/* ---- the tensor table: "<prefix>.qs" U8 {m, ceil(n·bits/8)}, ".d" F16 {m, ceil(n/group)} ---- */
+
+static int64_t dim_groups(int64_t m, int64_t n, const bl_format_params *p) {
+    (void)m;
+    return qsym_groups(n, p->group > 0 ? p->group : 1);
 }
 
-static void qsym_data_free(qsym_data *q) {
-    if (!q) return;
-    if (!q->view) free(q->qs);
-    free(q->d);
-    free(q);
+static const bl_format_tensor qsym_tensors[] = {
+    BL_TENSOR("qs", BL_FT_CODES, bl_dim_m, bl_dim_n, offsetof(qsym_data, qs)),
+    BL_TENSOR("d", BL_FT_F16, bl_dim_m, dim_groups, offsetof(qsym_data, d)),
+};
+
+static void qsym_set_shape(void *data, int64_t m, int64_t n, const bl_format_params *p) {
+    qsym_data *q = data;
+    q->m = m, q->n = n, q->bits = p->bits, q->group = p->group;
 }
 
-static void qsym_free_impl(bl_linear *L) {
-    qsym_data_free(L->impl);
-    L->impl = NULL;
+static void qsym_get_shape(const void *data, int64_t *m, int64_t *n, bl_format_params *p) {
+    const qsym_data *q = data;
+    *m = q->m, *n = q->n;
+    memset(p, 0, sizeof *p);
+    p->bits = q->bits, p->group = q->group;
 }
-
-static const void *qsym_data_of(const bl_linear *L) { return L->impl; }
 
 static bl_status qsym_check(int64_t m, int64_t n, const bl_format_params *p, const char *who,
                             bl_err *err) {
@@ -110,60 +106,12 @@ static bl_status qsym_check(int64_t m, int64_t n, const bl_format_params *p, con
     return BL_OK;
 }
 
-/* A layer around q (taken over; freed on failure). */
-static bl_status qsym_attach(bl_linear *L, qsym_data *q, bl_err *err) {
-    (void)err;
-    L->ops = &bl_format_qsym;
-    L->m = q->m;
-    L->n = q->n;
-    memset(&L->params, 0, sizeof L->params);
-    L->params.bits = q->bits;
-    L->params.group = q->group;
-    L->impl = q;
-    return BL_OK;
-}
-
-/* Zeroed codes and scales of the layer's shape. */
-static qsym_data *qsym_alloc(int64_t m, int64_t n, const bl_format_params *p) {
-    qsym_data *q = calloc(1, sizeof *q);
-    if (!q) return NULL;
-    *q = (qsym_data){.m = m, .n = n, .bits = p->bits, .group = p->group};
-    q->qs = calloc((size_t)(m * qsym_row_bytes(n, p->bits)), 1);
-    q->d = calloc((size_t)(m * qsym_groups(n, p->group)), sizeof(float));
-    if (!q->qs || !q->d) {
-        qsym_data_free(q);
-        return NULL;
-    }
-    return q;
-}
-
-static bl_status qsym_load(bl_linear *L, const char *prefix, const bl_tensor_set *ts,
-                           bl_err *err) {
-    bl_status s = qsym_check(L->m, L->n, &L->params, prefix, err);
-    if (s) return s;
-    qsym_data *q = calloc(1, sizeof *q);
-    if (!q) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", prefix);
-    *q = (qsym_data){.m = L->m, .n = L->n, .bits = L->params.bits, .group = L->params.group,
-                     .view = true};
-    const uint8_t *codes = NULL;
-    s = bl_qc_load_bits(ts, prefix, "qs", q->m, q->n * q->bits, &codes, err);
-    q->qs = (uint8_t *)codes; /* view into the mapped file: never written or freed */
-    if (!s) s = bl_qc_load_f16(ts, prefix, "d", q->m, qsym_groups(q->n, q->group), &q->d, err);
-    if (s) {
-        qsym_data_free(q);
-        return s;
-    }
-    return qsym_attach(L, q, err);
-}
-
 static bl_status qsym_fit(const float *W, int64_t m, int64_t n, const bl_format_params *p,
                           const struct bl_fit_opts *fo, bl_linear *out, bl_err *err) {
     (void)fo;
-    bl_status s = qsym_check(m, n, p, "qsym fit", err);
+    qsym_data data, *q = &data;
+    bl_status s = bl_format_data_alloc(&bl_format_qsym, m, n, p, q, err);
     if (s) return s;
-    qsym_data *q = qsym_alloc(m, n, p);
-    if (!q) return bl_fail(err, BL_ERR_NOMEM, "qsym fit: out of memory (%lld x %lld)",
-                           (long long)m, (long long)n);
     const int64_t G = qsym_groups(n, p->group), rb = qsym_row_bytes(n, p->bits);
     const int qmax = (1 << (p->bits - 1)) - 1;
     for (int64_t i = 0; i < m && !s; i++)
@@ -194,21 +142,17 @@ static bl_status qsym_fit(const float *W, int64_t m, int64_t n, const bl_format_
                 bl_qc_put_code(q->qs + i * rb, j, p->bits, (unsigned)(c + qmax + 1));
             }
         }
-    if (s) {
-        qsym_data_free(q);
-        return s;
-    }
-    return qsym_attach(out, q, err);
+    if (!s) s = bl_linear_from_data(out, &bl_format_qsym, q, err);
+    if (s) bl_format_data_free(&bl_format_qsym, q);
+    return s;
 }
 
 /* Codes uniform over [1, 2^bits − 1] and scales normal, from seed (benchmarks only). */
 static bl_status qsym_random(int64_t m, int64_t n, const bl_format_params *p, uint64_t seed,
                              bl_linear *out, bl_err *err) {
-    bl_status s = qsym_check(m, n, p, "qsym random", err);
+    qsym_data data, *q = &data;
+    bl_status s = bl_format_data_alloc(&bl_format_qsym, m, n, p, q, err);
     if (s) return s;
-    qsym_data *q = qsym_alloc(m, n, p);
-    if (!q) return bl_fail(err, BL_ERR_NOMEM, "qsym random: out of memory (%lld x %lld)",
-                           (long long)m, (long long)n);
     bl_rng r;
     bl_rng_seed(&r, seed);
     const int64_t G = qsym_groups(n, p->group), rb = qsym_row_bytes(n, p->bits);
@@ -220,7 +164,9 @@ static bl_status qsym_random(int64_t m, int64_t n, const bl_format_params *p, ui
     const double step = 0.02 / sqrt(((double)levels * levels - 1.0) / 12.0);
     for (int64_t k = 0; k < m * G; k++)
         q->d[k] = bl_round_f16((float)(step * (1.0 + 0.1 * bl_rng_normal(&r))));
-    return qsym_attach(out, q, err);
+    if ((s = bl_linear_from_data(out, &bl_format_qsym, q, err)))
+        bl_format_data_free(&bl_format_qsym, q);
+    return s;
 }
 
 static unsigned qsym_opts(const bl_format_params *p) {
@@ -248,16 +194,19 @@ const bl_format_ops bl_format_qsym = {
     .aliases = qsym_aliases,
     .n_aliases = 2,
     .opts_used = qsym_opts,
-    .stored_bits = qsym_stored_bits,
+    .tensors = qsym_tensors,
+    .n_tensors = 2,
+    .data_size = sizeof(qsym_data),
+    .view_offset = offsetof(qsym_data, view),
+    .set_shape = qsym_set_shape,
+    .get_shape = qsym_get_shape,
+    .check = qsym_check,
     .fit = qsym_fit,
     .random = qsym_random,
     .forward = qsym_forward,
     .workspace_floats = qsym_workspace,
     .to_dense = qsym_to_dense,
     .get_row = qsym_get_row,
-    .save = qsym_save,
-    .load = qsym_load,
-    .free_impl = qsym_free_impl,
-    .data = qsym_data_of,
+    BL_FORMAT_TABLE_OPS,
     .forward_tol = 1e-5,
 };

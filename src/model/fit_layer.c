@@ -43,7 +43,7 @@ bl_status bl_layer_fit_check(const bl_layer_fit_opts *o, int64_t m, int64_t n, c
     if (p->mid > 0) return BL_OK; /* an explicit middle dimension is its own bit budget */
     bl_format_params p1 = *p;
     p1.mid = 1;
-    double min_bpw = (double)f->stored_bits(m, n, &p1) / ((double)m * (double)n);
+    double min_bpw = (double)bl_format_stored_bits(f, m, n, &p1) / ((double)m * (double)n);
     double want = bl_layer_target_bpw(o, m, n);
     if (min_bpw > want * (1.0 + 1e-9)) {
         char spec[128];

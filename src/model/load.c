@@ -431,7 +431,7 @@ static void count_tensors(const bl_model *m, int64_t *params, uint64_t *bits) {
         } else {
             const bl_linear *L = bl_arch_linear_slot(mm, t, l);
             *params += L->m * L->n;
-            *bits += (uint64_t)L->ops->stored_bits(L->m, L->n, &L->params);
+            *bits += (uint64_t)bl_format_stored_bits(L->ops, L->m, L->n, &L->params);
         }
     }
 }
@@ -455,7 +455,7 @@ void bl_model_bpw(const bl_model *m, double *bpw_layers, double *bpw_model) {
     for (int l = 0; l < m->cfg.n_layers; l++)
         for (int p = 0; p < BL_PROJ_COUNT; p++) {
             const bl_linear *L = &m->layers[l].proj[p];
-            bits += (double)L->ops->stored_bits(L->m, L->n, &L->params);
+            bits += (double)bl_format_stored_bits(L->ops, L->m, L->n, &L->params);
             n += (double)L->m * (double)L->n;
         }
     if (bpw_layers) *bpw_layers = bits / n;
