@@ -40,6 +40,14 @@ static void test_specs(void) {
     CHECK(bl_method_parse("q9_0", &m, &err) == BL_ERR_ARG && strstr(err.msg, "qsym"));
     REQUIRE(bl_method_parse("q8_0", &m, &err) == BL_OK);
     CHECK(bl_method_uses(&m, false, BL_QP_GROUP) && !bl_method_uses(&m, false, BL_QP_BPW));
+    /* code 0 (−2^(bits−1), outside the symmetric range) is refused, naming where it is */
+    void *data = malloc(m.format->data_size);
+    REQUIRE(bl_format_data_alloc(m.format, 3, 40, &m.params, data, &err) == BL_OK);
+    bl_linear L;
+    CHECK(bl_linear_from_data(&L, m.format, data, &err) == BL_ERR_FORMAT);
+    CHECK_MSG(strstr(err.msg, "code 0 at row 0 column 0") != NULL, "%s", err.msg);
+    bl_format_data_free(m.format, data);
+    free(data);
 }
 
 /* Every weight is within half a step of W (a clamp never binds: the step is max|W|/qmax). */

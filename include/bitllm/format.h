@@ -155,6 +155,9 @@ struct bl_format_ops {
     /* Optional: brings handed-over data into its stored form before it is validated (mdbf with
      * l = 1 multiplies Q_V into Q_U). */
     void (*normalize)(void *data, const bl_format_params *p);
+    /* Optional: checks of the values the table cannot express (e.g. codes a format never
+     * writes), run on handed-over and on loaded data after the generic checks. */
+    bl_status (*validate)(const void *data, const char *who, bl_err *err);
     /* Exact number of bits this format stores for an m×n layer with params p (everything the
      * layer needs: sign bits, codes, FP16 vectors); bpw = stored_bits / (m·n). Tabled formats
      * leave it NULL: the table counts (bl_format_stored_bits). For "dense" the dtype's width is

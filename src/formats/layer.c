@@ -425,6 +425,7 @@ bl_status bl_linear_from_data(bl_linear *L, const bl_format_ops *f, void *data, 
             if (t->kind == BL_FT_F16) s = round_f16(b, rows * (cols ? cols : 1), what, err);
             else s = check_padding(b, rows, used_bits(t, cols, &p), what, err);
         }
+    if (!s && f->validate) s = f->validate(data, f->name, err);
     if (!s) s = attach(L, f, data, NULL, err);
     if (!s) memset(data, 0, f->data_size); /* the layer owns the buffers now */
     return s;
@@ -483,6 +484,7 @@ bl_status bl_layer_load(bl_linear *L, const char *prefix, const bl_tensor_set *t
             if (!is_present(t, &p) || (!t->repeated && r > 0)) continue;
             s = load_tensor(f, t, r, prefix, ts, L->m, L->n, &p, data, err);
         }
+    if (!s && f->validate) s = f->validate(data, prefix, err);
     if (!s) s = attach(L, f, data, ts->pool, err);
     if (s) {
         bl_format_data_free(f, data);

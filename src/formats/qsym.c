@@ -106,6 +106,19 @@ static bl_status qsym_check(int64_t m, int64_t n, const bl_format_params *p, con
     return BL_OK;
 }
 
+/* Code 0 would stand for −2^(bits−1), outside the symmetric range the format stores. */
+static bl_status qsym_validate(const void *data, const char *who, bl_err *err) {
+    const qsym_data *q = data;
+    const int64_t rb = qsym_row_bytes(q->n, q->bits);
+    for (int64_t i = 0; i < q->m; i++)
+        for (int64_t j = 0; j < q->n; j++)
+            if (bl_qc_code(q->qs + i * rb, j, q->bits) == 0)
+                return bl_fail(err, BL_ERR_FORMAT, "%s: qsym code 0 at row %lld column %lld "
+                               "(codes are 1..%d)", who, (long long)i, (long long)j,
+                               (1 << q->bits) - 1);
+    return BL_OK;
+}
+
 static bl_status qsym_fit(const float *W, int64_t m, int64_t n, const bl_format_params *p,
                           const struct bl_fit_opts *fo, bl_linear *out, bl_err *err) {
     (void)fo;
@@ -201,6 +214,7 @@ const bl_format_ops bl_format_qsym = {
     .set_shape = qsym_set_shape,
     .get_shape = qsym_get_shape,
     .check = qsym_check,
+    .validate = qsym_validate,
     .fit = qsym_fit,
     .random = qsym_random,
     .forward = qsym_forward,
