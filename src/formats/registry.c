@@ -11,7 +11,8 @@
     X(onebit)         \
     X(dbf)            \
     X(mdbf)           \
-    X(qsym)
+    X(qsym)           \
+    X(ternary)
 
 #define DECLARE(f) extern const bl_format_ops bl_format_##f;
 BL_FORMATS(DECLARE)
