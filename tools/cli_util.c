@@ -24,7 +24,13 @@ static void print_help(const cli_spec *s) {
         else
             snprintf(left, sizeof left, "    --%s%s%s", o->name, o->metavar ? " " : "",
                      o->metavar ? o->metavar : "");
-        printf("  %-28s %s\n", left, o->help);
+        if (o->tag) { /* a method option: the registry says which formats read it */
+            char users[128];
+            bl_qparam_users((bl_qparam)(o->tag - 1), false, users, sizeof users);
+            printf("  %-28s %s [%s]\n", left, o->help, users);
+        } else {
+            printf("  %-28s %s\n", left, o->help);
+        }
     }
     printf("  %-28s %s\n", "-h, --help", "show this help");
 }

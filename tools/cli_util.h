@@ -110,8 +110,8 @@ void cli_progress_done(cli_progress *p);
 void cli_print_json(cJSON *o);
 /* The measurements of one fitted matrix as a JSON object (quantize's per-layer entries, fit):
  * bpw, mid, rel_err, wrel_err (null when not a number), iters, seconds, cpu_seconds and, for
- * dbf/mdbf, converged_paths, the objective after every iteration ("objective") and the seconds
- * per phase. */
+ * iterative fits, converged_paths, the objective after every iteration ("objective") and the
+ * seconds per phase. */
 cJSON *cli_layer_fit_json(const bl_layer_fit_result *r);
 /* Replaces every string value (and key) of the tree that is not valid UTF-8 by its valid form
  * (bl_utf8_valid). */

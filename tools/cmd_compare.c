@@ -21,12 +21,12 @@
 typedef struct {
     bl_method method;
     bool fp;
-    double bpw; /* dbf/mdbf target; 0 = match onebit per layer */
+    double bpw; /* target of a format sized by bpw; 0 = match onebit per layer */
     char label[48];
 } run_spec;
 
-/* Splits a comma list into runs: FP first, then each method; dbf/mdbf once per bpw target, the
- * other methods once (their cost is fixed). Returns the count or -1 (error printed). */
+/* Splits a comma list into runs: FP first, then each method; a format sized by bpw once per bpw
+ * target, the other methods once (their cost is fixed). Returns the count or -1 (error printed). */
 static int plan_runs(const char *methods, const char *bpws, bool fp, const cli_spec *spec,
                      run_spec *runs, int cap) {
     int n = 0;
@@ -245,9 +245,6 @@ static int append_line(const char *path, cJSON *line) {
     return rc;
 }
 
-/* Options that only some methods read carry their parameter (BL_QP_x + 1) in tag. */
-#define USES(p) .tag = (p) + 1
-
 int cmd_compare(int argc, char **argv) {
     const char *methods = "rtn1,onebit,dbf,mdbf", *bpws = "onebit", *text = NULL,
                *tasks = "all", *out = "bitllm-compare", *data = NULL, *tokp = NULL,
@@ -260,7 +257,7 @@ int cmd_compare(int argc, char **argv) {
         {"methods", 'm', OPT_STR, &methods, "LIST", "methods (default rtn1,onebit,dbf,mdbf)",
          CLI_ANY},
         {"bpw", 0, OPT_STR, &bpws, "LIST",
-         "dbf/mdbf targets, numbers or 'onebit' = onebit's cost per layer (default onebit)",
+         "bpw targets, numbers or 'onebit' = onebit's cost per layer (default onebit)",
          USES(BL_QP_BPW)},
         {"text", 'f', OPT_STR, &text, "FILE",
          "perplexity text (default $BITLLM_DATA/data/wikitext-2/wiki.test.raw)", CLI_ANY},
@@ -280,22 +277,22 @@ int cmd_compare(int argc, char **argv) {
         {"data", 'd', OPT_STR, &data, "DIR", "task data folder (default $BITLLM_DATA/data)",
          CLI_ANY},
         {"out", 'o', OPT_STR, &out, "DIR", "results folder (default bitllm-compare)", CLI_ANY},
-        {"calib", 0, OPT_STR, &calib, "FILE", "calibration text for dbf/mdbf importance",
+        {"calib", 0, OPT_STR, &calib, "FILE", "calibration text (importance weights)",
          USES(BL_QP_CALIB)},
         {"calib-tokens", 0, OPT_INT, &calib_tokens, "N", "calibration tokens (default 16384)",
          CLI_MIN(1), .needs = "calib", USES(BL_QP_CALIB)},
         {"no-grad-stats", 0, OPT_FLAG, &no_grad, NULL,
-         "dbf/mdbf: input statistics only (default with --calib: also output-gradient statistics)",
+         "input statistics only (default with --calib: also output-gradient statistics)",
          .needs = "calib", USES(BL_QP_CALIB)},
-        {"group", 0, OPT_INT, &group, "G", "rtn2..4 group size, 64 or 128 (default 128)",
+        {"group", 0, OPT_INT, &group, "G", "group size, 64..128 (default: the method's)",
          CLI_RANGE(64, 128), USES(BL_QP_GROUP)},
-        {"envelope-rank", 0, OPT_INT, &rank_l, "L", "mdbf envelope rank (default 1)",
+        {"envelope-rank", 0, OPT_INT, &rank_l, "L", "envelope rank l (default 1)",
          CLI_RANGE(1, 1024), USES(BL_QP_ENVELOPE_RANK)},
-        {"paths", 0, OPT_INT, &paths, "P", "mdbf paths (default 1)", CLI_RANGE(1, 64),
+        {"paths", 0, OPT_INT, &paths, "P", "paths P (default 1)", CLI_RANGE(1, 64),
          USES(BL_QP_PATHS)},
-        {"iters", 0, OPT_INT, &iters, "N", "dbf/mdbf iterations (default: method's)", CLI_MIN(1),
+        {"iters", 0, OPT_INT, &iters, "N", "ADMM iterations (default: method's)", CLI_MIN(1),
          USES(BL_QP_ITERS)},
-        {"seed", 0, OPT_U64, &seed, "S", "random seed of dbf/mdbf (default 0)", USES(BL_QP_SEED)},
+        {"seed", 0, OPT_U64, &seed, "S", "random seed of the fits (default 0)", USES(BL_QP_SEED)},
         {"keep", 0, OPT_FLAG, &keep, NULL, "keep the quantized models in DIR/models/", CLI_ANY},
         {"no-fp", 0, OPT_FLAG, &no_fp, NULL, "skip the FP baseline run", CLI_ANY},
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
@@ -303,8 +300,8 @@ int cmd_compare(int argc, char **argv) {
     };
     const cli_spec spec = {
         "compare", "MODEL",
-        "Quantize MODEL with each method (dbf/mdbf once per --bpw target), measure perplexity "
-        "and zero-shot accuracy of each result and of the FP model, append one JSON line per "
+        "Quantize MODEL with each method (those sized by bpw once per --bpw target), measure "
+        "perplexity and zero-shot accuracy of each result and of the FP model, append one JSON line per "
         "run to DIR/results.jsonl, and render DIR/report.md with the ppl-vs-bpw plot.",
         opts, (int)(sizeof opts / sizeof opts[0]), 1, 1, &given};
     const char *pos[1];

@@ -1,5 +1,5 @@
-/* bitllm distill: quantization-aware knowledge distillation of a quantized student (onebit, dbf,
- * mdbf) from its full-precision teacher. See docs/distill.md. */
+/* bitllm distill: quantization-aware knowledge distillation of a quantized student (any format
+ * the training engine has an entry for) from its full-precision teacher. See docs/distill.md. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <omp.h>
@@ -128,7 +128,7 @@ int cmd_distill(int argc, char **argv) {
         {"stop-after", 0, OPT_INT, &o.stop_after, "N", "stop after step N as if killed (tests)",
          CLI_MIN(1)},
         {"flip-every", 0, OPT_INT, &o.flip_every, "K",
-         "dbf/mdbf: flip signs every K steps (default off)", CLI_MIN(1)},
+         "flip signs of the factored formats every K steps (default off)", CLI_MIN(1)},
         {"flip-frac", 0, OPT_FLOAT, &o.flip_frac, "F",
          "at most this fraction of a sign matrix per flip (1e-3)", CLI_RANGE_LO_OPEN(0, 1),
          .needs = "flip-every"},

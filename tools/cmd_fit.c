@@ -55,29 +55,29 @@ int cmd_fit(int argc, char **argv) {
                                                 "model.layers.3.mlp.down_proj.weight", CLI_ANY},
         {"method", 'm', OPT_STR, &method, "M", "format[:key=value,...] as in quantize; `bitllm formats` lists them (default dbf)",
          CLI_ANY},
-        {"bpw", 0, OPT_STR, &bpw_s, "B", "dbf/mdbf target bpw incl. FP16 vectors, or 'onebit' "
+        {"bpw", 0, OPT_STR, &bpw_s, "B", "target bpw incl. FP16 vectors, or 'onebit' "
                                          "(default: onebit's cost for the shape)", USES(BL_QP_BPW)},
-        {"mid", 0, OPT_INT, &mid, "K", "dbf/mdbf middle dimension (instead of --bpw)",
+        {"mid", 0, OPT_INT, &mid, "K", "middle dimension (instead of --bpw)",
          CLI_RANGE(1, (double)BL_MAX_MID), USES(BL_QP_BPW)},
-        {"envelope-rank", 0, OPT_INT, &rank_l, "L", "mdbf envelope rank l (default 1)",
+        {"envelope-rank", 0, OPT_INT, &rank_l, "L", "envelope rank l (default 1)",
          CLI_RANGE(1, 1024), USES(BL_QP_ENVELOPE_RANK)},
-        {"paths", 0, OPT_INT, &paths, "P", "mdbf paths (default 1)", CLI_RANGE(1, 64),
+        {"paths", 0, OPT_INT, &paths, "P", "paths P (default 1)", CLI_RANGE(1, 64),
          USES(BL_QP_PATHS)},
-        {"iters", 0, OPT_INT, &iters, "N", "dbf/mdbf: exactly N ADMM iterations (default: stop "
+        {"iters", 0, OPT_INT, &iters, "N", "exactly N ADMM iterations (default: stop "
                                            "on convergence)", CLI_MIN(1), USES(BL_QP_ITERS)},
         {"max-iters", 0, OPT_INT, &max_iters, "N", "cap of the convergence stop (default 260)",
          CLI_RANGE(1, 1000000), USES(BL_QP_ITERS)},
         {"tol", 0, OPT_FLOAT, &tol, "T", "convergence: relative improvement per 10 iterations "
                                          "(default 1e-3)", CLI_RANGE_LO_OPEN(0.0, 1.0),
          USES(BL_QP_ITERS)},
-        {"group", 0, OPT_INT, &group, "G", "rtn2..4 group size, 64 or 128 (default 128)",
+        {"group", 0, OPT_INT, &group, "G", "group size, 64..128 (default: the method's)",
          CLI_RANGE(64, 128), USES(BL_QP_GROUP)},
-        {"svd", 0, OPT_FLAG, &svd, NULL, "onebit: SVID rank-1 by SVD (default NMF)",
+        {"svd", 0, OPT_FLAG, &svd, NULL, "SVID rank-1 by SVD (default NMF)",
          USES(BL_QP_SVID)},
         {"seed", 0, OPT_U64, &seed, "S", "random seed (default 0)", USES(BL_QP_SEED)},
-        {"importance", 0, OPT_STR, &imp_in, "FILE.npy", "per-input-column importance (n values, "
-                                                        "e.g. mean x²): weights the onebit/dbf/mdbf "
-                                                        "fit and the reported weighted error",
+        {"importance", 0, OPT_STR, &imp_in, "FILE.npy",
+         "per-input-column importance (n values, e.g. mean x²): weights the fit of the formats "
+         "that read it and the reported weighted error",
          CLI_ANY},
         {"out-importance", 0, OPT_STR, &imp_out, "FILE.npy", "per-output-row importance (m "
                                                              "values)", CLI_ANY},

@@ -13,9 +13,9 @@ int cmd_formats(int argc, char **argv) {
         {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout", CLI_ANY},
     };
     const cli_spec spec = {"formats", "",
-                           "List the weight formats: a method is FORMAT[:key=value,...] (e.g. "
-                           "rtn:bits=2,group=64, mdbf:rank_l=2,paths=2) or an alias (rtn2, "
-                           "q8_0). Unset keys take the defaults shown.",
+                           "List the weight formats: a method is FORMAT[:key=value,...] with "
+                           "the keys shown (e.g. rtn:bits=2,group=64) or an alias. Unset keys "
+                           "take the defaults shown.",
                            opts, 1, 0, 0, NULL};
     const char *pos[1];
     int np, r = cli_parse(&spec, argc, argv, pos, &np);

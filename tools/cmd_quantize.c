@@ -53,42 +53,43 @@ int cmd_quantize(int argc, char **argv) {
          "existing one must be a bitllm output)", CLI_ANY},
         {"force", 0, OPT_FLAG, &force, NULL,
          "replace OUTDIR even if it is not a bitllm output (never an input)", CLI_ANY},
-        {"method", 'm', OPT_STR, &method, "M", "format[:key=value,...], e.g. rtn:bits=2,group=64, "
-         "mdbf:rank_l=2,paths=2, qsym:bits=8 (q8_0); rtn1..rtn4 are aliases; `bitllm formats` "
-         "lists them (default onebit)",
+        {"method", 'm', OPT_STR, &method, "M",
+         "format[:key=value,...] or an alias; `bitllm formats` lists the formats, their keys "
+         "and aliases (default onebit)",
          CLI_ANY},
-        {"bpw", 0, OPT_STR, &bpw_s, "B", "dbf/mdbf target bpw incl. FP16 vectors, or 'onebit' "
-                                         "to match onebit per layer (default)", USES(BL_QP_BPW)},
-        {"nmf", 0, OPT_FLAG, &nmf, NULL, "onebit: SVID rank-1 by NMF (default)", USES(BL_QP_SVID)},
-        {"svd", 0, OPT_FLAG, &svd, NULL, "onebit: SVID rank-1 by SVD power iteration",
+        {"bpw", 0, OPT_STR, &bpw_s, "B", "target bpw incl. FP16 vectors (sets the middle "
+                                         "dimension), or 'onebit' = onebit's per layer (default)",
+         USES(BL_QP_BPW)},
+        {"nmf", 0, OPT_FLAG, &nmf, NULL, "SVID rank-1 by NMF (default)", USES(BL_QP_SVID)},
+        {"svd", 0, OPT_FLAG, &svd, NULL, "SVID rank-1 by SVD power iteration",
          USES(BL_QP_SVID)},
-        {"envelope-rank", 0, OPT_INT, &rank_l, "L", "mdbf envelope rank l (default 1)",
+        {"envelope-rank", 0, OPT_INT, &rank_l, "L", "envelope rank l (default 1)",
          CLI_RANGE(1, 1024), USES(BL_QP_ENVELOPE_RANK)},
-        {"paths", 0, OPT_INT, &paths, "P", "mdbf paths (default 1)", CLI_RANGE(1, 64),
+        {"paths", 0, OPT_INT, &paths, "P", "paths P (default 1)", CLI_RANGE(1, 64),
          USES(BL_QP_PATHS)},
-        {"activation-aware", 0, OPT_FLAG, &aa, NULL, "mdbf: fit W·H^1/2 with H = XᵀX/N from --calib",
+        {"activation-aware", 0, OPT_FLAG, &aa, NULL, "fit W·H^1/2 with H = XᵀX/N from --calib",
          .needs = "calib", USES(BL_QP_ACTIVATION_AWARE)},
-        {"adam-steps", 0, OPT_INT, &adam, "N", "mdbf: Adam steps on envelopes, signs frozen",
+        {"adam-steps", 0, OPT_INT, &adam, "N", "Adam steps on the envelopes, signs frozen",
          CLI_MIN(1), USES(BL_QP_ADAM_STEPS)},
-        {"group", 0, OPT_INT, &group, "G", "rtn2..4 group size, 64 or 128 (default 128)",
+        {"group", 0, OPT_INT, &group, "G", "group size, 64..128 (default: the method's)",
          CLI_RANGE(64, 128), USES(BL_QP_GROUP)},
-        {"calib", 0, OPT_STR, &calib, "FILE", "calibration text (dbf/mdbf importance weights)",
+        {"calib", 0, OPT_STR, &calib, "FILE", "calibration text (importance weights)",
          USES(BL_QP_CALIB)},
         {"calib-tokens", 0, OPT_INT, &calib_tokens, "N", "calibration tokens (default 16384)",
          CLI_MIN(1), .needs = "calib", USES(BL_QP_CALIB)},
         {"no-grad-stats", 0, OPT_FLAG, &no_grad, NULL,
-         "dbf/mdbf: input statistics only (default with --calib: also output-gradient statistics)",
+         "input statistics only (default with --calib: also output-gradient statistics)",
          .needs = "calib", USES(BL_QP_CALIB)},
-        {"iters", 0, OPT_INT, &iters, "N", "dbf/mdbf: exactly N ADMM iterations (default: stop "
+        {"iters", 0, OPT_INT, &iters, "N", "exactly N ADMM iterations (default: stop "
                                            "on convergence, docs/fits.md)",
          CLI_MIN(1), USES(BL_QP_ITERS)},
-        {"max-iters", 0, OPT_INT, &max_iters, "N", "dbf/mdbf: cap of the convergence stop "
+        {"max-iters", 0, OPT_INT, &max_iters, "N", "cap of the convergence stop "
                                                    "(default 260)",
          CLI_RANGE(1, 1000000), USES(BL_QP_ITERS)},
-        {"tol", 0, OPT_FLOAT, &tol, "T", "dbf/mdbf: stop when the objective improves by less "
+        {"tol", 0, OPT_FLOAT, &tol, "T", "stop when the objective improves by less "
                                          "than T (relative) over 10 iterations (default 1e-3)",
          CLI_RANGE_LO_OPEN(0.0, 1.0), USES(BL_QP_ITERS)},
-        {"seed", 0, OPT_U64, &seed, "S", "random seed of dbf/mdbf and --random-factors (default 0)",
+        {"seed", 0, OPT_U64, &seed, "S", "random seed of the fit and --random-factors (default 0)",
          USES(BL_QP_SEED)},
         {"random-factors", 0, OPT_FLAG, &rnd, NULL,
          "skip fitting: random signs and scales of the same shapes and bpw (speed/memory "

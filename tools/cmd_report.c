@@ -267,7 +267,7 @@ int report_render(const char *cmd, const char *dir, bool print_table) {
               "(lm-evaluation-harness semantics, docs/eval.md), %s items per task, window "
               "%.0f, BOS %s. average = mean accuracy over the tasks; %% of FP = average / FP "
               "average. bpw counts every stored bit (FP16 scales included); \"bpw target\" "
-              "onebit = dbf/mdbf sized to onebit's cost per layer. bitllm %s, seed %.0f.\n",
+              "onebit = the bpw-sized formats at onebit's cost per layer. bitllm %s, seed %.0f.\n",
               jstr(r0, "text"), jnum(r0, "ctx"), jnum(r0, "tokens"),
               items,
               jnum(ev, "ctx"), cJSON_IsTrue(cJSON_GetObjectItem(ev, "bos")) ? "yes" : "no",

@@ -29,14 +29,14 @@ void bl_layer_fit_opts_default(bl_layer_fit_opts *o);
 /* What a fitted layer stores and how close it is to W. */
 typedef struct {
     double bpw;          /* stored bits / (m·n), everything counted */
-    int64_t mid;         /* dbf k / mdbf r used (0 for other methods) */
+    int64_t mid;         /* middle dimension used (0 for formats without one) */
     double rel_err;      /* ‖W − Ŵ‖_F / ‖W‖_F (NaN with random factors) */
     /* the same weighted by the fit's importances, o_r·i_c per entry (under an activation metric
      * H the relative output error tr(E·H·Eᵀ)/tr(W·H·Wᵀ), E = W − Ŵ); = rel_err without them */
     double wrel_err;
-    int iters;           /* outer ADMM iterations (dbf/mdbf; all paths together) */
+    int iters;           /* outer ADMM iterations (iterative fits; all paths together) */
     double seconds, cpu_seconds; /* wall and process CPU time of the fit */
-    bl_fit_trace trace;  /* dbf/mdbf: objective after every iteration, phase seconds, flops */
+    bl_fit_trace trace;  /* iterative fits: objective after every iteration, phase seconds, flops */
 } bl_layer_fit_result;
 
 /* The bpw a layer with a middle dimension is fitted to (o->bpw, or onebit's 1 + 16/n + 16/m),
@@ -64,7 +64,7 @@ bl_status bl_model_matrix(const bl_model *m, const char *name, float **W, int64_
 typedef struct {
     bl_method method;    /* format + parameters (default onebit) */
     double bpw;          /* target of a format with a middle dimension, FP16 vectors counted */
-    bool activation_aware; /* mdbf: weight the fit by H = XᵀX/N from calibration */
+    bool activation_aware; /* weight the fit by H = XᵀX/N from calibration (formats that read it) */
     bl_fit_opts fit;     /* seed, iterations, nmf, ... (importance filled from calibration) */
     /* Benchmarks only: skip fitting and never read the source layers' weights; every projection
      * gets random factors (bl_random_*) of exactly the shapes and bpw the fit would produce for

@@ -1,5 +1,5 @@
 /* Quantization-aware knowledge distillation (ALGORITHMS.md §3, §4): a quantized student
- * (onebit, dbf or mdbf projections) learns from its full-precision teacher, both running in this
+ * (projections of any format with a training entry) learns from its full-precision teacher, both running in this
  * process on the training engine of src/nn (f32, OpenMP, results independent of the thread
  * count). Also: training data (packed text or teacher-generated sequences) and the per-channel
  * output-gradient statistics that DBF's importance weighting uses. See docs/distill.md. */
@@ -66,7 +66,7 @@ typedef struct {
     int save_every;        /* checkpoint every K steps, 0 = only at the end (default 0) */
     int stop_after;        /* stop after this step, as if killed (for resume tests); 0 = off */
     bool resume;           /* continue from OUTDIR/checkpoint */
-    int flip_every;        /* dbf/mdbf sign flipping every K steps, 0 = off (default) */
+    int flip_every;        /* sign flipping of factored formats every K steps, 0 = off */
     double flip_frac;      /* at most this fraction of a sign matrix per flip (default 1e-3) */
     int post_ln;           /* onebit post-LayerNorm: 1 on (default), 0 off, -1 as in STUDENT */
     float latent_init;     /* onebit latent magnitude (default 0.01, reference code) */
@@ -112,7 +112,7 @@ bl_status bl_distill(const bl_model *teacher, const bl_model *student,
 typedef enum { BL_DO_POST_LN, BL_DO_LATENT_INIT, BL_DO_FLIP, BL_DO_COUNT } bl_distill_opt;
 /* Whether some layer of student has a format that reads opt. */
 bool bl_distill_student_reads(const bl_model *student, bl_distill_opt opt);
-/* The trainable formats that read opt, as "dbf, mdbf". */
+/* The trainable formats that read opt, as a comma list of format names. */
 void bl_distill_opt_users(bl_distill_opt opt, char *buf, size_t cap);
 
 /* ---- gradient statistics for DBF importance (ALGORITHMS.md §4) ---- */

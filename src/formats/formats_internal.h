@@ -7,7 +7,7 @@
 #include "bitllm/kernels.h"
 
 /* L->impl of a tabled format: its data struct and one prepared sign matrix per sign tensor, in
- * repeat-major table order (onebit: S[0] = sign; dbf: A, B; mdbf: S[2p] = S_A, S[2p+1] = S_B). */
+ * repeat-major table order (the sign tensors of repeat 0 in table order, then of repeat 1, ...). */
 typedef struct {
     void *data;
     bl_signmat *S;

@@ -355,8 +355,7 @@ static int count_signs(const bl_format_ops *f, const bl_format_params *p) {
 }
 
 /* Moves data (validated) into a new impl of L with every sign tensor prepared for the kernels
- * (S in repeat-major table order: mdbf's S[2p] = S_A, S[2p+1] = S_B); on failure nothing is
- * taken. */
+ * (S in repeat-major table order); on failure nothing is taken. */
 static bl_status attach(bl_linear *L, const bl_format_ops *f, const void *data, bl_pool *pool,
                         bl_err *err) {
     int64_t m, n;

@@ -82,7 +82,7 @@ static bl_status calib_init(const bl_model *m, ptq_calib *c, bl_err *err) {
     return BL_OK;
 }
 
-/* H = XᵀX/N for every input of one layer (activation-aware MDBF), by a calibration pass. */
+/* H = XᵀX/N for every input of one layer (activation-aware fits), by a calibration pass. */
 bl_status ptq_calib_gram(const bl_model *m, const bl_quant_opts *o, ptq_calib *c, int layer,
                             bl_err *err) {
     for (int i = 0; i < PTQ_IN_COUNT; i++) {

@@ -1,7 +1,7 @@
 /* The trained student as a normal model directory. The binary layers are rebuilt as format
- * layers from the training state by their nn_formats entry (onebit: sign(latent), g, h, post_ln; dbf/mdbf: the current
- * signs and the trained vectors and envelopes; the vectors are rounded to FP16 on the way, as
- * every format stores them), and a shallow copy of the source model whose norms, biases and, when
+ * layers from the training state by their nn_formats entry (the current signs, or the sign of
+ * the latent weights, and the trained vectors and envelopes; the vectors are rounded to FP16 on
+ * the way, as every format stores them), and a shallow copy of the source model whose norms, biases and, when
  * trained, embeddings and head point into the f32 parameter buffer is written by bl_model_save.
  * Frozen embeddings and heads keep their original tensors and dtype. */
 #include "bitllm/quantize.h"
