@@ -27,6 +27,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,10 +172,19 @@ static void bench_matrix(const float *W, int64_t m, int64_t n, const char *shape
         return;
     }
     bl_linear_free(&L);
+    /* the middle dimension under the name its format's schema gives it (dbf k, mdbf r), or
+     * the group of a grouped format */
     char params[32] = "";
-    if (res->mid) snprintf(params, sizeof params, "%s=%lld", strcmp(c->method, "dbf") == 0 ? "k" : "r",
-                           (long long)res->mid);
-    else if (strcmp(c->method, "rtn2") == 0) snprintf(params, sizeof params, "g128");
+    const bl_format_ops *f = o.method.format;
+    if (res->mid) {
+        const char *key = "mid";
+        for (int k = 0; k < f->n_params; k++)
+            if (f->params[k].offset == offsetof(bl_format_params, mid) && f->params[k].alias)
+                key = f->params[k].alias;
+        snprintf(params, sizeof params, "%s=%lld", key, (long long)res->mid);
+    } else if (bl_method_uses(&o.method, false, BL_QP_GROUP)) {
+        snprintf(params, sizeof params, "g%d", o.method.params.group);
+    }
     add_row(c->name, shape, params, c->targets ? bpw : 0.0, res->bpw, res->rel_err, res->iters,
             res->seconds, res->cpu_seconds, res->trace.flops / 1e9, res->trace.seconds, json);
     free(res);
