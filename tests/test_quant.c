@@ -1,7 +1,7 @@
-/* Tests of the fitting algorithms (include/bitllm/quant.h). Reconstructions are computed here from
+/* Tests of the fitting algorithms (include/bitllm/fit.h). Reconstructions are computed here from
  * the output structs with plain loops, independently of src/formats. */
 #include "bitllm/model.h"
-#include "bitllm/quant.h"
+#include "bitllm/fit.h"
 #include "quant/qf_internal.h"
 #include "test.h"
 

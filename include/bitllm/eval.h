@@ -3,7 +3,7 @@
 #define BITLLM_EVAL_H
 
 #include "bitllm/model.h"
-#include "bitllm/quant.h"
+#include "bitllm/fit.h"
 
 BL_API_BEGIN
 

@@ -5,7 +5,7 @@
 #define BITLLM_QUANTIZE_H
 
 #include "bitllm/model.h"
-#include "bitllm/quant.h"
+#include "bitllm/fit.h"
 
 BL_API_BEGIN
 

@@ -7,7 +7,7 @@
 #define BITLLM_TRAIN_H
 
 #include "bitllm/model.h"
-#include "bitllm/quant.h"
+#include "bitllm/fit.h"
 
 BL_API_BEGIN
 

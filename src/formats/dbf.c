@@ -5,8 +5,8 @@
  *
  * Its tensors: the table below. */
 #include "formats/formats_internal.h"
-#include "formats/quant_common.h"
-#include "bitllm/quant.h"
+#include "formats/forward_util.h"
+#include "bitllm/fit.h"
 
 #include <cblas.h>
 #include <stddef.h>

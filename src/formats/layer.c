@@ -3,7 +3,7 @@
  * format's layer keeps its data struct and one prepared bl_signmat per sign tensor in a
  * bl_layer_impl (formats_internal.h); its forward, to_dense and fit are its own. */
 #include "formats/formats_internal.h"
-#include "formats/quant_common.h"
+#include "formats/forward_util.h"
 
 #include <math.h>
 #include <stdio.h>

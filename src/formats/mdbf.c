@@ -13,8 +13,8 @@
  * multiplied into Q_U first. Checkpoints written before this layout carry a Q_V tensor for l = 1;
  * it is still read (and used as stored). */
 #include "formats/formats_internal.h"
-#include "formats/quant_common.h"
-#include "bitllm/quant.h"
+#include "formats/forward_util.h"
+#include "bitllm/fit.h"
 
 #include <cblas.h>
 #include <stdio.h>

@@ -15,8 +15,8 @@
  * same reuse as rtn's bits ≥ 2 path), so the forward equals x·to_dense()ᵀ up to summation
  * order on every CPU. */
 #include "formats/formats_internal.h"
-#include "formats/quant_common.h"
-#include "bitllm/quant.h"
+#include "formats/forward_util.h"
+#include "bitllm/fit.h"
 
 #include <math.h>
 #include <stddef.h>

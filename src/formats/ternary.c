@@ -11,7 +11,7 @@
  * 8-lane dot product the compiler vectorizes for the build's ISA), so the forward equals
  * x·to_dense()ᵀ up to summation order on every CPU. Its tensors: the table below. */
 #include "formats/formats_internal.h"
-#include "formats/quant_common.h"
+#include "formats/forward_util.h"
 
 #include <math.h>
 #include <stddef.h>

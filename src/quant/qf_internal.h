@@ -6,7 +6,7 @@
 #ifndef BITLLM_QUANT_QF_INTERNAL_H
 #define BITLLM_QUANT_QF_INTERNAL_H
 
-#include "bitllm/quant.h"
+#include "bitllm/fit.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,8 +1,8 @@
 /* Fitting algorithms: turn one dense weight matrix W (m×n, row-major f32) into a quantized
  * format's data (see format.h). Every function is deterministic for a given seed and thread
  * count, multi-threaded with OpenMP, and never prints. */
-#ifndef BITLLM_QUANT_H
-#define BITLLM_QUANT_H
+#ifndef BITLLM_FIT_H
+#define BITLLM_FIT_H
 
 #include "bitllm/format.h"
 

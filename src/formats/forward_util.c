@@ -1,6 +1,6 @@
 /* The small steps the forward passes of the quantized formats share: diagonal scalings, the
  * token split, and the dequantize-a-chunk forward of the code formats. */
-#include "formats/quant_common.h"
+#include "formats/forward_util.h"
 
 #include "core/simd.h"
 

@@ -1,8 +1,8 @@
 /* The small steps the forward passes of the quantized formats share (elementwise scalings, the
  * token split, packed codes, the dequantize-a-chunk forward of the code formats). Their tensors'
  * storage is the generic code of layer.c. Private to src/formats. */
-#ifndef BITLLM_FORMATS_QUANT_COMMON_H
-#define BITLLM_FORMATS_QUANT_COMMON_H
+#ifndef BITLLM_FORMATS_FORWARD_UTIL_H
+#define BITLLM_FORMATS_FORWARD_UTIL_H
 
 #include "bitllm/format.h"
 #include "bitllm/kernels.h"
