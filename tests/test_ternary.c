@@ -7,8 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "bitllm/quantize.h"
 #include "test.h"
+#include "format_checks.h"
 
 static char tmpdir[] = "/tmp/bitllm-ternary-XXXXXX";
 
@@ -90,62 +90,30 @@ static void check_fit(int64_t m, int64_t n, int group) {
     }
     const double G = (double)((n + group - 1) / group);
     CHECK(fabs(res.bpw - (2.0 + 16.0 * G / (double)n)) < 1e-12);
-    /* forward against x·Ŵᵀ: the format's tolerance covers float summation order only */
-    const int64_t T = 3;
-    float *x = malloc(sizeof(float) * (size_t)(T * n));
-    float *y = malloc(sizeof(float) * (size_t)(T * m));
-    bl_rng r;
-    bl_rng_seed(&r, 9);
-    for (int64_t k = 0; k < T * n; k++) x[k] = bl_rng_normal(&r);
-    L.ops->forward(&L, x, T, y, NULL, NULL);
-    double num = 0, den = 0;
-    for (int64_t t = 0; t < T; t++)
-        for (int64_t i = 0; i < m; i++) {
-            double ref = 0;
-            for (int64_t j = 0; j < n; j++) ref += (double)D[i * n + j] * x[t * n + j];
-            num += (y[t * m + i] - ref) * (y[t * m + i] - ref);
-            den += ref * ref;
-        }
-    CHECK_MSG(sqrt(num / den) <= L.ops->forward_tol, "forward rel err %.3g", sqrt(num / den));
+    /* forward against x·Ŵᵀ from the scalar reference; tolerance: the format's, which covers
+     * float summation order only (the same weights are used) */
+    const double fe = test_forward_rel_err(&L, D, 3, 9);
+    CHECK_MSG(fe <= L.ops->forward_tol, "forward rel err %.3g", fe);
     /* save → load: the tensors of the table with their exact shapes, identical weights */
     char path[128];
     snprintf(path, sizeof path, "%s/l%d.safetensors", tmpdir, group);
-    bl_st_writer *w = NULL;
-    REQUIRE(bl_st_writer_new(&w, &err) == BL_OK);
-    REQUIRE(L.ops->save(&L, "x", w, &err) == BL_OK);
-    REQUIRE(bl_st_writer_finish(w, path, &err) == BL_OK);
-    bl_st_writer_free(w);
     bl_tensor_set ts;
-    memset(&ts, 0, sizeof ts);
-    REQUIRE(bl_safetensors_open(path, &ts, NULL, &err) == BL_OK);
+    REQUIRE(test_save_open(&L, "x", path, &ts));
     const bl_tensor *tc = bl_tensor_set_find(&ts, "x.codes"), *td = bl_tensor_set_find(&ts, "x.d");
     REQUIRE(tc && td && ts.n == 2);
     CHECK(tc->dtype == BL_DT_U8 && tc->shape[0] == m && tc->shape[1] == (2 * n + 7) / 8);
     CHECK(td->dtype == BL_DT_F16 && td->shape[0] == m && td->shape[1] == (int64_t)G);
     const uint64_t pad = (uint64_t)m * ((2 * n) % 8 ? 8 - (2 * n) % 8 : 0); /* per code row */
     CHECK(8 * (tc->nbytes + td->nbytes) == bl_format_stored_bits(L.ops, m, n, &L.params) + pad);
-    bl_linear L2 = {.ops = L.ops, .m = m, .n = n, .params = L.params};
-    CHECK_MSG(L.ops->load(&L2, "x", &ts, &err) == BL_OK, "%s", err.msg);
-    float *D2 = malloc(sizeof(float) * (size_t)(m * n));
-    if (L2.impl) {
-        REQUIRE(L2.ops->to_dense(&L2, D2, &err) == BL_OK);
-        CHECK(memcmp(D, D2, sizeof(float) * (size_t)(m * n)) == 0);
-    }
-    bl_linear_free(&L2);
+    test_check_reload(&L, "x", &ts, D);
     bl_linear L3 = {.ops = L.ops, .m = m, .n = n + 4, .params = L.params}; /* wrong shape */
     CHECK(L.ops->load(&L3, "x", &ts, &err) != BL_OK && strstr(err.msg, "x.codes"));
     bl_tensor_set_free(&ts);
     unlink(path);
     /* random draw: the fitted shapes, deterministic for a seed */
-    o.random_factors = true;
-    bl_linear R1, R2;
-    REQUIRE(bl_fit_layer(NULL, m, n, &o, &R1, &res, &err) == BL_OK);
-    REQUIRE(bl_fit_layer(NULL, m, n, &o, &R2, &res, &err) == BL_OK);
-    R1.ops->to_dense(&R1, D, &err);
-    R2.ops->to_dense(&R2, D2, &err);
-    CHECK(memcmp(D, D2, sizeof(float) * (size_t)(m * n)) == 0);
-    bl_linear_free(&R1), bl_linear_free(&R2), bl_linear_free(&L);
-    free(W), free(D), free(D2), free(row), free(x), free(y);
+    test_check_random(o, m, n, 2.0 + 16.0 * G / (double)n);
+    bl_linear_free(&L);
+    free(W), free(D), free(row);
 }
 
 /* A file whose codes hold a 3 (no ternary value) is refused, naming the tensor and where. */
@@ -182,37 +150,19 @@ static void test_fits(void) {
 
 /* A whole model with tq2_0: it quantizes, records its method, loads and runs (finite logits). */
 static void test_model(void) {
-    const char *src_path = test_data_path("models/stories260K/stories260K.gguf");
-    if (!test_file_exists(src_path)) SKIP("%s not found", src_path);
-    bl_model *src = NULL, *q = NULL;
-    REQUIRE(bl_model_load(src_path, NULL, &src, NULL) == BL_OK);
     char dir[160];
     snprintf(dir, sizeof dir, "%s/model", tmpdir);
-    bl_quant_opts o;
-    bl_quant_opts_default(&o);
-    o.method = test_method("tq2_0");
-    bl_quant_summary sum;
-    bl_err err = {0};
-    REQUIRE(bl_quantize_model(src, &o, dir, &sum, &err) == BL_OK);
-    CHECK(sum.bpw_layers > 2.0 && sum.bpw_layers < 2.5);
-    REQUIRE(bl_model_load(dir, NULL, &q, &err) == BL_OK);
-    CHECK(strcmp(q->quant_method, "tq2_0") == 0);
-    CHECK(q->layers[0].proj[0].ops == bl_format_find("ternary"));
-    const int32_t toks[6] = {1, 403, 407, 261, 378, 432};
-    const int V = src->cfg.vocab_size;
-    float *b = malloc(sizeof(float) * 6 * V);
-    bl_state *s2;
-    REQUIRE(bl_state_new(q, 8, 8, 0, &s2, NULL) == BL_OK);
-    REQUIRE(bl_forward(s2, toks, 6, b, true, NULL) == BL_OK);
-    int finite = 0;
-    for (int i = 0; i < 6 * V; i++) finite += isfinite(b[i]) != 0;
-    CHECK(finite == 6 * V);
-    bl_state_free(s2);
-    free(b);
-    bl_model_free(q), bl_model_free(src);
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    CHECK(system(cmd) == 0);
+    test_qrun r;
+    test_quantized_run("tq2_0", dir, &r);
+    if (r.ok) {
+        CHECK(r.bpw_layers > 2.0 && r.bpw_layers < 2.5);
+        CHECK(strcmp(r.quant_method, "tq2_0") == 0);
+        CHECK(r.proj0 == bl_format_find("ternary"));
+        int finite = 0;
+        for (int i = 0; i < r.n; i++) finite += isfinite(r.q[i]) != 0;
+        CHECK(finite == r.n);
+    }
+    test_qrun_free(&r);
 }
 
 int main(void) {
