@@ -4,7 +4,8 @@
 #include <string.h>
 
 /* Every format, one line each, in the order `bitllm formats` lists them. A format is its own
- * file(s) defining `const bl_format_ops bl_format_<name>` plus one line here. */
+ * file(s) defining `const bl_format_ops bl_format_<name>` plus one line here (the list ends in an
+ * empty line, so adding one touches no other). */
 #define BL_FORMATS(X) \
     X(dense)          \
     X(rtn)            \
@@ -12,7 +13,8 @@
     X(dbf)            \
     X(mdbf)           \
     X(qsym)           \
-    X(ternary)
+    X(ternary)        \
+    /* end of the list */
 
 #define DECLARE(f) extern const bl_format_ops bl_format_##f;
 BL_FORMATS(DECLARE)
