@@ -17,23 +17,7 @@ static char base[] = "/tmp/bitllm-embhead-XXXXXX";
 
 /* Awkward small dimensions: odd vocabulary, a width that is no multiple of 32 (a partial scale
  * group, a 4-bit row ending mid-byte is avoided by the even width). */
-static bl_config small_config(void) {
-    bl_config c = {0};
-    c.arch = BL_ARCH_LLAMA;
-    c.dim = 40;
-    c.hidden_dim = 100;
-    c.n_layers = 2;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.head_dim = 10;
-    c.vocab_size = 131;
-    c.max_seq = 64;
-    c.rope_theta = 10000.0f;
-    c.norm_eps = 1e-5f;
-    c.bos_id = 1;
-    c.eos_id = 2;
-    return c;
-}
+static bl_config small_config(void) { return test_small_config(40, 10); }
 
 static bl_model *load(const char *dir, bl_load_mode mode) {
     bl_model *m = NULL;
