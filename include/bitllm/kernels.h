@@ -110,8 +110,17 @@ typedef struct {
 } bl_qmat;
 
 static inline int64_t bl_qmat_row_bytes(int64_t n, int bits) { return (n * bits + 7) / 8; }
-/* Ŵ[i][j] (the one dequantization formula; exact in f32). */
-float bl_qmat_weight(const bl_qmat *Q, int64_t i, int64_t j);
+/* Ŵ[i][j] (the one dequantization formula; exact in f32). Inline: the generic forward of layouts
+ * without a SIMD kernel calls it per weight. */
+static inline float bl_qmat_weight(const bl_qmat *Q, int64_t i, int64_t j) {
+    const uint8_t *row = Q->qs + i * bl_qmat_row_bytes(Q->n, Q->bits);
+    const int64_t bit = j * Q->bits;
+    unsigned v = row[bit >> 3];
+    if ((bit & 7) + Q->bits > 8) v |= (unsigned)row[(bit >> 3) + 1] << 8;
+    const unsigned code = (v >> (bit & 7)) & ((1u << Q->bits) - 1u);
+    const int64_t G = (Q->n + Q->group - 1) / Q->group;
+    return Q->d[i * G + j / Q->group] * ((float)code - (float)(1 << (Q->bits - 1)));
+}
 /* Whether bl_qmat_matmul has a SIMD kernel for Q at the exec's ISA level (AVX-512, bits 4 or 8,
  * group a multiple of 16); other layouts and levels are the caller's to compute. */
 bool bl_qmat_simd_ok(const bl_qmat *Q, const bl_exec *ex);
