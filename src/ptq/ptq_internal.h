@@ -32,6 +32,19 @@ void ptq_calib_free(ptq_calib *c);
 /* The input-channel importance of projection p of layer l (mean squared input + 1e-8), n values. */
 void ptq_calib_in_importance(const ptq_calib *c, int l, int p, int64_t n, float *imp);
 
+/* The token embeddings and the output head as o->embed and o->head ask (src/ptq/edges.c). */
+#include "model/model_internal.h"
+typedef struct {
+    bl_model_parts parts; /* head and embed of the checkpoint (proj left NULL), or NULL: kept */
+    bl_linear head, embed;
+    uint16_t *f16[2];     /* F16 copies made for "f16" (embed, head) */
+    bl_tensor t16[2];
+} ptq_edges;
+/* BL_ERR_ARG, before any work, when o->embed or o->head is not a usable spec. */
+bl_status ptq_edges_check(const bl_model *src, const bl_quant_opts *o, bl_err *err);
+bl_status ptq_edges_make(const bl_model *src, const bl_quant_opts *o, ptq_edges *e, bl_err *err);
+void ptq_edges_free(ptq_edges *e);
+
 /* The provenance object written into quantization_config (the one writer). */
 cJSON *ptq_provenance(const bl_model *src, const bl_quant_opts *o);
 
