@@ -40,7 +40,8 @@ static void on_layer(void *ctx, const char *name, int64_t m, int64_t n,
 }
 
 int cmd_quantize(int argc, char **argv) {
-    const char *out = NULL, *method = "onebit", *bpw_s = NULL, *calib = NULL, *tokp = NULL;
+    const char *out = NULL, *method = "onebit", *bpw_s = NULL, *calib = NULL, *tokp = NULL,
+               *metric = NULL;
     bool json = false, nmf = false, svd = false, aa = false, no_grad = false, rnd = false,
          force = false;
     int rank_l = 1, paths = 1, iters = 0, max_iters = 0, calib_tokens = 16384, group = 128,
@@ -66,18 +67,24 @@ int cmd_quantize(int argc, char **argv) {
          CLI_RANGE(1, 1024), USES(BL_QP_ENVELOPE_RANK)},
         {"paths", 0, OPT_INT, &paths, "P", "mdbf paths (default 1)", CLI_RANGE(1, 64),
          USES(BL_QP_PATHS)},
-        {"activation-aware", 0, OPT_FLAG, &aa, NULL, "mdbf: fit W·H^1/2 with H = XᵀX/N from --calib",
+        {"fit-metric", 0, OPT_STR, &metric, "hessian|diag",
+         "onebit/dbf/mdbf with --calib: fit for the output error under H = XᵀX/N of each "
+         "projection's inputs (hessian, default) or with the per-channel mean x² only (diag)",
+         .needs = "calib", USES(BL_QP_ACTIVATION_AWARE)},
+        {"activation-aware", 0, OPT_FLAG, &aa, NULL, "the same as --fit-metric hessian",
          .needs = "calib", USES(BL_QP_ACTIVATION_AWARE)},
         {"adam-steps", 0, OPT_INT, &adam, "N", "mdbf: Adam steps on envelopes, signs frozen",
          CLI_MIN(1), USES(BL_QP_ADAM_STEPS)},
         {"group", 0, OPT_INT, &group, "G", "rtn2..4 group size, 64 or 128 (default 128)",
          CLI_RANGE(64, 128), USES(BL_QP_GROUP)},
-        {"calib", 0, OPT_STR, &calib, "FILE", "calibration text (dbf/mdbf importance weights)",
+        {"calib", 0, OPT_STR, &calib, "FILE", "calibration text (onebit/dbf/mdbf: input covariance "
+         "and output-gradient statistics the fits are weighted by)",
          USES(BL_QP_CALIB)},
         {"calib-tokens", 0, OPT_INT, &calib_tokens, "N", "calibration tokens (default 16384)",
          CLI_MIN(1), .needs = "calib", USES(BL_QP_CALIB)},
         {"no-grad-stats", 0, OPT_FLAG, &no_grad, NULL,
-         "dbf/mdbf: input statistics only (default with --calib: also output-gradient statistics)",
+         "onebit/dbf/mdbf: input statistics only (default with --calib: also output-gradient "
+         "statistics)",
          .needs = "calib", USES(BL_QP_CALIB)},
         {"iters", 0, OPT_INT, &iters, "N", "dbf/mdbf: exactly N ADMM iterations (default: stop "
                                            "on convergence, docs/fits.md)",
@@ -134,7 +141,15 @@ int cmd_quantize(int argc, char **argv) {
     o.fit.max_iters = max_iters;
     o.fit.tol = tol;
     o.fit.adam_steps = adam;
-    o.activation_aware = aa;
+    if (metric && strcmp(metric, "hessian") != 0 && strcmp(metric, "diag") != 0) {
+        cli_errorf("quantize", "--fit-metric must be 'hessian' or 'diag', got '%s'", metric);
+        return 2;
+    }
+    if (metric && aa && strcmp(metric, "diag") == 0) {
+        cli_errorf("quantize", "--activation-aware and --fit-metric diag contradict each other");
+        return 2;
+    }
+    o.activation_aware = !(metric && strcmp(metric, "diag") == 0);
     o.random_factors = rnd;
     o.n_threads = threads;
 

@@ -32,8 +32,12 @@ typedef struct {
     int64_t mid;         /* dbf k / mdbf r used (0 for other methods) */
     double rel_err;      /* ‖W − Ŵ‖_F / ‖W‖_F (NaN with random factors) */
     /* the same weighted by the fit's importances, o_r·i_c per entry (under an activation metric
-     * H the relative output error tr(E·H·Eᵀ)/tr(W·H·Wᵀ), E = W − Ŵ); = rel_err without them */
+     * H the relative output error tr(diag(o)·E·H·Eᵀ)/tr(diag(o)·W·H·Wᵀ), E = W − Ŵ, o the output
+     * importance or ones); = rel_err without them */
     double wrel_err;
+    /* the weighted ‖W‖² that wrel_err is relative to (tr(diag(o)·W·H·Wᵀ), Σ o_r·i_c·w², or
+     * ‖W‖²_F): wrel_err²·wnorm2 is the absolute weighted error (NaN/0 with random factors) */
+    double wnorm2;
     int iters;           /* outer ADMM iterations (dbf/mdbf; all paths together) */
     double seconds, cpu_seconds; /* wall and process CPU time of the fit */
     bl_fit_trace trace;  /* dbf/mdbf: objective after every iteration, phase seconds, flops */
@@ -64,7 +68,10 @@ bl_status bl_model_matrix(const bl_model *m, const char *name, float **W, int64_
 typedef struct {
     bl_method method;    /* format + parameters (default onebit) */
     double bpw;          /* target of a format with a middle dimension, FP16 vectors counted */
-    bool activation_aware; /* mdbf: weight the fit by H = XᵀX/N from calibration */
+    /* onebit/dbf/mdbf with calibration: fit under the inputs' covariance H = XᵀX/N of each
+     * projection, i.e. minimize the output error ‖(W − Ŵ)·X‖² (default true); false fits with
+     * the diagonal input importance mean x² only (the earlier recipe). */
+    bool activation_aware;
     bl_fit_opts fit;     /* seed, iterations, nmf, ... (importance filled from calibration) */
     /* Benchmarks only: skip fitting and never read the source layers' weights; every projection
      * gets random factors (bl_random_*) of exactly the shapes and bpw the fit would produce for

@@ -23,8 +23,6 @@ cJSON *ptq_provenance(const bl_model *src, const bl_quant_opts *o) {
             bl_method_uses(&o->method, false, (bl_qparam)f->params[i].flag))
             cJSON_AddNumberToObject(p, bl_qparam_name((bl_qparam)f->params[i].flag),
                                     (double)bl_format_param_get(&f->params[i], &o->method.params));
-    if (bl_method_uses(&o->method, false, BL_QP_ACTIVATION_AWARE))
-        cJSON_AddBoolToObject(p, "activation_aware", o->activation_aware);
     if (bl_method_uses(&o->method, false, BL_QP_SVID))
         cJSON_AddStringToObject(p, "svid", o->fit.nmf ? "nmf" : "svd");
     if (o->random_factors) cJSON_AddBoolToObject(p, "random_factors", true);
@@ -35,6 +33,8 @@ cJSON *ptq_provenance(const bl_model *src, const bl_quant_opts *o) {
     cJSON_AddNumberToObject(p, "calib_tokens", (double)o->n_calib);
     const bool calibrated = o->calib_ids && o->n_calib > 0 &&
                             bl_method_uses(&o->method, false, BL_QP_CALIB);
+    if (calibrated && bl_method_uses(&o->method, false, BL_QP_ACTIVATION_AWARE))
+        cJSON_AddStringToObject(p, "fit_metric", o->activation_aware ? "hessian" : "diag");
     cJSON_AddBoolToObject(p, "gradient_importance",
                           o->out_importance != NULL || (calibrated && o->grad_importance));
     if (o->calib_source && o->n_calib > 0) cJSON_AddStringToObject(p, "calib", o->calib_source);

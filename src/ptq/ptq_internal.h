@@ -23,6 +23,9 @@ typedef struct {
     float *gram[PTQ_IN_COUNT];   /* n×n for gram_layer */
 } ptq_calib;
 
+/* Whether the fits use H = XᵀX/N (calibrated, a method that reads it, not asked for the diagonal
+ * importance only). */
+bool ptq_hessian_fit(const bl_quant_opts *o);
 /* Allocates the statistics and runs the calibration tokens of o through m. */
 bl_status ptq_calib_collect(const bl_model *m, const bl_quant_opts *o, ptq_calib *c, bl_err *err);
 /* H = XᵀX/N for every input of one layer, by another calibration pass. */

@@ -25,6 +25,7 @@ void bl_quant_opts_default(bl_quant_opts *o) {
     o->bpw = 0; /* a format with a middle dimension: match onebit's bpw for each layer's shape */
     o->calib_ctx = 256;
     o->grad_importance = true;
+    o->activation_aware = true;
     bl_fit_opts_default(&o->fit);
 }
 
@@ -76,7 +77,7 @@ static void fit_one(fit_task *t) {
     if (!s && t->cal) {
         ptq_calib_in_importance(t->cal, t->l, t->p, L->n, imp);
         lo.fit.in_importance = imp;
-        if (o->activation_aware) lo.fit.H = t->cal->gram[ptq_proj_input(t->p)];
+        if (t->cal->gram_layer == t->l) lo.fit.H = t->cal->gram[ptq_proj_input(t->p)];
     }
     if (t->out_imp && bl_method_uses(&o->method, false, BL_QP_CALIB))
         lo.fit.out_importance = t->out_imp[t->l * BL_PROJ_COUNT + t->p];
@@ -131,8 +132,7 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     bl_layer_fit_result *res = calloc(BL_PROJ_COUNT, sizeof *res); /* one per projection */
     if (!res) s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
     for (int l = 0; l < c->n_layers && !s; l++) {
-        if (use_calib && o->activation_aware &&
-            bl_method_uses(&o->method, false, BL_QP_ACTIVATION_AWARE) && qd_layer_mine(&dq, l))
+        if (use_calib && ptq_hessian_fit(o) && qd_layer_mine(&dq, l))
             s = ptq_calib_gram(src, o, &cal, l, err);
         if (s) break;
         /* The seven projections of a layer are independent fits: they run side by side, one per

@@ -76,7 +76,8 @@ static void progress(const bl_fit_opts *o, double f) {
 }
 
 /* Steps 1–4 of the pipeline; returns P paths in W's scale (importance divided out), unbalanced
- * and unrounded. `extras` enables the MDBF-only options (activation metric, Adam). */
+ * and unrounded. `extras` enables the MDBF-only option (Adam); the activation metric H applies to
+ * both, so DBF stays MDBF(l = 1, P = 1) under H too. */
 static bl_status fit_paths(const float *W, int64_t m, int64_t n, int64_t r, int l, int P,
                            const bl_fit_opts *o, bool extras, bl_mdbf_path **out, bl_err *err) {
     *out = NULL;
@@ -93,7 +94,7 @@ static bl_status fit_paths(const float *W, int64_t m, int64_t n, int64_t r, int 
         goto done;
     }
     if ((st = bl_qf_sqrt_importance(o->out_importance, m, &so, err)) != BL_OK) goto done;
-    if (extras && o->H) {
+    if (o->H) {
         /* H's diagonal is the input importance (mean x²); it replaces in_importance and is
          * scaled out of the metric, which keeps only the correlations */
         float *dg = malloc(sizeof(float) * (size_t)n);

@@ -189,6 +189,15 @@ bl_status bl_qf_adam(bl_mdbf_path *paths, int P, int64_t m, int64_t n, int64_t r
                      const float *T, const bl_qf_metric *mt, int steps, float lr,
                      bl_progress_fn progress, void *ctx, double base, double span, bl_err *err);
 
+/* ---- onebit_h.c: OneBit under an activation metric ---- */
+
+/* Refines a OneBit fit (sign: m×n packed, h: m, g: n, in W's scale, e.g. the SVID start) to
+ * minimize tr(diag(o)·(W − Ŵ)·H·(W − Ŵ)ᵀ), Ŵ = diag(h)·S·diag(g), for H n×n symmetric PSD and
+ * o the m output weights (NULL = ones), by exact h and g steps and a GPTQ sign sweep. The result
+ * is never worse than the start. */
+bl_status bl_qf_onebit_hessian(const float *W, int64_t m, int64_t n, const float *H,
+                               const float *o, uint8_t *sign, float *h, float *g, bl_err *err);
+
 /* ---- common.c ---- */
 
 /* sqrt of importance values with a floor (1e-8 of their mean), or NULL → all ones. */
