@@ -48,11 +48,18 @@ for m in rtn1 onebit dbf mdbf; do
   [ -d "$OUT/$m" ] || "$BIN" quantize "$M" -m "$m" -o "$OUT/$m" "${seed[@]}" >/dev/null 2>&1
   run "$m" none "$OUT/$m"
 done
-for m in dbf mdbf; do
-  [ -d "$OUT/$m-calib" ] || "$BIN" quantize "$M" -m "$m" -o "$OUT/$m-calib" --calib "$CALIB" \
-    --no-grad-stats --seed "$SEED" >/dev/null 2>&1
-  run "$m" "inputs x² ($CALIB_LABEL)" "$OUT/$m-calib"
-  [ -d "$OUT/$m-grad" ] || "$BIN" quantize "$M" -m "$m" -o "$OUT/$m-grad" --calib "$CALIB" \
-    --seed "$SEED" >/dev/null 2>&1
-  run "$m" "inputs x² + output gradients² (same text)" "$OUT/$m-grad"
+# calibrated: the diagonal input importance (mean x², --fit-metric diag) and the inputs'
+# covariance H = XᵀX/N (--fit-metric hessian, the default), each without and with the
+# output-gradient statistics
+for m in onebit dbf mdbf; do
+  seed=(); case $m in dbf|mdbf) seed=(--seed "$SEED");; esac
+  for fm in diag hessian; do
+    lab="inputs x²"; [ $fm = hessian ] && lab="inputs H = XᵀX/N"
+    [ -d "$OUT/$m-$fm" ] || "$BIN" quantize "$M" -m "$m" -o "$OUT/$m-$fm" --calib "$CALIB" \
+      --fit-metric $fm --no-grad-stats "${seed[@]}" >/dev/null 2>&1
+    run "$m" "$lab ($CALIB_LABEL)" "$OUT/$m-$fm"
+    [ -d "$OUT/$m-$fm-grad" ] || "$BIN" quantize "$M" -m "$m" -o "$OUT/$m-$fm-grad" \
+      --calib "$CALIB" --fit-metric $fm "${seed[@]}" >/dev/null 2>&1
+    run "$m" "$lab + output gradients² (same text)" "$OUT/$m-$fm-grad"
+  done
 done
