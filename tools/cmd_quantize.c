@@ -16,21 +16,51 @@ typedef struct {
     int done, total;
     double t0;
     cJSON *layers;
+    cJSON *alloc; /* the allocation table (--allocate) */
+    cli_progress prog;
 } layer_log;
+
+static void on_alloc(void *ctx, const bl_alloc_entry *e) {
+    layer_log *lg = ctx;
+    if (cJSON_GetArraySize(lg->alloc) == 0) {
+        cli_progress_done(&lg->prog);
+        fprintf(stderr, "bit allocation: %.0f bits for %.0f allowed (the uniform run's)\n"
+                        "%-36s %13s %8s %8s %8s %8s %10s\n",
+                e->allocated_bits, e->budget_bits, "projection", "shape", "mid uni", "mid",
+                "bpw uni", "bpw", "sensitiv.");
+    }
+    char shape[32];
+    snprintf(shape, sizeof shape, "%lld x %lld", (long long)e->m, (long long)e->n);
+    fprintf(stderr, "%-36s %13s %8lld %8lld %8.4f %8.4f %10.3g\n", e->name, shape,
+            (long long)e->mid_uniform, (long long)e->mid, e->bpw_uniform, e->bpw, e->sensitivity);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "name", e->name);
+    cJSON *sh = cJSON_AddArrayToObject(j, "shape");
+    cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)e->m));
+    cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)e->n));
+    cJSON_AddNumberToObject(j, "mid_uniform", (double)e->mid_uniform);
+    cJSON_AddNumberToObject(j, "mid", (double)e->mid);
+    cJSON_AddNumberToObject(j, "bpw_uniform", e->bpw_uniform);
+    cJSON_AddNumberToObject(j, "bpw", e->bpw);
+    cJSON_AddNumberToObject(j, "sensitivity", e->sensitivity);
+    cJSON_AddItemToArray(lg->alloc, j);
+}
 
 static void on_layer(void *ctx, const char *name, int64_t m, int64_t n,
                      const bl_layer_fit_result *r) {
     layer_log *lg = ctx;
     lg->done++;
     double el = bl_time_s() - lg->t0, eta = el / lg->done * (lg->total - lg->done);
-    char rs[32] = "-", ws[48] = "", it[24] = ""; /* NaN with --random-factors: nothing fitted */
+    char rs[32] = "-", ws[48] = "", it[24] = "", md[32] = ""; /* NaN: --random-factors */
+    if (r->mid > 0) snprintf(md, sizeof md, "  mid %lld", (long long)r->mid);
     if (!isnan(r->rel_err)) snprintf(rs, sizeof rs, "%.4f", r->rel_err);
     if (!isnan(r->wrel_err) && r->wrel_err != r->rel_err)
         snprintf(ws, sizeof ws, "  weighted %.4f", r->wrel_err);
     if (r->iters > 0) snprintf(it, sizeof it, "  %d it", r->iters);
-    fprintf(stderr, "[%3d/%d] %-36s %6lld x %-6lld bpw %.4f  rel_err %-6s%s%s  %.1fs  (ETA %dm%02ds)\n",
-            lg->done, lg->total, name, (long long)m, (long long)n, r->bpw, rs, ws, it, r->seconds,
-            (int)eta / 60, (int)eta % 60);
+    fprintf(stderr, "[%3d/%d] %-36s %6lld x %-6lld%s bpw %.4f  rel_err %-6s%s%s  %.1fs  (ETA "
+                    "%dm%02ds)\n",
+            lg->done, lg->total, name, (long long)m, (long long)n, md, r->bpw, rs, ws, it,
+            r->seconds, (int)eta / 60, (int)eta % 60);
     cJSON *e = cli_layer_fit_json(r);
     cJSON_AddStringToObject(e, "name", name);
     cJSON *sh = cJSON_AddArrayToObject(e, "shape");
@@ -43,7 +73,7 @@ int cmd_quantize(int argc, char **argv) {
     const char *out = NULL, *method = "onebit", *bpw_s = NULL, *calib = NULL, *tokp = NULL,
                *metric = NULL;
     bool json = false, nmf = false, svd = false, aa = false, no_grad = false, rnd = false,
-         force = false;
+         force = false, allocate = false;
     int rank_l = 1, paths = 1, iters = 0, max_iters = 0, calib_tokens = 16384, group = 128,
         adam = 0, threads = 0;
     double tol = 0.0;
@@ -60,6 +90,10 @@ int cmd_quantize(int argc, char **argv) {
          CLI_ANY},
         {"bpw", 0, OPT_STR, &bpw_s, "B", "dbf/mdbf target bpw incl. FP16 vectors, or 'onebit' "
                                          "to match onebit per layer (default)", USES(BL_QP_BPW)},
+        {"allocate", 0, OPT_FLAG, &allocate, NULL,
+         "dbf/mdbf: choose each projection's middle dimension (from its error-vs-bits curve and "
+         "output sensitivity) under the total bits of the uniform run at --bpw; prints the table",
+         USES(BL_QP_BPW)},
         {"nmf", 0, OPT_FLAG, &nmf, NULL, "onebit: SVID rank-1 by NMF (default)", USES(BL_QP_SVID)},
         {"svd", 0, OPT_FLAG, &svd, NULL, "onebit: SVID rank-1 by SVD power iteration",
          USES(BL_QP_SVID)},
@@ -151,7 +185,13 @@ int cmd_quantize(int argc, char **argv) {
     }
     o.activation_aware = !(metric && strcmp(metric, "diag") == 0);
     o.random_factors = rnd;
+    o.allocate = allocate;
     o.n_threads = threads;
+    if (allocate && rnd) {
+        cli_errorf("quantize", "--allocate fits every matrix at several sizes: it has no effect "
+                               "with --random-factors");
+        return 2;
+    }
 
     /* The output is checked and its temporary directory created before anything is fitted. */
     const char *inputs[] = {pos[0], tokp, calib};
@@ -165,6 +205,7 @@ int cmd_quantize(int argc, char **argv) {
     }
     int rc = 1;
     int32_t *ids = NULL;
+    cJSON *alloc_tbl = cJSON_CreateArray(); /* freed at the end unless moved into the report */
     if (calib) {
         size_t len, n;
         char *text = cli_read_text("quantize", calib, &len);
@@ -175,8 +216,9 @@ int cmd_quantize(int argc, char **argv) {
         o.n_calib = n < (size_t)calib_tokens ? n : (size_t)calib_tokens;
         o.calib_source = calib;
         o.grad_importance = !no_grad;
-        if (!no_grad) /* --calib was accepted: the method uses calibration */
-            fprintf(stderr, "collecting output-gradient statistics on %zu tokens\n", o.n_calib);
+        if (!no_grad || allocate) /* --calib was accepted: the method uses calibration */
+            fprintf(stderr, "collecting output-gradient statistics on %zu tokens%s\n", o.n_calib,
+                    no_grad ? " (the allocation's sensitivities only)" : "");
     }
     char cmdline[1024] = "bitllm";
     for (int i = 0; i < argc; i++) {
@@ -185,9 +227,16 @@ int cmd_quantize(int argc, char **argv) {
     }
     o.provenance = cmdline;
     layer_log lg = {.json = json, .total = m->cfg.n_layers * BL_PROJ_COUNT, .t0 = bl_time_s(),
-                    .layers = cJSON_CreateArray()};
+                    .layers = cJSON_CreateArray(), .alloc = alloc_tbl};
     o.on_layer = on_layer;
     o.on_layer_ctx = &lg;
+    if (allocate) {
+        cli_progress_start(&lg.prog, "bit allocation (curve fits)");
+        o.progress = cli_progress_cb;
+        o.progress_ctx = &lg.prog;
+        o.on_alloc = on_alloc;
+        o.on_alloc_ctx = &lg;
+    }
     fprintf(stderr, "quantizing %s with %s%s into %s\n", pos[0], method,
             rnd ? " (random factors: benchmark only, not a usable model)"
                 : o.calib_ids ? " (calibrated)" : "",
@@ -234,12 +283,17 @@ int cmd_quantize(int argc, char **argv) {
         bl_json_add_u64(j, "seed", seed); /* 64 bits: a string, exact */
         if (rnd) cJSON_AddBoolToObject(j, "random_factors", true);
         cJSON_AddItemToObject(j, "layers", lg.layers);
+        if (allocate) {
+            cJSON_AddItemToObject(j, "allocation", alloc_tbl);
+            alloc_tbl = NULL;
+        }
         cli_print_json(j);
     } else {
         cJSON_Delete(lg.layers);
     }
     rc = 0;
 done:
+    cJSON_Delete(alloc_tbl);
     bl_outdir_abort(od);
     free(ids);
     bl_model_free(m);

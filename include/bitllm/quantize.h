@@ -65,6 +65,16 @@ bl_status bl_model_matrix(const bl_model *m, const char *name, float **W, int64_
 
 /* ---- a whole model ---- */
 
+/* One projection of a per-matrix bit allocation (bl_quant_opts.allocate). */
+typedef struct {
+    char name[96];               /* Hugging Face name, e.g. model.layers.0.mlp.down_proj */
+    int64_t m, n;
+    int64_t mid_uniform, mid;    /* the uniform run's middle dimension and the chosen one */
+    double bpw_uniform, bpw;     /* stored bits / (m·n) at each */
+    double sensitivity;          /* the weight of its error (mean squared output gradient, or 1) */
+    double budget_bits, allocated_bits; /* the whole model's: the uniform total and the chosen */
+} bl_alloc_entry;
+
 typedef struct {
     bl_method method;    /* format + parameters (default onebit) */
     double bpw;          /* target of a format with a middle dimension, FP16 vectors counted */
@@ -87,6 +97,16 @@ typedef struct {
     bool grad_importance;
     /* Or given: n_layers·BL_PROJ_COUNT arrays of each projection's m values (then no pass). */
     float *const *out_importance;
+    /* Per-matrix bit budget (formats with a middle dimension: dbf, mdbf): every projection's
+     * middle dimension is chosen, from its error-vs-bits curve (short fits at a few sizes) and
+     * its output sensitivity, to minimize the summed weighted error under the total stored bits
+     * of the uniform run at this bpw (src/ptq/allocate.c); on_alloc receives the table, progress
+     * the fraction of the curve fits done. */
+    bool allocate;
+    void (*on_alloc)(void *ctx, const bl_alloc_entry *e);
+    void *on_alloc_ctx;
+    bl_progress_fn progress;
+    void *progress_ctx;
     /* Stages run in order after the per-layer initial fits, before the checkpoint is written
      * (e.g. block-wise reconstruction, a per-matrix bit allocation); their names go into the
      * provenance. */

@@ -26,6 +26,7 @@ cJSON *ptq_provenance(const bl_model *src, const bl_quant_opts *o) {
     if (bl_method_uses(&o->method, false, BL_QP_SVID))
         cJSON_AddStringToObject(p, "svid", o->fit.nmf ? "nmf" : "svd");
     if (o->random_factors) cJSON_AddBoolToObject(p, "random_factors", true);
+    if (o->allocate) cJSON_AddBoolToObject(p, "allocate", true);
     bl_json_add_u64(p, "seed", o->fit.seed);
     cJSON_AddNumberToObject(p, "iters", o->fit.iters);
     if (o->fit.max_iters > 0) cJSON_AddNumberToObject(p, "max_iters", o->fit.max_iters);

@@ -35,6 +35,24 @@ void ptq_calib_free(ptq_calib *c);
 /* The input-channel importance of projection p of layer l (mean squared input + 1e-8), n values. */
 void ptq_calib_in_importance(const ptq_calib *c, int l, int p, int64_t n, float *imp);
 
+/* The fit options of projection p of layer l: the recipe's method, bpw and fit options with the
+ * projection's seed, and with calibration (cal not NULL) its input importance (written to imp, n
+ * floats), H when cal holds layer l's Grams and the fit uses them, and its output importance. */
+void ptq_layer_opts(const bl_quant_opts *o, const ptq_calib *cal, float *const *out_imp, int l,
+                    int p, int64_t n, float *imp, bl_layer_fit_opts *lo);
+
+/* Output-gradient importance (bl_quant_grad_importance) and, in scale (n_layers·BL_PROJ_COUNT
+ * values, caller frees; may be NULL), each projection's mean squared output gradient before the
+ * normalization to mean 1. */
+bl_status ptq_grad_importance(const bl_model *m, const int32_t *ids, size_t n, int ctx,
+                              float ***out, double **scale, bl_err *err);
+
+/* Per-matrix bit allocation (allocate.c): the middle dimension of every projection (mids,
+ * n_layers·BL_PROJ_COUNT entries) that minimizes Σ sens·(weighted error) under the uniform run's
+ * total stored bits; cal (NULL without calibration) receives each layer's Grams in turn. */
+bl_status ptq_allocate(const bl_model *src, const bl_quant_opts *o, ptq_calib *cal,
+                       float *const *out_imp, const double *sens, int64_t *mids, bl_err *err);
+
 /* The provenance object written into quantization_config (the one writer). */
 cJSON *ptq_provenance(const bl_model *src, const bl_quant_opts *o);
 

@@ -41,6 +41,19 @@ static bl_layer_fit_opts layer_opts(const bl_quant_opts *o) {
     return lo;
 }
 
+void ptq_layer_opts(const bl_quant_opts *o, const ptq_calib *cal, float *const *out_imp, int l,
+                    int p, int64_t n, float *imp, bl_layer_fit_opts *lo) {
+    *lo = layer_opts(o);
+    lo->fit.seed = o->fit.seed + (uint64_t)(l * BL_PROJ_COUNT + p) * 7919u;
+    if (cal) {
+        ptq_calib_in_importance(cal, l, p, n, imp);
+        lo->fit.in_importance = imp;
+        if (cal->gram_layer == l && ptq_hessian_fit(o)) lo->fit.H = cal->gram[ptq_proj_input(p)];
+    }
+    if (out_imp && bl_method_uses(&o->method, false, BL_QP_CALIB))
+        lo->fit.out_importance = out_imp[l * BL_PROJ_COUNT + p];
+}
+
 /* One projection's fit, run on one thread: its own f32 copy of the weights, importance and
  * fitted layer; the outcome is reported through the task. */
 typedef struct {
@@ -48,6 +61,7 @@ typedef struct {
     const bl_quant_opts *o;
     ptq_calib *cal;              /* NULL without calibration */
     float *const *out_imp;       /* output-gradient importance per projection, or NULL */
+    const int64_t *mids;         /* allocated middle dimensions per projection, or NULL */
     int l, p;
     bl_linear *out;
     bl_status status;
@@ -72,15 +86,9 @@ static void fit_one(fit_task *t) {
         if (!W || !imp) s = bl_fail(&t->err, BL_ERR_NOMEM, "out of memory for layer %d", t->l);
         if (!s) s = L->ops->to_dense(L, W, &t->err);
     }
-    bl_layer_fit_opts lo = layer_opts(o);
-    lo.fit.seed = o->fit.seed + (uint64_t)(t->l * BL_PROJ_COUNT + t->p) * 7919u;
-    if (!s && t->cal) {
-        ptq_calib_in_importance(t->cal, t->l, t->p, L->n, imp);
-        lo.fit.in_importance = imp;
-        if (t->cal->gram_layer == t->l) lo.fit.H = t->cal->gram[ptq_proj_input(t->p)];
-    }
-    if (t->out_imp && bl_method_uses(&o->method, false, BL_QP_CALIB))
-        lo.fit.out_importance = t->out_imp[t->l * BL_PROJ_COUNT + t->p];
+    bl_layer_fit_opts lo;
+    ptq_layer_opts(o, s ? NULL : t->cal, t->out_imp, t->l, t->p, L->n, imp, &lo);
+    if (t->mids) lo.method.params.mid = t->mids[t->l * BL_PROJ_COUNT + t->p];
     if (!s) s = bl_fit_layer(W, L->m, L->n, &lo, t->out, t->res, &t->err);
     free(W);
     free(imp);
@@ -96,10 +104,19 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
         return bl_fail(err, BL_ERR_ARG,
                        "random factors never read the weights: calibration and gradient "
                        "statistics make no sense with them");
+    if (o->allocate && o->random_factors)
+        return bl_fail(err, BL_ERR_ARG, "bit allocation fits every matrix at several sizes: it "
+                                        "makes no sense with random factors");
+    if (o->allocate && !o->method.format->mid_from_bpw)
+        return bl_fail(err, BL_ERR_ARG, "bit allocation: %s has no size knob (only formats with "
+                                        "a middle dimension, dbf and mdbf, can be given more or "
+                                        "fewer bits per matrix)", o->method.format->name);
     bl_linear *q = calloc((size_t)total, sizeof *q);
     if (!q) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
     ptq_calib cal;
     float **grads = NULL;
+    double *gscale = NULL;           /* mean squared output gradient per projection */
+    int64_t *mids = NULL;            /* with allocate: every projection's middle dimension */
     bool use_calib = o->calib_ids && o->n_calib > 0 && bl_method_uses(&o->method, false, BL_QP_CALIB);
     bl_status s = BL_OK;
     for (int l = 0; l < c->n_layers && !s; l++)
@@ -119,12 +136,24 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     }
     /* 1. calibration */
     float *const *out_imp = o->out_importance;
-    if (use_calib && o->grad_importance && !out_imp) {
-        s = bl_quant_grad_importance(src, o->calib_ids, o->n_calib, o->calib_ctx, &grads, err);
-        out_imp = grads;
+    /* the gradient pass: the fits' output importance, and the allocation's sensitivities (which
+     * it needs even when the fits are asked to use input statistics only) */
+    if (use_calib && !out_imp && (o->grad_importance || o->allocate)) {
+        s = ptq_grad_importance(src, o->calib_ids, o->n_calib, o->calib_ctx, &grads, &gscale,
+                                err);
+        if (o->grad_importance) out_imp = grads;
     }
     if (use_calib && !s) s = ptq_calib_collect(src, o, &cal, err);
     else if (use_calib) memset(&cal, 0, sizeof cal);
+    /* 1b. the per-matrix bit budget */
+    if (o->allocate && !s) {
+        double *sens = malloc(sizeof(double) * (size_t)total);
+        mids = malloc(sizeof(int64_t) * (size_t)total);
+        if (!sens || !mids) s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
+        for (int i = 0; i < total && !s; i++) sens[i] = gscale ? gscale[i] : 1.0;
+        if (!s) s = ptq_allocate(src, o, use_calib ? &cal : NULL, out_imp, sens, mids, err);
+        free(sens);
+    }
     /* 2. the initial fit of every layer */
     double bits = 0, weights = 0;
     const int omp_prev = bl_omp_threads_begin(o->n_threads);
@@ -147,6 +176,7 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
             t->o = o;
             t->cal = use_calib ? &cal : NULL;
             t->out_imp = out_imp;
+            t->mids = mids;
             t->l = l;
             t->p = p;
             t->out = &q[l * BL_PROJ_COUNT + p];
@@ -183,6 +213,8 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     free(res);
     if (use_calib) ptq_calib_free(&cal);
     bl_quant_importance_free(src, grads);
+    free(gscale);
+    free(mids);
     /* under MPI: rank 0 gathers every rank's layers; the stages and the checkpoint are its own */
     if (!s) s = qd_gather(&dq, src, o, q, &bits, &weights, err);
     const bool writes = qd_writes(&dq);
