@@ -59,7 +59,10 @@ typedef struct bl_fit_opts {
      * per-output-channel mean squared gradient (m). NULL means all ones. */
     const float *in_importance;
     const float *out_importance;
-    /* Activation-aware MDBF: H = XᵀX/N (n×n, symmetric PSD). NULL = plain Frobenius. */
+    /* Hessian-aware fits (onebit, dbf, mdbf): the calibration inputs' covariance H = XᵀX/N (n×n
+     * row-major, symmetric PSD). The fit then minimizes the output error tr(diag(o)·E·H·Eᵀ),
+     * E = W − Ŵ, o = out_importance (or ones); H's diagonal takes the place of in_importance,
+     * which is ignored. NULL = the diagonal importances above. */
     const float *H;
     int adam_steps;     /* MDBF: Adam refinement of the envelopes with signs frozen (0 = off) */
     float adam_lr;      /* 0 = default */
