@@ -1,7 +1,8 @@
 /* Hessian-aware fits (bl_fit_opts.H = XᵀX/N) through bl_fit_layer: for onebit, dbf and mdbf the
  * output error tr(E·H·Eᵀ) of the H-aware fit is below the diagonal-importance fit's on a strongly
- * anisotropic H; H = c·I gives the plain fit; the fits stay scale-equivariant in W and in H; and
- * dbf equals mdbf(l = 1, P = 1) under H bit for bit. Errors are recomputed here in double. */
+ * anisotropic H; H = c·I gives the plain fit; the fits stay scale-equivariant in W and in H;
+ * dbf equals mdbf(l = 1, P = 1) under H bit for bit; and the diagonal-plus-low-rank form of H
+ * (wide inputs) stays close to the full one. Errors are recomputed here in double. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,10 +226,47 @@ static void test_hessian_dbf_is_mdbf(void) {
     free(H);
 }
 
+/* The diagonal-plus-low-rank metric (the form wide inputs get, n > BL_FIT_H_FULL_MAX) forced on
+ * a small matrix: H's correlations come from four shared directions, so rank 12 holds nearly all
+ * of them. The fit must stay below the diagonal-importance fit and within 5% (relative) of the
+ * full-H fit's output error; rank ≥ n is the full fit exactly. */
+static void test_hessian_low_rank(void) {
+    const int64_t m = 80, n = 136;
+    float *W = gen_llm(m, n, 61), *H = gen_hessian(n, 62), *d = malloc(sizeof(float) * (size_t)n);
+    REQUIRE(W && H && d);
+    for (int64_t j = 0; j < n; j++) d[j] = H[j * n + j];
+    for (int c = 1; c < N_CASES; c++) {
+        if (c == 2) continue; /* mdbf l=1 P=1 is dbf */
+        bl_layer_fit_opts od = opts_for(&CASES[c]), of = od, ol = od, on = od;
+        od.fit.in_importance = d;
+        of.fit.H = ol.fit.H = on.fit.H = H;
+        ol.fit.H_rank = 12;
+        on.fit.H_rank = (int)n;
+        float *Wd = fit_dense(W, m, n, &od, NULL), *Wf = fit_dense(W, m, n, &of, NULL);
+        float *Wl = fit_dense(W, m, n, &ol, NULL), *Wn = fit_dense(W, m, n, &on, NULL);
+        REQUIRE(Wd && Wf && Wl && Wn);
+        const double ed = h_err(W, Wd, H, m, n), ef = h_err(W, Wf, H, m, n);
+        const double el = h_err(W, Wl, H, m, n);
+        fprintf(stderr, "  %-13s H-weighted error: diagonal %.4f, rank 12 + diagonal %.4f, full "
+                        "%.4f\n", CASES[c].name, ed, el, ef);
+        CHECK_MSG(el < ed && el <= 1.05 * ef, "%s: low rank %.5f (diagonal %.5f, full %.5f)",
+                  CASES[c].name, el, ed, ef);
+        CHECK(memcmp(Wf, Wn, sizeof(float) * (size_t)(m * n)) == 0);
+        free(Wd);
+        free(Wf);
+        free(Wl);
+        free(Wn);
+    }
+    free(W);
+    free(H);
+    free(d);
+}
+
 int main(void) {
     TEST_RUN(test_hessian_beats_diagonal);
     TEST_RUN(test_hessian_identity);
     TEST_RUN(test_hessian_scale_equivariance);
     TEST_RUN(test_hessian_dbf_is_mdbf);
+    TEST_RUN(test_hessian_low_rank);
     return test_summary();
 }

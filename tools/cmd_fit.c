@@ -92,7 +92,8 @@ int cmd_fit(int argc, char **argv) {
     const char *tensor = NULL, *method = "dbf", *bpw_s = NULL, *imp_in = NULL, *imp_out = NULL,
                *out = NULL, *tokp = NULL, *hess = NULL;
     bool json = false, svd = false;
-    int mid = 0, rank_l = 1, paths = 1, iters = 0, max_iters = 0, group = 128, threads = 0;
+    int mid = 0, rank_l = 1, paths = 1, iters = 0, max_iters = 0, group = 128, threads = 0,
+        h_rank = 0;
     double tol = 0.0;
     uint64_t seed = 0;
     const cli_opt opts[] = {
@@ -128,6 +129,10 @@ int cmd_fit(int argc, char **argv) {
          "input covariance H = XᵀX/N (n×n): onebit/dbf/mdbf fit for the output error "
          "tr(E·H·Eᵀ), and the weighted error reported is that one (H's diagonal stands for "
          "--importance, which it excludes)", CLI_ANY},
+        {"hessian-rank", 0, OPT_INT, &h_rank, "K",
+         "dbf/mdbf: H's correlations as diagonal plus rank K (default: full up to "
+         "4096 inputs, rank 256 beyond)", CLI_RANGE(1, 1 << 20), .needs = "hessian",
+         USES(BL_QP_ITERS)},
         {"out-importance", 0, OPT_STR, &imp_out, "FILE.npy", "per-output-row importance (m "
                                                              "values)", CLI_ANY},
         {"out", 'o', OPT_STR, &out, "W_HAT.npy", "write the reconstruction Ŵ (float32, m×n)",
@@ -231,6 +236,7 @@ int cmd_fit(int argc, char **argv) {
     o.fit.in_importance = ii;
     o.fit.out_importance = oi;
     o.fit.H = H;
+    o.fit.H_rank = h_rank;
     const char *label = tensor ? tensor : pos[0];
     if (bl_layer_fit_check(&o, m, n, label, &err) != BL_OK) {
         cli_error("fit", &err);
