@@ -16,12 +16,7 @@ mkdir -p "$OUT"
 if [ ! -s "$OUT/calib.txt" ]; then
   head -c "${CALIB_TEST_BYTES:-200000}" "$DATA/data/wikitext-2/wiki.test.raw" > "$OUT/calib.txt"
 fi
-if [ ! -s "$OUT/stories.txt" ]; then
-  for s in $(seq 1 40); do
-    "$BIN" generate "$M" -n 250 --temp 1.0 --top-p 0.95 --seed "$s" --json 2>/dev/null |
-      python3 -c "import json,sys; print(json.load(sys.stdin)['text'].strip())"
-  done > "$OUT/stories.txt.part" && mv "$OUT/stories.txt.part" "$OUT/stories.txt"
-fi
+scripts/stories_text.sh "$BIN" "$M" "$OUT/stories.txt"
 printf '| method | gradient importance | sizes | bpw (layers) | ppl stories (ctx 512) | tokens |\n|---|---|---|---:|---:|---:|\n'
 for spec in dbf mdbf mdbf:paths=2; do
   for grad in yes no; do

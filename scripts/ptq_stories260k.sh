@@ -23,12 +23,7 @@ if [ -n "${CALIB_TEST_BYTES:-}" ]; then
   CALIB=$OUT/calib.txt
   CALIB_LABEL="first $CALIB_TEST_BYTES bytes of wikitext-2 test, 16k tokens"
 fi
-if [ ! -s "$OUT/stories.txt" ]; then
-  for s in $(seq 1 40); do
-    "$BIN" generate "$M" -n 250 --temp 1.0 --top-p 0.95 --seed "$s" --json 2>/dev/null |
-      python3 -c "import json,sys; print(json.load(sys.stdin)['text'].strip())"
-  done > "$OUT/stories.txt.part" && mv "$OUT/stories.txt.part" "$OUT/stories.txt"
-fi
+scripts/stories_text.sh "$BIN" "$M" "$OUT/stories.txt"
 printf '| method | calibration | bpw (layers) | bpw (model) | ppl stories (ctx 512) | tokens | ppl WikiText-2 (ctx 512) | tokens |\n|---|---|---:|---:|---:|---:|---:|---:|\n'
 run() { # name, calibration label, model
   local s w

@@ -10,16 +10,6 @@
 #include "bitllm/quantize.h"
 #include "test.h"
 
-static float *gen_llm(int64_t m, int64_t n, uint64_t seed) {
-    float *W = malloc(sizeof(float) * (size_t)(m * n));
-    bl_err err = {0};
-    if (W && bl_synth_llm_matrix(m, n, seed, W, &err) != BL_OK) {
-        free(W);
-        W = NULL;
-    }
-    return W;
-}
-
 /* H = XᵀX/N of inputs with a few channels 8× larger and four shared directions (strongly
  * correlated: the kind of covariance LLM activations have), n×n. */
 static float *gen_hessian(int64_t n, uint64_t seed) {
@@ -113,7 +103,7 @@ static float *fit_dense(const float *W, int64_t m, int64_t n, const bl_layer_fit
 
 static void test_hessian_beats_diagonal(void) {
     const int64_t m = 72, n = 104; /* awkward sizes */
-    float *W = gen_llm(m, n, 21), *H = gen_hessian(n, 22), *d = malloc(sizeof(float) * (size_t)n);
+    float *W = test_llm_matrix(m, n, 21), *H = gen_hessian(n, 22), *d = malloc(sizeof(float) * (size_t)n);
     REQUIRE(W && H && d);
     for (int64_t j = 0; j < n; j++) d[j] = H[j * n + j];
     bl_layer_fit_result *res = malloc(sizeof *res);
@@ -146,7 +136,7 @@ static void test_hessian_beats_diagonal(void) {
  * float rounding moves a few signs: within 0.01 of the plain fit's relative error. */
 static void test_hessian_identity(void) {
     const int64_t m = 64, n = 96;
-    float *W = gen_llm(m, n, 31), *I3 = calloc((size_t)(n * n), sizeof(float));
+    float *W = test_llm_matrix(m, n, 31), *I3 = calloc((size_t)(n * n), sizeof(float));
     REQUIRE(W && I3);
     for (int64_t j = 0; j < n; j++) I3[j * n + j] = 3.0f;
     bl_layer_fit_result *r0 = malloc(sizeof *r0), *ri = malloc(sizeof *ri);
@@ -178,7 +168,7 @@ static void test_hessian_identity(void) {
  * metric's unit mean diagonal, GPTQ's relative damping), so it moves nothing beyond rounding. */
 static void test_hessian_scale_equivariance(void) {
     const int64_t m = 160, n = 192;
-    float *W = gen_llm(m, n, 41), *H = gen_hessian(n, 42);
+    float *W = test_llm_matrix(m, n, 41), *H = gen_hessian(n, 42);
     float *Ws = malloc(sizeof(float) * (size_t)(m * n)), *Hs = malloc(sizeof(float) * (size_t)(n * n));
     REQUIRE(W && H && Ws && Hs);
     const double sc[3] = {1.0, 1e-2, 1e2};
@@ -213,7 +203,7 @@ static void test_hessian_scale_equivariance(void) {
 /* DBF is MDBF(l = 1, P = 1) under H too: the same reconstruction bit for bit. */
 static void test_hessian_dbf_is_mdbf(void) {
     const int64_t m = 56, n = 88;
-    float *W = gen_llm(m, n, 51), *H = gen_hessian(n, 52);
+    float *W = test_llm_matrix(m, n, 51), *H = gen_hessian(n, 52);
     REQUIRE(W && H);
     bl_layer_fit_opts a = opts_for(&CASES[1]), b = opts_for(&CASES[2]);
     a.fit.H = b.fit.H = H;
@@ -232,7 +222,7 @@ static void test_hessian_dbf_is_mdbf(void) {
  * full-H fit's output error; rank ≥ n is the full fit exactly. */
 static void test_hessian_low_rank(void) {
     const int64_t m = 80, n = 136;
-    float *W = gen_llm(m, n, 61), *H = gen_hessian(n, 62), *d = malloc(sizeof(float) * (size_t)n);
+    float *W = test_llm_matrix(m, n, 61), *H = gen_hessian(n, 62), *d = malloc(sizeof(float) * (size_t)n);
     REQUIRE(W && H && d);
     for (int64_t j = 0; j < n; j++) d[j] = H[j * n + j];
     for (int c = 1; c < N_CASES; c++) {
