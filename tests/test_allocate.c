@@ -114,8 +114,10 @@ static void test_allocate(void) {
         bl_quant_summary su, sa, sb;
         REQUIRE(run(mdl, methods[mi], false, ids, n_ids, du, u, &su));
         REQUIRE(run(mdl, methods[mi], true, ids, n_ids, da, a, &sa));
-        REQUIRE(run(mdl, methods[mi], true, ids, n_ids, db, b, &sb));
-        REQUIRE(u->n == total && a->n == total && b->n == total);
+        /* determinism: a second allocated run (the release pass; the sanitizer pass saves it) */
+        const bool twice = !test_quick();
+        if (twice) REQUIRE(run(mdl, methods[mi], true, ids, n_ids, db, b, &sb));
+        REQUIRE(u->n == total && a->n == total && (!twice || b->n == total));
         /* the budget: the uniform run's total, the allocated run at most that and within 0.01 bpw */
         double wsum = 0.0;
         for (int l = 0; l < mdl->cfg.n_layers; l++)
@@ -131,11 +133,13 @@ static void test_allocate(void) {
         int moved = 0;
         for (int i = 0; i < total; i++) moved += a->mid[i] != u->mid[i];
         CHECK_MSG(moved > 0, "%s: the allocation kept every uniform size", methods[mi]);
-        /* deterministic */
-        char fa[128], fb[128];
-        snprintf(fa, sizeof fa, "%s/model.safetensors", da);
-        snprintf(fb, sizeof fb, "%s/model.safetensors", db);
-        CHECK_MSG(same_file(fa, fb), "%s: two allocated runs differ", methods[mi]);
+        if (twice) {
+            char fa[128], fb[128];
+            snprintf(fa, sizeof fa, "%s/model.safetensors", da);
+            snprintf(fb, sizeof fb, "%s/model.safetensors", db);
+            CHECK_MSG(same_file(fa, fb), "%s: two allocated runs differ", methods[mi]);
+            rm_rf(db);
+        }
         /* the objective: Σ sensitivity · weighted error */
         double eu = 0.0, ea = 0.0;
         for (int i = 0; i < total; i++) {
@@ -148,7 +152,6 @@ static void test_allocate(void) {
         CHECK_MSG(ea <= eu, "%s: allocated %.5g above uniform %.5g", methods[mi], ea, eu);
         rm_rf(du);
         rm_rf(da);
-        rm_rf(db);
         free(u);
         free(a);
         free(b);
