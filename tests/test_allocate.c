@@ -69,6 +69,7 @@ static bool run(bl_model *mdl, const char *method, bool allocate, const int32_t 
     o.calib_ids = ids;
     o.n_calib = n_ids;
     o.allocate = allocate;
+    o.n_threads = 1; /* the result does not depend on it; spares idle OpenMP workers spinning */
     o.on_layer = on_layer;
     o.on_layer_ctx = lg;
     o.on_alloc = on_alloc;

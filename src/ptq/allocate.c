@@ -126,6 +126,7 @@ static bl_status layer_curves(const bl_model *src, const bl_quant_opts *o, ptq_c
             t->n = L->n;
             t->lo = lo;
             t->lo.method.params.mid = k;
+            t->lo.n_threads = 1; /* the fits run side by side, one per thread */
             /* never longer than the final fit (a fixed count below CURVE_ITERS) */
             t->lo.fit.iters = o->fit.iters > 0 && o->fit.iters < CURVE_ITERS ? o->fit.iters
                                                                             : CURVE_ITERS;
