@@ -71,7 +71,7 @@ static void on_layer(void *ctx, const char *name, int64_t m, int64_t n,
 
 int cmd_quantize(int argc, char **argv) {
     const char *out = NULL, *method = "onebit", *bpw_s = NULL, *calib = NULL, *tokp = NULL,
-               *metric = NULL;
+               *metric = NULL, *embed = NULL, *head = NULL;
     bool json = false, nmf = false, svd = false, aa = false, no_grad = false, rnd = false,
          force = false, allocate = false;
     int rank_l = 1, paths = 1, iters = 0, max_iters = 0, calib_tokens = 16384, group = 128,
@@ -138,11 +138,18 @@ int cmd_quantize(int argc, char **argv) {
          "threads (default: OMP_NUM_THREADS or all cores; the result does not depend on it)",
          CLI_MIN(1)},
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
+        {"embed", 0, OPT_STR, &embed, "SPEC",
+         "store the token embeddings as q8_0, q4_0 (or any qsym spec) or f16 (default: as they "
+         "are)", CLI_ANY},
+        {"head", 0, OPT_STR, &head, "SPEC",
+         "store the output head as q8_0, q4_0, f16 or a 1-bit format (onebit, dbf, ...; "
+         "default: as it is)", CLI_ANY},
         {"json", 0, OPT_FLAG, &json, NULL, "print a JSON report on stdout", CLI_ANY},
     };
     const cli_spec spec = {"quantize", "MODEL",
                            "Quantize the q,k,v,o,gate,up,down projections of every layer; "
-                           "embeddings, output head and norms are kept. The output directory "
+                           "embeddings and output head are kept unless --embed / --head say "
+                           "otherwise, norms are kept. The output directory "
                            "loads like any model. An option the method does not use is an error.",
                            opts, (int)(sizeof opts / sizeof opts[0]), 1, 1, &given};
     const char *pos[1];
@@ -187,6 +194,8 @@ int cmd_quantize(int argc, char **argv) {
     o.random_factors = rnd;
     o.allocate = allocate;
     o.n_threads = threads;
+    o.embed = embed;
+    o.head = head;
     if (allocate && rnd) {
         cli_errorf("quantize", "--allocate fits every matrix at several sizes: it has no effect "
                                "with --random-factors");
