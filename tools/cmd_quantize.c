@@ -85,8 +85,8 @@ int cmd_quantize(int argc, char **argv) {
         {"tol", 0, OPT_FLOAT, &tol, "T", "dbf/mdbf: stop when the objective improves by less "
                                          "than T (relative) over 10 iterations (default 1e-3)",
          CLI_RANGE_LO_OPEN(0.0, 1.0), USES(BL_QP_ITERS)},
-        {"seed", 0, OPT_U64, &seed, "S", "random seed of dbf/mdbf and --random-factors (default 0)",
-         USES(BL_QP_SEED)},
+        {"seed", 0, OPT_U64, &seed, "S", "random seed of dbf/mdbf, --random-factors, "
+         "--calib-generate and block reconstruction (default 0)", CLI_ANY},
         {"random-factors", 0, OPT_FLAG, &rnd, NULL,
          "skip fitting: random signs and scales of the same shapes and bpw (speed/memory "
          "benchmarks of synthetic models only)", CLI_ANY},
@@ -145,6 +145,15 @@ int cmd_quantize(int argc, char **argv) {
     bl_outdir *od = root ? cli_outdir_prepare("quantize", out, inputs, 3, force, maybe_recon)
                          : NULL;
     if (root && !od) return 1;
+    if (cli_given(&spec, "seed") && !bl_method_uses(&o.method, rnd, BL_QP_SEED) &&
+        !maybe_recon && cf.calib_generate <= 0) {
+        char users[96];
+        bl_qparam_users(BL_QP_SEED, rnd, users, sizeof users);
+        cli_errorf("quantize", "--seed is not used by -m %s without calibration data (used by: "
+                   "%s, --calib-generate and block reconstruction)", method, users);
+        bl_outdir_abort(od);
+        return 2;
+    }
     bl_model *m = cli_load_model(pos[0], tokp);
     if (!m) {
         bl_outdir_abort(od);
@@ -234,6 +243,7 @@ int cmd_quantize(int argc, char **argv) {
             cJSON_AddItemToObject(j, "blocks", blocks);
             blocks = NULL;
             cJSON_AddNumberToObject(j, "blocks_resumed", sum.blocks_resumed);
+            cJSON_AddBoolToObject(j, "spilled", sum.spilled);
         }
         if (o.recon.calibrate_scales) {
             cJSON_AddNumberToObject(j, "kl_before", sum.kl_before);

@@ -105,6 +105,8 @@ typedef struct {
     int epochs;              /* passes over the calibration sequences per block (default 2) */
     int batch;               /* sequences per optimizer step (default 4) */
     double lr;               /* Adam learning rate, cosine to 0 (default 1e-3) */
+    /* dbf/mdbf: at most this fraction of each sign matrix flips per step (default 3e-4) */
+    double flip_frac;
     /* Bytes of calibration activations kept in RAM (0 = no limit); beyond, they are written to
      * files in state_dir (or the output directory) and streamed back. */
     uint64_t mem_limit;
@@ -198,6 +200,7 @@ typedef struct {
      * sequences before and after (NaN otherwise) */
     double kl_before, kl_after;
     int blocks_resumed;    /* blocks read back from an earlier run's state */
+    bool spilled;          /* the calibration activations were streamed from a file (--mem) */
 } bl_quant_summary;
 
 /* Quantizes src into outdir (created if needed; files written atomically). In a job of several

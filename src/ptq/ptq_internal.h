@@ -50,7 +50,7 @@ void ptq_fit_projs(const bl_model *src, const bl_quant_opts *o, int l, ptq_calib
  * calibration sequences of o, adding each projection's stored bits and weights. */
 bl_status ptq_reconstruct(const bl_model *src, const bl_quant_opts *o, const char *outdir,
                           float *const *out_imp, bl_linear *q, double *bits, double *weights,
-                          int *resumed, bl_err *err);
+                          int *resumed, bool *spilled, bl_err *err);
 /* Global scale calibration (calibrate_scales.c): the FP16 vectors of q tuned on KL. */
 bl_status ptq_calibrate_scales(const bl_model *src, const bl_quant_opts *o, bl_linear *q,
                                double *kl_before, double *kl_after, bl_err *err);

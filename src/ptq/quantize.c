@@ -29,6 +29,7 @@ void bl_quant_opts_default(bl_quant_opts *o) {
     o->recon.epochs = 2;
     o->recon.batch = 4;
     o->recon.lr = 1e-3;
+    o->recon.flip_frac = 3e-4;
     o->recon.kl_epochs = 1;
     o->recon.kl_lr = 1e-4;
     bl_fit_opts_default(&o->fit);
@@ -179,7 +180,9 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     ptq_fit_out *res = calloc(BL_PROJ_COUNT, sizeof *res); /* one per projection */
     if (!res) s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
     int resumed = 0;
-    if (recon && !s) s = ptq_reconstruct(src, o, outdir, out_imp, q, &bits, &weights, &resumed, err);
+    bool spilled = false;
+    if (recon && !s) s = ptq_reconstruct(src, o, outdir, out_imp, q, &bits, &weights, &resumed,
+                                          &spilled, err);
     for (int l = 0; l < c->n_layers && !s && !recon; l++) {
         if (use_calib && o->activation_aware &&
             bl_method_uses(&o->method, false, BL_QP_ACTIVATION_AWARE) && qd_layer_mine(&dq, l))
@@ -253,6 +256,7 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     sum->kl_before = kl_before;
     sum->kl_after = kl_after;
     sum->blocks_resumed = resumed;
+    sum->spilled = spilled;
     bl_model_free(out);
     return BL_OK;
 }

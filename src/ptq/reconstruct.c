@@ -162,8 +162,11 @@ static bl_status train_block(rc_ctx *r, int b, nn_model *S, float *P, rc_store *
             nn_layer_backward_f32(S, P, G, A, 0);
             tr_adamw(S, P, G, m, v, step + 1, tr_lr(&d, step), 1.0f, &d);
             s = nn_model_sync_signs_f32(S, P, err); /* onebit: sign(latent) */
-            int64_t flips = 0; /* dbf/mdbf: every sign whose latent score crossed zero */
-            if (!s) s = tr_flip_signs(S, P, 1.0, &flips, err);
+            /* dbf/mdbf: the signs whose latent score crossed zero, at most flip_frac of each
+             * matrix per step, largest scores first (a sign of a factor moves a whole row or
+             * column of the product: flipping all crossed ones at once undoes the training) */
+            int64_t flips = 0;
+            if (!s) s = tr_flip_signs(S, P, ro->flip_frac, &flips, err);
             r->backward_s += bl_time_s() - t0;
             if (ro->on_progress && ((step + 1) % 8 == 0 || step + 1 == total)) {
                 char what[64];
@@ -235,7 +238,7 @@ static bl_status do_block(rc_ctx *r, int b, float *const *out_imp, bl_linear *q,
     /* train latent signs and vectors on the block output error */
     if (!s) s = rc_block_model(r->src, b, qb, true, r->T, &S, &PS, err);
     if (!s) s = block_loss(r, S, PS, &r->xq, &r->y, &res->loss_before, &res->rel_before, err);
-    if (!s && o->recon.epochs > 0) s = train_block(r, b, S, PS, &r->xq, &r->y, &res->steps, err);
+    if (!s) s = train_block(r, b, S, PS, &r->xq, &r->y, &res->steps, err);
     bl_linear trained[BL_PROJ_COUNT];
     memset(trained, 0, sizeof trained);
     if (!s) s = rc_export_block(S, PS, trained, err);
@@ -293,13 +296,15 @@ static int largest_divisor_at_most(int64_t n, int cap) {
 
 bl_status ptq_reconstruct(const bl_model *src, const bl_quant_opts *o, const char *outdir,
                           float *const *out_imp, bl_linear *q, double *bits, double *weights,
-                          int *resumed, bl_err *err) {
+                          int *resumed, bool *spilled, bl_err *err) {
     const bl_config *c = &src->cfg;
     const bl_recon_opts *ro = &o->recon;
     *resumed = 0;
-    if (ro->epochs < 0 || ro->batch < 1 || !(ro->lr > 0))
-        return bl_fail(err, BL_ERR_ARG, "reconstruction: epochs must be >= 0, batch >= 1 and "
-                       "lr > 0 (got %d, %d, %g)", ro->epochs, ro->batch, ro->lr);
+    if (ro->epochs < 1 || ro->batch < 1 || !(ro->lr > 0) ||
+        !(ro->flip_frac >= 0 && ro->flip_frac <= 1))
+        return bl_fail(err, BL_ERR_ARG, "reconstruction: epochs and batch must be >= 1, lr > 0 "
+                       "and the flip fraction in [0, 1] (got %d, %d, %g, %g)", ro->epochs,
+                       ro->batch, ro->lr, ro->flip_frac);
     if (!bl_recon_supports(&o->method))
         return bl_fail(err, BL_ERR_UNSUPPORTED, "block reconstruction trains onebit, dbf and "
                        "mdbf layers, not %s", o->method.format->name);
@@ -319,6 +324,7 @@ bl_status ptq_reconstruct(const bl_model *src, const bl_quant_opts *o, const cha
     r.ids = rows;
     const int omp_prev = bl_omp_threads_begin(o->n_threads);
     s = rc_init(&r, err);
+    *spilled = r.spilled;
     int start = 0;
     if (!s) s = rc_state_load(&r, q, &start, err);
     *resumed = start;
