@@ -55,7 +55,7 @@ for m in rtn1 rtn2 rtn3 rtn4 onebit dbf mdbf; do
              "--calib $tmp/t.txt" "--iters 3" "--seed 1"; do
     case "$m:${opt%% *}" in
       dbf:--bpw|mdbf:--bpw|onebit:--svd|onebit:--nmf|mdbf:--envelope-rank|mdbf:--paths|mdbf:--adam-steps) continue;;
-      rtn[234]:--group|dbf:--calib|mdbf:--calib|dbf:--iters|mdbf:--iters|dbf:--seed|mdbf:--seed) continue;;
+      rtn[234]:--group|onebit:--calib|dbf:--calib|mdbf:--calib|dbf:--iters|mdbf:--iters|dbf:--seed|mdbf:--seed) continue;;
     esac
     # shellcheck disable=SC2086
     $BIN quantize "$G" -m $m $opt -o "$tmp/q" >/dev/null 2>"$tmp/err"; rc=$?

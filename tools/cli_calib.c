@@ -56,8 +56,9 @@ int cli_calib_apply(const char *cmd, const cli_spec *spec, const cli_calib_flags
                               "%s", name), 2;
         if (data && n_methods == 1 && !(block && can) &&
             !bl_method_uses(&methods[i], false, BL_QP_CALIB))
-            return cli_errorf(cmd, "%s uses calibration data only for block reconstruction "
-                              "(--reconstruct block)", name), 2;
+            return cli_errorf(cmd, "--%s is not used by -m %s (used by: dbf, mdbf, and onebit "
+                              "with --reconstruct block)", f->calib ? "calib" : "calib-generate",
+                              name), 2;
         any_recon |= block && can && data;
     }
     static const char *const recon_only[] = {"recon-target", "recon-epochs", "recon-batch",

@@ -145,6 +145,12 @@ int cmd_quantize(int argc, char **argv) {
     bl_outdir *od = root ? cli_outdir_prepare("quantize", out, inputs, 3, force, maybe_recon)
                          : NULL;
     if (root && !od) return 1;
+    if (rnd && (cf.calib || cf.calib_generate > 0)) {
+        cli_errorf("quantize", "--%s: random factors never read the weights, calibration makes "
+                   "no sense with --random-factors", cf.calib ? "calib" : "calib-generate");
+        bl_outdir_abort(od);
+        return 2;
+    }
     if (cli_given(&spec, "seed") && !bl_method_uses(&o.method, rnd, BL_QP_SEED) &&
         !maybe_recon && cf.calib_generate <= 0) {
         char users[96];

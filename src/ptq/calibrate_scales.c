@@ -56,12 +56,6 @@ static double mean_kl(kl_ctx *k, int32_t *tok) {
     return sum / (double)(k->n_seq / k->B);
 }
 
-static int divisor_at_most(int64_t n, int cap) {
-    for (int b = cap; b > 1; b--)
-        if (n % b == 0) return b;
-    return 1;
-}
-
 bl_status ptq_calibrate_scales(const bl_model *src, const bl_quant_opts *o, bl_linear *q,
                                double *kl_before, double *kl_after, bl_err *err) {
     const bl_recon_opts *ro = &o->recon;
@@ -76,7 +70,7 @@ bl_status ptq_calibrate_scales(const bl_model *src, const bl_quant_opts *o, bl_l
     if (s) return s;
     k.rows = rows;
     k.T_len = o->calib_ctx;
-    k.B = divisor_at_most(k.n_seq, ro->batch);
+    k.B = rc_batch_size(k.n_seq, ro->batch);
     const int omp_prev = bl_omp_threads_begin(o->n_threads);
     /* the student: the quantized layers, only their vectors trainable */
     bl_layer *layers = malloc(sizeof *layers * (size_t)c->n_layers);
@@ -131,14 +125,7 @@ bl_status ptq_calibrate_scales(const bl_model *src, const bl_quant_opts *o, bl_l
     const double t0 = bl_time_s();
     int step = 0;
     for (int e = 0; e < ro->kl_epochs && !s; e++) {
-        bl_rng rng;
-        bl_rng_seed(&rng, o->fit.seed * 0x9e3779b97f4a7c15ull + 0x5ca1e + (uint64_t)e);
-        for (int64_t i = 0; i < k.n_seq; i++) perm[i] = i;
-        for (int64_t i = k.n_seq - 1; i > 0; i--) {
-            const int64_t j = (int64_t)(bl_rng_u64(&rng) % (uint64_t)(i + 1)), t = perm[i];
-            perm[i] = perm[j];
-            perm[j] = t;
-        }
+        rc_permutation(perm, k.n_seq, o->fit.seed * 0x9e3779b97f4a7c15ull + 0x5ca1e + (uint64_t)e);
         for (int64_t b = 0; b < per_epoch; b++, step++) {
             for (int i = 0; i < k.B; i++)
                 memcpy(tok + (int64_t)i * k.T_len, rows + perm[b * k.B + i] * k.T_len,

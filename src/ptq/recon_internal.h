@@ -48,6 +48,11 @@ bl_status rc_state_load(rc_ctx *r, bl_linear *q, int *start, bl_err *err);
 /* Removes the saved state (the run is complete). */
 void rc_state_clear(rc_ctx *r);
 
+/* Sequences per mini-batch: the largest divisor of n at most cap (every batch is full). */
+int rc_batch_size(int64_t n, int cap);
+/* perm = a permutation of 0..n−1 drawn from seed (Fisher–Yates). */
+void rc_permutation(int64_t *perm, int64_t n, uint64_t seed);
+
 /* The training engine's one-layer model of layer l of src with projections proj (NULL: the
  * source's own), and its projections exported into q (7 format layers, replaced). */
 bl_status rc_block_model(const bl_model *src, int l, const bl_linear *proj, bool student, int T,

@@ -92,6 +92,23 @@ void rc_store_swap(rc_store *a, rc_store *b) {
 
 /* ---- set-up ---- */
 
+int rc_batch_size(int64_t n, int cap) {
+    for (int b = cap; b > 1; b--)
+        if (n % b == 0) return b;
+    return 1;
+}
+
+void rc_permutation(int64_t *perm, int64_t n, uint64_t seed) {
+    bl_rng rng;
+    bl_rng_seed(&rng, seed);
+    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        const int64_t j = (int64_t)(bl_rng_u64(&rng) % (uint64_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
 static uint64_t fnv(const void *p, size_t n, uint64_t h) {
     const uint8_t *b = p;
     for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;

@@ -80,6 +80,12 @@ static bl_status pass(rc_ctx *r, const nn_model *M, const float *P, rc_store *in
                          H[in_], n, bl_pool_omp_current());
             }
         }
+        for (int64_t k = 0; k < N * D && !s && out; k++)
+            if (!isfinite(y[k]))
+                s = bl_fail(err, BL_ERR_NUMERIC, "the output of the %s block is not finite "
+                            "(sequence %lld, position %lld) in %s", M->layers[0].proj[0].kind ==
+                            NN_DENSE ? "FP" : "quantized", (long long)(i + k / (r->T * D)),
+                            (long long)(k / D % r->T), r->src->path);
         if (!s && out) s = rc_store_io(out, i * r->T, N, (float *)y, true, err);
     }
     nn_acts_free_f32(A);
@@ -134,16 +140,9 @@ static bl_status train_block(rc_ctx *r, int b, nn_model *S, float *P, rc_store *
     const double t_start = bl_time_s();
     int step = 0;
     for (int e = 0; e < ro->epochs && !s; e++) {
-        bl_rng rng; /* a permutation of the sequences per (seed, block, epoch) */
-        bl_rng_seed(&rng, r->o->fit.seed * 0x9e3779b97f4a7c15ull + (uint64_t)b * 1000003u +
-                              (uint64_t)e + 1);
-        for (int64_t i = 0; i < r->n_seq; i++) perm[i] = i;
-        for (int64_t i = r->n_seq - 1; i > 0; i--) {
-            const int64_t j = (int64_t)(bl_rng_u64(&rng) % (uint64_t)(i + 1));
-            const int64_t t = perm[i];
-            perm[i] = perm[j];
-            perm[j] = t;
-        }
+        /* a permutation of the sequences per (seed, block, epoch) */
+        rc_permutation(perm, r->n_seq, r->o->fit.seed * 0x9e3779b97f4a7c15ull +
+                                           (uint64_t)b * 1000003u + (uint64_t)e + 1);
         for (int64_t k = 0; k < per_epoch && !s; k++, step++) {
             for (int q = 0; q < r->B && !s; q++) {
                 const int64_t seq = perm[k * r->B + q];
@@ -238,6 +237,8 @@ static bl_status do_block(rc_ctx *r, int b, float *const *out_imp, bl_linear *q,
     /* train latent signs and vectors on the block output error */
     if (!s) s = rc_block_model(r->src, b, qb, true, r->T, &S, &PS, err);
     if (!s) s = block_loss(r, S, PS, &r->xq, &r->y, &res->loss_before, &res->rel_before, err);
+    if (!s && !isfinite(res->loss_before))
+        s = bl_fail(err, BL_ERR_NUMERIC, "the output error of the quantized block is not finite");
     if (!s) s = train_block(r, b, S, PS, &r->xq, &r->y, &res->steps, err);
     bl_linear trained[BL_PROJ_COUNT];
     memset(trained, 0, sizeof trained);
@@ -288,12 +289,6 @@ bool bl_recon_supports(const bl_method *m) {
     return false;
 }
 
-static int largest_divisor_at_most(int64_t n, int cap) {
-    for (int b = cap; b > 1; b--)
-        if (n % b == 0) return b;
-    return 1;
-}
-
 bl_status ptq_reconstruct(const bl_model *src, const bl_quant_opts *o, const char *outdir,
                           float *const *out_imp, bl_linear *q, double *bits, double *weights,
                           int *resumed, bool *spilled, bl_err *err) {
@@ -320,7 +315,7 @@ bl_status ptq_reconstruct(const bl_model *src, const bl_quant_opts *o, const cha
     bl_status s = ptq_calib_sequences(src, o, &rows, &r.n_seq, err);
     if (s) return s;
     r.T = o->calib_ctx;
-    r.B = largest_divisor_at_most(r.n_seq, ro->batch);
+    r.B = rc_batch_size(r.n_seq, ro->batch);
     r.ids = rows;
     const int omp_prev = bl_omp_threads_begin(o->n_threads);
     s = rc_init(&r, err);
@@ -339,7 +334,7 @@ bl_status ptq_reconstruct(const bl_model *src, const bl_quant_opts *o, const cha
         memset(&res, 0, sizeof res);
         s = do_block(&r, b, out_imp, q, &res, err);
         if (s) {
-            bl_fail_context(err, s, "reconstruction of block %d", b);
+            bl_fail_context(err, s, "reconstruction of block %d", b + 1);
             break;
         }
         r.done[b] = res;
