@@ -8,14 +8,17 @@
 # with a block's parameter count (per token), the fits with it to the power 1.5 (a DBF/MDBF fit
 # costs m·n·k per iteration with k ∝ the matrix size at a fixed bpw); memory is not extrapolated.
 # Prints a markdown table with the machine and the load average.
-#   bench/recon_bench.sh [WORKDIR]   env: LAYERS (2), NSEQ (4), SEQ (128), EPOCHS (1),
+# dbf/mdbf fits run ITERS ADMM iterations (default 3, so that a run takes minutes: the default
+# convergence stop needs 190–260, about 70× the fit time shown; docs/fits.md).
+#   bench/recon_bench.sh [WORKDIR]   env: LAYERS (1), NSEQ (4), SEQ (128), EPOCHS (1), ITERS (3),
 #                                         METHODS ("onebit dbf mdbf"), THREADS (2), BUILD (build)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-$here/build}
 BIN=$BUILD/bitllm
 W=${1:-/tmp/bitllm-recon-bench}
-LAYERS=${LAYERS:-2}
+LAYERS=${LAYERS:-1}
+ITERS=${ITERS:-3}
 NSEQ=${NSEQ:-4}
 SEQ=${SEQ:-128}
 EPOCHS=${EPOCHS:-1}
@@ -26,14 +29,15 @@ mkdir -p "$W"
 M=$W/model
 [ -s "$M/model.safetensors" ] || "$BIN" synth -a tinyllama-1.1b --layers "$LAYERS" -o "$M" >/dev/null 2>&1
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, $THREADS threads; model: tinyllama-1.1b dims, $LAYERS blocks (random weights)"
-echo "calibration: $NSEQ generated sequences x $SEQ tokens = $((NSEQ * SEQ)) tokens, $EPOCHS epoch(s) per block"
+echo "calibration: $NSEQ generated sequences x $SEQ tokens = $((NSEQ * SEQ)) tokens, $EPOCHS epoch(s) per block; dbf/mdbf fits: $ITERS ADMM iterations"
 echo
 printf '| method | s/block | fit | forward | backward | other | peak RSS MiB | 7B h (32 blocks) | 70B h (80 blocks) | load avg |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n'
 for m in $METHODS; do
   rm -rf "$W/q-$m"
+  it=(); case $m in dbf|mdbf) it=(--iters "$ITERS");; esac
   /usr/bin/time -f "%M" -o "$W/$m.rss" "$BIN" quantize "$M" -m "$m" -o "$W/q-$m" \
     --calib-generate "$NSEQ" --calib-seq "$SEQ" --recon-epochs "$EPOCHS" --recon-batch 2 \
-    --threads "$THREADS" --json >"$W/$m.json" 2>"$W/$m.err"
+    --threads "$THREADS" "${it[@]}" --json >"$W/$m.json" 2>"$W/$m.err"
   python3 - "$m" "$W/$m.json" "$(cat "$W/$m.rss")" "$(uptime | sed 's/.*load average: //')" <<'PY'
 import json, sys
 m, j, rss, load = sys.argv[1], json.load(open(sys.argv[2])), int(sys.argv[3]), sys.argv[4]

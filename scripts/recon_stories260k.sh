@@ -68,7 +68,7 @@ for m in $METHODS; do
   row "$m" "block + scale calibration" "$OUT/$m-scales" "$(cpu "$m-scales")"
   # distillation at the same CPU time, from the layer-wise model
   budget=$(python3 -c "print($(cpu "$m-scales") - $(cpu "$m-lw"))")
-  timed "$m-gen" "$BIN" distill "$M" "$OUT/$m-lw" -o "$OUT/$m-gen" --generate 256 --gen-out "$OUT/$m-gen.tok" --steps 0 --seed "$SEED" --threads "$T"
+  timed "$m-gen" "$BIN" distill "$M" "$OUT/$m-lw" --generate 256 --gen-out "$OUT/$m-gen.tok" --steps 0 --seed "$SEED" --threads "$T"
   timed "$m-probe" "$BIN" distill "$M" "$OUT/$m-lw" -o "$OUT/$m-probe" --data "$OUT/$m-gen.tok" --steps 10 --threads "$T"
   steps=$(python3 -c "print(max(1, int(($budget - $(cpu "$m-gen")) / ($(cpu "$m-probe") / 10))))")
   timed "$m-distill" "$BIN" distill "$M" "$OUT/$m-lw" -o "$OUT/$m-distill" --data "$OUT/$m-gen.tok" --steps "$steps" --threads "$T"
