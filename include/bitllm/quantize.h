@@ -154,7 +154,9 @@ typedef struct {
      * provenance. */
     const struct bl_quant_stage *stages;
     int n_stages;
-    /* Called after each layer with its result (rel_err is NaN with random_factors). */
+    /* Called after each layer with its result (rel_err is NaN with random_factors); with block
+     * reconstruction, the initial fit of each block's layers (blocks resumed from a saved state
+     * are not reported again). */
     void (*on_layer)(void *ctx, const char *name, int64_t m, int64_t n,
                      const bl_layer_fit_result *r);
     void *on_layer_ctx;

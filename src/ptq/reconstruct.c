@@ -234,6 +234,11 @@ static bl_status do_block(rc_ctx *r, int b, float *const *out_imp, bl_linear *q,
             }
     }
     res->fit_s = bl_time_s() - t_fit;
+    for (int p = 0; p < BL_PROJ_COUNT && !s && o->on_layer; p++) { /* the initial fits */
+        char name[96];
+        bl_proj_name(b, p, name, sizeof name);
+        o->on_layer(o->on_layer_ctx, name, qb[p].m, qb[p].n, &fo[p].r);
+    }
     /* train latent signs and vectors on the block output error */
     if (!s) s = rc_block_model(r->src, b, qb, true, r->T, &S, &PS, err);
     if (!s) s = block_loss(r, S, PS, &r->xq, &r->y, &res->loss_before, &res->rel_before, err);
