@@ -10,7 +10,8 @@
 #
 #   bench/serve_bench.sh [WORKDIR]    env: TOKENS (per answer, 32), REQUESTS (per client, 2),
 #                                          FORMATS ("f16 onebit dbf"), CLIENTS ("1 4 8"),
-#                                          BUILD (build), ARCH (tinyllama-1.1b)
+#                                          BUILD (build), ARCH (tinyllama-1.1b),
+#                                          THREADS (server threads; default: all cores)
 # WORKDIR (default /tmp/bitllm-serve-bench) keeps the synthetic models between runs (~3 GiB).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,6 +24,7 @@ REQUESTS=${REQUESTS:-2}
 FORMATS=${FORMATS:-f16 onebit dbf}
 CLIENTS=${CLIENTS:-1 4 8}
 ARCH=${ARCH:-tinyllama-1.1b}
+THREADS=${THREADS:-}
 [ -x "$BIN" ] && [ -x "$CLIENT" ] || { echo "build first: make (needs $BIN and $CLIENT)" >&2; exit 1; }
 mkdir -p "$W"
 [ -e "$W/f16/config.json" ] || nice "$BIN" synth --arch "$ARCH" -o "$W/f16" >&2
@@ -34,7 +36,8 @@ load() { cut -d' ' -f1-3 /proc/loadavg; }
 # CPU seconds the server has used (all its threads): robust to other load, unlike wall time
 cpu_s() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
 cpu=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-echo "machine: $cpu, $(nproc) cores, OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}; $ARCH dimensions," \
+echo "machine: $cpu, $(nproc) cores, OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}," \
+     "server threads ${THREADS:-all cores}; $ARCH dimensions," \
      "random weights; $REQUESTS requests x $TOKENS tokens per client, 16-token prompts"
 echo
 echo "| format | bpw (layers) | clients | tok/s (all clients) | x 1 client | ms/token p50 | ms/token p99 | first token p50 | server CPU ms/token | x 1 client (CPU) | load avg |"
@@ -43,7 +46,7 @@ for f in $FORMATS; do
   bpw=$("$BIN" info "$W/$f" --json 2>/dev/null | python3 -c "import json,sys;print('%.2f'%json.load(sys.stdin)['bpw_layers'])" 2>/dev/null || echo "?")
   log=$W/server-$f.log
   : > "$log"
-  "$BIN" serve "$W/$f" --port 0 --parallel 8 --ctx 256 2>"$log" &
+  "$BIN" serve "$W/$f" --port 0 --parallel 8 --ctx 256 ${THREADS:+--threads "$THREADS"} 2>"$log" &
   pid=$!
   port=
   for _ in $(seq 1 1200); do

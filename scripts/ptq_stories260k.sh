@@ -6,7 +6,10 @@
 #   scripts/ptq_stories260k.sh [OUT]      (default build/ptq-stories260k; BITLLM, BITLLM_DATA)
 # WIKI=0 skips the WikiText-2 column (the whole test file, 809k tokens per model).
 # CALIB_TEST_BYTES=N calibrates on the first N bytes of WikiText-2 *test* (e.g. 200000) instead of
-# the validation split; SEED (default 0) is the quantization seed.
+# the validation split; SEED (default 0) is the quantization seed. WIKI_BYTES=N scores only the
+# first N bytes of the test file. TABLE=edges measures instead the cost of storing the token
+# embeddings and the output head in fewer bits (`quantize --embed / --head`), with the layers in
+# q8_0 (close to the FP model) and in onebit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BITLLM:-build/bitllm}
@@ -18,6 +21,10 @@ CALIB=$DATA/data/wikitext-2/tokenized/valid.txt
 CALIB_LABEL="wikitext-2 valid, 16k tokens"
 SEED=${SEED:-0}
 mkdir -p "$OUT"
+if [ -n "${WIKI_BYTES:-}" ]; then
+  head -c "$WIKI_BYTES" "$WIKI_TXT" > "$OUT/wiki-$WIKI_BYTES.txt"
+  WIKI_TXT=$OUT/wiki-$WIKI_BYTES.txt
+fi
 if [ -n "${CALIB_TEST_BYTES:-}" ]; then
   head -c "$CALIB_TEST_BYTES" "$WIKI_TXT" > "$OUT/calib.txt"
   CALIB=$OUT/calib.txt
@@ -29,7 +36,9 @@ if [ ! -s "$OUT/stories.txt" ]; then
       python3 -c "import json,sys; print(json.load(sys.stdin)['text'].strip())"
   done > "$OUT/stories.txt.part" && mv "$OUT/stories.txt.part" "$OUT/stories.txt"
 fi
-printf '| method | calibration | bpw (layers) | bpw (model) | ppl stories (ctx 512) | tokens | ppl WikiText-2 (ctx 512) | tokens |\n|---|---|---:|---:|---:|---:|---:|---:|\n'
+col2=calibration
+[ "${TABLE:-methods}" = edges ] && col2="embeddings / head"
+printf '| method | %s | bpw (layers) | bpw (model) | ppl stories (ctx 512) | tokens | ppl WikiText-2 (ctx 512) | tokens |\n|---|---|---:|---:|---:|---:|---:|---:|\n' "$col2"
 run() { # name, calibration label, model
   local s w
   s=$("$BIN" ppl "$3" -f "$OUT/stories.txt" --ctx 512 --json 2>/dev/null)
@@ -43,6 +52,20 @@ print(f"| {n} | {c} | {s['bpw_layers']:.3f} | {s['bpw_model']:.3f} | {s['ppl']:.
 PY
 }
 run fp - "$M"
+if [ "${TABLE:-methods}" = edges ]; then
+  for layers in q8_0 onebit; do
+    for eh in as-stored:as-stored q8_0:as-stored q4_0:as-stored as-stored:q8_0 as-stored:q4_0 \
+              q8_0:q8_0 q4_0:q4_0 as-stored:onebit q4_0:onebit; do
+      e=${eh%%:*} h=${eh##*:} opt=()
+      [ "$e" = as-stored ] || opt+=(--embed "$e")
+      [ "$h" = as-stored ] || opt+=(--head "$h")
+      d=$OUT/edges-$layers-$e-$h
+      [ -d "$d" ] || "$BIN" quantize "$M" -m "$layers" -o "$d" "${opt[@]}" >/dev/null 2>&1
+      run "$layers" "$e / $h" "$d"
+    done
+  done
+  exit 0
+fi
 for m in rtn1 onebit dbf mdbf; do
   seed=(); case $m in dbf|mdbf) seed=(--seed "$SEED");; esac # only the methods that read a seed
   [ -d "$OUT/$m" ] || "$BIN" quantize "$M" -m "$m" -o "$OUT/$m" "${seed[@]}" >/dev/null 2>&1

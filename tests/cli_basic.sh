@@ -28,6 +28,9 @@ check "speed --no-mmap reads the files" '[ "$mode" = "read" ]'
 # a batched decode step: 4 sequences in their own slots, one token each per step
 sb=$($BIN speed "$S/stories260K.gguf" -n 8 -p 3 -b 4 --json 2>/dev/null | python3 -c "import json,sys;o=json.load(sys.stdin);print(o['decode_batch'], o['decode_tokens'], o['decode_tps'] > 0)")
 check "speed --batch 4 decodes 4 sequences per step" '[ "$sb" = "4 8 True" ]'
+sl=$($BIN speed "$S/stories260K.gguf" -n 8 -p 3 -b 1,2,8 --json 2>/dev/null | python3 -c "import json,sys;o=json.load(sys.stdin);print(' '.join('%d:%d' % (e['batch'], e['steps']) for e in o['decode']), all(e['decode_tps'] > 0 for e in o['decode']))")
+check "speed --batch 1,2,8 measures each batch size" '[ "$sl" = "1:8 2:4 8:1 True" ]'
+check "speed --batch with a bad list fails" '! $BIN speed "$S/stories260K.gguf" -n 8 -p 3 -b 1,0 >/dev/null 2>&1'
 check "speed -n not a multiple of --batch fails" '! $BIN speed "$S/stories260K.gguf" -n 7 -p 3 -b 4 >/dev/null 2>&1'
 text=$($BIN generate "$S/stories260K.gguf" -n 48 --temp 0 --json 2>/dev/null | python3 -c "import json,sys;print(json.load(sys.stdin)['text'])")
 wtext=$(python3 -c "import json;print(json.load(open('$S/reference_greedy.json'))['text'])")

@@ -47,4 +47,27 @@ for t in 1 2; do
 done
 check "quantize writes the same file at 1 and 2 threads" \
   '[ -s "$tmp/t1/model.safetensors" ] && cmp -s "$tmp/t1/model.safetensors" "$tmp/t2/model.safetensors"'
+# --embed / --head: stored as asked (q8_0 table with a row lookup, q4_0 head), the whole-model bpw
+# drops, perplexity is computed from it, the option is recorded in the provenance; bad values are
+# refused before any work, naming the option, and leave no output.
+$BIN quantize "$M" -o "$tmp/eh" -m onebit --embed q8_0 --head q4_0 >/dev/null 2>"$tmp/eh.err"
+$BIN quantize "$M" -o "$tmp/plain" -m onebit >/dev/null 2>"$tmp/plain.err"
+check "--embed q8_0 --head q4_0 stores both through qsym" 'python3 -c "
+import json,sys
+c=json.load(open(sys.argv[1]))
+q=c[\"quantization_config\"]
+assert q[\"layers\"][\"model.embed_tokens\"][\"format\"]==\"qsym\" and q[\"layers\"][\"model.embed_tokens\"][\"bits\"]==8, q[\"layers\"].get(\"model.embed_tokens\")
+assert q[\"layers\"][\"lm_head\"][\"bits\"]==4 and q[\"provenance\"][\"embed\"]==\"q8_0\" and q[\"provenance\"][\"head\"]==\"q4_0\"
+assert c[\"tie_word_embeddings\"] is False
+" "$tmp/eh/config.json"'
+bp=$($BIN ppl "$tmp/eh" -f "$tmp/text.txt" --ctx 128 --json 2>/dev/null | python3 -c "import json,sys;o=json.load(sys.stdin);print(o['ppl'] > 1 and o['tokens'] > 0)")
+check "a model with a quantized embedding and head computes perplexity" '[ "$bp" = True ]'
+check "quantized embedding and head are smaller" \
+  '[ $(stat -c %s "$tmp/eh/model.safetensors") -lt $(stat -c %s "$tmp/plain/model.safetensors") ]'
+check "the default writes no embed/head provenance" '! grep -q "\"embed\"\|\"head\"" "$tmp/plain/config.json"'
+expect_fail "--embed with a format without a row lookup" "row lookup" \
+  $BIN quantize "$M" -o "$tmp/bad1" -m onebit --embed onebit
+expect_fail "--head with an unknown format" "head" $BIN quantize "$M" -o "$tmp/bad2" -m onebit --head q3_7
+expect_fail "--embed with an empty value" "embed" $BIN quantize "$M" -o "$tmp/bad3" -m onebit --embed ""
+check "refused runs leave no output" '[ ! -e "$tmp/bad1" ] && [ ! -e "$tmp/bad2" ] && [ ! -e "$tmp/bad3" ]'
 finish

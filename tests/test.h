@@ -124,4 +124,26 @@ static inline bl_method test_method(const char *spec) {
     return m;
 }
 
+/* A small LLaMA configuration of awkward dimensions for synthetic models (bl_synth_model): GQA
+ * (4 heads, 2 kv heads), an MLP width of 100 (no multiple of 8 or 16), an odd vocabulary of 131. */
+#include "bitllm/model.h"
+static inline bl_config test_small_config(int dim, int head_dim) {
+    bl_config c;
+    memset(&c, 0, sizeof c);
+    c.arch = BL_ARCH_LLAMA;
+    c.dim = dim;
+    c.hidden_dim = 100;
+    c.n_layers = 2;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.head_dim = head_dim;
+    c.vocab_size = 131;
+    c.max_seq = 64;
+    c.rope_theta = 10000.0f;
+    c.norm_eps = 1e-5f;
+    c.bos_id = 1;
+    c.eos_id = 2;
+    return c;
+}
+
 #endif

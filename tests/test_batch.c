@@ -13,23 +13,7 @@
 #include "test.h"
 
 /* Awkward small dimensions: GQA, head_dim 12, an MLP width that is no multiple of 8 or 16. */
-static bl_config small_config(void) {
-    bl_config c = {0};
-    c.arch = BL_ARCH_LLAMA;
-    c.dim = 48;
-    c.hidden_dim = 100;
-    c.n_layers = 2;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.head_dim = 12;
-    c.vocab_size = 131;
-    c.max_seq = 64;
-    c.rope_theta = 10000.0f;
-    c.norm_eps = 1e-5f;
-    c.bos_id = 1;
-    c.eos_id = 2;
-    return c;
-}
+static bl_config small_config(void) { return test_small_config(48, 12); }
 
 static void rm_rf(const char *dir) {
     char cmd[4200];

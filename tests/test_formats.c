@@ -679,6 +679,49 @@ static void test_isa_levels(void) {
     cur_ex.isa = BL_ISA_AUTO;
 }
 
+/* Batch invariance of the 1-bit formats (what batched decoding relies on: a sequence's logits are
+ * bit-identical alone or in a batch): for T = 1..9 every token's output rows equal, bit for bit,
+ * those of the same token computed alone (T = 1), at every ISA level, on shapes with odd m and n
+ * not a multiple of 64 or 512 (a partial 512-column chunk, a partial 16-row block, sign rows
+ * whose last byte is partial). */
+static void test_batch_invariance(void) {
+    bl_rng r;
+    bl_rng_seed(&r, 21);
+    const int TMAX = 9;
+    const bl_isa best = bl_cpu_best_isa();
+    bl_linear Ls[4] = {{0}};
+    make_onebit(&r, 77, 1037, false, &Ls[0]);
+    make_dbf(&r, 33, 515, 101, &Ls[1]);
+    make_mdbf(&r, 45, 579, 67, 2, 2, &Ls[2]);
+    make_onebit(&r, 1, 63, false, &Ls[3]);
+    for (int f = 0; f < 4; f++) {
+        const bl_linear *L = &Ls[f];
+        float *x = rand_vec(&r, TMAX * L->n, 1.0f, 0.0f);
+        for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
+            cur_ex.isa = (bl_isa)isa;
+            float *alone = malloc((size_t)(TMAX * L->m) * sizeof *alone);
+            for (int t = 0; t < TMAX; t++) {
+                float *y = run_forward(L, x + t * L->n, 1);
+                memcpy(alone + t * L->m, y, (size_t)L->m * sizeof *y);
+                free(y);
+            }
+            int bad = 0;
+            for (int T = 1; T <= TMAX; T++) {
+                float *y = run_forward(L, x + (TMAX - T) * L->n, T); /* the last T tokens */
+                bad += memcmp(y, alone + (TMAX - T) * L->m, (size_t)(T * L->m) * sizeof *y) != 0;
+                free(y);
+            }
+            CHECK_MSG(bad == 0, "%s %lldx%lld at %s: %d of %d batch sizes differ from tokens alone",
+                      L->ops->name, (long long)L->m, (long long)L->n, bl_isa_name((bl_isa)isa),
+                      bad, TMAX);
+            free(alone);
+        }
+        free(x);
+        bl_linear_free(&Ls[f]);
+    }
+    cur_ex.isa = BL_ISA_AUTO;
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/bitllm_formats_XXXXXX");
     if (!mkdtemp(tmpdir)) {
@@ -697,6 +740,7 @@ int main(void) {
     TEST_RUN(test_from_validation);
     TEST_RUN(test_threads);
     TEST_RUN(test_isa_levels);
+    TEST_RUN(test_batch_invariance);
     rmdir(tmpdir);
     static const char *names[] = {"onebit", "dbf", "mdbf", "rtn"};
     for (int i = 0; i < 4; i++)

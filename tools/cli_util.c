@@ -416,6 +416,21 @@ int cli_finish_stdout(const char *cmd) {
     return 0;
 }
 
+int cli_parse_int_list(const char *s, int lo, int hi, int *out, int max) {
+    int k = 0;
+    if (!*s) return -1;
+    while (*s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < lo || v > hi || k == max) return -1;
+        out[k++] = (int)v;
+        s = end;
+        if (*s == ',' && s[1]) s++;
+        else if (*s) return -1;
+    }
+    return k;
+}
+
 char *cli_read_text(const char *cmd, const char *path, size_t *len) {
     bl_err err = {0};
     char *text;

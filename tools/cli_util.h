@@ -127,6 +127,10 @@ void cli_outfile_abort(cli_outfile *o); /* removes the temporary file; no-op aft
 bl_outdir *cli_outdir_prepare(const char *cmd, const char *out, const char *const *inputs,
                               int n_inputs, bool force, bool live);
 
+/* A comma-separated list of whole numbers in [lo, hi] ("1,2,4,8") into out (at most max);
+ * returns the count, or -1 when the text is not such a list. */
+int cli_parse_int_list(const char *s, int lo, int hi, int *out, int max);
+
 /* Reads a whole text file; prints the error and returns NULL on failure. */
 char *cli_read_text(const char *cmd, const char *path, size_t *len);
 /* Tokenizes text with the model's tokenizer (error printed); returns NULL on failure. */

@@ -36,20 +36,6 @@ typedef struct {
 
 /* ---- argument lists ---- */
 
-static int parse_ints(const char *s, int *out, int max) {
-    int k = 0;
-    while (*s) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s || v < 1 || v > 4096 || k == max) return -1;
-        out[k++] = (int)v;
-        s = end;
-        if (*s == ',' && s[1]) s++;
-        else if (*s) return -1;
-    }
-    return k;
-}
-
 static int parse_shapes(const char *s, shape *out, int max) {
     int k = 0;
     while (*s) {
@@ -466,11 +452,11 @@ int cmd_bench(int argc, char **argv) {
     b.quick = quick, b.json = json;
     b.reps = reps > 0 ? reps : quick ? 5 : 20;
     b.budget_s = quick ? 0.2 : 0.5;
-    if ((b.nthreads = parse_ints(threads_s, b.threads, MAX_LIST)) <= 0) {
+    if ((b.nthreads = cli_parse_int_list(threads_s, 1, 4096, b.threads, MAX_LIST)) <= 0) {
         fprintf(stderr, "bitllm bench: bad --threads '%s' (want e.g. 1,2)\n", threads_s);
         return 2;
     }
-    if ((b.nbatches = parse_ints(batch_s, b.batches, MAX_LIST)) <= 0) {
+    if ((b.nbatches = cli_parse_int_list(batch_s, 1, 4096, b.batches, MAX_LIST)) <= 0) {
         fprintf(stderr, "bitllm bench: bad --batch '%s' (want e.g. 1,64)\n", batch_s);
         return 2;
     }

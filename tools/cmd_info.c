@@ -60,6 +60,13 @@ int cmd_info(int argc, char **argv) {
     }
     bl_model *m = cli_load_model(pos[0], tokp);
     if (!m) return 1;
+    /* how the token embeddings and the output head are stored (quantize --embed / --head) */
+    const char *emb_fmt = m->embed.ops ? m->embed.ops->name : bl_dtype_info(m->tok_embd.dtype)->name;
+    const double emb_bpw = m->embed.ops ? bl_linear_bpw(&m->embed)
+                                        : (double)bl_dtype_info(m->tok_embd.dtype)->block_bytes * 8.0 /
+                                              (double)bl_dtype_info(m->tok_embd.dtype)->block;
+    const char *head_fmt = m->output.ops->name;
+    const double head_bpw = bl_linear_bpw(&m->output);
     const bl_config *c = &m->cfg;
     double bpw_layers, bpw_model;
     bl_model_bpw(m, &bpw_layers, &bpw_model);
@@ -78,6 +85,12 @@ int cmd_info(int argc, char **argv) {
         cJSON_AddStringToObject(o, "quantization", m->quant_method[0] ? m->quant_method : "none");
         cJSON_AddNumberToObject(o, "tokenizer_vocab",
                                 m->tok ? bl_tokenizer_vocab_size(m->tok) : 0);
+        cJSON *eo = cJSON_AddObjectToObject(o, "embeddings");
+        cJSON_AddStringToObject(eo, "format", emb_fmt);
+        cJSON_AddNumberToObject(eo, "bpw", emb_bpw);
+        cJSON *ho = cJSON_AddObjectToObject(o, "head");
+        cJSON_AddStringToObject(ho, "format", c->tied_embeddings ? "tied" : head_fmt);
+        cJSON_AddNumberToObject(ho, "bpw", head_bpw);
         cJSON *ts = cJSON_AddArrayToObject(o, "tensors");
         for (int i = 0; i < m->tensors.n; i++) {
             const bl_tensor *t = &m->tensors.t[i];
@@ -120,6 +133,8 @@ int cmd_info(int argc, char **argv) {
                "model%s%s\n",
                bpw_layers, bpw_model, m->quant_method[0] ? "; quantized with " : "",
                m->quant_method);
+        printf("embeddings   %s, %.4f bpw; output head %s, %.4f bpw\n", emb_fmt, emb_bpw,
+               c->tied_embeddings ? "tied to them" : head_fmt, head_bpw);
         printf("tokenizer    %s\n",
                m->tok ? (bl_tokenizer_kind(m->tok) == BL_TOK_SPM ? "sentencepiece bpe"
                                                                 : "byte-level bpe")

@@ -43,7 +43,8 @@ static void on_layer(void *ctx, const char *name, int64_t m, int64_t n,
 }
 
 int cmd_quantize(int argc, char **argv) {
-    const char *out = NULL, *method = "onebit", *bpw_s = NULL, *tokp = NULL;
+    const char *out = NULL, *method = "onebit", *bpw_s = NULL, *tokp = NULL, *embed = NULL,
+               *head = NULL;
     bool json = false, nmf = false, svd = false, aa = false, rnd = false, force = false;
     int rank_l = 1, paths = 1, iters = 0, max_iters = 0, group = 128, adam = 0, threads = 0;
     cli_calib_flags cf;
@@ -94,11 +95,18 @@ int cmd_quantize(int argc, char **argv) {
          "threads (default: OMP_NUM_THREADS or all cores; the result does not depend on it)",
          CLI_MIN(1)},
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
+        {"embed", 0, OPT_STR, &embed, "SPEC",
+         "store the token embeddings as q8_0, q4_0 (or any qsym spec) or f16 (default: as they "
+         "are)", CLI_ANY},
+        {"head", 0, OPT_STR, &head, "SPEC",
+         "store the output head as q8_0, q4_0, f16 or a 1-bit format (onebit, dbf, ...; "
+         "default: as it is)", CLI_ANY},
         {"json", 0, OPT_FLAG, &json, NULL, "print a JSON report on stdout", CLI_ANY},
     };
     const cli_spec spec = {"quantize", "MODEL",
                            "Quantize the q,k,v,o,gate,up,down projections of every layer; "
-                           "embeddings, output head and norms are kept. The output directory "
+                           "embeddings and output head are kept unless --embed / --head say "
+                           "otherwise, norms are kept. The output directory "
                            "loads like any model. An option the method does not use is an error.",
                            opts, (int)(sizeof opts / sizeof opts[0]), 1, 1, &given};
     const char *pos[1];
@@ -134,6 +142,8 @@ int cmd_quantize(int argc, char **argv) {
     o.activation_aware = aa;
     o.random_factors = rnd;
     o.n_threads = threads;
+    o.embed = embed;
+    o.head = head;
 
     /* The output is checked and its temporary directory created before anything is fitted. With
      * block reconstruction the target keeps the state of finished blocks in TARGET/checkpoint

@@ -99,5 +99,36 @@ void bl_half_matmul_ref(bl_dtype dt, const uint16_t *W, int64_t m, int64_t n, co
                         int64_t T, float *Y);
 void bl_half_to_f32_ref(bl_dtype dt, const uint16_t *src, float *dst, size_t count);
 
+/* Group-quantized symmetric weights (the qsym format: q8_0, q4_0, ...): row i of Ŵ holds n codes
+ * of `bits` bits packed LSB first (code j at bit j·bits of the row; 4 bits: two per byte, low
+ * nibble first), code c meaning Ŵ[i][j] = d[i][j/group]·(c − 2^(bits−1)). Not owned. */
+typedef struct {
+    int64_t m, n;
+    int bits, group;
+    const uint8_t *qs; /* m rows of bl_qmat_row_bytes(n, bits) bytes */
+    const float *d;    /* m × ceil(n/group) FP16-representable scales */
+} bl_qmat;
+
+static inline int64_t bl_qmat_row_bytes(int64_t n, int bits) { return (n * bits + 7) / 8; }
+/* Ŵ[i][j] (the one dequantization formula; exact in f32). Inline: the generic forward of layouts
+ * without a SIMD kernel calls it per weight. */
+static inline float bl_qmat_weight(const bl_qmat *Q, int64_t i, int64_t j) {
+    const uint8_t *row = Q->qs + i * bl_qmat_row_bytes(Q->n, Q->bits);
+    const int64_t bit = j * Q->bits;
+    unsigned v = row[bit >> 3];
+    if ((bit & 7) + Q->bits > 8) v |= (unsigned)row[(bit >> 3) + 1] << 8;
+    const unsigned code = (v >> (bit & 7)) & ((1u << Q->bits) - 1u);
+    const int64_t G = (Q->n + Q->group - 1) / Q->group;
+    return Q->d[i * G + j / Q->group] * ((float)code - (float)(1 << (Q->bits - 1)));
+}
+/* Whether bl_qmat_matmul has a SIMD kernel for Q at the exec's ISA level (AVX-512, bits 4 or 8,
+ * group a multiple of 16); other layouts and levels are the caller's to compute. */
+bool bl_qmat_simd_ok(const bl_qmat *Q, const bl_exec *ex);
+/* Y (T×m) = X (T×n) · Ŵᵀ with the SIMD kernel (the reference where bl_qmat_simd_ok fails): each token's outputs
+ * are summed in an order that depends neither on T nor on the thread count. */
+void bl_qmat_matmul(const bl_qmat *Q, const float *X, int64_t T, float *Y, const bl_exec *ex);
+/* The scalar reference (double accumulation in column order; single-threaded). */
+void bl_qmat_matmul_ref(const bl_qmat *Q, const float *X, int64_t T, float *Y);
+
 BL_API_END
 #endif

@@ -135,7 +135,9 @@ typedef struct bl_model {
     bl_config cfg;
     bl_source source;
     char *path;
-    bl_tensor tok_embd;        /* vocab × dim, any dtype (view) */
+    bl_tensor tok_embd;        /* vocab × dim, any dtype (view); empty when embed holds them */
+    bl_linear embed;           /* the token embeddings in a registry format with a row lookup
+                                  (get_row, e.g. qsym q8_0); ops NULL: tok_embd is the table */
     float *out_norm;           /* dim */
     bl_linear output;          /* vocab × dim head (a view of tok_embd when tied) */
     bl_layer *layers;

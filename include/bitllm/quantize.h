@@ -165,6 +165,13 @@ typedef struct {
     /* Threads for the fits and the calibration pass (0 = bl_default_threads()); results do not
      * depend on it. */
     int n_threads;
+    /* The token embeddings and the output head: NULL keeps them as they are (the default);
+     * "f16" stores them as dense F16; any other value is a method spec of the registry
+     * ("q8_0", "q4_0", "qsym:bits=6"; for the head also a 1-bit format: "onebit", "dbf", ...),
+     * fitted from the dense table (random factors with random_factors). The embeddings need a
+     * format with a row lookup. A quantized table is never tied: a tied model gets its head
+     * written separately, as it was unless `head` says otherwise. */
+    const char *embed, *head;
 } bl_quant_opts;
 
 void bl_quant_opts_default(bl_quant_opts *o);

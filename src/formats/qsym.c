@@ -10,11 +10,13 @@
  * Tensors: "<prefix>.qs" U8 {m, ceil(n·bits/8)} (codes packed LSB first, code j at bit j·bits of
  * its row, a code may straddle two bytes; padding bits 0), "<prefix>.d" F16 {m, ceil(n/group)}.
  *
- * Kernels: the scalar dequantization below is the reference and the only formula; the forward
- * (bl_qc_dequant_forward, shared with rtn) dequantizes a chunk of a row into a stack buffer and
- * takes dot products with bl_qc_dot, whose fixed 8-lane summation order the compiler vectorizes for the build's ISA (the
- * same reuse as rtn's bits ≥ 2 path), so the forward equals x·to_dense()ᵀ up to summation
- * order on every CPU. */
+ * Kernels: bl_qmat_weight (kernels.h) is the one dequantization formula. The q8_0 / q4_0
+ * layouts (bits 4 or 8, group a multiple of 16) run the AVX-512 kernel bl_qmat_matmul, which
+ * widens each 16 codes once per row and step and feeds them to every token of the batch (an
+ * output's summation order depends neither on T nor on the thread count); other layouts and
+ * levels use the generic forward (bl_qc_dequant_forward, shared with rtn: a chunk of a row
+ * dequantized into a stack buffer, dot products with bl_qc_dot). Both equal x·to_dense()ᵀ up to
+ * summation order. */
 #include "formats/formats_internal.h"
 #include "formats/quant_common.h"
 #include "bitllm/quant.h"
@@ -49,25 +51,23 @@ static size_t qsym_workspace(const bl_linear *L, int64_t T) {
     return 0;
 }
 
-/* w[0..len) = Ŵ[i][j0 .. j0+len): the one dequantization formula (reference). */
+/* w[0..len) = Ŵ[i][j0 .. j0+len), by the one dequantization formula (bl_qmat_weight). */
 static void qsym_dequant(const void *data, int64_t i, int64_t j0, int64_t len, float *w) {
     const qsym_data *q = data;
-    const uint8_t *row = q->qs + i * qsym_row_bytes(q->n, q->bits);
-    const int64_t G = qsym_groups(q->n, q->group);
-    const float mid = (float)(1 << (q->bits - 1));
-    for (int64_t j = j0; j < j0 + len;) {
-        int64_t g = j / q->group, end = (g + 1) * q->group;
-        if (end > j0 + len) end = j0 + len;
-        const float d = q->d[i * G + g];
-        for (; j < end; j++) w[j - j0] = d * ((float)bl_qc_code(row, j, q->bits) - mid);
-    }
+    const bl_qmat Q = {q->m, q->n, q->bits, q->group, q->qs, q->d};
+    for (int64_t j = j0; j < j0 + len; j++) w[j - j0] = bl_qmat_weight(&Q, i, j);
 }
 
+/* q8_0 / q4_0 layouts (bits 4 or 8, groups of a multiple of 16) run the AVX-512 kernel of
+ * kernels.h (bl_qmat_matmul) where the exec's level has it; every other case the generic
+ * dequantize-and-dot path. */
 static void qsym_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work,
                          const bl_exec *ex) {
     (void)work;
     const qsym_data *q = L->impl;
-    bl_qc_dequant_forward(q, qsym_dequant, q->m, q->n, x, T, y, ex);
+    const bl_qmat Q = {q->m, q->n, q->bits, q->group, q->qs, q->d};
+    if (bl_qmat_simd_ok(&Q, ex)) bl_qmat_matmul(&Q, x, T, y, ex);
+    else bl_qc_dequant_forward(q, qsym_dequant, q->m, q->n, x, T, y, ex);
 }
 
 static void qsym_get_row(const bl_linear *L, int64_t i, float *row) {

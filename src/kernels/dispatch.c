@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "kernels/half_kernels.h"
+#include "kernels/qmat_kernels.h"
 #include "kernels/sign_kernels.h"
 
 #define PAR_MIN_WORK (1 << 18)
@@ -252,4 +253,32 @@ void bl_half_to_f32(bl_dtype dt, const uint16_t *src, float *dst, size_t count) 
     default: break;
     }
     bl_half_to_f32_ref(dt, src, dst, count);
+}
+
+/* ---- group-quantized products (qsym) ---- */
+
+bool bl_qmat_simd_ok(const bl_qmat *Q, const bl_exec *ex) {
+    return exec_isa(ex) == BL_ISA_AVX512 && (Q->bits == 4 || Q->bits == 8) && Q->group > 0 &&
+           Q->group % 16 == 0;
+}
+
+typedef struct {
+    const bl_qmat_job *job;
+} qmat_call;
+
+static void qmat_call_run(void *call, int64_t lo, int64_t hi) {
+    const qmat_call *c = call;
+    bl_qmat_avx512(c->job, lo, hi);
+}
+
+void bl_qmat_matmul(const bl_qmat *Q, const float *X, int64_t T, float *Y, const bl_exec *ex) {
+    if (Q->m <= 0 || T <= 0) return;
+    if (!bl_qmat_simd_ok(Q, ex)) { /* a contract breach: still the right answer */
+        bl_qmat_matmul_ref(Q, X, T, Y);
+        return;
+    }
+    const bl_qmat_job job = {Q, X, T, Y};
+    qmat_call call = {&job};
+    split(exec_pool(ex), (double)Q->m * (double)Q->n * (double)T,
+          (Q->m + BL_QMAT_ROWS - 1) / BL_QMAT_ROWS, qmat_call_run, &call);
 }

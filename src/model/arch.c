@@ -175,3 +175,9 @@ float **bl_arch_vector_slot(bl_model *m, const bl_arch_tensor *t, int layer) {
 bl_linear *bl_arch_linear_slot(bl_model *m, const bl_arch_tensor *t, int layer) {
     return t->kind == BL_TK_LINEAR ? slot_of(m, t, layer) : NULL;
 }
+
+void bl_embed_prefix(const char *tensor_name, char *buf, size_t cap) {
+    size_t n = strlen(tensor_name);
+    if (n >= 7 && strcmp(tensor_name + n - 7, ".weight") == 0) n -= 7;
+    snprintf(buf, cap, "%.*s", (int)n, tensor_name);
+}

@@ -409,7 +409,9 @@ static bl_status forward_rows(bl_state *s, const int32_t *tokens, int T, bl_err 
             s->row_slot[s->spans[i].row0 + t] = s->spans[i].slot;
             s->row_pos[s->spans[i].row0 + t] = s->spans[i].pos0 + t;
         }
-    for (int t = 0; t < T; t++) bl_tensor_row_f32(&m->tok_embd, tokens[t], D, s->x + (size_t)t * D);
+    for (int t = 0; t < T; t++)
+        if (m->embed.ops) m->embed.ops->get_row(&m->embed, tokens[t], s->x + (size_t)t * D);
+        else bl_tensor_row_f32(&m->tok_embd, tokens[t], D, s->x + (size_t)t * D);
     if ((bad = first_nonfinite_row(s->x, T, D)) >= 0)
         return nonfinite(s, bad, err, "in the embedding of token %d (model.embed_tokens.weight)",
                          tokens[bad]);

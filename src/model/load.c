@@ -392,6 +392,7 @@ void bl_model_free(bl_model *m) {
         free(m->layers);
     }
     bl_linear_free(&m->output);
+    bl_linear_free(&m->embed);
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     bl_tensor_set_free(&m->tensors);
@@ -422,7 +423,10 @@ static void count_tensors(const bl_model *m, int64_t *params, uint64_t *bits) {
         const int l = it.layer;
         int64_t rows, cols;
         bl_arch_shape(t, c, &rows, &cols);
-        if (t->kind == BL_TK_EMBED) {
+        if (t->kind == BL_TK_EMBED && m->embed.ops) {
+            *params += m->embed.m * m->embed.n;
+            *bits += (uint64_t)m->embed.ops->stored_bits(m->embed.m, m->embed.n, &m->embed.params);
+        } else if (t->kind == BL_TK_EMBED) {
             *params += bl_tensor_numel(&m->tok_embd);
             *bits += (uint64_t)bl_tensor_numel(&m->tok_embd) * dtype_bits_of(&m->tok_embd);
         } else if (t->kind == BL_TK_VECTOR) {

@@ -155,6 +155,9 @@ static bl_status check_quant_keys(const loader *L, const cJSON *qc, bl_err *err)
         const char *k = e->string ? e->string : "";
         bool ok = false;
         const int l = layer_of(L, k);
+        char embed[BL_MAX_NAME];
+        bl_embed_prefix(bl_arch_role("tok_embd")->hf, embed, sizeof embed);
+        ok = strcmp(k, embed) == 0;
         for (int i = 0; i < nt && !ok; i++) {
             if (tt[i].kind != BL_TK_LINEAR || !bl_arch_present(&tt[i], &L->m->cfg)) continue;
             if (tt[i].per_layer && (l < 0 || l >= L->m->cfg.n_layers)) continue;
@@ -260,6 +263,19 @@ static bl_status load_entry(loader *L, const cJSON *qc, const bl_arch_tensor *t,
     bl_arch_shape(t, &m->cfg, &rows, &cols);
     switch (t->kind) {
     case BL_TK_EMBED: {
+        char prefix[BL_MAX_NAME];
+        bl_embed_prefix(name, prefix, sizeof prefix);
+        if (quant_entry(qc, prefix)) { /* quantized: a registry format with a row lookup */
+            bl_status s = load_linear(L, qc, prefix, rows, cols, &m->embed, err);
+            if (!s && !m->embed.ops->get_row) {
+                s = bl_fail(err, BL_ERR_FORMAT, "%s: the token embeddings %s are stored as %s, "
+                            "a format without a row lookup", L->src->cfg_file, prefix,
+                            m->embed.ops->name);
+                bl_linear_free(&m->embed);
+                m->embed.ops = NULL;
+            }
+            return s;
+        }
         const bl_tensor *e = find_2d(L, name, rows, cols, err);
         if (!e) return err ? err->code : BL_ERR_FORMAT;
         m->tok_embd = *e;
@@ -280,6 +296,10 @@ static bl_status load_entry(loader *L, const cJSON *qc, const bl_arch_tensor *t,
             return bl_fail(err, BL_ERR_FORMAT, "%s: missing tensor %s (%s says the output head "
                            "is not tied to the embeddings)", L->src->tensors, w,
                            L->src->cfg->src);
+        if (!has_head && m->embed.ops)
+            return bl_fail(err, BL_ERR_FORMAT, "%s: the token embeddings are quantized (%s) and "
+                           "there is no output head %s (a quantized table is never tied)",
+                           L->src->tensors, m->embed.ops->name, w);
         if (!has_head) {
             m->cfg.tied_embeddings = true;
             return bl_linear_dense_init(lin, &m->tok_embd, err);

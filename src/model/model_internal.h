@@ -42,8 +42,19 @@ bl_status bl_model_load_tokenizer(bl_model *m, const char *path, bl_err *err);
  * may exceed it only by padding. */
 bl_status bl_model_check_tokenizer(const bl_model *m, bl_err *err);
 
-/* Writes m with proj (n_layers × BL_PROJ_COUNT) in place of its own projections (src/model/save.c). */
-bl_status bl_model_write(const bl_model *m, const bl_linear *proj, const char *outdir,
+/* The token embeddings' tensor name without ".weight" ("model.embed_tokens"): the prefix of their
+ * tensors and their quantization_config entry when they are stored in a quantized format. */
+void bl_embed_prefix(const char *tensor_name, char *buf, size_t cap);
+
+/* Parts of a model to write in place of its own (each NULL: the model's). */
+typedef struct {
+    const bl_linear *proj;  /* n_layers × BL_PROJ_COUNT projections */
+    const bl_linear *head;  /* the output head, written untied (tie_word_embeddings false) */
+    const bl_linear *embed; /* the token embeddings, in a format with a row lookup (get_row) */
+} bl_model_parts;
+
+/* Writes m as an HF directory with the parts given replacing its own (src/model/save.c). */
+bl_status bl_model_write(const bl_model *m, const bl_model_parts *parts, const char *outdir,
                          const char *method, const char *extra_json, bl_err *err);
 
 /* The HF config.json object for cfg (src/model/save.c). */

@@ -104,10 +104,25 @@ static bl_status add_embedding(bl_st_writer *w, const char *name, const bl_tenso
                                     (size_t)bl_tensor_numel(e) * 4, false, err);
 }
 
-/* The output head is written only when untied. */
-bl_status bl_model_write(const bl_model *m, const bl_linear *proj, const char *outdir,
+/* The layer's quantization_config entry, for a layer in a quantized format. */
+static void add_layer_entry(cJSON **layers, const char *name, const bl_linear *L) {
+    if (bl_linear_is_dense(L)) return;
+    if (!*layers) *layers = cJSON_CreateObject();
+    cJSON_AddItemToObject(*layers, name, bl_format_params_to_json(L));
+}
+
+/* The output head is written only when untied; a quantized embedding table never is tied. */
+bl_status bl_model_write(const bl_model *m, const bl_model_parts *parts, const char *outdir,
                          const char *method, const char *extra_json, bl_err *err) {
-    const bl_config *c = &m->cfg;
+    const bl_model_parts none = {0};
+    if (!parts) parts = &none;
+    bl_config cfg_out = m->cfg;
+    if (parts->head) cfg_out.tied_embeddings = false;
+    const bl_config *c = &cfg_out;
+    const bl_linear *embed = parts->embed ? parts->embed : m->embed.ops ? &m->embed : NULL;
+    if (embed && c->tied_embeddings)
+        return bl_fail(err, BL_ERR_ARG, "%s: quantized token embeddings need an output head of "
+                       "their own (the model's head is tied to them)", outdir);
     if (mkdir(outdir, 0755) != 0 && errno != EEXIST)
         return bl_fail(err, BL_ERR_IO, "%s: cannot create directory: %s", outdir, strerror(errno));
     bl_st_writer *w;
@@ -125,16 +140,19 @@ bl_status bl_model_write(const bl_model *m, const bl_linear *proj, const char *o
             int64_t rows, cols;
             bl_arch_shape(t, c, &rows, &cols);
             s = add_vec(w, name, *bl_arch_vector_slot(mm, t, l), rows, err);
+        } else if (t->kind == BL_TK_EMBED && embed) {
+            char prefix[BL_MAX_NAME];
+            bl_embed_prefix(name, prefix, sizeof prefix);
+            s = embed->ops->save(embed, prefix, w, err);
+            if (!s) add_layer_entry(&layers, prefix, embed);
         } else if (t->kind == BL_TK_EMBED) {
             s = add_embedding(w, name, &m->tok_embd, &embd_f32, err);
         } else {
             const bl_linear *L = bl_arch_linear_slot(mm, t, l);
-            if (proj && t->per_layer) L = &proj[l * BL_PROJ_COUNT + t->proj];
+            if (parts->proj && t->per_layer) L = &parts->proj[l * BL_PROJ_COUNT + t->proj];
+            if (parts->head && !t->per_layer) L = parts->head;
             s = L->ops->save(L, name, w, err);
-            if (!s && t->per_layer && !bl_linear_is_dense(L)) {
-                if (!layers) layers = cJSON_CreateObject();
-                cJSON_AddItemToObject(layers, name, bl_format_params_to_json(L));
-            }
+            if (!s) add_layer_entry(&layers, name, L);
         }
     }
     char path[4200];

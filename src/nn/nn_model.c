@@ -332,8 +332,9 @@ bl_status nn_model_from_bl(const bl_model *src, int max_seq, const nn_build_opts
     if (!s) s = init_rope(M, src->rope_inv_freq, max_seq, err);
     if (!s) s = finish(M, params, err);
     float *P = *params, *tmp = NULL;
-    if (!s) s = bl_tensor_to_f32(&src->tok_embd, &tmp, err);
-    if (!s) memcpy(P + M->embed, tmp, sizeof(float) * (size_t)c->vocab_size * c->dim);
+    if (!s && src->embed.ops) s = src->embed.ops->to_dense(&src->embed, P + M->embed, err);
+    else if (!s) s = bl_tensor_to_f32(&src->tok_embd, &tmp, err);
+    if (!s && tmp) memcpy(P + M->embed, tmp, sizeof(float) * (size_t)c->vocab_size * c->dim);
     free(tmp);
     if (!s && !c->tied_embeddings) s = src->output.ops->to_dense(&src->output, P + M->head, err);
     bl_model *sm = (bl_model *)src; /* the slots are only read */

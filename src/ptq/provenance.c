@@ -17,6 +17,8 @@ cJSON *ptq_provenance(const bl_model *src, const bl_quant_opts *o) {
     char name[64];
     bl_method_name(&o->method, name, sizeof name);
     cJSON_AddStringToObject(p, "method", name);
+    if (o->embed) cJSON_AddStringToObject(p, "embed", o->embed); /* only when asked: default */
+    if (o->head) cJSON_AddStringToObject(p, "head", o->head);    /* files stay as they were */
     if (bl_method_uses(&o->method, false, BL_QP_BPW)) {
         if (o->bpw > 0) bl_json_add_exact(p, "bpw_target", o->bpw); /* read back exactly */
         else cJSON_AddStringToObject(p, "bpw_target", "onebit");

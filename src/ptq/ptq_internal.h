@@ -59,6 +59,19 @@ bl_status ptq_calibrate_scales(const bl_model *src, const bl_quant_opts *o, bl_l
 bl_status ptq_calib_sequences(const bl_model *src, const bl_quant_opts *o, int32_t **rows,
                               int64_t *n_rows, bl_err *err);
 
+/* The token embeddings and the output head as o->embed and o->head ask (src/ptq/edges.c). */
+#include "model/model_internal.h"
+typedef struct {
+    bl_model_parts parts; /* head and embed of the checkpoint (proj left NULL), or NULL: kept */
+    bl_linear head, embed;
+    uint16_t *f16[2];     /* F16 copies made for "f16" (embed, head) */
+    bl_tensor t16[2];
+} ptq_edges;
+/* BL_ERR_ARG, before any work, when o->embed or o->head is not a usable spec. */
+bl_status ptq_edges_check(const bl_model *src, const bl_quant_opts *o, bl_err *err);
+bl_status ptq_edges_make(const bl_model *src, const bl_quant_opts *o, ptq_edges *e, bl_err *err);
+void ptq_edges_free(ptq_edges *e);
+
 /* The provenance object written into quantization_config (the one writer). */
 cJSON *ptq_provenance(const bl_model *src, const bl_quant_opts *o);
 

@@ -152,6 +152,7 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
             s = bl_layer_fit_check(&lo, src->layers[l].proj[p].m, src->layers[l].proj[p].n, name,
                                    err);
         }
+    if (!s) s = ptq_edges_check(src, o, err);
     qd_ctx dq; /* under MPI: which projections this rank fits (quantize_dist.h) */
     const bl_layer_fit_opts plan_lo = layer_opts(o);
     if (!s) s = qd_begin(&dq, src, &plan_lo, err);
@@ -234,7 +235,11 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
         cJSON_Delete(prov);
         char name[64];
         bl_method_name(&o->method, name, sizeof name);
-        s = bl_model_write(src, q, outdir, name, pj, err);
+        ptq_edges edges;
+        s = ptq_edges_make(src, o, &edges, err);
+        edges.parts.proj = q;
+        if (!s) s = bl_model_write(src, &edges.parts, outdir, name, pj, err);
+        ptq_edges_free(&edges);
         free(pj);
     }
     for (int i = 0; i < total; i++) bl_linear_free(&q[i]);

@@ -71,6 +71,15 @@ ALWAYS_INLINE __m512i gather_word(const src_t *s, int64_t b, int64_t gw) {
     return _mm512_load_si512(tmp);
 }
 
+/* acc + g, rounded once. Half the accumulators use VFMADD (g·1 + acc, the same single rounding
+ * of the same exact sum, so bit-identical to VADDPS) to spread the adds over the FMA pipes as
+ * well as the FADD pipes: on Zen 5 the permute + add stream of the batched passes is bound by
+ * the two FADD pipes, and alternating the two forms ran a 4-token × 4-block inner loop 22-25 %
+ * faster in isolation (0.24 against 0.19 ns per permute + accumulate). */
+ALWAYS_INLINE __m512 acc_add(__m512 acc, __m512 g, int k) {
+    return (k & 1) ? _mm512_fmadd_ps(g, _mm512_set1_ps(1.0f), acc) : _mm512_add_ps(acc, g);
+}
+
 /* One nibble step: group q of word w for TB tokens and R row blocks; then the next nibble. */
 ALWAYS_INLINE void lut_step(__m512i *W, const float *tq, __m512 *acc, int TB, int R) {
 #pragma GCC unroll 4
@@ -78,7 +87,7 @@ ALWAYS_INLINE void lut_step(__m512i *W, const float *tq, __m512 *acc, int TB, in
         const __m512 tv = _mm512_load_ps(tq + t * GROUPS * 16);
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++)
-            acc[t * R + r] = _mm512_add_ps(acc[t * R + r], _mm512_permutexvar_ps(W[r], tv));
+            acc[t * R + r] = acc_add(acc[t * R + r], _mm512_permutexvar_ps(W[r], tv), t + r);
     }
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) W[r] = _mm512_srli_epi32(W[r], 4);
