@@ -24,7 +24,10 @@ cmp_run dbf-calib dbf --bpw onebit --iters 2 --calib "$tmp/calib.txt" --calib-to
 cmp_run dbf-calib-nograd dbf --bpw onebit --iters 2 --calib "$tmp/calib.txt" --calib-tokens 300 --no-grad-stats --seed 11
 cmp_run mdbf-2 mdbf --bpw 4 --envelope-rank 2 --iters 2 --seed 11
 cmp_run rtn2 rtn2 --group 64
-cmp_run onebit-calib onebit --calib "$tmp/calib.txt" --calib-tokens 300
+cmp_run onebit-calib onebit --calib "$tmp/calib.txt" --calib-tokens 300 --reconstruct none
+# block reconstruction (the default with calibration data), with generated calibration sequences
+cmp_run onebit-recon onebit --calib-generate 4 --calib-seq 32 --recon-epochs 1 --seed 5
+cmp_run dbf-recon-scales dbf --iters 2 --calib "$tmp/calib.txt" --calib-tokens 300 --calib-seq 64 --recon-epochs 1 --calibrate-scales --seed 11
 check "gradient importance differs from input statistics only" \
   '! cmp -s "$tmp/q-dbf-calib/model.safetensors" "$tmp/q-dbf-calib-nograd/model.safetensors"'
 check "compare's params are the written provenance" 'python3 -c "

@@ -9,7 +9,10 @@
 #include "bitllm/quantize.h"
 #include "bitllm/train.h"
 #include "cli.h"
+#include "cli_calib.h"
 #include "cli_util.h"
+#include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct {
     bool json;
@@ -70,12 +73,13 @@ static void on_layer(void *ctx, const char *name, int64_t m, int64_t n,
 }
 
 int cmd_quantize(int argc, char **argv) {
-    const char *out = NULL, *method = "onebit", *bpw_s = NULL, *calib = NULL, *tokp = NULL,
-               *metric = NULL, *embed = NULL, *head = NULL;
-    bool json = false, nmf = false, svd = false, aa = false, no_grad = false, rnd = false,
-         force = false, allocate = false;
-    int rank_l = 1, paths = 1, iters = 0, max_iters = 0, calib_tokens = 16384, group = 128,
-        adam = 0, threads = 0;
+    const char *out = NULL, *method = "onebit", *bpw_s = NULL, *tokp = NULL, *metric = NULL,
+               *embed = NULL, *head = NULL;
+    bool json = false, nmf = false, svd = false, aa = false, rnd = false, force = false,
+         allocate = false;
+    int rank_l = 1, paths = 1, iters = 0, max_iters = 0, group = 128, adam = 0, threads = 0;
+    cli_calib_flags cf;
+    cli_calib_defaults(&cf);
     double tol = 0.0;
     uint64_t seed = 0, given = 0;
     const cli_opt opts[] = {
@@ -104,22 +108,14 @@ int cmd_quantize(int argc, char **argv) {
         {"fit-metric", 0, OPT_STR, &metric, "hessian|diag",
          "onebit/dbf/mdbf with --calib: fit for the output error under H = XᵀX/N of each "
          "projection's inputs (hessian, default) or with the per-channel mean x² only (diag)",
-         .needs = "calib", USES(BL_QP_ACTIVATION_AWARE)},
+         USES(BL_QP_ACTIVATION_AWARE)},
         {"activation-aware", 0, OPT_FLAG, &aa, NULL, "the same as --fit-metric hessian",
-         .needs = "calib", USES(BL_QP_ACTIVATION_AWARE)},
+         USES(BL_QP_ACTIVATION_AWARE)},
         {"adam-steps", 0, OPT_INT, &adam, "N", "mdbf: Adam steps on envelopes, signs frozen",
          CLI_MIN(1), USES(BL_QP_ADAM_STEPS)},
         {"group", 0, OPT_INT, &group, "G", "rtn2..4 group size, 64 or 128 (default 128)",
          CLI_RANGE(64, 128), USES(BL_QP_GROUP)},
-        {"calib", 0, OPT_STR, &calib, "FILE", "calibration text (onebit/dbf/mdbf: input covariance "
-         "and output-gradient statistics the fits are weighted by)",
-         USES(BL_QP_CALIB)},
-        {"calib-tokens", 0, OPT_INT, &calib_tokens, "N", "calibration tokens (default 16384)",
-         CLI_MIN(1), .needs = "calib", USES(BL_QP_CALIB)},
-        {"no-grad-stats", 0, OPT_FLAG, &no_grad, NULL,
-         "onebit/dbf/mdbf: input statistics only (default with --calib: also output-gradient "
-         "statistics)",
-         .needs = "calib", USES(BL_QP_CALIB)},
+        CLI_CALIB_OPTS(cf),
         {"iters", 0, OPT_INT, &iters, "N", "dbf/mdbf: exactly N ADMM iterations (default: stop "
                                            "on convergence, docs/fits.md)",
          CLI_MIN(1), USES(BL_QP_ITERS)},
@@ -129,8 +125,8 @@ int cmd_quantize(int argc, char **argv) {
         {"tol", 0, OPT_FLOAT, &tol, "T", "dbf/mdbf: stop when the objective improves by less "
                                          "than T (relative) over 10 iterations (default 1e-3)",
          CLI_RANGE_LO_OPEN(0.0, 1.0), USES(BL_QP_ITERS)},
-        {"seed", 0, OPT_U64, &seed, "S", "random seed of dbf/mdbf and --random-factors (default 0)",
-         USES(BL_QP_SEED)},
+        {"seed", 0, OPT_U64, &seed, "S", "random seed of dbf/mdbf, --random-factors, "
+         "--calib-generate and block reconstruction (default 0)", CLI_ANY},
         {"random-factors", 0, OPT_FLAG, &rnd, NULL,
          "skip fitting: random signs and scales of the same shapes and bpw (speed/memory "
          "benchmarks of synthetic models only)", CLI_ANY},
@@ -186,6 +182,11 @@ int cmd_quantize(int argc, char **argv) {
         cli_errorf("quantize", "--fit-metric must be 'hessian' or 'diag', got '%s'", metric);
         return 2;
     }
+    if ((metric || aa) && !cf.calib && cf.calib_generate <= 0) {
+        cli_errorf("quantize", "--%s needs calibration data (--calib or --calib-generate)",
+                   metric ? "fit-metric" : "activation-aware");
+        return 2;
+    }
     if (metric && aa && strcmp(metric, "diag") == 0) {
         cli_errorf("quantize", "--activation-aware and --fit-metric diag contradict each other");
         return 2;
@@ -202,33 +203,57 @@ int cmd_quantize(int argc, char **argv) {
         return 2;
     }
 
-    /* The output is checked and its temporary directory created before anything is fitted. */
-    const char *inputs[] = {pos[0], tokp, calib};
+    /* The output is checked and its temporary directory created before anything is fitted. With
+     * block reconstruction the target keeps the state of finished blocks in TARGET/checkpoint
+     * (a killed run resumes from it), so it is prepared live. */
+    const bool maybe_recon = (cf.calib || cf.calib_generate > 0) && bl_recon_supports(&o.method) &&
+                             !(cf.reconstruct && strcmp(cf.reconstruct, "none") == 0);
+    const char *inputs[] = {pos[0], tokp, cf.calib};
     const bool root = bl_dist_rank() == 0; /* under mpirun only rank 0 writes (distributed.md) */
-    bl_outdir *od = root ? cli_outdir_prepare("quantize", out, inputs, 3, force, false) : NULL;
+    bl_outdir *od = root ? cli_outdir_prepare("quantize", out, inputs, 3, force, maybe_recon)
+                         : NULL;
     if (root && !od) return 1;
+    if (rnd && (cf.calib || cf.calib_generate > 0)) {
+        cli_errorf("quantize", "--%s: random factors never read the weights, calibration makes "
+                   "no sense with --random-factors", cf.calib ? "calib" : "calib-generate");
+        bl_outdir_abort(od);
+        return 2;
+    }
+    if (cli_given(&spec, "seed") && !bl_method_uses(&o.method, rnd, BL_QP_SEED) &&
+        !maybe_recon && cf.calib_generate <= 0) {
+        char users[96];
+        bl_qparam_users(BL_QP_SEED, rnd, users, sizeof users);
+        cli_errorf("quantize", "--seed is not used by -m %s without calibration data (used by: "
+                   "%s, --calib-generate and block reconstruction)", method, users);
+        bl_outdir_abort(od);
+        return 2;
+    }
     bl_model *m = cli_load_model(pos[0], tokp);
     if (!m) {
         bl_outdir_abort(od);
         return 1;
     }
     int rc = 1;
-    int32_t *ids = NULL;
+    bl_calib_data cd = {0};
+    char state[4200] = "";
+    cJSON *blocks = cJSON_CreateArray();
     cJSON *alloc_tbl = cJSON_CreateArray(); /* freed at the end unless moved into the report */
-    if (calib) {
-        size_t len, n;
-        char *text = cli_read_text("quantize", calib, &len);
-        if (text) ids = cli_tokenize("quantize", m, text, len, false, &n);
-        free(text);
-        if (!ids) goto done;
-        o.calib_ids = ids;
-        o.n_calib = n < (size_t)calib_tokens ? n : (size_t)calib_tokens;
-        o.calib_source = calib;
-        o.grad_importance = !no_grad;
-        if (!no_grad || allocate) /* --calib was accepted: the method uses calibration */
-            fprintf(stderr, "collecting output-gradient statistics on %zu tokens%s\n", o.n_calib,
-                    no_grad ? " (the allocation's sensitivities only)" : "");
+    {
+        const int r2 = cli_calib_apply("quantize", &spec, &cf, m, &o.method, 1, &cd, &o);
+        if (r2) {
+            rc = r2;
+            goto done;
+        }
     }
+    o.recon.ctx = blocks;
+    if (o.recon.block && od) {
+        snprintf(state, sizeof state, "%s/checkpoint", bl_outdir_target(od));
+        o.recon.state_dir = state;
+    }
+    if (o.calib_ids && ((!o.recon.block && o.grad_importance) || allocate) &&
+        bl_method_uses(&o.method, false, BL_QP_CALIB))
+        fprintf(stderr, "collecting output-gradient statistics on %zu tokens%s\n", o.n_calib,
+                o.grad_importance ? "" : " (the allocation's sensitivities only)");
     char cmdline[1024] = "bitllm";
     for (int i = 0; i < argc; i++) {
         size_t k = strlen(cmdline);
@@ -248,6 +273,7 @@ int cmd_quantize(int argc, char **argv) {
     }
     fprintf(stderr, "quantizing %s with %s%s into %s\n", pos[0], method,
             rnd ? " (random factors: benchmark only, not a usable model)"
+                : o.recon.block ? " (block reconstruction)"
                 : o.calib_ids ? " (calibrated)" : "",
             out);
     bl_err err = {0};
@@ -270,6 +296,10 @@ int cmd_quantize(int argc, char **argv) {
         rc = 0;
         goto done;
     }
+    if (*state) { /* the reconstruction state is spent: nothing to carry into the output */
+        bl_remove_stale_tmp(state, NULL);
+        rmdir(state);
+    }
     bl_status cs = bl_outdir_commit(od, &err);
     od = NULL;
     if (cs) {
@@ -291,6 +321,17 @@ int cmd_quantize(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "seconds", sum.seconds);
         bl_json_add_u64(j, "seed", seed); /* 64 bits: a string, exact */
         if (rnd) cJSON_AddBoolToObject(j, "random_factors", true);
+        cli_calib_json(j, &o, &cd);
+        if (o.recon.block) {
+            cJSON_AddItemToObject(j, "blocks", blocks);
+            blocks = NULL;
+            cJSON_AddNumberToObject(j, "blocks_resumed", sum.blocks_resumed);
+            cJSON_AddBoolToObject(j, "spilled", sum.spilled);
+        }
+        if (o.recon.calibrate_scales) {
+            cJSON_AddNumberToObject(j, "kl_before", sum.kl_before);
+            cJSON_AddNumberToObject(j, "kl_after", sum.kl_after);
+        }
         cJSON_AddItemToObject(j, "layers", lg.layers);
         if (allocate) {
             cJSON_AddItemToObject(j, "allocation", alloc_tbl);
@@ -304,7 +345,8 @@ int cmd_quantize(int argc, char **argv) {
 done:
     cJSON_Delete(alloc_tbl);
     bl_outdir_abort(od);
-    free(ids);
+    cJSON_Delete(blocks);
+    bl_calib_data_free(&cd);
     bl_model_free(m);
     return rc;
 }

@@ -53,6 +53,33 @@ bl_status ptq_grad_importance(const bl_model *m, const int32_t *ids, size_t n, i
 bl_status ptq_allocate(const bl_model *src, const bl_quant_opts *o, ptq_calib *cal,
                        float *const *out_imp, const double *sens, int64_t *mids, bl_err *err);
 
+/* The seven fits of layer l (side by side on n_threads threads, results independent of the
+ * count): into q[l·7 + p], with calibration statistics cal or, when H is given, each input's
+ * covariance H[ptq_proj_input(p)] (then for every method, with diag(H) as input importance). Only
+ * this rank's projections when dq is given. */
+typedef struct {
+    bl_layer_fit_result r;
+    bl_status status;
+    bl_err err;
+} ptq_fit_out;
+struct qd_ctx_s;
+void ptq_fit_projs(const bl_model *src, const bl_quant_opts *o, int l, ptq_calib *cal,
+                   const float *const *H, float *const *out_imp, const int64_t *mids,
+                   const struct qd_ctx_s *dq, bl_linear *q, ptq_fit_out *res, int n_threads);
+
+/* Block-wise reconstruction (reconstruct.c): fills every layer of q (n_layers·7) from the
+ * calibration sequences of o, adding each projection's stored bits and weights. */
+bl_status ptq_reconstruct(const bl_model *src, const bl_quant_opts *o, const char *outdir,
+                          float *const *out_imp, const int64_t *mids, bl_linear *q, double *bits,
+                          double *weights, int *resumed, bool *spilled, bl_err *err);
+/* Global scale calibration (calibrate_scales.c): the FP16 vectors of q tuned on KL. */
+bl_status ptq_calibrate_scales(const bl_model *src, const bl_quant_opts *o, bl_linear *q,
+                               double *kl_before, double *kl_after, bl_err *err);
+/* The calibration tokens of o as sequences of o->calib_ctx tokens (each starting with BOS):
+ * *rows (caller frees) and their count. */
+bl_status ptq_calib_sequences(const bl_model *src, const bl_quant_opts *o, int32_t **rows,
+                              int64_t *n_rows, bl_err *err);
+
 /* The token embeddings and the output head as o->embed and o->head ask (src/ptq/edges.c). */
 #include "model/model_internal.h"
 typedef struct {
