@@ -30,12 +30,7 @@ if [ -n "${CALIB_TEST_BYTES:-}" ]; then
   CALIB=$OUT/calib.txt
   CALIB_LABEL="first $CALIB_TEST_BYTES bytes of wikitext-2 test, 16k tokens"
 fi
-if [ ! -s "$OUT/stories.txt" ]; then
-  for s in $(seq 1 40); do
-    "$BIN" generate "$M" -n 250 --temp 1.0 --top-p 0.95 --seed "$s" --json 2>/dev/null |
-      python3 -c "import json,sys; print(json.load(sys.stdin)['text'].strip())"
-  done > "$OUT/stories.txt.part" && mv "$OUT/stories.txt.part" "$OUT/stories.txt"
-fi
+scripts/stories_text.sh "$BIN" "$M" "$OUT/stories.txt"
 col2=calibration
 [ "${TABLE:-methods}" = edges ] && col2="embeddings / head"
 printf '| method | %s | bpw (layers) | bpw (model) | ppl stories (ctx 512) | tokens | ppl WikiText-2 (ctx 512) | tokens |\n|---|---|---:|---:|---:|---:|---:|---:|\n' "$col2"
@@ -71,11 +66,18 @@ for m in rtn1 onebit dbf mdbf; do
   [ -d "$OUT/$m" ] || "$BIN" quantize "$M" -m "$m" -o "$OUT/$m" "${seed[@]}" >/dev/null 2>&1
   run "$m" none "$OUT/$m"
 done
-for m in dbf mdbf; do
-  [ -d "$OUT/$m-calib" ] || "$BIN" quantize "$M" -m "$m" -o "$OUT/$m-calib" --calib "$CALIB" \
-    --no-grad-stats --seed "$SEED" >/dev/null 2>&1
-  run "$m" "inputs x² ($CALIB_LABEL)" "$OUT/$m-calib"
-  [ -d "$OUT/$m-grad" ] || "$BIN" quantize "$M" -m "$m" -o "$OUT/$m-grad" --calib "$CALIB" \
-    --seed "$SEED" >/dev/null 2>&1
-  run "$m" "inputs x² + output gradients² (same text)" "$OUT/$m-grad"
+# calibrated: the diagonal input importance (mean x², --fit-metric diag) and the inputs'
+# covariance H = XᵀX/N (--fit-metric hessian, the default), each without and with the
+# output-gradient statistics
+for m in onebit dbf mdbf; do
+  seed=(); case $m in dbf|mdbf) seed=(--seed "$SEED");; esac
+  for fm in diag hessian; do
+    lab="inputs x²"; [ $fm = hessian ] && lab="inputs H = XᵀX/N"
+    [ -d "$OUT/$m-$fm" ] || "$BIN" quantize "$M" -m "$m" -o "$OUT/$m-$fm" --calib "$CALIB" \
+      --fit-metric $fm --no-grad-stats "${seed[@]}" >/dev/null 2>&1
+    run "$m" "$lab ($CALIB_LABEL)" "$OUT/$m-$fm"
+    [ -d "$OUT/$m-$fm-grad" ] || "$BIN" quantize "$M" -m "$m" -o "$OUT/$m-$fm-grad" \
+      --calib "$CALIB" --fit-metric $fm "${seed[@]}" >/dev/null 2>&1
+    run "$m" "$lab + output gradients² (same text)" "$OUT/$m-$fm-grad"
+  done
 done

@@ -40,6 +40,14 @@ elif sys.argv[1] == "vec":
     d = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d,), }" % n
     k = -(-(len(d) + 11) // 64) * 64 - 10
     open(sys.argv[2], "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", k) + (d + " " * (k - len(d) - 1) + "\n").encode() + struct.pack("<%df" % n, *[v] * n))
+elif sys.argv[1] == "hess":  # n×n: c·I, or c·I with one off-diagonal pair (asym: unequal)
+    n, c, asym = int(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "asym"
+    h = [c if i == j else 0.0 for i in range(n) for j in range(n)]
+    h[1] = 0.5 * c
+    h[n] = 0.5 * c if not asym else 0.1 * c
+    d = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }" % (n, n)
+    k = -(-(len(d) + 11) // 64) * 64 - 10
+    open(sys.argv[2], "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", k) + (d + " " * (k - len(d) - 1) + "\n").encode() + struct.pack("<%df" % (n * n), *h))
 elif sys.argv[1] == "relerr":  # ‖W − Ŵ‖/‖W‖ in double from two files, W possibly float16
     w = read(sys.argv[2])[2] if sys.argv[4] == "f4" else None
     r, c, y = read(sys.argv[3])
@@ -88,6 +96,14 @@ py vec "$tmp/ones.npy" 80 1.0
 $BIN fit "$tmp/w.npy" --bpw 1.5 --iters 20 --importance "$tmp/ones.npy" --json >"$tmp/i1.json" 2>/dev/null
 check "all-ones importance: wrel_err = rel_err" 'python3 -c "import json,sys;d=json.load(open(sys.argv[1]));assert abs(d[\"wrel_err\"]-d[\"rel_err\"])<1e-12" "$tmp/i1.json"'
 
+# an input covariance H (--hessian): the reported weighted error is the output error under H;
+# onebit/dbf fit for it (tests/test_fits_hessian.c has the quality checks)
+py hess "$tmp/h.npy" 80 2.0 sym
+$BIN fit "$tmp/w.npy" --method onebit --hessian "$tmp/h.npy" --json >"$tmp/ho.json" 2>"$tmp/ho.err"
+check "fit --hessian: onebit reports the H-weighted error" 'grep -q "H-weighted rel_err" "$tmp/ho.err" && python3 -c "import json,sys;d=json.load(open(sys.argv[1]));assert 0<d[\"wrel_err\"]<1 and d[\"wrel_err\"]!=d[\"rel_err\"]" "$tmp/ho.json"'
+$BIN fit "$tmp/w.npy" --method dbf --bpw 1.5 --iters 10 --hessian "$tmp/h.npy" --hessian-rank 4 --json >"$tmp/hd.json" 2>/dev/null
+check "fit --hessian --hessian-rank 4 (dbf)" 'python3 -c "import json,sys;d=json.load(open(sys.argv[1]));assert 0<d[\"wrel_err\"]<1" "$tmp/hd.json"'
+
 # a model tensor; MDBF with one envelope and one path is DBF exactly
 if [ -e "$S/stories260K.gguf" ]; then
   T=model.layers.1.mlp.down_proj.weight
@@ -126,6 +142,13 @@ py vec "$tmp/short.npy" 79 1.0
 expect_fail "importance of the wrong length" "vector of 80 values" $BIN fit "$tmp/w.npy" --importance "$tmp/short.npy"
 py vec "$tmp/neg.npy" 80 -1.0
 expect_fail "negative importance" "finite and >= 0" $BIN fit "$tmp/w.npy" --importance "$tmp/neg.npy"
+expect_fail "H of the wrong shape" "H must be a 80 x 80 matrix" $BIN fit "$tmp/w.npy" --hessian "$tmp/ones.npy"
+py hess "$tmp/hasym.npy" 80 2.0 asym
+expect_fail "H not symmetric" "H is not symmetric" $BIN fit "$tmp/w.npy" --hessian "$tmp/hasym.npy"
+expect_usage "--hessian with --importance" "give one" $BIN fit "$tmp/w.npy" --hessian "$tmp/h.npy" --importance "$tmp/ones.npy"
+expect_usage "--hessian-rank with onebit" "--hessian-rank is not used by -m onebit" $BIN fit "$tmp/w.npy" --method onebit --hessian "$tmp/h.npy" --hessian-rank 4
+cp "$tmp/h.npy" "$tmp/hkeep.npy"
+expect_fail "-o over the H file" "hkeep.npy" $BIN fit "$tmp/w.npy" --hessian "$tmp/hkeep.npy" -o "$tmp/hkeep.npy"
 cp "$tmp/w.npy" "$tmp/keep.npy"
 expect_fail "-o over the input" "keep.npy" $BIN fit "$tmp/keep.npy" -o "$tmp/keep.npy"
 check "the input is untouched" 'cmp -s "$tmp/w.npy" "$tmp/keep.npy"'

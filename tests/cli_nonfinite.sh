@@ -55,7 +55,9 @@ expect_fail "generate -p, Inf activations (the prompt)" "prompt: .*$LAYER_PAT" \
 expect_fail "ppl, Inf activations, names the chunk and the text" "t\.txt: chunk 1 \(text tokens 0 to [0-9]+\): .*$LAYER_PAT" \
   $BIN ppl "$tmp/huge" -f "$tmp/t.txt"
 expect_fail "quantize calibration, Inf activations" "calibration: window 1.*$LAYER_PAT" \
-  $BIN quantize "$tmp/huge" -m dbf --calib "$tmp/t.txt" --no-grad-stats -o "$tmp/q-huge"
+  $BIN quantize "$tmp/huge" -m dbf --calib "$tmp/t.txt" --no-grad-stats --reconstruct none -o "$tmp/q-huge"
+expect_fail "quantize block reconstruction, Inf activations" "reconstruction of block 2: the output of the FP block is not finite \(sequence 0, position [0-9]+\) in .*huge" \
+  $BIN quantize "$tmp/huge" -m dbf --calib "$tmp/t.txt" --no-grad-stats --calib-seq 8 -o "$tmp/q-huge"
 expect_fail "distill, Inf activations in the student's teacher" "teacher .*huge.* non-finite value in the output of layer 1" \
   $BIN distill "$tmp/huge" "$tmp/ob" -o "$tmp/d-huge" --data "$tmp/t.txt" --seq 8 --batch 1 --steps 2
 check "distill stopped before writing a model" '[ ! -e "$tmp/d-huge/model.safetensors" ]'

@@ -24,6 +24,10 @@ cmp_run dbf-calib dbf --bpw onebit --iters 2 --calib "$tmp/calib.txt" --calib-to
 cmp_run dbf-calib-nograd dbf --bpw onebit --iters 2 --calib "$tmp/calib.txt" --calib-tokens 300 --no-grad-stats --seed 11
 cmp_run mdbf-2 mdbf --bpw 4 --envelope-rank 2 --iters 2 --seed 11
 cmp_run rtn2 rtn2 --group 64
+cmp_run onebit-calib onebit --calib "$tmp/calib.txt" --calib-tokens 300 --reconstruct none
+# block reconstruction (the default with calibration data), with generated calibration sequences
+cmp_run onebit-recon onebit --calib-generate 4 --calib-seq 32 --recon-epochs 1 --seed 5
+cmp_run dbf-recon-scales dbf --iters 2 --calib "$tmp/calib.txt" --calib-tokens 300 --calib-seq 64 --recon-epochs 1 --calibrate-scales --seed 11
 check "gradient importance differs from input statistics only" \
   '! cmp -s "$tmp/q-dbf-calib/model.safetensors" "$tmp/q-dbf-calib-nograd/model.safetensors"'
 check "compare's params are the written provenance" 'python3 -c "
@@ -34,6 +38,29 @@ for k in (\"method\",\"bpw_target\",\"seed\",\"iters\",\"calib_tokens\",\"gradie
     assert row[\"params\"][k]==prov[k], (k, row[\"params\"], prov)
 assert prov[\"gradient_importance\"] is True and prov[\"calib_tokens\"]==300
 " "$tmp/c-dbf-calib/results.jsonl" "$(ls -d "$tmp/c-dbf-calib"/models/*)/config.json"'
+check "calibrated fits are Hessian-aware by default, recorded as fit_metric" 'python3 -c "
+import json,sys
+for f in sys.argv[1:]:
+    assert json.load(open(f))[\"quantization_config\"][\"provenance\"][\"fit_metric\"]==\"hessian\", f
+" "$tmp/q-dbf-calib/config.json" "$tmp/q-onebit-calib/config.json"'
+$BIN quantize "$M" -o "$tmp/q-diag" -m dbf --bpw onebit --iters 2 --calib "$tmp/calib.txt" \
+  --calib-tokens 300 --seed 11 --fit-metric diag >/dev/null 2>&1
+prov() { python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['quantization_config']['provenance'].get(sys.argv[2]))" "$1/config.json" "$2"; }
+check "--fit-metric diag: another fit, recorded" '! cmp -s "$tmp/q-diag/model.safetensors" "$tmp/q-dbf-calib/model.safetensors" && [ "$(prov "$tmp/q-diag" fit_metric)" = diag ]'
+expect_usage "--fit-metric with a bad value" "'hessian' or 'diag'" $BIN quantize "$M" -o "$tmp/q-x" -m dbf --calib "$tmp/calib.txt" --fit-metric full
+expect_usage "--fit-metric without calibration data" "--fit-metric needs calibration data" $BIN quantize "$M" -o "$tmp/q-x" -m dbf --fit-metric diag
+# the per-matrix bit budget: the same total bits as the uniform run, a table in --json
+$BIN quantize "$M" -o "$tmp/q-u" -m dbf --iters 2 --calib "$tmp/calib.txt" --calib-tokens 300 --seed 11 --json >"$tmp/u.json" 2>/dev/null
+$BIN quantize "$M" -o "$tmp/q-a" -m dbf --iters 2 --calib "$tmp/calib.txt" --calib-tokens 300 --seed 11 --allocate --json >"$tmp/a.json" 2>"$tmp/a.err"
+check "--allocate: within 0.01 bpw of the uniform run, per-layer table in --json and on stderr" 'python3 -c "
+import json,sys
+u=json.load(open(sys.argv[1])); a=json.load(open(sys.argv[2]))
+A=a[\"allocation\"]; assert len(A)==35 and all(k in A[0] for k in (\"name\",\"shape\",\"mid\",\"mid_uniform\",\"bpw\",\"sensitivity\"))
+assert abs(a[\"bpw_layers\"]-u[\"bpw_layers\"])<=0.01 and a[\"bpw_layers\"]<=u[\"bpw_layers\"]+1e-12
+assert any(x[\"mid\"]!=x[\"mid_uniform\"] for x in A)
+assert [l[\"mid\"] for l in a[\"layers\"]]==[x[\"mid\"] for x in A]
+" "$tmp/u.json" "$tmp/a.json" && grep -q "bit allocation:" "$tmp/a.err" && [ "$(prov "$tmp/q-a" allocate)" = True ]'
+expect_usage "--allocate with a format without a size knob" "--allocate is not used by -m onebit (used by: dbf, mdbf)" $BIN quantize "$M" -o "$tmp/q-x" -m onebit --allocate
 check "report reads a numeric bpw target back from its exact form" \
   'grep -q "| 4 |\|| 4 " "$tmp/c-mdbf-2/report.md"'
 # The recipe's result does not depend on the thread count (the fits' BLAS/LAPACK calls run on one

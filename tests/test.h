@@ -146,4 +146,15 @@ static inline bl_config test_small_config(int dim, int head_dim) {
     return c;
 }
 
+/* The LLM-like test matrices of bench_fit (bl_synth_llm_matrix): m×n, malloc'd, NULL on failure. */
+static inline float *test_llm_matrix(int64_t m, int64_t n, uint64_t seed) {
+    float *W = malloc(sizeof(float) * (size_t)(m * n));
+    bl_err err;
+    if (W && bl_synth_llm_matrix(m, n, seed, W, &err) != BL_OK) {
+        free(W);
+        W = NULL;
+    }
+    return W;
+}
+
 #endif

@@ -8,17 +8,6 @@
 #include "bitllm/quantize.h"
 #include "test.h"
 
-/* The LLM-like matrices of bench_fit (bl_synth_llm_matrix). */
-static float *gen_llm(int64_t m, int64_t n, uint64_t seed) {
-    float *W = malloc(sizeof(float) * (size_t)(m * n));
-    bl_err err = {0};
-    if (W && bl_synth_llm_matrix(m, n, seed, W, &err) != BL_OK) {
-        free(W);
-        W = NULL;
-    }
-    return W;
-}
-
 typedef struct {
     const char *name;
     const char *method;
@@ -86,7 +75,7 @@ static void test_scale_equivariance(void) {
     const int64_t m = 384, n = 512;
     enum { N_MAT = 3, N_SCALES = 5 };
     float *W[N_MAT], *Ws = malloc(sizeof(float) * (size_t)(m * n));
-    for (int k = 0; k < N_MAT; k++) REQUIRE((W[k] = gen_llm(m, n, 11 + (uint64_t)k)) != NULL);
+    for (int k = 0; k < N_MAT; k++) REQUIRE((W[k] = test_llm_matrix(m, n, 11 + (uint64_t)k)) != NULL);
     const double scales[N_SCALES] = {1.0, 1e-2, 1e2, 1e-1, 10.0};
     /* the sanitizer pass: 1 and the extreme scales, and of the ADMM fits DBF and the two P = 2 */
     const int n_scales = test_quick() ? 3 : N_SCALES;
@@ -134,7 +123,7 @@ static void test_scale_equivariance(void) {
  * spreads the factor 4 over three vectors). */
 static void test_power_of_two_scale_exact(void) {
     const int64_t m = 40, n = 56, r = 30;
-    float *W = gen_llm(m, n, 12), *W4 = malloc(sizeof(float) * (size_t)(m * n));
+    float *W = test_llm_matrix(m, n, 12), *W4 = malloc(sizeof(float) * (size_t)(m * n));
     for (int64_t i = 0; i < m * n; i++) W4[i] = W[i] * 4.0f;
     bl_fit_opts o;
     bl_fit_opts_default(&o);
@@ -159,7 +148,7 @@ static void test_power_of_two_scale_exact(void) {
  * uses 256×704, the same aspect ratio. */
 static void test_wide_middle_fit(void) {
     const int64_t m = test_quick() ? 256 : 1024, n = test_quick() ? 704 : 2816;
-    float *W = gen_llm(m, n, 13);
+    float *W = test_llm_matrix(m, n, 13);
     const method_case *dbf = &METHODS[6];
     bl_layer_fit_opts o = opts_for(dbf, 2.0, 3);
     const int64_t k = bl_layer_mid(&o, m, n);
@@ -217,7 +206,7 @@ static void test_wide_middle_fit(void) {
  * vectors, ~1e-3 relative); fixed iteration counts run exactly, every iteration is recorded. */
 static void test_trajectory(void) {
     const int64_t m = 64, n = 96;
-    float *W = gen_llm(m, n, 15);
+    float *W = test_llm_matrix(m, n, 15);
     bl_layer_fit_result *res = malloc(sizeof *res);
     for (int c = 6; c < N_METHODS; c++) {
         bl_layer_fit_opts o = opts_for(&METHODS[c], 3.0, 17);
@@ -260,7 +249,7 @@ static void check_default_vs_260(const float *W, int64_t m, int64_t n, const met
 
 static void test_default_stop_synthetic(void) {
     const int64_t m = test_quick() ? 96 : 256, n = test_quick() ? 128 : 256;
-    float *W = gen_llm(m, n, 16);
+    float *W = test_llm_matrix(m, n, 16);
     double gap = INFINITY;
     check_default_vs_260(W, m, n, &METHODS[6], 1.0, &gap);
     fprintf(stderr, "  %lldx%lld dbf 1.0 bpw: default − 260 iterations = %+.4f\n", (long long)m,
@@ -358,6 +347,8 @@ static void test_mdbf_l1_not_worse_than_dbf(void) {
         o.fit.iters = test_quick() ? 6 : 40;
         o.calib_ids = ids;
         o.n_calib = n_ids;
+        /* the diagonal-importance recipe (under H, test_fits_hessian checks bit-identity) */
+        o.activation_aware = false;
         o.on_layer = collect;
         o.on_layer_ctx = &e[i];
         char dir[] = "/tmp/bitllm-fits-XXXXXX";

@@ -15,6 +15,7 @@
 
 #include "bitllm/quantize.h"
 #include "cli.h"
+#include "cli_calib.h"
 #include "cli_util.h"
 #include "cmd_eval.h"
 
@@ -99,14 +100,13 @@ static int make_dir(const char *path) {
 }
 
 typedef struct {
-    const char *model_path, *text, *calib, *cmdline, *tokp, *data;
+    const char *model_path, *text, *calib_path, *cmdline, *tokp, *data;
     bl_ctx_choice ppl_ctx, eval_ctx;
-    int calib_tokens, iters, limit;
-    bool grad_importance;
+    int iters, limit;
     uint64_t seed;
     size_t n_ids;
-    const int32_t *ids, *calib_ids;
-    size_t n_calib;
+    const int32_t *ids;
+    const bl_quant_opts *calib; /* calibration data and reconstruction, as quantize sets them */
     bl_eval_opts eo;
 } compare_cfg;
 
@@ -126,14 +126,18 @@ static cJSON *run_one(const compare_cfg *c, const bl_model *fp, const run_spec *
         o.bpw = r->bpw;
         o.fit.seed = c->seed;
         o.fit.iters = c->iters;
-        o.calib_ids = c->calib_ids;
-        o.n_calib = c->n_calib;
+        o.calib_ids = c->calib->calib_ids;
+        o.n_calib = c->calib->n_calib;
+        o.calib_ctx = c->calib->calib_ctx;
+        o.calib_rows = c->calib->calib_rows;
+        o.calib_source = c->calib->calib_source;
+        o.grad_importance = c->calib->grad_importance;
+        o.recon = c->calib->recon;
+        o.recon.ctx = NULL;
         o.provenance = c->cmdline;
-        o.calib_source = c->calib;
-        o.grad_importance = c->grad_importance;
         fprintf(stderr, "quantizing with %s into %s\n", r->label, outdir);
         bl_quant_summary sum;
-        const char *inputs[] = {c->model_path, c->tokp, c->calib, c->text, c->data};
+        const char *inputs[] = {c->model_path, c->tokp, c->calib_path, c->text, c->data};
         bl_outdir_opts oo = {.inputs = inputs, .n_inputs = 5, .command = "compare"};
         /* written beside DIR/models/LABEL; moved there with --keep, else removed after the run */
         if (bl_outdir_prepare(outdir, &oo, &od, &err) != BL_OK ||
@@ -248,11 +252,13 @@ static int append_line(const char *path, cJSON *line) {
 int cmd_compare(int argc, char **argv) {
     const char *methods = "rtn1,onebit,dbf,mdbf", *bpws = "onebit", *text = NULL,
                *tasks = "all", *out = "bitllm-compare", *data = NULL, *tokp = NULL,
-               *calib = NULL, *norm = "chars";
-    int limit = 0, ppl_ctx = 0, eval_ctx = 0, ppl_tokens = 0, calib_tokens = 16384, group = 128,
+               *norm = "chars";
+    int limit = 0, ppl_ctx = 0, eval_ctx = 0, ppl_tokens = 0, group = 128,
         rank_l = 1, paths = 1, iters = 0;
     uint64_t seed = 0, given = 0;
-    bool keep = false, no_fp = false, json = false, allow_long = false, no_grad = false;
+    bool keep = false, no_fp = false, json = false, allow_long = false;
+    cli_calib_flags cf;
+    cli_calib_defaults(&cf);
     const cli_opt opts[] = {
         {"methods", 'm', OPT_STR, &methods, "LIST", "methods (default rtn1,onebit,dbf,mdbf)",
          CLI_ANY},
@@ -277,13 +283,7 @@ int cmd_compare(int argc, char **argv) {
         {"data", 'd', OPT_STR, &data, "DIR", "task data folder (default $BITLLM_DATA/data)",
          CLI_ANY},
         {"out", 'o', OPT_STR, &out, "DIR", "results folder (default bitllm-compare)", CLI_ANY},
-        {"calib", 0, OPT_STR, &calib, "FILE", "calibration text (importance weights)",
-         USES(BL_QP_CALIB)},
-        {"calib-tokens", 0, OPT_INT, &calib_tokens, "N", "calibration tokens (default 16384)",
-         CLI_MIN(1), .needs = "calib", USES(BL_QP_CALIB)},
-        {"no-grad-stats", 0, OPT_FLAG, &no_grad, NULL,
-         "input statistics only (default with --calib: also output-gradient statistics)",
-         .needs = "calib", USES(BL_QP_CALIB)},
+        CLI_CALIB_OPTS(cf),
         {"group", 0, OPT_INT, &group, "G", "group size, 64..128 (default: the method's)",
          CLI_RANGE(64, 128), USES(BL_QP_GROUP)},
         {"envelope-rank", 0, OPT_INT, &rank_l, "L", "envelope rank l (default 1)",
@@ -292,7 +292,8 @@ int cmd_compare(int argc, char **argv) {
          USES(BL_QP_PATHS)},
         {"iters", 0, OPT_INT, &iters, "N", "ADMM iterations (default: method's)", CLI_MIN(1),
          USES(BL_QP_ITERS)},
-        {"seed", 0, OPT_U64, &seed, "S", "random seed of the fits (default 0)", USES(BL_QP_SEED)},
+        {"seed", 0, OPT_U64, &seed, "S", "random seed of the fits, --calib-generate and block "
+         "reconstruction (default 0)", CLI_ANY},
         {"keep", 0, OPT_FLAG, &keep, NULL, "keep the quantized models in DIR/models/", CLI_ANY},
         {"no-fp", 0, OPT_FLAG, &no_fp, NULL, "skip the FP baseline run", CLI_ANY},
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
@@ -336,6 +337,14 @@ int cmd_compare(int argc, char **argv) {
             return 2;
         }
     }
+    bool seeded = cf.calib || cf.calib_generate > 0; /* generation, reconstruction */
+    for (int k = 0; k < n_runs && !seeded; k++)
+        seeded = !runs[k].fp && bl_method_uses(&runs[k].method, false, BL_QP_SEED);
+    if (cli_given(&spec, "seed") && !seeded) {
+        cli_errorf("compare", "--seed is not used by any of --methods %s without calibration "
+                   "data", methods);
+        return 2;
+    }
     char textbuf[4096];
     if (!text) {
         const char *root = getenv("BITLLM_DATA");
@@ -346,7 +355,7 @@ int cmd_compare(int argc, char **argv) {
     if (!data) data = eval_default_data_dir();
     /* every output is checked before anything is quantized */
     char path[4096], results[4096];
-    const char *inputs[] = {pos[0], tokp, calib, text, data};
+    const char *inputs[] = {pos[0], tokp, cf.calib, text, data};
     bl_err err = {0};
     snprintf(path, sizeof path, "%s/models", out);
     if (make_dir(out) || make_dir(path)) return 1;
@@ -364,8 +373,9 @@ int cmd_compare(int argc, char **argv) {
     if (n_sets < 0) return 1;
     bl_model *fp = cli_load_model(pos[0], tokp);
     int rc = 1;
-    int32_t *ids = NULL, *cids = NULL;
-    size_t n_ids = 0, n_cids = 0, len;
+    int32_t *ids = NULL;
+    size_t n_ids = 0, len;
+    bl_calib_data cd = {0};
     cJSON *all = cJSON_CreateArray();
     char cmdline[2048] = "bitllm";
     for (int i = 0; i < argc; i++) {
@@ -389,19 +399,27 @@ int cmd_compare(int argc, char **argv) {
     free(t);
     if (!ids) goto done;
     if (ppl_tokens > 0 && (size_t)ppl_tokens < n_ids) n_ids = (size_t)ppl_tokens;
-    if (calib) {
-        t = cli_read_text("compare", calib, &len);
-        if (t) cids = cli_tokenize("compare", fp, t, len, false, &n_cids);
-        free(t);
-        if (!cids) goto done;
-        if (n_cids > (size_t)calib_tokens) n_cids = (size_t)calib_tokens;
+    bl_method qm[64];
+    int n_qm = 0;
+    for (int i = 0; i < n_runs; i++)
+        if (!runs[i].fp) qm[n_qm++] = runs[i].method;
+    bl_quant_opts co; /* the calibration part of every run's options */
+    bl_quant_opts_default(&co);
+    co.fit.seed = seed;
+    co.n_threads = 0;
+    {
+        const int r2 = cli_calib_apply("compare", &spec, &cf, fp, qm, n_qm, &cd, &co);
+        if (r2) {
+            rc = r2;
+            goto done;
+        }
     }
     compare_cfg c = {
-        .model_path = pos[0], .text = text, .calib = calib, .cmdline = cmdline, .tokp = tokp,
+        .model_path = pos[0], .text = text, .calib_path = cf.calib, .cmdline = cmdline,
+        .tokp = tokp,
         .data = data, .ppl_ctx = pcc, .eval_ctx = ecc,
-        .calib_tokens = calib_tokens, .iters = iters, .limit = limit,
-        .grad_importance = !no_grad, .seed = seed, .n_ids = n_ids, .ids = ids,
-        .calib_ids = cids, .n_calib = n_cids,
+        .iters = iters, .limit = limit, .seed = seed, .n_ids = n_ids, .ids = ids,
+        .calib = &co,
         .eo = {.ctx = ecc.ctx, .norm_bytes = strcmp(norm, "bytes") == 0}};
     for (int i = 0; i < n_runs; i++) {
         fprintf(stderr, "[%d/%d] %s\n", i + 1, n_runs, runs[i].label);
@@ -429,7 +447,7 @@ int cmd_compare(int argc, char **argv) {
 done:
     cJSON_Delete(all);
     free(ids);
-    free(cids);
+    bl_calib_data_free(&cd);
     eval_free_tasks(sets, n_sets);
     bl_model_free(fp);
     return rc;

@@ -43,11 +43,57 @@ static float *read_importance(const char *path, int64_t len, const char *what) {
     return v;
 }
 
+/* An activation covariance H = XᵀX/N: n×n, finite, symmetric (to 1e-4 of its largest entry) with
+ * a non-negative diagonal. */
+static float *read_hessian(const char *path, int64_t n) {
+    bl_err err = {0};
+    bl_npy_header h;
+    float *H;
+    if (bl_npy_read_f32(path, &H, &h, &err) != BL_OK) {
+        cli_error("fit", &err);
+        return NULL;
+    }
+    if (h.ndim != 2 || h.shape[0] != n || h.shape[1] != n) {
+        cli_errorf("fit", "%s: H must be a %lld x %lld matrix (one row and column per input), not "
+                          "%llu values in %d dimensions",
+                   path, (long long)n, (long long)n, (unsigned long long)h.numel, h.ndim);
+        free(H);
+        return NULL;
+    }
+    double amax = 0.0;
+    for (int64_t i = 0; i < n * n; i++) {
+        if (!isfinite(H[i])) {
+            cli_errorf("fit", "%s: element %lld is not finite", path, (long long)i);
+            free(H);
+            return NULL;
+        }
+        amax = fmax(amax, fabs(H[i]));
+    }
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j <= i; j++) {
+            if (i == j && H[i * n + i] < 0.0f) {
+                cli_errorf("fit", "%s: diagonal element %lld is %g; H = XᵀX/N has a "
+                                  "non-negative diagonal", path, (long long)i, (double)H[i * n + i]);
+                free(H);
+                return NULL;
+            }
+            if (fabs((double)H[i * n + j] - H[j * n + i]) > 1e-4 * amax) {
+                cli_errorf("fit", "%s: H is not symmetric (H[%lld][%lld] = %g, H[%lld][%lld] = %g)",
+                           path, (long long)i, (long long)j, (double)H[i * n + j], (long long)j,
+                           (long long)i, (double)H[j * n + i]);
+                free(H);
+                return NULL;
+            }
+        }
+    return H;
+}
+
 int cmd_fit(int argc, char **argv) {
     const char *tensor = NULL, *method = "dbf", *bpw_s = NULL, *imp_in = NULL, *imp_out = NULL,
-               *out = NULL, *tokp = NULL;
+               *out = NULL, *tokp = NULL, *hess = NULL;
     bool json = false, svd = false;
-    int mid = 0, rank_l = 1, paths = 1, iters = 0, max_iters = 0, group = 128, threads = 0;
+    int mid = 0, rank_l = 1, paths = 1, iters = 0, max_iters = 0, group = 128, threads = 0,
+        h_rank = 0;
     double tol = 0.0;
     uint64_t seed = 0;
     const cli_opt opts[] = {
@@ -79,6 +125,14 @@ int cmd_fit(int argc, char **argv) {
          "per-input-column importance (n values, e.g. mean x²): weights the fit of the formats "
          "that read it and the reported weighted error",
          CLI_ANY},
+        {"hessian", 0, OPT_STR, &hess, "FILE.npy",
+         "input covariance H = XᵀX/N (n×n): onebit/dbf/mdbf fit for the output error "
+         "tr(E·H·Eᵀ), and the weighted error reported is that one (H's diagonal stands for "
+         "--importance, which it excludes)", CLI_ANY},
+        {"hessian-rank", 0, OPT_INT, &h_rank, "K",
+         "dbf/mdbf: H's correlations as diagonal plus rank K (default: full up to "
+         "4096 inputs, rank 256 beyond)", CLI_RANGE(1, 1 << 20), .needs = "hessian",
+         USES(BL_QP_ITERS)},
         {"out-importance", 0, OPT_STR, &imp_out, "FILE.npy", "per-output-row importance (m "
                                                              "values)", CLI_ANY},
         {"out", 'o', OPT_STR, &out, "W_HAT.npy", "write the reconstruction Ŵ (float32, m×n)",
@@ -122,11 +176,16 @@ int cmd_fit(int argc, char **argv) {
     if (npy && tensor) return cli_errorf("fit", "--tensor names a tensor of a MODEL, not of a .npy");
     if (!npy && !tensor)
         return cli_errorf("fit", "%s: give a .npy file, or a MODEL with --tensor NAME", pos[0]);
-    if (out) { /* never onto an input: the matrix, the model, the importance files */
-        const char *inputs[] = {pos[0], imp_in, imp_out, tokp};
-        const char *in[4];
+    if (hess && imp_in) {
+        cli_errorf("fit", "--hessian and --importance both weight the inputs; give one (H's "
+                          "diagonal is the input importance)");
+        return 2;
+    }
+    if (out) { /* never onto an input: the matrix, the model, the importance and H files */
+        const char *inputs[] = {pos[0], imp_in, imp_out, tokp, hess};
+        const char *in[5];
         int n_in = 0;
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < 5; i++)
             if (inputs[i]) in[n_in++] = inputs[i];
         bl_err oerr = {0};
         if (bl_output_file_check(out, in, n_in, &oerr) != BL_OK) return cli_error("fit", &oerr);
@@ -141,7 +200,7 @@ int cmd_fit(int argc, char **argv) {
 
     int rc = 1;
     bl_model *model = NULL;
-    float *W = NULL, *ii = NULL, *oi = NULL, *What = NULL;
+    float *W = NULL, *ii = NULL, *oi = NULL, *What = NULL, *H = NULL;
     int64_t m = 0, n = 0;
     bl_err err = {0};
     bl_linear L = {0};
@@ -173,8 +232,11 @@ int cmd_fit(int argc, char **argv) {
         }
     if (imp_in && !(ii = read_importance(imp_in, n, "input"))) goto done;
     if (imp_out && !(oi = read_importance(imp_out, m, "output"))) goto done;
+    if (hess && !(H = read_hessian(hess, n))) goto done;
     o.fit.in_importance = ii;
     o.fit.out_importance = oi;
+    o.fit.H = H;
+    o.fit.H_rank = h_rank;
     const char *label = tensor ? tensor : pos[0];
     if (bl_layer_fit_check(&o, m, n, label, &err) != BL_OK) {
         cli_error("fit", &err);
@@ -202,7 +264,8 @@ int cmd_fit(int argc, char **argv) {
         goto done;
     }
     fprintf(stderr, "bpw %.4f  rel_err %.5f", res->bpw, res->rel_err);
-    if (ii || oi) fprintf(stderr, "  weighted rel_err %.5f", res->wrel_err);
+    if (ii || oi || H)
+        fprintf(stderr, "  %s rel_err %.5f", H ? "H-weighted" : "weighted", res->wrel_err);
     if (res->iters > 0)
         fprintf(stderr, "  %d iterations (%s)", res->iters,
                 res->trace.paths_converged == (o.method.params.paths > 0 ? o.method.params.paths : 1)
@@ -249,6 +312,7 @@ done:
     free(W);
     free(ii);
     free(oi);
+    free(H);
     free(What);
     bl_model_free(model);
     return rc;

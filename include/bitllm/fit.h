@@ -45,6 +45,10 @@ typedef struct {
 #define BL_FIT_WINDOW 10
 #define BL_FIT_TOL 1e-3
 
+/* Where DBF/MDBF switch from the full activation metric to diagonal plus low rank (H_rank = 0). */
+#define BL_FIT_H_FULL_MAX 4096
+#define BL_FIT_H_RANK 256
+
 typedef struct bl_fit_opts {
     uint64_t seed;
     /* Outer iterations of the DBF/MDBF ADMM: > 0 runs exactly that many with the reference's
@@ -59,8 +63,16 @@ typedef struct bl_fit_opts {
      * per-output-channel mean squared gradient (m). NULL means all ones. */
     const float *in_importance;
     const float *out_importance;
-    /* Activation-aware MDBF: H = XᵀX/N (n×n, symmetric PSD). NULL = plain Frobenius. */
+    /* Hessian-aware fits (onebit, dbf, mdbf): the calibration inputs' covariance H = XᵀX/N (n×n
+     * row-major, symmetric PSD). The fit then minimizes the output error tr(diag(o)·E·H·Eᵀ),
+     * E = W − Ŵ, o = out_importance (or ones); H's diagonal takes the place of in_importance,
+     * which is ignored. NULL = the diagonal importances above. */
     const float *H;
+    /* DBF/MDBF under H: the form of H's correlation part. 0 = full up to BL_FIT_H_FULL_MAX inputs
+     * and diagonal plus rank BL_FIT_H_RANK beyond (each ADMM iteration then costs O(r·n·k)
+     * instead of O(r·n²)); k > 0 = diagonal plus rank k (full when k ≥ n). OneBit always uses
+     * the full H. */
+    int H_rank;
     int adam_steps;     /* MDBF: Adam refinement of the envelopes with signs frozen (0 = off) */
     float adam_lr;      /* 0 = default */
     bl_progress_fn progress;

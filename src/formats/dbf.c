@@ -93,8 +93,8 @@ static const bl_format_param dbf_params[] = {
 };
 static unsigned dbf_opts(const bl_format_params *p) {
     (void)p;
-    return BL_QP_BIT(BL_QP_BPW) | BL_QP_BIT(BL_QP_CALIB) | BL_QP_BIT(BL_QP_ITERS) |
-           BL_QP_BIT(BL_QP_SEED);
+    return BL_QP_BIT(BL_QP_BPW) | BL_QP_BIT(BL_QP_CALIB) | BL_QP_BIT(BL_QP_ACTIVATION_AWARE) |
+           BL_QP_BIT(BL_QP_ITERS) | BL_QP_BIT(BL_QP_SEED);
 }
 static bl_status dbf_fit(const float *W, int64_t m, int64_t n, const bl_format_params *p,
                          const struct bl_fit_opts *fo, bl_linear *out, bl_err *err);

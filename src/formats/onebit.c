@@ -102,7 +102,7 @@ static const bl_format_param onebit_params[] = {
 };
 static unsigned onebit_opts(const bl_format_params *p) {
     (void)p;
-    return BL_QP_BIT(BL_QP_SVID);
+    return BL_QP_BIT(BL_QP_SVID) | BL_QP_BIT(BL_QP_CALIB) | BL_QP_BIT(BL_QP_ACTIVATION_AWARE);
 }
 static bl_status onebit_fit(const float *W, int64_t m, int64_t n, const bl_format_params *p,
                             const struct bl_fit_opts *fo, bl_linear *out, bl_err *err);

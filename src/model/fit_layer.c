@@ -68,11 +68,15 @@ static bl_status fit_any(const bl_layer_fit_opts *o, const float *W, int64_t m, 
 }
 
 /* Relative errors of Ŵ (in What) against W: plain, and weighted by the fit's importances
- * (o_r·i_c per entry, or the output error tr(E·H·Eᵀ)/tr(W·H·Wᵀ) under an activation metric). */
+ * (o_r·i_c per entry, or the output error tr(diag(o)·E·H·Eᵀ)/tr(diag(o)·W·H·Wᵀ) under an
+ * activation metric H), and the weighted squared norm of W the latter is relative to. */
 static bl_status measure(const float *W, const float *What, int64_t m, int64_t n,
                          const bl_fit_opts *fo, bl_layer_fit_result *res, bl_err *err) {
     res->rel_err = bl_rel_err(W, What, m, n);
     res->wrel_err = res->rel_err;
+    double w2 = 0.0;
+    for (size_t i = 0; i < (size_t)m * (size_t)n; i++) w2 += (double)W[i] * W[i];
+    res->wnorm2 = w2;
     if (fo->H) {
         const size_t mn = (size_t)m * (size_t)n;
         float *E = malloc(sizeof(float) * mn), *EH = malloc(sizeof(float) * mn);
@@ -83,15 +87,19 @@ static bl_status measure(const float *W, const float *What, int64_t m, int64_t n
                            (long long)n);
         }
         double num = 0.0, den = 0.0;
+        const float *ow = fo->out_importance;
         for (size_t i = 0; i < mn; i++) E[i] = W[i] - What[i];
         bl_sgemm(CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)n, 1.0f, E, (int)n, fo->H,
                  (int)n, 0.0f, EH, (int)n, bl_pool_omp_current());
-        for (size_t i = 0; i < mn; i++) num += (double)E[i] * EH[i];
+        for (size_t i = 0; i < mn; i++) num += (ow ? fmax(ow[i / (size_t)n], 0.0) : 1.0) *
+                                               (double)E[i] * EH[i];
         bl_sgemm(CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)n, 1.0f, W, (int)n, fo->H,
                  (int)n, 0.0f, EH, (int)n, bl_pool_omp_current());
-        for (size_t i = 0; i < mn; i++) den += (double)W[i] * EH[i];
+        for (size_t i = 0; i < mn; i++) den += (ow ? fmax(ow[i / (size_t)n], 0.0) : 1.0) *
+                                               (double)W[i] * EH[i];
         free(E);
         free(EH);
+        res->wnorm2 = den;
         res->wrel_err = den > 0.0 ? sqrt(fmax(num, 0.0) / den) : res->rel_err;
     } else if (fo->in_importance || fo->out_importance) {
         double num = 0.0, den = 0.0;
@@ -107,6 +115,7 @@ static bl_status measure(const float *W, const float *What, int64_t m, int64_t n
             num += wo * rn;
             den += wo * rd;
         }
+        res->wnorm2 = den;
         res->wrel_err = den > 0.0 ? sqrt(num / den) : (num == 0.0 ? 0.0 : INFINITY);
     }
     return BL_OK;

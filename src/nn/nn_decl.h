@@ -116,6 +116,13 @@ void FN(nn_forward)(const nn_model *M, const NN_REAL *P, FN(nn_acts) *A, const i
  * added to the gradient of layer l's output. Parameter gradients accumulate into G. */
 void FN(nn_backward)(const nn_model *M, const NN_REAL *P, NN_REAL *G, FN(nn_acts) *A,
                      const int32_t *tok, const NN_REAL *dlogits, const NN_REAL *dhid);
+/* One decoder layer l alone (block-wise reconstruction): the forward reads A->x[l] and writes
+ * A->x[l+1] with the activations its backward needs; the backward takes the gradient of the
+ * layer's output in A->dx, accumulates the parameter gradients into G and leaves the gradient of
+ * the layer's input in A->dx. nn_forward / nn_backward are these over all layers. */
+void FN(nn_layer_forward)(const nn_model *M, const NN_REAL *P, FN(nn_acts) *A, int l);
+void FN(nn_layer_backward)(const nn_model *M, const NN_REAL *P, NN_REAL *G, FN(nn_acts) *A,
+                           int l);
 /* Onebit layers: sign matrices from the current latents. */
 bl_status FN(nn_model_sync_signs)(nn_model *M, const NN_REAL *P, bl_err *err);
 

@@ -49,7 +49,7 @@ static bl_status calib_run(const bl_model *m, const bl_quant_opts *o, ptq_calib 
         bl_state_free(st);
         return bl_fail(err, BL_ERR_NOMEM, "out of memory");
     }
-    const bool bos = m->cfg.bos_id >= 0;
+    const bool bos = m->cfg.bos_id >= 0 && !o->calib_rows; /* rows start with their own BOS */
     const size_t chunk = (size_t)ctx - (bos ? 1 : 0);
     for (size_t at = 0; at < o->n_calib && !s; at += chunk) {
         size_t len = o->n_calib - at < chunk ? o->n_calib - at : chunk;
@@ -82,7 +82,7 @@ static bl_status calib_init(const bl_model *m, ptq_calib *c, bl_err *err) {
     return BL_OK;
 }
 
-/* H = XᵀX/N for every input of one layer (activation-aware fits), by a calibration pass. */
+/* H = XᵀX/N for every input of one layer (Hessian-aware fits), by a calibration pass. */
 bl_status ptq_calib_gram(const bl_model *m, const bl_quant_opts *o, ptq_calib *c, int layer,
                             bl_err *err) {
     for (int i = 0; i < PTQ_IN_COUNT; i++) {
@@ -110,6 +110,7 @@ bl_status ptq_calib_gram(const bl_model *m, const bl_quant_opts *o, ptq_calib *c
                 H[a * n + b] = H[b * n + a] = v;
             }
     }
+    c->gram_layer = s ? -1 : layer;
     return s;
 }
 
@@ -118,6 +119,12 @@ bl_status ptq_calib_collect(const bl_model *m, const bl_quant_opts *o, ptq_calib
                             bl_err *err) {
     bl_status s = calib_init(m, c, err);
     return s ? s : calib_run(m, o, c, err);
+}
+
+bool ptq_hessian_fit(const bl_quant_opts *o) {
+    return o->calib_ids && o->n_calib > 0 && o->activation_aware &&
+           bl_method_uses(&o->method, false, BL_QP_CALIB) &&
+           bl_method_uses(&o->method, false, BL_QP_ACTIVATION_AWARE);
 }
 
 void ptq_calib_in_importance(const ptq_calib *c, int l, int p, int64_t n, float *imp) {

@@ -6,6 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* Block reconstruction ran: calibration data and a method it trains. */
+static bool calibrated_any(const bl_quant_opts *o) {
+    return o->calib_ids && o->n_calib > 0 && bl_recon_supports(&o->method);
+}
+
 cJSON *ptq_provenance(const bl_model *src, const bl_quant_opts *o) {
     cJSON *p = cJSON_CreateObject();
     cJSON_AddStringToObject(p, "source", src->path);
@@ -25,11 +30,10 @@ cJSON *ptq_provenance(const bl_model *src, const bl_quant_opts *o) {
             bl_method_uses(&o->method, false, (bl_qparam)f->params[i].flag))
             cJSON_AddNumberToObject(p, bl_qparam_name((bl_qparam)f->params[i].flag),
                                     (double)bl_format_param_get(&f->params[i], &o->method.params));
-    if (bl_method_uses(&o->method, false, BL_QP_ACTIVATION_AWARE))
-        cJSON_AddBoolToObject(p, "activation_aware", o->activation_aware);
     if (bl_method_uses(&o->method, false, BL_QP_SVID))
         cJSON_AddStringToObject(p, "svid", o->fit.nmf ? "nmf" : "svd");
     if (o->random_factors) cJSON_AddBoolToObject(p, "random_factors", true);
+    if (o->allocate) cJSON_AddBoolToObject(p, "allocate", true);
     bl_json_add_u64(p, "seed", o->fit.seed);
     cJSON_AddNumberToObject(p, "iters", o->fit.iters);
     if (o->fit.max_iters > 0) cJSON_AddNumberToObject(p, "max_iters", o->fit.max_iters);
@@ -37,9 +41,28 @@ cJSON *ptq_provenance(const bl_model *src, const bl_quant_opts *o) {
     cJSON_AddNumberToObject(p, "calib_tokens", (double)o->n_calib);
     const bool calibrated = o->calib_ids && o->n_calib > 0 &&
                             bl_method_uses(&o->method, false, BL_QP_CALIB);
+    if (calibrated && bl_method_uses(&o->method, false, BL_QP_ACTIVATION_AWARE))
+        cJSON_AddStringToObject(p, "fit_metric", o->activation_aware ? "hessian" : "diag");
     cJSON_AddBoolToObject(p, "gradient_importance",
                           o->out_importance != NULL || (calibrated && o->grad_importance));
     if (o->calib_source && o->n_calib > 0) cJSON_AddStringToObject(p, "calib", o->calib_source);
+    if (o->calib_ids && o->n_calib > 0) {
+        cJSON_AddNumberToObject(p, "calib_seq", o->calib_ctx);
+        if (o->calib_rows) cJSON_AddBoolToObject(p, "calib_generated", true);
+    }
+    if (o->recon.block && calibrated_any(o)) {
+        cJSON *r = cJSON_AddObjectToObject(p, "reconstruct");
+        cJSON_AddStringToObject(r, "mode", "block");
+        cJSON_AddStringToObject(r, "target", o->recon.target_quant ? "quant" : "fp");
+        cJSON_AddNumberToObject(r, "epochs", o->recon.epochs);
+        cJSON_AddNumberToObject(r, "batch", o->recon.batch);
+        bl_json_add_exact(r, "lr", o->recon.lr);
+        bl_json_add_exact(r, "flip_frac", o->recon.flip_frac);
+        if (o->recon.calibrate_scales) {
+            cJSON_AddNumberToObject(r, "scale_epochs", o->recon.kl_epochs);
+            bl_json_add_exact(r, "scale_lr", o->recon.kl_lr);
+        }
+    }
     if (o->n_stages > 0) {
         cJSON *st = cJSON_AddArrayToObject(p, "stages");
         for (int i = 0; i < o->n_stages; i++)

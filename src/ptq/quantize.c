@@ -11,6 +11,7 @@
 #include "ptq/ptq_internal.h"
 #include "ptq/quantize_dist.h"
 #include "core/parallel.h"
+#include "bitllm/dist.h"
 
 #include <cblas.h>
 #include <cjson/cJSON.h>
@@ -25,6 +26,13 @@ void bl_quant_opts_default(bl_quant_opts *o) {
     o->bpw = 0; /* a format with a middle dimension: match onebit's bpw for each layer's shape */
     o->calib_ctx = 256;
     o->grad_importance = true;
+    o->activation_aware = true;
+    o->recon.epochs = 2;
+    o->recon.batch = 4;
+    o->recon.lr = 1e-3;
+    o->recon.flip_frac = 3e-4;
+    o->recon.kl_epochs = 1;
+    o->recon.kl_lr = 1e-4;
     bl_fit_opts_default(&o->fit);
 }
 
@@ -40,13 +48,28 @@ static bl_layer_fit_opts layer_opts(const bl_quant_opts *o) {
     return lo;
 }
 
+void ptq_layer_opts(const bl_quant_opts *o, const ptq_calib *cal, float *const *out_imp, int l,
+                    int p, int64_t n, float *imp, bl_layer_fit_opts *lo) {
+    *lo = layer_opts(o);
+    lo->fit.seed = o->fit.seed + (uint64_t)(l * BL_PROJ_COUNT + p) * 7919u;
+    if (cal) {
+        ptq_calib_in_importance(cal, l, p, n, imp);
+        lo->fit.in_importance = imp;
+        if (cal->gram_layer == l && ptq_hessian_fit(o)) lo->fit.H = cal->gram[ptq_proj_input(p)];
+    }
+    if (out_imp && bl_method_uses(&o->method, false, BL_QP_CALIB))
+        lo->fit.out_importance = out_imp[l * BL_PROJ_COUNT + p];
+}
+
 /* One projection's fit, run on one thread: its own f32 copy of the weights, importance and
  * fitted layer; the outcome is reported through the task. */
 typedef struct {
     const bl_model *src;
     const bl_quant_opts *o;
     ptq_calib *cal;              /* NULL without calibration */
+    const float *const *H;       /* or each input's XᵀX/N (block reconstruction), or NULL */
     float *const *out_imp;       /* output-gradient importance per projection, or NULL */
+    const int64_t *mids;         /* allocated middle dimensions per projection, or NULL */
     int l, p;
     bl_linear *out;
     bl_status status;
@@ -71,19 +94,50 @@ static void fit_one(fit_task *t) {
         if (!W || !imp) s = bl_fail(&t->err, BL_ERR_NOMEM, "out of memory for layer %d", t->l);
         if (!s) s = L->ops->to_dense(L, W, &t->err);
     }
-    bl_layer_fit_opts lo = layer_opts(o);
-    lo.fit.seed = o->fit.seed + (uint64_t)(t->l * BL_PROJ_COUNT + t->p) * 7919u;
-    if (!s && t->cal) {
-        ptq_calib_in_importance(t->cal, t->l, t->p, L->n, imp);
+    bl_layer_fit_opts lo;
+    ptq_layer_opts(o, (s || t->H) ? NULL : t->cal, t->out_imp, t->l, t->p, L->n, imp, &lo);
+    if (!s && t->H) { /* block reconstruction: the covariance of the projection's current inputs */
+        const float *H = t->H[ptq_proj_input(t->p)];
+        for (int64_t j = 0; j < L->n; j++) imp[j] = H[j * L->n + j] + 1e-8f;
         lo.fit.in_importance = imp;
-        if (o->activation_aware) lo.fit.H = t->cal->gram[ptq_proj_input(t->p)];
+        if (o->activation_aware) lo.fit.H = H; /* --fit-metric diag: its diagonal only */
     }
-    if (t->out_imp && bl_method_uses(&o->method, false, BL_QP_CALIB))
-        lo.fit.out_importance = t->out_imp[t->l * BL_PROJ_COUNT + t->p];
+    if (t->mids) lo.method.params.mid = t->mids[t->l * BL_PROJ_COUNT + t->p];
     if (!s) s = bl_fit_layer(W, L->m, L->n, &lo, t->out, t->res, &t->err);
     free(W);
     free(imp);
     t->status = s;
+}
+
+void ptq_fit_projs(const bl_model *src, const bl_quant_opts *o, int l, ptq_calib *cal,
+                   const float *const *H, float *const *out_imp, const int64_t *mids,
+                   const qd_ctx *dq, bl_linear *q, ptq_fit_out *res, int n_threads) {
+    /* The seven projections of a layer are independent fits: they run side by side, one per
+     * thread, each with single-threaded BLAS/LAPACK (OpenBLAS's process-wide thread count is
+     * never changed) and each seeded by its position, so the result does not depend on the
+     * thread count. */
+    fit_task tasks[BL_PROJ_COUNT];
+    for (int p = 0; p < BL_PROJ_COUNT; p++) {
+        fit_task *t = &tasks[p];
+        memset(t, 0, sizeof *t);
+        t->src = src;
+        t->o = o;
+        t->cal = cal;
+        t->H = H;
+        t->out_imp = out_imp;
+        t->mids = mids;
+        t->l = l;
+        t->p = p;
+        t->out = &q[l * BL_PROJ_COUNT + p];
+        t->res = &res[p].r;
+    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
+    for (int k = 0; k < BL_PROJ_COUNT; k++)
+        if (!dq || qd_mine(dq, l * BL_PROJ_COUNT + fit_order[k])) fit_one(&tasks[fit_order[k]]);
+    for (int p = 0; p < BL_PROJ_COUNT; p++) {
+        res[p].status = tasks[p].status;
+        res[p].err = tasks[p].err;
+    }
 }
 
 bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const char *outdir,
@@ -95,10 +149,19 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
         return bl_fail(err, BL_ERR_ARG,
                        "random factors never read the weights: calibration and gradient "
                        "statistics make no sense with them");
+    if (o->allocate && o->random_factors)
+        return bl_fail(err, BL_ERR_ARG, "bit allocation fits every matrix at several sizes: it "
+                                        "makes no sense with random factors");
+    if (o->allocate && !o->method.format->mid_from_bpw)
+        return bl_fail(err, BL_ERR_ARG, "bit allocation: %s has no size knob (only formats with "
+                                        "a middle dimension can be given more or fewer bits per "
+                                        "matrix)", o->method.format->name);
     bl_linear *q = calloc((size_t)total, sizeof *q);
     if (!q) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
     ptq_calib cal;
     float **grads = NULL;
+    double *gscale = NULL;           /* mean squared output gradient per projection */
+    int64_t *mids = NULL;            /* with allocate: every projection's middle dimension */
     bool use_calib = o->calib_ids && o->n_calib > 0 && bl_method_uses(&o->method, false, BL_QP_CALIB);
     bl_status s = BL_OK;
     for (int l = 0; l < c->n_layers && !s; l++)
@@ -119,49 +182,51 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     }
     /* 1. calibration */
     float *const *out_imp = o->out_importance;
-    if (use_calib && o->grad_importance && !out_imp) {
-        s = bl_quant_grad_importance(src, o->calib_ids, o->n_calib, o->calib_ctx, &grads, err);
-        out_imp = grads;
+    /* the gradient pass: the fits' output importance, and the allocation's sensitivities (which
+     * it needs even when the fits are asked to use input statistics only) */
+    if (use_calib && !out_imp && (o->grad_importance || o->allocate)) {
+        s = ptq_grad_importance(src, o->calib_ids, o->n_calib, o->calib_ctx, &grads, &gscale,
+                                err);
+        if (o->grad_importance) out_imp = grads;
     }
-    if (use_calib && !s) s = ptq_calib_collect(src, o, &cal, err);
+    const bool recon = o->recon.block && o->calib_ids && o->n_calib > 0 &&
+                       bl_recon_supports(&o->method);
+    if (recon && bl_dist_size() > 1 && !s)
+        s = bl_fail(err, BL_ERR_UNSUPPORTED, "block reconstruction runs in one process, not "
+                    "over %d MPI ranks (use --reconstruct none or run without mpirun)",
+                    bl_dist_size());
+    if (use_calib && (!recon || o->allocate) && !s) s = ptq_calib_collect(src, o, &cal, err);
     else if (use_calib) memset(&cal, 0, sizeof cal);
+    /* 1b. the per-matrix bit budget */
+    if (o->allocate && !s) {
+        double *sens = malloc(sizeof(double) * (size_t)total);
+        mids = malloc(sizeof(int64_t) * (size_t)total);
+        if (!sens || !mids) s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
+        for (int i = 0; i < total && !s; i++) sens[i] = gscale ? gscale[i] : 1.0;
+        if (!s) s = ptq_allocate(src, o, use_calib ? &cal : NULL, out_imp, sens, mids, err);
+        free(sens);
+    }
     /* 2. the initial fit of every layer */
     double bits = 0, weights = 0;
     const int omp_prev = bl_omp_threads_begin(o->n_threads);
     const int n_threads = bl_resolve_threads(o->n_threads);
-    bl_layer_fit_result *res = calloc(BL_PROJ_COUNT, sizeof *res); /* one per projection */
+    ptq_fit_out *res = calloc(BL_PROJ_COUNT, sizeof *res); /* one per projection */
     if (!res) s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
-    for (int l = 0; l < c->n_layers && !s; l++) {
-        if (use_calib && o->activation_aware &&
-            bl_method_uses(&o->method, false, BL_QP_ACTIVATION_AWARE) && qd_layer_mine(&dq, l))
+    int resumed = 0;
+    bool spilled = false;
+    if (recon && !s) s = ptq_reconstruct(src, o, outdir, out_imp, mids, q, &bits, &weights,
+                                          &resumed, &spilled, err);
+    for (int l = 0; l < c->n_layers && !s && !recon; l++) {
+        if (use_calib && ptq_hessian_fit(o) && qd_layer_mine(&dq, l))
             s = ptq_calib_gram(src, o, &cal, l, err);
         if (s) break;
-        /* The seven projections of a layer are independent fits: they run side by side, one per
-         * thread, each with single-threaded BLAS/LAPACK (OpenBLAS's process-wide thread count is
-         * never changed) and each seeded by its position, so the result does not depend on the
-         * thread count. Reports follow in projection order once the layer is done. */
-        fit_task tasks[BL_PROJ_COUNT];
-        for (int p = 0; p < BL_PROJ_COUNT; p++) {
-            fit_task *t = &tasks[p];
-            memset(t, 0, sizeof *t);
-            t->src = src;
-            t->o = o;
-            t->cal = use_calib ? &cal : NULL;
-            t->out_imp = out_imp;
-            t->l = l;
-            t->p = p;
-            t->out = &q[l * BL_PROJ_COUNT + p];
-            t->res = &res[p];
-        }
-#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
-        for (int k = 0; k < BL_PROJ_COUNT; k++)
-            if (qd_mine(&dq, l * BL_PROJ_COUNT + fit_order[k])) fit_one(&tasks[fit_order[k]]);
+        ptq_fit_projs(src, o, l, use_calib ? &cal : NULL, NULL, out_imp, mids, &dq, q, res,
+                      n_threads);
         for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
             if (!qd_mine(&dq, l * BL_PROJ_COUNT + p)) continue;
-            const fit_task *t = &tasks[p];
-            if (t->status) {
-                if (err) *err = t->err;
-                s = t->status;
+            if (res[p].status) {
+                if (err) *err = res[p].err;
+                s = res[p].status;
                 break;
             }
             const bl_linear *L = &src->layers[l].proj[p];
@@ -170,13 +235,13 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
             if (bl_linear_dense_bytes(L, &src_bytes, &src_n))
                 bl_tensor_set_release(&src->tensors, src_bytes, src_n);
             const double mn = (double)L->m * (double)L->n;
-            bits += t->res->bpw * mn;
+            bits += res[p].r.bpw * mn;
             weights += mn;
-            qd_done(&dq, l * BL_PROJ_COUNT + p, t->res);
+            qd_done(&dq, l * BL_PROJ_COUNT + p, &res[p].r);
             if (o->on_layer) {
                 char name[96];
                 bl_proj_name(l, p, name, sizeof name);
-                o->on_layer(o->on_layer_ctx, name, L->m, L->n, t->res);
+                o->on_layer(o->on_layer_ctx, name, L->m, L->n, &res[p].r);
             }
         }
     }
@@ -184,9 +249,14 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     free(res);
     if (use_calib) ptq_calib_free(&cal);
     bl_quant_importance_free(src, grads);
+    free(gscale);
+    free(mids);
     /* under MPI: rank 0 gathers every rank's layers; the stages and the checkpoint are its own */
     if (!s) s = qd_gather(&dq, src, o, q, &bits, &weights, err);
     const bool writes = qd_writes(&dq);
+    double kl_before = NAN, kl_after = NAN;
+    if (!s && writes && recon && o->recon.calibrate_scales)
+        s = ptq_calibrate_scales(src, o, q, &kl_before, &kl_after, err);
     /* 3. the recipe's further stages */
     for (int i = 0; i < o->n_stages && !s && writes; i++) {
         s = o->stages[i].run(o->stages[i].ctx, src, o, q, err);
@@ -222,6 +292,10 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     sum->bytes = 0;
     for (int i = 0; i < out->tensors.n; i++) sum->bytes += out->tensors.t[i].nbytes;
     sum->seconds = bl_time_s() - t0;
+    sum->kl_before = kl_before;
+    sum->kl_after = kl_after;
+    sum->blocks_resumed = resumed;
+    sum->spilled = spilled;
     bl_model_free(out);
     return BL_OK;
 }

@@ -6,7 +6,7 @@
 
 #include "bitllm/quantize.h"
 
-typedef struct {
+typedef struct qd_ctx_s {
     int *owner;                 /* per projection (l·BL_PROJ_COUNT + p): its rank; NULL alone */
     int n;                      /* projections */
     bl_layer_fit_result *res;   /* per projection fitted here: its result */

@@ -61,9 +61,10 @@ bl_status bl_qf_adam(bl_mdbf_path *paths, int P, int64_t m, int64_t n, int64_t r
     float *SA = malloc(sizeof(float) * mr * (size_t)P), *SB = malloc(sizeof(float) * rn * (size_t)P);
     float *F = malloc(sizeof(float) * mr * (size_t)P), *G = malloc(sizeof(float) * rn * (size_t)P);
     float *Y = malloc(sizeof(float) * mn), *D = mt ? malloc(sizeof(float) * mn) : Y;
+    float *mscr = mt ? malloc(sizeof(float) * (size_t)m * (size_t)mt->k) : NULL;
     float *dF = malloc(sizeof(float) * mr), *dG = malloc(sizeof(float) * rn);
     bl_status st = BL_OK;
-    if (!ts || !state || !SA || !SB || !F || !G || !Y || !D || !dF || !dG) {
+    if (!ts || !state || !SA || !SB || !F || !G || !Y || !D || !dF || !dG || (mt && !mscr)) {
         st = bl_fail(err, BL_ERR_NOMEM, "Adam refinement buffers");
         goto done;
     }
@@ -99,7 +100,7 @@ bl_status bl_qf_adam(bl_mdbf_path *paths, int P, int64_t m, int64_t n, int64_t r
         }
         double loss;
         if (mt) {
-            bl_qf_gemm(false, false, m, n, n, 1.0f, Y, n, mt->H, n, 0.0f, D, n);
+            bl_qf_metric_pow(mt, Y, m, 1.0, mscr, D);
             loss = dot(Y, D, mn);
         } else {
             loss = dot(Y, Y, mn);
@@ -150,6 +151,7 @@ done:
     free(F);
     free(G);
     if (D != Y) free(D);
+    free(mscr);
     free(Y);
     free(dF);
     free(dG);

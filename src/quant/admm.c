@@ -123,16 +123,31 @@ static bl_status solve_side(bl_qf_side *s, const float *XX, float rho0, const bl
 }
 
 /* Sylvester solve for the G side under the metric: with FnᵀFn = Q·diag(σ)·Qᵀ and
- * H = E·diag(λ_H)·Eᵀ, G = Q·[(Qᵀ·RHS·E) ⊘ (σ_i λ_H,j + λ + ρ)]·Eᵀ. RHS in tmp, result in B. */
+ * H = E·diag(λ_H)·Eᵀ, G = Q·[(Qᵀ·RHS·E) ⊘ (σ_i λ_H,j + λ + ρ)]·Eᵀ. With the low-rank form
+ * H = E·diag(λ_H)·Eᵀ + c·(I − E·Eᵀ) (E n×k) the complement of span(E) gets the divisor
+ * σ_i·c + λ + ρ: with B = Qᵀ·RHS and P = B·E,
+ *   G = Q·[B ⊘ (σ_i c + s) + (P ⊘ (σ_i λ_j + s) − P ⊘ (σ_i c + s))·Eᵀ].
+ * RHS in tmp, result in B; P is r×k scratch. */
 static void sylvester_solve(bl_qf_side *s, const bl_qf_metric *mt, const float *Q,
-                            const float *sig, float shift) {
-    int64_t r = s->r, n = s->c;
+                            const float *sig, float shift, float *P) {
+    int64_t r = s->r, n = s->c, k = mt->k;
     bl_qf_gemm(true, false, r, n, r, 1.0f, Q, r, s->tmp, n, 0.0f, s->B, n);
-    bl_qf_gemm(false, false, r, n, n, 1.0f, s->B, n, mt->E, n, 0.0f, s->tmp, n);
-    for (int64_t i = 0; i < r; i++)
-        for (int64_t j = 0; j < n; j++)
-            s->tmp[i * n + j] /= sig[i] * mt->lam[j] + shift;
-    bl_qf_gemm(false, true, r, n, n, 1.0f, s->tmp, n, mt->E, n, 0.0f, s->B, n);
+    if (k == n) {
+        bl_qf_gemm(false, false, r, n, n, 1.0f, s->B, n, mt->E, n, 0.0f, s->tmp, n);
+        for (int64_t i = 0; i < r; i++)
+            for (int64_t j = 0; j < n; j++)
+                s->tmp[i * n + j] /= sig[i] * mt->lam[j] + shift;
+        bl_qf_gemm(false, true, r, n, n, 1.0f, s->tmp, n, mt->E, n, 0.0f, s->B, n);
+    } else {
+        bl_qf_gemm(false, false, r, k, n, 1.0f, s->B, n, mt->E, k, 0.0f, P, k);
+        for (int64_t i = 0; i < r; i++) {
+            const float dc = sig[i] * mt->c + shift;
+            for (int64_t j = 0; j < k; j++)
+                P[i * k + j] = P[i * k + j] / (sig[i] * mt->lam[j] + shift) - P[i * k + j] / dc;
+            for (int64_t j = 0; j < n; j++) s->B[i * n + j] /= dc;
+        }
+        bl_qf_gemm(false, true, r, n, k, 1.0f, P, k, mt->E, k, 1.0f, s->B, n);
+    }
     bl_qf_gemm(false, false, r, n, r, 1.0f, Q, r, s->B, n, 0.0f, s->tmp, n);
     float *t = s->B; /* the result lives in tmp: swap the two scratch buffers */
     s->B = s->tmp;
@@ -143,27 +158,30 @@ static bl_status solve_side_metric(bl_qf_side *s, const bl_qf_metric *mt, float 
                                    const bl_qf_admm_opts *ao, float *sig, bl_err *err) {
     const int64_t r = s->r, n = s->c;
     const double rr = (double)r, rn = (double)r * (double)n;
-    const double solve_flops = 2.0 * (2.0 * rr * rn + 2.0 * rn * (double)n);
-    double lmean = 0.0;
-    for (int64_t j = 0; j < mt->n; j++) lmean += mt->lam[j];
-    lmean /= (double)mt->n;
-    float lam = ao->reg * mean_diag(XX, r) * (float)lmean;
+    const double solve_flops = 2.0 * (2.0 * rr * rn + 2.0 * rn * (double)mt->k);
+    float lam = ao->reg * mean_diag(XX, r) * (float)bl_qf_metric_mean(mt);
+    float *P = malloc(sizeof(float) * (size_t)(r * mt->k)); /* the low-rank solve's scratch */
+    if (!P) return bl_fail(err, BL_ERR_NOMEM, "Sylvester solve (r=%lld)", (long long)r);
     phase_clock ck = clock_start(ao->trace);
     bl_status st = bl_qf_sym_eig(XX, r, sig, err); /* XX becomes Q */
     clock_stop(&ck, BL_FIT_PHASE_FACTOR, 9.0 * rr * rr * rr);
-    if (st != BL_OK) return st;
+    if (st != BL_OK) {
+        free(P);
+        return st;
+    }
     for (int64_t i = 0; i < r; i++) sig[i] = sig[i] > 0.0f ? sig[i] : 0.0f;
     form_rhs(s, rho0, s->tmp);
-    sylvester_solve(s, mt, XX, sig, lam + rho0);
+    sylvester_solve(s, mt, XX, sig, lam + rho0, P);
     clock_stop(&ck, BL_FIT_PHASE_SOLVE, solve_flops);
-    for (int t = 1; t < ao->inner; t++) {
-        if ((st = project_step(s, ao->proj_iters, ao->trace, err)) != BL_OK) return st;
+    for (int t = 1; t < ao->inner && st == BL_OK; t++) {
+        if ((st = project_step(s, ao->proj_iters, ao->trace, err)) != BL_OK) break;
         ck = clock_start(ao->trace);
         form_rhs(s, 1.0f, s->tmp);
-        sylvester_solve(s, mt, XX, sig, lam + 1.0f);
+        sylvester_solve(s, mt, XX, sig, lam + 1.0f, P);
         clock_stop(&ck, BL_FIT_PHASE_SOLVE, solve_flops);
     }
-    return project_step(s, ao->proj_iters, ao->trace, err);
+    free(P);
+    return st != BL_OK ? st : project_step(s, ao->proj_iters, ao->trace, err);
 }
 
 static double rho_at(const bl_qf_admm_opts *ao, int it) {
@@ -190,14 +208,14 @@ static void f_step_gram(bl_qf_path *p, const bl_qf_metric *mt, float *XX, float 
     phase_clock ck = clock_start(tr);
     double flops = (double)r * (double)r * (double)n;
     if (mt) {
-        bl_qf_gemm(false, false, r, n, n, 1.0f, g->Z, n, mt->Hhalf, n, 0.0f, g->tmp, n);
+        bl_qf_metric_pow(mt, g->Z, r, 0.5, g->B /* r×k scratch */, g->tmp);
         normalize_rows(g->tmp, r, n, nrm, g->tmp);
         for (int64_t k = 0; k < r; k++) {
             float inv = 1.0f / (nrm[k] + 1e-12f);
             for (int64_t j = 0; j < n; j++) g->B[k * n + j] = g->Z[k * n + j] * inv;
         }
         bl_qf_gram_rows(g->tmp, r, n, XX);
-        flops += 2.0 * (double)r * (double)n * (double)n;
+        flops += 2.0 * (double)r * (double)n * (double)(mt->k == n ? n : 2 * mt->k);
     } else {
         normalize_rows(g->Z, r, n, nrm, g->B);
         bl_qf_gram_rows(g->B, r, n, XX);
@@ -228,11 +246,14 @@ bl_status bl_qf_admm(bl_qf_path *p, const float *T, const bl_qf_metric *mt,
     const float *Trhs = T; /* right-hand-side target: T, or T·H under the metric */
     if (mt) {
         TH = malloc(sizeof(float) * mn);
-        if (!TH) {
+        float *scratch = malloc(sizeof(float) * (size_t)m * (size_t)mt->k);
+        if (!TH || !scratch) {
+            free(scratch);
             st = bl_fail(err, BL_ERR_NOMEM, "ADMM (T·H)");
             goto done;
         }
-        bl_qf_gemm(false, false, m, n, n, 1.0f, T, n, mt->H, n, 0.0f, TH, n);
+        bl_qf_metric_pow(mt, T, m, 1.0, scratch, TH);
+        free(scratch);
         Trhs = TH;
     }
     const double T2 = dot(T, Trhs, mn);

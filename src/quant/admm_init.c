@@ -1,5 +1,5 @@
-/* Paths of the alternating ADMM (admm.c): allocation, the closed-form start (ALGORITHMS.md §5),
- * the reference's random start, and the activation metric.
+/* Paths of the alternating ADMM (admm.c): allocation, the closed-form start (ALGORITHMS.md §5)
+ * and the reference's random start (the activation metric is metric.c).
  *
  * Scale convention. A path's value is Fn·G (F with unit columns, as the G-step sees it) and also
  * F·Gn (G with unit rows, as the F-step sees it). Both hold when every component k has
@@ -56,15 +56,6 @@ bl_status bl_qf_path_alloc(bl_qf_path *p, int64_t m, int64_t n, int64_t r, int l
 void bl_qf_path_free(bl_qf_path *p) {
     side_free(&p->f);
     side_free(&p->g);
-}
-
-void bl_qf_metric_apply(const bl_qf_metric *mt, const float *X, int64_t r, const float *d,
-                        float *tmp, float *out) {
-    int64_t n = mt->n;
-    bl_qf_gemm(false, false, r, n, n, 1.0f, X, n, mt->E, n, 0.0f, tmp, n);
-    for (int64_t i = 0; i < r; i++)
-        for (int64_t j = 0; j < n; j++) tmp[i * n + j] *= d[j];
-    bl_qf_gemm(false, true, r, n, n, 1.0f, tmp, n, mt->E, n, 0.0f, out, n);
 }
 
 /* Component norms equalized as described at the top: row k of both Z's (and of the envelope
@@ -134,8 +125,17 @@ bl_status bl_qf_path_init_svd(bl_qf_path *p, const float *T, const bl_qf_metric 
             st = bl_fail(err, BL_ERR_NOMEM, "MDBF init (%lldx%lld copy)", (long long)m, (long long)n);
             goto done;
         }
-        if (mt) bl_qf_gemm(false, false, m, n, n, 1.0f, T, n, mt->Hhalf, n, 0.0f, A, n);
-        else memcpy(A, T, sizeof(float) * mn);
+        if (mt) {
+            float *scratch = malloc(sizeof(float) * (size_t)m * (size_t)mt->k);
+            if (!scratch) {
+                st = bl_fail(err, BL_ERR_NOMEM, "MDBF init (metric)");
+                goto done;
+            }
+            bl_qf_metric_pow(mt, T, m, 0.5, scratch, A);
+            free(scratch);
+        } else {
+            memcpy(A, T, sizeof(float) * mn);
+        }
         R = A;
     }
     for (int64_t k0 = 0; k0 < r; k0 += s) {
@@ -147,15 +147,8 @@ bl_status bl_qf_path_init_svd(bl_qf_path *p, const float *T, const bl_qf_metric 
         if (k0 + b < r && (st = subtract_block(p, k0, b, R, err)) != BL_OK) goto done;
     }
     if (mt) { /* G = RT·H^-½ */
-        float *d = malloc(sizeof(float) * (size_t)n);
-        if (!d) {
-            st = bl_fail(err, BL_ERR_NOMEM, "MDBF init (metric)");
-            goto done;
-        }
-        for (int64_t j = 0; j < n; j++) d[j] = 1.0f / sqrtf(mt->lam[j]);
         memcpy(p->g.XY, p->g.tmp, sizeof(float) * (size_t)(r * n));
-        bl_qf_metric_apply(mt, p->g.XY, r, d, p->g.B, p->g.tmp);
-        free(d);
+        bl_qf_metric_pow(mt, p->g.XY, r, -0.5, p->g.B, p->g.tmp);
     }
     p->f.env.warm = p->g.env.warm = false;
     if ((st = bl_qf_project(p->f.tmp, &p->f.env, init_iters, p->f.Z, err)) != BL_OK) goto done;
@@ -180,65 +173,4 @@ void bl_qf_path_init_random(bl_qf_path *p, uint64_t seed, double t_rms) {
     memset(p->f.U, 0, sizeof(float) * nf);
     memset(p->g.U, 0, sizeof(float) * ng);
     p->f.env.warm = p->g.env.warm = false;
-}
-
-bl_status bl_qf_metric_init(bl_qf_metric *mt, const float *H, int64_t n, const float *si,
-                            bl_err *err) {
-    memset(mt, 0, sizeof *mt);
-    mt->n = n;
-    size_t nn = (size_t)n * (size_t)n;
-    mt->E = malloc(sizeof(float) * nn);
-    mt->lam = malloc(sizeof(float) * (size_t)n);
-    mt->Hhalf = malloc(sizeof(float) * nn);
-    mt->H = malloc(sizeof(float) * nn);
-    float *tmp = malloc(sizeof(float) * nn);
-    bl_status st = BL_OK;
-    if (!mt->E || !mt->lam || !mt->Hhalf || !mt->H || !tmp) {
-        st = bl_fail(err, BL_ERR_NOMEM, "activation metric (n=%lld)", (long long)n);
-        goto done;
-    }
-    for (size_t i = 0; i < nn; i++)
-        if (!isfinite(H[i])) {
-            st = bl_fail(err, BL_ERR_ARG, "H contains a non-finite value");
-            goto done;
-        }
-    /* symmetrize, divide by the diagonal scaling, normalize to unit mean diagonal (so ρ and the
-     * ridge keep their meaning) */
-    double md = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = si ? (double)si[i] * si[i] : 1.0;
-        md += H[i * n + i] / d;
-    }
-    md /= (double)n;
-    if (!(md > 0.0)) {
-        st = bl_fail(err, BL_ERR_ARG, "H has a non-positive mean diagonal");
-        goto done;
-    }
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < n; j++) {
-            double d = si ? (double)si[i] * si[j] : 1.0;
-            mt->E[i * n + j] = (float)(0.5 * ((double)H[i * n + j] + H[j * n + i]) / (d * md));
-        }
-    if ((st = bl_qf_sym_eig(mt->E, n, mt->lam, err)) != BL_OK) goto done;
-    /* clamp negative eigenvalues (H is PSD up to rounding) and add a small ridge so H^-½ exists */
-    for (int64_t j = 0; j < n; j++) mt->lam[j] = (mt->lam[j] > 0.0f ? mt->lam[j] : 0.0f) + 1e-4f;
-    /* H^½ = E·diag(√λ)·Eᵀ and H = E·diag(λ)·Eᵀ */
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < n; j++) tmp[i * n + j] = mt->E[i * n + j] * sqrtf(mt->lam[j]);
-    bl_qf_gemm(false, true, n, n, n, 1.0f, tmp, n, mt->E, n, 0.0f, mt->Hhalf, n);
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < n; j++) tmp[i * n + j] = mt->E[i * n + j] * mt->lam[j];
-    bl_qf_gemm(false, true, n, n, n, 1.0f, tmp, n, mt->E, n, 0.0f, mt->H, n);
-done:
-    free(tmp);
-    if (st != BL_OK) bl_qf_metric_free(mt);
-    return st;
-}
-
-void bl_qf_metric_free(bl_qf_metric *mt) {
-    free(mt->E);
-    free(mt->lam);
-    free(mt->Hhalf);
-    free(mt->H);
-    memset(mt, 0, sizeof *mt);
 }

@@ -76,7 +76,8 @@ static void progress(const bl_fit_opts *o, double f) {
 }
 
 /* Steps 1–4 of the pipeline; returns P paths in W's scale (importance divided out), unbalanced
- * and unrounded. `extras` enables the MDBF-only options (activation metric, Adam). */
+ * and unrounded. `extras` enables the MDBF-only option (Adam); the activation metric H applies to
+ * both, so DBF stays MDBF(l = 1, P = 1) under H too. */
 static bl_status fit_paths(const float *W, int64_t m, int64_t n, int64_t r, int l, int P,
                            const bl_fit_opts *o, bool extras, bl_mdbf_path **out, bl_err *err) {
     *out = NULL;
@@ -93,7 +94,7 @@ static bl_status fit_paths(const float *W, int64_t m, int64_t n, int64_t r, int 
         goto done;
     }
     if ((st = bl_qf_sqrt_importance(o->out_importance, m, &so, err)) != BL_OK) goto done;
-    if (extras && o->H) {
+    if (o->H) {
         /* H's diagonal is the input importance (mean x²); it replaces in_importance and is
          * scaled out of the metric, which keeps only the correlations */
         float *dg = malloc(sizeof(float) * (size_t)n);
@@ -105,7 +106,10 @@ static bl_status fit_paths(const float *W, int64_t m, int64_t n, int64_t r, int 
         st = bl_qf_sqrt_importance(dg, n, &si, err);
         free(dg);
         if (st != BL_OK) goto done;
-        if ((st = bl_qf_metric_init(&mt_store, o->H, n, si, err)) != BL_OK) goto done;
+        const int64_t rank = o->H_rank > 0 ? o->H_rank : n > BL_FIT_H_FULL_MAX ? BL_FIT_H_RANK : n;
+        if ((st = bl_qf_metric_init(&mt_store, o->H, n, si, rank, o->seed ^ 0x5bd1e995u, err)) !=
+            BL_OK)
+            goto done;
         mt = &mt_store;
     } else if ((st = bl_qf_sqrt_importance(o->in_importance, n, &si, err)) != BL_OK) {
         goto done;
@@ -315,7 +319,7 @@ bl_status bl_fit_mdbf(const float *W, int64_t m, int64_t n, int64_t r, int l, in
         bl_fit_opts_default(&def);
         o = &def;
     }
-    if (o->iters < 0 || o->inner < 0 || o->adam_steps < 0)
+    if (o->iters < 0 || o->inner < 0 || o->adam_steps < 0 || o->H_rank < 0)
         return bl_fail(err, BL_ERR_ARG, "bl_fit_mdbf: negative iteration count");
     bl_mdbf_path *ps;
     if ((st = fit_paths(W, m, n, r, l, P, o, true, &ps, err)) != BL_OK) return st;
@@ -347,8 +351,8 @@ bl_status bl_fit_dbf(const float *W, int64_t m, int64_t n, int64_t k, const bl_f
         bl_fit_opts_default(&def);
         o = &def;
     }
-    if (o->iters < 0 || o->inner < 0)
-        return bl_fail(err, BL_ERR_ARG, "bl_fit_dbf: negative iteration count");
+    if (o->iters < 0 || o->inner < 0 || o->H_rank < 0)
+        return bl_fail(err, BL_ERR_ARG, "bl_fit_dbf: negative iteration count or H rank");
     bl_mdbf_path *ps;
     if ((st = fit_paths(W, m, n, k, 1, 1, o, false, &ps, err)) != BL_OK) return st;
     bl_mdbf_path *p = &ps[0];

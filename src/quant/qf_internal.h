@@ -104,26 +104,33 @@ typedef struct {
     bl_qf_env env;
 } bl_qf_side;
 
-/* Activation-aware metric: objective ‖(T − F·G)·H^½‖²_F with H = E·diag(lam)·Eᵀ (n×n, normalized
- * to unit mean diagonal). NULL metric = plain Frobenius. The caller takes H's diagonal out first
- * (T = W·diag(√diag H), metric = the correlation part), so the ADMM penalty and the projection act
+/* ---- metric.c: the activation metric ---- */
+
+/* Activation-aware metric: objective ‖(T − F·G)·H^½‖²_F with H the correlation part of the
+ * inputs' covariance (normalized to unit mean diagonal). NULL metric = plain Frobenius. The caller
+ * takes H's diagonal out first (T = W·diag(√diag H)), so the ADMM penalty and the projection act
  * in the importance-scaled space exactly as in the diagonal case; only the correlations are left to
- * the metric. */
+ * the metric. Full (k = n): H = E·diag(lam)·Eᵀ. Low rank (k < n): H ≈ E·diag(lam)·Eᵀ +
+ * c·(I − E·Eᵀ) with E the top-k eigenvectors. */
 typedef struct {
-    int64_t n;
-    float *E;      /* n×n eigenvectors (columns) */
-    float *lam;    /* n eigenvalues, clamped ≥ floor */
-    float *Hhalf;  /* n×n  H^½ */
-    float *H;      /* n×n  H (regularized, normalized) */
+    int64_t n, k;
+    float *E;      /* n×k eigenvectors (columns; row i = component i) */
+    float *lam;    /* k eigenvalues, clamped ≥ floor */
+    float c;       /* k < n: the eigenvalue of the complement of span(E) */
+    float *Hhalf;  /* k = n: n×n H^½ */
+    float *H;      /* k = n: n×n H (regularized, normalized) */
 } bl_qf_metric;
 
-/* Metric from D^-½·H·D^-½ with D = diag(si²) (si NULL = identity), normalized. */
+/* Metric from D^-½·H·D^-½ with D = diag(si²) (si NULL = identity), normalized; rank k < n gives
+ * the diagonal-plus-low-rank form (seed: its subspace iteration's start), otherwise full. */
 bl_status bl_qf_metric_init(bl_qf_metric *mt, const float *H, int64_t n, const float *si,
-                            bl_err *err);
+                            int64_t rank, uint64_t seed, bl_err *err);
 void bl_qf_metric_free(bl_qf_metric *mt);
-/* out = X·E·diag(d)·Eᵀ for X r×n (tmp: r×n scratch): X·H^p for d = λ^p. */
-void bl_qf_metric_apply(const bl_qf_metric *mt, const float *X, int64_t r, const float *d,
-                        float *tmp, float *out);
+/* out = X·H^p for X r×n, p ∈ {1, ½, −½} (tmp: r×k scratch). */
+void bl_qf_metric_pow(const bl_qf_metric *mt, const float *X, int64_t r, double p, float *tmp,
+                      float *out);
+/* The mean eigenvalue of H (≈ 1 after the normalization, plus the floor). */
+double bl_qf_metric_mean(const bl_qf_metric *mt);
 
 /* One path W ≈ F·G: F = Zᵀ of side f (m×r), G = Z of side g (r×n). The path's value is
  * Fn·G with Fn = F with unit columns (the normalization the ADMM's G-step uses); every function
@@ -188,6 +195,15 @@ bl_status bl_qf_path_product(bl_qf_path *p, float alpha, float beta, float *Y, b
 bl_status bl_qf_adam(bl_mdbf_path *paths, int P, int64_t m, int64_t n, int64_t r, int l,
                      const float *T, const bl_qf_metric *mt, int steps, float lr,
                      bl_progress_fn progress, void *ctx, double base, double span, bl_err *err);
+
+/* ---- onebit_h.c: OneBit under an activation metric ---- */
+
+/* Refines a OneBit fit (sign: m×n packed, h: m, g: n, in W's scale, e.g. the SVID start) to
+ * minimize tr(diag(o)·(W − Ŵ)·H·(W − Ŵ)ᵀ), Ŵ = diag(h)·S·diag(g), for H n×n symmetric PSD and
+ * o the m output weights (NULL = ones), by exact h and g steps and a GPTQ sign sweep. The result
+ * is never worse than the start. */
+bl_status bl_qf_onebit_hessian(const float *W, int64_t m, int64_t n, const float *H,
+                               const float *o, uint8_t *sign, float *h, float *g, bl_err *err);
 
 /* ---- common.c ---- */
 

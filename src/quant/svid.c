@@ -147,9 +147,23 @@ bl_status bl_fit_onebit(const float *W, int64_t m, int64_t n, const bl_fit_opts 
         bl_fit_opts_default(&def);
         o = &def;
     }
-    float *so = NULL, *si = NULL, *T = NULL;
+    float *so = NULL, *si = NULL, *T = NULL, *dg = NULL;
+    const float *in_imp = o->in_importance;
+    if (o->H) { /* the start uses H's diagonal (mean x²) as the input importance */
+        if (!(dg = malloc(sizeof(float) * (size_t)n)))
+            return bl_fail(err, BL_ERR_NOMEM, "bl_fit_onebit: H diagonal");
+        for (int64_t j = 0; j < n; j++) {
+            const float d = o->H[j * n + j];
+            if (!isfinite(d)) {
+                free(dg);
+                return bl_fail(err, BL_ERR_ARG, "bl_fit_onebit: H contains a non-finite value");
+            }
+            dg[j] = d > 0.0f ? d : 0.0f;
+        }
+        in_imp = dg;
+    }
     bl_status st = bl_qf_sqrt_importance(o->out_importance, m, &so, err);
-    if (st == BL_OK) st = bl_qf_sqrt_importance(o->in_importance, n, &si, err);
+    if (st == BL_OK) st = bl_qf_sqrt_importance(in_imp, n, &si, err);
     if (st != BL_OK) goto fail;
     out->m = m;
     out->n = n;
@@ -175,6 +189,11 @@ bl_status bl_fit_onebit(const float *W, int64_t m, int64_t n, const bl_fit_opts 
         for (int64_t i = 0; i < m; i++) out->h[i] /= so[i];
     if (si)
         for (int64_t j = 0; j < n; j++) out->g[j] /= si[j];
+    /* under an activation metric: refine signs and scales for the output error (onebit_h.c) */
+    if (o->H &&
+        (st = bl_qf_onebit_hessian(W, m, n, o->H, o->out_importance, out->sign, out->h, out->g,
+                                   err)) != BL_OK)
+        goto fail;
     /* equal RMS on both sides keeps either vector far from the FP16 range limits */
     double rh = bl_qf_rms(out->h, m, 1), rg = bl_qf_rms(out->g, n, 1);
     if (rh > 0.0 && rg > 0.0) {
@@ -189,11 +208,13 @@ bl_status bl_fit_onebit(const float *W, int64_t m, int64_t n, const bl_fit_opts 
     free(so);
     free(si);
     free(T);
+    free(dg);
     return BL_OK;
 fail:
     free(so);
     free(si);
     free(T);
+    free(dg);
     free(out->sign);
     free(out->h);
     free(out->g);
