@@ -126,12 +126,12 @@ int cmd_fit(int argc, char **argv) {
          "that read it and the reported weighted error",
          CLI_ANY},
         {"hessian", 0, OPT_STR, &hess, "FILE.npy",
-         "input covariance H = XᵀX/N (n×n): onebit/dbf/mdbf fit for the output error "
+         "input covariance H = XᵀX/N (n×n): the binary fits minimize the output error "
          "tr(E·H·Eᵀ), and the weighted error reported is that one (H's diagonal stands for "
          "--importance, which it excludes)", CLI_ANY},
         {"hessian-rank", 0, OPT_INT, &h_rank, "K",
-         "dbf/mdbf: H's correlations as diagonal plus rank K (default: full up to "
-         "4096 inputs, rank 256 beyond)", CLI_RANGE(1, 1 << 20), .needs = "hessian",
+         "H's correlations as diagonal plus rank K (default: full up to 4096 inputs, rank "
+         "256 beyond)", CLI_RANGE(1, 1 << 20), .needs = "hessian",
          USES(BL_QP_ITERS)},
         {"out-importance", 0, OPT_STR, &imp_out, "FILE.npy", "per-output-row importance (m "
                                                              "values)", CLI_ANY},

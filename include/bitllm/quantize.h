@@ -119,7 +119,7 @@ typedef struct {
     int epochs;              /* passes over the calibration sequences per block (default 2) */
     int batch;               /* sequences per optimizer step (default 4) */
     double lr;               /* Adam learning rate, cosine to 0 (default 1e-3) */
-    /* dbf/mdbf: at most this fraction of each sign matrix flips per step (default 3e-4) */
+    /* factored formats: at most this fraction of each sign matrix flips per step (3e-4) */
     double flip_frac;
     /* Bytes of calibration activations kept in RAM (0 = no limit); beyond, they are written to
      * files in state_dir (or the output directory) and streamed back. */
@@ -166,7 +166,7 @@ typedef struct {
     bool grad_importance;
     /* Or given: n_layers·BL_PROJ_COUNT arrays of each projection's m values (then no pass). */
     float *const *out_importance;
-    /* Per-matrix bit budget (formats with a middle dimension: dbf, mdbf): every projection's
+    /* Per-matrix bit budget (formats with a middle dimension): every projection's
      * middle dimension is chosen, from its error-vs-bits curve (short fits at a few sizes) and
      * its output sensitivity, to minimize the summed weighted error under the total stored bits
      * of the uniform run at this bpw (src/ptq/allocate.c); on_alloc receives the table, progress
@@ -202,7 +202,7 @@ typedef struct {
 } bl_quant_opts;
 
 void bl_quant_opts_default(bl_quant_opts *o);
-/* Whether block-wise reconstruction can train layers of this method (onebit, dbf, mdbf). */
+/* Whether block-wise reconstruction can train layers of this method (the nn formats). */
 bool bl_recon_supports(const bl_method *m);
 
 /* A recipe is calibration → per-layer initial fits → optional stages → the checkpoint. A stage

@@ -46,7 +46,7 @@ static uint64_t bits_at(const bl_format_ops *f, const bl_method *me, int64_t m, 
                         int64_t mid) {
     bl_format_params p = me->params;
     p.mid = mid;
-    return f->stored_bits(m, n, &p);
+    return bl_format_stored_bits(f, m, n, &p);
 }
 
 /* Keeps the points of the lower convex hull of (bits, err) with err strictly decreasing. */

@@ -1,6 +1,6 @@
 /* Global scale calibration (docs/reconstruct.md): with every sign of every quantized layer frozen,
- * only their FP16 vectors (onebit g, h; dbf a, μ, b; mdbf envelopes) are tuned with Adam (cosine
- * learning rate) to minimise KL(FP ‖ quantized) of the next-token distributions over the
+ * only their FP16 vectors (scales and envelopes: NN_R_SCALE, NN_R_ENVELOPE) are tuned with Adam
+ * (cosine learning rate) to minimise KL(FP ‖ quantized) of the next-token distributions over the
  * calibration sequences. The teacher's distributions are recomputed for every batch (memory stays
  * at one batch of logits). Kept only when it lowers the KL. */
 #include "ptq/recon_internal.h"

@@ -32,7 +32,7 @@ bl_status rc_block_model(const bl_model *src, int l, const bl_linear *proj, bool
     bo.post_ln = -1; /* as fitted */
     bo.train_norms = false;
     bo.train_quant = student;
-    bo.flip = student; /* dbf/mdbf: latent scores of their sign matrices */
+    bo.flip = student; /* factored formats: latent scores of their sign matrices */
     bl_model v = *src;
     bl_layer ly = src->layers[l];
     if (proj)
@@ -161,7 +161,7 @@ static bl_status train_block(rc_ctx *r, int b, nn_model *S, float *P, rc_store *
             nn_layer_backward_f32(S, P, G, A, 0);
             tr_adamw(S, P, G, m, v, step + 1, tr_lr(&d, step), 1.0f, &d);
             s = nn_model_sync_signs_f32(S, P, err); /* onebit: sign(latent) */
-            /* dbf/mdbf: the signs whose latent score crossed zero, at most flip_frac of each
+            /* factored formats: the signs whose latent score crossed zero, at most flip_frac of each
              * matrix per step, largest scores first (a sign of a factor moves a whole row or
              * column of the product: flipping all crossed ones at once undoes the training) */
             int64_t flips = 0;
