@@ -43,8 +43,14 @@ if [ -e "$TEXT" ]; then head -c 100000 "$TEXT" > "$EVAL"; else
 echo "== 1. the model"
 "$BIN" info "$MODEL" "${TOK[@]}" | head -5
 echo
+# Calibration sequences sampled from the model itself, block-wise reconstruction, then the scale
+# vectors tuned on the FP model's output distribution (docs/reconstruct.md); BITLLM_DEMO_PTQ=none
+# shows the plain layer-wise fit instead.
+RECIPE=(--calib-generate 64 --recon-epochs 4 --calibrate-scales)
+[ "${BITLLM_DEMO_PTQ:-block}" = none ] && RECIPE=()
 echo "== 2. quantize every q,k,v,o,gate,up,down projection with $METHOD (bpw matched to OneBit's)"
-"$BIN" quantize "$MODEL" "${TOK[@]}" -m "$METHOD" -o "$OUT" --json > out/quantize.json
+echo "      ${RECIPE[*]:-(layer-wise fit, no calibration)}"
+"$BIN" quantize "$MODEL" "${TOK[@]}" -m "$METHOD" -o "$OUT" "${RECIPE[@]}" --json > out/quantize.json
 echo
 echo "== 3. perplexity on $(basename "$EVAL") and a greedy sample from each"
 "$BIN" ppl "$MODEL" "${TOK[@]}" -f "$EVAL" --ctx 512 --json > out/ppl-fp.json
