@@ -100,7 +100,7 @@ static void fit_one(fit_task *t) {
         const float *H = t->H[ptq_proj_input(t->p)];
         for (int64_t j = 0; j < L->n; j++) imp[j] = H[j * L->n + j] + 1e-8f;
         lo.fit.in_importance = imp;
-        if (o->activation_aware) lo.fit.H = H; /* --fit-metric diag: its diagonal only */
+        if (ptq_hessian_fit(o)) lo.fit.H = H; /* --fit-metric diag: its diagonal only */
     }
     if (t->mids) lo.method.params.mid = t->mids[t->l * BL_PROJ_COUNT + t->p];
     if (!s) s = bl_fit_layer(W, L->m, L->n, &lo, t->out, t->res, &t->err);
