@@ -102,20 +102,27 @@ rank_pid() {
 }
 # wait_for COND SECONDS
 wait_for() { local i; for ((i = 0; i < $2 * 10; i++)); do eval "$1" && return 0; sleep 0.1; done; return 1; }
+# kill_rank1 DIR FILE ARGS...: runs `mpi ARGS` (writing DIR, stderr into DIR.err) in the
+# background, kills its rank 1 with SIGKILL once FILE exists and waits for the job; sets victim,
+# first (rank 0's pid), rc and took (seconds from the kill to the end of the job).
+kill_rank1() {
+  local dir=$1 file=$2 job t0; shift 2
+  mpi "$@" >/dev/null 2>"$dir.err" &
+  job=$!
+  wait_for '[ -e "$file" ]' 60
+  victim=$(rank_pid "$dir" 1)
+  first=$(rank_pid "$dir" 0)
+  t0=$(date +%s)
+  [ -n "$victim" ] && kill -9 "$victim"
+  wait $job; rc=$?
+  took=$(($(date +%s) - t0))
+}
 
 steps=200; [ "$quick" = 1 ] && steps=40
 long="--data $tmp/gen.tok --seq 32 --batch 2 --steps $steps --accum 2 --save-every 5"
-mpi "$BIN" distill "$S" "$tmp/ob" -o "$tmp/k" $long >/dev/null 2>"$tmp/k.err" &
-job=$!
-wait_for '[ -e "$tmp/k/checkpoint/state.safetensors" ]' 60
-victim=$(rank_pid "$tmp/k" 1)
-first=$(rank_pid "$tmp/k" 0)
-t0=$(date +%s)
-[ -n "$victim" ] && kill -9 "$victim"
-wait $job; rc=$?
-t1=$(date +%s)
-check "killed rank: the job ends (rc $rc, $((t1 - t0)) s after the kill) with a non-zero exit" \
-  '[ -n "$victim" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $((t1 - t0)) -lt 30 ]'
+kill_rank1 "$tmp/k" "$tmp/k/checkpoint/state.safetensors" "$BIN" distill "$S" "$tmp/ob" -o "$tmp/k" $long
+check "killed rank: the job ends (rc $rc, $took s after the kill) with a non-zero exit" \
+  '[ -n "$victim" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $took -lt 30 ]'
 check "killed rank: the error names rank 1" 'grep -q "rank 1" "$tmp/k.err"'
 # mpirun may return while rank 0 is still being taken down
 check "killed rank: no bitllm process is left" \
@@ -211,17 +218,10 @@ check "reconstruction: a step smaller than the rank count is refused (rc $rc)" \
 ep=40; [ "$quick" = 1 ] && ep=16
 K="--calib-generate 16 --calib-seq 64 --recon-batch 4 --seed 4 --recon-epochs $ep"
 mpi "$BIN" quantize "$S" -m onebit -o "$tmp/rfull" $K --json >"$tmp/rfull.json" 2>/dev/null
-mpi "$BIN" quantize "$S" -m onebit -o "$tmp/rk" $K >/dev/null 2>"$tmp/rk.err" &
-job=$!
-wait_for '[ -e "$tmp/rk/checkpoint/recon.progress.safetensors" ]' 60
-victim=$(rank_pid "$tmp/rk" 1)
-first=$(rank_pid "$tmp/rk" 0)
-t0=$(date +%s)
-[ -n "$victim" ] && kill -9 "$victim"
-wait $job; rc=$?
-t1=$(date +%s)
-check "reconstruction, killed rank: the job ends (rc $rc, $((t1 - t0)) s) naming rank 1, no model" \
-  '[ -n "$victim" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $((t1 - t0)) -lt 30 ] &&
+kill_rank1 "$tmp/rk" "$tmp/rk/checkpoint/recon.progress.safetensors" "$BIN" quantize "$S" -m onebit \
+  -o "$tmp/rk" $K
+check "reconstruction, killed rank: the job ends (rc $rc, $took s) naming rank 1, no model" \
+  '[ -n "$victim" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $took -lt 30 ] &&
    grep -q "rank 1" "$tmp/rk.err" && [ ! -e "$tmp/rk/model.safetensors" ]'
 # mpirun may return while rank 0 is still being taken down (its output lock is live till then)
 wait_for "! kill -0 $first 2>/dev/null" 20
