@@ -20,6 +20,7 @@
 
 #include "bitllm/dist.h"
 #include "core/parallel.h"
+#include "ptq/quantize_dist.h"
 #include "train/train_internal.h"
 
 #include <cblas.h>
@@ -236,18 +237,38 @@ static bl_status do_block(rc_ctx *r, int b, float *const *out_imp, bl_linear *q,
     const double ntok = (double)r->n_seq * r->T;
     for (int i = 0; i < PTQ_IN_COUNT && !s; i++)
         for (int64_t k = 0; k < r->width[i] * r->width[i]; k++) r->H[i][k] /= (float)ntok;
-    /* initial fits with the current inputs' covariance */
+    /* initial fits with the current inputs' covariance; under MPI the seven fits are spread over
+     * the ranks (largest first, quantize_dist.h) and the fitted layers exchanged */
     const double t_fit = bl_time_s();
     ptq_fit_out fo[BL_PROJ_COUNT];
+    memset(fo, 0, sizeof fo);
+    qd_ctx dq;
+    memset(&dq, 0, sizeof dq);
+    if (!s) s = qd_begin_layer(&dq, r->src, o, b, r->mids, err);
     if (!s) {
-        ptq_fit_projs(r->src, o, b, NULL, (const float *const *)r->H, out_imp, r->mids, NULL, q,
+        ptq_fit_projs(r->src, o, b, NULL, (const float *const *)r->H, out_imp, r->mids, &dq, q,
                       fo, r->n_threads);
-        for (int p = 0; p < BL_PROJ_COUNT && !s; p++)
+        for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
+            if (!qd_mine(&dq, b * BL_PROJ_COUNT + p)) continue;
             if (fo[p].status) {
                 if (err) *err = fo[p].err;
                 s = fo[p].status;
             }
+            qd_done(&dq, b * BL_PROJ_COUNT + p, &fo[p].r);
+        }
     }
+    if (!s && dq.owner) { /* the others' layers, then owned copies of all seven on every rank */
+        s = qd_share(&dq, r->src, o, q, err);
+        for (int p = 0; p < BL_PROJ_COUNT && !s; p++)
+            if (!qd_mine(&dq, b * BL_PROJ_COUNT + p)) fo[p].r = dq.res[b * BL_PROJ_COUNT + p];
+        if (!s) s = rc_block_model(r->src, b, qb, false, r->T, &S, &PS, err);
+        if (!s) s = rc_export_block(S, PS, qb, err);
+        nn_model_free(S);
+        bl_aligned_free(PS);
+        S = NULL;
+        PS = NULL;
+    }
+    qd_end(&dq);
     res->fit_s = bl_time_s() - t_fit;
     for (int p = 0; p < BL_PROJ_COUNT && !s && o->on_layer; p++) { /* the initial fits */
         char name[96];
