@@ -193,9 +193,11 @@ void rc_free(rc_ctx *r) {
 
 /* ---- saved state ---- */
 
+/* The file's path on rank 0; on the other ranks (no state directory) only a name for messages. */
 static void state_path(const rc_ctx *r, int b, char *buf, size_t cap) {
-    if (b < 0) snprintf(buf, cap, "%s/recon.progress.safetensors", r->o->recon.state_dir);
-    else snprintf(buf, cap, "%s/recon.block%d.safetensors", r->o->recon.state_dir, b);
+    const char *dir = r->o->recon.state_dir ? r->o->recon.state_dir : "(rank 0's state)";
+    if (b < 0) snprintf(buf, cap, "%s/recon.progress.safetensors", dir);
+    else snprintf(buf, cap, "%s/recon.block%d.safetensors", dir, b);
 }
 
 static cJSON *block_json(const bl_recon_block *b) {
@@ -325,9 +327,8 @@ bl_status rc_state_load(rc_ctx *r, bl_linear *q, int *start, bl_err *err) {
     char path[4200];
     int32_t done = 0; /* rank 0 decides; the other ranks have no state directory */
     bl_status s = BL_OK;
-    if (r->o->recon.state_dir) state_path(r, -1, path, sizeof path);
-    else path[0] = 0;
-    if (bl_dist_rank() == 0 && *path && access(path, F_OK) == 0) {
+    state_path(r, -1, path, sizeof path);
+    if (bl_dist_rank() == 0 && r->o->recon.state_dir && access(path, F_OK) == 0) {
         bl_tensor_set ts;
         memset(&ts, 0, sizeof ts);
         char *meta = NULL;
@@ -348,7 +349,7 @@ bl_status rc_state_load(rc_ctx *r, bl_linear *q, int *start, bl_err *err) {
     for (int b = 0; b < done && !s; b++) s = load_block(r, q, b, err);
     if (!s) *start = done;
     if (s) bl_fail_context(err, s, "resuming block reconstruction from %s",
-                           *path ? r->o->recon.state_dir : "rank 0's state");
+                           r->o->recon.state_dir ? r->o->recon.state_dir : "rank 0's state");
     return s;
 }
 
