@@ -12,6 +12,7 @@ void cli_calib_defaults(cli_calib_flags *f) {
     f->epochs = 2;
     f->batch = 4;
     f->lr = 1e-3;
+    f->sign_lr = 3e-4;
     f->scale_epochs = 1;
     f->scale_lr = 1e-4;
 }
@@ -81,7 +82,7 @@ int cli_calib_apply(const char *cmd, const cli_spec *spec, const cli_calib_flags
         any_recon |= block && can && data;
     }
     static const char *const recon_only[] = {"recon-target", "recon-epochs", "recon-batch",
-                                             "recon-lr", "calibrate-scales", "mem"};
+                                             "recon-lr", "recon-sign-lr", "calibrate-scales", "mem"};
     for (size_t i = 0; i < sizeof recon_only / sizeof recon_only[0]; i++)
         if (cli_given(spec, recon_only[i]) && !any_recon)
             return cli_errorf(cmd, "--%s needs block reconstruction (calibration data, a method "
@@ -102,6 +103,7 @@ int cli_calib_apply(const char *cmd, const cli_spec *spec, const cli_calib_flags
     o->recon.epochs = f->epochs;
     o->recon.batch = f->batch;
     o->recon.lr = f->lr;
+    o->recon.sign_lr = f->sign_lr;
     o->recon.mem_limit = mem;
     o->recon.calibrate_scales = f->calibrate_scales;
     o->recon.kl_epochs = f->scale_epochs;

@@ -125,12 +125,12 @@ static void make_fingerprint(rc_ctx *r) {
     snprintf(r->fingerprint, sizeof r->fingerprint,
              "v1 src=%s layers=%d dim=%lld method=%s bpw=%a seed=%llu iters=%d max_iters=%d "
              "tol=%a nmf=%d grad=%d seqs=%lld seq=%d ids=%016llx epochs=%d batch=%d lr=%a "
-             "flip=%a target=%s",
+             "sign_lr=%a flip=%a target=%s",
              r->src->path ? r->src->path : "?", r->L, (long long)r->D, spec, o->bpw,
              (unsigned long long)o->fit.seed, o->fit.iters, o->fit.max_iters, o->fit.tol,
              (int)o->fit.nmf, (int)(o->grad_importance || o->out_importance),
              (long long)r->n_seq, r->T, (unsigned long long)ids, ro->epochs, ro->batch, ro->lr,
-             ro->flip_frac, ro->target_quant ? "quant" : "fp");
+             ro->sign_lr, ro->flip_frac, ro->target_quant ? "quant" : "fp");
 }
 
 bl_status rc_init(rc_ctx *r, bl_err *err) {
