@@ -146,6 +146,7 @@ cJSON *cli_recon_block_json(const bl_recon_block *b) {
     cJSON_AddNumberToObject(j, "rel_before", b->rel_before);
     cJSON_AddNumberToObject(j, "rel_after", b->rel_after);
     cJSON_AddNumberToObject(j, "steps", b->steps);
+    cJSON_AddNumberToObject(j, "flips", (double)b->flips);
     cJSON_AddBoolToObject(j, "reverted", b->reverted);
     cJSON_AddBoolToObject(j, "resumed", b->resumed);
     cJSON_AddNumberToObject(j, "seconds", b->seconds);
@@ -167,11 +168,11 @@ void cli_calib_json(cJSON *j, const bl_quant_opts *o, const bl_calib_data *d) {
 
 void cli_recon_on_block(void *ctx, const bl_recon_block *b) {
     fprintf(stderr, "block %d/%d %s: output MSE %.4g -> %.4g (relative %.4f -> %.4f)%s, %d "
-                    "steps, %.1fs (fit %.1fs, forward %.1fs, backward %.1fs)\n",
+                    "steps, %lld sign flips, %.1fs (fit %.1fs, forward %.1fs, backward %.1fs)\n",
             b->block + 1, b->blocks, b->resumed ? "(resumed)" : "done", b->loss_before,
             b->loss_after, b->rel_before, b->rel_after,
             b->reverted ? " [training did not help: initial fit kept]" : "", b->steps,
-            b->seconds, b->fit_s, b->forward_s, b->backward_s);
+            (long long)b->flips, b->seconds, b->fit_s, b->forward_s, b->backward_s);
     if (ctx) cJSON_AddItemToArray((cJSON *)ctx, cli_recon_block_json(b));
 }
 

@@ -205,6 +205,7 @@ static cJSON *block_json(const bl_recon_block *b) {
     bl_json_add_exact(j, "forward_s", b->forward_s);
     bl_json_add_exact(j, "backward_s", b->backward_s);
     cJSON_AddNumberToObject(j, "steps", b->steps);
+    cJSON_AddNumberToObject(j, "flips", (double)b->flips);
     cJSON_AddBoolToObject(j, "reverted", b->reverted);
     return j;
 }
@@ -220,6 +221,8 @@ static void block_from_json(const cJSON *j, bl_recon_block *b) {
     bl_json_get_exact(j, "backward_s", &b->backward_s);
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "steps");
     b->steps = cJSON_IsNumber(st) ? st->valueint : 0;
+    const cJSON *fl = cJSON_GetObjectItemCaseSensitive(j, "flips");
+    b->flips = cJSON_IsNumber(fl) ? (int64_t)fl->valuedouble : 0;
     b->reverted = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "reverted"));
 }
 

@@ -129,7 +129,7 @@ static void adam_step(nn_model *S, float *P, const float *G, float *m, float *v,
 }
 
 static bl_status train_block(rc_ctx *r, int b, nn_model *S, float *P, rc_store *xq,
-                             rc_store *y, int *steps_done, bl_err *err) {
+                             rc_store *y, int *steps_done, int64_t *flips_done, bl_err *err) {
     const bl_recon_opts *ro = &r->o->recon;
     const int64_t per_epoch = r->n_seq / r->B;
     const int total = (int)(ro->epochs * per_epoch);
@@ -182,6 +182,7 @@ static bl_status train_block(rc_ctx *r, int b, nn_model *S, float *P, rc_store *
              * most flip_frac of each matrix per step, largest scores first */
             int64_t flips = 0;
             if (!s) s = tr_flip_signs(S, P, ro->flip_frac, &flips, err);
+            *flips_done += flips;
             r->backward_s += bl_time_s() - t0;
             if (ro->on_progress && ((step + 1) % 8 == 0 || step + 1 == total)) {
                 char what[64];
@@ -261,7 +262,7 @@ static bl_status do_block(rc_ctx *r, int b, float *const *out_imp, bl_linear *q,
     if (!s) s = block_loss(r, S, PS, &r->xq, &r->y, &res->loss_before, &res->rel_before, err);
     if (!s && !isfinite(res->loss_before))
         s = bl_fail(err, BL_ERR_NUMERIC, "the output error of the quantized block is not finite");
-    if (!s) s = train_block(r, b, S, PS, &r->xq, &r->y, &res->steps, err);
+    if (!s) s = train_block(r, b, S, PS, &r->xq, &r->y, &res->steps, &res->flips, err);
     bl_linear trained[BL_PROJ_COUNT];
     memset(trained, 0, sizeof trained);
     if (!s) s = rc_export_block(S, PS, trained, err);
