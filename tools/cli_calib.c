@@ -82,7 +82,8 @@ int cli_calib_apply(const char *cmd, const cli_spec *spec, const cli_calib_flags
         any_recon |= block && can && data;
     }
     static const char *const recon_only[] = {"recon-target", "recon-epochs", "recon-batch",
-                                             "recon-lr", "recon-sign-lr", "calibrate-scales", "mem"};
+                                             "recon-lr", "recon-sign-lr", "calibrate-scales",
+                                             "mem"};
     for (size_t i = 0; i < sizeof recon_only / sizeof recon_only[0]; i++)
         if (cli_given(spec, recon_only[i]) && !any_recon)
             return cli_errorf(cmd, "--%s needs block reconstruction (calibration data, a method "
