@@ -30,7 +30,8 @@ void bl_quant_opts_default(bl_quant_opts *o) {
     o->recon.epochs = 2;
     o->recon.batch = 4;
     o->recon.lr = 1e-3;
-    o->recon.flip_frac = 3e-4;
+    o->recon.sign_lr = 3e-4;
+    o->recon.flip_frac = 1;
     o->recon.kl_epochs = 1;
     o->recon.kl_lr = 1e-4;
     bl_fit_opts_default(&o->fit);

@@ -121,12 +121,12 @@ static void make_fingerprint(rc_ctx *r) {
     snprintf(r->fingerprint, sizeof r->fingerprint,
              "v2 src=%s layers=%d dim=%lld method=%s bpw=%a seed=%llu iters=%d max_iters=%d "
              "tol=%a nmf=%d grad=%d seqs=%lld seq=%d ids=%016llx epochs=%d batch=%d lr=%a "
-             "flip=%a target=%s",
+             "sign_lr=%a flip=%a target=%s",
              r->src->path ? r->src->path : "?", r->L, (long long)r->D, spec, o->bpw,
              (unsigned long long)o->fit.seed, o->fit.iters, o->fit.max_iters, o->fit.tol,
              (int)o->fit.nmf, (int)(o->grad_importance || o->out_importance),
              (long long)r->n_seq, r->T, (unsigned long long)ids, ro->epochs, ro->batch, ro->lr,
-             ro->flip_frac, ro->target_quant ? "quant" : "fp");
+             ro->sign_lr, ro->flip_frac, ro->target_quant ? "quant" : "fp");
 }
 
 bl_status rc_init(rc_ctx *r, bl_err *err) {
@@ -211,6 +211,7 @@ static cJSON *block_json(const bl_recon_block *b) {
     bl_json_add_exact(j, "forward_s", b->forward_s);
     bl_json_add_exact(j, "backward_s", b->backward_s);
     cJSON_AddNumberToObject(j, "steps", b->steps);
+    cJSON_AddNumberToObject(j, "flips", (double)b->flips);
     cJSON_AddBoolToObject(j, "reverted", b->reverted);
     return j;
 }
@@ -226,6 +227,8 @@ static void block_from_json(const cJSON *j, bl_recon_block *b) {
     bl_json_get_exact(j, "backward_s", &b->backward_s);
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "steps");
     b->steps = cJSON_IsNumber(st) ? st->valueint : 0;
+    const cJSON *fl = cJSON_GetObjectItemCaseSensitive(j, "flips");
+    b->flips = cJSON_IsNumber(fl) ? (int64_t)fl->valuedouble : 0;
     b->reverted = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "reverted"));
 }
 

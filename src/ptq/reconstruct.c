@@ -123,8 +123,24 @@ static void zero_trainable(const nn_model *M, float *G) {
         if (M->t[i].trainable) memset(G + M->t[i].off, 0, sizeof(float) * M->t[i].numel);
 }
 
+/* One Adam step: the scale/envelope vectors (and onebit's latent weights) at lr, the latent sign
+ * scores of the factored formats at lr·score_ratio. Those scores start at ±flip_init and a sign
+ * flips when its score crosses zero, so the ratio sets how many steps of consistent gradient a
+ * flip takes (a factor sign moves a whole row or column of the product). was: n_t flags. */
+static void adam_step(nn_model *S, float *P, const float *G, float *m, float *v, bool *was,
+                      int t, double lr, double score_ratio, const bl_distill_opts *d) {
+    for (int i = 0; i < S->n_t; i++) {
+        was[i] = S->t[i].trainable;
+        S->t[i].trainable = was[i] && S->t[i].role != NN_R_FLIP;
+    }
+    tr_adamw(S, P, G, m, v, t, lr, 1.0f, d);
+    for (int i = 0; i < S->n_t; i++) S->t[i].trainable = was[i] && S->t[i].role == NN_R_FLIP;
+    tr_adamw(S, P, G, m, v, t, lr * score_ratio, 1.0f, d);
+    for (int i = 0; i < S->n_t; i++) S->t[i].trainable = was[i];
+}
+
 static bl_status train_block(rc_ctx *r, int b, nn_model *S, float *P, rc_store *xq,
-                             rc_store *y, int *steps_done, bl_err *err) {
+                             rc_store *y, int *steps_done, int64_t *flips_done, bl_err *err) {
     const bl_recon_opts *ro = &r->o->recon;
     const int64_t per_epoch = r->n_seq / r->sh.B;
     const int total = (int)(ro->epochs * per_epoch);
@@ -132,8 +148,9 @@ static bl_status train_block(rc_ctx *r, int b, nn_model *S, float *P, rc_store *
     float *G = bl_aligned_alloc(np * sizeof(float)), *m = bl_aligned_alloc(np * sizeof(float)),
           *v = bl_aligned_alloc(np * sizeof(float));
     int64_t *perm = malloc(sizeof(int64_t) * (size_t)r->sh.n_loc); /* this rank's rows per step */
+    bool *was = malloc(sizeof(bool) * (size_t)S->n_t);
     nn_acts_f32 *A = NULL;
-    bl_status s = G && m && v && perm ? BL_OK : bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    bl_status s = G && m && v && perm && was ? BL_OK : bl_fail(err, BL_ERR_NOMEM, "out of memory");
     if (!s) {
         memset(G, 0, np * sizeof(float));
         memset(m, 0, np * sizeof(float));
@@ -173,13 +190,13 @@ static bl_status train_block(rc_ctx *r, int b, nn_model *S, float *P, rc_store *
             nn_layer_backward_f32(S, P, G, A, 0);
             s = rc_sum_f32(G, np, "the block's gradient", err);
             if (s) break;
-            tr_adamw(S, P, G, m, v, step + 1, tr_lr(&d, step), 1.0f, &d);
+            adam_step(S, P, G, m, v, was, step + 1, tr_lr(&d, step), ro->sign_lr / ro->lr, &d);
             s = nn_model_sync_signs_f32(S, P, err); /* onebit: sign(latent) */
-            /* factored formats: the signs whose latent score crossed zero, at most flip_frac of each
-             * matrix per step, largest scores first (a sign of a factor moves a whole row or
-             * column of the product: flipping all crossed ones at once undoes the training) */
+            /* factored formats: the signs whose latent score crossed zero (straight-through), at
+             * most flip_frac of each matrix per step, largest scores first */
             int64_t flips = 0;
             if (!s) s = tr_flip_signs(S, P, ro->flip_frac, &flips, err);
+            *flips_done += flips;
             r->backward_s += bl_time_s() - t0;
             if (ro->on_progress && ((step + 1) % 8 == 0 || step + 1 == total)) {
                 char what[64];
@@ -196,6 +213,7 @@ static bl_status train_block(rc_ctx *r, int b, nn_model *S, float *P, rc_store *
     bl_aligned_free(m);
     bl_aligned_free(v);
     free(perm);
+    free(was);
     return s;
 }
 
@@ -280,7 +298,7 @@ static bl_status do_block(rc_ctx *r, int b, float *const *out_imp, bl_linear *q,
     if (!s) s = block_loss(r, S, PS, &r->xq, &r->y, &res->loss_before, &res->rel_before, err);
     if (!s && !isfinite(res->loss_before))
         s = bl_fail(err, BL_ERR_NUMERIC, "the output error of the quantized block is not finite");
-    if (!s) s = train_block(r, b, S, PS, &r->xq, &r->y, &res->steps, err);
+    if (!s) s = train_block(r, b, S, PS, &r->xq, &r->y, &res->steps, &res->flips, err);
     bl_linear trained[BL_PROJ_COUNT];
     memset(trained, 0, sizeof trained);
     if (!s) s = rc_export_block(S, PS, trained, err);
@@ -355,11 +373,11 @@ bl_status ptq_reconstruct(const bl_model *src, const bl_quant_opts *o, const cha
     const bl_config *c = &src->cfg;
     const bl_recon_opts *ro = &o->recon;
     *resumed = 0;
-    if (ro->epochs < 1 || ro->batch < 1 || !(ro->lr > 0) ||
+    if (ro->epochs < 1 || ro->batch < 1 || !(ro->lr > 0) || !(ro->sign_lr >= 0) ||
         !(ro->flip_frac >= 0 && ro->flip_frac <= 1))
-        return bl_fail(err, BL_ERR_ARG, "reconstruction: epochs and batch must be >= 1, lr > 0 "
-                       "and the flip fraction in [0, 1] (got %d, %d, %g, %g)", ro->epochs,
-                       ro->batch, ro->lr, ro->flip_frac);
+        return bl_fail(err, BL_ERR_ARG, "reconstruction: epochs and batch must be >= 1, lr > 0, "
+                       "the sign lr >= 0 and the flip fraction in [0, 1] (got %d, %d, %g, "
+                       "%g, %g)", ro->epochs, ro->batch, ro->lr, ro->sign_lr, ro->flip_frac);
     if (!bl_recon_supports(&o->method))
         return bl_fail(err, BL_ERR_UNSUPPORTED, "block reconstruction trains the formats the "
                        "training engine has (bitllm formats), not %s", o->method.format->name);
