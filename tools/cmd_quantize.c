@@ -82,6 +82,9 @@ int cmd_quantize(int argc, char **argv) {
     cli_calib_defaults(&cf);
     double tol = 0.0;
     uint64_t seed = 0, given = 0;
+    char bpw_help[160];
+    snprintf(bpw_help, sizeof bpw_help, "target bpw incl. FP16 vectors (sets the middle "
+             "dimension), or '%s' = %s's per layer (default)", bl_bpw_keyword(), bl_bpw_keyword());
     const cli_opt opts[] = {
         {"out", 'o', OPT_STR, &out, "OUTDIR",
          "output directory, a loadable model (written beside it, then moved into place; an "
@@ -92,9 +95,7 @@ int cmd_quantize(int argc, char **argv) {
          "format[:key=value,...] or an alias; `bitllm formats` lists the formats, their keys "
          "and aliases (default onebit)",
          CLI_ANY},
-        {"bpw", 0, OPT_STR, &bpw_s, "B", "target bpw incl. FP16 vectors (sets the middle "
-                                         "dimension), or 'onebit' = onebit's per layer (default)",
-         USES(BL_QP_BPW)},
+        {"bpw", 0, OPT_STR, &bpw_s, "B", bpw_help, USES(BL_QP_BPW)},
         {"allocate", 0, OPT_FLAG, &allocate, NULL,
          "choose each projection's middle dimension (from its error-vs-bits curve and output "
          "sensitivity) under the total bits of the uniform run at --bpw; prints the table",
@@ -156,15 +157,8 @@ int cmd_quantize(int argc, char **argv) {
     bl_quant_opts o;
     bl_quant_opts_default(&o);
     if (cli_method("quantize", &spec, method, rnd, &o.method)) return 2;
-    if (bpw_s && strcmp(bpw_s, "onebit") != 0) {
-        char *end;
-        o.bpw = strtod(bpw_s, &end);
-        if (!*bpw_s || *end || !(o.bpw > 0.0 && o.bpw <= 16.0)) {
-            cli_errorf("quantize", "--bpw must be a number in (0, 16] or 'onebit', got '%s'",
-                       bpw_s);
-            return 2;
-        }
-    }
+    bl_err perr;
+    if (bpw_s && bl_bpw_parse(bpw_s, 16.0, &o.bpw, &perr)) return cli_error("quantize", &perr), 2;
     if (nmf && svd) {
         cli_errorf("quantize", "--nmf and --svd are exclusive");
         return 2;
