@@ -10,6 +10,7 @@
  * engine's table that passes these checks and exports/imports through the format's tensor table.
  * Also: f32 agrees with f64. */
 #include <omp.h>
+#include <stddef.h>
 
 #include "nn/nn.h"
 #include "test.h"
@@ -547,13 +548,31 @@ static void test_trainable_registry(void) {
         trainable++;
         bl_method m = method(f->name);
         if (f->mid_from_bpw) m.params.mid = 6;
-        char name[64];
+        /* and every schema parameter moved off its default (l = 2 tells Q_U from Q_V, ...) */
+        bl_method moved = m;
+        for (int k = 0; k < f->n_params; k++) {
+            const bl_format_param *d = &f->params[k];
+            void *at = (char *)&moved.params + d->offset;
+            const int64_t v = d->offset == offsetof(bl_format_params, mid) && f->mid_from_bpw
+                                  ? 5
+                                  : d->def + 1 <= d->hi ? d->def + 1 : d->def - 1;
+            if (d->type == BL_FPT_BOOL) *(bool *)at = !d->def;
+            else if (d->type == BL_FPT_INT) *(int *)at = (int)v;
+            else *(int64_t *)at = v;
+        }
+        char name[96];
         static const int projs[] = {BL_PROJ_Q, BL_PROJ_O, BL_PROJ_UP, BL_PROJ_DOWN}; /* 4 shapes */
         for (int j = 0; j < 4; j++) {
             const int proj = projs[j];
             snprintf(name, sizeof name, "%s (registry, %s)", f->name, bl_proj_hf_name(proj));
             check_linear(name, m, proj);
             check_round_trip(name, &m, proj);
+            if (f->n_params == 0) continue;
+            char spec[64];
+            bl_method_spec(&moved, spec, sizeof spec);
+            snprintf(name, sizeof name, "%s (registry, %s)", spec, bl_proj_hf_name(proj));
+            check_linear(name, moved, proj);
+            check_round_trip(name, &moved, proj);
         }
     }
     for (int k = 0; k < nn_n_formats; k++) {
