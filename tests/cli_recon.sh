@@ -50,14 +50,14 @@ q "$tmp/full" dbf "${K[@]}"
 $BIN quantize "$M" -m dbf -o "$tmp/killed" "${K[@]}" >/dev/null 2>"$tmp/killed.err" &
 pid=$!
 for _ in $(seq 1 600); do
-  [ -e "$tmp/killed/checkpoint/recon.acts.safetensors" ] && break
+  [ -e "$tmp/killed/checkpoint/recon.progress.safetensors" ] && break
   kill -0 $pid 2>/dev/null || break
   sleep 0.05
 done
 kill -9 $pid 2>/dev/null
 wait $pid 2>/dev/null
 check "the killed run left its state and no model" \
-  '[ -e "$tmp/killed/checkpoint/recon.acts.safetensors" ] && [ ! -e "$tmp/killed/model.safetensors" ]'
+  '[ -e "$tmp/killed/checkpoint/recon.progress.safetensors" ] && [ ! -e "$tmp/killed/model.safetensors" ]'
 q "$tmp/killed" dbf "${K[@]}"
 check "the same command resumes after the last finished block" 'python3 -c "
 import json,sys
