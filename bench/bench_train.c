@@ -33,9 +33,9 @@ static const bench_cfg configs[] = {
 /* The layout of a random layer of the table's format `kind`, through the registry: its default
  * parameters, with a middle dimension near onebit's bits for the model's square projections
  * where the format has one. */
-static nn_lin_spec spec_for(int kind, const bl_config *c) {
+static bl_method spec_for(int kind, const bl_config *c) {
     bl_method m;
-    nn_lin_spec s;
+    bl_method s;
     nn_build_opts o;
     bl_err err = {0};
     nn_build_opts_default(&o);
@@ -54,8 +54,8 @@ static double validate(void) {
     const bl_config c = {.arch = BL_ARCH_QWEN3, .dim = 24, .hidden_dim = 40, .n_layers = 2,
                          .n_heads = 4, .n_kv_heads = 2, .head_dim = 6, .vocab_size = 37,
                          .max_seq = 16, .rope_theta = 1e4f, .norm_eps = 1e-6f, .qk_norm = true};
-    nn_lin_spec spec[BL_PROJ_COUNT];
-    for (int p = 0; p < BL_PROJ_COUNT; p++) spec[p] = spec_for(p % NN_KIND_COUNT, &c), spec[p].mid = 9;
+    bl_method spec[BL_PROJ_COUNT];
+    for (int p = 0; p < BL_PROJ_COUNT; p++) spec[p] = spec_for(p % nn_n_formats, &c), spec[p].params.mid = 9;
     nn_build_opts o;
     nn_build_opts_default(&o);
     nn_model *M;
@@ -97,7 +97,7 @@ typedef struct {
 } timing;
 
 static int time_one(const bench_cfg *bc, int kind, int steps, timing *out) {
-    nn_lin_spec spec[BL_PROJ_COUNT];
+    bl_method spec[BL_PROJ_COUNT];
     for (int p = 0; p < BL_PROJ_COUNT; p++) spec[p] = spec_for(kind, &bc->c);
     nn_build_opts o;
     nn_build_opts_default(&o);
@@ -164,7 +164,7 @@ int main(int argc, char **argv) {
     const int nc = quick ? 1 : (int)(sizeof configs / sizeof configs[0]);
     for (int c = 0; c < nc; c++) {
         timing dense = {0};
-        for (int k = 0; k < NN_KIND_COUNT; k++) {
+        for (int k = 0; k < nn_n_formats; k++) {
             timing t;
             if (time_one(&configs[c], k, steps, &t)) return 1;
             if (k == 0) dense = t; /* the table starts with dense */

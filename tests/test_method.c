@@ -152,9 +152,42 @@ static void test_json(void) {
     cJSON_Delete(j);
 }
 
+/* The --bpw keyword and compare's default methods come from the registry's traits. */
+static void test_registry_defaults(void) {
+    int n, refs = 0;
+    const bl_format_ops *const *all = bl_format_list(&n);
+    for (int i = 0; i < n; i++) refs += all[i]->bpw_reference;
+    CHECK(refs == 1);
+    CHECK(strcmp(bl_bpw_keyword(), "onebit") == 0);
+    double v = -1;
+    bl_err err = {0};
+    CHECK(bl_bpw_parse("onebit", 16, &v, &err) == BL_OK && v == 0);
+    CHECK(bl_bpw_parse("1.5", 16, &v, &err) == BL_OK && v == 1.5);
+    CHECK(bl_bpw_parse("16", 16, &v, &err) == BL_OK && v == 16);
+    static const char *bad[] = {"", "0", "-1", "16.5", "nan", "1.5x", "dbf"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        v = -1;
+        CHECK_MSG(bl_bpw_parse(bad[i], 16, &v, &err) == BL_ERR_ARG && v == -1 &&
+                      strstr(err.msg, "onebit"),
+                  "'%s' accepted as a bpw target", bad[i]);
+    }
+    char list[128];
+    bl_compare_default_methods(list, sizeof list);
+    CHECK_MSG(strcmp(list, "rtn1,onebit,dbf,mdbf") == 0, "compare's defaults: %s", list);
+    for (int i = 0; i < n; i++) {
+        bl_method m;
+        if (all[i]->compare_default)
+            CHECK_MSG(bl_method_parse(all[i]->compare_default, &m, &err) == BL_OK &&
+                          m.format == all[i],
+                      "%s: compare_default '%s' is not one of its specs", all[i]->name,
+                      all[i]->compare_default);
+    }
+}
+
 int main(void) {
     TEST_RUN(test_specs);
     TEST_RUN(test_mid_search);
     TEST_RUN(test_json);
+    TEST_RUN(test_registry_defaults);
     return test_summary();
 }

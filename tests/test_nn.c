@@ -6,8 +6,11 @@
  * parts are checked against their definitions instead: the onebit latent gradient must equal the
  * finite-difference gradient with respect to the ±1 entries of S (made continuous in an
  * independent dense reference) times 1.001 − tanh(w)², and the dbf/mdbf flipping scores the
- * same gradient without the factor. Also: f32 agrees with f64. */
+ * same gradient without the factor. Every trainable format of the registry has an entry in the
+ * engine's table that passes these checks and exports/imports through the format's tensor table.
+ * Also: f32 agrees with f64. */
 #include <omp.h>
+#include <stddef.h>
 
 #include "nn/nn.h"
 #include "test.h"
@@ -275,6 +278,15 @@ static void mv(double *y, const double *M, const double *v, int64_t rows, int64_
     for (int64_t i = 0; i < rows; i++) y[i] = dot(M + i * cols, v, (size_t)cols);
 }
 
+static bool is_format(const nn_linear *L, const char *name) {
+    return L->format == bl_format_find(name);
+}
+
+/* Whether ref_linear below knows the layer's format. */
+static bool has_reference(const nn_linear *L) {
+    return is_format(L, "onebit") || is_format(L, "dbf") || is_format(L, "mdbf");
+}
+
 /* An independent, token-by-token reference of every binary format with dense sign matrices. */
 static void ref_linear(const nn_linear *L, const double *P, double **S, const double *x, int64_t N,
                        double *y) {
@@ -284,7 +296,7 @@ static void ref_linear(const nn_linear *L, const double *P, double **S, const do
     for (int64_t t = 0; t < N; t++) {
         const double *xt = x + t * n;
         double *yt = y + t * m;
-        if (L->kind == NN_ONEBIT) {
+        if (is_format(L, "onebit")) {
             for (int64_t j = 0; j < n; j++) u[j] = P[L->g + j] * xt[j];
             mv(yt, S[0], u, m, n);
             for (int64_t i = 0; i < m; i++) yt[i] *= P[L->h + i];
@@ -294,13 +306,13 @@ static void ref_linear(const nn_linear *L, const double *P, double **S, const do
                 for (int64_t i = 0; i < m; i++) var += (yt[i] - mean) * (yt[i] - mean) / m;
                 for (int64_t i = 0; i < m; i++) yt[i] = (yt[i] - mean) / sqrt(var + 1e-5);
             }
-        } else if (L->kind == NN_DBF) {
+        } else if (is_format(L, "dbf")) {
             for (int64_t j = 0; j < n; j++) u[j] = P[L->b + j] * xt[j];
             mv(z, S[1], u, k, n);
             for (int64_t c = 0; c < k; c++) z[c] *= P[L->mu + c];
             mv(yt, S[0], z, m, k);
             for (int64_t i = 0; i < m; i++) yt[i] *= P[L->a + i];
-        } else if (L->kind == NN_MDBF) {
+        } else if (is_format(L, "mdbf")) {
             for (int64_t i = 0; i < m; i++) yt[i] = 0;
             for (int p = 0; p < L->P; p++) {
                 const double *Ae = P + L->a_env + p * m * l, *Qu = P + L->q_u + p * k * l,
@@ -341,11 +353,11 @@ static double ref_loss(void *vc) {
     return dot(c->y, c->R, (size_t)(c->N * c->L->m));
 }
 
-static void check_linear(const char *name, nn_lin_spec spec, int proj) {
+static void check_linear(const char *name, bl_method spec, int proj) {
     nn_build_opts o;
     nn_build_opts_default(&o);
     o.flip = true;
-    nn_lin_spec all[BL_PROJ_COUNT];
+    bl_method all[BL_PROJ_COUNT];
     for (int p = 0; p < BL_PROJ_COUNT; p++) all[p] = spec;
     nn_model *M;
     float *pf;
@@ -379,7 +391,10 @@ static void check_linear(const char *name, nn_lin_spec spec, int proj) {
         snprintf(what, sizeof what, "%s %s", name, t->name + 15);
         fd_check(what, c.P + t->off, t->numel, G + t->off, lin_loss, &c, 30, 1e-6, &r);
     }
-    if (L->kind != NN_DENSE) {
+    CHECK_MSG(L->n_signs == 0 || has_reference(L),
+              "%s: the format has sign matrices but no independent reference here (ref_linear)",
+              name);
+    if (L->n_signs && has_reference(L)) {
         /* the packed forward equals the dense reference */
         c.S = dense_signs(L);
         lin_loss(&c); /* fd_check left y at a perturbed point */
@@ -394,7 +409,7 @@ static void check_linear(const char *name, nn_lin_spec spec, int proj) {
             const nn_signs *s = &L->S[i];
             const size_t cnt = (size_t)(s->rows * s->cols);
             double *want = malloc(8 * cnt), *got = malloc(8 * cnt);
-            size_t lat = L->kind == NN_ONEBIT ? L->w : s->latent;
+            size_t lat = L->fmt->signs_follow_latent ? L->w : s->latent;
             for (size_t e = 0; e < cnt; e++) {
                 double *se = &c.S[i][e], v = *se;
                 *se = v + H_FD;
@@ -403,7 +418,7 @@ static void check_linear(const char *name, nn_lin_spec spec, int proj) {
                 double lm = ref_loss(&c);
                 *se = v;
                 double ste = 1;
-                if (L->kind == NN_ONEBIT) ste = 1.001 - tanh(c.P[L->w + e]) * tanh(c.P[L->w + e]);
+                if (L->fmt->signs_follow_latent) ste = 1.001 - tanh(c.P[L->w + e]) * tanh(c.P[L->w + e]);
                 want[e] = (lp - lm) / (2 * H_FD) * ste;
                 got[e] = G[lat + e];
             }
@@ -426,21 +441,146 @@ static void check_linear(const char *name, nn_lin_spec spec, int proj) {
     nn_model_free(M);
 }
 
+/* A method from its spec (the layouts below are the registry's formats and parameters). */
+static bl_method method(const char *spec) {
+    bl_method m;
+    bl_err err = {0};
+    memset(&m, 0, sizeof m);
+    CHECK_MSG(bl_method_parse(spec, &m, &err) == BL_OK, "%s: %s", spec, err.msg);
+    return m;
+}
+
 static void test_linear_layers(void) {
-    check_linear("dense (down)", (nn_lin_spec){NN_DENSE, 0, 0, 0, false}, BL_PROJ_DOWN);
-    check_linear("onebit (gate)", (nn_lin_spec){NN_ONEBIT, 0, 0, 0, false}, BL_PROJ_GATE);
-    check_linear("onebit post-LN (down)", (nn_lin_spec){NN_ONEBIT, 0, 0, 0, true}, BL_PROJ_DOWN);
-    check_linear("onebit post-LN (q)", (nn_lin_spec){NN_ONEBIT, 0, 0, 0, true}, BL_PROJ_Q);
-    check_linear("dbf (up)", (nn_lin_spec){NN_DBF, 9, 0, 0, false}, BL_PROJ_UP);
-    check_linear("dbf (down)", (nn_lin_spec){NN_DBF, 5, 0, 0, false}, BL_PROJ_DOWN);
-    check_linear("mdbf l=2 P=2 (gate)", (nn_lin_spec){NN_MDBF, 7, 2, 2, false}, BL_PROJ_GATE);
-    check_linear("mdbf l=1 P=1 (down)", (nn_lin_spec){NN_MDBF, 4, 1, 1, false}, BL_PROJ_DOWN);
-    check_linear("mdbf l=3 P=1 (o)", (nn_lin_spec){NN_MDBF, 9, 3, 1, false}, BL_PROJ_O);
+    check_linear("dense (down)", method("dense"), BL_PROJ_DOWN);
+    check_linear("onebit (gate)", method("onebit"), BL_PROJ_GATE);
+    check_linear("onebit post-LN (down)", method("onebit:post_ln=1"), BL_PROJ_DOWN);
+    check_linear("onebit post-LN (q)", method("onebit:post_ln=1"), BL_PROJ_Q);
+    check_linear("dbf (up)", method("dbf:mid=9"), BL_PROJ_UP);
+    check_linear("dbf (down)", method("dbf:mid=5"), BL_PROJ_DOWN);
+    check_linear("mdbf l=2 P=2 (gate)", method("mdbf:mid=7,rank_l=2,paths=2"), BL_PROJ_GATE);
+    check_linear("mdbf l=1 P=1 (down)", method("mdbf:mid=4,rank_l=1,paths=1"), BL_PROJ_DOWN);
+    check_linear("mdbf l=3 P=1 (o)", method("mdbf:mid=9,rank_l=3,paths=1"), BL_PROJ_O);
     /* middle dimensions above min(m, n) (and max(m, n)): up is 13×10, down 10×13 */
-    check_linear("dbf k=17 > m, n (up)", (nn_lin_spec){NN_DBF, 17, 0, 0, false}, BL_PROJ_UP);
-    check_linear("mdbf r=15 l=2 P=2 (down)", (nn_lin_spec){NN_MDBF, 15, 2, 2, false},
+    check_linear("dbf k=17 > m, n (up)", method("dbf:mid=17"), BL_PROJ_UP);
+    check_linear("mdbf r=15 l=2 P=2 (down)", method("mdbf:mid=15,rank_l=2,paths=2"),
                  BL_PROJ_DOWN);
-    check_linear("mdbf r=12 l=1 P=1 (up)", (nn_lin_spec){NN_MDBF, 12, 1, 1, false}, BL_PROJ_UP);
+    check_linear("mdbf r=12 l=1 P=1 (up)", method("mdbf:mid=12,rank_l=1,paths=1"), BL_PROJ_UP);
+}
+
+/* ---- the table of trainable formats against the registry ---- */
+
+/* Layer p of a random model of one method into a format layer and back: the export is a valid
+ * layer of the format whose data the import reads back exactly (a second export is bitwise the
+ * first), and the packed f32 forward of the format agrees with the engine's f64 forward. */
+static void check_round_trip(const char *name, const bl_method *spec, int proj) {
+    nn_build_opts o;
+    nn_build_opts_default(&o);
+    o.post_ln = -1; /* as the layer records it */
+    bl_method all[BL_PROJ_COUNT];
+    for (int p = 0; p < BL_PROJ_COUNT; p++) all[p] = *spec;
+    nn_model *M1, *M2;
+    float *P1, *P2;
+    bl_err err = {0};
+    REQUIRE(nn_model_random(&tiny_cfg, all, 5, 16, &o, &M1, &P1, &err) == BL_OK);
+    REQUIRE(nn_model_random(&tiny_cfg, all, 6, 16, &o, &M2, &P2, &err) == BL_OK);
+    const nn_linear *L1 = &M1->layers[0].proj[proj], *L2 = &M2->layers[0].proj[proj];
+    bl_linear a, b;
+    memset(&a, 0, sizeof a), memset(&b, 0, sizeof b);
+    if (nn_linear_is_dense(L1)) {
+        CHECK_MSG(nn_linear_export(L1, P1, &a, &err) == BL_ERR_UNSUPPORTED,
+                  "%s: a dense layer is exported as a view", name);
+        goto done;
+    }
+    CHECK_MSG(nn_linear_export(L1, P1, &a, &err) == BL_OK, "%s export: %s", name, err.msg);
+    CHECK_MSG(a.ops == spec->format && a.m == L1->m && a.n == L1->n, "%s: exported shape", name);
+    CHECK_MSG(nn_linear_import(&a, L2, &o, P2, &err) == BL_OK, "%s import: %s", name, err.msg);
+    for (int i = 0; i < L2->n_signs; i++) CHECK(nn_signs_refresh(&L2->S[i], &err) == BL_OK);
+    CHECK_MSG(nn_linear_export(L2, P2, &b, &err) == BL_OK, "%s re-export: %s", name, err.msg);
+    const int64_t m = a.m, n = a.n, T = 3;
+    float *wa = malloc(sizeof(float) * (size_t)(m * n)), *wb = malloc(sizeof(float) * (size_t)(m * n));
+    CHECK(a.ops->to_dense(&a, wa, &err) == BL_OK && b.ops->to_dense(&b, wb, &err) == BL_OK);
+    CHECK_MSG(memcmp(wa, wb, sizeof(float) * (size_t)(m * n)) == 0,
+              "%s: export → import → export changed the layer", name);
+    /* the engine's forward of the imported layer against the format's own forward */
+    float *x = malloc(sizeof(float) * (size_t)(T * n)), *y = malloc(sizeof(float) * (size_t)(T * m));
+    float *work = malloc(sizeof(float) * (a.ops->workspace_floats(&a, T) + 1));
+    double *Pd = malloc(sizeof(double) * M2->n_params), *xd = malloc(sizeof(double) * (size_t)(T * n)),
+           *yd = malloc(sizeof(double) * (size_t)(T * m)),
+           *wd = malloc(sizeof(double) * (nn_linear_work_size(L2, T) + 1)),
+           *ad = malloc(sizeof(double) * (nn_linear_acts_size(L2, T) + 1));
+    for (size_t i = 0; i < M2->n_params; i++) Pd[i] = P2[i];
+    bl_rng r;
+    bl_rng_seed(&r, 8);
+    for (int64_t i = 0; i < T * n; i++) xd[i] = x[i] = (float)bl_rng_normal(&r);
+    a.ops->forward(&a, x, T, y, work, NULL);
+    nn_lin_acts_f64 A;
+    nn_lin_acts_bind_f64(&A, L2, T, ad);
+    nn_linear_forward_f64(L2, Pd, xd, T, yd, &A, wd);
+    double worst = 0, scale = 0;
+    for (int64_t i = 0; i < T * m; i++) {
+        worst = fmax(worst, fabs(yd[i] - y[i]));
+        scale = fmax(scale, fabs(yd[i]));
+    }
+    /* f32 sums of at most ~40 products against f64 ones: 1e-5 relative is ~100 ulp of margin */
+    CHECK_MSG(worst <= 1e-5 * fmax(scale, 1), "%s: format forward vs engine forward: %g (scale %g)",
+              name, worst, scale);
+    free(wa), free(wb), free(x), free(y), free(work), free(Pd), free(xd), free(yd), free(wd),
+        free(ad);
+done:
+    bl_linear_free(&a);
+    bl_linear_free(&b);
+    bl_aligned_free(P1), bl_aligned_free(P2);
+    nn_model_free(M1), nn_model_free(M2);
+}
+
+/* Every registry format that declares itself trainable has an entry in the engine's table, every
+ * entry is such a format, and each one's default method (a middle dimension set where the format
+ * has one) passes the gradient checks and the import/export round trip. */
+static void test_trainable_registry(void) {
+    int nf, trainable = 0;
+    const bl_format_ops *const *all = bl_format_list(&nf);
+    for (int i = 0; i < nf; i++) {
+        const bl_format_ops *f = all[i];
+        const nn_format *e = nn_format_of(f);
+        CHECK_MSG((e != NULL) == f->trainable, "%s: trainable %d but %s entry in the engine",
+                  f->name, f->trainable, e ? "an" : "no");
+        if (!e) continue;
+        trainable++;
+        bl_method m = method(f->name);
+        if (f->mid_from_bpw) m.params.mid = 6;
+        /* and every schema parameter moved off its default (l = 2 tells Q_U from Q_V, ...) */
+        bl_method moved = m;
+        for (int k = 0; k < f->n_params; k++) {
+            const bl_format_param *d = &f->params[k];
+            void *at = (char *)&moved.params + d->offset;
+            const int64_t v = d->offset == offsetof(bl_format_params, mid) && f->mid_from_bpw
+                                  ? 5
+                                  : d->def + 1 <= d->hi ? d->def + 1 : d->def - 1;
+            if (d->type == BL_FPT_BOOL) *(bool *)at = !d->def;
+            else if (d->type == BL_FPT_INT) *(int *)at = (int)v;
+            else *(int64_t *)at = v;
+        }
+        char name[96];
+        static const int projs[] = {BL_PROJ_Q, BL_PROJ_O, BL_PROJ_UP, BL_PROJ_DOWN}; /* 4 shapes */
+        for (int j = 0; j < 4; j++) {
+            const int proj = projs[j];
+            snprintf(name, sizeof name, "%s (registry, %s)", f->name, bl_proj_hf_name(proj));
+            check_linear(name, m, proj);
+            check_round_trip(name, &m, proj);
+            if (f->n_params == 0) continue;
+            char spec[64];
+            bl_method_spec(&moved, spec, sizeof spec);
+            snprintf(name, sizeof name, "%s (registry, %s)", spec, bl_proj_hf_name(proj));
+            check_linear(name, moved, proj);
+            check_round_trip(name, &moved, proj);
+        }
+    }
+    for (int k = 0; k < nn_n_formats; k++) {
+        const bl_format_ops *f = bl_format_find(nn_formats[k].format);
+        CHECK_MSG(f && f->trainable, "engine entry %s: not a trainable registry format",
+                  nn_formats[k].format);
+    }
+    CHECK(trainable == nn_n_formats && trainable >= 4);
 }
 
 /* mdbf with l = 1 stores one middle vector (Q_V merged into Q_U): its Q_V must stay at the
@@ -450,8 +590,9 @@ static void test_mdbf_l1_middle_vector(void) {
     for (int l = 1; l <= 2; l++) {
         nn_build_opts o;
         nn_build_opts_default(&o);
-        nn_lin_spec all[BL_PROJ_COUNT];
-        for (int p = 0; p < BL_PROJ_COUNT; p++) all[p] = (nn_lin_spec){NN_MDBF, 5, l, 1, false};
+        bl_method all[BL_PROJ_COUNT];
+        for (int p = 0; p < BL_PROJ_COUNT; p++)
+            all[p] = method(l == 1 ? "mdbf:mid=5,rank_l=1,paths=1" : "mdbf:mid=5,rank_l=2,paths=1");
         nn_model *M;
         float *pf;
         bl_err err = {0};
@@ -513,10 +654,10 @@ static void check_model(const char *name, const char *json_like, bl_config cfg) 
     (void)json_like;
     nn_build_opts o;
     nn_build_opts_default(&o);
-    const nn_lin_spec spec[BL_PROJ_COUNT] = {
-        {NN_ONEBIT, 0, 0, 0, true}, {NN_DENSE, 0, 0, 0, false}, {NN_DBF, 5, 0, 0, false},
-        {NN_MDBF, 6, 2, 2, false},  {NN_ONEBIT, 0, 0, 0, false}, {NN_DBF, 7, 0, 0, false},
-        {NN_MDBF, 5, 1, 1, false},
+    const bl_method spec[BL_PROJ_COUNT] = {
+        method("onebit:post_ln=1"), method("dense"), method("dbf:mid=5"),
+        method("mdbf:mid=6,rank_l=2,paths=2"), method("onebit"), method("dbf:mid=7"),
+        method("mdbf:mid=5,rank_l=1,paths=1"),
     };
     nn_model *M;
     float *pf;
@@ -608,6 +749,7 @@ int main(void) {
     TEST_RUN(test_losses);
     TEST_RUN(test_linear_layers);
     TEST_RUN(test_mdbf_l1_middle_vector);
+    TEST_RUN(test_trainable_registry);
     TEST_RUN(test_whole_model);
     return test_summary();
 }

@@ -56,14 +56,7 @@ static int plan_runs(const char *methods, const char *bpws, bool fp, const cli_s
         snprintf(bbuf, sizeof bbuf, "%s", bpws);
         for (char *s2 = NULL, *b = strtok_r(bbuf, ",", &s2); b; b = strtok_r(NULL, ",", &s2)) {
             double v = 0;
-            if (strcmp(b, "onebit") != 0) {
-                char *end;
-                v = strtod(b, &end);
-                if (*end || !(v > 0 && v <= 16)) {
-                    cli_errorf("compare", "bad bpw '%s' (a number in (0, 16] or onebit)", b);
-                    return -1;
-                }
-            }
+            if (bl_bpw_parse(b, 16.0, &v, &err)) return cli_error("compare", &err), -1;
             if (n == cap) return cli_errorf("compare", "too many runs"), -1;
             runs[n] = (run_spec){.method = q, .bpw = v};
             snprintf(runs[n++].label, sizeof runs[0].label, "%s-%s", m, b);
@@ -250,7 +243,12 @@ static int append_line(const char *path, cJSON *line) {
 }
 
 int cmd_compare(int argc, char **argv) {
-    const char *methods = "rtn1,onebit,dbf,mdbf", *bpws = "onebit", *text = NULL,
+    char default_methods[128], methods_help[192], bpw_help[128];
+    bl_compare_default_methods(default_methods, sizeof default_methods);
+    snprintf(methods_help, sizeof methods_help, "methods (default %s)", default_methods);
+    snprintf(bpw_help, sizeof bpw_help, "bpw targets, numbers or '%s' = %s's cost per layer "
+             "(default %s)", bl_bpw_keyword(), bl_bpw_keyword(), bl_bpw_keyword());
+    const char *methods = default_methods, *bpws = bl_bpw_keyword(), *text = NULL,
                *tasks = "all", *out = "bitllm-compare", *data = NULL, *tokp = NULL,
                *norm = "chars";
     int limit = 0, ppl_ctx = 0, eval_ctx = 0, ppl_tokens = 0, group = 128,
@@ -260,11 +258,8 @@ int cmd_compare(int argc, char **argv) {
     cli_calib_flags cf;
     cli_calib_defaults(&cf);
     const cli_opt opts[] = {
-        {"methods", 'm', OPT_STR, &methods, "LIST", "methods (default rtn1,onebit,dbf,mdbf)",
-         CLI_ANY},
-        {"bpw", 0, OPT_STR, &bpws, "LIST",
-         "bpw targets, numbers or 'onebit' = onebit's cost per layer (default onebit)",
-         USES(BL_QP_BPW)},
+        {"methods", 'm', OPT_STR, &methods, "LIST", methods_help, CLI_ANY},
+        {"bpw", 0, OPT_STR, &bpws, "LIST", bpw_help, USES(BL_QP_BPW)},
         {"text", 'f', OPT_STR, &text, "FILE",
          "perplexity text (default $BITLLM_DATA/data/wikitext-2/wiki.test.raw)", CLI_ANY},
         {"ppl-ctx", 0, OPT_INT, &ppl_ctx, "C", "perplexity window (default: trained ctx, <= 2048)",

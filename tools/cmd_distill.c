@@ -230,7 +230,8 @@ int cmd_distill(int argc, char **argv) {
             char users[64];
             bl_distill_opt_users(student_opts[i].what, users, sizeof users);
             cli_errorf("distill", "--%s is not used with a %s student (%s: used with %s)",
-                       student_opts[i].opt, student->quant_method[0] ? student->quant_method : "dense",
+                       student_opts[i].opt, student->quant_method[0] ? student->quant_method
+                                                 : student->layers[0].proj[0].ops->name,
                        pos[1], users);
             rc = 2;
             goto done;

@@ -96,13 +96,15 @@ int cmd_fit(int argc, char **argv) {
         h_rank = 0;
     double tol = 0.0;
     uint64_t seed = 0;
+    char bpw_help[128];
+    snprintf(bpw_help, sizeof bpw_help, "target bpw incl. FP16 vectors, or '%s' (default: %s's "
+             "cost for the shape)", bl_bpw_keyword(), bl_bpw_keyword());
     const cli_opt opts[] = {
         {"tensor", 0, OPT_STR, &tensor, "NAME", "with MODEL: the matrix to fit, e.g. "
                                                 "model.layers.3.mlp.down_proj.weight", CLI_ANY},
         {"method", 'm', OPT_STR, &method, "M", "format[:key=value,...] as in quantize; `bitllm formats` lists them (default dbf)",
          CLI_ANY},
-        {"bpw", 0, OPT_STR, &bpw_s, "B", "target bpw incl. FP16 vectors, or 'onebit' "
-                                         "(default: onebit's cost for the shape)", USES(BL_QP_BPW)},
+        {"bpw", 0, OPT_STR, &bpw_s, "B", bpw_help, USES(BL_QP_BPW)},
         {"mid", 0, OPT_INT, &mid, "K", "middle dimension (instead of --bpw)",
          CLI_RANGE(1, (double)BL_MAX_MID), USES(BL_QP_BPW)},
         {"envelope-rank", 0, OPT_INT, &rank_l, "L", "envelope rank l (default 1)",
@@ -156,14 +158,8 @@ int cmd_fit(int argc, char **argv) {
     bl_layer_fit_opts o;
     bl_layer_fit_opts_default(&o);
     if (cli_method("fit", &spec, method, false, &o.method)) return 2;
-    if (bpw_s && strcmp(bpw_s, "onebit") != 0) {
-        char *end;
-        o.bpw = strtod(bpw_s, &end);
-        if (!*bpw_s || *end || !(o.bpw > 0.0 && o.bpw <= 64.0)) {
-            cli_errorf("fit", "--bpw must be a number in (0, 64] or 'onebit', got '%s'", bpw_s);
-            return 2;
-        }
-    }
+    bl_err perr;
+    if (bpw_s && bl_bpw_parse(bpw_s, 64.0, &o.bpw, &perr)) return cli_error("fit", &perr), 2;
     if (bpw_s && mid) {
         cli_errorf("fit", "--mid and --bpw both set the middle dimension; give one");
         return 2;

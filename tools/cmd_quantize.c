@@ -73,7 +73,13 @@ static void on_layer(void *ctx, const char *name, int64_t m, int64_t n,
 }
 
 int cmd_quantize(int argc, char **argv) {
-    const char *out = NULL, *method = "onebit", *bpw_s = NULL, *tokp = NULL, *metric = NULL,
+    bl_quant_opts o;
+    bl_quant_opts_default(&o);
+    char default_method[64], method_help[192];
+    bl_method_name(&o.method, default_method, sizeof default_method); /* the library's default */
+    snprintf(method_help, sizeof method_help, "format[:key=value,...] or an alias; `bitllm "
+             "formats` lists the formats, their keys and aliases (default %s)", default_method);
+    const char *out = NULL, *method = default_method, *bpw_s = NULL, *tokp = NULL, *metric = NULL,
                *embed = NULL, *head = NULL;
     bool json = false, nmf = false, svd = false, aa = false, rnd = false, force = false,
          allocate = false;
@@ -82,6 +88,9 @@ int cmd_quantize(int argc, char **argv) {
     cli_calib_defaults(&cf);
     double tol = 0.0;
     uint64_t seed = 0, given = 0;
+    char bpw_help[160];
+    snprintf(bpw_help, sizeof bpw_help, "target bpw incl. FP16 vectors (sets the middle "
+             "dimension), or '%s' = %s's per layer (default)", bl_bpw_keyword(), bl_bpw_keyword());
     const cli_opt opts[] = {
         {"out", 'o', OPT_STR, &out, "OUTDIR",
          "output directory, a loadable model (written beside it, then moved into place; an "
@@ -89,12 +98,8 @@ int cmd_quantize(int argc, char **argv) {
         {"force", 0, OPT_FLAG, &force, NULL,
          "replace OUTDIR even if it is not a bitllm output (never an input)", CLI_ANY},
         {"method", 'm', OPT_STR, &method, "M",
-         "format[:key=value,...] or an alias; `bitllm formats` lists the formats, their keys "
-         "and aliases (default onebit)",
-         CLI_ANY},
-        {"bpw", 0, OPT_STR, &bpw_s, "B", "target bpw incl. FP16 vectors (sets the middle "
-                                         "dimension), or 'onebit' = onebit's per layer (default)",
-         USES(BL_QP_BPW)},
+         method_help, CLI_ANY},
+        {"bpw", 0, OPT_STR, &bpw_s, "B", bpw_help, USES(BL_QP_BPW)},
         {"allocate", 0, OPT_FLAG, &allocate, NULL,
          "choose each projection's middle dimension (from its error-vs-bits curve and output "
          "sensitivity) under the total bits of the uniform run at --bpw; prints the table",
@@ -153,18 +158,9 @@ int cmd_quantize(int argc, char **argv) {
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);
     if (!out) return cli_errorf("quantize", "missing -o OUTDIR");
-    bl_quant_opts o;
-    bl_quant_opts_default(&o);
     if (cli_method("quantize", &spec, method, rnd, &o.method)) return 2;
-    if (bpw_s && strcmp(bpw_s, "onebit") != 0) {
-        char *end;
-        o.bpw = strtod(bpw_s, &end);
-        if (!*bpw_s || *end || !(o.bpw > 0.0 && o.bpw <= 16.0)) {
-            cli_errorf("quantize", "--bpw must be a number in (0, 16] or 'onebit', got '%s'",
-                       bpw_s);
-            return 2;
-        }
-    }
+    bl_err perr;
+    if (bpw_s && bl_bpw_parse(bpw_s, 16.0, &o.bpw, &perr)) return cli_error("quantize", &perr), 2;
     if (nmf && svd) {
         cli_errorf("quantize", "--nmf and --svd are exclusive");
         return 2;

@@ -137,6 +137,16 @@ struct bl_format_ops {
     /* The format has a middle dimension (params.mid) that a bpw target sets: the largest mid
      * whose stored_bits fit the target (bl_format_mid_for_bpw, a monotone search). */
     bool mid_from_bpw;
+    /* Its stored bpw for each layer's shape is the default bpw target of the formats with a
+     * middle dimension (bpw 0 in the options); its name is the keyword a bpw option accepts for
+     * that target (bl_bpw_parse). One format of the registry sets it. */
+    bool bpw_reference;
+    /* The training engine has an entry for it (src/nn/nn_formats.c): distillation and block
+     * reconstruction train its layers. tests/test_nn.c checks that the two agree. */
+    bool trainable;
+    /* The method spec `bitllm compare` runs for it by default ("rtn1"), in registry order;
+     * NULL: not run by default (bl_compare_default_methods). */
+    const char *compare_default;
     /* The tensor table (NULL for dense, whose one tensor is a view of the checkpoint's). */
     const bl_format_tensor *tensors;
     int n_tensors;
@@ -211,6 +221,17 @@ struct bl_linear {
 const bl_format_ops *bl_format_find(const char *name);
 const bl_format_ops *const *bl_format_list(int *count);
 bool bl_linear_is_dense(const bl_linear *L);
+bool bl_format_is_dense(const bl_format_ops *f);
+
+/* The keyword a bpw option accepts besides a number: the name of the bpw_reference format
+ * ("onebit"), standing for the bpw it stores for each layer's shape. */
+const char *bl_bpw_keyword(void);
+/* A bpw target from its text: a number in (0, hi], or the keyword (→ 0: the reference format's
+ * bpw per layer). BL_ERR_ARG naming the text otherwise. */
+bl_status bl_bpw_parse(const char *text, double hi, double *bpw, bl_err *err);
+/* The method specs `bitllm compare` runs by default, comma-separated ("rtn1,onebit,dbf,mdbf"):
+ * each format's compare_default, in registry order. */
+void bl_compare_default_methods(char *buf, size_t cap);
 
 /* The largest middle dimension in [1, BL_MAX_MID] whose stored bits (the format's stored_bits,
  * p's other fields) are at most bpw·m·n; 1 when even that does not fit (then above the target).
@@ -264,6 +285,22 @@ void bl_format_data_free(const bl_format_ops *f, void *data);
 bl_status bl_linear_from_data(bl_linear *L, const bl_format_ops *f, void *data, bl_err *err);
 /* A deep copy of a tabled layer (its own buffers, no view); BL_ERR_UNSUPPORTED for dense. */
 bl_status bl_linear_copy(const bl_linear *src, bl_linear *dst, bl_err *err);
+/* One present tensor of a data struct, as bl_format_data_each hands it over. */
+typedef struct {
+    const bl_format_tensor *t; /* its table entry */
+    int repeat;                /* 0 for a tensor that is not repeated */
+    const char *part;          /* its part name with the repeat filled in ("p1.SA") */
+    int64_t rows, cols;        /* as in the table (cols 0: a vector) */
+    void *buf;                 /* packed bytes (signs, codes) or rows·max(cols, 1) floats (F16) */
+    size_t bytes;              /* of buf */
+} bl_format_tensor_ref;
+typedef bl_status (*bl_format_tensor_fn)(const bl_format_tensor_ref *ref, void *ctx,
+                                         bl_err *err);
+/* Calls fn for every present tensor of data (a data struct of format f) in the order of a
+ * layer's prepared sign matrices: repeat-major, table order within a repeat, a tensor that is
+ * not repeated with repeat 0. Stops at the first error. BL_ERR_UNSUPPORTED without a table. */
+bl_status bl_format_data_each(const bl_format_ops *f, const void *data, bl_format_tensor_fn fn,
+                              void *ctx, bl_err *err);
 
 /* ---- dense (F32 / F16 / BF16 view of a checkpoint tensor) ---- */
 /* Wraps a 2-D tensor (not copied: it must outlive L). */

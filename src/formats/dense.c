@@ -80,6 +80,7 @@ static void dense_free(bl_linear *L) {
 const bl_format_ops bl_format_dense = {
     .name = "dense",
     .desc = "F32 / F16 / BF16 weights as stored in the checkpoint (not fitted)",
+    .trainable = true,
     .stored_bits = dense_stored_bits,
     .forward = dense_forward,
     .workspace_floats = dense_workspace,

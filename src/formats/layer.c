@@ -520,3 +520,30 @@ bl_status bl_linear_copy(const bl_linear *src, bl_linear *dst, bl_err *err) {
     free(data);
     return s;
 }
+
+bl_status bl_format_data_each(const bl_format_ops *f, const void *data, bl_format_tensor_fn fn,
+                              void *ctx, bl_err *err) {
+    if (!f->tensors) return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: no tensor table", f->name);
+    int64_t m, n;
+    bl_format_params p;
+    memset(&p, 0, sizeof p);
+    f->get_shape(data, &m, &n, &p);
+    const int R = n_repeats(f, &p);
+    char part[48];
+    bl_status s = BL_OK;
+    for (int r = 0; r < R && !s; r++)
+        for (int i = 0; i < f->n_tensors && !s; i++) {
+            const bl_format_tensor *t = &f->tensors[i];
+            if (!is_present(t, &p) || (!t->repeated && r > 0)) continue;
+            void **b = slot(f, (void *)data, t, r);
+            if (!b || !*b)
+                return bl_fail(err, BL_ERR_ARG, "%s: tensor %s has no buffer", f->name, t->part);
+            part_name(t, r, part, sizeof part);
+            const bl_format_tensor_ref ref = {
+                .t = t, .repeat = t->repeated ? r : 0, .part = part,
+                .rows = t_rows(t, m, n, &p), .cols = t_cols(t, m, n, &p), .buf = *b,
+                .bytes = buffer_bytes(t, m, n, &p)};
+            s = fn(&ref, ctx, err);
+        }
+    return s;
+}

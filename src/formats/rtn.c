@@ -128,6 +128,7 @@ const bl_format_ops bl_format_rtn = {
     .aliases = rtn_aliases,
     .n_aliases = 4,
     .opts_used = rtn_opts,
+    .compare_default = "rtn1",
     .fit = rtn_fit,
     .random = rtn_random,
     .tensors = rtn_tensors,

@@ -120,7 +120,7 @@ static bl_status load_linear(loader *L, const cJSON *qc, const char *prefix, int
     if (!q && bl_onebit_layer_present(&m->tensors, prefix)) {
         use_prefix(L, prefix);
         bl_status s = bl_onebit_import_layer(&m->tensors, prefix, rows, cols, lin, err);
-        if (!s) snprintf(m->quant_method, sizeof m->quant_method, "onebit");
+        if (!s) snprintf(m->quant_method, sizeof m->quant_method, "%s", lin->ops->name);
         return s ? bl_fail_context(err, s, "%s", L->src->tensors) : s;
     }
     if (!q) {

@@ -62,7 +62,7 @@ static void onebit_backward(const nn_linear *L, const real *P, real *G, const re
 }
 
 bl_status FN(nn_linear_sync_signs)(nn_linear *L, const real *P, bl_err *err) {
-    if (!nn_formats[L->kind].signs_follow_latent) return BL_OK;
+    if (!L->fmt->signs_follow_latent) return BL_OK;
     nn_signs *S = &L->S[0];
     const int64_t rb = bl_sign_row_bytes(S->cols);
     const real *w = P + L->w;
@@ -204,7 +204,7 @@ static void mdbf_backward(const nn_linear *L, const real *P, real *G, const real
     }
 }
 
-/* ---- dispatch: one entry per kind, in the order of nn_formats ---- */
+/* ---- the math of each format, reached through its nn_formats entry ---- */
 
 static void dense_fwd(const nn_linear *L, const real *P, const real *x, int64_t N, real *y,
                       FN(nn_lin_acts) *A, real *work) {
@@ -246,31 +246,24 @@ static void mdbf_bind(FN(nn_lin_acts) *A, const nn_linear *L, int64_t N, real *m
     A->r = A->y + L->P * N * L->l * L->m;
 }
 
-static const struct {
-    void (*bind)(FN(nn_lin_acts) *A, const nn_linear *L, int64_t N, real *mem);
-    void (*forward)(const nn_linear *L, const real *P, const real *x, int64_t N, real *y,
-                    FN(nn_lin_acts) *A, real *work);
-    void (*backward)(const nn_linear *L, const real *P, real *G, const real *x, const real *dy,
-                     int64_t N, real *dx, FN(nn_lin_acts) *A, real *work);
-} lin_kinds[NN_KIND_COUNT] = {
-    [NN_DENSE] = {dense_bind, dense_fwd, dense_bwd},
-    [NN_ONEBIT] = {onebit_bind, onebit_forward, onebit_backward},
-    [NN_DBF] = {dbf_bind, dbf_forward, dbf_backward},
-    [NN_MDBF] = {mdbf_bind, mdbf_forward, mdbf_backward},
-};
+/* Each format's math, named in its entry of nn_formats (nn_formats.c). */
+const FN(nn_lin_math) FN(nn_dense_math) = {dense_bind, dense_fwd, dense_bwd};
+const FN(nn_lin_math) FN(nn_onebit_math) = {onebit_bind, onebit_forward, onebit_backward};
+const FN(nn_lin_math) FN(nn_dbf_math) = {dbf_bind, dbf_forward, dbf_backward};
+const FN(nn_lin_math) FN(nn_mdbf_math) = {mdbf_bind, mdbf_forward, mdbf_backward};
 
 void FN(nn_lin_acts_bind)(FN(nn_lin_acts) *A, const nn_linear *L, int64_t N, real *mem) {
     A->z = A->y = A->r = NULL;
-    lin_kinds[L->kind].bind(A, L, N, mem);
+    L->fmt->FN(math)->bind(A, L, N, mem);
 }
 
 void FN(nn_linear_forward)(const nn_linear *L, const real *P, const real *x, int64_t N, real *y,
                            FN(nn_lin_acts) *A, real *work) {
-    lin_kinds[L->kind].forward(L, P, x, N, y, A, work);
+    L->fmt->FN(math)->forward(L, P, x, N, y, A, work);
 }
 
 void FN(nn_linear_backward)(const nn_linear *L, const real *P, real *G, const real *x,
                             const real *dy, int64_t N, real *dx, FN(nn_lin_acts) *A,
                             real *work) {
-    lin_kinds[L->kind].backward(L, P, G, x, dy, N, dx, A, work);
+    L->fmt->FN(math)->backward(L, P, G, x, dy, N, dx, A, work);
 }

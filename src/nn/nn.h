@@ -21,10 +21,6 @@
 
 #define NN_NONE ((size_t)-1)
 
-/* Linear-layer kinds of the training engine: indexes of the table of trainable formats
- * (nn_formats, below). */
-enum { NN_DENSE = 0, NN_ONEBIT, NN_DBF, NN_MDBF, NN_KIND_COUNT };
-
 /* What a parameter tensor is: decides the training defaults and the weight decay. */
 enum {
     NN_R_EMBED,    /* token embeddings */
@@ -34,8 +30,8 @@ enum {
     NN_R_BIAS,     /* Qwen2 q/k/v biases */
     NN_R_DENSE,    /* dense projection weight */
     NN_R_LATENT,   /* onebit latent weight (forward uses its sign) */
-    NN_R_SCALE,    /* onebit g, h; dbf a, mu, b */
-    NN_R_ENVELOPE, /* mdbf A_env, Q_U, Q_V, B_env */
+    NN_R_SCALE,    /* scale vectors of a binary layer */
+    NN_R_ENVELOPE, /* envelope matrices of a binary layer */
     NN_R_FLIP,     /* latent score of a frozen sign matrix (sign flipping) */
 };
 
@@ -56,8 +52,12 @@ typedef struct {
     size_t latent;    /* offset of a rows×cols latent score tensor (flipping), or NN_NONE */
 } nn_signs;
 
+struct nn_format;
+
 typedef struct {
-    int kind;
+    const struct nn_format *fmt; /* its trainable-format entry (nn_format_of) */
+    const bl_format_ops *format; /* its format in the registry */
+    bl_format_params params;     /* its parameters as the format records them (export) */
     int64_t m, n;     /* out, in */
     int64_t mid;      /* dbf k, mdbf r */
     int l, P;         /* mdbf envelope rank and paths */
@@ -108,19 +108,14 @@ typedef struct {
 void nn_build_opts_default(nn_build_opts *o);
 
 /* A student or teacher from a loaded model: dense projections from to_dense, binary layers from
- * their checkpoint tensors (docs/format.md). *params receives n_params floats (caller frees).
- * rtn layers cannot be trained (BL_ERR_UNSUPPORTED). */
+ * their format's tensors in memory (any file layout the loader reads). *params receives n_params
+ * floats (caller frees). Layers of a format without a trainable entry: BL_ERR_UNSUPPORTED. */
 bl_status nn_model_from_bl(const bl_model *src, int max_seq, const nn_build_opts *o,
                            nn_model **out, float **params, bl_err *err);
 
-/* A random model for tests and benchmarks: every layer uses spec[proj] for its projections. */
-typedef struct {
-    int kind;
-    int64_t mid;
-    int l, P;
-    bool post_ln;
-} nn_lin_spec;
-bl_status nn_model_random(const bl_config *cfg, const nn_lin_spec spec[BL_PROJ_COUNT],
+/* A random model for tests and benchmarks: every layer uses spec[proj] (a trainable format and
+ * its parameters, mid resolved) for its projections. */
+bl_status nn_model_random(const bl_config *cfg, const bl_method spec[BL_PROJ_COUNT],
                           uint64_t seed, int max_seq, const nn_build_opts *o, nn_model **out,
                           float **params, bl_err *err);
 void nn_model_free(nn_model *m);
@@ -133,36 +128,18 @@ size_t *nn_vector_slot(nn_model *M, const bl_arch_tensor *t, int layer);
 typedef enum { NN_OPT_POST_LN, NN_OPT_LATENT_INIT, NN_OPT_FLIP, NN_OPT_COUNT } nn_opt;
 #define NN_OPT_BIT(o) (1u << (o))
 
-/* One entry per trainable format (src/nn/nn_formats.c), indexed by nn_linear.kind: everything
- * the engine knows about a format except its forward/backward (linear_impl.h, per precision). */
-typedef struct nn_format {
-    const char *format;       /* the registry's name (bl_format_find) */
-    bool signs_follow_latent; /* the sign matrix is sign(latent), refreshed every step (onebit) */
-    unsigned opts;            /* the nn_opt options it reads (NN_OPT_BIT) */
-    /* The nn layout of a loaded layer of this format. */
-    void (*spec)(const bl_linear *L, const nn_build_opts *o, nn_lin_spec *sp);
-    /* Adds the layer's tensors and sign matrices (L->kind, m, n and NN_NONE offsets are set). */
-    bl_status (*layout)(nn_model *M, const nn_build_opts *o, nn_linear *L, const char *prefix,
-                        const nn_lin_spec *sp, bl_err *err);
-    /* Values from a loaded layer, read through the format's data (any file layout). */
-    bl_status (*import)(const bl_linear *BL, const nn_linear *L, const nn_build_opts *o,
-                        float *P, bl_err *err);
-    bl_status (*random)(const nn_linear *L, const nn_build_opts *o, float *P, bl_rng *r,
-                        bl_err *err);
-    size_t (*acts_size)(const nn_linear *L, int64_t N);
-    size_t (*work_size)(const nn_linear *L, int64_t N);
-    /* The tensor whose trainable flag turns on the gradients of the vectors (NN_NONE: none). */
-    size_t (*vec)(const nn_linear *L);
-    /* The trained layer as a format layer (NULL: dense, exported as a view of P). */
-    bl_status (*export)(const nn_linear *L, const float *P, bl_linear *out, bl_err *err);
-} nn_format;
-extern const nn_format nn_formats[NN_KIND_COUNT];
-/* The kind of a loaded layer's format, or -1 when it cannot be trained. */
-int nn_kind_of(const bl_linear *L);
-/* The layout spec of a layer of method m (its parameters as a checkpoint records them, mid
- * resolved), for random models; BL_ERR_UNSUPPORTED when the format has no entry. */
-bl_status nn_method_spec(const bl_method *m, const nn_build_opts *o, nn_lin_spec *sp,
+/* The layer's method as the training engine lays it out: m with the build options the format
+ * reads applied (onebit's post_ln). BL_ERR_UNSUPPORTED when the format has no trainable entry. */
+bl_status nn_method_spec(const bl_method *m, const nn_build_opts *o, bl_method *sp,
                          bl_err *err);
+/* A loaded layer's values into the layer's tensors and sign matrices, read through its format's
+ * tensor table (dense: through to_dense). */
+bl_status nn_linear_import(const bl_linear *BL, const nn_linear *L, const nn_build_opts *o,
+                           float *P, bl_err *err);
+/* The trained layer as a layer of its format, written through the format's tensor table;
+ * BL_ERR_UNSUPPORTED for a format without one (dense: exported as a view of its weight). */
+bl_status nn_linear_export(const nn_linear *L, const float *P, bl_linear *out, bl_err *err);
+bool nn_linear_is_dense(const nn_linear *L);
 
 const nn_tensor *nn_model_find(const nn_model *m, const char *name);
 /* Marks every tensor trainable (tests) and enables all gradients. */
@@ -187,5 +164,47 @@ size_t nn_linear_work_size(const nn_linear *L, int64_t N);
 #include "nn/nn_decl.h"
 #undef NN_REAL
 #undef FN
+
+/* Where a trainable format's nn layout keeps one F16 tensor of its format's table. */
+typedef struct {
+    const char *part; /* the table's part as written there ("g", "p%d.A_env") */
+    size_t field;     /* offsetof(nn_linear, <its offset field>); repeat r at + r·rows·cols */
+} nn_part;
+
+/* One entry per trainable format (the table nn_formats of src/nn/nn_formats.c), found through
+ * the registry (nn_format_of): everything the engine knows about a format. Its forward/backward
+ * math is in linear_impl.h, once per precision. Adding a trainable format = its functions here
+ * and there + one entry, its traits record marked trainable. */
+typedef struct nn_format {
+    const char *format;       /* the registry's name (bl_format_find) */
+    bool signs_follow_latent; /* the sign matrix is sign(latent), refreshed every step (onebit) */
+    unsigned opts;            /* the nn_opt options it reads (NN_OPT_BIT) */
+    /* The build options it reads, applied to a layer's parameters; NULL: none. */
+    void (*apply_opts)(bl_format_params *p, const nn_build_opts *o);
+    /* Adds the layer's tensors and sign matrices (L->fmt, format, params, m, n set; offsets
+     * NN_NONE). */
+    bl_status (*layout)(nn_model *M, const nn_build_opts *o, nn_linear *L, const char *prefix,
+                        bl_err *err);
+    /* The nn tensor of every F16 tensor of the format's table; the table's sign tensors are
+     * L->S[] in order (bl_format_data_each). NULL: a format without a table (dense), imported
+     * through to_dense into L->w and exported as a view. */
+    const nn_part *parts;
+    int n_parts;
+    /* Optional, after import: what follows from the imported values (onebit: the latent from the
+     * signs; frozen signs: their flipping scores and kernel preparation). */
+    bl_status (*imported)(const nn_linear *L, const nn_build_opts *o, float *P, bl_err *err);
+    bl_status (*random)(const nn_linear *L, const nn_build_opts *o, float *P, bl_rng *r,
+                        bl_err *err);
+    size_t (*acts_size)(const nn_linear *L, int64_t N);
+    size_t (*work_size)(const nn_linear *L, int64_t N);
+    /* The tensor whose trainable flag turns on the gradients of the vectors (NN_NONE: none). */
+    size_t (*vec)(const nn_linear *L);
+    const nn_lin_math_f32 *math_f32; /* forward/backward (linear_impl.h) */
+    const nn_lin_math_f64 *math_f64;
+} nn_format;
+extern const nn_format nn_formats[];
+extern const int nn_n_formats;
+/* The entry of a registry format, or NULL when the training engine cannot train it. */
+const nn_format *nn_format_of(const bl_format_ops *f);
 
 #endif

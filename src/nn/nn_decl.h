@@ -66,6 +66,18 @@ typedef struct {
     NN_REAL *z, *y, *r;
 } FN(nn_lin_acts);
 
+/* A trainable format's math in this precision (linear_impl.h), reached through its nn_format
+ * entry (math_f32 / math_f64): bind points A at its activations in mem, forward and backward as
+ * nn_linear_forward / nn_linear_backward below. */
+typedef struct {
+    void (*bind)(FN(nn_lin_acts) *A, const nn_linear *L, int64_t N, NN_REAL *mem);
+    void (*forward)(const nn_linear *L, const NN_REAL *P, const NN_REAL *x, int64_t N,
+                    NN_REAL *y, FN(nn_lin_acts) *A, NN_REAL *work);
+    void (*backward)(const nn_linear *L, const NN_REAL *P, NN_REAL *G, const NN_REAL *x,
+                     const NN_REAL *dy, int64_t N, NN_REAL *dx, FN(nn_lin_acts) *A,
+                     NN_REAL *work);
+} FN(nn_lin_math);
+
 /* Points A at nn_linear_acts_size(L, N) reals starting at mem. */
 void FN(nn_lin_acts_bind)(FN(nn_lin_acts) *A, const nn_linear *L, int64_t N, NN_REAL *mem);
 /* y (N×m, overwrites) = layer(x). work: nn_linear_work_size reals. */

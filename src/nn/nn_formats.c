@@ -1,28 +1,14 @@
-/* The training engine's table of trainable formats (nn_formats, indexed by nn_linear.kind):
- * for each, the nn layout of a layer (tensors and sign matrices), its values imported from a
- * loaded layer through the format's data, a random initialization, the activation and scratch
- * sizes, and the export back into a format layer. A loaded layer finds its entry through the
- * registry (bl_format_find), never by comparing names. The precision-dependent forward/backward
- * pairs are in linear_impl.h. */
+/* The training engine's table of trainable formats (nn_formats): for each, the nn layout of a
+ * layer (tensors and sign matrices), where its format's tensors go in that layout (import and
+ * export go through the format's tensor table, src/formats/layer.c), a random initialization,
+ * the activation and scratch sizes, and its math per precision (linear_impl.h). A layer finds
+ * its entry through the registry (nn_format_of), never by comparing names. */
 #include "nn/nn_build.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void copy_bits(const nn_signs *s, const uint8_t *bits) {
-    memcpy(s->bits, bits, (size_t)(s->rows * bl_sign_row_bytes(s->cols)));
-}
-
-static void copy_vec(float *dst, const float *src, int64_t n) {
-    memcpy(dst, src, (size_t)n * sizeof(float));
-}
-
-static void *dup_bytes(const void *p, size_t n) {
-    void *d = malloc(n ? n : 1);
-    if (d) memcpy(d, p, n);
-    return d;
-}
 
 static size_t no_size(const nn_linear *L, int64_t N) {
     (void)L;
@@ -32,24 +18,11 @@ static size_t no_size(const nn_linear *L, int64_t N) {
 
 /* ---- dense ---- */
 
-static void dense_spec(const bl_linear *L, const nn_build_opts *o, nn_lin_spec *sp) {
-    (void)L;
-    (void)o;
-    sp->kind = NN_DENSE;
-}
-
 static bl_status dense_layout(nn_model *M, const nn_build_opts *o, nn_linear *L,
-                              const char *prefix, const nn_lin_spec *sp, bl_err *err) {
-    (void)sp;
+                              const char *prefix, bl_err *err) {
     (void)err;
     L->w = nn_add_tensor(M, o, NN_R_DENSE, L->m, L->n, "%s.weight", prefix);
     return BL_OK;
-}
-
-static bl_status dense_import(const bl_linear *BL, const nn_linear *L, const nn_build_opts *o,
-                              float *P, bl_err *err) {
-    (void)o;
-    return BL->ops->to_dense(BL, P + L->w, err);
 }
 
 static bl_status dense_random(const nn_linear *L, const nn_build_opts *o, float *P, bl_rng *r,
@@ -67,14 +40,13 @@ static size_t no_vec(const nn_linear *L) {
 
 /* ---- onebit ---- */
 
-static void onebit_spec(const bl_linear *L, const nn_build_opts *o, nn_lin_spec *sp) {
-    sp->kind = NN_ONEBIT;
-    sp->post_ln = o->post_ln < 0 ? L->params.post_ln : o->post_ln > 0;
+static void onebit_opts(bl_format_params *p, const nn_build_opts *o) {
+    p->post_ln = o->post_ln < 0 ? p->post_ln : o->post_ln > 0;
 }
 
 static bl_status onebit_layout(nn_model *M, const nn_build_opts *o, nn_linear *L,
-                               const char *prefix, const nn_lin_spec *sp, bl_err *err) {
-    L->post_ln = sp->post_ln;
+                               const char *prefix, bl_err *err) {
+    L->post_ln = L->params.post_ln;
     L->w = nn_add_tensor(M, o, NN_R_LATENT, L->m, L->n, "%s.latent", prefix);
     L->g = nn_add_tensor(M, o, NN_R_SCALE, L->n, 0, "%s.g", prefix);
     L->h = nn_add_tensor(M, o, NN_R_SCALE, L->m, 0, "%s.h", prefix);
@@ -82,14 +54,14 @@ static bl_status onebit_layout(nn_model *M, const nn_build_opts *o, nn_linear *L
     return s ? s : nn_init_signs(&L->S[0], L->m, L->n, err);
 }
 
-static bl_status onebit_import(const bl_linear *BL, const nn_linear *L, const nn_build_opts *o,
-                               float *P, bl_err *err) {
+static const nn_part onebit_parts[] = {{"g", offsetof(nn_linear, g)},
+                                       {"h", offsetof(nn_linear, h)}};
+
+/* The latent starts at ±latent_init from the imported signs. */
+static bl_status onebit_imported(const nn_linear *L, const nn_build_opts *o, float *P,
+                                 bl_err *err) {
     (void)err;
-    const bl_onebit *d = BL->ops->data(BL);
-    copy_bits(&L->S[0], d->sign);
     nn_latent_from_bits(P + L->w, &L->S[0], o->latent_init);
-    copy_vec(P + L->g, d->g, L->n);
-    copy_vec(P + L->h, d->h, L->m);
     return BL_OK;
 }
 
@@ -116,29 +88,11 @@ static size_t onebit_work(const nn_linear *L, int64_t N) {
 
 static size_t onebit_vec(const nn_linear *L) { return L->g; }
 
-static bl_status onebit_export(const nn_linear *L, const float *P, bl_linear *out, bl_err *err) {
-    const int64_t m = L->m, n = L->n;
-    bl_onebit q = {.m = m, .n = n, .post_ln = L->post_ln};
-    q.sign = dup_bytes(L->S[0].bits, (size_t)(m * bl_sign_row_bytes(n)));
-    q.g = dup_bytes(P + L->g, sizeof(float) * (size_t)n);
-    q.h = dup_bytes(P + L->h, sizeof(float) * (size_t)m);
-    bl_status s = q.sign && q.g && q.h ? bl_linear_from_onebit(out, &q, err)
-                                       : bl_fail(err, BL_ERR_NOMEM, "out of memory");
-    bl_onebit_free(&q); /* no-op when the layer took the buffers */
-    return s;
-}
-
 /* ---- dbf ---- */
 
-static void dbf_spec(const bl_linear *L, const nn_build_opts *o, nn_lin_spec *sp) {
-    (void)o;
-    sp->kind = NN_DBF;
-    sp->mid = L->params.mid;
-}
-
 static bl_status dbf_layout(nn_model *M, const nn_build_opts *o, nn_linear *L,
-                            const char *prefix, const nn_lin_spec *sp, bl_err *err) {
-    const int64_t m = L->m, n = L->n, k = L->mid = sp->mid;
+                            const char *prefix, bl_err *err) {
+    const int64_t m = L->m, n = L->n, k = L->mid = L->params.mid;
     L->a = nn_add_tensor(M, o, NN_R_SCALE, m, 0, "%s.a", prefix);
     L->mu = nn_add_tensor(M, o, NN_R_SCALE, k, 0, "%s.mu", prefix);
     L->b = nn_add_tensor(M, o, NN_R_SCALE, n, 0, "%s.b", prefix);
@@ -152,16 +106,9 @@ static bl_status dbf_layout(nn_model *M, const nn_build_opts *o, nn_linear *L,
     return s;
 }
 
-static bl_status dbf_import(const bl_linear *BL, const nn_linear *L, const nn_build_opts *o,
-                            float *P, bl_err *err) {
-    const bl_dbf *d = BL->ops->data(BL);
-    copy_bits(&L->S[0], d->A);
-    copy_bits(&L->S[1], d->B);
-    copy_vec(P + L->a, d->a, L->m);
-    copy_vec(P + L->mu, d->mu, L->mid);
-    copy_vec(P + L->b, d->b, L->n);
-    return nn_frozen_signs_ready(L, o, P, err);
-}
+static const nn_part dbf_parts[] = {{"a", offsetof(nn_linear, a)},
+                                    {"mu", offsetof(nn_linear, mu)},
+                                    {"b", offsetof(nn_linear, b)}};
 
 static bl_status dbf_random(const nn_linear *L, const nn_build_opts *o, float *P, bl_rng *r,
                             bl_err *err) {
@@ -182,34 +129,12 @@ static size_t dbf_work(const nn_linear *L, int64_t N) {
 
 static size_t dbf_vec(const nn_linear *L) { return L->a; }
 
-static bl_status dbf_export(const nn_linear *L, const float *P, bl_linear *out, bl_err *err) {
-    const int64_t m = L->m, n = L->n, k = L->mid;
-    bl_dbf q = {.m = m, .n = n, .k = k};
-    q.A = dup_bytes(L->S[0].bits, (size_t)(m * bl_sign_row_bytes(k)));
-    q.B = dup_bytes(L->S[1].bits, (size_t)(k * bl_sign_row_bytes(n)));
-    q.a = dup_bytes(P + L->a, sizeof(float) * (size_t)m);
-    q.mu = dup_bytes(P + L->mu, sizeof(float) * (size_t)k);
-    q.b = dup_bytes(P + L->b, sizeof(float) * (size_t)n);
-    bl_status s = q.A && q.B && q.a && q.mu && q.b ? bl_linear_from_dbf(out, &q, err)
-                                                   : bl_fail(err, BL_ERR_NOMEM, "out of memory");
-    bl_dbf_free(&q);
-    return s;
-}
-
 /* ---- mdbf ---- */
 
-static void mdbf_spec(const bl_linear *L, const nn_build_opts *o, nn_lin_spec *sp) {
-    (void)o;
-    sp->kind = NN_MDBF;
-    sp->mid = L->params.mid;
-    sp->l = L->params.rank_l;
-    sp->P = L->params.paths;
-}
-
 static bl_status mdbf_layout(nn_model *M, const nn_build_opts *o, nn_linear *L,
-                             const char *prefix, const nn_lin_spec *sp, bl_err *err) {
-    const int64_t m = L->m, n = L->n, r = L->mid = sp->mid;
-    const int l = L->l = sp->l, P = L->P = sp->P;
+                             const char *prefix, bl_err *err) {
+    const int64_t m = L->m, n = L->n, r = L->mid = L->params.mid;
+    const int l = L->l = L->params.rank_l, P = L->P = L->params.paths;
     L->a_env = nn_add_tensor(M, o, NN_R_ENVELOPE, P * m, l, "%s.A_env", prefix);
     L->q_u = nn_add_tensor(M, o, NN_R_ENVELOPE, P * r, l, "%s.Q_U", prefix);
     L->q_v = nn_add_tensor(M, o, NN_R_ENVELOPE, P * r, l, "%s.Q_V", prefix);
@@ -230,21 +155,11 @@ static bl_status mdbf_layout(nn_model *M, const nn_build_opts *o, nn_linear *L,
     return s;
 }
 
-static bl_status mdbf_import(const bl_linear *BL, const nn_linear *L, const nn_build_opts *o,
-                             float *P, bl_err *err) {
-    const bl_mdbf *d = BL->ops->data(BL);
-    const int64_t m = L->m, n = L->n, r = L->mid, l = L->l;
-    for (int p = 0; p < L->P; p++) {
-        const bl_mdbf_path *e = &d->paths[p];
-        copy_bits(&L->S[2 * p], e->SA);
-        copy_bits(&L->S[2 * p + 1], e->SB);
-        copy_vec(P + L->a_env + p * m * l, e->A_env, m * l);
-        copy_vec(P + L->q_u + p * r * l, e->Q_U, r * l);
-        copy_vec(P + L->q_v + p * r * l, e->Q_V, r * l); /* l = 1: ones (merged into Q_U) */
-        copy_vec(P + L->b_env + p * n * l, e->B_env, n * l);
-    }
-    return nn_frozen_signs_ready(L, o, P, err);
-}
+/* Q_V with l = 1 is ones in memory (merged into Q_U when stored). */
+static const nn_part mdbf_parts[] = {{"p%d.A_env", offsetof(nn_linear, a_env)},
+                                     {"p%d.Q_U", offsetof(nn_linear, q_u)},
+                                     {"p%d.Q_V", offsetof(nn_linear, q_v)},
+                                     {"p%d.B_env", offsetof(nn_linear, b_env)}};
 
 static bl_status mdbf_random(const nn_linear *L, const nn_build_opts *o, float *P, bl_rng *r,
                              bl_err *err) {
@@ -273,54 +188,128 @@ static size_t mdbf_work(const nn_linear *L, int64_t N) {
 
 static size_t mdbf_vec(const nn_linear *L) { return L->a_env; }
 
-static bl_status mdbf_export(const nn_linear *L, const float *P, bl_linear *out, bl_err *err) {
-    const int64_t m = L->m, n = L->n, k = L->mid, l = L->l;
-    bl_mdbf q = {.m = m, .n = n, .r = k, .l = L->l, .P = L->P};
-    q.paths = calloc((size_t)L->P, sizeof *q.paths);
-    bool ok = q.paths != NULL;
-    for (int p = 0; ok && p < L->P; p++) {
-        bl_mdbf_path *e = &q.paths[p];
-        e->SA = dup_bytes(L->S[2 * p].bits, (size_t)(m * bl_sign_row_bytes(k)));
-        e->SB = dup_bytes(L->S[2 * p + 1].bits, (size_t)(k * bl_sign_row_bytes(n)));
-        e->A_env = dup_bytes(P + L->a_env + p * m * l, sizeof(float) * (size_t)(m * l));
-        e->Q_U = dup_bytes(P + L->q_u + p * k * l, sizeof(float) * (size_t)(k * l));
-        e->Q_V = dup_bytes(P + L->q_v + p * k * l, sizeof(float) * (size_t)(k * l));
-        e->B_env = dup_bytes(P + L->b_env + p * n * l, sizeof(float) * (size_t)(n * l));
-        ok = e->SA && e->SB && e->A_env && e->Q_U && e->Q_V && e->B_env;
+/* ---- the table ---- */
+
+/* Each format's math per precision (linear_impl.h, compiled by nn_f32.c and nn_f64.c). */
+#define NN_MATH(f)                                                                           \
+    extern const nn_lin_math_f32 nn_##f##_math_f32;                                         \
+    extern const nn_lin_math_f64 nn_##f##_math_f64;
+NN_MATH(dense)
+NN_MATH(onebit)
+NN_MATH(dbf)
+NN_MATH(mdbf)
+#define MATH(f) .math_f32 = &nn_##f##_math_f32, .math_f64 = &nn_##f##_math_f64
+#define PARTS(a) .parts = (a), .n_parts = (int)(sizeof(a) / sizeof((a)[0]))
+
+const nn_format nn_formats[] = {
+    {.format = "dense", .layout = dense_layout, .random = dense_random, .acts_size = no_size,
+     .work_size = no_size, .vec = no_vec, MATH(dense)},
+    {.format = "onebit", .signs_follow_latent = true,
+     .opts = NN_OPT_BIT(NN_OPT_POST_LN) | NN_OPT_BIT(NN_OPT_LATENT_INIT),
+     .apply_opts = onebit_opts, .layout = onebit_layout, PARTS(onebit_parts),
+     .imported = onebit_imported, .random = onebit_random, .acts_size = onebit_acts,
+     .work_size = onebit_work, .vec = onebit_vec, MATH(onebit)},
+    {.format = "dbf", .opts = NN_OPT_BIT(NN_OPT_FLIP), .layout = dbf_layout, PARTS(dbf_parts),
+     .imported = nn_frozen_signs_ready, .random = dbf_random, .acts_size = dbf_acts,
+     .work_size = dbf_work, .vec = dbf_vec, MATH(dbf)},
+    {.format = "mdbf", .opts = NN_OPT_BIT(NN_OPT_FLIP), .layout = mdbf_layout,
+     PARTS(mdbf_parts), .imported = nn_frozen_signs_ready, .random = mdbf_random,
+     .acts_size = mdbf_acts, .work_size = mdbf_work, .vec = mdbf_vec, MATH(mdbf)},
+};
+const int nn_n_formats = (int)(sizeof nn_formats / sizeof nn_formats[0]);
+
+const nn_format *nn_format_of(const bl_format_ops *f) {
+    for (int k = 0; f && k < nn_n_formats; k++)
+        if (bl_format_find(nn_formats[k].format) == f) return &nn_formats[k];
+    return NULL;
+}
+
+bl_status nn_method_spec(const bl_method *m, const nn_build_opts *o, bl_method *sp,
+                         bl_err *err) {
+    const nn_format *e = nn_format_of(m->format);
+    if (!e)
+        return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: the training engine has no entry for it",
+                       m->format ? m->format->name : "?");
+    *sp = *m;
+    if (e->apply_opts) e->apply_opts(&sp->params, o);
+    return BL_OK;
+}
+
+bool nn_linear_is_dense(const nn_linear *L) { return bl_format_is_dense(L->format); }
+
+/* ---- import and export through the format's tensor table ---- */
+
+typedef struct {
+    const nn_linear *L;
+    float *P;      /* import: written; export: read */
+    int sign;      /* the next sign matrix */
+    bool to_nn;
+} part_copy;
+
+/* Where the F16 tensor of ref lives in the nn layout, or NN_NONE when it has no place. */
+static size_t part_offset(const nn_linear *L, const bl_format_tensor_ref *ref) {
+    const nn_format *e = L->fmt;
+    for (int i = 0; i < e->n_parts; i++)
+        if (strcmp(e->parts[i].part, ref->t->part) == 0) {
+            const size_t base = *(const size_t *)((const char *)L + e->parts[i].field);
+            if (base == NN_NONE) return NN_NONE;
+            return base + (size_t)ref->repeat * (size_t)(ref->rows * (ref->cols ? ref->cols : 1));
+        }
+    return NN_NONE;
+}
+
+static bl_status copy_part(const bl_format_tensor_ref *ref, void *ctx, bl_err *err) {
+    part_copy *c = ctx;
+    const nn_linear *L = c->L;
+    if (ref->t->kind == BL_FT_SIGNS) {
+        if (c->sign >= L->n_signs || L->S[c->sign].rows != ref->rows ||
+            L->S[c->sign].cols != ref->cols)
+            return bl_fail(err, BL_ERR_FORMAT, "%s %s: no sign matrix of its shape in the training "
+                           "engine's layout", L->format->name, ref->part);
+        nn_signs *S = &L->S[c->sign++];
+        if (c->to_nn) memcpy(S->bits, ref->buf, ref->bytes);
+        else memcpy(ref->buf, S->bits, ref->bytes);
+        return BL_OK;
     }
-    bl_status s = ok ? bl_linear_from_mdbf(out, &q, err)
-                     : bl_fail(err, BL_ERR_NOMEM, "out of memory");
-    bl_mdbf_free(&q);
+    const size_t off = ref->t->kind == BL_FT_F16 ? part_offset(L, ref) : NN_NONE;
+    if (off == NN_NONE)
+        return bl_fail(err, BL_ERR_UNSUPPORTED, "%s %s: the training engine has no tensor for it",
+                       L->format->name, ref->part);
+    if (c->to_nn) memcpy(c->P + off, ref->buf, ref->bytes);
+    else memcpy(ref->buf, c->P + off, ref->bytes);
+    return BL_OK;
+}
+
+bl_status nn_linear_import(const bl_linear *BL, const nn_linear *L, const nn_build_opts *o,
+                           float *P, bl_err *err) {
+    if (BL->ops != L->format || BL->m != L->m || BL->n != L->n)
+        return bl_fail(err, BL_ERR_ARG, "%s layer %lld×%lld imported into a %s layer %lld×%lld",
+                       BL->ops->name, (long long)BL->m, (long long)BL->n, L->format->name,
+                       (long long)L->m, (long long)L->n);
+    if (!L->fmt->parts) return BL->ops->to_dense(BL, P + L->w, err);
+    part_copy c = {.L = L, .P = P, .to_nn = true};
+    bl_status s = bl_format_data_each(BL->ops, BL->ops->data(BL), copy_part, &c, err);
+    if (!s && c.sign != L->n_signs)
+        s = bl_fail(err, BL_ERR_FORMAT, "%s: %d sign matrices imported, the layout has %d",
+                    L->format->name, c.sign, L->n_signs);
+    if (!s && L->fmt->imported) s = L->fmt->imported(L, o, P, err);
     return s;
 }
 
-/* ---- the table ---- */
-
-const nn_format nn_formats[NN_KIND_COUNT] = {
-    [NN_DENSE] = {"dense", false, 0, dense_spec, dense_layout, dense_import, dense_random, no_size,
-                  no_size, no_vec, NULL},
-    [NN_ONEBIT] = {"onebit", true, NN_OPT_BIT(NN_OPT_POST_LN) | NN_OPT_BIT(NN_OPT_LATENT_INIT), onebit_spec, onebit_layout, onebit_import, onebit_random,
-                   onebit_acts, onebit_work, onebit_vec, onebit_export},
-    [NN_DBF] = {"dbf", false, NN_OPT_BIT(NN_OPT_FLIP), dbf_spec, dbf_layout, dbf_import, dbf_random, dbf_acts, dbf_work,
-                dbf_vec, dbf_export},
-    [NN_MDBF] = {"mdbf", false, NN_OPT_BIT(NN_OPT_FLIP), mdbf_spec, mdbf_layout, mdbf_import, mdbf_random, mdbf_acts,
-                 mdbf_work, mdbf_vec, mdbf_export},
-};
-
-int nn_kind_of(const bl_linear *L) {
-    for (int k = 0; k < NN_KIND_COUNT; k++)
-        if (bl_format_find(nn_formats[k].format) == L->ops) return k;
-    return -1;
-}
-
-bl_status nn_method_spec(const bl_method *m, const nn_build_opts *o, nn_lin_spec *sp,
-                         bl_err *err) {
-    const bl_linear L = {.ops = m->format, .params = m->params};
-    const int k = nn_kind_of(&L);
-    if (k < 0)
-        return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: the training engine has no entry for it",
-                       m->format->name);
-    *sp = (nn_lin_spec){.kind = k, .l = 1, .P = 1};
-    nn_formats[k].spec(&L, o, sp);
-    return BL_OK;
+bl_status nn_linear_export(const nn_linear *L, const float *P, bl_linear *out, bl_err *err) {
+    const bl_format_ops *f = L->format;
+    if (!L->fmt->parts)
+        return bl_fail(err, BL_ERR_UNSUPPORTED, "%s layers are exported as views of their weight",
+                       f->name);
+    void *data = malloc(f->data_size);
+    if (!data) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    bl_status s = bl_format_data_alloc(f, L->m, L->n, &L->params, data, err);
+    if (!s) {
+        part_copy c = {.L = L, .P = (float *)P, .to_nn = false}; /* only read */
+        s = bl_format_data_each(f, data, copy_part, &c, err);
+        if (!s) s = bl_linear_from_data(out, f, data, err);
+        if (s) bl_format_data_free(f, data); /* a layer that took the buffers zeroed data */
+    }
+    free(data);
+    return s;
 }

@@ -24,11 +24,11 @@ void nn_build_opts_default(nn_build_opts *o) {
 /* ---- sizes ---- */
 
 size_t nn_linear_acts_size(const nn_linear *L, int64_t N) {
-    return nn_formats[L->kind].acts_size(L, N);
+    return L->fmt->acts_size(L, N);
 }
 
 size_t nn_linear_work_size(const nn_linear *L, int64_t N) {
-    return nn_formats[L->kind].work_size(L, N);
+    return L->fmt->work_size(L, N);
 }
 
 /* ---- the tensor table ---- */
@@ -102,7 +102,7 @@ void nn_model_update_grad_flags(nn_model *M) {
         for (int p = 0; p < BL_PROJ_COUNT; p++) {
             nn_linear *L = &M->layers[l].proj[p];
             L->grad_w = L->w != NN_NONE && trainable_at(M, L->w);
-            L->grad_vec = trainable_at(M, nn_formats[L->kind].vec(L));
+            L->grad_vec = trainable_at(M, L->fmt->vec(L));
         }
 }
 
@@ -137,17 +137,24 @@ bl_status nn_init_signs(nn_signs *s, int64_t rows, int64_t cols, bl_err *err) {
 
 /* Lays out one projection's tensors and sign matrices. */
 static bl_status layout_linear(nn_model *M, const nn_build_opts *o, nn_linear *L,
-                               const char *prefix, const nn_lin_spec *sp, int64_t m, int64_t n,
+                               const char *prefix, const bl_method *sp, int64_t m, int64_t n,
                                bl_err *err) {
     memset(L, 0, sizeof *L);
-    if (sp->kind < 0 || sp->kind >= NN_KIND_COUNT)
-        return bl_fail(err, BL_ERR_ARG, "%s: unknown layer kind %d", prefix, sp->kind);
-    L->kind = sp->kind;
+    L->fmt = nn_format_of(sp->format);
+    if (!L->fmt)
+        return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: %s layers cannot be trained", prefix,
+                       sp->format ? sp->format->name : "unset");
+    L->format = sp->format;
+    L->params = sp->params;
+    if (sp->format->check) {
+        bl_status s = sp->format->check(m, n, &sp->params, prefix, err);
+        if (s) return s;
+    }
     L->m = m;
     L->n = n;
     L->w = L->g = L->h = L->a = L->mu = L->b = NN_NONE;
     L->a_env = L->q_u = L->q_v = L->b_env = NN_NONE;
-    return nn_formats[sp->kind].layout(M, o, L, prefix, sp, err);
+    return L->fmt->layout(M, o, L, prefix, err);
 }
 
 /* ---- the architecture table's tensors in the parameter buffer ---- */
@@ -182,7 +189,7 @@ static int vector_role(const bl_arch_tensor *t) {
 /* Lays out the whole model; spec[l·7 + p] describes each projection. The parameter buffer keeps
  * the order checkpoints and the gradient-norm sum were written in: the embeddings, the head and
  * the final norm, then per layer its vectors followed by its projections. */
-static bl_status layout_model(nn_model *M, const bl_config *c, const nn_lin_spec *spec,
+static bl_status layout_model(nn_model *M, const bl_config *c, const bl_method *spec,
                               const nn_build_opts *o, bl_err *err) {
     M->cfg = *c;
     int nt;
@@ -297,20 +304,17 @@ bl_status nn_frozen_signs_ready(const nn_linear *L, const nn_build_opts *o, floa
 }
 
 static bl_status spec_of(const bl_model *src, const bl_linear *L, const char *prefix,
-                         const nn_build_opts *o, nn_lin_spec *sp, bl_err *err) {
-    memset(sp, 0, sizeof *sp);
-    const int kind = nn_kind_of(L);
-    if (kind < 0) {
-        char names[96];
-        size_t k = 0;
-        for (int i = 0; i < NN_KIND_COUNT; i++)
-            k += (size_t)snprintf(names + k, sizeof names - k, "%s%s", i ? ", " : "",
-                                  nn_formats[i].format);
-        return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: %s is a %s layer, which cannot be trained "
-                       "(%s can)", src->path, prefix, L->ops->name, names);
-    }
-    nn_formats[kind].spec(L, o, sp);
-    return BL_OK;
+                         const nn_build_opts *o, bl_method *sp, bl_err *err) {
+    const bl_method m = {.format = L->ops, .params = L->params};
+    if (nn_format_of(L->ops)) return nn_method_spec(&m, o, sp, err);
+    char names[96];
+    size_t k = 0;
+    names[0] = 0;
+    for (int i = 0; i < nn_n_formats && k < sizeof names; i++)
+        k += (size_t)snprintf(names + k, sizeof names - k, "%s%s", i ? ", " : "",
+                              nn_formats[i].format);
+    return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: %s is a %s layer, which cannot be trained "
+                   "(%s can)", src->path, prefix, L->ops->name, names);
 }
 
 bl_status nn_model_from_bl(const bl_model *src, int max_seq, const nn_build_opts *o,
@@ -319,7 +323,7 @@ bl_status nn_model_from_bl(const bl_model *src, int max_seq, const nn_build_opts
     *params = NULL;
     const bl_config *c = &src->cfg;
     nn_model *M = calloc(1, sizeof *M);
-    nn_lin_spec *spec = calloc((size_t)c->n_layers * BL_PROJ_COUNT, sizeof *spec);
+    bl_method *spec = calloc((size_t)c->n_layers * BL_PROJ_COUNT, sizeof *spec);
     bl_status s = M && spec ? BL_OK : bl_fail(err, BL_ERR_NOMEM, "out of memory");
     char prefix[96];
     for (int l = 0; l < c->n_layers && !s; l++)
@@ -349,7 +353,7 @@ bl_status nn_model_from_bl(const bl_model *src, int max_seq, const nn_build_opts
         } else if (t->kind == BL_TK_LINEAR && t->per_layer) {
             bl_arch_tensor_name(t, l, false, prefix, sizeof prefix);
             const nn_linear *L = &M->layers[l].proj[t->proj];
-            s = nn_formats[L->kind].import(&src->layers[l].proj[t->proj], L, o, P, err);
+            s = nn_linear_import(&src->layers[l].proj[t->proj], L, o, P, err);
         }
     }
     if (!s) s = nn_model_sync_signs_f32(M, P, err);
@@ -381,13 +385,13 @@ void nn_random_signs(nn_signs *s, bl_rng *r) {
             if (bl_rng_u64(r) & 1) s->bits[i * rb + (j >> 3)] |= (uint8_t)(1u << (j & 7));
 }
 
-bl_status nn_model_random(const bl_config *c, const nn_lin_spec spec[BL_PROJ_COUNT],
+bl_status nn_model_random(const bl_config *c, const bl_method spec[BL_PROJ_COUNT],
                           uint64_t seed, int max_seq, const nn_build_opts *o, nn_model **out,
                           float **params, bl_err *err) {
     *out = NULL;
     *params = NULL;
     nn_model *M = calloc(1, sizeof *M);
-    nn_lin_spec *all = calloc((size_t)c->n_layers * BL_PROJ_COUNT, sizeof *all);
+    bl_method *all = calloc((size_t)c->n_layers * BL_PROJ_COUNT, sizeof *all);
     float *inv = malloc(sizeof(float) * (size_t)(c->head_dim / 2 + 1));
     bl_status s = M && all && inv ? BL_OK : bl_fail(err, BL_ERR_NOMEM, "out of memory");
     for (int i = 0; i < c->n_layers * BL_PROJ_COUNT && !s; i++) all[i] = spec[i % BL_PROJ_COUNT];
@@ -412,10 +416,7 @@ bl_status nn_model_random(const bl_config *c, const nn_lin_spec spec[BL_PROJ_COU
     }
     for (int l = 0; l < c->n_layers && !s; l++)
         for (int p = 0; p < BL_PROJ_COUNT && !s; p++)
-            {
-                const nn_linear *L = &M->layers[l].proj[p];
-                s = nn_formats[L->kind].random(L, o, P, &r, err);
-            }
+            s = M->layers[l].proj[p].fmt->random(&M->layers[l].proj[p], o, P, &r, err);
     if (!s) s = nn_model_sync_signs_f32(M, P, err);
     if (s) {
         nn_model_free(M);

@@ -173,7 +173,7 @@ bl_status ptq_calibrate_scales(const bl_model *src, const bl_quant_opts *o, bl_l
     for (int l = 0; l < c->n_layers && !s; l++)
         for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
             const nn_linear *L = &k.S->layers[l].proj[p];
-            s = nn_formats[L->kind].export(L, k.PS, &nq[l * BL_PROJ_COUNT + p], err);
+            s = nn_linear_export(L, k.PS, &nq[l * BL_PROJ_COUNT + p], err);
         }
     if (!s) { /* measure what will be written */
         nn_model_free(k.S);

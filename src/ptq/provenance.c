@@ -21,7 +21,7 @@ cJSON *ptq_provenance(const bl_model *src, const bl_quant_opts *o) {
     if (o->head) cJSON_AddStringToObject(p, "head", o->head);    /* files stay as they were */
     if (bl_method_uses(&o->method, false, BL_QP_BPW)) {
         if (o->bpw > 0) bl_json_add_exact(p, "bpw_target", o->bpw); /* read back exactly */
-        else cJSON_AddStringToObject(p, "bpw_target", "onebit");
+        else cJSON_AddStringToObject(p, "bpw_target", bl_bpw_keyword());
     }
     /* the format parameters that an option sets, under the option's name */
     const bl_format_ops *f = o->method.format;

@@ -91,8 +91,8 @@ static bl_status pass(rc_ctx *r, const nn_model *M, const float *P, rc_store *in
         for (int64_t k = 0; k < N * D && !s && out; k++)
             if (!isfinite(y[k]))
                 s = bl_fail(err, BL_ERR_NUMERIC, "the output of the %s block is not finite "
-                            "(sequence %lld, position %lld) in %s", M->layers[0].proj[0].kind ==
-                            NN_DENSE ? "FP" : "quantized",
+                            "(sequence %lld, position %lld) in %s",
+                            nn_linear_is_dense(&M->layers[0].proj[0]) ? "FP" : "quantized",
                             (long long)(r->sh.seq0 + i + k / (r->T * D)),
                             (long long)(k / D % r->T), r->src->path);
         if (!s && out) s = rc_store_io(out, i * r->T, N, (float *)y, true, err);
@@ -224,7 +224,7 @@ bl_status rc_export_block(const nn_model *S, const float *P, bl_linear *q, bl_er
         const nn_linear *L = &S->layers[0].proj[p];
         bl_linear nl;
         memset(&nl, 0, sizeof nl);
-        bl_status s = nn_formats[L->kind].export(L, P, &nl, err);
+        bl_status s = nn_linear_export(L, P, &nl, err);
         if (s) return s;
         bl_linear_free(&q[p]);
         q[p] = nl;
@@ -362,9 +362,7 @@ static bl_status replay(rc_ctx *r, const bl_linear *q, int start, bl_err *err) {
 }
 
 bool bl_recon_supports(const bl_method *m) {
-    for (int k = 0; k < NN_KIND_COUNT; k++)
-        if (k != NN_DENSE && bl_format_find(nn_formats[k].format) == m->format) return true;
-    return false;
+    return nn_format_of(m->format) && !bl_format_is_dense(m->format);
 }
 
 bl_status ptq_reconstruct(const bl_model *src, const bl_quant_opts *o, const char *outdir,

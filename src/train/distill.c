@@ -271,16 +271,16 @@ static const nn_opt distill_opt_nn[BL_DO_COUNT] = {
     [BL_DO_POST_LN] = NN_OPT_POST_LN, [BL_DO_LATENT_INIT] = NN_OPT_LATENT_INIT,
     [BL_DO_FLIP] = NN_OPT_FLIP};
 
-static bool kind_reads(int k, bl_distill_opt opt) {
-    return (unsigned)opt < BL_DO_COUNT && (nn_formats[k].opts & NN_OPT_BIT(distill_opt_nn[opt]));
+static bool format_reads(const nn_format *e, bl_distill_opt opt) {
+    return (unsigned)opt < BL_DO_COUNT && (e->opts & NN_OPT_BIT(distill_opt_nn[opt]));
 }
 
 /* Which distillation options a student reads: the table of trainable formats decides. */
 bool bl_distill_student_reads(const bl_model *student, bl_distill_opt opt) {
     for (int l = 0; l < student->cfg.n_layers; l++)
         for (int p = 0; p < BL_PROJ_COUNT; p++) {
-            const int k = nn_kind_of(&student->layers[l].proj[p]);
-            if (k >= 0 && kind_reads(k, opt)) return true;
+            const nn_format *e = nn_format_of(student->layers[l].proj[p].ops);
+            if (e && format_reads(e, opt)) return true;
         }
     return false;
 }
@@ -288,8 +288,8 @@ bool bl_distill_student_reads(const bl_model *student, bl_distill_opt opt) {
 void bl_distill_opt_users(bl_distill_opt opt, char *buf, size_t cap) {
     size_t n = 0;
     buf[0] = 0;
-    for (int k = 0; k < NN_KIND_COUNT && n < cap; k++)
-        if (kind_reads(k, opt))
+    for (int k = 0; k < nn_n_formats && n < cap; k++)
+        if (format_reads(&nn_formats[k], opt))
             n += (size_t)snprintf(buf + n, cap - n, "%s%s", n ? ", " : "", nn_formats[k].format);
 }
 

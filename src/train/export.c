@@ -55,11 +55,13 @@ bl_status tr_export(const nn_model *M, const float *P, const bl_model *src, cons
         const nn_linear *L = &M->layers[l].proj[t->proj];
         bl_linear *out = bl_arch_linear_slot(&sh, t, l);
         const int i7 = l * BL_PROJ_COUNT + t->proj;
-        if (nn_formats[L->kind].export) {
-            s = nn_formats[L->kind].export(L, P, out, err);
+        if (!nn_linear_is_dense(L)) {
+            s = nn_linear_export(L, P, out, err);
         } else { /* dense: a view of the trained weights, or the source's own layer */
             if (!trainable(M, L->w)) continue;
-            views[i7] = view_of(P, L->w, L->m, L->n, "dense");
+            char name[BL_MAX_NAME];
+            bl_arch_tensor_name(t, l, false, name, sizeof name);
+            views[i7] = view_of(P, L->w, L->m, L->n, name);
             s = bl_linear_dense_init(out, &views[i7], err);
         }
         made[i7] = !s;

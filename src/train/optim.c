@@ -107,7 +107,7 @@ bl_status tr_flip_signs(nn_model *M, const float *P, double frac, int64_t *flips
     for (int l = 0; l < M->cfg.n_layers; l++)
         for (int p = 0; p < BL_PROJ_COUNT; p++) {
             nn_linear *L = &M->layers[l].proj[p];
-            if (nn_formats[L->kind].signs_follow_latent) continue; /* refreshed every step */
+            if (L->fmt->signs_follow_latent) continue; /* refreshed every step */
             for (int i = 0; i < L->n_signs; i++) {
                 if (L->S[i].latent == NN_NONE) continue;
                 bl_status s = flip_one(&L->S[i], P, frac, flips, err);
