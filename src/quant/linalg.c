@@ -23,30 +23,6 @@
  * that, bl_sgemm's 128). Depends on the shape only. */
 static int64_t la_block(int64_t extent) { return extent >= 3 * 512 ? 512 : 256; }
 
-typedef struct {
-    bool tA, tB, by_rows;
-    int64_t M, N, K, lda, ldb, ldc, block, extent;
-    float alpha, beta;
-    const float *A, *B;
-    float *C;
-} gemm_call;
-
-static void gemm_blocks(void *ctx, int64_t b0, int64_t b1) {
-    const gemm_call *g = ctx;
-    const CBLAS_TRANSPOSE ta = g->tA ? CblasTrans : CblasNoTrans, tb = g->tB ? CblasTrans : CblasNoTrans;
-    for (int64_t b = b0; b < b1; b++) {
-        const int64_t lo = b * g->block, len = g->extent - lo < g->block ? g->extent - lo : g->block;
-        if (g->by_rows)
-            cblas_sgemm(CblasRowMajor, ta, tb, (blasint)len, (blasint)g->N, (blasint)g->K, g->alpha,
-                        g->tA ? g->A + lo : g->A + lo * g->lda, (blasint)g->lda, g->B,
-                        (blasint)g->ldb, g->beta, g->C + lo * g->ldc, (blasint)g->ldc);
-        else
-            cblas_sgemm(CblasRowMajor, ta, tb, (blasint)g->M, (blasint)len, (blasint)g->K, g->alpha,
-                        g->A, (blasint)g->lda, g->tB ? g->B + lo * g->ldb : g->B + lo,
-                        (blasint)g->ldb, g->beta, g->C + lo, (blasint)g->ldc);
-    }
-}
-
 void bl_qf_gemm(bool tA, bool tB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                 int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (M <= 0 || N <= 0) return;
@@ -55,17 +31,11 @@ void bl_qf_gemm(bool tA, bool tB, int64_t M, int64_t N, int64_t K, float alpha, 
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
         return;
     }
-    const bool by_rows = M >= N;
-    const int64_t extent = by_rows ? M : N;
-    if (extent < 3 * 512 || (double)M * (double)N * (double)K < LA_MIN_WORK) {
-        /* bl_sgemm: blocks of 128 rows (or columns) over the calling thread's OpenMP threads */
-        bl_sgemm(tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, (int)M, (int)N,
-                 (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc, bl_pool_omp_current());
-        return;
-    }
-    bl_blas_single_thread();
-    gemm_call g = {tA, tB, by_rows, M, N, K, lda, ldb, ldc, 512, extent, alpha, beta, A, B, C};
-    bl_pool_for(bl_pool_omp_current(), (extent + 511) / 512, true, gemm_blocks, &g);
+    /* blocks of 512 rows (or columns) of C when that leaves at least three, else bl_sgemm's 128 */
+    const int64_t extent = M >= N || M >= 64 ? M : N;
+    bl_sgemm_block(tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, (int)M, (int)N,
+                   (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc,
+                   extent >= 3 * 512 ? 512 : 128, bl_pool_omp_current());
 }
 
 static void symmetrize_upper(float *G, int64_t k) {
