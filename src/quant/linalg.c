@@ -49,13 +49,19 @@ typedef struct {
     float *G;
 } gram_call;
 
-/* Block row b of the upper triangle: G[b, b:] = A_b·A[b:]ᵀ. Range element q covers the block rows
- * q and nb − 1 − q, so contiguous ranges carry equal work. */
+/* Block row b of the upper triangle: the diagonal block G[b, b] = A_b·A_bᵀ by ssyrk (half its
+ * flops), the rest of the row G[b, b+1:] = A_b·A[b+1:]ᵀ by sgemm. Range element q covers the block
+ * rows q and nb − 1 − q, so contiguous ranges carry equal work. */
 static void gram_block(const gram_call *g, int64_t b) {
     const int64_t lo = b * g->block, len = g->r - lo < g->block ? g->r - lo : g->block;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)len, (blasint)(g->r - lo),
-                (blasint)g->c, 1.0f, g->A + lo * g->c, (blasint)g->c, g->A + lo * g->c,
-                (blasint)g->c, 0.0f, g->G + lo * g->r + lo, (blasint)g->r);
+    const float *Ab = g->A + lo * g->c;
+    float *Gb = g->G + lo * g->r + lo;
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (blasint)len, (blasint)g->c, 1.0f, Ab,
+                (blasint)g->c, 0.0f, Gb, (blasint)g->r);
+    if (g->r - lo - len > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)len, (blasint)(g->r - lo - len),
+                    (blasint)g->c, 1.0f, Ab, (blasint)g->c, Ab + len * g->c, (blasint)g->c, 0.0f,
+                    Gb + len, (blasint)g->r);
 }
 
 static void gram_blocks(void *ctx, int64_t q0, int64_t q1) {
