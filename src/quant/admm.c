@@ -121,7 +121,7 @@ static bl_status solve_side(bl_qf_side *s, const float *XX, float rho0, const bl
     const bool two = ao->inner > 1 && rho0 != 1.0f;
     factor_call fc = {XX, r, {lam + rho0, lam + 1.0f}, {U0, U1}, {BL_OK, BL_OK}, {{0}, {0}}};
     /* the two factorizations are independent single-threaded LAPACK calls: side by side */
-    bl_pool_for(bl_pool_omp_current(), two ? 2 : 1, two && rr >= 256.0, factor_tasks, &fc);
+    bl_pool_for(bl_pool_omp_current(), two ? 2 : 1, two && rr >= 512.0, factor_tasks, &fc);
     const float *F1 = two ? U1 : U0;
     clock_stop(&ck, BL_FIT_PHASE_FACTOR, (two ? 2.0 : 1.0) * rr * rr * rr / 3.0);
     for (int i = 0; i < 2; i++)

@@ -17,7 +17,11 @@
  * packs its whole other operand again, so the blocks are as wide as the thread split allows:
  * on a 2028×4096×4096 product, 128-row blocks (bl_sgemm's) lose 12% of the single-call rate with
  * OpenBLAS's Haswell kernels and 25% with its AVX-512 ones, 512-row blocks 0–5%. */
-#define LA_MIN_WORK (1 << 22) /* below this many multiply-adds: one call on the calling thread */
+/* Below this many multiply-adds a Gram matrix or solve is one call on the calling thread (~10 ms
+ * of work): smaller ones gain little from two threads and, on an oversubscribed machine, lose to
+ * the barrier and the workers' spinning (docs/fits.md); at 1024² and 1 bpw (k = 492) they stay
+ * serial; at 1200×1600 (k = 665) those with c = 1600 are split. */
+#define LA_MIN_WORK (1 << 29)
 
 /* Block width for an extent: 512 while that leaves at least three blocks, else 256 (gemm: below
  * that, bl_sgemm's 128). Depends on the shape only. */
@@ -79,7 +83,7 @@ void bl_qf_gram_rows(const float *A, int64_t r, int64_t c, float *G) {
     }
     bl_blas_single_thread();
     const int64_t block = la_block(r);
-    if ((double)r * (double)r * (double)c < 2.0 * LA_MIN_WORK || r <= block) {
+    if ((double)r * (double)r * (double)c < LA_MIN_WORK || r <= block) {
         cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (blasint)r, (blasint)c, 1.0f, A,
                     (blasint)c, 0.0f, G, (blasint)r);
     } else {
