@@ -50,14 +50,14 @@ q "$tmp/full" dbf "${K[@]}"
 $BIN quantize "$M" -m dbf -o "$tmp/killed" "${K[@]}" >/dev/null 2>"$tmp/killed.err" &
 pid=$!
 for _ in $(seq 1 600); do
-  [ -e "$tmp/killed/checkpoint/recon.acts.safetensors" ] && break
+  [ -e "$tmp/killed/checkpoint/recon.progress.safetensors" ] && break
   kill -0 $pid 2>/dev/null || break
   sleep 0.05
 done
 kill -9 $pid 2>/dev/null
 wait $pid 2>/dev/null
 check "the killed run left its state and no model" \
-  '[ -e "$tmp/killed/checkpoint/recon.acts.safetensors" ] && [ ! -e "$tmp/killed/model.safetensors" ]'
+  '[ -e "$tmp/killed/checkpoint/recon.progress.safetensors" ] && [ ! -e "$tmp/killed/model.safetensors" ]'
 q "$tmp/killed" dbf "${K[@]}"
 check "the same command resumes after the last finished block" 'python3 -c "
 import json,sys
@@ -102,7 +102,33 @@ q "$tmp/blk" dbf --calib "$tmp/calib.txt" --calib-tokens 300 --iters 2 --calib-s
 check "--reconstruct none records no reconstruction and differs from block" \
   '[ -s "$tmp/none/model.safetensors" ] && ! grep -Eq "reconstruct\":\s*\{" "$tmp/none/config.json" && grep -Eq "reconstruct\":\s*\{" "$tmp/blk/config.json" && ! same "$tmp/none" "$tmp/blk"'
 
+# dbf's factor signs flip through their latent scores (--recon-sign-lr); at 0 they stay as the
+# initial fit made them. Block 1's initial fit is the same in every run (same inputs), so its
+# sign matrices must be equal after 1 and 2 epochs at sign lr 0; a sign lr whose 8 steps can move
+# a score across zero from its ±0.01 start (5e-3; the default 3e-4 needs more steps) flips signs.
+q "$tmp/s0a" dbf "${R[@]}" --recon-epochs 1 --recon-sign-lr 0
+q "$tmp/s0b" dbf "${R[@]}" --recon-epochs 2 --recon-sign-lr 0
+q "$tmp/s1" dbf "${R[@]}" --recon-epochs 2 --recon-sign-lr 5e-3
+check "factor signs flip through their scores and stay at --recon-sign-lr 0" 'python3 -c "
+import json,struct,sys
+def signs(d):
+    f=open(d+\"/model.safetensors\",\"rb\"); n=struct.unpack(\"<Q\",f.read(8))[0]
+    h=json.loads(f.read(n)); base=8+n; out={}
+    for k,v in h.items():
+        if k.startswith(\"model.layers.0.\") and k[-2:] in (\".A\",\".B\"):
+            f.seek(base+v[\"data_offsets\"][0]); out[k]=f.read(v[\"data_offsets\"][1]-v[\"data_offsets\"][0])
+    return out
+a,b=signs(sys.argv[1]),signs(sys.argv[2])
+assert len(a)==14 and a==b, sorted(a)
+f0=[x[\"flips\"] for x in json.load(open(sys.argv[2]+\".json\"))[\"blocks\"]]
+f1=[x[\"flips\"] for x in json.load(open(sys.argv[3]+\".json\"))[\"blocks\"]]
+assert f0==[0]*5 and sum(f1)>0, (f0, f1)
+p=json.load(open(sys.argv[2]+\"/config.json\"))[\"quantization_config\"][\"provenance\"]
+assert p[\"reconstruct\"][\"sign_lr\"]==\"0x0p+0\", p
+" "$tmp/s0a" "$tmp/s0b" "$tmp/s1"'
+
 # bad flags and files
+expect_usage "--recon-sign-lr -1" "--recon-sign-lr" $BIN quantize "$M" -o "$tmp/x" "${R[@]}" --recon-sign-lr -1
 expect_usage "--recon-epochs 0" "--recon-epochs" $BIN quantize "$M" -o "$tmp/x" "${R[@]}" --recon-epochs 0
 expect_usage "--recon-epochs -1" "--recon-epochs" $BIN quantize "$M" -o "$tmp/x" "${R[@]}" --recon-epochs -1
 expect_usage "--calib-seq 0" "--calib-seq" $BIN quantize "$M" -o "$tmp/x" --calib-generate 2 --calib-seq 0

@@ -1,7 +1,9 @@
 /* The communication layer alone (one rank: the tests are not started by mpirun; tests/cli_mpi.sh
- * runs the same calls on 2 ranks) and the rank plan of layer-wise quantize. */
+ * runs the same calls on 2 ranks), the rank plan of layer-wise quantize and the steps of block
+ * reconstruction. */
 #include "bitllm/dist.h"
 #include "ptq/quantize_dist.h"
+#include "ptq/recon_internal.h"
 #include "test.h"
 
 #include <stdlib.h>
@@ -85,9 +87,44 @@ static void test_cost(void) {
     CHECK(qd_cost(&o, 64, 64) > small);
 }
 
+/* The steps of block reconstruction (one rank holds every group): each step takes one sequence of
+ * every contiguous group, an epoch is a permutation of all sequences, and B is the largest
+ * divisor of the sequence count not above the cap. */
+static void test_recon_steps(void) {
+    bl_err err = {0};
+    const int64_t counts[] = {1, 7, 12, 30, 97};
+    for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+        const int64_t n = counts[c];
+        rc_shard sh;
+        REQUIRE(rc_shard_make(n, 4, &sh, &err) == BL_OK);
+        CHECK(n % sh.B == 0 && sh.b == sh.B && sh.seq0 == 0 && sh.n_loc == n);
+        for (int B = sh.B + 1; B <= 4; B++) CHECK(n % B != 0);
+        int64_t *order = malloc(sizeof(int64_t) * (size_t)n);
+        char *seen = calloc((size_t)n, 1);
+        REQUIRE(order && seen);
+        REQUIRE(rc_epoch_order(&sh, 12345, order, &err) == BL_OK);
+        const int64_t P = n / sh.B;
+        for (int64_t k = 0; k < P; k++)
+            for (int i = 0; i < sh.b; i++) {
+                const int64_t q = order[k * sh.b + i];
+                CHECK(q >= 0 && q < n && q / P == i); /* row i of a step: group i */
+                if (q >= 0 && q < n) seen[q]++;
+            }
+        for (int64_t q = 0; q < n; q++) CHECK(seen[q] == 1);
+        /* another seed, another order (when there is more than one) */
+        int64_t *other = malloc(sizeof(int64_t) * (size_t)n);
+        REQUIRE(other && rc_epoch_order(&sh, 54321, other, &err) == BL_OK);
+        if (P > 3) CHECK(memcmp(order, other, sizeof(int64_t) * (size_t)n) != 0);
+        free(other);
+        free(order);
+        free(seen);
+    }
+}
+
 int main(void) {
     TEST_RUN(test_assign);
     TEST_RUN(test_one_rank);
     TEST_RUN(test_cost);
+    TEST_RUN(test_recon_steps);
     return test_summary();
 }

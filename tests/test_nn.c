@@ -443,6 +443,38 @@ static void test_linear_layers(void) {
     check_linear("mdbf r=12 l=1 P=1 (up)", (nn_lin_spec){NN_MDBF, 12, 1, 1, false}, BL_PROJ_UP);
 }
 
+/* mdbf with l = 1 stores one middle vector (Q_V merged into Q_U): its Q_V must stay at the
+ * stored ones when trained, so that the layer trains dbf's parameters; with l > 1 Q_V is its
+ * own stored tensor and trains. */
+static void test_mdbf_l1_middle_vector(void) {
+    for (int l = 1; l <= 2; l++) {
+        nn_build_opts o;
+        nn_build_opts_default(&o);
+        nn_lin_spec all[BL_PROJ_COUNT];
+        for (int p = 0; p < BL_PROJ_COUNT; p++) all[p] = (nn_lin_spec){NN_MDBF, 5, l, 1, false};
+        nn_model *M;
+        float *pf;
+        bl_err err = {0};
+        REQUIRE(nn_model_random(&tiny_cfg, all, 5, 8, &o, &M, &pf, &err) == BL_OK);
+        int qv = 0, qu = 0;
+        for (int i = 0; i < M->n_t; i++) {
+            const char *nm = M->t[i].name;
+            const size_t len = strlen(nm);
+            if (len > 4 && !strcmp(nm + len - 4, ".Q_V")) {
+                qv++;
+                CHECK(M->t[i].trainable == (l > 1));
+            }
+            if (len > 4 && !strcmp(nm + len - 4, ".Q_U")) {
+                qu++;
+                CHECK(M->t[i].trainable);
+            }
+        }
+        CHECK(qv == M->cfg.n_layers * BL_PROJ_COUNT && qu == qv);
+        nn_model_free(M);
+        bl_aligned_free(pf);
+    }
+}
+
 /* ---- the whole decoder's distillation loss ---- */
 
 typedef struct {
@@ -575,6 +607,7 @@ int main(void) {
     TEST_RUN(test_elementary_layers);
     TEST_RUN(test_losses);
     TEST_RUN(test_linear_layers);
+    TEST_RUN(test_mdbf_l1_middle_vector);
     TEST_RUN(test_whole_model);
     return test_summary();
 }

@@ -12,6 +12,7 @@ void cli_calib_defaults(cli_calib_flags *f) {
     f->epochs = 2;
     f->batch = 4;
     f->lr = 1e-3;
+    f->sign_lr = 3e-4;
     f->scale_epochs = 1;
     f->scale_lr = 1e-4;
 }
@@ -81,7 +82,8 @@ int cli_calib_apply(const char *cmd, const cli_spec *spec, const cli_calib_flags
         any_recon |= block && can && data;
     }
     static const char *const recon_only[] = {"recon-target", "recon-epochs", "recon-batch",
-                                             "recon-lr", "calibrate-scales", "mem"};
+                                             "recon-lr", "recon-sign-lr", "calibrate-scales",
+                                             "mem"};
     for (size_t i = 0; i < sizeof recon_only / sizeof recon_only[0]; i++)
         if (cli_given(spec, recon_only[i]) && !any_recon)
             return cli_errorf(cmd, "--%s needs block reconstruction (calibration data, a method "
@@ -102,6 +104,7 @@ int cli_calib_apply(const char *cmd, const cli_spec *spec, const cli_calib_flags
     o->recon.epochs = f->epochs;
     o->recon.batch = f->batch;
     o->recon.lr = f->lr;
+    o->recon.sign_lr = f->sign_lr;
     o->recon.mem_limit = mem;
     o->recon.calibrate_scales = f->calibrate_scales;
     o->recon.kl_epochs = f->scale_epochs;
@@ -144,6 +147,7 @@ cJSON *cli_recon_block_json(const bl_recon_block *b) {
     cJSON_AddNumberToObject(j, "rel_before", b->rel_before);
     cJSON_AddNumberToObject(j, "rel_after", b->rel_after);
     cJSON_AddNumberToObject(j, "steps", b->steps);
+    cJSON_AddNumberToObject(j, "flips", (double)b->flips);
     cJSON_AddBoolToObject(j, "reverted", b->reverted);
     cJSON_AddBoolToObject(j, "resumed", b->resumed);
     cJSON_AddNumberToObject(j, "seconds", b->seconds);
@@ -165,11 +169,11 @@ void cli_calib_json(cJSON *j, const bl_quant_opts *o, const bl_calib_data *d) {
 
 void cli_recon_on_block(void *ctx, const bl_recon_block *b) {
     fprintf(stderr, "block %d/%d %s: output MSE %.4g -> %.4g (relative %.4f -> %.4f)%s, %d "
-                    "steps, %.1fs (fit %.1fs, forward %.1fs, backward %.1fs)\n",
+                    "steps, %lld sign flips, %.1fs (fit %.1fs, forward %.1fs, backward %.1fs)\n",
             b->block + 1, b->blocks, b->resumed ? "(resumed)" : "done", b->loss_before,
             b->loss_after, b->rel_before, b->rel_after,
             b->reverted ? " [training did not help: initial fit kept]" : "", b->steps,
-            b->seconds, b->fit_s, b->forward_s, b->backward_s);
+            (long long)b->flips, b->seconds, b->fit_s, b->forward_s, b->backward_s);
     if (ctx) cJSON_AddItemToArray((cJSON *)ctx, cli_recon_block_json(b));
 }
 

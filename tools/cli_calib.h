@@ -9,7 +9,7 @@
 typedef struct {
     const char *calib, *reconstruct, *target, *mem;
     int calib_tokens, calib_seq, calib_generate, epochs, batch, scale_epochs;
-    double lr, scale_lr;
+    double lr, sign_lr, scale_lr;
     bool calibrate_scales, no_grad;
 } cli_calib_flags;
 
@@ -43,6 +43,9 @@ void cli_calib_defaults(cli_calib_flags *f);
      CLI_MIN(1)},                                                                                \
     {"recon-lr", 0, OPT_FLOAT, &(f).lr, "LR", "reconstruction Adam learning rate, cosine "       \
      "(default 1e-3)", CLI_ABOVE(0.0)},                                                          \
+    {"recon-sign-lr", 0, OPT_FLOAT, &(f).sign_lr, "LR",                                          \
+     "learning rate of the latent scores whose zero crossings flip the factor signs of the "    \
+     "factored formats (default 3e-4; 0 keeps the signs)", CLI_MIN(0.0)},                       \
     {"calibrate-scales", 0, OPT_FLAG, &(f).calibrate_scales, NULL,                               \
      "after reconstruction: tune the FP16 vectors of every layer on KL(FP || quantized), signs " \
      "frozen", CLI_ANY},                                                                         \

@@ -247,6 +247,10 @@ int cmd_quantize(int argc, char **argv) {
         }
     }
     o.recon.ctx = blocks;
+    if (!root && o.recon.block) { /* every rank reconstructs every block: rank 0 alone reports */
+        o.recon.on_block = NULL;
+        o.recon.on_progress = NULL;
+    }
     if (o.recon.block && od) {
         snprintf(state, sizeof state, "%s/checkpoint", bl_outdir_target(od));
         o.recon.state_dir = state;
@@ -263,7 +267,7 @@ int cmd_quantize(int argc, char **argv) {
     o.provenance = cmdline;
     layer_log lg = {.json = json, .total = m->cfg.n_layers * BL_PROJ_COUNT, .t0 = bl_time_s(),
                     .layers = cJSON_CreateArray(), .alloc = alloc_tbl};
-    o.on_layer = on_layer;
+    o.on_layer = root || !o.recon.block ? on_layer : NULL;
     o.on_layer_ctx = &lg;
     if (allocate) {
         cli_progress_start(&lg.prog, "bit allocation (curve fits)");

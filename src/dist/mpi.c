@@ -75,7 +75,15 @@ void bl_dist_finalize(void) {
 }
 
 void bl_dist_abort(int code) {
-    if (D.active && D.size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+    if (!D.active || D.size == 1) return;
+    /* A moment before the end: the launcher forwards this rank's error message meanwhile, and an
+     * error every rank meets (a bad option, an unusable calibration set) is reported and cleaned
+     * up by rank 0 (its partial output removed), which the others wait a second for. */
+    fflush(stdout);
+    fflush(stderr);
+    struct timespec ts = {D.rank == 0 ? 0 : 1, D.rank == 0 ? 200000000L : 0};
+    nanosleep(&ts, NULL);
+    MPI_Abort(MPI_COMM_WORLD, code);
 }
 
 int bl_dist_rank(void) { return D.rank; }

@@ -213,6 +213,9 @@ static bl_status mdbf_layout(nn_model *M, const nn_build_opts *o, nn_linear *L,
     L->a_env = nn_add_tensor(M, o, NN_R_ENVELOPE, P * m, l, "%s.A_env", prefix);
     L->q_u = nn_add_tensor(M, o, NN_R_ENVELOPE, P * r, l, "%s.Q_U", prefix);
     L->q_v = nn_add_tensor(M, o, NN_R_ENVELOPE, P * r, l, "%s.Q_V", prefix);
+    /* l = 1: the checkpoint keeps one middle vector (Q_V merged into Q_U, as dbf's μ), so Q_V
+     * stays at its stored ones and the layer trains exactly dbf's parameters */
+    if (l == 1) M->t[M->n_t - 1].trainable = false;
     L->b_env = nn_add_tensor(M, o, NN_R_ENVELOPE, P * n, l, "%s.B_env", prefix);
     bl_status s = nn_new_signs(L, 2 * P, err);
     for (int p = 0; p < P && !s; p++) {

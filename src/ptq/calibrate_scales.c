@@ -2,7 +2,9 @@
  * only their FP16 vectors (scales and envelopes: NN_R_SCALE, NN_R_ENVELOPE) are tuned with Adam
  * (cosine learning rate) to minimise KL(FP ‖ quantized) of the next-token distributions over the
  * calibration sequences. The teacher's distributions are recomputed for every batch (memory stays
- * at one batch of logits). Kept only when it lowers the KL. */
+ * at one batch of logits). Kept only when it lowers the KL. Under MPI every rank runs its shard's
+ * rows of every step (rc_shard, as block reconstruction does) and the gradients and KL sums are
+ * summed over ranks, so every rank holds the same vectors. */
 #include "ptq/recon_internal.h"
 
 #include "core/parallel.h"
@@ -17,9 +19,9 @@ typedef struct {
     nn_model *S, *T;
     float *PS, *PT;
     nn_acts_f32 *AS, *AT;
-    const int32_t *rows;
-    int64_t n_seq;
-    int B, T_len;
+    const int32_t *rows; /* every sequence, on every rank */
+    rc_shard sh;
+    int T_len;
     double *ent; /* per row: the teacher's entropy */
 } kl_ctx;
 
@@ -38,12 +40,12 @@ static void teacher_batch(kl_ctx *k, int32_t *tok) {
     }
 }
 
-/* Mean KL per token over every sequence. */
-static double mean_kl(kl_ctx *k, int32_t *tok) {
+/* Mean KL per token over every sequence (of all ranks). */
+static bl_status mean_kl(kl_ctx *k, int32_t *tok, double *kl, bl_err *err) {
     const int64_t N = k->AS->N;
     const int V = k->S->cfg.vocab_size;
     double sum = 0;
-    for (int64_t i = 0; i < k->n_seq; i += k->B) {
+    for (int64_t i = k->sh.seq0; i < k->sh.seq0 + k->sh.n_loc; i += k->sh.b) {
         memcpy(tok, k->rows + i * k->T_len, sizeof(int32_t) * (size_t)N);
         teacher_batch(k, tok);
         nn_forward_f32(k->S, k->PS, k->AS, tok);
@@ -53,7 +55,9 @@ static double mean_kl(kl_ctx *k, int32_t *tok) {
         for (int64_t t = 0; t < N; t++) h += k->ent[t];
         sum += ce - h / (double)N;
     }
-    return sum / (double)(k->n_seq / k->B);
+    bl_status s = rc_sum_f64(&sum, 1, "the KL", err);
+    *kl = sum / (double)(k->sh.n_seq / k->sh.b); /* the mean of equal batches' means */
+    return s;
 }
 
 bl_status ptq_calibrate_scales(const bl_model *src, const bl_quant_opts *o, bl_linear *q,
@@ -66,11 +70,16 @@ bl_status ptq_calibrate_scales(const bl_model *src, const bl_quant_opts *o, bl_l
     kl_ctx k;
     memset(&k, 0, sizeof k);
     int32_t *rows = NULL;
-    bl_status s = ptq_calib_sequences(src, o, &rows, &k.n_seq, err);
-    if (s) return s;
+    int64_t n_seq = 0;
+    bl_status s = ptq_calib_sequences(src, o, &rows, &n_seq, err);
+    if (!s) s = rc_shard_make(n_seq, ro->batch, &k.sh, err);
+    if (!s) s = rc_check_same_tokens(rows, n_seq, o->calib_ctx, err);
+    if (s) {
+        free(rows);
+        return s;
+    }
     k.rows = rows;
     k.T_len = o->calib_ctx;
-    k.B = rc_batch_size(k.n_seq, ro->batch);
     const int omp_prev = bl_omp_threads_begin(o->n_threads);
     /* the student: the quantized layers, only their vectors trainable */
     bl_layer *layers = malloc(sizeof *layers * (size_t)c->n_layers);
@@ -96,12 +105,12 @@ bl_status ptq_calibrate_scales(const bl_model *src, const bl_quant_opts *o, bl_l
         nn_model_update_grad_flags(k.S);
         s = nn_model_from_bl(src, k.T_len, &to, &k.T, &k.PT, err);
     }
-    if (!s) s = nn_acts_new_f32(k.S, k.B, k.T_len, &k.AS, err);
-    if (!s) s = nn_acts_new_f32(k.T, k.B, k.T_len, &k.AT, err);
-    const int64_t N = (int64_t)k.B * k.T_len;
+    if (!s) s = nn_acts_new_f32(k.S, k.sh.b, k.T_len, &k.AS, err);
+    if (!s) s = nn_acts_new_f32(k.T, k.sh.b, k.T_len, &k.AT, err);
+    const int64_t N = (int64_t)k.sh.b * k.T_len;
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)N);
     k.ent = malloc(sizeof(double) * (size_t)N);
-    int64_t *perm = malloc(sizeof(int64_t) * (size_t)k.n_seq);
+    int64_t *perm = malloc(sizeof(int64_t) * (size_t)k.sh.n_loc);
     const size_t np = k.S ? k.S->n_params : 0;
     float *G = np ? bl_aligned_alloc(np * sizeof(float)) : NULL,
           *m = np ? bl_aligned_alloc(np * sizeof(float)) : NULL,
@@ -111,9 +120,9 @@ bl_status ptq_calibrate_scales(const bl_model *src, const bl_quant_opts *o, bl_l
     if (!s) {
         memset(m, 0, np * sizeof(float));
         memset(vv, 0, np * sizeof(float));
-        *kl_before = mean_kl(&k, tok);
+        s = mean_kl(&k, tok, kl_before, err);
     }
-    const int64_t per_epoch = k.n_seq / k.B;
+    const int64_t per_epoch = n_seq / k.sh.B;
     bl_distill_opts d;
     bl_distill_opts_default(&d);
     d.steps = (int)(ro->kl_epochs * per_epoch);
@@ -125,15 +134,17 @@ bl_status ptq_calibrate_scales(const bl_model *src, const bl_quant_opts *o, bl_l
     const double t0 = bl_time_s();
     int step = 0;
     for (int e = 0; e < ro->kl_epochs && !s; e++) {
-        rc_permutation(perm, k.n_seq, o->fit.seed * 0x9e3779b97f4a7c15ull + 0x5ca1e + (uint64_t)e);
-        for (int64_t b = 0; b < per_epoch; b++, step++) {
-            for (int i = 0; i < k.B; i++)
-                memcpy(tok + (int64_t)i * k.T_len, rows + perm[b * k.B + i] * k.T_len,
+        s = rc_epoch_order(&k.sh, o->fit.seed * 0x9e3779b97f4a7c15ull + 0x5ca1e + (uint64_t)e,
+                           perm, err);
+        for (int64_t b = 0; b < per_epoch && !s; b++, step++) {
+            for (int i = 0; i < k.sh.b; i++)
+                memcpy(tok + (int64_t)i * k.T_len, rows + perm[b * k.sh.b + i] * k.T_len,
                        sizeof(int32_t) * (size_t)k.T_len);
             teacher_batch(&k, tok);
             nn_forward_f32(k.S, k.PS, k.AS, tok);
-            const double ce = nn_soft_ce_f32(k.AS->logits, k.AT->logits, N, V, 1.0, k.AS->logits,
-                                             k.AS->row);
+            /* the gradient of the mean over the step's B sequences, of which this rank has b */
+            const double ce = nn_soft_ce_f32(k.AS->logits, k.AT->logits, N, V,
+                                             (double)k.sh.b / k.sh.B, k.AS->logits, k.AS->row);
             if (!isfinite(ce)) {
                 s = bl_fail(err, BL_ERR_NUMERIC, "scale calibration: the loss is not finite at "
                             "step %d", step + 1);
@@ -141,6 +152,8 @@ bl_status ptq_calibrate_scales(const bl_model *src, const bl_quant_opts *o, bl_l
             }
             memset(G, 0, np * sizeof(float));
             nn_backward_f32(k.S, k.PS, G, k.AS, tok, k.AS->logits, NULL);
+            s = rc_sum_f32(G, np, "the scales' gradient", err);
+            if (s) break;
             tr_adamw(k.S, k.PS, G, m, vv, step + 1, tr_lr(&d, step), 1.0f, &d);
             if (ro->on_progress && ((step + 1) % 8 == 0 || step + 1 == d.steps)) {
                 char what[64];
@@ -176,7 +189,7 @@ bl_status ptq_calibrate_scales(const bl_model *src, const bl_quant_opts *o, bl_l
         v.layers = layers;
         if (!s) s = nn_model_from_bl(&v, k.T_len, &so, &k.S, &k.PS, err);
         free(layers);
-        if (!s) *kl_after = mean_kl(&k, tok);
+        if (!s) s = mean_kl(&k, tok, kl_after, err);
     }
     const bool keep = !s && *kl_after <= *kl_before;
     for (int i = 0; nq && i < c->n_layers * BL_PROJ_COUNT; i++) {

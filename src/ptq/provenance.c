@@ -57,6 +57,7 @@ cJSON *ptq_provenance(const bl_model *src, const bl_quant_opts *o) {
         cJSON_AddNumberToObject(r, "epochs", o->recon.epochs);
         cJSON_AddNumberToObject(r, "batch", o->recon.batch);
         bl_json_add_exact(r, "lr", o->recon.lr);
+        bl_json_add_exact(r, "sign_lr", o->recon.sign_lr);
         bl_json_add_exact(r, "flip_frac", o->recon.flip_frac);
         if (o->recon.calibrate_scales) {
             cJSON_AddNumberToObject(r, "scale_epochs", o->recon.kl_epochs);

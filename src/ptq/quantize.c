@@ -30,7 +30,8 @@ void bl_quant_opts_default(bl_quant_opts *o) {
     o->recon.epochs = 2;
     o->recon.batch = 4;
     o->recon.lr = 1e-3;
-    o->recon.flip_frac = 3e-4;
+    o->recon.sign_lr = 3e-4;
+    o->recon.flip_frac = 1;
     o->recon.kl_epochs = 1;
     o->recon.kl_lr = 1e-4;
     bl_fit_opts_default(&o->fit);
@@ -191,10 +192,6 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     }
     const bool recon = o->recon.block && o->calib_ids && o->n_calib > 0 &&
                        bl_recon_supports(&o->method);
-    if (recon && bl_dist_size() > 1 && !s)
-        s = bl_fail(err, BL_ERR_UNSUPPORTED, "block reconstruction runs in one process, not "
-                    "over %d MPI ranks (use --reconstruct none or run without mpirun)",
-                    bl_dist_size());
     if (use_calib && (!recon || o->allocate) && !s) s = ptq_calib_collect(src, o, &cal, err);
     else if (use_calib) memset(&cal, 0, sizeof cal);
     /* 1b. the per-matrix bit budget */
@@ -251,11 +248,12 @@ bl_status bl_quantize_model(const bl_model *src, const bl_quant_opts *o, const c
     bl_quant_importance_free(src, grads);
     free(gscale);
     free(mids);
-    /* under MPI: rank 0 gathers every rank's layers; the stages and the checkpoint are its own */
-    if (!s) s = qd_gather(&dq, src, o, q, &bits, &weights, err);
+    /* under MPI: rank 0 gathers every rank's layers (block reconstruction leaves the whole model
+     * on every rank, its calibration data sharded); the stages and the checkpoint are rank 0's */
+    if (!s && !recon) s = qd_gather(&dq, src, o, q, &bits, &weights, err);
     const bool writes = qd_writes(&dq);
     double kl_before = NAN, kl_after = NAN;
-    if (!s && writes && recon && o->recon.calibrate_scales)
+    if (!s && recon && o->recon.calibrate_scales)
         s = ptq_calibrate_scales(src, o, q, &kl_before, &kl_after, err);
     /* 3. the recipe's further stages */
     for (int i = 0; i < o->n_stages && !s && writes; i++) {

@@ -1,4 +1,5 @@
-/* Layer-wise quantization over MPI ranks: the plan and the gather (quantize_dist.h). A rank sends
+/* Layer-wise quantization over MPI ranks: the plan and the gather (quantize_dist.h), and for block
+ * reconstruction the plan of one layer's fits and their exchange between all ranks. A rank sends
  * one message: a count, one fixed-size record per layer it fitted (index, format, shape,
  * parameters, fit result) and a safetensors image of those layers' tensors, named "p<index>".
  * The records are raw structs: every rank runs the same binary on the same architecture. */
@@ -6,6 +7,7 @@
 
 #include "bitllm/dist.h"
 #include "model/model_internal.h"
+#include "ptq/ptq_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +47,32 @@ bl_status qd_begin(qd_ctx *d, const bl_model *src, const bl_layer_fit_opts *lo, 
     }
     bl_status s = bl_dist_assign(cost, d->n, bl_dist_size(), d->owner, NULL, err);
     free(cost);
+    if (s) qd_end(d);
+    return s;
+}
+
+bl_status qd_begin_layer(qd_ctx *d, const bl_model *src, const bl_quant_opts *o, int l,
+                         const int64_t *mids, bl_err *err) {
+    memset(d, 0, sizeof *d);
+    d->n = src->cfg.n_layers * BL_PROJ_COUNT;
+    if (bl_dist_size() == 1) return BL_OK;
+    d->owner = bl_malloc_array((size_t)d->n, sizeof *d->owner);
+    d->res = calloc((size_t)d->n, sizeof *d->res);
+    if (!d->owner || !d->res) {
+        qd_end(d);
+        return bl_fail(err, BL_ERR_NOMEM, "out of memory for the rank plan");
+    }
+    for (int i = 0; i < d->n; i++) d->owner[i] = -1; /* other layers: nobody's */
+    double cost[BL_PROJ_COUNT];
+    for (int p = 0; p < BL_PROJ_COUNT; p++) {
+        const bl_linear *L = &src->layers[l].proj[p];
+        bl_layer_fit_opts lo;
+        ptq_layer_opts(o, NULL, NULL, l, p, L->n, NULL, &lo);
+        if (mids) lo.method.params.mid = mids[l * BL_PROJ_COUNT + p];
+        cost[p] = qd_cost(&lo, L->m, L->n);
+    }
+    bl_status s = bl_dist_assign(cost, BL_PROJ_COUNT, bl_dist_size(),
+                                 d->owner + l * BL_PROJ_COUNT, NULL, err);
     if (s) qd_end(d);
     return s;
 }
@@ -174,6 +202,36 @@ bl_status qd_gather(qd_ctx *d, const bl_model *src, const bl_quant_opts *o, bl_l
         }
     }
     return s;
+}
+
+bl_status qd_share(qd_ctx *d, const bl_model *src, const bl_quant_opts *o, bl_linear *q,
+                   bl_err *err) {
+    if (!d->owner) return BL_OK;
+    const int N = bl_dist_size(), me = bl_dist_rank();
+    uint8_t *msg = NULL;
+    size_t n = 0;
+    bl_status s = pack(d, q, &msg, &n, err);
+    d->parts = calloc((size_t)N, sizeof *d->parts);
+    d->sizes = calloc((size_t)N, sizeof *d->sizes);
+    if (!s && (!d->parts || !d->sizes)) s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    for (int r = 0; r < N && !s; r++) { /* rank r's layers to everyone, in rank order */
+        uint64_t len = n;
+        s = bl_dist_bcast(&len, sizeof len, r, err);
+        if (s) break;
+        if (r == me) {
+            d->parts[r] = msg;
+            msg = NULL;
+        } else if (len > SIZE_MAX / 2 || !(d->parts[r] = malloc(len ? (size_t)len : 1))) {
+            s = bl_fail(err, BL_ERR_NOMEM, "out of memory for %llu bytes of rank %d's layers",
+                        (unsigned long long)len, r);
+            break;
+        }
+        d->sizes[r] = (size_t)len;
+        s = bl_dist_bcast(d->parts[r], (size_t)len, r, err);
+        if (!s && r != me) s = unpack(d, src, o, r, q, err);
+    }
+    free(msg);
+    return s ? bl_fail_context(err, s, "sharing the fitted layers of %d ranks", N) : BL_OK;
 }
 
 void qd_end(qd_ctx *d) {

@@ -29,6 +29,15 @@ void qd_done(qd_ctx *d, int i, const bl_layer_fit_result *r);
  * o->on_layer for each, in projection order. */
 bl_status qd_gather(qd_ctx *d, const bl_model *src, const bl_quant_opts *o, bl_linear *q,
                     double *bits, double *weights, bl_err *err);
+/* Block reconstruction: a plan for the seven projections of layer l alone (the same rule), mids
+ * the allocated middle dimensions or NULL. Alone nothing is planned (every projection mine). */
+bl_status qd_begin_layer(qd_ctx *d, const bl_model *src, const bl_quant_opts *o, int l,
+                         const int64_t *mids, bl_err *err);
+/* Every rank receives the layers the others fitted (each rank broadcasts its message in turn;
+ * call qd_done for this rank's first): q[i] for the others' projections become views into the
+ * received bytes (valid until qd_end), d->res[i] their fit results. */
+bl_status qd_share(qd_ctx *d, const bl_model *src, const bl_quant_opts *o, bl_linear *q,
+                   bl_err *err);
 /* Rank 0 (or alone): the rank that writes the output. */
 bool qd_writes(const qd_ctx *d);
 /* Frees the plan and the received bytes (after q's layers are freed). */

@@ -1,15 +1,17 @@
-/* Block-wise reconstruction's data: the activation stores of the calibration set (in RAM, or in
- * files beside the output when they exceed recon.mem_limit), and the state saved after every
- * finished block so that a killed run resumes after its last finished block:
- *   STATE/recon.block<b>.safetensors  the block's layers (as the model stores them) and, in its
- *                                     metadata, the block's report (exact numbers);
- *   STATE/recon.acts.safetensors      the inputs of the next block (X_q, X_fp, one tensor per
- *                                     sequence) and, in its metadata, how many blocks are done and
- *                                     the fingerprint of the options and data they came from.
+/* Block-wise reconstruction's data: the activation stores of this rank's calibration sequences
+ * (in RAM, or in files beside the output when they exceed recon.mem_limit), and the state saved
+ * after every finished block so that a killed run resumes after its last finished block:
+ *   STATE/recon.block<b>.safetensors   the block's layers (as the model stores them) and, in its
+ *                                      metadata, the block's report (exact numbers);
+ *   STATE/recon.progress.safetensors   in its metadata: how many blocks are done and the
+ *                                      fingerprint of the options and data they came from.
  * Both are written atomically, the layers first, so a kill at any moment leaves a consistent
- * state. */
+ * state. The activations are not saved: the resumed run recomputes the next block's inputs from
+ * the finished blocks (a forward pass each, the same bits), which also lets every rank of a job
+ * rebuild its own shard from rank 0's state. */
 #include "ptq/recon_internal.h"
 
+#include "bitllm/dist.h"
 #include "bitllm/io.h"
 
 #include <cjson/cJSON.h>
@@ -92,12 +94,6 @@ void rc_store_swap(rc_store *a, rc_store *b) {
 
 /* ---- set-up ---- */
 
-int rc_batch_size(int64_t n, int cap) {
-    for (int b = cap; b > 1; b--)
-        if (n % b == 0) return b;
-    return 1;
-}
-
 void rc_permutation(int64_t *perm, int64_t n, uint64_t seed) {
     bl_rng rng;
     bl_rng_seed(&rng, seed);
@@ -123,14 +119,14 @@ static void make_fingerprint(rc_ctx *r) {
     const uint64_t ids = fnv(r->ids, sizeof(int32_t) * (size_t)(r->n_seq * r->T),
                              0xcbf29ce484222325ull);
     snprintf(r->fingerprint, sizeof r->fingerprint,
-             "v1 src=%s layers=%d dim=%lld method=%s bpw=%a seed=%llu iters=%d max_iters=%d "
+             "v2 src=%s layers=%d dim=%lld method=%s bpw=%a seed=%llu iters=%d max_iters=%d "
              "tol=%a nmf=%d grad=%d seqs=%lld seq=%d ids=%016llx epochs=%d batch=%d lr=%a "
-             "flip=%a target=%s",
+             "sign_lr=%a flip=%a target=%s",
              r->src->path ? r->src->path : "?", r->L, (long long)r->D, spec, o->bpw,
              (unsigned long long)o->fit.seed, o->fit.iters, o->fit.max_iters, o->fit.tol,
              (int)o->fit.nmf, (int)(o->grad_importance || o->out_importance),
              (long long)r->n_seq, r->T, (unsigned long long)ids, ro->epochs, ro->batch, ro->lr,
-             ro->flip_frac, ro->target_quant ? "quant" : "fp");
+             ro->sign_lr, ro->flip_frac, ro->target_quant ? "quant" : "fp");
 }
 
 bl_status rc_init(rc_ctx *r, bl_err *err) {
@@ -143,31 +139,39 @@ bl_status rc_init(rc_ctx *r, bl_err *err) {
         r->H[i] = bl_malloc_array((size_t)(r->width[i] * r->width[i]), sizeof(float));
         if (!r->H[i]) return bl_fail(err, BL_ERR_NOMEM, "out of memory for XᵀX");
     }
-    r->ybuf = bl_malloc_array((size_t)r->B * (size_t)r->T * (size_t)r->D, sizeof(float));
+    r->ybuf = bl_malloc_array((size_t)r->sh.b * (size_t)r->T * (size_t)r->D, sizeof(float));
     r->done = calloc((size_t)r->L, sizeof *r->done);
     if (!r->ybuf || !r->done) return bl_fail(err, BL_ERR_NOMEM, "out of memory");
     make_fingerprint(r);
-    /* three stores of n_seq·T·D floats: in RAM when they fit the limit */
-    const int64_t rows = r->n_seq * r->T;
+    /* three stores of this rank's n_loc·T·D floats: in RAM when they fit the limit (per rank) */
+    const int64_t rows = r->sh.n_loc * r->T;
     const double bytes = 3.0 * (double)rows * (double)r->D * sizeof(float);
     const uint64_t lim = r->o->recon.mem_limit;
     r->spilled = lim > 0 && bytes > (double)lim;
+    /* rank 0 spills beside its output; the other ranks of a job, which write no output, into
+     * TMPDIR (a node's local disk), under names with their rank and process id */
     const char *dir = !r->spilled ? NULL : r->o->recon.state_dir ? r->o->recon.state_dir
-                                                                  : r->outdir;
-    if (r->spilled && !dir)
-        return bl_fail(err, BL_ERR_ARG, "calibration activations (%.1f MiB) exceed the memory "
-                       "limit and there is no directory to spill them to", bytes / 1048576.0);
-    bl_status s = store_open(&r->xq, rows, r->D, dir, ".recon-xq.f32", err);
-    if (!s) s = store_open(&r->xfp, rows, r->D, dir, ".recon-xfp.f32", err);
-    if (!s) s = store_open(&r->y, rows, r->D, dir, ".recon-y.f32", err);
-    /* block 1's inputs: the embeddings of the calibration tokens */
+                                         : r->outdir              ? r->outdir
+                                         : getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR")
+                                                                                : "/tmp";
+    char names[3][64];
+    static const char *const what[3] = {"xq", "xfp", "y"};
+    for (int i = 0; i < 3; i++) {
+        if (bl_dist_size() == 1) snprintf(names[i], sizeof names[i], ".recon-%s.f32", what[i]);
+        else snprintf(names[i], sizeof names[i], ".recon-%s.rank%d.%ld.f32", what[i],
+                      bl_dist_rank(), (long)getpid());
+    }
+    bl_status s = store_open(&r->xq, rows, r->D, dir, names[0], err);
+    if (!s) s = store_open(&r->xfp, rows, r->D, dir, names[1], err);
+    if (!s) s = store_open(&r->y, rows, r->D, dir, names[2], err);
+    /* block 1's inputs: the embeddings of this rank's calibration tokens */
     float *E = NULL;
     if (!s) s = bl_tensor_to_f32(&r->src->tok_embd, &E, err);
     for (int64_t t = 0; t < rows && !s; t++) {
-        const int32_t id = r->ids[t];
+        const int32_t id = r->ids[r->sh.seq0 * r->T + t];
         if (id < 0 || id >= c->vocab_size) {
             s = bl_fail(err, BL_ERR_ARG, "calibration token %lld is %d, outside the vocabulary "
-                        "of %d", (long long)t, id, c->vocab_size);
+                        "of %d", (long long)(r->sh.seq0 * r->T + t), id, c->vocab_size);
             break;
         }
         float *row = E + (size_t)id * (size_t)r->D;
@@ -189,9 +193,11 @@ void rc_free(rc_ctx *r) {
 
 /* ---- saved state ---- */
 
+/* The file's path on rank 0; on the other ranks (no state directory) only a name for messages. */
 static void state_path(const rc_ctx *r, int b, char *buf, size_t cap) {
-    if (b < 0) snprintf(buf, cap, "%s/recon.acts.safetensors", r->o->recon.state_dir);
-    else snprintf(buf, cap, "%s/recon.block%d.safetensors", r->o->recon.state_dir, b);
+    const char *dir = r->o->recon.state_dir ? r->o->recon.state_dir : "(rank 0's state)";
+    if (b < 0) snprintf(buf, cap, "%s/recon.progress.safetensors", dir);
+    else snprintf(buf, cap, "%s/recon.block%d.safetensors", dir, b);
 }
 
 static cJSON *block_json(const bl_recon_block *b) {
@@ -205,6 +211,7 @@ static cJSON *block_json(const bl_recon_block *b) {
     bl_json_add_exact(j, "forward_s", b->forward_s);
     bl_json_add_exact(j, "backward_s", b->backward_s);
     cJSON_AddNumberToObject(j, "steps", b->steps);
+    cJSON_AddNumberToObject(j, "flips", (double)b->flips);
     cJSON_AddBoolToObject(j, "reverted", b->reverted);
     return j;
 }
@@ -220,24 +227,9 @@ static void block_from_json(const cJSON *j, bl_recon_block *b) {
     bl_json_get_exact(j, "backward_s", &b->backward_s);
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "steps");
     b->steps = cJSON_IsNumber(st) ? st->valueint : 0;
+    const cJSON *fl = cJSON_GetObjectItemCaseSensitive(j, "flips");
+    b->flips = cJSON_IsNumber(fl) ? (int64_t)fl->valuedouble : 0;
     b->reverted = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "reverted"));
-}
-
-typedef struct {
-    rc_ctx *r;
-    bl_status status;
-    bl_err err;
-} fill_ctx;
-
-/* "xq.<i>" / "xfp.<i>": sequence i of a store. */
-static void fill_seq(void *ctx, const char *name, void *buf, size_t nbytes) {
-    fill_ctx *f = ctx;
-    (void)nbytes;
-    const bool q = strncmp(name, "xq.", 3) == 0;
-    const long long i = atoll(strchr(name, '.') + 1);
-    bl_status s = rc_store_io(q ? &f->r->xq : &f->r->xfp, i * f->r->T, f->r->T, buf, false,
-                              &f->err);
-    if (s && !f->status) f->status = s;
 }
 
 bl_status rc_state_save(rc_ctx *r, const bl_linear *q, int b, bl_err *err) {
@@ -265,16 +257,8 @@ bl_status rc_state_save(rc_ctx *r, const bl_linear *q, int b, bl_err *err) {
     if (!s) s = bl_st_writer_finish(w, path, err);
     bl_st_writer_free(w);
     if (s) return s;
-    /* then the next block's inputs and the count of finished blocks */
-    fill_ctx f = {r, BL_OK, {0}};
+    /* then the count of finished blocks */
     s = bl_st_writer_new(&w, err);
-    const int64_t shape[2] = {r->T, r->D};
-    for (int64_t i = 0; i < r->n_seq && !s; i++)
-        for (int k = 0; k < 2 && !s; k++) {
-            snprintf(name, sizeof name, "%s.%lld", k ? "xfp" : "xq", (long long)i);
-            s = bl_st_writer_add_lazy(w, name, BL_DT_F32, 2, shape,
-                                      sizeof(float) * (size_t)(r->T * r->D), fill_seq, &f, err);
-        }
     char done[32];
     snprintf(done, sizeof done, "%d", b + 1);
     if (!s) s = bl_st_writer_meta(w, "blocks_done", done, err);
@@ -282,21 +266,20 @@ bl_status rc_state_save(rc_ctx *r, const bl_linear *q, int b, bl_err *err) {
     state_path(r, -1, path, sizeof path);
     if (!s) s = bl_st_writer_finish(w, path, err);
     bl_st_writer_free(w);
-    if (!s && f.status) { /* a store could not be read: the file is not a valid state */
-        unlink(path);
-        if (err) *err = f.err;
-        s = f.status;
-    }
     return s;
 }
 
+/* Block b's saved layers and report, read by rank 0 and sent to every rank. */
 static bl_status load_block(rc_ctx *r, bl_linear *q, int b, bl_err *err) {
     char path[4200], name[64];
     state_path(r, b, path, sizeof path);
     bl_tensor_set ts;
     memset(&ts, 0, sizeof ts);
     char *meta = NULL;
-    bl_status s = bl_safetensors_open(path, &ts, &meta, err);
+    uint8_t *bytes = NULL;
+    size_t n_bytes = 0;
+    bl_status s = rc_bcast_file(path, &bytes, &n_bytes, err);
+    if (!s) s = bl_safetensors_parse(path, bytes, n_bytes, &ts, &meta, err);
     bl_linear views[BL_PROJ_COUNT];
     memset(views, 0, sizeof views);
     for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
@@ -338,44 +321,38 @@ static bl_status load_block(rc_ctx *r, bl_linear *q, int b, bl_err *err) {
     }
     free(meta);
     bl_tensor_set_free(&ts);
+    free(bytes);
     return s;
 }
 
 bl_status rc_state_load(rc_ctx *r, bl_linear *q, int *start, bl_err *err) {
     *start = 0;
-    if (!r->o->recon.state_dir) return BL_OK;
     char path[4200];
+    int32_t done = 0; /* rank 0 decides; the other ranks have no state directory */
+    bl_status s = BL_OK;
     state_path(r, -1, path, sizeof path);
-    if (access(path, F_OK) != 0) return BL_OK; /* nothing saved */
-    bl_tensor_set ts;
-    memset(&ts, 0, sizeof ts);
-    char *meta = NULL;
-    bl_status s = bl_safetensors_open(path, &ts, &meta, err);
-    cJSON *mj = s || !meta ? NULL : cJSON_Parse(meta);
-    const cJSON *fp = cJSON_GetObjectItemCaseSensitive(mj, "fingerprint");
-    const cJSON *dn = cJSON_GetObjectItemCaseSensitive(mj, "blocks_done");
-    const int done = cJSON_IsString(dn) ? atoi(dn->valuestring) : -1;
-    /* a state made with other options or data is not resumed (and is replaced) */
-    const bool match = !s && cJSON_IsString(fp) && strcmp(fp->valuestring, r->fingerprint) == 0 &&
-                       done >= 1 && done <= r->L;
-    char name[64];
-    for (int64_t i = 0; i < r->n_seq && match && !s; i++)
-        for (int k = 0; k < 2 && !s; k++) {
-            snprintf(name, sizeof name, "%s.%lld", k ? "xfp" : "xq", (long long)i);
-            const bl_tensor *t = bl_tensor_set_find(&ts, name);
-            if (!t || t->nbytes != sizeof(float) * (size_t)(r->T * r->D)) {
-                s = bl_fail(err, BL_ERR_FORMAT, "%s: no tensor %s of %d×%lld floats", path, name,
-                            r->T, (long long)r->D);
-                break;
-            }
-            s = rc_store_io(k ? &r->xfp : &r->xq, i * r->T, r->T, (float *)t->data, true, err);
-        }
-    for (int b = 0; b < done && match && !s; b++) s = load_block(r, q, b, err);
-    cJSON_Delete(mj);
-    free(meta);
-    bl_tensor_set_free(&ts);
-    if (!s && match) *start = done;
-    if (s) bl_fail_context(err, s, "resuming block reconstruction from %s", r->o->recon.state_dir);
+    if (bl_dist_rank() == 0 && r->o->recon.state_dir && access(path, F_OK) == 0) {
+        bl_tensor_set ts;
+        memset(&ts, 0, sizeof ts);
+        char *meta = NULL;
+        s = bl_safetensors_open(path, &ts, &meta, err);
+        cJSON *mj = s || !meta ? NULL : cJSON_Parse(meta);
+        const cJSON *fp = cJSON_GetObjectItemCaseSensitive(mj, "fingerprint");
+        const cJSON *dn = cJSON_GetObjectItemCaseSensitive(mj, "blocks_done");
+        const int n = cJSON_IsString(dn) ? atoi(dn->valuestring) : -1;
+        /* a state made with other options or data is not resumed (and is replaced) */
+        if (!s && cJSON_IsString(fp) && strcmp(fp->valuestring, r->fingerprint) == 0 && n >= 1 &&
+            n <= r->L)
+            done = n;
+        cJSON_Delete(mj);
+        free(meta);
+        bl_tensor_set_free(&ts);
+    }
+    if (!s && bl_dist_size() > 1) s = bl_dist_bcast(&done, sizeof done, 0, err);
+    for (int b = 0; b < done && !s; b++) s = load_block(r, q, b, err);
+    if (!s) *start = done;
+    if (s) bl_fail_context(err, s, "resuming block reconstruction from %s",
+                           r->o->recon.state_dir ? r->o->recon.state_dir : "rank 0's state");
     return s;
 }
 

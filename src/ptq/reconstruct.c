@@ -7,12 +7,20 @@
  * calibration sequences, cosine learning rate; the block is then frozen and X_q, X_fp move on.
  * Everything runs on the training engine's single-layer passes (nn_layer_forward/_backward).
  *
+ * Under MPI (docs/distributed.md) every rank holds the same block parameters and a contiguous
+ * shard of the calibration sequences (rc_shard): it computes the inputs and targets of its own
+ * sequences only, runs forward and backward on its rows of every step, and the block's gradient,
+ * its losses and the covariances are summed over ranks (rc_sum_*, a fixed order) so that every
+ * rank takes the same Adam step. Which sequences a step uses does not depend on the rank count.
+ *
  * Layers are always used in their stored form (format layers round their vectors to FP16), so a
  * run that resumes from the saved state (recon_state.c) continues from exactly what an
  * uninterrupted run holds. Results are independent of the thread count. */
 #include "ptq/recon_internal.h"
 
+#include "bitllm/dist.h"
 #include "core/parallel.h"
+#include "ptq/quantize_dist.h"
 #include "train/train_internal.h"
 
 #include <cblas.h>
@@ -46,18 +54,18 @@ bl_status rc_block_model(const bl_model *src, int l, const bl_linear *proj, bool
 
 /* ---- passes over the calibration sequences ---- */
 
-/* One forward pass of block model M over every sequence, in order, B at a time: the output
+/* One forward pass of block model M over this rank's sequences, in order, b at a time: the output
  * written to out (may be in), the MSE against target accumulated into *loss (Σ (y − t)²) and
- * *tsq (Σ t²), and XᵀX of the block's four projection inputs added into H. */
+ * *tsq (Σ t²), and XᵀX of the block's four projection inputs added into H (this rank's sums). */
 static bl_status pass(rc_ctx *r, const nn_model *M, const float *P, rc_store *in, rc_store *out,
                       rc_store *target, float *const *H, double *loss, double *tsq,
                       bl_err *err) {
     nn_acts_f32 *A;
-    bl_status s = nn_acts_new_f32(M, r->B, r->T, &A, err);
+    bl_status s = nn_acts_new_f32(M, r->sh.b, r->T, &A, err);
     if (s) return s;
     const int64_t N = A->N, D = r->D;
     double sl = 0, st = 0;
-    for (int64_t i = 0; i < r->n_seq && !s; i += r->B) {
+    for (int64_t i = 0; i < r->sh.n_loc && !s; i += r->sh.b) {
         s = rc_store_io(in, i * r->T, N, A->x, false, err);
         if (s) break;
         const double t0 = bl_time_s();
@@ -84,7 +92,8 @@ static bl_status pass(rc_ctx *r, const nn_model *M, const float *P, rc_store *in
             if (!isfinite(y[k]))
                 s = bl_fail(err, BL_ERR_NUMERIC, "the output of the %s block is not finite "
                             "(sequence %lld, position %lld) in %s", M->layers[0].proj[0].kind ==
-                            NN_DENSE ? "FP" : "quantized", (long long)(i + k / (r->T * D)),
+                            NN_DENSE ? "FP" : "quantized",
+                            (long long)(r->sh.seq0 + i + k / (r->T * D)),
                             (long long)(k / D % r->T), r->src->path);
         if (!s && out) s = rc_store_io(out, i * r->T, N, (float *)y, true, err);
     }
@@ -94,14 +103,16 @@ static bl_status pass(rc_ctx *r, const nn_model *M, const float *P, rc_store *in
     return s;
 }
 
-/* The block's output error against the target over the whole set: MSE per value and relative. */
+/* The block's output error against the target over the whole set (all ranks): MSE per value and
+ * relative. */
 static bl_status block_loss(rc_ctx *r, const nn_model *M, const float *P, rc_store *in,
                             rc_store *target, double *mse, double *rel, bl_err *err) {
-    double sl, st;
-    bl_status s = pass(r, M, P, in, NULL, target, NULL, &sl, &st, err);
+    double sum[2] = {0, 0};
+    bl_status s = pass(r, M, P, in, NULL, target, NULL, &sum[0], &sum[1], err);
+    if (!s) s = rc_sum_f64(sum, 2, "the block's output error", err);
     const double n = (double)r->n_seq * r->T * r->D;
-    *mse = sl / n;
-    *rel = st > 0 ? sl / st : 0;
+    *mse = sum[0] / n;
+    *rel = sum[1] > 0 ? sum[0] / sum[1] : 0;
     return s;
 }
 
@@ -112,22 +123,39 @@ static void zero_trainable(const nn_model *M, float *G) {
         if (M->t[i].trainable) memset(G + M->t[i].off, 0, sizeof(float) * M->t[i].numel);
 }
 
+/* One Adam step: the scale/envelope vectors (and onebit's latent weights) at lr, the latent sign
+ * scores of the factored formats at lr·score_ratio. Those scores start at ±flip_init and a sign
+ * flips when its score crosses zero, so the ratio sets how many steps of consistent gradient a
+ * flip takes (a factor sign moves a whole row or column of the product). was: n_t flags. */
+static void adam_step(nn_model *S, float *P, const float *G, float *m, float *v, bool *was,
+                      int t, double lr, double score_ratio, const bl_distill_opts *d) {
+    for (int i = 0; i < S->n_t; i++) {
+        was[i] = S->t[i].trainable;
+        S->t[i].trainable = was[i] && S->t[i].role != NN_R_FLIP;
+    }
+    tr_adamw(S, P, G, m, v, t, lr, 1.0f, d);
+    for (int i = 0; i < S->n_t; i++) S->t[i].trainable = was[i] && S->t[i].role == NN_R_FLIP;
+    tr_adamw(S, P, G, m, v, t, lr * score_ratio, 1.0f, d);
+    for (int i = 0; i < S->n_t; i++) S->t[i].trainable = was[i];
+}
+
 static bl_status train_block(rc_ctx *r, int b, nn_model *S, float *P, rc_store *xq,
-                             rc_store *y, int *steps_done, bl_err *err) {
+                             rc_store *y, int *steps_done, int64_t *flips_done, bl_err *err) {
     const bl_recon_opts *ro = &r->o->recon;
-    const int64_t per_epoch = r->n_seq / r->B;
+    const int64_t per_epoch = r->n_seq / r->sh.B;
     const int total = (int)(ro->epochs * per_epoch);
     const size_t np = S->n_params;
     float *G = bl_aligned_alloc(np * sizeof(float)), *m = bl_aligned_alloc(np * sizeof(float)),
           *v = bl_aligned_alloc(np * sizeof(float));
-    int64_t *perm = malloc(sizeof(int64_t) * (size_t)r->n_seq);
+    int64_t *perm = malloc(sizeof(int64_t) * (size_t)r->sh.n_loc); /* this rank's rows per step */
+    bool *was = malloc(sizeof(bool) * (size_t)S->n_t);
     nn_acts_f32 *A = NULL;
-    bl_status s = G && m && v && perm ? BL_OK : bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    bl_status s = G && m && v && perm && was ? BL_OK : bl_fail(err, BL_ERR_NOMEM, "out of memory");
     if (!s) {
         memset(G, 0, np * sizeof(float));
         memset(m, 0, np * sizeof(float));
         memset(v, 0, np * sizeof(float));
-        s = nn_acts_new_f32(S, r->B, r->T, &A, err);
+        s = nn_acts_new_f32(S, r->sh.b, r->T, &A, err);
     }
     bl_distill_opts d; /* the schedule and Adam settings of the shared optimizer */
     bl_distill_opts_default(&d);
@@ -136,16 +164,16 @@ static bl_status train_block(rc_ctx *r, int b, nn_model *S, float *P, rc_store *
     d.lr = ro->lr;
     d.lr_min = 0;
     d.wd = 0;
-    const int64_t T = r->T, D = r->D, N = (int64_t)r->B * T;
+    const int64_t T = r->T, D = r->D, N = (int64_t)r->sh.b * T;
     const double t_start = bl_time_s();
     int step = 0;
     for (int e = 0; e < ro->epochs && !s; e++) {
-        /* a permutation of the sequences per (seed, block, epoch) */
-        rc_permutation(perm, r->n_seq, r->o->fit.seed * 0x9e3779b97f4a7c15ull +
-                                           (uint64_t)b * 1000003u + (uint64_t)e + 1);
+        /* the steps' sequences per (seed, block, epoch) */
+        s = rc_epoch_order(&r->sh, r->o->fit.seed * 0x9e3779b97f4a7c15ull +
+                                       (uint64_t)b * 1000003u + (uint64_t)e + 1, perm, err);
         for (int64_t k = 0; k < per_epoch && !s; k++, step++) {
-            for (int q = 0; q < r->B && !s; q++) {
-                const int64_t seq = perm[k * r->B + q];
+            for (int q = 0; q < r->sh.b && !s; q++) {
+                const int64_t seq = perm[k * r->sh.b + q] - r->sh.seq0; /* in this rank's stores */
                 s = rc_store_io(xq, seq * T, T, A->x + q * T * D, false, err);
                 if (!s) s = rc_store_io(y, seq * T, T, r->ybuf + q * T * D, false, err);
             }
@@ -155,17 +183,20 @@ static bl_status train_block(rc_ctx *r, int b, nn_model *S, float *P, rc_store *
             r->forward_s += bl_time_s() - t0;
             t0 = bl_time_s();
             const float *out = A->x + N * D;
-            const float k2 = 2.0f / (float)(N * D);
+            /* the mean over the step's B sequences, of which this rank has b */
+            const float k2 = 2.0f / (float)((int64_t)r->sh.B * T * D);
             for (int64_t i = 0; i < N * D; i++) A->dx[i] = k2 * (out[i] - r->ybuf[i]);
             zero_trainable(S, G);
             nn_layer_backward_f32(S, P, G, A, 0);
-            tr_adamw(S, P, G, m, v, step + 1, tr_lr(&d, step), 1.0f, &d);
+            s = rc_sum_f32(G, np, "the block's gradient", err);
+            if (s) break;
+            adam_step(S, P, G, m, v, was, step + 1, tr_lr(&d, step), ro->sign_lr / ro->lr, &d);
             s = nn_model_sync_signs_f32(S, P, err); /* onebit: sign(latent) */
-            /* factored formats: the signs whose latent score crossed zero, at most flip_frac of each
-             * matrix per step, largest scores first (a sign of a factor moves a whole row or
-             * column of the product: flipping all crossed ones at once undoes the training) */
+            /* factored formats: the signs whose latent score crossed zero (straight-through), at
+             * most flip_frac of each matrix per step, largest scores first */
             int64_t flips = 0;
             if (!s) s = tr_flip_signs(S, P, ro->flip_frac, &flips, err);
+            *flips_done += flips;
             r->backward_s += bl_time_s() - t0;
             if (ro->on_progress && ((step + 1) % 8 == 0 || step + 1 == total)) {
                 char what[64];
@@ -182,6 +213,7 @@ static bl_status train_block(rc_ctx *r, int b, nn_model *S, float *P, rc_store *
     bl_aligned_free(m);
     bl_aligned_free(v);
     free(perm);
+    free(was);
     return s;
 }
 
@@ -218,21 +250,43 @@ static bl_status do_block(rc_ctx *r, int b, float *const *out_imp, bl_linear *q,
     if (!s) s = pass(r, T, PT, tin, &r->y, NULL, o->recon.target_quant ? r->H : NULL, NULL, NULL,
                      err);
     if (!s && !o->recon.target_quant) s = pass(r, T, PT, &r->xq, NULL, NULL, r->H, NULL, NULL, err);
+    for (int i = 0; i < PTQ_IN_COUNT && !s; i++)
+        s = rc_sum_f32(r->H[i], (size_t)(r->width[i] * r->width[i]), "XᵀX", err);
     const double ntok = (double)r->n_seq * r->T;
     for (int i = 0; i < PTQ_IN_COUNT && !s; i++)
         for (int64_t k = 0; k < r->width[i] * r->width[i]; k++) r->H[i][k] /= (float)ntok;
-    /* initial fits with the current inputs' covariance */
+    /* initial fits with the current inputs' covariance; under MPI the seven fits are spread over
+     * the ranks (largest first, quantize_dist.h) and the fitted layers exchanged */
     const double t_fit = bl_time_s();
     ptq_fit_out fo[BL_PROJ_COUNT];
+    memset(fo, 0, sizeof fo);
+    qd_ctx dq;
+    memset(&dq, 0, sizeof dq);
+    if (!s) s = qd_begin_layer(&dq, r->src, o, b, r->mids, err);
     if (!s) {
-        ptq_fit_projs(r->src, o, b, NULL, (const float *const *)r->H, out_imp, r->mids, NULL, q,
+        ptq_fit_projs(r->src, o, b, NULL, (const float *const *)r->H, out_imp, r->mids, &dq, q,
                       fo, r->n_threads);
-        for (int p = 0; p < BL_PROJ_COUNT && !s; p++)
+        for (int p = 0; p < BL_PROJ_COUNT && !s; p++) {
+            if (!qd_mine(&dq, b * BL_PROJ_COUNT + p)) continue;
             if (fo[p].status) {
                 if (err) *err = fo[p].err;
                 s = fo[p].status;
             }
+            qd_done(&dq, b * BL_PROJ_COUNT + p, &fo[p].r);
+        }
     }
+    if (!s && dq.owner) { /* the others' layers, then owned copies of all seven on every rank */
+        s = qd_share(&dq, r->src, o, q, err);
+        for (int p = 0; p < BL_PROJ_COUNT && !s; p++)
+            if (!qd_mine(&dq, b * BL_PROJ_COUNT + p)) fo[p].r = dq.res[b * BL_PROJ_COUNT + p];
+        if (!s) s = rc_block_model(r->src, b, qb, false, r->T, &S, &PS, err);
+        if (!s) s = rc_export_block(S, PS, qb, err);
+        nn_model_free(S);
+        bl_aligned_free(PS);
+        S = NULL;
+        PS = NULL;
+    }
+    qd_end(&dq);
     res->fit_s = bl_time_s() - t_fit;
     for (int p = 0; p < BL_PROJ_COUNT && !s && o->on_layer; p++) { /* the initial fits */
         char name[96];
@@ -244,7 +298,7 @@ static bl_status do_block(rc_ctx *r, int b, float *const *out_imp, bl_linear *q,
     if (!s) s = block_loss(r, S, PS, &r->xq, &r->y, &res->loss_before, &res->rel_before, err);
     if (!s && !isfinite(res->loss_before))
         s = bl_fail(err, BL_ERR_NUMERIC, "the output error of the quantized block is not finite");
-    if (!s) s = train_block(r, b, S, PS, &r->xq, &r->y, &res->steps, err);
+    if (!s) s = train_block(r, b, S, PS, &r->xq, &r->y, &res->steps, &res->flips, err);
     bl_linear trained[BL_PROJ_COUNT];
     memset(trained, 0, sizeof trained);
     if (!s) s = rc_export_block(S, PS, trained, err);
@@ -288,6 +342,25 @@ static bl_status do_block(rc_ctx *r, int b, float *const *out_imp, bl_linear *q,
     return s;
 }
 
+/* A resumed run: the inputs of block `start` from the finished blocks before it (X_q through the
+ * quantized blocks, X_fp through the FP ones), by the passes an uninterrupted run makes, so the
+ * same bits. */
+static bl_status replay(rc_ctx *r, const bl_linear *q, int start, bl_err *err) {
+    bl_status s = BL_OK;
+    for (int b = 0; b < start && !s; b++)
+        for (int k = 0; k < 2 && !s; k++) {
+            nn_model *M = NULL;
+            float *P = NULL;
+            rc_store *x = k ? &r->xfp : &r->xq;
+            s = rc_block_model(r->src, b, k ? NULL : q + (size_t)b * BL_PROJ_COUNT, false, r->T,
+                               &M, &P, err);
+            if (!s) s = pass(r, M, P, x, x, NULL, NULL, NULL, NULL, err);
+            nn_model_free(M);
+            bl_aligned_free(P);
+        }
+    return s ? bl_fail_context(err, s, "recomputing the inputs of block %d", start + 1) : BL_OK;
+}
+
 bool bl_recon_supports(const bl_method *m) {
     for (int k = 0; k < NN_KIND_COUNT; k++)
         if (k != NN_DENSE && bl_format_find(nn_formats[k].format) == m->format) return true;
@@ -300,11 +373,11 @@ bl_status ptq_reconstruct(const bl_model *src, const bl_quant_opts *o, const cha
     const bl_config *c = &src->cfg;
     const bl_recon_opts *ro = &o->recon;
     *resumed = 0;
-    if (ro->epochs < 1 || ro->batch < 1 || !(ro->lr > 0) ||
+    if (ro->epochs < 1 || ro->batch < 1 || !(ro->lr > 0) || !(ro->sign_lr >= 0) ||
         !(ro->flip_frac >= 0 && ro->flip_frac <= 1))
-        return bl_fail(err, BL_ERR_ARG, "reconstruction: epochs and batch must be >= 1, lr > 0 "
-                       "and the flip fraction in [0, 1] (got %d, %d, %g, %g)", ro->epochs,
-                       ro->batch, ro->lr, ro->flip_frac);
+        return bl_fail(err, BL_ERR_ARG, "reconstruction: epochs and batch must be >= 1, lr > 0, "
+                       "the sign lr >= 0 and the flip fraction in [0, 1] (got %d, %d, %g, "
+                       "%g, %g)", ro->epochs, ro->batch, ro->lr, ro->sign_lr, ro->flip_frac);
     if (!bl_recon_supports(&o->method))
         return bl_fail(err, BL_ERR_UNSUPPORTED, "block reconstruction trains the formats the "
                        "training engine has (bitllm formats), not %s", o->method.format->name);
@@ -321,13 +394,19 @@ bl_status ptq_reconstruct(const bl_model *src, const bl_quant_opts *o, const cha
     bl_status s = ptq_calib_sequences(src, o, &rows, &r.n_seq, err);
     if (s) return s;
     r.T = o->calib_ctx;
-    r.B = rc_batch_size(r.n_seq, ro->batch);
     r.ids = rows;
+    s = rc_shard_make(r.n_seq, ro->batch, &r.sh, err);
+    if (!s) s = rc_check_same_tokens(rows, r.n_seq, r.T, err);
+    if (s) {
+        free(rows);
+        return s;
+    }
     const int omp_prev = bl_omp_threads_begin(o->n_threads);
     s = rc_init(&r, err);
     *spilled = r.spilled;
     int start = 0;
     if (!s) s = rc_state_load(&r, q, &start, err);
+    if (!s) s = replay(&r, q, start, err);
     *resumed = start;
     for (int b = 0; b < start && !s; b++) {
         if (ro->on_block) {
