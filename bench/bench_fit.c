@@ -297,12 +297,17 @@ int main(int argc, char **argv) {
     }
     if (!shapes) shapes = quick ? "1024,stories" : "1024,4096,stories";
     char cpu[256], la0[64], la1[64];
+    /* OpenBLAS picks its kernels for the CPU unless OPENBLAS_CORETYPE names others (e.g. Haswell's
+     * AVX2 kernels on an AVX-512 machine, about half the sgemm rate): printed with every table */
+    const char *coretype = getenv("OPENBLAS_CORETYPE");
     cpu_model(cpu, sizeof cpu);
     loadavg(la0, sizeof la0);
     sgemm_gflops = measure_sgemm();
     if (!json) {
-        printf("bench_fit: %s, %d OpenMP threads, %s\n", cpu, omp_get_max_threads(),
-               openblas_get_config());
+        printf("bench_fit: %s, %d OpenMP threads, %s, BLAS core %s%s%s%s\n", cpu,
+               omp_get_max_threads(), openblas_get_config(), openblas_get_corename(),
+               coretype ? " (set by OPENBLAS_CORETYPE=" : "", coretype ? coretype : "",
+               coretype ? ")" : "");
         printf("sgemm 2048² (all threads): %.1f GFLOP/s; load average %s; ADMM iterations %s\n",
                sgemm_gflops, la0, iters ? "fixed" : "default (convergence stop)");
         printf("%-11s %-10s %-10s %6s %7s %5s %8s %9s %9s %8s %7s %6s\n", "method", "shape",
@@ -327,9 +332,11 @@ int main(int argc, char **argv) {
     }
     loadavg(la1, sizeof la1);
     if (json) {
-        printf("{\"cpu\": \"%s\", \"threads\": %d, \"blas\": \"%s\", \"sgemm_gflops\": %.2f, "
-               "\"load_before\": \"%s\", \"load_after\": \"%s\", \"rows\": [",
-               cpu, omp_get_max_threads(), openblas_get_config(), sgemm_gflops, la0, la1);
+        printf("{\"cpu\": \"%s\", \"threads\": %d, \"blas\": \"%s\", \"blas_core\": \"%s\", "
+               "\"sgemm_gflops\": %.2f, \"load_before\": \"%s\", \"load_after\": \"%s\", "
+               "\"rows\": [",
+               cpu, omp_get_max_threads(), openblas_get_config(), openblas_get_corename(),
+               sgemm_gflops, la0, la1);
         for (int i = 0; i < nrows; i++) {
             const row *r = &rows[i];
             printf("%s{\"method\": \"%s\", \"shape\": \"%s\", \"params\": \"%s\", "

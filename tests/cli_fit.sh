@@ -90,6 +90,13 @@ py write "$tmp/wbig.npy" 300 520 "<f4" C - 3
 $BIN fit "$tmp/wbig.npy" --method dbf --bpw 1.0 --iters 6 --threads 1 -o "$tmp/t1.npy" >/dev/null 2>&1
 $BIN fit "$tmp/wbig.npy" --method dbf --bpw 1.0 --iters 6 --threads 2 -o "$tmp/t2.npy" >/dev/null 2>&1
 check "fit --threads 1 and 2 give the same reconstruction" '[ -s "$tmp/t1.npy" ] && cmp -s "$tmp/t1.npy" "$tmp/t2.npy"'
+# middle dimension 665, k²·1600 ≥ 2^29: the F-step's Gram matrix is cut into block rows and the
+# G-step's triangular solves into column blocks, and the two factorizations run side by side, in
+# the same blocks at any thread count
+py write "$tmp/wgram.npy" 1200 1600 "<f4" C - 4
+$BIN fit "$tmp/wgram.npy" --method dbf --bpw 1.0 --iters 1 --threads 1 -o "$tmp/g1.npy" >/dev/null 2>&1
+$BIN fit "$tmp/wgram.npy" --method dbf --bpw 1.0 --iters 1 --threads 2 -o "$tmp/g2.npy" >/dev/null 2>&1
+check "blocked Grams and solves: --threads 1 and 2 give the same reconstruction" '[ -s "$tmp/g1.npy" ] && cmp -s "$tmp/g1.npy" "$tmp/g2.npy"'
 
 # importance: all ones weighs nothing; a skewed vector changes the weighted error
 py vec "$tmp/ones.npy" 80 1.0

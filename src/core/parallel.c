@@ -30,13 +30,13 @@ typedef struct {
     int lda, ldb, ldc;
     float *C;
     bool by_rows;
-    int extent;
+    int extent, block;
 } gemm_call;
 
 static void gemm_blocks(void *ctx, int64_t b0, int64_t b1) {
     const gemm_call *g = ctx;
     for (int64_t b = b0; b < b1; b++) {
-        const int lo = (int)b * BLOCK, len = g->extent - lo < BLOCK ? g->extent - lo : BLOCK;
+        const int lo = (int)b * g->block, len = g->extent - lo < g->block ? g->extent - lo : g->block;
         if (g->by_rows) {
             const float *Ai = g->ta == CblasNoTrans ? g->A + (size_t)lo * g->lda : g->A + lo;
             cblas_sgemm(CblasRowMajor, g->ta, g->tb, len, g->N, g->K, g->alpha, Ai, g->lda, g->B,
@@ -49,19 +49,25 @@ static void gemm_blocks(void *ctx, int64_t b0, int64_t b1) {
     }
 }
 
-void bl_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
-              const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc,
-              bl_pool *pool) {
+void bl_sgemm_block(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
+                    const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc,
+                    int block, bl_pool *pool) {
     bl_blas_single_thread();
     if (M <= 0 || N <= 0) return;
     const bool by_rows = M >= N || M >= 64;
     const int extent = by_rows ? M : N;
-    if (!blocked((double)M * N * K, extent)) {
+    if ((double)M * N * K < PAR_MIN_WORK || extent <= block) {
         cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    gemm_call g = {ta, tb, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C, by_rows, extent};
-    bl_pool_for(pool, (extent + BLOCK - 1) / BLOCK, true, gemm_blocks, &g);
+    gemm_call g = {ta, tb, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C, by_rows, extent, block};
+    bl_pool_for(pool, (extent + block - 1) / block, true, gemm_blocks, &g);
+}
+
+void bl_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
+              const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc,
+              bl_pool *pool) {
+    bl_sgemm_block(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, BLOCK, pool);
 }
 
 typedef struct {

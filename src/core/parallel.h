@@ -19,6 +19,12 @@ void bl_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float
               const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc,
               bl_pool *pool);
 
+/* bl_sgemm with blocks of `block` rows (or columns) instead of 128: each call packs its whole
+ * other operand again, so large products go faster in wider blocks when the extent still gives
+ * every thread some (the fits: 512). */
+void bl_sgemm_block(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
+                    const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc,
+                    int block, bl_pool *pool);
 /* y (M) = alpha·A·x + beta·y for row-major A (M×N). */
 void bl_sgemv(int M, int N, float alpha, const float *A, int lda, const float *x, float beta,
               float *y, bl_pool *pool);

@@ -32,6 +32,8 @@
  * objective formula holds with T·H and G·H·Gᵀ in place of T and G·Gᵀ. */
 #include "quant/qf_internal.h"
 
+#include "core/parallel.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +95,21 @@ static bl_status project_step(bl_qf_side *s, int proj_iters, bl_fit_trace *tr, b
     return BL_OK;
 }
 
+typedef struct {
+    const float *XX;
+    int64_t r;
+    float shift[2];
+    float *U[2];
+    bl_status st[2];
+    bl_err err[2];
+} factor_call;
+
+static void factor_tasks(void *ctx, int64_t lo, int64_t hi) {
+    factor_call *fc = ctx;
+    for (int64_t i = lo; i < hi; i++)
+        fc->st[i] = bl_qf_spd_factor(fc->XX, fc->r, fc->shift[i], fc->U[i], &fc->err[i]);
+}
+
 /* Plain side update: the normal matrix acts from the left on the r×c variable. U0/U1 receive the
  * Cholesky factors for the shifts ρ₀ and 1 (one factor when ρ₀ = 1). */
 static bl_status solve_side(bl_qf_side *s, const float *XX, float rho0, const bl_qf_admm_opts *ao,
@@ -101,14 +118,18 @@ static bl_status solve_side(bl_qf_side *s, const float *XX, float rho0, const bl
     const double rr = (double)r, rc = (double)r * (double)c;
     const float lam = ao->reg * mean_diag(XX, r);
     phase_clock ck = clock_start(ao->trace);
-    bl_status st = bl_qf_spd_factor(XX, r, lam + rho0, U0, err);
-    const float *F1 = U0;
-    if (st == BL_OK && ao->inner > 1 && rho0 != 1.0f) {
-        st = bl_qf_spd_factor(XX, r, lam + 1.0f, U1, err);
-        F1 = U1;
-    }
-    clock_stop(&ck, BL_FIT_PHASE_FACTOR, (F1 == U0 ? 1.0 : 2.0) * rr * rr * rr / 3.0);
-    if (st != BL_OK) return st;
+    const bool two = ao->inner > 1 && rho0 != 1.0f;
+    factor_call fc = {XX, r, {lam + rho0, lam + 1.0f}, {U0, U1}, {BL_OK, BL_OK}, {{0}, {0}}};
+    /* the two factorizations are independent single-threaded LAPACK calls: side by side */
+    bl_pool_for(bl_pool_omp_current(), two ? 2 : 1, two && rr >= 512.0, factor_tasks, &fc);
+    const float *F1 = two ? U1 : U0;
+    clock_stop(&ck, BL_FIT_PHASE_FACTOR, (two ? 2.0 : 1.0) * rr * rr * rr / 3.0);
+    for (int i = 0; i < 2; i++)
+        if (fc.st[i] != BL_OK) {
+            *err = fc.err[i];
+            return fc.st[i];
+        }
+    bl_status st;
     form_rhs(s, rho0, s->B);
     bl_qf_spd_solve(U0, r, s->B, c);
     clock_stop(&ck, BL_FIT_PHASE_SOLVE, 2.0 * rr * rc);

@@ -10,6 +10,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The fit's large products, Gram matrices and triangular solves are cut into fixed blocks (rows or
+ * columns of the result, columns of the right-hand sides), each one single-threaded BLAS call,
+ * spread over the calling thread's OpenMP threads: the same blocks, hence the same results, at
+ * every thread count (OpenBLAS itself stays single-threaded, bl_blas_single_thread). Every call
+ * packs its whole other operand again, so the blocks are as wide as the thread split allows:
+ * on a 2028×4096×4096 product, 128-row blocks (bl_sgemm's) lose 12% of the single-call rate with
+ * OpenBLAS's Haswell kernels and 25% with its AVX-512 ones, 512-row blocks 0–5%. */
+/* Below this many multiply-adds a Gram matrix or solve is one call on the calling thread (~10 ms
+ * of work): smaller ones gain little from two threads and, on an oversubscribed machine, lose to
+ * the barrier and the workers' spinning (docs/fits.md); at 1024² and 1 bpw (k = 492) they stay
+ * serial; at 1200×1600 (k = 665) those with c = 1600 are split. */
+#define LA_MIN_WORK (1 << 29)
+
+/* Block width for an extent: 512 while that leaves at least three blocks, else 256 (gemm: below
+ * that, bl_sgemm's 128). Depends on the shape only. */
+static int64_t la_block(int64_t extent) { return extent >= 3 * 512 ? 512 : 256; }
+
 void bl_qf_gemm(bool tA, bool tB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                 int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (M <= 0 || N <= 0) return;
@@ -18,10 +35,11 @@ void bl_qf_gemm(bool tA, bool tB, int64_t M, int64_t N, int64_t K, float alpha, 
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
         return;
     }
-    /* single-threaded BLAS on blocks of C split across the calling thread's OpenMP threads
-     * (core/parallel.h): the same blocks, and so the same results, at every thread count */
-    bl_sgemm(tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, (int)M, (int)N,
-             (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc, bl_pool_omp_current());
+    /* blocks of 512 rows (or columns) of C when that leaves at least three, else bl_sgemm's 128 */
+    const int64_t extent = M >= N || M >= 64 ? M : N;
+    bl_sgemm_block(tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, (int)M, (int)N,
+                   (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc,
+                   extent >= 3 * 512 ? 512 : 128, bl_pool_omp_current());
 }
 
 static void symmetrize_upper(float *G, int64_t k) {
@@ -29,13 +47,49 @@ static void symmetrize_upper(float *G, int64_t k) {
         for (int64_t j = i + 1; j < k; j++) G[j * k + i] = G[i * k + j];
 }
 
+typedef struct {
+    const float *A;
+    int64_t r, c, nb, block;
+    float *G;
+} gram_call;
+
+/* Block row b of the upper triangle: the diagonal block G[b, b] = A_b·A_bᵀ by ssyrk (half its
+ * flops), the rest of the row G[b, b+1:] = A_b·A[b+1:]ᵀ by sgemm. Range element q covers the block
+ * rows q and nb − 1 − q, so contiguous ranges carry equal work. */
+static void gram_block(const gram_call *g, int64_t b) {
+    const int64_t lo = b * g->block, len = g->r - lo < g->block ? g->r - lo : g->block;
+    const float *Ab = g->A + lo * g->c;
+    float *Gb = g->G + lo * g->r + lo;
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (blasint)len, (blasint)g->c, 1.0f, Ab,
+                (blasint)g->c, 0.0f, Gb, (blasint)g->r);
+    if (g->r - lo - len > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)len, (blasint)(g->r - lo - len),
+                    (blasint)g->c, 1.0f, Ab, (blasint)g->c, Ab + len * g->c, (blasint)g->c, 0.0f,
+                    Gb + len, (blasint)g->r);
+}
+
+static void gram_blocks(void *ctx, int64_t q0, int64_t q1) {
+    const gram_call *g = ctx;
+    for (int64_t q = q0; q < q1; q++) {
+        gram_block(g, q);
+        if (g->nb - 1 - q != q) gram_block(g, g->nb - 1 - q);
+    }
+}
+
 void bl_qf_gram_rows(const float *A, int64_t r, int64_t c, float *G) {
     if (c <= 0) {
         memset(G, 0, sizeof(float) * (size_t)(r * r));
         return;
     }
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (blasint)r, (blasint)c, 1.0f, A,
-                (blasint)c, 0.0f, G, (blasint)r);
+    bl_blas_single_thread();
+    const int64_t block = la_block(r);
+    if ((double)r * (double)r * (double)c < LA_MIN_WORK || r <= block) {
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (blasint)r, (blasint)c, 1.0f, A,
+                    (blasint)c, 0.0f, G, (blasint)r);
+    } else {
+        gram_call g = {A, r, c, (r + block - 1) / block, block, G};
+        bl_pool_for(bl_pool_omp_current(), (g.nb + 1) / 2, true, gram_blocks, &g);
+    }
     symmetrize_upper(G, r);
 }
 
@@ -59,13 +113,32 @@ bl_status bl_qf_spd_factor(const float *M, int64_t k, float shift, float *U, bl_
     return BL_OK;
 }
 
+typedef struct {
+    const float *U;
+    int64_t k, c, block;
+    float *B;
+} solve_call;
+
+static void solve_blocks(void *ctx, int64_t b0, int64_t b1) {
+    const solve_call *s = ctx;
+    for (int64_t b = b0; b < b1; b++) {
+        const int64_t lo = b * s->block, len = s->c - lo < s->block ? s->c - lo : s->block;
+        /* M·X = B with M = Uᵀ·U: Uᵀ·Y = B, then U·X = Y (U's strict lower triangle is not read) */
+        cblas_strsm(CblasRowMajor, CblasLeft, CblasUpper, CblasTrans, CblasNonUnit, (blasint)s->k,
+                    (blasint)len, 1.0f, s->U, (blasint)s->k, s->B + lo, (blasint)s->c);
+        cblas_strsm(CblasRowMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit,
+                    (blasint)s->k, (blasint)len, 1.0f, s->U, (blasint)s->k, s->B + lo,
+                    (blasint)s->c);
+    }
+}
+
 void bl_qf_spd_solve(const float *U, int64_t k, float *B, int64_t c) {
     if (k <= 0 || c <= 0) return;
-    /* M·X = B with M = Uᵀ·U: Uᵀ·Y = B, then U·X = Y (U's strict lower triangle is not read) */
-    cblas_strsm(CblasRowMajor, CblasLeft, CblasUpper, CblasTrans, CblasNonUnit, (blasint)k,
-                (blasint)c, 1.0f, U, (blasint)k, B, (blasint)c);
-    cblas_strsm(CblasRowMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, (blasint)k,
-                (blasint)c, 1.0f, U, (blasint)k, B, (blasint)c);
+    bl_blas_single_thread();
+    solve_call s = {U, k, c, la_block(c), B};
+    const int64_t nb = (c + s.block - 1) / s.block;
+    bl_pool_for(bl_pool_omp_current(), nb, (double)k * (double)k * (double)c >= LA_MIN_WORK && nb > 1,
+                solve_blocks, &s);
 }
 
 bl_status bl_qf_sym_eig(float *A, int64_t n, float *w, bl_err *err) {
