@@ -82,14 +82,14 @@ static void test_schedule_and_adamw(void) {
     float P[2] = {0.5f, -2.0f}, G[2] = {0.1f, -3.0f}, m[2] = {0}, v[2] = {0};
     o.wd = 0.01, o.beta1 = 0.9, o.beta2 = 0.98, o.adam_eps = 1e-8;
     double p0 = 0.5, g = 0.1 * 0.5;
-    tr_adamw(&M, P, G, m, v, 1, 1e-2, 0.5f, &o);
+    tr_adamw(&M, P, G, m, v, 1, 1e-2, 1.0, 0.5f, &o);
     double mm = 0.1 * g, vv = 0.02 * g * g;
     double want = p0 - 1e-2 * ((mm / 0.1) / (sqrt(vv / 0.02) + 1e-8) + 0.01 * p0);
     CHECK_NEAR(P[0], want, 1e-7);
     CHECK_NEAR(tr_grad_norm(&M, G), sqrt(0.01 + 9.0), 1e-6);
     t.trainable = false;
     P[1] = -2.0f;
-    tr_adamw(&M, P, G, m, v, 2, 1e-2, 1.0f, &o);
+    tr_adamw(&M, P, G, m, v, 2, 1e-2, 1.0, 1.0f, &o);
     CHECK(P[1] == -2.0f);
 }
 

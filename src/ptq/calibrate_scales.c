@@ -154,7 +154,7 @@ bl_status ptq_calibrate_scales(const bl_model *src, const bl_quant_opts *o, bl_l
             nn_backward_f32(k.S, k.PS, G, k.AS, tok, k.AS->logits, NULL);
             s = rc_sum_f32(G, np, "the scales' gradient", err);
             if (s) break;
-            tr_adamw(k.S, k.PS, G, m, vv, step + 1, tr_lr(&d, step), 1.0f, &d);
+            tr_adamw(k.S, k.PS, G, m, vv, step + 1, tr_lr(&d, step), 1.0, 1.0f, &d);
             if (ro->on_progress && ((step + 1) % 8 == 0 || step + 1 == d.steps)) {
                 char what[64];
                 snprintf(what, sizeof what, "scale calibration epoch %d/%d", e + 1, ro->kl_epochs);

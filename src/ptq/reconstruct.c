@@ -123,22 +123,6 @@ static void zero_trainable(const nn_model *M, float *G) {
         if (M->t[i].trainable) memset(G + M->t[i].off, 0, sizeof(float) * M->t[i].numel);
 }
 
-/* One Adam step: the scale/envelope vectors (and onebit's latent weights) at lr, the latent sign
- * scores of the factored formats at lr·score_ratio. Those scores start at ±flip_init and a sign
- * flips when its score crosses zero, so the ratio sets how many steps of consistent gradient a
- * flip takes (a factor sign moves a whole row or column of the product). was: n_t flags. */
-static void adam_step(nn_model *S, float *P, const float *G, float *m, float *v, bool *was,
-                      int t, double lr, double score_ratio, const bl_distill_opts *d) {
-    for (int i = 0; i < S->n_t; i++) {
-        was[i] = S->t[i].trainable;
-        S->t[i].trainable = was[i] && S->t[i].role != NN_R_FLIP;
-    }
-    tr_adamw(S, P, G, m, v, t, lr, 1.0f, d);
-    for (int i = 0; i < S->n_t; i++) S->t[i].trainable = was[i] && S->t[i].role == NN_R_FLIP;
-    tr_adamw(S, P, G, m, v, t, lr * score_ratio, 1.0f, d);
-    for (int i = 0; i < S->n_t; i++) S->t[i].trainable = was[i];
-}
-
 static bl_status train_block(rc_ctx *r, int b, nn_model *S, float *P, rc_store *xq,
                              rc_store *y, int *steps_done, int64_t *flips_done, bl_err *err) {
     const bl_recon_opts *ro = &r->o->recon;
@@ -148,9 +132,8 @@ static bl_status train_block(rc_ctx *r, int b, nn_model *S, float *P, rc_store *
     float *G = bl_aligned_alloc(np * sizeof(float)), *m = bl_aligned_alloc(np * sizeof(float)),
           *v = bl_aligned_alloc(np * sizeof(float));
     int64_t *perm = malloc(sizeof(int64_t) * (size_t)r->sh.n_loc); /* this rank's rows per step */
-    bool *was = malloc(sizeof(bool) * (size_t)S->n_t);
     nn_acts_f32 *A = NULL;
-    bl_status s = G && m && v && perm && was ? BL_OK : bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    bl_status s = G && m && v && perm ? BL_OK : bl_fail(err, BL_ERR_NOMEM, "out of memory");
     if (!s) {
         memset(G, 0, np * sizeof(float));
         memset(m, 0, np * sizeof(float));
@@ -190,7 +173,11 @@ static bl_status train_block(rc_ctx *r, int b, nn_model *S, float *P, rc_store *
             nn_layer_backward_f32(S, P, G, A, 0);
             s = rc_sum_f32(G, np, "the block's gradient", err);
             if (s) break;
-            adam_step(S, P, G, m, v, was, step + 1, tr_lr(&d, step), ro->sign_lr / ro->lr, &d);
+            /* the vectors (and onebit's latent weights) at lr, the factored formats' latent sign
+             * scores at sign_lr: a sign flips when its score, started at ±flip_init, crosses
+             * zero, so sign_lr sets how many steps of consistent gradient a flip takes (a factor
+             * sign moves a whole row or column of the product) */
+            tr_adamw(S, P, G, m, v, step + 1, tr_lr(&d, step), ro->sign_lr / ro->lr, 1.0f, &d);
             s = nn_model_sync_signs_f32(S, P, err); /* onebit: sign(latent) */
             /* factored formats: the signs whose latent score crossed zero (straight-through), at
              * most flip_frac of each matrix per step, largest scores first */
@@ -213,7 +200,6 @@ static bl_status train_block(rc_ctx *r, int b, nn_model *S, float *P, rc_store *
     bl_aligned_free(m);
     bl_aligned_free(v);
     free(perm);
-    free(was);
     return s;
 }
 

@@ -249,7 +249,7 @@ static bl_status train_step(trainer *t, int step, bl_distill_progress *pr, bl_er
     }
     const float gscale = o->clip > 0 && gnorm > o->clip ? (float)(o->clip / gnorm) : 1.0f;
     const double lr = tr_lr(o, step);
-    tr_adamw(t->S, t->PS, t->G, t->m, t->v, step + 1, lr, gscale, o);
+    tr_adamw(t->S, t->PS, t->G, t->m, t->v, step + 1, lr, 1.0, gscale, o);
     bl_status s = nn_model_sync_signs_f32(t->S, t->PS, err);
     if (!s && o->flip_every > 0 && (step + 1) % o->flip_every == 0) {
         int64_t f = 0;

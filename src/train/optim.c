@@ -41,14 +41,15 @@ double tr_grad_norm(const nn_model *M, const float *G) {
 }
 
 void tr_adamw(const nn_model *M, float *P, const float *G, float *m, float *v, int t, double lr,
-              float gscale, const bl_distill_opts *o) {
+              double flip_ratio, float gscale, const bl_distill_opts *o) {
     const float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->adam_eps;
     const float c1 = (float)(1.0 / (1.0 - pow(o->beta1, t)));
     const float c2 = (float)(1.0 / (1.0 - pow(o->beta2, t)));
-    const float flr = (float)lr, wd = (float)o->wd;
+    const float wd = (float)o->wd;
     for (int i = 0; i < M->n_t; i++) {
         const nn_tensor *tt = &M->t[i];
         if (!tt->trainable) continue;
+        const float flr = (float)(tt->role == NN_R_FLIP ? lr * flip_ratio : lr);
         const float decay = tt->decay ? wd : 0.0f;
         const size_t off = tt->off;
 #pragma omp parallel for schedule(static) if (tt->numel >= 65536)

@@ -13,9 +13,10 @@ double tr_lr(const bl_distill_opts *o, int step);
 /* Global L2 norm of the trainable gradients (double, fixed summation order). */
 double tr_grad_norm(const nn_model *M, const float *G);
 /* AdamW step t (1-based) on the trainable tensors; gscale multiplies the gradients first
- * (clipping). Weight decay only on tensors marked decay. */
+ * (clipping). Weight decay only on tensors marked decay. Latent sign scores (NN_R_FLIP) step at
+ * lr·flip_ratio, every other tensor at lr. */
 void tr_adamw(const nn_model *M, float *P, const float *G, float *m, float *v, int t, double lr,
-              float gscale, const bl_distill_opts *o);
+              double flip_ratio, float gscale, const bl_distill_opts *o);
 /* Sign flipping: in every sign matrix with a latent score, flip the entries whose score has
  * crossed zero against the current sign, at most ceil(frac·rows·cols) per matrix, largest
  * |score| first. Returns the number of flips in *flips. */
