@@ -39,7 +39,7 @@ static bl_method spec_for(int kind, const bl_config *c) {
     nn_build_opts o;
     bl_err err = {0};
     nn_build_opts_default(&o);
-    if (bl_method_parse(nn_formats[kind].format, &m, &err) == BL_OK) {
+    if (bl_method_parse(nn_formats[kind]->format, &m, &err) == BL_OK) {
         if (m.format->mid_from_bpw) m.params.mid = c->dim / 2;
         if (nn_method_spec(&m, &o, &s, &err) == BL_OK) return s;
     }
@@ -47,7 +47,7 @@ static bl_method spec_for(int kind, const bl_config *c) {
     exit(1);
 }
 
-static const char *kind_name(int k) { return nn_formats[k].format; }
+static const char *kind_name(int k) { return nn_formats[k]->format; }
 
 /* Relative difference of the f32 and f64 gradients of one random batch. */
 static double validate(void) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # libbitllm.so exports the public API only: every defined dynamic symbol is a bl_ name declared
-# in include/bitllm/, and the internals (nn_*, tr_*, the fitters' bl_qf_*, the model loader's
-# helpers) stay hidden. Compiler-generated symbols are ignored: sanitizer instrumentation
+# in include/bitllm/ or include/bitllm/formats/, and the internals (nn_*, tr_*, the fitters'
+# bl_qf_*, the model loader's helpers) stay hidden. Compiler-generated symbols are ignored: sanitizer instrumentation
 # (__asan_*, __odr_asan*, ...) and GCC's locks of named OpenMP critical sections
 # (.gomp_critical_user_NAME, which must be global to be shared between objects).
 set -u
@@ -19,7 +19,7 @@ check "no internal bl_qf_ / loader helpers" '[ -z "$(printf "%s\n" "$syms" | gre
 check "no nn_ / tr_ internals" '! nm -D --defined-only "$LIB" | grep -q " \(nn_\|tr_\)"'
 check "public entry points present" 'for s in bl_model_load bl_forward bl_quantize_model bl_arch_tensors bl_quant_provenance; do printf "%s\n" "$syms" | grep -qx "$s" || exit 1; done'
 # every exported name is declared in a public header
-hdr=$(cat "$(dirname "$0")/../include/bitllm/"*.h)
+hdr=$(cat "$(dirname "$0")/../include/bitllm/"*.h "$(dirname "$0")/../include/bitllm/formats/"*.h)
 undeclared=$(for s in $syms; do printf '%s\n' "$hdr" | grep -q "\b$s\b" || echo "$s"; done)
 check "every export is declared in include/bitllm/" '[ -z "$undeclared" ] || { echo "$undeclared" | head; false; }'
 echo "$passes passed, $fails failed"

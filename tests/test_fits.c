@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bitllm/formats/mdbf.h"
 #include "bitllm/quantize.h"
 #include "test.h"
 

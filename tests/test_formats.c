@@ -3,6 +3,10 @@
  * accounting against the bytes on disk, load validation, OneBit's post-LN, and thread-count
  * independence. Layers are built from random data directly (no fitting code involved). */
 #include "bitllm/format.h"
+#include "bitllm/formats/dbf.h"
+#include "bitllm/formats/mdbf.h"
+#include "bitllm/formats/onebit.h"
+#include "bitllm/formats/rtn.h"
 #include "bitllm/io.h"
 #include "bitllm/kernels.h"
 #include "test.h"

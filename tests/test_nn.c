@@ -287,36 +287,46 @@ static bool has_reference(const nn_linear *L) {
     return is_format(L, "onebit") || is_format(L, "dbf") || is_format(L, "mdbf");
 }
 
+/* Where the layer keeps the F16 tensor its format's table calls `part` (its entry's parts). */
+static size_t part_of(const nn_linear *L, const char *part) {
+    for (int i = 0; i < L->fmt->n_parts; i++)
+        if (!strcmp(L->fmt->parts[i].part, part)) return L->part[i];
+    CHECK(!"a part of the layer's entry");
+    return NN_NONE;
+}
+
 /* An independent, token-by-token reference of every binary format with dense sign matrices. */
 static void ref_linear(const nn_linear *L, const double *P, double **S, const double *x, int64_t N,
                        double *y) {
-    const int64_t m = L->m, n = L->n, k = L->mid, l = L->l;
+    const int64_t m = L->m, n = L->n, k = L->params.mid, l = L->params.rank_l;
     double *u = malloc(8 * (size_t)(n + k + m + 8)), *z = malloc(8 * (size_t)(k + 1)),
            *t1 = malloc(8 * (size_t)(n + k + m + 8));
     for (int64_t t = 0; t < N; t++) {
         const double *xt = x + t * n;
         double *yt = y + t * m;
         if (is_format(L, "onebit")) {
-            for (int64_t j = 0; j < n; j++) u[j] = P[L->g + j] * xt[j];
+            for (int64_t j = 0; j < n; j++) u[j] = P[part_of(L, "g") + j] * xt[j];
             mv(yt, S[0], u, m, n);
-            for (int64_t i = 0; i < m; i++) yt[i] *= P[L->h + i];
-            if (L->post_ln) {
+            for (int64_t i = 0; i < m; i++) yt[i] *= P[part_of(L, "h") + i];
+            if (L->params.post_ln) {
                 double mean = 0, var = 0;
                 for (int64_t i = 0; i < m; i++) mean += yt[i] / m;
                 for (int64_t i = 0; i < m; i++) var += (yt[i] - mean) * (yt[i] - mean) / m;
                 for (int64_t i = 0; i < m; i++) yt[i] = (yt[i] - mean) / sqrt(var + 1e-5);
             }
         } else if (is_format(L, "dbf")) {
-            for (int64_t j = 0; j < n; j++) u[j] = P[L->b + j] * xt[j];
+            for (int64_t j = 0; j < n; j++) u[j] = P[part_of(L, "b") + j] * xt[j];
             mv(z, S[1], u, k, n);
-            for (int64_t c = 0; c < k; c++) z[c] *= P[L->mu + c];
+            for (int64_t c = 0; c < k; c++) z[c] *= P[part_of(L, "mu") + c];
             mv(yt, S[0], z, m, k);
-            for (int64_t i = 0; i < m; i++) yt[i] *= P[L->a + i];
+            for (int64_t i = 0; i < m; i++) yt[i] *= P[part_of(L, "a") + i];
         } else if (is_format(L, "mdbf")) {
             for (int64_t i = 0; i < m; i++) yt[i] = 0;
-            for (int p = 0; p < L->P; p++) {
-                const double *Ae = P + L->a_env + p * m * l, *Qu = P + L->q_u + p * k * l,
-                             *Qv = P + L->q_v + p * k * l, *Be = P + L->b_env + p * n * l;
+            for (int p = 0; p < L->params.paths; p++) {
+                const double *Ae = P + part_of(L, "p%d.A_env") + p * m * l,
+                             *Qu = P + part_of(L, "p%d.Q_U") + p * k * l,
+                             *Qv = P + part_of(L, "p%d.Q_V") + p * k * l,
+                             *Be = P + part_of(L, "p%d.B_env") + p * n * l;
                 for (int64_t c = 0; c < k; c++) z[c] = 0;
                 for (int64_t j = 0; j < l; j++) {
                     for (int64_t c = 0; c < n; c++) u[c] = Be[c * l + j] * xt[c];
@@ -576,9 +586,9 @@ static void test_trainable_registry(void) {
         }
     }
     for (int k = 0; k < nn_n_formats; k++) {
-        const bl_format_ops *f = bl_format_find(nn_formats[k].format);
+        const bl_format_ops *f = bl_format_find(nn_formats[k]->format);
         CHECK_MSG(f && f->trainable, "engine entry %s: not a trainable registry format",
-                  nn_formats[k].format);
+                  nn_formats[k]->format);
     }
     CHECK(trainable == nn_n_formats && trainable >= 4);
 }

@@ -2,6 +2,10 @@
  * the output structs with plain loops, independently of src/formats. */
 #include "bitllm/model.h"
 #include "bitllm/fit.h"
+#include "bitllm/formats/dbf.h"
+#include "bitllm/formats/mdbf.h"
+#include "bitllm/formats/onebit.h"
+#include "bitllm/formats/rtn.h"
 #include "quant/qf_internal.h"
 #include "test.h"
 

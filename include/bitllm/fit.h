@@ -1,5 +1,5 @@
 /* Fitting algorithms: turn one dense weight matrix W (m×n, row-major f32) into a quantized
- * format's data (see format.h). Every function is deterministic for a given seed and thread
+ * format's data (see format.h and include/bitllm/formats/). Every function is deterministic for a given seed and thread
  * count, multi-threaded with OpenMP, and never prints. */
 #ifndef BITLLM_FIT_H
 #define BITLLM_FIT_H
@@ -8,7 +8,7 @@
 
 BL_API_BEGIN
 
-/* What a DBF/MDBF fit did, filled when bl_fit_opts.trace is set: the outer ADMM iterations and the
+/* What an ADMM fit of a factored format did, filled when bl_fit_opts.trace is set: the outer ADMM iterations and the
  * objective after each of them. The objective is the relative weighted error the ADMM minimizes,
  * sqrt(‖T − T̂‖² / ‖T‖²) with T = diag(√o)·W·diag(√i) (under an activation metric H the norms are
  * ‖(·)·H^½‖), before the FP16 rounding of the stored vectors; P > 1 paths are refined one after
@@ -36,7 +36,7 @@ typedef struct {
     double flops;       /* floating-point operations of the dense products and factorizations */
 } bl_fit_trace;
 
-/* Default stopping of the DBF/MDBF ADMM (iters = 0): the penalty ramps up over BL_FIT_RAMP outer
+/* Default stopping of the factored formats' ADMM (iters = 0): the penalty ramps up over BL_FIT_RAMP outer
  * iterations; after that the fit stops once the relative objective e has improved by less than
  * BL_FIT_TOL·e over the last BL_FIT_WINDOW iterations, or after BL_FIT_MAX_ITERS (the reference
  * code's fixed count). */
@@ -45,13 +45,13 @@ typedef struct {
 #define BL_FIT_WINDOW 10
 #define BL_FIT_TOL 1e-3
 
-/* Where DBF/MDBF switch from the full activation metric to diagonal plus low rank (H_rank = 0). */
+/* Where the factored formats' ADMM switches from the full activation metric to diagonal plus low rank (H_rank = 0). */
 #define BL_FIT_H_FULL_MAX 4096
 #define BL_FIT_H_RANK 256
 
 typedef struct bl_fit_opts {
     uint64_t seed;
-    /* Outer iterations of the DBF/MDBF ADMM: > 0 runs exactly that many with the reference's
+    /* Outer iterations of the factored formats' ADMM: > 0 runs exactly that many with the reference's
      * penalty schedule over them; 0 stops on convergence (see BL_FIT_* above). */
     int iters;
     int max_iters;      /* iters = 0: cap (0 = BL_FIT_MAX_ITERS) */
@@ -59,21 +59,23 @@ typedef struct bl_fit_opts {
     int inner;          /* ADMM inner steps per outer iteration; 0 = default (3) */
     bl_fit_trace *trace; /* optional output: iterations and objective trajectory */
     bool nmf;           /* SVID rank-1 by NMF (true) or by SVD power iteration (false) */
-    /* Importance weighting (DBF/MDBF, ALGORITHMS.md §4): per-input-channel mean x² (n) and
+    /* Importance weighting (the factored formats, ALGORITHMS.md §4): per-input-channel mean x² (n) and
      * per-output-channel mean squared gradient (m). NULL means all ones. */
     const float *in_importance;
     const float *out_importance;
-    /* Hessian-aware fits (onebit, dbf, mdbf): the calibration inputs' covariance H = XᵀX/N (n×n
+    /* Hessian-aware fits (onebit and the factored formats): the calibration inputs' covariance H = XᵀX/N (n×n
      * row-major, symmetric PSD). The fit then minimizes the output error tr(diag(o)·E·H·Eᵀ),
      * E = W − Ŵ, o = out_importance (or ones); H's diagonal takes the place of in_importance,
      * which is ignored. NULL = the diagonal importances above. */
     const float *H;
-    /* DBF/MDBF under H: the form of H's correlation part. 0 = full up to BL_FIT_H_FULL_MAX inputs
+    /* The factored formats' ADMM under H: the form of H's correlation part. 0 = full up to BL_FIT_H_FULL_MAX inputs
      * and diagonal plus rank BL_FIT_H_RANK beyond (each ADMM iteration then costs O(r·n·k)
      * instead of O(r·n²)); k > 0 = diagonal plus rank k (full when k ≥ n). OneBit always uses
      * the full H. */
     int H_rank;
-    int adam_steps;     /* MDBF: Adam refinement of the envelopes with signs frozen (0 = off) */
+    /* Adam refinement of a fit's envelopes with its signs frozen (0 = off); read by the formats
+     * whose opts_used has BL_QP_ADAM_STEPS. */
+    int adam_steps;
     float adam_lr;      /* 0 = default */
     bl_progress_fn progress;
     void *progress_ctx;
@@ -86,35 +88,12 @@ void bl_fit_opts_default(bl_fit_opts *o);
 bl_status bl_rank1_abs(const float *W, int64_t m, int64_t n, bool nmf, int iters, float *u,
                        float *v, bl_err *err);
 
-/* OneBit initialization by SVID: S = sign(W), h ⊙ g from the rank-1 factorization of |W|. */
-bl_status bl_fit_onebit(const float *W, int64_t m, int64_t n, const bl_fit_opts *o,
-                        bl_onebit *out, bl_err *err);
-
-/* RTN baselines: bits = 1 (sign × per-row mean |W|) or 2..4 (asymmetric per group). */
-bl_status bl_fit_rtn(const float *W, int64_t m, int64_t n, int bits, int group, bl_rtn *out,
-                     bl_err *err);
-
-/* DBF by importance-weighted alternating ADMM with the SVID projection (ALGORITHMS.md §4). */
-bl_status bl_fit_dbf(const float *W, int64_t m, int64_t n, int64_t k, const bl_fit_opts *o,
-                     bl_dbf *out, bl_err *err);
-
-/* MDBF: closed-form SVD initialization, P paths on residuals, ADMM refinement with the rank-l
- * projection, optional Adam on the envelopes (ALGORITHMS.md §5). For l = 1 each path is stored
- * as DBF stores its layer (Q_U = μ, Q_V = 1), so MDBF(l = 1, P = 1) equals bl_fit_dbf's result. */
-bl_status bl_fit_mdbf(const float *W, int64_t m, int64_t n, int64_t r, int l, int P,
-                      const bl_fit_opts *o, bl_mdbf *out, bl_err *err);
-
-/* Random factors (benchmarks only): the exact shapes, middle dimensions and stored bits of the
- * corresponding bl_fit_* result, with uniformly random signs/codes (padding bits 0) and positive
- * FP16 scales chosen so that Ŵ's entries have std ≈ 0.02. No weights are read; the output
- * depends on the seed only (not on the thread count). Onebit has post_ln off, as bl_fit_onebit;
- * rtn codes are centred on the zero point (2^bits − 1)/2. */
-bl_status bl_random_onebit(int64_t m, int64_t n, uint64_t seed, bl_onebit *out, bl_err *err);
-bl_status bl_random_dbf(int64_t m, int64_t n, int64_t k, uint64_t seed, bl_dbf *out, bl_err *err);
-bl_status bl_random_mdbf(int64_t m, int64_t n, int64_t r, int l, int P, uint64_t seed,
-                         bl_mdbf *out, bl_err *err);
-bl_status bl_random_rtn(int64_t m, int64_t n, int bits, int group, uint64_t seed, bl_rtn *out,
-                        bl_err *err);
+/* Each quantized format declares its fit (bl_fit_<name>) and random factors (bl_random_<name>)
+ * with its data struct in include/bitllm/formats/<name>.h. Random factors are for benchmarks
+ * only: the exact shapes, middle dimensions and stored bits of the corresponding bl_fit_* result,
+ * with uniformly random signs/codes (padding bits 0) and positive FP16 scales chosen so that Ŵ's
+ * entries have std ≈ 0.02. No weights are read; the output depends on the seed only (not on the
+ * thread count). */
 
 /* ‖W − Ŵ‖_F / ‖W‖_F in double precision. */
 double bl_rel_err(const float *W, const float *What, int64_t m, int64_t n);

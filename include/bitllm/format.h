@@ -19,7 +19,8 @@ static inline int bl_sign_get(const uint8_t *bits, int64_t row_bytes, int64_t i,
     return (bits[i * row_bytes + (j >> 3)] >> (j & 7)) & 1 ? -1 : 1;
 }
 
-/* The largest middle dimension (dbf k, mdbf r) that fits and checkpoints accept. It is not tied
+/* The largest middle dimension (params.mid of a factored format) that fits and checkpoints
+ * accept. It is not tied
  * to min(m, n): a layer may have a middle wider than its inputs or outputs. */
 #define BL_MAX_MID ((int64_t)1 << 24)
 
@@ -27,12 +28,12 @@ static inline int bl_sign_get(const uint8_t *bits, int64_t row_bytes, int64_t i,
  * names in a method spec and in quantization_config, defaults and ranges are given by the
  * format's parameter schema (bl_format_param below), never by code outside src/formats. */
 typedef struct {
-    int bits;       /* rtn, qsym: bits per weight code */
-    int group;      /* rtn, qsym: input columns per scale group */
-    int64_t mid;    /* dbf: middle dimension k; mdbf: rank r of each path (0: from a bpw target) */
-    int rank_l;     /* mdbf: envelope rank l */
-    int paths;      /* mdbf: number of paths P */
-    bool post_ln;   /* onebit: parameter-free LayerNorm over the m outputs */
+    int bits;       /* bits per weight code */
+    int group;      /* input columns per scale group */
+    int64_t mid;    /* middle dimension of a factored format (0: from a bpw target) */
+    int rank_l;     /* envelope rank of a factored format's scales */
+    int paths;      /* number of summed factorizations (paths) */
+    bool post_ln;   /* parameter-free LayerNorm over the m outputs */
 } bl_format_params;
 
 /* Options of a quantization run (library fields and CLI flags) that only some formats read. A
@@ -125,7 +126,7 @@ typedef struct {
 /* A format's traits record: everything the library knows about one weight format. Registered
  * once, in the table of src/formats/registry.c. */
 struct bl_format_ops {
-    const char *name; /* "dense", "onebit", "dbf", "mdbf", "rtn", "qsym" */
+    const char *name; /* "dense", "onebit", "rtn", ... (the registry's key) */
     const char *desc; /* one line for `bitllm formats` */
     /* Parameter schema (NULL/0: none) and short names for common parameter sets. */
     const bl_format_param *params;
@@ -152,7 +153,7 @@ struct bl_format_ops {
     int n_tensors;
     /* The data struct: its size, the offset of its `bool view` (loaded sign/code buffers point
      * into a file and are not freed), and where repeated tensors live: an array of repeats(p)
-     * elements of repeat_size bytes whose pointer is at repeat_offset (mdbf's paths). */
+     * elements of repeat_size bytes whose pointer is at repeat_offset (e.g. paths). */
     size_t data_size, view_offset;
     int (*repeats)(const bl_format_params *p); /* NULL: no repeated tensors */
     size_t repeat_offset, repeat_size;
@@ -162,8 +163,8 @@ struct bl_format_ops {
     /* Rejects shapes and parameters the format cannot hold; `who` starts the message. */
     bl_status (*check)(int64_t m, int64_t n, const bl_format_params *p, const char *who,
                        bl_err *err);
-    /* Optional: brings handed-over data into its stored form before it is validated (mdbf with
-     * l = 1 multiplies Q_V into Q_U). */
+    /* Optional: brings handed-over data into its stored form before it is validated (e.g. a
+     * product of two scales that only the product of matters, merged into one). */
     void (*normalize)(void *data, const bl_format_params *p);
     /* Optional: checks of the values the table cannot express (e.g. codes a format never
      * writes), run on handed-over and on loaded data after the generic checks. */
@@ -229,7 +230,7 @@ const char *bl_bpw_keyword(void);
 /* A bpw target from its text: a number in (0, hi], or the keyword (→ 0: the reference format's
  * bpw per layer). BL_ERR_ARG naming the text otherwise. */
 bl_status bl_bpw_parse(const char *text, double hi, double *bpw, bl_err *err);
-/* The method specs `bitllm compare` runs by default, comma-separated ("rtn1,onebit,dbf,mdbf"):
+/* The method specs `bitllm compare` runs by default, comma-separated ("rtn1,onebit,..."):
  * each format's compare_default, in registry order. */
 void bl_compare_default_methods(char *buf, size_t cap);
 
@@ -243,7 +244,7 @@ int64_t bl_format_mid_for_bpw(const bl_format_ops *f, int64_t m, int64_t n,
 
 /* ---- methods: a format plus its parameters ----
  * Spec syntax: "name[:key=value,...]" with the format's schema keys, e.g. "rtn:bits=2,group=64",
- * "mdbf:rank_l=2,paths=2", or an alias ("rtn2"; "rtn2:group=64"). Unset keys get the schema's
+ * "dbf:mid=64", or an alias ("rtn2"; "rtn2:group=64"). Unset keys get the schema's
  * defaults. */
 typedef struct {
     const bl_format_ops *format;
@@ -260,7 +261,7 @@ void bl_method_spec(const bl_method *m, char *buf, size_t cap);
 /* Whether the method reads option p: fitted, or with random factors (which read only what
  * fixes the shapes, and the seed). */
 bool bl_method_uses(const bl_method *m, bool random_factors, bl_qparam p);
-/* The registry's formats that read p, as "dbf, mdbf" ("none" if none). */
+/* The registry's formats that read p, comma-separated ("none" if none). */
 void bl_qparam_users(bl_qparam p, bool random_factors, char *buf, size_t cap);
 
 /* The format's cost formula: its stored_bits, or what its tensor table stores. */
@@ -308,67 +309,12 @@ bl_status bl_linear_dense_init(bl_linear *L, const bl_tensor *w, bl_err *err);
 /* The stored bytes of a dense layer (false for other formats). */
 bool bl_linear_dense_bytes(const bl_linear *L, const void **data, size_t *nbytes);
 
-/* ---- quantized formats: the data their fitting functions produce ----
- * Vectors are float in memory but hold FP16-representable values (they are stored as F16), so a
- * fitted layer and its saved/loaded copy compute identical outputs. Sign matrices use the canonical
- * packed layout above. Each struct owns its buffers unless `view` is set (loaded from a mapped
- * file), in which case sign/code buffers point into the file and are not freed. */
-typedef struct {
-    int64_t m, n;
-    uint8_t *sign;  /* m × ceil(n/8) */
-    float *g;       /* n: input scale */
-    float *h;       /* m: output scale */
-    bool post_ln;
-    bool view;
-} bl_onebit;
-
-typedef struct {
-    int64_t m, n, k;
-    uint8_t *A;     /* m × ceil(k/8) */
-    uint8_t *B;     /* k × ceil(n/8) */
-    float *a;       /* m */
-    float *mu;      /* k */
-    float *b;       /* n */
-    bool view;
-} bl_dbf;
-
-typedef struct {
-    uint8_t *SA;    /* m × ceil(r/8) */
-    uint8_t *SB;    /* r × ceil(n/8) */
-    float *A_env;   /* m × l (row-major) */
-    float *Q_U;     /* r × l */
-    float *Q_V;     /* r × l */
-    float *B_env;   /* n × l */
-} bl_mdbf_path;
-
-typedef struct {
-    int64_t m, n, r;
-    int l, P;
-    bl_mdbf_path *paths; /* P entries */
-    bool view;
-} bl_mdbf;
-
-typedef struct {
-    int64_t m, n;
-    int bits;       /* 1: sign × per-row mean |W| (rtn1); 2..4: asymmetric per-group */
-    int group;      /* columns per group (bits >= 2) */
-    uint8_t *q;     /* bits == 1: packed signs m × ceil(n/8);
-                       bits >= 2: codes, row-major, each row ceil(n·bits/8) bytes, LSB first */
-    float *scale;   /* bits == 1: m; else m × ceil(n/group) */
-    float *zero;    /* bits >= 2: m × ceil(n/group) (in code units); NULL for bits == 1 */
-    bool view;
-} bl_rtn;
-
-/* Wrap fitted data into a layer (takes ownership of the struct's buffers). */
-bl_status bl_linear_from_onebit(bl_linear *L, bl_onebit *q, bl_err *err);
-bl_status bl_linear_from_dbf(bl_linear *L, bl_dbf *q, bl_err *err);
-bl_status bl_linear_from_mdbf(bl_linear *L, bl_mdbf *q, bl_err *err);
-bl_status bl_linear_from_rtn(bl_linear *L, bl_rtn *q, bl_err *err);
-
-void bl_onebit_free(bl_onebit *q);
-void bl_dbf_free(bl_dbf *q);
-void bl_mdbf_free(bl_mdbf *q);
-void bl_rtn_free(bl_rtn *q);
+/* ---- the quantized formats' data ----
+ * Each quantized format with a public data struct (what its fit produces, what
+ * bl_linear_from_<name> wraps into a layer) declares it, with its fit and random-factor entry
+ * points, in its own header include/bitllm/formats/<name>.h. Vectors are float in memory but hold
+ * FP16-representable values (they are stored as F16), so a fitted layer and its saved/loaded copy
+ * compute identical outputs. */
 
 BL_API_END
 #endif

@@ -106,7 +106,7 @@ typedef struct {
     int block, blocks;
     double loss_before, loss_after, rel_before, rel_after;
     int steps;               /* optimizer steps taken */
-    int64_t flips;           /* factor signs flipped by training (dbf, mdbf), even if reverted */
+    int64_t flips;           /* factor signs flipped by training (factored formats), even if reverted */
     bool reverted;           /* training did not lower the loss: the initial fit was kept */
     bool resumed;            /* read back from the saved state of an earlier run */
     double seconds;          /* wall time of the block */
@@ -120,10 +120,10 @@ typedef struct {
     int epochs;              /* passes over the calibration sequences per block (default 2) */
     int batch;               /* sequences per optimizer step (default 4) */
     double lr;               /* Adam learning rate, cosine to 0 (default 1e-3) */
-    /* factored formats (dbf, mdbf): each sign of a factor has a latent score (±0.01 at the
-     * start) trained by Adam at sign_lr (cosine like lr; default 3e-4); a sign flips when its
-     * score crosses zero (straight-through), at most flip_frac of each sign matrix per step,
-     * largest scores first (default 1: no cap) */
+    /* factored formats (frozen sign-matrix factors): each sign of a factor has a latent score
+     * (±0.01 at the start) trained by Adam at sign_lr (cosine like lr; default 3e-4); a sign flips
+     * when its score crosses zero (straight-through), at most flip_frac of each sign matrix per
+     * step, largest scores first (default 1: no cap) */
     double sign_lr;
     double flip_frac;
     /* Bytes of calibration activations kept in RAM (0 = no limit); beyond, they are written to

@@ -6,7 +6,7 @@
  * Its tensors: the table below. */
 #include "formats/formats_internal.h"
 #include "formats/forward_util.h"
-#include "bitllm/fit.h"
+#include "bitllm/formats/dbf.h"
 
 #include <cblas.h>
 #include <stddef.h>

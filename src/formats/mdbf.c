@@ -14,7 +14,7 @@
  * it is still read (and used as stored). */
 #include "formats/formats_internal.h"
 #include "formats/forward_util.h"
-#include "bitllm/fit.h"
+#include "bitllm/formats/mdbf.h"
 
 #include <cblas.h>
 #include <stdio.h>

@@ -9,7 +9,7 @@
  * Its tensors: the table below. */
 #include "formats/formats_internal.h"
 #include "formats/forward_util.h"
-#include "bitllm/fit.h"
+#include "bitllm/formats/onebit.h"
 
 #include <math.h>
 #include <stddef.h>

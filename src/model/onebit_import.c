@@ -3,6 +3,7 @@
  * layout — or the latent FP weight {m, n} whose sign is used), `input_factor` (g, n) and
  * `weight_scale` (h, m), and always applies the parameter-free LayerNorm after the product. */
 #include "model/model_internal.h"
+#include "bitllm/formats/onebit.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -54,21 +54,21 @@ typedef struct {
 
 struct nn_format;
 
+/* The most F16 tensors a trainable format keeps per layer (nn_format.parts). */
+#define NN_MAX_PARTS 4
+
 typedef struct {
     const struct nn_format *fmt; /* its trainable-format entry (nn_format_of) */
     const bl_format_ops *format; /* its format in the registry */
     bl_format_params params;     /* its parameters as the format records them (export) */
     int64_t m, n;     /* out, in */
-    int64_t mid;      /* dbf k, mdbf r */
-    int l, P;         /* mdbf envelope rank and paths */
-    bool post_ln;     /* onebit: parameter-free LayerNorm over the m outputs */
-    bool grad_w;      /* compute the gradient of W (dense) or of the latent (onebit) */
+    bool grad_w;      /* compute the gradient of W (dense) or of the latent */
     bool grad_vec;    /* compute the gradients of the scale vectors / envelopes */
-    size_t w;         /* dense W or onebit latent, m×n */
-    size_t g, h;      /* onebit input (n) and output (m) scales */
-    size_t a, mu, b;  /* dbf */
-    size_t a_env, q_u, q_v, b_env; /* mdbf, [P][m|r|r|n][l] */
-    nn_signs *S;      /* onebit: 1, from sign(latent); dbf: A (m×k), B (k×n); mdbf: SA_p, SB_p */
+    size_t w;         /* a dense W or a latent, m×n (NN_NONE: none) */
+    /* The format's F16 tensors (scales, envelopes) in the layout: part[i] holds the entry's
+     * parts[i] (NN_NONE: none); repeat r of a repeated one at + r·rows·cols. */
+    size_t part[NN_MAX_PARTS];
+    nn_signs *S;      /* the format's sign matrices, in its tensor table's order */
     int n_signs;
 } nn_linear;
 
@@ -101,7 +101,7 @@ typedef struct {
     bool train_norms;    /* RMSNorm weights, q/k norms, biases (default on) */
     bool train_dense;    /* projections left dense in the student (default off) */
     bool train_quant;    /* latents, scales, envelopes of the binary layers (default on) */
-    bool flip;           /* dbf/mdbf: latent scores for sign flipping (default off) */
+    bool flip;           /* frozen signs: latent scores for flipping (NN_OPT_FLIP; default off) */
     float flip_init;     /* initial |latent score| of a frozen sign (default 0.01) */
 } nn_build_opts;
 
@@ -165,19 +165,19 @@ size_t nn_linear_work_size(const nn_linear *L, int64_t N);
 #undef NN_REAL
 #undef FN
 
-/* Where a trainable format's nn layout keeps one F16 tensor of its format's table. */
+/* One F16 tensor of a trainable format's table that its nn layout keeps: entry i of the entry's
+ * parts lives at nn_linear.part[i]. */
 typedef struct {
     const char *part; /* the table's part as written there ("g", "p%d.A_env") */
-    size_t field;     /* offsetof(nn_linear, <its offset field>); repeat r at + r·rows·cols */
 } nn_part;
 
-/* One entry per trainable format (the table nn_formats of src/nn/nn_formats.c), found through
- * the registry (nn_format_of): everything the engine knows about a format. Its forward/backward
- * math is in linear_impl.h, once per precision. Adding a trainable format = its functions here
- * and there + one entry, its traits record marked trainable. */
+/* One entry per trainable format (nn_format_<name>, in its own file src/nn/linear_<name>.h with
+ * its math, listed in the table nn_formats of linear_impl.h), found through the registry
+ * (nn_format_of): everything the engine knows about a format. Adding a trainable format = its
+ * file + one line in each list of linear_impl.h, its traits record marked trainable. */
 typedef struct nn_format {
     const char *format;       /* the registry's name (bl_format_find) */
-    bool signs_follow_latent; /* the sign matrix is sign(latent), refreshed every step (onebit) */
+    bool signs_follow_latent; /* the sign matrix is sign(latent), refreshed every step */
     unsigned opts;            /* the nn_opt options it reads (NN_OPT_BIT) */
     /* The build options it reads, applied to a layer's parameters; NULL: none. */
     void (*apply_opts)(bl_format_params *p, const nn_build_opts *o);
@@ -185,24 +185,27 @@ typedef struct nn_format {
      * NN_NONE). */
     bl_status (*layout)(nn_model *M, const nn_build_opts *o, nn_linear *L, const char *prefix,
                         bl_err *err);
-    /* The nn tensor of every F16 tensor of the format's table; the table's sign tensors are
-     * L->S[] in order (bl_format_data_each). NULL: a format without a table (dense), imported
-     * through to_dense into L->w and exported as a view. */
+    /* The nn tensor of every F16 tensor of the format's table (at most NN_MAX_PARTS); the
+     * table's sign tensors are L->S[] in order (bl_format_data_each). The first one's trainable
+     * flag turns on the gradients of all of them (grad_vec). NULL: a format without a table
+     * (dense), imported through to_dense into L->w and exported as a view. */
     const nn_part *parts;
     int n_parts;
-    /* Optional, after import: what follows from the imported values (onebit: the latent from the
-     * signs; frozen signs: their flipping scores and kernel preparation). */
+    /* Optional, after import: what follows from the imported values (a latent from the signs;
+     * frozen signs: their flipping scores and kernel preparation). */
     bl_status (*imported)(const nn_linear *L, const nn_build_opts *o, float *P, bl_err *err);
     bl_status (*random)(const nn_linear *L, const nn_build_opts *o, float *P, bl_rng *r,
                         bl_err *err);
     size_t (*acts_size)(const nn_linear *L, int64_t N);
     size_t (*work_size)(const nn_linear *L, int64_t N);
-    /* The tensor whose trainable flag turns on the gradients of the vectors (NN_NONE: none). */
-    size_t (*vec)(const nn_linear *L);
-    const nn_lin_math_f32 *math_f32; /* forward/backward (linear_impl.h) */
+    const nn_lin_math_f32 *math_f32; /* forward/backward, per precision */
     const nn_lin_math_f64 *math_f64;
 } nn_format;
-extern const nn_format nn_formats[];
+/* An entry's fields naming its math (nn_<name>_math_f32 / _f64, defined by its file). */
+#define NN_MATH_DECL(f) extern const nn_lin_math_f64 nn_##f##_math_f64;
+#define NN_MATH(f) .math_f32 = &nn_##f##_math_f32, .math_f64 = &nn_##f##_math_f64
+#define NN_PARTS(a) .parts = (a), .n_parts = (int)(sizeof(a) / sizeof((a)[0]))
+extern const nn_format *const nn_formats[];
 extern const int nn_n_formats;
 /* The entry of a registry format, or NULL when the training engine cannot train it. */
 const nn_format *nn_format_of(const bl_format_ops *f);

@@ -56,17 +56,15 @@ void FN(nn_swiglu_backward)(NN_REAL *dgate, NN_REAL *dup, const NN_REAL *dh,
 void FN(nn_bias_forward)(NN_REAL *y, const NN_REAL *bias, int64_t N, int64_t n);
 void FN(nn_bias_backward)(NN_REAL *dbias, const NN_REAL *dy, int64_t N, int64_t n);
 
-/* ---- linear layers: dense, onebit, dbf, mdbf (linear_impl.h) ---- */
+/* ---- linear layers (linear_impl.h and each format's linear_<name>.h) ---- */
 
-/* What a linear layer keeps for its backward pass:
- *   z: onebit S·(g⊙x) (N×m); dbf u = B·(b⊙x) (N×k); mdbf the S_B products [P][N·l][r]
- *   y: onebit post-LN output (N×m); dbf A·(μ⊙u) (N×m); mdbf the S_A products [P][N·l][m]
- *   r: onebit post-LN 1/std (N); mdbf the middle activations [P][N][r] */
+/* What a linear layer keeps for its backward pass: up to three buffers, pointed by its format's
+ * bind into the layer's activations (each format's file says what they hold). */
 typedef struct {
     NN_REAL *z, *y, *r;
 } FN(nn_lin_acts);
 
-/* A trainable format's math in this precision (linear_impl.h), reached through its nn_format
+/* A trainable format's math in this precision (its linear_<name>.h), reached through its nn_format
  * entry (math_f32 / math_f64): bind points A at its activations in mem, forward and backward as
  * nn_linear_forward / nn_linear_backward below. */
 typedef struct {

@@ -102,7 +102,7 @@ void nn_model_update_grad_flags(nn_model *M) {
         for (int p = 0; p < BL_PROJ_COUNT; p++) {
             nn_linear *L = &M->layers[l].proj[p];
             L->grad_w = L->w != NN_NONE && trainable_at(M, L->w);
-            L->grad_vec = trainable_at(M, L->fmt->vec(L));
+            L->grad_vec = L->fmt->n_parts && trainable_at(M, L->part[0]);
         }
 }
 
@@ -152,8 +152,8 @@ static bl_status layout_linear(nn_model *M, const nn_build_opts *o, nn_linear *L
     }
     L->m = m;
     L->n = n;
-    L->w = L->g = L->h = L->a = L->mu = L->b = NN_NONE;
-    L->a_env = L->q_u = L->q_v = L->b_env = NN_NONE;
+    L->w = NN_NONE;
+    for (int i = 0; i < NN_MAX_PARTS; i++) L->part[i] = NN_NONE;
     return L->fmt->layout(M, o, L, prefix, err);
 }
 
@@ -312,7 +312,7 @@ static bl_status spec_of(const bl_model *src, const bl_linear *L, const char *pr
     names[0] = 0;
     for (int i = 0; i < nn_n_formats && k < sizeof names; i++)
         k += (size_t)snprintf(names + k, sizeof names - k, "%s%s", i ? ", " : "",
-                              nn_formats[i].format);
+                              nn_formats[i]->format);
     return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: %s is a %s layer, which cannot be trained "
                    "(%s can)", src->path, prefix, L->ops->name, names);
 }

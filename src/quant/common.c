@@ -75,38 +75,3 @@ void bl_qf_scale_rows_cols(const float *W, int64_t m, int64_t n, const float *so
             for (int64_t j = 0; j < n; j++) t[j] = a * w[j];
     }
 }
-
-bool bl_qf_alloc_onebit(int64_t m, int64_t n, bl_onebit *out) {
-    out->sign = malloc((size_t)m * (size_t)bl_sign_row_bytes(n));
-    out->h = malloc(sizeof(float) * (size_t)m);
-    out->g = malloc(sizeof(float) * (size_t)n);
-    if (out->sign && out->h && out->g) return true;
-    free(out->sign), free(out->h), free(out->g);
-    out->sign = NULL, out->h = NULL, out->g = NULL;
-    return false;
-}
-
-bool bl_qf_alloc_mdbf_path(int64_t m, int64_t n, int64_t r, int l, bl_mdbf_path *out) {
-    out->SA = malloc((size_t)m * (size_t)bl_sign_row_bytes(r));
-    out->SB = malloc((size_t)r * (size_t)bl_sign_row_bytes(n));
-    out->A_env = malloc(sizeof(float) * (size_t)(m * l));
-    out->Q_U = malloc(sizeof(float) * (size_t)(r * l));
-    out->Q_V = malloc(sizeof(float) * (size_t)(r * l));
-    out->B_env = malloc(sizeof(float) * (size_t)(n * l));
-    if (out->SA && out->SB && out->A_env && out->Q_U && out->Q_V && out->B_env) return true;
-    free(out->SA), free(out->SB), free(out->A_env), free(out->Q_U), free(out->Q_V),
-        free(out->B_env);
-    memset(out, 0, sizeof *out);
-    return false;
-}
-
-bool bl_qf_alloc_rtn(int64_t m, int64_t n, int bits, int group, bl_rtn *out) {
-    const int64_t ng = bits >= 2 ? (n + group - 1) / group : 1;
-    out->q = malloc((size_t)m * (size_t)((n * bits + 7) / 8)); /* = the sign layout for bits 1 */
-    out->scale = malloc(sizeof(float) * (size_t)(m * ng));
-    out->zero = bits >= 2 ? malloc(sizeof(float) * (size_t)(m * ng)) : NULL;
-    if (out->q && out->scale && (bits < 2 || out->zero)) return true;
-    free(out->q), free(out->scale), free(out->zero);
-    out->q = NULL, out->scale = NULL, out->zero = NULL;
-    return false;
-}

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Threading: the iterative solvers (admm.c, envelope.c, adam.c) get their parallelism from
+/* Threading: the iterative solvers (admm.c, envelope.c, mdbf.c's Adam) get their parallelism from
  * multi-threaded BLAS only. Their elementwise loops alternate with BLAS calls many times per
  * second, and OpenMP workers spin-waiting after such a loop compete with the BLAS threads for the
  * same cores (measured: 3-4x slower fits on 2 cores); the loops are memory-bound and cheap next to
@@ -186,16 +186,6 @@ bl_status bl_qf_admm(bl_qf_path *p, const float *T, const bl_qf_metric *mt,
  * (p->f.B is used as scratch). */
 bl_status bl_qf_path_product(bl_qf_path *p, float alpha, float beta, float *Y, bl_err *err);
 
-/* ---- adam.c: envelope refinement with frozen signs ---- */
-
-/* Adam (cosine-decayed learning rate, step sizes relative to each tensor's initial RMS) on the
- * envelope factors A_env, Q_U, Q_V, B_env of all P paths, signs frozen, minimizing
- * ‖T − Σ F_p G_p‖²_F (or tr(E·H·Eᵀ) under the metric). The loss is evaluated before every step
- * and after the last one; the best iterate is kept, so the result is never worse than the start. */
-bl_status bl_qf_adam(bl_mdbf_path *paths, int P, int64_t m, int64_t n, int64_t r, int l,
-                     const float *T, const bl_qf_metric *mt, int steps, float lr,
-                     bl_progress_fn progress, void *ctx, double base, double span, bl_err *err);
-
 /* ---- onebit_h.c: OneBit under an activation metric ---- */
 
 /* Refines a OneBit fit (sign: m×n packed, h: m, g: n, in W's scale, e.g. the SVID start) to
@@ -213,13 +203,28 @@ bl_status bl_qf_sqrt_importance(const float *imp, int64_t n, float **out, bl_err
 void bl_qf_scale_rows_cols(const float *W, int64_t m, int64_t n, const float *so, const float *si,
                            float *T);
 
-/* The buffers of a result struct, sized for its shape (malloc'd; the struct's bl_*_free releases
- * them), shared by the fits and bl_random_*. On failure nothing stays allocated, the buffer
- * pointers are NULL and false is returned: the caller reports the error in its own words.
- * rtn: bits 1 → m × ceil(n/8) sign bytes and m scales; bits ≥ 2 → codes and m·⌈n/group⌉ scales
- * and zero points. */
-bool bl_qf_alloc_onebit(int64_t m, int64_t n, bl_onebit *out);
-bool bl_qf_alloc_mdbf_path(int64_t m, int64_t n, int64_t r, int l, bl_mdbf_path *out);
-bool bl_qf_alloc_rtn(int64_t m, int64_t n, int bits, int group, bl_rtn *out);
+/* ---- random_factors.c: the draws of every format's random factors (bl_random_*) ---- */
+
+#define BL_QF_RANDOM_STD 0.02                 /* std of Ŵ's entries */
+#define BL_QF_JITTER_RMS 1.0408329997330663   /* √(13/12) = RMS of 0.5 + u, u ~ U[0, 1) */
+/* Streams of one layer: every buffer of a path (or the layer) gets its own tag. */
+enum { BL_QF_RT_SIGN_A, BL_QF_RT_SIGN_B, BL_QF_RT_OUTER, BL_QF_RT_IN, BL_QF_RT_TAGS };
+
+/* rows × ceil(bits_per_row/8) bytes of uniform random bits, padding bits of each row 0, each row
+ * from its own generator seeded by (seed, path, tag, row). Also codes: any bit pattern is a valid
+ * code, and uniform bits give uniform codes. */
+void bl_qf_random_bits(uint8_t *dst, int64_t rows, int64_t bits_per_row, uint64_t seed, int path,
+                       int tag);
+/* n FP16 values nominal·j, j = (0.5 + u)/BL_QF_JITTER_RMS (E[j²] = 1); one stream, as vectors
+ * are small next to the bits. */
+void bl_qf_random_scales(float *x, int64_t n, double nominal, uint64_t seed, int path, int tag);
+/* n copies of the FP16 value nearest v. */
+void bl_qf_random_const(float *x, int64_t n, double v);
+/* The checks every bl_random_<name> starts with: out not NULL (then zeroed, size bytes) and an
+ * m×n shape of at least 1×1; `fn` starts the message. */
+bl_status bl_qf_random_start(const char *fn, void *out, size_t size, int64_t m, int64_t n,
+                             bl_err *err);
+/* BL_ERR_NOMEM for fn's m×n result. */
+bl_status bl_qf_random_nomem(const char *fn, int64_t m, int64_t n, bl_err *err);
 
 #endif

@@ -7,6 +7,7 @@
  * (all equal or all zero) harmless. Codes are computed with the FP16-rounded scale and zero, so a
  * layer saved and reloaded computes exactly what the fitted one does. */
 #include "quant/qf_internal.h"
+#include "bitllm/formats/rtn.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -67,6 +68,20 @@ static void fit_rtnk(const float *W, int64_t m, int64_t n, int bits, int64_t gro
     }
 }
 
+/* The buffers of a result (malloc'd; bl_rtn_free releases them): bits 1 → m × ceil(n/8) sign
+ * bytes and m scales; bits ≥ 2 → codes and m·⌈n/group⌉ scales and zero points. On failure
+ * nothing stays allocated, the pointers are NULL and false is returned. */
+static bool alloc_rtn(int64_t m, int64_t n, int bits, int group, bl_rtn *out) {
+    const int64_t ng = bits >= 2 ? (n + group - 1) / group : 1;
+    out->q = malloc((size_t)m * (size_t)((n * bits + 7) / 8)); /* = the sign layout for bits 1 */
+    out->scale = malloc(sizeof(float) * (size_t)(m * ng));
+    out->zero = bits >= 2 ? malloc(sizeof(float) * (size_t)(m * ng)) : NULL;
+    if (out->q && out->scale && (bits < 2 || out->zero)) return true;
+    free(out->q), free(out->scale), free(out->zero);
+    out->q = NULL, out->scale = NULL, out->zero = NULL;
+    return false;
+}
+
 bl_status bl_fit_rtn(const float *W, int64_t m, int64_t n, int bits, int group, bl_rtn *out,
                      bl_err *err) {
     if (!out) return bl_fail(err, BL_ERR_ARG, "bl_fit_rtn: NULL output");
@@ -85,7 +100,7 @@ bl_status bl_fit_rtn(const float *W, int64_t m, int64_t n, int bits, int group, 
     out->n = n;
     out->bits = bits;
     out->group = bits >= 2 ? group : 0;
-    if (!bl_qf_alloc_rtn(m, n, bits, group, out)) {
+    if (!alloc_rtn(m, n, bits, group, out)) {
         memset(out, 0, sizeof *out);
         return bl_fail(err, BL_ERR_NOMEM, "bl_fit_rtn: %lldx%lld", (long long)m, (long long)n);
     }
@@ -93,5 +108,39 @@ bl_status bl_fit_rtn(const float *W, int64_t m, int64_t n, int bits, int group, 
         fit_rtn1(W, m, n, out);
     else
         fit_rtnk(W, m, n, bits, group, out);
+    return BL_OK;
+}
+
+/* ---- random factors (benchmarks; fit.h, the draws of random_factors.c) ---- */
+
+bl_status bl_random_rtn(int64_t m, int64_t n, int bits, int group, uint64_t seed, bl_rtn *out,
+                        bl_err *err) {
+    bl_status s = bl_qf_random_start("bl_random_rtn", out, sizeof *out, m, n, err);
+    if (s) return s;
+    if (bits < 1 || bits > 8)
+        return bl_fail(err, BL_ERR_ARG, "bl_random_rtn: bits = %d (supported: 1..8)", bits);
+    if (bits >= 2 && group < 1)
+        return bl_fail(err, BL_ERR_ARG, "bl_random_rtn: group = %d must be >= 1", group);
+    const int64_t ng = bits >= 2 ? (n + group - 1) / group : 1;
+    out->m = m;
+    out->n = n;
+    out->bits = bits;
+    out->group = bits >= 2 ? group : 0;
+    if (!alloc_rtn(m, n, bits, group, out)) {
+        bl_rtn_free(out);
+        return bl_qf_random_nomem("bl_random_rtn", m, n, err);
+    }
+    bl_qf_random_bits(out->q, m, n * bits, seed, 0, BL_QF_RT_SIGN_A);
+    if (bits == 1) {
+        bl_qf_random_scales(out->scale, m, BL_QF_RANDOM_STD, seed, 0, BL_QF_RT_OUTER);
+        return BL_OK;
+    }
+    /* Codes uniform in [0, 2^bits) around the zero point (2^bits − 1)/2 (exact in FP16): the
+     * dequantized values are symmetric about 0 with variance step²·(4^bits − 1)/12. */
+    const double levels = (double)(1 << bits);
+    bl_qf_random_scales(out->scale, m * ng,
+                        BL_QF_RANDOM_STD / sqrt((levels * levels - 1.0) / 12.0), seed, 0,
+                        BL_QF_RT_OUTER);
+    for (int64_t i = 0; i < m * ng; i++) out->zero[i] = (float)((levels - 1.0) / 2.0);
     return BL_OK;
 }

@@ -1,6 +1,7 @@
 /* SVID (sign-value independent decomposition) and the OneBit initialization (ALGORITHMS.md §1–2):
  *   W = sign(W) ⊙ |W|,  |W| ≈ u·vᵀ (rank 1, non-negative)  ⇒  W ≈ diag(u)·sign(W)·diag(v). */
 #include "quant/qf_internal.h"
+#include "bitllm/formats/onebit.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -135,6 +136,18 @@ bl_status bl_rank1_abs(const float *W, int64_t m, int64_t n, bool nmf, int iters
     return BL_OK;
 }
 
+/* The buffers of a result (malloc'd; bl_onebit_free releases them). On failure nothing stays
+ * allocated, the pointers are NULL and false is returned. */
+static bool alloc_onebit(int64_t m, int64_t n, bl_onebit *out) {
+    out->sign = malloc((size_t)m * (size_t)bl_sign_row_bytes(n));
+    out->h = malloc(sizeof(float) * (size_t)m);
+    out->g = malloc(sizeof(float) * (size_t)n);
+    if (out->sign && out->h && out->g) return true;
+    free(out->sign), free(out->h), free(out->g);
+    out->sign = NULL, out->h = NULL, out->g = NULL;
+    return false;
+}
+
 bl_status bl_fit_onebit(const float *W, int64_t m, int64_t n, const bl_fit_opts *o,
                         bl_onebit *out, bl_err *err) {
     if (!out) return bl_fail(err, BL_ERR_ARG, "bl_fit_onebit: NULL output");
@@ -167,7 +180,7 @@ bl_status bl_fit_onebit(const float *W, int64_t m, int64_t n, const bl_fit_opts 
     if (st != BL_OK) goto fail;
     out->m = m;
     out->n = n;
-    if (!bl_qf_alloc_onebit(m, n, out)) {
+    if (!alloc_onebit(m, n, out)) {
         st = bl_fail(err, BL_ERR_NOMEM, "bl_fit_onebit: %lldx%lld", (long long)m, (long long)n);
         goto fail;
     }
@@ -220,4 +233,23 @@ fail:
     free(out->g);
     memset(out, 0, sizeof *out);
     return st;
+}
+
+/* ---- random factors (benchmarks; fit.h, the draws of random_factors.c) ---- */
+
+bl_status bl_random_onebit(int64_t m, int64_t n, uint64_t seed, bl_onebit *out, bl_err *err) {
+    bl_status s = bl_qf_random_start("bl_random_onebit", out, sizeof *out, m, n, err);
+    if (s) return s;
+    out->m = m;
+    out->n = n;
+    if (!alloc_onebit(m, n, out)) {
+        bl_onebit_free(out);
+        return bl_qf_random_nomem("bl_random_onebit", m, n, err);
+    }
+    bl_qf_random_bits(out->sign, m, n, seed, 0, BL_QF_RT_SIGN_A);
+    /* Ŵ = diag(h)·S·diag(g) */
+    bl_qf_random_scales(out->h, m, BL_QF_RANDOM_STD, seed, 0, BL_QF_RT_OUTER);
+    bl_qf_random_scales(out->g, n, 1.0, seed, 0, BL_QF_RT_IN);
+    out->post_ln = false; /* as bl_fit_onebit: plain SVID */
+    return BL_OK;
 }

@@ -289,8 +289,8 @@ void bl_distill_opt_users(bl_distill_opt opt, char *buf, size_t cap) {
     size_t n = 0;
     buf[0] = 0;
     for (int k = 0; k < nn_n_formats && n < cap; k++)
-        if (format_reads(&nn_formats[k], opt))
-            n += (size_t)snprintf(buf + n, cap - n, "%s%s", n ? ", " : "", nn_formats[k].format);
+        if (format_reads(nn_formats[k], opt))
+            n += (size_t)snprintf(buf + n, cap - n, "%s%s", n ? ", " : "", nn_formats[k]->format);
 }
 
 static bl_status distill_run(const bl_model *teacher, const bl_model *student,
