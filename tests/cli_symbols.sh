@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # libbitllm.so exports the public API only: every defined dynamic symbol is a bl_ name declared
 # in include/bitllm/ or include/bitllm/formats/, and the internals (nn_*, tr_*, the fitters'
-# bl_qf_*, the model loader's helpers) stay hidden. Compiler-generated symbols are ignored: sanitizer instrumentation
-# (__asan_*, __odr_asan*, ...) and GCC's locks of named OpenMP critical sections
-# (.gomp_critical_user_NAME, which must be global to be shared between objects).
+# bl_qf_*, the model loader's helpers) stay hidden. Compiler-generated symbols are ignored:
+# sanitizer instrumentation (__asan_*, __odr_asan*, ...) and GCC's locks of named OpenMP critical
+# sections (.gomp_critical_user_NAME, which must be global to be shared between objects).
 set -u
 LIB=${BITLLM_SHARED_LIB:?}
 fails=0; passes=0

@@ -106,7 +106,8 @@ typedef struct {
     int block, blocks;
     double loss_before, loss_after, rel_before, rel_after;
     int steps;               /* optimizer steps taken */
-    int64_t flips;           /* factor signs flipped by training (factored formats), even if reverted */
+    int64_t flips;           /* factor signs flipped by training (factored formats), even if
+                              * reverted */
     bool reverted;           /* training did not lower the loss: the initial fit was kept */
     bool resumed;            /* read back from the saved state of an earlier run */
     double seconds;          /* wall time of the block */

@@ -83,7 +83,9 @@ static bl_status dbf_random(const nn_linear *L, const nn_build_opts *o, float *P
     return nn_frozen_signs_ready(L, o, P, err);
 }
 
-static size_t dbf_acts(const nn_linear *L, int64_t N) { return (size_t)(N * (L->params.mid + L->m)); }
+static size_t dbf_acts(const nn_linear *L, int64_t N) {
+    return (size_t)(N * (L->params.mid + L->m));
+}
 
 static size_t dbf_work(const nn_linear *L, int64_t N) {
     return (size_t)(N * L->m + 2 * N * L->params.mid + 2 * N * L->n);

@@ -46,7 +46,7 @@ static void env_grad(real *genv, const real *a, const real *b, int64_t N, int64_
 
 static void mdbf_forward(const nn_linear *L, const real *P, const real *x, int64_t N, real *y,
                          FN(nn_lin_acts) *A, real *work) {
-    const int64_t m = L->m, n = L->n, r = L->params.mid, l = L->params.rank_l, Nl = N * L->params.rank_l;
+    const int64_t m = L->m, n = L->n, r = L->params.mid, l = L->params.rank_l, Nl = N * l;
     for (int p = 0; p < L->params.paths; p++) {
         real *Z = A->z + p * Nl * r, *Y = A->y + p * Nl * m, *z = A->r + p * N * r;
         stack_scaled(work, x, P + L->part[MDBF_B_ENV] + p * n * l, N, n, l);
@@ -60,13 +60,14 @@ static void mdbf_forward(const nn_linear *L, const real *P, const real *x, int64
 
 static void mdbf_backward(const nn_linear *L, const real *P, real *G, const real *x,
                           const real *dy, int64_t N, real *dx, FN(nn_lin_acts) *A, real *work) {
-    const int64_t m = L->m, n = L->n, r = L->params.mid, l = L->params.rank_l, Nl = N * L->params.rank_l;
+    const int64_t m = L->m, n = L->n, r = L->params.mid, l = L->params.rank_l, Nl = N * l;
     real *dY = work, *dXu = dY + Nl * m, *dz = dXu + Nl * r, *dZ = dz + N * r, *dX = dZ + Nl * r,
          *tmp = dX + Nl * n;
     const bool vec = G && L->grad_vec;
     for (int p = 0; p < L->params.paths; p++) {
         const real *Z = A->z + p * Nl * r, *Y = A->y + p * Nl * m, *z = A->r + p * N * r;
-        const size_t oa = L->part[MDBF_A_ENV] + p * m * l, ou = L->part[MDBF_Q_U] + p * r * l, ov = L->part[MDBF_Q_V] + p * r * l,
+        const size_t oa = L->part[MDBF_A_ENV] + p * m * l, ou = L->part[MDBF_Q_U] + p * r * l,
+                     ov = L->part[MDBF_Q_V] + p * r * l,
                      ob = L->part[MDBF_B_ENV] + p * n * l;
         const nn_signs *SA = &L->S[2 * p], *SB = &L->S[2 * p + 1];
         if (vec) env_grad(G + oa, Y, dy, N, m, l);
@@ -141,10 +142,11 @@ static bl_status mdbf_random(const nn_linear *L, const nn_build_opts *o, float *
         nn_random_signs(&L->S[2 * p + 1], r);
     }
     const float sk = k ? 1.0f / sqrtf((float)k) : 0;
-    nn_fill_pos(P + L->part[MDBF_A_ENV], (size_t)(L->params.paths * m * l), r, 1.0f / (float)(l * L->params.paths));
-    nn_fill_pos(P + L->part[MDBF_Q_U], (size_t)(L->params.paths * k * l), r, 1.0f);
-    nn_fill_pos(P + L->part[MDBF_Q_V], (size_t)(L->params.paths * k * l), r, sk / (float)l);
-    nn_fill_pos(P + L->part[MDBF_B_ENV], (size_t)(L->params.paths * n * l), r, 1.0f / sqrtf((float)n));
+    const int paths = L->params.paths;
+    nn_fill_pos(P + L->part[MDBF_A_ENV], (size_t)(paths * m * l), r, 1.0f / (float)(l * paths));
+    nn_fill_pos(P + L->part[MDBF_Q_U], (size_t)(paths * k * l), r, 1.0f);
+    nn_fill_pos(P + L->part[MDBF_Q_V], (size_t)(paths * k * l), r, sk / (float)l);
+    nn_fill_pos(P + L->part[MDBF_B_ENV], (size_t)(paths * n * l), r, 1.0f / sqrtf((float)n));
     return nn_frozen_signs_ready(L, o, P, err);
 }
 
@@ -154,7 +156,8 @@ static size_t mdbf_acts(const nn_linear *L, int64_t N) {
 }
 
 static size_t mdbf_work(const nn_linear *L, int64_t N) {
-    const int64_t m = L->m, n = L->n, k = L->params.mid, Nl = N * L->params.rank_l, wide = n > k ? n : k;
+    const int64_t m = L->m, n = L->n, k = L->params.mid, Nl = N * L->params.rank_l;
+    const int64_t wide = n > k ? n : k;
     return (size_t)(Nl * m + 2 * Nl * k + N * k + Nl * n + Nl * wide);
 }
 
