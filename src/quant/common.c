@@ -8,7 +8,7 @@
 void bl_fit_opts_default(bl_fit_opts *o) {
     memset(o, 0, sizeof *o);
     o->seed = 0;
-    o->iters = 0;      /* method default (see dbf.c) */
+    o->iters = 0;      /* stop on convergence (BL_FIT_* in fit.h) */
     o->inner = 0;      /* 3 */
     o->nmf = true;     /* OneBit recommends the NMF initialization (ALGORITHMS.md §2) */
     o->adam_steps = 0;
