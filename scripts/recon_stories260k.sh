@@ -11,7 +11,8 @@
 #                 layer-wise fit (the sequence generation counted).
 # Every run on THREADS threads (default 1); CPU seconds are user+system of the process.
 #   scripts/recon_stories260k.sh [OUT]   (default build/recon-stories260k; BITLLM, BITLLM_DATA,
-#                                         NSEQ=128, EPOCHS=8, SEED=0, THREADS=1, METHODS,
+#                                         NSEQ=128, EPOCHS=8, SCALE_EPOCHS=2, SEED=0,
+#                                         THREADS=1, METHODS,
 #                                         REF=1 adds onebit distilled for 300 steps)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,7 @@ OUT=${1:-build/recon-stories260k}
 M=$DATA/models/stories260K/stories260K.gguf
 NSEQ=${NSEQ:-128}
 EPOCHS=${EPOCHS:-8}
+SCALE_EPOCHS=${SCALE_EPOCHS:-2}
 SEED=${SEED:-0}
 T=${THREADS:-1}
 METHODS=${METHODS:-onebit dbf mdbf}
@@ -60,7 +62,7 @@ for m in $METHODS; do
   timed "$m-block" "$BIN" quantize "$M" -m "$m" -o "$OUT/$m-block" "${G[@]}" --recon-epochs "$EPOCHS"
   row "$m" "block ($EPOCHS epochs)" "$OUT/$m-block" "$(cpu "$m-block")"
   timed "$m-scales" "$BIN" quantize "$M" -m "$m" -o "$OUT/$m-scales" "${G[@]}" --recon-epochs "$EPOCHS" \
-    --calibrate-scales --scale-epochs 2 --scale-lr 1e-3
+    --calibrate-scales --scale-epochs "$SCALE_EPOCHS"
   row "$m" "block + scale calibration" "$OUT/$m-scales" "$(cpu "$m-scales")"
   # distillation at the same CPU time, from the layer-wise model
   budget=$(python3 -c "print($(cpu "$m-scales") - $(cpu "$m-lw"))")

@@ -9,12 +9,14 @@ void cli_calib_defaults(cli_calib_flags *f) {
     memset(f, 0, sizeof *f);
     f->calib_tokens = 16384;
     f->calib_seq = 256;
-    f->epochs = 2;
-    f->batch = 4;
-    f->lr = 1e-3;
-    f->sign_lr = 3e-4;
-    f->scale_epochs = 1;
-    f->scale_lr = 1e-4;
+    bl_quant_opts q; /* the recipe's defaults are the library's */
+    bl_quant_opts_default(&q);
+    f->epochs = q.recon.epochs;
+    f->batch = q.recon.batch;
+    f->lr = q.recon.lr;
+    f->sign_lr = q.recon.sign_lr;
+    f->scale_epochs = q.recon.kl_epochs;
+    f->scale_lr = q.recon.kl_lr;
 }
 
 /* "123", "64K", "512M", "2G" (powers of 1024); false when malformed or zero. */

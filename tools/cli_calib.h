@@ -52,7 +52,7 @@ void cli_calib_defaults(cli_calib_flags *f);
     {"scale-epochs", 0, OPT_INT, &(f).scale_epochs, "N",                                         \
      "epochs of --calibrate-scales (default 1)", CLI_MIN(1), .needs = "calibrate-scales"},       \
     {"scale-lr", 0, OPT_FLOAT, &(f).scale_lr, "LR",                                              \
-     "learning rate of --calibrate-scales (default 1e-4)", CLI_ABOVE(0.0),                       \
+     "learning rate of --calibrate-scales (default 1e-2)", CLI_ABOVE(0.0),                       \
      .needs = "calibrate-scales"},                                                               \
     {"mem", 0, OPT_STR, &(f).mem, "SIZE",                                                        \
      "keep the calibration activations in RAM up to SIZE (e.g. 512M, 2G; default no limit), "    \

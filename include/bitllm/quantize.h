@@ -135,7 +135,7 @@ typedef struct {
     const char *state_dir;
     /* Then, every sign frozen, the FP16 vectors of every quantized layer are tuned to minimise
      * KL(FP ‖ quantized) over the calibration sequences for kl_epochs (default 1) at kl_lr
-     * (default 1e-4). */
+     * (default 1e-2). */
     bool calibrate_scales;
     int kl_epochs;
     double kl_lr;
