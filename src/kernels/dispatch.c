@@ -67,17 +67,17 @@ static const bl_sign_variant variants[] = {
 enum { V_REF, V_REF_T, V_LUT3, V_LUT3_GATHER, V_MASK2, V_MASK_T2, V_LUT4, V_LUT4_GATHER,
        V_MASK512, V_LUT4_T, V_MASK_T512, V_COUNT };
 static const variant_impl impls[] = {
-    [V_REF] = {NULL, false, false, false, -1},
-    [V_REF_T] = {NULL, false, false, false, -1},
-    [V_LUT3] = {bl_sign_avx2_lut, true, false, false, -1},
-    [V_LUT3_GATHER] = {bl_sign_avx2_lut, false, false, false, -1},
-    [V_MASK2] = {bl_sign_avx2_mask, false, true, false, -1},
-    [V_MASK_T2] = {bl_sign_t_avx2_mask, false, true, false, -1},
+    [V_REF] = {NULL, false, false, false, -1, NULL},
+    [V_REF_T] = {NULL, false, false, false, -1, NULL},
+    [V_LUT3] = {bl_sign_avx2_lut, true, false, false, -1, NULL},
+    [V_LUT3_GATHER] = {bl_sign_avx2_lut, false, false, false, -1, NULL},
+    [V_MASK2] = {bl_sign_avx2_mask, false, true, false, -1, NULL},
+    [V_MASK_T2] = {bl_sign_t_avx2_mask, false, true, false, -1, NULL},
     [V_LUT4] = {bl_sign_avx512_lut, true, false, false, -1, bl_sign_avx512_lut_tables},
     [V_LUT4_GATHER] = {bl_sign_avx512_lut, false, false, false, -1, bl_sign_avx512_lut_tables},
-    [V_MASK512] = {bl_sign_avx512_mask, false, true, false, -1},
-    [V_LUT4_T] = {bl_sign_t_avx512_lut, true, false, true, V_MASK_T512},
-    [V_MASK_T512] = {bl_sign_t_avx512_mask, false, true, false, -1},
+    [V_MASK512] = {bl_sign_avx512_mask, false, true, false, -1, NULL},
+    [V_LUT4_T] = {bl_sign_t_avx512_lut, true, false, true, V_MASK_T512, NULL},
+    [V_MASK_T512] = {bl_sign_t_avx512_mask, false, true, false, -1, NULL},
 };
 _Static_assert(sizeof variants / sizeof variants[0] == V_COUNT, "one impl per variant");
 _Static_assert(sizeof impls / sizeof impls[0] == V_COUNT, "one impl per variant");
