@@ -55,13 +55,14 @@ static int run_command(const command *c, int argc, char **argv) {
     if (bl_dist_size() > 1 && !ranks) {
         cli_errorf(c->name, "runs on one rank only (quantize and distill run under mpirun)");
         bl_dist_abort(2);
+        bl_dist_finalize();
         return 2;
     }
     int rc = c->run(argc - 1, argv + 1);
     /* a result that did not reach stdout (full disk, closed pipe) is a failure */
     int out = cli_finish_stdout(c->name);
     rc = rc ? rc : out;
-    if (rc) bl_dist_abort(rc); /* under mpirun: ends the other ranks too */
+    if (rc) bl_dist_abort(rc); /* under mpirun: ends the other ranks too, or all fail alike */
     bl_dist_finalize();
     return rc;
 }

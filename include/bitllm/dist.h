@@ -26,11 +26,11 @@ bool bl_dist_built_with_mpi(void);
 bl_status bl_dist_init(int *argc, char ***argv, bl_err *err);
 /* Leaves the job (after a barrier-free MPI_Finalize); no-op without MPI. */
 void bl_dist_finalize(void);
-/* Ends every rank of the job with exit code `code` (MPI_Abort, which does not return) after a
- * moment (0.2 s on rank 0, 1 s on the others: the launcher forwards the error message, and an
- * error all ranks meet is reported and cleaned up by rank 0); returns at once when there is no
- * job of several ranks. Only the command line calls it, after printing the error with
- * bl_dist_rank(). */
+/* Ends the job after a failure on this rank: when every rank fails (an error they all meet) it
+ * returns, and each rank finalizes and exits with its code, so the launcher forwards every
+ * message; when the others do not join within 2 s it ends them all with MPI_Abort (exit code
+ * `code`; does not return). Returns at once when there is no job of several ranks. Only the
+ * command line calls it, after printing the error with bl_dist_rank(). */
 void bl_dist_abort(int code);
 
 int bl_dist_rank(void); /* 0 .. size-1 */

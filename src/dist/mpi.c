@@ -20,6 +20,7 @@
 static struct {
     bool active; /* MPI_Init was called */
     MPI_Comm comm;
+    MPI_Comm fail_comm; /* only bl_dist_abort's barrier of failing ranks uses it */
     int rank, size;
     double timeout; /* seconds, 0 = none */
     bl_dist_stats stats;
@@ -55,6 +56,8 @@ bl_status bl_dist_init(int *argc, char ***argv, bl_err *err) {
     /* a communicator of our own, whose errors come back as codes instead of ending the job */
     rc = MPI_Comm_dup(MPI_COMM_WORLD, &D.comm);
     if (rc == MPI_SUCCESS) rc = MPI_Comm_set_errhandler(D.comm, MPI_ERRORS_RETURN);
+    if (rc == MPI_SUCCESS) rc = MPI_Comm_dup(MPI_COMM_WORLD, &D.fail_comm);
+    if (rc == MPI_SUCCESS) rc = MPI_Comm_set_errhandler(D.fail_comm, MPI_ERRORS_RETURN);
     if (rc == MPI_SUCCESS) rc = MPI_Comm_rank(D.comm, &D.rank);
     if (rc == MPI_SUCCESS) rc = MPI_Comm_size(D.comm, &D.size);
     if (rc != MPI_SUCCESS) return mpi_fail(err, rc, "joining the MPI job");
@@ -69,6 +72,7 @@ void bl_dist_finalize(void) {
      * would report them without a module to suppress them by. */
     __lsan_do_leak_check();
 #endif
+    MPI_Comm_free(&D.fail_comm);
     MPI_Comm_free(&D.comm);
     MPI_Finalize();
     D.active = false;
@@ -76,13 +80,26 @@ void bl_dist_finalize(void) {
 
 void bl_dist_abort(int code) {
     if (!D.active || D.size == 1) return;
-    /* A moment before the end: the launcher forwards this rank's error message meanwhile, and an
-     * error every rank meets (a bad option, an unusable calibration set) is reported and cleaned
-     * up by rank 0 (its partial output removed), which the others wait a second for. */
     fflush(stdout);
     fflush(stderr);
-    struct timespec ts = {D.rank == 0 ? 0 : 1, D.rank == 0 ? 200000000L : 0};
-    nanosleep(&ts, NULL);
+    /* Failing ranks meet in a barrier on a communicator that nothing else uses. When every rank
+     * arrives (an error they all meet: a bad option, an unusable calibration set) the job ends
+     * normally with the exit code, so the launcher forwards every rank's message in full; an
+     * abort can cut the forwarding short on a loaded machine. A rank that fails alone finds no
+     * partners within the wait and ends the job with MPI_Abort, its message forwarded meanwhile. */
+    MPI_Request rq;
+    int done = 0;
+    if (MPI_Ibarrier(D.fail_comm, &rq) == MPI_SUCCESS) {
+        const double t0 = bl_time_s();
+        while (!done && bl_time_s() - t0 < 2.0) {
+            if (MPI_Test(&rq, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) break;
+            if (!done) {
+                struct timespec ts = {0, 1000000L};
+                nanosleep(&ts, NULL);
+            }
+        }
+    }
+    if (done) return; /* every rank failed: the caller finalizes and exits with its code */
     MPI_Abort(MPI_COMM_WORLD, code);
 }
 
