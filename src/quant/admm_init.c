@@ -88,7 +88,8 @@ static bl_status subtract_block(bl_qf_path *p, int64_t k0, int64_t b, float *R, 
     memset(&ef, 0, sizeof ef);
     memset(&eg, 0, sizeof eg);
     if (!F || !G || !Fz || !Gz) {
-        st = bl_fail(err, BL_ERR_NOMEM, "MDBF start (block of %lld)", (long long)b);
+        st = bl_fail(err, BL_ERR_NOMEM, "out of memory for the binary-factor start (block of "
+                     "%lld)", (long long)b);
         goto done;
     }
     memcpy(F, p->f.tmp + k0 * m, sizeof(float) * (size_t)(b * m));
@@ -116,19 +117,23 @@ bl_status bl_qf_path_init_svd(bl_qf_path *p, const float *T, const bl_qf_metric 
     float *L = malloc(sizeof(float) * (size_t)m * (size_t)(r < s ? r : s));
     float *A = NULL, *R = NULL;
     bl_status st = BL_OK;
-    if (!L) return bl_fail(err, BL_ERR_NOMEM, "MDBF init (%lldx%lld)", (long long)m, (long long)r);
+    if (!L)
+        return bl_fail(err, BL_ERR_NOMEM, "out of memory for the binary-factor initialization "
+                       "(%lldx%lld)", (long long)m, (long long)r);
     if (mt || r > s) {
         /* activation-aware: factor T·H^½ and map the right factor back with H^-½; beyond
          * min(m, n) components: a residual copy, block by block */
         A = malloc(sizeof(float) * mn);
         if (!A) {
-            st = bl_fail(err, BL_ERR_NOMEM, "MDBF init (%lldx%lld copy)", (long long)m, (long long)n);
+            st = bl_fail(err, BL_ERR_NOMEM, "out of memory for the binary-factor initialization "
+                         "(%lldx%lld copy)", (long long)m, (long long)n);
             goto done;
         }
         if (mt) {
             float *scratch = malloc(sizeof(float) * (size_t)m * (size_t)mt->k);
             if (!scratch) {
-                st = bl_fail(err, BL_ERR_NOMEM, "MDBF init (metric)");
+                st = bl_fail(err, BL_ERR_NOMEM,
+                             "out of memory for the binary-factor initialization (metric)");
                 goto done;
             }
             bl_qf_metric_pow(mt, T, m, 0.5, scratch, A);

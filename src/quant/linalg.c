@@ -1,5 +1,5 @@
 /* Dense linear algebra for the fitting code: wrappers over CBLAS and LAPACKE plus the truncated SVD
- * used by the MDBF initialization. Row-major throughout. */
+ * used by the binary-factor fitters' initialization. Row-major throughout. */
 #include "quant/qf_internal.h"
 
 #include "core/parallel.h"
