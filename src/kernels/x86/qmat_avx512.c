@@ -78,7 +78,8 @@ ALWAYS_INLINE __m512 widen(const uint8_t *row, int bits, const gscale *g, bool r
      * lane of the broadcast 8 bytes) shifted right by 4 when k is odd; VPERMPS reads only an
      * index's low 4 bits, so the other nibble above them does not matter */
     if (full) {
-        const __m512i b = _mm512_set1_epi64(*(const long long *)(const void *)(row + j / 2));
+        const __m512i b =
+            _mm512_broadcastq_epi64(_mm_loadl_epi64((const __m128i *)(const void *)(row + j / 2)));
         const __m512i sel = _mm512_set_epi32(
             (int)0x80808007, (int)0x80808007, (int)0x80808006, (int)0x80808006,
             (int)0x80808005, (int)0x80808005, (int)0x80808004, (int)0x80808004,
