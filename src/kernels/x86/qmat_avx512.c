@@ -112,6 +112,18 @@ ALWAYS_INLINE void step(const uint8_t *const rows[RT], int bits, const gscale g[
     }
 }
 
+/* Columns [j, j+32) from a 32-column boundary: the (u = 0, u = 1) pair of steps, the code streams
+ * prefetched PF_BYTES ahead when decoding. */
+ALWAYS_INLINE void pair(const uint8_t *const rows[RT], int bits, const gscale g[RT], int R, int TN,
+                        const float *x0, int64_t n, int64_t j, __m512 acc[RT][TT][U]) {
+    if (TN == 1)
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)
+            _mm_prefetch((const char *)rows[r] + j * bits / 8 + PF_BYTES, _MM_HINT_T0);
+    step(rows, bits, g, R, TN, x0, n, j, 16, true, acc, 0);
+    step(rows, bits, g, R, TN, x0, n, j + 16, 16, true, acc, 1);
+}
+
 /* Y[t0+t][i0+r] for r < R, t < TN (compile-time constants after inlining). Columns go group by
  * group (the group is a multiple of 16, so a 16-column step never straddles two); a step's
  * accumulator is its column's, (j / 16) mod 2, as the order above requires. */
@@ -133,17 +145,12 @@ ALWAYS_INLINE void tile(const bl_qmat_job *jb, int bits, int R, int TN, int64_t 
     }
     const float *x0 = jb->X + t0 * n;
     int64_t g = 0, j = 0;
-    if (gs == 32) /* the q8_0 / q4_0 default: one (u = 0, u = 1) pair of steps per group */
+    if (gs == 32) /* the q8_0 / q4_0 default: one pair of steps per group */
         for (; j + 32 <= n; j += 32, g++) {
             gscale sc[RT];
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) sc[r] = group_scale(dr[r] + g, bits, TN == 1);
-            if (TN == 1) /* decode: each row a stream, fetched PF_BYTES ahead */
-#pragma GCC unroll 4
-                for (int r = 0; r < R; r++)
-                    _mm_prefetch((const char *)rows[r] + j * bits / 8 + PF_BYTES, _MM_HINT_T0);
-            step(rows, bits, sc, R, TN, x0, n, j, 16, true, acc, 0);
-            step(rows, bits, sc, R, TN, x0, n, j + 16, 16, true, acc, 1);
+            pair(rows, bits, sc, R, TN, x0, n, j, acc);
         }
     for (; g < G; g++) {
         gscale sc[RT];
@@ -156,14 +163,7 @@ ALWAYS_INLINE void tile(const bl_qmat_job *jb, int bits, int R, int TN, int64_t 
             step(rows, bits, sc, R, TN, x0, n, j, 16, true, acc, 1);
             j += 16;
         }
-        for (; j + 32 <= end; j += 32) {
-            if (TN == 1) /* decode: each row a stream, fetched PF_BYTES ahead */
-#pragma GCC unroll 4
-                for (int r = 0; r < R; r++)
-                    _mm_prefetch((const char *)rows[r] + j * bits / 8 + PF_BYTES, _MM_HINT_T0);
-            step(rows, bits, sc, R, TN, x0, n, j, 16, true, acc, 0);
-            step(rows, bits, sc, R, TN, x0, n, j + 16, 16, true, acc, 1);
-        }
+        for (; j + 32 <= end; j += 32) pair(rows, bits, sc, R, TN, x0, n, j, acc);
         if (j + 16 <= end) {
             step(rows, bits, sc, R, TN, x0, n, j, 16, true, acc, 0);
             j += 16;
