@@ -52,16 +52,15 @@ static int run_command(const command *c, int argc, char **argv) {
     if (bl_dist_init(&argc, &argv, &err) != BL_OK) return cli_error(c->name, &err);
     /* the commands that share their work among MPI ranks (docs/distributed.md) */
     const bool ranks = strcmp(c->name, "quantize") == 0 || strcmp(c->name, "distill") == 0;
+    int rc = 2;
     if (bl_dist_size() > 1 && !ranks) {
         cli_errorf(c->name, "runs on one rank only (quantize and distill run under mpirun)");
-        bl_dist_abort(2);
-        bl_dist_finalize();
-        return 2;
+    } else {
+        rc = c->run(argc - 1, argv + 1);
+        /* a result that did not reach stdout (full disk, closed pipe) is a failure */
+        int out = cli_finish_stdout(c->name);
+        rc = rc ? rc : out;
     }
-    int rc = c->run(argc - 1, argv + 1);
-    /* a result that did not reach stdout (full disk, closed pipe) is a failure */
-    int out = cli_finish_stdout(c->name);
-    rc = rc ? rc : out;
     if (rc) bl_dist_abort(rc); /* under mpirun: ends the other ranks too, or all fail alike */
     bl_dist_finalize();
     return rc;

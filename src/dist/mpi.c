@@ -78,6 +78,23 @@ void bl_dist_finalize(void) {
     D.active = false;
 }
 
+/* Polls rq, sleeping 1 µs, doubling up to 1 ms, between tests: 1 when it completed, 0 when
+ * `limit` seconds passed first (limit 0: no limit), -1 when MPI_Test failed (its code in *rc). */
+static int poll_req(MPI_Request *rq, double limit, int *rc) {
+    const double t0 = bl_time_s();
+    long ns = 1000;
+    for (;;) {
+        int done = 0;
+        *rc = MPI_Test(rq, &done, MPI_STATUS_IGNORE);
+        if (*rc != MPI_SUCCESS) return -1;
+        if (done) return 1;
+        if (limit > 0 && bl_time_s() - t0 > limit) return 0;
+        struct timespec ts = {0, ns};
+        nanosleep(&ts, NULL);
+        if (ns < 1000000) ns *= 2;
+    }
+}
+
 void bl_dist_abort(int code) {
     if (!D.active || D.size == 1) return;
     fflush(stdout);
@@ -88,45 +105,28 @@ void bl_dist_abort(int code) {
      * abort can cut the forwarding short on a loaded machine. A rank that fails alone finds no
      * partners within the wait and ends the job with MPI_Abort, its message forwarded meanwhile. */
     MPI_Request rq;
-    int done = 0;
-    if (MPI_Ibarrier(D.fail_comm, &rq) == MPI_SUCCESS) {
-        const double t0 = bl_time_s();
-        while (!done && bl_time_s() - t0 < 2.0) {
-            if (MPI_Test(&rq, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) break;
-            if (!done) {
-                struct timespec ts = {0, 1000000L};
-                nanosleep(&ts, NULL);
-            }
-        }
-    }
-    if (done) return; /* every rank failed: the caller finalizes and exits with its code */
+    int rc;
+    if (MPI_Ibarrier(D.fail_comm, &rq) == MPI_SUCCESS && poll_req(&rq, 2.0, &rc) == 1)
+        return; /* every rank failed: the caller finalizes and exits with its code */
     MPI_Abort(MPI_COMM_WORLD, code);
 }
 
 int bl_dist_rank(void) { return D.rank; }
 int bl_dist_size(void) { return D.size; }
 
-/* Waits for rq by polling (sleeping 1 µs, doubling up to 1 ms between tests). peer names the
- * rank waited for in messages (-1: the others in a collective). */
+/* Waits for rq (poll_req, up to BITLLM_DIST_TIMEOUT). peer names the rank waited for in messages
+ * (-1: the others in a collective). */
 static bl_status wait_req(MPI_Request *rq, int peer, const char *what, bl_err *err) {
     const double t0 = bl_time_s();
-    long ns = 1000;
-    for (;;) {
-        int done = 0, rc = MPI_Test(rq, &done, MPI_STATUS_IGNORE);
-        if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what);
-        if (done) break;
-        const double el = bl_time_s() - t0;
-        if (D.timeout > 0 && el > D.timeout) {
-            if (peer >= 0)
-                return bl_fail(err, BL_ERR_IO, "rank %d of %d: %s: no answer from rank %d within "
-                               "%g s (BITLLM_DIST_TIMEOUT)", D.rank, D.size, what, peer, D.timeout);
-            return bl_fail(err, BL_ERR_IO, "rank %d of %d: %s: the other ranks did not all take "
-                           "part within %g s (BITLLM_DIST_TIMEOUT)", D.rank, D.size, what,
-                           D.timeout);
-        }
-        struct timespec ts = {0, ns};
-        nanosleep(&ts, NULL);
-        if (ns < 1000000) ns *= 2;
+    int rc;
+    const int got = poll_req(rq, D.timeout, &rc);
+    if (got < 0) return mpi_fail(err, rc, what);
+    if (got == 0) {
+        if (peer >= 0)
+            return bl_fail(err, BL_ERR_IO, "rank %d of %d: %s: no answer from rank %d within "
+                           "%g s (BITLLM_DIST_TIMEOUT)", D.rank, D.size, what, peer, D.timeout);
+        return bl_fail(err, BL_ERR_IO, "rank %d of %d: %s: the other ranks did not all take "
+                       "part within %g s (BITLLM_DIST_TIMEOUT)", D.rank, D.size, what, D.timeout);
     }
     D.stats.comm_seconds += bl_time_s() - t0;
     return BL_OK;

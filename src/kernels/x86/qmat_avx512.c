@@ -182,29 +182,25 @@ ALWAYS_INLINE void tile(const bl_qmat_job *jb, int bits, int R, int TN, int64_t 
                 _mm512_reduce_add_ps(_mm512_add_ps(acc[r][t][0], acc[r][t][1]));
 }
 
+/* Every token of the R rows from i: tiles of TT tokens, then the rest. */
+ALWAYS_INLINE void tokens(const bl_qmat_job *jb, int bits, int R, int64_t i) {
+    const int64_t T = jb->T;
+    int64_t t0 = 0;
+    for (; t0 + TT <= T; t0 += TT) tile(jb, bits, R, TT, i, t0);
+    if (T - t0 == 2) tile(jb, bits, R, 2, i, t0);
+    else if (T - t0 == 1) tile(jb, bits, R, 1, i, t0);
+}
+
 /* The rows [i, i1) for every token, at a code width known at compile time. Decode (T = 1) goes
  * DR rows at a time, each a stream prefetched ahead; batches in tiles of RT rows × TT tokens. */
 ALWAYS_INLINE void rows_at(const bl_qmat_job *jb, int bits, int64_t i, int64_t i1) {
-    const int64_t T = jb->T;
-    if (T == 1) {
+    if (jb->T == 1) {
         for (; i + DR <= i1; i += DR) tile(jb, bits, DR, 1, i, 0);
         for (; i < i1; i++) tile(jb, bits, 1, 1, i, 0);
         return;
     }
-    for (; i < i1;) {
-        const int R = i + RT <= i1 ? RT : 1;
-        int64_t t0 = 0;
-        if (R == RT) {
-            for (; t0 + TT <= T; t0 += TT) tile(jb, bits, RT, TT, i, t0);
-            if (T - t0 == 2) tile(jb, bits, RT, 2, i, t0);
-            else if (T - t0 == 1) tile(jb, bits, RT, 1, i, t0);
-        } else {
-            for (; t0 + TT <= T; t0 += TT) tile(jb, bits, 1, TT, i, t0);
-            if (T - t0 == 2) tile(jb, bits, 1, 2, i, t0);
-            else if (T - t0 == 1) tile(jb, bits, 1, 1, i, t0);
-        }
-        i += R;
-    }
+    for (; i + RT <= i1; i += RT) tokens(jb, bits, RT, i);
+    for (; i < i1; i++) tokens(jb, bits, 1, i);
 }
 
 void bl_qmat_avx512(const bl_qmat_job *j, int64_t u0, int64_t u1) {
