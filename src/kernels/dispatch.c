@@ -7,7 +7,6 @@
  * same micro-kernel, so results are bitwise identical at every thread count. Products below
  * PAR_MIN_WORK multiply-adds run on the calling thread (a dispatch costs more than they do). The
  * ISA files (x86/) export micro-kernels only; none of them starts a thread. */
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,7 +34,7 @@ typedef struct {
     bool needs_tot;
     bool needs_gfni;
     int fallback; /* variant to run instead when packing or GFNI is missing; -1: none */
-    bl_sign_tables_fn tables; /* builds the lookup tables once per product, or NULL */
+    bool own_tables; /* builds the lookup tables of every column (or row) it reads in each call */
 } variant_impl;
 
 /* The table of compiled variants; the first of each (isa, transposed) pair is the default. */
@@ -67,17 +66,17 @@ static const bl_sign_variant variants[] = {
 enum { V_REF, V_REF_T, V_LUT3, V_LUT3_GATHER, V_MASK2, V_MASK_T2, V_LUT4, V_LUT4_GATHER,
        V_MASK512, V_LUT4_T, V_MASK_T512, V_COUNT };
 static const variant_impl impls[] = {
-    [V_REF] = {NULL, false, false, false, -1, NULL},
-    [V_REF_T] = {NULL, false, false, false, -1, NULL},
-    [V_LUT3] = {bl_sign_avx2_lut, true, false, false, -1, NULL},
-    [V_LUT3_GATHER] = {bl_sign_avx2_lut, false, false, false, -1, NULL},
-    [V_MASK2] = {bl_sign_avx2_mask, false, true, false, -1, NULL},
-    [V_MASK_T2] = {bl_sign_t_avx2_mask, false, true, false, -1, NULL},
-    [V_LUT4] = {bl_sign_avx512_lut, true, false, false, -1, bl_sign_avx512_lut_tables},
-    [V_LUT4_GATHER] = {bl_sign_avx512_lut, false, false, false, -1, bl_sign_avx512_lut_tables},
-    [V_MASK512] = {bl_sign_avx512_mask, false, true, false, -1, NULL},
-    [V_LUT4_T] = {bl_sign_t_avx512_lut, true, false, true, V_MASK_T512, NULL},
-    [V_MASK_T512] = {bl_sign_t_avx512_mask, false, true, false, -1, NULL},
+    [V_REF] = {NULL, false, false, false, -1, false},
+    [V_REF_T] = {NULL, false, false, false, -1, false},
+    [V_LUT3] = {bl_sign_avx2_lut, true, false, false, -1, true},
+    [V_LUT3_GATHER] = {bl_sign_avx2_lut, false, false, false, -1, true},
+    [V_MASK2] = {bl_sign_avx2_mask, false, true, false, -1, false},
+    [V_MASK_T2] = {bl_sign_t_avx2_mask, false, true, false, -1, false},
+    [V_LUT4] = {bl_sign_avx512_lut, true, false, false, -1, true},
+    [V_LUT4_GATHER] = {bl_sign_avx512_lut, false, false, false, -1, true},
+    [V_MASK512] = {bl_sign_avx512_mask, false, true, false, -1, false},
+    [V_LUT4_T] = {bl_sign_t_avx512_lut, true, false, true, V_MASK_T512, true},
+    [V_MASK_T512] = {bl_sign_t_avx512_mask, false, true, false, -1, false},
 };
 _Static_assert(sizeof variants / sizeof variants[0] == V_COUNT, "one impl per variant");
 _Static_assert(sizeof impls / sizeof impls[0] == V_COUNT, "one impl per variant");
@@ -90,6 +89,7 @@ const bl_sign_variant *bl_sign_variants(int *count) {
 typedef struct {
     bl_sign_range_fn fn;
     const bl_sign_job *job;
+    int64_t units;
 } sign_call;
 
 static void sign_call_run(void *call, int64_t lo, int64_t hi) {
@@ -97,88 +97,27 @@ static void sign_call_run(void *call, int64_t lo, int64_t hi) {
     c->fn(c->job, lo, hi);
 }
 
-/* ---- lookup tables shared by the threads of one product ----
- * A table variant called on a range of row blocks builds the tables of every column it reads;
- * split into 2 threads × CHUNKS_PER_THREAD ranges that rebuilt them 8 times per product (a 4096²
- * GEMV: 81 µs on one thread, 45 µs on two). The driver builds them once instead, into a buffer of
- * the calling thread (kept between calls, freed when the thread ends), in slabs of tokens of at
- * most TAB_SLAB_BYTES; the build itself is split across the pool when it is large enough. The
- * tables are the same numbers the kernels built for themselves, so results are bit-identical. */
-#define TAB_SLAB_BYTES ((size_t)8 << 20)
+/* Thread ith of nth takes part ith of the units: one call per thread, so a table variant builds
+ * its tables once per thread, into its own L1. */
+static void sign_call_static(void *call, int ith, int nth) {
+    const sign_call *c = call;
+    int64_t lo, hi;
+    bl_split_range(c->units, ith, nth, &lo, &hi);
+    if (lo < hi) c->fn(c->job, lo, hi);
+}
+
+/* ---- the table variants across threads ----
+ * A table variant builds, in every call, the lookup tables of all the columns (rows, transposed)
+ * it reads, chunk by chunk in L1. Split into the pool's usual 4 ranges per thread it rebuilt them
+ * 8 times per product on 2 threads; tables built once per product by the calling thread and read
+ * by the others cost more than that on this Zen 5 machine (every table line moved between the
+ * cores twice per product: a 1024×2048 GEMV took 13.7 µs on two threads against 11.1 on one; a
+ * 2048×5632 product at T = 64, 2198 µs against 2467). So these variants are split statically,
+ * one contiguous range per thread, and each thread builds its own tables: 7.2 µs and 1513 µs.
+ * The cost is the load balancing of bl_pool_for on a machine shared with other work. */
 /* Table products split across threads from this many sign·input products: a 256×2048 GEMV
  * (2^19) took 3.0 µs on one thread and 4.6 µs on two; 2048×2048 (2^22) 18.6 and 10.9 µs. */
 #define SIGN_PAR_MIN_WORK ((double)(1 << 21))
-
-typedef struct {
-    float *p;
-    size_t cap; /* floats */
-} tab_buf;
-
-static _Thread_local tab_buf tls_tab;
-static pthread_key_t tab_key;
-static bool tab_key_ok;
-static pthread_once_t tab_once = PTHREAD_ONCE_INIT;
-
-static void tab_release(void *b) {
-    tab_buf *t = b;
-    bl_aligned_free(t->p);
-    t->p = NULL;
-    t->cap = 0;
-}
-
-static void tab_key_init(void) { tab_key_ok = pthread_key_create(&tab_key, tab_release) == 0; }
-
-/* The calling thread's table buffer of at least `floats` floats, or NULL. */
-static float *tab_scratch(size_t floats) {
-    if (tls_tab.cap >= floats) return tls_tab.p;
-    pthread_once(&tab_once, tab_key_init);
-    if (!tab_key_ok) return NULL;
-    float *p = bl_aligned_alloc(floats * sizeof(float));
-    if (!p) return NULL;
-    bl_aligned_free(tls_tab.p);
-    tls_tab.p = p;
-    tls_tab.cap = floats;
-    pthread_setspecific(tab_key, &tls_tab); /* frees it when the thread ends */
-    return p;
-}
-
-typedef struct {
-    bl_sign_tables_fn fn;
-    int64_t n, T;
-    const float *X;
-    float *tab;
-} tables_call;
-
-static void tables_run(void *call, int64_t lo, int64_t hi) {
-    const tables_call *c = call;
-    c->fn(c->n, c->X, c->T, c->tab, lo, hi);
-}
-
-/* Runs the product with tables built once per slab of tokens; false (nothing done) when no
- * buffer could be had, and the kernels build their own. */
-static bool shared_tables(bl_sign_tables_fn build, const bl_signmat *S, const float *in,
-                          int64_t T, bl_sign_job *job, sign_call *call, bl_pool *pool,
-                          int64_t units) {
-    const int64_t n = S->n, m = S->m, chunks = bl_sb_geometry(m, n).chunks;
-    const size_t per_token = (size_t)chunks * BL_SB_TAB_CHUNK;
-    int64_t slab = (int64_t)(TAB_SLAB_BYTES / (per_token * sizeof(float)));
-    if (slab < 1) slab = 1;
-    if (slab > T) slab = T;
-    float *tab = tab_scratch((size_t)slab * per_token);
-    if (!tab) return false;
-    for (int64_t t0 = 0; t0 < T; t0 += slab) {
-        const int64_t tt = T - t0 < slab ? T - t0 : slab;
-        tables_call tc = {build, n, tt, in + t0 * n, tab};
-        /* a group's table costs about as much as 16 multiply-adds per input */
-        split(pool, 16.0 * (double)n * (double)tt, tt * chunks, tables_run, &tc);
-        job->in = in + t0 * n;
-        job->T = tt;
-        job->tab = tab;
-        bl_pool_for(pool, units, true, sign_call_run, call);
-        job->out += tt * m;
-    }
-    return true;
-}
 
 void bl_sign_variant_run(int k, const bl_signmat *S, const float *in, int64_t T, float *out,
                          const bl_exec *ex) {
@@ -200,16 +139,11 @@ void bl_sign_variant_run(int k, const bl_signmat *S, const float *in, int64_t T,
     }
     const int64_t units = tr ? (n + BL_SIGN_ZUNIT - 1) / BL_SIGN_ZUNIT : (m + BL_SB_ROWS - 1) / BL_SB_ROWS;
     const double work = (double)m * (double)n * (double)T;
-    bl_sign_job job = {S, v->use_packed ? S->packed : NULL, in, T, out, NULL, NULL};
-    sign_call call = {v->fn, &job};
-    /* Table variants: below SIGN_PAR_MIN_WORK, or on one thread, every call builds its own
-     * tables chunk by chunk (they stay in L1); split across threads, they are built once. */
-    if (v->tables) {
-        bl_pool *pool = exec_pool(ex);
-        if (work >= SIGN_PAR_MIN_WORK && bl_pool_size(pool) > 1 &&
-            shared_tables(v->tables, S, in, T, &job, &call, pool, units))
-            return;
-        bl_pool_for(pool, units, work >= SIGN_PAR_MIN_WORK, sign_call_run, &call);
+    bl_sign_job job = {S, v->use_packed ? S->packed : NULL, in, T, out, NULL};
+    sign_call call = {v->fn, &job, units};
+    if (v->own_tables) {
+        if (work >= SIGN_PAR_MIN_WORK) bl_pool_run(exec_pool(ex), sign_call_static, &call);
+        else v->fn(&job, 0, units);
         return;
     }
     if (!v->needs_tot) {

@@ -69,19 +69,7 @@ typedef struct {
     int64_t T;
     float *out;             /* Y (T×m) or Z (T×n) */
     const float *tot;       /* T sums of `in` rows (variants with needs_tot) */
-    const float *tab;       /* lookup tables built once for the whole product by the driver
-                               (variants with a table builder), or NULL: each call builds the
-                               tables it needs (chunk by chunk, on its own thread) */
 } bl_sign_job;
-
-/* Tables of the AVX-512 lut4 variants: 16 floats per 4-input group, BL_SB_TAB_CHUNK floats per
- * token and column chunk, laid out chunk-major ([chunk][token][group][16]) so a pass over one
- * chunk reads its tokens' tables from one contiguous, L1-sized stretch. */
-#define BL_SB_TAB_CHUNK (8 * BL_SB_CHUNK_WORDS * 16)
-/* Builds the tables of units [u0, u1) of T tokens of X (T×n), unit u = chunk (u / T), token
- * (u % T), into tab (T·chunks·BL_SB_TAB_CHUNK floats). */
-typedef void (*bl_sign_tables_fn)(int64_t n, const float *X, int64_t T, float *tab, int64_t u0,
-                                  int64_t u1);
 
 #define BL_SIGN_ZUNIT 64 /* columns of Z per unit of the transposed kernels */
 typedef void (*bl_sign_range_fn)(const bl_sign_job *j, int64_t lo, int64_t hi);
@@ -91,8 +79,6 @@ bool bl_cpu_has_gfni(void);
 
 /* AVX-512 (x86/sign_avx512.c, x86/sign_t_avx512.c) */
 void bl_sign_avx512_lut(const bl_sign_job *j, int64_t lo, int64_t hi);  /* packed or gather */
-void bl_sign_avx512_lut_tables(int64_t n, const float *X, int64_t T, float *tab, int64_t u0,
-                               int64_t u1);
 void bl_sign_avx512_mask(const bl_sign_job *j, int64_t lo, int64_t hi); /* needs_tot */
 void bl_sign_t_avx512_lut(const bl_sign_job *j, int64_t lo, int64_t hi); /* packed, GFNI */
 void bl_sign_t_avx512_mask(const bl_sign_job *j, int64_t lo, int64_t hi); /* needs_tot */

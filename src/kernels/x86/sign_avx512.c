@@ -38,7 +38,6 @@
  *   spills them (6.4 ms); 6 or 8 tokens per pass with 256-column chunks: 8.6 ms. */
 #define TB_MAX 4                        /* tokens per pass: 4 tables of 8 KiB on the stack */
 #define GROUPS (8 * BL_SB_CHUNK_WORDS)  /* 4-input groups per chunk */
-_Static_assert(GROUPS * 16 == BL_SB_TAB_CHUNK, "one table layout");
 /* Software prefetch distance in the packed stream. When the signs do not fit in the caches
  * (32768×32768, 128 MiB) the hardware prefetcher alone gave 4.3-5.7 GB/s; 6 KiB ahead gave
  * 10-12 GB/s (4, 8 and 12 KiB: 7-9 GB/s), on a shared, loaded machine. No cost in cache. */
@@ -156,19 +155,16 @@ ALWAYS_INLINE void lut_pass(const src_t *s, int64_t c, int64_t b, const float *t
     for (; b < b1; b++) lut_pass(s, c, b, tab, Y, t0, (TB), 1, gather)
 
 ALWAYS_INLINE void lut_range(const src_t *s, const float *X, int64_t T, float *Y, int64_t b0,
-                             int64_t b1, const float *pre, bool gather) {
+                             int64_t b1, bool gather) {
     float own[TB_MAX * GROUPS * 16] __attribute__((aligned(64)));
     for (int64_t c = 0; c < s->g.chunks; c++) {
         const int64_t groups = 8 * bl_sb_chunk_words(&s->g, c);
         for (int64_t t0 = 0; t0 < T; t0 += TB_MAX) {
             const int tb = T - t0 < TB_MAX ? (int)(T - t0) : TB_MAX;
             const float *tab = own;
-            if (pre)
-                tab = pre + (c * T + t0) * GROUPS * 16;
-            else
-                for (int t = 0; t < tb; t++)
-                    build_tables(X + (t0 + t) * s->n, s->n, c * BL_SB_CHUNK_COLS, groups,
-                                 own + t * GROUPS * 16);
+            for (int t = 0; t < tb; t++)
+                build_tables(X + (t0 + t) * s->n, s->n, c * BL_SB_CHUNK_COLS, groups,
+                             own + t * GROUPS * 16);
             int64_t b = b0;
             switch (tb) {
             case 1: PASSES(1, 4); break;
@@ -186,19 +182,9 @@ void bl_sign_avx512_lut(const bl_sign_job *j, int64_t b0, int64_t b1) {
     const src_t s = {j->packed, S->bits, S->m, S->n, bl_sign_row_bytes(S->n),
                      bl_sb_geometry(S->m, S->n)};
     if (j->packed)
-        lut_range(&s, j->in, j->T, j->out, b0, b1, j->tab, false);
+        lut_range(&s, j->in, j->T, j->out, b0, b1, false);
     else
-        lut_range(&s, j->in, j->T, j->out, b0, b1, j->tab, true);
-}
-
-void bl_sign_avx512_lut_tables(int64_t n, const float *X, int64_t T, float *tab, int64_t u0,
-                               int64_t u1) {
-    const bl_sb_geom g = bl_sb_geometry(1, n);
-    for (int64_t u = u0; u < u1; u++) {
-        const int64_t c = u / T, t = u % T;
-        build_tables(X + t * n, n, c * BL_SB_CHUNK_COLS, 8 * bl_sb_chunk_words(&g, c),
-                     tab + u * GROUPS * 16);
-    }
+        lut_range(&s, j->in, j->T, j->out, b0, b1, true);
 }
 
 /* ---- mask variant (alternative, canonical layout, columns in lanes) ----
