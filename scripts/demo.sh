@@ -52,17 +52,18 @@ echo "== 2. quantize every q,k,v,o,gate,up,down projection with $METHOD (bpw mat
 echo "      ${RECIPE[*]:-(layer-wise fit, no calibration)}"
 "$BIN" quantize "$MODEL" "${TOK[@]}" -m "$METHOD" -o "$OUT" "${RECIPE[@]}" --json > out/quantize.json
 echo
-echo "== 3. perplexity on $(basename "$EVAL") and a greedy sample from each"
+echo "== 3. perplexity on $(basename "$EVAL") and a greedy sample from each (and one with a repetition penalty)"
 "$BIN" ppl "$MODEL" "${TOK[@]}" -f "$EVAL" --ctx 512 --json > out/ppl-fp.json
 "$BIN" ppl "$OUT" -f "$EVAL" --ctx 512 --json > out/ppl-q.json
 "$BIN" generate "$MODEL" "${TOK[@]}" -n 40 --temp 0 --json > out/gen-fp.json 2>/dev/null
 "$BIN" generate "$OUT" -n 40 --temp 0 --json > out/gen-q.json 2>/dev/null
+"$BIN" generate "$OUT" -n 40 --temp 0 --repeat-penalty 1.3 --json > out/gen-q-rp.json 2>/dev/null
 python3 - "$METHOD" "$MODEL" "$OUT" <<'PY'
 import json, os, sys
 method, model, out = sys.argv[1:4]
 def load(p): return json.load(open(p))
 pf, pq = load("out/ppl-fp.json"), load("out/ppl-q.json")
-gf, gq = load("out/gen-fp.json"), load("out/gen-q.json")
+gf, gq, gr = load("out/gen-fp.json"), load("out/gen-q.json"), load("out/gen-q-rp.json")
 size = lambda p: sum(os.path.getsize(os.path.join(p, f)) for f in os.listdir(p)) if os.path.isdir(p) else os.path.getsize(p)
 print(f"{'':10} {'ppl':>10} {'bpw layers':>11} {'bpw model':>10} {'size':>10}   (ctx {pf['ctx']}, {pf['tokens']} tokens)")
 print(f"{'fp':10} {pf['ppl']:10.2f} {pf['bpw_layers']:11.3f} {pf['bpw_model']:10.3f} {size(model)/1024:8.0f} KB")
@@ -74,6 +75,7 @@ def sample(g):
     return t if t else ("(EOS at once)" if n == 0 else f"({n} tokens that decode to whitespace only)")
 print("fp:     " + sample(gf))
 print(f"{method}: ".ljust(8) + sample(gq))
+print(f"{method}, --repeat-penalty 1.3: " + sample(gr))
 PY
 echo
 echo "The quantized model is in $OUT (loadable by every bitllm command)."

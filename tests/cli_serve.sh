@@ -29,6 +29,12 @@ long=$(python3 -c "print(' '.join(['the cat sat on the mat.']*45))")
 r=$(post /v1/completions "{\"prompt\":\"$long\",\"max_tokens\":12,\"temperature\":0}")
 want=$("$BIN" generate "$M" -p "$long" -n 12 --temp 0 --json 2>/dev/null)
 check "300-token prompt at temperature 0 equals bitllm generate" '[ "$(jf "$r" "d[\"usage\"][\"prompt_tokens\"]>256")" = True ] && [ "$(jf "$r" "d[\"choices\"][0][\"text\"]")" = "$(jf "$want" "d[\"text\"]")" ]'
+# penalties: the same formulas and window in the server and in generate (over prompt and output)
+r=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":40,"temperature":0,"presence_penalty":0.8,"frequency_penalty":0.4,"repeat_penalty":1.2,"repeat_last_n":16}')
+want=$("$BIN" generate "$M" -p "Once upon a time" -n 40 --temp 0 --presence-penalty 0.8 --frequency-penalty 0.4 --repeat-penalty 1.2 --repeat-last-n 16 --json 2>/dev/null)
+plain=$("$BIN" generate "$M" -p "Once upon a time" -n 40 --temp 0 --json 2>/dev/null)
+check "penalized completion at temperature 0 equals bitllm generate with the same penalties" '[ -n "$(jf "$want" "d[\"text\"]")" ] && [ "$(jf "$r" "d[\"choices\"][0][\"text\"]")" = "$(jf "$want" "d[\"text\"]")" ]'
+check "the penalties change the greedy text" '[ "$(jf "$want" "d[\"text\"]")" != "$(jf "$plain" "d[\"text\"]")" ]'
 r=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":64,"temperature":0,"stop":[" girl"]}')
 check "stop string ends the text before it" 'jt "$r" "d[\"choices\"][0][\"text\"]==\", there was a little\" and d[\"choices\"][0][\"finish_reason\"]==\"stop\""'
 r=$(post /v1/completions '{"prompt":[1,403,407,261],"max_tokens":4,"temperature":0}')
@@ -66,6 +72,10 @@ e400() { [ "$(jf "$1" "d[\"error\"][\"type\"]")" = invalid_request_error ] && [ 
 check "400 malformed JSON" '[ "$(status /v1/completions "${A[@]}" -d "{bad")" = 400 ]'
 r=$(post /v1/completions '{"prompt":"a","temperature":5}')
 check "400 bad parameter names it (temperature)" 'e400 "$r" temperature'
+r=$(post /v1/completions '{"prompt":"a","presence_penalty":2.5}')
+check "400 presence_penalty outside [-2, 2]" 'e400 "$r" presence_penalty'
+r=$(post /v1/completions '{"prompt":"a","repeat_penalty":0}')
+check "400 repeat_penalty 0" 'e400 "$r" repeat_penalty'
 r=$(post /v1/completions '{"prompt":"a","n":2}')
 check "400 n != 1" 'e400 "$r" n'
 r=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]}')
@@ -156,6 +166,8 @@ expect_usage "serve --ctx 8" "--ctx must be >= 16, got 8" "$BIN" serve "$M" --ct
 expect_usage "serve --port 70000" "--port must be in [0, 65535]" "$BIN" serve "$M" --port 70000
 expect_usage "serve --max-body 1x" "invalid value '1x' for --max-body" "$BIN" serve "$M" --max-body 1x
 expect_usage "chat --seed with --temp 0" "--seed has no effect with --temp 0" "$BIN" chat "$M" --temp 0 --seed 3
+expect_usage "generate --repeat-last-n without a penalty" "--repeat-last-n has no effect without" "$BIN" generate "$M" --repeat-last-n 8
+expect_usage "chat --repeat-penalty 0" "--repeat-penalty must be > 0" "$BIN" chat "$M" --repeat-penalty 0
 check "unknown --chat-template is refused" '"$BIN" serve "$M" --port 0 --chat-template nope 2>&1 | grep -q "unknown chat template"'
 check "--host must be an address" '"$BIN" serve "$M" --port 0 --host example 2>&1 | grep -q "not an IPv4"'
 finish

@@ -267,6 +267,16 @@ bl_outdir *cli_outdir_prepare(const char *cmd, const char *out, const char *cons
     return od;
 }
 
+int cli_check_penalties(const cli_spec *spec, const cli_penalties *p) {
+    const bl_penalties v = cli_penalties_value(p);
+    if (!cli_given(spec, "repeat-last-n") || v.last_n == 0 ||
+        v.repeat != 1.0f || v.presence != 0.0f || v.frequency != 0.0f)
+        return CLI_OK;
+    cli_errorf(spec->name, "--repeat-last-n has no effect without --repeat-penalty, "
+                           "--presence-penalty or --frequency-penalty");
+    return CLI_USAGE;
+}
+
 int cli_check_sampling(const cli_spec *spec, double temp) {
     if (temp != 0 || !(cli_given(spec, "top-p") || cli_given(spec, "seed"))) return CLI_OK;
     cli_errorf(spec->name, "--%s has no effect with --temp 0 (greedy decoding)",

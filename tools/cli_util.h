@@ -45,6 +45,29 @@ typedef struct {
     {"threads", 't', OPT_INT, &(threads), "T", "threads (default: OMP_NUM_THREADS or all cores)", \
      CLI_MIN(1)}
 
+/* The penalties on recent tokens that generate and chat share (bl_penalties, as doubles for the
+ * parser). */
+typedef struct {
+    double repeat, presence, frequency;
+    int last_n;
+} cli_penalties;
+#define CLI_PENALTIES_DEFAULT {1.0, 0.0, 0.0, 64}
+#define CLI_PENALTY_OPTS(p)                                                                        \
+    {"repeat-penalty", 0, OPT_FLOAT, &(p).repeat, "F",                                            \
+     "divide the positive logits of the tokens in the penalty window by F and multiply the "     \
+     "negative ones (llama.cpp's; default 1 = none)", CLI_ABOVE(0)},                              \
+    {"presence-penalty", 0, OPT_FLOAT, &(p).presence, "F",                                        \
+     "subtract F from the logit of every token in the window (OpenAI's; default 0)", CLI_ANY},   \
+    {"frequency-penalty", 0, OPT_FLOAT, &(p).frequency, "F",                                      \
+     "subtract F times a token's count in the window from its logit (OpenAI's; default 0)",      \
+     CLI_ANY},                                                                                     \
+    {"repeat-last-n", 0, OPT_INT, &(p).last_n, "N",                                               \
+     "the penalty window: the last N tokens, prompt included; -1 = all (default 64)",            \
+     CLI_MIN(-1)}
+static inline bl_penalties cli_penalties_value(const cli_penalties *p) {
+    return (bl_penalties){(float)p->repeat, (float)p->presence, (float)p->frequency, p->last_n};
+}
+
 typedef struct {
     const char *name;     /* subcommand */
     const char *args;     /* positional arguments, e.g. "MODEL" */
@@ -86,6 +109,8 @@ void cli_method_params_json(const bl_method *m, cJSON *j);
 /* Sampling flags: --top-p and --seed are refused with --temp 0 (greedy decoding uses neither);
  * prints the error and returns CLI_USAGE, else CLI_OK (spec->given must be set). */
 int cli_check_sampling(const cli_spec *spec, double temp);
+/* --repeat-last-n is refused when no penalty is set (it would change nothing). */
+int cli_check_penalties(const cli_spec *spec, const cli_penalties *p);
 /* Exit code for a parse result that is not CLI_OK. */
 static inline int cli_exit_code(int parse_result) { return parse_result == CLI_HELP ? 0 : 2; }
 

@@ -31,6 +31,7 @@ int cmd_chat(int argc, char **argv) {
     const char *tokp = NULL, *system = NULL, *tmpl = NULL;
     int ctx = 0, max_tokens = 0, threads = 0;
     double temp = 0.8, top_p = 0.9;
+    cli_penalties pen = CLI_PENALTIES_DEFAULT;
     uint64_t seed = 42;
     uint64_t given = 0;
     const cli_opt opts[] = {
@@ -45,6 +46,7 @@ int cmd_chat(int argc, char **argv) {
         {"temp", 0, OPT_FLOAT, &temp, "T", "temperature, 0 = greedy (default 0.8)",
          CLI_MIN(0)},
         CLI_DECODE_OPTS(top_p, seed, tokp, threads),
+        CLI_PENALTY_OPTS(pen),
     };
     const cli_spec spec = {"chat", "MODEL",
                            "Chat with a model. Type a message and Enter; /reset forgets the "
@@ -55,11 +57,13 @@ int cmd_chat(int argc, char **argv) {
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);
     if ((r = cli_check_sampling(&spec, temp)) != CLI_OK) return cli_exit_code(r);
+    if ((r = cli_check_penalties(&spec, &pen)) != CLI_OK) return cli_exit_code(r);
     bl_model *m = cli_load_model(pos[0], tokp);
     if (!m) return 1;
     bl_chat_session_opts so = {.system = system, .chat_template = tmpl, .ctx = ctx,
                                .max_tokens = max_tokens, .temperature = (float)temp,
-                               .top_p = (float)top_p, .seed = seed, .n_threads = threads};
+                               .top_p = (float)top_p, .seed = seed, .n_threads = threads,
+                               .penalties = cli_penalties_value(&pen)};
     bl_chat_session *s = NULL;
     bl_err err = {0};
     if (bl_chat_session_new(m, &so, &s, &err) != BL_OK) {

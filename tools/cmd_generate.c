@@ -15,6 +15,7 @@ int cmd_generate(int argc, char **argv) {
     const char *prompt = "", *tokp = NULL;
     int n_new = 128, threads = 0;
     double temp = 0.8, top_p = 0.9;
+    cli_penalties pen = CLI_PENALTIES_DEFAULT;
     uint64_t seed = 42;
     bool json = false;
     uint64_t given = 0;
@@ -26,6 +27,7 @@ int cmd_generate(int argc, char **argv) {
          "temperature, 0 = greedy, inf = uniform (default 0.8)", .lo = 0,
          .bounds = CLI_LO | CLI_INF},
         CLI_DECODE_OPTS(top_p, seed, tokp, threads),
+        CLI_PENALTY_OPTS(pen),
         {"json", 0, OPT_FLAG, &json, NULL, "print {\"ids\": [...], \"text\": ...} on stdout",
          CLI_ANY},
     };
@@ -39,6 +41,7 @@ int cmd_generate(int argc, char **argv) {
     int np, r = cli_parse(&spec, argc, argv, pos, &np);
     if (r != CLI_OK) return cli_exit_code(r);
     if ((r = cli_check_sampling(&spec, temp)) != CLI_OK) return cli_exit_code(r);
+    if ((r = cli_check_penalties(&spec, &pen)) != CLI_OK) return cli_exit_code(r);
     bl_model *m = cli_load_model(pos[0], tokp);
     if (!m) return 1;
     int rc = 1;
@@ -82,12 +85,15 @@ int cmd_generate(int argc, char **argv) {
         cli_errorf("generate", "out of memory");
         goto done;
     }
+    const bl_penalties penalties = cli_penalties_value(&pen);
     if (bl_state_new(m, ctx, 256, threads, &st, &err) ||
         bl_sampler_init(&sm, V, (float)temp, (float)top_p, seed, &err) ||
+        bl_sampler_set_penalties(&sm, &penalties, &err) ||
         (m->tok && bl_detok_init(&dt, m->tok, &err))) {
         cli_error("generate", &err);
         goto done;
     }
+    for (size_t i = 0; i < n_prompt; i++) bl_sampler_accept(&sm, prompt_ids[i]);
     double t0 = bl_time_s();
     if (bl_forward(st, prompt_ids, (int)n_prompt, logits, false, &err)) {
         bl_fail_context(&err, err.code, "prompt");
@@ -104,6 +110,7 @@ int cmd_generate(int argc, char **argv) {
         }
         if (next == m->cfg.eos_id) break;
         out_ids[n_out++] = next;
+        bl_sampler_accept(&sm, next);
         if (!json && m->tok) {
             size_t k;
             const char *piece = bl_detok_push(&dt, next, &k);

@@ -266,6 +266,20 @@ typedef struct {
  * the batch (tests/test_batch.c checks this for every weight format). */
 bl_status bl_forward_batch(bl_state *s, const bl_seq_batch *seqs, int n_seqs, bl_err *err);
 
+/* Penalties on the tokens of the recent text, applied to the logits before sampling (greedy
+ * too), as llama.cpp's penalties sampler and OpenAI's presence_penalty / frequency_penalty: a
+ * token j that occurs c_j > 0 times among the last `last_n` tokens given to bl_sampler_accept has
+ * its logit l_j divided by `repeat` when positive or multiplied by it otherwise, then lowered by
+ * c_j·frequency + presence. */
+typedef struct {
+    float repeat;    /* > 0; 1 = no repetition penalty */
+    float presence;  /* finite; 0 = none */
+    float frequency; /* finite; 0 = none */
+    int last_n;      /* tokens of history: > 0, or -1 = all of them, or 0 = no penalties */
+} bl_penalties;
+/* Off: repeat 1, presence 0, frequency 0, last_n 64 (llama.cpp's window). */
+#define BL_PENALTIES_OFF ((bl_penalties){1.0f, 0.0f, 0.0f, 64})
+
 /* Sampling. temperature 0 = greedy (argmax, lowest id on ties). */
 typedef struct {
     float temperature;
@@ -274,12 +288,29 @@ typedef struct {
     int vocab;
     float *probs; /* vocab */
     struct bl_prob_index { float p; int id; } *cand; /* vocab */
+    /* penalties (bl_sampler_set_penalties; all NULL while they are off) */
+    bl_penalties pen;
+    int *count;      /* vocab: occurrences in the window */
+    int *where;      /* vocab: index in `present`, or -1 */
+    int *present;    /* the distinct tokens of the window (n_present of them) */
+    int n_present;
+    int32_t *hist;   /* ring of the last last_n tokens (NULL for last_n = -1) */
+    int64_t n_seen;  /* tokens accepted */
+    float *adjusted; /* vocab: the penalized logits */
 } bl_sampler;
 /* temperature >= 0 (0 = greedy; +Inf = uniform over the vocabulary), top_p in (0, 1] (1 = the
  * whole distribution); NaN is refused. */
 bl_status bl_sampler_init(bl_sampler *s, int vocab, float temperature, float top_p,
                           uint64_t seed, bl_err *err);
 void bl_sampler_free(bl_sampler *s);
+/* Turns the penalties on (or off, with BL_PENALTIES_OFF or last_n 0); the history restarts. Bad
+ * values are refused with a message naming them. */
+bl_status bl_sampler_set_penalties(bl_sampler *s, const bl_penalties *p, bl_err *err);
+/* Whether p changes anything (a penalty set and a window). */
+bool bl_penalties_active(const bl_penalties *p);
+/* Records one token of the text for the penalties: the prompt's, then every token generated.
+ * A no-op while they are off; ids outside [0, vocab) are ignored. */
+void bl_sampler_accept(bl_sampler *s, int token);
 /* A token id in [0, vocab), or -1 when a logit is NaN or Inf (never an index out of range). */
 int bl_sample(bl_sampler *s, const float *logits);
 

@@ -62,6 +62,7 @@ typedef struct {
     float temperature, top_p;
     uint64_t seed;
     int n_threads;             /* threads of the forward passes (0 = bl_default_threads()) */
+    bl_penalties penalties;    /* over the conversation's tokens; all zero = none */
 } bl_chat_session_opts;
 
 typedef struct bl_chat_session bl_chat_session;

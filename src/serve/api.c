@@ -65,12 +65,6 @@ static bool get_bool(const cJSON *o, const char *k, bool *out, srv_error *e) {
 
 /* Options this server does not implement: refused when set to anything but their default. */
 static bool refuse_unsupported(const cJSON *o, srv_error *e) {
-    static const char *const zero[] = {"presence_penalty", "frequency_penalty"};
-    for (int i = 0; i < 2; i++) {
-        const cJSON *v = get(o, zero[i]);
-        if (v && !(cJSON_IsNumber(v) && v->valuedouble == 0))
-            return fail(e, 400, zero[i], "'%s' is not supported", zero[i]);
-    }
     const cJSON *v;
     if ((v = get(o, "echo")) && !cJSON_IsFalse(v))
         return fail(e, 400, "echo", "'echo' is not supported");
@@ -235,13 +229,18 @@ bool srv_parse_request(const srv_api_ctx *c, const char *body, size_t len, bool 
         goto done;
     }
     long long max_tokens = -1, seed = 0;
-    double temperature = 1.0, top_p = 1.0;
+    double temperature = 1.0, top_p = 1.0, presence = 0.0, frequency = 0.0, repeat = 1.0;
+    long long last_n = 64;
     bool has_seed = get(o, "seed") != NULL;
     const char *max_key = chat && get(o, "max_completion_tokens") ? "max_completion_tokens"
                                                                   : "max_tokens";
     ok = refuse_unsupported(o, e) && get_int(o, max_key, 1, 1e9, &max_tokens, e) &&
          get_num(o, "temperature", 0, 2, false, &temperature, e) &&
          get_num(o, "top_p", 0, 1, true, &top_p, e) &&
+         get_num(o, "presence_penalty", -2, 2, false, &presence, e) &&
+         get_num(o, "frequency_penalty", -2, 2, false, &frequency, e) &&
+         get_num(o, "repeat_penalty", 0, 100, true, &repeat, e) &&
+         get_int(o, "repeat_last_n", -1, 1e9, &last_n, e) &&
          get_int(o, "seed", -9.2e18, 9.2e18, &seed, e) && get_bool(o, "stream", &out->stream, e) &&
          get_bool(o, "ignore_eos", &p->ignore_eos, e) && parse_stop(o, p, e);
     const cJSON *so = get(o, "stream_options");
@@ -269,6 +268,7 @@ bool srv_parse_request(const srv_api_ctx *c, const char *body, size_t len, bool 
     p->max_tokens = (int)(max_tokens < room ? max_tokens : room);
     p->temperature = (float)temperature;
     p->top_p = (float)top_p;
+    p->pen = (bl_penalties){(float)repeat, (float)presence, (float)frequency, (int)last_n};
     p->seed = has_seed ? (uint64_t)seed : fresh_seed();
 done:
     cJSON_Delete(o);

@@ -173,6 +173,7 @@ static void accept_token(srv_engine *e, srv_req *r, int32_t tok) {
         return;
     }
     r->n_gen++;
+    bl_sampler_accept(&r->smp, tok);
     size_t k = 0;
     const char *piece = r->detok.tok ? bl_detok_push(&r->detok, tok, &k) : "";
     const size_t before = r->gen.n;
@@ -237,6 +238,7 @@ static void admit_locked(srv_engine *e) {
         bl_err err = {0};
         if (bl_sampler_init(&r->smp, e->m->cfg.vocab_size, r->p.temperature, r->p.top_p,
                             r->p.seed, &err) ||
+            bl_sampler_set_penalties(&r->smp, &r->p.pen, &err) ||
             (e->m->tok && bl_detok_init(&r->detok, e->m->tok, &err))) {
             r->done = true;
             snprintf(r->error, sizeof r->error, "%.200s", err.msg);
@@ -244,6 +246,7 @@ static void admit_locked(srv_engine *e) {
             unref_locked(r);
             continue;
         }
+        for (int i = 0; i < r->p.n_prompt; i++) bl_sampler_accept(&r->smp, r->p.prompt[i]);
         r->slot = slot;
         r->admitted = true;
         r->t_start = bl_time_s();

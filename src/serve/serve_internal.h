@@ -30,6 +30,7 @@ typedef struct {
     int n_prompt;
     int max_tokens;  /* > 0 */
     float temperature, top_p;
+    bl_penalties pen; /* over the prompt and the tokens generated */
     uint64_t seed;
     char *stop[SRV_MAX_STOP]; /* owned */
     int n_stop;

@@ -69,6 +69,11 @@ bl_status bl_chat_session_new(const bl_model *m, const bl_chat_session_opts *o,
     if (!st) st = bl_state_new(m, s->o.ctx, 256, o->n_threads, &s->st, err);
     if (!st) st = bl_sampler_init(&s->smp, m->cfg.vocab_size, o->temperature, o->top_p, o->seed,
                                   err);
+    /* a zero-initialized option means no penalties (a repeat penalty of 0 is not one) */
+    if (s->o.penalties.repeat == 0.0f && s->o.penalties.presence == 0.0f &&
+        s->o.penalties.frequency == 0.0f && s->o.penalties.last_n == 0)
+        s->o.penalties = BL_PENALTIES_OFF;
+    if (!st) st = bl_sampler_set_penalties(&s->smp, &s->o.penalties, err);
     s->logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
     s->cached = bl_malloc_array((size_t)s->o.ctx, sizeof *s->cached);
     if (!st && (!s->logits || !s->cached)) st = bl_fail(err, BL_ERR_NOMEM, "out of memory");
@@ -157,6 +162,11 @@ bl_status bl_chat_session_say(bl_chat_session *s, const char *user, bl_text_fn o
         return st;
     }
     st = feed(s, ids, (int)n, err);
+    /* the penalties' window: the conversation as rendered, then the answer */
+    if (!st && bl_penalties_active(&s->o.penalties)) {
+        st = bl_sampler_set_penalties(&s->smp, &s->o.penalties, err);
+        for (size_t i = 0; i < n && !st; i++) bl_sampler_accept(&s->smp, ids[i]);
+    }
     free(ids);
     if (st) return st;
     srv_str answer = {0};
@@ -175,6 +185,7 @@ bl_status bl_chat_session_say(bl_chat_session *s, const char *user, bl_text_fn o
         }
         if (is_stop(s, t)) break;
         made++;
+        bl_sampler_accept(&s->smp, t);
         text = bl_detok_push(&dt, t, &k);
         if (!srv_str_put(&answer, text, k)) {
             st = bl_fail(err, BL_ERR_NOMEM, "out of memory");
