@@ -269,8 +269,7 @@ bl_outdir *cli_outdir_prepare(const char *cmd, const char *out, const char *cons
 
 int cli_check_penalties(const cli_spec *spec, const cli_penalties *p) {
     const bl_penalties v = cli_penalties_value(p);
-    if (!cli_given(spec, "repeat-last-n") || v.last_n == 0 ||
-        v.repeat != 1.0f || v.presence != 0.0f || v.frequency != 0.0f)
+    if (!cli_given(spec, "repeat-last-n") || v.last_n == 0 || bl_penalties_active(&v))
         return CLI_OK;
     cli_errorf(spec->name, "--repeat-last-n has no effect without --repeat-penalty, "
                            "--presence-penalty or --frequency-penalty");

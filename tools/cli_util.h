@@ -51,7 +51,6 @@ typedef struct {
     double repeat, presence, frequency;
     int last_n;
 } cli_penalties;
-#define CLI_PENALTIES_DEFAULT {1.0, 0.0, 0.0, 64}
 #define CLI_PENALTY_OPTS(p)                                                                        \
     {"repeat-penalty", 0, OPT_FLOAT, &(p).repeat, "F",                                            \
      "divide the positive logits of the tokens in the penalty window by F and multiply the "     \
@@ -64,6 +63,10 @@ typedef struct {
     {"repeat-last-n", 0, OPT_INT, &(p).last_n, "N",                                               \
      "the penalty window: the last N tokens, prompt included; -1 = all (default 64)",            \
      CLI_MIN(-1)}
+static inline cli_penalties cli_penalties_default(void) {
+    const bl_penalties off = BL_PENALTIES_OFF;
+    return (cli_penalties){off.repeat, off.presence, off.frequency, off.last_n};
+}
 static inline bl_penalties cli_penalties_value(const cli_penalties *p) {
     return (bl_penalties){(float)p->repeat, (float)p->presence, (float)p->frequency, p->last_n};
 }

@@ -31,7 +31,7 @@ int cmd_chat(int argc, char **argv) {
     const char *tokp = NULL, *system = NULL, *tmpl = NULL;
     int ctx = 0, max_tokens = 0, threads = 0;
     double temp = 0.8, top_p = 0.9;
-    cli_penalties pen = CLI_PENALTIES_DEFAULT;
+    cli_penalties pen = cli_penalties_default();
     uint64_t seed = 42;
     uint64_t given = 0;
     const cli_opt opts[] = {

@@ -15,7 +15,7 @@ int cmd_generate(int argc, char **argv) {
     const char *prompt = "", *tokp = NULL;
     int n_new = 128, threads = 0;
     double temp = 0.8, top_p = 0.9;
-    cli_penalties pen = CLI_PENALTIES_DEFAULT;
+    cli_penalties pen = cli_penalties_default();
     uint64_t seed = 42;
     bool json = false;
     uint64_t given = 0;

@@ -97,15 +97,6 @@ static void sign_call_run(void *call, int64_t lo, int64_t hi) {
     c->fn(c->job, lo, hi);
 }
 
-/* Thread ith of nth takes part ith of the units: one call per thread, so a table variant builds
- * its tables once per thread, into its own L1. */
-static void sign_call_static(void *call, int ith, int nth) {
-    const sign_call *c = call;
-    int64_t lo, hi;
-    bl_split_range(c->units, ith, nth, &lo, &hi);
-    if (lo < hi) c->fn(c->job, lo, hi);
-}
-
 /* ---- the table variants across threads ----
  * A table variant builds, in every call, the lookup tables of all the columns (rows, transposed)
  * it reads, chunk by chunk in L1. Split into the pool's usual 4 ranges per thread it rebuilt them
@@ -118,6 +109,15 @@ static void sign_call_static(void *call, int ith, int nth) {
 /* Table products split across threads from this many sign·input products: a 256×2048 GEMV
  * (2^19) took 3.0 µs on one thread and 4.6 µs on two; 2048×2048 (2^22) 18.6 and 10.9 µs. */
 #define SIGN_PAR_MIN_WORK ((double)(1 << 21))
+
+/* Thread ith of nth takes part ith of the units: one call per thread, so a table variant builds
+ * its tables once per thread, into its own L1. */
+static void sign_call_static(void *call, int ith, int nth) {
+    const sign_call *c = call;
+    int64_t lo, hi;
+    bl_split_range(c->units, ith, nth, &lo, &hi);
+    if (lo < hi) c->fn(c->job, lo, hi);
+}
 
 void bl_sign_variant_run(int k, const bl_signmat *S, const float *in, int64_t T, float *out,
                          const bl_exec *ex) {

@@ -229,8 +229,10 @@ bool srv_parse_request(const srv_api_ctx *c, const char *body, size_t len, bool 
         goto done;
     }
     long long max_tokens = -1, seed = 0;
-    double temperature = 1.0, top_p = 1.0, presence = 0.0, frequency = 0.0, repeat = 1.0;
-    long long last_n = 64;
+    const bl_penalties off = BL_PENALTIES_OFF;
+    double temperature = 1.0, top_p = 1.0, presence = off.presence, frequency = off.frequency,
+           repeat = off.repeat;
+    long long last_n = off.last_n;
     bool has_seed = get(o, "seed") != NULL;
     const char *max_key = chat && get(o, "max_completion_tokens") ? "max_completion_tokens"
                                                                   : "max_tokens";
