@@ -149,15 +149,21 @@ static void test_small_shapes(void) {
                         check_problem(dtypes[d], sizes[a], sizes[b], Ts[t], seed++);
 }
 
+/* Besides the row and column remainders: rows over several column blocks of the summation order
+ * (BL_HALF_KBLOCK = 1024, the last one partial and not a multiple of 16), and the last two,
+ * batches whose X exceeds 1 MiB, which the kernels sweep column block by column block, in blocks
+ * of tokens that end in a partial tile. */
 static void test_large_shapes(void) {
     static const int64_t shapes[][3] = {{4095, 65, 1}, {65, 4095, 3}, {513, 4095, 1},
-                                        {4095, 513, 2}, {300, 1000, 17}};
+                                        {4095, 513, 2}, {300, 1000, 17}, {45, 2100, 9},
+                                        {37, 2100, 130},  {13, 3001, 90}};
+    const int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
     /* the sanitizer pass (BITLLM_TEST_QUICK) leaves F32 to the small shapes: it runs the same
      * tiles as the 16-bit kinds, only the loads differ */
     const char *q = getenv("BITLLM_TEST_QUICK");
     const int kinds = q && *q && strcmp(q, "0") != 0 ? 2 : 3;
     for (int d = 0; d < kinds; d++)
-        for (int s = 0; s < 5; s++)
+        for (int s = 0; s < nshapes; s++)
             check_problem(dtypes[d], shapes[s][0], shapes[s][1], shapes[s][2], 100 + (uint64_t)s);
 }
 

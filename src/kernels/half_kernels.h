@@ -7,9 +7,12 @@
 
 #include "bitllm/kernels.h"
 
-/* Rows of W per unit, and the work (m·n·T) below which one thread does it all. */
-#define BL_HALF_ROW_GROUP 4
+/* Rows of W per unit (a multiple of every ISA's tile height), and the work (m·n·T) below which
+ * one thread does it all. */
+#define BL_HALF_ROW_GROUP 6
 #define BL_HALF_PAR_MIN_WORK (1 << 18)
+/* Columns per block of the summation order (a multiple of 32; half_rows.h). */
+#define BL_HALF_KBLOCK 1024
 
 /* Weight kinds of the shared implementation. */
 enum { BL_WK_F16 = 0, BL_WK_BF16 = 1, BL_WK_F32 = 2 };

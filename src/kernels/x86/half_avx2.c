@@ -69,9 +69,11 @@ ALWAYS_INLINE void step(int kind, int R, int T, const void *W, int64_t i0, int64
     }
 }
 
-/* Y[t0+t][i0+r] for r < R, t < T (compile-time constants after inlining). */
+/* Columns [c0, c1) of Y[t0+t][i0+r] for r < R, t < T (compile-time constants after inlining):
+ * stored when c0 = 0, added to what earlier column blocks left otherwise. */
 ALWAYS_INLINE void tile(int kind, int R, int T, const void *W, int64_t m, int64_t n,
-                        const float *X, int64_t i0, int64_t t0, float *Y) {
+                        const float *X, int64_t i0, int64_t t0, float *Y, int64_t c0,
+                        int64_t c1) {
     __m256 acc[RT][TT][U];
 #pragma GCC unroll 2
     for (int r = 0; r < R; r++)
@@ -80,21 +82,24 @@ ALWAYS_INLINE void tile(int kind, int R, int T, const void *W, int64_t m, int64_
 #pragma GCC unroll 2
             for (int u = 0; u < U; u++) acc[r][t][u] = _mm256_setzero_ps();
     const float *x0 = X + t0 * n;
-    int64_t j = 0;
-    for (; j + 8 * U <= n; j += 8 * U)
+    int64_t j = c0;
+    for (; j + 8 * U <= c1; j += 8 * U)
 #pragma GCC unroll 2
         for (int u = 0; u < U; u++) step(kind, R, T, W, i0, n, x0, j + 8 * u, 8, acc, u);
 #pragma GCC unroll 2
     for (int u = 0; u < U; u++) {
         const int64_t c = j + 8 * u;
-        if (c >= n) break;
-        step(kind, R, T, W, i0, n, x0, c, n - c, acc, u);
+        if (c >= c1) break;
+        step(kind, R, T, W, i0, n, x0, c, c1 - c, acc, u);
     }
 #pragma GCC unroll 2
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 3
-        for (int t = 0; t < T; t++)
-            Y[(t0 + t) * m + i0 + r] = hsum(_mm256_add_ps(acc[r][t][0], acc[r][t][1]));
+        for (int t = 0; t < T; t++) {
+            const float s = hsum(_mm256_add_ps(acc[r][t][0], acc[r][t][1]));
+            float *y = &Y[(t0 + t) * m + i0 + r];
+            *y = c0 == 0 ? s : *y + s;
+        }
 }
 
 #include "kernels/x86/half_rows.h"

@@ -2,10 +2,11 @@
  * 16-bit shift, F32 rows loaded as they are, then FMA against f32 activations. No converted copy
  * of W is made, so at T = 1 the kernel reads 2 bytes per 16-bit weight and runs at memory speed.
  *
- * Summation order of every output, the same in every path: two accumulators, lane k of
- * accumulator u summing (by FMA, in column order) the columns c with c mod 32 = 16u + k; then
- * a0 + a1 and a fixed-order horizontal add. So results depend neither on the tiling, nor on the
- * batch size, nor on the thread count.
+ * Summation order of every output, the same in every path: the columns in blocks of
+ * BL_HALF_KBLOCK (half_rows.h); within a block one accumulator, lane k summing (by FMA, in column
+ * order) the columns c with c mod 16 = k, then a fixed-order horizontal add; the blocks' sums
+ * added in block order. So results depend neither on the tiling, nor on the batch size, nor on
+ * the thread count.
  *
  * Decode (T = 1) reads one row at a time, 32 columns per step: a single sequential stream per
  * thread. Measured on Zen 5 with the weights in DRAM (4096×4096 and 11008×4096 F16, one
@@ -13,20 +14,24 @@
  * of 4 rows read side by side (four interleaved streams) reached 60-70 % and two rows 45-55 %.
  * A software prefetch PF_BYTES ahead in that stream (continuing into the next rows) lifted F16
  * decode at TinyLlama dims from 12.6-13.7 to 14.5-16.0 tok/s on one thread of a quiet Zen 5
- * (1 KiB ahead: 13.1; 2 KiB: 14.0-14.8; 4-8 KiB: 14.5-16.0).
- * Batches (T > 1) are compute-bound and use tiles of 4 rows × 3 tokens (24 accumulators), each
- * loaded input vector feeding four FMAs; a thread sweeps all tokens of its 4 rows before moving
- * on, so W leaves DRAM once whatever T is. At T = 64 this runs at 2× the earlier 4 × 4 tiles
- * with one accumulator (66 against 32 GFLOP/s, 4096×4096, one thread); 2 × 6 and 3 × 4 tiles
- * were slower (33 GFLOP/s: fewer FMAs per input load). */
+ * (1 KiB ahead: 13.1; 2 KiB: 14.0-14.8; 4-8 KiB: 14.5-16.0). One accumulator per output is a
+ * chain of dependent FMAs, one per 32 bytes of F16 row: 8 bytes per cycle at a 4-cycle latency,
+ * above what one core draws from DRAM (11008×4096 F16 decode: 3.0 ms with one accumulator,
+ * 3.5 ms with two).
+ *
+ * Batches (T > 1) are compute-bound and use tiles of 6 rows × 4 tokens (24 accumulators): per
+ * 16 columns 6 weight vectors and 4 input vectors feed 24 FMAs. One Zen 5 thread, F16, T = 128-512,
+ * with the column blocks of half_rows.h: 6 × 4 with one accumulator per output 145-167 GFLOP/s
+ * (4096×4096, 4096×11008); 4 × 3 with two accumulators (the earlier order, c mod 32) 124-136;
+ * 5 × 5 140-158, 7 × 3 128-153, 4 × 6 133-142, 8 × 3 119-141. The machine's FMA peak is about
+ * 216 GFLOP/s; on operands that fit in L1 the tiles reach 165-195. */
 #include "kernels/half_kernels.h"
 
 #include <immintrin.h>
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
-#define U 2  /* accumulators per output */
-#define RT 4 /* rows per batched tile */
-#define TT 3 /* tokens per batched tile */
+#define RT 6 /* rows per batched tile */
+#define TT 4 /* tokens per batched tile */
 #define PF_BYTES 4096 /* decode prefetch distance (above) */
 
 ALWAYS_INLINE __m512 widen(int bf16, __m256i h) {
@@ -44,55 +49,48 @@ ALWAYS_INLINE __m512 load_w(int kind, const void *W, int64_t at, __mmask16 k, bo
                                           : _mm256_maskz_loadu_epi16(k, h));
 }
 
-/* Columns [j, j+16) of R rows into acc[·][·][u] for T tokens; k masks the columns past n. */
+/* Columns [j, j+16) of R rows into acc for T tokens; k masks the columns past the block. */
 ALWAYS_INLINE void step(int kind, int R, int T, const void *W, int64_t i0, int64_t n,
-                        const float *x0, int64_t j, __mmask16 k, bool full,
-                        __m512 acc[RT][TT][U], int u) {
+                        const float *x0, int64_t j, __mmask16 k, bool full, __m512 acc[RT][TT]) {
     __m512 w[RT];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int r = 0; r < R; r++) w[r] = load_w(kind, W, (i0 + r) * n + j, k, full);
-#pragma GCC unroll 3
+#pragma GCC unroll 8
     for (int t = 0; t < T; t++) {
         const __m512 x =
             full ? _mm512_loadu_ps(x0 + t * n + j) : _mm512_maskz_loadu_ps(k, x0 + t * n + j);
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) acc[r][t][u] = _mm512_fmadd_ps(w[r], x, acc[r][t][u]);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) acc[r][t] = _mm512_fmadd_ps(w[r], x, acc[r][t]);
     }
 }
 
-/* Y[t0+t][i0+r] for r < R, t < T (compile-time constants after inlining). */
+/* Columns [c0, c1) of Y[t0+t][i0+r] for r < R, t < T (compile-time constants after inlining):
+ * stored when c0 = 0, added to what the earlier column blocks left otherwise. */
 ALWAYS_INLINE void tile(int kind, int R, int T, const void *W, int64_t m, int64_t n,
-                        const float *X, int64_t i0, int64_t t0, float *Y) {
-    __m512 acc[RT][TT][U];
-#pragma GCC unroll 4
+                        const float *X, int64_t i0, int64_t t0, float *Y, int64_t c0,
+                        int64_t c1) {
+    __m512 acc[RT][TT];
+#pragma GCC unroll 8
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 3
-        for (int t = 0; t < T; t++)
-#pragma GCC unroll 4
-            for (int u = 0; u < U; u++) acc[r][t][u] = _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
     const float *x0 = X + t0 * n;
-    int64_t j = 0;
+    int64_t j = c0;
     const size_t es = kind == BL_WK_F32 ? 4 : 2;
-    for (; j + 16 * U <= n; j += 16 * U) {
-        if (R == 1 && T == 1) /* decode: one stream, fetched PF_BYTES ahead (into the next rows) */
+    for (; j + 16 <= c1; j += 16) {
+        if (R == 1 && T == 1 && (j & 31) == 0) /* decode: one stream, fetched PF_BYTES ahead */
             _mm_prefetch((const char *)W + ((size_t)(i0 * n + j)) * es + PF_BYTES, _MM_HINT_T0);
-#pragma GCC unroll 4
-        for (int u = 0; u < U; u++) step(kind, R, T, W, i0, n, x0, j + 16 * u, 0, true, acc, u);
+        step(kind, R, T, W, i0, n, x0, j, 0, true, acc);
     }
-    /* the last < 32 columns: masked blocks into the accumulators their columns belong to */
-#pragma GCC unroll 4
-    for (int u = 0; u < U; u++) {
-        const int64_t c = j + 16 * u, left = n - c;
-        if (left <= 0) break;
-        const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-        step(kind, R, T, W, i0, n, x0, c, k, false, acc, u);
-    }
-#pragma GCC unroll 4
+    if (j < c1) /* the last < 16 columns of the block */
+        step(kind, R, T, W, i0, n, x0, j, (__mmask16)((1u << (c1 - j)) - 1u), false, acc);
+#pragma GCC unroll 8
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 3
+#pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
-            const __m512 s = _mm512_add_ps(acc[r][t][0], acc[r][t][1]);
-            Y[(t0 + t) * m + i0 + r] = _mm512_reduce_add_ps(s);
+            const float s = _mm512_reduce_add_ps(acc[r][t]);
+            float *y = &Y[(t0 + t) * m + i0 + r];
+            *y = c0 == 0 ? s : *y + s;
         }
 }
 
