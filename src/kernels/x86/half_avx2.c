@@ -1,10 +1,11 @@
 /* AVX2 dense products over F16, BF16 and F32 weights: the design of half_avx512.c on 8-lane
  * vectors (F16 widened with F16C's VCVTPH2PS).
  *
- * Summation order of every output, the same in every path: two accumulators, lane k of
- * accumulator u summing (by FMA, in column order) the columns c with c mod 16 = 8u + k; then
- * a0 + a1 and a fixed-order horizontal add. Results depend neither on the tiling, nor on the
- * batch size, nor on the thread count.
+ * Summation order of every output, the same in every path: the columns in blocks of
+ * BL_HALF_KBLOCK (half_rows.h); within a block two accumulators, lane k of accumulator u summing
+ * (by FMA, in column order) the columns c with c mod 16 = 8u + k, then a0 + a1 and a fixed-order
+ * horizontal add; the blocks' sums added in block order. Results depend neither on the tiling,
+ * nor on the batch size, nor on the thread count.
  *
  * Decode (T = 1) reads one row at a time (one sequential stream per thread, see half_avx512.c);
  * batches use tiles of 2 rows × 3 tokens (12 accumulators, within the 16 ymm registers). The
