@@ -130,5 +130,25 @@ void bl_qmat_matmul(const bl_qmat *Q, const float *X, int64_t T, float *Y, const
 /* The scalar reference (double accumulation in column order; single-threaded). */
 void bl_qmat_matmul_ref(const bl_qmat *Q, const float *X, int64_t T, float *Y);
 
+/* The element-wise and attention steps of a forward pass. The references (src/kernels/ref/
+ * act_ref.c: f32 with libm's expf, loops the compiler may vectorise) are the specification and
+ * run at the REF and AVX2 levels; the AVX-512 versions (x86/act_avx512.c) use a polynomial exp
+ * within 1 ulp of the correctly rounded e^x (NaN in gives NaN out, overflow inf, underflow 0)
+ * and sum in other fixed orders. Results depend only on the inputs and the ISA level, never on
+ * the thread count. */
+/* h[i] = silu(h[i])·u[i] = h[i] / (1 + e^(−h[i])) · u[i], i < n (the SwiGLU gate). */
+void bl_silu_mul(float *h, const float *u, int64_t n, bl_isa isa);
+void bl_silu_mul_ref(float *h, const float *u, int64_t n);
+/* x[0..n) ← softmax(x): e^(x − max) / Σ, n ≥ 1. */
+void bl_softmax(float *x, int64_t n, bl_isa isa);
+void bl_softmax_ref(float *x, int64_t n);
+/* One query's attention over n ≥ 1 cached positions (a decode step): out[0..hd) =
+ * Σ_k p_k·V_k with p = softmax(scale·q·K_kᵀ), K_k and V_k the rows k of K and V (stride ld
+ * floats). P is scratch for n floats. */
+void bl_attend(const float *q, const float *K, const float *V, int64_t ld, int hd, int n,
+               float scale, float *P, float *out, bl_isa isa);
+void bl_attend_ref(const float *q, const float *K, const float *V, int64_t ld, int hd, int n,
+                   float scale, float *P, float *out);
+
 BL_API_END
 #endif

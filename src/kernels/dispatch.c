@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/act_kernels.h"
 #include "kernels/half_kernels.h"
 #include "kernels/qmat_kernels.h"
 #include "kernels/sign_kernels.h"
@@ -310,4 +311,22 @@ void bl_qmat_matmul(const bl_qmat *Q, const float *X, int64_t T, float *Y, const
     qmat_call call = {&job};
     split(exec_pool(ex), (double)Q->m * (double)Q->n * (double)T,
           (Q->m + BL_QMAT_ROWS - 1) / BL_QMAT_ROWS, qmat_call_run, &call);
+}
+
+/* ---- element-wise and attention steps ---- */
+
+void bl_silu_mul(float *h, const float *u, int64_t n, bl_isa isa) {
+    if (bl_isa_clamp(isa) == BL_ISA_AVX512) bl_silu_mul_avx512(h, u, n);
+    else bl_silu_mul_ref(h, u, n);
+}
+
+void bl_softmax(float *x, int64_t n, bl_isa isa) {
+    if (bl_isa_clamp(isa) == BL_ISA_AVX512) bl_softmax_avx512(x, n);
+    else bl_softmax_ref(x, n);
+}
+
+void bl_attend(const float *q, const float *K, const float *V, int64_t ld, int hd, int n,
+               float scale, float *P, float *out, bl_isa isa) {
+    if (bl_isa_clamp(isa) == BL_ISA_AVX512) bl_attend_avx512(q, K, V, ld, hd, n, scale, P, out);
+    else bl_attend_ref(q, K, V, ld, hd, n, scale, P, out);
 }

@@ -255,42 +255,17 @@ static void attention_inputs(bl_state *s, const bl_layer *ly, int l, int T) {
 }
 
 /* Causal attention of the batch's queries over the cache (GQA: kv head = head / group). Per
- * sequence and head, the sequence's T queries attend over its own slot: for T <= SMALL_T with
- * plain loops, else as one product Q_h·K_hᵀ and one product P·V_h. The (sequence, head) pairs
+ * sequence and head, the sequence's T queries attend over its own slot: for T <= SMALL_T one
+ * query at a time (bl_attend), else as one product Q_h·K_hᵀ and one product P·V_h. The (sequence, head) pairs
  * are split across the pool's threads, each pair computed whole by one thread, so results do not
  * depend on the thread count nor on the other sequences (the choice of method depends on the
  * sequence's own T only). Thread ith uses scores block ith (ith < n_threads). */
-/* Sequences of at most this many new tokens attend with plain loops instead of two BLAS calls. */
+/* Sequences of at most this many new tokens attend query by query instead of with two BLAS
+ * calls. Attention runs on one thread below ATT_PAR_MIN multiply-adds (queries × positions ×
+ * head dim × heads): a TinyLlama decode step at 64 positions (131k) takes ~10 µs with the
+ * AVX-512 kernel, about what a dispatch to the pool costs. */
 #define SMALL_T 4
-
-static void softmax(float *row, int n) {
-    float mx = -INFINITY, sum = 0.0f;
-    for (int k = 0; k < n; k++) mx = row[k] > mx ? row[k] : mx;
-    for (int k = 0; k < n; k++) sum += (row[k] = expf(row[k] - mx));
-    const float inv = 1.0f / sum;
-    for (int k = 0; k < n; k++) row[k] *= inv;
-}
-
-/* One query q (hd) over keys/values 0..n−1 (rows of kh/vh, stride ld): out = softmax(q·Kᵀ·scale)·V.
- * Fixed summation orders (the dot in SIMD lanes, then keys in order), so the result does not
- * depend on the thread that computes it. P holds n scores. */
-static void attend_one(const float *q, const float *kh, const float *vh, int ld, int hd, int n,
-                       float scale, float *P, float *out) {
-    for (int k = 0; k < n; k++) {
-        const float *kr = kh + (size_t)k * ld;
-        float d = 0.0f;
-        BL_SIMD_SUM(d)
-        for (int i = 0; i < hd; i++) d += q[i] * kr[i];
-        P[k] = scale * d;
-    }
-    softmax(P, n);
-    for (int i = 0; i < hd; i++) out[i] = 0.0f;
-    for (int k = 0; k < n; k++) {
-        const float *vr = vh + (size_t)k * ld, p = P[k];
-        BL_SIMD
-        for (int i = 0; i < hd; i++) out[i] += p * vr[i];
-    }
-}
+#define ATT_PAR_MIN 65536.0
 
 typedef struct {
     bl_state *s;
@@ -317,8 +292,8 @@ static void attention_pairs(void *ctx, int ith, int nth) {
         float *out = s->att + (size_t)sp->row0 * s->q_dim + (size_t)h * hd;
         if (T <= SMALL_T) { /* decode: plain loops, no BLAS call overhead */
             for (int t = 0; t < T; t++)
-                attend_one(q + (size_t)t * s->q_dim, kh, vh, s->kv_dim, hd, sp->pos0 + t + 1,
-                           inv_sqrt, P, out + (size_t)t * s->q_dim);
+                bl_attend(q + (size_t)t * s->q_dim, kh, vh, s->kv_dim, hd, sp->pos0 + t + 1,
+                          inv_sqrt, P, out + (size_t)t * s->q_dim, s->ex.isa);
             continue;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n_ctx, hd, inv_sqrt, q, s->q_dim,
@@ -326,7 +301,7 @@ static void attention_pairs(void *ctx, int ith, int nth) {
         for (int t = 0; t < T; t++) {
             float *row = P + (size_t)t * n_ctx;
             const int visible = sp->pos0 + t + 1;
-            softmax(row, visible);
+            bl_softmax(row, visible, s->ex.isa);
             for (int k = visible; k < n_ctx; k++) row[k] = 0.0f;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, n_ctx, 1.0f, P, n_ctx, vh,
@@ -342,30 +317,28 @@ static void attention(bl_state *s, int l) {
                 c->n_heads;
     const int pairs = s->n_spans * c->n_heads;
     attn_job j = {s, l};
-    const int nth = work > 65536.0 ? (pairs < s->n_threads ? pairs : s->n_threads) : 1;
+    const int nth = work > ATT_PAR_MIN ? (pairs < s->n_threads ? pairs : s->n_threads) : 1;
     bl_pool_run_n(s->pool, nth, attention_pairs, &j);
 }
 
-/* SwiGLU's activation, hb = silu(hb)·hb2, over elements [i0, i1): element-wise, so any split
- * gives the same bits. Split across the pool from SWIGLU_PAR_MIN elements (one expf each, ~5 ns:
- * a decode step of TinyLlama's 5632 would otherwise keep the other threads waiting ~28 µs per
- * layer). */
-#define SWIGLU_PAR_MIN 4096
+/* SwiGLU's activation, hb = silu(hb)·hb2 (bl_silu_mul), over elements [i0, i1): element-wise, so
+ * any split gives the same bits. Split across the pool from SWIGLU_PAR_MIN elements: with the
+ * vector exp a decode step's 5632 elements (TinyLlama) take ~3 µs, less than waking the other
+ * threads (with libm's expf, ~5 ns each, they took ~28 µs and were split from 4096). */
+#define SWIGLU_PAR_MIN 65536
 #define SWIGLU_UNIT 1024
 
 typedef struct {
     float *hb;
     const float *hb2;
     int64_t n;
+    bl_isa isa;
 } swiglu_job;
 
 static void swiglu_range(void *ctx, int64_t u0, int64_t u1) {
     const swiglu_job *j = ctx;
-    const int64_t i1 = u1 * SWIGLU_UNIT < j->n ? u1 * SWIGLU_UNIT : j->n;
-    for (int64_t i = u0 * SWIGLU_UNIT; i < i1; i++) {
-        float g = j->hb[i];
-        j->hb[i] = g / (1.0f + expf(-g)) * j->hb2[i];
-    }
+    const int64_t i0 = u0 * SWIGLU_UNIT, i1 = u1 * SWIGLU_UNIT < j->n ? u1 * SWIGLU_UNIT : j->n;
+    bl_silu_mul(j->hb + i0, j->hb2 + i0, i1 - i0, j->isa);
 }
 
 static void mlp(bl_state *s, const bl_layer *ly, int T) {
@@ -373,7 +346,7 @@ static void mlp(bl_state *s, const bl_layer *ly, int T) {
     linear(s, &ly->proj[BL_PROJ_GATE], s->xb, T, s->hb);
     linear(s, &ly->proj[BL_PROJ_UP], s->xb, T, s->hb2);
     const int64_t n = (int64_t)T * H;
-    swiglu_job j = {s->hb, s->hb2, n};
+    swiglu_job j = {s->hb, s->hb2, n, s->ex.isa};
     bl_pool_for(s->pool, (n + SWIGLU_UNIT - 1) / SWIGLU_UNIT, n >= SWIGLU_PAR_MIN, swiglu_range,
                 &j);
     linear(s, &ly->proj[BL_PROJ_DOWN], s->hb, T, s->tmp);

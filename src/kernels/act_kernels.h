@@ -1,0 +1,13 @@
+/* Private interface between the dispatcher and the AVX-512 element-wise and attention kernels
+ * (x86/act_avx512.c); the public entry points and their specification are in bitllm/kernels.h. */
+#ifndef BITLLM_KERNELS_ACT_KERNELS_H
+#define BITLLM_KERNELS_ACT_KERNELS_H
+
+#include "bitllm/kernels.h"
+
+void bl_silu_mul_avx512(float *h, const float *u, int64_t n);
+void bl_softmax_avx512(float *x, int64_t n);
+void bl_attend_avx512(const float *q, const float *K, const float *V, int64_t ld, int hd, int n,
+                      float scale, float *P, float *out);
+
+#endif

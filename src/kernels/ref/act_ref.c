@@ -1,0 +1,40 @@
+/* Scalar references of the element-wise and attention steps (bitllm/kernels.h): f32 with libm's
+ * expf, as the forward pass computed them before it had SIMD versions. The `omp simd` requests
+ * let GCC sum a dot product in vector lanes: a fixed order for one build. */
+#include <math.h>
+
+#include "bitllm/kernels.h"
+#include "core/simd.h"
+
+void bl_silu_mul_ref(float *h, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float g = h[i];
+        h[i] = g / (1.0f + expf(-g)) * u[i];
+    }
+}
+
+void bl_softmax_ref(float *x, int64_t n) {
+    float mx = -INFINITY, sum = 0.0f;
+    for (int64_t k = 0; k < n; k++) mx = x[k] > mx ? x[k] : mx;
+    for (int64_t k = 0; k < n; k++) sum += (x[k] = expf(x[k] - mx));
+    const float inv = 1.0f / sum;
+    for (int64_t k = 0; k < n; k++) x[k] *= inv;
+}
+
+void bl_attend_ref(const float *q, const float *K, const float *V, int64_t ld, int hd, int n,
+                   float scale, float *P, float *out) {
+    for (int k = 0; k < n; k++) {
+        const float *kr = K + (int64_t)k * ld;
+        float d = 0.0f;
+        BL_SIMD_SUM(d)
+        for (int i = 0; i < hd; i++) d += q[i] * kr[i];
+        P[k] = scale * d;
+    }
+    bl_softmax_ref(P, n);
+    for (int i = 0; i < hd; i++) out[i] = 0.0f;
+    for (int k = 0; k < n; k++) {
+        const float *vr = V + (int64_t)k * ld, p = P[k];
+        BL_SIMD
+        for (int i = 0; i < hd; i++) out[i] += p * vr[i];
+    }
+}

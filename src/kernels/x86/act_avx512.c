@@ -1,0 +1,177 @@
+/* AVX-512 element-wise and attention kernels of the forward pass (specification: the references
+ * in ref/act_ref.c, bitllm/kernels.h).
+ *
+ * exp: e^x = 2^n·e^r with n = round(x·log2 e) and r = x − n·ln 2 (ln 2 in two parts, so r is
+ * exact to ~1e-10), |r| ≤ ln2/2; e^r = 1 + r + r²·P(r) with a degree-5 minimax P (the classic
+ * single-precision coefficients), then VSCALEFPS applies 2^n with IEEE overflow to inf and
+ * underflow to 0. x is first clamped to [−104, 89] (beyond both, the result is already 0 or inf)
+ * with the operand order that lets a NaN through. Over 10^7 points of [−104, 89] with a normal
+ * result: at most 1 ulp from the correctly rounded value, as glibc's expf; the tests bound the
+ * SwiGLU gate and softmax built on it (tests/test_act_kernels.c).
+ *
+ * Attention of one query (decode): scores in blocks of 16 keys — each key's dot product in the
+ * 16 lanes of one accumulator (the head dimension in 16-column slices, the last masked), then the
+ * 16 accumulators reduced to one vector of 16 sums by a transposing tree (4 levels of shuffles
+ * and adds, instead of 16 horizontal sums); softmax with the vector exp; the values accumulated
+ * into two sets of registers (even and odd positions, two independent FMA chains per slice),
+ * added at the end and scaled by 1/Σ once. The order is fixed by n and hd only. */
+#include <immintrin.h>
+#include <math.h>
+
+#include "kernels/act_kernels.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+ALWAYS_INLINE __m512 exp_ps(__m512 x) {
+    /* max(lo, x) and min(hi, ·) return their second operand when either is NaN */
+    x = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+ALWAYS_INLINE __mmask16 head_mask(int64_t left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+}
+
+void bl_silu_mul_avx512(float *h, const float *u, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = head_mask(n - i);
+        const __m512 g = _mm512_maskz_loadu_ps(k, h + i);
+        const __m512 e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), g));
+        const __m512 s = _mm512_div_ps(g, _mm512_add_ps(one, e));
+        _mm512_mask_storeu_ps(h + i, k, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(k, u + i)));
+    }
+}
+
+/* x ← e^(x − mx) over n values; returns Σ (lanes, then one horizontal sum). */
+static float exp_sub_sum(float *x, int64_t n, float mx) {
+    const __m512 m = _mm512_set1_ps(mx);
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = head_mask(n - i);
+        const __m512 e = exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), m));
+        _mm512_mask_storeu_ps(x + i, k, e);
+        sum = _mm512_mask_add_ps(sum, k, sum, e);
+    }
+    return _mm512_reduce_add_ps(sum);
+}
+
+static float max_of(const float *x, int64_t n) {
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = head_mask(n - i);
+        mx = _mm512_mask_max_ps(mx, k, mx, _mm512_maskz_loadu_ps(k, x + i));
+    }
+    return _mm512_reduce_max_ps(mx);
+}
+
+void bl_softmax_avx512(float *x, int64_t n) {
+    const float inv = 1.0f / exp_sub_sum(x, n, max_of(x, n));
+    const __m512 s = _mm512_set1_ps(inv);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = head_mask(n - i);
+        _mm512_mask_storeu_ps(x + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), s));
+    }
+}
+
+/* Lane p of the result = Σ of the lanes of v[SIGMA(p)], SIGMA = (0 2 1 3 8 10 9 11 4 6 5 7 12 14
+ * 13 15), an involution: the callers put key p's accumulator in v[SIGMA(p)]. */
+static const int SIGMA[16] = {0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15};
+
+ALWAYS_INLINE __m512 sum16(const __m512 v[16]) {
+    __m512 a[8], b[4], c[2];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) /* 256-bit halves: lanes 0-1 from v[j], 2-3 from v[j+8] */
+        a[j] = _mm512_add_ps(_mm512_shuffle_f32x4(v[j], v[j + 8], 0x44),
+                             _mm512_shuffle_f32x4(v[j], v[j + 8], 0xEE));
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) /* 128-bit lanes */
+        b[j] = _mm512_add_ps(_mm512_shuffle_f32x4(a[j], a[j + 4], 0x88),
+                             _mm512_shuffle_f32x4(a[j], a[j + 4], 0xDD));
+#pragma GCC unroll 2
+    for (int j = 0; j < 2; j++) /* pairs within lanes */
+        c[j] = _mm512_add_ps(_mm512_shuffle_ps(b[j], b[j + 2], 0x44),
+                             _mm512_shuffle_ps(b[j], b[j + 2], 0xEE));
+    return _mm512_add_ps(_mm512_shuffle_ps(c[0], c[1], 0x88), _mm512_shuffle_ps(c[0], c[1], 0xDD));
+}
+
+/* Scores of keys k0 .. k0+nk−1 (nk ≤ 16; full: nk = 16) into P, scaled. */
+ALWAYS_INLINE void score_block(const float *q, const float *K, int64_t ld, int hd, int k0, int nk,
+                               __m512 scale, float *P, bool full) {
+    __m512 acc[16];
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; j++) acc[j] = _mm512_setzero_ps();
+    for (int c = 0; c < hd; c += 16) {
+        const __mmask16 mc = head_mask(hd - c);
+        const __m512 qv = _mm512_maskz_loadu_ps(mc, q + c);
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; j++) {
+            const int key = SIGMA[j];
+            if (full || key < nk)
+                acc[j] = _mm512_fmadd_ps(
+                    qv, _mm512_maskz_loadu_ps(mc, K + (int64_t)(k0 + key) * ld + c), acc[j]);
+        }
+    }
+    _mm512_mask_storeu_ps(P + k0, head_mask(nk), _mm512_mul_ps(sum16(acc), scale));
+}
+
+/* out[c .. c+16·nv) = inv · Σ_k P[k]·V_k over those columns (nv ≤ 8 slices of 16). */
+ALWAYS_INLINE void weigh_values(const float *V, int64_t ld, int hd, int n, const float *P,
+                                float inv, float *out, int c, int nv) {
+    __m512 e[8], o[8];
+    __mmask16 mk[8];
+#pragma GCC unroll 8
+    for (int s = 0; s < nv; s++) {
+        e[s] = o[s] = _mm512_setzero_ps();
+        mk[s] = head_mask(hd - (c + 16 * s));
+    }
+    int k = 0;
+    for (; k + 2 <= n; k += 2) {
+        const __m512 p0 = _mm512_set1_ps(P[k]), p1 = _mm512_set1_ps(P[k + 1]);
+        const float *v0 = V + (int64_t)k * ld + c, *v1 = v0 + ld;
+#pragma GCC unroll 8
+        for (int s = 0; s < nv; s++) {
+            e[s] = _mm512_fmadd_ps(p0, _mm512_maskz_loadu_ps(mk[s], v0 + 16 * s), e[s]);
+            o[s] = _mm512_fmadd_ps(p1, _mm512_maskz_loadu_ps(mk[s], v1 + 16 * s), o[s]);
+        }
+    }
+    if (k < n) {
+        const __m512 p0 = _mm512_set1_ps(P[k]);
+        const float *v0 = V + (int64_t)k * ld + c;
+#pragma GCC unroll 8
+        for (int s = 0; s < nv; s++)
+            e[s] = _mm512_fmadd_ps(p0, _mm512_maskz_loadu_ps(mk[s], v0 + 16 * s), e[s]);
+    }
+    const __m512 iv = _mm512_set1_ps(inv);
+#pragma GCC unroll 8
+    for (int s = 0; s < nv; s++)
+        _mm512_mask_storeu_ps(out + c + 16 * s, mk[s], _mm512_mul_ps(_mm512_add_ps(e[s], o[s]), iv));
+}
+
+void bl_attend_avx512(const float *q, const float *K, const float *V, int64_t ld, int hd, int n,
+                      float scale, float *P, float *out) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    int k0 = 0;
+    for (; k0 + 16 <= n; k0 += 16) score_block(q, K, ld, hd, k0, 16, sc, P, true);
+    if (k0 < n) score_block(q, K, ld, hd, k0, n - k0, sc, P, false);
+    const float inv = 1.0f / exp_sub_sum(P, n, max_of(P, n));
+    /* slices of 16 columns in groups of 8, 4, 2 and 1: constant counts, so that each group's
+     * accumulators stay in registers */
+    const int slices = (hd + 15) / 16;
+    int s = 0;
+    for (; s + 8 <= slices; s += 8) weigh_values(V, ld, hd, n, P, inv, out, 16 * s, 8);
+    if (s + 4 <= slices) weigh_values(V, ld, hd, n, P, inv, out, 16 * s, 4), s += 4;
+    if (s + 2 <= slices) weigh_values(V, ld, hd, n, P, inv, out, 16 * s, 2), s += 2;
+    if (s < slices) weigh_values(V, ld, hd, n, P, inv, out, 16 * s, 1);
+}

@@ -1,0 +1,207 @@
+/* The element-wise and attention kernels (SwiGLU gate, softmax, one query's attention) at every
+ * ISA level this CPU runs, against double-precision computations of the same formulas.
+ *
+ * Tolerances, from the operations each result goes through (ε = FLT_EPSILON = 2^−23, one ulp of
+ * a float in [1, 2)):
+ * - silu(h)·u: the exp within 2 ulp (expf: < 1), then 1 + e, the division and the product, each
+ *   rounded once: at most ~4.5 ulp of the result, checked at 5ε relative. Below h ≈ −88.7
+ *   e^(−h) overflows to inf in both versions (as in expf) and the result is −0 where the exact
+ *   value is at most ~1e-36 in magnitude: 1e-35 absolute is allowed there.
+ * - softmax: each e^(x − max) within 2 ulp, the sum of n terms at most (n − 1)·ε/2 relative
+ *   (any order), the division and product: (n + 8)·ε relative per probability.
+ * - attention: a score's dot product of hd terms is off by at most hd·ε·Σ|q_i·K_ki| (any order),
+ *   times the scale; an absolute error δ in the scores changes every probability by a relative
+ *   2δ at most; then the weighted sum of n values errs by (n + 4)·ε relative to Σ p_k·|V_k|.
+ *   So |out_i − exact_i| ≤ (2·δ_max + (n + hd + 8)·ε)·Σ_k p_k·|V_ki| with δ_max from the case's
+ *   own data. */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "bitllm/kernels.h"
+#include "kernels/act_kernels.h"
+#include "test.h"
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static double urand(void) { /* [0, 1) */
+    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+
+/* The kernel of one ISA level (the dispatcher would clamp a level the CPU lacks). */
+static void silu_at(bl_isa isa, float *h, const float *u, int64_t n) {
+    if (isa == BL_ISA_AVX512) bl_silu_mul_avx512(h, u, n);
+    else bl_silu_mul_ref(h, u, n);
+}
+static void softmax_at(bl_isa isa, float *x, int64_t n) {
+    if (isa == BL_ISA_AVX512) bl_softmax_avx512(x, n);
+    else bl_softmax_ref(x, n);
+}
+static void attend_at(bl_isa isa, const float *q, const float *K, const float *V, int64_t ld,
+                      int hd, int n, float scale, float *P, float *out) {
+    if (isa == BL_ISA_AVX512) bl_attend_avx512(q, K, V, ld, hd, n, scale, P, out);
+    else bl_attend_ref(q, K, V, ld, hd, n, scale, P, out);
+}
+
+/* The levels with a kernel of their own: the reference, and AVX-512 where the CPU has it. */
+static int levels(bl_isa out[2]) {
+    int k = 0;
+    out[k++] = BL_ISA_REF;
+    if (bl_cpu_best_isa() >= BL_ISA_AVX512) out[k++] = BL_ISA_AVX512;
+    return k;
+}
+
+/* silu(h)·u over a sweep of h from −110 to 110 (exp's underflow and overflow both reached) and
+ * random u, odd lengths so the vector tails run; special values keep their IEEE meaning. */
+static void test_silu(void) {
+    enum { N = 200003 };
+    float *h = malloc(sizeof(float) * N), *u = malloc(sizeof(float) * N);
+    float *got = malloc(sizeof(float) * N);
+    REQUIRE(h && u && got);
+    for (int i = 0; i < N; i++) {
+        h[i] = (float)(-110.0 + 220.0 * i / (N - 1));
+        if (i % 7 == 3) h[i] = (float)((urand() - 0.5) * 8.0); /* dense near 0 */
+        u[i] = (float)(0.25 + urand() * 3.0);
+    }
+    bl_isa lv[2];
+    const int nl = levels(lv);
+    for (int l = 0; l < nl; l++) {
+        int bad = 0;
+        for (int k = 0; k < N; k++) got[k] = h[k];
+        silu_at(lv[l], got, u, N);
+        for (int i = 0; i < N; i++) {
+            const double x = h[i], want = x / (1.0 + exp(-x)) * u[i];
+            const double err = fabs(got[i] - want);
+            if (!(err <= 5.0 * FLT_EPSILON * fabs(want) + (x < -88.7 ? 1e-35 : 0.0)) && bad++ < 5)
+                CHECK_MSG(0, "%s: silu(%.9g)*%.9g = %.9g, want %.9g", bl_isa_name(lv[l]), x,
+                          (double)u[i], (double)got[i], want);
+        }
+        CHECK_MSG(bad == 0, "%s: %d values outside 5 ulp", bl_isa_name(lv[l]), bad);
+        /* special values: the reference's IEEE results, and a short vector (tail only) */
+        float sh[5] = {NAN, INFINITY, -INFINITY, 0.0f, 1e30f}, su[5] = {1, 2, 1, 1, 0.5f};
+        silu_at(lv[l], sh, su, 5);
+        CHECK_MSG(isnan(sh[0]), "%s: NaN in must give NaN", bl_isa_name(lv[l]));
+        CHECK_MSG(isinf(sh[1]) && sh[1] > 0, "%s: silu(inf)*2 = %g", bl_isa_name(lv[l]), sh[1]);
+        CHECK_MSG(isnan(sh[2]), "%s: silu(-inf) = -inf/inf is NaN, got %g", bl_isa_name(lv[l]),
+                  sh[2]);
+        CHECK_MSG(sh[3] == 0.0f, "%s: silu(0) = %g", bl_isa_name(lv[l]), sh[3]);
+        CHECK_MSG(sh[4] == 0.5e30f, "%s: silu(1e30)*0.5 = %g", bl_isa_name(lv[l]), sh[4]);
+    }
+    free(h), free(u), free(got);
+}
+
+/* softmax over lengths 1..40 and 1000, values spread over ±30 (so most terms underflow far from
+ * the maximum), plus a row with equal values. */
+static void test_softmax(void) {
+    const int lens[] = {1, 2, 5, 15, 16, 17, 31, 33, 40, 1000};
+    float x[1000], got[1000];
+    double want[1000];
+    bl_isa lv[2];
+    const int nl = levels(lv);
+    for (int li = 0; li < (int)(sizeof lens / sizeof *lens); li++) {
+        const int n = lens[li];
+        for (int k = 0; k < n; k++) x[k] = (float)((urand() - 0.5) * 60.0);
+        double mx = -INFINITY, sum = 0.0;
+        for (int k = 0; k < n; k++) mx = x[k] > mx ? x[k] : mx;
+        for (int k = 0; k < n; k++) sum += (want[k] = exp(x[k] - mx));
+        for (int k = 0; k < n; k++) want[k] /= sum;
+        for (int l = 0; l < nl; l++) {
+            memcpy(got, x, sizeof(float) * (size_t)n);
+            softmax_at(lv[l], got, n);
+            int bad = 0;
+            for (int k = 0; k < n; k++)
+                if (!(fabs(got[k] - want[k]) <= (n + 8) * FLT_EPSILON * want[k] + 1e-44)) bad++;
+            CHECK_MSG(bad == 0, "%s n=%d: %d probabilities outside (n+8) ulp", bl_isa_name(lv[l]),
+                      n, bad);
+        }
+    }
+    for (int l = 0; l < nl; l++) { /* equal scores: exactly uniform */
+        for (int k = 0; k < 24; k++) got[k] = 3.5f;
+        softmax_at(lv[l], got, 24);
+        int bad = 0;
+        for (int k = 0; k < 24; k++) bad += fabsf(got[k] - 1.0f / 24) > 2 * FLT_EPSILON / 24;
+        CHECK_MSG(bad == 0, "%s: softmax of equal values is not uniform", bl_isa_name(lv[l]));
+    }
+}
+
+/* One query over n positions: head dims 12, 64, 80, 128 and 200 (tails, several slice groups),
+ * n from 1 to 300 (partial key blocks), rows wider than the head (a GQA cache's stride). */
+static void test_attend(void) {
+    const int hds[] = {12, 64, 80, 128, 200}, ns[] = {1, 2, 15, 16, 17, 33, 64, 300};
+    bl_isa lv[2];
+    const int nl = levels(lv);
+    for (int a = 0; a < (int)(sizeof hds / sizeof *hds); a++)
+        for (int b = 0; b < (int)(sizeof ns / sizeof *ns); b++) {
+            const int hd = hds[a], n = ns[b];
+            const int64_t ld = 3 * hd + 5;
+            const float scale = 1.0f / sqrtf((float)hd);
+            float *K = malloc(sizeof(float) * (size_t)(n * ld)), *V = malloc(sizeof(float) * (size_t)(n * ld));
+            float *q = malloc(sizeof(float) * (size_t)hd), *out = malloc(sizeof(float) * (size_t)hd);
+            float *P = malloc(sizeof(float) * (size_t)n);
+            double *p = malloc(sizeof(double) * (size_t)n), *want = malloc(sizeof(double) * (size_t)hd);
+            double *absw = malloc(sizeof(double) * (size_t)hd);
+            REQUIRE(K && V && q && out && P && p && want && absw);
+            for (int64_t i = 0; i < n * ld; i++) {
+                K[i] = (float)((urand() - 0.5) * 4.0);
+                V[i] = (float)((urand() - 0.5) * 2.0 + (i % 3 == 0 ? 1.0 : 0.0));
+            }
+            for (int i = 0; i < hd; i++) q[i] = (float)((urand() - 0.5) * 4.0);
+            double mx = -INFINITY, sum = 0.0, dmax = 0.0;
+            for (int k = 0; k < n; k++) {
+                double d = 0.0, da = 0.0;
+                for (int i = 0; i < hd; i++) {
+                    d += (double)q[i] * K[k * ld + i];
+                    da += fabs((double)q[i] * K[k * ld + i]);
+                }
+                p[k] = d * scale;
+                mx = p[k] > mx ? p[k] : mx;
+                dmax = da > dmax ? da : dmax;
+            }
+            for (int k = 0; k < n; k++) sum += (p[k] = exp(p[k] - mx));
+            for (int i = 0; i < hd; i++) want[i] = absw[i] = 0.0;
+            for (int k = 0; k < n; k++)
+                for (int i = 0; i < hd; i++) {
+                    want[i] += p[k] / sum * V[k * ld + i];
+                    absw[i] += p[k] / sum * fabs((double)V[k * ld + i]);
+                }
+            const double delta = hd * FLT_EPSILON * scale * dmax;
+            const double rel = 2.0 * delta + (n + hd + 8) * FLT_EPSILON;
+            for (int l = 0; l < nl; l++) {
+                for (int i = 0; i < hd; i++) out[i] = NAN;
+                attend_at(lv[l], q, K, V, ld, hd, n, scale, P, out);
+                int bad = 0;
+                double worst = 0.0;
+                for (int i = 0; i < hd; i++) {
+                    const double e = fabs(out[i] - want[i]) / absw[i];
+                    worst = e > worst ? e : worst;
+                    if (!(e <= rel)) bad++;
+                }
+                CHECK_MSG(bad == 0, "%s hd=%d n=%d: %d outputs off, worst %.3g of Σp|V| (tol %.3g)",
+                          bl_isa_name(lv[l]), hd, n, bad, worst, rel);
+            }
+            free(K), free(V), free(q), free(out), free(P), free(p), free(want), free(absw);
+        }
+}
+
+/* The dispatchers run the level asked for, clamped: the AVX-512 entry point agrees bit for bit
+ * with bl_attend at that level, and AUTO with the default level. */
+static void test_dispatch(void) {
+    if (bl_cpu_best_isa() < BL_ISA_AVX512) SKIP("this CPU has no AVX-512");
+    float q[64], K[64 * 20], V[64 * 20], P[20], a[64], b[64];
+    for (int i = 0; i < 64; i++) q[i] = (float)(urand() - 0.5);
+    for (int i = 0; i < 64 * 20; i++) K[i] = (float)(urand() - 0.5), V[i] = (float)urand();
+    bl_attend(q, K, V, 64, 64, 20, 0.125f, P, a, BL_ISA_AVX512);
+    bl_attend_avx512(q, K, V, 64, 64, 20, 0.125f, P, b);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    bl_attend(q, K, V, 64, 64, 20, 0.125f, P, a, BL_ISA_REF);
+    bl_attend_ref(q, K, V, 64, 64, 20, 0.125f, P, b);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+}
+
+int main(void) {
+    TEST_RUN(test_silu);
+    TEST_RUN(test_softmax);
+    TEST_RUN(test_attend);
+    TEST_RUN(test_dispatch);
+    return test_summary();
+}
