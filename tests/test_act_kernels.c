@@ -1,5 +1,6 @@
-/* The element-wise and attention kernels (SwiGLU gate, softmax, one query's attention) at every
- * ISA level this CPU runs, against double-precision computations of the same formulas.
+/* The element-wise and attention kernels (SwiGLU gate, softmax, attention of a group of queries) at every
+ * ISA level this CPU runs, against double-precision computations of the same formulas, and a
+ * query attended in a group against the same query alone.
  *
  * Tolerances, from the operations each result goes through (ε = FLT_EPSILON = 2^−23, one ulp of
  * a float in [1, 2)):
@@ -37,10 +38,11 @@ static void softmax_at(bl_isa isa, float *x, int64_t n) {
     if (isa == BL_ISA_AVX512) bl_softmax_avx512(x, n);
     else bl_softmax_ref(x, n);
 }
-static void attend_at(bl_isa isa, const float *q, const float *K, const float *V, int64_t ld,
-                      int hd, int n, float scale, float *P, float *out) {
-    if (isa == BL_ISA_AVX512) bl_attend_avx512(q, K, V, ld, hd, n, scale, P, out);
-    else bl_attend_ref(q, K, V, ld, hd, n, scale, P, out);
+/* G queries, rows hd apart in q and out. */
+static void attend_at(bl_isa isa, const float *q, int G, const float *K, const float *V,
+                      int64_t ld, int hd, int n, float scale, float *P, float *out) {
+    if (isa == BL_ISA_AVX512) bl_attend_avx512(q, hd, G, K, V, ld, hd, n, scale, P, out, hd);
+    else bl_attend_ref(q, hd, G, K, V, ld, hd, n, scale, P, out, hd);
 }
 
 /* The levels with a kernel of their own: the reference, and AVX-512 where the CPU has it. */
@@ -124,77 +126,94 @@ static void test_softmax(void) {
     }
 }
 
-/* One query over n positions: head dims 12, 64, 80, 128 and 200 (tails, several slice groups),
- * n from 1 to 300 (partial key blocks), rows wider than the head (a GQA cache's stride). */
+/* Groups of 1, 3 and 20 queries (more than one chunk of 16) over n positions: head dims 12, 64,
+ * 80, 128 and 200 (tails, several slice groups), n from 1 to 300 (partial key blocks and value
+ * blocks), rows wider than the head (a GQA cache's stride); every query against the double
+ * computation, and the same bits as the query alone. */
 static void test_attend(void) {
-    const int hds[] = {12, 64, 80, 128, 200}, ns[] = {1, 2, 15, 16, 17, 33, 64, 300};
+    const int hds[] = {12, 64, 80, 128, 200}, ns[] = {1, 2, 15, 16, 17, 33, 64, 65, 300};
+    const int Gs[] = {1, 3, 20};
     bl_isa lv[2];
     const int nl = levels(lv);
     for (int a = 0; a < (int)(sizeof hds / sizeof *hds); a++)
-        for (int b = 0; b < (int)(sizeof ns / sizeof *ns); b++) {
-            const int hd = hds[a], n = ns[b];
-            const int64_t ld = 3 * hd + 5;
-            const float scale = 1.0f / sqrtf((float)hd);
-            float *K = malloc(sizeof(float) * (size_t)(n * ld)), *V = malloc(sizeof(float) * (size_t)(n * ld));
-            float *q = malloc(sizeof(float) * (size_t)hd), *out = malloc(sizeof(float) * (size_t)hd);
-            float *P = malloc(sizeof(float) * (size_t)n);
-            double *p = malloc(sizeof(double) * (size_t)n), *want = malloc(sizeof(double) * (size_t)hd);
-            double *absw = malloc(sizeof(double) * (size_t)hd);
-            REQUIRE(K && V && q && out && P && p && want && absw);
-            for (int64_t i = 0; i < n * ld; i++) {
-                K[i] = (float)((urand() - 0.5) * 4.0);
-                V[i] = (float)((urand() - 0.5) * 2.0 + (i % 3 == 0 ? 1.0 : 0.0));
-            }
-            for (int i = 0; i < hd; i++) q[i] = (float)((urand() - 0.5) * 4.0);
-            double mx = -INFINITY, sum = 0.0, dmax = 0.0;
-            for (int k = 0; k < n; k++) {
-                double d = 0.0, da = 0.0;
-                for (int i = 0; i < hd; i++) {
-                    d += (double)q[i] * K[k * ld + i];
-                    da += fabs((double)q[i] * K[k * ld + i]);
+        for (int b = 0; b < (int)(sizeof ns / sizeof *ns); b++)
+            for (int gi = 0; gi < 3; gi++) {
+                const int hd = hds[a], n = ns[b], G = Gs[gi];
+                const int64_t ld = 3 * hd + 5;
+                const float scale = 1.0f / sqrtf((float)hd);
+                float *K = malloc(sizeof(float) * (size_t)(n * ld));
+                float *V = malloc(sizeof(float) * (size_t)(n * ld));
+                float *q = malloc(sizeof(float) * (size_t)(G * hd));
+                float *out = malloc(sizeof(float) * (size_t)(G * hd)), one[200];
+                float *P = malloc(sizeof(float) * (size_t)(G * n));
+                double *p = malloc(sizeof(double) * (size_t)n);
+                double *want = malloc(sizeof(double) * (size_t)hd);
+                double *absw = malloc(sizeof(double) * (size_t)hd);
+                REQUIRE(K && V && q && out && P && p && want && absw);
+                for (int64_t i = 0; i < n * ld; i++) {
+                    K[i] = (float)((urand() - 0.5) * 4.0);
+                    V[i] = (float)((urand() - 0.5) * 2.0 + (i % 3 == 0 ? 1.0 : 0.0));
                 }
-                p[k] = d * scale;
-                mx = p[k] > mx ? p[k] : mx;
-                dmax = da > dmax ? da : dmax;
-            }
-            for (int k = 0; k < n; k++) sum += (p[k] = exp(p[k] - mx));
-            for (int i = 0; i < hd; i++) want[i] = absw[i] = 0.0;
-            for (int k = 0; k < n; k++)
-                for (int i = 0; i < hd; i++) {
-                    want[i] += p[k] / sum * V[k * ld + i];
-                    absw[i] += p[k] / sum * fabs((double)V[k * ld + i]);
+                for (int i = 0; i < G * hd; i++) q[i] = (float)((urand() - 0.5) * 4.0);
+                for (int l = 0; l < nl; l++) {
+                    for (int i = 0; i < G * hd; i++) out[i] = NAN;
+                    attend_at(lv[l], q, G, K, V, ld, hd, n, scale, P, out);
+                    int bad = 0, differ = 0;
+                    double worst = 0.0, rel = 0.0;
+                    for (int g = 0; g < G; g++) {
+                        const float *qg = q + g * hd;
+                        double mx = -INFINITY, sum = 0.0, dmax = 0.0;
+                        for (int k = 0; k < n; k++) {
+                            double d = 0.0, da = 0.0;
+                            for (int i = 0; i < hd; i++) {
+                                d += (double)qg[i] * K[k * ld + i];
+                                da += fabs((double)qg[i] * K[k * ld + i]);
+                            }
+                            p[k] = d * scale;
+                            mx = p[k] > mx ? p[k] : mx;
+                            dmax = da > dmax ? da : dmax;
+                        }
+                        for (int k = 0; k < n; k++) sum += (p[k] = exp(p[k] - mx));
+                        for (int i = 0; i < hd; i++) want[i] = absw[i] = 0.0;
+                        for (int k = 0; k < n; k++)
+                            for (int i = 0; i < hd; i++) {
+                                want[i] += p[k] / sum * V[k * ld + i];
+                                absw[i] += p[k] / sum * fabs((double)V[k * ld + i]);
+                            }
+                        const double delta = hd * FLT_EPSILON * scale * dmax;
+                        rel = 2.0 * delta + (n + hd + 8) * FLT_EPSILON;
+                        for (int i = 0; i < hd; i++) {
+                            const double e = fabs(out[g * hd + i] - want[i]) / absw[i];
+                            worst = e > worst ? e : worst;
+                            if (!(e <= rel)) bad++;
+                        }
+                        if (g == 0 || g == G - 1) { /* the same bits alone */
+                            attend_at(lv[l], qg, 1, K, V, ld, hd, n, scale, P, one);
+                            differ += memcmp(one, out + g * hd, sizeof(float) * (size_t)hd) != 0;
+                        }
+                    }
+                    CHECK_MSG(bad == 0,
+                              "%s hd=%d n=%d G=%d: %d outputs off, worst %.3g of Σp|V| (tol %.3g)",
+                              bl_isa_name(lv[l]), hd, n, G, bad, worst, rel);
+                    CHECK_MSG(differ == 0, "%s hd=%d n=%d G=%d: a query in the group differs "
+                              "from the same query alone", bl_isa_name(lv[l]), hd, n, G);
                 }
-            const double delta = hd * FLT_EPSILON * scale * dmax;
-            const double rel = 2.0 * delta + (n + hd + 8) * FLT_EPSILON;
-            for (int l = 0; l < nl; l++) {
-                for (int i = 0; i < hd; i++) out[i] = NAN;
-                attend_at(lv[l], q, K, V, ld, hd, n, scale, P, out);
-                int bad = 0;
-                double worst = 0.0;
-                for (int i = 0; i < hd; i++) {
-                    const double e = fabs(out[i] - want[i]) / absw[i];
-                    worst = e > worst ? e : worst;
-                    if (!(e <= rel)) bad++;
-                }
-                CHECK_MSG(bad == 0, "%s hd=%d n=%d: %d outputs off, worst %.3g of Σp|V| (tol %.3g)",
-                          bl_isa_name(lv[l]), hd, n, bad, worst, rel);
+                free(K), free(V), free(q), free(out), free(P), free(p), free(want), free(absw);
             }
-            free(K), free(V), free(q), free(out), free(P), free(p), free(want), free(absw);
-        }
 }
 
 /* The dispatchers run the level asked for, clamped: the AVX-512 entry point agrees bit for bit
- * with bl_attend at that level, and AUTO with the default level. */
+ * with bl_attend at that level, and the reference with bl_attend at REF. */
 static void test_dispatch(void) {
     if (bl_cpu_best_isa() < BL_ISA_AVX512) SKIP("this CPU has no AVX-512");
-    float q[64], K[64 * 20], V[64 * 20], P[20], a[64], b[64];
-    for (int i = 0; i < 64; i++) q[i] = (float)(urand() - 0.5);
+    float q[128], K[64 * 20], V[64 * 20], P[40], a[128], b[128];
+    for (int i = 0; i < 128; i++) q[i] = (float)(urand() - 0.5);
     for (int i = 0; i < 64 * 20; i++) K[i] = (float)(urand() - 0.5), V[i] = (float)urand();
-    bl_attend(q, K, V, 64, 64, 20, 0.125f, P, a, BL_ISA_AVX512);
-    bl_attend_avx512(q, K, V, 64, 64, 20, 0.125f, P, b);
+    bl_attend(q, 64, 2, K, V, 64, 64, 20, 0.125f, P, a, 64, BL_ISA_AVX512);
+    bl_attend_avx512(q, 64, 2, K, V, 64, 64, 20, 0.125f, P, b, 64);
     CHECK(memcmp(a, b, sizeof a) == 0);
-    bl_attend(q, K, V, 64, 64, 20, 0.125f, P, a, BL_ISA_REF);
-    bl_attend_ref(q, K, V, 64, 64, 20, 0.125f, P, b);
+    bl_attend(q, 64, 2, K, V, 64, 64, 20, 0.125f, P, a, 64, BL_ISA_REF);
+    bl_attend_ref(q, 64, 2, K, V, 64, 64, 20, 0.125f, P, b, 64);
     CHECK(memcmp(a, b, sizeof a) == 0);
 }
 

@@ -142,13 +142,17 @@ void bl_silu_mul_ref(float *h, const float *u, int64_t n);
 /* x[0..n) ← softmax(x): e^(x − max) / Σ, n ≥ 1. */
 void bl_softmax(float *x, int64_t n, bl_isa isa);
 void bl_softmax_ref(float *x, int64_t n);
-/* One query's attention over n ≥ 1 cached positions (a decode step): out[0..hd) =
- * Σ_k p_k·V_k with p = softmax(scale·q·K_kᵀ), K_k and V_k the rows k of K and V (stride ld
- * floats). P is scratch for n floats. */
-void bl_attend(const float *q, const float *K, const float *V, int64_t ld, int hd, int n,
-               float scale, float *P, float *out, bl_isa isa);
-void bl_attend_ref(const float *q, const float *K, const float *V, int64_t ld, int hd, int n,
-                   float scale, float *P, float *out);
+/* Attention of G ≥ 1 queries over the same n ≥ 1 cached positions (a decode step; the query
+ * heads of one KV head): for query g (row g of q, stride q_stride floats), row g of out (stride
+ * out_stride) = Σ_k p_k·V_k with p = softmax(scale·q_g·K_kᵀ), K_k and V_k the rows k of K and V
+ * (stride ld floats). P is scratch for G·n floats. A query's result does not depend on G (alone
+ * or in any group, the same bits). */
+void bl_attend(const float *q, int64_t q_stride, int G, const float *K, const float *V,
+               int64_t ld, int hd, int n, float scale, float *P, float *out, int64_t out_stride,
+               bl_isa isa);
+void bl_attend_ref(const float *q, int64_t q_stride, int G, const float *K, const float *V,
+                   int64_t ld, int hd, int n, float scale, float *P, float *out,
+                   int64_t out_stride);
 
 BL_API_END
 #endif

@@ -7,7 +7,8 @@
 
 void bl_silu_mul_avx512(float *h, const float *u, int64_t n);
 void bl_softmax_avx512(float *x, int64_t n);
-void bl_attend_avx512(const float *q, const float *K, const float *V, int64_t ld, int hd, int n,
-                      float scale, float *P, float *out);
+void bl_attend_avx512(const float *q, int64_t q_stride, int G, const float *K, const float *V,
+                      int64_t ld, int hd, int n, float scale, float *P, float *out,
+                      int64_t out_stride);
 
 #endif

@@ -325,8 +325,10 @@ void bl_softmax(float *x, int64_t n, bl_isa isa) {
     else bl_softmax_ref(x, n);
 }
 
-void bl_attend(const float *q, const float *K, const float *V, int64_t ld, int hd, int n,
-               float scale, float *P, float *out, bl_isa isa) {
-    if (bl_isa_clamp(isa) == BL_ISA_AVX512) bl_attend_avx512(q, K, V, ld, hd, n, scale, P, out);
-    else bl_attend_ref(q, K, V, ld, hd, n, scale, P, out);
+void bl_attend(const float *q, int64_t q_stride, int G, const float *K, const float *V,
+               int64_t ld, int hd, int n, float scale, float *P, float *out, int64_t out_stride,
+               bl_isa isa) {
+    if (bl_isa_clamp(isa) == BL_ISA_AVX512)
+        bl_attend_avx512(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride);
+    else bl_attend_ref(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride);
 }

@@ -95,9 +95,12 @@ static float *alloc_floats(size_t a, size_t b, bool *ok) {
     return p;
 }
 
-/* Attention scores one thread needs: one span of at most min(max_batch, max_seq) queries. */
+/* Attention scores one thread needs: one span of at most min(max_batch, max_seq) queries of a
+ * head, or the query heads of one KV head (GQA group) for one query. */
 static size_t scores_per_thread(const bl_state *s) {
-    return (size_t)(s->max_batch < s->max_seq ? s->max_batch : s->max_seq) * (size_t)s->max_seq;
+    const int span = s->max_batch < s->max_seq ? s->max_batch : s->max_seq;
+    const int group = s->m->cfg.n_heads / s->m->cfg.n_kv_heads;
+    return (size_t)(span > group ? span : group) * (size_t)s->max_seq;
 }
 
 int bl_state_threads(const bl_state *s) { return s->n_threads; }
@@ -255,11 +258,14 @@ static void attention_inputs(bl_state *s, const bl_layer *ly, int l, int T) {
 }
 
 /* Causal attention of the batch's queries over the cache (GQA: kv head = head / group). Per
- * sequence and head, the sequence's T queries attend over its own slot: for T <= SMALL_T one
- * query at a time (bl_attend), else as one product Q_h·K_hᵀ and one product P·V_h. The (sequence, head) pairs
- * are split across the pool's threads, each pair computed whole by one thread, so results do not
- * depend on the thread count nor on the other sequences (the choice of method depends on the
- * sequence's own T only). Thread ith uses scores block ith (ith < n_threads). */
+ * sequence and head, the sequence's T queries attend over its own slot: for T <= SMALL_T the
+ * query heads of a KV head together, one position at a time (bl_attend: keys and values read
+ * once for the group), else head by head as one product Q_h·K_hᵀ and one product P·V_h. The
+ * units — (sequence, KV head, a part of its query heads), the parts only as fine as the thread
+ * count needs — are split across the pool's threads, each computed whole by one thread; a
+ * head's result depends neither on its unit nor on the other sequences (bl_attend gives the
+ * same bits in any group; the choice of method depends on the sequence's own T only), so not on
+ * the thread count. Thread ith uses scores block ith (ith < n_threads). */
 /* Sequences of at most this many new tokens attend query by query instead of with two BLAS
  * calls. Attention runs on one thread below ATT_PAR_MIN multiply-adds (queries × positions ×
  * head dim × heads): a TinyLlama decode step at 64 positions (131k) takes ~10 µs with the
@@ -270,42 +276,49 @@ static void attention_inputs(bl_state *s, const bl_layer *ly, int l, int T) {
 typedef struct {
     bl_state *s;
     int l;
+    int sub; /* each GQA group's query heads in `sub` units of group/sub heads */
 } attn_job;
 
-static void attention_pairs(void *ctx, int ith, int nth) {
+static void attention_units(void *ctx, int ith, int nth) {
     const attn_job *j = ctx;
     bl_state *s = j->s;
     const int l = j->l;
     const bl_config *c = &s->m->cfg;
-    const int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
+    const int hd = c->head_dim, group = c->n_heads / c->n_kv_heads, G = group / j->sub;
+    const int units_per_span = c->n_kv_heads * j->sub;
     const float inv_sqrt = 1.0f / sqrtf((float)hd);
     float *P = s->scores + (size_t)ith * scores_per_thread(s);
-    int64_t p0, p1;
-    bl_split_range((int64_t)s->n_spans * c->n_heads, ith, nth, &p0, &p1);
-    for (int64_t ph = p0; ph < p1; ph++) {
-        const seq_span *sp = &s->spans[ph / c->n_heads];
-        const int h = (int)(ph % c->n_heads), kvh = h / group, T = sp->n;
+    int64_t u0, u1;
+    bl_split_range((int64_t)s->n_spans * units_per_span, ith, nth, &u0, &u1);
+    for (int64_t u = u0; u < u1; u++) {
+        const seq_span *sp = &s->spans[u / units_per_span];
+        const int h0 = (int)(u % units_per_span) * G, kvh = h0 / group, T = sp->n;
         const int n_ctx = sp->pos0 + T; /* keys visible to the last query */
         const float *kh = cache_at(s, s->k_cache, sp->slot, l) + (size_t)kvh * hd;
         const float *vh = cache_at(s, s->v_cache, sp->slot, l) + (size_t)kvh * hd;
-        const float *q = s->q + (size_t)sp->row0 * s->q_dim + (size_t)h * hd;
-        float *out = s->att + (size_t)sp->row0 * s->q_dim + (size_t)h * hd;
-        if (T <= SMALL_T) { /* decode: plain loops, no BLAS call overhead */
+        const float *q0 = s->q + (size_t)sp->row0 * s->q_dim + (size_t)h0 * hd;
+        float *out0 = s->att + (size_t)sp->row0 * s->q_dim + (size_t)h0 * hd;
+        if (T <= SMALL_T) { /* decode: the G heads together, one query position at a time */
             for (int t = 0; t < T; t++)
-                bl_attend(q + (size_t)t * s->q_dim, kh, vh, s->kv_dim, hd, sp->pos0 + t + 1,
-                          inv_sqrt, P, out + (size_t)t * s->q_dim, s->ex.isa);
+                bl_attend(q0 + (size_t)t * s->q_dim, hd, G, kh, vh, s->kv_dim, hd,
+                          sp->pos0 + t + 1, inv_sqrt, P, out0 + (size_t)t * s->q_dim, hd,
+                          s->ex.isa);
             continue;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n_ctx, hd, inv_sqrt, q, s->q_dim,
-                    kh, s->kv_dim, 0.0f, P, n_ctx);
-        for (int t = 0; t < T; t++) {
-            float *row = P + (size_t)t * n_ctx;
-            const int visible = sp->pos0 + t + 1;
-            bl_softmax(row, visible, s->ex.isa);
-            for (int k = visible; k < n_ctx; k++) row[k] = 0.0f;
+        for (int h = 0; h < G; h++) {
+            const float *q = q0 + (size_t)h * hd;
+            float *out = out0 + (size_t)h * hd;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n_ctx, hd, inv_sqrt, q,
+                        s->q_dim, kh, s->kv_dim, 0.0f, P, n_ctx);
+            for (int t = 0; t < T; t++) {
+                float *row = P + (size_t)t * n_ctx;
+                const int visible = sp->pos0 + t + 1;
+                bl_softmax(row, visible, s->ex.isa);
+                for (int k = visible; k < n_ctx; k++) row[k] = 0.0f;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, n_ctx, 1.0f, P, n_ctx,
+                        vh, s->kv_dim, 0.0f, out, s->q_dim);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, n_ctx, 1.0f, P, n_ctx, vh,
-                    s->kv_dim, 0.0f, out, s->q_dim);
     }
 }
 
@@ -315,10 +328,18 @@ static void attention(bl_state *s, int l) {
     for (int i = 0; i < s->n_spans; i++)
         work += (double)s->spans[i].n * (s->spans[i].pos0 + s->spans[i].n) * c->head_dim *
                 c->n_heads;
-    const int pairs = s->n_spans * c->n_heads;
-    attn_job j = {s, l};
-    const int nth = work > ATT_PAR_MIN ? (pairs < s->n_threads ? pairs : s->n_threads) : 1;
-    bl_pool_run_n(s->pool, nth, attention_pairs, &j);
+    const int group = c->n_heads / c->n_kv_heads;
+    int nth = work > ATT_PAR_MIN ? s->n_threads : 1;
+    /* the fewest units per GQA group (a divisor of the group) that give every thread one */
+    int sub = 1;
+    while (sub < group && (int64_t)s->n_spans * c->n_kv_heads * sub < nth) {
+        sub++;
+        while (group % sub) sub++;
+    }
+    const int64_t units = (int64_t)s->n_spans * c->n_kv_heads * sub;
+    if (units < nth) nth = (int)units;
+    attn_job j = {s, l, sub};
+    bl_pool_run_n(s->pool, nth, attention_units, &j);
 }
 
 /* SwiGLU's activation, hb = silu(hb)·hb2 (bl_silu_mul), over elements [i0, i1): element-wise, so

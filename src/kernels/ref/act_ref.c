@@ -21,8 +21,8 @@ void bl_softmax_ref(float *x, int64_t n) {
     for (int64_t k = 0; k < n; k++) x[k] *= inv;
 }
 
-void bl_attend_ref(const float *q, const float *K, const float *V, int64_t ld, int hd, int n,
-                   float scale, float *P, float *out) {
+static void attend_one(const float *q, const float *K, const float *V, int64_t ld, int hd, int n,
+                       float scale, float *P, float *out) {
     for (int k = 0; k < n; k++) {
         const float *kr = K + (int64_t)k * ld;
         float d = 0.0f;
@@ -37,4 +37,12 @@ void bl_attend_ref(const float *q, const float *K, const float *V, int64_t ld, i
         BL_SIMD
         for (int i = 0; i < hd; i++) out[i] += p * vr[i];
     }
+}
+
+void bl_attend_ref(const float *q, int64_t q_stride, int G, const float *K, const float *V,
+                   int64_t ld, int hd, int n, float scale, float *P, float *out,
+                   int64_t out_stride) {
+    for (int g = 0; g < G; g++)
+        attend_one(q + g * q_stride, K, V, ld, hd, n, scale, P + (int64_t)g * n,
+                   out + g * out_stride);
 }
