@@ -29,20 +29,10 @@ static double urand(void) { /* [0, 1) */
     return (double)(rng_state >> 11) / 9007199254740992.0;
 }
 
-/* The kernel of one ISA level (the dispatcher would clamp a level the CPU lacks). */
-static void silu_at(bl_isa isa, float *h, const float *u, int64_t n) {
-    if (isa == BL_ISA_AVX512) bl_silu_mul_avx512(h, u, n);
-    else bl_silu_mul_ref(h, u, n);
-}
-static void softmax_at(bl_isa isa, float *x, int64_t n) {
-    if (isa == BL_ISA_AVX512) bl_softmax_avx512(x, n);
-    else bl_softmax_ref(x, n);
-}
-/* G queries, rows hd apart in q and out. */
+/* G queries, rows hd apart in q and out, at one ISA level (bl_attend runs the level asked for). */
 static void attend_at(bl_isa isa, const float *q, int G, const float *K, const float *V,
                       int64_t ld, int hd, int n, float scale, float *P, float *out) {
-    if (isa == BL_ISA_AVX512) bl_attend_avx512(q, hd, G, K, V, ld, hd, n, scale, P, out, hd);
-    else bl_attend_ref(q, hd, G, K, V, ld, hd, n, scale, P, out, hd);
+    bl_attend(q, hd, G, K, V, ld, hd, n, scale, P, out, hd, isa);
 }
 
 /* The levels with a kernel of their own: the reference, and AVX-512 where the CPU has it. */
@@ -70,7 +60,7 @@ static void test_silu(void) {
     for (int l = 0; l < nl; l++) {
         int bad = 0;
         for (int k = 0; k < N; k++) got[k] = h[k];
-        silu_at(lv[l], got, u, N);
+        bl_silu_mul(got, u, N, lv[l]);
         for (int i = 0; i < N; i++) {
             const double x = h[i], want = x / (1.0 + exp(-x)) * u[i];
             const double err = fabs(got[i] - want);
@@ -81,7 +71,7 @@ static void test_silu(void) {
         CHECK_MSG(bad == 0, "%s: %d values outside 5 ulp", bl_isa_name(lv[l]), bad);
         /* special values: the reference's IEEE results, and a short vector (tail only) */
         float sh[5] = {NAN, INFINITY, -INFINITY, 0.0f, 1e30f}, su[5] = {1, 2, 1, 1, 0.5f};
-        silu_at(lv[l], sh, su, 5);
+        bl_silu_mul(sh, su, 5, lv[l]);
         CHECK_MSG(isnan(sh[0]), "%s: NaN in must give NaN", bl_isa_name(lv[l]));
         CHECK_MSG(isinf(sh[1]) && sh[1] > 0, "%s: silu(inf)*2 = %g", bl_isa_name(lv[l]), sh[1]);
         CHECK_MSG(isnan(sh[2]), "%s: silu(-inf) = -inf/inf is NaN, got %g", bl_isa_name(lv[l]),
@@ -109,7 +99,7 @@ static void test_softmax(void) {
         for (int k = 0; k < n; k++) want[k] /= sum;
         for (int l = 0; l < nl; l++) {
             memcpy(got, x, sizeof(float) * (size_t)n);
-            softmax_at(lv[l], got, n);
+            bl_softmax(got, n, lv[l]);
             int bad = 0;
             for (int k = 0; k < n; k++)
                 if (!(fabs(got[k] - want[k]) <= (n + 8) * FLT_EPSILON * want[k] + 1e-44)) bad++;
@@ -119,7 +109,7 @@ static void test_softmax(void) {
     }
     for (int l = 0; l < nl; l++) { /* equal scores: exactly uniform */
         for (int k = 0; k < 24; k++) got[k] = 3.5f;
-        softmax_at(lv[l], got, 24);
+        bl_softmax(got, 24, lv[l]);
         int bad = 0;
         for (int k = 0; k < 24; k++) bad += fabsf(got[k] - 1.0f / 24) > 2 * FLT_EPSILON / 24;
         CHECK_MSG(bad == 0, "%s: softmax of equal values is not uniform", bl_isa_name(lv[l]));
@@ -202,8 +192,8 @@ static void test_attend(void) {
             }
 }
 
-/* The dispatchers run the level asked for, clamped: the AVX-512 entry point agrees bit for bit
- * with bl_attend at that level, and the reference with bl_attend at REF. */
+/* The dispatchers, which the cases above call, run the level asked for: each kernel's entry point
+ * agrees bit for bit with its dispatcher at that level. */
 static void test_dispatch(void) {
     if (bl_cpu_best_isa() < BL_ISA_AVX512) SKIP("this CPU has no AVX-512");
     float q[128], K[64 * 20], V[64 * 20], P[40], a[128], b[128];
@@ -215,6 +205,19 @@ static void test_dispatch(void) {
     bl_attend(q, 64, 2, K, V, 64, 64, 20, 0.125f, P, a, 64, BL_ISA_REF);
     bl_attend_ref(q, 64, 2, K, V, 64, 64, 20, 0.125f, P, b, 64);
     CHECK(memcmp(a, b, sizeof a) == 0);
+    const float *u = V; /* 128 gates, 128 multipliers */
+    for (int isa = BL_ISA_REF; isa <= BL_ISA_AVX512; isa += BL_ISA_AVX512 - BL_ISA_REF) {
+        memcpy(a, K, sizeof a), memcpy(b, K, sizeof b);
+        bl_silu_mul(a, u, 128, (bl_isa)isa);
+        if (isa == BL_ISA_AVX512) bl_silu_mul_avx512(b, u, 128);
+        else bl_silu_mul_ref(b, u, 128);
+        CHECK_MSG(memcmp(a, b, sizeof a) == 0, "bl_silu_mul at %s", bl_isa_name((bl_isa)isa));
+        memcpy(a, K, sizeof a), memcpy(b, K, sizeof b);
+        bl_softmax(a, 128, (bl_isa)isa);
+        if (isa == BL_ISA_AVX512) bl_softmax_avx512(b, 128);
+        else bl_softmax_ref(b, 128);
+        CHECK_MSG(memcmp(a, b, sizeof a) == 0, "bl_softmax at %s", bl_isa_name((bl_isa)isa));
+    }
 }
 
 int main(void) {

@@ -260,10 +260,10 @@ static void attention_inputs(bl_state *s, const bl_layer *ly, int l, int T) {
 /* Causal attention of the batch's queries over the cache (GQA: kv head = head / group). Per
  * sequence and head, the sequence's T queries attend over its own slot: for T <= SMALL_T the
  * query heads of a KV head together, one position at a time (bl_attend: keys and values read
- * once for the group), else head by head and in blocks of ATT_QBLOCK queries as one product Q·K_hᵀ and one product
- * P·V_h over the positions the block sees. The
- * units — (sequence, KV head, a part of its query heads), the parts only as fine as the thread
- * count needs — are split across the pool's threads, each computed whole by one thread; a
+ * once for the group), else head by head and in blocks of ATT_QBLOCK queries, as one product
+ * Q·K_hᵀ and one product P·V_h over the positions the block sees. The units — (sequence, KV
+ * head, a part of its query heads), the parts only as fine as the thread count needs — are
+ * split across the pool's threads, each computed whole by one thread; a
  * head's result depends neither on its unit nor on the other sequences (bl_attend gives the
  * same bits in any group; the choice of method depends on the sequence's own T only), so not on
  * the thread count. Thread ith uses scores block ith (ith < n_threads). */

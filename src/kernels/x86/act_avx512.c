@@ -81,13 +81,17 @@ static float max_of(const float *x, int64_t n) {
     return _mm512_reduce_max_ps(mx);
 }
 
-void bl_softmax_avx512(float *x, int64_t n) {
-    const float inv = 1.0f / exp_sub_sum(x, n, max_of(x, n));
-    const __m512 s = _mm512_set1_ps(inv);
+/* x[0..n) ← x·f */
+static void scale_by(float *x, int64_t n, float f) {
+    const __m512 s = _mm512_set1_ps(f);
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 k = head_mask(n - i);
         _mm512_mask_storeu_ps(x + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), s));
     }
+}
+
+void bl_softmax_avx512(float *x, int64_t n) {
+    scale_by(x, n, 1.0f / exp_sub_sum(x, n, max_of(x, n)));
 }
 
 /* Lane p of the result = Σ of the lanes of v[SIGMA(p)], SIGMA = (0 2 1 3 8 10 9 11 4 6 5 7 12 14
@@ -209,14 +213,7 @@ static void attend_chunk(const float *q, int64_t q_stride, int G, const float *K
         for (int g = 0; g < G; g++)
             weigh_keys(V, ld, hd, b, b1, P + (int64_t)g * n, out + g * out_stride, b == 0);
     }
-    for (int g = 0; g < G; g++) {
-        const __m512 iv = _mm512_set1_ps(inv[g]);
-        float *o = out + g * out_stride;
-        for (int c = 0; c < hd; c += 16) {
-            const __mmask16 k = head_mask(hd - c);
-            _mm512_mask_storeu_ps(o + c, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, o + c), iv));
-        }
-    }
+    for (int g = 0; g < G; g++) scale_by(out + g * out_stride, hd, inv[g]);
 }
 
 void bl_attend_avx512(const float *q, int64_t q_stride, int G, const float *K, const float *V,
