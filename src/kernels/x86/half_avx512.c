@@ -14,7 +14,11 @@
  * of 4 rows read side by side (four interleaved streams) reached 60-70 % and two rows 45-55 %.
  * A software prefetch PF_BYTES ahead in that stream (continuing into the next rows) lifted F16
  * decode at TinyLlama dims from 12.6-13.7 to 14.5-16.0 tok/s on one thread of a quiet Zen 5
- * (1 KiB ahead: 13.1; 2 KiB: 14.0-14.8; 4-8 KiB: 14.5-16.0). One accumulator per output is a
+ * (1 KiB ahead: 13.1; 2 KiB: 14.0-14.8; 4-8 KiB: 14.5-16.0). At Llama-2-7B dims 8 KiB beats
+ * 4 KiB on one thread: 7B F16 decode from the page cache (mmap), three alternations, 1.35-1.40
+ * tok/s against 1.18-1.38 (16 KiB: 1.09-1.24, though it led in GEMVs over huge pages); on two
+ * threads 2.26-2.37 against 2.06-2.30; TinyLlama dims alike within noise (8.7-8.9 against
+ * 8.3-9.2 on one thread, 15.8-17.4 against 16.0-16.6 on two). One accumulator per output is a
  * chain of dependent FMAs, one per 32 bytes of F16 row: 8 bytes per cycle at a 4-cycle latency,
  * above what one core draws from DRAM (11008×4096 F16 decode: 3.0 ms with one accumulator,
  * 3.5 ms with two).
@@ -32,7 +36,7 @@
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 #define RT 6 /* rows per batched tile */
 #define TT 4 /* tokens per batched tile */
-#define PF_BYTES 4096 /* decode prefetch distance (above) */
+#define PF_BYTES 8192 /* decode prefetch distance (above) */
 
 ALWAYS_INLINE __m512 widen(int bf16, __m256i h) {
     return bf16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
