@@ -165,7 +165,7 @@ int main(int argc, char **argv) {
         bl_pool *pool = NULL;
         bl_err err = {0};
         if (bl_pool_new(threads[ti], &pool, &err) != BL_OK) die(err.msg);
-        const bl_exec ex = {pool, BL_ISA_AUTO};
+        const bl_exec ex = {pool, BL_ISA_AUTO, BL_TABLES_F32};
         double best_sign = 1e30, best_head[HEAD_KINDS] = {1e30, 1e30, 1e30};
         for (int r = 0; r < reps + 1; r++) { /* the first pass warms up */
             double t0 = bl_time_s();

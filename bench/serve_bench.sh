@@ -11,7 +11,8 @@
 #   bench/serve_bench.sh [WORKDIR]    env: TOKENS (per answer, 32), REQUESTS (per client, 2),
 #                                          FORMATS ("f16 onebit dbf"), CLIENTS ("1 4 8"),
 #                                          BUILD (build), ARCH (tinyllama-1.1b),
-#                                          THREADS (server threads; default: all cores)
+#                                          THREADS (server threads; default: all cores),
+#                                          SIGN_TABLES (f32 or i8: serve --sign-tables; default f32)
 # WORKDIR (default /tmp/bitllm-serve-bench) keeps the synthetic models between runs (~3 GiB).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,6 +26,7 @@ FORMATS=${FORMATS:-f16 onebit dbf}
 CLIENTS=${CLIENTS:-1 4 8}
 ARCH=${ARCH:-tinyllama-1.1b}
 THREADS=${THREADS:-}
+SIGN_TABLES=${SIGN_TABLES:-f32}
 [ -x "$BIN" ] && [ -x "$CLIENT" ] || { echo "build first: make (needs $BIN and $CLIENT)" >&2; exit 1; }
 mkdir -p "$W"
 [ -e "$W/f16/config.json" ] || nice "$BIN" synth --arch "$ARCH" -o "$W/f16" >&2
@@ -37,7 +39,7 @@ load() { cut -d' ' -f1-3 /proc/loadavg; }
 cpu_s() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
 cpu=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 echo "machine: $cpu, $(nproc) cores, OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}," \
-     "server threads ${THREADS:-all cores}; $ARCH dimensions," \
+     "server threads ${THREADS:-all cores}, sign tables $SIGN_TABLES; $ARCH dimensions," \
      "random weights; $REQUESTS requests x $TOKENS tokens per client, 16-token prompts"
 echo
 echo "| format | bpw (layers) | clients | tok/s (all clients) | x 1 client | ms/token p50 | ms/token p99 | first token p50 | server CPU ms/token | x 1 client (CPU) | load avg |"
@@ -46,7 +48,8 @@ for f in $FORMATS; do
   bpw=$("$BIN" info "$W/$f" --json 2>/dev/null | python3 -c "import json,sys;print('%.2f'%json.load(sys.stdin)['bpw_layers'])" 2>/dev/null || echo "?")
   log=$W/server-$f.log
   : > "$log"
-  "$BIN" serve "$W/$f" --port 0 --parallel 8 --ctx 256 ${THREADS:+--threads "$THREADS"} 2>"$log" &
+  "$BIN" serve "$W/$f" --port 0 --parallel 8 --ctx 256 ${THREADS:+--threads "$THREADS"} \
+    --sign-tables "$SIGN_TABLES" 2>"$log" &
   pid=$!
   port=
   for _ in $(seq 1 1200); do
@@ -62,11 +65,12 @@ for f in $FORMATS; do
     before=$(load); c0=$(cpu_s "$pid")
     r=$("$CLIENT" --port "$port" --clients "$c" --requests "$REQUESTS" --tokens "$TOKENS" --json)
     c1=$(cpu_s "$pid")
-    echo "$f $r {\"server_cpu_s\":$(python3 -c "print($c1-$c0)")}" >> "$W/results.jsonl"
+    echo "$f $SIGN_TABLES $r {\"server_cpu_s\":$(python3 -c "print($c1-$c0)")}" >> "$W/results.jsonl"
     read -r rate p50 p99 ft ntok < <(python3 -c "import json,sys;d=json.loads(sys.argv[1]);print(d['tok_per_s'],d['ms_per_token_p50'],d['ms_per_token_p99'],d['ttft_ms_p50'],d['tokens'])" "$r")
     cpt=$(python3 -c "print(1e3*($c1-$c0)/$ntok)")
     [ -n "$base" ] || { base=$rate; cbase=$cpt; }
-    printf '| %s | %s | %d | %.2f | %.2f | %.0f | %.0f | %.0f | %.1f | %.2f | %s → %s |\n' "$f" "$bpw" \
+    lab=$f; [ "$SIGN_TABLES" = f32 ] || [ "$f" = f16 ] || lab="$f ($SIGN_TABLES tables)"
+    printf '| %s | %s | %d | %.2f | %.2f | %.0f | %.0f | %.0f | %.1f | %.2f | %s → %s |\n' "$lab" "$bpw" \
       "$c" "$rate" "$(python3 -c "print($rate/$base)")" "$p50" "$p99" "$ft" "$cpt" \
       "$(python3 -c "print($cbase/$cpt)")" "$before" "$(load)"
   done

@@ -110,7 +110,7 @@ static void fill_nan(float *v, size_t n) {
 }
 
 /* Threads and ISA level of the forward passes below (test_threads and test_isa_levels vary it). */
-static bl_exec cur_ex = {NULL, BL_ISA_AUTO};
+static bl_exec cur_ex = {NULL, BL_ISA_AUTO, BL_TABLES_F32};
 
 /* forward() with an exactly sized workspace, NaN-filled so reads of stale data show up. */
 static float *run_forward(const bl_linear *L, const float *x, int64_t T) {

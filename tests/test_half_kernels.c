@@ -109,7 +109,7 @@ static void check_problem(bl_dtype dt, int64_t m, int64_t n, int64_t T, uint64_t
                 mag[t * m + i] += fabs((double)weight_at(dt, W, i * n + j) * X[t * n + j]);
     const bl_isa best = bl_cpu_best_isa();
     for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
-        const bl_exec one = {NULL, (bl_isa)isa}, two = {two_threads, (bl_isa)isa};
+        const bl_exec one = {NULL, (bl_isa)isa, BL_TABLES_F32}, two = {two_threads, (bl_isa)isa, BL_TABLES_F32};
         matmul(dt, W, m, n, X, T, Y1, &one);
         matmul(dt, W, m, n, X, T, Y2, &two);
         double worst = 0;

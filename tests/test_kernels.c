@@ -77,11 +77,21 @@ static double worst_ratio(const float *got, const float *ref, const float *abssu
 
 static bl_pool *two_threads; /* made in main */
 
+/* Whether a BL_TABLES_I8 result differs (bitwise) from the specification's. */
+static bool i8_mismatch(const bl_signmat *S, const float *X, int64_t T, const float *got) {
+    float *want = malloc((size_t)(T * S->m + 1) * sizeof *want);
+    if (!want) return true;
+    bl_sign_matmul_i8_ref(S, X, T, want);
+    const bool bad = memcmp(want, got, (size_t)(T * S->m) * sizeof *want) != 0;
+    free(want);
+    return bad;
+}
+
 /* Runs variant k (or the public entry point for `isa` when k < 0) at 1 and 2 threads into
  * out1/out2; returns whether the two are bitwise equal. */
 static int run_threads(int k, bool transposed, bl_isa isa, const bl_signmat *S, const float *in,
                        int64_t T, float *out1, float *out2, size_t len) {
-    const bl_exec one = {NULL, isa}, two = {two_threads, isa};
+    const bl_exec one = {NULL, isa, BL_TABLES_F32}, two = {two_threads, isa, BL_TABLES_F32};
     if (k >= 0) {
         bl_sign_variant_run(k, S, in, T, out1, &one);
         bl_sign_variant_run(k, S, in, T, out2, &two);
@@ -207,6 +217,8 @@ static void test_all_variants(void) {
             int same = run_threads(k, false, v[k].isa, &S, in, p.T, o1, o2, (size_t)(p.T * len));
             double w = v[k].transposed ? worst_ratio(o1, p.Zref, p.vabs, p.T, p.n)
                                        : worst_ratio(o1, p.Yref, p.xabs, p.T, p.m);
+            if (v[k].tables == BL_TABLES_I8) /* its specification, bit for bit */
+                w = i8_mismatch(&S, p.X, p.T, o1) ? INFINITY : 0.0;
             CHECK_MSG(same && w <= 1.0, "%s/%s m=%lld n=%lld T=%lld: same=%d error %.3g x tol",
                       bl_isa_name(v[k].isa), v[k].name, (long long)p.m, (long long)p.n,
                       (long long)p.T, same, w);
@@ -214,7 +226,7 @@ static void test_all_variants(void) {
             int bad = 0;
             for (int64_t Tp = 1; Tp <= p.T && Tp <= 17; Tp++)
                 for (int64_t t0 = 0; t0 + Tp <= p.T; t0 += Tp > 5 ? p.T : 3) {
-                    const bl_exec two = {two_threads, v[k].isa};
+                    const bl_exec two = {two_threads, v[k].isa, BL_TABLES_F32};
                     bl_sign_variant_run(k, &S, in + t0 * in_len, Tp, o2, &two);
                     bad += memcmp(o2, o1 + t0 * len, (size_t)(Tp * len) * sizeof(float)) != 0;
                 }
@@ -246,7 +258,7 @@ static void test_layout_shared_and_bit_identical(void) {
     float *a = malloc(len * sizeof(float)), *b = malloc(len * sizeof(float));
     REQUIRE(a && b);
     for (int isa = BL_ISA_AVX2; isa <= (int)bl_cpu_best_isa(); isa++) {
-        const bl_exec ex = {two_threads, (bl_isa)isa};
+        const bl_exec ex = {two_threads, (bl_isa)isa, BL_TABLES_F32};
         bl_sign_matmul(&S, p.X, p.T, a, &ex);
         bl_sign_matmul(&U, p.X, p.T, b, &ex);
         CHECK_MSG(memcmp(a, b, len * sizeof(float)) == 0, "%s", bl_isa_name((bl_isa)isa));
@@ -322,6 +334,15 @@ static void test_padding_bits_ignored(void) {
         bl_sign_variant_run(k, &S, v[k].transposed ? p.V : p.X, p.T, out, NULL);
         double w = v[k].transposed ? worst_ratio(out, p.Zref, p.vabs, p.T, p.n)
                                    : worst_ratio(out, p.Yref, p.xabs, p.T, p.m);
+        if (v[k].tables == BL_TABLES_I8) {
+            /* the specification on a copy without the padding bits */
+            uint8_t clean[37 * 2];
+            memcpy(clean, p.bits, sizeof clean);
+            for (int64_t i = 0; i < p.m; i++) clean[i * rb + rb - 1] &= 0x1F;
+            bl_signmat C;
+            bl_signmat_init(&C, p.m, p.n, clean);
+            w = i8_mismatch(&C, p.X, p.T, out) ? INFINITY : 0.0;
+        }
         CHECK_MSG(w <= 1.0, "%s/%s: error %.3g x tol", bl_isa_name(v[k].isa), v[k].name, w);
         bl_signmat_release(&S);
     }
@@ -351,7 +372,7 @@ static void test_edges_and_dispatch(void) {
     bl_signmat_init(&S, 3, 3, NULL);
     CHECK(bl_signmat_prepare(&S, BL_ISA_AVX512, NULL, &err) == BL_ERR_ARG);
     for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
-        const bl_exec ex = {two_threads, (bl_isa)isa};
+        const bl_exec ex = {two_threads, (bl_isa)isa, BL_TABLES_F32};
         float x[4] = {1, 2, 3, 4}, y[4] = {7, 7, 7, 7};
         bl_signmat_init(&S, 2, 0, NULL); /* n = 0: y = 0 */
         CHECK(bl_signmat_prepare(&S, (bl_isa)isa, NULL, NULL) == BL_OK);
@@ -452,7 +473,8 @@ static void test_qmat(void) {
                     }
                 CHECK_MSG(bad_ref == 0, "reference %lldx%lld bits %d: %d outputs off", (long long)m, (long long)n, bits, bad_ref);
                 if (simd) {
-                    const bl_exec one = {NULL, BL_ISA_AVX512}, two = {two_threads, BL_ISA_AVX512};
+                    const bl_exec one = {NULL, BL_ISA_AVX512, BL_TABLES_F32},
+                                  two = {two_threads, BL_ISA_AVX512, BL_TABLES_F32};
                     CHECK(bl_qmat_simd_ok(&p.Q, &one));
                     bl_qmat_matmul(&p.Q, X, T, y1, &one);
                     bl_qmat_matmul(&p.Q, X, T, y2, &two);
@@ -478,11 +500,82 @@ static void test_qmat(void) {
             }
     /* layouts without a SIMD kernel are refused by bl_qmat_simd_ok, never computed wrong */
     bl_qmat odd = {4, 40, 6, 32, NULL, NULL}, g8 = {4, 40, 8, 8, NULL, NULL};
-    const bl_exec e = {NULL, BL_ISA_AVX512};
+    const bl_exec e = {NULL, BL_ISA_AVX512, BL_TABLES_F32};
     CHECK(!bl_qmat_simd_ok(&odd, &e) && !bl_qmat_simd_ok(&g8, &e));
-    const bl_exec eref = {NULL, BL_ISA_REF};
+    const bl_exec eref = {NULL, BL_ISA_REF, BL_TABLES_F32};
     bl_qmat q8 = {4, 40, 8, 32, NULL, NULL};
     CHECK(!bl_qmat_simd_ok(&q8, &eref));
+}
+
+/* BL_TABLES_I8: the public entry point at every level equals the specification bit for bit
+ * (prepared or not, 1 or 2 threads), and the specification's error against the exact product
+ * stays within its bound. Bound, per output: each of a word's 8 group codes is off its f32
+ * entry by at most half a step (scale_w/2) plus the rounding of entry·inv (< 2⁻²³·127 steps),
+ * and the entry off the exact group sum by 3 roundings of its size (≤ 2⁻²³·a_q ≤ 2⁻²³·max_w):
+ * 4·scale_w·(1 + 2⁻¹⁶) + 8·2⁻²³·max_w per word; the f32 FMA chain over the words adds at most
+ * 1e-5·Σ|x| as for the f32 kernels. Inputs: normal, and normal with one outlier 1000× larger per
+ * 97 columns (the case int8 tables handle worst: the outlier's word loses the small inputs). */
+static void test_i8_tables(void) {
+    static const int64_t shapes[][3] = {{1, 1, 1}, {17, 33, 3}, {65, 513, 9}, {300, 1100, 8},
+                                        {64, 4096, 2}};
+    const bl_isa best = bl_cpu_best_isa();
+    for (int s = 0; s < 5; s++)
+        for (int outliers = 0; outliers < 2; outliers++) {
+            problem p;
+            REQUIRE(problem_make(&p, shapes[s][0], shapes[s][1], shapes[s][2], 500 + (uint64_t)s));
+            if (outliers)
+                for (int64_t k = 0; k < p.T * p.n; k += 97) p.X[k] *= 1000.0f;
+            bl_signmat U;
+            bl_signmat_init(&U, p.m, p.n, p.bits);
+            float *want = malloc((size_t)(p.T * p.m) * sizeof *want);
+            float *got = malloc((size_t)(p.T * p.m) * sizeof *got);
+            REQUIRE(want && got);
+            bl_sign_matmul_i8_ref(&U, p.X, p.T, want);
+            /* the error bound, against a double-precision exact product */
+            const int64_t rb = bl_sign_row_bytes(p.n), words = (p.n + 31) / 32;
+            double worst = 0.0;
+            for (int64_t t = 0; t < p.T; t++) {
+                const float *x = p.X + t * p.n;
+                double tol = 0.0, xabs = 0.0;
+                for (int64_t w = 0; w < words; w++) {
+                    float maxw = 0.0f;
+                    for (int64_t j0 = 32 * w; j0 < 32 * w + 32 && j0 < p.n; j0 += 4) {
+                        float a = 0.0f;
+                        for (int64_t j = j0; j < j0 + 4 && j < p.n; j++) a += fabsf(x[j]);
+                        maxw = a > maxw ? a : maxw;
+                    }
+                    tol += 4.0 * (maxw / 127.0) * (1.0 + 1.0 / 65536.0) + 8.0 * ldexp(maxw, -23);
+                }
+                for (int64_t j = 0; j < p.n; j++) xabs += fabsf(x[j]);
+                tol += 1e-5 * xabs + 1e-6;
+                for (int64_t i = 0; i < p.m; i++) {
+                    double e = 0.0;
+                    for (int64_t j = 0; j < p.n; j++) e += bl_sign_get(p.bits, rb, i, j) * (double)x[j];
+                    const double d = fabs((double)want[t * p.m + i] - e);
+                    if (!(d / tol <= worst)) worst = d / tol;
+                }
+            }
+            CHECK_MSG(worst <= 1.0, "i8 spec %lldx%lld outliers=%d: error %.3g x its bound",
+                      (long long)p.m, (long long)p.n, outliers, worst);
+            /* the public entry point at every level, prepared and not, 1 and 2 threads */
+            for (int isa = BL_ISA_REF; isa <= (int)best; isa++)
+                for (int prep = 0; prep < 2; prep++)
+                    for (int th = 0; th < 2; th++) {
+                        bl_signmat S;
+                        bl_signmat_init(&S, p.m, p.n, p.bits);
+                        if (prep) REQUIRE(bl_signmat_prepare(&S, (bl_isa)isa, NULL, NULL) == BL_OK);
+                        const bl_exec ex = {th ? two_threads : NULL, (bl_isa)isa, BL_TABLES_I8};
+                        memset(got, 0xFF, (size_t)(p.T * p.m) * sizeof *got);
+                        bl_sign_matmul(&S, p.X, p.T, got, &ex);
+                        CHECK_MSG(memcmp(got, want, (size_t)(p.T * p.m) * sizeof *got) == 0,
+                                  "i8 %s %lldx%lld T=%lld prepared=%d threads=%d: not the spec",
+                                  bl_isa_name((bl_isa)isa), (long long)p.m, (long long)p.n,
+                                  (long long)p.T, prep, th + 1);
+                        bl_signmat_release(&S);
+                    }
+            free(want), free(got);
+            problem_free(&p);
+        }
 }
 
 int main(void) {
@@ -494,6 +587,7 @@ int main(void) {
     TEST_RUN(test_padding_bits_ignored);
     TEST_RUN(test_layout_shared_and_bit_identical);
     TEST_RUN(test_all_variants);
+    TEST_RUN(test_i8_tables);
     TEST_RUN(test_small_shapes);
     TEST_RUN(test_large_shapes);
     TEST_RUN(test_qmat);

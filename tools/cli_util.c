@@ -310,6 +310,18 @@ int cli_error(const char *cmd, const bl_err *err) {
     return cli_errorf(cmd, "%s", err->msg[0] ? err->msg : bl_status_name(err->code));
 }
 
+int cli_sign_tables(const char *cmd, const char *name, bl_load_opts *opts) {
+    if (!name) return CLI_OK;
+    if (!bl_sign_tables_from_name(name, &opts->sign_tables)) {
+        cli_errorf(cmd, "unknown --sign-tables '%s' (f32, i8)", name);
+        return CLI_USAGE;
+    }
+    if (opts->sign_tables == BL_TABLES_I8 && !bl_sign_i8_native(opts->isa))
+        fprintf(stderr, "bitllm %s: warning: no int8-table kernel on this CPU (it needs AVX512-VBMI "
+                "and VNNI); --sign-tables i8 runs the scalar reference, far slower\n", cmd);
+    return CLI_OK;
+}
+
 bl_model *cli_load_model(const char *path, const char *tokenizer) {
     bl_load_opts opts = {.tokenizer_path = tokenizer};
     return cli_load_model_opts(path, &opts);

@@ -45,6 +45,16 @@ typedef struct {
     {"threads", 't', OPT_INT, &(threads), "T", "threads (default: OMP_NUM_THREADS or all cores)", \
      CLI_MIN(1)}
 
+/* --sign-tables, on every command that runs a model: how its 1-bit products sum. */
+#define CLI_SIGN_TABLES_OPT(name)                                                                 \
+    {"sign-tables", 0, OPT_STR, &(name), "f32|i8",                                                \
+     "sums of the 1-bit kernels: f32 (exact, the default) or i8 (int8 lookup tables with a "     \
+     "scale per 32 inputs: faster, batched decoding most; changes the numbers, docs/serve.md)",   \
+     CLI_ANY}
+/* Parses a --sign-tables value (NULL: f32) into opts->sign_tables; an unknown name is an error
+ * (CLI_USAGE), and i8 without its SIMD kernel on this CPU is run but warned about. */
+int cli_sign_tables(const char *cmd, const char *name, bl_load_opts *opts);
+
 /* The penalties on recent tokens that generate and chat share (bl_penalties, as doubles for the
  * parser). */
 typedef struct {

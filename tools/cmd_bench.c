@@ -182,6 +182,7 @@ typedef struct {
     int64_t tok[3];
     int ntok;
     float *y, *z;       /* ntok × m, ntok × n */
+    float *y8;          /* ntok × m: the BL_TABLES_I8 specification's outputs */
     float *yh;          /* ntok × m: the F16 matrix's reference outputs (when it exists) */
     double *xabs, *vabs; /* Σ|x|, Σ|v| per sampled token */
 } refs;
@@ -256,7 +257,7 @@ static void emit_row(bench *b, const bl_sign_variant *v, bool dflt, int64_t m, i
 static double bench_f16(const bench *b, bl_isa isa, bl_pool *pool, const uint16_t *Wh,
                         float wmax, const float *X, float *out, int64_t m, int64_t n, int64_t T,
                         const refs *R, const double *xabs, int th, int *rc) {
-    const bl_exec ex = {pool, isa};
+    const bl_exec ex = {pool, isa, BL_TABLES_F32};
     job j = {-1, &ex, NULL, X, NULL, Wh, out, m, n, T, false};
     run_job(&j);
     double worst = 0;
@@ -284,11 +285,12 @@ static int bench_shape(bench *b, shape sh, bl_rng *rng) {
     bool dense_ok = (size_t)(m * n) * sizeof(float) <= DENSE_MAX_BYTES;
     float *W = dense_ok ? bl_aligned_alloc((size_t)(m * n) * sizeof(float)) : NULL;
     uint16_t *Wh = dense_ok ? bl_aligned_alloc((size_t)(m * n) * sizeof(uint16_t)) : NULL;
-    refs R = {{0}, 0, NULL, NULL, NULL, NULL, NULL};
+    refs R = {{0}, 0, NULL, NULL, NULL, NULL, NULL, NULL};
     R.y = bl_malloc_array((size_t)(3 * m), sizeof(float));
+    R.y8 = bl_malloc_array((size_t)(3 * m), sizeof(float));
     R.z = bl_malloc_array((size_t)(3 * n), sizeof(float));
     R.yh = dense_ok ? bl_malloc_array((size_t)(3 * m), sizeof(float)) : NULL;
-    if (!bits || !X || !V || !out || (dense_ok && (!W || !Wh || !R.yh)) || !R.y || !R.z) {
+    if (!bits || !X || !V || !out || (dense_ok && (!W || !Wh || !R.yh)) || !R.y || !R.y8 || !R.z) {
         rc = cli_errorf("bench", "%lldx%lld: out of memory", (long long)m, (long long)n);
         goto done;
     }
@@ -332,6 +334,7 @@ static int bench_shape(bench *b, shape sh, bl_rng *rng) {
         double xabs[3] = {0}, vabs[3] = {0};
         for (int k = 0; k < R.ntok; k++) {
             bl_sign_matmul_ref(&S, X + R.tok[k] * n, 1, R.y + k * m);
+            bl_sign_matmul_i8_ref(&S, X + R.tok[k] * n, 1, R.y8 + k * m);
             bl_sign_matmul_t_ref(&S, V + R.tok[k] * m, 1, R.z + k * n);
             if (Wh) bl_half_matmul_ref(BL_DT_F16, Wh, m, n, X + R.tok[k] * n, 1, R.yh + k * m);
             for (int64_t j = 0; j < n; j++) xabs[k] += fabs(X[R.tok[k] * n + j]);
@@ -353,15 +356,18 @@ static int bench_shape(bench *b, shape sh, bl_rng *rng) {
                 /* the reference is single-threaded and far too slow to time batched or huge */
                 if (v->isa == BL_ISA_REF && (T > 1 || th != 1 || huge)) continue;
                 if (b->quick && !is_default(vars, k)) continue;
-                const bl_exec ex = {pool, v->isa};
+                const bl_exec ex = {pool, v->isa, BL_TABLES_F32};
                 job j = {k, &ex, &S, v->transposed ? V : X, NULL, NULL, out, m, n, T,
                          v->transposed};
                 run_job(&j); /* warm-up, and the output we check */
                 const int64_t len = v->transposed ? n : m;
                 double worst = 0.0;
+                const bool i8 = v->tables == BL_TABLES_I8; /* its specification, exactly */
                 for (int q = 0; q < R.ntok && rc == 0; q++)
-                    if (!agree(out + R.tok[q] * len, (v->transposed ? R.z : R.y) + q * len,
-                               v->transposed ? vabs[q] : xabs[q], len, &worst))
+                    if (i8 ? memcmp(out + R.tok[q] * len, R.y8 + q * len,
+                                    (size_t)len * sizeof *out) != 0
+                           : !agree(out + R.tok[q] * len, (v->transposed ? R.z : R.y) + q * len,
+                                    v->transposed ? vabs[q] : xabs[q], len, &worst))
                         rc = cli_errorf("bench",
                                         "%s/%s disagrees with the reference on %lldx%lld, batch "
                                         "%lld, %d threads (token %lld)",
@@ -400,7 +406,7 @@ static int bench_shape(bench *b, shape sh, bl_rng *rng) {
     bl_signmat_release(&S);
 done:
     bl_aligned_free(bits);
-    free(X), free(V), free(out), free(R.y), free(R.z), free(R.yh);
+    free(X), free(V), free(out), free(R.y), free(R.y8), free(R.z), free(R.yh);
     bl_aligned_free(W);
     bl_aligned_free(Wh);
     return rc;

@@ -27,11 +27,27 @@ bl_isa bl_default_isa(void);
 const char *bl_isa_name(bl_isa isa);
 bool bl_isa_from_name(const char *name, bl_isa *out); /* "auto", "ref", "avx2", "avx512" */
 
+/* How the sign products (bl_sign_matmul) sum. BL_TABLES_F32, the default: every sign·input
+ * product enters an f32 sum (error ~1e-7·Σ|x|). BL_TABLES_I8: T-MAC-style int8 lookup tables —
+ * the 16 signed sums of every 4 inputs are rounded to int8 codes with one scale per 32 columns
+ * and summed exactly in int32 (bl_sign_matmul_i8_ref is the specification); the error is at
+ * most ~4·max|group sum|/127 per 32 columns, and with AVX512-VBMI and VNNI the kernel does a
+ * quarter of the f32 tables' work per token, so batched decoding gains more. Either way a
+ * token's output does not depend on the batch or the thread count. The transposed products
+ * (training) always use f32. */
+typedef enum { BL_TABLES_F32 = 0, BL_TABLES_I8 = 1 } bl_sign_tables;
+const char *bl_sign_tables_name(bl_sign_tables t);
+bool bl_sign_tables_from_name(const char *name, bl_sign_tables *out); /* "f32", "i8" */
+/* Whether BL_TABLES_I8 has its SIMD kernel at this level on this CPU (else the scalar
+ * specification runs: correct, but far slower). */
+bool bl_sign_i8_native(bl_isa isa);
+
 /* Where and how kernels run. pool NULL: the calling thread only. A NULL bl_exec pointer means
- * {NULL, BL_ISA_AUTO}. */
+ * {NULL, BL_ISA_AUTO, BL_TABLES_F32}. */
 typedef struct {
     bl_pool *pool;
     bl_isa isa;
+    bl_sign_tables tables;
 } bl_exec;
 
 /* A sign matrix ready for the kernels. `bits` is the canonical layout (not owned). `packed` is an
@@ -63,6 +79,8 @@ void bl_sign_matmul_t(const bl_signmat *S, const float *V, int64_t T, float *Z,
 /* The scalar references, always available (the specification; single-threaded). */
 void bl_sign_matmul_ref(const bl_signmat *S, const float *X, int64_t T, float *Y);
 void bl_sign_matmul_t_ref(const bl_signmat *S, const float *V, int64_t T, float *Z);
+/* Y = X·Sᵀ with BL_TABLES_I8 numerics (the definition is at the function, kernels/ref). */
+void bl_sign_matmul_i8_ref(const bl_signmat *S, const float *X, int64_t T, float *Y);
 
 /* Every compiled variant, for tests and benchmarks. The first variant of each (isa, transposed)
  * pair is the one bl_sign_matmul(_t) uses at that level; `packed` says whether it needs a
@@ -72,7 +90,8 @@ typedef struct {
     bl_isa isa;
     bool transposed;
     bool packed;
-    const char *what; /* one line describing the method */
+    bl_sign_tables tables; /* its numerics (BL_TABLES_I8: bl_sign_matmul_i8_ref's) */
+    const char *what;      /* one line describing the method */
 } bl_sign_variant;
 const bl_sign_variant *bl_sign_variants(int *count);
 /* Runs variant k (an index into bl_sign_variants) with the threads of ex (its isa is ignored). */

@@ -151,6 +151,7 @@ typedef struct bl_model {
     void **owned;              /* f32 copies of small tensors (norms, biases) */
     int n_owned, cap_owned;
     bl_isa isa;                /* kernel level its inference states run at (never AUTO) */
+    bl_sign_tables sign_tables; /* how their sign products sum (kernels.h) */
     bl_load_mode load_mode;    /* how its files were brought in (never DEFAULT) */
 } bl_model;
 
@@ -168,6 +169,7 @@ typedef struct {
     bl_isa isa;                 /* BL_ISA_AUTO: BITLLM_ISA from the environment, else the CPU's
                                    best; clamped to what the CPU supports */
     int n_threads;              /* threads for repacking sign matrices at load (0 = default) */
+    bl_sign_tables sign_tables; /* BL_TABLES_F32 (default) or BL_TABLES_I8 (kernels.h) */
 } bl_load_opts;
 
 /* path: a Hugging Face model directory (config.json + safetensors, including bitllm's quantized

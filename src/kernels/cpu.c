@@ -75,3 +75,8 @@ bool bl_cpu_has_gfni(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("gfni");
 }
+
+bool bl_cpu_has_vbmi_vnni(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vnni");
+}

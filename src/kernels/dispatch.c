@@ -34,50 +34,58 @@ typedef struct {
     bool use_packed;     /* read S->packed when present (else always the canonical bits) */
     bool needs_tot;
     bool needs_gfni;
-    int fallback; /* variant to run instead when packing or GFNI is missing; -1: none */
+    bool needs_vbmi; /* and VNNI */
+    int fallback; /* variant to run instead when packing, GFNI or VBMI is missing; -1: none */
     bool own_tables; /* builds the lookup tables of every column (or row) it reads in each call */
 } variant_impl;
 
 /* The table of compiled variants; the first of each (isa, transposed) pair is the default. */
 static const bl_sign_variant variants[] = {
-    {"ref", BL_ISA_REF, false, false,
+    {"ref", BL_ISA_REF, false, false, BL_TABLES_F32,
      "scalar, double accumulation in column order (the specification)"},
-    {"ref_t", BL_ISA_REF, true, false,
+    {"ref_t", BL_ISA_REF, true, false, BL_TABLES_F32,
      "scalar, double accumulation in row order (the specification)"},
-    {"lut3", BL_ISA_AVX2, false, true,
+    {"lut3", BL_ISA_AVX2, false, true, BL_TABLES_F32,
      "f32 tables of the 8 signed sums per 3 inputs, one VPERMPS per group, packed rows"},
-    {"lut3_gather", BL_ISA_AVX2, false, false,
+    {"lut3_gather", BL_ISA_AVX2, false, false, BL_TABLES_F32,
      "lut3 reading canonical rows with VPGATHERDD (unprepared matrices)"},
-    {"mask", BL_ISA_AVX2, false, false,
+    {"mask", BL_ISA_AVX2, false, false, BL_TABLES_F32,
      "columns in lanes, bits -> VBLENDVPS selects, y = sum(x) - 2*sum(selected)"},
-    {"mask_t", BL_ISA_AVX2, true, false,
+    {"mask_t", BL_ISA_AVX2, true, false, BL_TABLES_F32,
      "columns in lanes, rows in order, z = sum(v) - 2*sum(selected)"},
-    {"lut4", BL_ISA_AVX512, false, true,
+    {"lut4", BL_ISA_AVX512, false, true, BL_TABLES_F32,
      "f32 tables of the 16 signed sums per 4 inputs, one VPERMPS per nibble, packed rows"},
-    {"lut4_gather", BL_ISA_AVX512, false, false,
+    {"lut4_gather", BL_ISA_AVX512, false, false, BL_TABLES_F32,
      "lut4 reading canonical rows with VPGATHERDD (unprepared matrices)"},
-    {"mask", BL_ISA_AVX512, false, false,
+    {"mask", BL_ISA_AVX512, false, false, BL_TABLES_F32,
      "columns in lanes, k-masked VADDPS, y = sum(x) - 2*sum(selected)"},
-    {"lut4_t", BL_ISA_AVX512, true, true,
+    {"lut4_t", BL_ISA_AVX512, true, true, BL_TABLES_F32,
      "tables over 4-row groups, columns in lanes, bit tiles transposed with GF2P8AFFINEQB "
      "(falls back to mask_t without GFNI or packing)"},
-    {"mask_t", BL_ISA_AVX512, true, false,
+    {"mask_t", BL_ISA_AVX512, true, false, BL_TABLES_F32,
      "columns in lanes, k-masked VADDPS over rows in order, z = sum(v) - 2*sum(selected)"},
+    {"i8_ref", BL_ISA_REF, false, false, BL_TABLES_I8,
+     "scalar int8 tables, one scale per 32 columns, exact int32 sums (the specification)"},
+    {"lut4_i8", BL_ISA_AVX512, false, true, BL_TABLES_I8,
+     "int8 tables of the 16 signed sums per 4 inputs, VPERMB + VPDPBUSD, packed rows "
+     "(falls back to i8_ref without VBMI/VNNI or packing)"},
 };
 enum { V_REF, V_REF_T, V_LUT3, V_LUT3_GATHER, V_MASK2, V_MASK_T2, V_LUT4, V_LUT4_GATHER,
-       V_MASK512, V_LUT4_T, V_MASK_T512, V_COUNT };
+       V_MASK512, V_LUT4_T, V_MASK_T512, V_I8_REF, V_LUT4_I8, V_COUNT };
 static const variant_impl impls[] = {
-    [V_REF] = {NULL, false, false, false, -1, false},
-    [V_REF_T] = {NULL, false, false, false, -1, false},
-    [V_LUT3] = {bl_sign_avx2_lut, true, false, false, -1, true},
-    [V_LUT3_GATHER] = {bl_sign_avx2_lut, false, false, false, -1, true},
-    [V_MASK2] = {bl_sign_avx2_mask, false, true, false, -1, false},
-    [V_MASK_T2] = {bl_sign_t_avx2_mask, false, true, false, -1, false},
-    [V_LUT4] = {bl_sign_avx512_lut, true, false, false, -1, true},
-    [V_LUT4_GATHER] = {bl_sign_avx512_lut, false, false, false, -1, true},
-    [V_MASK512] = {bl_sign_avx512_mask, false, true, false, -1, false},
-    [V_LUT4_T] = {bl_sign_t_avx512_lut, true, false, true, V_MASK_T512, true},
-    [V_MASK_T512] = {bl_sign_t_avx512_mask, false, true, false, -1, false},
+    [V_REF] = {NULL, false, false, false, false, -1, false},
+    [V_REF_T] = {NULL, false, false, false, false, -1, false},
+    [V_LUT3] = {bl_sign_avx2_lut, true, false, false, false, -1, true},
+    [V_LUT3_GATHER] = {bl_sign_avx2_lut, false, false, false, false, -1, true},
+    [V_MASK2] = {bl_sign_avx2_mask, false, true, false, false, -1, false},
+    [V_MASK_T2] = {bl_sign_t_avx2_mask, false, true, false, false, -1, false},
+    [V_LUT4] = {bl_sign_avx512_lut, true, false, false, false, -1, true},
+    [V_LUT4_GATHER] = {bl_sign_avx512_lut, false, false, false, false, -1, true},
+    [V_MASK512] = {bl_sign_avx512_mask, false, true, false, false, -1, false},
+    [V_LUT4_T] = {bl_sign_t_avx512_lut, true, false, true, false, V_MASK_T512, true},
+    [V_MASK_T512] = {bl_sign_t_avx512_mask, false, true, false, false, -1, false},
+    [V_I8_REF] = {NULL, false, false, false, false, -1, false},
+    [V_LUT4_I8] = {bl_sign_avx512_lut_i8, true, false, false, true, V_I8_REF, true},
 };
 _Static_assert(sizeof variants / sizeof variants[0] == V_COUNT, "one impl per variant");
 _Static_assert(sizeof impls / sizeof impls[0] == V_COUNT, "one impl per variant");
@@ -131,10 +139,12 @@ void bl_sign_variant_run(int k, const bl_signmat *S, const float *in, int64_t T,
         return;
     }
     const variant_impl *v = &impls[k];
-    if (v->fallback >= 0 && (!S->packed || (v->needs_gfni && !bl_cpu_has_gfni())))
+    if (v->fallback >= 0 && (!S->packed || (v->needs_gfni && !bl_cpu_has_gfni()) ||
+                             (v->needs_vbmi && !bl_cpu_has_vbmi_vnni())))
         v = &impls[v->fallback];
     if (!v->fn) {
-        if (tr) bl_sign_matmul_t_ref(S, in, T, out);
+        if (variants[v - impls].tables == BL_TABLES_I8) bl_sign_matmul_i8_ref(S, in, T, out);
+        else if (tr) bl_sign_matmul_t_ref(S, in, T, out);
         else bl_sign_matmul_ref(S, in, T, out);
         return;
     }
@@ -171,6 +181,10 @@ void bl_sign_variant_run(int k, const bl_signmat *S, const float *in, int64_t T,
 
 void bl_sign_matmul(const bl_signmat *S, const float *X, int64_t T, float *Y, const bl_exec *ex) {
     const bl_isa isa = exec_isa(ex);
+    if (ex && ex->tables == BL_TABLES_I8) {
+        bl_sign_variant_run(isa == BL_ISA_AVX512 ? V_LUT4_I8 : V_I8_REF, S, X, T, Y, ex);
+        return;
+    }
     bl_sign_variant_run(isa == BL_ISA_AVX512 ? V_LUT4 : isa == BL_ISA_AVX2 ? V_LUT3 : V_REF, S, X,
                         T, Y, ex);
 }
@@ -180,6 +194,20 @@ void bl_sign_matmul_t(const bl_signmat *S, const float *V, int64_t T, float *Z,
     const bl_isa isa = exec_isa(ex);
     bl_sign_variant_run(isa == BL_ISA_AVX512 ? V_LUT4_T : isa == BL_ISA_AVX2 ? V_MASK_T2 : V_REF_T,
                         S, V, T, Z, ex);
+}
+
+const char *bl_sign_tables_name(bl_sign_tables t) { return t == BL_TABLES_I8 ? "i8" : "f32"; }
+
+bool bl_sign_tables_from_name(const char *name, bl_sign_tables *out) {
+    if (!name) return false;
+    if (strcmp(name, "f32") == 0) *out = BL_TABLES_F32;
+    else if (strcmp(name, "i8") == 0) *out = BL_TABLES_I8;
+    else return false;
+    return true;
+}
+
+bool bl_sign_i8_native(bl_isa isa) {
+    return bl_isa_clamp(isa) == BL_ISA_AVX512 && bl_cpu_has_vbmi_vnni();
 }
 
 /* ---- bl_signmat ---- */

@@ -136,6 +136,7 @@ bl_status bl_state_new_slots(const bl_model *m, int n_slots, int max_seq, int ma
     s->n_threads = bl_pool_size(s->pool);
     s->ex.pool = s->pool;
     s->ex.isa = m->isa;
+    s->ex.tables = m->sign_tables;
     const size_t B = (size_t)s->max_batch, half = (size_t)c->head_dim / 2;
     const size_t cache_rows = (size_t)n_slots * (size_t)c->n_layers * (size_t)max_seq;
     bool ok = true;

@@ -18,7 +18,7 @@ typedef NN_REAL real;
 
 /* The training engine is OpenMP code: its products run on the caller's OpenMP threads (the count
  * set for it by distill's options), at the default ISA level. */
-#define NN_EXEC (&(bl_exec){bl_pool_omp_current(), BL_ISA_AUTO})
+#define NN_EXEC (&(bl_exec){bl_pool_omp_current(), BL_ISA_AUTO, BL_TABLES_F32})
 
 #ifdef NN_F64
 #define rexp exp
