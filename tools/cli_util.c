@@ -310,16 +310,28 @@ int cli_error(const char *cmd, const bl_err *err) {
     return cli_errorf(cmd, "%s", err->msg[0] ? err->msg : bl_status_name(err->code));
 }
 
-int cli_sign_tables(const char *cmd, const char *name, bl_load_opts *opts) {
-    if (!name) return CLI_OK;
-    if (!bl_sign_tables_from_name(name, &opts->sign_tables)) {
-        cli_errorf(cmd, "unknown --sign-tables '%s' (f32, i8)", name);
-        return CLI_USAGE;
+bl_model *cli_load_model_tables(const char *cmd, const char *path, bl_load_opts *opts,
+                                const char *tables, int *rc) {
+    *rc = cli_exit_code(CLI_USAGE);
+    if (tables && !bl_sign_tables_from_name(tables, &opts->sign_tables)) {
+        cli_errorf(cmd, "unknown --sign-tables '%s' (f32, i8)", tables);
+        return NULL;
     }
-    if (opts->sign_tables == BL_TABLES_I8 && !bl_sign_i8_native(opts->isa))
-        fprintf(stderr, "bitllm %s: warning: no int8-table kernel on this CPU (it needs AVX512-VBMI "
-                "and VNNI); --sign-tables i8 runs the scalar reference, far slower\n", cmd);
-    return CLI_OK;
+    bl_model *m = cli_load_model_opts(path, opts);
+    if (!m) {
+        *rc = 1;
+        return NULL;
+    }
+    if (m->sign_tables == BL_TABLES_I8 && bl_model_sign_count(m) == 0) {
+        cli_errorf(cmd, "--sign-tables i8 has no effect: %s has no 1-bit layers", path);
+        bl_model_free(m);
+        return NULL;
+    }
+    if (m->sign_tables == BL_TABLES_I8 && !bl_sign_i8_native(m->isa))
+        fprintf(stderr, "bitllm %s: warning: no int8-table kernel at this ISA level (it needs "
+                "AVX-512 with VBMI and VNNI); --sign-tables i8 runs the scalar reference, far "
+                "slower\n", cmd);
+    return m;
 }
 
 bl_model *cli_load_model(const char *path, const char *tokenizer) {

@@ -51,9 +51,11 @@ typedef struct {
      "sums of the 1-bit kernels: f32 (exact, the default) or i8 (int8 lookup tables with a "     \
      "scale per 32 inputs: faster, batched decoding most; changes the numbers, docs/serve.md)",   \
      CLI_ANY}
-/* Parses a --sign-tables value (NULL: f32) into opts->sign_tables; an unknown name is an error
- * (CLI_USAGE), and i8 without its SIMD kernel on this CPU is run but warned about. */
-int cli_sign_tables(const char *cmd, const char *name, bl_load_opts *opts);
+/* Loads path with opts and a --sign-tables value (tables; NULL: f32). NULL on failure with *rc
+ * the exit code: 2 for an unknown value or i8 on a model without 1-bit layers (the flag would do
+ * nothing), 1 when loading fails. i8 without its SIMD kernel on this CPU runs, with a warning. */
+bl_model *cli_load_model_tables(const char *cmd, const char *path, bl_load_opts *opts,
+                                const char *tables, int *rc);
 
 /* The penalties on recent tokens that generate and chat share (bl_penalties, as doubles for the
  * parser). */

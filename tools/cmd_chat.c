@@ -61,10 +61,8 @@ int cmd_chat(int argc, char **argv) {
     if ((r = cli_check_sampling(&spec, temp)) != CLI_OK) return cli_exit_code(r);
     if ((r = cli_check_penalties(&spec, &pen)) != CLI_OK) return cli_exit_code(r);
     bl_load_opts lo = {.tokenizer_path = tokp};
-    r = cli_sign_tables("chat", tables_s, &lo);
-    if (r != CLI_OK) return cli_exit_code(r);
-    bl_model *m = cli_load_model_opts(pos[0], &lo);
-    if (!m) return 1;
+    bl_model *m = cli_load_model_tables("chat", pos[0], &lo, tables_s, &r);
+    if (!m) return r;
     bl_chat_session_opts so = {.system = system, .chat_template = tmpl, .ctx = ctx,
                                .max_tokens = max_tokens, .temperature = (float)temp,
                                .top_p = (float)top_p, .seed = seed, .n_threads = threads,

@@ -191,12 +191,10 @@ int cmd_eval(int argc, char **argv) {
     int n = eval_load_tasks("eval", tasks, data, limit, sets);
     if (n < 0) return 1;
     bl_load_opts lo = {.tokenizer_path = tokp};
-    r = cli_sign_tables("eval", tables_s, &lo);
-    if (r != CLI_OK) return cli_exit_code(r);
-    bl_model *m = cli_load_model_opts(pos[0], &lo);
+    bl_model *m = cli_load_model_tables("eval", pos[0], &lo, tables_s, &r);
     if (!m) {
         eval_free_tasks(sets, n);
-        return 1;
+        return r;
     }
     int rc = 1;
     cli_outfile dump = {0};

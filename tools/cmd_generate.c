@@ -45,10 +45,8 @@ int cmd_generate(int argc, char **argv) {
     if ((r = cli_check_sampling(&spec, temp)) != CLI_OK) return cli_exit_code(r);
     if ((r = cli_check_penalties(&spec, &pen)) != CLI_OK) return cli_exit_code(r);
     bl_load_opts lo = {.tokenizer_path = tokp};
-    r = cli_sign_tables("generate", tables_s, &lo);
-    if (r != CLI_OK) return cli_exit_code(r);
-    bl_model *m = cli_load_model_opts(pos[0], &lo);
-    if (!m) return 1;
+    bl_model *m = cli_load_model_tables("generate", pos[0], &lo, tables_s, &r);
+    if (!m) return r;
     int rc = 1;
     bl_err err = {0};
     bl_state *st = NULL;

@@ -34,10 +34,8 @@ int cmd_ppl(int argc, char **argv) {
     if (r != CLI_OK) return cli_exit_code(r);
     if (!file) return cli_errorf("ppl", "missing -f FILE");
     bl_load_opts lo = {.tokenizer_path = tokp};
-    r = cli_sign_tables("ppl", tables_s, &lo);
-    if (r != CLI_OK) return cli_exit_code(r);
-    bl_model *m = cli_load_model_opts(pos[0], &lo);
-    if (!m) return 1;
+    bl_model *m = cli_load_model_tables("ppl", pos[0], &lo, tables_s, &r);
+    if (!m) return r;
     bl_err err = {0};
     bl_ctx_choice cc;
     if (bl_ctx_choose(m, ctx, allow_long, &cc, &err) != BL_OK) {

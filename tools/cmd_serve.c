@@ -69,10 +69,8 @@ int cmd_serve(int argc, char **argv) {
     so.model_id = alias;
     so.log = log_line;
     bl_load_opts lo = {.tokenizer_path = tokp};
-    r = cli_sign_tables("serve", tables_s, &lo);
-    if (r != CLI_OK) return cli_exit_code(r);
-    bl_model *m = cli_load_model_opts(pos[0], &lo);
-    if (!m) return 1;
+    bl_model *m = cli_load_model_tables("serve", pos[0], &lo, tables_s, &r);
+    if (!m) return r;
     /* Signals go to this thread only, through sigwait; every server thread inherits the mask. */
     sigset_t sigs;
     sigemptyset(&sigs);

@@ -88,11 +88,9 @@ int cmd_speed(int argc, char **argv) {
                        .n_threads = threads};
     if (isa_s && !bl_isa_from_name(isa_s, &lo.isa))
         return cli_errorf("speed", "unknown --isa '%s' (auto, ref, avx2, avx512)", isa_s);
-    r = cli_sign_tables("speed", tables_s, &lo);
-    if (r != CLI_OK) return cli_exit_code(r);
     double t0 = bl_time_s();
-    bl_model *m = cli_load_model_opts(pos[0], &lo);
-    if (!m) return 1;
+    bl_model *m = cli_load_model_tables("speed", pos[0], &lo, tables_s, &r);
+    if (!m) return r;
     double load_s = bl_time_s() - t0;
     const char *load_mode = m->load_mode == BL_LOAD_READ ? "read" : "mmap";
     const int ctx = n_prompt + max_steps, V = m->cfg.vocab_size;

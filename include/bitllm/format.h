@@ -222,6 +222,8 @@ struct bl_linear {
 const bl_format_ops *bl_format_find(const char *name);
 const bl_format_ops *const *bl_format_list(int *count);
 bool bl_linear_is_dense(const bl_linear *L);
+/* Sign matrices the layer multiplies by (the products BL_TABLES_I8 changes); 0 for dense layers. */
+int bl_linear_sign_count(const bl_linear *L);
 bool bl_format_is_dense(const bl_format_ops *f);
 
 /* The keyword a bpw option accepts besides a number: the name of the bpw_reference format
