@@ -37,4 +37,34 @@ static inline void build_tables(const float *x, int64_t n, int64_t col0, int64_t
     }
 }
 
+/* The partial sums of a pass over R 16-row blocks from b for TB tokens from t0 (Y is T×m; rows past
+ * m are masked off): loaded before a chunk (+0 for chunk 0) and stored after it, so every output
+ * accumulates its chunks in column order. The row blocking only groups independent sums. */
+ALWAYS_INLINE void pass_masks(int64_t m, int64_t b, int R, __mmask16 *mk) {
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        const int64_t left = m - (b + r) * 16;
+        mk[r] = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+    }
+}
+
+ALWAYS_INLINE void pass_load(const float *Y, int64_t m, int64_t c, int64_t b, int64_t t0, int TB,
+                             int R, const __mmask16 *mk, __m512 *acc) {
+#pragma GCC unroll 8
+    for (int t = 0; t < TB; t++)
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+            acc[t * R + r] = c == 0 ? _mm512_setzero_ps()
+                                    : _mm512_maskz_loadu_ps(mk[r], Y + (t0 + t) * m + (b + r) * 16);
+}
+
+ALWAYS_INLINE void pass_store(float *Y, int64_t m, int64_t b, int64_t t0, int TB, int R,
+                              const __mmask16 *mk, const __m512 *acc) {
+#pragma GCC unroll 8
+    for (int t = 0; t < TB; t++)
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+            _mm512_mask_storeu_ps(Y + (t0 + t) * m + (b + r) * 16, mk[r], acc[t * R + r]);
+}
+
 #endif

@@ -128,25 +128,10 @@ ALWAYS_INLINE void lut_pass(const src_t *s, int64_t c, int64_t b, const float *t
                             int64_t t0, int TB, int R, bool gather) {
     __m512 acc[16];
     __mmask16 mk[8];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++) {
-        int64_t left = s->m - (b + r) * BL_SB_ROWS;
-        mk[r] = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-    }
-#pragma GCC unroll 4
-    for (int t = 0; t < TB; t++)
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++)
-            acc[t * R + r] = c == 0 ? _mm512_setzero_ps()
-                                    : _mm512_maskz_loadu_ps(mk[r], Y + (t0 + t) * s->m +
-                                                                       (b + r) * BL_SB_ROWS);
+    pass_masks(s->m, b, R, mk);
+    pass_load(Y, s->m, c, b, t0, TB, R, mk, acc);
     lut_chunk(s, c, b, tab, acc, TB, R, gather);
-#pragma GCC unroll 4
-    for (int t = 0; t < TB; t++)
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++)
-            _mm512_mask_storeu_ps(Y + (t0 + t) * s->m + (b + r) * BL_SB_ROWS, mk[r],
-                                  acc[t * R + r]);
+    pass_store(Y, s->m, b, t0, TB, R, mk, acc);
 }
 
 /* Blocks [b0, b1) of every token, chunk by chunk. The register blocking (R row blocks for TB

@@ -67,18 +67,8 @@ pass_i8(const src_t *s, int64_t c, int64_t b, const int8_t *tab, const float *sc
         int64_t t0, int TB, int R) {
     __m512 acc[16];
     __mmask16 mk[4];
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++) {
-        const int64_t left = s->m - (b + r) * BL_SB_ROWS;
-        mk[r] = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-    }
-#pragma GCC unroll 8
-    for (int t = 0; t < TB; t++)
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++)
-            acc[t * R + r] = c == 0 ? _mm512_setzero_ps()
-                                    : _mm512_maskz_loadu_ps(mk[r], Y + (t0 + t) * s->m +
-                                                                       (b + r) * BL_SB_ROWS);
+    pass_masks(s->m, b, R, mk);
+    pass_load(Y, s->m, c, b, t0, TB, R, mk, acc);
     const int64_t cw = bl_sb_chunk_words(&s->g, c);
     const uint32_t *P = s->packed + bl_sb_offset(&s->g, c, b, 0);
     const __m512i nib = _mm512_set1_epi32(0x0F0F0F0F), sel = _mm512_set1_epi32(0x30201000);
@@ -107,12 +97,7 @@ pass_i8(const src_t *s, int64_t c, int64_t b, const int8_t *tab, const float *sc
             }
         }
     }
-#pragma GCC unroll 8
-    for (int t = 0; t < TB; t++)
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++)
-            _mm512_mask_storeu_ps(Y + (t0 + t) * s->m + (b + r) * BL_SB_ROWS, mk[r],
-                                  acc[t * R + r]);
+    pass_store(Y, s->m, b, t0, TB, R, mk, acc);
 }
 
 /* Register blocking: 4 row blocks × up to 4 tokens (8 index vectors, 16 sums). Measured at
