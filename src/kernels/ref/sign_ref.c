@@ -6,7 +6,6 @@
  * error (~n·2⁻⁵³) far below the fast kernels' float error, so a test's tolerance measures the
  * kernel under test, not the reference. Single-threaded on purpose: it is the oracle. */
 #include <math.h>
-#include <stdlib.h>
 
 #include "bitllm/format.h"
 #include "bitllm/kernels.h"
@@ -45,13 +44,13 @@ void bl_sign_matmul_t_ref(const bl_signmat *S, const float *V, int64_t T, float 
  * y = fma(word sum, scale_w, y) over the words in column order, from +0. */
 void bl_sign_matmul_i8_ref(const bl_signmat *S, const float *X, int64_t T, float *Y) {
     const int64_t m = S->m, n = S->n, rb = bl_sign_row_bytes(n), words = (n + 31) / 32;
-    int8_t(*code)[16] = malloc((size_t)(words > 0 ? words : 1) * 8 * sizeof *code);
-    float *scale = malloc((size_t)(words > 0 ? words : 1) * sizeof *scale);
-    if (!code || !scale) abort(); /* the oracle of tests: a few KiB per 32k columns */
     for (int64_t t = 0; t < T; t++) {
         const float *x = X + t * n;
+        float *y = Y + t * m; /* each row's running sum, word by word */
+        for (int64_t i = 0; i < m; i++) y[i] = 0.0f;
         for (int64_t w = 0; w < words; w++) {
             float v[8][4], maxw = 0.0f;
+            int8_t code[8][16];
             for (int q = 0; q < 8; q++) {
                 for (int b = 0; b < 4; b++) {
                     const int64_t j = 32 * w + 4 * q + b;
@@ -61,8 +60,7 @@ void bl_sign_matmul_i8_ref(const bl_signmat *S, const float *X, int64_t T, float
                     ((fabsf(v[q][0]) + fabsf(v[q][1])) + fabsf(v[q][2])) + fabsf(v[q][3]);
                 maxw = a > maxw ? a : maxw;
             }
-            const float inv = maxw > 0.0f ? 127.0f / maxw : 0.0f;
-            scale[w] = maxw / 127.0f;
+            const float inv = maxw > 0.0f ? 127.0f / maxw : 0.0f, scale = maxw / 127.0f;
             for (int q = 0; q < 8; q++)
                 for (int e = 0; e < 16; e++) {
                     float s = (e & 1) ? -v[q][0] : v[q][0];
@@ -70,12 +68,9 @@ void bl_sign_matmul_i8_ref(const bl_signmat *S, const float *X, int64_t T, float
                     s = s + ((e & 4) ? -v[q][2] : v[q][2]);
                     s = s + ((e & 8) ? -v[q][3] : v[q][3]);
                     float r = nearbyintf(s * inv);
-                    code[w * 8 + q][e] = (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : r);
+                    code[q][e] = (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : r);
                 }
-        }
-        for (int64_t i = 0; i < m; i++) {
-            float y = 0.0f;
-            for (int64_t w = 0; w < words; w++) {
+            for (int64_t i = 0; i < m; i++) {
                 int32_t sum = 0;
                 for (int q = 0; q < 8; q++) {
                     int e = 0;
@@ -83,13 +78,10 @@ void bl_sign_matmul_i8_ref(const bl_signmat *S, const float *X, int64_t T, float
                         const int64_t j = 32 * w + 4 * q + b;
                         if (j < n && bl_sign_get(S->bits, rb, i, j) < 0) e |= 1 << b;
                     }
-                    sum += code[w * 8 + q][e];
+                    sum += code[q][e];
                 }
-                y = fmaf((float)sum, scale[w], y);
+                y[i] = fmaf((float)sum, scale, y[i]);
             }
-            Y[t * m + i] = y;
         }
     }
-    free(code);
-    free(scale);
 }

@@ -20,37 +20,31 @@
 #include "kernels/x86/lut_avx512.h"
 
 #include <immintrin.h>
-#include <string.h>
 
 #define TB_MAX 4                    /* tokens per pass: 4 × 2 KiB of tables per chunk */
 #define WORDS BL_SB_CHUNK_WORDS     /* words per chunk */
 #define TAB_BYTES 128               /* per word and token: table_lo then table_hi */
 #define PREFETCH_BYTES 6144         /* as sign_avx512.c */
 
-/* Tables of one token for the cw words of chunk c: tab[w·128 ..] (lo, hi), scale[w]. */
+/* Tables of one token for the cw words of chunk c: tab[w·128 ..] (lo, hi), scale[w]. The f32
+ * group tables are lut_avx512.h's; a group's largest |entry| is its all-signs-aligned entry
+ * ((|v0| + |v1|) + |v2|) + |v3|, bit for bit (negation is exact), so max_w is taken from them. */
 static inline void build_i8(const float *x, int64_t n, int64_t c, int64_t cw, int8_t *tab,
                             float *scale) {
+    float f[8 * 16] __attribute__((aligned(64)));
     for (int64_t w = 0; w < cw; w++) {
-        const int64_t col = c * BL_SB_CHUNK_COLS + 32 * w;
-        __m512 g[8];
-        float maxw = 0.0f;
-        for (int q = 0; q < 8; q++) {
-            const int64_t j = col + 4 * q;
-            float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            if (j + 4 <= n) memcpy(v, x + j, sizeof v);
-            else
-                for (int b = 0; b < 4 && j + b < n; b++) v[b] = x[j + b];
-            g[q] = group_table(v);
-            const float a = ((__builtin_fabsf(v[0]) + __builtin_fabsf(v[1])) +
-                             __builtin_fabsf(v[2])) + __builtin_fabsf(v[3]);
-            maxw = a > maxw ? a : maxw;
-        }
+        build_tables(x, n, c * BL_SB_CHUNK_COLS + 32 * w, 8, f);
+        __m512 mx = _mm512_setzero_ps();
+        for (int q = 0; q < 8; q++) /* the NaN-dropping max of the specification */
+            mx = _mm512_max_ps(_mm512_abs_ps(_mm512_load_ps(f + 16 * q)), mx);
+        const float maxw = _mm512_reduce_max_ps(mx);
         const __m512 inv = _mm512_set1_ps(maxw > 0.0f ? 127.0f / maxw : 0.0f);
         scale[w] = maxw / 127.0f;
         int8_t *t = tab + w * TAB_BYTES;
         for (int q = 0; q < 8; q++) /* group 2k -> lo[16k..], 2k+1 -> hi[16k..] */
             _mm_store_si128((__m128i *)(t + (q & 1) * 64 + (q >> 1) * 16),
-                            _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(g[q], inv))));
+                            _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(
+                                _mm512_mul_ps(_mm512_load_ps(f + 16 * q), inv))));
     }
 }
 
