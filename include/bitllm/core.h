@@ -53,6 +53,7 @@ void *bl_calloc(size_t count, size_t size);
 void *bl_malloc_array(size_t count, size_t size);   /* count*size with overflow check */
 void *bl_aligned_alloc(size_t n);                   /* 64-byte aligned, release with bl_aligned_free */
 void bl_aligned_free(void *p);
+void *bl_aligned_alloc_large(size_t n); /* the same; large ones 2 MiB-aligned, huge pages hinted */
 char *bl_strdup(const char *s);
 char *bl_strndup(const char *s, size_t n);
 /* a*b and a+b with overflow detection: return false on overflow. */

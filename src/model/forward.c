@@ -90,7 +90,7 @@ static float *alloc_floats(size_t a, size_t b, bool *ok) {
         *ok = false;
         return NULL;
     }
-    float *p = bl_aligned_alloc(n);
+    float *p = bl_aligned_alloc_large(n);
     if (!p) *ok = false;
     return p;
 }
