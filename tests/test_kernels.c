@@ -570,6 +570,61 @@ static void test_i8_tables(void) {
         }
 }
 
+/* bl_sign_matmul_scaled: bit for bit the three steps (X⊙g, product, ⊙h) at every level, with
+ * f32 and int8 tables, prepared and not, 1 and 2 threads, g and h each present or not; shapes
+ * with a partial row block, a partial word and several column chunks (the output scaling is
+ * applied after the last one), and a zero-column matrix. Scalings span 2^±8 with a few zeros and
+ * negative entries. And bl_sign_fuses_scales holds where the fused kernels run. */
+static void test_scaled_product(void) {
+    static const int64_t shapes[][3] = {{1, 1, 1}, {17, 33, 3}, {65, 1100, 9}, {300, 513, 8},
+                                        {40, 0, 2}};
+    const bl_isa best = bl_cpu_best_isa();
+    for (int s = 0; s < 5; s++) {
+        const int64_t m = shapes[s][0], n = shapes[s][1], T = shapes[s][2];
+        problem p;
+        REQUIRE(problem_make(&p, m, n, T, 900 + (uint64_t)s));
+        float *g = malloc((size_t)(n + 1) * sizeof *g), *h = malloc((size_t)m * sizeof *h);
+        float *u = malloc((size_t)(T * n + 1) * sizeof *u), *want = malloc((size_t)(T * m) * sizeof *want);
+        float *got = malloc((size_t)(T * m) * sizeof *got);
+        REQUIRE(g && h && u && want && got);
+        bl_rng r;
+        bl_rng_seed(&r, 31 + (uint64_t)s);
+        for (int64_t j = 0; j < n; j++)
+            g[j] = j % 29 == 5 ? 0.0f : ldexpf(1.0f + (float)bl_rng_uniform(&r), (int)(j % 17) - 8) * (j % 3 ? 1.0f : -1.0f);
+        for (int64_t i = 0; i < m; i++)
+            h[i] = i % 23 == 7 ? 0.0f : ldexpf(1.0f + (float)bl_rng_uniform(&r), (int)(i % 13) - 6) * (i % 4 ? 1.0f : -1.0f);
+        int fused = 0;
+        for (int tables = 0; tables < 2; tables++)
+            for (int isa = BL_ISA_REF; isa <= (int)best; isa++)
+                for (int prep = 0; prep < 2; prep++)
+                    for (int th = 0; th < 2; th++)
+                        for (int which = 1; which < 4; which++) { /* bit 0: g, bit 1: h */
+                            const float *gs = which & 1 ? g : NULL, *hs = which & 2 ? h : NULL;
+                            bl_signmat S;
+                            bl_signmat_init(&S, m, n, p.bits);
+                            if (prep) REQUIRE(bl_signmat_prepare(&S, (bl_isa)isa, NULL, NULL) == BL_OK);
+                            const bl_exec ex = {th ? two_threads : NULL, (bl_isa)isa,
+                                                tables ? BL_TABLES_I8 : BL_TABLES_F32};
+                            for (int64_t k = 0; k < T * n; k++) u[k] = gs ? p.X[k] * gs[k % n] : p.X[k];
+                            bl_sign_matmul(&S, u, T, want, &ex);
+                            if (hs)
+                                for (int64_t k = 0; k < T * m; k++) want[k] *= hs[k % m];
+                            memset(got, 0xFF, (size_t)(T * m) * sizeof *got);
+                            bl_sign_matmul_scaled(&S, p.X, gs, T, hs, got, &ex);
+                            fused += bl_sign_fuses_scales(&S, &ex);
+                            CHECK_MSG(memcmp(got, want, (size_t)(T * m) * sizeof *got) == 0,
+                                      "scaled %s %s %lldx%lld T=%lld prepared=%d threads=%d g=%d h=%d: "
+                                      "not the three steps", tables ? "i8" : "f32",
+                                      bl_isa_name((bl_isa)isa), (long long)m, (long long)n,
+                                      (long long)T, prep, th + 1, which & 1, which >> 1);
+                            bl_signmat_release(&S);
+                        }
+        if (best == BL_ISA_AVX512) CHECK_MSG(fused > 0, "no fused product ran at AVX-512");
+        free(g), free(h), free(u), free(want), free(got);
+        problem_free(&p);
+    }
+}
+
 int main(void) {
     fprintf(stderr, "cpu best ISA: %s\n", bl_isa_name(bl_cpu_best_isa()));
     if (bl_pool_new(2, &two_threads, NULL) != BL_OK) return 1;
@@ -580,6 +635,7 @@ int main(void) {
     TEST_RUN(test_layout_shared_and_bit_identical);
     TEST_RUN(test_all_variants);
     TEST_RUN(test_i8_tables);
+    TEST_RUN(test_scaled_product);
     TEST_RUN(test_small_shapes);
     TEST_RUN(test_large_shapes);
     TEST_RUN(test_qmat);

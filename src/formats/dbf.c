@@ -24,11 +24,8 @@ static void dbf_forward(const bl_linear *L, const float *x, int64_t T, float *y,
     const bl_dbf *d = bl_layer_d(L);
     const bl_signmat *S = bl_layer_signs(L); /* A, B */
     float *u = work, *z = work + T * d->n;
-    bl_qc_scale(x, d->b, T, d->n, u, ex);
-    bl_sign_matmul(&S[1], u, T, z, ex);
-    bl_qc_scale(z, d->mu, T, d->k, z, ex);
-    bl_sign_matmul(&S[0], z, T, y, ex);
-    bl_qc_scale(y, d->a, T, d->m, y, ex);
+    bl_qc_sign_scaled(&S[1], x, d->b, T, d->mu, z, u, ex);
+    bl_qc_sign_scaled(&S[0], z, NULL, T, d->a, y, NULL, ex);
 }
 
 /* Ŵ = (diag(a)·A·diag(μ)) · (B·diag(b)) as one sgemm of the two unpacked factors. */

@@ -49,6 +49,20 @@ void bl_qc_scale(const float *x, const float *s, int64_t T, int64_t n, float *ou
     bl_qc_for_tokens(ex, T, n, scale_rows, &c);
 }
 
+void bl_qc_sign_scaled(const bl_signmat *S, const float *x, const float *g, int64_t T,
+                       const float *h, float *y, float *u, const bl_exec *ex) {
+    if (bl_sign_fuses_scales(S, ex)) {
+        bl_sign_matmul_scaled(S, x, g, T, h, y, ex);
+        return;
+    }
+    if (g) {
+        bl_qc_scale(x, g, T, S->n, u, ex);
+        x = u;
+    }
+    bl_sign_matmul(S, x, T, y, ex);
+    if (h) bl_qc_scale(y, h, T, S->m, y, ex);
+}
+
 float bl_qc_dot(const float *a, const float *b, int64_t n) {
     float acc[8] = {0};
     int64_t j = 0;

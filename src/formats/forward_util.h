@@ -11,6 +11,11 @@
  * input side (x ⊙ g) and on the output side (y ⊙ h) alike. */
 void bl_qc_scale(const float *x, const float *s, int64_t T, int64_t n, float *out,
                  const bl_exec *ex);
+/* y (T×m) = h ⊙ (S · (g ⊙ x)) (g or h NULL: none): inside the sign product where the kernel
+ * fuses the scalings (bl_sign_fuses_scales), else three passes with u (T×n floats, unused when g
+ * is NULL) holding g ⊙ x. The same bits either way. */
+void bl_qc_sign_scaled(const bl_signmat *S, const float *x, const float *g, int64_t T,
+                       const float *h, float *y, float *u, const bl_exec *ex);
 
 /* fn(ctx, t0, t1) over the tokens [0, T), split across ex's threads when T > 1 and the work
  * (T·per_token elementwise steps) pays for a dispatch. Each token is computed whole by one call,

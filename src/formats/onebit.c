@@ -49,9 +49,7 @@ static void post_layer_norm_rows(void *ctx, int64_t t0, int64_t t1) {
 static void onebit_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work,
                            const bl_exec *ex) {
     const bl_onebit *d = bl_layer_d(L);
-    bl_qc_scale(x, d->g, T, L->n, work, ex);
-    bl_sign_matmul(&bl_layer_signs(L)[0], work, T, y, ex);
-    bl_qc_scale(y, d->h, T, L->m, y, ex);
+    bl_qc_sign_scaled(&bl_layer_signs(L)[0], x, d->g, T, d->h, y, work, ex);
     if (d->post_ln) {
         ln_ctx c = {y, L->m};
         bl_qc_for_tokens(ex, T, L->m, post_layer_norm_rows, &c);

@@ -7,6 +7,7 @@
  * same micro-kernel, so results are bitwise identical at every thread count. Products below
  * PAR_MIN_WORK multiply-adds run on the calling thread (a dispatch costs more than they do). The
  * ISA files (x86/) export micro-kernels only; none of them starts a thread. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +38,7 @@ typedef struct {
     bool needs_vbmi; /* and VNNI */
     int fallback; /* variant to run instead when packing, GFNI or VBMI is missing; -1: none */
     bool own_tables; /* builds the lookup tables of every column (or row) it reads in each call */
+    bool fuses_scales; /* applies bl_sign_job's in_scale / out_scale */
 } variant_impl;
 
 /* The table of compiled variants; the first of each (isa, transposed) pair is the default. */
@@ -73,19 +75,19 @@ static const bl_sign_variant variants[] = {
 enum { V_REF, V_REF_T, V_LUT3, V_LUT3_GATHER, V_MASK2, V_MASK_T2, V_LUT4, V_LUT4_GATHER,
        V_MASK512, V_LUT4_T, V_MASK_T512, V_I8_REF, V_LUT4_I8, V_COUNT };
 static const variant_impl impls[] = {
-    [V_REF] = {NULL, false, false, false, false, -1, false},
-    [V_REF_T] = {NULL, false, false, false, false, -1, false},
-    [V_LUT3] = {bl_sign_avx2_lut, true, false, false, false, -1, true},
-    [V_LUT3_GATHER] = {bl_sign_avx2_lut, false, false, false, false, -1, true},
-    [V_MASK2] = {bl_sign_avx2_mask, false, true, false, false, -1, false},
-    [V_MASK_T2] = {bl_sign_t_avx2_mask, false, true, false, false, -1, false},
-    [V_LUT4] = {bl_sign_avx512_lut, true, false, false, false, -1, true},
-    [V_LUT4_GATHER] = {bl_sign_avx512_lut, false, false, false, false, -1, true},
-    [V_MASK512] = {bl_sign_avx512_mask, false, true, false, false, -1, false},
-    [V_LUT4_T] = {bl_sign_t_avx512_lut, true, false, true, false, V_MASK_T512, true},
-    [V_MASK_T512] = {bl_sign_t_avx512_mask, false, true, false, false, -1, false},
-    [V_I8_REF] = {NULL, false, false, false, false, -1, false},
-    [V_LUT4_I8] = {bl_sign_avx512_lut_i8, true, false, false, true, V_I8_REF, true},
+    [V_REF] = {NULL, false, false, false, false, -1, false, false},
+    [V_REF_T] = {NULL, false, false, false, false, -1, false, false},
+    [V_LUT3] = {bl_sign_avx2_lut, true, false, false, false, -1, true, false},
+    [V_LUT3_GATHER] = {bl_sign_avx2_lut, false, false, false, false, -1, true, false},
+    [V_MASK2] = {bl_sign_avx2_mask, false, true, false, false, -1, false, false},
+    [V_MASK_T2] = {bl_sign_t_avx2_mask, false, true, false, false, -1, false, false},
+    [V_LUT4] = {bl_sign_avx512_lut, true, false, false, false, -1, true, true},
+    [V_LUT4_GATHER] = {bl_sign_avx512_lut, false, false, false, false, -1, true, true},
+    [V_MASK512] = {bl_sign_avx512_mask, false, true, false, false, -1, false, false},
+    [V_LUT4_T] = {bl_sign_t_avx512_lut, true, false, true, false, V_MASK_T512, true, false},
+    [V_MASK_T512] = {bl_sign_t_avx512_mask, false, true, false, false, -1, false, false},
+    [V_I8_REF] = {NULL, false, false, false, false, -1, false, false},
+    [V_LUT4_I8] = {bl_sign_avx512_lut_i8, true, false, false, true, V_I8_REF, true, true},
 };
 _Static_assert(sizeof variants / sizeof variants[0] == V_COUNT, "one impl per variant");
 _Static_assert(sizeof impls / sizeof impls[0] == V_COUNT, "one impl per variant");
@@ -128,20 +130,31 @@ static void sign_call_static(void *call, int ith, int nth) {
     if (lo < hi) c->fn(c->job, lo, hi);
 }
 
-void bl_sign_variant_run(int k, const bl_signmat *S, const float *in, int64_t T, float *out,
-                         const bl_exec *ex) {
+/* The implementation variant k runs as for S on this CPU (its fallback where packing, GFNI or
+ * VBMI/VNNI is missing). */
+static const variant_impl *resolve(int k, const bl_signmat *S) {
+    const variant_impl *v = &impls[k];
+    if (v->fallback >= 0 && (!S->packed || (v->needs_gfni && !bl_cpu_has_gfni()) ||
+                             (v->needs_vbmi && !bl_cpu_has_vbmi_vnni())))
+        v = &impls[v->fallback];
+    return v;
+}
+
+/* bl_sign_variant_run with the scalings of a variant that fuses them (g, h NULL otherwise). */
+static void variant_run(int k, const bl_signmat *S, const float *in, const float *g,
+                        const float *h, int64_t T, float *out, const bl_exec *ex) {
     if (k < 0 || k >= V_COUNT) return;
     const bool tr = variants[k].transposed;
     const int64_t m = S->m, n = S->n, out_len = tr ? n : m, in_len = tr ? m : n;
     if (out_len <= 0 || T <= 0) return;
     if (in_len <= 0) { /* an empty sum */
         memset(out, 0, (size_t)(T * out_len) * sizeof *out);
+        if (h) /* as the separate scaling would: 0·h */
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t i = 0; i < out_len; i++) out[t * out_len + i] *= h[i];
         return;
     }
-    const variant_impl *v = &impls[k];
-    if (v->fallback >= 0 && (!S->packed || (v->needs_gfni && !bl_cpu_has_gfni()) ||
-                             (v->needs_vbmi && !bl_cpu_has_vbmi_vnni())))
-        v = &impls[v->fallback];
+    const variant_impl *v = resolve(k, S);
     if (!v->fn) {
         if (variants[v - impls].tables == BL_TABLES_I8) bl_sign_matmul_i8_ref(S, in, T, out);
         else if (tr) bl_sign_matmul_t_ref(S, in, T, out);
@@ -150,7 +163,7 @@ void bl_sign_variant_run(int k, const bl_signmat *S, const float *in, int64_t T,
     }
     const int64_t units = tr ? (n + BL_SIGN_ZUNIT - 1) / BL_SIGN_ZUNIT : (m + BL_SB_ROWS - 1) / BL_SB_ROWS;
     const double work = (double)m * (double)n * (double)T;
-    bl_sign_job job = {S, v->use_packed ? S->packed : NULL, in, T, out, NULL};
+    bl_sign_job job = {S, v->use_packed ? S->packed : NULL, in, T, out, NULL, g, h};
     sign_call call = {v->fn, &job, units};
     if (v->own_tables) {
         if (work >= SIGN_PAR_MIN_WORK) bl_pool_run(exec_pool(ex), sign_call_static, &call);
@@ -179,14 +192,46 @@ void bl_sign_variant_run(int k, const bl_signmat *S, const float *in, int64_t T,
     }
 }
 
-void bl_sign_matmul(const bl_signmat *S, const float *X, int64_t T, float *Y, const bl_exec *ex) {
+void bl_sign_variant_run(int k, const bl_signmat *S, const float *in, int64_t T, float *out,
+                         const bl_exec *ex) {
+    variant_run(k, S, in, NULL, NULL, T, out, ex);
+}
+
+/* The variant bl_sign_matmul runs under ex. */
+static int matmul_variant(const bl_exec *ex) {
     const bl_isa isa = exec_isa(ex);
-    if (ex && ex->tables == BL_TABLES_I8) {
-        bl_sign_variant_run(isa == BL_ISA_AVX512 ? V_LUT4_I8 : V_I8_REF, S, X, T, Y, ex);
+    if (ex && ex->tables == BL_TABLES_I8) return isa == BL_ISA_AVX512 ? V_LUT4_I8 : V_I8_REF;
+    return isa == BL_ISA_AVX512 ? V_LUT4 : isa == BL_ISA_AVX2 ? V_LUT3 : V_REF;
+}
+
+void bl_sign_matmul(const bl_signmat *S, const float *X, int64_t T, float *Y, const bl_exec *ex) {
+    variant_run(matmul_variant(ex), S, X, NULL, NULL, T, Y, ex);
+}
+
+bool bl_sign_fuses_scales(const bl_signmat *S, const bl_exec *ex) {
+    const variant_impl *v = resolve(matmul_variant(ex), S);
+    return v->fn && v->fuses_scales;
+}
+
+void bl_sign_matmul_scaled(const bl_signmat *S, const float *X, const float *g, int64_t T,
+                           const float *h, float *Y, const bl_exec *ex) {
+    if (!bl_sign_fuses_scales(S, ex)) { /* a contract breach: still the right answer */
+        float *u = NULL;
+        if (g && S->n > 0 && T > 0 && (u = bl_malloc_array((size_t)(T * S->n), sizeof *u)))
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t j = 0; j < S->n; j++) u[t * S->n + j] = X[t * S->n + j] * g[j];
+        if (g && !u && S->n > 0 && T > 0) { /* out of memory: scale nothing rather than guess */
+            for (int64_t i = 0; i < T * S->m; i++) Y[i] = NAN;
+            return;
+        }
+        bl_sign_matmul(S, u ? u : X, T, Y, ex);
+        free(u);
+        if (h)
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t i = 0; i < S->m; i++) Y[t * S->m + i] *= h[i];
         return;
     }
-    bl_sign_variant_run(isa == BL_ISA_AVX512 ? V_LUT4 : isa == BL_ISA_AVX2 ? V_LUT3 : V_REF, S, X,
-                        T, Y, ex);
+    variant_run(matmul_variant(ex), S, X, g, h, T, Y, ex);
 }
 
 void bl_sign_matmul_t(const bl_signmat *S, const float *V, int64_t T, float *Z,

@@ -69,6 +69,12 @@ typedef struct {
     int64_t T;
     float *out;             /* Y (T×m) or Z (T×n) */
     const float *tot;       /* T sums of `in` rows (variants with needs_tot) */
+    /* Diagonal scalings folded into the product (variants with fuses_scales; else NULL): Y[t][i] =
+     * out_scale[i]·Σ_j S[i][j]·(X[t][j]·in_scale[j]), each product rounded to f32 as the separate
+     * passes round it (the input's when the tables are built, the output's after the last
+     * chunk), so the bits are those of scale, product, scale. */
+    const float *in_scale;  /* n, or NULL */
+    const float *out_scale; /* m, or NULL */
 } bl_sign_job;
 
 #define BL_SIGN_ZUNIT 64 /* columns of Z per unit of the transposed kernels */

@@ -24,8 +24,10 @@ ALWAYS_INLINE __m512 group_table(const float v[4]) {
 #undef SIGNED
 }
 
-/* Tables for the `groups` groups starting at column col0 of one token x (inputs past n are 0). */
-static inline void build_tables(const float *x, int64_t n, int64_t col0, int64_t groups, float *tab) {
+/* Tables for the `groups` groups starting at column col0 of one token x (inputs past n are 0),
+ * of x[j]·s[j] when s is not NULL (the product rounded to f32 first, as a separate pass would). */
+static inline void build_tables(const float *x, const float *s, int64_t n, int64_t col0,
+                                int64_t groups, float *tab) {
     for (int64_t g = 0; g < groups; g++) {
         int64_t j = col0 + 4 * g;
         float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -33,6 +35,8 @@ static inline void build_tables(const float *x, int64_t n, int64_t col0, int64_t
             memcpy(v, x + j, sizeof v);
         else
             for (int b = 0; b < 4 && j + b < n; b++) v[b] = x[j + b];
+        if (s)
+            for (int b = 0; b < 4 && j + b < n; b++) v[b] *= s[j + b];
         _mm512_store_ps(tab + 16 * g, group_table(v));
     }
 }
@@ -58,13 +62,19 @@ ALWAYS_INLINE void pass_load(const float *Y, int64_t m, int64_t c, int64_t b, in
                                     : _mm512_maskz_loadu_ps(mk[r], Y + (t0 + t) * m + (b + r) * 16);
 }
 
+/* h: NULL, or (after the last chunk) the output scaling: each sum times h[i], one rounding. */
 ALWAYS_INLINE void pass_store(float *Y, int64_t m, int64_t b, int64_t t0, int TB, int R,
-                              const __mmask16 *mk, const __m512 *acc) {
+                              const __mmask16 *mk, const __m512 *acc, const float *h) {
+    __m512 hv[8];
+    if (h)
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) hv[r] = _mm512_maskz_loadu_ps(mk[r], h + (b + r) * 16);
 #pragma GCC unroll 8
     for (int t = 0; t < TB; t++)
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++)
-            _mm512_mask_storeu_ps(Y + (t0 + t) * m + (b + r) * 16, mk[r], acc[t * R + r]);
+            _mm512_mask_storeu_ps(Y + (t0 + t) * m + (b + r) * 16, mk[r],
+                                  h ? _mm512_mul_ps(acc[t * R + r], hv[r]) : acc[t * R + r]);
 }
 
 #endif

@@ -125,31 +125,32 @@ ALWAYS_INLINE void lut_chunk(const src_t *s, int64_t c, int64_t b, const float *
 /* One pass: R row blocks from b, TB tokens from t0, chunk c; partial sums live in Y between
  * chunks (chunk 0 starts from +0). */
 ALWAYS_INLINE void lut_pass(const src_t *s, int64_t c, int64_t b, const float *tab, float *Y,
-                            int64_t t0, int TB, int R, bool gather) {
+                            const float *h, int64_t t0, int TB, int R, bool gather) {
     __m512 acc[16];
     __mmask16 mk[8];
     pass_masks(s->m, b, R, mk);
     pass_load(Y, s->m, c, b, t0, TB, R, mk, acc);
     lut_chunk(s, c, b, tab, acc, TB, R, gather);
-    pass_store(Y, s->m, b, t0, TB, R, mk, acc);
+    pass_store(Y, s->m, b, t0, TB, R, mk, acc, h);
 }
 
 /* Blocks [b0, b1) of every token, chunk by chunk. The register blocking (R row blocks for TB
  * tokens) only groups independent accumulations, so it does not change any result. */
 #define PASSES(TB, R)                                                                  \
-    for (; b + (R) <= b1; b += (R)) lut_pass(s, c, b, tab, Y, t0, (TB), (R), gather); \
-    for (; b < b1; b++) lut_pass(s, c, b, tab, Y, t0, (TB), 1, gather)
+    for (; b + (R) <= b1; b += (R)) lut_pass(s, c, b, tab, Y, h, t0, (TB), (R), gather); \
+    for (; b < b1; b++) lut_pass(s, c, b, tab, Y, h, t0, (TB), 1, gather)
 
-ALWAYS_INLINE void lut_range(const src_t *s, const float *X, int64_t T, float *Y, int64_t b0,
-                             int64_t b1, bool gather) {
+ALWAYS_INLINE void lut_range(const src_t *s, const float *X, const float *g, const float *hs,
+                             int64_t T, float *Y, int64_t b0, int64_t b1, bool gather) {
     float own[TB_MAX * GROUPS * 16] __attribute__((aligned(64)));
     for (int64_t c = 0; c < s->g.chunks; c++) {
         const int64_t groups = 8 * bl_sb_chunk_words(&s->g, c);
+        const float *h = c == s->g.chunks - 1 ? hs : NULL; /* scaled after the last chunk */
         for (int64_t t0 = 0; t0 < T; t0 += TB_MAX) {
             const int tb = T - t0 < TB_MAX ? (int)(T - t0) : TB_MAX;
             const float *tab = own;
             for (int t = 0; t < tb; t++)
-                build_tables(X + (t0 + t) * s->n, s->n, c * BL_SB_CHUNK_COLS, groups,
+                build_tables(X + (t0 + t) * s->n, g, s->n, c * BL_SB_CHUNK_COLS, groups,
                              own + t * GROUPS * 16);
             int64_t b = b0;
             switch (tb) {
@@ -168,9 +169,9 @@ void bl_sign_avx512_lut(const bl_sign_job *j, int64_t b0, int64_t b1) {
     const src_t s = {j->packed, S->bits, S->m, S->n, bl_sign_row_bytes(S->n),
                      bl_sb_geometry(S->m, S->n)};
     if (j->packed)
-        lut_range(&s, j->in, j->T, j->out, b0, b1, false);
+        lut_range(&s, j->in, j->in_scale, j->out_scale, j->T, j->out, b0, b1, false);
     else
-        lut_range(&s, j->in, j->T, j->out, b0, b1, true);
+        lut_range(&s, j->in, j->in_scale, j->out_scale, j->T, j->out, b0, b1, true);
 }
 
 /* ---- mask variant (alternative, canonical layout, columns in lanes) ----

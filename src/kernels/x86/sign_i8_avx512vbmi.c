@@ -29,11 +29,11 @@
 /* Tables of one token for the cw words of chunk c: tab[w·128 ..] (lo, hi), scale[w]. The f32
  * group tables are lut_avx512.h's; a group's largest |entry| is its all-signs-aligned entry
  * ((|v0| + |v1|) + |v2|) + |v3|, bit for bit (negation is exact), so max_w is taken from them. */
-static inline void build_i8(const float *x, int64_t n, int64_t c, int64_t cw, int8_t *tab,
-                            float *scale) {
+static inline void build_i8(const float *x, const float *xs, int64_t n, int64_t c, int64_t cw,
+                            int8_t *tab, float *scale) {
     float f[8 * 16] __attribute__((aligned(64)));
     for (int64_t w = 0; w < cw; w++) {
-        build_tables(x, n, c * BL_SB_CHUNK_COLS + 32 * w, 8, f);
+        build_tables(x, xs, n, c * BL_SB_CHUNK_COLS + 32 * w, 8, f);
         __m512 mx = _mm512_setzero_ps();
         for (int q = 0; q < 8; q++) /* the NaN-dropping max of the specification */
             mx = _mm512_max_ps(_mm512_abs_ps(_mm512_load_ps(f + 16 * q)), mx);
@@ -58,7 +58,7 @@ typedef struct {
  * chunks; chunk 0 starts from +0). tab/scale: TB tokens' tables, strides WORDS·128 / WORDS. */
 static inline __attribute__((always_inline)) void
 pass_i8(const src_t *s, int64_t c, int64_t b, const int8_t *tab, const float *scale, float *Y,
-        int64_t t0, int TB, int R) {
+        const float *h, int64_t t0, int TB, int R) {
     __m512 acc[16];
     __mmask16 mk[4];
     pass_masks(s->m, b, R, mk);
@@ -91,7 +91,7 @@ pass_i8(const src_t *s, int64_t c, int64_t b, const int8_t *tab, const float *sc
             }
         }
     }
-    pass_store(Y, s->m, b, t0, TB, R, mk, acc);
+    pass_store(Y, s->m, b, t0, TB, R, mk, acc, h);
 }
 
 /* Register blocking: 4 row blocks × up to 4 tokens (8 index vectors, 16 sums). Measured at
@@ -99,8 +99,8 @@ pass_i8(const src_t *s, int64_t c, int64_t b, const int8_t *tab, const float *sc
  * (the table loads then serve 2 blocks instead of 4). It only groups independent accumulations,
  * so it changes no result. */
 #define PASSES(TB, R)                                                                     \
-    for (; b + (R) <= b1; b += (R)) pass_i8(&s, c, b, tab, scale, Y, t0, (TB), (R));     \
-    for (; b < b1; b++) pass_i8(&s, c, b, tab, scale, Y, t0, (TB), 1)
+    for (; b + (R) <= b1; b += (R)) pass_i8(&s, c, b, tab, scale, Y, h, t0, (TB), (R));  \
+    for (; b < b1; b++) pass_i8(&s, c, b, tab, scale, Y, h, t0, (TB), 1)
 
 void bl_sign_avx512_lut_i8(const bl_sign_job *j, int64_t b0, int64_t b1) {
     const bl_signmat *S = j->S;
@@ -111,11 +111,12 @@ void bl_sign_avx512_lut_i8(const bl_sign_job *j, int64_t b0, int64_t b1) {
     float *Y = j->out;
     for (int64_t c = 0; c < s.g.chunks; c++) {
         const int64_t cw = bl_sb_chunk_words(&s.g, c);
+        const float *h = c == s.g.chunks - 1 ? j->out_scale : NULL; /* after the last chunk */
         for (int64_t t0 = 0; t0 < j->T; t0 += TB_MAX) {
             const int tb = j->T - t0 < TB_MAX ? (int)(j->T - t0) : TB_MAX;
             for (int t = 0; t < tb; t++)
-                build_i8(X + (t0 + t) * S->n, S->n, c, cw, tab + t * WORDS * TAB_BYTES,
-                         scale + t * WORDS);
+                build_i8(X + (t0 + t) * S->n, j->in_scale, S->n, c, cw,
+                         tab + t * WORDS * TAB_BYTES, scale + t * WORDS);
             int64_t b = b0;
             switch (tb) {
             case 1: PASSES(1, 4); break;

@@ -111,7 +111,7 @@ TARGET_GFNI static void t_range(const tsrc_t *s, const float *V, int64_t T, floa
         for (int64_t t0 = 0; t0 < T; t0 += TT_MAX) {
             const int tb = T - t0 < TT_MAX ? (int)(T - t0) : TT_MAX;
             for (int t = 0; t < tb; t++)
-                build_tables(V + (t0 + t) * s->m, s->m, 16 * b0, 4 * nb, tab + t * TGROUPS * 16);
+                build_tables(V + (t0 + t) * s->m, NULL, s->m, 16 * b0, 4 * nb, tab + t * TGROUPS * 16);
             int64_t w = w0;
             switch (tb) {
             case 1: TPASSES(1, 2); break;
