@@ -47,6 +47,7 @@ struct bl_state {
     int *row_slot, *row_pos; /* [max_batch]: slot and position of each row */
     int32_t *row_tok;        /* [max_batch]: the tokens of a multi-sequence call, stacked */
     int *out_rows;           /* [max_batch]: the rows whose logits a call computes */
+    uint8_t *row_bad;        /* [max_batch]: residual_rows' non-finite flags */
     bl_observer_fn observe;
     void *observe_ctx;
     int layer; /* layer being computed, for the observer */
@@ -81,6 +82,7 @@ void bl_state_free(bl_state *s) {
     free(s->row_pos);
     free(s->row_tok);
     free(s->out_rows);
+    free(s->row_bad);
     free(s);
 }
 
@@ -146,7 +148,9 @@ bl_status bl_state_new_slots(const bl_model *m, int n_slots, int max_seq, int ma
     s->row_pos = calloc(B, sizeof *s->row_pos);
     s->row_tok = calloc(B, sizeof *s->row_tok);
     s->out_rows = calloc(B, sizeof *s->out_rows);
-    if (!s->pos || !s->spans || !s->row_slot || !s->row_pos || !s->row_tok || !s->out_rows)
+    s->row_bad = calloc(B, sizeof *s->row_bad);
+    if (!s->pos || !s->spans || !s->row_slot || !s->row_pos || !s->row_tok || !s->out_rows ||
+        !s->row_bad)
         ok = false;
     s->k_cache = alloc_floats(cache_rows, (size_t)s->kv_dim, &ok);
     s->v_cache = alloc_floats(cache_rows, (size_t)s->kv_dim, &ok);
@@ -229,17 +233,57 @@ static void linear(bl_state *s, const bl_linear *L, const float *x, int T, float
     L->ops->forward(L, x, T, y, s->work, &s->ex);
 }
 
+/* The per-token steps between the products (norms, RoPE, the cache write) go across the pool
+ * from this many tokens (a batched decode step, a prefill): each token's row is computed whole by
+ * one thread, so the bits do not depend on the split. One token stays on the calling thread,
+ * where a dispatch would cost about what the step does. */
+#define TOKENS_PAR_MIN 2
+
+typedef struct {
+    bl_state *s;
+    const bl_layer *ly;
+    int l;
+    const float *w; /* norm_rows: the weights */
+} token_job;
+
+static void rope_rows(void *ctx, int64_t t0, int64_t t1);
+
+/* s->xb = RMSNorm(s->x) with weights w, row by row. */
+static void norm_range(void *ctx, int64_t t0, int64_t t1) {
+    const token_job *j = ctx;
+    const bl_config *c = &j->s->m->cfg;
+    const size_t D = (size_t)c->dim;
+    for (int64_t t = t0; t < t1; t++)
+        rmsnorm(j->s->xb + (size_t)t * D, j->s->x + (size_t)t * D, j->w, c->dim, c->norm_eps);
+}
+
+static void norm_rows(bl_state *s, const float *w, int T) {
+    token_job j = {s, NULL, 0, w};
+    bl_pool_for(s->pool, T, T >= TOKENS_PAR_MIN, norm_range, &j);
+}
+
 /* Q/K/V projections, optional bias and q/k norm, RoPE, and the cache write. */
 static void attention_inputs(bl_state *s, const bl_layer *ly, int l, int T) {
-    const bl_config *c = &s->m->cfg;
-    const int hd = c->head_dim, half = hd / 2;
     linear(s, &ly->proj[BL_PROJ_Q], s->xb, T, s->q);
     linear(s, &ly->proj[BL_PROJ_K], s->xb, T, s->k);
     linear(s, &ly->proj[BL_PROJ_V], s->xb, T, s->v);
     add_bias(s->q, ly->bias[0], T, s->q_dim);
     add_bias(s->k, ly->bias[1], T, s->kv_dim);
     add_bias(s->v, ly->bias[2], T, s->kv_dim);
-    for (int t = 0; t < T; t++) {
+    token_job j = {s, ly, l, NULL};
+    bl_pool_for(s->pool, T, T >= TOKENS_PAR_MIN, rope_rows, &j);
+}
+
+/* Rows [t0, t1) of attention_inputs: q/k norm, RoPE and the cache write, row by row (each row its
+ * own position in its own slot, so rows are independent). */
+static void rope_rows(void *ctx, int64_t t0, int64_t t1) {
+    const token_job *j = ctx;
+    bl_state *s = j->s;
+    const bl_layer *ly = j->ly;
+    const int l = j->l;
+    const bl_config *c = &s->m->cfg;
+    const int hd = c->head_dim, half = hd / 2;
+    for (int64_t t = t0; t < t1; t++) {
         const int p = s->row_pos[t];
         const float *cs = s->rope_cos + (size_t)p * half, *sn = s->rope_sin + (size_t)p * half;
         for (int h = 0; h < c->n_heads; h++) {
@@ -404,6 +448,24 @@ static int first_nonfinite_row(const float *x, int T, int64_t n) {
     return -1;
 }
 
+/* s->x += s->tmp row by row, flagging the rows left holding a NaN or Inf (row_bad). */
+static void residual_range(void *ctx, int64_t t0, int64_t t1) {
+    bl_state *s = ctx;
+    const int64_t D = s->m->cfg.dim;
+    for (int64_t t = t0; t < t1; t++) {
+        residual_add(s->x + t * D, s->tmp + t * D, (size_t)D);
+        s->row_bad[t] = first_nonfinite_row(s->x + t * D, 1, D) >= 0;
+    }
+}
+
+/* The residual add after attention or the MLP; the first row holding a non-finite value, or -1. */
+static int residual_rows(bl_state *s, int T) {
+    bl_pool_for(s->pool, T, T >= TOKENS_PAR_MIN, residual_range, s);
+    for (int t = 0; t < T; t++)
+        if (s->row_bad[t]) return t;
+    return -1;
+}
+
 /* A non-finite activation stops the pass with an error naming the model file, what (layer and
  * part, or tensor) and the token position (and the sequence's slot in a multi-sequence state). */
 static bl_status nonfinite(const bl_state *s, int row, bl_err *err, const char *fmt, ...)
@@ -441,20 +503,16 @@ static bl_status forward_rows(bl_state *s, const int32_t *tokens, int T, bl_err 
     for (int l = 0; l < c->n_layers; l++) {
         const bl_layer *ly = &m->layers[l];
         s->layer = l;
-        for (int t = 0; t < T; t++)
-            rmsnorm(s->xb + (size_t)t * D, s->x + (size_t)t * D, ly->attn_norm, D, c->norm_eps);
+        norm_rows(s, ly->attn_norm, T);
         attention_inputs(s, ly, l, T);
         attention(s, l);
         linear(s, &ly->proj[BL_PROJ_O], s->att, T, s->tmp);
-        residual_add(s->x, s->tmp, (size_t)T * D);
-        if ((bad = first_nonfinite_row(s->x, T, D)) >= 0)
+        if ((bad = residual_rows(s, T)) >= 0)
             return nonfinite(s, bad, err, "in layer %d after attention (model.layers.%d: "
                              "input_layernorm, q/k/v/o_proj)", l, l);
-        for (int t = 0; t < T; t++)
-            rmsnorm(s->xb + (size_t)t * D, s->x + (size_t)t * D, ly->ffn_norm, D, c->norm_eps);
+        norm_rows(s, ly->ffn_norm, T);
         mlp(s, ly, T);
-        residual_add(s->x, s->tmp, (size_t)T * D);
-        if ((bad = first_nonfinite_row(s->x, T, D)) >= 0)
+        if ((bad = residual_rows(s, T)) >= 0)
             return nonfinite(s, bad, err, "in layer %d after the MLP (model.layers.%d: "
                              "post_attention_layernorm, gate/up/down_proj)", l, l);
     }
