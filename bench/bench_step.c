@@ -6,8 +6,10 @@
  * kind of product against its scalar reference first. What it leaves out of a real step
  * (attention, norms, SwiGLU, sampling) is what `bitllm speed` adds.
  *
- *   bench_step [--arch NAME] [--threads LIST] [--reps R] [--json]
- *   (default: tinyllama-1.1b, threads 1,2, 20 reps) */
+ *   bench_step [--arch NAME] [--threads LIST] [--batch B] [--sign-tables f32|i8] [--reps R] [--json]
+ *   (default: tinyllama-1.1b, threads 1,2, batch 1, f32 tables, 20 reps). --batch B: every
+ *   product takes B tokens at once (a server's batched decode step); times are per step and
+ *   per token. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,12 +64,19 @@ static void make_qmat(bl_qmat *Q, int64_t m, int64_t n, int bits, bl_rng *rng) {
 
 int main(int argc, char **argv) {
     const char *arch = "tinyllama-1.1b";
-    int threads[MAX_THREADS_LIST] = {1, 2}, nthreads = 2, reps = 20;
+    int threads[MAX_THREADS_LIST] = {1, 2}, nthreads = 2, reps = 20, B = 1;
+    bl_sign_tables tables = BL_TABLES_F32;
     bool json = false;
     for (int a = 1; a < argc; a++) {
         if (!strcmp(argv[a], "--arch") && a + 1 < argc) arch = argv[++a];
         else if (!strcmp(argv[a], "--reps") && a + 1 < argc) reps = atoi(argv[++a]);
         else if (!strcmp(argv[a], "--json")) json = true;
+        else if (!strcmp(argv[a], "--batch") && a + 1 < argc) {
+            B = atoi(argv[++a]);
+            if (B < 1 || B > 256) die("--batch: 1 to 256 tokens");
+        } else if (!strcmp(argv[a], "--sign-tables") && a + 1 < argc) {
+            if (!bl_sign_tables_from_name(argv[++a], &tables)) die("--sign-tables: f32 or i8");
+        }
         else if (!strcmp(argv[a], "--threads") && a + 1 < argc) {
             nthreads = 0;
             for (char *s = argv[++a]; *s && nthreads < MAX_THREADS_LIST;) {
@@ -79,7 +88,8 @@ int main(int argc, char **argv) {
                 if (*end && *end != ',') die("--threads: a list such as 1,2");
             }
         } else {
-            fprintf(stderr, "usage: bench_step [--arch NAME] [--threads LIST] [--reps R] [--json]\n");
+            fprintf(stderr, "usage: bench_step [--arch NAME] [--threads LIST] [--batch B] "
+                            "[--sign-tables f32|i8] [--reps R] [--json]\n");
             return 2;
         }
     }
@@ -120,9 +130,10 @@ int main(int argc, char **argv) {
         (double)(H.m * bl_qmat_row_bytes(H.n, 8)) + (double)(H.m * (H.n / 32)) * 2,
         (double)(H.m * bl_qmat_row_bytes(H.n, 4)) + (double)(H.m * (H.n / 32)) * 2};
 
-    float *x = xmalloc((size_t)maxdim * sizeof(float)), *y = xmalloc((size_t)maxdim * sizeof(float));
-    float *ref = xmalloc((size_t)maxdim * sizeof(float));
-    for (int64_t k = 0; k < maxdim; k++) x[k] = bl_rng_normal(&rng);
+    const size_t bmax = (size_t)B * (size_t)maxdim;
+    float *x = xmalloc(bmax * sizeof(float)), *y = xmalloc(bmax * sizeof(float));
+    float *ref = xmalloc(bmax * sizeof(float));
+    for (size_t k = 0; k < bmax; k++) x[k] = bl_rng_normal(&rng);
     double xabs = 0.0;
     for (int64_t k = 0; k < c.dim; k++) xabs += fabs(x[k]);
 
@@ -133,6 +144,13 @@ int main(int argc, char **argv) {
         bl_sign_matmul(&S[p], x, 1, y, NULL);
         bl_sign_matmul_ref(&S[p], x, 1, ref);
         if (worst(y, ref, S[p].m, ab) > 1.0) die("a sign product disagrees with the reference");
+        if (tables == BL_TABLES_I8) { /* the int8 tables: their specification, bit for bit */
+            const bl_exec e8 = {NULL, BL_ISA_AUTO, BL_TABLES_I8};
+            bl_sign_matmul(&S[p], x, B, y, &e8);
+            bl_sign_matmul_i8_ref(&S[p], x, B, ref);
+            if (memcmp(y, ref, (size_t)(B * S[p].m) * sizeof *y))
+                die("an int8-table sign product differs from its specification");
+        }
     }
     bl_half_matmul(BL_DT_F16, H.f16, H.m, H.n, x, 1, y, NULL);
     bl_half_matmul_ref(BL_DT_F16, H.f16, H.m, H.n, x, 1, ref);
@@ -146,38 +164,42 @@ int main(int argc, char **argv) {
     double load[1] = {-1.0};
     if (getloadavg(load, 1) != 1) load[0] = -1.0;
     if (!json) {
-        printf("%s: %d layers x %d projections, one token; sign matrices %.1f MiB (distinct), "
+        printf("%s: %d layers x %d projections, %d token(s) per product, %s sign tables; sign "
+               "matrices %.1f MiB (distinct), "
                "head %lldx%lld: F16 %.1f MiB, q8_0 %.1f MiB, q4_0 %.1f MiB\n",
-               arch, c.n_layers, BL_PROJ_COUNT, sign_bytes / 1048576.0, (long long)H.m,
+               arch, c.n_layers, BL_PROJ_COUNT, B, bl_sign_tables_name(tables),
+               sign_bytes / 1048576.0, (long long)H.m,
                (long long)H.n, head_bytes[0] / 1048576.0, head_bytes[1] / 1048576.0,
                head_bytes[2] / 1048576.0);
-        printf("kernels %s, load average %.2f; best of %d; GB/s = bytes of the weights read / time\n\n",
-               bl_isa_name(bl_cpu_best_isa()), load[0], reps);
+        printf("kernels %s, load average %.2f; best of %d; times per step (%d token(s)); GB/s = "
+               "bytes of the weights read / time; tok/s = tokens per second of the products\n\n",
+               bl_isa_name(bl_cpu_best_isa()), load[0], reps, B);
         printf("| threads | sign products ms | GB/s | F16 head ms | GB/s | q8_0 head ms | q4_0 head ms "
-               "| signs + F16 head ms | x 1st | signs + q4_0 head ms | x 1st |\n");
-        printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+               "| signs + F16 head ms | x 1st | signs + q4_0 head ms | x 1st | tok/s (signs + q4_0) |\n");
+        printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     } else {
-        printf("{\"arch\": \"%s\", \"load_average\": %.2f, \"sign_bytes\": %.0f, \"rows\": [", arch,
-               load[0], sign_bytes);
+        printf("{\"arch\": \"%s\", \"batch\": %d, \"sign_tables\": \"%s\", \"load_average\": %.2f, "
+               "\"sign_bytes\": %.0f, \"rows\": [", arch, B, bl_sign_tables_name(tables), load[0],
+               sign_bytes);
     }
     double first[2] = {0, 0};
     for (int ti = 0; ti < nthreads; ti++) {
         bl_pool *pool = NULL;
         bl_err err = {0};
         if (bl_pool_new(threads[ti], &pool, &err) != BL_OK) die(err.msg);
-        const bl_exec ex = {pool, BL_ISA_AUTO, BL_TABLES_F32};
+        const bl_exec ex = {pool, BL_ISA_AUTO, tables};
         double best_sign = 1e30, best_head[HEAD_KINDS] = {1e30, 1e30, 1e30};
         for (int r = 0; r < reps + 1; r++) { /* the first pass warms up */
             double t0 = bl_time_s();
-            for (int k = 0; k < np; k++) bl_sign_matmul(&S[k], x, 1, y, &ex);
+            for (int k = 0; k < np; k++) bl_sign_matmul(&S[k], x, B, y, &ex);
             const double ts = bl_time_s() - t0;
             double th[HEAD_KINDS];
             t0 = bl_time_s();
-            bl_half_matmul(BL_DT_F16, H.f16, H.m, H.n, x, 1, y, &ex);
+            bl_half_matmul(BL_DT_F16, H.f16, H.m, H.n, x, B, y, &ex);
             th[HEAD_F16] = bl_time_s() - t0;
             for (int q = 0; q < 2; q++) {
                 t0 = bl_time_s();
-                bl_qmat_matmul(&H.q[q], x, 1, y, &ex);
+                bl_qmat_matmul(&H.q[q], x, B, y, &ex);
                 th[HEAD_Q8 + q] = bl_time_s() - t0;
             }
             if (r == 0) continue;
@@ -189,11 +211,11 @@ int main(int argc, char **argv) {
         const double step16 = best_sign + best_head[HEAD_F16], step4 = best_sign + best_head[HEAD_Q4];
         if (ti == 0) first[0] = step16, first[1] = step4;
         if (!json)
-            printf("| %d | %.2f | %.1f | %.2f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n",
+            printf("| %d | %.2f | %.1f | %.2f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f |\n",
                    threads[ti], best_sign * 1e3, sign_bytes / best_sign / 1e9,
                    best_head[HEAD_F16] * 1e3, head_bytes[HEAD_F16] / best_head[HEAD_F16] / 1e9,
                    best_head[HEAD_Q8] * 1e3, best_head[HEAD_Q4] * 1e3, step16 * 1e3,
-                   first[0] / step16, step4 * 1e3, first[1] / step4);
+                   first[0] / step16, step4 * 1e3, first[1] / step4, B / step4);
         else {
             printf("%s{\"threads\": %d, \"sign_s\": %.6g", ti ? ", " : "", threads[ti], best_sign);
             for (int h = 0; h < HEAD_KINDS; h++)
