@@ -76,7 +76,8 @@ void bl_sign_matmul(const bl_signmat *S, const float *X, int64_t T, float *Y, co
  * u = X⊙g, bl_sign_matmul(u), Y⊙h, with the scalings done inside the product where
  * bl_sign_fuses_scales says so (each thread scales the inputs it reads and the outputs it
  * writes: no passes of their own, no barrier between them). Elsewhere it does the three steps
- * on the calling thread; callers with a pool check bl_sign_fuses_scales and scale themselves. */
+ * on the calling thread (Y all NaN if it cannot allocate their T×n buffer); callers with a pool
+ * check bl_sign_fuses_scales and scale themselves. */
 bool bl_sign_fuses_scales(const bl_signmat *S, const bl_exec *ex);
 void bl_sign_matmul_scaled(const bl_signmat *S, const float *X, const float *g, int64_t T,
                            const float *h, float *Y, const bl_exec *ex);
