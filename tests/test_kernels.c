@@ -10,6 +10,7 @@
 
 #include "bitllm/format.h"
 #include "bitllm/kernels.h"
+#include "formats/forward_util.h"
 #include "kernels/sign_kernels.h"
 #include "test.h"
 
@@ -570,11 +571,13 @@ static void test_i8_tables(void) {
         }
 }
 
-/* bl_sign_matmul_scaled: bit for bit the three steps (X⊙g, product, ⊙h) at every level, with
- * f32 and int8 tables, prepared and not, 1 and 2 threads, g and h each present or not; shapes
- * with a partial row block, a partial word and several column chunks (the output scaling is
- * applied after the last one), and a zero-column matrix. Scalings span 2^±8 with a few zeros and
- * negative entries. And bl_sign_fuses_scales holds where the fused kernels run. */
+/* The scaled sign product of the formats (bl_qc_sign_scaled: fused by bl_sign_matmul_scaled where
+ * the kernel can, else three passes): bit for bit the three steps (X⊙g, product, ⊙h) at every
+ * level, with f32 and int8 tables, prepared and not, 1 and 2 threads, g and h each present or
+ * not; shapes with a partial row block, a partial word and several column chunks (the output
+ * scaling is applied after the last one), and a zero-column matrix. Scalings span 2^±8 with a
+ * few zeros and negative entries. bl_sign_matmul_scaled answers as bl_sign_fuses_scales does,
+ * and the fused kernels run at AVX-512. */
 static void test_scaled_product(void) {
     static const int64_t shapes[][3] = {{1, 1, 1}, {17, 33, 3}, {65, 1100, 9}, {300, 513, 8},
                                         {40, 0, 2}};
@@ -585,8 +588,8 @@ static void test_scaled_product(void) {
         REQUIRE(problem_make(&p, m, n, T, 900 + (uint64_t)s));
         float *g = malloc((size_t)(n + 1) * sizeof *g), *h = malloc((size_t)m * sizeof *h);
         float *u = malloc((size_t)(T * n + 1) * sizeof *u), *want = malloc((size_t)(T * m) * sizeof *want);
-        float *got = malloc((size_t)(T * m) * sizeof *got);
-        REQUIRE(g && h && u && want && got);
+        float *got = malloc((size_t)(T * m) * sizeof *got), *work = malloc((size_t)(T * n + 1) * sizeof *work);
+        REQUIRE(g && h && u && want && got && work);
         bl_rng r;
         bl_rng_seed(&r, 31 + (uint64_t)s);
         for (int64_t j = 0; j < n; j++)
@@ -610,17 +613,19 @@ static void test_scaled_product(void) {
                             if (hs)
                                 for (int64_t k = 0; k < T * m; k++) want[k] *= hs[k % m];
                             memset(got, 0xFF, (size_t)(T * m) * sizeof *got);
-                            bl_sign_matmul_scaled(&S, p.X, gs, T, hs, got, &ex);
-                            fused += bl_sign_fuses_scales(&S, &ex);
+                            bl_qc_sign_scaled(&S, p.X, gs, T, hs, got, work, &ex);
+                            const bool fuses = bl_sign_fuses_scales(&S, &ex);
+                            fused += fuses;
                             CHECK_MSG(memcmp(got, want, (size_t)(T * m) * sizeof *got) == 0,
                                       "scaled %s %s %lldx%lld T=%lld prepared=%d threads=%d g=%d h=%d: "
                                       "not the three steps", tables ? "i8" : "f32",
                                       bl_isa_name((bl_isa)isa), (long long)m, (long long)n,
                                       (long long)T, prep, th + 1, which & 1, which >> 1);
+                            CHECK(bl_sign_matmul_scaled(&S, p.X, gs, T, hs, want, &ex) == fuses);
                             bl_signmat_release(&S);
                         }
         if (best == BL_ISA_AVX512) CHECK_MSG(fused > 0, "no fused product ran at AVX-512");
-        free(g), free(h), free(u), free(want), free(got);
+        free(g), free(h), free(u), free(want), free(got), free(work);
         problem_free(&p);
     }
 }

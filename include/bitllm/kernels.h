@@ -73,13 +73,13 @@ size_t bl_signmat_packed_bytes(int64_t m, int64_t n);
  * the same summation order, so a token's output does not depend on T either. */
 void bl_sign_matmul(const bl_signmat *S, const float *X, int64_t T, float *Y, const bl_exec *ex);
 /* Y[t][i] = h[i]·Σ_j S[i][j]·(X[t][j]·g[j]) (g or h NULL: 1), bit for bit the three steps
- * u = X⊙g, bl_sign_matmul(u), Y⊙h, with the scalings done inside the product where
- * bl_sign_fuses_scales says so (each thread scales the inputs it reads and the outputs it
- * writes: no passes of their own, no barrier between them). Elsewhere it does the three steps
- * on the calling thread (Y all NaN if it cannot allocate their T×n buffer); callers with a pool
- * check bl_sign_fuses_scales and scale themselves. */
+ * u = X⊙g, bl_sign_matmul(u), Y⊙h, with the scalings done inside the product (each thread
+ * scales the inputs it reads and the outputs it writes: no passes of their own, no barrier
+ * between them) — where the kernel bl_sign_matmul would run for S under ex does that
+ * (bl_sign_fuses_scales). Elsewhere it computes nothing and returns false: the caller makes the
+ * three steps itself (formats: bl_qc_sign_scaled). */
 bool bl_sign_fuses_scales(const bl_signmat *S, const bl_exec *ex);
-void bl_sign_matmul_scaled(const bl_signmat *S, const float *X, const float *g, int64_t T,
+bool bl_sign_matmul_scaled(const bl_signmat *S, const float *X, const float *g, int64_t T,
                            const float *h, float *Y, const bl_exec *ex);
 /* Z (T×n) = V (T×m) · S, i.e. Z[t][j] = Σ_i S[i][j]·V[t][i] (for backward passes). */
 void bl_sign_matmul_t(const bl_signmat *S, const float *V, int64_t T, float *Z,

@@ -51,10 +51,7 @@ void bl_qc_scale(const float *x, const float *s, int64_t T, int64_t n, float *ou
 
 void bl_qc_sign_scaled(const bl_signmat *S, const float *x, const float *g, int64_t T,
                        const float *h, float *y, float *u, const bl_exec *ex) {
-    if (bl_sign_fuses_scales(S, ex)) {
-        bl_sign_matmul_scaled(S, x, g, T, h, y, ex);
-        return;
-    }
+    if (bl_sign_matmul_scaled(S, x, g, T, h, y, ex)) return;
     if (g) {
         bl_qc_scale(x, g, T, S->n, u, ex);
         x = u;

@@ -12,8 +12,8 @@
 void bl_qc_scale(const float *x, const float *s, int64_t T, int64_t n, float *out,
                  const bl_exec *ex);
 /* y (T×m) = h ⊙ (S · (g ⊙ x)) (g or h NULL: none): inside the sign product where the kernel
- * fuses the scalings (bl_sign_fuses_scales), else three passes with u (T×n floats, unused when g
- * is NULL) holding g ⊙ x. The same bits either way. */
+ * fuses the scalings (bl_sign_matmul_scaled), else three passes with u (T×n floats, unused when
+ * g is NULL) holding g ⊙ x. The same bits either way. */
 void bl_qc_sign_scaled(const bl_signmat *S, const float *x, const float *g, int64_t T,
                        const float *h, float *y, float *u, const bl_exec *ex);
 

@@ -7,7 +7,6 @@
  * same micro-kernel, so results are bitwise identical at every thread count. Products below
  * PAR_MIN_WORK multiply-adds run on the calling thread (a dispatch costs more than they do). The
  * ISA files (x86/) export micro-kernels only; none of them starts a thread. */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -213,25 +212,11 @@ bool bl_sign_fuses_scales(const bl_signmat *S, const bl_exec *ex) {
     return v->fn && v->fuses_scales;
 }
 
-void bl_sign_matmul_scaled(const bl_signmat *S, const float *X, const float *g, int64_t T,
+bool bl_sign_matmul_scaled(const bl_signmat *S, const float *X, const float *g, int64_t T,
                            const float *h, float *Y, const bl_exec *ex) {
-    if (!bl_sign_fuses_scales(S, ex)) { /* a contract breach: still the right answer */
-        float *u = NULL;
-        if (g && S->n > 0 && T > 0 && (u = bl_malloc_array((size_t)(T * S->n), sizeof *u)))
-            for (int64_t t = 0; t < T; t++)
-                for (int64_t j = 0; j < S->n; j++) u[t * S->n + j] = X[t * S->n + j] * g[j];
-        if (g && !u && S->n > 0 && T > 0) { /* out of memory: scale nothing rather than guess */
-            for (int64_t i = 0; i < T * S->m; i++) Y[i] = NAN;
-            return;
-        }
-        bl_sign_matmul(S, u ? u : X, T, Y, ex);
-        free(u);
-        if (h)
-            for (int64_t t = 0; t < T; t++)
-                for (int64_t i = 0; i < S->m; i++) Y[t * S->m + i] *= h[i];
-        return;
-    }
+    if (!bl_sign_fuses_scales(S, ex)) return false;
     variant_run(matmul_variant(ex), S, X, g, h, T, Y, ex);
+    return true;
 }
 
 void bl_sign_matmul_t(const bl_signmat *S, const float *V, int64_t T, float *Z,
