@@ -1,7 +1,8 @@
 /* The weight products of one decode step, as a model runs them: the sign products of every
  * projection of every layer of an architecture (one token; distinct random matrices, so the
  * signs stream from memory as they do in a model, never from the cache of a product repeated on
- * one matrix, which is what `bitllm bench` times) and the output head in F16, q8_0 and q4_0. At
+ * one matrix, which is what `bitllm bench` times) and the output head in F16, q8_0 and q4_0
+ * (with --sign-tables i8 the quantized heads take int8 inputs, as a model then runs them). At
  * each thread count, best of R steps, with the share of the step's bytes per second. Checks each
  * kind of product against its scalar reference first. What it leaves out of a real step
  * (attention, norms, SwiGLU, sampling) is what `bitllm speed` adds.
@@ -155,10 +156,18 @@ int main(int argc, char **argv) {
     bl_half_matmul(BL_DT_F16, H.f16, H.m, H.n, x, 1, y, NULL);
     bl_half_matmul_ref(BL_DT_F16, H.f16, H.m, H.n, x, 1, ref);
     if (worst(y, ref, H.m, xabs) > 1.0) die("the F16 head disagrees with the reference");
+    void *qwork = xmalloc(bl_qmat_i8_work_bytes(H.n, B));
     for (int q = 0; q < 2; q++) {
         bl_qmat_matmul(&H.q[q], x, 1, y, NULL);
         bl_qmat_matmul_ref(&H.q[q], x, 1, ref);
         if (worst(y, ref, H.m, xabs) > 1.0) die("a quantized head disagrees with the reference");
+        if (tables == BL_TABLES_I8) { /* int8 inputs: the specification, bit for bit */
+            const bl_exec e8 = {NULL, BL_ISA_AUTO, BL_TABLES_I8};
+            bl_qmat_matmul_i8(&H.q[q], x, B, y, qwork, &e8);
+            bl_qmat_matmul_i8_ref(&H.q[q], x, B, ref, qwork);
+            if (memcmp(y, ref, (size_t)(B * H.m) * sizeof *y))
+                die("an int8-input quantized head differs from its specification");
+        }
     }
 
     double load[1] = {-1.0};
@@ -199,7 +208,8 @@ int main(int argc, char **argv) {
             th[HEAD_F16] = bl_time_s() - t0;
             for (int q = 0; q < 2; q++) {
                 t0 = bl_time_s();
-                bl_qmat_matmul(&H.q[q], x, B, y, &ex);
+                if (tables == BL_TABLES_I8) bl_qmat_matmul_i8(&H.q[q], x, B, y, qwork, &ex);
+                else bl_qmat_matmul(&H.q[q], x, B, y, &ex);
                 th[HEAD_Q8 + q] = bl_time_s() - t0;
             }
             if (r == 0) continue;
@@ -231,5 +241,6 @@ int main(int argc, char **argv) {
     free(S);
     for (int q = 0; q < 2; q++) bl_aligned_free((void *)H.q[q].qs), bl_aligned_free((void *)H.q[q].d);
     bl_aligned_free(H.f16), bl_aligned_free(x), bl_aligned_free(y), bl_aligned_free(ref);
+    bl_aligned_free(qwork);
     return 0;
 }

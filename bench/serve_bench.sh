@@ -12,7 +12,9 @@
 #                                          FORMATS ("f16 onebit dbf"), CLIENTS ("1 4 8"),
 #                                          BUILD (build), ARCH (tinyllama-1.1b),
 #                                          THREADS (server threads; default: all cores),
-#                                          SIGN_TABLES (f32 or i8: serve --sign-tables; default f32)
+#                                          SIGN_TABLES (f32 or i8: serve --sign-tables; default f32),
+#                                          HEAD (q4_0 or q8_0: the 1-bit formats with that output
+#                                          head and q8_0 embeddings; default: F16 head and embeddings)
 # WORKDIR (default /tmp/bitllm-serve-bench) keeps the synthetic models between runs (~3 GiB).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,28 +29,33 @@ CLIENTS=${CLIENTS:-1 4 8}
 ARCH=${ARCH:-tinyllama-1.1b}
 THREADS=${THREADS:-}
 SIGN_TABLES=${SIGN_TABLES:-f32}
+HEAD=${HEAD:-}
+# the directory of format $1 (the 1-bit formats with HEAD get their own)
+mdir() { if [ "$1" = f16 ] || [ -z "$HEAD" ]; then echo "$W/$1"; else echo "$W/$1-head-$HEAD"; fi; }
 [ -x "$BIN" ] && [ -x "$CLIENT" ] || { echo "build first: make (needs $BIN and $CLIENT)" >&2; exit 1; }
 mkdir -p "$W"
 [ -e "$W/f16/config.json" ] || nice "$BIN" synth --arch "$ARCH" -o "$W/f16" >&2
 for f in $FORMATS; do
-  [ "$f" = f16 ] || [ -e "$W/$f/config.json" ] ||
-    nice "$BIN" quantize "$W/f16" -m "$f" --random-factors -o "$W/$f" >/dev/null 2>&1
+  [ "$f" = f16 ] || [ -e "$(mdir "$f")/config.json" ] ||
+    nice "$BIN" quantize "$W/f16" -m "$f" --random-factors ${HEAD:+--head "$HEAD" --embed q8_0} \
+      -o "$(mdir "$f")" >/dev/null 2>&1
 done
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 # CPU seconds the server has used (all its threads): robust to other load, unlike wall time
 cpu_s() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
 cpu=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 echo "machine: $cpu, $(nproc) cores, OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}," \
-     "server threads ${THREADS:-all cores}, sign tables $SIGN_TABLES; $ARCH dimensions," \
+     "server threads ${THREADS:-all cores}, sign tables $SIGN_TABLES, 1-bit formats' head" \
+     "${HEAD:-F16}; $ARCH dimensions," \
      "random weights; $REQUESTS requests x $TOKENS tokens per client, 16-token prompts"
 echo
 echo "| format | bpw (layers) | clients | tok/s (all clients) | x 1 client | ms/token p50 | ms/token p99 | first token p50 | server CPU ms/token | x 1 client (CPU) | load avg |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for f in $FORMATS; do
-  bpw=$("$BIN" info "$W/$f" --json 2>/dev/null | python3 -c "import json,sys;print('%.2f'%json.load(sys.stdin)['bpw_layers'])" 2>/dev/null || echo "?")
+  bpw=$("$BIN" info "$(mdir "$f")" --json 2>/dev/null | python3 -c "import json,sys;print('%.2f'%json.load(sys.stdin)['bpw_layers'])" 2>/dev/null || echo "?")
   log=$W/server-$f.log
   : > "$log"
-  "$BIN" serve "$W/$f" --port 0 --parallel 8 --ctx 256 ${THREADS:+--threads "$THREADS"} \
+  "$BIN" serve "$(mdir "$f")" --port 0 --parallel 8 --ctx 256 ${THREADS:+--threads "$THREADS"} \
     --sign-tables "$SIGN_TABLES" 2>"$log" &
   pid=$!
   port=
@@ -65,11 +72,12 @@ for f in $FORMATS; do
     before=$(load); c0=$(cpu_s "$pid")
     r=$("$CLIENT" --port "$port" --clients "$c" --requests "$REQUESTS" --tokens "$TOKENS" --json)
     c1=$(cpu_s "$pid")
-    echo "$f $SIGN_TABLES $r {\"server_cpu_s\":$(python3 -c "print($c1-$c0)")}" >> "$W/results.jsonl"
+    echo "$f ${HEAD:-f16head} $SIGN_TABLES $r {\"server_cpu_s\":$(python3 -c "print($c1-$c0)")}" >> "$W/results.jsonl"
     read -r rate p50 p99 ft ntok < <(python3 -c "import json,sys;d=json.loads(sys.argv[1]);print(d['tok_per_s'],d['ms_per_token_p50'],d['ms_per_token_p99'],d['ttft_ms_p50'],d['tokens'])" "$r")
     cpt=$(python3 -c "print(1e3*($c1-$c0)/$ntok)")
     [ -n "$base" ] || { base=$rate; cbase=$cpt; }
-    lab=$f; [ "$SIGN_TABLES" = f32 ] || [ "$f" = f16 ] || lab="$f ($SIGN_TABLES tables)"
+    lab=$f; [ -z "$HEAD" ] || [ "$f" = f16 ] || lab="$f, $HEAD head"
+    [ "$SIGN_TABLES" = f32 ] || [ "$f" = f16 ] || lab="$lab ($SIGN_TABLES tables)"
     printf '| %s | %s | %d | %.2f | %.2f | %.0f | %.0f | %.0f | %.1f | %.2f | %s → %s |\n' "$lab" "$bpw" \
       "$c" "$rate" "$(python3 -c "print($rate/$base)")" "$p50" "$p99" "$ft" "$cpt" \
       "$(python3 -c "print($cbase/$cpt)")" "$before" "$(load)"

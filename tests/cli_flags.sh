@@ -100,7 +100,7 @@ fi
 # this 24-token text (0.05 nats per token; on 10,107 tokens of story text the shift is +0.1 %,
 # docs/performance.md; here it is 1.5 %)
 expect_usage "ppl --sign-tables f16" "unknown --sign-tables 'f16' (f32, i8)" $BIN ppl "$G" -f "$tmp/t.txt" --sign-tables f16
-expect_usage "speed --sign-tables i8 on an FP model" "--sign-tables i8 has no effect: $G has no 1-bit layers" $BIN speed "$G" --sign-tables i8 -n 2 -p 2
+expect_usage "speed --sign-tables i8 on an FP model" "--sign-tables i8 has no effect: $G has no 1-bit layers and no q8_0/q4_0 matrices" $BIN speed "$G" --sign-tables i8 -n 2 -p 2
 $BIN quantize "$G" -m onebit -o "$tmp/ob" >/dev/null 2>&1
 a=$($BIN ppl "$tmp/ob" -f "$tmp/t.txt" --json 2>/dev/null)
 b=$($BIN ppl "$tmp/ob" -f "$tmp/t.txt" --json --sign-tables i8 2>/dev/null)

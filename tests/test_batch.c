@@ -196,8 +196,10 @@ static void test_quantized_formats(void) {
     REQUIRE(synth("src", BL_DT_F16, src_dir, sizeof src_dir));
     bl_model *src = load(src_dir, BL_ISA_AUTO);
     REQUIRE(src);
-    const struct { const char *q; double bpw; } methods[] = {
-        {"onebit", 0}, {"dbf", 1.5}, {"mdbf", 2.0}, {"rtn1", 0}, {"rtn2", 0}};
+    /* q4_0 layers and a q4_0 head: BL_TABLES_I8 gives their products int8 inputs */
+    const struct { const char *q; double bpw; const char *head; } methods[] = {
+        {"onebit", 0, NULL}, {"dbf", 1.5, NULL}, {"mdbf", 2.0, NULL}, {"rtn1", 0, NULL},
+        {"rtn2", 0, NULL},   {"q4_0", 0, NULL},  {"onebit", 0, "q4_0"}};
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
         bl_quant_opts o;
         bl_quant_opts_default(&o);
@@ -205,8 +207,10 @@ static void test_quantized_formats(void) {
         if (methods[i].bpw > 0) o.bpw = methods[i].bpw;
         o.method.params.group = 32;
         o.random_factors = true;
+        o.head = methods[i].head;
         char dir[256];
-        snprintf(dir, sizeof dir, "%s/%s", base_dir, methods[i].q);
+        snprintf(dir, sizeof dir, "%s/%s%s%s", base_dir, methods[i].q, methods[i].head ? "-head-" : "",
+                 methods[i].head ? methods[i].head : "");
         bl_err err = {0};
         bl_quant_summary sum;
         bl_status s = bl_quantize_model(src, &o, dir, &sum, &err);

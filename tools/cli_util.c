@@ -322,13 +322,15 @@ bl_model *cli_load_model_tables(const char *cmd, const char *path, bl_load_opts 
         *rc = 1;
         return NULL;
     }
-    if (m->sign_tables == BL_TABLES_I8 && bl_model_sign_count(m) == 0) {
-        cli_errorf(cmd, "--sign-tables i8 has no effect: %s has no 1-bit layers", path);
+    if (m->sign_tables == BL_TABLES_I8 && bl_model_i8_count(m) == 0) {
+        cli_errorf(cmd, "--sign-tables i8 has no effect: %s has no 1-bit layers and no q8_0/q4_0 "
+                   "matrices", path);
         bl_model_free(m);
         return NULL;
     }
-    if (m->sign_tables == BL_TABLES_I8 && !bl_sign_i8_native(m->isa))
-        fprintf(stderr, "bitllm %s: warning: no int8-table kernel at this ISA level (it needs "
+    if (m->sign_tables == BL_TABLES_I8 &&
+        !(bl_model_sign_count(m) ? bl_sign_i8_native(m->isa) : bl_qmat_i8_native(m->isa)))
+        fprintf(stderr, "bitllm %s: warning: no int8 kernels at this ISA level (they need "
                 "AVX-512 with VBMI and VNNI); --sign-tables i8 runs the scalar reference, far "
                 "slower\n", cmd);
     return m;

@@ -49,11 +49,12 @@ typedef struct {
 #define CLI_SIGN_TABLES_OPT(name)                                                                 \
     {"sign-tables", 0, OPT_STR, &(name), "f32|i8",                                                \
      "sums of the 1-bit kernels: f32 (exact, the default) or i8 (int8 lookup tables with a "     \
-     "scale per 32 inputs: faster, batched decoding most; changes the numbers, docs/serve.md)",   \
+     "scale per 32 inputs, and q8_0/q4_0 matrices such as a quantized head on int8 inputs: "      \
+     "faster, batched decoding most; changes the numbers, docs/serve.md)",                        \
      CLI_ANY}
 /* Loads path with opts and a --sign-tables value (tables; NULL: f32). NULL on failure with *rc
- * the exit code: 2 for an unknown value or i8 on a model without 1-bit layers (the flag would do
- * nothing), 1 when loading fails. i8 without its SIMD kernel on this CPU runs, with a warning. */
+ * the exit code: 2 for an unknown value or i8 on a model without 1-bit layers or q8_0/q4_0
+ * matrices (the flag would do nothing), 1 when loading fails. i8 without its SIMD kernel on this CPU runs, with a warning. */
 bl_model *cli_load_model_tables(const char *cmd, const char *path, bl_load_opts *opts,
                                 const char *tables, int *rc);
 

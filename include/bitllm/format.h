@@ -186,6 +186,9 @@ struct bl_format_ops {
     void (*forward)(const bl_linear *L, const float *x, int64_t T, float *y, float *work,
                     const bl_exec *ex);
     size_t (*workspace_floats)(const bl_linear *L, int64_t T);
+    /* Optional: whether forward's own products (besides sign matrices) take int8 inputs under
+     * BL_TABLES_I8 (qsym's q8_0 / q4_0 layouts); NULL: they do not. */
+    bool (*i8_inputs)(const bl_linear *L);
     /* Ŵ as a dense m×n f32 matrix (for tests, rel_err and conversion). */
     bl_status (*to_dense)(const bl_linear *L, float *W, bl_err *err);
     /* Optional: row i of Ŵ (n floats), e.g. an embedding lookup; NULL if the format has none. */
@@ -224,6 +227,8 @@ const bl_format_ops *const *bl_format_list(int *count);
 bool bl_linear_is_dense(const bl_linear *L);
 /* Sign matrices the layer multiplies by (the products BL_TABLES_I8 changes); 0 for dense layers. */
 int bl_linear_sign_count(const bl_linear *L);
+/* Whether BL_TABLES_I8 changes the layer's products (sign matrices, or the i8_inputs trait). */
+bool bl_linear_i8_affected(const bl_linear *L);
 bool bl_format_is_dense(const bl_format_ops *f);
 
 /* The keyword a bpw option accepts besides a number: the name of the bpw_reference format

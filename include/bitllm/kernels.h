@@ -158,6 +158,23 @@ void bl_qmat_matmul(const bl_qmat *Q, const float *X, int64_t T, float *Y, const
 /* The scalar reference (double accumulation in column order; single-threaded). */
 void bl_qmat_matmul_ref(const bl_qmat *Q, const float *X, int64_t T, float *Y);
 
+/* BL_TABLES_I8 for group-quantized matrices (q8_0 / q4_0 heads): the inputs of every group of
+ * the matrix are rounded to int8 with one scale per group (dx = max|x|/127, as llama.cpp's q8_0
+ * activations), each group's codes dotted with them exactly in int32 (VPDPBUSD), and the integer
+ * sums scaled by d·dx into f32. bl_qmat_matmul_i8_ref is the specification, bit for bit; the
+ * error against the f32 product is at most Σ_j |ŵ_j|·dx_g/2 (half a step of each input) plus f32
+ * roundings. A token's outputs depend neither on the batch nor on the thread count. Layouts: bits
+ * 4 or 8, groups a multiple of 32 (bl_qmat_i8_ok). work: bl_qmat_i8_work_bytes(n, T) bytes
+ * (the quantized inputs; kernels never allocate). */
+bool bl_qmat_i8_ok(const bl_qmat *Q);
+size_t bl_qmat_i8_work_bytes(int64_t n, int64_t T);
+void bl_qmat_matmul_i8(const bl_qmat *Q, const float *X, int64_t T, float *Y, void *work,
+                       const bl_exec *ex);
+void bl_qmat_matmul_i8_ref(const bl_qmat *Q, const float *X, int64_t T, float *Y, void *work);
+/* Whether bl_qmat_matmul_i8 has its SIMD kernel at this level on this CPU (AVX-512 with VNNI;
+ * else the specification runs). */
+bool bl_qmat_i8_native(bl_isa isa);
+
 /* The element-wise and attention steps of a forward pass. The references (src/kernels/ref/
  * act_ref.c: f32 with libm's expf, loops the compiler may vectorise) are the specification and
  * run at the REF and AVX2 levels; the AVX-512 versions (x86/act_avx512.c) use a polynomial exp

@@ -190,8 +190,11 @@ void bl_model_free(bl_model *m);
 int64_t bl_model_param_count(const bl_model *m);
 /* Bytes of the weights as loaded (quantized layers at their stored size). */
 uint64_t bl_model_weight_bits(const bl_model *m);
-/* Sign matrices in the model's projections and output head (0: --sign-tables has no effect). */
+/* Sign matrices in the model's projections and output head. */
 int64_t bl_model_sign_count(const bl_model *m);
+/* Projections and output head whose products BL_TABLES_I8 changes (1-bit layers, q8_0 / q4_0
+ * matrices; 0: --sign-tables i8 has no effect). */
+int64_t bl_model_i8_count(const bl_model *m);
 /* Bits per weight of the seven decoder projections, and of every weight of the model. */
 void bl_model_bpw(const bl_model *m, double *bpw_layers, double *bpw_model);
 /* Parses a Hugging Face config.json text into cfg. */

@@ -358,6 +358,10 @@ int bl_linear_sign_count(const bl_linear *L) {
     return L->ops && !bl_linear_is_dense(L) ? count_signs(L->ops, &L->params) : 0;
 }
 
+bool bl_linear_i8_affected(const bl_linear *L) {
+    return bl_linear_sign_count(L) > 0 || (L->ops && L->ops->i8_inputs && L->ops->i8_inputs(L));
+}
+
 /* Moves data (validated) into a new impl of L with every sign tensor prepared for the kernels
  * (S in repeat-major table order); on failure nothing is taken. */
 static bl_status attach(bl_linear *L, const bl_format_ops *f, const void *data, bl_pool *pool,

@@ -38,28 +38,39 @@ typedef struct {
 static int64_t qsym_groups(int64_t n, int group) { return (n + group - 1) / group; }
 static int64_t qsym_row_bytes(int64_t n, int bits) { return (n * bits + 7) / 8; }
 
+static bl_qmat qsym_qmat(const qsym_data *q) {
+    return (bl_qmat){q->m, q->n, q->bits, q->group, q->qs, q->d};
+}
+
+static bool qsym_i8_inputs(const bl_linear *L) {
+    const bl_qmat Q = qsym_qmat(bl_layer_d(L));
+    return bl_qmat_i8_ok(&Q);
+}
+
+/* The int8 inputs of BL_TABLES_I8 (bl_qmat_matmul_i8), for layouts that have it. */
 static size_t qsym_workspace(const bl_linear *L, int64_t T) {
-    (void)L;
-    (void)T;
-    return 0;
+    const bl_qmat Q = qsym_qmat(bl_layer_d(L));
+    if (!bl_qmat_i8_ok(&Q)) return 0;
+    return (bl_qmat_i8_work_bytes(Q.n, T) + sizeof(float) - 1) / sizeof(float);
 }
 
 /* w[0..len) = Ŵ[i][j0 .. j0+len), by the one dequantization formula (bl_qmat_weight). */
 static void qsym_dequant(const void *data, int64_t i, int64_t j0, int64_t len, float *w) {
-    const qsym_data *q = data;
-    const bl_qmat Q = {q->m, q->n, q->bits, q->group, q->qs, q->d};
+    const bl_qmat Q = qsym_qmat(data);
     for (int64_t j = j0; j < j0 + len; j++) w[j - j0] = bl_qmat_weight(&Q, i, j);
 }
 
 /* q8_0 / q4_0 layouts (bits 4 or 8, groups of a multiple of 16) run the AVX-512 kernel of
  * kernels.h (bl_qmat_matmul) where the exec's level has it; every other case the generic
- * dequantize-and-dot path. */
+ * dequantize-and-dot path. With BL_TABLES_I8 (groups of a multiple of 32) the int8-input
+ * product bl_qmat_matmul_i8 at every level, its specification where VNNI is missing. */
 static void qsym_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work,
                          const bl_exec *ex) {
-    (void)work;
     const qsym_data *q = bl_layer_d(L);
-    const bl_qmat Q = {q->m, q->n, q->bits, q->group, q->qs, q->d};
-    if (bl_qmat_simd_ok(&Q, ex)) bl_qmat_matmul(&Q, x, T, y, ex);
+    const bl_qmat Q = qsym_qmat(q);
+    if (ex && ex->tables == BL_TABLES_I8 && bl_qmat_i8_ok(&Q))
+        bl_qmat_matmul_i8(&Q, x, T, y, work, ex);
+    else if (bl_qmat_simd_ok(&Q, ex)) bl_qmat_matmul(&Q, x, T, y, ex);
     else bl_qc_dequant_forward(q, qsym_dequant, q->m, q->n, x, T, y, ex);
 }
 
@@ -219,6 +230,7 @@ const bl_format_ops bl_format_qsym = {
     .random = qsym_random,
     .forward = qsym_forward,
     .workspace_floats = qsym_workspace,
+    .i8_inputs = qsym_i8_inputs,
     .to_dense = qsym_to_dense,
     .get_row = qsym_get_row,
     BL_FORMAT_TABLE_OPS,

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/qmat_kernels.h"
 #include "kernels/sign_kernels.h"
 
 static bl_isa detect_best(void) {
@@ -79,4 +80,9 @@ bool bl_cpu_has_gfni(void) {
 bool bl_cpu_has_vbmi_vnni(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vnni");
+}
+
+bool bl_cpu_has_vnni(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni");
 }

@@ -371,6 +371,39 @@ void bl_qmat_matmul(const bl_qmat *Q, const float *X, int64_t T, float *Y, const
           (Q->m + BL_QMAT_ROWS - 1) / BL_QMAT_ROWS, qmat_call_run, &call);
 }
 
+/* BL_TABLES_I8: the inputs rounded once on the calling thread, the rows across the pool. */
+
+bool bl_qmat_i8_native(bl_isa isa) {
+    return bl_isa_clamp(isa) == BL_ISA_AVX512 && bl_cpu_has_vnni();
+}
+
+typedef struct {
+    const bl_qmat_i8_job *job;
+} qmat_i8_call;
+
+static void qmat_i8_call_run(void *call, int64_t lo, int64_t hi) {
+    const qmat_i8_call *c = call;
+    bl_qmat_i8_avx512(c->job, lo, hi);
+}
+
+void bl_qmat_matmul_i8(const bl_qmat *Q, const float *X, int64_t T, float *Y, void *work,
+                       const bl_exec *ex) {
+    if (Q->m <= 0 || T <= 0) return;
+    if (!bl_qmat_i8_ok(Q)) { /* a contract breach: the f32 product, still a right answer */
+        bl_qmat_matmul(Q, X, T, Y, ex);
+        return;
+    }
+    if (!bl_qmat_i8_native(exec_isa(ex))) {
+        bl_qmat_matmul_i8_ref(Q, X, T, Y, work);
+        return;
+    }
+    bl_qmat_i8_prepare(Q, X, T, work);
+    const bl_qmat_i8_job job = {Q, T, work, Y};
+    qmat_i8_call call = {&job};
+    split(exec_pool(ex), (double)Q->m * (double)Q->n * (double)T,
+          (Q->m + BL_QMAT_ROWS - 1) / BL_QMAT_ROWS, qmat_i8_call_run, &call);
+}
+
 /* ---- element-wise and attention steps ---- */
 
 void bl_silu_mul(float *h, const float *u, int64_t n, bl_isa isa) {

@@ -462,6 +462,13 @@ int64_t bl_model_sign_count(const bl_model *m) {
     return k;
 }
 
+int64_t bl_model_i8_count(const bl_model *m) {
+    int64_t k = bl_linear_i8_affected(&m->output);
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int p = 0; p < BL_PROJ_COUNT; p++) k += bl_linear_i8_affected(&m->layers[l].proj[p]);
+    return k;
+}
+
 void bl_model_bpw(const bl_model *m, double *bpw_layers, double *bpw_model) {
     double bits = 0, n = 0;
     for (int l = 0; l < m->cfg.n_layers; l++)
