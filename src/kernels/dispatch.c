@@ -350,14 +350,7 @@ bool bl_qmat_simd_ok(const bl_qmat *Q, const bl_exec *ex) {
            Q->group % 16 == 0;
 }
 
-typedef struct {
-    const bl_qmat_job *job;
-} qmat_call;
-
-static void qmat_call_run(void *call, int64_t lo, int64_t hi) {
-    const qmat_call *c = call;
-    bl_qmat_avx512(c->job, lo, hi);
-}
+static void qmat_run(void *job, int64_t lo, int64_t hi) { bl_qmat_avx512(job, lo, hi); }
 
 void bl_qmat_matmul(const bl_qmat *Q, const float *X, int64_t T, float *Y, const bl_exec *ex) {
     if (Q->m <= 0 || T <= 0) return;
@@ -365,10 +358,9 @@ void bl_qmat_matmul(const bl_qmat *Q, const float *X, int64_t T, float *Y, const
         bl_qmat_matmul_ref(Q, X, T, Y);
         return;
     }
-    const bl_qmat_job job = {Q, X, T, Y};
-    qmat_call call = {&job};
+    bl_qmat_job job = {Q, X, T, Y};
     split(exec_pool(ex), (double)Q->m * (double)Q->n * (double)T,
-          (Q->m + BL_QMAT_ROWS - 1) / BL_QMAT_ROWS, qmat_call_run, &call);
+          (Q->m + BL_QMAT_ROWS - 1) / BL_QMAT_ROWS, qmat_run, &job);
 }
 
 /* BL_TABLES_I8: the inputs rounded once on the calling thread, the rows across the pool. */
@@ -377,14 +369,7 @@ bool bl_qmat_i8_native(bl_isa isa) {
     return bl_isa_clamp(isa) == BL_ISA_AVX512 && bl_cpu_has_vnni();
 }
 
-typedef struct {
-    const bl_qmat_i8_job *job;
-} qmat_i8_call;
-
-static void qmat_i8_call_run(void *call, int64_t lo, int64_t hi) {
-    const qmat_i8_call *c = call;
-    bl_qmat_i8_avx512(c->job, lo, hi);
-}
+static void qmat_i8_run(void *job, int64_t lo, int64_t hi) { bl_qmat_i8_avx512(job, lo, hi); }
 
 void bl_qmat_matmul_i8(const bl_qmat *Q, const float *X, int64_t T, float *Y, void *work,
                        const bl_exec *ex) {
@@ -398,10 +383,9 @@ void bl_qmat_matmul_i8(const bl_qmat *Q, const float *X, int64_t T, float *Y, vo
         return;
     }
     bl_qmat_i8_prepare(Q, X, T, work);
-    const bl_qmat_i8_job job = {Q, T, work, Y};
-    qmat_i8_call call = {&job};
+    bl_qmat_i8_job job = {Q, T, work, Y};
     split(exec_pool(ex), (double)Q->m * (double)Q->n * (double)T,
-          (Q->m + BL_QMAT_ROWS - 1) / BL_QMAT_ROWS, qmat_i8_call_run, &call);
+          (Q->m + BL_QMAT_ROWS - 1) / BL_QMAT_ROWS, qmat_i8_run, &job);
 }
 
 /* ---- element-wise and attention steps ---- */
