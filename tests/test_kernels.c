@@ -508,18 +508,18 @@ static void test_qmat(void) {
  * step dx_g/2 (times 1 + 2⁻¹³ for the rounding of x·inv) plus 2.4e-7·|x| (inv·dx is 1 within two
  * roundings), each weighted by |ŵ|; the integers are exact, and the f32 products, FMAs and tree
  * add at most (n/64 + 6)·2⁻²⁴ ≤ 1e-5 relative to Σ|ŵ|·(|x| + dx_g). Shapes: n not a multiple of
- * 64 or of the group, odd m, groups 32, 64, 128, bits 4 and 8, T = 9 (tiles of 8 and 1); inputs
- * normal, and normal with an outlier 1000× larger per 97 columns. */
+ * 64 or of the group, odd m, groups 32, 64, 96 (straddling blocks) and 128, bits 4 and 8, T = 9
+ * (tiles of 8 and 1); inputs normal, and normal with an outlier 1000× larger per 97 columns. */
 static void test_qmat_i8(void) {
     bl_rng r;
     bl_rng_seed(&r, 78);
     const int64_t shapes[][2] = {{1, 32}, {7, 33}, {13, 100}, {33, 515}, {5, 1037}, {9, 4096}};
-    const int bitss[] = {4, 8}, groups[] = {32, 64, 128};
+    const int bitss[] = {4, 8}, groups[] = {32, 64, 96, 128};
     const bool native = bl_qmat_i8_native(BL_ISA_AVX512);
     if (!native) fprintf(stderr, "  (no AVX-512 VNNI here: the int8 qsym kernel is not exercised)\n");
     for (int si = 0; si < 6; si++)
         for (int bi = 0; bi < 2; bi++)
-            for (int gi = 0; gi < 3; gi++)
+            for (int gi = 0; gi < 4; gi++)
                 for (int outliers = 0; outliers < 2; outliers++) {
                     const int64_t m = shapes[si][0], n = shapes[si][1], T = 9;
                     const int bits = bitss[bi], group = groups[gi];
