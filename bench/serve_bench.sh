@@ -14,7 +14,8 @@
 #                                          THREADS (server threads; default: all cores),
 #                                          SIGN_TABLES (f32 or i8: serve --sign-tables; default f32),
 #                                          HEAD (q4_0 or q8_0: the 1-bit formats with that output
-#                                          head and q8_0 embeddings; default: F16 head and embeddings)
+#                                          head and q8_0 embeddings; default: F16 head and embeddings),
+#                                          KV_CACHE (f32 or f16: serve --kv-cache; default f32)
 # WORKDIR (default /tmp/bitllm-serve-bench) keeps the synthetic models between runs (~3 GiB).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +31,7 @@ ARCH=${ARCH:-tinyllama-1.1b}
 THREADS=${THREADS:-}
 SIGN_TABLES=${SIGN_TABLES:-f32}
 HEAD=${HEAD:-}
+KV_CACHE=${KV_CACHE:-f32}
 # the directory of format $1 (the 1-bit formats with HEAD get their own)
 mdir() { if [ "$1" = f16 ] || [ -z "$HEAD" ]; then echo "$W/$1"; else echo "$W/$1-head-$HEAD"; fi; }
 [ -x "$BIN" ] && [ -x "$CLIENT" ] || { echo "build first: make (needs $BIN and $CLIENT)" >&2; exit 1; }
@@ -45,7 +47,8 @@ load() { cut -d' ' -f1-3 /proc/loadavg; }
 cpu_s() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
 cpu=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 echo "machine: $cpu, $(nproc) cores, OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}," \
-     "server threads ${THREADS:-all cores}, sign tables $SIGN_TABLES, 1-bit formats' head" \
+     "server threads ${THREADS:-all cores}, sign tables $SIGN_TABLES, KV cache $KV_CACHE," \
+     "1-bit formats' head" \
      "${HEAD:-F16}; $ARCH dimensions," \
      "random weights; $REQUESTS requests x $TOKENS tokens per client, 16-token prompts"
 echo
@@ -56,7 +59,7 @@ for f in $FORMATS; do
   log=$W/server-$f.log
   : > "$log"
   "$BIN" serve "$(mdir "$f")" --port 0 --parallel 8 --ctx 256 ${THREADS:+--threads "$THREADS"} \
-    --sign-tables "$SIGN_TABLES" 2>"$log" &
+    --sign-tables "$SIGN_TABLES" --kv-cache "$KV_CACHE" 2>"$log" &
   pid=$!
   port=
   for _ in $(seq 1 1200); do

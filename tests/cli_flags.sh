@@ -106,6 +106,12 @@ a=$($BIN ppl "$tmp/ob" -f "$tmp/t.txt" --json 2>/dev/null)
 b=$($BIN ppl "$tmp/ob" -f "$tmp/t.txt" --json --sign-tables i8 2>/dev/null)
 check "ppl --sign-tables i8: reported, different from f32 and within 5 %" 'python3 -c "import json,sys; a,b=json.loads(sys.argv[1]),json.loads(sys.argv[2]); assert a[\"sign_tables\"]==\"f32\" and b[\"sign_tables\"]==\"i8\" and a[\"ppl\"]!=b[\"ppl\"] and abs(b[\"ppl\"]/a[\"ppl\"]-1)<0.05, (a[\"ppl\"],b[\"ppl\"])" "$a" "$b"'
 check "generate --sign-tables i8 runs" '$BIN generate "$tmp/ob" -p "Once" -n 8 --temp 0 --sign-tables i8 >/dev/null 2>&1'
+# --kv-cache: a bad value is a usage error; f16 is reported and moves the perplexity a little
+expect_usage "ppl --kv-cache f8" "unknown --kv-cache 'f8' (f32, f16)" $BIN ppl "$G" -f "$tmp/t.txt" --kv-cache f8
+c=$($BIN ppl "$tmp/ob" -f "$tmp/t.txt" --json --kv-cache f16 2>/dev/null)
+check "ppl --kv-cache f16: reported, different from f32 and within 1 %" 'python3 -c "import json,sys; a,c=json.loads(sys.argv[1]),json.loads(sys.argv[2]); assert a[\"kv_cache\"]==\"f32\" and c[\"kv_cache\"]==\"f16\" and a[\"ppl\"]!=c[\"ppl\"] and abs(c[\"ppl\"]/a[\"ppl\"]-1)<0.01, (a[\"ppl\"],c[\"ppl\"])" "$a" "$c"'
+check "generate --kv-cache f16 runs" '$BIN generate "$tmp/ob" -p "Once" -n 8 --temp 0 --kv-cache f16 >/dev/null 2>&1'
+check "speed --kv-cache f16 says so" '$BIN speed "$tmp/ob" -n 4 -p 4 --kv-cache f16 2>/dev/null | grep -q "KV cache f16"'
 
 check "eval --help says chars is the default, as lm-eval" '$BIN eval --help | grep -q "characters (default, as lm-eval"'
 

@@ -21,13 +21,17 @@ static void rm_rf(const char *dir) {
     if (system(cmd) != 0) fprintf(stderr, "  cannot remove %s\n", dir);
 }
 
-/* The model at path, its inference states running at kernel level isa with those sign tables. */
-static bl_model *load_tables(const char *path, bl_isa isa, bl_sign_tables tables) {
+/* The model at path, its inference states running at kernel level isa with those sign tables and
+ * an f32 or FP16 KV cache. */
+static bl_model *load_kv(const char *path, bl_isa isa, bl_sign_tables tables, bool kv_f16) {
     bl_model *m = NULL;
     bl_err err = {0};
-    const bl_load_opts o = {.isa = isa, .sign_tables = tables};
+    const bl_load_opts o = {.isa = isa, .sign_tables = tables, .kv_f16 = kv_f16};
     if (bl_model_load(path, &o, &m, &err) != BL_OK) fprintf(stderr, "  load: %s\n", err.msg);
     return m;
+}
+static bl_model *load_tables(const char *path, bl_isa isa, bl_sign_tables tables) {
+    return load_kv(path, isa, tables, false);
 }
 static bl_model *load(const char *path, bl_isa isa) { return load_tables(path, isa, BL_TABLES_F32); }
 
@@ -144,9 +148,9 @@ static void check_every_isa(const char *dir, const char *name, int n_tables) {
         }
 }
 
-/* Last-position logits of one prompt on the model in dir with the given sign tables. */
-static bool prompt_logits(const char *dir, bl_sign_tables tables, float *out) {
-    bl_model *m = load_tables(dir, BL_ISA_AUTO, tables);
+/* Last-position logits of one prompt on the model in dir with the given sign tables and cache. */
+static bool prompt_logits_kv(const char *dir, bl_sign_tables tables, bool kv_f16, float *out) {
+    bl_model *m = load_kv(dir, BL_ISA_AUTO, tables, kv_f16);
     bl_state *st = NULL;
     bl_err err = {0};
     int32_t toks[12];
@@ -156,6 +160,9 @@ static bool prompt_logits(const char *dir, bl_sign_tables tables, float *out) {
     bl_state_free(st);
     bl_model_free(m);
     return ok;
+}
+static bool prompt_logits(const char *dir, bl_sign_tables tables, float *out) {
+    return prompt_logits_kv(dir, tables, false, out);
 }
 
 /* --sign-tables i8 reaches the model's products: its logits differ from the f32 tables' (so the
@@ -222,6 +229,44 @@ static void test_quantized_formats(void) {
     bl_model_free(src);
 }
 
+/* The FP16 KV cache: the schedule (prompts through the blocked products, decode through the
+ * grouped kernel, slots reused) batched == alone at every ISA level, and the logits close to the
+ * f32 cache's but not equal (keys and values are rounded to FP16, relative error ≤ 2⁻¹¹ each;
+ * 1e-2 relative L2 on the logits leaves room for its passage through the layers). */
+static void test_kv_f16(void) {
+    REQUIRE(base_dir[0]);
+    char dirs[2][256];
+    REQUIRE(synth("kv", BL_DT_F32, dirs[0], sizeof dirs[0]));
+    snprintf(dirs[1], sizeof dirs[1], "%s/onebit", base_dir); /* test_quantized_formats' */
+    const bl_isa best = bl_cpu_best_isa();
+    for (int d = 0; d < 2; d++) {
+        for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
+            bl_model *m = load_kv(dirs[d], (bl_isa)isa, BL_TABLES_F32, true);
+            CHECK_MSG(m != NULL, "%s: cannot load", dirs[d]);
+            if (!m) break;
+            CHECK(m->kv_f16);
+            char what[64];
+            snprintf(what, sizeof what, "%s/%s/kv f16", d ? "onebit" : "f32", bl_isa_name((bl_isa)isa));
+            CHECK_MSG(run_schedule(m, what) == 0, "%s", what);
+            bl_model_free(m);
+        }
+        bl_model *m = load(dirs[d], BL_ISA_AUTO);
+        REQUIRE(m);
+        const int V = m->cfg.vocab_size;
+        bl_model_free(m);
+        float *a = malloc(sizeof(float) * (size_t)V), *b = malloc(sizeof(float) * (size_t)V);
+        REQUIRE(a && b);
+        REQUIRE(prompt_logits_kv(dirs[d], BL_TABLES_F32, false, a) &&
+                prompt_logits_kv(dirs[d], BL_TABLES_F32, true, b));
+        double d2 = 0, n2 = 0;
+        for (int k = 0; k < V; k++) d2 += (double)(a[k] - b[k]) * (a[k] - b[k]), n2 += (double)a[k] * a[k];
+        const double rel = sqrt(d2 / (n2 + 1e-30));
+        CHECK_MSG(rel > 0 && rel < 1e-2, "%s: FP16 against f32 cache, logits relative L2 %.3g",
+                  d ? "onebit" : "f32", rel);
+        free(a), free(b);
+    }
+}
+
 static void test_bad_batches(void) {
     REQUIRE(base_dir[0]);
     char dir[256];
@@ -264,6 +309,7 @@ int main(void) {
     make_base();
     TEST_RUN(test_dense_formats);
     TEST_RUN(test_quantized_formats);
+    TEST_RUN(test_kv_f16); /* after test_quantized_formats: uses its onebit model */
     TEST_RUN(test_bad_batches);
     if (base_dir[0]) rm_rf(base_dir);
     return test_summary();

@@ -137,6 +137,57 @@ static void check_problem(bl_dtype dt, int64_t m, int64_t n, int64_t T, uint64_t
     free(W), free(X), free(Yref), free(Y1), free(Y2), free(mag);
 }
 
+/* f32 → f16 (the FP16 KV cache): the AVX-512 conversion equals the scalar bl_f32_to_f16 bit for
+ * bit on every finite f16 value, the midpoints between neighbours (ties to even) and a quarter
+ * step either side, values past 65504 (→ inf, or down to 65504 below the midpoint), below the
+ * smallest subnormal and infinities; NaNs stay NaN. Odd start and count, so the tail runs. */
+static void test_to_f16(void) {
+    const size_t cap = 65536 * 4 + 64;
+    float *src = malloc(cap * sizeof *src);
+    uint16_t *ref = malloc(cap * sizeof *ref), *got = malloc(cap * sizeof *got);
+    REQUIRE(src && ref && got);
+    size_t n = 0;
+    for (uint32_t h = 0; h < 65535; h++) {
+        const float a = bl_f16_to_f32((uint16_t)h), b = bl_f16_to_f32((uint16_t)(h + 1));
+        if (!isfinite(a)) continue;
+        src[n++] = a;
+        if (isfinite(b) && (h & 0x7fff) != 0x7fff) {
+            const float mid = a + (b - a) * 0.5f; /* exact: f16 neighbours are 11-bit values */
+            src[n++] = mid;
+            src[n++] = mid + (b - a) * 0.25f;
+            src[n++] = mid - (b - a) * 0.25f;
+        }
+    }
+    const float extra[] = {65504.0f, 65519.0f, 65520.0f, 1e6f, -1e6f, 1e-9f, -1e-9f, 3e-8f,
+                           INFINITY, -INFINITY, NAN, -0.0f, 0.0f};
+    for (size_t k = 0; k < sizeof extra / sizeof extra[0]; k++) src[n++] = extra[k];
+    bl_f32_to_f16_n_ref(src, ref, n);
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) bad += ref[i] != bl_f32_to_f16(src[i]);
+    CHECK(bad == 0);
+    if (bl_cpu_best_isa() == BL_ISA_AVX512) {
+        const size_t starts[] = {0, 1, 7}, counts[] = {n, n - 9, 5};
+        for (int k = 0; k < 3; k++) {
+            memset(got, 0xAB, cap * sizeof *got);
+            bl_f32_to_f16_n_avx512(src + starts[k], got + starts[k], counts[k]);
+            bad = 0;
+            for (size_t i = starts[k]; i < starts[k] + counts[k]; i++) {
+                const bool nan = isnan(src[i]);
+                const bool same = nan ? (got[i] & 0x7c00) == 0x7c00 && (got[i] & 0x3ff) : got[i] == ref[i];
+                if (!same && bad++ < 3)
+                    fprintf(stderr, "  f32 %a: 0x%04x vs 0x%04x\n", (double)src[i], got[i], ref[i]);
+            }
+            CHECK_MSG(bad == 0, "%d conversions differ", bad);
+            if (starts[k] + counts[k] < cap) CHECK(got[starts[k] + counts[k]] == 0xABAB);
+        }
+    }
+    bl_f32_to_f16_n(src, got, n); /* the public entry point (default level) */
+    bad = 0;
+    for (size_t i = 0; i < n; i++) bad += !isnan(src[i]) && got[i] != ref[i];
+    CHECK(bad == 0);
+    free(src), free(ref), free(got);
+}
+
 static void test_small_shapes(void) {
     static const int64_t sizes[] = {1, 7, 63, 64, 65, 511, 513};
     static const int64_t Ts[] = {1, 2, 3, 5, 7};
@@ -215,6 +266,7 @@ int main(void) {
     fprintf(stderr, "cpu best ISA: %s\n", bl_isa_name(bl_cpu_best_isa()));
     if (bl_pool_new(2, &two_threads, NULL) != BL_OK) return 1;
     TEST_RUN(test_convert_every_value);
+    TEST_RUN(test_to_f16);
     TEST_RUN(test_small_shapes);
     TEST_RUN(test_large_shapes);
     TEST_RUN(test_dense_layer);

@@ -311,12 +311,17 @@ int cli_error(const char *cmd, const bl_err *err) {
 }
 
 bl_model *cli_load_model_tables(const char *cmd, const char *path, bl_load_opts *opts,
-                                const char *tables, int *rc) {
+                                const char *tables, const char *kv, int *rc) {
     *rc = cli_exit_code(CLI_USAGE);
     if (tables && !bl_sign_tables_from_name(tables, &opts->sign_tables)) {
         cli_errorf(cmd, "unknown --sign-tables '%s' (f32, i8)", tables);
         return NULL;
     }
+    if (kv && strcmp(kv, "f32") != 0 && strcmp(kv, "f16") != 0) {
+        cli_errorf(cmd, "unknown --kv-cache '%s' (f32, f16)", kv);
+        return NULL;
+    }
+    opts->kv_f16 = kv && strcmp(kv, "f16") == 0;
     bl_model *m = cli_load_model_opts(path, opts);
     if (!m) {
         *rc = 1;

@@ -45,18 +45,24 @@ typedef struct {
     {"threads", 't', OPT_INT, &(threads), "T", "threads (default: OMP_NUM_THREADS or all cores)", \
      CLI_MIN(1)}
 
-/* --sign-tables, on every command that runs a model: how its 1-bit products sum. */
-#define CLI_SIGN_TABLES_OPT(name)                                                                 \
+/* --sign-tables and --kv-cache, on every command that runs a model: how its 1-bit products sum
+ * and what its KV cache holds. */
+#define CLI_SIGN_TABLES_OPT(name, kv)                                                             \
+    {"kv-cache", 0, OPT_STR, &(kv), "f32|f16",                                                   \
+     "KV cache values: f32 (the default) or f16 (half the memory and the attention's reads; "    \
+     "keys and values rounded to FP16, as llama.cpp's default cache; changes the numbers)",      \
+     CLI_ANY},                                                                                    \
     {"sign-tables", 0, OPT_STR, &(name), "f32|i8",                                                \
      "sums of the 1-bit kernels: f32 (exact, the default) or i8 (int8 lookup tables with a "     \
      "scale per 32 inputs, and q8_0/q4_0 matrices such as a quantized head on int8 inputs: "      \
      "faster, batched decoding most; changes the numbers, docs/serve.md)",                        \
      CLI_ANY}
-/* Loads path with opts and a --sign-tables value (tables; NULL: f32). NULL on failure with *rc
- * the exit code: 2 for an unknown value or i8 on a model without 1-bit layers or q8_0/q4_0
- * matrices (the flag would do nothing), 1 when loading fails. i8 without its SIMD kernel on this CPU runs, with a warning. */
+/* Loads path with opts, a --sign-tables value (tables; NULL: f32) and a --kv-cache value (kv;
+ * NULL: f32). NULL on failure with *rc the exit code: 2 for an unknown value or i8 on a model
+ * without 1-bit layers or q8_0/q4_0 matrices (the flag would do nothing), 1 when loading fails.
+ * i8 without its SIMD kernel on this CPU runs, with a warning. */
 bl_model *cli_load_model_tables(const char *cmd, const char *path, bl_load_opts *opts,
-                                const char *tables, int *rc);
+                                const char *tables, const char *kv, int *rc);
 
 /* The penalties on recent tokens that generate and chat share (bl_penalties, as doubles for the
  * parser). */

@@ -29,7 +29,7 @@ static bool print_text(void *ctx, const char *text, size_t len) {
 
 int cmd_chat(int argc, char **argv) {
     const char *tokp = NULL, *system = NULL, *tmpl = NULL;
-    const char *tables_s = NULL;
+    const char *tables_s = NULL, *kv_s = NULL;
     int ctx = 0, max_tokens = 0, threads = 0;
     double temp = 0.8, top_p = 0.9;
     cli_penalties pen = cli_penalties_default();
@@ -46,7 +46,7 @@ int cmd_chat(int argc, char **argv) {
          CLI_MIN(1)},
         {"temp", 0, OPT_FLOAT, &temp, "T", "temperature, 0 = greedy (default 0.8)",
          CLI_MIN(0)},
-        CLI_SIGN_TABLES_OPT(tables_s),
+        CLI_SIGN_TABLES_OPT(tables_s, kv_s),
         CLI_DECODE_OPTS(top_p, seed, tokp, threads),
         CLI_PENALTY_OPTS(pen),
     };
@@ -61,7 +61,7 @@ int cmd_chat(int argc, char **argv) {
     if ((r = cli_check_sampling(&spec, temp)) != CLI_OK) return cli_exit_code(r);
     if ((r = cli_check_penalties(&spec, &pen)) != CLI_OK) return cli_exit_code(r);
     bl_load_opts lo = {.tokenizer_path = tokp};
-    bl_model *m = cli_load_model_tables("chat", pos[0], &lo, tables_s, &r);
+    bl_model *m = cli_load_model_tables("chat", pos[0], &lo, tables_s, kv_s, &r);
     if (!m) return r;
     bl_chat_session_opts so = {.system = system, .chat_template = tmpl, .ctx = ctx,
                                .max_tokens = max_tokens, .temperature = (float)temp,

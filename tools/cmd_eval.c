@@ -141,7 +141,7 @@ void eval_print_table(FILE *f, const bl_task_result *res, int n) {
 
 int cmd_eval(int argc, char **argv) {
     const char *tasks = NULL, *data = NULL, *tokp = NULL, *norm = "chars", *dump_path = NULL;
-    const char *tables_s = NULL;
+    const char *tables_s = NULL, *kv_s = NULL;
     int limit = 0, ctx = 0;
     bool json = false, no_bos = false, allow_long = false;
     const cli_opt opts[] = {
@@ -163,7 +163,7 @@ int cmd_eval(int argc, char **argv) {
          "code: len() of the Python string) or in UTF-8 bytes", CLI_ANY},
         {"no-bos", 0, OPT_FLAG, &no_bos, NULL, "do not prepend BOS", CLI_ANY},
         {"dump", 0, OPT_STR, &dump_path, "FILE", "write per-item scores as JSON lines", CLI_ANY},
-        CLI_SIGN_TABLES_OPT(tables_s),
+        CLI_SIGN_TABLES_OPT(tables_s, kv_s),
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
         {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout", CLI_ANY},
     };
@@ -191,7 +191,7 @@ int cmd_eval(int argc, char **argv) {
     int n = eval_load_tasks("eval", tasks, data, limit, sets);
     if (n < 0) return 1;
     bl_load_opts lo = {.tokenizer_path = tokp};
-    bl_model *m = cli_load_model_tables("eval", pos[0], &lo, tables_s, &r);
+    bl_model *m = cli_load_model_tables("eval", pos[0], &lo, tables_s, kv_s, &r);
     if (!m) {
         eval_free_tasks(sets, n);
         return r;
@@ -232,6 +232,7 @@ int cmd_eval(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "bpw_layers", bpw_layers);
         cJSON_AddNumberToObject(o, "bpw_model", bpw_model);
         cJSON_AddStringToObject(o, "sign_tables", bl_sign_tables_name(m->sign_tables));
+        cJSON_AddStringToObject(o, "kv_cache", m->kv_f16 ? "f16" : "f32");
         cJSON_AddNumberToObject(o, "ctx", cc.ctx);
         cJSON_AddStringToObject(o, "ctx_source", bl_ctx_source_name(cc.source));
         cJSON_AddNumberToObject(o, "trained_ctx", cc.trained);
@@ -246,10 +247,11 @@ int cmd_eval(int argc, char **argv) {
         cli_print_json(o);
     } else {
         eval_print_table(stdout, res, n);
-        printf("model %s (%s); bpw %.3f layers / %.3f model; %s sign tables; %s; BOS %s; "
+        printf("model %s (%s); bpw %.3f layers / %.3f model; %s sign tables, %s KV cache; %s; BOS %s; "
                "acc_norm by %s; %lld tokens (%lld computed); %.1fs\n",
                m->path, m->quant_method[0] ? m->quant_method : "fp", bpw_layers, bpw_model,
-               bl_sign_tables_name(m->sign_tables), ctx_text, res[0].bos ? "yes" : "no", norm,
+               bl_sign_tables_name(m->sign_tables), m->kv_f16 ? "f16" : "f32", ctx_text,
+               res[0].bos ? "yes" : "no", norm,
                (long long)tokens,
                (long long)computed, secs);
     }

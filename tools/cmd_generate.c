@@ -13,7 +13,7 @@ static bool emit(const char *s, size_t n) {
 
 int cmd_generate(int argc, char **argv) {
     const char *prompt = "", *tokp = NULL;
-    const char *tables_s = NULL;
+    const char *tables_s = NULL, *kv_s = NULL;
     int n_new = 128, threads = 0;
     double temp = 0.8, top_p = 0.9;
     cli_penalties pen = cli_penalties_default();
@@ -27,7 +27,7 @@ int cmd_generate(int argc, char **argv) {
         {"temp", 0, OPT_FLOAT, &temp, "T",
          "temperature, 0 = greedy, inf = uniform (default 0.8)", .lo = 0,
          .bounds = CLI_LO | CLI_INF},
-        CLI_SIGN_TABLES_OPT(tables_s),
+        CLI_SIGN_TABLES_OPT(tables_s, kv_s),
         CLI_DECODE_OPTS(top_p, seed, tokp, threads),
         CLI_PENALTY_OPTS(pen),
         {"json", 0, OPT_FLAG, &json, NULL, "print {\"ids\": [...], \"text\": ...} on stdout",
@@ -45,7 +45,7 @@ int cmd_generate(int argc, char **argv) {
     if ((r = cli_check_sampling(&spec, temp)) != CLI_OK) return cli_exit_code(r);
     if ((r = cli_check_penalties(&spec, &pen)) != CLI_OK) return cli_exit_code(r);
     bl_load_opts lo = {.tokenizer_path = tokp};
-    bl_model *m = cli_load_model_tables("generate", pos[0], &lo, tables_s, &r);
+    bl_model *m = cli_load_model_tables("generate", pos[0], &lo, tables_s, kv_s, &r);
     if (!m) return r;
     int rc = 1;
     bl_err err = {0};

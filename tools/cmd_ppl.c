@@ -8,7 +8,7 @@
 
 int cmd_ppl(int argc, char **argv) {
     const char *file = NULL, *tokp = NULL;
-    const char *tables_s = NULL;
+    const char *tables_s = NULL, *kv_s = NULL;
     int ctx = 0, batch = 128;
     bool json = false, allow_long = false;
     const cli_opt opts[] = {
@@ -19,7 +19,7 @@ int cmd_ppl(int argc, char **argv) {
         {"allow-long-ctx", 0, OPT_FLAG, &allow_long, NULL,
          "accept a --ctx beyond the model's trained context (with a warning)", .needs = "ctx"},
         {"batch", 'b', OPT_INT, &batch, "B", "tokens per forward call (default 128)", CLI_MIN(1)},
-        CLI_SIGN_TABLES_OPT(tables_s),
+        CLI_SIGN_TABLES_OPT(tables_s, kv_s),
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
         {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout", CLI_ANY},
     };
@@ -34,7 +34,7 @@ int cmd_ppl(int argc, char **argv) {
     if (r != CLI_OK) return cli_exit_code(r);
     if (!file) return cli_errorf("ppl", "missing -f FILE");
     bl_load_opts lo = {.tokenizer_path = tokp};
-    bl_model *m = cli_load_model_tables("ppl", pos[0], &lo, tables_s, &r);
+    bl_model *m = cli_load_model_tables("ppl", pos[0], &lo, tables_s, kv_s, &r);
     if (!m) return r;
     bl_err err = {0};
     bl_ctx_choice cc;
@@ -84,14 +84,15 @@ int cmd_ppl(int argc, char **argv) {
                 cJSON_AddNumberToObject(o, "bpw_model", bpw_model);
                 cJSON_AddStringToObject(o, "method", m->quant_method[0] ? m->quant_method : "fp");
                 cJSON_AddStringToObject(o, "sign_tables", bl_sign_tables_name(m->sign_tables));
+                cJSON_AddStringToObject(o, "kv_cache", m->kv_f16 ? "f16" : "f32");
                 cJSON_AddNumberToObject(o, "seconds", res.seconds);
                 cli_print_json(o);
             } else {
                 printf("ppl %.4f  (nll/token %.5f, %lld tokens, %s, %lld chunks; "
-                       "bpw %.3f layers / %.3f model; %s sign tables; %.1fs)\n",
+                       "bpw %.3f layers / %.3f model; %s sign tables, %s KV cache; %.1fs)\n",
                        res.ppl, res.nll / (double)res.tokens, (long long)res.tokens, ctx_text,
                        (long long)res.chunks, bpw_layers, bpw_model,
-                       bl_sign_tables_name(m->sign_tables), res.seconds);
+                       bl_sign_tables_name(m->sign_tables), m->kv_f16 ? "f16" : "f32", res.seconds);
             }
             rc = 0;
         }

@@ -24,7 +24,7 @@ int cmd_serve(int argc, char **argv) {
     bl_server_opts so;
     bl_server_opts_default(&so);
     const char *tokp = NULL, *host = so.host, *api_key = NULL, *tmpl = NULL, *alias = NULL;
-    const char *tables_s = NULL;
+    const char *tables_s = NULL, *kv_s = NULL;
     int port = so.port, parallel = so.parallel, ctx = 0, queue = so.queue, threads = 0;
     double max_body = (double)so.max_body;
     const cli_opt opts[] = {
@@ -45,7 +45,7 @@ int cmd_serve(int argc, char **argv) {
          "chatml, llama2, llama3, llama3.1, mistral-v1, mistral-v3 or zephyr (default: from "
          "the model)", CLI_ANY},
         {"alias", 0, OPT_STR, &alias, "ID", "model id reported by /v1/models", CLI_ANY},
-        CLI_SIGN_TABLES_OPT(tables_s),
+        CLI_SIGN_TABLES_OPT(tables_s, kv_s),
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
         {"threads", 't', OPT_INT, &threads, "T",
          "threads (default: OMP_NUM_THREADS or all cores)", CLI_MIN(1)},
@@ -69,7 +69,7 @@ int cmd_serve(int argc, char **argv) {
     so.model_id = alias;
     so.log = log_line;
     bl_load_opts lo = {.tokenizer_path = tokp};
-    bl_model *m = cli_load_model_tables("serve", pos[0], &lo, tables_s, &r);
+    bl_model *m = cli_load_model_tables("serve", pos[0], &lo, tables_s, kv_s, &r);
     if (!m) return r;
     /* Signals go to this thread only, through sigwait; every server thread inherits the mask. */
     sigset_t sigs;

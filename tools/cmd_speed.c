@@ -40,7 +40,7 @@ static bool measure(bl_state *st, const int32_t *toks, int n_prompt, int b, int 
 }
 
 int cmd_speed(int argc, char **argv) {
-    const char *tokp = NULL, *isa_s = NULL, *batch_s = "1", *tables_s = NULL;
+    const char *tokp = NULL, *isa_s = NULL, *batch_s = "1", *tables_s = NULL, *kv_s = NULL;
     int n_gen = 32, n_prompt = 128, threads = 0, reps = 1;
     bool json = false, no_mmap = false;
     const cli_opt opts[] = {
@@ -59,7 +59,7 @@ int cmd_speed(int argc, char **argv) {
          CLI_MIN(1)},
         {"isa", 0, OPT_STR, &isa_s, "NAME", "kernel level: auto, ref, avx2, avx512 (default auto)",
          CLI_ANY},
-        CLI_SIGN_TABLES_OPT(tables_s),
+        CLI_SIGN_TABLES_OPT(tables_s, kv_s),
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
         {"no-mmap", 0, OPT_FLAG, &no_mmap, NULL,
          "read the weights into private memory instead of mapping the files (as BITLLM_LOAD=read)",
@@ -89,7 +89,7 @@ int cmd_speed(int argc, char **argv) {
     if (isa_s && !bl_isa_from_name(isa_s, &lo.isa))
         return cli_errorf("speed", "unknown --isa '%s' (auto, ref, avx2, avx512)", isa_s);
     double t0 = bl_time_s();
-    bl_model *m = cli_load_model_tables("speed", pos[0], &lo, tables_s, &r);
+    bl_model *m = cli_load_model_tables("speed", pos[0], &lo, tables_s, kv_s, &r);
     if (!m) return r;
     double load_s = bl_time_s() - t0;
     const char *load_mode = m->load_mode == BL_LOAD_READ ? "read" : "mmap";
@@ -135,6 +135,7 @@ int cmd_speed(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "threads", nt);
         cJSON_AddStringToObject(o, "isa", bl_isa_name(m->isa));
         cJSON_AddStringToObject(o, "sign_tables", bl_sign_tables_name(m->sign_tables));
+        cJSON_AddStringToObject(o, "kv_cache", m->kv_f16 ? "f16" : "f32");
         cJSON_AddNumberToObject(o, "prompt_tokens", n_prompt);
         cJSON_AddNumberToObject(o, "decode_tokens", n_gen);
         cJSON_AddNumberToObject(o, "decode_batch", batches[0]);
@@ -167,8 +168,9 @@ int cmd_speed(int argc, char **argv) {
         printf("model    %s (%s, %.3f bpw layers / %.3f model, weights %.1f MiB)\n", m->path,
                m->quant_method[0] ? m->quant_method : "fp", bpw_layers, bpw_model,
                wbytes / 1048576.0);
-        printf("threads  %d, kernels %s, sign tables %s, load average %.2f\n", nt,
-               bl_isa_name(m->isa), bl_sign_tables_name(m->sign_tables), load[0]);
+        printf("threads  %d, kernels %s, sign tables %s, KV cache %s, load average %.2f\n", nt,
+               bl_isa_name(m->isa), bl_sign_tables_name(m->sign_tables), m->kv_f16 ? "f16" : "f32",
+               load[0]);
         printf("prefill  %8.1f tok/s  (%d tokens in one batch, %.3fs)\n", pre_tps, n_prompt,
                pre[0]);
         for (int k = 0; k < nb; k++) {

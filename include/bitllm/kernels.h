@@ -122,6 +122,10 @@ void bl_f32_matmul_ref(const float *W, int64_t m, int64_t n, const float *X, int
                        float *Y);
 /* dst[i] = the f32 value of src[i] (exact: every F16 and BF16 value is an f32). */
 void bl_half_to_f32(bl_dtype dt, const uint16_t *src, float *dst, size_t count);
+/* dst[i] = bl_f32_to_f16(src[i]) (round to nearest even; overflow to ±inf): the same bits at every
+ * level for every non-NaN input (a NaN stays a NaN, its payload may differ). */
+void bl_f32_to_f16_n(const float *src, uint16_t *dst, size_t count);
+void bl_f32_to_f16_n_ref(const float *src, uint16_t *dst, size_t count);
 /* The scalar references (double accumulation in column order; bl_f16_to_f32/bl_bf16_to_f32). */
 void bl_half_matmul_ref(bl_dtype dt, const uint16_t *W, int64_t m, int64_t n, const float *X,
                         int64_t T, float *Y);

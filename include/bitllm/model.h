@@ -152,6 +152,7 @@ typedef struct bl_model {
     int n_owned, cap_owned;
     bl_isa isa;                /* kernel level its inference states run at (never AUTO) */
     bl_sign_tables sign_tables; /* how their sign products sum (kernels.h) */
+    bool kv_f16;               /* its inference states keep keys and values in FP16 */
     bl_load_mode load_mode;    /* how its files were brought in (never DEFAULT) */
 } bl_model;
 
@@ -170,6 +171,9 @@ typedef struct {
                                    best; clamped to what the CPU supports */
     int n_threads;              /* threads for repacking sign matrices at load (0 = default) */
     bl_sign_tables sign_tables; /* BL_TABLES_F32 (default) or BL_TABLES_I8 (kernels.h) */
+    /* The KV cache of its inference states in FP16 (half the memory and the attention's reads;
+     * keys and values rounded to nearest FP16 as they are stored) instead of f32 (default). */
+    bool kv_f16;
 } bl_load_opts;
 
 /* path: a Hugging Face model directory (config.json + safetensors, including bitllm's quantized

@@ -343,6 +343,11 @@ void bl_half_to_f32(bl_dtype dt, const uint16_t *src, float *dst, size_t count) 
     bl_half_to_f32_ref(dt, src, dst, count);
 }
 
+void bl_f32_to_f16_n(const float *src, uint16_t *dst, size_t count) {
+    if (bl_default_isa() == BL_ISA_AVX512) bl_f32_to_f16_n_avx512(src, dst, count);
+    else bl_f32_to_f16_n_ref(src, dst, count);
+}
+
 /* ---- group-quantized products (qsym) ---- */
 
 bool bl_qmat_simd_ok(const bl_qmat *Q, const bl_exec *ex) {

@@ -9,7 +9,13 @@
  * the same code with one sequence in slot 0. Every step is row-wise (the linear-layer kernels
  * give each row the same result whatever else is in the batch, format.h) or per sequence with the
  * same arguments as when the sequence runs alone, so a sequence's results do not depend on what
- * it was batched with. */
+ * it was batched with.
+ *
+ * The cache holds f32 values, or FP16 (bl_model.kv_f16: half the memory and the attention's
+ * reads at long contexts or many sequences): keys and values are rounded to nearest FP16 as they
+ * are stored, and each attention unit widens its head's visible rows (exactly) into its thread's
+ * scratch before the same kernels run, so the results are those of an f32 cache holding the
+ * rounded values — independent of batch and threads as before. */
 #include "bitllm/model.h"
 
 #include <math.h>
@@ -31,7 +37,9 @@ struct bl_state {
     int n_slots, max_seq, max_batch;
     int *pos; /* [n_slots]: tokens in each slot's cache */
     int q_dim, kv_dim;
-    float *k_cache, *v_cache; /* [slot][layer][max_seq][kv_dim] */
+    void *k_cache, *v_cache; /* [slot][layer][max_seq][kv_dim] of f32, or FP16 (kv_f16) */
+    size_t kv_elem;           /* bytes per cached value: 4, or 2 with kv_f16 */
+    float *kv_scratch; /* kv_f16: [n_threads][2·max_seq·head_dim], a unit's keys and values in f32 */
     float *rope_cos, *rope_sin; /* [max_seq][head_dim/2] */
     float *x, *xb, *q, *k, *v, *att, *tmp; /* batch rows */
     float *hb, *hb2;
@@ -72,10 +80,12 @@ static size_t max_workspace(const bl_model *m, int B) {
 void bl_state_free(bl_state *s) {
     if (!s) return;
     bl_pool_free(s->pool);
-    float **bufs[] = {&s->k_cache, &s->v_cache, &s->rope_cos, &s->rope_sin, &s->x,  &s->xb,
-                      &s->q,       &s->k,       &s->v,        &s->att,      &s->tmp, &s->hb,
-                      &s->hb2,     &s->scores,  &s->work,     &s->logit_rows};
+    float **bufs[] = {&s->kv_scratch, &s->rope_cos, &s->rope_sin, &s->x,      &s->xb,
+                      &s->q,          &s->k,        &s->v,        &s->att,    &s->tmp,
+                      &s->hb,         &s->hb2,      &s->scores,   &s->work,   &s->logit_rows};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) bl_aligned_free(*bufs[i]);
+    bl_aligned_free(s->k_cache);
+    bl_aligned_free(s->v_cache);
     free(s->pos);
     free(s->spans);
     free(s->row_slot);
@@ -86,15 +96,19 @@ void bl_state_free(bl_state *s) {
     free(s);
 }
 
-static float *alloc_floats(size_t a, size_t b, bool *ok) {
+static void *alloc_elems(size_t a, size_t b, size_t elem, bool *ok) {
     size_t n;
-    if (bl_mul_overflows(a, b, &n) || bl_mul_overflows(n, sizeof(float), &n)) {
+    if (bl_mul_overflows(a, b, &n) || bl_mul_overflows(n, elem, &n)) {
         *ok = false;
         return NULL;
     }
-    float *p = bl_aligned_alloc_large(n);
+    void *p = bl_aligned_alloc_large(n);
     if (!p) *ok = false;
     return p;
+}
+
+static float *alloc_floats(size_t a, size_t b, bool *ok) {
+    return alloc_elems(a, b, sizeof(float), ok);
 }
 
 /* Attention scores one thread needs: one span of at most min(max_batch, max_seq) queries of a
@@ -152,8 +166,11 @@ bl_status bl_state_new_slots(const bl_model *m, int n_slots, int max_seq, int ma
     if (!s->pos || !s->spans || !s->row_slot || !s->row_pos || !s->row_tok || !s->out_rows ||
         !s->row_bad)
         ok = false;
-    s->k_cache = alloc_floats(cache_rows, (size_t)s->kv_dim, &ok);
-    s->v_cache = alloc_floats(cache_rows, (size_t)s->kv_dim, &ok);
+    s->kv_elem = m->kv_f16 ? sizeof(uint16_t) : sizeof(float);
+    s->k_cache = alloc_elems(cache_rows, (size_t)s->kv_dim, s->kv_elem, &ok);
+    s->v_cache = alloc_elems(cache_rows, (size_t)s->kv_dim, s->kv_elem, &ok);
+    if (m->kv_f16)
+        s->kv_scratch = alloc_floats((size_t)s->n_threads, 2 * (size_t)max_seq * (size_t)c->head_dim, &ok);
     if (n_slots > 1) s->logit_rows = alloc_floats((size_t)n_slots, (size_t)c->vocab_size, &ok);
     s->rope_cos = alloc_floats((size_t)max_seq, half, &ok);
     s->rope_sin = alloc_floats((size_t)max_seq, half, &ok);
@@ -197,9 +214,18 @@ void bl_state_slot_truncate(bl_state *s, int slot, int pos) {
     if (slot >= 0 && slot < s->n_slots && pos >= 0 && pos < s->pos[slot]) s->pos[slot] = pos;
 }
 
-/* Layer l of a slot's key (or value) cache. */
-static float *cache_at(const bl_state *s, float *cache, int slot, int l) {
-    return cache + ((size_t)slot * s->m->cfg.n_layers + (size_t)l) * s->max_seq * s->kv_dim;
+/* Layer l of a slot's key (or value) cache: max_seq rows of kv_dim values (f32 or FP16). */
+static uint8_t *cache_at(const bl_state *s, void *cache, int slot, int l) {
+    return (uint8_t *)cache + ((size_t)slot * s->m->cfg.n_layers + (size_t)l) * s->max_seq *
+                                  s->kv_dim * s->kv_elem;
+}
+
+/* A row of kv_dim values into row p of a layer's cache (rounded to FP16 with kv_f16). */
+static void cache_store(const bl_state *s, uint8_t *layer_cache, int p, const float *row) {
+    const size_t off = (size_t)p * s->kv_dim;
+    if (s->kv_elem == sizeof(float))
+        memcpy((float *)(void *)layer_cache + off, row, (size_t)s->kv_dim * sizeof(float));
+    else bl_f32_to_f16_n(row, (uint16_t *)(void *)layer_cache + off, (size_t)s->kv_dim);
 }
 
 static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
@@ -296,9 +322,8 @@ static void rope_rows(void *ctx, int64_t t0, int64_t t1) {
             if (ly->k_norm) rmsnorm(kh, kh, ly->k_norm, hd, c->norm_eps);
             rope(kh, hd, cs, sn, c->rope_interleaved);
         }
-        const size_t off = (size_t)p * s->kv_dim, row = (size_t)s->kv_dim * sizeof(float);
-        memcpy(cache_at(s, s->k_cache, s->row_slot[t], l) + off, s->k + (size_t)t * s->kv_dim, row);
-        memcpy(cache_at(s, s->v_cache, s->row_slot[t], l) + off, s->v + (size_t)t * s->kv_dim, row);
+        cache_store(s, cache_at(s, s->k_cache, s->row_slot[t], l), p, s->k + (size_t)t * s->kv_dim);
+        cache_store(s, cache_at(s, s->v_cache, s->row_slot[t], l), p, s->v + (size_t)t * s->kv_dim);
     }
 }
 
@@ -343,13 +368,29 @@ static void attention_units(void *ctx, int ith, int nth) {
     for (int64_t u = u0; u < u1; u++) {
         const seq_span *sp = &s->spans[u / units_per_span];
         const int h0 = (int)(u % units_per_span) * G, kvh = h0 / group, T = sp->n;
-        const float *kh = cache_at(s, s->k_cache, sp->slot, l) + (size_t)kvh * hd;
-        const float *vh = cache_at(s, s->v_cache, sp->slot, l) + (size_t)kvh * hd;
+        const int seen = sp->pos0 + T; /* keys the unit's last query sees */
+        const float *kh, *vh;
+        int64_t ld = s->kv_dim; /* row stride of kh and vh */
+        if (s->kv_elem == sizeof(float)) {
+            kh = (const float *)(const void *)cache_at(s, s->k_cache, sp->slot, l) + (size_t)kvh * hd;
+            vh = (const float *)(const void *)cache_at(s, s->v_cache, sp->slot, l) + (size_t)kvh * hd;
+        } else { /* FP16 cache: the head's visible rows widened (exactly) into this thread's scratch */
+            float *kf = s->kv_scratch + (size_t)ith * 2 * (size_t)s->max_seq * (size_t)hd;
+            float *vf = kf + (size_t)s->max_seq * (size_t)hd;
+            const uint16_t *k16 = (const uint16_t *)(const void *)cache_at(s, s->k_cache, sp->slot, l);
+            const uint16_t *v16 = (const uint16_t *)(const void *)cache_at(s, s->v_cache, sp->slot, l);
+            for (int r = 0; r < seen; r++) {
+                const size_t src = (size_t)r * s->kv_dim + (size_t)kvh * hd, dst = (size_t)r * hd;
+                bl_half_to_f32(BL_DT_F16, k16 + src, kf + dst, (size_t)hd);
+                bl_half_to_f32(BL_DT_F16, v16 + src, vf + dst, (size_t)hd);
+            }
+            kh = kf, vh = vf, ld = hd;
+        }
         const float *q0 = s->q + (size_t)sp->row0 * s->q_dim + (size_t)h0 * hd;
         float *out0 = s->att + (size_t)sp->row0 * s->q_dim + (size_t)h0 * hd;
         if (T <= SMALL_T) { /* decode: the G heads together, one query position at a time */
             for (int t = 0; t < T; t++)
-                bl_attend(q0 + (size_t)t * s->q_dim, hd, G, kh, vh, s->kv_dim, hd,
+                bl_attend(q0 + (size_t)t * s->q_dim, hd, G, kh, vh, ld, hd,
                           sp->pos0 + t + 1, inv_sqrt, P, out0 + (size_t)t * s->q_dim, hd,
                           s->ex.isa);
             continue;
@@ -361,7 +402,7 @@ static void attention_units(void *ctx, int ith, int nth) {
                 const float *q = q0 + (size_t)t0 * s->q_dim + (size_t)h * hd;
                 float *out = out0 + (size_t)t0 * s->q_dim + (size_t)h * hd;
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tb, nb, hd, inv_sqrt, q,
-                            s->q_dim, kh, s->kv_dim, 0.0f, P, nb);
+                            s->q_dim, kh, ld, 0.0f, P, nb);
                 for (int t = 0; t < tb; t++) {
                     float *row = P + (size_t)t * nb;
                     const int visible = sp->pos0 + t0 + t + 1;
@@ -369,7 +410,7 @@ static void attention_units(void *ctx, int ith, int nth) {
                     for (int k = visible; k < nb; k++) row[k] = 0.0f;
                 }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tb, hd, nb, 1.0f, P, nb,
-                            vh, s->kv_dim, 0.0f, out, s->q_dim);
+                            vh, ld, 0.0f, out, s->q_dim);
             }
     }
 }

@@ -325,6 +325,7 @@ static bl_model *new_model(const char *path, const bl_load_opts *opts, bl_err *e
     if (m && (m->path = bl_strdup(path))) {
         m->isa = bl_isa_clamp(opts ? opts->isa : BL_ISA_AUTO);
         m->sign_tables = opts ? opts->sign_tables : BL_TABLES_F32;
+        m->kv_f16 = opts && opts->kv_f16;
         m->load_mode = opts && opts->load != BL_LOAD_DEFAULT ? opts->load : bl_default_load_mode();
         return m;
     }

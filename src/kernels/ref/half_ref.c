@@ -39,6 +39,10 @@ void bl_f32_matmul_ref(const float *W, int64_t m, int64_t n, const float *X, int
         }
 }
 
+void bl_f32_to_f16_n_ref(const float *src, uint16_t *dst, size_t count) {
+    for (size_t i = 0; i < count; i++) dst[i] = bl_f32_to_f16(src[i]);
+}
+
 void bl_half_to_f32_ref(bl_dtype dt, const uint16_t *src, float *dst, size_t count) {
     for (size_t i = 0; i < count; i++) dst[i] = half_value(dt, src + i);
 }

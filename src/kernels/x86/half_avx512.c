@@ -102,6 +102,17 @@ ALWAYS_INLINE void tile(int kind, int R, int T, const void *W, int64_t m, int64_
 
 void bl_half_avx512(const bl_half_job *j, int64_t u0, int64_t u1) { run_units(j, u0, u1); }
 
+void bl_f32_to_f16_n_avx512(const float *src, uint16_t *dst, size_t count) {
+    enum { RNE = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC };
+    size_t i = 0;
+    for (; i + 16 <= count; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtps_ph(_mm512_loadu_ps(src + i), RNE));
+    if (i < count) {
+        const __mmask16 k = (__mmask16)((1u << (count - i)) - 1);
+        _mm256_mask_storeu_epi16(dst + i, k, _mm512_cvtps_ph(_mm512_maskz_loadu_ps(k, src + i), RNE));
+    }
+}
+
 void bl_half_to_f32_avx512(bl_dtype dt, const uint16_t *src, float *dst, size_t count) {
     const int bf16 = dt == BL_DT_BF16;
     size_t i = 0;
