@@ -18,6 +18,8 @@
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "bitllm/kernels.h"
 #include "kernels/act_kernels.h"
@@ -194,6 +196,40 @@ static void test_attend(void) {
 
 /* The dispatchers, which the cases above call, run the level asked for: each kernel's entry point
  * agrees bit for bit with its dispatcher at that level. */
+/* Attention on an FP16 cache (bl_attend_f16): at AVX-512 the results of bl_attend on the widened
+ * values, bit for bit (shapes with tails in both the keys and the head dimension, groups larger
+ * than a chunk, a row stride that is not the head dimension); below it refuses (false). */
+static void test_attend_f16(void) {
+    const int hds[] = {12, 64, 128}, ns[] = {1, 17, 65, 300}, Gs[] = {1, 3, 20};
+    for (int a = 0; a < 3; a++)
+        for (int b = 0; b < 4; b++)
+            for (int gi = 0; gi < 3; gi++) {
+                const int hd = hds[a], n = ns[b], G = Gs[gi];
+                const int64_t ld = 2 * hd + 3;
+                uint16_t *K16 = malloc(sizeof(uint16_t) * (size_t)(n * ld));
+                uint16_t *V16 = malloc(sizeof(uint16_t) * (size_t)(n * ld));
+                float *K = malloc(sizeof(float) * (size_t)(n * ld)), *V = malloc(sizeof(float) * (size_t)(n * ld));
+                float *q = malloc(sizeof(float) * (size_t)(G * hd)), *P = malloc(sizeof(float) * (size_t)(G * n));
+                float *x = malloc(sizeof(float) * (size_t)(G * hd)), *y = malloc(sizeof(float) * (size_t)(G * hd));
+                REQUIRE(K16 && V16 && K && V && q && P && x && y);
+                for (int64_t i = 0; i < n * ld; i++) {
+                    K16[i] = bl_f32_to_f16((float)(2.0 * urand() - 1.0));
+                    V16[i] = bl_f32_to_f16((float)(4.0 * urand() - 2.0));
+                    K[i] = bl_f16_to_f32(K16[i]), V[i] = bl_f16_to_f32(V16[i]);
+                }
+                for (int i = 0; i < G * hd; i++) q[i] = (float)(2.0 * urand() - 1.0);
+                const float scale = 1.0f / sqrtf((float)hd);
+                CHECK(!bl_attend_f16(q, hd, G, K16, V16, ld, hd, n, scale, P, y, hd, BL_ISA_REF));
+                if (bl_cpu_best_isa() >= BL_ISA_AVX512) {
+                    bl_attend(q, hd, G, K, V, ld, hd, n, scale, P, x, hd, BL_ISA_AVX512);
+                    CHECK(bl_attend_f16(q, hd, G, K16, V16, ld, hd, n, scale, P, y, hd, BL_ISA_AVX512));
+                    CHECK_MSG(memcmp(x, y, sizeof(float) * (size_t)(G * hd)) == 0,
+                              "hd %d n %d G %d: FP16 cache differs from its widened values", hd, n, G);
+                }
+                free(K16), free(V16), free(K), free(V), free(q), free(P), free(x), free(y);
+            }
+}
+
 static void test_dispatch(void) {
     if (bl_cpu_best_isa() < BL_ISA_AVX512) SKIP("this CPU has no AVX-512");
     float q[128], K[64 * 20], V[64 * 20], P[40], a[128], b[128];
@@ -224,6 +260,7 @@ int main(void) {
     TEST_RUN(test_silu);
     TEST_RUN(test_softmax);
     TEST_RUN(test_attend);
+    TEST_RUN(test_attend_f16);
     TEST_RUN(test_dispatch);
     return test_summary();
 }

@@ -199,6 +199,12 @@ void bl_softmax_ref(float *x, int64_t n);
 void bl_attend(const float *q, int64_t q_stride, int G, const float *K, const float *V,
                int64_t ld, int hd, int n, float scale, float *P, float *out, int64_t out_stride,
                bl_isa isa);
+/* bl_attend on an FP16 cache (K and V rows of FP16 values, stride ld), each value widened exactly
+ * as it is read: the results of bl_attend on the widened values, bit for bit. Where the level
+ * has no such kernel (below AVX-512) it returns false and computes nothing; the caller widens. */
+bool bl_attend_f16(const float *q, int64_t q_stride, int G, const uint16_t *K, const uint16_t *V,
+                   int64_t ld, int hd, int n, float scale, float *P, float *out,
+                   int64_t out_stride, bl_isa isa);
 void bl_attend_ref(const float *q, int64_t q_stride, int G, const float *K, const float *V,
                    int64_t ld, int hd, int n, float scale, float *P, float *out,
                    int64_t out_stride);

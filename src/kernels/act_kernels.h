@@ -10,5 +10,8 @@ void bl_softmax_avx512(float *x, int64_t n);
 void bl_attend_avx512(const float *q, int64_t q_stride, int G, const float *K, const float *V,
                       int64_t ld, int hd, int n, float scale, float *P, float *out,
                       int64_t out_stride);
+void bl_attend_f16_avx512(const float *q, int64_t q_stride, int G, const uint16_t *K,
+                          const uint16_t *V, int64_t ld, int hd, int n, float scale, float *P,
+                          float *out, int64_t out_stride);
 
 #endif

@@ -405,6 +405,14 @@ void bl_softmax(float *x, int64_t n, bl_isa isa) {
     else bl_softmax_ref(x, n);
 }
 
+bool bl_attend_f16(const float *q, int64_t q_stride, int G, const uint16_t *K, const uint16_t *V,
+                   int64_t ld, int hd, int n, float scale, float *P, float *out,
+                   int64_t out_stride, bl_isa isa) {
+    if (bl_isa_clamp(isa) != BL_ISA_AVX512) return false;
+    bl_attend_f16_avx512(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride);
+    return true;
+}
+
 void bl_attend(const float *q, int64_t q_stride, int G, const float *K, const float *V,
                int64_t ld, int hd, int n, float scale, float *P, float *out, int64_t out_stride,
                bl_isa isa) {

@@ -13,9 +13,10 @@
  *
  * The cache holds f32 values, or FP16 (bl_model.kv_f16: half the memory and the attention's
  * reads at long contexts or many sequences): keys and values are rounded to nearest FP16 as they
- * are stored, and each attention unit widens its head's visible rows (exactly) into its thread's
- * scratch before the same kernels run, so the results are those of an f32 cache holding the
- * rounded values — independent of batch and threads as before. */
+ * are stored; decode attention reads them as they are (bl_attend_f16, widening each value as it
+ * loads it), and prompts and levels without that kernel widen a head's visible rows (exactly) into
+ * the thread's scratch before the same kernels run. Either way the results are those of an f32
+ * cache holding the rounded values, independent of batch and threads as before. */
 #include "bitllm/model.h"
 
 #include <math.h>
@@ -368,6 +369,20 @@ static void attention_units(void *ctx, int ith, int nth) {
     for (int64_t u = u0; u < u1; u++) {
         const seq_span *sp = &s->spans[u / units_per_span];
         const int h0 = (int)(u % units_per_span) * G, kvh = h0 / group, T = sp->n;
+        const float *q0 = s->q + (size_t)sp->row0 * s->q_dim + (size_t)h0 * hd;
+        float *out0 = s->att + (size_t)sp->row0 * s->q_dim + (size_t)h0 * hd;
+        if (T <= SMALL_T && s->kv_elem == sizeof(uint16_t)) { /* decode on the FP16 cache as it is */
+            const uint16_t *k16 =
+                (const uint16_t *)(const void *)cache_at(s, s->k_cache, sp->slot, l) + (size_t)kvh * hd;
+            const uint16_t *v16 =
+                (const uint16_t *)(const void *)cache_at(s, s->v_cache, sp->slot, l) + (size_t)kvh * hd;
+            bool fused = true; /* the level has the kernel for every query or for none */
+            for (int t = 0; t < T && fused; t++)
+                fused = bl_attend_f16(q0 + (size_t)t * s->q_dim, hd, G, k16, v16, s->kv_dim, hd,
+                                      sp->pos0 + t + 1, inv_sqrt, P, out0 + (size_t)t * s->q_dim,
+                                      hd, s->ex.isa);
+            if (fused) continue;
+        }
         const int seen = sp->pos0 + T; /* keys the unit's last query sees */
         const float *kh, *vh;
         int64_t ld = s->kv_dim; /* row stride of kh and vh */
@@ -386,8 +401,6 @@ static void attention_units(void *ctx, int ith, int nth) {
             }
             kh = kf, vh = vf, ld = hd;
         }
-        const float *q0 = s->q + (size_t)sp->row0 * s->q_dim + (size_t)h0 * hd;
-        float *out0 = s->att + (size_t)sp->row0 * s->q_dim + (size_t)h0 * hd;
         if (T <= SMALL_T) { /* decode: the G heads together, one query position at a time */
             for (int t = 0; t < T; t++)
                 bl_attend(q0 + (size_t)t * s->q_dim, hd, G, kh, vh, ld, hd,

@@ -115,9 +115,15 @@ ALWAYS_INLINE __m512 sum16(const __m512 v[16]) {
     return _mm512_add_ps(_mm512_shuffle_ps(c[0], c[1], 0x88), _mm512_shuffle_ps(c[0], c[1], 0xDD));
 }
 
+/* 16 (masked) cached values from element i of K or V: f32, or FP16 widened exactly (h16). */
+ALWAYS_INLINE __m512 load_kv(const void *base, int64_t i, __mmask16 m, bool h16) {
+    if (h16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)base + i));
+    return _mm512_maskz_loadu_ps(m, (const float *)base + i);
+}
+
 /* Scores of keys k0 .. k0+nk−1 (nk ≤ 16; full: nk = 16) into P, scaled. */
-ALWAYS_INLINE void score_block(const float *q, const float *K, int64_t ld, int hd, int k0, int nk,
-                               __m512 scale, float *P, bool full) {
+ALWAYS_INLINE void score_block(const float *q, const void *K, int64_t ld, int hd, int k0, int nk,
+                               __m512 scale, float *P, bool full, bool h16) {
     __m512 acc[16];
 #pragma GCC unroll 16
     for (int j = 0; j < 16; j++) acc[j] = _mm512_setzero_ps();
@@ -128,8 +134,8 @@ ALWAYS_INLINE void score_block(const float *q, const float *K, int64_t ld, int h
         for (int j = 0; j < 16; j++) {
             const int key = SIGMA[j];
             if (full || key < nk)
-                acc[j] = _mm512_fmadd_ps(
-                    qv, _mm512_maskz_loadu_ps(mc, K + (int64_t)(k0 + key) * ld + c), acc[j]);
+                acc[j] = _mm512_fmadd_ps(qv, load_kv(K, (int64_t)(k0 + key) * ld + c, mc, h16),
+                                         acc[j]);
         }
     }
     _mm512_mask_storeu_ps(P + k0, head_mask(nk), _mm512_mul_ps(sum16(acc), scale));
@@ -137,8 +143,8 @@ ALWAYS_INLINE void score_block(const float *q, const float *K, int64_t ld, int h
 
 /* Keys [k0, k1) of one query's weighted values over the columns [c, c + 16·nv) (nv ≤ 8 slices
  * of 16) added to out (first block: out set), in two chains (even and odd positions). */
-ALWAYS_INLINE void weigh_block(const float *V, int64_t ld, int hd, int k0, int k1, const float *P,
-                               float *out, int c, int nv, bool first) {
+ALWAYS_INLINE void weigh_block(const void *V, int64_t ld, int hd, int k0, int k1, const float *P,
+                               float *out, int c, int nv, bool first, bool h16) {
     __m512 e[8], o[8];
     __mmask16 mk[8];
 #pragma GCC unroll 8
@@ -149,19 +155,18 @@ ALWAYS_INLINE void weigh_block(const float *V, int64_t ld, int hd, int k0, int k
     int k = k0;
     for (; k + 2 <= k1; k += 2) {
         const __m512 p0 = _mm512_set1_ps(P[k]), p1 = _mm512_set1_ps(P[k + 1]);
-        const float *v0 = V + (int64_t)k * ld + c, *v1 = v0 + ld;
+        const int64_t v0 = (int64_t)k * ld + c, v1 = v0 + ld;
 #pragma GCC unroll 8
         for (int s = 0; s < nv; s++) {
-            e[s] = _mm512_fmadd_ps(p0, _mm512_maskz_loadu_ps(mk[s], v0 + 16 * s), e[s]);
-            o[s] = _mm512_fmadd_ps(p1, _mm512_maskz_loadu_ps(mk[s], v1 + 16 * s), o[s]);
+            e[s] = _mm512_fmadd_ps(p0, load_kv(V, v0 + 16 * s, mk[s], h16), e[s]);
+            o[s] = _mm512_fmadd_ps(p1, load_kv(V, v1 + 16 * s, mk[s], h16), o[s]);
         }
     }
     if (k < k1) {
         const __m512 p0 = _mm512_set1_ps(P[k]);
-        const float *v0 = V + (int64_t)k * ld + c;
+        const int64_t v0 = (int64_t)k * ld + c;
 #pragma GCC unroll 8
-        for (int s = 0; s < nv; s++)
-            e[s] = _mm512_fmadd_ps(p0, _mm512_maskz_loadu_ps(mk[s], v0 + 16 * s), e[s]);
+        for (int s = 0; s < nv; s++) e[s] = _mm512_fmadd_ps(p0, load_kv(V, v0 + 16 * s, mk[s], h16), e[s]);
     }
 #pragma GCC unroll 8
     for (int s = 0; s < nv; s++) {
@@ -173,14 +178,14 @@ ALWAYS_INLINE void weigh_block(const float *V, int64_t ld, int hd, int k0, int k
 
 /* One query's keys [k0, k1) over all hd columns, in slice groups of 8, 4, 2 and 1 (constant
  * counts, so that each group's accumulators stay in registers). */
-ALWAYS_INLINE void weigh_keys(const float *V, int64_t ld, int hd, int k0, int k1, const float *P,
-                              float *out, bool first) {
+ALWAYS_INLINE void weigh_keys(const void *V, int64_t ld, int hd, int k0, int k1, const float *P,
+                              float *out, bool first, bool h16) {
     const int slices = (hd + 15) / 16;
     int s = 0;
-    for (; s + 8 <= slices; s += 8) weigh_block(V, ld, hd, k0, k1, P, out, 16 * s, 8, first);
-    if (s + 4 <= slices) weigh_block(V, ld, hd, k0, k1, P, out, 16 * s, 4, first), s += 4;
-    if (s + 2 <= slices) weigh_block(V, ld, hd, k0, k1, P, out, 16 * s, 2, first), s += 2;
-    if (s < slices) weigh_block(V, ld, hd, k0, k1, P, out, 16 * s, 1, first);
+    for (; s + 8 <= slices; s += 8) weigh_block(V, ld, hd, k0, k1, P, out, 16 * s, 8, first, h16);
+    if (s + 4 <= slices) weigh_block(V, ld, hd, k0, k1, P, out, 16 * s, 4, first, h16), s += 4;
+    if (s + 2 <= slices) weigh_block(V, ld, hd, k0, k1, P, out, 16 * s, 2, first, h16), s += 2;
+    if (s < slices) weigh_block(V, ld, hd, k0, k1, P, out, 16 * s, 1, first, h16);
 }
 
 /* Positions per block of the value pass: the block's values (64 × hd floats, 16 KiB at hd = 64)
@@ -190,18 +195,18 @@ ALWAYS_INLINE void weigh_keys(const float *V, int64_t ld, int hd, int k0, int k1
 /* At most QCHUNK queries at a time (the inverses of their sums on the stack). */
 #define QCHUNK 16
 
-static void attend_chunk(const float *q, int64_t q_stride, int G, const float *K, const float *V,
-                         int64_t ld, int hd, int n, float scale, float *P, float *out,
-                         int64_t out_stride) {
+ALWAYS_INLINE void attend_chunk(const float *q, int64_t q_stride, int G, const void *K,
+                                const void *V, int64_t ld, int hd, int n, float scale, float *P,
+                                float *out, int64_t out_stride, bool h16) {
     const __m512 sc = _mm512_set1_ps(scale);
     /* scores, key block by key block, every query of the group on the block while it is in L1 */
     int k0 = 0;
     for (; k0 + 16 <= n; k0 += 16)
         for (int g = 0; g < G; g++)
-            score_block(q + g * q_stride, K, ld, hd, k0, 16, sc, P + (int64_t)g * n, true);
+            score_block(q + g * q_stride, K, ld, hd, k0, 16, sc, P + (int64_t)g * n, true, h16);
     if (k0 < n)
         for (int g = 0; g < G; g++)
-            score_block(q + g * q_stride, K, ld, hd, k0, n - k0, sc, P + (int64_t)g * n, false);
+            score_block(q + g * q_stride, K, ld, hd, k0, n - k0, sc, P + (int64_t)g * n, false, h16);
     /* unnormalised probabilities e^(s − max); 1/Σ scales the outputs at the end */
     float inv[QCHUNK];
     for (int g = 0; g < G; g++) {
@@ -211,15 +216,37 @@ static void attend_chunk(const float *q, int64_t q_stride, int G, const float *K
     for (int b = 0; b < n; b += VBLOCK) {
         const int b1 = n - b < VBLOCK ? n : b + VBLOCK;
         for (int g = 0; g < G; g++)
-            weigh_keys(V, ld, hd, b, b1, P + (int64_t)g * n, out + g * out_stride, b == 0);
+            weigh_keys(V, ld, hd, b, b1, P + (int64_t)g * n, out + g * out_stride, b == 0, h16);
     }
     for (int g = 0; g < G; g++) scale_by(out + g * out_stride, hd, inv[g]);
+}
+
+static void attend_chunk_f32(const float *q, int64_t q_stride, int G, const void *K,
+                             const void *V, int64_t ld, int hd, int n, float scale, float *P,
+                             float *out, int64_t out_stride) {
+    attend_chunk(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride, false);
+}
+
+static void attend_chunk_f16(const float *q, int64_t q_stride, int G, const void *K,
+                             const void *V, int64_t ld, int hd, int n, float scale, float *P,
+                             float *out, int64_t out_stride) {
+    attend_chunk(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride, true);
 }
 
 void bl_attend_avx512(const float *q, int64_t q_stride, int G, const float *K, const float *V,
                       int64_t ld, int hd, int n, float scale, float *P, float *out,
                       int64_t out_stride) {
     for (int g = 0; g < G; g += QCHUNK)
-        attend_chunk(q + g * q_stride, q_stride, G - g < QCHUNK ? G - g : QCHUNK, K, V, ld, hd, n,
-                     scale, P + (int64_t)g * n, out + g * out_stride, out_stride);
+        attend_chunk_f32(q + g * q_stride, q_stride, G - g < QCHUNK ? G - g : QCHUNK, K, V, ld, hd,
+                         n, scale, P + (int64_t)g * n, out + g * out_stride, out_stride);
+}
+
+/* The same on an FP16 cache: every value widened exactly as it is loaded, so the results are
+ * bl_attend_avx512's on the widened values, bit for bit. */
+void bl_attend_f16_avx512(const float *q, int64_t q_stride, int G, const uint16_t *K,
+                          const uint16_t *V, int64_t ld, int hd, int n, float scale, float *P,
+                          float *out, int64_t out_stride) {
+    for (int g = 0; g < G; g += QCHUNK)
+        attend_chunk_f16(q + g * q_stride, q_stride, G - g < QCHUNK ? G - g : QCHUNK, K, V, ld, hd,
+                         n, scale, P + (int64_t)g * n, out + g * out_stride, out_stride);
 }
