@@ -317,11 +317,10 @@ bl_model *cli_load_model_tables(const char *cmd, const char *path, bl_load_opts 
         cli_errorf(cmd, "unknown --sign-tables '%s' (f32, i8)", tables);
         return NULL;
     }
-    if (kv && strcmp(kv, "f32") != 0 && strcmp(kv, "f16") != 0) {
+    if (kv && !bl_kv_cache_from_name(kv, &opts->kv_f16)) {
         cli_errorf(cmd, "unknown --kv-cache '%s' (f32, f16)", kv);
         return NULL;
     }
-    opts->kv_f16 = kv && strcmp(kv, "f16") == 0;
     bl_model *m = cli_load_model_opts(path, opts);
     if (!m) {
         *rc = 1;

@@ -47,7 +47,7 @@ typedef struct {
 
 /* --sign-tables and --kv-cache, on every command that runs a model: how its 1-bit products sum
  * and what its KV cache holds. */
-#define CLI_SIGN_TABLES_OPT(name, kv)                                                             \
+#define CLI_INFERENCE_OPTS(name, kv)                                                             \
     {"kv-cache", 0, OPT_STR, &(kv), "f32|f16",                                                   \
      "KV cache values: f32 (the default) or f16 (half the memory and the attention's reads; "    \
      "keys and values rounded to FP16, as llama.cpp's default cache; changes the numbers)",      \

@@ -46,7 +46,7 @@ int cmd_chat(int argc, char **argv) {
          CLI_MIN(1)},
         {"temp", 0, OPT_FLOAT, &temp, "T", "temperature, 0 = greedy (default 0.8)",
          CLI_MIN(0)},
-        CLI_SIGN_TABLES_OPT(tables_s, kv_s),
+        CLI_INFERENCE_OPTS(tables_s, kv_s),
         CLI_DECODE_OPTS(top_p, seed, tokp, threads),
         CLI_PENALTY_OPTS(pen),
     };

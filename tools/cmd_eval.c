@@ -163,7 +163,7 @@ int cmd_eval(int argc, char **argv) {
          "code: len() of the Python string) or in UTF-8 bytes", CLI_ANY},
         {"no-bos", 0, OPT_FLAG, &no_bos, NULL, "do not prepend BOS", CLI_ANY},
         {"dump", 0, OPT_STR, &dump_path, "FILE", "write per-item scores as JSON lines", CLI_ANY},
-        CLI_SIGN_TABLES_OPT(tables_s, kv_s),
+        CLI_INFERENCE_OPTS(tables_s, kv_s),
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
         {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout", CLI_ANY},
     };
@@ -232,7 +232,7 @@ int cmd_eval(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "bpw_layers", bpw_layers);
         cJSON_AddNumberToObject(o, "bpw_model", bpw_model);
         cJSON_AddStringToObject(o, "sign_tables", bl_sign_tables_name(m->sign_tables));
-        cJSON_AddStringToObject(o, "kv_cache", m->kv_f16 ? "f16" : "f32");
+        cJSON_AddStringToObject(o, "kv_cache", bl_kv_cache_name(m->kv_f16));
         cJSON_AddNumberToObject(o, "ctx", cc.ctx);
         cJSON_AddStringToObject(o, "ctx_source", bl_ctx_source_name(cc.source));
         cJSON_AddNumberToObject(o, "trained_ctx", cc.trained);
@@ -250,7 +250,7 @@ int cmd_eval(int argc, char **argv) {
         printf("model %s (%s); bpw %.3f layers / %.3f model; %s sign tables, %s KV cache; %s; BOS %s; "
                "acc_norm by %s; %lld tokens (%lld computed); %.1fs\n",
                m->path, m->quant_method[0] ? m->quant_method : "fp", bpw_layers, bpw_model,
-               bl_sign_tables_name(m->sign_tables), m->kv_f16 ? "f16" : "f32", ctx_text,
+               bl_sign_tables_name(m->sign_tables), bl_kv_cache_name(m->kv_f16), ctx_text,
                res[0].bos ? "yes" : "no", norm,
                (long long)tokens,
                (long long)computed, secs);

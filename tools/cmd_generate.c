@@ -27,7 +27,7 @@ int cmd_generate(int argc, char **argv) {
         {"temp", 0, OPT_FLOAT, &temp, "T",
          "temperature, 0 = greedy, inf = uniform (default 0.8)", .lo = 0,
          .bounds = CLI_LO | CLI_INF},
-        CLI_SIGN_TABLES_OPT(tables_s, kv_s),
+        CLI_INFERENCE_OPTS(tables_s, kv_s),
         CLI_DECODE_OPTS(top_p, seed, tokp, threads),
         CLI_PENALTY_OPTS(pen),
         {"json", 0, OPT_FLAG, &json, NULL, "print {\"ids\": [...], \"text\": ...} on stdout",

@@ -19,7 +19,7 @@ int cmd_ppl(int argc, char **argv) {
         {"allow-long-ctx", 0, OPT_FLAG, &allow_long, NULL,
          "accept a --ctx beyond the model's trained context (with a warning)", .needs = "ctx"},
         {"batch", 'b', OPT_INT, &batch, "B", "tokens per forward call (default 128)", CLI_MIN(1)},
-        CLI_SIGN_TABLES_OPT(tables_s, kv_s),
+        CLI_INFERENCE_OPTS(tables_s, kv_s),
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
         {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout", CLI_ANY},
     };
@@ -84,7 +84,7 @@ int cmd_ppl(int argc, char **argv) {
                 cJSON_AddNumberToObject(o, "bpw_model", bpw_model);
                 cJSON_AddStringToObject(o, "method", m->quant_method[0] ? m->quant_method : "fp");
                 cJSON_AddStringToObject(o, "sign_tables", bl_sign_tables_name(m->sign_tables));
-                cJSON_AddStringToObject(o, "kv_cache", m->kv_f16 ? "f16" : "f32");
+                cJSON_AddStringToObject(o, "kv_cache", bl_kv_cache_name(m->kv_f16));
                 cJSON_AddNumberToObject(o, "seconds", res.seconds);
                 cli_print_json(o);
             } else {
@@ -92,7 +92,7 @@ int cmd_ppl(int argc, char **argv) {
                        "bpw %.3f layers / %.3f model; %s sign tables, %s KV cache; %.1fs)\n",
                        res.ppl, res.nll / (double)res.tokens, (long long)res.tokens, ctx_text,
                        (long long)res.chunks, bpw_layers, bpw_model,
-                       bl_sign_tables_name(m->sign_tables), m->kv_f16 ? "f16" : "f32", res.seconds);
+                       bl_sign_tables_name(m->sign_tables), bl_kv_cache_name(m->kv_f16), res.seconds);
             }
             rc = 0;
         }

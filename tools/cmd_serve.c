@@ -45,7 +45,7 @@ int cmd_serve(int argc, char **argv) {
          "chatml, llama2, llama3, llama3.1, mistral-v1, mistral-v3 or zephyr (default: from "
          "the model)", CLI_ANY},
         {"alias", 0, OPT_STR, &alias, "ID", "model id reported by /v1/models", CLI_ANY},
-        CLI_SIGN_TABLES_OPT(tables_s, kv_s),
+        CLI_INFERENCE_OPTS(tables_s, kv_s),
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
         {"threads", 't', OPT_INT, &threads, "T",
          "threads (default: OMP_NUM_THREADS or all cores)", CLI_MIN(1)},

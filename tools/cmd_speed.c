@@ -59,7 +59,7 @@ int cmd_speed(int argc, char **argv) {
          CLI_MIN(1)},
         {"isa", 0, OPT_STR, &isa_s, "NAME", "kernel level: auto, ref, avx2, avx512 (default auto)",
          CLI_ANY},
-        CLI_SIGN_TABLES_OPT(tables_s, kv_s),
+        CLI_INFERENCE_OPTS(tables_s, kv_s),
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
         {"no-mmap", 0, OPT_FLAG, &no_mmap, NULL,
          "read the weights into private memory instead of mapping the files (as BITLLM_LOAD=read)",
@@ -135,7 +135,7 @@ int cmd_speed(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "threads", nt);
         cJSON_AddStringToObject(o, "isa", bl_isa_name(m->isa));
         cJSON_AddStringToObject(o, "sign_tables", bl_sign_tables_name(m->sign_tables));
-        cJSON_AddStringToObject(o, "kv_cache", m->kv_f16 ? "f16" : "f32");
+        cJSON_AddStringToObject(o, "kv_cache", bl_kv_cache_name(m->kv_f16));
         cJSON_AddNumberToObject(o, "prompt_tokens", n_prompt);
         cJSON_AddNumberToObject(o, "decode_tokens", n_gen);
         cJSON_AddNumberToObject(o, "decode_batch", batches[0]);
@@ -169,7 +169,7 @@ int cmd_speed(int argc, char **argv) {
                m->quant_method[0] ? m->quant_method : "fp", bpw_layers, bpw_model,
                wbytes / 1048576.0);
         printf("threads  %d, kernels %s, sign tables %s, KV cache %s, load average %.2f\n", nt,
-               bl_isa_name(m->isa), bl_sign_tables_name(m->sign_tables), m->kv_f16 ? "f16" : "f32",
+               bl_isa_name(m->isa), bl_sign_tables_name(m->sign_tables), bl_kv_cache_name(m->kv_f16),
                load[0]);
         printf("prefill  %8.1f tok/s  (%d tokens in one batch, %.3fs)\n", pre_tps, n_prompt,
                pre[0]);

@@ -175,6 +175,10 @@ typedef struct {
      * keys and values rounded to nearest FP16 as they are stored) instead of f32 (default). */
     bool kv_f16;
 } bl_load_opts;
+/* The names of the KV cache's value types, as --kv-cache and the reports write them: "f32"
+ * (kv_f16 false) and "f16". from_name: false for any other text. */
+const char *bl_kv_cache_name(bool kv_f16);
+bool bl_kv_cache_from_name(const char *name, bool *kv_f16);
 
 /* path: a Hugging Face model directory (config.json + safetensors, including bitllm's quantized
  * outputs), a GGUF file, or a llama2.c checkpoint, told apart by content (never by the name).

@@ -40,7 +40,7 @@ struct bl_state {
     int q_dim, kv_dim;
     void *k_cache, *v_cache; /* [slot][layer][max_seq][kv_dim] of f32, or FP16 (kv_f16) */
     size_t kv_elem;           /* bytes per cached value: 4, or 2 with kv_f16 */
-    float *kv_scratch; /* kv_f16: [n_threads][2·max_seq·head_dim], a unit's keys and values in f32 */
+    float *kv_scratch; /* kv_f16: [n_threads][2·max_seq·head_dim], a unit's keys, values in f32 */
     float *rope_cos, *rope_sin; /* [max_seq][head_dim/2] */
     float *x, *xb, *q, *k, *v, *att, *tmp; /* batch rows */
     float *hb, *hb2;
@@ -171,7 +171,8 @@ bl_status bl_state_new_slots(const bl_model *m, int n_slots, int max_seq, int ma
     s->k_cache = alloc_elems(cache_rows, (size_t)s->kv_dim, s->kv_elem, &ok);
     s->v_cache = alloc_elems(cache_rows, (size_t)s->kv_dim, s->kv_elem, &ok);
     if (m->kv_f16)
-        s->kv_scratch = alloc_floats((size_t)s->n_threads, 2 * (size_t)max_seq * (size_t)c->head_dim, &ok);
+        s->kv_scratch =
+            alloc_floats((size_t)s->n_threads, 2 * (size_t)max_seq * (size_t)c->head_dim, &ok);
     if (n_slots > 1) s->logit_rows = alloc_floats((size_t)n_slots, (size_t)c->vocab_size, &ok);
     s->rope_cos = alloc_floats((size_t)max_seq, half, &ok);
     s->rope_sin = alloc_floats((size_t)max_seq, half, &ok);
@@ -371,33 +372,28 @@ static void attention_units(void *ctx, int ith, int nth) {
         const int h0 = (int)(u % units_per_span) * G, kvh = h0 / group, T = sp->n;
         const float *q0 = s->q + (size_t)sp->row0 * s->q_dim + (size_t)h0 * hd;
         float *out0 = s->att + (size_t)sp->row0 * s->q_dim + (size_t)h0 * hd;
-        if (T <= SMALL_T && s->kv_elem == sizeof(uint16_t)) { /* decode on the FP16 cache as it is */
-            const uint16_t *k16 =
-                (const uint16_t *)(const void *)cache_at(s, s->k_cache, sp->slot, l) + (size_t)kvh * hd;
-            const uint16_t *v16 =
-                (const uint16_t *)(const void *)cache_at(s, s->v_cache, sp->slot, l) + (size_t)kvh * hd;
+        /* the KV head's first value in row 0 of the slot's layer cache, f32 or FP16 */
+        const size_t head = (size_t)kvh * hd * s->kv_elem;
+        const void *kc = cache_at(s, s->k_cache, sp->slot, l) + head;
+        const void *vc = cache_at(s, s->v_cache, sp->slot, l) + head;
+        const bool f16 = s->kv_elem == sizeof(uint16_t);
+        if (T <= SMALL_T && f16) { /* decode on the FP16 cache as it is */
             bool fused = true; /* the level has the kernel for every query or for none */
             for (int t = 0; t < T && fused; t++)
-                fused = bl_attend_f16(q0 + (size_t)t * s->q_dim, hd, G, k16, v16, s->kv_dim, hd,
+                fused = bl_attend_f16(q0 + (size_t)t * s->q_dim, hd, G, kc, vc, s->kv_dim, hd,
                                       sp->pos0 + t + 1, inv_sqrt, P, out0 + (size_t)t * s->q_dim,
                                       hd, s->ex.isa);
             if (fused) continue;
         }
-        const int seen = sp->pos0 + T; /* keys the unit's last query sees */
-        const float *kh, *vh;
+        const float *kh = kc, *vh = vc;
         int64_t ld = s->kv_dim; /* row stride of kh and vh */
-        if (s->kv_elem == sizeof(float)) {
-            kh = (const float *)(const void *)cache_at(s, s->k_cache, sp->slot, l) + (size_t)kvh * hd;
-            vh = (const float *)(const void *)cache_at(s, s->v_cache, sp->slot, l) + (size_t)kvh * hd;
-        } else { /* FP16 cache: the head's visible rows widened (exactly) into this thread's scratch */
+        if (f16) { /* the head's visible rows widened (exactly) into this thread's scratch */
             float *kf = s->kv_scratch + (size_t)ith * 2 * (size_t)s->max_seq * (size_t)hd;
             float *vf = kf + (size_t)s->max_seq * (size_t)hd;
-            const uint16_t *k16 = (const uint16_t *)(const void *)cache_at(s, s->k_cache, sp->slot, l);
-            const uint16_t *v16 = (const uint16_t *)(const void *)cache_at(s, s->v_cache, sp->slot, l);
-            for (int r = 0; r < seen; r++) {
-                const size_t src = (size_t)r * s->kv_dim + (size_t)kvh * hd, dst = (size_t)r * hd;
-                bl_half_to_f32(BL_DT_F16, k16 + src, kf + dst, (size_t)hd);
-                bl_half_to_f32(BL_DT_F16, v16 + src, vf + dst, (size_t)hd);
+            for (int r = 0; r < sp->pos0 + T; r++) { /* the keys the unit's last query sees */
+                const size_t src = (size_t)r * s->kv_dim, dst = (size_t)r * hd;
+                bl_half_to_f32(BL_DT_F16, (const uint16_t *)kc + src, kf + dst, (size_t)hd);
+                bl_half_to_f32(BL_DT_F16, (const uint16_t *)vc + src, vf + dst, (size_t)hd);
             }
             kh = kf, vh = vf, ld = hd;
         }

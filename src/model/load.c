@@ -463,6 +463,17 @@ int64_t bl_model_sign_count(const bl_model *m) {
     return k;
 }
 
+const char *bl_kv_cache_name(bool kv_f16) { return kv_f16 ? "f16" : "f32"; }
+
+bool bl_kv_cache_from_name(const char *name, bool *kv_f16) {
+    for (int f16 = 0; name && f16 < 2; f16++)
+        if (strcmp(name, bl_kv_cache_name(f16)) == 0) {
+            *kv_f16 = f16;
+            return true;
+        }
+    return false;
+}
+
 int64_t bl_model_i8_count(const bl_model *m) {
     int64_t k = bl_linear_i8_affected(&m->output);
     for (int l = 0; l < m->cfg.n_layers; l++)

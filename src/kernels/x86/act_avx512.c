@@ -166,7 +166,8 @@ ALWAYS_INLINE void weigh_block(const void *V, int64_t ld, int hd, int k0, int k1
         const __m512 p0 = _mm512_set1_ps(P[k]);
         const int64_t v0 = (int64_t)k * ld + c;
 #pragma GCC unroll 8
-        for (int s = 0; s < nv; s++) e[s] = _mm512_fmadd_ps(p0, load_kv(V, v0 + 16 * s, mk[s], h16), e[s]);
+        for (int s = 0; s < nv; s++)
+            e[s] = _mm512_fmadd_ps(p0, load_kv(V, v0 + 16 * s, mk[s], h16), e[s]);
     }
 #pragma GCC unroll 8
     for (int s = 0; s < nv; s++) {
@@ -206,7 +207,8 @@ ALWAYS_INLINE void attend_chunk(const float *q, int64_t q_stride, int G, const v
             score_block(q + g * q_stride, K, ld, hd, k0, 16, sc, P + (int64_t)g * n, true, h16);
     if (k0 < n)
         for (int g = 0; g < G; g++)
-            score_block(q + g * q_stride, K, ld, hd, k0, n - k0, sc, P + (int64_t)g * n, false, h16);
+            score_block(q + g * q_stride, K, ld, hd, k0, n - k0, sc, P + (int64_t)g * n, false,
+                        h16);
     /* unnormalised probabilities e^(s − max); 1/Σ scales the outputs at the end */
     float inv[QCHUNK];
     for (int g = 0; g < G; g++) {
@@ -233,12 +235,20 @@ static void attend_chunk_f16(const float *q, int64_t q_stride, int G, const void
     attend_chunk(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride, true);
 }
 
+/* The G queries in chunks of at most QCHUNK, on f32 or FP16 (h16) keys and values. */
+static void attend_groups(const float *q, int64_t q_stride, int G, const void *K, const void *V,
+                          int64_t ld, int hd, int n, float scale, float *P, float *out,
+                          int64_t out_stride, bool h16) {
+    for (int g = 0; g < G; g += QCHUNK)
+        (h16 ? attend_chunk_f16 : attend_chunk_f32)(
+            q + g * q_stride, q_stride, G - g < QCHUNK ? G - g : QCHUNK, K, V, ld, hd, n, scale,
+            P + (int64_t)g * n, out + g * out_stride, out_stride);
+}
+
 void bl_attend_avx512(const float *q, int64_t q_stride, int G, const float *K, const float *V,
                       int64_t ld, int hd, int n, float scale, float *P, float *out,
                       int64_t out_stride) {
-    for (int g = 0; g < G; g += QCHUNK)
-        attend_chunk_f32(q + g * q_stride, q_stride, G - g < QCHUNK ? G - g : QCHUNK, K, V, ld, hd,
-                         n, scale, P + (int64_t)g * n, out + g * out_stride, out_stride);
+    attend_groups(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride, false);
 }
 
 /* The same on an FP16 cache: every value widened exactly as it is loaded, so the results are
@@ -246,7 +256,5 @@ void bl_attend_avx512(const float *q, int64_t q_stride, int G, const float *K, c
 void bl_attend_f16_avx512(const float *q, int64_t q_stride, int G, const uint16_t *K,
                           const uint16_t *V, int64_t ld, int hd, int n, float scale, float *P,
                           float *out, int64_t out_stride) {
-    for (int g = 0; g < G; g += QCHUNK)
-        attend_chunk_f16(q + g * q_stride, q_stride, G - g < QCHUNK ? G - g : QCHUNK, K, V, ld, hd,
-                         n, scale, P + (int64_t)g * n, out + g * out_stride, out_stride);
+    attend_groups(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride, true);
 }
