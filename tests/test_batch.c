@@ -167,7 +167,8 @@ static bool prompt_logits(const char *dir, bl_sign_tables tables, float *out) {
 
 /* --sign-tables i8 reaches the model's products: its logits differ from the f32 tables' (so the
  * option is not ignored) yet stay close. Bound: the kernel's error per product is at most
- * ~4·max|group sum|/127 per 32 inputs (tests/test_kernels.c), i.e. ≲ 3 % of Σ|x| and, for the
+ * ~4·(max|group sum|/127 + unit) per 32 inputs, the unit 1/255 of the block's largest step
+ * (tests/test_kernels.c), i.e. ≲ 3 % of Σ|x| and, for the
  * ±random-sign sums here, well under that in L2; 5 % relative L2 on the logits leaves room for
  * the error's passage through a few small layers while catching a wrong table or scale (≥ 30 %). */
 static void check_i8_close(const char *dir, const char *name) {

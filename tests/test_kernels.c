@@ -580,12 +580,15 @@ static void test_qmat_i8(void) {
 
 /* BL_TABLES_I8: the public entry point at every level equals the specification bit for bit
  * (prepared or not, 1 or 2 threads), and the specification's error against the exact product
- * stays within its bound. Bound, per output: each of a word's 8 group codes is off its f32
- * entry by at most half a step (scale_w/2) plus the rounding of entry·inv (< 2⁻²³·127 steps),
- * and the entry off the exact group sum by 3 roundings of its size (≤ 2⁻²³·a_q ≤ 2⁻²³·max_w):
- * 4·scale_w·(1 + 2⁻¹⁶) + 8·2⁻²³·max_w per word; the f32 FMA chain over the words adds at most
- * 1e-5·Σ|x| as for the f32 kernels. Inputs: normal, and normal with one outlier 1000× larger per
- * 97 columns (the case int8 tables handle worst: the outlier's word loses the small inputs). */
+ * stays within its bound. Bound, per output: a word's step is mult_w·unit ≤ max_w/127 + unit
+ * (mult_w is max_w·k rounded up, unit = M/32385 with M the block's largest max_w); each of the
+ * word's 8 group codes is off its f32 entry by at most half a step plus the roundings of k,
+ * 127·k/mult_w and entry·inv (< 2⁻²¹ relative), and the entry off the exact group sum by 3
+ * roundings of its size (≤ 2⁻²³·a_q ≤ 2⁻²³·max_w): 4·(max_w/127 + M/32385)·(1 + 2⁻¹⁶) +
+ * 8·2⁻²³·max_w per word; the f32 FMA chain over the blocks adds at most 1e-5·Σ|x| as for the
+ * f32 kernels. Inputs: normal, and normal with one outlier 1000× larger per 97 columns (the
+ * case int8 tables handle worst: the outlier's word loses the small inputs, and its block's
+ * other words are stepped in units of the outlier's). */
 static void test_i8_tables(void) {
     static const int64_t shapes[][3] = {{1, 1, 1}, {17, 33, 3}, {65, 513, 9}, {300, 1100, 8},
                                         {64, 4096, 2}};
@@ -608,15 +611,22 @@ static void test_i8_tables(void) {
             double worst = 0.0;
             for (int64_t t = 0; t < p.T; t++) {
                 const float *x = p.X + t * p.n;
-                double tol = 0.0, xabs = 0.0;
+                double tol = 0.0, xabs = 0.0, maxw[BL_SIGN_I8_BLOCK / 32], M = 0.0;
                 for (int64_t w = 0; w < words; w++) {
-                    float maxw = 0.0f;
+                    const int64_t wb = w % (BL_SIGN_I8_BLOCK / 32);
+                    maxw[wb] = 0.0;
                     for (int64_t j0 = 32 * w; j0 < 32 * w + 32 && j0 < p.n; j0 += 4) {
                         float a = 0.0f;
                         for (int64_t j = j0; j < j0 + 4 && j < p.n; j++) a += fabsf(x[j]);
-                        maxw = a > maxw ? a : maxw;
+                        maxw[wb] = a > maxw[wb] ? a : maxw[wb];
                     }
-                    tol += 4.0 * (maxw / 127.0) * (1.0 + 1.0 / 65536.0) + 8.0 * ldexp(maxw, -23);
+                    M = maxw[wb] > M ? maxw[wb] : M;
+                    if (wb == BL_SIGN_I8_BLOCK / 32 - 1 || w == words - 1) { /* block done */
+                        for (int64_t v = 0; v <= wb; v++)
+                            tol += 4.0 * (maxw[v] / 127.0 + M / 32385.0) * (1.0 + 1.0 / 65536.0) +
+                                   8.0 * ldexp(maxw[v], -23);
+                        M = 0.0;
+                    }
                 }
                 for (int64_t j = 0; j < p.n; j++) xabs += fabsf(x[j]);
                 tol += 1e-5 * xabs + 1e-6;

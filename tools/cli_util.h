@@ -54,7 +54,7 @@ typedef struct {
      CLI_ANY},                                                                                    \
     {"sign-tables", 0, OPT_STR, &(name), "f32|i8",                                                \
      "sums of the 1-bit kernels: f32 (exact, the default) or i8 (int8 lookup tables with a "     \
-     "scale per 32 inputs, and q8_0/q4_0 matrices such as a quantized head on int8 inputs: "      \
+     "step per 32 inputs, and q8_0/q4_0 matrices such as a quantized head on int8 inputs: "       \
      "faster, batched decoding most; changes the numbers, docs/serve.md)",                        \
      CLI_ANY}
 /* Loads path with opts, a --sign-tables value (tables; NULL: f32) and a --kv-cache value (kv;

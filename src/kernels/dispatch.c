@@ -66,7 +66,8 @@ static const bl_sign_variant variants[] = {
     {"mask_t", BL_ISA_AVX512, true, false, BL_TABLES_F32,
      "columns in lanes, k-masked VADDPS over rows in order, z = sum(v) - 2*sum(selected)"},
     {"i8_ref", BL_ISA_REF, false, false, BL_TABLES_I8,
-     "scalar int8 tables, one scale per 32 columns, exact int32 sums (the specification)"},
+     "scalar int8 tables, a step per 32 columns in units per 512, exact int32 sums "
+     "(the specification)"},
     {"lut4_i8", BL_ISA_AVX512, false, true, BL_TABLES_I8,
      "int8 tables of the 16 signed sums per 4 inputs, VPERMB + VPDPBUSD, packed rows "
      "(falls back to i8_ref without VBMI/VNNI or packing)"},
