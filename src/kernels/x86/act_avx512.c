@@ -121,6 +121,23 @@ ALWAYS_INLINE __m512 load_kv(const void *base, int64_t i, __mmask16 m, bool h16)
     return _mm512_maskz_loadu_ps(m, (const float *)base + i);
 }
 
+/* Rows [r0, r1) of K or V (stride ld elements), columns [c0, c0 + cols), into L1 ahead of use.
+ * A head's rows are ld apart (the whole KV width: 8 or 16 KiB at 7B dims), so every row starts
+ * a new 4 KiB page, where the hardware's stream prefetchers stop: without this a row's lines
+ * were demand misses, and the FP16 cache (half the bytes, as many rows) ran no faster than f32. */
+ALWAYS_INLINE void prefetch_rows(const void *base, int64_t ld, int r0, int r1, int c0, int cols,
+                                 bool h16) {
+    const int64_t esz = h16 ? 2 : 4;
+    for (int r = r0; r < r1; r++) {
+        const char *row = (const char *)base + ((int64_t)r * ld + c0) * esz;
+        for (int64_t b = 0; b < cols * esz; b += 64) _mm_prefetch(row + b, _MM_HINT_T0);
+    }
+}
+
+/* How far ahead the rows are fetched: 2 blocks of 16 keys; 16 positions of values. */
+#define KEY_AHEAD 32
+#define VALUE_AHEAD 16
+
 /* Scores of keys k0 .. k0+nk−1 (nk ≤ 16; full: nk = 16) into P, scaled. */
 ALWAYS_INLINE void score_block(const float *q, const void *K, int64_t ld, int hd, int k0, int nk,
                                __m512 scale, float *P, bool full, bool h16) {
@@ -143,8 +160,9 @@ ALWAYS_INLINE void score_block(const float *q, const void *K, int64_t ld, int hd
 
 /* Keys [k0, k1) of one query's weighted values over the columns [c, c + 16·nv) (nv ≤ 8 slices
  * of 16) added to out (first block: out set), in two chains (even and odd positions). */
-ALWAYS_INLINE void weigh_block(const void *V, int64_t ld, int hd, int k0, int k1, const float *P,
-                               float *out, int c, int nv, bool first, bool h16) {
+ALWAYS_INLINE void weigh_block(const void *V, int64_t ld, int hd, int k0, int k1, int n,
+                               const float *P, float *out, int c, int nv, bool first, bool pf,
+                               bool h16) {
     __m512 e[8], o[8];
     __mmask16 mk[8];
 #pragma GCC unroll 8
@@ -154,6 +172,8 @@ ALWAYS_INLINE void weigh_block(const void *V, int64_t ld, int hd, int k0, int k1
     }
     int k = k0;
     for (; k + 2 <= k1; k += 2) {
+        if (pf && k + VALUE_AHEAD + 2 <= n)
+            prefetch_rows(V, ld, k + VALUE_AHEAD, k + VALUE_AHEAD + 2, c, 16 * nv, h16);
         const __m512 p0 = _mm512_set1_ps(P[k]), p1 = _mm512_set1_ps(P[k + 1]);
         const int64_t v0 = (int64_t)k * ld + c, v1 = v0 + ld;
 #pragma GCC unroll 8
@@ -179,14 +199,15 @@ ALWAYS_INLINE void weigh_block(const void *V, int64_t ld, int hd, int k0, int k1
 
 /* One query's keys [k0, k1) over all hd columns, in slice groups of 8, 4, 2 and 1 (constant
  * counts, so that each group's accumulators stay in registers). */
-ALWAYS_INLINE void weigh_keys(const void *V, int64_t ld, int hd, int k0, int k1, const float *P,
-                              float *out, bool first, bool h16) {
+ALWAYS_INLINE void weigh_keys(const void *V, int64_t ld, int hd, int k0, int k1, int n,
+                              const float *P, float *out, bool first, bool pf, bool h16) {
     const int slices = (hd + 15) / 16;
     int s = 0;
-    for (; s + 8 <= slices; s += 8) weigh_block(V, ld, hd, k0, k1, P, out, 16 * s, 8, first, h16);
-    if (s + 4 <= slices) weigh_block(V, ld, hd, k0, k1, P, out, 16 * s, 4, first, h16), s += 4;
-    if (s + 2 <= slices) weigh_block(V, ld, hd, k0, k1, P, out, 16 * s, 2, first, h16), s += 2;
-    if (s < slices) weigh_block(V, ld, hd, k0, k1, P, out, 16 * s, 1, first, h16);
+    for (; s + 8 <= slices; s += 8)
+        weigh_block(V, ld, hd, k0, k1, n, P, out, 16 * s, 8, first, pf, h16);
+    if (s + 4 <= slices) weigh_block(V, ld, hd, k0, k1, n, P, out, 16 * s, 4, first, pf, h16), s += 4;
+    if (s + 2 <= slices) weigh_block(V, ld, hd, k0, k1, n, P, out, 16 * s, 2, first, pf, h16), s += 2;
+    if (s < slices) weigh_block(V, ld, hd, k0, k1, n, P, out, 16 * s, 1, first, pf, h16);
 }
 
 /* Positions per block of the value pass: the block's values (64 × hd floats, 16 KiB at hd = 64)
@@ -202,9 +223,14 @@ ALWAYS_INLINE void attend_chunk(const float *q, int64_t q_stride, int G, const v
     const __m512 sc = _mm512_set1_ps(scale);
     /* scores, key block by key block, every query of the group on the block while it is in L1 */
     int k0 = 0;
-    for (; k0 + 16 <= n; k0 += 16)
+    if (n > 16) prefetch_rows(K, ld, 16, n < KEY_AHEAD ? n : KEY_AHEAD, 0, hd, h16);
+    for (; k0 + 16 <= n; k0 += 16) {
+        if (k0 + KEY_AHEAD < n) /* the block after next */
+            prefetch_rows(K, ld, k0 + KEY_AHEAD, k0 + KEY_AHEAD + 16 < n ? k0 + KEY_AHEAD + 16 : n,
+                          0, hd, h16);
         for (int g = 0; g < G; g++)
             score_block(q + g * q_stride, K, ld, hd, k0, 16, sc, P + (int64_t)g * n, true, h16);
+    }
     if (k0 < n)
         for (int g = 0; g < G; g++)
             score_block(q + g * q_stride, K, ld, hd, k0, n - k0, sc, P + (int64_t)g * n, false,
@@ -215,10 +241,12 @@ ALWAYS_INLINE void attend_chunk(const float *q, int64_t q_stride, int G, const v
         float *Pg = P + (int64_t)g * n;
         inv[g] = 1.0f / exp_sub_sum(Pg, n, max_of(Pg, n));
     }
+    prefetch_rows(V, ld, 0, n < VALUE_AHEAD ? n : VALUE_AHEAD, 0, hd, h16);
     for (int b = 0; b < n; b += VBLOCK) {
         const int b1 = n - b < VBLOCK ? n : b + VBLOCK;
-        for (int g = 0; g < G; g++)
-            weigh_keys(V, ld, hd, b, b1, P + (int64_t)g * n, out + g * out_stride, b == 0, h16);
+        for (int g = 0; g < G; g++) /* the first query of the group fetches ahead */
+            weigh_keys(V, ld, hd, b, b1, n, P + (int64_t)g * n, out + g * out_stride, b == 0,
+                       g == 0, h16);
     }
     for (int g = 0; g < G; g++) scale_by(out + g * out_stride, hd, inv[g]);
 }
