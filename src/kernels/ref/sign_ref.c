@@ -39,7 +39,8 @@ void bl_sign_matmul_t_ref(const bl_signmat *S, const float *V, int64_t T, float 
  * 4-column group q of the word (inputs v0..v3):
  *   entry(e) = ((s0·v0 + s1·v1) + s2·v2) + s3·v3 in f32, s_b = −1 where bit b of e is set;
  *   a_q      = ((|v0| + |v1|) + |v2|) + |v3| (the largest |entry|), max_w = max_q a_q,
- *   M        = max_w max_w (the block's; NaN-dropping maxima throughout);
+ *   M        = max_w max_w (the block's; NaN-dropping maxima throughout), taken as 0 below
+ *              2^-100 (where 127·255/M would overflow; such a block adds nothing);
  *   k        = 255 / M (0 when M = 0), unit = M / 32385 (= M / (127·255));
  *   mult_w   = ceil(max_w · k) clamped to [1, 255] (an integer: the word's step is mult_w·unit,
  *              the smallest multiple of the unit that keeps its codes within ±127);
@@ -72,6 +73,7 @@ void bl_sign_matmul_i8_ref(const bl_signmat *S, const float *X, int64_t T, float
                 }
                 M = maxw[w] > M ? maxw[w] : M;
             }
+            if (M < 0x1p-100f) M = 0.0f; /* 127·255 / M would overflow: the block counts as 0 */
             const float k = M > 0.0f ? 255.0f / M : 0.0f, k127 = 127.0f * k, unit = M / 32385.0f;
             int32_t mult[BW];
             int8_t code[BW][8][16];

@@ -49,6 +49,7 @@ static inline void build_i8(const float *x, const float *xs, int64_t n, int64_t 
         maxw[w] = _mm512_reduce_max_ps(mx);
         M = maxw[w] > M ? maxw[w] : M;
     }
+    if (M < 0x1p-100f) M = 0.0f; /* a block this small counts as zero (the specification) */
     const float k = M > 0.0f ? 255.0f / M : 0.0f, k127 = 127.0f * k;
     *unit = M / 32385.0f;
     for (int64_t w = 0; w < cw; w++) {
