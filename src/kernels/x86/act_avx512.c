@@ -24,6 +24,7 @@
 #include <math.h>
 
 #include "kernels/act_kernels.h"
+#include "kernels/x86/sum16_avx512.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -92,27 +93,6 @@ static void scale_by(float *x, int64_t n, float f) {
 
 void bl_softmax_avx512(float *x, int64_t n) {
     scale_by(x, n, 1.0f / exp_sub_sum(x, n, max_of(x, n)));
-}
-
-/* Lane p of the result = Σ of the lanes of v[SIGMA(p)], SIGMA = (0 2 1 3 8 10 9 11 4 6 5 7 12 14
- * 13 15), an involution: the callers put key p's accumulator in v[SIGMA(p)]. */
-static const int SIGMA[16] = {0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15};
-
-ALWAYS_INLINE __m512 sum16(const __m512 v[16]) {
-    __m512 a[8], b[4], c[2];
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; j++) /* 256-bit halves: lanes 0-1 from v[j], 2-3 from v[j+8] */
-        a[j] = _mm512_add_ps(_mm512_shuffle_f32x4(v[j], v[j + 8], 0x44),
-                             _mm512_shuffle_f32x4(v[j], v[j + 8], 0xEE));
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) /* 128-bit lanes */
-        b[j] = _mm512_add_ps(_mm512_shuffle_f32x4(a[j], a[j + 4], 0x88),
-                             _mm512_shuffle_f32x4(a[j], a[j + 4], 0xDD));
-#pragma GCC unroll 2
-    for (int j = 0; j < 2; j++) /* pairs within lanes */
-        c[j] = _mm512_add_ps(_mm512_shuffle_ps(b[j], b[j + 2], 0x44),
-                             _mm512_shuffle_ps(b[j], b[j + 2], 0xEE));
-    return _mm512_add_ps(_mm512_shuffle_ps(c[0], c[1], 0x88), _mm512_shuffle_ps(c[0], c[1], 0xDD));
 }
 
 /* 16 (masked) cached values from element i of K or V: f32, or FP16 widened exactly (h16). */

@@ -30,6 +30,7 @@
  * 5 × 5 140-158, 7 × 3 128-153, 4 × 6 133-142, 8 × 3 119-141. The machine's FMA peak is about
  * 216 GFLOP/s; on operands that fit in L1 the tiles reach 165-195. */
 #include "kernels/half_kernels.h"
+#include "kernels/x86/sum16_avx512.h"
 
 #include <immintrin.h>
 
@@ -88,14 +89,44 @@ ALWAYS_INLINE void tile(int kind, int R, int T, const void *W, int64_t m, int64_
     }
     if (j < c1) /* the last < 16 columns of the block */
         step(kind, R, T, W, i0, n, x0, j, (__mmask16)((1u << (c1 - j)) - 1u), false, acc);
+    if (R * T < 8) {
 #pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
+        for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
-        for (int t = 0; t < T; t++) {
-            const float s = _mm512_reduce_add_ps(acc[r][t]);
-            float *y = &Y[(t0 + t) * m + i0 + r];
-            *y = c0 == 0 ? s : *y + s;
+            for (int t = 0; t < T; t++) {
+                const float s = hsum16(acc[r][t]);
+                float *y = &Y[(t0 + t) * m + i0 + r];
+                *y = c0 == 0 ? s : *y + s;
+            }
+        return;
+    }
+    /* The tile's sums 16 at a time (sum16: the same bits as hsum16 of each), TG tokens' R rows
+     * per vector, lane (t − tg)·R + r; each token's R sums stored or added with one masked
+     * access. Against one horizontal sum per output this shortened 4096×4096 F16 at T = 64 by
+     * ~5 % (the 6 × 4 tile spent 24 reductions per column block of 64 steps). */
+    const int TG = 16 / R;
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __mmask16 rmask = (__mmask16)((1u << R) - 1u);
+#pragma GCC unroll 4
+    for (int tg = 0; tg < T; tg += TG) {
+        __m512 v[16];
+#pragma GCC unroll 16
+        for (int p = 0; p < 16; p++) {
+            const int t = tg + p / R, r = p % R;
+            v[SIGMA[p]] = p < TG * R && t < T ? acc[r][t] : _mm512_setzero_ps();
         }
+        const __m512 sums = sum16(v);
+#pragma GCC unroll 16
+        for (int u = 0; u < TG; u++) {
+            const int t = tg + u;
+            if (t >= T) break;
+            const __m512 st =
+                _mm512_permutexvar_ps(_mm512_add_epi32(iota, _mm512_set1_epi32(u * R)), sums);
+            float *y = &Y[(t0 + t) * m + i0];
+            _mm512_mask_storeu_ps(
+                y, rmask, c0 == 0 ? st : _mm512_add_ps(_mm512_maskz_loadu_ps(rmask, y), st));
+        }
+    }
 }
 
 #include "kernels/x86/half_rows.h"
