@@ -28,7 +28,10 @@
  * with the column blocks of half_rows.h: 6 × 4 with one accumulator per output 145-167 GFLOP/s
  * (4096×4096, 4096×11008); 4 × 3 with two accumulators (the earlier order, c mod 32) 124-136;
  * 5 × 5 140-158, 7 × 3 128-153, 4 × 6 133-142, 8 × 3 119-141. The machine's FMA peak is about
- * 216 GFLOP/s; on operands that fit in L1 the tiles reach 165-195. */
+ * 216 GFLOP/s; on operands that fit in L1 the tiles reach 165-195. The tile's sums are reduced
+ * 16 at a time (sum16, the same lane pairing as hsum16 for a single sum: same bits either way):
+ * 4096×11008 F16 at T = 64, one thread, 217-220 → 233-236 GFLOP/s against one horizontal sum
+ * per output (a later, faster host: 264 GFLOP/s FMA peak). */
 #include "kernels/half_kernels.h"
 #include "kernels/x86/sum16_avx512.h"
 
@@ -102,8 +105,7 @@ ALWAYS_INLINE void tile(int kind, int R, int T, const void *W, int64_t m, int64_
     }
     /* The tile's sums 16 at a time (sum16: the same bits as hsum16 of each), TG tokens' R rows
      * per vector, lane (t − tg)·R + r; each token's R sums stored or added with one masked
-     * access. Against one horizontal sum per output this shortened 4096×4096 F16 at T = 64 by
-     * ~5 % (the 6 × 4 tile spent 24 reductions per column block of 64 steps). */
+     * access (the 6 × 4 tile spent 24 reductions per column block of 64 steps before). */
     const int TG = 16 / R;
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __mmask16 rmask = (__mmask16)((1u << R) - 1u);
