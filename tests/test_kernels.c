@@ -589,15 +589,19 @@ static void test_qmat_i8(void) {
  * f32 kernels. Inputs: normal, and normal with one outlier 1000× larger per 97 columns (the
  * case int8 tables handle worst: the outlier's word loses the small inputs, and its block's
  * other words are stepped in units of the outlier's), and subnormal inputs (blocks below 2^-100
- * count as zero: the bound's absolute 1e-6 covers them; kernel and specification must agree). */
+ * count as zero: the bound's absolute 1e-6 covers them; kernel and specification must agree), and
+ * a few NaN and ±inf inputs (no bound; kernel and specification must still agree bit for bit). */
 static void test_i8_tables(void) {
     static const int64_t shapes[][3] = {{1, 1, 1}, {17, 33, 3}, {65, 513, 9}, {300, 1100, 8},
                                         {64, 4096, 2}};
     const bl_isa best = bl_cpu_best_isa();
     for (int s = 0; s < 5; s++)
-        for (int outliers = 0; outliers < 3; outliers++) {
+        for (int outliers = 0; outliers < 4; outliers++) {
             problem p;
             REQUIRE(problem_make(&p, shapes[s][0], shapes[s][1], shapes[s][2], 500 + (uint64_t)s));
+            if (outliers == 3) /* non-finite inputs: no bound, but kernel = specification */
+                for (int64_t k = 0; k < p.T * p.n; k += 293)
+                    p.X[k] = k % 3 == 0 ? NAN : k % 3 == 1 ? INFINITY : -INFINITY;
             if (outliers == 1)
                 for (int64_t k = 0; k < p.T * p.n; k += 97) p.X[k] *= 1000.0f;
             if (outliers == 2) /* subnormal inputs: 255 / (the block's largest sum) overflows */
@@ -638,7 +642,7 @@ static void test_i8_tables(void) {
                     if (!(d / tol <= worst)) worst = d / tol;
                 }
             }
-            CHECK_MSG(worst <= 1.0, "i8 spec %lldx%lld outliers=%d: error %.3g x its bound",
+            CHECK_MSG(outliers == 3 || worst <= 1.0, "i8 spec %lldx%lld outliers=%d: error %.3g x its bound",
                       (long long)p.m, (long long)p.n, outliers, worst);
             /* the public entry point at every level, prepared and not, 1 and 2 threads */
             for (int isa = BL_ISA_REF; isa <= (int)best; isa++)
