@@ -71,48 +71,19 @@ static const shuffles_t shuffles __attribute__((aligned(64))) = {
           56,  57,  58,  59,  60,  61,  62,  63, 120, 121, 122, 123, 124, 125, 126, 127,
      }}};
 
-/* Inputs of 16 consecutive groups (64 columns) from column col0 of one token, one group per lane:
- * xb[b][j] = x[col0 + 4j + b] (times s[·] when s is not NULL, rounded to f32 as a separate pass
- * would), 0 past n — the values lut_avx512.h's build_tables gives group j. */
-static inline void load_groups(const float *x, const float *s, int64_t n, int64_t col0,
-                               __m512 xb[4]) {
-    __m512 v[4];
-#pragma GCC unroll 4
-    for (int q = 0; q < 4; q++) {
-        const int64_t j = col0 + 16 * q, left = n - j;
-        if (left <= 0) {
-            v[q] = _mm512_setzero_ps();
-            continue;
-        }
-        const __mmask16 mk = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-        v[q] = _mm512_maskz_loadu_ps(mk, x + j);
-        if (s) v[q] = _mm512_mul_ps(v[q], _mm512_maskz_loadu_ps(mk, s + j));
-    }
-    /* lanes 0-7 from v0:v1 (elements 4j + b), lanes 8-15 from v2:v3 */
-#pragma GCC unroll 4
-    for (int b = 0; b < 4; b++) {
-        const __m512i idx = _mm512_setr_epi32(b, 4 + b, 8 + b, 12 + b, 16 + b, 20 + b, 24 + b,
-                                              28 + b, b, 4 + b, 8 + b, 12 + b, 16 + b, 20 + b,
-                                              24 + b, 28 + b);
-        xb[b] = _mm512_mask_blend_ps((__mmask16)0xFF00, _mm512_permutex2var_ps(v[0], idx, v[1]),
-                                     _mm512_permutex2var_ps(v[2], idx, v[3]));
-    }
-}
-
 /* Tables of one token for the cw words of chunk c (one block of the specification): codes in
  * tab[w·128 ..] (lo, hi), the word's multiplier in mult[w], the block's unit in *unit.
  *
- * Two words (16 groups) at a time, one group per lane: the 16 entries are 16 vectors built as
- * a butterfly, E[e] = ((±x0 ± x1) ± x2) ± x3 (bit b of e: x_b negated), the same additions in
- * the same order as lut_avx512.h's group_table, so every entry has the same bits. A group's
+ * Two words (16 groups) at a time, one group per lane: the 16 entries are those of the f32
+ * tables (lut_avx512.h's group_entries16, bit for bit the entries of the specification). A group's
  * largest |entry| is its all-signs-aligned entry ((|x0| + |x1|) + |x2|) + |x3|, bit for bit
  * (negation is exact, and rounding is monotone: no other entry is larger; with a NaN input every
  * entry is NaN and the max drops them as the specification's does). The codes
  * sat8(rint(E[e]·inv_w)) of the 16 entries are packed with signed saturation (int32 → int16 →
  * int8, the same as one int32 → int8 saturation) and moved into the tables by two rounds of
  * VPERMT2B (shuffles_t). Per word and token about 65 instructions, against ~250 building one
- * 16-entry vector per group: at T = 8 and 2048 columns the tables took 12.3 µs per product and
- * thread, a quarter of a 2048-row product's time on one thread. */
+ * 16-entry vector per group and converting it: at T = 8 and 2048 columns the tables took 12.3 µs
+ * per product and thread (now 4.7), a quarter of a 2048-row product's time on one thread. */
 static inline void build_i8(const float *x, const float *xs, int64_t n, int64_t c, int64_t cw,
                             int8_t *tab, uint32_t *mult, float *unit) {
     const shuffles_t *sh = &shuffles;
@@ -121,7 +92,7 @@ static inline void build_i8(const float *x, const float *xs, int64_t n, int64_t 
     const __m512 absm = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
     const int64_t pairs = (cw + 1) / 2;
     for (int64_t p = 0; p < pairs; p++) {
-        load_groups(x, xs, n, c * BL_SB_CHUNK_COLS + 64 * p, xg[p]);
+        load_groups16(x, xs, n, c * BL_SB_CHUNK_COLS + 64 * p, xg[p]);
         __m512 a = _mm512_add_ps(_mm512_and_ps(xg[p][0], absm), _mm512_and_ps(xg[p][1], absm));
         a = _mm512_add_ps(a, _mm512_and_ps(xg[p][2], absm));
         a = _mm512_add_ps(a, _mm512_and_ps(xg[p][3], absm));
@@ -148,27 +119,16 @@ static inline void build_i8(const float *x, const float *xs, int64_t n, int64_t 
         if (w < cw) mult[w] = 0x01010101u * (uint32_t)mw; /* in every byte */
         inv[w] = k127 / (float)mw;
     }
-    const __m512 neg = _mm512_set1_ps(-0.0f);
     const __m512i su0 = _mm512_load_si512(sh->u[0]), su1 = _mm512_load_si512(sh->u[1]);
     const __m512i st0 = _mm512_load_si512(sh->t[0]), st1 = _mm512_load_si512(sh->t[1]);
     for (int64_t p = 0; p < pairs; p++) {
-        const __m512 *xv = xg[p];
-        const __m512 nx0 = _mm512_xor_ps(xv[0], neg), nx1 = _mm512_xor_ps(xv[1], neg);
-        const __m512 nx2 = _mm512_xor_ps(xv[2], neg), nx3 = _mm512_xor_ps(xv[3], neg);
-        const __m512 q0 = _mm512_add_ps(xv[0], xv[1]), q1 = _mm512_add_ps(nx0, xv[1]);
-        const __m512 q2 = _mm512_add_ps(xv[0], nx1), q3 = _mm512_add_ps(nx0, nx1);
-        const __m512 r[8] = {_mm512_add_ps(q0, xv[2]),  _mm512_add_ps(q1, xv[2]),
-                             _mm512_add_ps(q2, xv[2]),  _mm512_add_ps(q3, xv[2]),
-                             _mm512_add_ps(q0, nx2), _mm512_add_ps(q1, nx2),
-                             _mm512_add_ps(q2, nx2), _mm512_add_ps(q3, nx2)};
+        __m512 E[16];
+        group_entries16(xg[p], E);
         const __m512 iv = _mm512_mask_blend_ps((__mmask16)0xFF00, _mm512_set1_ps(inv[2 * p]),
                                                _mm512_set1_ps(inv[2 * p + 1]));
         __m512i code[16];
-#pragma GCC unroll 8
-        for (int e = 0; e < 8; e++) {
-            code[e] = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_add_ps(r[e], xv[3]), iv));
-            code[e + 8] = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_add_ps(r[e], nx3), iv));
-        }
+#pragma GCC unroll 16
+        for (int e = 0; e < 16; e++) code[e] = _mm512_cvtps_epi32(_mm512_mul_ps(E[e], iv));
         __m512i R[4];
 #pragma GCC unroll 4
         for (int q = 0; q < 4; q++)
