@@ -232,6 +232,9 @@ typedef struct bl_state bl_state;
 bl_status bl_state_new(const bl_model *m, int max_seq, int max_batch, int n_threads,
                        bl_state **out, bl_err *err);
 int bl_state_threads(const bl_state *s);     /* the resolved thread count */
+/* The state's threads, for work between two calls on the same host thread (e.g. sampling the
+ * sequences of a batched step side by side); not while a call on the state runs. */
+bl_pool *bl_state_pool(const bl_state *s);
 void bl_state_free(bl_state *s);
 void bl_state_reset(bl_state *s);            /* empties the KV cache */
 int bl_state_pos(const bl_state *s);         /* tokens in the cache */

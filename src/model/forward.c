@@ -122,6 +122,8 @@ static size_t scores_per_thread(const bl_state *s) {
 
 int bl_state_threads(const bl_state *s) { return s->n_threads; }
 
+bl_pool *bl_state_pool(const bl_state *s) { return s->pool; }
+
 bl_status bl_state_new(const bl_model *m, int max_seq, int max_batch, int n_threads,
                        bl_state **out, bl_err *err) {
     return bl_state_new_slots(m, 1, max_seq, max_batch, n_threads, out, err);
