@@ -10,6 +10,16 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
+/* x[j..j+15] (times s[·] when s is not NULL, the product rounded to f32 as a separate pass
+ * would), 0 past n. */
+ALWAYS_INLINE __m512 load_scaled16(const float *x, const float *s, int64_t n, int64_t j) {
+    const int64_t left = n - j;
+    if (left <= 0) return _mm512_setzero_ps();
+    const __mmask16 mk = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+    const __m512 v = _mm512_maskz_loadu_ps(mk, x + j);
+    return s ? _mm512_mul_ps(v, _mm512_maskz_loadu_ps(mk, s + j)) : v;
+}
+
 /* Inputs of 16 consecutive groups (64 columns) from column col0 of one token, one group per lane:
  * xb[b][j] = x[col0 + 4j + b] (times s[·] when s is not NULL, the product rounded to f32 as a
  * separate pass would), 0 past n. */
@@ -17,16 +27,7 @@ ALWAYS_INLINE void load_groups16(const float *x, const float *s, int64_t n, int6
                                  __m512 xb[4]) {
     __m512 v[4];
 #pragma GCC unroll 4
-    for (int q = 0; q < 4; q++) {
-        const int64_t j = col0 + 16 * q, left = n - j;
-        if (left <= 0) {
-            v[q] = _mm512_setzero_ps();
-            continue;
-        }
-        const __mmask16 mk = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-        v[q] = _mm512_maskz_loadu_ps(mk, x + j);
-        if (s) v[q] = _mm512_mul_ps(v[q], _mm512_maskz_loadu_ps(mk, s + j));
-    }
+    for (int q = 0; q < 4; q++) v[q] = load_scaled16(x, s, n, col0 + 16 * q);
     /* lanes 0-7 from v0:v1 (elements 4j + b), lanes 8-15 from v2:v3 */
 #pragma GCC unroll 4
     for (int b = 0; b < 4; b++) {
@@ -75,16 +76,7 @@ static inline void build_tables(const float *x, const float *s, int64_t n, int64
     for (int64_t g0 = 0; g0 < groups; g0 += 16) {
         const int64_t c0 = col0 + 4 * g0;
 #pragma GCC unroll 4
-        for (int q = 0; q < 4; q++) {
-            const int64_t j = c0 + 16 * q, left = n - j;
-            __m512 a = _mm512_setzero_ps();
-            if (left > 0) {
-                const __mmask16 mk = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-                a = _mm512_maskz_loadu_ps(mk, x + j);
-                if (s) a = _mm512_mul_ps(a, _mm512_maskz_loadu_ps(mk, s + j));
-            }
-            _mm512_store_ps(v + 16 * q, a);
-        }
+        for (int q = 0; q < 4; q++) _mm512_store_ps(v + 16 * q, load_scaled16(x, s, n, c0 + 16 * q));
         const int64_t ng = groups - g0 < 16 ? groups - g0 : 16;
         for (int64_t g = 0; g < ng; g++) {
             const float *w = v + 4 * g;
