@@ -642,8 +642,9 @@ static void test_i8_tables(void) {
                     if (!(d / tol <= worst)) worst = d / tol;
                 }
             }
-            CHECK_MSG(outliers == 3 || worst <= 1.0, "i8 spec %lldx%lld outliers=%d: error %.3g x its bound",
-                      (long long)p.m, (long long)p.n, outliers, worst);
+            CHECK_MSG(outliers == 3 || worst <= 1.0,
+                      "i8 spec %lldx%lld outliers=%d: error %.3g x its bound", (long long)p.m,
+                      (long long)p.n, outliers, worst);
             /* the public entry point at every level, prepared and not, 1 and 2 threads */
             for (int isa = BL_ISA_REF; isa <= (int)best; isa++)
                 for (int prep = 0; prep < 2; prep++)
