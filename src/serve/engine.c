@@ -49,6 +49,8 @@ struct srv_engine {
     bl_state *st;
     float *logits;          /* parallel × vocab */
     bl_seq_batch *seqs;     /* parallel */
+    srv_req **step_reqs;    /* parallel: the request of each of a step's sequences */
+    int32_t *step_tok;      /* parallel: the token sampled for each */
     srv_req **slots;        /* parallel: the request in each slot, or NULL */
     srv_req **order;        /* parallel: active requests in admission order */
     int n_active;
@@ -274,15 +276,8 @@ static void sample_range(void *ctx, int64_t lo, int64_t hi) {
 /* One batched forward over the active requests and what follows from its logits. */
 static void step(srv_engine *e) {
     const int V = e->m->cfg.vocab_size, max_rows = bl_state_max_batch(e->st);
-    srv_req *who[64 + 1];
-    int32_t toks[64 + 1];
-    srv_req **reqs = e->o.parallel <= 64 ? who : malloc(sizeof *reqs * (size_t)e->o.parallel);
-    int32_t *tok = e->o.parallel <= 64 ? toks : malloc(sizeof *tok * (size_t)e->o.parallel);
-    if (!reqs || !tok) {
-        if (reqs != who) free(reqs);
-        if (tok != toks) free(tok);
-        return;
-    }
+    srv_req **reqs = e->step_reqs; /* each active request at most once: n <= parallel */
+    int32_t *tok = e->step_tok;
     int n = 0, rows = 0;
     /* decoding sequences: one row each */
     for (int i = 0; i < e->n_active; i++) {
@@ -316,8 +311,6 @@ static void step(srv_engine *e) {
             if (e->seqs[k].logits) accept_token(e, r, tok[k]);
         }
     }
-    if (reqs != who) free(reqs);
-    if (tok != toks) free(tok);
 }
 
 static void *run(void *arg) {
@@ -365,10 +358,12 @@ bl_status srv_engine_new(const bl_model *m, const srv_engine_opts *o, srv_engine
     const size_t P = (size_t)o->parallel;
     e->logits = bl_malloc_array(P * (size_t)m->cfg.vocab_size, sizeof(float));
     e->seqs = calloc(P, sizeof *e->seqs);
+    e->step_reqs = calloc(P, sizeof *e->step_reqs);
+    e->step_tok = calloc(P, sizeof *e->step_tok);
     e->slots = calloc(P, sizeof *e->slots);
     e->order = calloc(P, sizeof *e->order);
     bl_status s = BL_OK;
-    if (!e->logits || !e->seqs || !e->slots || !e->order)
+    if (!e->logits || !e->seqs || !e->step_reqs || !e->step_tok || !e->slots || !e->order)
         s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
     /* a step holds one row per decoding sequence plus one whole prompt chunk */
     if (!s)
@@ -408,6 +403,8 @@ void srv_engine_free(srv_engine *e) {
     bl_state_free(e->st);
     free(e->logits);
     free(e->seqs);
+    free(e->step_reqs);
+    free(e->step_tok);
     free(e->slots);
     free(e->order);
     pthread_cond_destroy(&e->wake);

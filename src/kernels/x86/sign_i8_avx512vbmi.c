@@ -86,9 +86,8 @@ static const shuffles_t shuffles __attribute__((aligned(64))) = {
  * per product and thread (now 4.7), a quarter of a 2048-row product's time on one thread. */
 static inline void build_i8(const float *x, const float *xs, int64_t n, int64_t c, int64_t cw,
                             int8_t *tab, uint32_t *mult, float *unit) {
-    const shuffles_t *sh = &shuffles;
     __m512 xg[WORDS / 2][4];
-    float maxw[WORDS + 1], M = 0.0f;
+    float maxw[WORDS], M = 0.0f;
     const __m512 absm = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
     const int64_t pairs = (cw + 1) / 2;
     for (int64_t p = 0; p < pairs; p++) {
@@ -98,29 +97,23 @@ static inline void build_i8(const float *x, const float *xs, int64_t n, int64_t 
         a = _mm512_add_ps(a, _mm512_and_ps(xg[p][3], absm));
         /* the NaN-dropping max of the specification: a NaN lane gives way to +0 */
         a = _mm512_max_ps(a, _mm512_setzero_ps());
-        __m256 lo = _mm512_castps512_ps256(a), hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(
-                                                       _mm512_castps_pd(a), 1));
-        __m256 m2 = _mm256_max_ps(_mm256_permute2f128_ps(lo, hi, 0x20),
-                                  _mm256_permute2f128_ps(lo, hi, 0x31)); /* [lo4 hi4] */
-        m2 = _mm256_max_ps(m2, _mm256_permute_ps(m2, 0x4E));
-        m2 = _mm256_max_ps(m2, _mm256_permute_ps(m2, 0xB1));
-        maxw[2 * p] = _mm256_cvtss_f32(m2);
-        maxw[2 * p + 1] = _mm_cvtss_f32(_mm256_extractf128_ps(m2, 1));
+        maxw[2 * p] = _mm512_mask_reduce_max_ps((__mmask16)0x00FF, a); /* word 2p: lanes 0-7 */
+        maxw[2 * p + 1] = _mm512_mask_reduce_max_ps((__mmask16)0xFF00, a);
         M = maxw[2 * p] > M ? maxw[2 * p] : M;
         if (2 * p + 1 < cw) M = maxw[2 * p + 1] > M ? maxw[2 * p + 1] : M;
     }
     if (M < 0x1p-100f) M = 0.0f; /* a block this small counts as zero (the specification) */
     const float k = M > 0.0f ? 255.0f / M : 0.0f, k127 = 127.0f * k;
     *unit = M / 32385.0f;
-    float inv[WORDS + 1];
+    float inv[WORDS];
     for (int64_t w = 0; w < 2 * pairs; w++) {
         const float r = ceilf(maxw[w] * k);
         const int mw = r >= 255.0f ? 255 : r >= 1.0f ? (int)r : 1;
         if (w < cw) mult[w] = 0x01010101u * (uint32_t)mw; /* in every byte */
         inv[w] = k127 / (float)mw;
     }
-    const __m512i su0 = _mm512_load_si512(sh->u[0]), su1 = _mm512_load_si512(sh->u[1]);
-    const __m512i st0 = _mm512_load_si512(sh->t[0]), st1 = _mm512_load_si512(sh->t[1]);
+    const __m512i su0 = _mm512_load_si512(shuffles.u[0]), su1 = _mm512_load_si512(shuffles.u[1]);
+    const __m512i st0 = _mm512_load_si512(shuffles.t[0]), st1 = _mm512_load_si512(shuffles.t[1]);
     for (int64_t p = 0; p < pairs; p++) {
         __m512 E[16];
         group_entries16(xg[p], E);
