@@ -1,11 +1,14 @@
 /* Explicit threading: the thread pool (every part runs once per job, the barrier, many tiny
- * jobs, nested calls, two pools and two host threads at once, sleeping workers waking up), and
+ * jobs, nested calls, two pools and two host threads at once, sleeping workers waking up, the
+ * workers' CPUs), and
  * inference with explicit thread counts — two models on two host threads at the same time, each
  * with its own thread count, give bit for bit the logits each gives alone; a model read into
  * private memory (--no-mmap) gives the logits of the same model mapped; and the load-time scan
  * for non-finite weights finds the first one at every thread count. */
+#define _GNU_SOURCE /* pthread_{get,set}affinity_np, sched_getcpu, CPU_* */
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +67,63 @@ typedef struct {
 static void range_part(void *ctx, int64_t lo, int64_t hi) {
     range_job *j = ctx;
     for (int64_t i = lo; i < hi; i++) j->hits[i]++;
+}
+
+/* A pool with one thread per CPU the caller may use binds worker i to the i-th of those CPUs and
+ * never changes the caller's own mask; a caller that sits on a worker's CPU when it runs a job
+ * is moved off it (to the one CPU without a worker) before its part runs. A pool with fewer
+ * threads than CPUs binds nothing. */
+typedef struct {
+    cpu_set_t mask[BL_POOL_MAX_THREADS];
+    int caller_cpu;
+    atomic_int bad;
+} place_job;
+
+static void place_part(void *ctx, int ith, int nth) {
+    place_job *j = ctx;
+    (void)nth;
+    if (ith == 0) j->caller_cpu = sched_getcpu();
+    if (pthread_getaffinity_np(pthread_self(), sizeof j->mask[ith], &j->mask[ith]) != 0)
+        atomic_fetch_add(&j->bad, 1);
+}
+
+static void test_pool_placement(void) {
+    cpu_set_t allowed, one;
+    REQUIRE(pthread_getaffinity_np(pthread_self(), sizeof allowed, &allowed) == 0);
+    const int n = CPU_COUNT(&allowed);
+    if (n < 2) SKIP("this process may run on one CPU only: no worker to place");
+    if (n > BL_POOL_MAX_THREADS) SKIP("more CPUs than a pool's threads");
+    int cpu_of[BL_POOL_MAX_THREADS];
+    for (int c = 0, k = 0; c < CPU_SETSIZE && k < n; c++)
+        if (CPU_ISSET(c, &allowed)) cpu_of[k++] = c;
+    bl_pool *p = NULL;
+    REQUIRE(bl_pool_new(n, &p, NULL) == BL_OK);
+    int moved = 0;
+    for (int attempt = 0; attempt < 20; attempt++) {
+        /* the caller onto worker 1's CPU, with its whole mask back */
+        CPU_ZERO(&one);
+        CPU_SET(cpu_of[1], &one);
+        REQUIRE(pthread_setaffinity_np(pthread_self(), sizeof one, &one) == 0);
+        REQUIRE(pthread_setaffinity_np(pthread_self(), sizeof allowed, &allowed) == 0);
+        place_job j = {.caller_cpu = -1};
+        bl_pool_run(p, place_part, &j);
+        CHECK(atomic_load(&j.bad) == 0);
+        for (int i = 1; i < n; i++)
+            CHECK_MSG(CPU_COUNT(&j.mask[i]) == 1 && CPU_ISSET(cpu_of[i], &j.mask[i]),
+                      "worker %d not bound to CPU %d", i, cpu_of[i]);
+        CHECK_MSG(CPU_EQUAL(&j.mask[0], &allowed), "the caller's CPU mask was changed");
+        /* preemption between the move and the part may move it again: one success suffices */
+        moved += j.caller_cpu == cpu_of[0];
+    }
+    CHECK_MSG(moved > 0, "the caller stayed on a worker's CPU in 20 jobs of 20");
+    bl_pool_free(p);
+    if (n >= 3) {
+        REQUIRE(bl_pool_new(2, &p, NULL) == BL_OK);
+        place_job j = {.caller_cpu = -1};
+        bl_pool_run(p, place_part, &j);
+        CHECK_MSG(CPU_EQUAL(&j.mask[1], &allowed), "a pool of 2 threads on %d CPUs bound a worker", n);
+        bl_pool_free(p);
+    }
 }
 
 /* bl_pool_for covers [0, n) exactly once for every n, also below the thread count; and many
@@ -392,6 +452,7 @@ int main(void) {
     TEST_RUN(test_pool_nested);
     TEST_RUN(test_pool_two_hosts);
     TEST_RUN(test_pool_sleep_and_omp);
+    TEST_RUN(test_pool_placement);
     models_ok = make_models();
     TEST_RUN(test_nonfinite_scan_threads);
     TEST_RUN(test_two_models_two_hosts);

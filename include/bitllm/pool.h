@@ -6,7 +6,9 @@
  * is thread 0 of the team; the other n−1 threads are created once and wait for jobs by spinning
  * briefly, then sleeping on a condition variable, so a decode step that issues hundreds of small
  * parallel products per token pays a few hundred nanoseconds per product and an idle model uses
- * no CPU. Its behaviour does not depend on OMP_WAIT_POLICY or any other OpenMP setting.
+ * no CPU. Its behaviour does not depend on OMP_WAIT_POLICY or any other OpenMP setting. A pool
+ * with one thread per CPU the creating thread may use (the default count) binds its workers to
+ * those CPUs, one each, leaving the calling thread's own CPU mask alone (src/core/pool.c).
  *
  * A pool may instead be backed by OpenMP (bl_pool_new_omp): jobs then run in an OpenMP parallel
  * region of exactly n threads. Training and quantization, whose other loops are OpenMP regions,
