@@ -232,9 +232,31 @@ static void cache_store(const bl_state *s, uint8_t *layer_cache, int p, const fl
     else bl_f32_to_f16_n(row, (uint16_t *)(void *)layer_cache + off, (size_t)s->kv_dim);
 }
 
+/* Σx² in double as 8 interleaved partial sums (element i into sum i mod 8), added pairwise at
+ * the end: one running sum was a chain of n dependent double additions (~5 µs per 4096-wide row,
+ * 2 % of a batched 7B decode step); the order is fixed, so the bits do not depend on the ISA. */
+#define SQ(k) ((double)x[i + (k)] * x[i + (k)])
+static double sum_squares(const float *x, int n) {
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        a0 += SQ(0), a1 += SQ(1), a2 += SQ(2), a3 += SQ(3);
+        a4 += SQ(4), a5 += SQ(5), a6 += SQ(6), a7 += SQ(7);
+    }
+    const int r = n - i; /* the last r < 8 elements: into sums 0..r−1 */
+    if (r > 0) a0 += SQ(0);
+    if (r > 1) a1 += SQ(1);
+    if (r > 2) a2 += SQ(2);
+    if (r > 3) a3 += SQ(3);
+    if (r > 4) a4 += SQ(4);
+    if (r > 5) a5 += SQ(5);
+    if (r > 6) a6 += SQ(6);
+    return ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7));
+}
+#undef SQ
+
 static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
-    double ss = 0.0;
-    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    const double ss = sum_squares(x, n);
     float scale = (float)(1.0 / sqrt(ss / n + eps));
     for (int i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
 }
@@ -477,8 +499,24 @@ static void mlp(bl_state *s, const bl_layer *ly, int T) {
     linear(s, &ly->proj[BL_PROJ_DOWN], s->hb, T, s->tmp);
 }
 
-static void residual_add(float *x, const float *d, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] += d[i];
+/* x += d over n elements; whether a sum is NaN or ±Inf (exponent bits all set). Eight elements
+ * per step, as straight-line code the compiler turns into vector operations. */
+static bool residual_add(float *restrict x, const float *restrict d, size_t n) {
+    uint32_t bad = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint32_t b[8];
+        for (int k = 0; k < 8; k++) x[i + k] += d[i + k];
+        memcpy(b, x + i, sizeof b);
+        for (int k = 0; k < 8; k++) bad |= (b[k] & 0x7f800000u) == 0x7f800000u;
+    }
+    for (; i < n; i++) {
+        uint32_t b;
+        x[i] += d[i];
+        memcpy(&b, x + i, sizeof b);
+        bad |= (b & 0x7f800000u) == 0x7f800000u;
+    }
+    return bad != 0;
 }
 
 /* Index of the first row (of T rows of n floats) holding a NaN or Inf, or -1. One pass of integer
@@ -505,8 +543,7 @@ static void residual_range(void *ctx, int64_t t0, int64_t t1) {
     bl_state *s = ctx;
     const int64_t D = s->m->cfg.dim;
     for (int64_t t = t0; t < t1; t++) {
-        residual_add(s->x + t * D, s->tmp + t * D, (size_t)D);
-        s->row_bad[t] = first_nonfinite_row(s->x + t * D, 1, D) >= 0;
+        s->row_bad[t] = residual_add(s->x + t * D, s->tmp + t * D, (size_t)D);
     }
 }
 
