@@ -471,8 +471,9 @@ static void attention(bl_state *s, int l) {
 /* SwiGLU's activation, hb = silu(hb)·hb2 (bl_silu_mul), over elements [i0, i1): element-wise, so
  * any split gives the same bits. Split across the pool from SWIGLU_PAR_MIN elements: a decode
  * step's 5632 (TinyLlama) take 1.3 µs with the vector exp, less than waking the other threads
- * (12 µs with libm's expf, when they were split from 4096). */
-#define SWIGLU_PAR_MIN 65536
+ * (12 µs with libm's expf, when they were split from 4096); a batched step's 8 × 5632, ~10 µs,
+ * are split (a dispatch to running workers costs ~0.5 µs). */
+#define SWIGLU_PAR_MIN 16384
 #define SWIGLU_UNIT 1024
 
 typedef struct {
