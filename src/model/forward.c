@@ -537,42 +537,41 @@ static void mlp(bl_state *s, const bl_layer *ly, int T) {
     linear(s, &ly->proj[BL_PROJ_DOWN], s->hb, T, s->tmp);
 }
 
-/* x += d over n elements; whether a sum is NaN or ±Inf (exponent bits all set). Eight elements
- * per step, as straight-line code the compiler turns into vector operations. */
-static bool residual_add(float *restrict x, const float *restrict d, size_t n) {
-    uint32_t bad = 0;
+/* x += d over n elements, eight per step as straight-line code the compiler vectorizes (one
+ * element at a time it did not). */
+static void residual_add(float *restrict x, const float *restrict d, size_t n) {
     size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) x[i + k] += d[i + k];
+    for (; i < n; i++) x[i] += d[i];
+}
+
+/* Whether one of n floats is NaN or ±Inf: an OR over their exponent bits (all set), eight per
+ * step as straight-line code the compiler vectorizes. */
+static bool any_nonfinite(const float *r, int64_t n) {
+    uint32_t bad = 0;
+    int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         uint32_t b[8];
-        for (int k = 0; k < 8; k++) x[i + k] += d[i + k];
-        memcpy(b, x + i, sizeof b);
+        memcpy(b, r + i, sizeof b);
         for (int k = 0; k < 8; k++) bad |= (b[k] & 0x7f800000u) == 0x7f800000u;
     }
     for (; i < n; i++) {
         uint32_t b;
-        x[i] += d[i];
-        memcpy(&b, x + i, sizeof b);
+        memcpy(&b, r + i, sizeof b);
         bad |= (b & 0x7f800000u) == 0x7f800000u;
     }
     return bad != 0;
 }
 
-/* Index of the first row (of T rows of n floats) holding a NaN or Inf, or -1. One pass of integer
- * ORs over the exponent bits, which the compiler vectorises: per layer it reads the T×dim
- * residual stream twice, against the 2·T·(4·dim² + 3·dim·hidden) flops of the layer's
- * projections (dim ≥ 64: under 0.2% of the layer, not measurable in practice); the logits check
- * reads T×vocab floats against the head's 2·T·vocab·dim flops. */
+/* Index of the first row (of T rows of n floats) holding a NaN or Inf, or -1 (any_nonfinite per
+ * row): per layer the two checks read the T×dim residual stream twice, against the 2·T·(4·dim² +
+ * 3·dim·hidden) flops of the layer's projections (dim ≥ 64: under 0.2% of the layer, not
+ * measurable in practice); the logits check reads T×vocab floats against the head's
+ * 2·T·vocab·dim flops. */
 static int first_nonfinite_row(const float *x, int T, int64_t n) {
-    for (int t = 0; t < T; t++) {
-        const float *r = x + (size_t)t * (size_t)n;
-        uint32_t bad = 0;
-        for (int64_t i = 0; i < n; i++) {
-            uint32_t b;
-            memcpy(&b, r + i, sizeof b);
-            bad |= (b & 0x7f800000u) == 0x7f800000u;
-        }
-        if (bad) return t;
-    }
+    for (int t = 0; t < T; t++)
+        if (any_nonfinite(x + (size_t)t * (size_t)n, n)) return t;
     return -1;
 }
 
@@ -581,7 +580,8 @@ static void residual_range(void *ctx, int64_t t0, int64_t t1) {
     bl_state *s = ctx;
     const int64_t D = s->m->cfg.dim;
     for (int64_t t = t0; t < t1; t++) {
-        s->row_bad[t] = residual_add(s->x + t * D, s->tmp + t * D, (size_t)D);
+        residual_add(s->x + t * D, s->tmp + t * D, (size_t)D);
+        s->row_bad[t] = any_nonfinite(s->x + t * D, D);
     }
 }
 
