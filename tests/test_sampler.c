@@ -1,7 +1,12 @@
 /* Sampling penalties (bl_sampler_set_penalties / bl_sampler_accept): the formulas of llama.cpp's
  * penalties sampler and OpenAI's presence and frequency penalties on hand-made logits, the window
- * of the last N tokens, greedy and sampled decoding through them, and the refusal of bad values. */
+ * of the last N tokens, greedy and sampled decoding through them, and the refusal of bad values.
+ * Then the sampling itself against its specification: the probabilities against a double-precision
+ * softmax, and every token drawn against a plain implementation of greedy, temperature and nucleus
+ * sampling (a full sort) given the same probabilities and the same uniform draw. */
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bitllm/model.h"
@@ -125,9 +130,153 @@ static void test_refused_and_huge(void) {
     bl_sampler_free(&s);
 }
 
+/* Logits of kind k: flat, Gaussian-like, integer ties, one dominant token, all equal. */
+static void make_logits(float *l, int nv, int kind, unsigned seed) {
+    bl_rng g;
+    bl_rng_seed(&g, seed);
+    for (int i = 0; i < nv; i++) {
+        const float u = bl_rng_uniform(&g);
+        switch (kind) {
+        case 0: l[i] = (u - 0.5f) * 8.0f; break;
+        case 1: { /* sum of 4 uniforms: roughly normal, standard deviation ~3 */
+            float t = u + bl_rng_uniform(&g) + bl_rng_uniform(&g) + bl_rng_uniform(&g);
+            l[i] = (t - 2.0f) * 5.2f;
+            break;
+        }
+        case 2: l[i] = (float)((int)(u * 5.0f)); break;
+        case 3: l[i] = (u - 0.5f) * 2.0f + (i == nv / 3 ? 25.0f : 0.0f); break;
+        default: l[i] = 0.25f; break;
+        }
+    }
+}
+
+static int by_p_desc(const void *a, const void *b) {
+    const struct bl_prob_index *x = a, *y = b;
+    if (x->p != y->p) return x->p > y->p ? -1 : 1;
+    return x->id - y->id;
+}
+
+/* The specification, given the probabilities p and the uniform draw r: top_p = 1 walks the
+ * vocabulary in id order; otherwise the candidates (p >= (1 − top_p)/(V − 1)) sorted by p
+ * descending, ties by id, the shortest prefix whose mass exceeds top_p (all of them if none), and
+ * the first of it whose running mass exceeds r times the prefix's mass; with no candidate (a tiny
+ * vocabulary and top_p near 0) the most likely token, `greedy`. */
+static int reference_pick(const float *p, int nv, float top_p, float r,
+                          struct bl_prob_index *c, int greedy) {
+    double cdf = 0.0;
+    if (top_p >= 1.0f) {
+        for (int i = 0; i < nv; i++)
+            if (r < (cdf += p[i])) return i;
+        return nv - 1;
+    }
+    const float cutoff = (1.0f - top_p) / (float)(nv > 1 ? nv - 1 : 1);
+    int n = 0;
+    for (int i = 0; i < nv; i++)
+        if (p[i] >= cutoff) c[n++] = (struct bl_prob_index){p[i], i};
+    if (n == 0) return greedy;
+    qsort(c, (size_t)n, sizeof *c, by_p_desc);
+    double mass = 0.0;
+    int last = n - 1;
+    for (int i = 0; i < n; i++)
+        if ((mass += c[i].p) > top_p) {
+            last = i;
+            break;
+        }
+    for (int i = 0; i <= last; i++)
+        if (r * mass < (cdf += c[i].p)) return c[i].id;
+    return c[last].id;
+}
+
+static void test_against_specification(void) {
+    static const int sizes[] = {1, 2, 7, 100, 1000, 32000};
+    static const float temps[] = {0.0f, 0.3f, 1.0f, 2.5f};
+    static const float tops[] = {1.0f, 0.99f, 0.9f, 0.5f, 1e-6f};
+    enum { MAXV = 32000, DRAWS = 3 };
+    float *l = malloc(sizeof(float) * MAXV);
+    struct bl_prob_index *c = malloc(sizeof *c * MAXV);
+    REQUIRE(l && c);
+    int checked = 0, bad_tok = 0, bad_p = 0;
+    double worst = 0.0;
+    for (size_t vi = 0; vi < sizeof sizes / sizeof *sizes; vi++)
+        for (int kind = 0; kind < 5; kind++)
+            for (size_t ti = 0; ti < sizeof temps / sizeof *temps; ti++)
+                for (size_t pi = 0; pi < sizeof tops / sizeof *tops; pi++) {
+                    const int nv = sizes[vi];
+                    const float T = temps[ti], top = tops[pi];
+                    if (T == 0.0f && pi > 0) continue; /* greedy ignores top_p */
+                    make_logits(l, nv, kind, (unsigned)(vi * 100 + (size_t)kind));
+                    const uint64_t seed = 7 + vi + 10 * ti + 100 * pi;
+                    bl_sampler s;
+                    bl_err err = {0};
+                    REQUIRE(bl_sampler_init(&s, nv, T, top, seed, &err) == BL_OK);
+                    bl_rng twin;
+                    bl_rng_seed(&twin, seed);
+                    for (int d = 0; d < DRAWS; d++) {
+                        l[d % nv] += 0.125f; /* a different distribution each draw */
+                        float mx = l[0];
+                        int first = 0;
+                        for (int i = 1; i < nv; i++)
+                            if (l[i] > mx) mx = l[i], first = i;
+                        const int tok = bl_sample(&s, l);
+                        int want = first;
+                        if (T > 0.0f) {
+                            const float r = bl_rng_uniform(&twin);
+                            want = reference_pick(s.probs, nv, top, r, c, first);
+                            /* the probabilities: softmax in double of the same float inputs */
+                            double z = 0.0;
+                            for (int i = 0; i < nv; i++) z += exp((double)((l[i] - mx) / T));
+                            for (int i = 0; i < nv; i++) {
+                                const double q = exp((double)((l[i] - mx) / T)) / z;
+                                const double e = fabs(s.probs[i] - q);
+                                /* ~4 float ulp: exp 2, the sum and the division 1 */
+                                if (e > 5e-7 * q + 1e-30) bad_p++;
+                                if (q > 1e-30 && e / q > worst) worst = e / q;
+                            }
+                        }
+                        if (tok != want && bad_tok++ < 10)
+                            printf("  V %d, logits of kind %d, T %g, top_p %g, draw %d: %d, "
+                                   "want %d\n", nv, kind, (double)T, (double)top, d, tok, want);
+                        checked++;
+                    }
+                    bl_sampler_free(&s);
+                }
+    printf("  %d draws: %d tokens differ from the specification, %d probabilities off by more "
+           "than 5e-7 relative (worst %.2g)\n", checked, bad_tok, bad_p, worst);
+    CHECK(checked > 1000);
+    CHECK(bad_tok == 0);
+    CHECK(bad_p == 0);
+    free(l);
+    free(c);
+}
+
+/* Ties: greedy takes the lowest id; an infinite temperature makes every token equally likely. */
+static void test_ties_and_uniform(void) {
+    enum { NV = 1000 };
+    float l[NV];
+    for (int i = 0; i < NV; i++) l[i] = (float)(i % 7);
+    bl_sampler s;
+    bl_err err = {0};
+    REQUIRE(bl_sampler_init(&s, NV, 0.0f, 1.0f, 1, &err) == BL_OK);
+    CHECK(bl_sample(&s, l) == 6);
+    for (int i = 0; i < NV; i++) l[i] = i % 7 == 6 ? 0.0f : -1.0f; /* +0 at 6, 13, 20, ... */
+    l[6] = -1.0f;
+    l[10] = -0.0f; /* +0 and −0 compare equal: the lowest id holding either */
+    CHECK(bl_sample(&s, l) == 10);
+    bl_sampler_free(&s);
+    REQUIRE(bl_sampler_init(&s, NV, INFINITY, 0.5f, 3, &err) == BL_OK);
+    CHECK(bl_sample(&s, l) >= 0);
+    int equal = 1;
+    for (int i = 1; i < NV; i++) equal &= s.probs[i] == s.probs[0];
+    CHECK(equal);
+    CHECK(fabsf(s.probs[0] * NV - 1.0f) < 1e-5f);
+    bl_sampler_free(&s);
+}
+
 int main(void) {
     TEST_RUN(test_formulas);
     TEST_RUN(test_window);
     TEST_RUN(test_refused_and_huge);
+    TEST_RUN(test_against_specification);
+    TEST_RUN(test_ties_and_uniform);
     return test_summary();
 }

@@ -305,7 +305,7 @@ typedef struct {
     bl_rng rng;
     int vocab;
     float *probs; /* vocab */
-    struct bl_prob_index { float p; int id; } *cand; /* vocab */
+    struct bl_prob_index { float p; int id; } *cand; /* 2·vocab: candidates, sort scratch */
     /* penalties (bl_sampler_set_penalties; all NULL while they are off) */
     bl_penalties pen;
     int *count;      /* vocab: occurrences in the window */

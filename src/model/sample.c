@@ -20,7 +20,7 @@ bl_status bl_sampler_init(bl_sampler *s, int vocab, float temperature, float top
     s->top_p = top_p;
     bl_rng_seed(&s->rng, seed);
     s->probs = malloc((size_t)vocab * sizeof(float));
-    s->cand = malloc((size_t)vocab * sizeof *s->cand);
+    s->cand = malloc(2 * (size_t)vocab * sizeof *s->cand); /* candidates, sort scratch */
     if (!s->probs || !s->cand) {
         bl_sampler_free(s);
         return bl_fail(err, BL_ERR_NOMEM, "out of memory");
@@ -119,33 +119,190 @@ static const float *penalized(bl_sampler *s, const float *logits) {
     return s->adjusted;
 }
 
-static int argmax(const float *x, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
+/* The bits of a float, for the exponent test and the order of positive floats. */
+static uint32_t bits_of(float x) {
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    return b;
 }
 
-static int by_prob_desc(const void *a, const void *b) {
-    const struct bl_prob_index *x = a, *y = b;
-    if (x->p > y->p) return -1;
-    if (x->p < y->p) return 1;
-    return x->id - y->id;
+/* Whether all n >= 1 floats are finite; their maximum in *mx. One pass, sixteen running maxima as
+ * straight-line code the compiler vectorizes (the exponent test alongside: a NaN/Inf would leave
+ * no candidate, or a NaN mass, below). The maximum of a set does not depend on the order in which
+ * it is taken, so this is the same value a scalar loop finds. */
+static bool finite_max(const float *x, int n, float *mx) {
+    float m[16];
+    uint32_t bad = 0;
+    for (int k = 0; k < 16; k++) m[k] = x[0];
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        float v[16];
+        uint32_t b[16];
+        memcpy(v, x + i, sizeof v);
+        memcpy(b, x + i, sizeof b);
+        for (int k = 0; k < 16; k++) {
+            m[k] = v[k] > m[k] ? v[k] : m[k];
+            bad |= (b[k] & 0x7f800000u) == 0x7f800000u;
+        }
+    }
+    for (; i < n; i++) {
+        m[0] = x[i] > m[0] ? x[i] : m[0];
+        bad |= (bits_of(x[i]) & 0x7f800000u) == 0x7f800000u;
+    }
+    float r = m[0];
+    for (int k = 1; k < 16; k++) r = m[k] > r ? m[k] : r;
+    *mx = r;
+    return bad == 0;
+}
+
+/* The lowest index holding the value mx (the maximum of x, so one exists). Greedy decoding used
+ * to keep the best index of a running comparison, a chain of dependent loads (~4.5 ns a logit,
+ * 0.14 ms for 32000); the maximum first and then this search is ~0.3 ns a logit. */
+static int first_index_of(const float *x, int n, float mx) {
+    for (int i = 0; i < n; i++)
+        if (x[i] == mx) return i;
+    return 0;
+}
+
+/* Sorts n candidates (given in increasing id order) by probability, highest first, ties in
+ * increasing id — the order the nucleus is taken in. A stable radix sort on the bits of p (the
+ * probabilities are positive, so their bits order like their values), eight bits a pass, passes
+ * whose digit is the same for all skipped; tmp has room for n. Returns the array holding the
+ * result (a or tmp). A comparison sort of a 32000-token vocabulary took ~2.7 ms a token. */
+static struct bl_prob_index *sort_by_prob(struct bl_prob_index *a, struct bl_prob_index *tmp,
+                                          int n) {
+    for (int shift = 0; shift < 32; shift += 8) {
+        int pos[257] = {0};
+        for (int i = 0; i < n; i++) pos[1 + ((~bits_of(a[i].p) >> shift) & 255u)]++;
+        bool trivial = false;
+        for (int d = 1; d <= 256 && !trivial; d++) trivial = pos[d] == n;
+        if (trivial) continue;
+        for (int d = 1; d <= 256; d++) pos[d] += pos[d - 1];
+        for (int i = 0; i < n; i++) tmp[pos[(~bits_of(a[i].p) >> shift) & 255u]++] = a[i];
+        struct bl_prob_index *t = a;
+        a = tmp;
+        tmp = t;
+    }
+    return a;
+}
+
+/* The nucleus of probs (top_p < 1): the smallest prefix of the candidates (p >= cutoff) sorted by
+ * sort_by_prob whose mass exceeds top_p, sampled with the uniform draw r. Only a prefix of the
+ * order is sorted: a histogram of the mass by the top 11 bits of p (exponent and 3 mantissa bits,
+ * monotonic in p) finds the bucket where the mass passes top_p, and the candidates from that
+ * bucket up are sorted. Every candidate left out is smaller than every one kept, so the sorted
+ * ones are exactly the first ones of the whole order, and the prefix sums are the same sums in
+ * the same order. Should they not pass top_p (the histogram's sums are taken in another order,
+ * hence the margin), all the candidates are sorted. */
+static int sample_nucleus(bl_sampler *s, float r) {
+    const int V = s->vocab;
+    const float *probs = s->probs;
+    const float cutoff = (1.0f - s->top_p) / (float)(V - 1 > 0 ? V - 1 : 1);
+    enum { BUCKETS = 1024 }; /* p <= 1: bits >> 20 <= 0x3f8 */
+    /* four histograms for the logits i mod 4, so that neighbours in one bucket do not wait for
+     * each other's sums; branch-free: a non-candidate goes to bucket 0 (p < 2^-126, never a
+     * candidate: the cutoff is at least 2^-24 / V) */
+    double mass_b[4][BUCKETS];
+    memset(mass_b, 0, sizeof mass_b);
+    for (int i = 0; i < V; i++)
+        mass_b[i & 3][probs[i] >= cutoff ? bits_of(probs[i]) >> 20 : 0] += probs[i];
+    uint32_t lo = 1;
+    double acc = 0.0;
+    for (int k = BUCKETS - 1; k >= 1; k--) {
+        acc += (mass_b[0][k] + mass_b[1][k]) + (mass_b[2][k] + mass_b[3][k]);
+        if (acc > (double)s->top_p + 1e-6) {
+            lo = (uint32_t)k;
+            break;
+        }
+    }
+    for (;;) {
+        int n = 0;
+        for (int i = 0; i < V; i++) { /* branch-free: about half are taken in a flat one */
+            s->cand[n] = (struct bl_prob_index){probs[i], i};
+            n += (probs[i] >= cutoff) & (bits_of(probs[i]) >> 20 >= lo);
+        }
+        if (n == 0) return -1; /* no candidate: V = 2 and top_p < 1/2, say (the caller's argmax) */
+        const struct bl_prob_index *c = sort_by_prob(s->cand, s->cand + V, n);
+        double mass = 0.0;
+        int last = -1;
+        for (int i = 0; i < n; i++) {
+            mass += c[i].p;
+            if (mass > s->top_p) {
+                last = i;
+                break;
+            }
+        }
+        if (last < 0 && lo > 1) {
+            lo = 1; /* the histogram's margin was not enough: take every candidate */
+            continue;
+        }
+        if (last < 0) last = n - 1;
+        double target = r * mass, cdf = 0.0;
+        for (int i = 0; i <= last; i++) {
+            cdf += c[i].p;
+            if (target < cdf) return c[i].id;
+        }
+        return c[last].id;
+    }
+}
+
+static float float_of(uint32_t b) {
+    float x;
+    memcpy(&x, &b, sizeof x);
+    return x;
+}
+
+/* e^x for x <= 0 (x = -Inf included), in basic operations without branches, so the compiler's
+ * vectorized loop and the scalar tail give the same bits on every x86-64 (a sampled token must not
+ * depend on the CPU): n = round(x·log2 e) by the 1.5·2^23 shift, r = x − n·ln 2 with ln 2 in two
+ * parts (the first product and difference exact), e^r = 1 + r + r²·P(r) with the degree-5
+ * polynomial of the forward pass's vector exp (kernels/x86/act_avx512.c), times 2^n built from its
+ * bits. Below −87 (e^x < 2^-125) the result is 0. Within 2 ulp of e^x; glibc's expf, called once
+ * a logit, was ~3 of the ~5 ns a logit that sampling took. */
+static inline float exp_nonpos(float x) {
+    const uint32_t keep = -(uint32_t)(x > -87.0f); /* all ones, or 0 below −87 */
+    const float xc = float_of((bits_of(x) & keep) | (bits_of(-87.0f) & ~keep));
+    const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = xc - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float q = 1.9875691500e-4f;
+    q = q * r + 1.3981999507e-3f;
+    q = q * r + 8.3334519073e-3f;
+    q = q * r + 4.1665795894e-2f;
+    q = q * r + 1.6666665459e-1f;
+    q = q * r + 5.0000001201e-1f;
+    const float y = q * (r * r) + (r + 1.0f);
+    const float two_n = float_of((uint32_t)((int32_t)n + 127) << 23);
+    return float_of(bits_of(y * two_n) & keep);
+}
+
+/* p = softmax(l / temperature) with mx = max l: the exponentials, their sum in double as 8
+ * interleaved partial sums added pairwise (a fixed order), then one multiplication by its
+ * inverse — each loop vectorized at -O2 up to the last V mod 8 logits (a running double sum and a
+ * division per logit were a dependent chain and a divider's throughput). */
+static void to_probs(const float *restrict l, int V, float mx, float temperature,
+                     float *restrict p) {
+    const int V8 = V & ~7;
+    for (int i = 0; i < V8; i++) p[i] = exp_nonpos((l[i] - mx) / temperature);
+    for (int i = V8; i < V; i++) p[i] = exp_nonpos((l[i] - mx) / temperature);
+    double acc[8] = {0};
+    for (int i = 0; i < V8; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += p[i + k];
+    for (int i = V8; i < V; i++) acc[i - V8] += p[i];
+    const double inv = 1.0 / (((acc[0] + acc[4]) + (acc[2] + acc[6])) +
+                              ((acc[1] + acc[5]) + (acc[3] + acc[7])));
+    for (int i = 0; i < V8; i++) p[i] = (float)(p[i] * inv);
+    for (int i = V8; i < V; i++) p[i] = (float)(p[i] * inv);
 }
 
 int bl_sample(bl_sampler *s, const float *logits) {
     const int V = s->vocab;
-    for (int i = 0; i < V; i++) /* NaN/Inf would leave no candidate (or a NaN mass) below */
-        if (!isfinite(logits[i])) return -1;
-    logits = penalized(s, logits);
-    if (s->temperature <= 0.0f) return argmax(logits, V);
-    float mx = logits[argmax(logits, V)];
-    double sum = 0.0;
-    for (int i = 0; i < V; i++) {
-        s->probs[i] = expf((logits[i] - mx) / s->temperature);
-        sum += s->probs[i];
-    }
-    for (int i = 0; i < V; i++) s->probs[i] = (float)(s->probs[i] / sum);
+    float mx;
+    if (!finite_max(logits, V, &mx)) return -1;
+    const float *l = penalized(s, logits);
+    if (l != logits) finite_max(l, V, &mx); /* penalized logits are finite (clamped) */
+    if (s->temperature <= 0.0f) return first_index_of(l, V, mx);
+    to_probs(l, V, mx, s->temperature, s->probs);
     float r = bl_rng_uniform(&s->rng);
     if (s->top_p >= 1.0f) {
         double cdf = 0.0;
@@ -155,27 +312,6 @@ int bl_sample(bl_sampler *s, const float *logits) {
         }
         return V - 1;
     }
-    /* Nucleus: keep the smallest prefix of tokens by probability whose mass exceeds top_p. */
-    int n = 0;
-    const float cutoff = (1.0f - s->top_p) / (float)(V - 1 > 0 ? V - 1 : 1);
-    for (int i = 0; i < V; i++)
-        if (s->probs[i] >= cutoff) s->cand[n++] = (struct bl_prob_index){s->probs[i], i};
-    if (n == 0) /* cannot happen with finite logits (the maximum has probability >= 1/V) */
-        return argmax(logits, V);
-    qsort(s->cand, (size_t)n, sizeof *s->cand, by_prob_desc);
-    double mass = 0.0;
-    int last = n - 1;
-    for (int i = 0; i < n; i++) {
-        mass += s->cand[i].p;
-        if (mass > s->top_p) {
-            last = i;
-            break;
-        }
-    }
-    double target = r * mass, cdf = 0.0;
-    for (int i = 0; i <= last; i++) {
-        cdf += s->cand[i].p;
-        if (target < cdf) return s->cand[i].id;
-    }
-    return s->cand[last].id;
+    const int t = sample_nucleus(s, r);
+    return t >= 0 ? t : first_index_of(l, V, mx);
 }
