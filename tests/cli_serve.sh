@@ -23,12 +23,18 @@ want=$("$BIN" generate "$M" -p "Once upon a time" -n 24 --temp 0 --json 2>/dev/n
 want24=$want
 check "completion at temperature 0 equals bitllm generate" '[ -n "$(jf "$want" "d[\"text\"]")" ] && [ "$(jf "$r" "d[\"choices\"][0][\"text\"]")" = "$(jf "$want" "d[\"text\"]")" ]'
 check "completion object shape" 'jt "$r" "d[\"object\"]==\"text_completion\" and d[\"id\"].startswith(\"cmpl-\") and d[\"model\"]==\"stories260K\" and d[\"choices\"][0][\"index\"]==0 and d[\"choices\"][0][\"logprobs\"] is None and d[\"choices\"][0][\"finish_reason\"]==\"length\" and isinstance(d[\"created\"],int)"'
-check "completion usage counts" 'jt "$r" "d[\"usage\"]=={\"prompt_tokens\":5,\"completion_tokens\":24,\"total_tokens\":29}"'
+check "completion usage counts" 'jt "$r" "d[\"usage\"]=={\"prompt_tokens\":5,\"completion_tokens\":24,\"total_tokens\":29,\"prompt_tokens_details\":{\"cached_tokens\":0}}"'
 # longer than one prompt chunk: 300 tokens of prompt, still equal to generate
 long=$(python3 -c "print(' '.join(['the cat sat on the mat.']*45))")
 r=$(post /v1/completions "{\"prompt\":\"$long\",\"max_tokens\":12,\"temperature\":0}")
 want=$("$BIN" generate "$M" -p "$long" -n 12 --temp 0 --json 2>/dev/null)
 check "300-token prompt at temperature 0 equals bitllm generate" '[ "$(jf "$r" "d[\"usage\"][\"prompt_tokens\"]>256")" = True ] && [ "$(jf "$r" "d[\"choices\"][0][\"text\"]")" = "$(jf "$want" "d[\"text\"]")" ]'
+# the prompt cache: a prompt that extends that one runs from its first whole chunk (256 tokens)
+# on, and the text is still the one generate gives the whole prompt
+r=$(post /v1/completions "{\"prompt\":\"$long The dog ran.\",\"max_tokens\":12,\"temperature\":0}")
+want=$("$BIN" generate "$M" -p "$long The dog ran." -n 12 --temp 0 --json 2>/dev/null)
+check "a prompt extending a cached one takes 256 tokens from the cache and equals bitllm generate" '[ "$(jf "$r" "d[\"usage\"][\"prompt_tokens_details\"][\"cached_tokens\"]")" = 256 ] && [ -n "$(jf "$want" "d[\"text\"]")" ] && [ "$(jf "$r" "d[\"choices\"][0][\"text\"]")" = "$(jf "$want" "d[\"text\"]")" ]'
+check "the server log counts the cached tokens" 'grep -q "(256 from the prompt cache)" "$tmp/a.log"'
 # penalties: the same formulas and window in the server and in generate (over prompt and output)
 r=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":40,"temperature":0,"presence_penalty":0.8,"frequency_penalty":0.4,"repeat_penalty":1.2,"repeat_last_n":16}')
 want=$("$BIN" generate "$M" -p "Once upon a time" -n 40 --temp 0 --presence-penalty 0.8 --frequency-penalty 0.4 --repeat-penalty 1.2 --repeat-last-n 16 --json 2>/dev/null)

@@ -309,11 +309,13 @@ char *srv_error_json(const srv_error *e) {
     return print(o);
 }
 
-static cJSON *usage(int prompt, int completion) {
+static cJSON *usage(srv_usage n) {
     cJSON *u = cJSON_CreateObject();
-    cJSON_AddNumberToObject(u, "prompt_tokens", prompt);
-    cJSON_AddNumberToObject(u, "completion_tokens", completion);
-    cJSON_AddNumberToObject(u, "total_tokens", prompt + completion);
+    cJSON_AddNumberToObject(u, "prompt_tokens", n.prompt);
+    cJSON_AddNumberToObject(u, "completion_tokens", n.completion);
+    cJSON_AddNumberToObject(u, "total_tokens", n.prompt + n.completion);
+    cJSON *d = cJSON_AddObjectToObject(u, "prompt_tokens_details");
+    cJSON_AddNumberToObject(d, "cached_tokens", n.cached);
     return u;
 }
 
@@ -339,7 +341,7 @@ static void add_finish(cJSON *choice, const char *finish) {
 }
 
 char *srv_completion_json(const srv_reply *r, const char *text, const char *finish,
-                          int prompt_tokens, int completion_tokens) {
+                          srv_usage u) {
     cJSON *choice, *o = envelope(r, r->chat ? "chat.completion" : "text_completion", &choice);
     if (r->chat) {
         cJSON *msg = cJSON_AddObjectToObject(choice, "message");
@@ -349,7 +351,7 @@ char *srv_completion_json(const srv_reply *r, const char *text, const char *fini
         cJSON_AddStringToObject(choice, "text", text);
     }
     add_finish(choice, finish);
-    cJSON_AddItemToObject(o, "usage", usage(prompt_tokens, completion_tokens));
+    cJSON_AddItemToObject(o, "usage", usage(u));
     return print(o);
 }
 
@@ -367,9 +369,9 @@ char *srv_chunk_json(const srv_reply *r, const char *text, bool role, const char
     return print(o);
 }
 
-char *srv_usage_chunk_json(const srv_reply *r, int prompt_tokens, int completion_tokens) {
+char *srv_usage_chunk_json(const srv_reply *r, srv_usage u) {
     cJSON *o = envelope(r, r->chat ? "chat.completion.chunk" : "text_completion", NULL);
-    cJSON_AddItemToObject(o, "usage", usage(prompt_tokens, completion_tokens));
+    cJSON_AddItemToObject(o, "usage", usage(u));
     return print(o);
 }
 

@@ -40,11 +40,11 @@ typedef struct {
 /* JSON texts (malloc'ed; NULL when out of memory). */
 char *srv_error_json(const srv_error *e);
 char *srv_completion_json(const srv_reply *r, const char *text, const char *finish,
-                          int prompt_tokens, int completion_tokens);
+                          srv_usage u);
 /* A stream chunk: text (NULL: none; chat: the delta's content), role (chat: the first chunk's
  * "role": "assistant"), finish (NULL until the last). */
 char *srv_chunk_json(const srv_reply *r, const char *text, bool role, const char *finish);
-char *srv_usage_chunk_json(const srv_reply *r, int prompt_tokens, int completion_tokens);
+char *srv_usage_chunk_json(const srv_reply *r, srv_usage u);
 char *srv_models_json(const char *model, long created);
 
 #endif

@@ -1,11 +1,19 @@
 /* The scheduler: one thread owns the model's multi-slot state and does continuous batching.
  *
- * Every step: cancelled requests leave (their slot is truncated to 0 and reused), waiting requests
- * are admitted into free slots in arrival order, then one bl_forward_batch runs the next token of
- * every decoding sequence and the next prompt chunk of sequences still reading their prompt.
- * Prompt chunks are the ones bl_forward would cut (`chunk` tokens, as bitllm generate uses), and
- * a chunk joins a step only whole, so every sequence computes exactly what it would compute alone
- * (model.h); each samples with its own generator, so its text does not depend on the batch.
+ * Every step: cancelled requests leave, waiting requests are admitted into free slots in arrival
+ * order, then one bl_forward_batch runs the next token of every decoding sequence and the next
+ * prompt chunk of sequences still reading their prompt. Prompt chunks are the ones bl_forward
+ * would cut (`chunk` tokens from position 0, as bitllm generate uses), and a chunk joins a step
+ * only whole, so every sequence computes exactly what it would compute alone (model.h); each
+ * samples with its own generator, so its text does not depend on the batch.
+ *
+ * Prompt cache. A slot that a request leaves keeps the keys and values of the whole chunks of its
+ * prompt. A new request takes the free slot whose kept chunks start its prompt for longest (the
+ * least recently used among equals) and runs only the rest, from a chunk boundary: a chat client
+ * that sends the whole conversation every turn has its earlier turns' chunks computed once. Only
+ * whole prompt chunks are kept (not a prompt's last partial chunk, nor generated tokens, which a
+ * new prompt would run in other chunks), so a request's logits stay bit-identical to a fresh
+ * run's, and at least one prompt token is always run, for the logits.
  *
  * Locking: e->mu guards the queue, the active list and every request's shared fields (output
  * text, status, cancel flag, references); the model state, samplers and raw text belong to the
@@ -23,6 +31,7 @@ struct srv_req {
     /* scheduler thread only */
     int slot, fed;          /* prompt tokens in the cache */
     int32_t next;           /* sampled token to feed at the next step */
+    int cached;             /* prompt tokens taken from the prompt cache */
     int n_gen;
     bl_sampler smp;
     bl_detok detok;         /* token ids -> valid UTF-8 */
@@ -52,6 +61,11 @@ struct srv_engine {
     srv_req **step_reqs;    /* parallel: the request of each of a step's sequences */
     int32_t *step_tok;      /* parallel: the token sampled for each */
     srv_req **slots;        /* parallel: the request in each slot, or NULL */
+    /* the prompt cache: per slot the tokens of the whole prompt chunks its cache holds from
+     * position 0 (n_kept, a multiple of chunk) and the admission that last used it */
+    int32_t **kept;         /* parallel × ctx */
+    int *n_kept;
+    unsigned long *used, n_admitted;
     srv_req **order;        /* parallel: active requests in admission order */
     int n_active;
     pthread_mutex_t mu;
@@ -133,26 +147,36 @@ static bool end_text(srv_req *r) {
     return srv_str_put(&r->gen, tail, k);
 }
 
+/* Frees r's slot (e->mu held). With keep, the slot's cache keeps the whole chunks of r's prompt
+ * that have run, for the prompt cache; otherwise (a failed request) it is emptied. */
+static void leave_slot(srv_engine *e, srv_req *r, bool keep) {
+    const int s = r->slot, C = e->o.chunk;
+    const int k = keep ? (r->fed < r->p.n_prompt ? r->fed : r->p.n_prompt) / C * C : 0;
+    memcpy(e->kept[s], r->p.prompt, (size_t)k * sizeof(int32_t));
+    e->n_kept[s] = k;
+    bl_state_slot_truncate(e->st, s, k);
+    e->slots[s] = NULL;
+}
+
 /* Ends a request: finish is "stop"/"length", or NULL with a reason. Frees its slot. */
 static void finish(srv_engine *e, srv_req *r, const char *why, const char *error) {
     const double secs = bl_time_s() - r->t_start;
     const unsigned long id = r->id;
-    const int n_prompt = r->p.n_prompt, n_gen = r->n_gen;
+    const int n_prompt = r->p.n_prompt, n_gen = r->n_gen, cached = r->cached;
     pthread_mutex_lock(&e->mu);
     r->done = true;
     r->finish = why;
     r->n_out = r->n_gen;
     if (error) snprintf(r->error, sizeof r->error, "%.200s", error);
     pthread_cond_broadcast(&r->cond);
-    e->slots[r->slot] = NULL;
+    leave_slot(e, r, why != NULL);
     for (int i = 0, k = 0; i < e->n_active; i++)
         if (e->order[i] != r) e->order[k++] = e->order[i];
     e->n_active--;
-    bl_state_slot_truncate(e->st, r->slot, 0);
     unref_locked(r); /* r may be gone from here on */
     pthread_mutex_unlock(&e->mu);
-    logf_(e, "request %lu: %s, prompt %d tokens, %d generated, %.2f s", id,
-          why ? why : (error ? error : "failed"), n_prompt, n_gen, secs);
+    logf_(e, "request %lu: %s, prompt %d tokens (%d from the prompt cache), %d generated, "
+          "%.2f s", id, why ? why : (error ? error : "failed"), n_prompt, cached, n_gen, secs);
 }
 
 static bool is_stop_id(const srv_req *r, int32_t tok) {
@@ -204,6 +228,24 @@ static void accept_token(srv_engine *e, srv_req *r, int32_t tok) {
 
 /* ---- the scheduler ---- */
 
+/* The free slot for a request with parameters p (e->mu held): the one whose kept chunks start
+ * p's prompt for longest, the least recently used among equals; *reuse receives how many tokens
+ * it can take from there (whole chunks, and not the whole prompt: its last token must run). */
+static int pick_slot(const srv_engine *e, const srv_params *p, int *reuse) {
+    const int C = e->o.chunk, limit = (p->n_prompt - 1) / C * C;
+    int best = -1, best_n = -1;
+    for (int s = 0; s < e->o.parallel; s++) {
+        if (e->slots[s]) continue;
+        const int max = e->n_kept[s] < limit ? e->n_kept[s] : limit;
+        int n = 0;
+        while (n < max && e->kept[s][n] == p->prompt[n]) n++;
+        n = n / C * C;
+        if (n > best_n || (n == best_n && e->used[s] < e->used[best])) best = s, best_n = n;
+    }
+    *reuse = best_n;
+    return best;
+}
+
 /* Cancelled requests leave, waiting ones take free slots (e->mu held). */
 static void admit_locked(srv_engine *e) {
     for (int i = 0; i < e->n_active; i++) {
@@ -215,8 +257,7 @@ static void admit_locked(srv_engine *e) {
         r->finish = NULL;
         if (!r->error[0]) snprintf(r->error, sizeof r->error, "cancelled");
         pthread_cond_broadcast(&r->cond);
-        e->slots[r->slot] = NULL;
-        bl_state_slot_truncate(e->st, r->slot, 0);
+        leave_slot(e, r, true); /* its finished chunks are as good as anyone's */
         for (int j = i; j + 1 < e->n_active; j++) e->order[j] = e->order[j + 1];
         e->n_active--;
         i--;
@@ -235,8 +276,8 @@ static void admit_locked(srv_engine *e) {
             unref_locked(r);
             continue;
         }
-        int slot = 0;
-        while (e->slots[slot]) slot++;
+        int reuse;
+        const int slot = pick_slot(e, &r->p, &reuse);
         bl_err err = {0};
         if (bl_sampler_init(&r->smp, e->m->cfg.vocab_size, r->p.temperature, r->p.top_p,
                             r->p.seed, &err) ||
@@ -249,6 +290,10 @@ static void admit_locked(srv_engine *e) {
             continue;
         }
         for (int i = 0; i < r->p.n_prompt; i++) bl_sampler_accept(&r->smp, r->p.prompt[i]);
+        bl_state_slot_truncate(e->st, slot, reuse);
+        e->n_kept[slot] = reuse;
+        e->used[slot] = ++e->n_admitted;
+        r->fed = r->cached = reuse;
         r->slot = slot;
         r->admitted = true;
         r->t_start = bl_time_s();
@@ -362,9 +407,15 @@ bl_status srv_engine_new(const bl_model *m, const srv_engine_opts *o, srv_engine
     e->step_tok = calloc(P, sizeof *e->step_tok);
     e->slots = calloc(P, sizeof *e->slots);
     e->order = calloc(P, sizeof *e->order);
+    e->kept = calloc(P, sizeof *e->kept);
+    e->n_kept = calloc(P, sizeof *e->n_kept);
+    e->used = calloc(P, sizeof *e->used);
+    bool ok = e->logits && e->seqs && e->step_reqs && e->step_tok && e->slots && e->order &&
+              e->kept && e->n_kept && e->used;
+    for (size_t i = 0; ok && i < P; i++)
+        ok = (e->kept[i] = bl_malloc_array((size_t)o->ctx, sizeof(int32_t))) != NULL;
     bl_status s = BL_OK;
-    if (!e->logits || !e->seqs || !e->step_reqs || !e->step_tok || !e->slots || !e->order)
-        s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
+    if (!ok) s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
     /* a step holds one row per decoding sequence plus one whole prompt chunk */
     if (!s)
         s = bl_state_new_slots(m, o->parallel, o->ctx, o->chunk + o->parallel, o->n_threads,
@@ -407,6 +458,10 @@ void srv_engine_free(srv_engine *e) {
     free(e->step_tok);
     free(e->slots);
     free(e->order);
+    for (int i = 0; e->kept && i < e->o.parallel; i++) free(e->kept[i]);
+    free(e->kept);
+    free(e->n_kept);
+    free(e->used);
     pthread_cond_destroy(&e->wake);
     pthread_mutex_destroy(&e->mu);
     free(e);
@@ -474,6 +529,7 @@ void srv_wait(srv_engine *e, srv_req *r, int timeout_ms, srv_str *text, srv_piec
     snprintf(st->error, sizeof st->error, "%s", r->error);
     st->prompt_tokens = r->p.n_prompt;
     st->completion_tokens = r->n_out;
+    st->cached_tokens = r->admitted ? r->cached : 0;
     pthread_mutex_unlock(&e->mu);
 }
 

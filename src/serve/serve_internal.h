@@ -65,12 +65,22 @@ enum { SRV_OK = 0, SRV_QUEUE_FULL = 1, SRV_STOPPING = 2, SRV_NOMEM = 3 };
  * released with srv_release. */
 int srv_submit(srv_engine *e, srv_params *p, srv_req **out);
 
+/* A request's token counts: prompt, completion, and the prompt tokens whose keys and values came
+ * from the server's prompt cache (usage.prompt_tokens_details.cached_tokens). */
+typedef struct {
+    int prompt, completion, cached;
+} srv_usage;
+
 typedef struct {
     bool done;
     const char *finish;  /* "stop" or "length" once done; NULL when it failed */
     char error[256];     /* why it failed */
     int prompt_tokens, completion_tokens;
+    int cached_tokens;   /* prompt tokens whose keys and values the prompt cache held */
 } srv_status;
+static inline srv_usage srv_status_usage(const srv_status *s) {
+    return (srv_usage){s->prompt_tokens, s->completion_tokens, s->cached_tokens};
+}
 /* Where the pieces of taken text end (offsets into the text they were appended to). */
 typedef struct {
     size_t *ends;
