@@ -57,6 +57,17 @@ assert ch[-1][\"choices\"][0][\"finish_reason\"]==\"length\"
 assert all(c[\"object\"]==\"text_completion\" for c in ch)
 assert len(ch)==25, len(ch)  # one event per token, then the finish
 print(\"\".join(c[\"choices\"][0][\"text\"] for c in ch))" < "$tmp/s1" > "$tmp/s1.txt" && [ "$(cat "$tmp/s1.txt")" = "$gtext" ]'
+# top_k 1 and min_p 1 leave only the most likely token: the greedy text at any temperature, in
+# the server and in generate; min_p 0.05 at temperature 1 gives generate's text for the same seed
+for f in '"top_k":1' '"min_p":1'; do
+  r=$(post /v1/completions "{\"prompt\":\"Once upon a time\",\"max_tokens\":24,\"temperature\":1.5,\"seed\":5,$f}")
+  check "temperature 1.5 with $f gives the greedy text" '[ "$(jf "$r" "d[\"choices\"][0][\"text\"]")" = "$gtext" ]'
+done
+g=$("$BIN" generate "$M" -p "Once upon a time" -n 24 --temp 1.5 --top-k 1 --json 2>/dev/null)
+check "generate --top-k 1 gives the greedy text" '[ "$(jf "$g" "d[\"text\"]")" = "$gtext" ]'
+r=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":24,"temperature":1,"min_p":0.05,"top_k":40,"seed":11}')
+g=$("$BIN" generate "$M" -p "Once upon a time" -n 24 --temp 1 --top-p 1 --min-p 0.05 --top-k 40 --seed 11 --json 2>/dev/null)
+check "server and generate sample the same text with top_k 40 and min_p 0.05" '[ -n "$(jf "$g" "d[\"text\"]")" ] && [ "$(jf "$r" "d[\"choices\"][0][\"text\"]")" = "$(jf "$g" "d[\"text\"]")" ]'
 chat='{"messages":[{"role":"system","content":"Be kind."},{"role":"user","content":"Tell me a story."}],"max_tokens":20,"temperature":0}'
 r=$(post /v1/chat/completions "$chat")
 check "chat completion object" 'jt "$r" "d[\"object\"]==\"chat.completion\" and d[\"choices\"][0][\"message\"][\"role\"]==\"assistant\" and len(d[\"choices\"][0][\"message\"][\"content\"])>0 and d[\"usage\"][\"completion_tokens\"]==20"'
@@ -78,6 +89,10 @@ e400() { [ "$(jf "$1" "d[\"error\"][\"type\"]")" = invalid_request_error ] && [ 
 check "400 malformed JSON" '[ "$(status /v1/completions "${A[@]}" -d "{bad")" = 400 ]'
 r=$(post /v1/completions '{"prompt":"a","temperature":5}')
 check "400 bad parameter names it (temperature)" 'e400 "$r" temperature'
+r=$(post /v1/completions '{"prompt":"a","top_k":-1}')
+check "400 top_k below 0" 'e400 "$r" top_k'
+r=$(post /v1/completions '{"prompt":"a","min_p":1.5}')
+check "400 min_p above 1" 'e400 "$r" min_p'
 r=$(post /v1/completions '{"prompt":"a","presence_penalty":2.5}')
 check "400 presence_penalty outside [-2, 2]" 'e400 "$r" presence_penalty'
 r=$(post /v1/completions '{"prompt":"a","repeat_penalty":0}')

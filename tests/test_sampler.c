@@ -156,97 +156,189 @@ static int by_p_desc(const void *a, const void *b) {
     return x->id - y->id;
 }
 
-/* The specification, given the probabilities p and the uniform draw r: top_p = 1 walks the
- * vocabulary in id order; otherwise the candidates (p >= (1 − top_p)/(V − 1)) sorted by p
- * descending, ties by id, the shortest prefix whose mass exceeds top_p (all of them if none), and
- * the first of it whose running mass exceeds r times the prefix's mass; with no candidate (a tiny
+/* The specification, given the probabilities p and the uniform draw r. With no filter (top_p 1,
+ * top_k 0, min_p 0) the first token whose running mass, in id order, exceeds r. Otherwise: the
+ * tokens sorted by p descending, ties by id (without top_k only those with p >= (1 − top_p)/(V − 1)
+ * and p >= min_p·p_max, which cannot change the result), the first K = top_k of them (all without
+ * top_k), then the shortest prefix whose mass exceeds top_p times theirs (top_p itself without
+ * top_k; all of them if none does), then those with p >= min_p·p_max, and the first of what is
+ * left whose running mass exceeds r times its mass; with no token left after the cutoffs (a tiny
  * vocabulary and top_p near 0) the most likely token, `greedy`. */
-static int reference_pick(const float *p, int nv, float top_p, float r,
-                          struct bl_prob_index *c, int greedy) {
+typedef struct {
+    float top_p;
+    int top_k;
+    float min_p;
+} filters;
+
+static int reference_pick(const float *p, int nv, filters f, float r, struct bl_prob_index *c,
+                          int greedy) {
     double cdf = 0.0;
-    if (top_p >= 1.0f) {
+    if (f.top_p >= 1.0f && f.top_k == 0 && f.min_p == 0.0f) {
         for (int i = 0; i < nv; i++)
             if (r < (cdf += p[i])) return i;
         return nv - 1;
     }
-    const float cutoff = (1.0f - top_p) / (float)(nv > 1 ? nv - 1 : 1);
+    float p_max = 0.0f;
+    for (int i = 0; i < nv; i++) p_max = p[i] > p_max ? p[i] : p_max;
+    float cutoff = 0.0f;
+    if (f.top_k == 0) {
+        if (f.top_p < 1.0f) cutoff = (1.0f - f.top_p) / (float)(nv > 1 ? nv - 1 : 1);
+        if (f.min_p * p_max > cutoff) cutoff = f.min_p * p_max;
+    }
     int n = 0;
     for (int i = 0; i < nv; i++)
         if (p[i] >= cutoff) c[n++] = (struct bl_prob_index){p[i], i};
     if (n == 0) return greedy;
     qsort(c, (size_t)n, sizeof *c, by_p_desc);
-    double mass = 0.0;
-    int last = n - 1;
-    for (int i = 0; i < n; i++)
-        if ((mass += c[i].p) > top_p) {
-            last = i;
-            break;
+    const int K = f.top_k > 0 && f.top_k < nv ? f.top_k : nv;
+    int last = (K < n ? K : n) - 1;
+    if (f.top_p < 1.0f) {
+        double goal = f.top_p, mass = 0.0;
+        if (K < nv) {
+            double mk = 0.0;
+            for (int i = 0; i <= last; i++) mk += c[i].p;
+            goal *= mk;
         }
+        for (int i = 0; i <= last; i++)
+            if ((mass += c[i].p) > goal) {
+                last = i;
+                break;
+            }
+    }
+    while (last > 0 && c[last].p < f.min_p * p_max) last--;
+    double mass = 0.0;
+    for (int i = 0; i <= last; i++) mass += c[i].p;
     for (int i = 0; i <= last; i++)
         if (r * mass < (cdf += c[i].p)) return c[i].id;
     return c[last].id;
+}
+
+/* One configuration, DRAWS draws: every token against reference_pick given the sampler's own
+ * probabilities and the same uniform draw, and those probabilities against a softmax in double
+ * of the same float inputs. Counts into the totals. */
+typedef struct {
+    int checked, bad_tok, bad_p;
+    double worst;
+} spec_totals;
+
+static void check_config(float *l, int nv, float T, filters f, uint64_t seed,
+                         struct bl_prob_index *c, spec_totals *tot) {
+    enum { DRAWS = 3 };
+    bl_sampler s;
+    bl_err err = {0};
+    if (bl_sampler_init(&s, nv, T, f.top_p, seed, &err) != BL_OK ||
+        bl_sampler_set_filters(&s, f.top_k, f.min_p, &err) != BL_OK) {
+        tot->bad_tok++;
+        return;
+    }
+    bl_rng twin;
+    bl_rng_seed(&twin, seed);
+    for (int d = 0; d < DRAWS; d++) {
+        l[d % nv] += 0.125f; /* a different distribution each draw */
+        float mx = l[0];
+        int first = 0;
+        for (int i = 1; i < nv; i++)
+            if (l[i] > mx) mx = l[i], first = i;
+        const int tok = bl_sample(&s, l);
+        int want = first;
+        if (T > 0.0f) {
+            const float r = bl_rng_uniform(&twin);
+            want = reference_pick(s.probs, nv, f, r, c, first);
+            double z = 0.0;
+            for (int i = 0; i < nv; i++) z += exp((double)((l[i] - mx) / T));
+            for (int i = 0; i < nv; i++) {
+                const double q = exp((double)((l[i] - mx) / T)) / z;
+                const double e = fabs(s.probs[i] - q);
+                /* ~4 float ulp: exp 2, the sum and the division 1 */
+                if (e > 5e-7 * q + 1e-30) tot->bad_p++;
+                if (q > 1e-30 && e / q > tot->worst) tot->worst = e / q;
+            }
+        }
+        if (tok != want && tot->bad_tok++ < 10)
+            printf("  V %d, T %g, top_p %g, top_k %d, min_p %g, draw %d: %d, want %d\n", nv,
+                   (double)T, (double)f.top_p, f.top_k, (double)f.min_p, d, tok, want);
+        tot->checked++;
+    }
+    bl_sampler_free(&s);
 }
 
 static void test_against_specification(void) {
     static const int sizes[] = {1, 2, 7, 100, 1000, 32000};
     static const float temps[] = {0.0f, 0.3f, 1.0f, 2.5f};
     static const float tops[] = {1.0f, 0.99f, 0.9f, 0.5f, 1e-6f};
-    enum { MAXV = 32000, DRAWS = 3 };
+    static const int top_ks[] = {0, 1, 5, 50};
+    static const float min_ps[] = {0.0f, 0.05f, 0.5f};
+    enum { MAXV = 32000 };
     float *l = malloc(sizeof(float) * MAXV);
     struct bl_prob_index *c = malloc(sizeof *c * MAXV);
     REQUIRE(l && c);
-    int checked = 0, bad_tok = 0, bad_p = 0;
-    double worst = 0.0;
+    spec_totals tot = {0};
     for (size_t vi = 0; vi < sizeof sizes / sizeof *sizes; vi++)
-        for (int kind = 0; kind < 5; kind++)
+        for (int kind = 0; kind < 5; kind++) {
+            const int nv = sizes[vi];
+            const unsigned lseed = (unsigned)(vi * 100 + (size_t)kind);
+            /* temperature and top_p alone */
             for (size_t ti = 0; ti < sizeof temps / sizeof *temps; ti++)
                 for (size_t pi = 0; pi < sizeof tops / sizeof *tops; pi++) {
-                    const int nv = sizes[vi];
-                    const float T = temps[ti], top = tops[pi];
-                    if (T == 0.0f && pi > 0) continue; /* greedy ignores top_p */
-                    make_logits(l, nv, kind, (unsigned)(vi * 100 + (size_t)kind));
-                    const uint64_t seed = 7 + vi + 10 * ti + 100 * pi;
-                    bl_sampler s;
-                    bl_err err = {0};
-                    REQUIRE(bl_sampler_init(&s, nv, T, top, seed, &err) == BL_OK);
-                    bl_rng twin;
-                    bl_rng_seed(&twin, seed);
-                    for (int d = 0; d < DRAWS; d++) {
-                        l[d % nv] += 0.125f; /* a different distribution each draw */
-                        float mx = l[0];
-                        int first = 0;
-                        for (int i = 1; i < nv; i++)
-                            if (l[i] > mx) mx = l[i], first = i;
-                        const int tok = bl_sample(&s, l);
-                        int want = first;
-                        if (T > 0.0f) {
-                            const float r = bl_rng_uniform(&twin);
-                            want = reference_pick(s.probs, nv, top, r, c, first);
-                            /* the probabilities: softmax in double of the same float inputs */
-                            double z = 0.0;
-                            for (int i = 0; i < nv; i++) z += exp((double)((l[i] - mx) / T));
-                            for (int i = 0; i < nv; i++) {
-                                const double q = exp((double)((l[i] - mx) / T)) / z;
-                                const double e = fabs(s.probs[i] - q);
-                                /* ~4 float ulp: exp 2, the sum and the division 1 */
-                                if (e > 5e-7 * q + 1e-30) bad_p++;
-                                if (q > 1e-30 && e / q > worst) worst = e / q;
-                            }
-                        }
-                        if (tok != want && bad_tok++ < 10)
-                            printf("  V %d, logits of kind %d, T %g, top_p %g, draw %d: %d, "
-                                   "want %d\n", nv, kind, (double)T, (double)top, d, tok, want);
-                        checked++;
-                    }
-                    bl_sampler_free(&s);
+                    if (temps[ti] == 0.0f && pi > 0) continue; /* greedy ignores the filters */
+                    make_logits(l, nv, kind, lseed);
+                    check_config(l, nv, temps[ti], (filters){tops[pi], 0, 0.0f},
+                                 7 + vi + 10 * ti + 100 * pi, c, &tot);
                 }
+            /* top_k and min_p, with and without top_p */
+            for (size_t ki = 0; ki < sizeof top_ks / sizeof *top_ks; ki++)
+                for (size_t mi = 0; mi < sizeof min_ps / sizeof *min_ps; mi++)
+                    for (int pi = 0; pi < 2; pi++) {
+                        if (ki == 0 && mi == 0) continue;
+                        make_logits(l, nv, kind, lseed);
+                        check_config(l, nv, 1.0f,
+                                     (filters){pi ? 0.9f : 1.0f, top_ks[ki], min_ps[mi]},
+                                     11 + vi + 10 * ki + 100 * mi + 1000 * (size_t)pi, c, &tot);
+                    }
+        }
     printf("  %d draws: %d tokens differ from the specification, %d probabilities off by more "
-           "than 5e-7 relative (worst %.2g)\n", checked, bad_tok, bad_p, worst);
-    CHECK(checked > 1000);
-    CHECK(bad_tok == 0);
-    CHECK(bad_p == 0);
+           "than 5e-7 relative (worst %.2g)\n", tot.checked, tot.bad_tok, tot.bad_p, tot.worst);
+    CHECK(tot.checked > 3000);
+    CHECK(tot.bad_tok == 0);
+    CHECK(tot.bad_p == 0);
     free(l);
     free(c);
+}
+
+/* What the filters mean, checked by their effect: top_k = 1 and min_p = 1 leave only the most
+ * likely token at any temperature; over 20000 draws from five tokens with top_k = 2 only the two
+ * most likely appear, in the ratio of their probabilities; min_p = 0.3 leaves exactly the tokens
+ * at least 0.3 times as likely as the most likely one. Bad values are refused. */
+static void test_filters(void) {
+    const float lg[5] = {0.0f, 2.0f, 1.5f, -1.0f, 1.0f}; /* p ∝ 1, 7.39, 4.48, 0.37, 2.72 */
+    bl_sampler s;
+    bl_err err = {0};
+    for (int k = 0; k < 2; k++) {
+        REQUIRE(bl_sampler_init(&s, 5, 1.5f, 1.0f, 9, &err) == BL_OK);
+        REQUIRE(bl_sampler_set_filters(&s, k ? 0 : 1, k ? 1.0f : 0.0f, &err) == BL_OK);
+        int other = 0;
+        for (int i = 0; i < 200; i++) other += bl_sample(&s, lg) != 1;
+        CHECK(other == 0);
+        bl_sampler_free(&s);
+    }
+    enum { N = 20000 };
+    int seen[5] = {0};
+    REQUIRE(bl_sampler_init(&s, 5, 1.0f, 1.0f, 5, &err) == BL_OK);
+    REQUIRE(bl_sampler_set_filters(&s, 2, 0.0f, &err) == BL_OK);
+    for (int i = 0; i < N; i++) seen[bl_sample(&s, lg)]++;
+    CHECK(seen[0] == 0 && seen[3] == 0 && seen[4] == 0);
+    /* token 1 with probability e^2 / (e^2 + e^1.5) = 0.6225; 4 standard deviations: ±0.0137 */
+    CHECK(fabs(seen[1] / (double)N - 0.6225) < 0.0137);
+    bl_sampler_free(&s);
+    memset(seen, 0, sizeof seen);
+    REQUIRE(bl_sampler_init(&s, 5, 1.0f, 1.0f, 6, &err) == BL_OK);
+    REQUIRE(bl_sampler_set_filters(&s, 0, 0.3f, &err) == BL_OK); /* e^(l−2) >= 0.3: l >= 0.796 */
+    for (int i = 0; i < N; i++) seen[bl_sample(&s, lg)]++;
+    CHECK(seen[0] == 0 && seen[3] == 0 && seen[1] > 0 && seen[2] > 0 && seen[4] > 0);
+    CHECK(bl_sampler_set_filters(&s, -1, 0.0f, &err) == BL_ERR_ARG);
+    CHECK(bl_sampler_set_filters(&s, 0, 1.5f, &err) == BL_ERR_ARG);
+    CHECK(bl_sampler_set_filters(&s, 0, NAN, &err) == BL_ERR_ARG);
+    bl_sampler_free(&s);
 }
 
 /* Ties: greedy takes the lowest id; an infinite temperature makes every token equally likely. */
@@ -278,5 +370,6 @@ int main(void) {
     TEST_RUN(test_refused_and_huge);
     TEST_RUN(test_against_specification);
     TEST_RUN(test_ties_and_uniform);
+    TEST_RUN(test_filters);
     return test_summary();
 }

@@ -277,10 +277,15 @@ int cli_check_penalties(const cli_spec *spec, const cli_penalties *p) {
 }
 
 int cli_check_sampling(const cli_spec *spec, double temp) {
-    if (temp != 0 || !(cli_given(spec, "top-p") || cli_given(spec, "seed"))) return CLI_OK;
-    cli_errorf(spec->name, "--%s has no effect with --temp 0 (greedy decoding)",
-               cli_given(spec, "top-p") ? "top-p" : "seed");
-    return CLI_USAGE;
+    static const char *const sampling[] = {"top-p", "top-k", "min-p", "seed"};
+    if (temp != 0) return CLI_OK;
+    for (size_t i = 0; i < sizeof sampling / sizeof *sampling; i++)
+        if (cli_given(spec, sampling[i])) {
+            cli_errorf(spec->name, "--%s has no effect with --temp 0 (greedy decoding)",
+                       sampling[i]);
+            return CLI_USAGE;
+        }
+    return CLI_OK;
 }
 
 /* "bitllm CMD: MESSAGE" or, in a job of several ranks, "bitllm CMD (rank R of N): MESSAGE", as

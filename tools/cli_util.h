@@ -36,9 +36,14 @@ typedef struct {
 } cli_opt;
 
 /* The decoding options that generate and chat share (one table entry each, same defaults). */
-#define CLI_DECODE_OPTS(top_p, seed, tokenizer, threads)                                          \
+#define CLI_DECODE_OPTS(top_p, top_k, min_p, seed, tokenizer, threads)                           \
     {"top-p", 0, OPT_FLOAT, &(top_p), "P", "nucleus sampling mass in (0, 1] (default 0.9)",       \
      CLI_RANGE_LO_OPEN(0, 1)},                                                                     \
+    {"top-k", 0, OPT_INT, &(top_k), "K",                                                           \
+     "sample from the K most likely tokens only (default 0 = off)", CLI_MIN(0)},                   \
+    {"min-p", 0, OPT_FLOAT, &(min_p), "P",                                                         \
+     "drop tokens less than P times as likely as the most likely one, P in [0, 1] "                \
+     "(default 0 = off)", CLI_RANGE(0, 1)},                                                        \
     {"seed", 0, OPT_U64, &(seed), "S", "random seed (default 42)", CLI_ANY},                      \
     {"tokenizer", 0, OPT_STR, &(tokenizer), "FILE", "tokenizer for llama2.c checkpoints",         \
      CLI_ANY},                                                                                     \

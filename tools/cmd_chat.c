@@ -30,8 +30,8 @@ static bool print_text(void *ctx, const char *text, size_t len) {
 int cmd_chat(int argc, char **argv) {
     const char *tokp = NULL, *system = NULL, *tmpl = NULL;
     const char *tables_s = NULL, *kv_s = NULL;
-    int ctx = 0, max_tokens = 0, threads = 0;
-    double temp = 0.8, top_p = 0.9;
+    int ctx = 0, max_tokens = 0, threads = 0, top_k = 0;
+    double temp = 0.8, top_p = 0.9, min_p = 0.0;
     cli_penalties pen = cli_penalties_default();
     uint64_t seed = 42;
     uint64_t given = 0;
@@ -47,7 +47,7 @@ int cmd_chat(int argc, char **argv) {
         {"temp", 0, OPT_FLOAT, &temp, "T", "temperature, 0 = greedy (default 0.8)",
          CLI_MIN(0)},
         CLI_INFERENCE_OPTS(tables_s, kv_s),
-        CLI_DECODE_OPTS(top_p, seed, tokp, threads),
+        CLI_DECODE_OPTS(top_p, top_k, min_p, seed, tokp, threads),
         CLI_PENALTY_OPTS(pen),
     };
     const cli_spec spec = {"chat", "MODEL",
@@ -65,7 +65,8 @@ int cmd_chat(int argc, char **argv) {
     if (!m) return r;
     bl_chat_session_opts so = {.system = system, .chat_template = tmpl, .ctx = ctx,
                                .max_tokens = max_tokens, .temperature = (float)temp,
-                               .top_p = (float)top_p, .seed = seed, .n_threads = threads,
+                               .top_p = (float)top_p, .top_k = top_k, .min_p = (float)min_p,
+                               .seed = seed, .n_threads = threads,
                                .penalties = cli_penalties_value(&pen)};
     bl_chat_session *s = NULL;
     bl_err err = {0};

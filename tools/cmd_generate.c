@@ -14,8 +14,8 @@ static bool emit(const char *s, size_t n) {
 int cmd_generate(int argc, char **argv) {
     const char *prompt = "", *tokp = NULL;
     const char *tables_s = NULL, *kv_s = NULL;
-    int n_new = 128, threads = 0;
-    double temp = 0.8, top_p = 0.9;
+    int n_new = 128, threads = 0, top_k = 0;
+    double temp = 0.8, top_p = 0.9, min_p = 0.0;
     cli_penalties pen = cli_penalties_default();
     uint64_t seed = 42;
     bool json = false;
@@ -28,7 +28,7 @@ int cmd_generate(int argc, char **argv) {
          "temperature, 0 = greedy, inf = uniform (default 0.8)", .lo = 0,
          .bounds = CLI_LO | CLI_INF},
         CLI_INFERENCE_OPTS(tables_s, kv_s),
-        CLI_DECODE_OPTS(top_p, seed, tokp, threads),
+        CLI_DECODE_OPTS(top_p, top_k, min_p, seed, tokp, threads),
         CLI_PENALTY_OPTS(pen),
         {"json", 0, OPT_FLAG, &json, NULL, "print {\"ids\": [...], \"text\": ...} on stdout",
          CLI_ANY},
@@ -91,6 +91,7 @@ int cmd_generate(int argc, char **argv) {
     const bl_penalties penalties = cli_penalties_value(&pen);
     if (bl_state_new(m, ctx, 256, threads, &st, &err) ||
         bl_sampler_init(&sm, V, (float)temp, (float)top_p, seed, &err) ||
+        bl_sampler_set_filters(&sm, top_k, (float)min_p, &err) ||
         bl_sampler_set_penalties(&sm, &penalties, &err) ||
         (m->tok && bl_detok_init(&dt, m->tok, &err))) {
         cli_error("generate", &err);

@@ -302,6 +302,8 @@ typedef struct {
 typedef struct {
     float temperature;
     float top_p;
+    int top_k;    /* 0 = off (bl_sampler_set_filters) */
+    float min_p;  /* 0 = off */
     bl_rng rng;
     int vocab;
     float *probs; /* vocab */
@@ -321,6 +323,12 @@ typedef struct {
 bl_status bl_sampler_init(bl_sampler *s, int vocab, float temperature, float top_p,
                           uint64_t seed, bl_err *err);
 void bl_sampler_free(bl_sampler *s);
+/* Top-k and min-p, applied as Hugging Face transformers applies them after the temperature: of
+ * the tokens by probability (ties: lower ids first), the top_k most likely, then top_p of their
+ * renormalized mass, then those at least min_p times as likely as the most likely token; the draw
+ * is from what is left, renormalized. top_k >= 0 and min_p in [0, 1]; 0 turns either off (the
+ * default). Bad values are refused with a message naming them. */
+bl_status bl_sampler_set_filters(bl_sampler *s, int top_k, float min_p, bl_err *err);
 /* Turns the penalties on (or off, with BL_PENALTIES_OFF or last_n 0); the history restarts. Bad
  * values are refused with a message naming them. */
 bl_status bl_sampler_set_penalties(bl_sampler *s, const bl_penalties *p, bl_err *err);

@@ -60,6 +60,8 @@ typedef struct {
     int ctx;                   /* context tokens (default: the model's, at most 4096) */
     int max_tokens;            /* per answer (default: until the context is full) */
     float temperature, top_p;
+    int top_k;                 /* 0 = off */
+    float min_p;               /* 0 = off */
     uint64_t seed;
     int n_threads;             /* threads of the forward passes (0 = bl_default_threads()) */
     bl_penalties penalties;    /* over the conversation's tokens; all zero = none */

@@ -45,6 +45,16 @@ void bl_sampler_free(bl_sampler *s) {
     free_penalties(s);
 }
 
+bl_status bl_sampler_set_filters(bl_sampler *s, int top_k, float min_p, bl_err *err) {
+    if (top_k < 0) return bl_fail(err, BL_ERR_ARG, "top-k must be >= 0 (0 = off), got %d", top_k);
+    if (!(min_p >= 0.0f && min_p <= 1.0f))
+        return bl_fail(err, BL_ERR_ARG, "min-p must be in [0, 1] (0 = off), got %g",
+                       (double)min_p);
+    s->top_k = top_k;
+    s->min_p = min_p;
+    return BL_OK;
+}
+
 bool bl_penalties_active(const bl_penalties *p) {
     return p->last_n != 0 && (p->repeat != 1.0f || p->presence != 0.0f || p->frequency != 0.0f);
 }
@@ -186,31 +196,50 @@ static struct bl_prob_index *sort_by_prob(struct bl_prob_index *a, struct bl_pro
     return a;
 }
 
-/* The nucleus of probs (top_p < 1): the smallest prefix of the candidates (p >= cutoff) sorted by
- * sort_by_prob whose mass exceeds top_p, sampled with the uniform draw r. Only a prefix of the
- * order is sorted: a histogram of the mass by the top 11 bits of p (exponent and 3 mantissa bits,
- * monotonic in p) finds the bucket where the mass passes top_p, and the candidates from that
- * bucket up are sorted. Every candidate left out is smaller than every one kept, so the sorted
- * ones are exactly the first ones of the whole order, and the prefix sums are the same sums in
- * the same order. Should they not pass top_p (the histogram's sums are taken in another order,
- * hence the margin), all the candidates are sorted. */
-static int sample_nucleus(bl_sampler *s, float r) {
-    const int V = s->vocab;
+/* The filters (top_p < 1, top_k > 0 or min_p > 0) on probs, and the draw r. In the order of
+ * sort_by_prob, the tokens kept are the first L = min(K, L_p, L_m): K = top_k (or all), L_p the
+ * shortest prefix of those K whose mass exceeds top_p times their mass (top_p itself without
+ * top_k: the whole mass is 1), L_m the tokens at least min_p times as likely as the most likely
+ * one (p_max); the token is the first of them whose running mass exceeds r times theirs.
+ *
+ * Only a prefix of the order is sorted: a histogram of the mass and count by the top 11 bits of p
+ * (exponent and 3 mantissa bits, monotonic in p) finds the bucket where the count reaches top_k,
+ * or else where the mass passes top_p, and the tokens from that bucket up are sorted. Every token
+ * left out is smaller than every one kept, so the sorted ones are exactly the first ones of the
+ * whole order, and the prefix sums are the same sums in the same order. Should the mass not pass
+ * top_p within them (the histogram's sums are taken in another order, hence the margin), every
+ * token is sorted. Without top_k, tokens below (1 − top_p)/(V − 1) never matter (the others
+ * hold more than top_p of the mass) nor, with min_p, those below min_p·p_max; they are left out
+ * from the start. Returns -1 when no token passes that cutoff (V = 2 and top_p < 1/2, say). */
+static int sample_filtered(bl_sampler *s, float r, float p_max) {
+    const int V = s->vocab, K = s->top_k > 0 && s->top_k < V ? s->top_k : V;
     const float *probs = s->probs;
-    const float cutoff = (1.0f - s->top_p) / (float)(V - 1 > 0 ? V - 1 : 1);
+    float cutoff = 0.0f;
+    if (s->top_k <= 0) {
+        if (s->top_p < 1.0f) cutoff = (1.0f - s->top_p) / (float)(V - 1 > 0 ? V - 1 : 1);
+        const float pm = s->min_p * p_max;
+        if (pm > cutoff) cutoff = pm;
+    }
     enum { BUCKETS = 1024 }; /* p <= 1: bits >> 20 <= 0x3f8 */
-    /* four histograms for the logits i mod 4, so that neighbours in one bucket do not wait for
-     * each other's sums; branch-free: a non-candidate goes to bucket 0 (p < 2^-126, never a
-     * candidate: the cutoff is at least 2^-24 / V) */
+    /* four histograms for the tokens i mod 4, so that neighbours in one bucket do not wait for
+     * each other's sums; branch-free: a token below the cutoff goes to bucket 0 (which holds
+     * only p < 2^-126: no token there is ever kept, as its mass could not pass top_p) */
     double mass_b[4][BUCKETS];
+    int count_b[4][BUCKETS];
     memset(mass_b, 0, sizeof mass_b);
-    for (int i = 0; i < V; i++)
-        mass_b[i & 3][probs[i] >= cutoff ? bits_of(probs[i]) >> 20 : 0] += probs[i];
+    memset(count_b, 0, sizeof count_b);
+    for (int i = 0; i < V; i++) {
+        const uint32_t k = probs[i] >= cutoff ? bits_of(probs[i]) >> 20 : 0;
+        mass_b[i & 3][k] += probs[i];
+        count_b[i & 3][k]++;
+    }
     uint32_t lo = 1;
     double acc = 0.0;
+    int cnt = 0;
     for (int k = BUCKETS - 1; k >= 1; k--) {
         acc += (mass_b[0][k] + mass_b[1][k]) + (mass_b[2][k] + mass_b[3][k]);
-        if (acc > (double)s->top_p + 1e-6) {
+        cnt += (count_b[0][k] + count_b[1][k]) + (count_b[2][k] + count_b[3][k]);
+        if (K < V ? cnt >= K : s->top_p < 1.0f && acc > (double)s->top_p + 1e-6) {
             lo = (uint32_t)k;
             break;
         }
@@ -221,22 +250,33 @@ static int sample_nucleus(bl_sampler *s, float r) {
             s->cand[n] = (struct bl_prob_index){probs[i], i};
             n += (probs[i] >= cutoff) & (bits_of(probs[i]) >> 20 >= lo);
         }
-        if (n == 0) return -1; /* no candidate: V = 2 and top_p < 1/2, say (the caller's argmax) */
+        if (n == 0) return -1;
         const struct bl_prob_index *c = sort_by_prob(s->cand, s->cand + V, n);
-        double mass = 0.0;
-        int last = -1;
-        for (int i = 0; i < n; i++) {
-            mass += c[i].p;
-            if (mass > s->top_p) {
-                last = i;
-                break;
+        int last = (K < n ? K : n) - 1;
+        if (s->top_p < 1.0f) {
+            double goal = s->top_p;
+            if (K < V) {
+                double mk = 0.0;
+                for (int i = 0; i <= last; i++) mk += c[i].p;
+                goal *= mk;
             }
+            double mass = 0.0;
+            int lp = -1;
+            for (int i = 0; i <= last; i++)
+                if ((mass += c[i].p) > goal) {
+                    lp = i;
+                    break;
+                }
+            if (lp < 0 && lo > 1 && K == V) {
+                lo = 1; /* the histogram's margin was not enough: take every candidate */
+                continue;
+            }
+            if (lp >= 0) last = lp;
         }
-        if (last < 0 && lo > 1) {
-            lo = 1; /* the histogram's margin was not enough: take every candidate */
-            continue;
-        }
-        if (last < 0) last = n - 1;
+        const float pm = s->min_p * p_max;
+        while (last > 0 && c[last].p < pm) last--; /* the most likely token always passes */
+        double mass = 0.0;
+        for (int i = 0; i <= last; i++) mass += c[i].p;
         double target = r * mass, cdf = 0.0;
         for (int i = 0; i <= last; i++) {
             cdf += c[i].p;
@@ -304,7 +344,7 @@ int bl_sample(bl_sampler *s, const float *logits) {
     if (s->temperature <= 0.0f) return first_index_of(l, V, mx);
     to_probs(l, V, mx, s->temperature, s->probs);
     float r = bl_rng_uniform(&s->rng);
-    if (s->top_p >= 1.0f) {
+    if (s->top_p >= 1.0f && s->top_k <= 0 && s->min_p <= 0.0f) {
         double cdf = 0.0;
         for (int i = 0; i < V; i++) {
             cdf += s->probs[i];
@@ -312,6 +352,8 @@ int bl_sample(bl_sampler *s, const float *logits) {
         }
         return V - 1;
     }
-    const int t = sample_nucleus(s, r);
+    float p_max = 0.0f;
+    if (s->min_p > 0.0f) finite_max(s->probs, V, &p_max);
+    const int t = sample_filtered(s, r, p_max);
     return t >= 0 ? t : first_index_of(l, V, mx);
 }

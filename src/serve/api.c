@@ -230,8 +230,9 @@ bool srv_parse_request(const srv_api_ctx *c, const char *body, size_t len, bool 
     }
     long long max_tokens = -1, seed = 0;
     const bl_penalties off = BL_PENALTIES_OFF;
-    double temperature = 1.0, top_p = 1.0, presence = off.presence, frequency = off.frequency,
-           repeat = off.repeat;
+    double temperature = 1.0, top_p = 1.0, min_p = 0.0, presence = off.presence,
+           frequency = off.frequency, repeat = off.repeat;
+    long long top_k = 0;
     long long last_n = off.last_n;
     bool has_seed = get(o, "seed") != NULL;
     const char *max_key = chat && get(o, "max_completion_tokens") ? "max_completion_tokens"
@@ -239,6 +240,7 @@ bool srv_parse_request(const srv_api_ctx *c, const char *body, size_t len, bool 
     ok = refuse_unsupported(o, e) && get_int(o, max_key, 1, 1e9, &max_tokens, e) &&
          get_num(o, "temperature", 0, 2, false, &temperature, e) &&
          get_num(o, "top_p", 0, 1, true, &top_p, e) &&
+         get_int(o, "top_k", 0, 1e9, &top_k, e) && get_num(o, "min_p", 0, 1, false, &min_p, e) &&
          get_num(o, "presence_penalty", -2, 2, false, &presence, e) &&
          get_num(o, "frequency_penalty", -2, 2, false, &frequency, e) &&
          get_num(o, "repeat_penalty", 0, 100, true, &repeat, e) &&
@@ -270,6 +272,8 @@ bool srv_parse_request(const srv_api_ctx *c, const char *body, size_t len, bool 
     p->max_tokens = (int)(max_tokens < room ? max_tokens : room);
     p->temperature = (float)temperature;
     p->top_p = (float)top_p;
+    p->top_k = (int)top_k;
+    p->min_p = (float)min_p;
     p->pen = (bl_penalties){(float)repeat, (float)presence, (float)frequency, (int)last_n};
     p->seed = has_seed ? (uint64_t)seed : fresh_seed();
 done:

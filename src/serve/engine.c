@@ -281,6 +281,7 @@ static void admit_locked(srv_engine *e) {
         bl_err err = {0};
         if (bl_sampler_init(&r->smp, e->m->cfg.vocab_size, r->p.temperature, r->p.top_p,
                             r->p.seed, &err) ||
+            bl_sampler_set_filters(&r->smp, r->p.top_k, r->p.min_p, &err) ||
             bl_sampler_set_penalties(&r->smp, &r->p.pen, &err) ||
             (e->m->tok && bl_detok_init(&r->detok, e->m->tok, &err))) {
             r->done = true;

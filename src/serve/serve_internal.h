@@ -30,6 +30,8 @@ typedef struct {
     int n_prompt;
     int max_tokens;  /* > 0 */
     float temperature, top_p;
+    int top_k;       /* 0 = off */
+    float min_p;     /* 0 = off */
     bl_penalties pen; /* over the prompt and the tokens generated */
     uint64_t seed;
     char *stop[SRV_MAX_STOP]; /* owned */

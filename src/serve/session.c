@@ -69,6 +69,7 @@ bl_status bl_chat_session_new(const bl_model *m, const bl_chat_session_opts *o,
     if (!st) st = bl_state_new(m, s->o.ctx, 256, o->n_threads, &s->st, err);
     if (!st) st = bl_sampler_init(&s->smp, m->cfg.vocab_size, o->temperature, o->top_p, o->seed,
                                   err);
+    if (!st) st = bl_sampler_set_filters(&s->smp, o->top_k, o->min_p, err);
     /* a zero-initialized option means no penalties (a repeat penalty of 0 is not one) */
     if (s->o.penalties.repeat == 0.0f && s->o.penalties.presence == 0.0f &&
         s->o.penalties.frequency == 0.0f && s->o.penalties.last_n == 0)
