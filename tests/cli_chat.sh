@@ -22,6 +22,9 @@ printf '%s\n' "$msg" | "$BIN" chat "$M" --chat-template llama2 --temp 0 -n 16 --
   --presence-penalty 1 --repeat-penalty 1.3 --repeat-last-n 32 >"$tmp/outp" 2>/dev/null
 r=$(c /v1/chat/completions -d "{\"messages\":[{\"role\":\"system\",\"content\":\"You tell stories.\"},{\"role\":\"user\",\"content\":\"$msg\"}],\"max_tokens\":16,\"temperature\":0,\"presence_penalty\":1,\"repeat_penalty\":1.3,\"repeat_last_n\":32}")
 check "with penalties, the answer equals the server's (and differs from the plain one)" '[ "$(jf "$r" "d[\"choices\"][0][\"message\"][\"content\"]")" = "$(cat "$tmp/outp")" ] && [ "$(cat "$tmp/outp")" != "$(sed -n 1p "$tmp/out")" ]'
+printf '%s\n' "$msg" | "$BIN" chat "$M" --chat-template llama2 --temp 1.2 --top-k 1 --seed 9 -n 16 \
+  --system "You tell stories." >"$tmp/outk" 2>/dev/null
+check "--top-k 1 at temperature 1.2 answers as greedy decoding" '[ "$(cat "$tmp/outk")" = "$(sed -n 1p "$tmp/out")" ]'
 stop_server "$SRV_PID"
 # a small context: older turns go, and the program says so
 for i in 1 2 3 4 5 6; do echo "Message number $i about cats and dogs."; done |
