@@ -35,6 +35,19 @@ r=$(post /v1/completions "{\"prompt\":\"$long The dog ran.\",\"max_tokens\":12,\
 want=$("$BIN" generate "$M" -p "$long The dog ran." -n 12 --temp 0 --json 2>/dev/null)
 check "a prompt extending a cached one takes 256 tokens from the cache and equals bitllm generate" '[ "$(jf "$r" "d[\"usage\"][\"prompt_tokens_details\"][\"cached_tokens\"]")" = 256 ] && [ -n "$(jf "$want" "d[\"text\"]")" ] && [ "$(jf "$r" "d[\"choices\"][0][\"text\"]")" = "$(jf "$want" "d[\"text\"]")" ]'
 check "the server log counts the cached tokens" 'grep -q "(256 from the prompt cache)" "$tmp/a.log"'
+# a request sharing a new prefix with a request still running (1400 tokens to generate): its
+# whole chunks are copied from the running request's slot (or, should that one have finished
+# already, taken from its kept chunks; the result is the same)
+long2=$(python3 -c "print(' '.join(['a bird sang in the old tree.']*20))")
+post /v1/completions "{\"prompt\":\"$long2 A bird sang.\",\"max_tokens\":1400,\"ignore_eos\":true,\"temperature\":0,\"stream\":true}" > "$tmp/run.sse" &
+runner=$!
+for _ in $(seq 1 200); do grep -q '^data: ' "$tmp/run.sse" 2>/dev/null && break; sleep 0.01; done
+r=$(post /v1/completions "{\"prompt\":\"$long2 The cat ran.\",\"max_tokens\":12,\"temperature\":0}")
+wait "$runner"
+want=$("$BIN" generate "$M" -p "$long2 The cat ran." -n 12 --temp 0 --json 2>/dev/null)
+check "a prompt sharing whole chunks with a running request takes them and equals bitllm generate" 'jt "$r" "d[\"usage\"][\"prompt_tokens_details\"][\"cached_tokens\"]==(d[\"usage\"][\"prompt_tokens\"]-1)//256*256>0" && [ -n "$(jf "$want" "d[\"text\"]")" ] && [ "$(jf "$r" "d[\"choices\"][0][\"text\"]")" = "$(jf "$want" "d[\"text\"]")" ]'
+if grep -q "copied from a running request" "$tmp/a.log"; then echo "     (copied from the running request's slot)"
+else echo "     (the running request had finished: taken from its kept chunks)"; fi
 # penalties: the same formulas and window in the server and in generate (over prompt and output)
 r=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":40,"temperature":0,"presence_penalty":0.8,"frequency_penalty":0.4,"repeat_penalty":1.2,"repeat_last_n":16}')
 want=$("$BIN" generate "$M" -p "Once upon a time" -n 40 --temp 0 --presence-penalty 0.8 --frequency-penalty 0.4 --repeat-penalty 1.2 --repeat-last-n 16 --json 2>/dev/null)

@@ -268,6 +268,44 @@ static void test_kv_f16(void) {
     }
 }
 
+/* bl_state_slot_copy: a slot given the first 8 tokens of another (over a sequence of its own)
+ * and then fed the same 3 tokens gives the logits of the original, bit for bit, with f32 and
+ * FP16 caches; copies beyond the source's position or onto itself change nothing. */
+static void test_slot_copy(void) {
+    REQUIRE(base_dir[0]);
+    char dir[256];
+    REQUIRE(synth("copy", BL_DT_F32, dir, sizeof dir));
+    for (int f16 = 0; f16 < 2; f16++) {
+        bl_model *m = load_kv(dir, BL_ISA_AUTO, BL_TABLES_F32, f16);
+        REQUIRE(m);
+        const int V = m->cfg.vocab_size;
+        bl_state *st = NULL;
+        bl_err err = {0};
+        REQUIRE(bl_state_new_slots(m, 2, 40, 16, 2, &st, &err) == BL_OK);
+        int32_t t[16];
+        for (int i = 0; i < 16; i++) t[i] = token(7, i, V);
+        float *a = malloc(sizeof(float) * (size_t)V), *b = malloc(sizeof(float) * (size_t)V);
+        REQUIRE(a && b);
+        bl_seq_batch q[2] = {{0, t, 8, NULL}, {1, t + 8, 5, NULL}}; /* slot 1: another sequence */
+        REQUIRE(bl_forward_batch(st, q, 2, &err) == BL_OK);
+        bl_seq_batch rest = {0, t + 8, 3, a};
+        REQUIRE(bl_forward_batch(st, &rest, 1, &err) == BL_OK);
+        bl_state_slot_copy(st, 1, 0, 100); /* beyond slot 0's 11 tokens: nothing */
+        bl_state_slot_copy(st, 0, 0, 4);   /* onto itself: nothing */
+        CHECK(bl_state_slot_pos(st, 0) == 11 && bl_state_slot_pos(st, 1) == 5);
+        bl_state_slot_copy(st, 1, 0, 8);
+        CHECK(bl_state_slot_pos(st, 1) == 8);
+        rest = (bl_seq_batch){1, t + 8, 3, b};
+        REQUIRE(bl_forward_batch(st, &rest, 1, &err) == BL_OK);
+        CHECK_MSG(memcmp(a, b, sizeof(float) * (size_t)V) == 0, "%s cache: copied prefix",
+                  f16 ? "FP16" : "f32");
+        CHECK(bl_state_slot_pos(st, 1) == 11);
+        free(a), free(b);
+        bl_state_free(st);
+        bl_model_free(m);
+    }
+}
+
 static void test_bad_batches(void) {
     REQUIRE(base_dir[0]);
     char dir[256];
@@ -312,6 +350,7 @@ int main(void) {
     TEST_RUN(test_quantized_formats);
     TEST_RUN(test_kv_f16); /* after test_quantized_formats: uses its onebit model */
     TEST_RUN(test_bad_batches);
+    TEST_RUN(test_slot_copy);
     if (base_dir[0]) rm_rf(base_dir);
     return test_summary();
 }

@@ -252,6 +252,10 @@ int bl_state_max_batch(const bl_state *s);   /* rows one call may hold (clamped 
 int bl_state_slot_pos(const bl_state *s, int slot);
 /* Truncates one slot to its first pos tokens (0 frees it for a new sequence). */
 void bl_state_slot_truncate(bl_state *s, int slot, int pos);
+/* Makes slot dst hold the first n tokens of slot src (n <= src's position; dst != src): their
+ * keys and values are copied and dst continues from position n. A server uses it to give a new
+ * sequence a prompt prefix another sequence has already run. */
+void bl_state_slot_copy(bl_state *s, int dst, int src, int n);
 
 /* Calibration hook: called with the input of every decoder projection before it is applied
  * (x is T×n, row-major). q/k/v share one input, as do gate/up; the hook sees each projection. */

@@ -224,6 +224,18 @@ static uint8_t *cache_at(const bl_state *s, void *cache, int slot, int l) {
                                   s->kv_dim * s->kv_elem;
 }
 
+void bl_state_slot_copy(bl_state *s, int dst, int src, int n) {
+    if (dst < 0 || dst >= s->n_slots || src < 0 || src >= s->n_slots || dst == src || n < 0 ||
+        n > s->pos[src])
+        return;
+    const size_t bytes = (size_t)n * s->kv_dim * s->kv_elem;
+    for (int l = 0; l < s->m->cfg.n_layers; l++) {
+        memcpy(cache_at(s, s->k_cache, dst, l), cache_at(s, s->k_cache, src, l), bytes);
+        memcpy(cache_at(s, s->v_cache, dst, l), cache_at(s, s->v_cache, src, l), bytes);
+    }
+    s->pos[dst] = n;
+}
+
 /* A row of kv_dim values into row p of a layer's cache (rounded to FP16 with kv_f16). */
 static void cache_store(const bl_state *s, uint8_t *layer_cache, int p, const float *row) {
     const size_t off = (size_t)p * s->kv_dim;

@@ -10,7 +10,10 @@
  * Prompt cache. A slot that a request leaves keeps the keys and values of the whole chunks of its
  * prompt. A new request takes the free slot whose kept chunks start its prompt for longest (the
  * least recently used among equals) and runs only the rest, from a chunk boundary: a chat client
- * that sends the whole conversation every turn has its earlier turns' chunks computed once. Only
+ * that sends the whole conversation every turn has its earlier turns' chunks computed once. When
+ * the prompt chunks a running request has already run start the new prompt for longer (requests
+ * that share a long system prompt, arriving together), their keys and values are copied into
+ * the new request's slot instead (bl_state_slot_copy: a memcpy per layer). Only
  * whole prompt chunks are kept (not a prompt's last partial chunk, nor generated tokens, which a
  * new prompt would run in other chunks), so a request's logits stay bit-identical to a fresh
  * run's, and at least one prompt token is always run, for the logits.
@@ -32,6 +35,7 @@ struct srv_req {
     int slot, fed;          /* prompt tokens in the cache */
     int32_t next;           /* sampled token to feed at the next step */
     int cached;             /* prompt tokens taken from the prompt cache */
+    bool copied;            /* ... copied from a running request's slot */
     int n_gen;
     bl_sampler smp;
     bl_detok detok;         /* token ids -> valid UTF-8 */
@@ -163,6 +167,7 @@ static void finish(srv_engine *e, srv_req *r, const char *why, const char *error
     const double secs = bl_time_s() - r->t_start;
     const unsigned long id = r->id;
     const int n_prompt = r->p.n_prompt, n_gen = r->n_gen, cached = r->cached;
+    const bool copied = r->copied;
     pthread_mutex_lock(&e->mu);
     r->done = true;
     r->finish = why;
@@ -175,8 +180,9 @@ static void finish(srv_engine *e, srv_req *r, const char *why, const char *error
     e->n_active--;
     unref_locked(r); /* r may be gone from here on */
     pthread_mutex_unlock(&e->mu);
-    logf_(e, "request %lu: %s, prompt %d tokens (%d from the prompt cache), %d generated, "
-          "%.2f s", id, why ? why : (error ? error : "failed"), n_prompt, cached, n_gen, secs);
+    logf_(e, "request %lu: %s, prompt %d tokens (%d from the prompt cache%s), %d generated, "
+          "%.2f s", id, why ? why : (error ? error : "failed"), n_prompt, cached,
+          copied ? ", copied from a running request" : "", n_gen, secs);
 }
 
 static bool is_stop_id(const srv_req *r, int32_t tok) {
@@ -228,21 +234,37 @@ static void accept_token(srv_engine *e, srv_req *r, int32_t tok) {
 
 /* ---- the scheduler ---- */
 
+/* How many of p's prompt tokens the n tokens at `have` hold, in whole chunks, and not the whole
+ * prompt (its last token must run, for the logits). */
+static int shared_chunks(const srv_engine *e, const srv_params *p, const int32_t *have, int n) {
+    const int C = e->o.chunk, limit = (p->n_prompt - 1) / C * C;
+    const int max = n < limit ? n : limit;
+    int k = 0;
+    while (k < max && have[k] == p->prompt[k]) k++;
+    return k / C * C;
+}
+
 /* The free slot for a request with parameters p (e->mu held): the one whose kept chunks start
  * p's prompt for longest, the least recently used among equals; *reuse receives how many tokens
- * it can take from there (whole chunks, and not the whole prompt: its last token must run). */
-static int pick_slot(const srv_engine *e, const srv_params *p, int *reuse) {
-    const int C = e->o.chunk, limit = (p->n_prompt - 1) / C * C;
+ * it takes from there. Should a running request's prompt chunks that have run start p's prompt
+ * for longer (concurrent requests with one long system prompt), *src receives its slot and
+ * *reuse that length, to be copied; otherwise *src is -1. */
+static int pick_slot(const srv_engine *e, const srv_params *p, int *reuse, int *src) {
     int best = -1, best_n = -1;
     for (int s = 0; s < e->o.parallel; s++) {
         if (e->slots[s]) continue;
-        const int max = e->n_kept[s] < limit ? e->n_kept[s] : limit;
-        int n = 0;
-        while (n < max && e->kept[s][n] == p->prompt[n]) n++;
-        n = n / C * C;
+        const int n = shared_chunks(e, p, e->kept[s], e->n_kept[s]);
         if (n > best_n || (n == best_n && e->used[s] < e->used[best])) best = s, best_n = n;
     }
     *reuse = best_n;
+    *src = -1;
+    for (int s = 0; s < e->o.parallel; s++) {
+        const srv_req *r = e->slots[s];
+        if (!r) continue;
+        const int ran = r->fed < r->p.n_prompt ? r->fed : r->p.n_prompt;
+        const int n = shared_chunks(e, p, r->p.prompt, ran);
+        if (n > *reuse) *reuse = n, *src = s;
+    }
     return best;
 }
 
@@ -276,8 +298,8 @@ static void admit_locked(srv_engine *e) {
             unref_locked(r);
             continue;
         }
-        int reuse;
-        const int slot = pick_slot(e, &r->p, &reuse);
+        int reuse, src;
+        const int slot = pick_slot(e, &r->p, &reuse, &src);
         bl_err err = {0};
         if (bl_sampler_init(&r->smp, e->m->cfg.vocab_size, r->p.temperature, r->p.top_p,
                             r->p.seed, &err) ||
@@ -291,10 +313,16 @@ static void admit_locked(srv_engine *e) {
             continue;
         }
         for (int i = 0; i < r->p.n_prompt; i++) bl_sampler_accept(&r->smp, r->p.prompt[i]);
-        bl_state_slot_truncate(e->st, slot, reuse);
+        if (src >= 0) {
+            bl_state_slot_copy(e->st, slot, src, reuse);
+            memcpy(e->kept[slot], r->p.prompt, (size_t)reuse * sizeof(int32_t));
+        } else {
+            bl_state_slot_truncate(e->st, slot, reuse);
+        }
         e->n_kept[slot] = reuse;
         e->used[slot] = ++e->n_admitted;
         r->fed = r->cached = reuse;
+        r->copied = src >= 0;
         r->slot = slot;
         r->admitted = true;
         r->t_start = bl_time_s();
