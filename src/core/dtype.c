@@ -77,7 +77,8 @@ static void f64_to_f32(const void *src, float *dst, size_t n) {
  * element of [0, n), or n. A chunk is tested 8 bytes at a time with no early exit (SWAR: a lane
  * whose exponent bits are all set becomes a zero lane after (w & M) ^ M, and zero lanes are
  * detected exactly by the borrow trick), then searched element by element only when it holds
- * one. F32 arrays run at memory speed this way; the per-element loop ran at 2.5 GB/s (F16). */
+ * one (F32: see f32_nonfinite). F32 arrays run at memory speed this way; the per-element loop
+ * ran at 2.5 GB/s (F16). */
 #define SCAN_CHUNK 4096 /* elements */
 
 /* Index of the first element e (width bytes each, e & mask == mask) in [0, n), or n. */
@@ -115,9 +116,30 @@ static size_t scan_swar(const void *src, size_t n, int width, uint64_t M, uint64
     return n;
 }
 
+/* F32: the exponent test of eight elements a step, as straight-line code the compiler vectorizes
+ * (four lanes at the baseline ISA against SWAR's two, and no borrow trick: 0.15 against 1.2 µs
+ * for 4096 floats in L1, 4.5 against 9.7 µs for 32000), then the element search only in a chunk
+ * that holds one. */
 static size_t f32_nonfinite(const void *src, size_t n) {
-    return scan_swar(src, n, 4, 0x7f8000007f800000ull, 0x0000000100000001ull,
-                     0x8000000080000000ull);
+    const uint8_t *p = src;
+    for (size_t c0 = 0; c0 < n; c0 += SCAN_CHUNK) {
+        const size_t len = n - c0 < SCAN_CHUNK ? n - c0 : SCAN_CHUNK;
+        const uint8_t *c = p + 4 * c0;
+        uint32_t bad = 0;
+        size_t i = 0;
+        for (; i + 8 <= len; i += 8) {
+            uint32_t b[8];
+            memcpy(b, c + 4 * i, sizeof b);
+            for (int k = 0; k < 8; k++) bad |= (b[k] & 0x7f800000u) == 0x7f800000u;
+        }
+        for (; i < len; i++) {
+            uint32_t b;
+            memcpy(&b, c + 4 * i, sizeof b);
+            bad |= (b & 0x7f800000u) == 0x7f800000u;
+        }
+        if (bad) return c0 + scan_elems(c, len, 4, 0x7f800000u);
+    }
+    return n;
 }
 static size_t f16_nonfinite(const void *src, size_t n) {
     return scan_swar(src, n, 2, 0x7c007c007c007c00ull, 0x0001000100010001ull,

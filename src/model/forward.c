@@ -558,22 +558,9 @@ static void residual_add(float *restrict x, const float *restrict d, size_t n) {
     for (; i < n; i++) x[i] += d[i];
 }
 
-/* Whether one of n floats is NaN or ±Inf: an OR over their exponent bits (all set), eight per
- * step as straight-line code the compiler vectorizes. */
+/* Whether one of n floats is NaN or ±Inf (the F32 dtype's scan, vectorized). */
 static bool any_nonfinite(const float *r, int64_t n) {
-    uint32_t bad = 0;
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint32_t b[8];
-        memcpy(b, r + i, sizeof b);
-        for (int k = 0; k < 8; k++) bad |= (b[k] & 0x7f800000u) == 0x7f800000u;
-    }
-    for (; i < n; i++) {
-        uint32_t b;
-        memcpy(&b, r + i, sizeof b);
-        bad |= (b & 0x7f800000u) == 0x7f800000u;
-    }
-    return bad != 0;
+    return bl_dtype_info(BL_DT_F32)->find_nonfinite(r, (size_t)n) < (size_t)n;
 }
 
 /* Index of the first row (of T rows of n floats) holding a NaN or Inf, or -1 (any_nonfinite per

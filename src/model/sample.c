@@ -1,5 +1,6 @@
 /* Token sampling: penalties on the recent text, then greedy, temperature, nucleus (top-p). */
 #include "bitllm/model.h"
+#include "bitllm/tensor.h"
 
 #include <float.h>
 #include <math.h>
@@ -129,40 +130,29 @@ static const float *penalized(bl_sampler *s, const float *logits) {
     return s->adjusted;
 }
 
-/* The bits of a float, for the exponent test and the order of positive floats. */
+/* The bits of a float, for the order of positive floats and the exp's bit operations. */
 static uint32_t bits_of(float x) {
     uint32_t b;
     memcpy(&b, &x, sizeof b);
     return b;
 }
 
-/* Whether all n >= 1 floats are finite; their maximum in *mx. One pass, sixteen running maxima as
- * straight-line code the compiler vectorizes (the exponent test alongside: a NaN/Inf would leave
- * no candidate, or a NaN mass, below). The maximum of a set does not depend on the order in which
- * it is taken, so this is the same value a scalar loop finds. */
-static bool finite_max(const float *x, int n, float *mx) {
+/* The maximum of n >= 1 floats (finite): sixteen running maxima as straight-line code the
+ * compiler vectorizes. The maximum of a set does not depend on the order in which it is taken,
+ * so this is the same value a scalar loop finds. */
+static float max_of(const float *x, int n) {
     float m[16];
-    uint32_t bad = 0;
     for (int k = 0; k < 16; k++) m[k] = x[0];
     int i = 0;
     for (; i + 16 <= n; i += 16) {
         float v[16];
-        uint32_t b[16];
         memcpy(v, x + i, sizeof v);
-        memcpy(b, x + i, sizeof b);
-        for (int k = 0; k < 16; k++) {
-            m[k] = v[k] > m[k] ? v[k] : m[k];
-            bad |= (b[k] & 0x7f800000u) == 0x7f800000u;
-        }
+        for (int k = 0; k < 16; k++) m[k] = v[k] > m[k] ? v[k] : m[k];
     }
-    for (; i < n; i++) {
-        m[0] = x[i] > m[0] ? x[i] : m[0];
-        bad |= (bits_of(x[i]) & 0x7f800000u) == 0x7f800000u;
-    }
+    for (; i < n; i++) m[0] = x[i] > m[0] ? x[i] : m[0];
     float r = m[0];
     for (int k = 1; k < 16; k++) r = m[k] > r ? m[k] : r;
-    *mx = r;
-    return bad == 0;
+    return r;
 }
 
 /* The lowest index holding the value mx (the maximum of x, so one exists). Greedy decoding used
@@ -319,9 +309,10 @@ static inline float exp_nonpos(float x) {
 /* p = softmax(l / temperature) with mx = max l: the exponentials, their sum in double as 8
  * interleaved partial sums added pairwise (a fixed order), then one multiplication by its
  * inverse — each loop vectorized at -O2 up to the last V mod 8 logits (a running double sum and a
- * division per logit were a dependent chain and a divider's throughput). */
-static void to_probs(const float *restrict l, int V, float mx, float temperature,
-                     float *restrict p) {
+ * division per logit were a dependent chain and a divider's throughput). Returns the largest
+ * probability: the maximum's exponential is exactly 1 (exp_nonpos(0)), so it is the inverse. */
+static float to_probs(const float *restrict l, int V, float mx, float temperature,
+                      float *restrict p) {
     const int V8 = V & ~7;
     for (int i = 0; i < V8; i++) p[i] = exp_nonpos((l[i] - mx) / temperature);
     for (int i = V8; i < V; i++) p[i] = exp_nonpos((l[i] - mx) / temperature);
@@ -333,16 +324,17 @@ static void to_probs(const float *restrict l, int V, float mx, float temperature
                               ((acc[1] + acc[5]) + (acc[3] + acc[7])));
     for (int i = 0; i < V8; i++) p[i] = (float)(p[i] * inv);
     for (int i = V8; i < V; i++) p[i] = (float)(p[i] * inv);
+    return (float)inv;
 }
 
 int bl_sample(bl_sampler *s, const float *logits) {
     const int V = s->vocab;
-    float mx;
-    if (!finite_max(logits, V, &mx)) return -1;
-    const float *l = penalized(s, logits);
-    if (l != logits) finite_max(l, V, &mx); /* penalized logits are finite (clamped) */
+    /* a NaN/Inf would leave no candidate, or a NaN mass, below */
+    if (bl_dtype_info(BL_DT_F32)->find_nonfinite(logits, (size_t)V) < (size_t)V) return -1;
+    const float *l = penalized(s, logits); /* finite: huge penalties are clamped */
+    const float mx = max_of(l, V);
     if (s->temperature <= 0.0f) return first_index_of(l, V, mx);
-    to_probs(l, V, mx, s->temperature, s->probs);
+    const float p_max = to_probs(l, V, mx, s->temperature, s->probs);
     float r = bl_rng_uniform(&s->rng);
     if (s->top_p >= 1.0f && s->top_k <= 0 && s->min_p <= 0.0f) {
         double cdf = 0.0;
@@ -352,8 +344,6 @@ int bl_sample(bl_sampler *s, const float *logits) {
         }
         return V - 1;
     }
-    float p_max = 0.0f;
-    if (s->min_p > 0.0f) finite_max(s->probs, V, &p_max);
     const int t = sample_filtered(s, r, p_max);
     return t >= 0 ? t : first_index_of(l, V, mx);
 }

@@ -556,9 +556,7 @@ void srv_wait(srv_engine *e, srv_req *r, int timeout_ms, srv_str *text, srv_piec
     st->done = r->done && r->out.n == 0 && r->n_ends == 0;
     st->finish = r->finish;
     snprintf(st->error, sizeof st->error, "%s", r->error);
-    st->prompt_tokens = r->p.n_prompt;
-    st->completion_tokens = r->n_out;
-    st->cached_tokens = r->admitted ? r->cached : 0;
+    st->usage = (srv_usage){r->p.n_prompt, r->n_out, r->admitted ? r->cached : 0};
     pthread_mutex_unlock(&e->mu);
 }
 

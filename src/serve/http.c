@@ -150,7 +150,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
                 if (ss.finish) {
                     ok = add_event(st, srv_chunk_json(&st->reply, NULL, false, ss.finish));
                     if (ok && st->include_usage)
-                        ok = add_event(st, srv_usage_chunk_json(&st->reply, srv_status_usage(&ss)));
+                        ok = add_event(st, srv_usage_chunk_json(&st->reply, ss.usage));
                 } else {
                     srv_error err = {.status = 500};
                     snprintf(err.message, sizeof err.message, "generation failed: %s", ss.error);
@@ -251,7 +251,7 @@ static enum MHD_Result generate(bl_server *s, struct MHD_Connection *c, conn_t *
     new_reply(s, chat, &reply);
     enum MHD_Result ret =
         ss.finish ? answer(c, 200, srv_completion_json(&reply, text.p ? text.p : "", ss.finish,
-                                                       srv_status_usage(&ss)),
+                                                       ss.usage),
                            NULL)
                   : answer_error(c, strstr(ss.error, "shutting down") ? 503 : 500, NULL, NULL,
                                  NULL, "generation failed: %s", ss.error);

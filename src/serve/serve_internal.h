@@ -77,12 +77,8 @@ typedef struct {
     bool done;
     const char *finish;  /* "stop" or "length" once done; NULL when it failed */
     char error[256];     /* why it failed */
-    int prompt_tokens, completion_tokens;
-    int cached_tokens;   /* prompt tokens whose keys and values the prompt cache held */
+    srv_usage usage;
 } srv_status;
-static inline srv_usage srv_status_usage(const srv_status *s) {
-    return (srv_usage){s->prompt_tokens, s->completion_tokens, s->cached_tokens};
-}
 /* Where the pieces of taken text end (offsets into the text they were appended to). */
 typedef struct {
     size_t *ends;
