@@ -37,10 +37,11 @@ static void attend_at(bl_isa isa, const float *q, int G, const float *K, const f
     bl_attend(q, hd, G, K, V, ld, hd, n, scale, P, out, hd, isa);
 }
 
-/* The levels with a kernel of their own: the reference, and AVX-512 where the CPU has it. */
-static int levels(bl_isa out[2]) {
+/* The levels with a kernel of their own: the reference, AVX2 and AVX-512 where the CPU has them. */
+static int levels(bl_isa out[3]) {
     int k = 0;
     out[k++] = BL_ISA_REF;
+    if (bl_cpu_best_isa() >= BL_ISA_AVX2) out[k++] = BL_ISA_AVX2;
     if (bl_cpu_best_isa() >= BL_ISA_AVX512) out[k++] = BL_ISA_AVX512;
     return k;
 }
@@ -57,7 +58,7 @@ static void test_silu(void) {
         if (i % 7 == 3) h[i] = (float)((urand() - 0.5) * 8.0); /* dense near 0 */
         u[i] = (float)(0.25 + urand() * 3.0);
     }
-    bl_isa lv[2];
+    bl_isa lv[3];
     const int nl = levels(lv);
     for (int l = 0; l < nl; l++) {
         int bad = 0;
@@ -90,7 +91,7 @@ static void test_softmax(void) {
     const int lens[] = {1, 2, 5, 15, 16, 17, 31, 33, 40, 1000};
     float x[1000], got[1000];
     double want[1000];
-    bl_isa lv[2];
+    bl_isa lv[3];
     const int nl = levels(lv);
     for (int li = 0; li < (int)(sizeof lens / sizeof *lens); li++) {
         const int n = lens[li];
@@ -125,7 +126,7 @@ static void test_softmax(void) {
 static void test_attend(void) {
     const int hds[] = {12, 64, 80, 128, 200}, ns[] = {1, 2, 15, 16, 17, 33, 64, 65, 300};
     const int Gs[] = {1, 3, 20};
-    bl_isa lv[2];
+    bl_isa lv[3];
     const int nl = levels(lv);
     for (int a = 0; a < (int)(sizeof hds / sizeof *hds); a++)
         for (int b = 0; b < (int)(sizeof ns / sizeof *ns); b++)
@@ -196,11 +197,14 @@ static void test_attend(void) {
 
 /* The dispatchers, which the cases above call, run the level asked for: each kernel's entry point
  * agrees bit for bit with its dispatcher at that level. */
-/* Attention on an FP16 cache (bl_attend_f16): at AVX-512 the results of bl_attend on the widened
- * values, bit for bit (shapes with tails in both the keys and the head dimension, groups larger
- * than a chunk, a row stride that is not the head dimension); below it refuses (false). */
+/* Attention on an FP16 cache (bl_attend_f16): at AVX2 and AVX-512 the results of bl_attend on the
+ * widened values, bit for bit (shapes with tails in both the keys and the head dimension, groups
+ * larger than a chunk, a row stride that is not the head dimension); at the reference it refuses
+ * (false). */
 static void test_attend_f16(void) {
     const int hds[] = {12, 64, 128}, ns[] = {1, 17, 65, 300}, Gs[] = {1, 3, 20};
+    bl_isa lv[3];
+    const int nl = levels(lv);
     for (int a = 0; a < 3; a++)
         for (int b = 0; b < 4; b++)
             for (int gi = 0; gi < 3; gi++) {
@@ -220,39 +224,43 @@ static void test_attend_f16(void) {
                 for (int i = 0; i < G * hd; i++) q[i] = (float)(2.0 * urand() - 1.0);
                 const float scale = 1.0f / sqrtf((float)hd);
                 CHECK(!bl_attend_f16(q, hd, G, K16, V16, ld, hd, n, scale, P, y, hd, BL_ISA_REF));
-                if (bl_cpu_best_isa() >= BL_ISA_AVX512) {
-                    bl_attend(q, hd, G, K, V, ld, hd, n, scale, P, x, hd, BL_ISA_AVX512);
-                    CHECK(bl_attend_f16(q, hd, G, K16, V16, ld, hd, n, scale, P, y, hd, BL_ISA_AVX512));
+                for (int l = 1; l < nl; l++) {
+                    bl_attend(q, hd, G, K, V, ld, hd, n, scale, P, x, hd, lv[l]);
+                    CHECK(bl_attend_f16(q, hd, G, K16, V16, ld, hd, n, scale, P, y, hd, lv[l]));
                     CHECK_MSG(memcmp(x, y, sizeof(float) * (size_t)(G * hd)) == 0,
-                              "hd %d n %d G %d: FP16 cache differs from its widened values", hd, n, G);
+                              "%s hd %d n %d G %d: FP16 cache differs from its widened values",
+                              bl_isa_name(lv[l]), hd, n, G);
                 }
                 free(K16), free(V16), free(K), free(V), free(q), free(P), free(x), free(y);
             }
 }
 
+/* The dispatchers, which the cases above call, run the level asked for: each kernel's entry point
+ * agrees bit for bit with its dispatcher at that level. */
 static void test_dispatch(void) {
-    if (bl_cpu_best_isa() < BL_ISA_AVX512) SKIP("this CPU has no AVX-512");
     float q[128], K[64 * 20], V[64 * 20], P[40], a[128], b[128];
     for (int i = 0; i < 128; i++) q[i] = (float)(urand() - 0.5);
     for (int i = 0; i < 64 * 20; i++) K[i] = (float)(urand() - 0.5), V[i] = (float)urand();
-    bl_attend(q, 64, 2, K, V, 64, 64, 20, 0.125f, P, a, 64, BL_ISA_AVX512);
-    bl_attend_avx512(q, 64, 2, K, V, 64, 64, 20, 0.125f, P, b, 64);
-    CHECK(memcmp(a, b, sizeof a) == 0);
-    bl_attend(q, 64, 2, K, V, 64, 64, 20, 0.125f, P, a, 64, BL_ISA_REF);
-    bl_attend_ref(q, 64, 2, K, V, 64, 64, 20, 0.125f, P, b, 64);
-    CHECK(memcmp(a, b, sizeof a) == 0);
-    const float *u = V; /* 128 gates, 128 multipliers */
-    for (int isa = BL_ISA_REF; isa <= BL_ISA_AVX512; isa += BL_ISA_AVX512 - BL_ISA_REF) {
+    bl_isa lv[3];
+    const int nl = levels(lv);
+    for (int l = 0; l < nl; l++) {
+        const bl_isa isa = lv[l];
+        bl_attend(q, 64, 2, K, V, 64, 64, 20, 0.125f, P, a, 64, isa);
+        (isa == BL_ISA_AVX512 ? bl_attend_avx512 : isa == BL_ISA_AVX2 ? bl_attend_avx2
+                                                                      : bl_attend_ref)(
+            q, 64, 2, K, V, 64, 64, 20, 0.125f, P, b, 64);
+        CHECK_MSG(memcmp(a, b, sizeof a) == 0, "bl_attend at %s", bl_isa_name(isa));
+        const float *u = V; /* 128 gates, 128 multipliers */
         memcpy(a, K, sizeof a), memcpy(b, K, sizeof b);
-        bl_silu_mul(a, u, 128, (bl_isa)isa);
-        if (isa == BL_ISA_AVX512) bl_silu_mul_avx512(b, u, 128);
-        else bl_silu_mul_ref(b, u, 128);
-        CHECK_MSG(memcmp(a, b, sizeof a) == 0, "bl_silu_mul at %s", bl_isa_name((bl_isa)isa));
+        bl_silu_mul(a, u, 128, isa);
+        (isa == BL_ISA_AVX512 ? bl_silu_mul_avx512 : isa == BL_ISA_AVX2 ? bl_silu_mul_avx2
+                                                                        : bl_silu_mul_ref)(b, u, 128);
+        CHECK_MSG(memcmp(a, b, sizeof a) == 0, "bl_silu_mul at %s", bl_isa_name(isa));
         memcpy(a, K, sizeof a), memcpy(b, K, sizeof b);
-        bl_softmax(a, 128, (bl_isa)isa);
-        if (isa == BL_ISA_AVX512) bl_softmax_avx512(b, 128);
-        else bl_softmax_ref(b, 128);
-        CHECK_MSG(memcmp(a, b, sizeof a) == 0, "bl_softmax at %s", bl_isa_name((bl_isa)isa));
+        bl_softmax(a, 128, isa);
+        (isa == BL_ISA_AVX512 ? bl_softmax_avx512 : isa == BL_ISA_AVX2 ? bl_softmax_avx2
+                                                                       : bl_softmax_ref)(b, 128);
+        CHECK_MSG(memcmp(a, b, sizeof a) == 0, "bl_softmax at %s", bl_isa_name(isa));
     }
 }
 

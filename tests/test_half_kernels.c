@@ -137,7 +137,7 @@ static void check_problem(bl_dtype dt, int64_t m, int64_t n, int64_t T, uint64_t
     free(W), free(X), free(Yref), free(Y1), free(Y2), free(mag);
 }
 
-/* f32 → f16 (the FP16 KV cache): the AVX-512 conversion equals the scalar bl_f32_to_f16 bit for
+/* f32 → f16 (the FP16 KV cache): the AVX-512 and AVX2 conversions equal the scalar bl_f32_to_f16 bit for
  * bit on every finite f16 value, the midpoints between neighbours (ties to even) and a quarter
  * step either side, values past 65504 (→ inf, or down to 65504 below the midpoint), below the
  * smallest subnormal and infinities; NaNs stay NaN. Odd start and count, so the tail runs. */
@@ -165,11 +165,12 @@ static void test_to_f16(void) {
     int bad = 0;
     for (size_t i = 0; i < n; i++) bad += ref[i] != bl_f32_to_f16(src[i]);
     CHECK(bad == 0);
-    if (bl_cpu_best_isa() == BL_ISA_AVX512) {
+    for (int isa = BL_ISA_AVX2; isa <= (int)bl_cpu_best_isa(); isa++) {
         const size_t starts[] = {0, 1, 7}, counts[] = {n, n - 9, 5};
         for (int k = 0; k < 3; k++) {
             memset(got, 0xAB, cap * sizeof *got);
-            bl_f32_to_f16_n_avx512(src + starts[k], got + starts[k], counts[k]);
+            (isa == BL_ISA_AVX512 ? bl_f32_to_f16_n_avx512 : bl_f32_to_f16_n_avx2)(
+                src + starts[k], got + starts[k], counts[k]);
             bad = 0;
             for (size_t i = starts[k]; i < starts[k] + counts[k]; i++) {
                 const bool nan = isnan(src[i]);
@@ -177,7 +178,7 @@ static void test_to_f16(void) {
                 if (!same && bad++ < 3)
                     fprintf(stderr, "  f32 %a: 0x%04x vs 0x%04x\n", (double)src[i], got[i], ref[i]);
             }
-            CHECK_MSG(bad == 0, "%d conversions differ", bad);
+            CHECK_MSG(bad == 0, "%s: %d conversions differ", bl_isa_name((bl_isa)isa), bad);
             if (starts[k] + counts[k] < cap) CHECK(got[starts[k] + counts[k]] == 0xABAB);
         }
     }

@@ -183,10 +183,10 @@ bool bl_qmat_i8_native(bl_isa isa);
 
 /* The element-wise and attention steps of a forward pass. The references (src/kernels/ref/
  * act_ref.c: f32 with libm's expf, loops the compiler may vectorise) are the specification and
- * run at the REF and AVX2 levels; the AVX-512 versions (x86/act_avx512.c) use a polynomial exp
- * within 1 ulp of the correctly rounded e^x (NaN in gives NaN out, overflow inf, underflow 0)
- * and sum in other fixed orders. Results depend only on the inputs and the ISA level, never on
- * the thread count. */
+ * run at the REF level; the AVX2 and AVX-512 versions (x86/act_avx2.c, x86/act_avx512.c) use one
+ * polynomial exp within 1 ulp of the correctly rounded e^x (NaN in gives NaN out, overflow inf,
+ * underflow 0) and sum in other fixed orders (8 and 16 lanes). Results depend only on the inputs
+ * and the ISA level, never on the thread count. */
 /* h[i] = silu(h[i])·u[i] = h[i] / (1 + e^(−h[i])) · u[i], i < n (the SwiGLU gate). */
 void bl_silu_mul(float *h, const float *u, int64_t n, bl_isa isa);
 void bl_silu_mul_ref(float *h, const float *u, int64_t n);
@@ -203,7 +203,7 @@ void bl_attend(const float *q, int64_t q_stride, int G, const float *K, const fl
                bl_isa isa);
 /* bl_attend on an FP16 cache (K and V rows of FP16 values, stride ld), each value widened exactly
  * as it is read: the results of bl_attend on the widened values, bit for bit. Where the level
- * has no such kernel (below AVX-512) it returns false and computes nothing; the caller widens. */
+ * has no such kernel (the reference) it returns false and computes nothing; the caller widens. */
 bool bl_attend_f16(const float *q, int64_t q_stride, int G, const uint16_t *K, const uint16_t *V,
                    int64_t ld, int hd, int n, float scale, float *P, float *out,
                    int64_t out_stride, bl_isa isa);

@@ -345,8 +345,12 @@ void bl_half_to_f32(bl_dtype dt, const uint16_t *src, float *dst, size_t count) 
 }
 
 void bl_f32_to_f16_n(const float *src, uint16_t *dst, size_t count) {
-    if (bl_default_isa() == BL_ISA_AVX512) bl_f32_to_f16_n_avx512(src, dst, count);
-    else bl_f32_to_f16_n_ref(src, dst, count);
+    switch (bl_default_isa()) {
+    case BL_ISA_AVX512: bl_f32_to_f16_n_avx512(src, dst, count); return;
+    case BL_ISA_AVX2: bl_f32_to_f16_n_avx2(src, dst, count); return;
+    default: break;
+    }
+    bl_f32_to_f16_n_ref(src, dst, count);
 }
 
 /* ---- group-quantized products (qsym) ---- */
@@ -397,27 +401,45 @@ void bl_qmat_matmul_i8(const bl_qmat *Q, const float *X, int64_t T, float *Y, vo
 /* ---- element-wise and attention steps ---- */
 
 void bl_silu_mul(float *h, const float *u, int64_t n, bl_isa isa) {
-    if (bl_isa_clamp(isa) == BL_ISA_AVX512) bl_silu_mul_avx512(h, u, n);
-    else bl_silu_mul_ref(h, u, n);
+    switch (bl_isa_clamp(isa)) {
+    case BL_ISA_AVX512: bl_silu_mul_avx512(h, u, n); return;
+    case BL_ISA_AVX2: bl_silu_mul_avx2(h, u, n); return;
+    default: bl_silu_mul_ref(h, u, n); return;
+    }
 }
 
 void bl_softmax(float *x, int64_t n, bl_isa isa) {
-    if (bl_isa_clamp(isa) == BL_ISA_AVX512) bl_softmax_avx512(x, n);
-    else bl_softmax_ref(x, n);
+    switch (bl_isa_clamp(isa)) {
+    case BL_ISA_AVX512: bl_softmax_avx512(x, n); return;
+    case BL_ISA_AVX2: bl_softmax_avx2(x, n); return;
+    default: bl_softmax_ref(x, n); return;
+    }
 }
 
 bool bl_attend_f16(const float *q, int64_t q_stride, int G, const uint16_t *K, const uint16_t *V,
                    int64_t ld, int hd, int n, float scale, float *P, float *out,
                    int64_t out_stride, bl_isa isa) {
-    if (bl_isa_clamp(isa) != BL_ISA_AVX512) return false;
-    bl_attend_f16_avx512(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride);
-    return true;
+    switch (bl_isa_clamp(isa)) {
+    case BL_ISA_AVX512:
+        bl_attend_f16_avx512(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride);
+        return true;
+    case BL_ISA_AVX2:
+        bl_attend_f16_avx2(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride);
+        return true;
+    default: return false;
+    }
 }
 
 void bl_attend(const float *q, int64_t q_stride, int G, const float *K, const float *V,
                int64_t ld, int hd, int n, float scale, float *P, float *out, int64_t out_stride,
                bl_isa isa) {
-    if (bl_isa_clamp(isa) == BL_ISA_AVX512)
+    switch (bl_isa_clamp(isa)) {
+    case BL_ISA_AVX512:
         bl_attend_avx512(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride);
-    else bl_attend_ref(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride);
+        return;
+    case BL_ISA_AVX2:
+        bl_attend_avx2(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride);
+        return;
+    default: bl_attend_ref(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride); return;
+    }
 }

@@ -33,5 +33,6 @@ void bl_half_avx512(const bl_half_job *j, int64_t u0, int64_t u1);
 void bl_half_to_f32_avx2(bl_dtype dt, const uint16_t *src, float *dst, size_t count);
 void bl_half_to_f32_avx512(bl_dtype dt, const uint16_t *src, float *dst, size_t count);
 void bl_f32_to_f16_n_avx512(const float *src, uint16_t *dst, size_t count);
+void bl_f32_to_f16_n_avx2(const float *src, uint16_t *dst, size_t count);
 
 #endif

@@ -120,3 +120,18 @@ void bl_half_to_f32_avx2(bl_dtype dt, const uint16_t *src, float *dst, size_t co
         memcpy(dst + i, out, (count - i) * sizeof(float));
     }
 }
+
+/* F16C's VCVTPS2PH with round-to-nearest-even: bl_f32_to_f16's rounding, NaNs kept NaN. */
+void bl_f32_to_f16_n_avx2(const float *src, uint16_t *dst, size_t count) {
+    enum { RNE = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC };
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), RNE));
+    if (i < count) {
+        float buf[8] = {0};
+        uint16_t out[8];
+        memcpy(buf, src + i, (count - i) * sizeof(float));
+        _mm_storeu_si128((__m128i *)out, _mm256_cvtps_ph(_mm256_loadu_ps(buf), RNE));
+        memcpy(dst + i, out, (count - i) * sizeof(uint16_t));
+    }
+}
