@@ -92,6 +92,8 @@ void bl_sign_t_avx512_lut(const bl_sign_job *j, int64_t lo, int64_t hi); /* pack
 void bl_sign_t_avx512_mask(const bl_sign_job *j, int64_t lo, int64_t hi); /* needs_tot */
 /* AVX-512 with VBMI and VNNI (x86/sign_i8_avx512vbmi.c): BL_TABLES_I8, packed only */
 void bl_sign_avx512_lut_i8(const bl_sign_job *j, int64_t lo, int64_t hi);
+/* AVX2 (x86/sign_i8_avx2.c): BL_TABLES_I8, packed only; fuses in_scale / out_scale */
+void bl_sign_avx2_lut_i8(const bl_sign_job *j, int64_t lo, int64_t hi);
 /* AVX2 (x86/sign_avx2.c) */
 void bl_sign_avx2_lut(const bl_sign_job *j, int64_t lo, int64_t hi);  /* packed or gather */
 void bl_sign_avx2_mask(const bl_sign_job *j, int64_t lo, int64_t hi); /* needs_tot */
