@@ -82,7 +82,8 @@ typedef void (*bl_sign_range_fn)(const bl_sign_job *j, int64_t lo, int64_t hi);
 
 /* Whether the CPU has GFNI (the AVX-512 transposed kernel's bit transpose; core/cpu.c). */
 bool bl_cpu_has_gfni(void);
-/* Whether the CPU has AVX512-VBMI and AVX512-VNNI (the int8-table kernel; core/cpu.c). */
+/* Whether the CPU has AVX512-VBMI and AVX512-VNNI (the AVX-512 int8-table kernel; without them
+ * the AVX2 one runs; core/cpu.c). */
 bool bl_cpu_has_vbmi_vnni(void);
 
 /* AVX-512 (x86/sign_avx512.c, x86/sign_t_avx512.c) */
