@@ -15,7 +15,7 @@
  * (2·255·127 > 32767). Instead each row's 8 codes of a word are summed first (|Σ| ≤ 1024 fits
  * int16), then multiplied and widened by VPMADDWD. Both sums take adjacent elements together,
  * and adjacent bytes of a lookup are different rows; so Z_1 and Z_3 are built with the rows of
- * each byte pair swapped (row 2s+1 at byte 2s), and a VPBLENDVB of groups g (rows in order) and
+ * each byte pair swapped (bytes 2s and 2s+1 hold the rows Z_0 has at 2s+1 and 2s), and a VPBLENDVB of groups g (rows in order) and
  * g + 2 (swapped) puts one row's two codes side by side (the other blend the next row's): one
  * VPMADDUBSW by 1s adds them into int16. Four such pairs give, per word, E (the even rows' sums)
  * and O (the odd rows'). VPMADDWD then takes two words at once: VPUNPCKL/HWD of E_w and E_{w+1}
@@ -27,7 +27,10 @@
  * table broadcasts and (batches) 8 index loads. The f32 AVX2 tables (sign_avx2.c) spend 44
  * VPERMPS + 44 VADDPS on the same. Shared by every token of a pass: the index vectors, 4 loads,
  * 12 shuffles and 12 nibble operations per word and 32 rows; a batch stores them once per pass
- * (4 KiB) and reads them as VPSHUFB operands, one token reuses them in registers.
+ * (4 KiB) and reads them as VPSHUFB operands, one token reuses them in registers. A range with
+ * an odd number of blocks ends with one block paired with zero bits (its 16 extra rows are not
+ * stored). On one Zen 3 core (no AVX-512), 5632×2048: 80-93 µs at T = 1 against 269 for the f32
+ * tables, 410 µs at T = 8 against 1604 (docs/performance.md, "Int8 sign tables on AVX2").
  *
  * Numerics: the tables are quantized here with the same f32 operations in the same order as the
  * specification (entries ((±x0 ± x1) ± x2) ± x3, maxima, unit, multipliers, inverse, rounding by
@@ -173,8 +176,8 @@ typedef struct {
     bl_sb_geom g;
 } src_t;
 
-/* Byte k of the 32 rows' words w of blocks b (p: its 16 words) and b+1 (p + next; rows of zero
- * bits when !two), Z[k] lane L byte 4u + i = row 8u + 4L + i, except that Z[1] and Z[3] swap the
+/* Byte k of the 32 rows' words w of blocks b (p: the word of its 16 rows) and b+1 (p + next;
+ * rows of zero bits when !two), Z[k] lane L byte 4u + i = row 8u + 4L + i, except that Z[1] and Z[3] swap the
  * rows of each byte pair (byte 4u + i holds row 8u + 4L + (i ^ 1)). */
 ALWAYS_INLINE void word_index(const uint32_t *p, int64_t next, bool two, __m256i Z[4]) {
     /* lane bytes 4k + i <- byte k of lane row i (k even) or i ^ 1 (k odd) */
