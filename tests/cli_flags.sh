@@ -106,6 +106,12 @@ a=$($BIN ppl "$tmp/ob" -f "$tmp/t.txt" --json 2>/dev/null)
 b=$($BIN ppl "$tmp/ob" -f "$tmp/t.txt" --json --sign-tables i8 2>/dev/null)
 check "ppl --sign-tables i8: reported, different from f32 and within 5 %" 'python3 -c "import json,sys; a,b=json.loads(sys.argv[1]),json.loads(sys.argv[2]); assert a[\"sign_tables\"]==\"f32\" and b[\"sign_tables\"]==\"i8\" and a[\"ppl\"]!=b[\"ppl\"] and abs(b[\"ppl\"]/a[\"ppl\"]-1)<0.05, (a[\"ppl\"],b[\"ppl\"])" "$a" "$b"'
 check "generate --sign-tables i8 runs" '$BIN generate "$tmp/ob" -p "Once" -n 8 --temp 0 --sign-tables i8 >/dev/null 2>&1'
+# the 1-bit int8 kernels need AVX2: --isa ref warns that the scalar specification runs, and from
+# AVX2 up (when the CPU has it) no warning (this model has no q8_0/q4_0 matrices)
+check "speed --sign-tables i8 --isa ref warns" '$BIN speed "$tmp/ob" -n 2 -p 2 --sign-tables i8 --isa ref 2>&1 >/dev/null | grep -q "int8 sign tables need AVX2"'
+if grep -qw avx2 /proc/cpuinfo; then
+  check "speed --sign-tables i8 --isa avx2: no warning" '! $BIN speed "$tmp/ob" -n 2 -p 2 --sign-tables i8 --isa avx2 2>&1 >/dev/null | grep -q "warning"'
+fi
 # --kv-cache: a bad value is a usage error; f16 is reported and moves the perplexity a little
 expect_usage "ppl --kv-cache f8" "unknown --kv-cache 'f8' (f32, f16)" $BIN ppl "$G" -f "$tmp/t.txt" --kv-cache f8
 c=$($BIN ppl "$tmp/ob" -f "$tmp/t.txt" --json --kv-cache f16 2>/dev/null)

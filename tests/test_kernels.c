@@ -666,13 +666,85 @@ static void test_i8_tables(void) {
         }
 }
 
+/* The int8-table kernels at the batch sizes decoding runs (T = 1; 2, 7, 8 and 9 around the
+ * 8-token passes; 64), on shapes with a partial 16-row block, an odd number of blocks (the AVX2
+ * kernel takes blocks in pairs: one and two threads pair them differently, and a range can end
+ * with a lone block), a partial last word, fewer than 32 columns and a last chunk of one word;
+ * prepared (the kernel) and not (the specification), 1 and 2 threads: bit for bit the
+ * specification, and with the scalings fused (bl_sign_matmul_scaled, which a prepared matrix
+ * takes at every SIMD level) bit for bit the three steps. Says which kernels this CPU runs. */
+static void test_i8_kernel_batches(void) {
+    static const int64_t shapes[][2] = {{5, 20}, {37, 97}, {100, 1537}, {300, 1100}, {33, 2080}};
+    static const int64_t Ts[] = {1, 2, 7, 8, 9, 64}, Tq[] = {1, 9};
+    const bl_isa best = bl_cpu_best_isa();
+    int nv;
+    const bl_sign_variant *v = bl_sign_variants(&nv);
+    for (int k = 0; k < nv; k++)
+        if (v[k].tables == BL_TABLES_I8 && v[k].isa != BL_ISA_REF)
+            fprintf(stderr, "  (int8 sign tables, %s/%s: %s)\n", bl_isa_name(v[k].isa), v[k].name,
+                    v[k].isa > best                                     ? "not exercised, no such ISA here"
+                    : v[k].isa == BL_ISA_AVX512 && !bl_cpu_has_vbmi_vnni() ? "runs the AVX2 kernel, no VBMI/VNNI here"
+                                                                           : "exercised");
+    if (best < BL_ISA_AVX2) SKIP("no AVX2");
+    const int nT = test_quick() ? 2 : 6;
+    for (int s = 0; s < 5; s++)
+        for (int it = 0; it < nT; it++) {
+            const int64_t m = shapes[s][0], n = shapes[s][1], T = test_quick() ? Tq[it] : Ts[it];
+            problem p;
+            REQUIRE(problem_make(&p, m, n, T, 1300 + (uint64_t)(8 * s + it)));
+            float *g = malloc((size_t)n * sizeof *g), *h = malloc((size_t)m * sizeof *h);
+            float *u = malloc((size_t)(T * n) * sizeof *u);
+            float *want = malloc((size_t)(T * m) * sizeof *want);
+            float *wants = malloc((size_t)(T * m) * sizeof *wants);
+            float *got = malloc((size_t)(T * m) * sizeof *got);
+            REQUIRE(g && h && u && want && wants && got);
+            bl_rng r;
+            bl_rng_seed(&r, 77 + (uint64_t)s);
+            for (int64_t j = 0; j < n; j++)
+                g[j] = ldexpf(1.0f + (float)bl_rng_uniform(&r), (int)(j % 11) - 5) * (j % 3 ? 1.0f : -1.0f);
+            for (int64_t i = 0; i < m; i++)
+                h[i] = ldexpf(1.0f + (float)bl_rng_uniform(&r), (int)(i % 7) - 3) * (i % 4 ? 1.0f : -1.0f);
+            bl_signmat U;
+            bl_signmat_init(&U, m, n, p.bits);
+            bl_sign_matmul_i8_ref(&U, p.X, T, want);
+            for (int64_t k = 0; k < T * n; k++) u[k] = p.X[k] * g[k % n];
+            bl_sign_matmul_i8_ref(&U, u, T, wants);
+            for (int64_t k = 0; k < T * m; k++) wants[k] *= h[k % m];
+            for (int isa = BL_ISA_AVX2; isa <= (int)best; isa++)
+                for (int prep = 0; prep < 2; prep++)
+                    for (int th = 0; th < 2; th++) {
+                        bl_signmat S;
+                        bl_signmat_init(&S, m, n, p.bits);
+                        if (prep) REQUIRE(bl_signmat_prepare(&S, (bl_isa)isa, NULL, NULL) == BL_OK);
+                        const bl_exec ex = {th ? two_threads : NULL, (bl_isa)isa, BL_TABLES_I8};
+                        memset(got, 0xFF, (size_t)(T * m) * sizeof *got);
+                        bl_sign_matmul(&S, p.X, T, got, &ex);
+                        CHECK_MSG(memcmp(got, want, (size_t)(T * m) * sizeof *got) == 0,
+                                  "i8 %s %lldx%lld T=%lld prepared=%d threads=%d: not the spec",
+                                  bl_isa_name((bl_isa)isa), (long long)m, (long long)n,
+                                  (long long)T, prep, th + 1);
+                        memset(got, 0xFF, (size_t)(T * m) * sizeof *got);
+                        const bool fused = bl_sign_matmul_scaled(&S, p.X, g, T, h, got, &ex);
+                        CHECK_MSG(fused == (prep == 1), "i8 %s prepared=%d: fused=%d",
+                                  bl_isa_name((bl_isa)isa), prep, fused);
+                        CHECK_MSG(!fused || memcmp(got, wants, (size_t)(T * m) * sizeof *got) == 0,
+                                  "i8 scaled %s %lldx%lld T=%lld threads=%d: not the three steps",
+                                  bl_isa_name((bl_isa)isa), (long long)m, (long long)n,
+                                  (long long)T, th + 1);
+                        bl_signmat_release(&S);
+                    }
+            free(g), free(h), free(u), free(want), free(wants), free(got);
+            problem_free(&p);
+        }
+}
+
 /* The scaled sign product of the formats (bl_qc_sign_scaled: fused by bl_sign_matmul_scaled where
  * the kernel can, else three passes): bit for bit the three steps (X⊙g, product, ⊙h) at every
  * level, with f32 and int8 tables, prepared and not, 1 and 2 threads, g and h each present or
  * not; shapes with a partial row block, a partial word and several column chunks (the output
  * scaling is applied after the last one), and a zero-column matrix. Scalings span 2^±8 with a
  * few zeros and negative entries. bl_sign_matmul_scaled answers as bl_sign_fuses_scales does,
- * and the fused kernels run at AVX-512. */
+ * and fused kernels run at AVX2 (int8 tables) and AVX-512. */
 static void test_scaled_product(void) {
     static const int64_t shapes[][3] = {{1, 1, 1}, {17, 33, 3}, {65, 1100, 9}, {300, 513, 8},
                                         {40, 0, 2}};
@@ -719,7 +791,8 @@ static void test_scaled_product(void) {
                             CHECK(bl_sign_matmul_scaled(&S, p.X, gs, T, hs, want, &ex) == fuses);
                             bl_signmat_release(&S);
                         }
-        if (best == BL_ISA_AVX512) CHECK_MSG(fused > 0, "no fused product ran at AVX-512");
+        if (best == BL_ISA_AVX512 || (best == BL_ISA_AVX2 && n > 0)) /* AVX2: i8, packed */
+            CHECK_MSG(fused > 0, "no fused product ran at %s", bl_isa_name(best));
         free(g), free(h), free(u), free(want), free(got), free(work);
         problem_free(&p);
     }
@@ -735,6 +808,7 @@ int main(void) {
     TEST_RUN(test_layout_shared_and_bit_identical);
     TEST_RUN(test_all_variants);
     TEST_RUN(test_i8_tables);
+    TEST_RUN(test_i8_kernel_batches);
     TEST_RUN(test_scaled_product);
     TEST_RUN(test_small_shapes);
     TEST_RUN(test_large_shapes);

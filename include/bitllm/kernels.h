@@ -33,15 +33,16 @@ bool bl_isa_from_name(const char *name, bl_isa *out); /* "auto", "ref", "avx2", 
  * step (an integer multiple, 1..255, of one unit per BL_SIGN_I8_BLOCK columns), and summed
  * exactly in int32 over the block (bl_sign_matmul_i8_ref is the specification); the error is at
  * most ~4·(max|group sum|/127 + unit) per 32 columns, and with AVX512-VBMI and VNNI the kernel
- * does a sixth of the f32 tables' work per token, so batched decoding gains more. Either way a
- * token's output does not depend on the batch or the thread count. The transposed products
- * (training) always use f32. */
+ * does a sixth of the f32 tables' work per token (AVX2: under half of the AVX2 f32 tables'
+ * instructions), so batched decoding gains more. Either way a token's output does not depend on
+ * the batch, the thread count or the kernel. The transposed products (training) always use
+ * f32. */
 typedef enum { BL_TABLES_F32 = 0, BL_TABLES_I8 = 1 } bl_sign_tables;
 #define BL_SIGN_I8_BLOCK 512 /* columns of BL_TABLES_I8 that share one unit */
 const char *bl_sign_tables_name(bl_sign_tables t);
 bool bl_sign_tables_from_name(const char *name, bl_sign_tables *out); /* "f32", "i8" */
-/* Whether BL_TABLES_I8 has its SIMD kernel at this level on this CPU (else the scalar
- * specification runs: correct, but far slower). */
+/* Whether BL_TABLES_I8 has its SIMD kernel at this level on this CPU: AVX2 and up (AVX-512 without
+ * VBMI/VNNI runs the AVX2 kernel); else the scalar specification runs: correct, but far slower. */
 bool bl_sign_i8_native(bl_isa isa);
 
 /* Where and how kernels run. pool NULL: the calling thread only. A NULL bl_exec pointer means

@@ -70,10 +70,13 @@ static const bl_sign_variant variants[] = {
      "(the specification)"},
     {"lut4_i8", BL_ISA_AVX512, false, true, BL_TABLES_I8,
      "int8 tables of the 16 signed sums per 4 inputs, VPERMB + VPDPBUSD, packed rows "
-     "(falls back to i8_ref without VBMI/VNNI or packing)"},
+     "(falls back to the AVX2 lut4_i8 without VBMI/VNNI, to i8_ref without packing)"},
+    {"lut4_i8", BL_ISA_AVX2, false, true, BL_TABLES_I8,
+     "int8 tables of the 16 signed sums per 4 inputs, VPSHUFB over 32 rows, codes summed "
+     "by VPMADDUBSW, words scaled by VPMADDWD, packed rows (falls back to i8_ref without packing)"},
 };
 enum { V_REF, V_REF_T, V_LUT3, V_LUT3_GATHER, V_MASK2, V_MASK_T2, V_LUT4, V_LUT4_GATHER,
-       V_MASK512, V_LUT4_T, V_MASK_T512, V_I8_REF, V_LUT4_I8, V_COUNT };
+       V_MASK512, V_LUT4_T, V_MASK_T512, V_I8_REF, V_LUT4_I8, V_LUT4_I8_AVX2, V_COUNT };
 static const variant_impl impls[] = {
     [V_REF] = {NULL, false, false, false, false, -1, false, false},
     [V_REF_T] = {NULL, false, false, false, false, -1, false, false},
@@ -87,7 +90,8 @@ static const variant_impl impls[] = {
     [V_LUT4_T] = {bl_sign_t_avx512_lut, true, false, true, false, V_MASK_T512, true, false},
     [V_MASK_T512] = {bl_sign_t_avx512_mask, false, true, false, false, -1, false, false},
     [V_I8_REF] = {NULL, false, false, false, false, -1, false, false},
-    [V_LUT4_I8] = {bl_sign_avx512_lut_i8, true, false, false, true, V_I8_REF, true, true},
+    [V_LUT4_I8] = {bl_sign_avx512_lut_i8, true, false, false, true, V_LUT4_I8_AVX2, true, true},
+    [V_LUT4_I8_AVX2] = {bl_sign_avx2_lut_i8, true, false, false, false, V_I8_REF, true, true},
 };
 _Static_assert(sizeof variants / sizeof variants[0] == V_COUNT, "one impl per variant");
 _Static_assert(sizeof impls / sizeof impls[0] == V_COUNT, "one impl per variant");
@@ -130,12 +134,13 @@ static void sign_call_static(void *call, int ith, int nth) {
     if (lo < hi) c->fn(c->job, lo, hi);
 }
 
-/* The implementation variant k runs as for S on this CPU (its fallback where packing, GFNI or
- * VBMI/VNNI is missing). */
+/* The implementation variant k runs as for S on this CPU: its fallback where packing, GFNI or
+ * VBMI/VNNI is missing, and that one's in turn (the AVX-512 int8 tables without VBMI/VNNI run the
+ * AVX2 ones, which without packing run the specification). */
 static const variant_impl *resolve(int k, const bl_signmat *S) {
     const variant_impl *v = &impls[k];
-    if (v->fallback >= 0 && (!S->packed || (v->needs_gfni && !bl_cpu_has_gfni()) ||
-                             (v->needs_vbmi && !bl_cpu_has_vbmi_vnni())))
+    while (v->fallback >= 0 && (!S->packed || (v->needs_gfni && !bl_cpu_has_gfni()) ||
+                                (v->needs_vbmi && !bl_cpu_has_vbmi_vnni())))
         v = &impls[v->fallback];
     return v;
 }
@@ -200,7 +205,8 @@ void bl_sign_variant_run(int k, const bl_signmat *S, const float *in, int64_t T,
 /* The variant bl_sign_matmul runs under ex. */
 static int matmul_variant(const bl_exec *ex) {
     const bl_isa isa = exec_isa(ex);
-    if (ex && ex->tables == BL_TABLES_I8) return isa == BL_ISA_AVX512 ? V_LUT4_I8 : V_I8_REF;
+    if (ex && ex->tables == BL_TABLES_I8)
+        return isa == BL_ISA_AVX512 ? V_LUT4_I8 : isa == BL_ISA_AVX2 ? V_LUT4_I8_AVX2 : V_I8_REF;
     return isa == BL_ISA_AVX512 ? V_LUT4 : isa == BL_ISA_AVX2 ? V_LUT3 : V_REF;
 }
 
@@ -237,9 +243,8 @@ bool bl_sign_tables_from_name(const char *name, bl_sign_tables *out) {
     return true;
 }
 
-bool bl_sign_i8_native(bl_isa isa) {
-    return bl_isa_clamp(isa) == BL_ISA_AVX512 && bl_cpu_has_vbmi_vnni();
-}
+/* AVX-512 runs the VBMI/VNNI kernel where the CPU has both, else the AVX2 one (resolve). */
+bool bl_sign_i8_native(bl_isa isa) { return bl_isa_clamp(isa) >= BL_ISA_AVX2; }
 
 /* ---- bl_signmat ---- */
 

@@ -82,7 +82,8 @@ typedef void (*bl_sign_range_fn)(const bl_sign_job *j, int64_t lo, int64_t hi);
 
 /* Whether the CPU has GFNI (the AVX-512 transposed kernel's bit transpose; core/cpu.c). */
 bool bl_cpu_has_gfni(void);
-/* Whether the CPU has AVX512-VBMI and AVX512-VNNI (the int8-table kernel; core/cpu.c). */
+/* Whether the CPU has AVX512-VBMI and AVX512-VNNI (the AVX-512 int8-table kernel; without them
+ * the AVX2 one runs; core/cpu.c). */
 bool bl_cpu_has_vbmi_vnni(void);
 
 /* AVX-512 (x86/sign_avx512.c, x86/sign_t_avx512.c) */
@@ -92,6 +93,8 @@ void bl_sign_t_avx512_lut(const bl_sign_job *j, int64_t lo, int64_t hi); /* pack
 void bl_sign_t_avx512_mask(const bl_sign_job *j, int64_t lo, int64_t hi); /* needs_tot */
 /* AVX-512 with VBMI and VNNI (x86/sign_i8_avx512vbmi.c): BL_TABLES_I8, packed only */
 void bl_sign_avx512_lut_i8(const bl_sign_job *j, int64_t lo, int64_t hi);
+/* AVX2 (x86/sign_i8_avx2.c): BL_TABLES_I8, packed only; fuses in_scale / out_scale */
+void bl_sign_avx2_lut_i8(const bl_sign_job *j, int64_t lo, int64_t hi);
 /* AVX2 (x86/sign_avx2.c) */
 void bl_sign_avx2_lut(const bl_sign_job *j, int64_t lo, int64_t hi);  /* packed or gather */
 void bl_sign_avx2_mask(const bl_sign_job *j, int64_t lo, int64_t hi); /* needs_tot */

@@ -11,7 +11,8 @@
  * the driver gives threads whole 16-row blocks, so results do not depend on the thread count. (Not
  * bit-identical to AVX-512, whose groups have 4 inputs.) Unprepared matrices gather words from
  * the canonical rows (VPGATHERDD) and give the same bits as prepared ones. The mask variant
- * (columns in lanes, bits turned into lane selects with VPSLLVD) is the measured alternative. */
+ * (columns in lanes, bits turned into lane selects with VPSLLVD) is the measured alternative.
+ * The int8 tables (BL_TABLES_I8, opt-in, other numerics) are sign_i8_avx2.c. */
 #include "kernels/sign_kernels.h"
 
 #include <immintrin.h>

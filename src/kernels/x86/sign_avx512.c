@@ -19,10 +19,10 @@
  * (VPGATHERDD), so they give bit-identical results, only slower (~3x for GEMV). The mask variant
  * (sums of the inputs selected by 16-bit k-masks, columns in lanes, no repacking) is kept as the
  * measured alternative: 4096×4096 GEMV 346 µs vs 86 µs for the tables, T = 64 24 ms vs 4.3 ms.
- * int8 tables (BL_TABLES_I8, T-MAC style) are the separate, opt-in sign_i8_avx512vbmi.c: their
- * error, up to ~4/127 of the largest group sum per 32 inputs (and a little more), is far outside
- * the 1e-5·Σ|x| these kernels keep, so they never replace them silently. The transposed
- * product is in sign_t_avx512.c. */
+ * int8 tables (BL_TABLES_I8, T-MAC style) are the separate, opt-in sign_i8_avx512vbmi.c (and
+ * sign_i8_avx2.c for CPUs without VBMI/VNNI): their error, up to ~4/127 of the largest group sum
+ * per 32 inputs (and a little more), is far outside the 1e-5·Σ|x| these kernels keep, so they
+ * never replace them silently. The transposed product is in sign_t_avx512.c. */
 #include "kernels/sign_kernels.h"
 #include "kernels/x86/lut_avx512.h"
 
