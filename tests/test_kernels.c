@@ -11,6 +11,7 @@
 #include "bitllm/format.h"
 #include "bitllm/kernels.h"
 #include "formats/forward_util.h"
+#include "kernels/qmat_kernels.h"
 #include "kernels/sign_kernels.h"
 #include "test.h"
 
@@ -422,24 +423,47 @@ static void qprob_free(qprob *p) {
     free(p->code);
 }
 
-/* The decoding formula, the reference against the dense dequantized product, and the AVX-512
- * kernel (where this CPU has it) against the reference: awkward shapes (n not a multiple of 16 or
- * of the group, odd m), bits 4 and 8, groups 16, 32 and 64, T = 1..9; 1 and 2 threads agree bit
- * for bit and every token's outputs equal those it gets alone (batch invariance). Tolerance of the
- * f32 kernel against the double reference: |y − y_ref| ≤ 1e-5·Σ_j|w_j·x_j| + 1e-30 — the kernel
- * sums n/16 products per lane by FMA and 16 lanes in a tree, at most (n/16 + 4)·2⁻²⁴ relative to
- * Σ|w·x| (≤ 4.4e-6 for n ≤ 1037). */
+/* The SIMD levels of the qsym products this CPU runs, for the notes of the tests below. */
+static void qmat_levels_note(const char *what, bool i8) {
+    fprintf(stderr, "  (%s: ref", what);
+    if (bl_cpu_best_isa() >= BL_ISA_AVX2) fprintf(stderr, ", avx2");
+    if (bl_cpu_best_isa() == BL_ISA_AVX512 && (!i8 || bl_cpu_has_vnni())) fprintf(stderr, ", avx512");
+    if (bl_cpu_best_isa() == BL_ISA_AVX512 && i8 && !bl_cpu_has_vnni())
+        fprintf(stderr, ", avx512 without VNNI (the AVX2 kernel)");
+    fprintf(stderr, ")\n");
+}
+
+/* Sub-batches whose outputs must equal their tokens' in the whole batch of QT_ALL tokens: sizes
+ * 1, 3, 8 and 9 from the first token, from the middle and ending at the last. They cover every
+ * tile shape of the kernels (AVX2: 4 tokens and the rest 3, 2, 1; AVX-512: 2 and 1 for f32 inputs,
+ * 8, 4, 2, 1 for int8 ones). */
+#define QT_ALL 64
+static const int64_t qt_sizes[] = {1, 3, 8, 9};
+static int64_t qt_start(int64_t Tp, int k) { return k == 0 ? 0 : k == 1 ? 29 : QT_ALL - Tp; }
+
+/* The decoding formula, the reference against the dense dequantized product, and bl_qmat_matmul
+ * at every level this CPU runs (REF: the reference itself, bit for bit; AVX2 and AVX-512: their
+ * kernels) against the reference: awkward shapes (n below 8, not a multiple of 16 or of the
+ * group, m not a multiple of 4), bits 4 and 8, groups 16, 32, 64 and 128, a batch of 64 tokens;
+ * 1 and 2 threads agree bit for bit and every token's outputs equal those it gets in batches of
+ * 1, 3, 8 and 9 (batch invariance). Tolerance of a kernel against the double reference:
+ * |y − y_ref| ≤ 1e-5·Σ_j|w_j·x_j| + 1e-30. The weights are exact, and an output is a chain of
+ * FMAs per lane, then a tree over the lanes: AVX2 sums ceil(n/16) products per lane, then
+ * a0 + a1 and 3 levels; AVX-512 ceil(n/32), then a0 + a1 and 4 levels; either way at most
+ * (n/16 + 5)·2⁻²⁴ relative to Σ|w·x| (≤ 8.2e-6 for n ≤ 2100). */
 static void test_qmat(void) {
     bl_rng r;
     bl_rng_seed(&r, 77);
-    const int64_t shapes[][2] = {{1, 16}, {7, 33}, {13, 100}, {33, 515}, {5, 1037}};
-    const int bitss[] = {4, 8}, groups[] = {16, 32, 64};
-    const bool simd = bl_cpu_best_isa() == BL_ISA_AVX512;
-    if (!simd) fprintf(stderr, "  (no AVX-512 here: the qsym SIMD kernel is not exercised)\n");
-    for (int si = 0; si < 5; si++)
+    const int64_t shapes[][2] = {{1, 16}, {3, 7}, {7, 33}, {13, 100}, {6, 200},
+                                 {33, 515}, {5, 1037}, {10, 2100}};
+    const int bitss[] = {4, 8}, groups[] = {16, 32, 64, 128};
+    const bl_isa best = bl_cpu_best_isa();
+    qmat_levels_note("qsym f32-input levels exercised", false);
+    const int64_t T = QT_ALL;
+    for (int si = 0; si < 8; si++)
         for (int bi = 0; bi < 2; bi++)
-            for (int gi = 0; gi < 3; gi++) {
-                const int64_t m = shapes[si][0], n = shapes[si][1], T = 9;
+            for (int gi = 0; gi < 4; gi++) {
+                const int64_t m = shapes[si][0], n = shapes[si][1];
                 const int bits = bitss[bi], group = groups[gi];
                 qprob p;
                 qprob_make(&p, m, n, bits, group, &r);
@@ -450,46 +474,49 @@ static void test_qmat(void) {
                         bad_w += bl_qmat_weight(&p.Q, i, j) !=
                                  p.d[i * G + j / group] * (float)(p.code[i * n + j] - (1 << (bits - 1)));
                 CHECK_MSG(bad_w == 0, "bits %d: %d weights decoded wrong", bits, bad_w);
-                float *X = malloc(sizeof(float) * (size_t)(T * n)), *ref = malloc(sizeof(float) * (size_t)(T * m));
-                float *y1 = malloc(sizeof(float) * (size_t)(T * m)), *y2 = malloc(sizeof(float) * (size_t)(T * m));
+                const size_t ybytes = sizeof(float) * (size_t)(T * m);
+                float *X = malloc(sizeof(float) * (size_t)(T * n)), *ref = malloc(ybytes);
+                float *y1 = malloc(ybytes), *y2 = malloc(ybytes);
+                double *mag = malloc(sizeof(double) * (size_t)(T * m));
                 for (int64_t k = 0; k < T * n; k++) X[k] = bl_rng_normal(&r);
                 bl_qmat_matmul_ref(&p.Q, X, T, ref);
-                int bad_ref = 0, bad_tol = 0, bad_thr = 0, bad_inv = 0;
+                int bad_ref = 0;
                 for (int64_t t = 0; t < T; t++)
                     for (int64_t i = 0; i < m; i++) {
-                        double acc = 0, mag = 0;
+                        double acc = 0, a = 0;
                         for (int64_t j = 0; j < n; j++) {
                             const double w = bl_qmat_weight(&p.Q, i, j), x = X[t * n + j];
                             acc += w * x;
-                            mag += fabs(w * x);
+                            a += fabs(w * x);
                         }
-                        bad_ref += fabs(ref[t * m + i] - acc) > 1e-6 * mag + 1e-30;
+                        mag[t * m + i] = a;
+                        bad_ref += fabs(ref[t * m + i] - acc) > 1e-6 * a + 1e-30;
                     }
                 CHECK_MSG(bad_ref == 0, "reference %lldx%lld bits %d: %d outputs off", (long long)m, (long long)n, bits, bad_ref);
-                if (simd) {
-                    const bl_exec one = {NULL, BL_ISA_AVX512, BL_TABLES_F32},
-                                  two = {two_threads, BL_ISA_AVX512, BL_TABLES_F32};
-                    CHECK(bl_qmat_simd_ok(&p.Q, &one));
+                for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
+                    const bl_exec one = {NULL, (bl_isa)isa, BL_TABLES_F32},
+                                  two = {two_threads, (bl_isa)isa, BL_TABLES_F32};
+                    CHECK(bl_qmat_simd_ok(&p.Q, &one) == (isa >= BL_ISA_AVX2));
+                    memset(y1, 0xFF, ybytes);
                     bl_qmat_matmul(&p.Q, X, T, y1, &one);
                     bl_qmat_matmul(&p.Q, X, T, y2, &two);
-                    bad_thr = memcmp(y1, y2, sizeof(float) * (size_t)(T * m)) != 0;
-                    for (int64_t t = 0; t < T; t++)
-                        for (int64_t i = 0; i < m; i++) {
-                            double mag = 0;
-                            for (int64_t j = 0; j < n; j++)
-                                mag += fabs((double)bl_qmat_weight(&p.Q, i, j) * X[t * n + j]);
-                            bad_tol += fabs((double)y1[t * m + i] - ref[t * m + i]) > 1e-5 * mag + 1e-30;
+                    const int bad_thr = memcmp(y1, y2, ybytes) != 0;
+                    int bad_tol = 0, bad_inv = 0;
+                    for (int64_t k = 0; k < T * m; k++)
+                        bad_tol += isa == BL_ISA_REF ? memcmp(&y1[k], &ref[k], sizeof(float)) != 0
+                                                     : !(fabs((double)y1[k] - ref[k]) <= 1e-5 * mag[k] + 1e-30);
+                    for (int s = 0; s < 4; s++)
+                        for (int k = 0; k < 3; k++) {
+                            const int64_t Tp = qt_sizes[s], t0 = qt_start(Tp, k);
+                            bl_qmat_matmul(&p.Q, X + t0 * n, Tp, y2, k == 1 ? &two : &one);
+                            bad_inv += memcmp(y2, y1 + t0 * m, sizeof(float) * (size_t)(Tp * m)) != 0;
                         }
-                    for (int64_t Tp = 1; Tp < T; Tp++) { /* the last Tp tokens as a batch */
-                        bl_qmat_matmul(&p.Q, X + (T - Tp) * n, Tp, y2, &one);
-                        bad_inv += memcmp(y2, y1 + (T - Tp) * m, sizeof(float) * (size_t)(Tp * m)) != 0;
-                    }
+                    CHECK_MSG(bad_tol == 0 && bad_thr == 0 && bad_inv == 0,
+                              "%s %lldx%lld bits %d group %d: %d outside tolerance, threads differ "
+                              "%d, %d sub-batches differ", bl_isa_name((bl_isa)isa), (long long)m,
+                              (long long)n, bits, group, bad_tol, bad_thr, bad_inv);
                 }
-                CHECK_MSG(bad_tol == 0 && bad_thr == 0 && bad_inv == 0,
-                          "avx512 %lldx%lld bits %d group %d: %d outside tolerance, threads differ %d, "
-                          "%d batch sizes differ", (long long)m, (long long)n, bits, group, bad_tol,
-                          bad_thr, bad_inv);
-                free(X), free(ref), free(y1), free(y2);
+                free(X), free(ref), free(y1), free(y2), free(mag);
                 qprob_free(&p);
             }
     /* layouts without a SIMD kernel are refused by bl_qmat_simd_ok, never computed wrong */
@@ -499,41 +526,48 @@ static void test_qmat(void) {
     const bl_exec eref = {NULL, BL_ISA_REF, BL_TABLES_F32};
     bl_qmat q8 = {4, 40, 8, 32, NULL, NULL};
     CHECK(!bl_qmat_simd_ok(&q8, &eref));
+    CHECK(bl_qmat_simd_ok(&q8, &e) == (best >= BL_ISA_AVX2));
 }
 
 /* BL_TABLES_I8 for group-quantized matrices (bl_qmat_matmul_i8): at every level the public entry
  * point equals the specification bit for bit, with 1 and 2 threads, and every token's outputs
- * equal those it gets in any smaller batch; the specification stays within its bound of the
- * exact product of the same weights. Bound, per output: each input is off q·dx by at most half a
- * step dx_g/2 (times 1 + 2⁻¹³ for the rounding of x·inv) plus 2.4e-7·|x| (inv·dx is 1 within two
- * roundings), each weighted by |ŵ|; the integers are exact, and the f32 products, FMAs and tree
- * add at most (n/64 + 6)·2⁻²⁴ ≤ 1e-5 relative to Σ|ŵ|·(|x| + dx_g). Shapes: n not a multiple of
- * 64 or of the group, odd m, groups 32, 64, 96 (straddling blocks) and 128, bits 4 and 8, T = 9
- * (tiles of 8 and 1); inputs normal, and normal with an outlier 1000× larger per 97 columns. */
+ * equal those it gets in batches of 1, 3, 8 and 9; the specification stays within its bound of
+ * the exact product of the same weights. Bound, per output: each input is off q·dx by at most
+ * half a step dx_g/2 (times 1 + 2⁻¹³ for the rounding of x·inv) plus 2.4e-7·|x| (inv·dx is 1
+ * within two roundings), each weighted by |ŵ|; the integers are exact, and the f32 products,
+ * FMAs and tree add at most (n/64 + 6)·2⁻²⁴ ≤ 1e-5 relative to Σ|ŵ|·(|x| + dx_g). Shapes: n not
+ * a multiple of 64 or of the group, odd m, groups 32, 64, 96 (straddling blocks) and 128, bits 4
+ * and 8, a batch of 64 tokens; inputs normal, and normal with an outlier 1000× larger per 97
+ * columns. */
 static void test_qmat_i8(void) {
     bl_rng r;
     bl_rng_seed(&r, 78);
     const int64_t shapes[][2] = {{1, 32}, {7, 33}, {13, 100}, {33, 515}, {5, 1037}, {9, 4096}};
     const int bitss[] = {4, 8}, groups[] = {32, 64, 96, 128};
-    const bool native = bl_qmat_i8_native(BL_ISA_AVX512);
-    if (!native) fprintf(stderr, "  (no AVX-512 VNNI here: the int8 qsym kernel is not exercised)\n");
+    const bl_isa best = bl_cpu_best_isa();
+    CHECK(bl_qmat_i8_native(BL_ISA_AVX512) == (best >= BL_ISA_AVX2));
+    CHECK(bl_qmat_i8_native(BL_ISA_AVX2) == (best >= BL_ISA_AVX2) && !bl_qmat_i8_native(BL_ISA_REF));
+    qmat_levels_note("qsym int8-input levels exercised", true);
+    const int64_t T = QT_ALL;
     for (int si = 0; si < 6; si++)
         for (int bi = 0; bi < 2; bi++)
             for (int gi = 0; gi < 4; gi++)
                 for (int outliers = 0; outliers < 2; outliers++) {
-                    const int64_t m = shapes[si][0], n = shapes[si][1], T = 9;
+                    const int64_t m = shapes[si][0], n = shapes[si][1];
                     const int bits = bitss[bi], group = groups[gi];
                     qprob p;
                     qprob_make(&p, m, n, bits, group, &r);
                     CHECK(bl_qmat_i8_ok(&p.Q));
+                    const size_t ybytes = sizeof(float) * (size_t)(T * m);
                     float *X = malloc(sizeof(float) * (size_t)(T * n));
-                    float *ref = malloc(sizeof(float) * (size_t)(T * m)), *y = malloc(sizeof(float) * (size_t)(T * m));
+                    float *ref = malloc(ybytes), *y = malloc(ybytes);
                     void *work = malloc(bl_qmat_i8_work_bytes(n, T));
                     for (int64_t k = 0; k < T * n; k++)
                         X[k] = (outliers && k % 97 == 5 ? 1000.0f : 1.0f) * bl_rng_normal(&r);
                     bl_qmat_matmul_i8_ref(&p.Q, X, T, ref, work);
                     int bad_bound = 0, bad_level = 0, bad_inv = 0;
-                    for (int64_t t = 0; t < T; t++) {
+                    /* the specification's bound (the sanitizer pass: on the first 9 tokens) */
+                    for (int64_t t = 0; t < (test_quick() ? 9 : T); t++) {
                         const float *x = X + t * n;
                         for (int64_t i = 0; i < m; i++) {
                             double exact = 0, bound = 0, mag = 0;
@@ -552,21 +586,24 @@ static void test_qmat_i8(void) {
                             bad_bound += !(fabs(ref[t * m + i] - exact) <= bound + 1e-5 * mag + 1e-30);
                         }
                     }
-                    for (int isa = BL_ISA_REF; isa <= BL_ISA_AVX512; isa++)
+                    for (int isa = BL_ISA_REF; isa <= BL_ISA_AVX512; isa++) {
+                        const bl_exec one = {NULL, (bl_isa)isa, BL_TABLES_I8},
+                                      two = {two_threads, (bl_isa)isa, BL_TABLES_I8};
                         for (int th = 0; th < 2; th++) {
-                            const bl_exec ex = {th ? two_threads : NULL, (bl_isa)isa, BL_TABLES_I8};
-                            memset(y, 0xFF, sizeof(float) * (size_t)(T * m));
-                            bl_qmat_matmul_i8(&p.Q, X, T, y, work, &ex);
-                            bad_level += memcmp(y, ref, sizeof(float) * (size_t)(T * m)) != 0;
+                            memset(y, 0xFF, ybytes);
+                            bl_qmat_matmul_i8(&p.Q, X, T, y, work, th ? &two : &one);
+                            bad_level += memcmp(y, ref, ybytes) != 0;
                         }
-                    const bl_exec one = {NULL, BL_ISA_AVX512, BL_TABLES_I8};
-                    for (int64_t Tp = 1; Tp < T; Tp++) { /* the last Tp tokens as a batch */
-                        bl_qmat_matmul_i8(&p.Q, X + (T - Tp) * n, Tp, y, work, &one);
-                        bad_inv += memcmp(y, ref + (T - Tp) * m, sizeof(float) * (size_t)(Tp * m)) != 0;
+                        for (int s = 0; s < 4; s++)
+                            for (int k = 0; k < 3; k++) {
+                                const int64_t Tp = qt_sizes[s], t0 = qt_start(Tp, k);
+                                bl_qmat_matmul_i8(&p.Q, X + t0 * n, Tp, y, work, k == 1 ? &two : &one);
+                                bad_inv += memcmp(y, ref + t0 * m, sizeof(float) * (size_t)(Tp * m)) != 0;
+                            }
                     }
                     CHECK_MSG(bad_bound == 0 && bad_level == 0 && bad_inv == 0,
                               "i8 %lldx%lld bits %d group %d outliers %d: %d outside the bound, %d "
-                              "levels/threads differ, %d batch sizes differ",
+                              "levels/threads differ, %d sub-batches differ",
                               (long long)m, (long long)n, bits, group, outliers, bad_bound,
                               bad_level, bad_inv);
                     free(X), free(ref), free(y), free(work);
@@ -576,6 +613,84 @@ static void test_qmat_i8(void) {
     const bl_qmat g16 = {4, 40, 4, 16, NULL, NULL}, b6 = {4, 40, 6, 32, NULL, NULL};
     CHECK(!bl_qmat_i8_ok(&g16) && !bl_qmat_i8_ok(&b6));
     CHECK(bl_qmat_i8_work_bytes(65, 2) == 2 * 128 * 2); /* 2 blocks of 64 columns, 2 tokens */
+}
+
+/* The int8 kernels' integers at their extremes, on prepared inputs written here (the rounding of
+ * bl_qmat_i8_prepare never gives q = −128): signed codes c − 2^(bits−1) of −128 and 127 (q8_0:
+ * codes 0 and 255) or −8 and 7 (q4_0), inputs q = −128 and 127, whole rows and tokens of one
+ * extreme (a lane then sums 4·(−128)·(−128) = 65536, and a pair of products is 32768: what
+ * VPMADDUBSW or a pair in int16 would saturate) and random mixes of the extremes and other
+ * values. Every kernel this CPU runs equals bl_qmat_i8_ref_prepared bit for bit, batched (T = 9:
+ * tiles of several tokens and of one) and alone (T = 1: the decode route), 1 to 9 rows. */
+static void test_qmat_i8_extremes(void) {
+    bl_rng r;
+    bl_rng_seed(&r, 79);
+    typedef void (*kernel)(const bl_qmat_i8_job *, int64_t, int64_t);
+    kernel ks[2];
+    const char *names[2];
+    int nk = 0;
+    if (bl_cpu_best_isa() >= BL_ISA_AVX2) ks[nk] = bl_qmat_i8_avx2, names[nk++] = "avx2";
+    if (bl_cpu_best_isa() == BL_ISA_AVX512 && bl_cpu_has_vnni())
+        ks[nk] = bl_qmat_i8_avx512, names[nk++] = "avx512";
+    if (nk == 0) SKIP("no int8 qsym kernel on this CPU");
+    const int64_t shapes[][2] = {{9, 64}, {5, 200}, {6, 1000}, {3, 33}};
+    for (int si = 0; si < 4; si++)
+        for (int bits = 4; bits <= 8; bits += 4)
+            for (int gi = 0; gi < 2; gi++)
+                for (int64_t T = 1; T <= 9; T += 8) {
+                    const int64_t m = shapes[si][0], n = shapes[si][1], group = gi ? 64 : 32;
+                    const int64_t rb = bl_qmat_row_bytes(n, bits), G = (n + group - 1) / group;
+                    const int cmax = (1 << bits) - 1, nb = (int)bl_qmat_i8_blocks(n);
+                    uint8_t *qs = calloc((size_t)(m * rb), 1);
+                    float *d = malloc(sizeof(float) * (size_t)(m * G));
+                    for (int64_t i = 0; i < m; i++)
+                        for (int64_t j = 0; j < n; j++) {
+                            const uint64_t u = bl_rng_u64(&r);
+                            /* row 0: all the lowest code, row 1: all the highest, others mixed */
+                            const int c = i == 0 ? 0 : i == 1 ? cmax
+                                                   : u % 3 == 0 ? 0
+                                                   : u % 3 == 1 ? cmax
+                                                                : (int)((u >> 8) % (uint64_t)(cmax + 1));
+                            if (bits == 8) qs[i * rb + j] = (uint8_t)c;
+                            else qs[i * rb + j / 2] |= (uint8_t)(c << (4 * (j & 1)));
+                        }
+                    for (int64_t k = 0; k < m * G; k++) d[k] = bl_round_f16(0.5f + bl_rng_uniform(&r));
+                    const bl_qmat Q = {m, n, bits, (int)group, qs, d};
+                    void *work = calloc(bl_qmat_i8_work_bytes(n, T), 1);
+                    for (int64_t t = 0; t < T; t++)
+                        for (int64_t b = 0; b < nb; b++) {
+                            uint8_t *slot = bl_qmat_i8_slot(work, T, b, t);
+                            for (int p = 0; p < BL_QMAT_I8_BLOCK; p++) {
+                                const int64_t j = b * BL_QMAT_I8_BLOCK + bl_qmat_i8_col(bits, p);
+                                const uint64_t u = bl_rng_u64(&r);
+                                /* token 0: q = −128 throughout, token 1: 127, others mixed */
+                                const int q = t == 0 ? -128 : t == 1 ? 127
+                                              : u % 3 == 0 ? -128
+                                              : u % 3 == 1 ? 127
+                                                           : (int)((u >> 8) % 256) - 128;
+                                BL_QMAT_I8_QU(slot)[p] = (uint8_t)(j < n ? q + 128 : 128);
+                            }
+                            for (int l = 0; l < 16; l++)
+                                BL_QMAT_I8_DX(slot)[l] =
+                                    b * BL_QMAT_I8_BLOCK + 32 * (l / 8) < n ? 0.001f * (float)(1 + t + l / 8) : 0.0f;
+                        }
+                    float *want = malloc(sizeof(float) * (size_t)(T * m)), *got = malloc(sizeof(float) * (size_t)(T * m));
+                    bl_qmat_i8_ref_prepared(&Q, T, work, want);
+                    for (int k = 0; k < nk; k++) {
+                        memset(got, 0xFF, sizeof(float) * (size_t)(T * m));
+                        const bl_qmat_i8_job job = {&Q, T, work, got};
+                        ks[k](&job, 0, (m + BL_QMAT_ROWS - 1) / BL_QMAT_ROWS);
+                        int bad = 0;
+                        for (int64_t e = 0; e < T * m; e++) bad += memcmp(&got[e], &want[e], sizeof(float)) != 0;
+                        CHECK_MSG(bad == 0, "%s i8 extremes %lldx%lld bits %d group %lld T %lld: %d "
+                                  "outputs differ from the specification (first: %.9g vs %.9g)",
+                                  names[k], (long long)m, (long long)n, bits, (long long)group,
+                                  (long long)T, bad, got[0], want[0]);
+                    }
+                    /* the lanes of the all-lowest row against the all −128 token: 4·128·128 */
+                    if (T == 9) CHECK(want[0] > 0.0f);
+                    free(qs), free(d), free(work), free(want), free(got);
+                }
 }
 
 /* BL_TABLES_I8: the public entry point at every level equals the specification bit for bit
@@ -814,6 +929,7 @@ int main(void) {
     TEST_RUN(test_large_shapes);
     TEST_RUN(test_qmat);
     TEST_RUN(test_qmat_i8);
+    TEST_RUN(test_qmat_i8_extremes);
     bl_pool_free(two_threads);
     return test_summary();
 }

@@ -156,21 +156,22 @@ static inline float bl_qmat_weight(const bl_qmat *Q, int64_t i, int64_t j) {
     const int64_t G = (Q->n + Q->group - 1) / Q->group;
     return Q->d[i * G + j / Q->group] * ((float)code - (float)(1 << (Q->bits - 1)));
 }
-/* Whether bl_qmat_matmul has a SIMD kernel for Q at the exec's ISA level (AVX-512, bits 4 or 8,
- * group a multiple of 16); other layouts and levels are the caller's to compute. */
+/* Whether bl_qmat_matmul has a SIMD kernel for Q at the exec's ISA level (AVX2 or AVX-512, bits
+ * 4 or 8, group a multiple of 16); other layouts and levels are the caller's to compute. */
 bool bl_qmat_simd_ok(const bl_qmat *Q, const bl_exec *ex);
 /* Y (T×m) = X (T×n) · Ŵᵀ with the SIMD kernel (the reference where bl_qmat_simd_ok fails): each token's outputs
- * are summed in an order that depends neither on T nor on the thread count. */
+ * are summed in an order that depends neither on T nor on the thread count (but on the level:
+ * AVX2 and AVX-512 sum in different orders and may differ in the last bits). */
 void bl_qmat_matmul(const bl_qmat *Q, const float *X, int64_t T, float *Y, const bl_exec *ex);
 /* The scalar reference (double accumulation in column order; single-threaded). */
 void bl_qmat_matmul_ref(const bl_qmat *Q, const float *X, int64_t T, float *Y);
 
 /* BL_TABLES_I8 for group-quantized matrices (q8_0 / q4_0 heads): the inputs of every group of
  * the matrix are rounded to int8 with one scale per group (dx = max|x|/127, as llama.cpp's q8_0
- * activations), each group's codes dotted with them exactly in int32 (VPDPBUSD), and the integer
- * sums scaled by d·dx into f32. bl_qmat_matmul_i8_ref is the specification, bit for bit; the
- * error against the f32 product is at most Σ_j |ŵ_j|·dx_g/2 (half a step of each input) plus f32
- * roundings. A token's outputs depend neither on the batch nor on the thread count. Layouts: bits
+ * activations), each group's codes dotted with them exactly in int32 (VPDPBUSD; on AVX2
+ * VPMADDUBSW / VPMADDWD, kept exact), and the integer sums scaled by d·dx into f32.
+ * bl_qmat_matmul_i8_ref is the specification, bit for bit at every level; the error against the
+ * f32 product is at most Σ_j |ŵ_j|·dx_g/2 (half a step of each input) plus f32 roundings. A token's outputs depend neither on the batch nor on the thread count. Layouts: bits
  * 4 or 8, groups a multiple of 32 (bl_qmat_i8_ok). work: bl_qmat_i8_work_bytes(n, T) bytes
  * (the quantized inputs; kernels never allocate). */
 bool bl_qmat_i8_ok(const bl_qmat *Q);
@@ -178,8 +179,9 @@ size_t bl_qmat_i8_work_bytes(int64_t n, int64_t T);
 void bl_qmat_matmul_i8(const bl_qmat *Q, const float *X, int64_t T, float *Y, void *work,
                        const bl_exec *ex);
 void bl_qmat_matmul_i8_ref(const bl_qmat *Q, const float *X, int64_t T, float *Y, void *work);
-/* Whether bl_qmat_matmul_i8 has its SIMD kernel at this level on this CPU (AVX-512 with VNNI;
- * else the specification runs). */
+/* Whether bl_qmat_matmul_i8 has a SIMD kernel at this level on this CPU (AVX2 and up: the
+ * AVX-512 VNNI kernel where the CPU has VNNI, else the AVX2 one, the same bits; at REF the
+ * specification runs). */
 bool bl_qmat_i8_native(bl_isa isa);
 
 /* The element-wise and attention steps of a forward pass. The references (src/kernels/ref/

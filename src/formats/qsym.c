@@ -10,10 +10,10 @@
  * Its tensors: the table below.
  *
  * Kernels: bl_qmat_weight (kernels.h) is the one dequantization formula. The q8_0 / q4_0
- * layouts (bits 4 or 8, group a multiple of 16) run the AVX-512 kernel bl_qmat_matmul, which
- * widens each 16 codes once per row and step and feeds them to every token of the batch (an
- * output's summation order depends neither on T nor on the thread count); other layouts and
- * levels use the generic forward (bl_qc_dequant_forward, shared with rtn: a chunk of a row
+ * layouts (bits 4 or 8, group a multiple of 16) run bl_qmat_matmul's AVX2 or AVX-512 kernel,
+ * which widens each 8 or 16 codes once per row and step and feeds them to every token of the
+ * batch (an output's summation order depends neither on T nor on the thread count); other
+ * layouts, and the REF level, use the generic forward (bl_qc_dequant_forward, shared with rtn: a chunk of a row
  * dequantized into a stack buffer, dot products with bl_qc_dot). Both equal x·to_dense()ᵀ up to
  * summation order. */
 #include "formats/formats_internal.h"
@@ -60,10 +60,11 @@ static void qsym_dequant(const void *data, int64_t i, int64_t j0, int64_t len, f
     for (int64_t j = j0; j < j0 + len; j++) w[j - j0] = bl_qmat_weight(&Q, i, j);
 }
 
-/* q8_0 / q4_0 layouts (bits 4 or 8, groups of a multiple of 16) run the AVX-512 kernel of
- * kernels.h (bl_qmat_matmul) where the exec's level has it; every other case the generic
+/* q8_0 / q4_0 layouts (bits 4 or 8, groups of a multiple of 16) run the SIMD kernel of
+ * kernels.h (bl_qmat_matmul) at the AVX2 and AVX-512 levels; every other case the generic
  * dequantize-and-dot path. With BL_TABLES_I8 (groups of a multiple of 32) the int8-input
- * product bl_qmat_matmul_i8 at every level, its specification where VNNI is missing. */
+ * product bl_qmat_matmul_i8 at every level: its AVX2 or AVX-512 VNNI kernel, the specification
+ * at REF. */
 static void qsym_forward(const bl_linear *L, const float *x, int64_t T, float *y, float *work,
                          const bl_exec *ex) {
     const qsym_data *q = bl_layer_d(L);

@@ -361,11 +361,19 @@ void bl_f32_to_f16_n(const float *src, uint16_t *dst, size_t count) {
 /* ---- group-quantized products (qsym) ---- */
 
 bool bl_qmat_simd_ok(const bl_qmat *Q, const bl_exec *ex) {
-    return exec_isa(ex) == BL_ISA_AVX512 && (Q->bits == 4 || Q->bits == 8) && Q->group > 0 &&
+    return exec_isa(ex) >= BL_ISA_AVX2 && (Q->bits == 4 || Q->bits == 8) && Q->group > 0 &&
            Q->group % 16 == 0;
 }
 
-static void qmat_run(void *job, int64_t lo, int64_t hi) { bl_qmat_avx512(job, lo, hi); }
+typedef struct {
+    void (*fn)(const bl_qmat_job *j, int64_t u0, int64_t u1);
+    const bl_qmat_job *job;
+} qmat_call;
+
+static void qmat_run(void *call, int64_t lo, int64_t hi) {
+    const qmat_call *c = call;
+    c->fn(c->job, lo, hi);
+}
 
 void bl_qmat_matmul(const bl_qmat *Q, const float *X, int64_t T, float *Y, const bl_exec *ex) {
     if (Q->m <= 0 || T <= 0) return;
@@ -373,18 +381,26 @@ void bl_qmat_matmul(const bl_qmat *Q, const float *X, int64_t T, float *Y, const
         bl_qmat_matmul_ref(Q, X, T, Y);
         return;
     }
-    bl_qmat_job job = {Q, X, T, Y};
+    const bl_qmat_job job = {Q, X, T, Y};
+    qmat_call call = {exec_isa(ex) == BL_ISA_AVX512 ? bl_qmat_avx512 : bl_qmat_avx2, &job};
     split(exec_pool(ex), (double)Q->m * (double)Q->n * (double)T,
-          (Q->m + BL_QMAT_ROWS - 1) / BL_QMAT_ROWS, qmat_run, &job);
+          (Q->m + BL_QMAT_ROWS - 1) / BL_QMAT_ROWS, qmat_run, &call);
 }
 
-/* BL_TABLES_I8: the inputs rounded once on the calling thread, the rows across the pool. */
+/* BL_TABLES_I8: the inputs rounded once on the calling thread, the rows across the pool. The
+ * AVX-512 kernel needs VNNI; an AVX-512 CPU without it runs the AVX2 kernel (the same bits). */
 
-bool bl_qmat_i8_native(bl_isa isa) {
-    return bl_isa_clamp(isa) == BL_ISA_AVX512 && bl_cpu_has_vnni();
+bool bl_qmat_i8_native(bl_isa isa) { return bl_isa_clamp(isa) >= BL_ISA_AVX2; }
+
+typedef struct {
+    void (*fn)(const bl_qmat_i8_job *j, int64_t u0, int64_t u1);
+    const bl_qmat_i8_job *job;
+} qmat_i8_call;
+
+static void qmat_i8_run(void *call, int64_t lo, int64_t hi) {
+    const qmat_i8_call *c = call;
+    c->fn(c->job, lo, hi);
 }
-
-static void qmat_i8_run(void *job, int64_t lo, int64_t hi) { bl_qmat_i8_avx512(job, lo, hi); }
 
 void bl_qmat_matmul_i8(const bl_qmat *Q, const float *X, int64_t T, float *Y, void *work,
                        const bl_exec *ex) {
@@ -398,9 +414,12 @@ void bl_qmat_matmul_i8(const bl_qmat *Q, const float *X, int64_t T, float *Y, vo
         return;
     }
     bl_qmat_i8_prepare(Q, X, T, work);
-    bl_qmat_i8_job job = {Q, T, work, Y};
+    const bl_qmat_i8_job job = {Q, T, work, Y};
+    qmat_i8_call call = {exec_isa(ex) == BL_ISA_AVX512 && bl_cpu_has_vnni() ? bl_qmat_i8_avx512
+                                                                            : bl_qmat_i8_avx2,
+                         &job};
     split(exec_pool(ex), (double)Q->m * (double)Q->n * (double)T,
-          (Q->m + BL_QMAT_ROWS - 1) / BL_QMAT_ROWS, qmat_i8_run, &job);
+          (Q->m + BL_QMAT_ROWS - 1) / BL_QMAT_ROWS, qmat_i8_run, &call);
 }
 
 /* ---- element-wise and attention steps ---- */

@@ -16,8 +16,10 @@ typedef struct {
 } bl_qmat_job;
 
 /* Rows [BL_QMAT_ROWS·u0, BL_QMAT_ROWS·u1) ∩ [0, m) of Y, every token (bits 4 or 8, group a
- * multiple of 16: bl_qmat_simd_ok). */
+ * multiple of 16: bl_qmat_simd_ok). Each level sums in its own fixed order (16 lanes for
+ * AVX-512, 8 for AVX2), so the two may differ in the last bits. */
 void bl_qmat_avx512(const bl_qmat_job *j, int64_t u0, int64_t u1);
+void bl_qmat_avx2(const bl_qmat_job *j, int64_t u0, int64_t u1);
 
 /* BL_TABLES_I8 (bl_qmat_matmul_i8). The inputs are prepared once per call, by
  * bl_qmat_i8_prepare, into work: for each block b of 64 columns (n rounded up to 64) and each
@@ -48,6 +50,10 @@ static inline uint8_t *bl_qmat_i8_slot(void *work, int64_t T, int64_t b, int64_t
 #define BL_QMAT_I8_DX(slot) ((float *)(void *)((slot) + 64))
 /* The T tokens of X into work (the rounding of the specification; kernels/ref/qmat_ref.c). */
 void bl_qmat_i8_prepare(const bl_qmat *Q, const float *X, int64_t T, void *work);
+/* The specification's products on inputs already in work (bl_qmat_matmul_i8_ref is prepare, then
+ * this): what every kernel must equal bit for bit on any prepared bytes, including inputs q =
+ * −128 that the rounding never produces. */
+void bl_qmat_i8_ref_prepared(const bl_qmat *Q, int64_t T, const void *work, float *Y);
 
 typedef struct {
     const bl_qmat *Q;
@@ -56,8 +62,11 @@ typedef struct {
     float *Y;
 } bl_qmat_i8_job;
 
-/* Rows [BL_QMAT_ROWS·u0, BL_QMAT_ROWS·u1) ∩ [0, m) of Y, every token (AVX-512 VNNI). */
+/* Rows [BL_QMAT_ROWS·u0, BL_QMAT_ROWS·u1) ∩ [0, m) of Y, every token: AVX-512 VNNI, and AVX2
+ * (the lane integers by VPMADDUBSW / VPMADDWD instead of VPDPBUSD). Both equal
+ * bl_qmat_matmul_i8_ref bit for bit. */
 void bl_qmat_i8_avx512(const bl_qmat_i8_job *j, int64_t u0, int64_t u1);
+void bl_qmat_i8_avx2(const bl_qmat_i8_job *j, int64_t u0, int64_t u1);
 bool bl_cpu_has_vnni(void);
 
 #endif

@@ -69,16 +69,20 @@ size_t bl_qmat_i8_work_bytes(int64_t n, int64_t T) {
  * blocks in order. Then acc[k] += acc[k+8], acc[k] += acc[k+4], acc[k] += acc[k+2] (k below the
  * step) and y = acc[0] + acc[1]. */
 void bl_qmat_matmul_i8_ref(const bl_qmat *Q, const float *X, int64_t T, float *Y, void *work) {
+    bl_qmat_i8_prepare(Q, X, T, work);
+    bl_qmat_i8_ref_prepared(Q, T, work, Y);
+}
+
+void bl_qmat_i8_ref_prepared(const bl_qmat *Q, int64_t T, const void *work, float *Y) {
     const int64_t n = Q->n, m = Q->m, nb = bl_qmat_i8_blocks(n), gs = Q->group;
     const int64_t rb = bl_qmat_row_bytes(n, Q->bits), G = (n + gs - 1) / gs;
     const int off = 1 << (Q->bits - 1);
-    bl_qmat_i8_prepare(Q, X, T, work);
     for (int64_t t = 0; t < T; t++)
         for (int64_t i = 0; i < m; i++) {
             const uint8_t *row = Q->qs + i * rb;
             float acc[16] = {0};
             for (int64_t b = 0; b < nb; b++) {
-                const uint8_t *slot = bl_qmat_i8_slot(work, T, b, t);
+                const uint8_t *slot = bl_qmat_i8_slot((void *)work, T, b, t);
                 for (int l = 0; l < 16; l++) {
                     int32_t s = 0;
                     for (int p = 4 * l; p < 4 * l + 4; p++) {
