@@ -350,8 +350,8 @@ bl_model *cli_load_model_tables(const char *cmd, const char *path, bl_load_opts 
             fprintf(stderr, "bitllm %s: warning: the int8 sign tables need AVX2; --sign-tables i8 "
                     "runs the 1-bit products with the scalar reference, far slower\n", cmd);
         if (qmat_slow)
-            fprintf(stderr, "bitllm %s: warning: int8 inputs for q8_0/q4_0 matrices need AVX-512 "
-                    "with VNNI; --sign-tables i8 runs those products with the scalar reference, "
+            fprintf(stderr, "bitllm %s: warning: int8 inputs for q8_0/q4_0 matrices need AVX2; "
+                    "--sign-tables i8 runs those products with the scalar reference, "
                     "far slower\n", cmd);
     }
     return m;
