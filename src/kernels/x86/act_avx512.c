@@ -190,68 +190,10 @@ ALWAYS_INLINE void weigh_keys(const void *V, int64_t ld, int hd, int k0, int k1,
     if (s < slices) weigh_block(V, ld, hd, k0, k1, n, P, out, 16 * s, 1, first, pf, h16);
 }
 
-/* Positions per block of the value pass: the block's values (64 × hd floats, 16 KiB at hd = 64)
- * stay in L1 while every query of the group uses them. */
-#define VBLOCK 64
-
-/* At most QCHUNK queries at a time (the inverses of their sums on the stack). */
-#define QCHUNK 16
-
-ALWAYS_INLINE void attend_chunk(const float *q, int64_t q_stride, int G, const void *K,
-                                const void *V, int64_t ld, int hd, int n, float scale, float *P,
-                                float *out, int64_t out_stride, bool h16) {
-    const __m512 sc = _mm512_set1_ps(scale);
-    /* scores, key block by key block, every query of the group on the block while it is in L1 */
-    int k0 = 0;
-    if (n > 16) prefetch_rows(K, ld, 16, n < KEY_AHEAD ? n : KEY_AHEAD, 0, hd, h16);
-    for (; k0 + 16 <= n; k0 += 16) {
-        if (k0 + KEY_AHEAD < n) /* the block after next */
-            prefetch_rows(K, ld, k0 + KEY_AHEAD, k0 + KEY_AHEAD + 16 < n ? k0 + KEY_AHEAD + 16 : n,
-                          0, hd, h16);
-        for (int g = 0; g < G; g++)
-            score_block(q + g * q_stride, K, ld, hd, k0, 16, sc, P + (int64_t)g * n, true, h16);
-    }
-    if (k0 < n)
-        for (int g = 0; g < G; g++)
-            score_block(q + g * q_stride, K, ld, hd, k0, n - k0, sc, P + (int64_t)g * n, false,
-                        h16);
-    /* unnormalised probabilities e^(s − max); 1/Σ scales the outputs at the end */
-    float inv[QCHUNK];
-    for (int g = 0; g < G; g++) {
-        float *Pg = P + (int64_t)g * n;
-        inv[g] = 1.0f / exp_sub_sum(Pg, n, max_of(Pg, n));
-    }
-    prefetch_rows(V, ld, 0, n < VALUE_AHEAD ? n : VALUE_AHEAD, 0, hd, h16);
-    for (int b = 0; b < n; b += VBLOCK) {
-        const int b1 = n - b < VBLOCK ? n : b + VBLOCK;
-        for (int g = 0; g < G; g++) /* the first query of the group fetches ahead */
-            weigh_keys(V, ld, hd, b, b1, n, P + (int64_t)g * n, out + g * out_stride, b == 0,
-                       g == 0, h16);
-    }
-    for (int g = 0; g < G; g++) scale_by(out + g * out_stride, hd, inv[g]);
-}
-
-static void attend_chunk_f32(const float *q, int64_t q_stride, int G, const void *K,
-                             const void *V, int64_t ld, int hd, int n, float scale, float *P,
-                             float *out, int64_t out_stride) {
-    attend_chunk(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride, false);
-}
-
-static void attend_chunk_f16(const float *q, int64_t q_stride, int G, const void *K,
-                             const void *V, int64_t ld, int hd, int n, float scale, float *P,
-                             float *out, int64_t out_stride) {
-    attend_chunk(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride, true);
-}
-
-/* The G queries in chunks of at most QCHUNK, on f32 or FP16 (h16) keys and values. */
-static void attend_groups(const float *q, int64_t q_stride, int G, const void *K, const void *V,
-                          int64_t ld, int hd, int n, float scale, float *P, float *out,
-                          int64_t out_stride, bool h16) {
-    for (int g = 0; g < G; g += QCHUNK)
-        (h16 ? attend_chunk_f16 : attend_chunk_f32)(
-            q + g * q_stride, q_stride, G - g < QCHUNK ? G - g : QCHUNK, K, V, ld, hd, n, scale,
-            P + (int64_t)g * n, out + g * out_stride, out_stride);
-}
+#define KEY_BLOCK 16
+#define ATTEND_VEC __m512
+#define ATTEND_SET1 _mm512_set1_ps
+#include "kernels/x86/attend_chunks.h"
 
 void bl_attend_avx512(const float *q, int64_t q_stride, int G, const float *K, const float *V,
                       int64_t ld, int hd, int n, float scale, float *P, float *out,
