@@ -338,21 +338,13 @@ bl_model *cli_load_model_tables(const char *cmd, const char *path, bl_load_opts 
         return NULL;
     }
     if (m->sign_tables == BL_TABLES_I8) {
-        /* the products whose int8 form has no SIMD kernel here run its scalar specification */
-        bool sign_slow = false, qmat_slow = false;
-        for (int l = -1; l < m->cfg.n_layers; l++)
-            for (int p = 0; p < (l < 0 ? 1 : BL_PROJ_COUNT); p++) {
-                const bl_linear *L = l < 0 ? &m->output : &m->layers[l].proj[p];
-                if (bl_linear_sign_count(L) > 0) sign_slow |= !bl_sign_i8_native(m->isa);
-                else if (bl_linear_i8_affected(L)) qmat_slow |= !bl_qmat_i8_native(m->isa);
-            }
-        if (sign_slow)
-            fprintf(stderr, "bitllm %s: warning: the int8 sign tables need AVX2; --sign-tables i8 "
-                    "runs the 1-bit products with the scalar reference, far slower\n", cmd);
-        if (qmat_slow)
-            fprintf(stderr, "bitllm %s: warning: int8 inputs for q8_0/q4_0 matrices need AVX2; "
-                    "--sign-tables i8 runs those products with the scalar reference, "
-                    "far slower\n", cmd);
+        /* where the int8 products have no SIMD kernel (below AVX2) their specification runs */
+        const bool signs = bl_model_sign_count(m) > 0; /* else only q8_0/q4_0 matrices */
+        if (!(signs ? bl_sign_i8_native(m->isa) : bl_qmat_i8_native(m->isa)))
+            fprintf(stderr, "bitllm %s: warning: %s need AVX2; --sign-tables i8 runs %s with the "
+                    "scalar reference, far slower\n", cmd,
+                    signs ? "the int8 sign tables" : "int8 inputs for q8_0/q4_0 matrices",
+                    signs ? "the 1-bit products" : "those products");
     }
     return m;
 }
