@@ -21,6 +21,7 @@
  * The load average is printed before and after (the machine may be shared). Every row is
  * validated (finite error below 1, stored bpw within the target) and a failed one makes the
  * program exit with status 1. */
+#include "bitllm/core.h"
 #include "bitllm/quantize.h"
 #include "core/parallel.h"
 
@@ -271,6 +272,7 @@ static int parse_list(const char *s, double *out, int cap) {
 }
 
 int main(int argc, char **argv) {
+    bl_blas_use_cpu_kernels(argv); /* re-executes when OpenBLAS fell back to generic kernels */
     bool quick = false, json = false, phases = false;
     int iters = 0;
     const char *only = NULL, *shapes = NULL, *bpw_s = NULL;
@@ -304,9 +306,11 @@ int main(int argc, char **argv) {
     loadavg(la0, sizeof la0);
     sgemm_gflops = measure_sgemm();
     if (!json) {
-        printf("bench_fit: %s, %d OpenMP threads, %s, BLAS core %s%s%s%s\n", cpu,
+        const char *fallback = getenv("BITLLM_BLAS_FALLBACK");
+        printf("bench_fit: %s, %d OpenMP threads, %s, BLAS core %s%s%s%s%s%s\n", cpu,
                omp_get_max_threads(), openblas_get_config(), openblas_get_corename(),
                coretype ? " (set by OPENBLAS_CORETYPE=" : "", coretype ? coretype : "",
+               fallback ? "; OpenBLAS's own choice was " : "", fallback ? fallback : "",
                coretype ? ")" : "");
         printf("sgemm 2048² (all threads): %.1f GFLOP/s; load average %s; ADMM iterations %s\n",
                sgemm_gflops, la0, iters ? "fixed" : "default (convergence stop)");

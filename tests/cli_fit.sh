@@ -73,6 +73,21 @@ rel=$(jget "$tmp/f.json" rel_err)
 indep=$(py relerr "$tmp/w.npy" "$tmp/what.npy" f4)
 check "-o Ŵ: rel_err recomputed from the files ($indep vs $rel)" 'python3 -c "import sys;a,b=map(float,sys.argv[1:]);assert abs(a-b)<=1e-6*b" "$indep" "$rel"'
 
+# OpenBLAS's kernels: with OPENBLAS_CORETYPE unset, a CPU with AVX2 and FMA runs vector kernels
+# (bitllm re-executes itself when a DYNAMIC_ARCH OpenBLAS fell back to its generic ones, and says
+# which it had picked); a value the user set is kept as it is
+core=$(jget "$tmp/f.json" blas_core)
+if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && [ -z "${OPENBLAS_CORETYPE:-}" ]; then
+  check "vector BLAS kernels on an AVX2 CPU (core $core)" 'case "$core" in Haswell|Zen|SkylakeX|Cooperlake|SapphireRapids) true;; *) false;; esac'
+else
+  echo "SKIP vector BLAS kernels: no AVX2/FMA here, or OPENBLAS_CORETYPE set by the environment"
+fi
+OPENBLAS_CORETYPE=Prescott $BIN fit "$tmp/w.npy" --method dbf --bpw 1.5 --json >"$tmp/fp.json" 2>/dev/null
+check "OPENBLAS_CORETYPE set by the user is kept" 'python3 -c "
+import json,sys;d=json.load(open(sys.argv[1]))
+assert d[\"blas_core\"] == \"Prescott\" and \"blas_fallback\" not in d, d.get(\"blas_core\")
+" "$tmp/fp.json"'
+
 # the same values as float16, and in Fortran order, and with a version 2.0 header
 py write "$tmp/w16.npy" 48 80 "<f2" C - 1
 $BIN fit "$tmp/w16.npy" --method rtn2 --group 64 -o "$tmp/what16.npy" --json >"$tmp/f16.json" 2>/dev/null

@@ -67,6 +67,7 @@ static int run_command(const command *c, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    bl_blas_use_cpu_kernels(argv); /* re-executes when OpenBLAS fell back to generic kernels */
     if (argc < 2) {
         usage(stderr);
         return 2;

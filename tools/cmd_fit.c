@@ -269,8 +269,10 @@ int cmd_fit(int argc, char **argv) {
                 : iters > 0                           ? "fixed count"
                                                       : "cap reached");
     /* the BLAS kernels set the speed: OPENBLAS_CORETYPE may select slower ones than the CPU's */
-    fprintf(stderr, "  %.2f s wall, %.2f s CPU (BLAS core %s)\n", res->seconds, res->cpu_seconds,
-            openblas_get_corename());
+    const char *blas_fallback = getenv("BITLLM_BLAS_FALLBACK"); /* bl_blas_use_cpu_kernels */
+    fprintf(stderr, "  %.2f s wall, %.2f s CPU (BLAS core %s%s%s)\n", res->seconds,
+            res->cpu_seconds, openblas_get_corename(),
+            blas_fallback ? "; OpenBLAS's own choice was " : "", blas_fallback ? blas_fallback : "");
     if (out) {
         int64_t shape[2] = {m, n};
         What = malloc(sizeof(float) * (size_t)m * (size_t)n);
@@ -296,6 +298,7 @@ int cmd_fit(int argc, char **argv) {
         cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)n));
         cJSON_AddStringToObject(j, "method", method);
         cJSON_AddStringToObject(j, "blas_core", openblas_get_corename());
+        if (blas_fallback) cJSON_AddStringToObject(j, "blas_fallback", blas_fallback);
         if (o.method.format->mid_from_bpw && !o.method.params.mid)
             cJSON_AddNumberToObject(j, "bpw_target", bl_layer_target_bpw(&o, m, n));
         cli_method_params_json(&o.method, j);

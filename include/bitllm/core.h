@@ -153,6 +153,20 @@ bool bl_json_add_u64(struct cJSON *obj, const char *key, uint64_t v);
  * failure, with *bad_at (may be NULL) the byte offset where the text stops being valid. */
 struct cJSON *bl_json_parse(const char *text, size_t len, size_t *bad_at);
 
+/* OpenBLAS's kernels. A DYNAMIC_ARCH OpenBLAS (Debian's) picks them once, when it loads, from the
+ * CPU; a release older than the CPU falls back to its generic SSE3 kernels ("Prescott"): Debian's
+ * 0.3.21 on an Intel Xeon of family 6 model 207 runs sgemm at ~30 GFLOP/s per core there, against
+ * ~150 with its SkylakeX kernels, and every fit with it. bl_blas_core_for_cpu() is the
+ * OPENBLAS_CORETYPE value that selects the CPU's vector kernels when OpenBLAS fell back to pre-AVX2
+ * ones on a CPU with AVX2 and FMA ("SkylakeX" with AVX-512, else "Haswell"), NULL when it did not
+ * or when OPENBLAS_CORETYPE is set (the user's choice is kept). bl_blas_use_cpu_kernels(argv),
+ * called first in main(), sets the variable and executes the program again (/proc/self/exe, the
+ * same argv), the only way to reach OpenBLAS's choice; it returns when nothing is to be done, or
+ * after a note on stderr when the exec failed. The re-executed process also has
+ * BITLLM_BLAS_FALLBACK, the kernels OpenBLAS had picked. */
+const char *bl_blas_core_for_cpu(void);
+void bl_blas_use_cpu_kernels(char **argv);
+
 /* Read-only memory map of a whole file (falls back to reading into memory if mmap fails). Large
  * files are mapped at a 2 MiB-aligned address so they can later be made private in huge pages. */
 typedef struct {

@@ -1,15 +1,60 @@
+#define _GNU_SOURCE /* setenv, unsetenv */
 #include "core/parallel.h"
 
 #include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include <omp.h>
 #include <pthread.h>
+
+#include "bitllm/core.h"
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 
 static void blas_init(void) { openblas_set_num_threads(1); }
 
 void bl_blas_single_thread(void) { pthread_once(&blas_once, blas_init); }
+
+/* OpenBLAS's kernel sets with AVX2 or AVX-512 products (its names, as openblas_get_corename()
+ * reports them); any other choice on a CPU with AVX2 and FMA is a fallback. */
+static const char *const vector_cores[] = {"Haswell", "Zen", "SkylakeX", "Cooperlake",
+                                           "SapphireRapids"};
+
+const char *bl_blas_core_for_cpu(void) {
+    if (getenv("OPENBLAS_CORETYPE")) return NULL; /* the user's choice, or already set */
+    const char *config = openblas_get_config();
+    if (!config || !strstr(config, "DYNAMIC_ARCH")) return NULL; /* one kernel set: no choice */
+    const char *core = openblas_get_corename();
+    if (!core) return NULL;
+    for (size_t i = 0; i < sizeof vector_cores / sizeof vector_cores[0]; i++)
+        if (strcasecmp(core, vector_cores[i]) == 0) return NULL;
+    __builtin_cpu_init(); /* the levels as the kernels' dispatcher reads them (OS support too) */
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NULL;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512cd"))
+        return "SkylakeX";
+    return "Haswell";
+}
+
+void bl_blas_use_cpu_kernels(char **argv) {
+    const char *core = bl_blas_core_for_cpu();
+    if (!core || !argv || !argv[0]) return;
+    const char *fallback = openblas_get_corename();
+    if (setenv("OPENBLAS_CORETYPE", core, 1) != 0) return;
+    (void)setenv("BITLLM_BLAS_FALLBACK", fallback, 1); /* what OpenBLAS picked on its own */
+    execv("/proc/self/exe", argv); /* returns only on failure */
+    (void)unsetenv("OPENBLAS_CORETYPE");
+    (void)unsetenv("BITLLM_BLAS_FALLBACK");
+    fprintf(stderr,
+            "%s: note: OpenBLAS runs its generic %s kernels on this CPU (set OPENBLAS_CORETYPE=%s "
+            "for its %s ones, several times faster fits)\n",
+            argv[0], fallback, core, core);
+}
 
 /* Below this many multiply-adds a product runs as one call on the calling thread. */
 #define PAR_MIN_WORK (1 << 18)
