@@ -20,11 +20,12 @@
  * threads 2.26-2.37 against 2.06-2.30; TinyLlama dims alike within noise (8.7-8.9 against
  * 8.3-9.2 on one thread, 15.8-17.4 against 16.0-16.6 on two). A second prefetch PF_FAR ahead
  * into L2 (PREFETCHT1) keeps more of the stream in flight than the L1 fill buffers allow: on an
- * Intel Xeon (Sapphire Rapids, AVX512-FP16) with T0 alone the loop drew 13-14 GB/s where a plain
- * read loop drew 14-16 and llama.cpp's native-FP16 loop (a quarter of the instructions per
- * byte) 16; T0 at 4-8 KiB plus T1 at 16-64 KiB 15.3-16.0 GB/s (T1 alone 14.5-14.8, three streams
- * of two blocks or two rows 11-15), and TinyLlama-dims F16 decode 6.6-6.7 → 7.6 tok/s on one
- * thread, 12.3-12.4 → 13.9-14.8 on two. One accumulator per output is a
+ * Intel Xeon (family 6 model 207, Emerald Rapids; AVX512-FP16) with T0 alone the loop drew 13-14
+ * GB/s where a plain read loop drew 14-16 and llama.cpp's native-FP16 loop (a quarter of the
+ * instructions per byte) 16; T0 at 4-8 KiB plus T1 at 16-64 KiB 15.3-16.0 GB/s (T1 alone
+ * 14.5-14.8, two column blocks or two or four rows side by side 11-15), and TinyLlama-dims F16
+ * decode 6.6-6.7 → 7.6 tok/s on one thread, 12.3-12.4 → 13.9-14.8 on two. One accumulator per
+ * output is a
  * chain of dependent FMAs, one per 32 bytes of F16 row: 8 bytes per cycle at a 4-cycle latency,
  * above what one core draws from DRAM (11008×4096 F16 decode: 3.0 ms with one accumulator,
  * 3.5 ms with two).

@@ -44,7 +44,7 @@
  * 10-12 GB/s (4, 8 and 12 KiB: 7-9 GB/s), on a shared, loaded machine. No cost in cache.
  * A second prefetch PREFETCH_FAR ahead into L2 (PREFETCHT1; half_avx512.c: more of the stream in
  * flight than the L1 fill buffers hold) made one-thread decode of a TinyLlama-dims 1-bit model
- * (q4_0 head) on an Intel Xeon (Sapphire Rapids) 67.9-71.5 → 72.1-74.1 tok/s with these tables
+ * (q4_0 head) on an Intel Xeon (Emerald Rapids) 67.9-71.5 → 72.1-74.1 tok/s with these tables
  * and 80.8-94.6 → 90.7-101.0 with the int8 ones (sign_i8_avx512vbmi.c), four alternations; at
  * two threads, where the two cores share the memory, and at batch 8 no change. */
 #define PREFETCH_BYTES 6144
