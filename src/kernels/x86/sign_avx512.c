@@ -39,16 +39,6 @@
  *   spills them (6.4 ms); 6 or 8 tokens per pass with 256-column chunks: 8.6 ms. */
 #define TB_MAX 4                        /* tokens per pass: 4 tables of 8 KiB on the stack */
 #define GROUPS (8 * BL_SB_CHUNK_WORDS)  /* 4-input groups per chunk */
-/* Software prefetch distance in the packed stream. When the signs do not fit in the caches
- * (32768×32768, 128 MiB) the hardware prefetcher alone gave 4.3-5.7 GB/s; 6 KiB ahead gave
- * 10-12 GB/s (4, 8 and 12 KiB: 7-9 GB/s), on a shared, loaded machine. No cost in cache.
- * A second prefetch PREFETCH_FAR ahead into L2 (PREFETCHT1; half_avx512.c: more of the stream in
- * flight than the L1 fill buffers hold) made one-thread decode of a TinyLlama-dims 1-bit model
- * (q4_0 head) on an Intel Xeon (Emerald Rapids) 67.9-71.5 → 72.1-74.1 tok/s with these tables
- * and 80.8-94.6 → 90.7-101.0 with the int8 ones (sign_i8_avx512vbmi.c), four alternations; at
- * two threads, where the two cores share the memory, and at batch 8 no change. */
-#define PREFETCH_BYTES 6144
-#define PREFETCH_FAR 32768
 
 /* Where a pass reads its sign words from: the packed buffer, or the canonical rows. */
 typedef struct {
@@ -114,11 +104,7 @@ ALWAYS_INLINE void lut_chunk(const src_t *s, int64_t c, int64_t b, const float *
                           : _mm512_load_si512(P + (r * cw + w) * BL_SB_ROWS);
         if (!gather)
 #pragma GCC unroll 8
-            for (int r = 0; r < R; r++) {
-                const char *at = (const char *)(P + (r * cw + w) * BL_SB_ROWS);
-                _mm_prefetch(at + PREFETCH_BYTES, _MM_HINT_T0);
-                _mm_prefetch(at + PREFETCH_FAR, _MM_HINT_T1);
-            }
+            for (int r = 0; r < R; r++) prefetch_packed(P + (r * cw + w) * BL_SB_ROWS);
         const float *tw = tab + w * 8 * 16;
         if (TB == 1) {
 #pragma GCC unroll 8

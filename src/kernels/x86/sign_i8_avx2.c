@@ -48,7 +48,7 @@
 #define TB_MAX 8                /* tokens per pass: 8 × 2 KiB of tables per chunk, as AVX-512 */
 #define WORDS BL_SB_CHUNK_WORDS /* words per chunk */
 #define TAB_BYTES 128           /* per word and token: the 8 groups' 16 codes, group-major */
-#define PREFETCH_BYTES 6144     /* as sign_avx512.c */
+#define PREFETCH_BYTES 6144     /* as lut_avx512.h */
 _Static_assert(32 * WORDS == BL_SIGN_I8_BLOCK, "a chunk is one block of the specification");
 _Static_assert(WORDS % 2 == 0, "VPMADDWD takes a chunk's words in pairs");
 

@@ -30,8 +30,6 @@
 #define TB_MAX 8                    /* tokens per pass: 8 × 2 KiB of tables per chunk */
 #define WORDS BL_SB_CHUNK_WORDS     /* words per chunk */
 #define TAB_BYTES 128               /* per word and token: table_lo then table_hi */
-#define PREFETCH_BYTES 6144         /* as sign_avx512.c */
-#define PREFETCH_FAR 32768          /* as sign_avx512.c */
 _Static_assert(32 * WORDS == BL_SIGN_I8_BLOCK, "a chunk is one block of the specification");
 
 /* Byte shuffles that turn the packed codes of two words into their four 64-byte tables (see
@@ -165,8 +163,7 @@ pass_i8(const src_t *s, int64_t c, int64_t b, const int8_t *tab, const uint32_t 
         for (int r = 0; r < R; r++) {
             const uint32_t *p = P + (r * cw + w) * BL_SB_ROWS;
             const __m512i W = _mm512_load_si512(p);
-            _mm_prefetch((const char *)p + PREFETCH_BYTES, _MM_HINT_T0);
-            _mm_prefetch((const char *)p + PREFETCH_FAR, _MM_HINT_T1);
+            prefetch_packed(p);
             lo[r] = _mm512_ternarylogic_epi32(W, nib, sel, 0xEA); /* (W & nib) | sel */
             hi[r] = _mm512_ternarylogic_epi32(_mm512_srli_epi32(W, 4), nib, sel, 0xEA);
         }
