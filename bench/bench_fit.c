@@ -306,7 +306,7 @@ int main(int argc, char **argv) {
     loadavg(la0, sizeof la0);
     sgemm_gflops = measure_sgemm();
     if (!json) {
-        const char *fallback = getenv("BITLLM_BLAS_FALLBACK");
+        const char *fallback = bl_blas_fallback_core();
         printf("bench_fit: %s, %d OpenMP threads, %s, BLAS core %s%s%s%s%s%s\n", cpu,
                omp_get_max_threads(), openblas_get_config(), openblas_get_corename(),
                coretype ? " (set by OPENBLAS_CORETYPE=" : "", coretype ? coretype : "",

@@ -269,7 +269,7 @@ int cmd_fit(int argc, char **argv) {
                 : iters > 0                           ? "fixed count"
                                                       : "cap reached");
     /* the BLAS kernels set the speed: OPENBLAS_CORETYPE may select slower ones than the CPU's */
-    const char *blas_fallback = getenv("BITLLM_BLAS_FALLBACK"); /* bl_blas_use_cpu_kernels */
+    const char *blas_fallback = bl_blas_fallback_core();
     fprintf(stderr, "  %.2f s wall, %.2f s CPU (BLAS core %s%s%s)\n", res->seconds,
             res->cpu_seconds, openblas_get_corename(),
             blas_fallback ? "; OpenBLAS's own choice was " : "", blas_fallback ? blas_fallback : "");

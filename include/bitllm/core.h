@@ -158,14 +158,16 @@ struct cJSON *bl_json_parse(const char *text, size_t len, size_t *bad_at);
  * 0.3.21 on an Intel Xeon of family 6 model 207 runs sgemm at ~30 GFLOP/s per core there, against
  * ~150 with its SkylakeX kernels, and every fit with it. bl_blas_core_for_cpu() is the
  * OPENBLAS_CORETYPE value that selects the CPU's vector kernels when OpenBLAS fell back to pre-AVX2
- * ones on a CPU with AVX2 and FMA ("SkylakeX" with AVX-512, else "Haswell"), NULL when it did not
- * or when OPENBLAS_CORETYPE is set (the user's choice is kept). bl_blas_use_cpu_kernels(argv),
- * called first in main(), sets the variable and executes the program again (/proc/self/exe, the
- * same argv), the only way to reach OpenBLAS's choice; it returns when nothing is to be done, or
- * after a note on stderr when the exec failed. The re-executed process also has
- * BITLLM_BLAS_FALLBACK, the kernels OpenBLAS had picked. */
+ * ones on a CPU where bl_cpu_best_isa() is AVX2 or AVX-512 ("Haswell", "SkylakeX"), NULL when it
+ * did not or when OPENBLAS_CORETYPE is set (the user's choice is kept).
+ * bl_blas_use_cpu_kernels(argv), called first in main(), sets the variable and executes the
+ * program again (/proc/self/exe, the same argv), the only way to reach OpenBLAS's choice; it
+ * returns when nothing is to be done, or after a note on stderr when the exec failed.
+ * bl_blas_fallback_core() is, in the re-executed process, the kernels OpenBLAS had picked on its
+ * own (NULL otherwise). */
 const char *bl_blas_core_for_cpu(void);
 void bl_blas_use_cpu_kernels(char **argv);
+const char *bl_blas_fallback_core(void);
 
 /* Read-only memory map of a whole file (falls back to reading into memory if mmap fails). Large
  * files are mapped at a 2 MiB-aligned address so they can later be made private in huge pages. */

@@ -12,6 +12,7 @@
 #include <pthread.h>
 
 #include "bitllm/core.h"
+#include "bitllm/kernels.h"
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 
@@ -21,6 +22,8 @@ void bl_blas_single_thread(void) { pthread_once(&blas_once, blas_init); }
 
 /* OpenBLAS's kernel sets with AVX2 or AVX-512 products (its names, as openblas_get_corename()
  * reports them); any other choice on a CPU with AVX2 and FMA is a fallback. */
+#define FALLBACK_VAR "BITLLM_BLAS_FALLBACK" /* set for the re-executed process */
+
 static const char *const vector_cores[] = {"Haswell", "Zen", "SkylakeX", "Cooperlake",
                                            "SapphireRapids"};
 
@@ -32,24 +35,24 @@ const char *bl_blas_core_for_cpu(void) {
     if (!core) return NULL;
     for (size_t i = 0; i < sizeof vector_cores / sizeof vector_cores[0]; i++)
         if (strcasecmp(core, vector_cores[i]) == 0) return NULL;
-    __builtin_cpu_init(); /* the levels as the kernels' dispatcher reads them (OS support too) */
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NULL;
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("avx512cd"))
-        return "SkylakeX";
-    return "Haswell";
+    switch (bl_cpu_best_isa()) { /* the level the kernels' dispatcher runs (OS support too) */
+    case BL_ISA_AVX512: return "SkylakeX";
+    case BL_ISA_AVX2: return "Haswell";
+    default: return NULL;
+    }
 }
+
+const char *bl_blas_fallback_core(void) { return getenv(FALLBACK_VAR); }
 
 void bl_blas_use_cpu_kernels(char **argv) {
     const char *core = bl_blas_core_for_cpu();
     if (!core || !argv || !argv[0]) return;
     const char *fallback = openblas_get_corename();
     if (setenv("OPENBLAS_CORETYPE", core, 1) != 0) return;
-    (void)setenv("BITLLM_BLAS_FALLBACK", fallback, 1); /* what OpenBLAS picked on its own */
+    (void)setenv(FALLBACK_VAR, fallback, 1); /* what OpenBLAS picked on its own */
     execv("/proc/self/exe", argv); /* returns only on failure */
     (void)unsetenv("OPENBLAS_CORETYPE");
-    (void)unsetenv("BITLLM_BLAS_FALLBACK");
+    (void)unsetenv(FALLBACK_VAR);
     fprintf(stderr,
             "%s: note: OpenBLAS runs its generic %s kernels on this CPU (set OPENBLAS_CORETYPE=%s "
             "for its %s ones, several times faster fits)\n",
