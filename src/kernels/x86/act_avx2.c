@@ -160,7 +160,8 @@ ALWAYS_INLINE __m256 load_kv(const void *base, int64_t i, int left, __m256i m, b
 }
 
 /* Rows [r0, r1) of K or V (stride ld elements), columns [c0, c0 + cols), into L1 ahead of use
- * (each row starts a new page at 7B dims, where the stream prefetchers stop; act_avx512.c). */
+ * (where rows are far apart each starts a new page, where the stream prefetchers stop;
+ * act_avx512.c). */
 ALWAYS_INLINE void prefetch_rows(const void *base, int64_t ld, int r0, int r1, int c0, int cols,
                                  bool h16) {
     const int64_t esz = h16 ? 2 : 4;

@@ -102,9 +102,11 @@ ALWAYS_INLINE __m512 load_kv(const void *base, int64_t i, __mmask16 m, bool h16)
 }
 
 /* Rows [r0, r1) of K or V (stride ld elements), columns [c0, c0 + cols), into L1 ahead of use.
- * A head's rows are ld apart (the whole KV width: 8 or 16 KiB at 7B dims), so every row starts
- * a new 4 KiB page, where the hardware's stream prefetchers stop: without this a row's lines
- * were demand misses, and the FP16 cache (half the bytes, as many rows) ran no faster than f32. */
+ * Where a head's rows are far apart (the model's cache held every head of a position side by
+ * side before it went head-major: 8 or 16 KiB at 7B dims) every row starts a new 4 KiB page,
+ * where the hardware's stream prefetchers stop: without this a row's lines were demand misses,
+ * and the FP16 cache (half the bytes, as many rows) ran no faster than f32. On the model's
+ * head-major cache (rows hd apart) it keeps a few rows in flight ahead of the stream. */
 ALWAYS_INLINE void prefetch_rows(const void *base, int64_t ld, int r0, int r1, int c0, int cols,
                                  bool h16) {
     const int64_t esz = h16 ? 2 : 4;
