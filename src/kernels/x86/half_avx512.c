@@ -24,7 +24,10 @@
  * GB/s where a plain read loop drew 14-16 and llama.cpp's native-FP16 loop (a quarter of the
  * instructions per byte) 16; T0 at 4-8 KiB plus T1 at 16-64 KiB 15.3-16.0 GB/s (T1 alone
  * 14.5-14.8, two column blocks or two or four rows side by side 11-15), and TinyLlama-dims F16
- * decode 6.6-6.7 → 7.6 tok/s on one thread, 12.3-12.4 → 13.9-14.8 on two. One accumulator per
+ * decode 6.6-6.7 → 7.6 tok/s on one thread, 12.3-12.4 → 13.9-14.8 on two. On AMD Zen 5 the same
+ * second prefetch cost 15 %: TinyLlama-dims F16 decode, one thread, three alternations, 11.0-11.2
+ * tok/s with it against 12.9-13.2 without (llama.cpp 13.3 there); so it is issued on Intel CPUs
+ * only (__builtin_cpu_is, a load and a compare per 64 bytes of weights). One accumulator per
  * output is a
  * chain of dependent FMAs, one per 32 bytes of F16 row: 8 bytes per cycle at a 4-cycle latency,
  * above what one core draws from DRAM (11008×4096 F16 decode: 3.0 ms with one accumulator,
@@ -48,7 +51,7 @@
 #define RT 6 /* rows per batched tile */
 #define TT 4 /* tokens per batched tile */
 #define PF_BYTES 8192 /* decode prefetch distance into L1 (above) */
-#define PF_FAR 32768  /* and into L2 (above) */
+#define PF_FAR 32768  /* and into L2 on Intel CPUs (above) */
 
 ALWAYS_INLINE __m512 widen(int bf16, __m256i h) {
     return bf16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
@@ -97,7 +100,7 @@ ALWAYS_INLINE void tile(int kind, int R, int T, const void *W, int64_t m, int64_
         if (R == 1 && T == 1 && (j & 31) == 0) { /* decode: one stream, fetched ahead */
             const char *at = (const char *)W + ((size_t)(i0 * n + j)) * es;
             _mm_prefetch(at + PF_BYTES, _MM_HINT_T0);
-            _mm_prefetch(at + PF_FAR, _MM_HINT_T1);
+            if (__builtin_cpu_is("intel")) _mm_prefetch(at + PF_FAR, _MM_HINT_T1);
         }
         step(kind, R, T, W, i0, n, x0, j, 0, true, acc);
     }
