@@ -38,7 +38,8 @@ struct bl_state {
     int n_slots, max_seq, max_batch;
     int *pos; /* [n_slots]: tokens in each slot's cache */
     int q_dim, kv_dim;
-    void *k_cache, *v_cache; /* [slot][layer][kv head][max_seq][head_dim] of f32, or FP16 (kv_f16) */
+    /* [slot][layer][kv head][max_seq][head_dim] of f32, or FP16 (kv_f16) */
+    void *k_cache, *v_cache;
     size_t kv_elem;           /* bytes per cached value: 4, or 2 with kv_f16 */
     float *kv_scratch; /* kv_f16: [n_threads][2·max_seq·head_dim], a unit's keys, values in f32 */
     float *rope_cos, *rope_sin; /* [max_seq][head_dim/2] */
@@ -222,8 +223,8 @@ void bl_state_slot_truncate(bl_state *s, int slot, int pos) {
  * or FP16), one row per position. Head-major, so that the rows decode attention reads for one
  * head are contiguous: with the positions' rows of all heads side by side (kv_dim apart, 8 KiB
  * at 7B dims in FP16) every row of a head started a new 4 KiB page, where the hardware's stream
- * prefetchers stop, and attention over 8 sequences of ~130 positions at 7B dims read the cache at
- * ~12 GB/s on one core against ~20 for the weights. */
+ * prefetchers stop (batch-8 decode steps at ~1040 positions, 7B dims, two threads: 222-274 ms
+ * before, 168-171 after; docs/performance.md, "A head-major KV cache"). */
 static uint8_t *cache_at(const bl_state *s, void *cache, int slot, int l, int h) {
     const bl_config *c = &s->m->cfg;
     return (uint8_t *)cache +
