@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/half_kernels.h"
 #include "kernels/qmat_kernels.h"
 #include "kernels/sign_kernels.h"
 
@@ -85,4 +86,9 @@ bool bl_cpu_has_vbmi_vnni(void) {
 bool bl_cpu_has_vnni(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512vnni");
+}
+
+bool bl_cpu_is_intel(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel");
 }

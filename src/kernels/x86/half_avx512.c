@@ -27,7 +27,7 @@
  * decode 6.6-6.7 → 7.6 tok/s on one thread, 12.3-12.4 → 13.9-14.8 on two. On AMD Zen 5 the same
  * second prefetch cost 15 %: TinyLlama-dims F16 decode, one thread, three alternations, 11.0-11.2
  * tok/s with it against 12.9-13.2 without (llama.cpp 13.3 there); so it is issued on Intel CPUs
- * only (__builtin_cpu_is, a load and a compare per 64 bytes of weights). One accumulator per
+ * only (bl_cpu_is_intel, asked once per row). One accumulator per
  * output is a
  * chain of dependent FMAs, one per 32 bytes of F16 row: 8 bytes per cycle at a 4-cycle latency,
  * above what one core draws from DRAM (11008×4096 F16 decode: 3.0 ms with one accumulator,
@@ -96,11 +96,12 @@ ALWAYS_INLINE void tile(int kind, int R, int T, const void *W, int64_t m, int64_
     const float *x0 = X + t0 * n;
     int64_t j = c0;
     const size_t es = kind == BL_WK_F32 ? 4 : 2;
+    const bool far = R == 1 && T == 1 && bl_cpu_is_intel();
     for (; j + 16 <= c1; j += 16) {
         if (R == 1 && T == 1 && (j & 31) == 0) { /* decode: one stream, fetched ahead */
             const char *at = (const char *)W + ((size_t)(i0 * n + j)) * es;
             _mm_prefetch(at + PF_BYTES, _MM_HINT_T0);
-            if (__builtin_cpu_is("intel")) _mm_prefetch(at + PF_FAR, _MM_HINT_T1);
+            if (far) _mm_prefetch(at + PF_FAR, _MM_HINT_T1);
         }
         step(kind, R, T, W, i0, n, x0, j, 0, true, acc);
     }
