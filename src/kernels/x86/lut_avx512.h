@@ -8,21 +8,20 @@
 #include <immintrin.h>
 #include <stdint.h>
 
+#include "kernels/sign_kernels.h"
+
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-/* Software prefetch of the packed sign stream, PREFETCH_BYTES ahead into L1 and PREFETCH_FAR ahead
- * into L2, once per 64-byte word. When the signs do not fit in the caches (32768×32768, 128 MiB)
- * the hardware prefetcher alone gave 4.3-5.7 GB/s; 6 KiB ahead gave 10-12 GB/s (4, 8 and 12 KiB:
- * 7-9 GB/s), on a shared, loaded machine. No cost in cache. The second prefetch, into L2
+/* Software prefetch of the packed sign stream, BL_SB_PREFETCH_BYTES ahead into L1
+ * (sign_kernels.h) and PREFETCH_FAR ahead into L2, once per 64-byte word. The second prefetch
  * (PREFETCHT1; half_avx512.c: more of the stream in flight than the L1 fill buffers hold), made
  * one-thread decode of a TinyLlama-dims 1-bit model (q4_0 head) on an Intel Xeon (Emerald
  * Rapids) 67.9-71.5 → 72.1-74.1 tok/s with the f32 tables (sign_avx512.c) and 80.8-94.6 →
  * 90.7-101.0 with the int8 ones (sign_i8_avx512vbmi.c), four alternations; at two threads, where
  * the two cores share the memory, and at batch 8 no change. */
-#define PREFETCH_BYTES 6144
 #define PREFETCH_FAR 32768
 ALWAYS_INLINE void prefetch_packed(const void *word) {
-    _mm_prefetch((const char *)word + PREFETCH_BYTES, _MM_HINT_T0);
+    _mm_prefetch((const char *)word + BL_SB_PREFETCH_BYTES, _MM_HINT_T0);
     _mm_prefetch((const char *)word + PREFETCH_FAR, _MM_HINT_T1);
 }
 

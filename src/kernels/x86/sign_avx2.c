@@ -28,7 +28,6 @@
 #define TB_MAX 4
 #define GPW 11                              /* 3-bit groups per 32-bit word: 10 of 3, 1 of 2 */
 #define GROUPS (GPW * BL_SB_CHUNK_WORDS)    /* groups per chunk */
-#define PREFETCH_BYTES 6144 /* as in lut_avx512.h: 32768×32768 GEMV 4.4-4.7 -> 6.6-7.4 GB/s */
 
 /* Table of a group of 3 inputs: entry e = Σ_b (bit b of e ? −x_b : +x_b), added in order b = 0..2. */
 ALWAYS_INLINE __m256 group_table(const float v[3]) {
@@ -102,10 +101,10 @@ ALWAYS_INLINE void lut_chunk(const src_t *s, int64_t c, int64_t h, const float *
             W[k] = gather ? gather_word(s, 8 * hk, c * BL_SB_CHUNK_WORDS + w)
                           : _mm256_load_si256((const __m256i *)(s->packed +
                                               bl_sb_offset(&s->g, c, hk / 2, w) + 8 * (hk % 2)));
-            /* one prefetch per 64-byte line (two halves share one), as in lut_avx512.h */
+            /* one prefetch per 64-byte line (two halves share one) */
             if (!gather && (k == 0 || hk % 2 == 0))
                 _mm_prefetch((const char *)(s->packed + bl_sb_offset(&s->g, c, hk / 2, w)) +
-                                 PREFETCH_BYTES,
+                                 BL_SB_PREFETCH_BYTES,
                              _MM_HINT_T0);
         }
         const float *tw = tab + w * GPW * 8;

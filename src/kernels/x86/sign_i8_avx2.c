@@ -48,7 +48,6 @@
 #define TB_MAX 8                /* tokens per pass: 8 × 2 KiB of tables per chunk, as AVX-512 */
 #define WORDS BL_SB_CHUNK_WORDS /* words per chunk */
 #define TAB_BYTES 128           /* per word and token: the 8 groups' 16 codes, group-major */
-#define PREFETCH_BYTES 6144     /* as lut_avx512.h */
 _Static_assert(32 * WORDS == BL_SIGN_I8_BLOCK, "a chunk is one block of the specification");
 _Static_assert(WORDS % 2 == 0, "VPMADDWD takes a chunk's words in pairs");
 
@@ -185,12 +184,12 @@ ALWAYS_INLINE void word_index(const uint32_t *p, int64_t next, bool two, __m256i
                                         8, 12, 5, 1, 13, 9, 2, 6, 10, 14, 7, 3, 15, 11);
     const __m256i a = _mm256_shuffle_epi8(_mm256_load_si256((const __m256i *)p), tr);
     const __m256i b = _mm256_shuffle_epi8(_mm256_load_si256((const __m256i *)(p + 8)), tr);
-    _mm_prefetch((const char *)p + PREFETCH_BYTES, _MM_HINT_T0);
+    _mm_prefetch((const char *)p + BL_SB_PREFETCH_BYTES, _MM_HINT_T0);
     __m256i c = _mm256_setzero_si256(), d = _mm256_setzero_si256();
     if (two) {
         c = _mm256_shuffle_epi8(_mm256_load_si256((const __m256i *)(p + next)), tr);
         d = _mm256_shuffle_epi8(_mm256_load_si256((const __m256i *)(p + next + 8)), tr);
-        _mm_prefetch((const char *)(p + next) + PREFETCH_BYTES, _MM_HINT_T0);
+        _mm_prefetch((const char *)(p + next) + BL_SB_PREFETCH_BYTES, _MM_HINT_T0);
     }
     const __m256i ab_lo = _mm256_unpacklo_epi32(a, b), ab_hi = _mm256_unpackhi_epi32(a, b);
     const __m256i cd_lo = _mm256_unpacklo_epi32(c, d), cd_hi = _mm256_unpackhi_epi32(c, d);
