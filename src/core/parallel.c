@@ -20,10 +20,10 @@ static void blas_init(void) { openblas_set_num_threads(1); }
 
 void bl_blas_single_thread(void) { pthread_once(&blas_once, blas_init); }
 
-/* OpenBLAS's kernel sets with AVX2 or AVX-512 products (its names, as openblas_get_corename()
- * reports them); any other choice on a CPU with AVX2 and FMA is a fallback. */
 #define FALLBACK_VAR "BITLLM_BLAS_FALLBACK" /* set for the re-executed process */
 
+/* OpenBLAS's kernel sets with AVX2 or AVX-512 products (its names, as openblas_get_corename()
+ * reports them); any other choice on a CPU with AVX2 and FMA is a fallback. */
 static const char *const vector_cores[] = {"Haswell", "Zen", "SkylakeX", "Cooperlake",
                                            "SapphireRapids"};
 
