@@ -112,10 +112,14 @@ check "speed --sign-tables i8 --isa ref warns" '$BIN speed "$tmp/ob" -n 2 -p 2 -
 if grep -qw avx2 /proc/cpuinfo; then
   check "speed --sign-tables i8 --isa avx2: no warning" '! $BIN speed "$tmp/ob" -n 2 -p 2 --sign-tables i8 --isa avx2 2>&1 >/dev/null | grep -q "warning"'
 fi
-# --kv-cache: a bad value is a usage error; f16 is reported and moves the perplexity a little
-expect_usage "ppl --kv-cache f8" "unknown --kv-cache 'f8' (f32, f16)" $BIN ppl "$G" -f "$tmp/t.txt" --kv-cache f8
+# --kv-cache: a bad value is a usage error; f16 and q8 are reported and move the perplexity a
+# little (q8: 9 bits a value, within 2 %)
+expect_usage "ppl --kv-cache f8" "unknown --kv-cache 'f8' (f32, f16, q8)" $BIN ppl "$G" -f "$tmp/t.txt" --kv-cache f8
 c=$($BIN ppl "$tmp/ob" -f "$tmp/t.txt" --json --kv-cache f16 2>/dev/null)
 check "ppl --kv-cache f16: reported, different from f32 and within 1 %" 'python3 -c "import json,sys; a,c=json.loads(sys.argv[1]),json.loads(sys.argv[2]); assert a[\"kv_cache\"]==\"f32\" and c[\"kv_cache\"]==\"f16\" and a[\"ppl\"]!=c[\"ppl\"] and abs(c[\"ppl\"]/a[\"ppl\"]-1)<0.01, (a[\"ppl\"],c[\"ppl\"])" "$a" "$c"'
+c=$($BIN ppl "$tmp/ob" -f "$tmp/t.txt" --json --kv-cache q8 2>/dev/null)
+check "ppl --kv-cache q8: reported, different from f32 and within 2 %" 'python3 -c "import json,sys; a,c=json.loads(sys.argv[1]),json.loads(sys.argv[2]); assert a[\"kv_cache\"]==\"f32\" and c[\"kv_cache\"]==\"q8\" and a[\"ppl\"]!=c[\"ppl\"] and abs(c[\"ppl\"]/a[\"ppl\"]-1)<0.02, (a[\"ppl\"],c[\"ppl\"])" "$a" "$c"'
+check "generate --kv-cache q8 runs" '$BIN generate "$tmp/ob" -p "Once" -n 8 --temp 0 --kv-cache q8 >/dev/null 2>&1'
 check "generate --kv-cache f16 runs" '$BIN generate "$tmp/ob" -p "Once" -n 8 --temp 0 --kv-cache f16 >/dev/null 2>&1'
 check "speed --kv-cache f16 says so" '$BIN speed "$tmp/ob" -n 4 -p 4 --kv-cache f16 2>/dev/null | grep -q "KV cache f16"'
 

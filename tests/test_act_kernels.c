@@ -195,6 +195,130 @@ static void test_attend(void) {
             }
 }
 
+/* The SIMD versions of bl_kv_q8_quantize_ref on this CPU give its codes and scales for x[0..n)
+ * bit for bit (a NaN scale as a NaN) and write no byte past the row. */
+static void check_q8_levels(const float *x, int n) {
+    bl_isa lv[3];
+    const int nl = levels(lv);
+    int8_t c[128];
+    float sc[4];
+    int8_t rc[128];
+    float rs[4];
+    bl_kv_q8_quantize_ref(x, n, rc, rs);
+    for (int l = 1; l < nl; l++) {
+        memset(c, 0x55, sizeof c);
+        (lv[l] == BL_ISA_AVX512 ? bl_kv_q8_quantize_avx512 : bl_kv_q8_quantize_avx2)(x, n, c, sc);
+        CHECK_MSG(memcmp(c, rc, (size_t)n) == 0 && c[n < 128 ? n : 127] == (n < 128 ? 0x55 : c[127]),
+                  "%s n %d: codes differ from the reference's (or a byte past the row written)",
+                  bl_isa_name(lv[l]), n);
+        for (int b = 0; b < bl_kv_q8_scales(n); b++)
+            CHECK_MSG(sc[b] == rs[b] || (isnan(sc[b]) && isnan(rs[b])), "%s n %d: scale %d %g vs %g",
+                      bl_isa_name(lv[l]), n, b, (double)sc[b], (double)rs[b]);
+    }
+}
+
+/* The int8 KV cache's rows (bl_kv_q8_quantize): per block of 32 values (the last of a row
+ * shorter) the scale is max|x|/127, every code within ±127, the largest value's code ±127, every
+ * value within half a step of code·scale (the rounding of x·127/max|x| adds at most a few ulps of
+ * the step: bound 0.5001·scale), ties to even; a block of zeros gives scale 0 and codes 0, a block
+ * holding an Inf or NaN scale NaN and codes 0 without touching its neighbours; dequantizing gives
+ * code·scale in f32. */
+static void test_kv_q8(void) {
+    const int ns[] = {1, 8, 32, 45, 128};
+    float x[128], y[128], sc[4];
+    int8_t c[128];
+    for (int a = 0; a < 5; a++)
+        for (int rep = 0; rep < 50; rep++) {
+            const int n = ns[a], nb = bl_kv_q8_scales(n);
+            CHECK(nb == (n + 31) / 32);
+            for (int j = 0; j < n; j++) /* magnitudes from 1e-3 to 1e3 per block */
+                x[j] = (float)((2.0 * urand() - 1.0) * pow(10.0, (double)((j / 32 + rep) % 7) - 3.0));
+            bl_kv_q8_quantize_ref(x, n, c, sc);
+            bl_kv_q8_dequantize(c, sc, n, y);
+            check_q8_levels(x, n);
+            for (int b = 0; b < nb; b++) {
+                const int j0 = 32 * b, j1 = j0 + 32 < n ? j0 + 32 : n;
+                float amax = 0.0f;
+                for (int j = j0; j < j1; j++) amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
+                CHECK(sc[b] == amax / 127.0f);
+                bool top = false;
+                for (int j = j0; j < j1; j++) {
+                    CHECK(c[j] >= -127 && c[j] <= 127);
+                    CHECK(y[j] == (float)c[j] * sc[b]);
+                    CHECK_MSG(fabsf(x[j] - y[j]) <= 0.5001f * sc[b], "n %d value %d: %g -> %d x %g",
+                              n, j, (double)x[j], c[j], (double)sc[b]);
+                    top |= fabsf(x[j]) == amax && (c[j] == 127 || c[j] == -127);
+                }
+                CHECK(top);
+            }
+        }
+    /* ties to even: max 127 makes the step 1 */
+    const float t[6] = {127.0f, 2.5f, 3.5f, -2.5f, -0.5f, 1.5f};
+    const int8_t want[6] = {127, 2, 4, -2, 0, 2};
+    bl_kv_q8_quantize_ref(t, 6, c, sc);
+    check_q8_levels(t, 6);
+    CHECK(sc[0] == 1.0f);
+    for (int j = 0; j < 6; j++) CHECK_MSG(c[j] == want[j], "%g -> %d", (double)t[j], c[j]);
+    /* zeros, and a non-finite value in the second block of three */
+    for (int j = 0; j < 96; j++) x[j] = j < 32 ? 0.0f : (float)j;
+    x[40] = INFINITY;
+    bl_kv_q8_quantize_ref(x, 96, c, sc);
+    check_q8_levels(x, 96);
+    CHECK(sc[0] == 0.0f && isnan(sc[1]) && sc[2] == 95.0f / 127.0f);
+    for (int j = 0; j < 64; j++) CHECK(c[j] == 0);
+    CHECK(c[95] == 127);
+    x[40] = NAN;
+    bl_kv_q8_quantize_ref(x, 96, c, sc);
+    check_q8_levels(x, 90); /* a short last block too */
+    CHECK(isnan(sc[1]) && sc[2] == 95.0f / 127.0f);
+}
+
+/* Attention on an int8 cache (bl_attend_q8): at AVX2 and AVX-512 the results of bl_attend on the
+ * dequantized values, bit for bit (head dims with a short last scale block and with a tail of
+ * the vector width, groups larger than a chunk, row strides that are not the head dimension or
+ * the scale count); at the reference it refuses (false). */
+static void test_attend_q8(void) {
+    const int hds[] = {12, 40, 64, 128}, ns[] = {1, 17, 65, 300}, Gs[] = {1, 3, 20};
+    bl_isa lv[3];
+    const int nl = levels(lv);
+    for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 4; b++)
+            for (int gi = 0; gi < 3; gi++) {
+                const int hd = hds[a], n = ns[b], G = Gs[gi], nb = bl_kv_q8_scales(hd);
+                const int64_t ld = 2 * hd + 3, lds = nb + 1;
+                int8_t *K8 = malloc((size_t)(n * ld)), *V8 = malloc((size_t)(n * ld));
+                float *Ks = malloc(sizeof(float) * (size_t)(n * lds));
+                float *Vs = malloc(sizeof(float) * (size_t)(n * lds));
+                float *K = malloc(sizeof(float) * (size_t)(n * ld)), *V = malloc(sizeof(float) * (size_t)(n * ld));
+                float *q = malloc(sizeof(float) * (size_t)(G * hd)), *P = malloc(sizeof(float) * (size_t)(G * n));
+                float *x = malloc(sizeof(float) * (size_t)(G * hd)), *y = malloc(sizeof(float) * (size_t)(G * hd));
+                float row[128];
+                REQUIRE(K8 && V8 && Ks && Vs && K && V && q && P && x && y);
+                for (int r = 0; r < n; r++) {
+                    for (int j = 0; j < hd; j++) row[j] = (float)(2.0 * urand() - 1.0);
+                    bl_kv_q8_quantize(row, hd, K8 + r * ld, Ks + r * lds);
+                    bl_kv_q8_dequantize(K8 + r * ld, Ks + r * lds, hd, K + r * ld);
+                    for (int j = 0; j < hd; j++) row[j] = (float)(4.0 * urand() - 2.0);
+                    bl_kv_q8_quantize(row, hd, V8 + r * ld, Vs + r * lds);
+                    bl_kv_q8_dequantize(V8 + r * ld, Vs + r * lds, hd, V + r * ld);
+                }
+                for (int i = 0; i < G * hd; i++) q[i] = (float)(2.0 * urand() - 1.0);
+                const float scale = 1.0f / sqrtf((float)hd);
+                CHECK(!bl_attend_q8(q, hd, G, K8, Ks, V8, Vs, ld, lds, hd, n, scale, P, y, hd,
+                                    BL_ISA_REF));
+                for (int l = 1; l < nl; l++) {
+                    bl_attend(q, hd, G, K, V, ld, hd, n, scale, P, x, hd, lv[l]);
+                    CHECK(bl_attend_q8(q, hd, G, K8, Ks, V8, Vs, ld, lds, hd, n, scale, P, y, hd,
+                                       lv[l]));
+                    CHECK_MSG(memcmp(x, y, sizeof(float) * (size_t)(G * hd)) == 0,
+                              "%s hd %d n %d G %d: int8 cache differs from its dequantized values",
+                              bl_isa_name(lv[l]), hd, n, G);
+                }
+                free(K8), free(V8), free(Ks), free(Vs), free(K), free(V);
+                free(q), free(P), free(x), free(y);
+            }
+}
+
 /* The dispatchers, which the cases above call, run the level asked for: each kernel's entry point
  * agrees bit for bit with its dispatcher at that level. */
 /* Attention on an FP16 cache (bl_attend_f16): at AVX2 and AVX-512 the results of bl_attend on the
@@ -269,6 +393,8 @@ int main(void) {
     TEST_RUN(test_softmax);
     TEST_RUN(test_attend);
     TEST_RUN(test_attend_f16);
+    TEST_RUN(test_kv_q8);
+    TEST_RUN(test_attend_q8);
     TEST_RUN(test_dispatch);
     return test_summary();
 }

@@ -22,16 +22,16 @@ static void rm_rf(const char *dir) {
 }
 
 /* The model at path, its inference states running at kernel level isa with those sign tables and
- * an f32 or FP16 KV cache. */
-static bl_model *load_kv(const char *path, bl_isa isa, bl_sign_tables tables, bool kv_f16) {
+ * that KV cache type. */
+static bl_model *load_kv(const char *path, bl_isa isa, bl_sign_tables tables, bl_kv_type kv) {
     bl_model *m = NULL;
     bl_err err = {0};
-    const bl_load_opts o = {.isa = isa, .sign_tables = tables, .kv_f16 = kv_f16};
+    const bl_load_opts o = {.isa = isa, .sign_tables = tables, .kv_cache = kv};
     if (bl_model_load(path, &o, &m, &err) != BL_OK) fprintf(stderr, "  load: %s\n", err.msg);
     return m;
 }
 static bl_model *load_tables(const char *path, bl_isa isa, bl_sign_tables tables) {
-    return load_kv(path, isa, tables, false);
+    return load_kv(path, isa, tables, BL_KV_F32);
 }
 static bl_model *load(const char *path, bl_isa isa) { return load_tables(path, isa, BL_TABLES_F32); }
 
@@ -149,8 +149,8 @@ static void check_every_isa(const char *dir, const char *name, int n_tables) {
 }
 
 /* Last-position logits of one prompt on the model in dir with the given sign tables and cache. */
-static bool prompt_logits_kv(const char *dir, bl_sign_tables tables, bool kv_f16, float *out) {
-    bl_model *m = load_kv(dir, BL_ISA_AUTO, tables, kv_f16);
+static bool prompt_logits_kv(const char *dir, bl_sign_tables tables, bl_kv_type kv, float *out) {
+    bl_model *m = load_kv(dir, BL_ISA_AUTO, tables, kv);
     bl_state *st = NULL;
     bl_err err = {0};
     int32_t toks[12];
@@ -162,7 +162,7 @@ static bool prompt_logits_kv(const char *dir, bl_sign_tables tables, bool kv_f16
     return ok;
 }
 static bool prompt_logits(const char *dir, bl_sign_tables tables, float *out) {
-    return prompt_logits_kv(dir, tables, false, out);
+    return prompt_logits_kv(dir, tables, BL_KV_F32, out);
 }
 
 /* --sign-tables i8 reaches the model's products: its logits differ from the f32 tables' (so the
@@ -230,53 +230,62 @@ static void test_quantized_formats(void) {
     bl_model_free(src);
 }
 
-/* The FP16 KV cache: the schedule (prompts through the blocked products, decode through the
- * grouped kernel, slots reused) batched == alone at every ISA level, and the logits close to the
- * f32 cache's but not equal (keys and values are rounded to FP16, relative error ≤ 2⁻¹¹ each;
- * 1e-2 relative L2 on the logits leaves room for its passage through the layers). */
-static void test_kv_f16(void) {
+/* The FP16 and int8 KV caches: the schedule (prompts through the blocked products, decode through
+ * the grouped kernel, slots reused) batched == alone at every ISA level, and the logits close to
+ * the f32 cache's but not equal. FP16 rounds each key and value with relative error ≤ 2⁻¹¹; int8
+ * with absolute error ≤ max|block|/254, ≤ 0.4 % of the largest of its 32 values (measured:
+ * ~1e-4 and ~2e-3 relative L2 on the logits), so 1e-2 leaves room for the errors' passage
+ * through the layers while a wrong scale or code (errors of tens of percent) fails. */
+static void test_kv_types(void) {
     REQUIRE(base_dir[0]);
     char dirs[2][256];
     REQUIRE(synth("kv", BL_DT_F32, dirs[0], sizeof dirs[0]));
     snprintf(dirs[1], sizeof dirs[1], "%s/onebit", base_dir); /* test_quantized_formats' */
     const bl_isa best = bl_cpu_best_isa();
-    for (int d = 0; d < 2; d++) {
-        for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
-            bl_model *m = load_kv(dirs[d], (bl_isa)isa, BL_TABLES_F32, true);
-            CHECK_MSG(m != NULL, "%s: cannot load", dirs[d]);
-            if (!m) break;
-            CHECK(m->kv_f16);
-            char what[64];
-            snprintf(what, sizeof what, "%s/%s/kv f16", d ? "onebit" : "f32", bl_isa_name((bl_isa)isa));
-            CHECK_MSG(run_schedule(m, what) == 0, "%s", what);
+    const bl_kv_type types[] = {BL_KV_F16, BL_KV_Q8};
+    for (int d = 0; d < 2; d++)
+        for (int ti = 0; ti < 2; ti++) {
+            const bl_kv_type kv = types[ti];
+            for (int isa = BL_ISA_REF; isa <= (int)best; isa++) {
+                bl_model *m = load_kv(dirs[d], (bl_isa)isa, BL_TABLES_F32, kv);
+                CHECK_MSG(m != NULL, "%s: cannot load", dirs[d]);
+                if (!m) break;
+                CHECK(m->kv_cache == kv);
+                char what[64];
+                snprintf(what, sizeof what, "%s/%s/kv %s", d ? "onebit" : "f32",
+                         bl_isa_name((bl_isa)isa), bl_kv_cache_name(kv));
+                CHECK_MSG(run_schedule(m, what) == 0, "%s", what);
+                bl_model_free(m);
+            }
+            bl_model *m = load(dirs[d], BL_ISA_AUTO);
+            REQUIRE(m);
+            const int V = m->cfg.vocab_size;
             bl_model_free(m);
+            float *a = malloc(sizeof(float) * (size_t)V), *b = malloc(sizeof(float) * (size_t)V);
+            REQUIRE(a && b);
+            REQUIRE(prompt_logits_kv(dirs[d], BL_TABLES_F32, BL_KV_F32, a) &&
+                    prompt_logits_kv(dirs[d], BL_TABLES_F32, kv, b));
+            double d2 = 0, n2 = 0;
+            for (int k = 0; k < V; k++)
+                d2 += (double)(a[k] - b[k]) * (a[k] - b[k]), n2 += (double)a[k] * a[k];
+            const double rel = sqrt(d2 / (n2 + 1e-30));
+            printf("  %s, %s cache against f32: logits relative L2 %.3g\n", d ? "onebit" : "f32",
+                   bl_kv_cache_name(kv), rel);
+            CHECK_MSG(rel > 0 && rel < 1e-2, "%s: %s against f32 cache, logits relative L2 %.3g",
+                      d ? "onebit" : "f32", bl_kv_cache_name(kv), rel);
+            free(a), free(b);
         }
-        bl_model *m = load(dirs[d], BL_ISA_AUTO);
-        REQUIRE(m);
-        const int V = m->cfg.vocab_size;
-        bl_model_free(m);
-        float *a = malloc(sizeof(float) * (size_t)V), *b = malloc(sizeof(float) * (size_t)V);
-        REQUIRE(a && b);
-        REQUIRE(prompt_logits_kv(dirs[d], BL_TABLES_F32, false, a) &&
-                prompt_logits_kv(dirs[d], BL_TABLES_F32, true, b));
-        double d2 = 0, n2 = 0;
-        for (int k = 0; k < V; k++) d2 += (double)(a[k] - b[k]) * (a[k] - b[k]), n2 += (double)a[k] * a[k];
-        const double rel = sqrt(d2 / (n2 + 1e-30));
-        CHECK_MSG(rel > 0 && rel < 1e-2, "%s: FP16 against f32 cache, logits relative L2 %.3g",
-                  d ? "onebit" : "f32", rel);
-        free(a), free(b);
-    }
 }
 
 /* bl_state_slot_copy: a slot given the first 8 tokens of another (over a sequence of its own)
- * and then fed the same 3 tokens gives the logits of the original, bit for bit, with f32 and
- * FP16 caches; copies beyond the source's position or onto itself change nothing. */
+ * and then fed the same 3 tokens gives the logits of the original, bit for bit, with f32, FP16
+ * and int8 caches (codes and scales copied); copies beyond the source's position or onto itself change nothing. */
 static void test_slot_copy(void) {
     REQUIRE(base_dir[0]);
     char dir[256];
     REQUIRE(synth("copy", BL_DT_F32, dir, sizeof dir));
-    for (int f16 = 0; f16 < 2; f16++) {
-        bl_model *m = load_kv(dir, BL_ISA_AUTO, BL_TABLES_F32, f16);
+    for (int kv = BL_KV_F32; kv <= BL_KV_Q8; kv++) {
+        bl_model *m = load_kv(dir, BL_ISA_AUTO, BL_TABLES_F32, (bl_kv_type)kv);
         REQUIRE(m);
         const int V = m->cfg.vocab_size;
         bl_state *st = NULL;
@@ -298,7 +307,7 @@ static void test_slot_copy(void) {
         rest = (bl_seq_batch){1, t + 8, 3, b};
         REQUIRE(bl_forward_batch(st, &rest, 1, &err) == BL_OK);
         CHECK_MSG(memcmp(a, b, sizeof(float) * (size_t)V) == 0, "%s cache: copied prefix",
-                  f16 ? "FP16" : "f32");
+                  bl_kv_cache_name((bl_kv_type)kv));
         CHECK(bl_state_slot_pos(st, 1) == 11);
         free(a), free(b);
         bl_state_free(st);
@@ -348,7 +357,7 @@ int main(void) {
     make_base();
     TEST_RUN(test_dense_formats);
     TEST_RUN(test_quantized_formats);
-    TEST_RUN(test_kv_f16); /* after test_quantized_formats: uses its onebit model */
+    TEST_RUN(test_kv_types); /* after test_quantized_formats: uses its onebit model */
     TEST_RUN(test_bad_batches);
     TEST_RUN(test_slot_copy);
     if (base_dir[0]) rm_rf(base_dir);

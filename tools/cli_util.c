@@ -322,8 +322,8 @@ bl_model *cli_load_model_tables(const char *cmd, const char *path, bl_load_opts 
         cli_errorf(cmd, "unknown --sign-tables '%s' (f32, i8)", tables);
         return NULL;
     }
-    if (kv && !bl_kv_cache_from_name(kv, &opts->kv_f16)) {
-        cli_errorf(cmd, "unknown --kv-cache '%s' (f32, f16)", kv);
+    if (kv && !bl_kv_cache_from_name(kv, &opts->kv_cache)) {
+        cli_errorf(cmd, "unknown --kv-cache '%s' (f32, f16, q8)", kv);
         return NULL;
     }
     bl_model *m = cli_load_model_opts(path, opts);

@@ -53,9 +53,10 @@ typedef struct {
 /* --sign-tables and --kv-cache, on every command that runs a model: how its 1-bit products sum
  * and what its KV cache holds. */
 #define CLI_INFERENCE_OPTS(name, kv)                                                             \
-    {"kv-cache", 0, OPT_STR, &(kv), "f32|f16",                                                   \
-     "KV cache values: f32 (the default) or f16 (half the memory and the attention's reads; "    \
-     "keys and values rounded to FP16, as llama.cpp's default cache; changes the numbers)",      \
+    {"kv-cache", 0, OPT_STR, &(kv), "f32|f16|q8",                                                \
+     "KV cache values: f32 (the default), f16 (half the memory and the attention's reads; keys " \
+     "and values rounded to FP16, as llama.cpp's default cache) or q8 (int8 with a scale per 32 "\
+     "values, 9 bits a value, as llama.cpp's q8_0 cache type); f16 and q8 change the numbers",   \
      CLI_ANY},                                                                                    \
     {"sign-tables", 0, OPT_STR, &(name), "f32|i8",                                                \
      "sums of the 1-bit kernels: f32 (exact, the default) or i8 (int8 lookup tables with a "     \

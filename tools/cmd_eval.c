@@ -232,7 +232,7 @@ int cmd_eval(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "bpw_layers", bpw_layers);
         cJSON_AddNumberToObject(o, "bpw_model", bpw_model);
         cJSON_AddStringToObject(o, "sign_tables", bl_sign_tables_name(m->sign_tables));
-        cJSON_AddStringToObject(o, "kv_cache", bl_kv_cache_name(m->kv_f16));
+        cJSON_AddStringToObject(o, "kv_cache", bl_kv_cache_name(m->kv_cache));
         cJSON_AddNumberToObject(o, "ctx", cc.ctx);
         cJSON_AddStringToObject(o, "ctx_source", bl_ctx_source_name(cc.source));
         cJSON_AddNumberToObject(o, "trained_ctx", cc.trained);
@@ -250,7 +250,7 @@ int cmd_eval(int argc, char **argv) {
         printf("model %s (%s); bpw %.3f layers / %.3f model; %s sign tables, %s KV cache; %s; BOS %s; "
                "acc_norm by %s; %lld tokens (%lld computed); %.1fs\n",
                m->path, m->quant_method[0] ? m->quant_method : "fp", bpw_layers, bpw_model,
-               bl_sign_tables_name(m->sign_tables), bl_kv_cache_name(m->kv_f16), ctx_text,
+               bl_sign_tables_name(m->sign_tables), bl_kv_cache_name(m->kv_cache), ctx_text,
                res[0].bos ? "yes" : "no", norm,
                (long long)tokens,
                (long long)computed, secs);

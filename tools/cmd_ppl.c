@@ -84,7 +84,7 @@ int cmd_ppl(int argc, char **argv) {
                 cJSON_AddNumberToObject(o, "bpw_model", bpw_model);
                 cJSON_AddStringToObject(o, "method", m->quant_method[0] ? m->quant_method : "fp");
                 cJSON_AddStringToObject(o, "sign_tables", bl_sign_tables_name(m->sign_tables));
-                cJSON_AddStringToObject(o, "kv_cache", bl_kv_cache_name(m->kv_f16));
+                cJSON_AddStringToObject(o, "kv_cache", bl_kv_cache_name(m->kv_cache));
                 cJSON_AddNumberToObject(o, "seconds", res.seconds);
                 cli_print_json(o);
             } else {
@@ -92,7 +92,7 @@ int cmd_ppl(int argc, char **argv) {
                        "bpw %.3f layers / %.3f model; %s sign tables, %s KV cache; %.1fs)\n",
                        res.ppl, res.nll / (double)res.tokens, (long long)res.tokens, ctx_text,
                        (long long)res.chunks, bpw_layers, bpw_model,
-                       bl_sign_tables_name(m->sign_tables), bl_kv_cache_name(m->kv_f16), res.seconds);
+                       bl_sign_tables_name(m->sign_tables), bl_kv_cache_name(m->kv_cache), res.seconds);
             }
             rc = 0;
         }

@@ -135,7 +135,7 @@ int cmd_speed(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "threads", nt);
         cJSON_AddStringToObject(o, "isa", bl_isa_name(m->isa));
         cJSON_AddStringToObject(o, "sign_tables", bl_sign_tables_name(m->sign_tables));
-        cJSON_AddStringToObject(o, "kv_cache", bl_kv_cache_name(m->kv_f16));
+        cJSON_AddStringToObject(o, "kv_cache", bl_kv_cache_name(m->kv_cache));
         cJSON_AddNumberToObject(o, "prompt_tokens", n_prompt);
         cJSON_AddNumberToObject(o, "decode_tokens", n_gen);
         cJSON_AddNumberToObject(o, "decode_batch", batches[0]);
@@ -169,7 +169,7 @@ int cmd_speed(int argc, char **argv) {
                m->quant_method[0] ? m->quant_method : "fp", bpw_layers, bpw_model,
                wbytes / 1048576.0);
         printf("threads  %d, kernels %s, sign tables %s, KV cache %s, load average %.2f\n", nt,
-               bl_isa_name(m->isa), bl_sign_tables_name(m->sign_tables), bl_kv_cache_name(m->kv_f16),
+               bl_isa_name(m->isa), bl_sign_tables_name(m->sign_tables), bl_kv_cache_name(m->kv_cache),
                load[0]);
         printf("prefill  %8.1f tok/s  (%d tokens in one batch, %.3fs)\n", pre_tps, n_prompt,
                pre[0]);

@@ -214,5 +214,28 @@ void bl_attend_ref(const float *q, int64_t q_stride, int G, const float *K, cons
                    int64_t ld, int hd, int n, float scale, float *P, float *out,
                    int64_t out_stride);
 
+/* The value types of a model's KV cache (--kv-cache): f32, FP16 (rounded to nearest) or BL_KV_Q8:
+ * int8 codes in blocks of BL_KV_Q8_BLOCK values of a row (the last block of a row may be
+ * shorter), each block with one f32 scale d = max|x| / 127 and codes c = x·(127 / max|x|)
+ * rounded to nearest even, |c| ≤ 127 (a block of zeros: d = 0 and codes 0; a block holding a NaN
+ * or Inf: d = NaN, so the value is not lost silently); a value reads back as the f32 product c·d.
+ * 8 + 32/BL_KV_Q8_BLOCK = 9 bits per value against 16 (FP16) and 32. */
+typedef enum { BL_KV_F32 = 0, BL_KV_F16 = 1, BL_KV_Q8 = 2 } bl_kv_type;
+#define BL_KV_Q8_BLOCK 32
+/* Scales per row of n values: ceil(n / BL_KV_Q8_BLOCK). */
+static inline int bl_kv_q8_scales(int n) { return (n + BL_KV_Q8_BLOCK - 1) / BL_KV_Q8_BLOCK; }
+/* One row of n values into codes[n] and scales[bl_kv_q8_scales(n)] (IEEE operations only: the
+ * same bits at every level and on every CPU), and back (codes·scale, the f32 product). */
+void bl_kv_q8_quantize(const float *x, int n, int8_t *codes, float *scales);
+void bl_kv_q8_quantize_ref(const float *x, int n, int8_t *codes, float *scales);
+void bl_kv_q8_dequantize(const int8_t *codes, const float *scales, int n, float *x);
+/* bl_attend on an int8 cache: K and V rows of int8 codes (stride ld), their scales in rows of
+ * bl_kv_q8_scales(hd) floats (stride lds), each value read as code·scale: the results of
+ * bl_attend on those values, bit for bit. Where the level has no such kernel (the reference) it
+ * returns false and computes nothing; the caller dequantizes. */
+bool bl_attend_q8(const float *q, int64_t q_stride, int G, const int8_t *K, const float *Ks,
+                  const int8_t *V, const float *Vs, int64_t ld, int64_t lds, int hd, int n,
+                  float scale, float *P, float *out, int64_t out_stride, bl_isa isa);
+
 BL_API_END
 #endif

@@ -152,7 +152,7 @@ typedef struct bl_model {
     int n_owned, cap_owned;
     bl_isa isa;                /* kernel level its inference states run at (never AUTO) */
     bl_sign_tables sign_tables; /* how their sign products sum (kernels.h) */
-    bool kv_f16;               /* its inference states keep keys and values in FP16 */
+    bl_kv_type kv_cache;       /* what its inference states keep keys and values in */
     bl_load_mode load_mode;    /* how its files were brought in (never DEFAULT) */
 } bl_model;
 
@@ -171,14 +171,15 @@ typedef struct {
                                    best; clamped to what the CPU supports */
     int n_threads;              /* threads for repacking sign matrices at load (0 = default) */
     bl_sign_tables sign_tables; /* BL_TABLES_F32 (default) or BL_TABLES_I8 (kernels.h) */
-    /* The KV cache of its inference states in FP16 (half the memory and the attention's reads;
-     * keys and values rounded to nearest FP16 as they are stored) instead of f32 (default). */
-    bool kv_f16;
+    /* The KV cache of its inference states: BL_KV_F32 (default), BL_KV_F16 (half the memory and
+     * the attention's reads; keys and values rounded to nearest FP16 as they are stored) or
+     * BL_KV_Q8 (int8 codes with a scale per 32 values: 9/32 of f32's; bitllm/kernels.h). */
+    bl_kv_type kv_cache;
 } bl_load_opts;
-/* The names of the KV cache's value types, as --kv-cache and the reports write them: "f32"
- * (kv_f16 false) and "f16". from_name: false for any other text. */
-const char *bl_kv_cache_name(bool kv_f16);
-bool bl_kv_cache_from_name(const char *name, bool *kv_f16);
+/* The names of the KV cache's value types, as --kv-cache and the reports write them: "f32",
+ * "f16" and "q8". from_name: false for any other text. */
+const char *bl_kv_cache_name(bl_kv_type type);
+bool bl_kv_cache_from_name(const char *name, bl_kv_type *type);
 
 /* path: a Hugging Face model directory (config.json + safetensors, including bitllm's quantized
  * outputs), a GGUF file, or a llama2.c checkpoint, told apart by content (never by the name).
@@ -240,6 +241,10 @@ void bl_state_reset(bl_state *s);            /* empties the KV cache */
 int bl_state_pos(const bl_state *s);         /* tokens in the cache */
 /* Truncates the cache to its first pos tokens (pos <= current), e.g. to reuse a shared prefix. */
 void bl_state_truncate(bl_state *s, int pos);
+
+/* Bytes of KV cache one position of one sequence takes on m (keys and values of every layer, in
+ * m->kv_cache's type, scales included). */
+double bl_kv_cache_bytes_per_token(const bl_model *m);
 
 /* Several sequences in one state: n_slots KV caches of max_seq tokens each, and scratch for
  * max_batch rows per call, shared by the sequences of the call; n_threads as for bl_state_new.

@@ -6,6 +6,15 @@
 
 #include "bitllm/kernels.h"
 
+/* A K or V operand of the attention kernels: rows of hd values, stride ld elements, of the cache
+ * type `type`; BL_KV_Q8 rows have their scales in s, rows of lds floats. */
+typedef struct {
+    const void *v;
+    const float *s;
+    int64_t ld, lds;
+    bl_kv_type type;
+} bl_kv_view;
+
 void bl_silu_mul_avx512(float *h, const float *u, int64_t n);
 void bl_softmax_avx512(float *x, int64_t n);
 void bl_attend_avx512(const float *q, int64_t q_stride, int G, const float *K, const float *V,
@@ -14,6 +23,9 @@ void bl_attend_avx512(const float *q, int64_t q_stride, int G, const float *K, c
 void bl_attend_f16_avx512(const float *q, int64_t q_stride, int G, const uint16_t *K,
                           const uint16_t *V, int64_t ld, int hd, int n, float scale, float *P,
                           float *out, int64_t out_stride);
+void bl_kv_q8_quantize_avx512(const float *x, int n, int8_t *codes, float *scales);
+void bl_attend_q8_avx512(const float *q, int64_t q_stride, int G, bl_kv_view K, bl_kv_view V,
+                         int hd, int n, float scale, float *P, float *out, int64_t out_stride);
 
 void bl_silu_mul_avx2(float *h, const float *u, int64_t n);
 void bl_softmax_avx2(float *x, int64_t n);
@@ -23,5 +35,8 @@ void bl_attend_avx2(const float *q, int64_t q_stride, int G, const float *K, con
 void bl_attend_f16_avx2(const float *q, int64_t q_stride, int G, const uint16_t *K,
                         const uint16_t *V, int64_t ld, int hd, int n, float scale, float *P,
                         float *out, int64_t out_stride);
+void bl_kv_q8_quantize_avx2(const float *x, int n, int8_t *codes, float *scales);
+void bl_attend_q8_avx2(const float *q, int64_t q_stride, int G, bl_kv_view K, bl_kv_view V,
+                       int hd, int n, float scale, float *P, float *out, int64_t out_stride);
 
 #endif

@@ -454,6 +454,29 @@ bool bl_attend_f16(const float *q, int64_t q_stride, int G, const uint16_t *K, c
     }
 }
 
+void bl_kv_q8_quantize(const float *x, int n, int8_t *codes, float *scales) {
+    switch (bl_default_isa()) {
+    case BL_ISA_AVX512: bl_kv_q8_quantize_avx512(x, n, codes, scales); return;
+    case BL_ISA_AVX2: bl_kv_q8_quantize_avx2(x, n, codes, scales); return;
+    default: bl_kv_q8_quantize_ref(x, n, codes, scales); return;
+    }
+}
+
+bool bl_attend_q8(const float *q, int64_t q_stride, int G, const int8_t *K, const float *Ks,
+                  const int8_t *V, const float *Vs, int64_t ld, int64_t lds, int hd, int n,
+                  float scale, float *P, float *out, int64_t out_stride, bl_isa isa) {
+    const bl_kv_view k = {K, Ks, ld, lds, BL_KV_Q8}, v = {V, Vs, ld, lds, BL_KV_Q8};
+    switch (bl_isa_clamp(isa)) {
+    case BL_ISA_AVX512:
+        bl_attend_q8_avx512(q, q_stride, G, k, v, hd, n, scale, P, out, out_stride);
+        return true;
+    case BL_ISA_AVX2:
+        bl_attend_q8_avx2(q, q_stride, G, k, v, hd, n, scale, P, out, out_stride);
+        return true;
+    default: return false;
+    }
+}
+
 void bl_attend(const float *q, int64_t q_stride, int G, const float *K, const float *V,
                int64_t ld, int hd, int n, float scale, float *P, float *out, int64_t out_stride,
                bl_isa isa) {

@@ -11,12 +11,13 @@
  * same arguments as when the sequence runs alone, so a sequence's results do not depend on what
  * it was batched with.
  *
- * The cache holds f32 values, or FP16 (bl_model.kv_f16: half the memory and the attention's
- * reads at long contexts or many sequences): keys and values are rounded to nearest FP16 as they
- * are stored; decode attention reads them as they are (bl_attend_f16, widening each value as it
- * loads it), and prompts and levels without that kernel widen a head's visible rows (exactly) into
- * the thread's scratch before the same kernels run. Either way the results are those of an f32
- * cache holding the rounded values, independent of batch and threads as before. */
+ * The cache holds f32 values, FP16 or int8 codes with a scale per 32 values (bl_model.kv_cache,
+ * bitllm/kernels.h's bl_kv_type: half or ~0.28 of the memory and of the attention's reads at
+ * long contexts or many sequences): keys and values are rounded as they are stored; decode
+ * attention reads them as they are (bl_attend_f16 / bl_attend_q8, widening each value as it
+ * loads it), and prompts and levels without those kernels widen a head's visible rows into the
+ * thread's scratch before the same kernels run. Either way the results are those of an f32 cache
+ * holding the rounded values, independent of batch and threads as before. */
 #include "bitllm/model.h"
 
 #include <math.h>
@@ -38,10 +39,14 @@ struct bl_state {
     int n_slots, max_seq, max_batch;
     int *pos; /* [n_slots]: tokens in each slot's cache */
     int q_dim, kv_dim;
-    /* [slot][layer][kv head][max_seq][head_dim] of f32, or FP16 (kv_f16) */
+    /* [slot][layer][kv head][max_seq][head_dim] of f32, FP16 or int8 codes (m->kv_cache) */
     void *k_cache, *v_cache;
-    size_t kv_elem;           /* bytes per cached value: 4, or 2 with kv_f16 */
-    float *kv_scratch; /* kv_f16: [n_threads][2·max_seq·head_dim], a unit's keys, values in f32 */
+    size_t kv_elem; /* bytes per cached value: 4, 2 or 1 */
+    /* BL_KV_Q8: the codes' scales, [slot][layer][kv head][max_seq][kv_nbs] */
+    float *k_scale, *v_scale;
+    int kv_nbs; /* scales per row of head_dim codes */
+    /* FP16 and int8 caches: [n_threads][2·max_seq·head_dim], a unit's keys, values in f32 */
+    float *kv_scratch;
     float *rope_cos, *rope_sin; /* [max_seq][head_dim/2] */
     float *x, *xb, *q, *k, *v, *att, *tmp; /* batch rows */
     float *hb, *hb2;
@@ -82,9 +87,10 @@ static size_t max_workspace(const bl_model *m, int B) {
 void bl_state_free(bl_state *s) {
     if (!s) return;
     bl_pool_free(s->pool);
-    float **bufs[] = {&s->kv_scratch, &s->rope_cos, &s->rope_sin, &s->x,      &s->xb,
-                      &s->q,          &s->k,        &s->v,        &s->att,    &s->tmp,
-                      &s->hb,         &s->hb2,      &s->scores,   &s->work,   &s->logit_rows};
+    float **bufs[] = {&s->kv_scratch, &s->rope_cos, &s->rope_sin, &s->x,       &s->xb,
+                      &s->q,          &s->k,        &s->v,        &s->att,     &s->tmp,
+                      &s->hb,         &s->hb2,      &s->scores,   &s->work,    &s->logit_rows,
+                      &s->k_scale,    &s->v_scale};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) bl_aligned_free(*bufs[i]);
     bl_aligned_free(s->k_cache);
     bl_aligned_free(s->v_cache);
@@ -119,6 +125,14 @@ static size_t scores_per_thread(const bl_state *s) {
     const int span = s->max_batch < s->max_seq ? s->max_batch : s->max_seq;
     const int group = s->m->cfg.n_heads / s->m->cfg.n_kv_heads;
     return (size_t)(span > group ? span : group) * (size_t)s->max_seq;
+}
+
+double bl_kv_cache_bytes_per_token(const bl_model *m) {
+    const bl_config *c = &m->cfg;
+    const double row = m->kv_cache == BL_KV_F16  ? 2.0 * c->head_dim
+                       : m->kv_cache == BL_KV_Q8 ? c->head_dim + 4.0 * bl_kv_q8_scales(c->head_dim)
+                                                 : 4.0 * c->head_dim;
+    return 2.0 * c->n_layers * c->n_kv_heads * row;
 }
 
 int bl_state_threads(const bl_state *s) { return s->n_threads; }
@@ -170,10 +184,18 @@ bl_status bl_state_new_slots(const bl_model *m, int n_slots, int max_seq, int ma
     if (!s->pos || !s->spans || !s->row_slot || !s->row_pos || !s->row_tok || !s->out_rows ||
         !s->row_bad)
         ok = false;
-    s->kv_elem = m->kv_f16 ? sizeof(uint16_t) : sizeof(float);
+    s->kv_elem = m->kv_cache == BL_KV_F16  ? sizeof(uint16_t)
+                 : m->kv_cache == BL_KV_Q8 ? sizeof(int8_t)
+                                           : sizeof(float);
     s->k_cache = alloc_elems(cache_rows, (size_t)s->kv_dim, s->kv_elem, &ok);
     s->v_cache = alloc_elems(cache_rows, (size_t)s->kv_dim, s->kv_elem, &ok);
-    if (m->kv_f16)
+    if (m->kv_cache == BL_KV_Q8) {
+        s->kv_nbs = bl_kv_q8_scales(c->head_dim);
+        const size_t per_row = (size_t)c->n_kv_heads * (size_t)s->kv_nbs;
+        s->k_scale = alloc_floats(cache_rows, per_row, &ok);
+        s->v_scale = alloc_floats(cache_rows, per_row, &ok);
+    }
+    if (m->kv_cache != BL_KV_F32)
         s->kv_scratch =
             alloc_floats((size_t)s->n_threads, 2 * (size_t)max_seq * (size_t)c->head_dim, &ok);
     if (n_slots > 1) s->logit_rows = alloc_floats((size_t)n_slots, (size_t)c->vocab_size, &ok);
@@ -219,8 +241,8 @@ void bl_state_slot_truncate(bl_state *s, int slot, int pos) {
     if (slot >= 0 && slot < s->n_slots && pos >= 0 && pos < s->pos[slot]) s->pos[slot] = pos;
 }
 
-/* KV head h of layer l of a slot's key (or value) cache: max_seq rows of head_dim values (f32
- * or FP16), one row per position. Head-major, so that the rows decode attention reads for one
+/* KV head h of layer l of a slot's key (or value) cache: max_seq rows of head_dim values (f32,
+ * FP16 or int8 codes), one row per position. Head-major, so that the rows decode attention reads for one
  * head are contiguous: with the positions' rows of all heads side by side (kv_dim apart, 8 KiB
  * at 7B dims in FP16) every row of a head started a new 4 KiB page, where the hardware's stream
  * prefetchers stop (batch-8 decode steps at ~1040 positions, 7B dims, two threads: 222-274 ms
@@ -232,6 +254,13 @@ static uint8_t *cache_at(const bl_state *s, void *cache, int slot, int l, int h)
                c->head_dim * s->kv_elem;
 }
 
+/* The scales of cache_at's rows (BL_KV_Q8): max_seq rows of kv_nbs. */
+static float *scales_at(const bl_state *s, float *scales, int slot, int l, int h) {
+    const bl_config *c = &s->m->cfg;
+    return scales + (((size_t)slot * c->n_layers + (size_t)l) * c->n_kv_heads + (size_t)h) *
+                        s->max_seq * s->kv_nbs;
+}
+
 void bl_state_slot_copy(bl_state *s, int dst, int src, int n) {
     if (dst < 0 || dst >= s->n_slots || src < 0 || src >= s->n_slots || dst == src || n < 0 ||
         n > s->pos[src])
@@ -241,20 +270,44 @@ void bl_state_slot_copy(bl_state *s, int dst, int src, int n) {
         for (int h = 0; h < s->m->cfg.n_kv_heads; h++) {
             memcpy(cache_at(s, s->k_cache, dst, l, h), cache_at(s, s->k_cache, src, l, h), bytes);
             memcpy(cache_at(s, s->v_cache, dst, l, h), cache_at(s, s->v_cache, src, l, h), bytes);
+            if (!s->k_scale) continue;
+            const size_t sb = (size_t)n * s->kv_nbs * sizeof(float);
+            memcpy(scales_at(s, s->k_scale, dst, l, h), scales_at(s, s->k_scale, src, l, h), sb);
+            memcpy(scales_at(s, s->v_scale, dst, l, h), scales_at(s, s->v_scale, src, l, h), sb);
         }
     s->pos[dst] = n;
 }
 
 /* A row of kv_dim values (every KV head's head_dim) into position p of a slot's layer l cache
- * (rounded to FP16 with kv_f16). */
-static void cache_store(const bl_state *s, void *cache, int slot, int l, int p, const float *row) {
+ * (rounded to FP16, or to int8 codes with their scales). */
+static void cache_store(const bl_state *s, void *cache, float *scales, int slot, int l, int p,
+                        const float *row) {
     const int hd = s->m->cfg.head_dim;
     for (int h = 0; h < s->m->cfg.n_kv_heads; h++) {
         uint8_t *dst = cache_at(s, cache, slot, l, h) + (size_t)p * hd * s->kv_elem;
         const float *src = row + (size_t)h * hd;
-        if (s->kv_elem == sizeof(float)) memcpy(dst, src, (size_t)hd * sizeof(float));
-        else bl_f32_to_f16_n(src, (uint16_t *)(void *)dst, (size_t)hd);
+        switch (s->m->kv_cache) {
+        case BL_KV_F16: bl_f32_to_f16_n(src, (uint16_t *)(void *)dst, (size_t)hd); break;
+        case BL_KV_Q8:
+            bl_kv_q8_quantize(src, hd, (int8_t *)(void *)dst,
+                              scales_at(s, scales, slot, l, h) + (size_t)p * s->kv_nbs);
+            break;
+        default: memcpy(dst, src, (size_t)hd * sizeof(float)); break;
+        }
     }
+}
+
+/* The first n rows of a KV head (cache_at, scales_at) widened to f32 into dst (n·head_dim). */
+static void cache_widen(const bl_state *s, const void *rows, const float *scales, int n,
+                        float *dst) {
+    const int hd = s->m->cfg.head_dim;
+    if (s->m->kv_cache == BL_KV_F16) {
+        bl_half_to_f32(BL_DT_F16, rows, dst, (size_t)n * hd);
+        return;
+    }
+    for (int r = 0; r < n; r++)
+        bl_kv_q8_dequantize((const int8_t *)rows + (size_t)r * hd, scales + (size_t)r * s->kv_nbs,
+                            hd, dst + (size_t)r * hd);
 }
 
 /* Σx² in double as 8 interleaved partial sums (element i into sum i mod 8), added pairwise at
@@ -410,8 +463,8 @@ static void rope_rows(void *ctx, int64_t t0, int64_t t1) {
             if (ly->k_norm) rmsnorm(kh, kh, ly->k_norm, hd, c->norm_eps);
             rope(kh, hd, cs, sn, c->rope_interleaved);
         }
-        cache_store(s, s->k_cache, s->row_slot[t], l, p, s->k + (size_t)t * s->kv_dim);
-        cache_store(s, s->v_cache, s->row_slot[t], l, p, s->v + (size_t)t * s->kv_dim);
+        cache_store(s, s->k_cache, s->k_scale, s->row_slot[t], l, p, s->k + (size_t)t * s->kv_dim);
+        cache_store(s, s->v_cache, s->v_scale, s->row_slot[t], l, p, s->v + (size_t)t * s->kv_dim);
     }
 }
 
@@ -458,26 +511,34 @@ static void attention_units(void *ctx, int ith, int nth) {
         const int h0 = (int)(u % units_per_span) * G, kvh = h0 / group, T = sp->n;
         const float *q0 = s->q + (size_t)sp->row0 * s->q_dim + (size_t)h0 * hd;
         float *out0 = s->att + (size_t)sp->row0 * s->q_dim + (size_t)h0 * hd;
-        /* the KV head's rows of the slot's layer cache, f32 or FP16, hd values apart */
+        /* the KV head's rows of the slot's layer cache, f32, FP16 or int8, hd values apart */
         const void *kc = cache_at(s, s->k_cache, sp->slot, l, kvh);
         const void *vc = cache_at(s, s->v_cache, sp->slot, l, kvh);
-        const bool f16 = s->kv_elem == sizeof(uint16_t);
-        if (T <= SMALL_T && f16) { /* decode on the FP16 cache as it is */
+        const float *ks = s->k_scale ? scales_at(s, s->k_scale, sp->slot, l, kvh) : NULL;
+        const float *vs = s->v_scale ? scales_at(s, s->v_scale, sp->slot, l, kvh) : NULL;
+        const bl_kv_type type = s->m->kv_cache;
+        if (T <= SMALL_T && type != BL_KV_F32) { /* decode on the cache as it is */
             bool fused = true; /* the level has the kernel for every query or for none */
-            for (int t = 0; t < T && fused; t++)
-                fused = bl_attend_f16(q0 + (size_t)t * s->q_dim, hd, G, kc, vc, hd, hd,
-                                      sp->pos0 + t + 1, inv_sqrt, P, out0 + (size_t)t * s->q_dim,
-                                      hd, s->ex.isa);
+            for (int t = 0; t < T && fused; t++) {
+                const float *q = q0 + (size_t)t * s->q_dim;
+                float *out = out0 + (size_t)t * s->q_dim;
+                const int n = sp->pos0 + t + 1;
+                fused = type == BL_KV_F16
+                            ? bl_attend_f16(q, hd, G, kc, vc, hd, hd, n, inv_sqrt, P, out, hd,
+                                            s->ex.isa)
+                            : bl_attend_q8(q, hd, G, kc, ks, vc, vs, hd, s->kv_nbs, hd, n,
+                                           inv_sqrt, P, out, hd, s->ex.isa);
+            }
             if (fused) continue;
         }
         const float *kh = kc, *vh = vc;
         const int64_t ld = hd; /* row stride of kh and vh */
-        if (f16) { /* the head's visible rows widened (exactly) into this thread's scratch */
+        if (type != BL_KV_F32) { /* the head's visible rows widened into this thread's scratch */
             float *kf = s->kv_scratch + (size_t)ith * 2 * (size_t)s->max_seq * (size_t)hd;
             float *vf = kf + (size_t)s->max_seq * (size_t)hd;
-            const size_t n = (size_t)(sp->pos0 + T) * hd; /* the keys the unit's last query sees */
-            bl_half_to_f32(BL_DT_F16, kc, kf, n);
-            bl_half_to_f32(BL_DT_F16, vc, vf, n);
+            const int n = sp->pos0 + T; /* the keys the unit's last query sees */
+            cache_widen(s, kc, ks, n, kf);
+            cache_widen(s, vc, vs, n, vf);
             kh = kf, vh = vf;
         }
         if (T <= SMALL_T) { /* decode: the G heads together, one query position at a time */

@@ -325,7 +325,7 @@ static bl_model *new_model(const char *path, const bl_load_opts *opts, bl_err *e
     if (m && (m->path = bl_strdup(path))) {
         m->isa = bl_isa_clamp(opts ? opts->isa : BL_ISA_AUTO);
         m->sign_tables = opts ? opts->sign_tables : BL_TABLES_F32;
-        m->kv_f16 = opts && opts->kv_f16;
+        m->kv_cache = opts ? opts->kv_cache : BL_KV_F32;
         m->load_mode = opts && opts->load != BL_LOAD_DEFAULT ? opts->load : bl_default_load_mode();
         return m;
     }
@@ -337,6 +337,8 @@ static bl_model *new_model(const char *path, const bl_load_opts *opts, bl_err *e
 bl_status bl_model_load(const char *path, const bl_load_opts *opts, bl_model **out,
                         bl_err *err) {
     *out = NULL;
+    if (opts && (unsigned)opts->kv_cache > BL_KV_Q8)
+        return bl_fail(err, BL_ERR_ARG, "%s: unknown KV cache type %d", path, (int)opts->kv_cache);
     bl_model *m = new_model(path, opts, err);
     if (!m) return BL_ERR_NOMEM;
     bl_status s = load_file(m, opts, err);
@@ -463,12 +465,18 @@ int64_t bl_model_sign_count(const bl_model *m) {
     return k;
 }
 
-const char *bl_kv_cache_name(bool kv_f16) { return kv_f16 ? "f16" : "f32"; }
+const char *bl_kv_cache_name(bl_kv_type type) {
+    switch (type) {
+    case BL_KV_F16: return "f16";
+    case BL_KV_Q8: return "q8";
+    default: return "f32";
+    }
+}
 
-bool bl_kv_cache_from_name(const char *name, bool *kv_f16) {
-    for (int f16 = 0; name && f16 < 2; f16++)
-        if (strcmp(name, bl_kv_cache_name(f16)) == 0) {
-            *kv_f16 = f16;
+bool bl_kv_cache_from_name(const char *name, bl_kv_type *type) {
+    for (int t = BL_KV_F32; name && t <= BL_KV_Q8; t++)
+        if (strcmp(name, bl_kv_cache_name((bl_kv_type)t)) == 0) {
+            *type = (bl_kv_type)t;
             return true;
         }
     return false;

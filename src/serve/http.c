@@ -464,10 +464,9 @@ bl_status bl_server_start(const bl_model *m, const bl_server_opts *o, bl_server 
     if (!st) {
         const union MHD_DaemonInfo *i = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
         s->port = i ? i->port : s->o.port;
-        const bl_config *c = &m->cfg;
-        logf_(s, "KV cache: %d slots x %d tokens, %.2f GiB; chat template: %s", s->o.parallel,
-              s->o.ctx, 8.0 * s->o.parallel * s->o.ctx * c->n_layers * c->n_kv_heads *
-                            c->head_dim / (1u << 30),
+        logf_(s, "KV cache: %d slots x %d tokens, %s, %.2f GiB; chat template: %s", s->o.parallel,
+              s->o.ctx, bl_kv_cache_name(m->kv_cache),
+              bl_kv_cache_bytes_per_token(m) * s->o.parallel * s->o.ctx / (1u << 30),
               s->have_tmpl ? s->tmpl.name : s->tmpl_error);
     }
     if (st) {

@@ -46,3 +46,38 @@ void bl_attend_ref(const float *q, int64_t q_stride, int G, const float *K, cons
         attend_one(q + g * q_stride, K, V, ld, hd, n, scale, P + (int64_t)g * n,
                    out + g * out_stride);
 }
+
+/* The int8 KV cache's rows (bitllm/kernels.h). Rounding by adding and subtracting 1.5·2^23 (round
+ * to nearest even for |v| < 2^22; here |v| ≤ 127 and a bit): IEEE additions, so the same codes on
+ * every CPU, and a loop the compiler vectorizes, where nearbyintf is a library call on the
+ * baseline target. */
+void bl_kv_q8_quantize_ref(const float *x, int n, int8_t *codes, float *scales) {
+    for (int b = 0; b < n; b += BL_KV_Q8_BLOCK) {
+        const int len = n - b < BL_KV_Q8_BLOCK ? n - b : BL_KV_Q8_BLOCK;
+        const float *xb = x + b;
+        float amax = 0.0f;
+        int finite = 1;
+        for (int j = 0; j < len; j++) {
+            const float a = fabsf(xb[j]);
+            amax = a > amax ? a : amax;
+            finite &= a <= 3.402823466e38f; /* false for Inf and NaN */
+        }
+        int8_t *cb = codes + b;
+        if (!finite) {
+            for (int j = 0; j < len; j++) cb[j] = 0;
+            scales[b / BL_KV_Q8_BLOCK] = NAN;
+            continue;
+        }
+        const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        scales[b / BL_KV_Q8_BLOCK] = amax / 127.0f;
+        for (int j = 0; j < len; j++) {
+            float v = (xb[j] * inv + 0x1.8p23f) - 0x1.8p23f;
+            v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+            cb[j] = (int8_t)v;
+        }
+    }
+}
+
+void bl_kv_q8_dequantize(const int8_t *codes, const float *scales, int n, float *x) {
+    for (int j = 0; j < n; j++) x[j] = (float)codes[j] * scales[j / BL_KV_Q8_BLOCK];
+}

@@ -145,29 +145,45 @@ void bl_softmax_avx2(float *x, int64_t n) {
     scale_by(x, n, 1.0f / exp_sub_sum(x, n, max_of(x, n)));
 }
 
-/* 8 cached values from element i of K or V (lanes past `left` 0): f32, or FP16 widened exactly
- * (h16; AVX2 has no masked 16-bit load, so a short tail goes through a zeroed copy). */
-ALWAYS_INLINE __m256 load_kv(const void *base, int64_t i, int left, __m256i m, bool h16) {
-    if (h16) {
-        const uint16_t *p = (const uint16_t *)base + i;
+/* 8 cached values of row r of K or V from column c (a multiple of 8, so inside one scale block
+ * of an int8 row; lanes past `left` 0): f32, FP16 widened exactly, or int8 codes times their
+ * block's scale (AVX2 has no masked 8- or 16-bit load, so a short tail goes through a zeroed
+ * copy). */
+ALWAYS_INLINE __m256 load_kv(bl_kv_view a, int64_t r, int c, int left, __m256i m) {
+    const int64_t i = r * a.ld + c;
+    if (a.type == BL_KV_F16) {
+        const uint16_t *p = (const uint16_t *)a.v + i;
         if (left >= 8) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
         uint16_t t[8] = {0};
         memcpy(t, p, sizeof(uint16_t) * (size_t)left);
         return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)t));
     }
-    if (left >= 8) return _mm256_loadu_ps((const float *)base + i);
-    return _mm256_maskload_ps((const float *)base + i, m);
+    if (a.type == BL_KV_Q8) {
+        const int8_t *p = (const int8_t *)a.v + i;
+        __m128i b;
+        if (left >= 8) b = _mm_loadl_epi64((const __m128i *)(const void *)p);
+        else {
+            int8_t t[8] = {0};
+            memcpy(t, p, (size_t)left);
+            b = _mm_loadl_epi64((const __m128i *)(const void *)t);
+        }
+        const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)),
+                                       _mm256_set1_ps(a.s[r * a.lds + c / BL_KV_Q8_BLOCK]));
+        return left >= 8 ? v : _mm256_and_ps(v, _mm256_castsi256_ps(m));
+    }
+    if (left >= 8) return _mm256_loadu_ps((const float *)a.v + i);
+    return _mm256_maskload_ps((const float *)a.v + i, m);
 }
 
-/* Rows [r0, r1) of K or V (stride ld elements), columns [c0, c0 + cols), into L1 ahead of use
- * (where rows are far apart each starts a new page, where the stream prefetchers stop;
- * act_avx512.c). */
-ALWAYS_INLINE void prefetch_rows(const void *base, int64_t ld, int r0, int r1, int c0, int cols,
-                                 bool h16) {
-    const int64_t esz = h16 ? 2 : 4;
+/* Rows [r0, r1) of K or V, columns [c0, c0 + cols), into L1 ahead of use (an int8 row's scales
+ * with its first columns; where rows are far apart each starts a new page, where the stream
+ * prefetchers stop; act_avx512.c). */
+ALWAYS_INLINE void prefetch_rows(bl_kv_view a, int r0, int r1, int c0, int cols) {
+    const int64_t esz = a.type == BL_KV_F32 ? 4 : a.type == BL_KV_F16 ? 2 : 1;
     for (int r = r0; r < r1; r++) {
-        const char *row = (const char *)base + ((int64_t)r * ld + c0) * esz;
+        const char *row = (const char *)a.v + ((int64_t)r * a.ld + c0) * esz;
         for (int64_t b = 0; b < cols * esz; b += 64) _mm_prefetch(row + b, _MM_HINT_T0);
+        if (a.type == BL_KV_Q8 && c0 == 0) _mm_prefetch((const char *)(a.s + r * a.lds), _MM_HINT_T0);
     }
 }
 
@@ -175,8 +191,8 @@ ALWAYS_INLINE void prefetch_rows(const void *base, int64_t ld, int r0, int r1, i
 #define VALUE_AHEAD 16
 
 /* Scores of keys k0 .. k0+nk−1 (nk ≤ 8; full: nk = 8) into P, scaled. */
-ALWAYS_INLINE void score_block(const float *q, const void *K, int64_t ld, int hd, int k0, int nk,
-                               __m256 scale, float *P, bool full, bool h16) {
+ALWAYS_INLINE void score_block(const float *q, bl_kv_view K, int hd, int k0, int nk,
+                               __m256 scale, float *P, bool full) {
     __m256 acc[8];
 #pragma GCC unroll 8
     for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
@@ -187,8 +203,7 @@ ALWAYS_INLINE void score_block(const float *q, const void *K, int64_t ld, int hd
 #pragma GCC unroll 8
         for (int j = 0; j < 8; j++)
             if (full || j < nk)
-                acc[j] = _mm256_fmadd_ps(qv, load_kv(K, (int64_t)(k0 + j) * ld + c, left, mc, h16),
-                                         acc[j]);
+                acc[j] = _mm256_fmadd_ps(qv, load_kv(K, k0 + j, c, left, mc), acc[j]);
     }
     const __m256 s = _mm256_mul_ps(sum8(acc), scale);
     if (full) _mm256_storeu_ps(P + k0, s);
@@ -197,9 +212,8 @@ ALWAYS_INLINE void score_block(const float *q, const void *K, int64_t ld, int hd
 
 /* Keys [k0, k1) of one query's weighted values over the columns [c, c + 8·nv) (nv ≤ 4 slices of
  * 8) added to out (first block: out set), in two chains (even and odd positions). */
-ALWAYS_INLINE void weigh_block(const void *V, int64_t ld, int hd, int k0, int k1, int n,
-                               const float *P, float *out, int c, int nv, bool first, bool pf,
-                               bool h16) {
+ALWAYS_INLINE void weigh_block(bl_kv_view V, int hd, int k0, int k1, int n, const float *P,
+                               float *out, int c, int nv, bool first, bool pf) {
     __m256 e[4], o[4];
     __m256i mk[4];
     int left[4];
@@ -212,21 +226,19 @@ ALWAYS_INLINE void weigh_block(const void *V, int64_t ld, int hd, int k0, int k1
     int k = k0;
     for (; k + 2 <= k1; k += 2) {
         if (pf && k + VALUE_AHEAD + 2 <= n)
-            prefetch_rows(V, ld, k + VALUE_AHEAD, k + VALUE_AHEAD + 2, c, 8 * nv, h16);
+            prefetch_rows(V, k + VALUE_AHEAD, k + VALUE_AHEAD + 2, c, 8 * nv);
         const __m256 p0 = _mm256_set1_ps(P[k]), p1 = _mm256_set1_ps(P[k + 1]);
-        const int64_t v0 = (int64_t)k * ld + c, v1 = v0 + ld;
 #pragma GCC unroll 4
         for (int s = 0; s < nv; s++) {
-            e[s] = _mm256_fmadd_ps(p0, load_kv(V, v0 + 8 * s, left[s], mk[s], h16), e[s]);
-            o[s] = _mm256_fmadd_ps(p1, load_kv(V, v1 + 8 * s, left[s], mk[s], h16), o[s]);
+            e[s] = _mm256_fmadd_ps(p0, load_kv(V, k, c + 8 * s, left[s], mk[s]), e[s]);
+            o[s] = _mm256_fmadd_ps(p1, load_kv(V, k + 1, c + 8 * s, left[s], mk[s]), o[s]);
         }
     }
     if (k < k1) {
         const __m256 p0 = _mm256_set1_ps(P[k]);
-        const int64_t v0 = (int64_t)k * ld + c;
 #pragma GCC unroll 4
         for (int s = 0; s < nv; s++)
-            e[s] = _mm256_fmadd_ps(p0, load_kv(V, v0 + 8 * s, left[s], mk[s], h16), e[s]);
+            e[s] = _mm256_fmadd_ps(p0, load_kv(V, k, c + 8 * s, left[s], mk[s]), e[s]);
     }
 #pragma GCC unroll 4
     for (int s = 0; s < nv; s++) {
@@ -243,14 +255,13 @@ ALWAYS_INLINE void weigh_block(const void *V, int64_t ld, int hd, int k0, int k1
 }
 
 /* One query's keys [k0, k1) over all hd columns, in slice groups of 4, 2 and 1. */
-ALWAYS_INLINE void weigh_keys(const void *V, int64_t ld, int hd, int k0, int k1, int n,
-                              const float *P, float *out, bool first, bool pf, bool h16) {
+ALWAYS_INLINE void weigh_keys(bl_kv_view V, int hd, int k0, int k1, int n, const float *P,
+                              float *out, bool first, bool pf) {
     const int slices = (hd + 7) / 8;
     int s = 0;
-    for (; s + 4 <= slices; s += 4)
-        weigh_block(V, ld, hd, k0, k1, n, P, out, 8 * s, 4, first, pf, h16);
-    if (s + 2 <= slices) weigh_block(V, ld, hd, k0, k1, n, P, out, 8 * s, 2, first, pf, h16), s += 2;
-    if (s < slices) weigh_block(V, ld, hd, k0, k1, n, P, out, 8 * s, 1, first, pf, h16);
+    for (; s + 4 <= slices; s += 4) weigh_block(V, hd, k0, k1, n, P, out, 8 * s, 4, first, pf);
+    if (s + 2 <= slices) weigh_block(V, hd, k0, k1, n, P, out, 8 * s, 2, first, pf), s += 2;
+    if (s < slices) weigh_block(V, hd, k0, k1, n, P, out, 8 * s, 1, first, pf);
 }
 
 #define KEY_BLOCK 8
@@ -261,11 +272,65 @@ ALWAYS_INLINE void weigh_keys(const void *V, int64_t ld, int hd, int k0, int k1,
 void bl_attend_avx2(const float *q, int64_t q_stride, int G, const float *K, const float *V,
                     int64_t ld, int hd, int n, float scale, float *P, float *out,
                     int64_t out_stride) {
-    attend_groups(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride, false);
+    attend_groups(q, q_stride, G, (bl_kv_view){K, NULL, ld, 0, BL_KV_F32},
+                  (bl_kv_view){V, NULL, ld, 0, BL_KV_F32}, hd, n, scale, P, out, out_stride);
 }
 
 void bl_attend_f16_avx2(const float *q, int64_t q_stride, int G, const uint16_t *K,
                         const uint16_t *V, int64_t ld, int hd, int n, float scale, float *P,
                         float *out, int64_t out_stride) {
-    attend_groups(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride, true);
+    attend_groups(q, q_stride, G, (bl_kv_view){K, NULL, ld, 0, BL_KV_F16},
+                  (bl_kv_view){V, NULL, ld, 0, BL_KV_F16}, hd, n, scale, P, out, out_stride);
+}
+
+void bl_attend_q8_avx2(const float *q, int64_t q_stride, int G, bl_kv_view K, bl_kv_view V,
+                       int hd, int n, float scale, float *P, float *out, int64_t out_stride) {
+    attend_groups(q, q_stride, G, K, V, hd, n, scale, P, out, out_stride);
+}
+
+/* The int8 KV cache's rows (bl_kv_q8_quantize_ref, bit for bit; as the AVX-512 version, in four
+ * vectors of 8, a short block through a zeroed copy). */
+void bl_kv_q8_quantize_avx2(const float *x, int n, int8_t *codes, float *scales) {
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    const __m256 fmax = _mm256_set1_ps(3.402823466e38f);
+    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+    for (int b = 0; b < n; b += BL_KV_Q8_BLOCK) {
+        const int len = n - b < BL_KV_Q8_BLOCK ? n - b : BL_KV_Q8_BLOCK;
+        float t[BL_KV_Q8_BLOCK] = {0};
+        const float *xb = x + b;
+        if (len < BL_KV_Q8_BLOCK) xb = memcpy(t, x + b, sizeof(float) * (size_t)len);
+        __m256 v[4], mx = _mm256_setzero_ps();
+        int finite = 1;
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(xb + 8 * k);
+            const __m256 a = _mm256_and_ps(v[k], absm);
+            finite &= _mm256_movemask_ps(_mm256_cmp_ps(a, fmax, _CMP_LE_OQ)) == 0xFF;
+            mx = _mm256_max_ps(mx, a);
+        }
+        if (!finite) {
+            memset(codes + b, 0, (size_t)len);
+            scales[b / BL_KV_Q8_BLOCK] = NAN;
+            continue;
+        }
+        const float amax = hmax8(mx);
+        const __m256 inv = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+        scales[b / BL_KV_Q8_BLOCK] = amax / 127.0f;
+        __m256i c[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            c[k] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[k], inv)), lo),
+                                    hi);
+        /* int32 → int16 → int8 with saturation (exact after the clamp); the packs work within
+         * 128-bit lanes, so the permute puts the 32 bytes back in order */
+        const __m256i w = _mm256_packs_epi16(_mm256_packs_epi32(c[0], c[1]),
+                                             _mm256_packs_epi32(c[2], c[3]));
+        const __m256i o = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        if (len == BL_KV_Q8_BLOCK) _mm256_storeu_si256((__m256i *)(void *)(codes + b), o);
+        else {
+            int8_t ob[BL_KV_Q8_BLOCK];
+            _mm256_storeu_si256((__m256i *)(void *)ob, o);
+            memcpy(codes + b, ob, (size_t)len);
+        }
+    }
 }

@@ -95,24 +95,33 @@ void bl_softmax_avx512(float *x, int64_t n) {
     scale_by(x, n, 1.0f / exp_sub_sum(x, n, max_of(x, n)));
 }
 
-/* 16 (masked) cached values from element i of K or V: f32, or FP16 widened exactly (h16). */
-ALWAYS_INLINE __m512 load_kv(const void *base, int64_t i, __mmask16 m, bool h16) {
-    if (h16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)base + i));
-    return _mm512_maskz_loadu_ps(m, (const float *)base + i);
+/* 16 (masked) cached values of row r of K or V from column c (a multiple of 16, so inside one
+ * scale block of an int8 row): f32, FP16 widened exactly, or int8 codes times their block's scale
+ * (the product rounded as bl_kv_q8_dequantize's; the lanes outside m 0 whatever the scale). */
+ALWAYS_INLINE __m512 load_kv(bl_kv_view a, int64_t r, int c, __mmask16 m) {
+    const int64_t i = r * a.ld + c;
+    if (a.type == BL_KV_F16)
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)a.v + i));
+    if (a.type == BL_KV_Q8) {
+        const __m128i b = _mm_maskz_loadu_epi8(m, (const int8_t *)a.v + i);
+        return _mm512_maskz_mul_ps(m, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)),
+                                   _mm512_set1_ps(a.s[r * a.lds + c / BL_KV_Q8_BLOCK]));
+    }
+    return _mm512_maskz_loadu_ps(m, (const float *)a.v + i);
 }
 
-/* Rows [r0, r1) of K or V (stride ld elements), columns [c0, c0 + cols), into L1 ahead of use.
- * Where a head's rows are far apart (the model's cache held every head of a position side by
- * side before it went head-major: 8 or 16 KiB at 7B dims) every row starts a new 4 KiB page,
- * where the hardware's stream prefetchers stop: without this a row's lines were demand misses,
- * and the FP16 cache (half the bytes, as many rows) ran no faster than f32. On the model's
- * head-major cache (rows hd apart) it keeps a few rows in flight ahead of the stream. */
-ALWAYS_INLINE void prefetch_rows(const void *base, int64_t ld, int r0, int r1, int c0, int cols,
-                                 bool h16) {
-    const int64_t esz = h16 ? 2 : 4;
+/* Rows [r0, r1) of K or V, columns [c0, c0 + cols), into L1 ahead of use (an int8 row's scales
+ * with its first columns). Where a head's rows are far apart (the model's cache held every head
+ * of a position side by side before it went head-major: 8 or 16 KiB at 7B dims) every row starts
+ * a new 4 KiB page, where the hardware's stream prefetchers stop: without this a row's lines were
+ * demand misses, and the FP16 cache (half the bytes, as many rows) ran no faster than f32. On the
+ * model's head-major cache (rows hd apart) it keeps a few rows in flight ahead of the stream. */
+ALWAYS_INLINE void prefetch_rows(bl_kv_view a, int r0, int r1, int c0, int cols) {
+    const int64_t esz = a.type == BL_KV_F32 ? 4 : a.type == BL_KV_F16 ? 2 : 1;
     for (int r = r0; r < r1; r++) {
-        const char *row = (const char *)base + ((int64_t)r * ld + c0) * esz;
+        const char *row = (const char *)a.v + ((int64_t)r * a.ld + c0) * esz;
         for (int64_t b = 0; b < cols * esz; b += 64) _mm_prefetch(row + b, _MM_HINT_T0);
+        if (a.type == BL_KV_Q8 && c0 == 0) _mm_prefetch((const char *)(a.s + r * a.lds), _MM_HINT_T0);
     }
 }
 
@@ -121,8 +130,8 @@ ALWAYS_INLINE void prefetch_rows(const void *base, int64_t ld, int r0, int r1, i
 #define VALUE_AHEAD 16
 
 /* Scores of keys k0 .. k0+nk−1 (nk ≤ 16; full: nk = 16) into P, scaled. */
-ALWAYS_INLINE void score_block(const float *q, const void *K, int64_t ld, int hd, int k0, int nk,
-                               __m512 scale, float *P, bool full, bool h16) {
+ALWAYS_INLINE void score_block(const float *q, bl_kv_view K, int hd, int k0, int nk,
+                               __m512 scale, float *P, bool full) {
     __m512 acc[16];
 #pragma GCC unroll 16
     for (int j = 0; j < 16; j++) acc[j] = _mm512_setzero_ps();
@@ -133,8 +142,7 @@ ALWAYS_INLINE void score_block(const float *q, const void *K, int64_t ld, int hd
         for (int j = 0; j < 16; j++) {
             const int key = SIGMA[j];
             if (full || key < nk)
-                acc[j] = _mm512_fmadd_ps(qv, load_kv(K, (int64_t)(k0 + key) * ld + c, mc, h16),
-                                         acc[j]);
+                acc[j] = _mm512_fmadd_ps(qv, load_kv(K, k0 + key, c, mc), acc[j]);
         }
     }
     _mm512_mask_storeu_ps(P + k0, head_mask(nk), _mm512_mul_ps(sum16(acc), scale));
@@ -142,9 +150,8 @@ ALWAYS_INLINE void score_block(const float *q, const void *K, int64_t ld, int hd
 
 /* Keys [k0, k1) of one query's weighted values over the columns [c, c + 16·nv) (nv ≤ 8 slices
  * of 16) added to out (first block: out set), in two chains (even and odd positions). */
-ALWAYS_INLINE void weigh_block(const void *V, int64_t ld, int hd, int k0, int k1, int n,
-                               const float *P, float *out, int c, int nv, bool first, bool pf,
-                               bool h16) {
+ALWAYS_INLINE void weigh_block(bl_kv_view V, int hd, int k0, int k1, int n, const float *P,
+                               float *out, int c, int nv, bool first, bool pf) {
     __m512 e[8], o[8];
     __mmask16 mk[8];
 #pragma GCC unroll 8
@@ -155,21 +162,19 @@ ALWAYS_INLINE void weigh_block(const void *V, int64_t ld, int hd, int k0, int k1
     int k = k0;
     for (; k + 2 <= k1; k += 2) {
         if (pf && k + VALUE_AHEAD + 2 <= n)
-            prefetch_rows(V, ld, k + VALUE_AHEAD, k + VALUE_AHEAD + 2, c, 16 * nv, h16);
+            prefetch_rows(V, k + VALUE_AHEAD, k + VALUE_AHEAD + 2, c, 16 * nv);
         const __m512 p0 = _mm512_set1_ps(P[k]), p1 = _mm512_set1_ps(P[k + 1]);
-        const int64_t v0 = (int64_t)k * ld + c, v1 = v0 + ld;
 #pragma GCC unroll 8
         for (int s = 0; s < nv; s++) {
-            e[s] = _mm512_fmadd_ps(p0, load_kv(V, v0 + 16 * s, mk[s], h16), e[s]);
-            o[s] = _mm512_fmadd_ps(p1, load_kv(V, v1 + 16 * s, mk[s], h16), o[s]);
+            e[s] = _mm512_fmadd_ps(p0, load_kv(V, k, c + 16 * s, mk[s]), e[s]);
+            o[s] = _mm512_fmadd_ps(p1, load_kv(V, k + 1, c + 16 * s, mk[s]), o[s]);
         }
     }
     if (k < k1) {
         const __m512 p0 = _mm512_set1_ps(P[k]);
-        const int64_t v0 = (int64_t)k * ld + c;
 #pragma GCC unroll 8
         for (int s = 0; s < nv; s++)
-            e[s] = _mm512_fmadd_ps(p0, load_kv(V, v0 + 16 * s, mk[s], h16), e[s]);
+            e[s] = _mm512_fmadd_ps(p0, load_kv(V, k, c + 16 * s, mk[s]), e[s]);
     }
 #pragma GCC unroll 8
     for (int s = 0; s < nv; s++) {
@@ -181,15 +186,14 @@ ALWAYS_INLINE void weigh_block(const void *V, int64_t ld, int hd, int k0, int k1
 
 /* One query's keys [k0, k1) over all hd columns, in slice groups of 8, 4, 2 and 1 (constant
  * counts, so that each group's accumulators stay in registers). */
-ALWAYS_INLINE void weigh_keys(const void *V, int64_t ld, int hd, int k0, int k1, int n,
-                              const float *P, float *out, bool first, bool pf, bool h16) {
+ALWAYS_INLINE void weigh_keys(bl_kv_view V, int hd, int k0, int k1, int n, const float *P,
+                              float *out, bool first, bool pf) {
     const int slices = (hd + 15) / 16;
     int s = 0;
-    for (; s + 8 <= slices; s += 8)
-        weigh_block(V, ld, hd, k0, k1, n, P, out, 16 * s, 8, first, pf, h16);
-    if (s + 4 <= slices) weigh_block(V, ld, hd, k0, k1, n, P, out, 16 * s, 4, first, pf, h16), s += 4;
-    if (s + 2 <= slices) weigh_block(V, ld, hd, k0, k1, n, P, out, 16 * s, 2, first, pf, h16), s += 2;
-    if (s < slices) weigh_block(V, ld, hd, k0, k1, n, P, out, 16 * s, 1, first, pf, h16);
+    for (; s + 8 <= slices; s += 8) weigh_block(V, hd, k0, k1, n, P, out, 16 * s, 8, first, pf);
+    if (s + 4 <= slices) weigh_block(V, hd, k0, k1, n, P, out, 16 * s, 4, first, pf), s += 4;
+    if (s + 2 <= slices) weigh_block(V, hd, k0, k1, n, P, out, 16 * s, 2, first, pf), s += 2;
+    if (s < slices) weigh_block(V, hd, k0, k1, n, P, out, 16 * s, 1, first, pf);
 }
 
 #define KEY_BLOCK 16
@@ -200,7 +204,8 @@ ALWAYS_INLINE void weigh_keys(const void *V, int64_t ld, int hd, int k0, int k1,
 void bl_attend_avx512(const float *q, int64_t q_stride, int G, const float *K, const float *V,
                       int64_t ld, int hd, int n, float scale, float *P, float *out,
                       int64_t out_stride) {
-    attend_groups(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride, false);
+    attend_groups(q, q_stride, G, (bl_kv_view){K, NULL, ld, 0, BL_KV_F32},
+                  (bl_kv_view){V, NULL, ld, 0, BL_KV_F32}, hd, n, scale, P, out, out_stride);
 }
 
 /* The same on an FP16 cache: every value widened exactly as it is loaded, so the results are
@@ -208,5 +213,47 @@ void bl_attend_avx512(const float *q, int64_t q_stride, int G, const float *K, c
 void bl_attend_f16_avx512(const float *q, int64_t q_stride, int G, const uint16_t *K,
                           const uint16_t *V, int64_t ld, int hd, int n, float scale, float *P,
                           float *out, int64_t out_stride) {
-    attend_groups(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride, true);
+    attend_groups(q, q_stride, G, (bl_kv_view){K, NULL, ld, 0, BL_KV_F16},
+                  (bl_kv_view){V, NULL, ld, 0, BL_KV_F16}, hd, n, scale, P, out, out_stride);
+}
+
+/* And on an int8 cache: every value the f32 product of its code and its block's scale, as
+ * bl_kv_q8_dequantize computes it, so the results are bl_attend_avx512's on those values. */
+void bl_attend_q8_avx512(const float *q, int64_t q_stride, int G, bl_kv_view K, bl_kv_view V,
+                         int hd, int n, float scale, float *P, float *out, int64_t out_stride) {
+    attend_groups(q, q_stride, G, K, V, hd, n, scale, P, out, out_stride);
+}
+
+/* The int8 KV cache's rows (bl_kv_q8_quantize_ref, bit for bit): per block the largest |x| (an
+ * exact maximum, any order), the scale and the inverse by the same two IEEE divisions, the codes
+ * by one multiplication and VCVTPS2DQ, which rounds to nearest even as the reference's 1.5·2^23
+ * addition does for |v| < 2^22; the clamp to ±127 then the narrowing. A block holding an Inf or
+ * NaN (|x| ≤ FLT_MAX false in some lane) gets scale NaN and codes 0. */
+void bl_kv_q8_quantize_avx512(const float *x, int n, int8_t *codes, float *scales) {
+    const __m512 absm = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
+    const __m512 fmax = _mm512_set1_ps(3.402823466e38f);
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    for (int b = 0; b < n; b += BL_KV_Q8_BLOCK) {
+        const int len = n - b < BL_KV_Q8_BLOCK ? n - b : BL_KV_Q8_BLOCK;
+        const __mmask16 m0 = head_mask(len), m1 = len > 16 ? head_mask(len - 16) : 0;
+        const __m512 x0 = _mm512_maskz_loadu_ps(m0, x + b), x1 = _mm512_maskz_loadu_ps(m1, x + b + 16);
+        const __m512 a0 = _mm512_and_ps(x0, absm), a1 = _mm512_and_ps(x1, absm);
+        const __mmask16 f0 = _mm512_cmp_ps_mask(a0, fmax, _CMP_LE_OQ);
+        const __mmask16 f1 = _mm512_cmp_ps_mask(a1, fmax, _CMP_LE_OQ);
+        if ((f0 & m0) != m0 || (f1 & m1) != m1) {
+            _mm_mask_storeu_epi8(codes + b, m0, _mm_setzero_si128());
+            _mm_mask_storeu_epi8(codes + b + 16, m1, _mm_setzero_si128());
+            scales[b / BL_KV_Q8_BLOCK] = NAN;
+            continue;
+        }
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+        const __m512 inv = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+        scales[b / BL_KV_Q8_BLOCK] = amax / 127.0f;
+        __m512i c0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, inv));
+        __m512i c1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, inv));
+        c0 = _mm512_min_epi32(_mm512_max_epi32(c0, lo), hi);
+        c1 = _mm512_min_epi32(_mm512_max_epi32(c1, lo), hi);
+        _mm_mask_storeu_epi8(codes + b, m0, _mm512_cvtepi32_epi8(c0));
+        _mm_mask_storeu_epi8(codes + b + 16, m1, _mm512_cvtepi32_epi8(c1));
+    }
 }

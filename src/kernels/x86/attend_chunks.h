@@ -17,61 +17,60 @@
 /* At most QCHUNK queries at a time (the inverses of their sums on the stack). */
 #define QCHUNK 16
 
-ALWAYS_INLINE void attend_chunk(const float *q, int64_t q_stride, int G, const void *K,
-                                const void *V, int64_t ld, int hd, int n, float scale, float *P,
-                                float *out, int64_t out_stride, bool h16) {
+ALWAYS_INLINE void attend_chunk(const float *q, int64_t q_stride, int G, bl_kv_view K,
+                                bl_kv_view V, int hd, int n, float scale, float *P, float *out,
+                                int64_t out_stride) {
     const ATTEND_VEC sc = ATTEND_SET1(scale);
     /* scores, key block by key block, every query of the group on the block while it is in L1 */
     int k0 = 0;
-    if (n > KEY_BLOCK) prefetch_rows(K, ld, KEY_BLOCK, n < KEY_AHEAD ? n : KEY_AHEAD, 0, hd, h16);
+    if (n > KEY_BLOCK) prefetch_rows(K, KEY_BLOCK, n < KEY_AHEAD ? n : KEY_AHEAD, 0, hd);
     for (; k0 + KEY_BLOCK <= n; k0 += KEY_BLOCK) {
         if (k0 + KEY_AHEAD < n) /* the block after next */
-            prefetch_rows(K, ld, k0 + KEY_AHEAD,
-                          k0 + KEY_AHEAD + KEY_BLOCK < n ? k0 + KEY_AHEAD + KEY_BLOCK : n, 0, hd,
-                          h16);
+            prefetch_rows(K, k0 + KEY_AHEAD,
+                          k0 + KEY_AHEAD + KEY_BLOCK < n ? k0 + KEY_AHEAD + KEY_BLOCK : n, 0, hd);
         for (int g = 0; g < G; g++)
-            score_block(q + g * q_stride, K, ld, hd, k0, KEY_BLOCK, sc, P + (int64_t)g * n, true, h16);
+            score_block(q + g * q_stride, K, hd, k0, KEY_BLOCK, sc, P + (int64_t)g * n, true);
     }
     if (k0 < n)
         for (int g = 0; g < G; g++)
-            score_block(q + g * q_stride, K, ld, hd, k0, n - k0, sc, P + (int64_t)g * n, false,
-                        h16);
+            score_block(q + g * q_stride, K, hd, k0, n - k0, sc, P + (int64_t)g * n, false);
     /* unnormalised probabilities e^(s − max); 1/Σ scales the outputs at the end */
     float inv[QCHUNK];
     for (int g = 0; g < G; g++) {
         float *Pg = P + (int64_t)g * n;
         inv[g] = 1.0f / exp_sub_sum(Pg, n, max_of(Pg, n));
     }
-    prefetch_rows(V, ld, 0, n < VALUE_AHEAD ? n : VALUE_AHEAD, 0, hd, h16);
+    prefetch_rows(V, 0, n < VALUE_AHEAD ? n : VALUE_AHEAD, 0, hd);
     for (int b = 0; b < n; b += VBLOCK) {
         const int b1 = n - b < VBLOCK ? n : b + VBLOCK;
         for (int g = 0; g < G; g++) /* the first query of the group fetches ahead */
-            weigh_keys(V, ld, hd, b, b1, n, P + (int64_t)g * n, out + g * out_stride, b == 0,
-                       g == 0, h16);
+            weigh_keys(V, hd, b, b1, n, P + (int64_t)g * n, out + g * out_stride, b == 0, g == 0);
     }
     for (int g = 0; g < G; g++) scale_by(out + g * out_stride, hd, inv[g]);
 }
 
-static void attend_chunk_f32(const float *q, int64_t q_stride, int G, const void *K,
-                             const void *V, int64_t ld, int hd, int n, float scale, float *P,
-                             float *out, int64_t out_stride) {
-    attend_chunk(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride, false);
-}
+/* attend_chunk compiled once per cache type (the type a constant inside each). */
+#define ATTEND_CHUNK_FOR(name, TYPE)                                                              \
+    static void name(const float *q, int64_t q_stride, int G, bl_kv_view K, bl_kv_view V,       \
+                     int hd, int n, float scale, float *P, float *out, int64_t out_stride) {    \
+        K.type = V.type = (TYPE);                                                                 \
+        attend_chunk(q, q_stride, G, K, V, hd, n, scale, P, out, out_stride);                     \
+    }
+ATTEND_CHUNK_FOR(attend_chunk_f32, BL_KV_F32)
+ATTEND_CHUNK_FOR(attend_chunk_f16, BL_KV_F16)
+ATTEND_CHUNK_FOR(attend_chunk_q8, BL_KV_Q8)
+#undef ATTEND_CHUNK_FOR
 
-static void attend_chunk_f16(const float *q, int64_t q_stride, int G, const void *K,
-                             const void *V, int64_t ld, int hd, int n, float scale, float *P,
-                             float *out, int64_t out_stride) {
-    attend_chunk(q, q_stride, G, K, V, ld, hd, n, scale, P, out, out_stride, true);
-}
-
-/* The G queries in chunks of at most QCHUNK, on f32 or FP16 (h16) keys and values. */
-static void attend_groups(const float *q, int64_t q_stride, int G, const void *K, const void *V,
-                          int64_t ld, int hd, int n, float scale, float *P, float *out,
-                          int64_t out_stride, bool h16) {
+/* The G queries in chunks of at most QCHUNK, on keys and values of K's cache type. */
+static void attend_groups(const float *q, int64_t q_stride, int G, bl_kv_view K, bl_kv_view V,
+                          int hd, int n, float scale, float *P, float *out, int64_t out_stride) {
     for (int g = 0; g < G; g += QCHUNK)
-        (h16 ? attend_chunk_f16 : attend_chunk_f32)(
-            q + g * q_stride, q_stride, G - g < QCHUNK ? G - g : QCHUNK, K, V, ld, hd, n, scale,
-            P + (int64_t)g * n, out + g * out_stride, out_stride);
+        (K.type == BL_KV_F16  ? attend_chunk_f16
+         : K.type == BL_KV_Q8 ? attend_chunk_q8
+                              : attend_chunk_f32)(q + g * q_stride, q_stride,
+                                                  G - g < QCHUNK ? G - g : QCHUNK, K, V, hd, n,
+                                                  scale, P + (int64_t)g * n, out + g * out_stride,
+                                                  out_stride);
 }
 
 #endif
