@@ -187,11 +187,24 @@ ALWAYS_INLINE void prefetch_rows(bl_kv_view a, int r0, int r1, int c0, int cols)
     }
 }
 
+/* Rows [r0, r1) of a, widened to f32 as load_kv reads them, into dst (rows of hd). */
+ALWAYS_INLINE void widen_rows(bl_kv_view a, int r0, int r1, int hd, float *dst) {
+    for (int r = r0; r < r1; r++)
+        for (int c = 0; c < hd; c += 8) {
+            const int left = hd - c;
+            const __m256i m = head_mask(left);
+            const __m256 v = load_kv(a, r, c, left, m);
+            float *d = dst + (int64_t)(r - r0) * hd + c;
+            if (left >= 8) _mm256_storeu_ps(d, v);
+            else _mm256_maskstore_ps(d, m, v);
+        }
+}
+
 #define KEY_AHEAD 16
 #define VALUE_AHEAD 16
 
-/* Scores of keys k0 .. k0+nk−1 (nk ≤ 8; full: nk = 8) into P, scaled. */
-ALWAYS_INLINE void score_block(const float *q, bl_kv_view K, int hd, int k0, int nk,
+/* Scores of keys k0 .. k0+nk−1 (nk ≤ 8; full: nk = 8; rows kr .. of K) into P, scaled. */
+ALWAYS_INLINE void score_block(const float *q, bl_kv_view K, int hd, int kr, int k0, int nk,
                                __m256 scale, float *P, bool full) {
     __m256 acc[8];
 #pragma GCC unroll 8
@@ -203,17 +216,17 @@ ALWAYS_INLINE void score_block(const float *q, bl_kv_view K, int hd, int k0, int
 #pragma GCC unroll 8
         for (int j = 0; j < 8; j++)
             if (full || j < nk)
-                acc[j] = _mm256_fmadd_ps(qv, load_kv(K, k0 + j, c, left, mc), acc[j]);
+                acc[j] = _mm256_fmadd_ps(qv, load_kv(K, kr + j, c, left, mc), acc[j]);
     }
     const __m256 s = _mm256_mul_ps(sum8(acc), scale);
     if (full) _mm256_storeu_ps(P + k0, s);
     else _mm256_maskstore_ps(P + k0, head_mask(nk), s);
 }
 
-/* Keys [k0, k1) of one query's weighted values over the columns [c, c + 8·nv) (nv ≤ 4 slices of
+/* Keys [k0, k1) (rows k − vr of V) of one query's weighted values over the columns [c, c + 8·nv) (nv ≤ 4 slices of
  * 8) added to out (first block: out set), in two chains (even and odd positions). */
-ALWAYS_INLINE void weigh_block(bl_kv_view V, int hd, int k0, int k1, int n, const float *P,
-                               float *out, int c, int nv, bool first, bool pf) {
+ALWAYS_INLINE void weigh_block(bl_kv_view V, int vr, int hd, int k0, int k1, int n,
+                               const float *P, float *out, int c, int nv, bool first, bool pf) {
     __m256 e[4], o[4];
     __m256i mk[4];
     int left[4];
@@ -230,15 +243,15 @@ ALWAYS_INLINE void weigh_block(bl_kv_view V, int hd, int k0, int k1, int n, cons
         const __m256 p0 = _mm256_set1_ps(P[k]), p1 = _mm256_set1_ps(P[k + 1]);
 #pragma GCC unroll 4
         for (int s = 0; s < nv; s++) {
-            e[s] = _mm256_fmadd_ps(p0, load_kv(V, k, c + 8 * s, left[s], mk[s]), e[s]);
-            o[s] = _mm256_fmadd_ps(p1, load_kv(V, k + 1, c + 8 * s, left[s], mk[s]), o[s]);
+            e[s] = _mm256_fmadd_ps(p0, load_kv(V, k - vr, c + 8 * s, left[s], mk[s]), e[s]);
+            o[s] = _mm256_fmadd_ps(p1, load_kv(V, k + 1 - vr, c + 8 * s, left[s], mk[s]), o[s]);
         }
     }
     if (k < k1) {
         const __m256 p0 = _mm256_set1_ps(P[k]);
 #pragma GCC unroll 4
         for (int s = 0; s < nv; s++)
-            e[s] = _mm256_fmadd_ps(p0, load_kv(V, k, c + 8 * s, left[s], mk[s]), e[s]);
+            e[s] = _mm256_fmadd_ps(p0, load_kv(V, k - vr, c + 8 * s, left[s], mk[s]), e[s]);
     }
 #pragma GCC unroll 4
     for (int s = 0; s < nv; s++) {
@@ -254,14 +267,14 @@ ALWAYS_INLINE void weigh_block(bl_kv_view V, int hd, int k0, int k1, int n, cons
     }
 }
 
-/* One query's keys [k0, k1) over all hd columns, in slice groups of 4, 2 and 1. */
-ALWAYS_INLINE void weigh_keys(bl_kv_view V, int hd, int k0, int k1, int n, const float *P,
-                              float *out, bool first, bool pf) {
+/* One query's keys [k0, k1) (rows k − vr of V) over all hd columns, in slice groups of 4, 2 and 1. */
+ALWAYS_INLINE void weigh_keys(bl_kv_view V, int vr, int hd, int k0, int k1, int n,
+                              const float *P, float *out, bool first, bool pf) {
     const int slices = (hd + 7) / 8;
     int s = 0;
-    for (; s + 4 <= slices; s += 4) weigh_block(V, hd, k0, k1, n, P, out, 8 * s, 4, first, pf);
-    if (s + 2 <= slices) weigh_block(V, hd, k0, k1, n, P, out, 8 * s, 2, first, pf), s += 2;
-    if (s < slices) weigh_block(V, hd, k0, k1, n, P, out, 8 * s, 1, first, pf);
+    for (; s + 4 <= slices; s += 4) weigh_block(V, vr, hd, k0, k1, n, P, out, 8 * s, 4, first, pf);
+    if (s + 2 <= slices) weigh_block(V, vr, hd, k0, k1, n, P, out, 8 * s, 2, first, pf), s += 2;
+    if (s < slices) weigh_block(V, vr, hd, k0, k1, n, P, out, 8 * s, 1, first, pf);
 }
 
 #define KEY_BLOCK 8

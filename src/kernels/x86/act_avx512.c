@@ -125,12 +125,21 @@ ALWAYS_INLINE void prefetch_rows(bl_kv_view a, int r0, int r1, int c0, int cols)
     }
 }
 
+/* Rows [r0, r1) of a, widened to f32 as load_kv reads them, into dst (rows of hd). */
+ALWAYS_INLINE void widen_rows(bl_kv_view a, int r0, int r1, int hd, float *dst) {
+    for (int r = r0; r < r1; r++)
+        for (int c = 0; c < hd; c += 16) {
+            const __mmask16 m = head_mask(hd - c);
+            _mm512_mask_storeu_ps(dst + (int64_t)(r - r0) * hd + c, m, load_kv(a, r, c, m));
+        }
+}
+
 /* How far ahead the rows are fetched: 2 blocks of 16 keys; 16 positions of values. */
 #define KEY_AHEAD 32
 #define VALUE_AHEAD 16
 
-/* Scores of keys k0 .. k0+nk−1 (nk ≤ 16; full: nk = 16) into P, scaled. */
-ALWAYS_INLINE void score_block(const float *q, bl_kv_view K, int hd, int k0, int nk,
+/* Scores of keys k0 .. k0+nk−1 (nk ≤ 16; full: nk = 16; rows kr .. of K) into P, scaled. */
+ALWAYS_INLINE void score_block(const float *q, bl_kv_view K, int hd, int kr, int k0, int nk,
                                __m512 scale, float *P, bool full) {
     __m512 acc[16];
 #pragma GCC unroll 16
@@ -142,16 +151,16 @@ ALWAYS_INLINE void score_block(const float *q, bl_kv_view K, int hd, int k0, int
         for (int j = 0; j < 16; j++) {
             const int key = SIGMA[j];
             if (full || key < nk)
-                acc[j] = _mm512_fmadd_ps(qv, load_kv(K, k0 + key, c, mc), acc[j]);
+                acc[j] = _mm512_fmadd_ps(qv, load_kv(K, kr + key, c, mc), acc[j]);
         }
     }
     _mm512_mask_storeu_ps(P + k0, head_mask(nk), _mm512_mul_ps(sum16(acc), scale));
 }
 
-/* Keys [k0, k1) of one query's weighted values over the columns [c, c + 16·nv) (nv ≤ 8 slices
+/* Keys [k0, k1) (rows k − vr of V) of one query's weighted values over the columns [c, c + 16·nv) (nv ≤ 8 slices
  * of 16) added to out (first block: out set), in two chains (even and odd positions). */
-ALWAYS_INLINE void weigh_block(bl_kv_view V, int hd, int k0, int k1, int n, const float *P,
-                               float *out, int c, int nv, bool first, bool pf) {
+ALWAYS_INLINE void weigh_block(bl_kv_view V, int vr, int hd, int k0, int k1, int n,
+                               const float *P, float *out, int c, int nv, bool first, bool pf) {
     __m512 e[8], o[8];
     __mmask16 mk[8];
 #pragma GCC unroll 8
@@ -166,15 +175,15 @@ ALWAYS_INLINE void weigh_block(bl_kv_view V, int hd, int k0, int k1, int n, cons
         const __m512 p0 = _mm512_set1_ps(P[k]), p1 = _mm512_set1_ps(P[k + 1]);
 #pragma GCC unroll 8
         for (int s = 0; s < nv; s++) {
-            e[s] = _mm512_fmadd_ps(p0, load_kv(V, k, c + 16 * s, mk[s]), e[s]);
-            o[s] = _mm512_fmadd_ps(p1, load_kv(V, k + 1, c + 16 * s, mk[s]), o[s]);
+            e[s] = _mm512_fmadd_ps(p0, load_kv(V, k - vr, c + 16 * s, mk[s]), e[s]);
+            o[s] = _mm512_fmadd_ps(p1, load_kv(V, k + 1 - vr, c + 16 * s, mk[s]), o[s]);
         }
     }
     if (k < k1) {
         const __m512 p0 = _mm512_set1_ps(P[k]);
 #pragma GCC unroll 8
         for (int s = 0; s < nv; s++)
-            e[s] = _mm512_fmadd_ps(p0, load_kv(V, k, c + 16 * s, mk[s]), e[s]);
+            e[s] = _mm512_fmadd_ps(p0, load_kv(V, k - vr, c + 16 * s, mk[s]), e[s]);
     }
 #pragma GCC unroll 8
     for (int s = 0; s < nv; s++) {
@@ -184,16 +193,16 @@ ALWAYS_INLINE void weigh_block(bl_kv_view V, int hd, int k0, int k1, int n, cons
     }
 }
 
-/* One query's keys [k0, k1) over all hd columns, in slice groups of 8, 4, 2 and 1 (constant
- * counts, so that each group's accumulators stay in registers). */
-ALWAYS_INLINE void weigh_keys(bl_kv_view V, int hd, int k0, int k1, int n, const float *P,
-                              float *out, bool first, bool pf) {
+/* One query's keys [k0, k1) (rows k − vr of V) over all hd columns, in slice groups of 8, 4, 2
+ * and 1 (constant counts, so that each group's accumulators stay in registers). */
+ALWAYS_INLINE void weigh_keys(bl_kv_view V, int vr, int hd, int k0, int k1, int n,
+                              const float *P, float *out, bool first, bool pf) {
     const int slices = (hd + 15) / 16;
     int s = 0;
-    for (; s + 8 <= slices; s += 8) weigh_block(V, hd, k0, k1, n, P, out, 16 * s, 8, first, pf);
-    if (s + 4 <= slices) weigh_block(V, hd, k0, k1, n, P, out, 16 * s, 4, first, pf), s += 4;
-    if (s + 2 <= slices) weigh_block(V, hd, k0, k1, n, P, out, 16 * s, 2, first, pf), s += 2;
-    if (s < slices) weigh_block(V, hd, k0, k1, n, P, out, 16 * s, 1, first, pf);
+    for (; s + 8 <= slices; s += 8) weigh_block(V, vr, hd, k0, k1, n, P, out, 16 * s, 8, first, pf);
+    if (s + 4 <= slices) weigh_block(V, vr, hd, k0, k1, n, P, out, 16 * s, 4, first, pf), s += 4;
+    if (s + 2 <= slices) weigh_block(V, vr, hd, k0, k1, n, P, out, 16 * s, 2, first, pf), s += 2;
+    if (s < slices) weigh_block(V, vr, hd, k0, k1, n, P, out, 16 * s, 1, first, pf);
 }
 
 #define KEY_BLOCK 16

@@ -6,7 +6,7 @@
  *
  * The including file defines KEY_BLOCK (keys per score block: its vector's lanes), KEY_AHEAD and
  * VALUE_AHEAD (prefetch distances), ATTEND_VEC and ATTEND_SET1 (its vector type and broadcast),
- * and score_block, weigh_keys, exp_sub_sum, max_of, scale_by and prefetch_rows. */
+ * and score_block, weigh_keys, widen_rows, exp_sub_sum, max_of, scale_by and prefetch_rows. */
 #ifndef BITLLM_KERNELS_X86_ATTEND_CHUNKS_H
 #define BITLLM_KERNELS_X86_ATTEND_CHUNKS_H
 
@@ -29,11 +29,11 @@ ALWAYS_INLINE void attend_chunk(const float *q, int64_t q_stride, int G, bl_kv_v
             prefetch_rows(K, k0 + KEY_AHEAD,
                           k0 + KEY_AHEAD + KEY_BLOCK < n ? k0 + KEY_AHEAD + KEY_BLOCK : n, 0, hd);
         for (int g = 0; g < G; g++)
-            score_block(q + g * q_stride, K, hd, k0, KEY_BLOCK, sc, P + (int64_t)g * n, true);
+            score_block(q + g * q_stride, K, hd, k0, k0, KEY_BLOCK, sc, P + (int64_t)g * n, true);
     }
     if (k0 < n)
         for (int g = 0; g < G; g++)
-            score_block(q + g * q_stride, K, hd, k0, n - k0, sc, P + (int64_t)g * n, false);
+            score_block(q + g * q_stride, K, hd, k0, k0, n - k0, sc, P + (int64_t)g * n, false);
     /* unnormalised probabilities e^(s − max); 1/Σ scales the outputs at the end */
     float inv[QCHUNK];
     for (int g = 0; g < G; g++) {
@@ -44,7 +44,52 @@ ALWAYS_INLINE void attend_chunk(const float *q, int64_t q_stride, int G, bl_kv_v
     for (int b = 0; b < n; b += VBLOCK) {
         const int b1 = n - b < VBLOCK ? n : b + VBLOCK;
         for (int g = 0; g < G; g++) /* the first query of the group fetches ahead */
-            weigh_keys(V, hd, b, b1, n, P + (int64_t)g * n, out + g * out_stride, b == 0, g == 0);
+            weigh_keys(V, 0, hd, b, b1, n, P + (int64_t)g * n, out + g * out_stride, b == 0,
+                       g == 0);
+    }
+    for (int g = 0; g < G; g++) scale_by(out + g * out_stride, hd, inv[g]);
+}
+
+/* attend_chunk for int8 rows shared by a group of queries (GQA): each block of keys and of values
+ * widened to f32 once, on the stack, and every query's products then run on those f32 rows (the
+ * same values as load_kv's, in the same order: the same bits), instead of widening, converting
+ * and scaling every vector again for each query. Head dims up to WIDEN_HD. On the FP16 cache the
+ * widening is a single VCVTPH2PS, which the extra stores and loads cost more than (measured). */
+#define WIDEN_HD 256
+static void attend_chunk_widened(const float *q, int64_t q_stride, int G, bl_kv_view K,
+                                 bl_kv_view V, int hd, int n, float scale, float *P, float *out,
+                                 int64_t out_stride) {
+    const ATTEND_VEC sc = ATTEND_SET1(scale);
+    float w[VBLOCK * WIDEN_HD] __attribute__((aligned(64)));
+    const bl_kv_view W = {w, NULL, hd, 0, BL_KV_F32};
+    K.type = V.type = BL_KV_Q8;
+    int k0 = 0;
+    if (n > KEY_BLOCK) prefetch_rows(K, KEY_BLOCK, n < KEY_AHEAD ? n : KEY_AHEAD, 0, hd);
+    for (; k0 + KEY_BLOCK <= n; k0 += KEY_BLOCK) {
+        if (k0 + KEY_AHEAD < n)
+            prefetch_rows(K, k0 + KEY_AHEAD,
+                          k0 + KEY_AHEAD + KEY_BLOCK < n ? k0 + KEY_AHEAD + KEY_BLOCK : n, 0, hd);
+        widen_rows(K, k0, k0 + KEY_BLOCK, hd, w);
+        for (int g = 0; g < G; g++)
+            score_block(q + g * q_stride, W, hd, 0, k0, KEY_BLOCK, sc, P + (int64_t)g * n, true);
+    }
+    if (k0 < n) {
+        widen_rows(K, k0, n, hd, w);
+        for (int g = 0; g < G; g++)
+            score_block(q + g * q_stride, W, hd, 0, k0, n - k0, sc, P + (int64_t)g * n, false);
+    }
+    float inv[QCHUNK];
+    for (int g = 0; g < G; g++) {
+        float *Pg = P + (int64_t)g * n;
+        inv[g] = 1.0f / exp_sub_sum(Pg, n, max_of(Pg, n));
+    }
+    prefetch_rows(V, 0, n < VALUE_AHEAD ? n : VALUE_AHEAD, 0, hd);
+    for (int b = 0; b < n; b += VBLOCK) {
+        const int b1 = n - b < VBLOCK ? n : b + VBLOCK;
+        widen_rows(V, b, b1, hd, w);
+        if (b1 < n) prefetch_rows(V, b1, n - b1 < VALUE_AHEAD ? n : b1 + VALUE_AHEAD, 0, hd);
+        for (int g = 0; g < G; g++)
+            weigh_keys(W, b, hd, b, b1, n, P + (int64_t)g * n, out + g * out_stride, b == 0, false);
     }
     for (int g = 0; g < G; g++) scale_by(out + g * out_stride, hd, inv[g]);
 }
@@ -65,9 +110,10 @@ ATTEND_CHUNK_FOR(attend_chunk_q8, BL_KV_Q8)
 static void attend_groups(const float *q, int64_t q_stride, int G, bl_kv_view K, bl_kv_view V,
                           int hd, int n, float scale, float *P, float *out, int64_t out_stride) {
     for (int g = 0; g < G; g += QCHUNK)
-        (K.type == BL_KV_F16  ? attend_chunk_f16
-         : K.type == BL_KV_Q8 ? attend_chunk_q8
-                              : attend_chunk_f32)(q + g * q_stride, q_stride,
+        (K.type == BL_KV_F16                 ? attend_chunk_f16
+         : K.type != BL_KV_Q8                ? attend_chunk_f32
+         : G - g > 1 && hd <= WIDEN_HD       ? attend_chunk_widened
+                                             : attend_chunk_q8)(q + g * q_stride, q_stride,
                                                   G - g < QCHUNK ? G - g : QCHUNK, K, V, hd, n,
                                                   scale, P + (int64_t)g * n, out + g * out_stride,
                                                   out_stride);
