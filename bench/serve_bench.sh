@@ -15,7 +15,7 @@
 #                                          SIGN_TABLES (f32 or i8: serve --sign-tables; default f32),
 #                                          HEAD (q4_0 or q8_0: the 1-bit formats with that output
 #                                          head and q8_0 embeddings; default: F16 head and embeddings),
-#                                          KV_CACHE (f32 or f16: serve --kv-cache; default f32)
+#                                          KV_CACHE (f32, f16 or q8: serve --kv-cache; default f32)
 # WORKDIR (default /tmp/bitllm-serve-bench) keeps the synthetic models between runs (~3 GiB).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
