@@ -222,6 +222,10 @@ void bl_attend_ref(const float *q, int64_t q_stride, int G, const float *K, cons
  * 8 + 32/BL_KV_Q8_BLOCK = 9 bits per value against 16 (FP16) and 32. */
 typedef enum { BL_KV_F32 = 0, BL_KV_F16 = 1, BL_KV_Q8 = 2 } bl_kv_type;
 #define BL_KV_Q8_BLOCK 32
+/* Bytes of one cached value of the type (an int8 row's scales are stored beside it). */
+static inline int bl_kv_value_bytes(bl_kv_type t) {
+    return t == BL_KV_F16 ? 2 : t == BL_KV_Q8 ? 1 : 4;
+}
 /* Scales per row of n values: ceil(n / BL_KV_Q8_BLOCK). */
 static inline int bl_kv_q8_scales(int n) { return (n + BL_KV_Q8_BLOCK - 1) / BL_KV_Q8_BLOCK; }
 /* One row of n values into codes[n] and scales[bl_kv_q8_scales(n)] (IEEE operations only: the

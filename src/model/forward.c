@@ -129,9 +129,8 @@ static size_t scores_per_thread(const bl_state *s) {
 
 double bl_kv_cache_bytes_per_token(const bl_model *m) {
     const bl_config *c = &m->cfg;
-    const double row = m->kv_cache == BL_KV_F16  ? 2.0 * c->head_dim
-                       : m->kv_cache == BL_KV_Q8 ? c->head_dim + 4.0 * bl_kv_q8_scales(c->head_dim)
-                                                 : 4.0 * c->head_dim;
+    double row = (double)bl_kv_value_bytes(m->kv_cache) * c->head_dim;
+    if (m->kv_cache == BL_KV_Q8) row += sizeof(float) * (double)bl_kv_q8_scales(c->head_dim);
     return 2.0 * c->n_layers * c->n_kv_heads * row;
 }
 
@@ -184,9 +183,7 @@ bl_status bl_state_new_slots(const bl_model *m, int n_slots, int max_seq, int ma
     if (!s->pos || !s->spans || !s->row_slot || !s->row_pos || !s->row_tok || !s->out_rows ||
         !s->row_bad)
         ok = false;
-    s->kv_elem = m->kv_cache == BL_KV_F16  ? sizeof(uint16_t)
-                 : m->kv_cache == BL_KV_Q8 ? sizeof(int8_t)
-                                           : sizeof(float);
+    s->kv_elem = (size_t)bl_kv_value_bytes(m->kv_cache);
     s->k_cache = alloc_elems(cache_rows, (size_t)s->kv_dim, s->kv_elem, &ok);
     s->v_cache = alloc_elems(cache_rows, (size_t)s->kv_dim, s->kv_elem, &ok);
     if (m->kv_cache == BL_KV_Q8) {
@@ -242,8 +239,8 @@ void bl_state_slot_truncate(bl_state *s, int slot, int pos) {
 }
 
 /* KV head h of layer l of a slot's key (or value) cache: max_seq rows of head_dim values (f32,
- * FP16 or int8 codes), one row per position. Head-major, so that the rows decode attention reads for one
- * head are contiguous: with the positions' rows of all heads side by side (kv_dim apart, 8 KiB
+ * FP16 or int8 codes), one row per position. Head-major, so that the rows decode attention reads
+ * for one head are contiguous: with the positions' rows of all heads side by side (kv_dim apart, 8 KiB
  * at 7B dims in FP16) every row of a head started a new 4 KiB page, where the hardware's stream
  * prefetchers stop (batch-8 decode steps at ~1040 positions, 7B dims, two threads: 222-274 ms
  * before, 168-171 after; docs/performance.md, "A head-major KV cache"). */

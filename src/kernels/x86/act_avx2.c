@@ -179,11 +179,12 @@ ALWAYS_INLINE __m256 load_kv(bl_kv_view a, int64_t r, int c, int left, __m256i m
  * with its first columns; where rows are far apart each starts a new page, where the stream
  * prefetchers stop; act_avx512.c). */
 ALWAYS_INLINE void prefetch_rows(bl_kv_view a, int r0, int r1, int c0, int cols) {
-    const int64_t esz = a.type == BL_KV_F32 ? 4 : a.type == BL_KV_F16 ? 2 : 1;
+    const int64_t esz = bl_kv_value_bytes(a.type);
     for (int r = r0; r < r1; r++) {
         const char *row = (const char *)a.v + ((int64_t)r * a.ld + c0) * esz;
         for (int64_t b = 0; b < cols * esz; b += 64) _mm_prefetch(row + b, _MM_HINT_T0);
-        if (a.type == BL_KV_Q8 && c0 == 0) _mm_prefetch((const char *)(a.s + r * a.lds), _MM_HINT_T0);
+        if (a.type == BL_KV_Q8 && c0 == 0)
+            _mm_prefetch((const char *)(a.s + r * a.lds), _MM_HINT_T0);
     }
 }
 
@@ -223,8 +224,9 @@ ALWAYS_INLINE void score_block(const float *q, bl_kv_view K, int hd, int kr, int
     else _mm256_maskstore_ps(P + k0, head_mask(nk), s);
 }
 
-/* Keys [k0, k1) (rows k − vr of V) of one query's weighted values over the columns [c, c + 8·nv) (nv ≤ 4 slices of
- * 8) added to out (first block: out set), in two chains (even and odd positions). */
+/* Keys [k0, k1) (rows k − vr of V) of one query's weighted values over the columns
+ * [c, c + 8·nv) (nv ≤ 4 slices of 8) added to out (first block: out set), in two chains (even
+ * and odd positions). */
 ALWAYS_INLINE void weigh_block(bl_kv_view V, int vr, int hd, int k0, int k1, int n,
                                const float *P, float *out, int c, int nv, bool first, bool pf) {
     __m256 e[4], o[4];
@@ -309,9 +311,12 @@ void bl_kv_q8_quantize_avx2(const float *x, int n, int8_t *codes, float *scales)
     const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
     for (int b = 0; b < n; b += BL_KV_Q8_BLOCK) {
         const int len = n - b < BL_KV_Q8_BLOCK ? n - b : BL_KV_Q8_BLOCK;
-        float t[BL_KV_Q8_BLOCK] = {0};
+        float t[BL_KV_Q8_BLOCK];
         const float *xb = x + b;
-        if (len < BL_KV_Q8_BLOCK) xb = memcpy(t, x + b, sizeof(float) * (size_t)len);
+        if (len < BL_KV_Q8_BLOCK) { /* a short block through a zeroed copy */
+            memset(t, 0, sizeof t);
+            xb = memcpy(t, x + b, sizeof(float) * (size_t)len);
+        }
         __m256 v[4], mx = _mm256_setzero_ps();
         int finite = 1;
 #pragma GCC unroll 4
@@ -332,8 +337,8 @@ void bl_kv_q8_quantize_avx2(const float *x, int n, int8_t *codes, float *scales)
         __m256i c[4];
 #pragma GCC unroll 4
         for (int k = 0; k < 4; k++)
-            c[k] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[k], inv)), lo),
-                                    hi);
+            c[k] = _mm256_min_epi32(
+                _mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[k], inv)), lo), hi);
         /* int32 → int16 → int8 with saturation (exact after the clamp); the packs work within
          * 128-bit lanes, so the permute puts the 32 bytes back in order */
         const __m256i w = _mm256_packs_epi16(_mm256_packs_epi32(c[0], c[1]),

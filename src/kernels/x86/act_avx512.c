@@ -117,11 +117,12 @@ ALWAYS_INLINE __m512 load_kv(bl_kv_view a, int64_t r, int c, __mmask16 m) {
  * demand misses, and the FP16 cache (half the bytes, as many rows) ran no faster than f32. On the
  * model's head-major cache (rows hd apart) it keeps a few rows in flight ahead of the stream. */
 ALWAYS_INLINE void prefetch_rows(bl_kv_view a, int r0, int r1, int c0, int cols) {
-    const int64_t esz = a.type == BL_KV_F32 ? 4 : a.type == BL_KV_F16 ? 2 : 1;
+    const int64_t esz = bl_kv_value_bytes(a.type);
     for (int r = r0; r < r1; r++) {
         const char *row = (const char *)a.v + ((int64_t)r * a.ld + c0) * esz;
         for (int64_t b = 0; b < cols * esz; b += 64) _mm_prefetch(row + b, _MM_HINT_T0);
-        if (a.type == BL_KV_Q8 && c0 == 0) _mm_prefetch((const char *)(a.s + r * a.lds), _MM_HINT_T0);
+        if (a.type == BL_KV_Q8 && c0 == 0)
+            _mm_prefetch((const char *)(a.s + r * a.lds), _MM_HINT_T0);
     }
 }
 
@@ -157,8 +158,9 @@ ALWAYS_INLINE void score_block(const float *q, bl_kv_view K, int hd, int kr, int
     _mm512_mask_storeu_ps(P + k0, head_mask(nk), _mm512_mul_ps(sum16(acc), scale));
 }
 
-/* Keys [k0, k1) (rows k − vr of V) of one query's weighted values over the columns [c, c + 16·nv) (nv ≤ 8 slices
- * of 16) added to out (first block: out set), in two chains (even and odd positions). */
+/* Keys [k0, k1) (rows k − vr of V) of one query's weighted values over the columns
+ * [c, c + 16·nv) (nv ≤ 8 slices of 16) added to out (first block: out set), in two chains (even
+ * and odd positions). */
 ALWAYS_INLINE void weigh_block(bl_kv_view V, int vr, int hd, int k0, int k1, int n,
                                const float *P, float *out, int c, int nv, bool first, bool pf) {
     __m512 e[8], o[8];
@@ -245,7 +247,8 @@ void bl_kv_q8_quantize_avx512(const float *x, int n, int8_t *codes, float *scale
     for (int b = 0; b < n; b += BL_KV_Q8_BLOCK) {
         const int len = n - b < BL_KV_Q8_BLOCK ? n - b : BL_KV_Q8_BLOCK;
         const __mmask16 m0 = head_mask(len), m1 = len > 16 ? head_mask(len - 16) : 0;
-        const __m512 x0 = _mm512_maskz_loadu_ps(m0, x + b), x1 = _mm512_maskz_loadu_ps(m1, x + b + 16);
+        const __m512 x0 = _mm512_maskz_loadu_ps(m0, x + b);
+        const __m512 x1 = _mm512_maskz_loadu_ps(m1, x + b + 16);
         const __m512 a0 = _mm512_and_ps(x0, absm), a1 = _mm512_and_ps(x1, absm);
         const __mmask16 f0 = _mm512_cmp_ps_mask(a0, fmax, _CMP_LE_OQ);
         const __mmask16 f1 = _mm512_cmp_ps_mask(a1, fmax, _CMP_LE_OQ);
