@@ -6,6 +6,7 @@
 #define BITLLM_KERNELS_HALF_KERNELS_H
 
 #include "bitllm/kernels.h"
+#include "kernels/cpu_features.h"
 
 /* Rows of W per unit (a multiple of every ISA's tile height), and the work (m·n·T) below which
  * one thread does it all. */
@@ -27,9 +28,6 @@ typedef struct {
     float *Y;
 } bl_half_job;
 
-/* Whether the CPU is Intel's (kernels/cpu.c): only there does the AVX-512 decode loop prefetch
- * its stream into L2 as well (half_avx512.c). */
-bool bl_cpu_is_intel(void);
 
 /* Rows [BL_HALF_ROW_GROUP·u0, BL_HALF_ROW_GROUP·u1) ∩ [0, m) of Y, every token. */
 void bl_half_avx2(const bl_half_job *j, int64_t u0, int64_t u1);

@@ -5,6 +5,7 @@
 #define BITLLM_KERNELS_QMAT_KERNELS_H
 
 #include "bitllm/kernels.h"
+#include "kernels/cpu_features.h"
 
 #define BL_QMAT_ROWS 4 /* rows of Ŵ per unit */
 
@@ -67,6 +68,5 @@ typedef struct {
  * bl_qmat_matmul_i8_ref bit for bit. */
 void bl_qmat_i8_avx512(const bl_qmat_i8_job *j, int64_t u0, int64_t u1);
 void bl_qmat_i8_avx2(const bl_qmat_i8_job *j, int64_t u0, int64_t u1);
-bool bl_cpu_has_vnni(void);
 
 #endif

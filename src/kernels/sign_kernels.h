@@ -13,6 +13,7 @@
 #define BITLLM_KERNELS_SIGN_KERNELS_H
 
 #include "bitllm/kernels.h"
+#include "kernels/cpu_features.h"
 
 #define BL_SB_ROWS 16
 #define BL_SB_CHUNK_WORDS 16 /* 512 columns per chunk (256 and 1024 measured the same) */
@@ -84,12 +85,6 @@ typedef struct {
 
 #define BL_SIGN_ZUNIT 64 /* columns of Z per unit of the transposed kernels */
 typedef void (*bl_sign_range_fn)(const bl_sign_job *j, int64_t lo, int64_t hi);
-
-/* Whether the CPU has GFNI (the AVX-512 transposed kernel's bit transpose; core/cpu.c). */
-bool bl_cpu_has_gfni(void);
-/* Whether the CPU has AVX512-VBMI and AVX512-VNNI (the AVX-512 int8-table kernel; without them
- * the AVX2 one runs; core/cpu.c). */
-bool bl_cpu_has_vbmi_vnni(void);
 
 /* AVX-512 (x86/sign_avx512.c, x86/sign_t_avx512.c) */
 void bl_sign_avx512_lut(const bl_sign_job *j, int64_t lo, int64_t hi);  /* packed or gather */

@@ -13,16 +13,21 @@
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
 /* Software prefetch of the packed sign stream, BL_SB_PREFETCH_BYTES ahead into L1
- * (sign_kernels.h) and PREFETCH_FAR ahead into L2, once per 64-byte word. The second prefetch
- * (PREFETCHT1; half_avx512.c: more of the stream in flight than the L1 fill buffers hold), made
- * one-thread decode of a TinyLlama-dims 1-bit model (q4_0 head) on an Intel Xeon (Emerald
- * Rapids) 67.9-71.5 → 72.1-74.1 tok/s with the f32 tables (sign_avx512.c) and 80.8-94.6 →
- * 90.7-101.0 with the int8 ones (sign_i8_avx512vbmi.c), four alternations; at two threads, where
- * the two cores share the memory, and at batch 8 no change. */
+ * (sign_kernels.h), and with `far` PREFETCH_FAR ahead into L2, once per 64-byte word. The
+ * second prefetch (PREFETCHT1; half_avx512.c: more of the stream in flight than the L1 fill
+ * buffers hold) made one-thread decode of a TinyLlama-dims 1-bit model (q4_0 head) on an Intel
+ * Xeon (Emerald Rapids) 67.9-71.5 → 72.1-74.1 tok/s with the f32 tables (sign_avx512.c) and
+ * 80.8-94.6 → 90.7-101.0 with the int8 ones (sign_i8_avx512vbmi.c), four alternations; at two
+ * threads and at batch 8 no change there. On AMD Zen 5 it costs: the int8-table products of a
+ * Llama-2-7B-dims layer (4 × 4096², 2 × 11008×4096, 4096×11008 over 8 layers, out of cache),
+ * two threads, the variants alternated in one process, 0.773 / 1.589 / 1.062 ms per layer
+ * without it against 0.840 / 1.729 / 1.170 with it at 1 / 8 / 4 tokens (8-9 %), one thread at
+ * 8 tokens 2.60 against 2.76, at 1 token the same (1.37 / 1.39). So the kernels issue it on
+ * Intel CPUs only (`far` = bl_cpu_is_intel(), asked once per call), as the F16 decode loop does. */
 #define PREFETCH_FAR 32768
-ALWAYS_INLINE void prefetch_packed(const void *word) {
+ALWAYS_INLINE void prefetch_packed(const void *word, bool far) {
     _mm_prefetch((const char *)word + BL_SB_PREFETCH_BYTES, _MM_HINT_T0);
-    _mm_prefetch((const char *)word + PREFETCH_FAR, _MM_HINT_T1);
+    if (far) _mm_prefetch((const char *)word + PREFETCH_FAR, _MM_HINT_T1);
 }
 
 /* x[j..j+15] (times s[·] when s is not NULL, the product rounded to f32 as a separate pass

@@ -46,6 +46,7 @@ typedef struct {
     const uint8_t *bits;
     int64_t m, n, row_bytes;
     bl_sb_geom g;
+    bool far; /* prefetch far ahead too (lut_avx512.h) */
 } src_t;
 
 /* Word gw of the 16 rows of block b, row r in lane r, gathered from canonical rows. Rows past m
@@ -104,7 +105,7 @@ ALWAYS_INLINE void lut_chunk(const src_t *s, int64_t c, int64_t b, const float *
                           : _mm512_load_si512(P + (r * cw + w) * BL_SB_ROWS);
         if (!gather)
 #pragma GCC unroll 8
-            for (int r = 0; r < R; r++) prefetch_packed(P + (r * cw + w) * BL_SB_ROWS);
+            for (int r = 0; r < R; r++) prefetch_packed(P + (r * cw + w) * BL_SB_ROWS, s->far);
         const float *tw = tab + w * 8 * 16;
         if (TB == 1) {
 #pragma GCC unroll 8
@@ -161,7 +162,7 @@ ALWAYS_INLINE void lut_range(const src_t *s, const float *X, const float *g, con
 void bl_sign_avx512_lut(const bl_sign_job *j, int64_t b0, int64_t b1) {
     const bl_signmat *S = j->S;
     const src_t s = {j->packed, S->bits, S->m, S->n, bl_sign_row_bytes(S->n),
-                     bl_sb_geometry(S->m, S->n)};
+                     bl_sb_geometry(S->m, S->n), bl_cpu_is_intel()};
     if (j->packed)
         lut_range(&s, j->in, j->in_scale, j->out_scale, j->T, j->out, b0, b1, false);
     else

@@ -141,6 +141,7 @@ typedef struct {
     const uint32_t *packed;
     int64_t m;
     bl_sb_geom g;
+    bool far; /* prefetch far ahead too (lut_avx512.h) */
 } src_t;
 
 /* One pass: R row blocks from b, TB tokens from t0, chunk c (partial sums live in Y between
@@ -163,7 +164,7 @@ pass_i8(const src_t *s, int64_t c, int64_t b, const int8_t *tab, const uint32_t 
         for (int r = 0; r < R; r++) {
             const uint32_t *p = P + (r * cw + w) * BL_SB_ROWS;
             const __m512i W = _mm512_load_si512(p);
-            prefetch_packed(p);
+            prefetch_packed(p, s->far);
             lo[r] = _mm512_ternarylogic_epi32(W, nib, sel, 0xEA); /* (W & nib) | sel */
             hi[r] = _mm512_ternarylogic_epi32(_mm512_srli_epi32(W, 4), nib, sel, 0xEA);
         }
@@ -208,7 +209,7 @@ pass_i8(const src_t *s, int64_t c, int64_t b, const int8_t *tab, const uint32_t 
 
 void bl_sign_avx512_lut_i8(const bl_sign_job *j, int64_t b0, int64_t b1) {
     const bl_signmat *S = j->S;
-    const src_t s = {j->packed, S->m, bl_sb_geometry(S->m, S->n)};
+    const src_t s = {j->packed, S->m, bl_sb_geometry(S->m, S->n), bl_cpu_is_intel()};
     int8_t tab[TB_MAX * WORDS * TAB_BYTES] __attribute__((aligned(64)));
     uint32_t mult[TB_MAX * WORDS];
     float unit[TB_MAX];
