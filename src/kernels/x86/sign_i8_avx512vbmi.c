@@ -144,68 +144,60 @@ typedef struct {
     bool far; /* prefetch far ahead too (lut_avx512.h) */
 } src_t;
 
-/* One pass: R row blocks from b, TB tokens from t0, chunk c (partial sums live in Y between
- * chunks; chunk 0 starts from +0). tab/mult/unit: TB tokens' tables, strides WORDS·128 / WORDS /
- * 1. The block's sum of every row and token stays in int32 over all its words — each word's two
- * lookups enter it through VPDPBUSD with the word's multiplier as the unsigned operand — and
- * meets the f32 output once, with one FMA by the unit. */
+/* One pass: row block b, TB tokens from t0, chunk c (partial sums live in Y between chunks;
+ * chunk 0 starts from +0). tab/mult/unit: TB tokens' tables, strides WORDS·128 / WORDS / 1. The
+ * block's sum of every row and token stays in int32 over all its words — each word's two lookups
+ * enter it through VPDPBUSD with the word's multiplier as the unsigned operand — and meets the f32
+ * output once, with one FMA by the unit.
+ *
+ * One row block per pass, at every batch size: a single sequential stream of signs. Blocking
+ * several row blocks per pass (their index vectors shared by each table load) made the stream
+ * 4 interleaved ones and, from 2 tokens up, spilled sums to the stack: a Llama-2-7B-dims layer's
+ * products (4 × 4096², 2 × 11008×4096, 4096×11008, 8 layers out of cache) on Zen 5, variants
+ * alternated in one process, one thread, ms per layer, 1 row block against 4 (and 2): 1 token
+ * 0.98 against 1.34 (1.45), 2 tokens 1.15 against 1.46 (1.65), 3 1.34 / 1.60 (1.80), 4 1.60 /
+ * 1.72 (1.92); two threads 0.59 / 0.73, 0.63 / 0.79, 0.71 / 0.85, 0.73 / 0.75. For 5-8 tokens
+ * one row block was already the choice (8 × 2 spilled; written in assembly without spills it
+ * was 3-5 % faster at 8 tokens, not kept). The f32-table kernel (sign_avx512.c) keeps 4 row
+ * blocks: there one block per pass was 15-45 % slower. */
 static inline __attribute__((always_inline)) void
 pass_i8(const src_t *s, int64_t c, int64_t b, const int8_t *tab, const uint32_t *mult,
-        const float *unit, float *Y, const float *h, int64_t t0, int TB, int R) {
-    __m512i isum[16]; /* TB·R <= 16 */
-#pragma GCC unroll 16
-    for (int k = 0; k < TB * R; k++) isum[k] = _mm512_setzero_si512();
+        const float *unit, float *Y, const float *h, int64_t t0, int TB) {
+    __m512i isum[TB_MAX];
+#pragma GCC unroll 8
+    for (int t = 0; t < TB; t++) isum[t] = _mm512_setzero_si512();
     const int64_t cw = bl_sb_chunk_words(&s->g, c);
     const uint32_t *P = s->packed + bl_sb_offset(&s->g, c, b, 0);
     const __m512i nib = _mm512_set1_epi32(0x0F0F0F0F), sel = _mm512_set1_epi32(0x30201000);
     for (int64_t w = 0; w < cw; w++) {
-        __m512i lo[4], hi[4];
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            const uint32_t *p = P + (r * cw + w) * BL_SB_ROWS;
-            const __m512i W = _mm512_load_si512(p);
-            prefetch_packed(p, s->far);
-            lo[r] = _mm512_ternarylogic_epi32(W, nib, sel, 0xEA); /* (W & nib) | sel */
-            hi[r] = _mm512_ternarylogic_epi32(_mm512_srli_epi32(W, 4), nib, sel, 0xEA);
-        }
+        const uint32_t *p = P + w * BL_SB_ROWS;
+        const __m512i W = _mm512_load_si512(p);
+        prefetch_packed(p, s->far);
+        const __m512i lo = _mm512_ternarylogic_epi32(W, nib, sel, 0xEA); /* (W & nib) | sel */
+        const __m512i hi = _mm512_ternarylogic_epi32(_mm512_srli_epi32(W, 4), nib, sel, 0xEA);
 #pragma GCC unroll 8
         for (int t = 0; t < TB; t++) {
             const int8_t *tw = tab + (int64_t)t * WORDS * TAB_BYTES + w * TAB_BYTES;
             const __m512i tl = _mm512_load_si512(tw), th = _mm512_load_si512(tw + 64);
             const __m512i mv = _mm512_set1_epi32((int)mult[t * WORDS + w]); /* a load, no shuffle */
-#pragma GCC unroll 4
-            for (int r = 0; r < R; r++) {
-                __m512i a = _mm512_dpbusd_epi32(isum[t * R + r], mv,
-                                                _mm512_permutexvar_epi8(lo[r], tl));
-                isum[t * R + r] = _mm512_dpbusd_epi32(a, mv, _mm512_permutexvar_epi8(hi[r], th));
-            }
+            const __m512i a = _mm512_dpbusd_epi32(isum[t], mv, _mm512_permutexvar_epi8(lo, tl));
+            isum[t] = _mm512_dpbusd_epi32(a, mv, _mm512_permutexvar_epi8(hi, th));
         }
     }
-    __m512 acc[16];
-    __mmask16 mk[4];
-    pass_masks(s->m, b, R, mk);
-    pass_load(Y, s->m, c, b, t0, TB, R, mk, acc);
+    __m512 acc[TB_MAX];
+    __mmask16 mk[1];
+    pass_masks(s->m, b, 1, mk);
+    pass_load(Y, s->m, c, b, t0, TB, 1, mk, acc);
 #pragma GCC unroll 8
-    for (int t = 0; t < TB; t++) {
-        const __m512 u = _mm512_set1_ps(unit[t]);
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++)
-            acc[t * R + r] =
-                _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t * R + r]), u, acc[t * R + r]);
-    }
-    pass_store(Y, s->m, b, t0, TB, R, mk, acc, h);
+    for (int t = 0; t < TB; t++)
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_set1_ps(unit[t]), acc[t]);
+    pass_store(Y, s->m, b, t0, TB, 1, mk, acc, h);
 }
 
-/* Register blocking: up to 4 tokens × 4 row blocks (8 index vectors, 16 sums), 5 to 8 tokens ×
- * 1 row block, so a batch of up to 8 reads each chunk's signs once. With the block sums, 8 × 2
- * (16 int32 sums, 4 index vectors, the tables and the multiplier) no longer fits GCC's register
- * allocation (it spills sums to the stack every word): bench_step, 7B dims, batch 8, 8 × 1
- * 51-54 ms on one thread and 31-32 on two against 66-67 and 38 for 8 × 2; with the per-word
- * scales before them the two blockings timed the same (59-61 / 34-36 ms). It only groups
+/* Row blocks [b0, b1) of tb tokens from t0 (a compile-time tb after inlining). It only groups
  * independent accumulations, so it changes no result. */
-#define PASSES(TB, R)                                                                     \
-    for (; b + (R) <= b1; b += (R)) pass_i8(&s, c, b, tab, mult, unit, Y, h, t0, (TB), (R));  \
-    for (; b < b1; b++) pass_i8(&s, c, b, tab, mult, unit, Y, h, t0, (TB), 1)
+#define PASSES(TB)                                                                            \
+    for (int64_t b = b0; b < b1; b++) pass_i8(&s, c, b, tab, mult, unit, Y, h, t0, (TB))
 
 void bl_sign_avx512_lut_i8(const bl_sign_job *j, int64_t b0, int64_t b1) {
     const bl_signmat *S = j->S;
@@ -223,16 +215,15 @@ void bl_sign_avx512_lut_i8(const bl_sign_job *j, int64_t b0, int64_t b1) {
             for (int t = 0; t < tb; t++)
                 build_i8(X + (t0 + t) * S->n, j->in_scale, S->n, c, cw,
                          tab + t * WORDS * TAB_BYTES, mult + t * WORDS, unit + t);
-            int64_t b = b0;
             switch (tb) {
-            case 1: PASSES(1, 4); break;
-            case 2: PASSES(2, 4); break;
-            case 3: PASSES(3, 4); break;
-            case 4: PASSES(4, 4); break;
-            case 5: PASSES(5, 1); break;
-            case 6: PASSES(6, 1); break;
-            case 7: PASSES(7, 1); break;
-            default: PASSES(8, 1); break;
+            case 1: PASSES(1); break;
+            case 2: PASSES(2); break;
+            case 3: PASSES(3); break;
+            case 4: PASSES(4); break;
+            case 5: PASSES(5); break;
+            case 6: PASSES(6); break;
+            case 7: PASSES(7); break;
+            default: PASSES(8); break;
             }
         }
     }
