@@ -13,10 +13,14 @@
  * logits are bit-identical alone or batched (and equal to the earlier form of this kernel, which
  * widened and scaled every 16 codes with a per-step division for the group index).
  *
- * Decode (T = 1) goes 2 rows at a time, each row's codes a stream prefetched PF_BYTES ahead (as
+ * Decode (T = 1) goes one row at a time, the row's codes a stream prefetched PF_BYTES ahead (as
  * the F16 decode kernel does); q8_0 / q4_0 with group 32 take one pair of steps per group with
  * no per-step bookkeeping. One 32000×2048 head, one thread, best of 60, bits unchanged: q8_0
- * 4.2-5.1 → 2.7-3.2 ms, q4_0 3.6-4.0 → 1.9-2.1 ms (F16: 3.4-3.9 ms), load 1.0-1.3. Batches use
+ * 4.2-5.1 → 2.7-3.2 ms, q4_0 3.6-4.0 → 1.9-2.1 ms (F16: 3.4-3.9 ms), load 1.0-1.3, with 2 rows
+ * side by side. One row (a single stream instead of two interleaved ones) against two, Zen 5,
+ * 32000×4096 heads out of cache, alternated in one process: q4_0 5.33 / 6.15 ms on one thread,
+ * 2.66 / 2.97 on two; q8_0 7.12 / 11.20 and 3.99 / 6.65 (32000×2048 q4_0 on two threads 1.73 /
+ * 1.66, min 1.50 / 1.63). Batches use
  * tiles of 4 rows × 2 tokens (16 accumulators: with 3 tokens the 24 accumulators and the per-row
  * scales no longer fit the 32 registers and spilled; T = 64: q8_0 87-94 → 73-86 ms, q4_0
  * 138-140 → 74-83 ms). */
@@ -28,7 +32,6 @@
 #define U 2  /* accumulators per output */
 #define RT 4 /* rows per tile */
 #define TT 2 /* tokens per tile */
-#define DR 2 /* rows per decode tile */
 #define PF_BYTES 4096 /* decode prefetch distance in the code stream (above) */
 
 /* The dequantized weights of one row's group: d·(c − 2^(bits−1)), exact in f32 however it is
@@ -192,10 +195,9 @@ ALWAYS_INLINE void tokens(const bl_qmat_job *jb, int bits, int R, int64_t i) {
 }
 
 /* The rows [i, i1) for every token, at a code width known at compile time. Decode (T = 1) goes
- * DR rows at a time, each a stream prefetched ahead; batches in tiles of RT rows × TT tokens. */
+ * one row at a time, a stream prefetched ahead; batches in tiles of RT rows × TT tokens. */
 ALWAYS_INLINE void rows_at(const bl_qmat_job *jb, int bits, int64_t i, int64_t i1) {
     if (jb->T == 1) {
-        for (; i + DR <= i1; i += DR) tile(jb, bits, DR, 1, i, 0);
         for (; i < i1; i++) tile(jb, bits, 1, 1, i, 0);
         return;
     }

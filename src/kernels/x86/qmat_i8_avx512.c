@@ -142,8 +142,13 @@ ALWAYS_INLINE void tokens(const bl_qmat_i8_job *jb, int bits, bool g32, int R, i
     if (T - t0 >= 1) tile(jb, bits, g32, R, 1, i, t0);
 }
 
+/* The rows [i, i1): RT at a time, one at a time for a single token (one stream of codes instead
+ * of RT interleaved ones: 32000×4096 heads out of cache on Zen 5, alternated in one process, q4_0
+ * 3.70 against 4.72 ms on one thread and 1.93 against 2.41 on two, q8_0 7.51 against 11.02 on
+ * one; 32000×2048 q4_0 on two 0.98 against 1.18). */
 ALWAYS_INLINE void rows_at(const bl_qmat_i8_job *jb, int bits, bool g32, int64_t i, int64_t i1) {
-    for (; i + RT <= i1; i += RT) tokens(jb, bits, g32, RT, i);
+    if (jb->T > 1)
+        for (; i + RT <= i1; i += RT) tokens(jb, bits, g32, RT, i);
     for (; i < i1; i++) tokens(jb, bits, g32, 1, i);
 }
 
