@@ -28,7 +28,6 @@ typedef struct {
     float *Y;
 } bl_half_job;
 
-
 /* Rows [BL_HALF_ROW_GROUP·u0, BL_HALF_ROW_GROUP·u1) ∩ [0, m) of Y, every token. */
 void bl_half_avx2(const bl_half_job *j, int64_t u0, int64_t u1);
 void bl_half_avx512(const bl_half_job *j, int64_t u0, int64_t u1);
