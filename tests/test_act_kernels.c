@@ -319,8 +319,6 @@ static void test_attend_q8(void) {
             }
 }
 
-/* The dispatchers, which the cases above call, run the level asked for: each kernel's entry point
- * agrees bit for bit with its dispatcher at that level. */
 /* Attention on an FP16 cache (bl_attend_f16): at AVX2 and AVX-512 the results of bl_attend on the
  * widened values, bit for bit (shapes with tails in both the keys and the head dimension, groups
  * larger than a chunk, a row stride that is not the head dimension); at the reference it refuses
