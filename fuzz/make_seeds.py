@@ -440,10 +440,56 @@ def seeds_tasks():
         "[title] eats a sandwich.\nthrows the plate.\nscrubs a plate with a sponge.\nsings loudly.\n"))
 
 
+# ---- .npy arrays ----
+def npy(descr, shape, raw, version=1, fortran=False):
+    d = "{'descr': '%s', 'fortran_order': %s, 'shape': (%s), }" % (
+        descr, "True" if fortran else "False",
+        ", ".join(str(x) for x in shape) + ("," if len(shape) == 1 else ""))
+    pre = 10 if version == 1 else 12
+    d += " " * ((-(pre + len(d) + 1)) % 64) + "\n"
+    head = b"\x93NUMPY" + bytes([version, 0])
+    head += struct.pack("<H", len(d)) if version == 1 else struct.pack("<I", len(d))
+    return head + d.encode("latin-1") + raw
+
+
+def seeds_npy():
+    r = random.Random(7)
+    v = [r.uniform(-1, 1) for _ in range(12)]
+    put("npy", "ok-f32-3x4", npy("<f4", (3, 4), struct.pack("<12f", *v)))
+    put("npy", "ok-f64-fortran", npy("<f8", (4, 3), struct.pack("<12d", *v), fortran=True))
+    put("npy", "ok-f16-v2", npy("<f2", (2, 6), b"".join(f16(x) for x in v), version=2))
+    put("npy", "ok-f32-1d-v3", npy("<f4", (12,), struct.pack("<12f", *v), version=3))
+    put("npy", "ok-empty", npy("<f4", (0, 5), b""))
+
+
+# ---- OpenAI request bodies (selector byte: bit 0 chat, then the chat template's index) ----
+def seeds_request():
+    def req(chat, tmpl, body):
+        return bytes([(tmpl << 1) | (1 if chat else 0)]) + json.dumps(body).encode()
+    put("request", "ok-completion", req(False, 0, {
+        "prompt": "the world", "max_tokens": 8, "temperature": 0, "seed": 3,
+        "stop": ["\n", "ab"], "stream": True}))
+    put("request", "ok-completion-ids", req(False, 0, {
+        "prompt": [1, 260, 261], "max_tokens": 4, "top_p": 0.9, "logit_bias": {"5": -100}}))
+    for i in range(7):  # the chat families, in bl_chat_template_names order
+        put("request", "ok-chat-%d" % i, req(True, i, {
+            "messages": [{"role": "system", "content": "be brief"},
+                         {"role": "user", "content": "hello"},
+                         {"role": "assistant", "content": "the world"},
+                         {"role": "user", "content": [{"type": "text", "text": "he llo"}]}],
+            "max_tokens": 4, "stream": True, "stream_options": {"include_usage": True}}))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bitllm", default=os.path.join(HERE, "..", "build", "bitllm"))
+    ap.add_argument("--only", nargs="+", help="write these targets' seeds only")
     a = ap.parse_args()
+    if a.only:
+        for t in a.only:
+            shutil.rmtree(os.path.join(OUT, t), ignore_errors=True)
+            globals()["seeds_" + t]()
+        return
     if os.path.isdir(OUT):
         shutil.rmtree(OUT)
     seeds_safetensors()
@@ -454,6 +500,8 @@ def main():
     seeds_tokenizer_bin()
     seeds_model_dir(a.bitllm)
     seeds_tasks()
+    seeds_npy()
+    seeds_request()
     total = 0
     for root, _, files in os.walk(OUT):
         for f in files:

@@ -8,7 +8,7 @@ set -u
 cd "$(dirname "$0")/.."
 secs=${1:-20}; shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors gguf llama2c config tokenizer_json tokenizer_bin model_dir tasks)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors gguf llama2c config tokenizer_json tokenizer_bin model_dir tasks npy request)
 B=${FUZZ_BUILD:-build-fuzz}
 fail=0
 printf '%-15s %10s %8s %7s  %s\n' target executions exec/s corpus result

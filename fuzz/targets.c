@@ -3,12 +3,16 @@
 #include "targets.h"
 
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bitllm/chat.h"
+#include "bitllm/io.h"
 #include "bitllm/model.h"
 #include "bitllm/tasks.h"
 #include "model/model_internal.h"
+#include "serve/api.h"
 
 /* Text every loaded tokenizer encodes and decodes: ASCII, spaces, digits, punctuation, 2-4 byte
  * UTF-8, control characters and special-token spellings. */
@@ -161,6 +165,95 @@ bl_status bl_fuzz_tasks(const uint8_t *data, size_t size, bl_err *err) {
     return s;
 }
 
+bl_status bl_fuzz_npy(const uint8_t *data, size_t size, bl_err *err) {
+    float *f = NULL;
+    bl_npy_header h;
+    bl_status s = bl_npy_to_f32(data, size, "fuzz.npy", &f, &h, err);
+    if (!s) { /* every element must be there */
+        volatile float sum = 0.0f;
+        for (uint64_t i = 0; i < h.numel; i++) sum += f[i];
+        (void)sum;
+    }
+    free(f);
+    return s;
+}
+
+/* The server's request context: a small SentencePiece-style vocabulary (control tokens, the 256
+ * byte tokens, a few words and every chat family's special tokens) and a 512-token context, so
+ * that prompts longer than the context are reached. Built once. */
+static const char *const request_pieces[] = {
+    " ", "a", "the", " the", "he", "llo", " world", "<|im_start|>", "<|im_end|>", "[INST]",
+    "[/INST]", "<<SYS>>", "<</SYS>>", "<|begin_of_text|>", "<|start_header_id|>",
+    "<|end_header_id|>", "<|eot_id|>", "<|user|>", "<|assistant|>", "<|system|>", "<think>",
+    "</think>"};
+
+static const bl_model *request_model(void) {
+    static bl_model m;
+    static bool done;
+    if (done) return m.tok ? &m : NULL;
+    done = true;
+    size_t cap = 1 << 14, n = 0;
+    uint8_t *img = malloc(cap);
+    if (!img) return NULL;
+#define PUT(p, len)                                                                               \
+    do {                                                                                          \
+        memcpy(img + n, (p), (len));                                                              \
+        n += (len);                                                                               \
+    } while (0)
+    int32_t max_len = 32, count = 0;
+    PUT(&max_len, 4);
+    char piece[32];
+    const int n_words = (int)(sizeof request_pieces / sizeof *request_pieces);
+    static const char *const control[3] = {"<unk>", "\n<s>\n", "\n</s>\n"};
+    for (int id = 0; id < 3 + 256 + n_words; id++) {
+        if (id < 3) snprintf(piece, sizeof piece, "%s", control[id]);
+        else if (id < 259) snprintf(piece, sizeof piece, "<0x%02X>", id - 3);
+        else snprintf(piece, sizeof piece, "%s", request_pieces[id - 259]);
+        float score = -(float)id;
+        int32_t len = (int32_t)strlen(piece);
+        PUT(&score, 4);
+        PUT(&len, 4);
+        PUT(piece, (size_t)len);
+        count++;
+    }
+#undef PUT
+    bl_tokenizer *t = NULL;
+    if (bl_tokenizer_from_llama2c("request.bin", img, n, count, &t, NULL) == BL_OK) {
+        m.tok = t;
+        m.cfg.vocab_size = count;
+        m.cfg.bos_id = 1;
+        m.cfg.eos_id = 2;
+    }
+    free(img);
+    return m.tok ? &m : NULL;
+}
+
+/* One byte: bit 0 chat (else completion), the rest (mod the family count + 1) the chat template,
+ * the last value meaning none; then the request body. A parsed request's stop strings are then
+ * searched for in the body, as the server searches generated text. */
+bl_status bl_fuzz_request(const uint8_t *data, size_t size, bl_err *err) {
+    if (size < 1) return bl_fail(err, BL_ERR_ARG, "fuzz input: needs a selector byte");
+    const bl_model *m = request_model();
+    if (!m) return bl_fail(err, BL_ERR_NOMEM, "fuzz: no tokenizer");
+    int n_names;
+    const char *const *names = bl_chat_template_names(&n_names);
+    const int sel = (data[0] >> 1) % (n_names + 1);
+    bl_chat_template tmpl;
+    const bool has_tmpl =
+        sel < n_names && bl_chat_template_by_name(names[sel], &tmpl, NULL) == BL_OK;
+    const srv_api_ctx c = {.m = m, .tmpl = has_tmpl ? &tmpl : NULL,
+                           .tmpl_error = "no chat template", .ctx = 512};
+    srv_api_req r;
+    srv_error e = {0};
+    const char *body = (const char *)data + 1;
+    if (!srv_parse_request(&c, body, size - 1, data[0] & 1, &r, &e))
+        return bl_fail(err, BL_ERR_ARG, "HTTP %d: %s", e.status, e.message);
+    (void)srv_find_stop(body, size - 1, 0, r.p.stop, r.p.n_stop);
+    (void)srv_stop_hold(body, size - 1, r.p.stop, r.p.n_stop);
+    srv_params_free(&r.p);
+    return BL_OK;
+}
+
 const bl_fuzz_target bl_fuzz_targets[] = {
     {"safetensors", bl_fuzz_safetensors, "a safetensors file"},
     {"gguf", bl_fuzz_gguf, "a GGUF file (metadata, tokenizer, model)"},
@@ -170,5 +263,7 @@ const bl_fuzz_target bl_fuzz_targets[] = {
     {"tokenizer_bin", bl_fuzz_tokenizer_bin, "llama2.c tokenizer.bin"},
     {"model_dir", bl_fuzz_model_dir, "config.json + model.safetensors, plain or quantized"},
     {"tasks", bl_fuzz_tasks, "eval task files (JSONL, HellaSwag text, PIQA labels)"},
+    {"npy", bl_fuzz_npy, "a NumPy .npy array (bitllm fit's matrices and importances)"},
+    {"request", bl_fuzz_request, "an OpenAI completion or chat request body (bitllm serve)"},
 };
 const int bl_fuzz_n_targets = (int)(sizeof bl_fuzz_targets / sizeof bl_fuzz_targets[0]);

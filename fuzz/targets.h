@@ -38,6 +38,12 @@ bl_status bl_fuzz_model_dir(const uint8_t *data, size_t size, bl_err *err);
 /* one byte choosing the task (id % 9; 8 = PIQA's valid.jsonl with labels), for 8: one byte L
  * and L bytes of valid-labels.lst; then the task file's text */
 bl_status bl_fuzz_tasks(const uint8_t *data, size_t size, bl_err *err);
+/* a .npy image, converted to f32 */
+bl_status bl_fuzz_npy(const uint8_t *data, size_t size, bl_err *err);
+/* one byte (bit 0: chat, else completion; the rest: the chat template by index, or none), then
+ * an HTTP request body for /v1/completions or /v1/chat/completions, parsed and tokenized against
+ * a small built-in vocabulary with a 512-token context */
+bl_status bl_fuzz_request(const uint8_t *data, size_t size, bl_err *err);
 
 extern const bl_fuzz_target bl_fuzz_targets[];
 extern const int bl_fuzz_n_targets;
