@@ -228,6 +228,7 @@ def main():
     l2_case("wrong-type-json", seed("config", "ok-llama"), "not a llama2.c checkpoint", "a JSON file?")
     l2_case("wrong-type-tokenizer", tokbin, "not a llama2.c checkpoint", "llama2.c tokenizer.bin")
     l2_case("wrong-type-safetensors", st, "a safetensors file")
+    l2_case("wrong-type-npy", seed("npy", "ok-f32-3x4"), "not a llama2.c checkpoint", "a NumPy array?")
 
     # ---------------- config.json ----------------
     cfg = open(os.path.join(hf, "config.json")).read()
@@ -400,6 +401,29 @@ def main():
         return st_join(h, body)
 
     q_case("missing-tensor", "ok-mdbf", None, drop, "model.layers.0.mlp.down_proj", "missing tensor")
+
+    # ---------------- .npy arrays (bitllm fit's matrix and importances) ----------------
+    good = seed("npy", "ok-f32-3x4")  # 3 x 4 float32, version 1.0, 128-byte header
+
+    def npy_case(name, data, *want, imp=False):
+        p = write(T("npy", name + ".npy"), data)
+        argv = ["fit", write(T("npy", "W.npy"), good), "--importance", p] if imp else ["fit", p]
+        case("npy " + name, argv + ["--method", "rtn"], p, *want)
+
+    npy_case("truncated-header", good[:60], "header longer than the file")
+    npy_case("truncated-data", good[:-4], ".npy data is 44 bytes, the shape needs 48")
+    npy_case("flipped-magic", flip(good, 1, 0x01), "no \\x93NUMPY magic")
+    npy_case("wrong-type-dtype", good.replace(b"'<f4'", b"'<i4'", 1), "'<i4'")
+    npy_case("wrong-type-big-endian", good.replace(b"'<f4'", b"'>f4'", 1), "'>f4'")
+    npy_case("wrong-type-order", good.replace(b"False", b"Maybe", 1), "'fortran_order' is not True or False")
+    npy_case("oversized-shape", good.replace(b"(3, 4)", b"(3037000500, 3037000500)", 1).replace(b" " * 18, b"", 1),
+             "shape overflows")
+    npy_case("wrong-shape-3d", good.replace(b"(3, 4)", b"(1, 3, 4)", 1).replace(b"   \n", b"\n", 1),
+             "expected a 2-D array")
+    npy_case("nonfinite", good[:-4] + struct.pack("<f", float("nan")), "element 11 is not finite")
+    npy_case("wrong-shape-importance", good, "input importance must be a vector of 4 values", imp=True)
+    vec = good[:128].replace(b"(3, 4)", b"(4,)  ", 1) + struct.pack("<4f", 1.0, float("inf"), 1.0, 1.0)
+    npy_case("nonfinite-importance", vec, "value 1 is inf; importances must be finite", imp=True)
 
     # ---------------- eval task files ----------------
     model = write(T("eval", "model.gguf"), gg)

@@ -312,7 +312,11 @@ int cli_errorf(const char *cmd, const char *fmt, ...) {
 }
 
 int cli_error(const char *cmd, const bl_err *err) {
-    return cli_errorf(cmd, "%s", err->msg[0] ? err->msg : bl_status_name(err->code));
+    if (!err->msg[0]) return cli_errorf(cmd, "%s", bl_status_name(err->code));
+    /* a failed allocation's message names what was being allocated; say what happened too */
+    if (err->code == BL_ERR_NOMEM && !strstr(err->msg, "memory") && !strstr(err->msg, "allocat"))
+        return cli_errorf(cmd, "out of memory: %s", err->msg);
+    return cli_errorf(cmd, "%s", err->msg);
 }
 
 bl_model *cli_load_model_tables(const char *cmd, const char *path, bl_load_opts *opts,

@@ -239,9 +239,11 @@ int cmd_fit(int argc, char **argv) {
         goto done;
     }
     fprintf(stderr, "fitting %s (%lld x %lld) with %s", label, (long long)m, (long long)n, method);
-    if (o.method.format->mid_from_bpw)
+    if (o.method.format->mid_from_bpw && o.method.params.mid)
+        fprintf(stderr, ", middle %lld (--mid)", (long long)bl_layer_mid(&o, m, n));
+    else if (o.method.format->mid_from_bpw)
         fprintf(stderr, ", middle %lld (target %.4f bpw)", (long long)bl_layer_mid(&o, m, n),
-                o.method.params.mid ? 0.0 : bl_layer_target_bpw(&o, m, n));
+                bl_layer_target_bpw(&o, m, n));
     fputc('\n', stderr);
     cli_progress prog;
     cli_progress_start(&prog, "fit");

@@ -48,6 +48,7 @@ bl_status bl_tensor_set_privatize(bl_tensor_set *s, const char *what, bl_err *er
 typedef enum {
     BL_FILE_UNKNOWN = 0, BL_FILE_EMPTY, BL_FILE_DIR, BL_FILE_GGUF, BL_FILE_SAFETENSORS,
     BL_FILE_LLAMA2C, BL_FILE_LLAMA2C_TOKENIZER, BL_FILE_JSON, BL_FILE_ZIP, BL_FILE_PICKLE,
+    BL_FILE_NPY,
 } bl_file_kind;
 #define BL_DETECT_BYTES 64 /* bytes of the head that detection looks at */
 /* Kind of a file of size bytes whose first n bytes (n <= size) are head. A legacy llama2.c

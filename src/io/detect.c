@@ -21,6 +21,7 @@ static const char *const kind_names[] = {
     [BL_FILE_JSON] = "a JSON file",
     [BL_FILE_ZIP] = "a zip archive (a PyTorch checkpoint?)",
     [BL_FILE_PICKLE] = "a Python pickle (a PyTorch checkpoint?)",
+    [BL_FILE_NPY] = "a NumPy .npy array",
 };
 
 const char *bl_file_kind_name(bl_file_kind k) {
@@ -62,6 +63,7 @@ bl_file_kind bl_detect_bytes(const uint8_t *p, size_t n, uint64_t size) {
     if (n >= 4 && memcmp(p, "24ka", 4) == 0) return BL_FILE_LLAMA2C; /* 0x616b3432, versioned */
     if (safetensors_plausible(p, n, size)) return BL_FILE_SAFETENSORS;
     if (n >= 4 && memcmp(p, "PK\x03\x04", 4) == 0) return BL_FILE_ZIP;
+    if (n >= 6 && memcmp(p, "\x93NUMPY", 6) == 0) return BL_FILE_NPY;
     if (n >= 2 && p[0] == 0x80 && p[1] >= 2 && p[1] <= 5) return BL_FILE_PICKLE;
     size_t i = 0;
     if (n >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0) i = 3; /* UTF-8 byte order mark */
@@ -92,6 +94,7 @@ void bl_describe_content(const uint8_t *p, size_t n, uint64_t size, char *buf, s
         return;
     case BL_FILE_ZIP: snprintf(buf, cap, "a zip archive: a PyTorch checkpoint?"); return;
     case BL_FILE_PICKLE: snprintf(buf, cap, "a Python pickle: a PyTorch checkpoint?"); return;
+    case BL_FILE_NPY: snprintf(buf, cap, "starts with the .npy magic: a NumPy array?"); return;
     default: break;
     }
     int len = snprintf(buf, cap, "starts with bytes");
