@@ -29,7 +29,8 @@ expect_usage "generate --temp 0 --top-p" "--top-p has no effect with --temp 0" $
 expect_usage "generate --temp 0 --seed" "--seed has no effect with --temp 0" $BIN generate "$G" --temp 0 --seed 3
 expect_usage "eval --limit 0" "--limit must be >= 1, got 0" $BIN eval "$G" --tasks piqa --limit 0
 expect_usage "eval --norm words" "--norm must be chars or bytes" $BIN eval "$G" --tasks piqa --norm words
-expect_usage "speed --threads 0" "--threads must be >= 1" $BIN speed "$G" --threads 0
+expect_usage "speed --threads 0" "--threads must be in [1, 256], got 0" $BIN speed "$G" --threads 0
+expect_usage "generate --threads 100000" "--threads must be in [1, 256], got 100000" $BIN generate "$G" -t 100000
 expect_usage "speed -p -1" "--prompt must be >= 1" $BIN speed "$G" -p -1
 expect_usage "synth --layers 0" "--layers must be >= 1" $BIN synth --arch llama2-7b --layers 0 -o "$tmp/s"
 expect_usage "bench --mem-mib 1" "--mem-mib must be in [16, 65536]" $BIN bench --mem-mib 1

@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "bitllm/model.h"
+#include "bitllm/pool.h"
 #include "bitllm/quantize.h"
 
 typedef enum { OPT_FLAG, OPT_STR, OPT_INT, OPT_FLOAT, OPT_U64 } cli_opt_kind;
@@ -19,6 +20,8 @@ enum { CLI_LO = 1, CLI_LO_OPEN = 2, CLI_HI = 4, CLI_HI_OPEN = 8, CLI_INF = 16 };
 #define CLI_MIN(x) .lo = (x), .bounds = CLI_LO                      /* >= x */
 #define CLI_ABOVE(x) .lo = (x), .bounds = CLI_LO | CLI_LO_OPEN      /* > x */
 #define CLI_RANGE(a, b) .lo = (a), .hi = (b), .bounds = CLI_LO | CLI_HI         /* [a, b] */
+/* a thread count: 1 up to what the thread pool holds */
+#define CLI_THREADS CLI_RANGE(1, BL_POOL_MAX_THREADS)
 #define CLI_RANGE_LO_OPEN(a, b) .lo = (a), .hi = (b), .bounds = CLI_LO | CLI_LO_OPEN | CLI_HI
 
 typedef struct {
@@ -48,7 +51,7 @@ typedef struct {
     {"tokenizer", 0, OPT_STR, &(tokenizer), "FILE", "tokenizer for llama2.c checkpoints",         \
      CLI_ANY},                                                                                     \
     {"threads", 't', OPT_INT, &(threads), "T", "threads (default: OMP_NUM_THREADS or all cores)", \
-     CLI_MIN(1)}
+     CLI_THREADS}
 
 /* --sign-tables and --kv-cache, on every command that runs a model: how its 1-bit products sum
  * and what its KV cache holds. */

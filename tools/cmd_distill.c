@@ -121,7 +121,7 @@ int cmd_distill(int argc, char **argv) {
         {"seed", 0, OPT_U64, &o.seed, "S", "data order and generation seed (default 0)", CLI_ANY},
         {"threads", 0, OPT_INT, &threads, "T",
          "threads (default: OMP_NUM_THREADS or all cores; results do not depend on it)",
-         CLI_MIN(1)},
+         CLI_THREADS},
         {"save-every", 0, OPT_INT, &o.save_every, "K",
          "checkpoint every K steps (default: at the end)", CLI_MIN(1)},
         {"resume", 0, OPT_FLAG, &o.resume, NULL, "continue from OUTDIR/checkpoint", CLI_ANY},

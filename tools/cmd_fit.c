@@ -142,7 +142,7 @@ int cmd_fit(int argc, char **argv) {
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
         {"threads", 't', OPT_INT, &threads, "T",
          "threads (default: OMP_NUM_THREADS or all cores; the result does not depend on it)",
-         CLI_MIN(1)},
+         CLI_THREADS},
         {"json", 0, OPT_FLAG, &json, NULL, "print one JSON object on stdout", CLI_ANY},
     };
     uint64_t given = 0;

@@ -138,7 +138,7 @@ int cmd_quantize(int argc, char **argv) {
          "benchmarks of synthetic models only)", CLI_ANY},
         {"threads", 't', OPT_INT, &threads, "T",
          "threads (default: OMP_NUM_THREADS or all cores; the result does not depend on it)",
-         CLI_MIN(1)},
+         CLI_THREADS},
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
         {"embed", 0, OPT_STR, &embed, "SPEC",
          "store the token embeddings as q8_0, q4_0 (or any qsym spec) or f16 (default: as they "

@@ -48,7 +48,7 @@ int cmd_serve(int argc, char **argv) {
         CLI_INFERENCE_OPTS(tables_s, kv_s),
         {"tokenizer", 0, OPT_STR, &tokp, "FILE", "tokenizer for llama2.c checkpoints", CLI_ANY},
         {"threads", 't', OPT_INT, &threads, "T",
-         "threads (default: OMP_NUM_THREADS or all cores)", CLI_MIN(1)},
+         "threads (default: OMP_NUM_THREADS or all cores)", CLI_THREADS},
     };
     const cli_spec spec = {"serve", "MODEL",
                            "OpenAI-compatible HTTP server: /v1/completions, /v1/chat/completions "

@@ -54,7 +54,7 @@ int cmd_speed(int argc, char **argv) {
          "throughput against the first (default 1; B from 1 to 256)",
          CLI_ANY},
         {"threads", 't', OPT_INT, &threads, "T",
-         "threads (default: OMP_NUM_THREADS or all cores)", CLI_MIN(1)},
+         "threads (default: OMP_NUM_THREADS or all cores)", CLI_THREADS},
         {"reps", 'r', OPT_INT, &reps, "R", "repetitions; the best is reported (default 1)",
          CLI_MIN(1)},
         {"isa", 0, OPT_STR, &isa_s, "NAME", "kernel level: auto, ref, avx2, avx512 (default auto)",
