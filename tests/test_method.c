@@ -35,6 +35,12 @@ static void test_specs(void) {
     CHECK(bl_method_parse("mdbf:paths=65", &m, &err) == BL_ERR_ARG && strstr(err.msg, "paths"));
     CHECK(bl_method_parse("onebit:bits=2", &m, &err) == BL_ERR_ARG &&
           strstr(err.msg, "no parameter 'bits'"));
+    CHECK(bl_method_parse("mdbf:paths=2,paths=3", &m, &err) == BL_ERR_ARG &&
+          strstr(err.msg, "paths is given twice"));
+    CHECK(bl_method_parse("mdbf:rank=2,rank_l=3", &m, &err) == BL_ERR_ARG &&
+          strstr(err.msg, "given twice"));
+    REQUIRE(bl_method_parse("rtn2:bits=3", &m, &err) == BL_OK); /* overrides the alias's bits */
+    CHECK(m.params.bits == 3);
     CHECK(bl_method_parse("rtn:=2", &m, &err) == BL_ERR_ARG);
     CHECK(bl_method_parse("rtn:bits=2,", &m, &err) == BL_ERR_ARG);
     CHECK(bl_method_parse("rtn:", &m, &err) == BL_ERR_ARG);

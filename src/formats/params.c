@@ -62,6 +62,7 @@ static void schema_keys(const bl_format_ops *f, char *buf, size_t cap) {
 /* "key=value,key=value" into m->params. */
 static bl_status parse_assignments(bl_method *m, const char *s, const char *spec, bl_err *err) {
     const bl_format_ops *f = m->format;
+    uint64_t seen = 0; /* parameters set by this list (the schema has fewer than 64) */
     while (*s) {
         const char *eq = strchr(s, '='), *end = strchr(s, ',');
         if (!end) end = s + strlen(s);
@@ -76,6 +77,10 @@ static bl_status parse_assignments(bl_method *m, const char *s, const char *spec
             return bl_fail(err, BL_ERR_ARG, "method '%s': %s has no parameter '%.*s' (it has: %s)",
                            spec, f->name, (int)(eq - s), s, keys);
         }
+        const int idx = (int)(d - f->params);
+        if (idx < 64 && (seen >> idx & 1))
+            return bl_fail(err, BL_ERR_ARG, "method '%s': %s is given twice", spec, d->key);
+        if (idx < 64) seen |= (uint64_t)1 << idx;
         char val[32];
         size_t vl = (size_t)(end - eq - 1);
         if (vl == 0 || vl >= sizeof val)
