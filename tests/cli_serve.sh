@@ -116,6 +116,12 @@ r=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"a"},{"role
 check "400 template role error (llama2 alternation)" 'e400 "$r" messages && jf "$r" "d[\"error\"][\"message\"]" | grep -q alternate'
 r=$(post /v1/chat/completions '{"messages":[]}')
 check "400 empty messages" 'e400 "$r" messages'
+r=$(post /v1/completions '{"prompt":["a","b"]}')
+check "400 several prompts" 'e400 "$r" prompt && jf "$r" "d[\"error\"][\"message\"]" | grep -q "several prompts"'
+r=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"a\u0000b"}]}')
+check "400 a NUL character (\\u0000) instead of a cut prompt" '[ "$(jf "$r" "d[\"error\"][\"type\"]")" = invalid_request_error ] && jf "$r" "d[\"error\"][\"message\"]" | grep -q "NUL character"'
+r=$(post /v1/completions '{"prompt":"a\\u0000b","max_tokens":1}')
+check "an escaped backslash before u0000 is text" '[ "$(jf "$r" "d[\"usage\"][\"completion_tokens\"]")" = 1 ]'
 python3 -c "print('{\"prompt\":\"' + 'the cat sat on the mat. '*400 + '\"}')" > "$tmp/big.json"
 r=$(c /v1/completions "${A[@]}" -w ' %{http_code}' -d @"$tmp/big.json")
 check "413 body over --max-body, error object" '[ "${r##* }" = 413 ] && jt "${r% *}" "d[\"error\"][\"type\"]==\"invalid_request_error\" and \"4096\" in d[\"error\"][\"message\"]"'
