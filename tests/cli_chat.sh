@@ -2,7 +2,8 @@
 # bitllm chat under a pipe: one answer line per message, no prompts or escape codes, /reset
 # forgets the conversation, the first answer equals the server's chat completion for the same
 # message (greedy), the oldest turns are dropped (and it says so) when the context fills, Ctrl-C
-# stops an answer without ending the program, and a model without a chat template is a clear error.
+# stops an answer without ending the program, and a model without a chat template, a mistyped
+# /command and a NUL byte in the input are clear errors.
 set -u
 . "$(dirname "$0")/serve_lib.sh"
 if [ ! -e "$M" ]; then echo "SKIP: $M not found"; exit 77; fi
@@ -48,4 +49,8 @@ check "Ctrl-C stops an answer, not the program" '[ "$rc" = 0 ] && [ "$(wc -l < "
 "$BIN" chat "$M" </dev/null >/dev/null 2>"$tmp/err4"; rc=$?
 check "no chat template: a clear error" '[ "$rc" = 1 ] && grep -q -- "--chat-template" "$tmp/err4"'
 check "unknown template name" '"$BIN" chat "$M" --chat-template nope </dev/null 2>&1 >/dev/null | grep -q "unknown chat template"'
+printf '/resett\n/usr is a directory\n' | "$BIN" chat "$M" --chat-template llama2 --temp 0 -n 4 >"$tmp/out5" 2>"$tmp/err5"; rc=$?
+check "a one-word /command that is not one is named, not sent; a line with a space is a message" '[ "$rc" = 0 ] && grep -q "unknown command /resett" "$tmp/err5" && [ "$(wc -l < "$tmp/out5")" = 1 ]'
+printf 'Hello\nabc\000def\nAgain\n' | "$BIN" chat "$M" --chat-template llama2 --temp 0 -n 4 >"$tmp/out6" 2>"$tmp/err6"; rc=$?
+check "a NUL byte in a piped line: a clear error and exit 1, not a message cut at the NUL" '[ "$rc" = 1 ] && grep -q "NUL byte" "$tmp/err6" && [ "$(wc -l < "$tmp/out6")" = 1 ]'
 finish

@@ -111,6 +111,20 @@ int cmd_chat(int argc, char **argv) {
             fprintf(stderr, "[conversation cleared]\n");
             continue;
         }
+        if (line[0] == '/' && !strpbrk(line, " \t")) { /* one word: meant as a command */
+            fprintf(stderr, "[unknown command %s: /reset forgets the conversation, /exit quits]\n",
+                    line);
+            continue;
+        }
+        if (memchr(line, 0, (size_t)len)) { /* the message would end at the NUL */
+            cli_errorf("chat", "stdin: a line holds a NUL byte (offset %zu); not sent",
+                       strlen(line));
+            if (!tty) {
+                rc = 1;
+                break;
+            }
+            continue;
+        }
         int dropped = 0;
         if (bl_chat_session_say(s, line, print_text, NULL, &dropped, &err) != BL_OK) {
             cli_error("chat", &err);
