@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-bl_status bl_model_load_tokenizer(bl_model *m, const char *path, bl_err *err) {
+static bl_status load_tokenizer(bl_model *m, const char *path, bl_err *err) {
     bl_file_kind kind;
     char what[96];
     bl_status s = bl_detect_file(path, &kind, what, sizeof what, err);
@@ -38,6 +38,12 @@ bl_status bl_model_load_tokenizer(bl_model *m, const char *path, bl_err *err) {
     }
     if (!s && !(m->tokenizer_path = bl_strdup(path))) s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
     return s;
+}
+
+/* Errors say that it was the tokenizer that failed: the path alone reads like the model's. */
+bl_status bl_model_load_tokenizer(bl_model *m, const char *path, bl_err *err) {
+    bl_status s = load_tokenizer(m, path, err);
+    return s ? bl_fail_context(err, s, "tokenizer") : BL_OK;
 }
 
 bl_status bl_model_check_tokenizer(const bl_model *m, bl_err *err) {
