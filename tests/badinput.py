@@ -340,6 +340,9 @@ def main():
     tb_case("wrong-vocabulary-fewer", tokbin[:len(tokbin) - 10], "holds 31 tokens but the model's vocabulary has 32")
     tb_case("wrong-type-json", tj, "the tokenizer has 262 tokens but the model")
     tb_case("wrong-type-safetensors", st, "not a tokenizer", "a safetensors file?")
+    tb_case("wrong-type-npy", seed("npy", "ok-f32-3x4"), "tokenizer: ", "not a tokenizer", "a NumPy array?")
+    gone = T("tokbin", "missing.bin")
+    case("tokenizer.bin missing", ["info", l2p, "--tokenizer", gone], "tokenizer: " + gone, "cannot open")
     big = os.path.join(DATA, "models", "llama2c-tokenizer", "tokenizer.bin")
     s260 = os.path.join(DATA, "models", "stories260K")
     if os.path.exists(big) and os.path.exists(os.path.join(s260, "stories260K.bin")):
