@@ -27,7 +27,11 @@ int eval_load_tasks(const char *cmd, const char *list, const char *data_dir, int
     }
     for (int i = 0; i < n; i++) {
         if (bl_task_load(ids[i], data_dir, limit, &sets[i], &err) != BL_OK) {
-            cli_error(cmd, &err);
+            if (err.code == BL_ERR_IO) /* a missing file: say where the data is looked for */
+                cli_errorf(cmd, "%s (task data from --data DIR, default $BITLLM_DATA/data, "
+                           "here %s)", err.msg, data_dir);
+            else
+                cli_error(cmd, &err);
             eval_free_tasks(sets, i);
             return -1;
         }
