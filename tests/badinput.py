@@ -428,6 +428,24 @@ def main():
     vec = good[:128].replace(b"(3, 4)", b"(4,)  ", 1) + struct.pack("<4f", 1.0, float("inf"), 1.0, 1.0)
     npy_case("nonfinite-importance", vec, "value 1 is inf; importances must be finite", imp=True)
 
+    # ---------------- calibration data (quantize --calib) ----------------
+    cmodel = write(T("calib", "model.gguf"), gg)  # a 32-token vocabulary
+
+    def ids_npy(descr, fmt, vals):
+        d = "{'descr': '%s', 'fortran_order': False, 'shape': (%d,), }" % (descr, len(vals))
+        d += " " * ((-(10 + len(d) + 1)) % 64) + "\n"
+        return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(d)) + d.encode() + struct.pack("<%d%s" % (len(vals), fmt), *vals)
+
+    def calib_case(name, data, *want):
+        p = write(T("calib", name), data)
+        case("calib " + name, ["quantize", cmodel, "-m", "dbf", "--calib", p, "--calib-seq", "16", "-o",
+                               T("calib", "out")], p, *want)
+
+    calib_case("empty.txt", b"", "no tokens")
+    calib_case("oversized-id.npy", ids_npy("<i4", "i", [1, 2, 99999, 3]), "token 2 is 99999, outside the model's vocabulary of 32")
+    calib_case("negative-id.npy", ids_npy("<i4", "i", [1, -3]), "token 1 is -3, outside")
+    calib_case("oversized-u16.npy", ids_npy("<u2", "H", [65535]), "token 0 is 65535, outside")
+
     # ---------------- eval task files ----------------
     model = write(T("eval", "model.gguf"), gg)
     fnames = {"arc_easy": "llm-foundry-icl/arc_easy.jsonl", "boolq": "llm-foundry-icl/boolq.jsonl",

@@ -117,10 +117,18 @@ static bl_status load_npy(const char *path, const uint8_t *d, size_t len, int vo
     if (!decode_ints(d + data_at, (size_t)n, width, uns, vocab, out->ids)) {
         /* find the first bad one for the message */
         int32_t one;
-        for (size_t i = 0; i < n; i++)
-            if (!decode_ints(d + data_at + i * (size_t)width, 1, width, uns, vocab, &one))
-                return bl_fail(err, BL_ERR_FORMAT, "%s: token %zu is outside the model's "
-                               "vocabulary of %d", path, i, vocab);
+        for (size_t i = 0; i < n; i++) {
+            const uint8_t *q = d + data_at + i * (size_t)width;
+            if (decode_ints(q, 1, width, uns, vocab, &one)) continue;
+            uint64_t u = 0; /* the value, for the message */
+            for (int b = 0; b < width; b++) u |= (uint64_t)q[b] << (8 * b);
+            if (!uns && width < 8 && (u >> (8 * width - 1) & 1)) u |= ~(uint64_t)0 << (8 * width);
+            char val[32];
+            if (uns) snprintf(val, sizeof val, "%llu", (unsigned long long)u);
+            else snprintf(val, sizeof val, "%lld", (long long)u);
+            return bl_fail(err, BL_ERR_FORMAT, "%s: token %zu is %s, outside the model's "
+                           "vocabulary of %d", path, i, val, vocab);
+        }
     }
     if (dims == 2) snprintf(out->what, sizeof out->what, "npy %s [%lld x %lld]", descr, s0, s1);
     else snprintf(out->what, sizeof out->what, "npy %s [%lld]", descr, s0);
