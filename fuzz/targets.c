@@ -192,20 +192,20 @@ static const bl_model *request_model(void) {
     static bool done;
     if (done) return m.tok ? &m : NULL;
     done = true;
-    size_t cap = 1 << 14, n = 0;
-    uint8_t *img = malloc(cap);
+    size_t n = 0;
+    uint8_t *img = malloc(1 << 14); /* 281 records of at most 8 + 31 bytes */
     if (!img) return NULL;
 #define PUT(p, len)                                                                               \
     do {                                                                                          \
         memcpy(img + n, (p), (len));                                                              \
         n += (len);                                                                               \
     } while (0)
-    int32_t max_len = 32, count = 0;
+    const int32_t max_len = 32;
     PUT(&max_len, 4);
     char piece[32];
-    const int n_words = (int)(sizeof request_pieces / sizeof *request_pieces);
+    const int count = 3 + 256 + (int)(sizeof request_pieces / sizeof *request_pieces);
     static const char *const control[3] = {"<unk>", "\n<s>\n", "\n</s>\n"};
-    for (int id = 0; id < 3 + 256 + n_words; id++) {
+    for (int id = 0; id < count; id++) {
         if (id < 3) snprintf(piece, sizeof piece, "%s", control[id]);
         else if (id < 259) snprintf(piece, sizeof piece, "<0x%02X>", id - 3);
         else snprintf(piece, sizeof piece, "%s", request_pieces[id - 259]);
@@ -214,7 +214,6 @@ static const bl_model *request_model(void) {
         PUT(&score, 4);
         PUT(&len, 4);
         PUT(piece, (size_t)len);
-        count++;
     }
 #undef PUT
     bl_tokenizer *t = NULL;

@@ -17,6 +17,9 @@ import tempfile
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 SEEDS = os.path.join(ROOT, "fuzz", "corpus")
+sys.path.insert(0, os.path.join(ROOT, "fuzz"))
+sys.dont_write_bytecode = True  # no __pycache__ left in the source tree
+from make_seeds import npy  # noqa: E402  (the seeds' .npy writer)
 BIN = os.environ.get("BITLLM_BIN") or os.path.join(ROOT, "build", "bitllm")
 DATA = os.environ.get("BITLLM_DATA", os.path.join(ROOT, "..", "shared"))
 SANITIZER = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer", "runtime error:")
@@ -425,16 +428,14 @@ def main():
              "expected a 2-D array")
     npy_case("nonfinite", good[:-4] + struct.pack("<f", float("nan")), "element 11 is not finite")
     npy_case("wrong-shape-importance", good, "input importance must be a vector of 4 values", imp=True)
-    vec = good[:128].replace(b"(3, 4)", b"(4,)  ", 1) + struct.pack("<4f", 1.0, float("inf"), 1.0, 1.0)
+    vec = npy("<f4", (4,), struct.pack("<4f", 1.0, float("inf"), 1.0, 1.0))
     npy_case("nonfinite-importance", vec, "value 1 is inf; importances must be finite", imp=True)
 
     # ---------------- calibration data (quantize --calib) ----------------
     cmodel = write(T("calib", "model.gguf"), gg)  # a 32-token vocabulary
 
     def ids_npy(descr, fmt, vals):
-        d = "{'descr': '%s', 'fortran_order': False, 'shape': (%d,), }" % (descr, len(vals))
-        d += " " * ((-(10 + len(d) + 1)) % 64) + "\n"
-        return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(d)) + d.encode() + struct.pack("<%d%s" % (len(vals), fmt), *vals)
+        return npy(descr, (len(vals),), struct.pack("<%d%s" % (len(vals), fmt), *vals))
 
     def calib_case(name, data, *want):
         p = write(T("calib", name), data)
