@@ -245,6 +245,9 @@ def main():
 
     cfg_case("truncated", cfg[:len(cfg) // 2], "not valid JSON")
     cfg_case("flipped-quote", cfg.replace('"hidden_size"', '#hidden_size"', 1), "not valid JSON")
+    # cJSON ends a string at \u0000: "llama\u0000 2" would read as "llama"
+    cfg_case("nul-escape", cfg.replace('"llama"', '"llama\\u0000 2"', 1), "not valid JSON",
+             "a NUL character")
     cfg_case("flipped-digit", cfg.replace('"num_hidden_layers": 1', '"num_hidden_layers": 0', 1),
              "num_hidden_layers = 0 is out of range")
     cfg_case("oversized-hidden", cfg.replace('"hidden_size": 16', '"hidden_size": 10000000', 1),
@@ -299,6 +302,7 @@ def main():
 
     tj_case("truncated", tj[:len(tj) // 2], "not a tokenizer.json: invalid JSON")
     tj_case("flipped-quote", tj.replace('"model"', '#model"', 1), "invalid JSON")
+    tj_case("nul-escape", tj.replace('"hell": 260', '"hell\\u0000o": 260', 1), "a NUL character")
     tj_case("flipped-type", tj.replace('"type": "BPE"', '"type": "BPF"', 1), 'model type "BPF" is not supported')
     tj_case("oversized-id", tj.replace('"hell": 260', '"hell": 1e12', 1), "an id that is not an integer")
     tj_case("oversized-added-id", tj.replace('"id": 261', '"id": 99999999999', 1), "an added token has an id")
@@ -465,6 +469,8 @@ def main():
     task_case("truncated", "arc_easy", arc[:len(arc) // 2], "arc_easy.jsonl:1: not valid JSON")
     task_case("flipped-quote", "arc_easy", arc.replace('"query"', "'query\"", 1), "arc_easy.jsonl:1: not valid JSON")
     task_case("two-objects", "arc_easy", arc.rstrip("\n") + " " + arc, "arc_easy.jsonl:1: not valid JSON")
+    task_case("nul-escape", "arc_easy", arc.replace("a gas?", "a gas?\\u0000 Or a solid?", 1),
+              "arc_easy.jsonl:1: not valid JSON (a NUL character")
     task_case("oversized-gold", "arc_easy", arc.replace('"gold": 1', '"gold": 1e300', 1), '"gold" must be an index')
     task_case("flipped-gold", "arc_easy", arc.replace('"gold": 1', '"gold": 9', 1), '"gold" must be an index in [0, 4)')
     task_case("wrong-type-choices", "arc_easy", arc.replace('"choices": [', '"choices": "x", "c": [', 1),

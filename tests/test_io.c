@@ -302,6 +302,7 @@ static const char *const bad_st_headers[] = {
     "{\"__metadata__\":\"x\",\"a\":{" T4 "}}",
     "{\"__metadata__\":{},\"__metadata__\":{},\"a\":{" T4 "}}",
     "{\"a\":{" T4 "}}xyz",
+    "{\"a\\u0000b\":{" T4 "}}", /* cJSON would read the name as "a" */
     "{\"a\":{" T4 "}}\0   ",
 };
 
@@ -400,6 +401,52 @@ static void test_index_corrupt(void) {
     free(v.p);
 }
 
+/* ---- strict JSON (bl_json_parse) --------------------------------------------------------- */
+
+static void test_json_strict(void) {
+    static const struct {
+        const char *text;
+        size_t len;  /* 0: strlen */
+        long nul_at; /* -1: none */
+        long bad_at; /* -1: parses; -2: refused anywhere */
+    } cases[] = {
+        {"{\"a\": \"x\"}  \n", 0, -1, -1},
+        {"{\"a\": \"x\\u0000y\"}", 0, 8, 8},     /* \u0000: cJSON would keep "x" only */
+        {"{\"a\": \"x\\\\u0000y\"}", 0, -1, -1}, /* \\u0000: a backslash, then text */
+        {"{\"a\": \"x\\\\\\u0000\"}", 0, 10, 10}, /* \\\u0000: a backslash, then NUL */
+        {"{\"a\": \"x\\u00001\"}", 0, 8, 8},
+        {"{\"a\": \"x\\u0001\"}", 0, -1, -1},
+        {"{\"a\": \"x\0y\"}", 12, 8, 8},             /* a raw 0 byte */
+        {"{\"a\": 1} x", 0, -1, 9},                   /* a second value */
+        {"{\"a\": 1}{}", 0, -1, 8},
+        {"{\"a\": ", 0, -1, -2}, /* where cJSON says */
+        {"\\u0000", 0, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *t = cases[i].text;
+        size_t len = cases[i].len ? cases[i].len : strlen(t), at = 12345;
+        size_t nul = bl_json_nul_at(t, len);
+        CHECK_MSG(nul == (cases[i].nul_at < 0 ? SIZE_MAX : (size_t)cases[i].nul_at),
+                  "case %zu: NUL at %zu", i, nul);
+        cJSON *v = bl_json_parse(t, len, &at);
+        if (cases[i].bad_at == -1) {
+            CHECK_MSG(v != NULL, "case %zu: refused at %zu", i, at);
+        } else {
+            CHECK_MSG(!v && (cases[i].bad_at == -2 || at == (size_t)cases[i].bad_at),
+                      "case %zu: at %zu", i, at);
+            const char *why = bl_json_refusal(t, len, at);
+            CHECK_MSG((strstr(why, "NUL") != NULL) == (cases[i].nul_at >= 0), "case %zu: %s", i,
+                      why);
+        }
+        cJSON_Delete(v);
+    }
+    /* the escaped backslash stays text, byte for byte */
+    cJSON *v = bl_json_parse("{\"a\": \"x\\\\u0000y\"}", 18, NULL);
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(v, "a");
+    CHECK(cJSON_IsString(a) && strcmp(a->valuestring, "x\\u0000y") == 0);
+    cJSON_Delete(v);
+}
+
 int main(void) {
     if (!io_tmp_init("test_io")) return 1;
     TEST_RUN(test_stories_gguf);
@@ -410,6 +457,7 @@ int main(void) {
     TEST_RUN(test_sharded);
     TEST_RUN(test_safetensors_corrupt);
     TEST_RUN(test_index_corrupt);
+    TEST_RUN(test_json_strict);
     remove_tree(tmp_root);
     return test_summary();
 }

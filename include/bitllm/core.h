@@ -149,9 +149,15 @@ bool bl_json_get_i64(const struct cJSON *obj, const char *key, int64_t *v);
 bool bl_json_add_u64(struct cJSON *obj, const char *key, uint64_t v);
 /* Strict parsing for the file readers: text[0, len) must hold exactly one JSON value with only
  * whitespace after it (cJSON alone accepts trailing bytes, so a file holding two objects would
- * load its first silently) and no raw NUL byte (cJSON would end a string there). NULL on
- * failure, with *bad_at (may be NULL) the byte offset where the text stops being valid. */
+ * load its first silently) and no NUL character, neither a raw 0 byte nor a \u0000 escape
+ * (cJSON would end the string there and drop the rest of it). NULL on failure, with *bad_at (may
+ * be NULL) the byte offset where the text stops being valid; bl_json_refusal(text, len, at)
+ * says why, for a message "not valid JSON (%s at byte %zu)". */
 struct cJSON *bl_json_parse(const char *text, size_t len, size_t *bad_at);
+const char *bl_json_refusal(const char *text, size_t len, size_t at);
+/* Offset of the first NUL character in JSON text (a raw 0 byte, or a \u0000 escape not itself
+ * escaped), SIZE_MAX when none. */
+size_t bl_json_nul_at(const char *text, size_t len);
 
 /* OpenBLAS's kernels. A DYNAMIC_ARCH OpenBLAS (Debian's) picks them once, when it loads, from the
  * CPU; a release older than the CPU falls back to its generic SSE3 kernels ("Prescott"): Debian's

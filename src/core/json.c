@@ -9,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,14 +72,36 @@ bool bl_json_add_u64(cJSON *obj, const char *key, uint64_t v) {
 
 static bool json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
+size_t bl_json_nul_at(const char *text, size_t len) {
+    const char *raw = memchr(text, 0, len);
+    size_t lim = raw ? (size_t)(raw - text) : len;
+    for (size_t i = 0; i + 6 <= lim; i++) {
+        if (text[i] != '\\') continue;
+        size_t k = i;
+        while (k < lim && text[k] == '\\') k++;
+        /* k - i backslashes: an odd count leaves the last one escaping what follows */
+        if ((k - i) % 2 == 1 && lim - k >= 5 && text[k] == 'u' && text[k + 1] == '0' &&
+            text[k + 2] == '0' && text[k + 3] == '0' && text[k + 4] == '0')
+            return k - 1;
+        i = k - 1;
+    }
+    return raw ? lim : SIZE_MAX;
+}
+
+const char *bl_json_refusal(const char *text, size_t len, size_t at) {
+    return at < len && bl_json_nul_at(text, len) == at
+               ? "a NUL character, \\u0000 or a 0 byte, which bitllm refuses in JSON text,"
+               : "error";
+}
+
 cJSON *bl_json_parse(const char *text, size_t len, size_t *bad_at) {
-    /* A raw NUL is never valid JSON, but cJSON would end a string at one silently. */
-    const char *nul = memchr(text, 0, len);
+    /* cJSON would end a string at a NUL silently, dropping what follows it. */
+    size_t nul = bl_json_nul_at(text, len);
     const char *end = NULL;
-    cJSON *v = nul ? NULL : cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    cJSON *v = nul != SIZE_MAX ? NULL : cJSON_ParseWithLengthOpts(text, len, &end, 0);
     size_t at = 0;
-    if (nul) {
-        at = (size_t)(nul - text);
+    if (nul != SIZE_MAX) {
+        at = nul;
     } else if (!v) {
         const char *e = cJSON_GetErrorPtr();
         at = e && e >= text && e <= text + len ? (size_t)(e - text) : 0;

@@ -268,7 +268,7 @@ static bool legacy_output(const char *dir) {
     size_t len;
     bool yes = false;
     if (p && bl_read_file(p, &text, &len, NULL) == BL_OK) {
-        cJSON *j = cJSON_Parse(text);
+        cJSON *j = bl_json_parse(text, len, NULL);
         const cJSON *qc = cJSON_GetObjectItemCaseSensitive(j, "quantization_config");
         const cJSON *qm = cJSON_GetObjectItemCaseSensitive(qc, "quant_method");
         yes = (cJSON_IsString(qm) && strcmp(qm->valuestring, "bitllm") == 0) ||

@@ -88,8 +88,8 @@ bl_status bl_jsonl_each(const char *path, const char *data, size_t len, int limi
             size_t at = 0;
             cJSON *row = bl_json_parse(p, n, &at);
             if (!row)
-                s = bl_fail(err, BL_ERR_FORMAT, "%s:%d: not valid JSON (error at column %zu)",
-                            path, line, at + 1);
+                s = bl_fail(err, BL_ERR_FORMAT, "%s:%d: not valid JSON (%s at column %zu)",
+                            path, line, bl_json_refusal(p, n, at), at + 1);
             else if (!cJSON_IsObject(row))
                 s = bl_fail(err, BL_ERR_FORMAT, "%s:%d: not a JSON object", path, line);
             else

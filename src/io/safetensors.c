@@ -115,23 +115,15 @@ static bl_status parse_entry(const char *path, const cJSON *e, const uint8_t *da
 /* Parses the JSON header (already bounds-checked) and appends its tensors to set. */
 static bl_status parse_header(const char *path, const uint8_t *file, size_t size, uint64_t hlen,
                               bl_tensor_set *set, char **metadata_json, bl_err *err) {
-    /* cJSON wants a NUL-terminated string; the mapped header is not. */
-    char *text = bl_strndup((const char *)file + 8, (size_t)hlen);
-    if (!text) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory for header", path);
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithOpts(text, &end, 0);
+    const char *text = (const char *)file + 8;
+    size_t at = 0;
+    cJSON *root = bl_json_parse(text, (size_t)hlen, &at);
     bl_status st = BL_OK;
     st_span *spans = NULL;
-    if (!root) {
-        st = bl_fail(err, BL_ERR_FORMAT, "%s: header is not valid JSON", path);
+    if (!root) { /* only space padding may follow the JSON */
+        st = bl_fail(err, BL_ERR_FORMAT, "%s: header is not valid JSON (%s at byte %zu of it)",
+                     path, bl_json_refusal(text, (size_t)hlen, at), at);
         goto done;
-    }
-    /* Only space padding may follow the JSON; a NUL inside the header shows up here too. */
-    for (const char *p = end; p < text + hlen; p++) {
-        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-            st = bl_fail(err, BL_ERR_FORMAT, "%s: trailing bytes after the JSON header", path);
-            goto done;
-        }
     }
     if (!cJSON_IsObject(root)) {
         st = bl_fail(err, BL_ERR_FORMAT, "%s: header is not a JSON object", path);
@@ -187,7 +179,6 @@ static bl_status parse_header(const char *path, const uint8_t *file, size_t size
 done:
     free(spans);
     cJSON_Delete(root);
-    free(text);
     return st;
 }
 
@@ -290,7 +281,8 @@ static bl_status open_index(const char *dir, const char *ipath, bl_tensor_set *s
     int n_shards = 0;
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     if (!root) {
-        st = bl_fail(err, BL_ERR_FORMAT, "%s: not valid JSON (error at byte %zu)", ipath, at);
+        st = bl_fail(err, BL_ERR_FORMAT, "%s: not valid JSON (%s at byte %zu)", ipath,
+                     bl_json_refusal(text, len, at), at);
         goto done;
     }
     if (!cJSON_IsObject(root) || !cJSON_IsObject(wm) || !wm->child) {

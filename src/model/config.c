@@ -248,7 +248,8 @@ bl_status bl_config_from_hf_json(const char *json, const char *path, bl_config *
     cJSON *o = bl_json_parse(json, strlen(json), &at);
     bl_status st;
     if (!o)
-        st = bl_fail(err, BL_ERR_FORMAT, "%s: not valid JSON (error at byte %zu)", path, at);
+        st = bl_fail(err, BL_ERR_FORMAT, "%s: not valid JSON (%s at byte %zu)", path,
+                     bl_json_refusal(json, strlen(json), at), at);
     else if (!cJSON_IsObject(o))
         st = bl_fail(err, BL_ERR_FORMAT, "%s: not a JSON object", path);
     else

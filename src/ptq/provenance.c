@@ -80,7 +80,7 @@ bl_status bl_quant_provenance(const char *model_dir, char **json, bl_err *err) {
     snprintf(path, sizeof path, "%s/config.json", model_dir);
     bl_status s = bl_read_file(path, &text, &len, err);
     if (s) return s;
-    cJSON *cfg = cJSON_ParseWithLength(text, len);
+    cJSON *cfg = bl_json_parse(text, len, NULL);
     free(text);
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(cfg, "quantization_config"), "provenance");

@@ -219,39 +219,23 @@ static bool chat_prompt(const srv_api_ctx *c, const cJSON *o, srv_params *p, srv
     return ok;
 }
 
-/* Whether the JSON text holds a NUL character: a raw 0 byte, or a \u0000 escape (one preceded by
- * an even number of backslashes). cJSON's strings end at the first NUL, so text after it would
- * be dropped without a word. */
-static bool has_nul(const char *body, size_t len) {
-    if (memchr(body, 0, len)) return true;
-    for (size_t i = 0; i + 6 <= len; i++) {
-        if (body[i] != '\\') continue;
-        size_t k = i;
-        while (k < len && body[k] == '\\') k++;
-        /* k - i backslashes: an odd count leaves the last one escaping what follows */
-        if ((k - i) % 2 == 1 && len - k >= 5 && body[k] == 'u' && body[k + 1] == '0' &&
-            body[k + 2] == '0' && body[k + 3] == '0' && body[k + 4] == '0')
-            return true;
-        i = k - 1;
-    }
-    return false;
-}
-
 bool srv_parse_request(const srv_api_ctx *c, const char *body, size_t len, bool chat,
                        srv_api_req *out, srv_error *e) {
     memset(out, 0, sizeof *out);
     out->chat = chat;
     srv_params *p = &out->p;
-    cJSON *o = cJSON_ParseWithLength(body, len);
+    size_t bad_at = 0;
+    cJSON *o = bl_json_parse(body, len, &bad_at);
     bool ok = true;
-    if (o && has_nul(body, len)) {
+    if (!o && bl_json_nul_at(body, len) == bad_at) { /* cJSON would cut the string there */
         ok = fail(e, 400, NULL, "the request holds a NUL character (\\u0000), which a prompt "
                   "or parameter cannot contain");
         goto done;
     }
     if (!cJSON_IsObject(o)) {
-        ok = fail(e, 400, NULL, "the request body is not a JSON object%s", o ? "" : " (malformed "
-                  "JSON)");
+        if (o) ok = fail(e, 400, NULL, "the request body is not a JSON object");
+        else ok = fail(e, 400, NULL, "the request body is not a JSON object (malformed JSON: "
+                       "error at byte %zu)", bad_at);
         goto done;
     }
     long long max_tokens = -1, seed = 0;

@@ -341,8 +341,8 @@ static cJSON *parse_root(const char *path, const char *json, size_t len, bl_err 
     if (root)
         bl_fail(err, BL_ERR_FORMAT, "%s: not a tokenizer.json: not a JSON object (%s)", path, what);
     else
-        bl_fail(err, BL_ERR_FORMAT, "%s: not a tokenizer.json: invalid JSON at byte %zu (%s)",
-                path, at, what);
+        bl_fail(err, BL_ERR_FORMAT, "%s: not a tokenizer.json: invalid JSON (%s at byte %zu; %s)",
+                path, bl_json_refusal(json, len, at), at, what);
     cJSON_Delete(root);
     return NULL;
 }
