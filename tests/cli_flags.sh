@@ -16,14 +16,15 @@ expect_usage "generate -n 0" "-n must be >= 1, got 0" $BIN generate "$G" -n 0
 expect_usage "generate -n 5x" "invalid value '5x' for -n" $BIN generate "$G" -n 5x
 expect_usage "generate -n ''" "invalid value '' for -n" $BIN generate "$G" -n ""
 expect_usage "generate -n ' 5'" "invalid value ' 5' for -n" $BIN generate "$G" -n " 5"
-expect_usage "generate -n 99999999999" "invalid value" $BIN generate "$G" -n 99999999999
+expect_usage "generate -n 99999999999" "invalid value '99999999999' for -n (a whole number in [1, 2147483647])" $BIN generate "$G" -n 99999999999
+expect_usage "serve --port 2^40" "for --port (a whole number in [0, 65535])" $BIN serve "$G" --port 1099511627776
 expect_usage "generate --temp nan" "invalid value 'nan' for --temp" $BIN generate "$G" --temp nan
 expect_usage "generate --temp -1" "--temp must be >= 0" $BIN generate "$G" --temp -1
 expect_usage "generate --temp 0.5x" "invalid value '0.5x'" $BIN generate "$G" --temp 0.5x
 expect_usage "generate --top-p 0" "--top-p must be in (0, 1]" $BIN generate "$G" --top-p 0
 expect_usage "generate --top-p 1.5" "--top-p must be in (0, 1]" $BIN generate "$G" --top-p 1.5
 expect_usage "generate --seed -1" "invalid value '-1' for --seed" $BIN generate "$G" --seed -1
-expect_usage "generate --seed 2^64" "invalid value '18446744073709551616'" $BIN generate "$G" --seed 18446744073709551616
+expect_usage "generate --seed 2^64" "invalid value '18446744073709551616' for --seed (a whole number <= 18446744073709551615)" $BIN generate "$G" --seed 18446744073709551616
 expect_usage "generate -n twice" "-n given twice" $BIN generate "$G" -n 5 -n 6
 expect_usage "generate --temp 0 --top-p" "--top-p has no effect with --temp 0" $BIN generate "$G" --temp 0 --top-p 0.5
 expect_usage "generate --temp 0 --seed" "--seed has no effect with --temp 0" $BIN generate "$G" --temp 0 --seed 3

@@ -155,7 +155,8 @@ static int parse_value(const cli_spec *s, const cli_opt *o, const char *v) {
         return CLI_OK;
     case OPT_INT: {
         long y = blank ? 0 : strtol(v, &end, 10);
-        if (blank || *end || errno || y < INT_MIN || y > INT_MAX) break;
+        if (!blank && !*end && !errno && (y < INT_MIN || y > INT_MAX)) errno = ERANGE;
+        if (blank || *end || errno) break;
         x = (double)y;
         if (!in_range(o, x)) goto out_of_range;
         *(int *)o->dest = (int)y;
@@ -178,6 +179,16 @@ static int parse_value(const cli_spec *s, const cli_opt *o, const char *v) {
     }
     case OPT_FLAG:
         break;
+    }
+    if (!blank && end && !*end && errno == ERANGE && o->kind != OPT_FLOAT) { /* beyond the type */
+        const int b = o->bounds;
+        if ((b & CLI_LO) && (b & CLI_HI)) range_text(o, range, sizeof range);
+        else if (o->kind == OPT_U64) snprintf(range, sizeof range, "<= %llu", ULLONG_MAX);
+        else if (b & CLI_LO) snprintf(range, sizeof range, "in [%g, %d]", o->lo, INT_MAX);
+        else snprintf(range, sizeof range, "in [%d, %d]", INT_MIN, INT_MAX);
+        fprintf(stderr, "bitllm %s: invalid value '%s' for %s (a whole number %s)\n", s->name, v,
+                label, range);
+        return CLI_USAGE;
     }
     fprintf(stderr, "bitllm %s: invalid value '%s' for %s (%s)\n", s->name, v, label,
             o->kind == OPT_FLOAT ? "a number" : o->kind == OPT_U64 ? "a whole number >= 0"
