@@ -27,31 +27,32 @@ static bl_status check_ids(const char *path, const int32_t *ids, size_t n, int v
     return BL_OK;
 }
 
+/* One little-endian integer of `width` bytes (2: unsigned; 4: signed unless uns; 8: signed). */
+static int64_t decode_int(const uint8_t *b, int width, bool uns) {
+    if (width == 2) return (int64_t)(b[0] | b[1] << 8);
+    if (width == 4) {
+        const uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
+                           (uint32_t)b[3] << 24;
+        return uns ? (int64_t)u : (int64_t)(int32_t)u;
+    }
+    uint64_t u = 0;
+    for (int k = 7; k >= 0; k--) u = u << 8 | b[k];
+    return (int64_t)u;
+}
+
 /* Little-endian integers of `width` bytes (signed unless uns) into int32 ids; false when one
  * does not fit an int32 or lies outside [0, vocab). */
 static bool decode_ints(const uint8_t *p, size_t n, int width, bool uns, int vocab,
                         int32_t *out) {
     for (size_t i = 0; i < n; i++) {
-        const uint8_t *b = p + i * (size_t)width;
-        int64_t v;
-        if (width == 2) {
-            v = (int64_t)(b[0] | b[1] << 8);
-        } else if (width == 4) {
-            const uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
-                               (uint32_t)b[3] << 24;
-            v = uns ? (int64_t)u : (int64_t)(int32_t)u;
-        } else {
-            uint64_t u = 0;
-            for (int k = 7; k >= 0; k--) u = u << 8 | b[k];
-            v = (int64_t)u;
-        }
+        const int64_t v = decode_int(p + i * (size_t)width, width, uns);
         if (v < 0 || v >= vocab) return false;
         out[i] = (int32_t)v;
     }
     return true;
 }
 
-/* .npy header: 'descr' among <i4, <i8, <u2 (and |u1 for tiny vocabularies), C order, 1-D/2-D. */
+/* .npy header: 'descr' among <i4, <i8, <u2, C order, 1-D/2-D. */
 static bl_status load_npy(const char *path, const uint8_t *d, size_t len, int vocab,
                           bl_calib_data *out, bl_err *err) {
     if (len < 10) return bl_fail(err, BL_ERR_FORMAT, "%s: truncated .npy header", path);
@@ -115,19 +116,11 @@ static bl_status load_npy(const char *path, const uint8_t *d, size_t len, int vo
     if (!out->ids) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", path);
     out->n = (size_t)n;
     if (!decode_ints(d + data_at, (size_t)n, width, uns, vocab, out->ids)) {
-        /* find the first bad one for the message */
-        int32_t one;
-        for (size_t i = 0; i < n; i++) {
-            const uint8_t *q = d + data_at + i * (size_t)width;
-            if (decode_ints(q, 1, width, uns, vocab, &one)) continue;
-            uint64_t u = 0; /* the value, for the message */
-            for (int b = 0; b < width; b++) u |= (uint64_t)q[b] << (8 * b);
-            if (!uns && width < 8 && (u >> (8 * width - 1) & 1)) u |= ~(uint64_t)0 << (8 * width);
-            char val[32];
-            if (uns) snprintf(val, sizeof val, "%llu", (unsigned long long)u);
-            else snprintf(val, sizeof val, "%lld", (long long)u);
-            return bl_fail(err, BL_ERR_FORMAT, "%s: token %zu is %s, outside the model's "
-                           "vocabulary of %d", path, i, val, vocab);
+        for (size_t i = 0; i < n; i++) { /* the first bad one, for the message */
+            const int64_t v = decode_int(d + data_at + i * (size_t)width, width, uns);
+            if (v < 0 || v >= vocab)
+                return bl_fail(err, BL_ERR_FORMAT, "%s: token %zu is %lld, outside the model's "
+                               "vocabulary of %d", path, i, (long long)v, vocab);
         }
     }
     if (dims == 2) snprintf(out->what, sizeof out->what, "npy %s [%lld x %lld]", descr, s0, s1);
