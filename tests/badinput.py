@@ -450,6 +450,13 @@ def main():
     calib_case("oversized-id.npy", ids_npy("<i4", "i", [1, 2, 99999, 3]), "token 2 is 99999, outside the model's vocabulary of 32")
     calib_case("negative-id.npy", ids_npy("<i4", "i", [1, -3]), "token 1 is -3, outside")
     calib_case("oversized-u16.npy", ids_npy("<u2", "H", [65535]), "token 0 is 65535, outside")
+    calib_case("oversized-u64.npy", ids_npy("<u8", "Q", [2**64 - 1]), "token 0 is 18446744073709551615, outside")
+    calib_case("negative-i16.npy", ids_npy("<i2", "h", [5, -32768]), "token 1 is -32768, outside")
+    calib_case("float.npy", ids_npy("<f4", "f", [1.0]), "token arrays must be integers", "'<f4'")
+    calib_case("int8.npy", ids_npy("|i1", "b", [1]), "token arrays must be integers", "'|i1'")
+    calib_case("3d.npy", npy("<i4", (1, 1, 2), struct.pack("<2i", 1, 2)), "1-D or 2-D, not 3-D")
+    calib_case("truncated.npy", ids_npy("<i4", "i", [1, 2, 3])[:-2], ".npy data is 10 bytes, the shape needs 12")
+    calib_case("bad-header.npy", ids_npy("<i4", "i", [1]).replace(b"'shape'", b"'shope'", 1), "unknown or repeated key")
 
     # ---------------- eval task files ----------------
     model = write(T("eval", "model.gguf"), gg)

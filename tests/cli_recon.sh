@@ -68,7 +68,7 @@ assert [b[\"loss_after\"] for b in j[\"blocks\"]]==[b[\"loss_after\"] for b in j
 check "the resumed model is byte-identical to the uninterrupted one" \
   'same "$tmp/full" "$tmp/killed" && [ ! -e "$tmp/killed/checkpoint" ]'
 
-# Tokenized calibration files: the same ids as .npy (int64, 2-D), raw int32 and raw uint16 give
+# Tokenized calibration files: the same ids as .npy (int64 2-D, uint32 1-D), raw int32 and raw uint16 give
 # the same model; text gives its own tokens.
 head -c 4000 "$DATA/data/wikitext-2/wiki.test.raw" > "$tmp/calib.txt"
 $BIN tokenize "$M" -f "$tmp/calib.txt" --json > "$tmp/ids.json" 2>/dev/null
@@ -82,6 +82,10 @@ hdr = "{'descr': '<i8', 'fortran_order': False, 'shape': (%d, %d), }" % (10, len
 hdr += " " * (63 - (10 + len(hdr)) % 64) + "\n"
 open(t + "/c.npy", "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(hdr)) + hdr.encode() +
                                struct.pack("<%dq" % len(ids), *ids))
+hdr = "{'descr': '<u4', 'fortran_order': False, 'shape': (%d,), }" % len(ids)
+hdr += " " * (63 - (10 + len(hdr)) % 64) + "\n"
+open(t + "/cu4.npy", "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(hdr)) + hdr.encode() +
+                                 struct.pack("<%dI" % len(ids), *ids))
 bad = "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }"
 bad += " " * (63 - (10 + len(bad)) % 64) + "\n"
 open(t + "/bad.npy", "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(bad)) + bad.encode() + b"\0" * 16)
@@ -90,10 +94,11 @@ C=(--calib-seq 32 --recon-epochs 1 --recon-batch 2)
 q "$tmp/n" onebit --calib "$tmp/c.npy" "${C[@]}"
 q "$tmp/b32" onebit --calib "$tmp/c32.bin" "${C[@]}"
 q "$tmp/b16" onebit --calib "$tmp/c16.bin" "${C[@]}"
-check "npy int64, raw int32 and raw uint16 give the same model" \
-  'same "$tmp/n" "$tmp/b32" && same "$tmp/n" "$tmp/b16"'
+q "$tmp/u4" onebit --calib "$tmp/cu4.npy" "${C[@]}"
+check "npy int64 (2-D), npy uint32 (1-D), raw int32 and raw uint16 give the same model" \
+  'same "$tmp/n" "$tmp/b32" && same "$tmp/n" "$tmp/b16" && same "$tmp/n" "$tmp/u4"'
 check "the data kind is reported" \
-  'grep -q "npy <i8 \[10 x 32\]" "$tmp/n.err" && grep -q "raw int32" "$tmp/b32.err" && grep -q "raw uint16" "$tmp/b16.err"'
+  'grep -q "npy <i8 \[10 x 32\]" "$tmp/n.err" && grep -q "npy <u4 \[320\]" "$tmp/u4.err" && grep -q "raw int32" "$tmp/b32.err" && grep -q "raw uint16" "$tmp/b16.err"'
 
 # --reconstruct none is the layer-wise recipe: compare's layer-wise run writes the same bytes,
 # and the block path differs from it.
@@ -143,7 +148,7 @@ expect_usage "rtn with --reconstruct block" "--reconstruct block trains" \
   $BIN quantize "$M" -m rtn1 -o "$tmp/x" "${R[@]}" --reconstruct block
 expect_usage "--calib and --calib-generate together" "exclusive" \
   $BIN quantize "$M" -o "$tmp/x" --calib "$tmp/calib.txt" --calib-generate 2
-expect_fail "an .npy of floats" "bad.npy: .*int32, int64 or uint16" \
+expect_fail "an .npy of floats" "bad.npy: token arrays must be integers of 16 to 64 bits.*'<f4'" \
   $BIN quantize "$M" -o "$tmp/x" --calib "$tmp/bad.npy"
 printf '\x01\x00\x02' > "$tmp/odd.bin"
 expect_fail "a binary file of odd size" "odd.bin: 3 bytes" $BIN quantize "$M" -o "$tmp/x" --calib "$tmp/odd.bin"

@@ -51,6 +51,16 @@ static void test_headers(void) {
     CHECK(h.numel == 0);
     CHECK(parse(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2L, 3L), }", 24, &h) ==
           BL_OK); /* Python 2 */
+    /* integers: the header says what they are; the data size follows the item size */
+    CHECK(parse(1, "{'descr': '<i4', 'fortran_order': False, 'shape': (3, 4), }", 48, &h) == BL_OK);
+    CHECK(h.kind == 'i' && h.itemsize == 4 && h.dtype == BL_DT_I32 && !strcmp(h.descr, "<i4") &&
+          h.nbytes == 48);
+    CHECK(parse(1, "{'descr': '<u2', 'fortran_order': False, 'shape': (7,), }", 14, &h) == BL_OK);
+    CHECK(h.kind == 'u' && h.itemsize == 2 && h.dtype == BL_DT_COUNT && h.nbytes == 14);
+    CHECK(parse(1, "{'descr': '|u1', 'fortran_order': False, 'shape': (5,), }", 5, &h) == BL_OK);
+    CHECK(h.kind == 'u' && h.itemsize == 1 && h.dtype == BL_DT_U8);
+    CHECK(parse(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (3,), }", 6, &h) == BL_OK);
+    CHECK(h.kind == 'f' && h.itemsize == 2 && !strcmp(h.descr, "<f2"));
 }
 
 static void test_rejects(void) {
@@ -64,7 +74,9 @@ static void test_rejects(void) {
         {good, 47, BL_ERR_FORMAT},                     /* one byte short */
         {good, 49, BL_ERR_FORMAT},                     /* trailing byte */
         {"{'descr': '>f4', 'fortran_order': False, 'shape': (3, 4), }", 48, BL_ERR_UNSUPPORTED},
-        {"{'descr': '<i4', 'fortran_order': False, 'shape': (3, 4), }", 48, BL_ERR_UNSUPPORTED},
+        {"{'descr': '<c8', 'fortran_order': False, 'shape': (3, 4), }", 96, BL_ERR_UNSUPPORTED},
+        {"{'descr': '<i3', 'fortran_order': False, 'shape': (3, 4), }", 36, BL_ERR_UNSUPPORTED},
+        {"{'descr': '<i4', 'fortran_order': False, 'shape': (3, 4), }", 47, BL_ERR_FORMAT},
         {"{'descr': '<f4', 'fortran_order': 0, 'shape': (3, 4), }", 48, BL_ERR_FORMAT},
         {"{'descr': '<f4', 'shape': (3, 4), }", 48, BL_ERR_FORMAT},            /* missing key */
         {"{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (3, 4)}", 48,
@@ -143,6 +155,11 @@ static void test_roundtrip(void) {
     REQUIRE(bl_npy_to_f32(b, len, "f.npy", &got, &h, &err) == BL_OK);
     for (int k = 0; k < 15; k++) CHECK(got[k] == 0.5f * (float)k);
     free(got);
+    free(b);
+    /* an integer array parses but is not converted: the float reader says so */
+    b = image(1, "{'descr': '<i4', 'fortran_order': False, 'shape': (3,), }", 12, &len);
+    CHECK(bl_npy_to_f32(b, len, "i.npy", &got, &h, &err) == BL_ERR_UNSUPPORTED && got == NULL);
+    CHECK(strstr(err.msg, "i.npy") && strstr(err.msg, "'<i4' is not float16"));
     free(b);
 }
 

@@ -101,7 +101,10 @@ void bl_st_writer_free(bl_st_writer *w);
 /* ---- NumPy .npy arrays ---- */
 /* What a .npy header says. data_offset/nbytes locate the array in the image. */
 typedef struct {
-    bl_dtype dtype;      /* BL_DT_F16, BL_DT_F32 or BL_DT_F64 */
+    char descr[8];       /* the dtype as written, e.g. "<f4", "<u2" */
+    char kind;           /* 'f' float, 'i' signed integer, 'u' unsigned integer */
+    int itemsize;        /* bytes per element */
+    bl_dtype dtype;      /* BL_DT_F16/F32/F64, BL_DT_I32/I64; BL_DT_COUNT for the other integers */
     bool fortran_order;
     int ndim;
     int64_t shape[BL_MAX_DIMS];
@@ -109,11 +112,13 @@ typedef struct {
     size_t data_offset, nbytes;
 } bl_npy_header;
 /* Parses and validates the header of a .npy image held in memory (versions 1.0-3.0; little-endian
- * float16/32/64; the data must fill the rest of the image exactly). `what` names the source in
+ * or byte-order-free float16/32/64 and 8..64-bit signed/unsigned integers; the data must fill the
+ * rest of the image exactly). Readers check `kind`/`itemsize` for what they accept. `what` names the source in
  * error messages (a path; NULL = "(memory)"). Never reads outside [image, image + len). */
 bl_status bl_npy_parse(const void *image, size_t len, const char *what, bl_npy_header *h,
                        bl_err *err);
-/* The array of a .npy image as a new f32 buffer in row-major (C) order (caller frees). */
+/* The array of a float .npy image as a new f32 buffer in row-major (C) order (caller frees);
+ * an integer array is refused with BL_ERR_UNSUPPORTED. */
 bl_status bl_npy_to_f32(const void *image, size_t len, const char *what, float **out,
                         bl_npy_header *h, bl_err *err);
 /* The same from a file. */

@@ -73,8 +73,8 @@ typedef struct {
     char what[160];  /* what the data is, for reports ("raw uint16 little-endian, 4096 tokens") */
 } bl_calib_data;
 
-/* A calibration file: text (tokenized with m's tokenizer, no BOS), a tokenized .npy (int32,
- * int64 or uint16, 1-D or 2-D, read in C order as one stream), or raw little-endian token ids
+/* A calibration file: text (tokenized with m's tokenizer, no BOS), a tokenized .npy (16- to
+ * 64-bit integers, 1-D or 2-D, read in C order as one stream), or raw little-endian token ids
  * (int32 when the size is a multiple of 4 and every value is below the vocabulary, else uint16
  * when every value is). A file with zero bytes is binary, one without is text. Every id is
  * checked against the vocabulary. */

@@ -4,7 +4,7 @@
  *
  * The parser works on a memory image (bl_npy_parse), so the same code reads files and serves a
  * fuzzer. It accepts exactly the three keys, in any order, little-endian (or byte-order-free)
- * float16 / float32 / float64, C or Fortran order, any number of dimensions up to BL_MAX_DIMS,
+ * float16 / float32 / float64 and 8- to 64-bit integers, C or Fortran order, any number of dimensions up to BL_MAX_DIMS,
  * and requires the data to fill the rest of the image exactly. */
 #include "bitllm/io.h"
 
@@ -134,20 +134,35 @@ bl_status bl_npy_parse(const void *image, size_t len, const char *what, bl_npy_h
     if (descr[0] != '<' && descr[0] != '|' && descr[0] != '=')
         return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: .npy dtype '%s' is not little-endian", what,
                        descr);
-    if (!strcmp(descr + 1, "f2")) h->dtype = BL_DT_F16;
-    else if (!strcmp(descr + 1, "f4")) h->dtype = BL_DT_F32;
-    else if (!strcmp(descr + 1, "f8")) h->dtype = BL_DT_F64;
-    else
+    static const struct {
+        const char *code;
+        char kind;
+        int size;
+        bl_dtype dt;
+    } types[] = {
+        {"f2", 'f', 2, BL_DT_F16},   {"f4", 'f', 4, BL_DT_F32},   {"f8", 'f', 8, BL_DT_F64},
+        {"i1", 'i', 1, BL_DT_I8},    {"i2", 'i', 2, BL_DT_COUNT}, {"i4", 'i', 4, BL_DT_I32},
+        {"i8", 'i', 8, BL_DT_I64},   {"u1", 'u', 1, BL_DT_U8},    {"u2", 'u', 2, BL_DT_COUNT},
+        {"u4", 'u', 4, BL_DT_COUNT}, {"u8", 'u', 8, BL_DT_COUNT},
+    };
+    size_t t = 0;
+    while (t < sizeof types / sizeof types[0] && strcmp(descr + 1, types[t].code) != 0) t++;
+    if (t == sizeof types / sizeof types[0])
         return bl_fail(err, BL_ERR_UNSUPPORTED,
-                       "%s: .npy dtype '%s' is not float16, float32 or float64", what, descr);
+                       "%s: .npy dtype '%s' is neither a float (16, 32 or 64 bits) nor an integer",
+                       what, descr);
+    memcpy(h->descr, descr, 4); /* the byte order, the letter, the size and NUL */
+    h->kind = types[t].kind;
+    h->itemsize = types[t].size;
+    h->dtype = types[t].dt;
     uint64_t numel = 1;
     for (int i = 0; i < h->ndim; i++) {
         if (h->shape[i] != 0 && numel > UINT64_MAX / (uint64_t)h->shape[i])
             return bad(err, what, "shape overflows");
         numel *= (uint64_t)h->shape[i];
     }
-    size_t nbytes;
-    if (!bl_dtype_nbytes(h->dtype, numel, &nbytes)) return bad(err, what, "shape overflows");
+    if (numel > SIZE_MAX / (size_t)h->itemsize) return bad(err, what, "shape overflows");
+    const size_t nbytes = (size_t)numel * (size_t)h->itemsize;
     h->numel = numel;
     h->data_offset = pre + hlen;
     h->nbytes = nbytes;
@@ -162,6 +177,9 @@ bl_status bl_npy_to_f32(const void *image, size_t len, const char *what, float *
     *out = NULL;
     bl_status s = bl_npy_parse(image, len, what, h, err);
     if (s) return s;
+    if (h->kind != 'f')
+        return bl_fail(err, BL_ERR_UNSUPPORTED,
+                       "%s: .npy dtype '%s' is not float16, float32 or float64", what, h->descr);
     float *f = malloc(sizeof(float) * (h->numel ? h->numel : 1));
     if (!f) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory for %llu values", what,
                            (unsigned long long)h->numel);

@@ -1,8 +1,9 @@
 /* Calibration data: a text file (tokenized with the model's tokenizer), a tokenized NumPy array
- * (.npy of int32, int64 or uint16, 1-D or 2-D, read as one token stream in C order), a raw token
+ * (.npy of 16- to 64-bit integers, 1-D or 2-D, read as one token stream in C order), a raw token
  * file (little-endian int32 or uint16, told apart by content), or sequences sampled from the FP
  * model itself (the teacher-generated data of distillation). And the cut of the calibration
  * tokens into the sequences that block reconstruction trains on. */
+#include "bitllm/io.h"
 #include "bitllm/quantize.h"
 #include "bitllm/tokenizer.h"
 #include "bitllm/train.h"
@@ -27,104 +28,70 @@ static bl_status check_ids(const char *path, const int32_t *ids, size_t n, int v
     return BL_OK;
 }
 
-/* One little-endian integer of `width` bytes (2: unsigned; 4: signed unless uns; 8: signed). */
-static int64_t decode_int(const uint8_t *b, int width, bool uns) {
-    if (width == 2) return (int64_t)(b[0] | b[1] << 8);
-    if (width == 4) {
-        const uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
-                           (uint32_t)b[3] << 24;
-        return uns ? (int64_t)u : (int64_t)(int32_t)u;
-    }
+/* One little-endian integer of `width` bytes (1, 2, 4 or 8): its value, signed unless `uns`,
+ * as a 64-bit two's-complement pattern (an unsigned value is the pattern read as unsigned). */
+static uint64_t decode_int(const uint8_t *b, int width, bool uns) {
     uint64_t u = 0;
-    for (int k = 7; k >= 0; k--) u = u << 8 | b[k];
-    return (int64_t)u;
+    for (int k = width - 1; k >= 0; k--) u = u << 8 | b[k];
+    if (uns || width == 8) return u;
+    const uint64_t sign = (uint64_t)1 << (8 * width - 1); /* sign-extend from the width's top bit */
+    return (u ^ sign) - sign;
+}
+
+/* Whether a decoded integer is a token id below `vocab`. */
+static bool is_id(uint64_t v, bool uns, int vocab) {
+    return uns ? v < (uint64_t)vocab : (int64_t)v >= 0 && (int64_t)v < vocab;
 }
 
 /* Little-endian integers of `width` bytes (signed unless uns) into int32 ids; false when one
- * does not fit an int32 or lies outside [0, vocab). */
+ * lies outside [0, vocab). */
 static bool decode_ints(const uint8_t *p, size_t n, int width, bool uns, int vocab,
                         int32_t *out) {
     for (size_t i = 0; i < n; i++) {
-        const int64_t v = decode_int(p + i * (size_t)width, width, uns);
-        if (v < 0 || v >= vocab) return false;
+        const uint64_t v = decode_int(p + i * (size_t)width, width, uns);
+        if (!is_id(v, uns, vocab)) return false;
         out[i] = (int32_t)v;
     }
     return true;
 }
 
-/* .npy header: 'descr' among <i4, <i8, <u2, C order, 1-D/2-D. */
+/* A .npy array of integer token ids (16 to 64 bits, signed or unsigned), 1-D or 2-D, read in C
+ * order; the header is bl_npy_parse's. */
 static bl_status load_npy(const char *path, const uint8_t *d, size_t len, int vocab,
                           bl_calib_data *out, bl_err *err) {
-    if (len < 10) return bl_fail(err, BL_ERR_FORMAT, "%s: truncated .npy header", path);
-    const int major = d[6];
-    size_t hl, at;
-    if (major == 1) {
-        hl = (size_t)(d[8] | d[9] << 8);
-        at = 10;
-    } else if ((major == 2 || major == 3) && len >= 12) {
-        hl = (size_t)d[8] | (size_t)d[9] << 8 | (size_t)d[10] << 16 | (size_t)d[11] << 24;
-        at = 12;
-    } else {
-        return bl_fail(err, BL_ERR_FORMAT, "%s: unsupported .npy version %d", path, major);
-    }
-    if (hl > len - at) return bl_fail(err, BL_ERR_FORMAT, "%s: truncated .npy header", path);
-    char hdr[1024];
-    if (hl >= sizeof hdr) return bl_fail(err, BL_ERR_FORMAT, "%s: .npy header too long", path);
-    memcpy(hdr, d + at, hl);
-    hdr[hl] = 0;
-    const char *de = strstr(hdr, "'descr':"), *fo = strstr(hdr, "'fortran_order':"),
-               *sh = strstr(hdr, "'shape':");
-    if (!de || !fo || !sh) return bl_fail(err, BL_ERR_FORMAT, "%s: bad .npy header", path);
-    char descr[16] = "";
-    if (sscanf(de + 8, " '%15[^']'", descr) != 1)
-        return bl_fail(err, BL_ERR_FORMAT, "%s: bad .npy dtype", path);
-    int width;
-    bool uns;
-    if (!strcmp(descr, "<i4")) width = 4, uns = false;
-    else if (!strcmp(descr, "<i8")) width = 8, uns = false;
-    else if (!strcmp(descr, "<u2")) width = 2, uns = true;
-    else
-        return bl_fail(err, BL_ERR_FORMAT, "%s: token arrays must be int32, int64 or uint16 "
-                       "(little-endian), not '%s'", path, descr);
-    if (strncmp(fo + 16, " False", 6) != 0)
+    bl_npy_header h;
+    bl_status s = bl_npy_parse(d, len, path, &h, err);
+    if (s) return s;
+    if (h.kind == 'f' || h.itemsize < 2)
+        return bl_fail(err, BL_ERR_FORMAT, "%s: token arrays must be integers of 16 to 64 bits "
+                       "(int16/32/64, uint16/32/64), not '%s'", path, h.descr);
+    if (h.ndim < 1 || h.ndim > 2)
+        return bl_fail(err, BL_ERR_FORMAT, "%s: token arrays must be 1-D or 2-D, not %d-D", path,
+                       h.ndim);
+    if (h.fortran_order && h.ndim == 2 && h.shape[0] > 1 && h.shape[1] > 1)
         return bl_fail(err, BL_ERR_FORMAT, "%s: a Fortran-order array; save it in C order", path);
-    /* 'shape': (n,) or (a, b) */
-    long long dim[3] = {0, 0, 0};
-    int dims = 0;
-    const char *p = strchr(sh, '('), *close = p ? strchr(p, ')') : NULL;
-    for (p = p ? p + 1 : NULL; p && p < close && dims < 3;) {
-        while (p < close && (*p == ' ' || *p == ',')) p++;
-        if (p >= close) break;
-        char *end;
-        dim[dims++] = strtoll(p, &end, 10);
-        if (end == p || dim[dims - 1] < 0) {
-            dims = 0;
-            break;
-        }
-        p = end;
-    }
-    if (!close || dims < 1 || dims > 2)
-        return bl_fail(err, BL_ERR_FORMAT, "%s: token arrays must be 1-D or 2-D", path);
-    const long long s0 = dim[0], s1 = dims == 2 ? dim[1] : 1;
-    const uint64_t n = (uint64_t)s0 * (uint64_t)s1;
-    const size_t data_at = at + hl;
-    if (n == 0) return bl_fail(err, BL_ERR_FORMAT, "%s: the token array is empty", path);
-    if ((len - data_at) / (size_t)width < n || len - data_at != n * (size_t)width)
-        return bl_fail(err, BL_ERR_FORMAT, "%s: %zu bytes of data for %llu tokens of %d bytes",
-                       path, len - data_at, (unsigned long long)n, width);
-    out->ids = bl_malloc_array((size_t)n, sizeof(int32_t));
+    if (h.numel == 0) return bl_fail(err, BL_ERR_FORMAT, "%s: the token array is empty", path);
+    const uint8_t *data = d + h.data_offset;
+    const int width = h.itemsize;
+    const bool uns = h.kind == 'u';
+    out->ids = bl_malloc_array((size_t)h.numel, sizeof(int32_t));
     if (!out->ids) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", path);
-    out->n = (size_t)n;
-    if (!decode_ints(d + data_at, (size_t)n, width, uns, vocab, out->ids)) {
-        for (size_t i = 0; i < n; i++) { /* the first bad one, for the message */
-            const int64_t v = decode_int(d + data_at + i * (size_t)width, width, uns);
-            if (v < 0 || v >= vocab)
-                return bl_fail(err, BL_ERR_FORMAT, "%s: token %zu is %lld, outside the model's "
-                               "vocabulary of %d", path, i, (long long)v, vocab);
+    out->n = (size_t)h.numel;
+    if (!decode_ints(data, out->n, width, uns, vocab, out->ids)) {
+        for (size_t i = 0; i < out->n; i++) { /* the first bad one, for the message */
+            const uint64_t v = decode_int(data + i * (size_t)width, width, uns);
+            char num[24];
+            if (uns) snprintf(num, sizeof num, "%llu", (unsigned long long)v);
+            else snprintf(num, sizeof num, "%lld", (long long)(int64_t)v);
+            if (!is_id(v, uns, vocab))
+                return bl_fail(err, BL_ERR_FORMAT, "%s: token %zu is %s, outside the model's "
+                               "vocabulary of %d", path, i, num, vocab);
         }
     }
-    if (dims == 2) snprintf(out->what, sizeof out->what, "npy %s [%lld x %lld]", descr, s0, s1);
-    else snprintf(out->what, sizeof out->what, "npy %s [%lld]", descr, s0);
+    if (h.ndim == 2)
+        snprintf(out->what, sizeof out->what, "npy %s [%lld x %lld]", h.descr,
+                 (long long)h.shape[0], (long long)h.shape[1]);
+    else snprintf(out->what, sizeof out->what, "npy %s [%lld]", h.descr, (long long)h.shape[0]);
     return BL_OK;
 }
 
