@@ -26,6 +26,16 @@ expect_usage "generate --top-p 1.5" "--top-p must be in (0, 1]" $BIN generate "$
 expect_usage "generate --seed -1" "invalid value '-1' for --seed" $BIN generate "$G" --seed -1
 expect_usage "generate --seed 2^64" "invalid value '18446744073709551616' for --seed (a whole number <= 18446744073709551615)" $BIN generate "$G" --seed 18446744073709551616
 expect_usage "generate -n twice" "-n given twice" $BIN generate "$G" -n 5 -n 6
+# --name=value is --name value; a mistyped option or command names the one meant
+expect_usage "generate --temp=x" "invalid value 'x' for --temp" $BIN generate "$G" --temp=x
+expect_usage "generate --n=3 -n 4" "-n given twice" $BIN generate "$G" --n=3 -n 4
+expect_usage "generate --json=1" "--json takes no value (got '--json=1')" $BIN generate "$G" --json=1
+expect_usage "generate --temperature" "unknown option '--temperature' (did you mean --temp?" $BIN generate "$G" --temperature 0
+expect_usage "generate --tmep=0" "unknown option '--tmep=0' (did you mean --temp?" $BIN generate "$G" --tmep=0
+expect_usage "generate --top (ambiguous)" "unknown option '--top' (see --help)" $BIN generate "$G" --top 3
+expect_usage "bitllm generat" "unknown command 'generat' (did you mean 'generate'?" $BIN generat "$G"
+check "--temp=0 --threads=1 writes what --temp 0 --threads 1 writes" \
+  '[ "$($BIN generate "$G" -p Once -n 8 --temp=0 --threads=1 2>/dev/null)" = "$($BIN generate "$G" -p Once -n 8 --temp 0 --threads 1 2>/dev/null)" ] && [ -n "$($BIN generate "$G" -p Once -n 8 --temp=0 2>/dev/null)" ]'
 expect_usage "generate --temp 0 --top-p" "--top-p has no effect with --temp 0" $BIN generate "$G" --temp 0 --top-p 0.5
 expect_usage "generate --temp 0 --seed" "--seed has no effect with --temp 0" $BIN generate "$G" --temp 0 --seed 3
 expect_usage "eval --limit 0" "--limit must be >= 1, got 0" $BIN eval "$G" --tasks piqa --limit 0

@@ -42,7 +42,8 @@ static void usage(FILE *f) {
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\nMODEL is a Hugging Face directory (config.json + safetensors), a .gguf file, or "
-               "a llama2.c .bin\n(with --tokenizer FILE).\n");
+               "a llama2.c .bin\n(with --tokenizer FILE). An option's value follows it or an '=' "
+               "(--temp 0, --temp=0).\n");
 }
 
 /* Runs one command; under mpirun every rank runs it. A failing rank ends the whole job with its
@@ -83,6 +84,14 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(argv[1], commands[i].name) == 0) return run_command(&commands[i], argc, argv);
+    const char *names[sizeof commands / sizeof commands[0]];
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) names[i] = commands[i].name;
+    const int near = cli_nearest(argv[1], strlen(argv[1]), names, (int)(sizeof names / sizeof *names));
+    if (near >= 0) {
+        fprintf(stderr, "bitllm: unknown command '%s' (did you mean '%s'? bitllm --help lists "
+                "them)\n", argv[1], names[near]);
+        return 2;
+    }
     fprintf(stderr, "bitllm: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

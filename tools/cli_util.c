@@ -35,13 +35,69 @@ static void print_help(const cli_spec *s) {
     printf("  %-28s %s\n", "-h, --help", "show this help");
 }
 
-static int find_opt(const cli_spec *s, const char *arg) {
+/* The option `arg` names: "--name", "--name=value" (then *value points past the '=') or "-c".
+ * -1 when none. */
+static int find_opt(const cli_spec *s, const char *arg, const char **value) {
+    *value = NULL;
+    const char *eq = arg[0] == '-' && arg[1] == '-' ? strchr(arg + 2, '=') : NULL;
+    const size_t len = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
     for (int i = 0; i < s->n_opts; i++) {
         const cli_opt *o = &s->opts[i];
-        if (arg[0] == '-' && arg[1] == '-' && strcmp(arg + 2, o->name) == 0) return i;
+        if (arg[0] == '-' && arg[1] == '-' && strlen(o->name) == len &&
+            strncmp(arg + 2, o->name, len) == 0) {
+            if (eq) *value = eq + 1;
+            return i;
+        }
         if (arg[0] == '-' && arg[1] == o->short_name && arg[1] && arg[2] == 0) return i;
     }
     return -1;
+}
+
+/* Edit distance (insertions, deletions, substitutions, adjacent transpositions) between a and
+ * b[0..bn), capped: anything above `cap` is reported as cap + 1. */
+static size_t edit_distance(const char *a, size_t an, const char *b, size_t bn, size_t cap) {
+    enum { MAXLEN = 64 };
+    if (an > MAXLEN || bn > MAXLEN) return cap + 1;
+    size_t d[MAXLEN + 1][MAXLEN + 1];
+    for (size_t i = 0; i <= an; i++) d[i][0] = i;
+    for (size_t j = 0; j <= bn; j++) d[0][j] = j;
+    for (size_t i = 1; i <= an; i++)
+        for (size_t j = 1; j <= bn; j++) {
+            size_t v = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < v) v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < v)
+                v = d[i - 2][j - 2] + 1;
+            d[i][j] = v;
+        }
+    return d[an][bn] > cap ? cap + 1 : d[an][bn];
+}
+
+int cli_nearest(const char *w, size_t wn, const char *const *names, int n) {
+    const size_t cap = wn / 3 > 2 ? wn / 3 : 2;
+    int best = -1, prefix = -1, n_best = 0, n_prefix = 0;
+    size_t best_d = cap + 1;
+    for (int i = 0; i < n; i++) {
+        const size_t nn = strlen(names[i]);
+        const size_t dist = edit_distance(w, wn, names[i], nn, cap);
+        if (dist < best_d) best = i, best_d = dist, n_best = 1;
+        else if (dist == best_d && dist <= cap) n_best++;
+        const size_t shorter = nn < wn ? nn : wn;
+        if (shorter >= 3 && strncmp(w, names[i], shorter) == 0) prefix = i, n_prefix++;
+    }
+    if (best >= 0 && best_d <= cap && n_best == 1) return best;
+    return n_prefix == 1 ? prefix : -1;
+}
+
+/* The option an unknown "--word" (or "--word=value") most likely meant, or NULL. */
+static const cli_opt *suggest_opt(const cli_spec *s, const char *arg) {
+    if (arg[0] != '-' || arg[1] != '-' || s->n_opts > 64) return NULL;
+    const char *w = arg + 2, *eq = strchr(w, '=');
+    const char *names[64];
+    for (int i = 0; i < s->n_opts; i++) names[i] = s->opts[i].name;
+    const int k = cli_nearest(w, eq ? (size_t)(eq - w) : strlen(w), names, s->n_opts);
+    return k >= 0 ? &s->opts[k] : NULL;
 }
 
 const cli_opt *cli_find(const cli_spec *s, const char *name) {
@@ -216,9 +272,14 @@ int cli_parse(const cli_spec *s, int argc, char **argv, const char **pos, int *n
             return CLI_HELP;
         }
         if (a[0] == '-' && a[1] != 0 && !(a[1] >= '0' && a[1] <= '9')) {
-            const int k = find_opt(s, a);
+            const char *inline_value;
+            const int k = find_opt(s, a, &inline_value);
             if (k < 0) {
-                fprintf(stderr, "bitllm %s: unknown option '%s' (see --help)\n", s->name, a);
+                const cli_opt *near = suggest_opt(s, a);
+                if (near)
+                    fprintf(stderr, "bitllm %s: unknown option '%s' (did you mean --%s? see "
+                            "--help)\n", s->name, a, near->name);
+                else fprintf(stderr, "bitllm %s: unknown option '%s' (see --help)\n", s->name, a);
                 return CLI_USAGE;
             }
             const cli_opt *o = &s->opts[k];
@@ -230,14 +291,19 @@ int cli_parse(const cli_spec *s, int argc, char **argv, const char **pos, int *n
             }
             *given |= (uint64_t)1 << k;
             if (o->kind == OPT_FLAG) {
+                if (inline_value) {
+                    fprintf(stderr, "bitllm %s: --%s takes no value (got '%s')\n", s->name,
+                            o->name, a);
+                    return CLI_USAGE;
+                }
                 *(bool *)o->dest = true;
                 continue;
             }
-            if (i + 1 >= argc) {
+            if (!inline_value && i + 1 >= argc) {
                 fprintf(stderr, "bitllm %s: option --%s needs a value\n", s->name, o->name);
                 return CLI_USAGE;
             }
-            int r = parse_value(s, o, argv[++i]);
+            int r = parse_value(s, o, inline_value ? inline_value : argv[++i]);
             if (r != CLI_OK) return r;
             continue;
         }

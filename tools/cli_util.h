@@ -203,4 +203,9 @@ char *cli_read_text(const char *cmd, const char *path, size_t *len);
 int32_t *cli_tokenize(const char *cmd, const bl_model *m, const char *text, size_t len,
                       bool bos, size_t *n);
 
+/* The index of the name among names[0..n) that a mistyped word w[0..wn) most likely meant: the
+ * nearest by edit distance within a third of its length (at least 2 edits), else the one name
+ * that starts the word or that the word starts (3 letters at least); -1 when none or ambiguous. */
+int cli_nearest(const char *w, size_t wn, const char *const *names, int n);
+
 #endif
