@@ -295,16 +295,16 @@ static void test_slot_copy(void) {
         for (int i = 0; i < 16; i++) t[i] = token(7, i, V);
         float *a = malloc(sizeof(float) * (size_t)V), *b = malloc(sizeof(float) * (size_t)V);
         REQUIRE(a && b);
-        bl_seq_batch q[2] = {{0, t, 8, NULL}, {1, t + 8, 5, NULL}}; /* slot 1: another sequence */
+        bl_seq_batch q[2] = {{0, t, 8, NULL, false}, {1, t + 8, 5, NULL, false}}; /* slot 1: another sequence */
         REQUIRE(bl_forward_batch(st, q, 2, &err) == BL_OK);
-        bl_seq_batch rest = {0, t + 8, 3, a};
+        bl_seq_batch rest = {0, t + 8, 3, a, false};
         REQUIRE(bl_forward_batch(st, &rest, 1, &err) == BL_OK);
         bl_state_slot_copy(st, 1, 0, 100); /* beyond slot 0's 11 tokens: nothing */
         bl_state_slot_copy(st, 0, 0, 4);   /* onto itself: nothing */
         CHECK(bl_state_slot_pos(st, 0) == 11 && bl_state_slot_pos(st, 1) == 5);
         bl_state_slot_copy(st, 1, 0, 8);
         CHECK(bl_state_slot_pos(st, 1) == 8);
-        rest = (bl_seq_batch){1, t + 8, 3, b};
+        rest = (bl_seq_batch){1, t + 8, 3, b, false};
         REQUIRE(bl_forward_batch(st, &rest, 1, &err) == BL_OK);
         CHECK_MSG(memcmp(a, b, sizeof(float) * (size_t)V) == 0, "%s cache: copied prefix",
                   bl_kv_cache_name((bl_kv_type)kv));
@@ -313,6 +313,45 @@ static void test_slot_copy(void) {
         bl_state_free(st);
         bl_model_free(m);
     }
+}
+
+/* all_logits: a sequence's every row of logits in a batched call (beside a decoding sequence
+ * and a last-row-only one) equals bl_forward's all_logits for it alone, bit for bit. */
+static void test_all_logits(void) {
+    REQUIRE(base_dir[0]);
+    char dir[256];
+    REQUIRE(synth("all", BL_DT_F32, dir, sizeof dir));
+    bl_model *m = load(dir, BL_ISA_AUTO);
+    REQUIRE(m);
+    const int V = m->cfg.vocab_size, N = 7;
+    bl_state *st = NULL, *one = NULL;
+    bl_err err = {0};
+    REQUIRE(bl_state_new_slots(m, 3, 32, 16, 2, &st, &err) == BL_OK);
+    REQUIRE(bl_state_new(m, 32, 16, 2, &one, &err) == BL_OK);
+    int32_t t[16];
+    for (int i = 0; i < 16; i++) t[i] = token(11, i, V);
+    float *all = malloc(sizeof(float) * (size_t)(N * V)), *ref = malloc(sizeof(float) * (size_t)(N * V));
+    float *l0 = malloc(sizeof(float) * (size_t)V), *l2 = malloc(sizeof(float) * (size_t)V);
+    float *r0 = malloc(sizeof(float) * (size_t)V);
+    REQUIRE(all && ref && l0 && l2 && r0);
+    bl_seq_batch warm = {0, t + 8, 3, NULL, false};
+    REQUIRE(bl_forward_batch(st, &warm, 1, &err) == BL_OK);
+    bl_seq_batch q[3] = {{0, t + 11, 1, l0, false}, {1, t, N, all, true}, {2, t + 2, 4, l2, false}};
+    REQUIRE(bl_forward_batch(st, q, 3, &err) == BL_OK);
+    REQUIRE(bl_forward(one, t, N, ref, true, &err) == BL_OK);
+    CHECK(memcmp(all, ref, sizeof(float) * (size_t)(N * V)) == 0);
+    CHECK(bl_state_slot_pos(st, 1) == N);
+    /* the other two got their last rows as before */
+    bl_state_reset(one);
+    REQUIRE(bl_forward(one, t + 8, 4, r0, false, &err) == BL_OK);
+    CHECK(memcmp(l0, r0, sizeof(float) * (size_t)V) == 0);
+    bl_state_reset(one);
+    REQUIRE(bl_forward(one, t + 2, 4, r0, false, &err) == BL_OK);
+    CHECK(memcmp(l2, r0, sizeof(float) * (size_t)V) == 0);
+    free(all), free(ref), free(l0), free(l2), free(r0);
+    bl_state_free(st);
+    bl_state_free(one);
+    bl_model_free(m);
 }
 
 static void test_bad_batches(void) {
@@ -327,21 +366,21 @@ static void test_bad_batches(void) {
     CHECK(bl_state_slots(st) == 2 && bl_state_max_batch(st) == 6);
     int32_t t[8] = {3, 4, 5, 6, 7, 8, 9, 10}, big = m->cfg.vocab_size;
     float *lg = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
-    bl_seq_batch dup[2] = {{0, t, 1, lg}, {0, t, 1, NULL}};
+    bl_seq_batch dup[2] = {{0, t, 1, lg, false}, {0, t, 1, NULL, false}};
     err.msg[0] = 0;
     CHECK(bl_forward_batch(st, dup, 2, &err) == BL_ERR_ARG && strstr(err.msg, "twice"));
-    bl_seq_batch range = {2, t, 1, lg};
+    bl_seq_batch range = {2, t, 1, lg, false};
     CHECK(bl_forward_batch(st, &range, 1, &err) == BL_ERR_ARG && strstr(err.msg, "slot 2"));
-    bl_seq_batch rows[2] = {{0, t, 4, NULL}, {1, t, 3, lg}};
+    bl_seq_batch rows[2] = {{0, t, 4, NULL, false}, {1, t, 3, lg, false}};
     CHECK(bl_forward_batch(st, rows, 2, &err) == BL_ERR_ARG && strstr(err.msg, "6 rows"));
-    bl_seq_batch tok = {1, &big, 1, lg};
+    bl_seq_batch tok = {1, &big, 1, lg, false};
     CHECK(bl_forward_batch(st, &tok, 1, &err) == BL_ERR_ARG && strstr(err.msg, "out of range"));
-    bl_seq_batch empty = {1, t, 0, lg};
+    bl_seq_batch empty = {1, t, 0, lg, false};
     CHECK(bl_forward_batch(st, &empty, 1, &err) == BL_ERR_ARG);
     CHECK(bl_forward_batch(st, NULL, 0, &err) == BL_ERR_ARG);
     /* nothing of the refused calls reached the caches */
     CHECK(bl_state_slot_pos(st, 0) == 0 && bl_state_slot_pos(st, 1) == 0);
-    bl_seq_batch fill[2] = {{0, t, 6, NULL}, {1, t, 0, NULL}};
+    bl_seq_batch fill[2] = {{0, t, 6, NULL, false}, {1, t, 0, NULL, false}};
     REQUIRE(bl_forward_batch(st, fill, 1, &err) == BL_OK);
     fill[0].n = 3; /* 6 + 3 > 8 */
     CHECK(bl_forward_batch(st, fill, 1, &err) == BL_ERR_ARG && strstr(err.msg, "context full"));
@@ -360,6 +399,7 @@ int main(void) {
     TEST_RUN(test_kv_types); /* after test_quantized_formats: uses its onebit model */
     TEST_RUN(test_bad_batches);
     TEST_RUN(test_slot_copy);
+    TEST_RUN(test_all_logits);
     if (base_dir[0]) rm_rf(base_dir);
     return test_summary();
 }

@@ -161,7 +161,7 @@ static void test_batched(void) {
     REQUIRE(bl_state_new_slots(m, B, 32, 16, 2, &batch, NULL) == BL_OK);
     float *lb = malloc(sizeof(float) * (size_t)(B * V)), *la = malloc(sizeof(float) * (size_t)V);
     bl_seq_batch q[5];
-    for (int s = 0; s < B; s++) q[s] = (bl_seq_batch){s, toks + s, 1, lb + (size_t)s * V};
+    for (int s = 0; s < B; s++) q[s] = (bl_seq_batch){s, toks + s, 1, lb + (size_t)s * V, false};
     REQUIRE(bl_forward_batch(batch, q, B, NULL) == BL_OK);
     int bad = 0;
     for (int s = 0; s < B; s++) {

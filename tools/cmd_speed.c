@@ -18,7 +18,7 @@ static bool measure(bl_state *st, const int32_t *toks, int n_prompt, int b, int 
     for (int rep = 0; rep < reps; rep++) {
         for (int s = 0; s < b; s++) bl_state_slot_truncate(st, s, 0);
         /* prefill: slot 0's prompt is timed; the other slots get the same prompt untimed */
-        bl_seq_batch p = {0, toks, n_prompt, logits};
+        bl_seq_batch p = {0, toks, n_prompt, logits, false};
         const double a = bl_time_s();
         if (bl_forward_batch(st, &p, 1, err)) return false;
         const double t1 = bl_time_s();
@@ -28,7 +28,7 @@ static bool measure(bl_state *st, const int32_t *toks, int n_prompt, int b, int 
         const double c0 = bl_time_s(), u0 = bl_cpu_time_s();
         for (int i = 0; i < steps; i++) {
             for (int s = 0; s < b; s++)
-                seqs[s] = (bl_seq_batch){s, toks + n_prompt + i, 1, logits + (size_t)s * V};
+                seqs[s] = (bl_seq_batch){s, toks + n_prompt + i, 1, logits + (size_t)s * V, false};
             if (bl_forward_batch(st, seqs, b, err)) return false;
         }
         const double c = bl_time_s(), u = bl_cpu_time_s();

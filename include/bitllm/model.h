@@ -277,12 +277,15 @@ bl_status bl_forward(bl_state *s, const int32_t *tokens, int T, float *logits, b
                      bl_err *err);
 
 /* One sequence of a batched call: n new tokens for the sequence in `slot`, at its next positions;
- * logits (vocab floats) receives the distribution after its last token, or NULL. */
+ * logits (vocab floats) receives the distribution after its last token, or NULL; with
+ * all_logits, n × vocab floats, the distribution after each of its tokens (a server scoring a
+ * prompt). */
 typedef struct {
     int slot;
     const int32_t *tokens;
     int n;
     float *logits;
+    bool all_logits;
 } bl_seq_batch;
 
 /* Runs the new tokens of n_seqs sequences (distinct slots; at most max_batch tokens in all) in

@@ -794,17 +794,24 @@ bl_status bl_forward_batch(bl_state *s, const bl_seq_batch *seqs, int n_seqs, bl
     s->n_spans = n_seqs;
     bl_status st = forward_rows(s, rows, T, err);
     if (st) return st;
-    /* the last row of every sequence that wants logits, through the head together */
+    /* every row of the sequences that want all their logits, each straight into its buffer */
+    for (int i = 0; !st && i < n_seqs; i++)
+        if (seqs[i].logits && seqs[i].all_logits)
+            st = output_head(s, NULL, s->spans[i].row0, seqs[i].n, seqs[i].logits, err);
+    /* the last row of every other sequence that wants logits, through the head together */
     int n_out = 0;
     int *last = s->out_rows;
     for (int i = 0; i < n_seqs; i++)
-        if (seqs[i].logits) last[n_out++] = s->spans[i].row0 + s->spans[i].n - 1;
-    if (n_out > 0 && n_seqs == 1) {
-        st = output_head(s, last, 0, 1, seqs[0].logits, err);
-    } else if (n_out > 0) {
+        if (seqs[i].logits && !seqs[i].all_logits)
+            last[n_out++] = s->spans[i].row0 + s->spans[i].n - 1;
+    if (!st && n_out == 1) {
+        int i = 0;
+        while (!seqs[i].logits || seqs[i].all_logits) i++;
+        st = output_head(s, last, 0, 1, seqs[i].logits, err);
+    } else if (!st && n_out > 0) {
         st = output_head(s, last, 0, n_out, s->logit_rows, err);
         for (int i = 0, k = 0; !st && i < n_seqs; i++)
-            if (seqs[i].logits)
+            if (seqs[i].logits && !seqs[i].all_logits)
                 memcpy(seqs[i].logits, s->logit_rows + (size_t)k++ * V, (size_t)V * sizeof(float));
     }
     if (st) return st;

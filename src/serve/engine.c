@@ -21,6 +21,7 @@
  * Locking: e->mu guards the queue, the active list and every request's shared fields (output
  * text, status, cancel flag, references); the model state, samplers and raw text belong to the
  * scheduler thread. The forward pass runs without the lock. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,8 @@ struct srv_req {
     int n_gen;
     bl_sampler smp;
     bl_detok detok;         /* token ids -> valid UTF-8 */
+    srv_logprob *lps;       /* p.logprobs: one per scored token (read by the client once done) */
+    int n_lps, cap_lps;
     srv_str gen;            /* the text generated so far */
     size_t emitted;         /* bytes of gen passed on */
     double t_start;
@@ -61,6 +64,8 @@ struct srv_engine {
     srv_engine_opts o;
     bl_state *st;
     float *logits;          /* parallel × vocab */
+    float *plogits;         /* chunk × vocab: a scored prompt chunk's logits (allocated on need) */
+    const float **step_lg;  /* parallel: the logits each of a step's sequences samples from */
     bl_seq_batch *seqs;     /* parallel */
     srv_req **step_reqs;    /* parallel: the request of each of a step's sequences */
     int32_t *step_tok;      /* parallel: the token sampled for each */
@@ -106,6 +111,7 @@ static void req_free(srv_req *r) {
     srv_str_free(&r->gen);
     srv_str_free(&r->out);
     free(r->ends);
+    free(r->lps);
     pthread_cond_destroy(&r->cond);
     free(r);
 }
@@ -183,6 +189,41 @@ static void finish(srv_engine *e, srv_req *r, const char *why, const char *error
     logf_(e, "request %lu: %s, prompt %d tokens (%d from the prompt cache%s), %d generated, "
           "%.2f s", id, why ? why : (error ? error : "failed"), n_prompt, cached,
           copied ? ", copied from a running request" : "", n_gen, secs);
+}
+
+/* Appends the log-probability of tok under logits (NULL: a prompt's first token, none) and its
+ * p.top_logprobs alternatives; false when out of memory. Log-softmax in double. */
+static bool record_logprob(srv_req *r, const float *logits, int V, int32_t tok) {
+    if (r->n_lps == r->cap_lps) {
+        const int cap = r->cap_lps ? 2 * r->cap_lps : 64;
+        srv_logprob *p = realloc(r->lps, (size_t)cap * sizeof *p);
+        if (!p) return false;
+        r->lps = p;
+        r->cap_lps = cap;
+    }
+    srv_logprob *l = &r->lps[r->n_lps++];
+    l->id = tok;
+    l->lp = NAN;
+    l->n_top = 0;
+    if (!logits) return true;
+    double mx = logits[0], sum = 0.0;
+    for (int v = 1; v < V; v++)
+        if (logits[v] > mx) mx = logits[v];
+    for (int v = 0; v < V; v++) sum += exp((double)logits[v] - mx);
+    const double lse = mx + log(sum);
+    l->lp = (float)((double)logits[tok] - lse);
+    const int k = r->p.top_logprobs;
+    for (int v = 0; v < V; v++) { /* insertion into the k best, by logit then id */
+        int at = l->n_top;
+        while (at > 0 && logits[v] > logits[l->top_id[at - 1]]) at--;
+        if (at >= k) continue;
+        const int last = l->n_top < k ? l->n_top : k - 1;
+        memmove(l->top_id + at + 1, l->top_id + at, (size_t)(last - at) * sizeof *l->top_id);
+        l->top_id[at] = v;
+        if (l->n_top < k) l->n_top++;
+    }
+    for (int i = 0; i < l->n_top; i++) l->top_lp[i] = (float)((double)logits[l->top_id[i]] - lse);
+    return true;
 }
 
 static bool is_stop_id(const srv_req *r, int32_t tok) {
@@ -313,6 +354,17 @@ static void admit_locked(srv_engine *e) {
             continue;
         }
         for (int i = 0; i < r->p.n_prompt; i++) bl_sampler_accept(&r->smp, r->p.prompt[i]);
+        if (r->p.echo && r->p.logprobs) { /* every prompt token's logits are needed: run them all */
+            reuse = 0;
+            src = -1;
+            if (!record_logprob(r, NULL, e->m->cfg.vocab_size, r->p.prompt[0])) {
+                r->done = true;
+                snprintf(r->error, sizeof r->error, "out of memory");
+                pthread_cond_broadcast(&r->cond);
+                unref_locked(r);
+                continue;
+            }
+        }
         if (src >= 0) {
             bl_state_slot_copy(e->st, slot, src, reuse);
             memcpy(e->kept[slot], r->p.prompt, (size_t)reuse * sizeof(int32_t));
@@ -337,53 +389,90 @@ static void admit_locked(srv_engine *e) {
  * ~90 µs at temperature > 0 and ~0.1–0.2 ms with top_p < 1 (model/sample.c). */
 typedef struct {
     srv_req *const *reqs;
-    const bl_seq_batch *seqs;
+    const float *const *lg;
     int32_t *tok;
 } sample_job;
 
 static void sample_range(void *ctx, int64_t lo, int64_t hi) {
     const sample_job *j = ctx;
     for (int64_t k = lo; k < hi; k++)
-        if (j->seqs[k].logits) j->tok[k] = (int32_t)bl_sample(&j->reqs[k]->smp, j->seqs[k].logits);
+        if (j->lg[k]) j->tok[k] = (int32_t)bl_sample(&j->reqs[k]->smp, j->lg[k]);
 }
 
-/* One batched forward over the active requests and what follows from its logits. */
+static bool scored(const srv_req *r) { return r->p.echo && r->p.logprobs; }
+
+/* One batched forward over the active requests and what follows from its logits. A prompt
+ * that is scored (echo with logprobs) runs with all its rows' logits, one such chunk per step. */
 static void step(srv_engine *e) {
     const int V = e->m->cfg.vocab_size, max_rows = bl_state_max_batch(e->st);
     srv_req **reqs = e->step_reqs; /* each active request at most once: n <= parallel */
+    const float **lg = e->step_lg;
     int32_t *tok = e->step_tok;
     int n = 0, rows = 0;
+    if (!e->plogits) /* the buffer of scored prompt chunks, once one is needed */
+        for (int i = 0; i < e->n_active; i++) {
+            srv_req *r = e->order[i];
+            if (!scored(r) || r->fed >= r->p.n_prompt) continue;
+            e->plogits = bl_malloc_array((size_t)e->o.chunk * (size_t)V, sizeof(float));
+            if (!e->plogits) {
+                finish(e, r, NULL, "out of memory for the prompt's logits");
+                return;
+            }
+            break;
+        }
     /* decoding sequences: one row each */
     for (int i = 0; i < e->n_active; i++) {
         srv_req *r = e->order[i];
         if (r->fed < r->p.n_prompt) continue;
-        e->seqs[n] = (bl_seq_batch){r->slot, &r->next, 1, e->logits + (size_t)n * V};
+        e->seqs[n] = (bl_seq_batch){r->slot, &r->next, 1, e->logits + (size_t)n * V, false};
+        lg[n] = e->seqs[n].logits;
         reqs[n++] = r;
         rows++;
     }
     /* prompt chunks in admission order, each only whole */
+    bool scoring = false;
     for (int i = 0; i < e->n_active; i++) {
         srv_req *r = e->order[i];
         if (r->fed >= r->p.n_prompt) continue;
         int c = r->p.n_prompt - r->fed < e->o.chunk ? r->p.n_prompt - r->fed : e->o.chunk;
-        if (rows + c > max_rows) break;
-        const bool last = r->fed + c == r->p.n_prompt;
-        e->seqs[n] = (bl_seq_batch){r->slot, r->p.prompt + r->fed, c,
-                                    last ? e->logits + (size_t)n * V : NULL};
+        if (rows + c > max_rows || (scored(r) && scoring)) break;
+        const bool last = r->fed + c == r->p.n_prompt, all = scored(r);
+        float *out = all ? e->plogits : last ? e->logits + (size_t)n * V : NULL;
+        e->seqs[n] = (bl_seq_batch){r->slot, r->p.prompt + r->fed, c, out, all};
+        lg[n] = !last || r->p.max_tokens == 0 ? NULL : all ? out + (size_t)(c - 1) * V : out;
+        scoring |= all;
         reqs[n++] = r;
         rows += c;
     }
     bl_err err = {0};
     if (n && bl_forward_batch(e->st, e->seqs, n, &err) != BL_OK) {
         for (int k = 0; k < n; k++) finish(e, reqs[k], NULL, err.msg);
-    } else {
-        sample_job sj = {reqs, e->seqs, tok};
-        bl_pool_for(bl_state_pool(e->st), n, n >= 2, sample_range, &sj);
-        for (int k = 0; k < n; k++) {
-            srv_req *r = reqs[k];
-            if (r->fed < r->p.n_prompt) r->fed += e->seqs[k].n;
-            if (e->seqs[k].logits) accept_token(e, r, tok[k]);
+        return;
+    }
+    sample_job sj = {reqs, lg, tok};
+    bl_pool_for(bl_state_pool(e->st), n, n >= 2, sample_range, &sj);
+    for (int k = 0; k < n; k++) {
+        srv_req *r = reqs[k];
+        if (r->fed < r->p.n_prompt) {
+            bool ok = true;
+            for (int j = 0; ok && e->seqs[k].all_logits && j < e->seqs[k].n; j++)
+                if (r->fed + j + 1 < r->p.n_prompt) /* row j predicts the prompt's next token */
+                    ok = record_logprob(r, e->plogits + (size_t)j * V, V,
+                                        r->p.prompt[r->fed + j + 1]);
+            r->fed += e->seqs[k].n;
+            if (!ok) {
+                finish(e, r, NULL, "out of memory");
+                continue;
+            }
+            if (r->fed == r->p.n_prompt && r->p.max_tokens == 0) { /* echo only: nothing to add */
+                finish(e, r, "length", NULL);
+                continue;
+            }
         }
+        if (!lg[k]) continue;
+        if (r->p.logprobs && tok[k] >= 0 && !record_logprob(r, lg[k], V, tok[k]))
+            finish(e, r, NULL, "out of memory");
+        else accept_token(e, r, tok[k]);
     }
 }
 
@@ -433,13 +522,14 @@ bl_status srv_engine_new(const bl_model *m, const srv_engine_opts *o, srv_engine
     e->logits = bl_malloc_array(P * (size_t)m->cfg.vocab_size, sizeof(float));
     e->seqs = calloc(P, sizeof *e->seqs);
     e->step_reqs = calloc(P, sizeof *e->step_reqs);
+    e->step_lg = calloc(P, sizeof *e->step_lg);
     e->step_tok = calloc(P, sizeof *e->step_tok);
     e->slots = calloc(P, sizeof *e->slots);
     e->order = calloc(P, sizeof *e->order);
     e->kept = calloc(P, sizeof *e->kept);
     e->n_kept = calloc(P, sizeof *e->n_kept);
     e->used = calloc(P, sizeof *e->used);
-    bool ok = e->logits && e->seqs && e->step_reqs && e->step_tok && e->slots && e->order &&
+    bool ok = e->logits && e->seqs && e->step_reqs && e->step_lg && e->step_tok && e->slots && e->order &&
               e->kept && e->n_kept && e->used;
     for (size_t i = 0; ok && i < P; i++)
         ok = (e->kept[i] = bl_malloc_array((size_t)o->ctx, sizeof(int32_t))) != NULL;
@@ -482,6 +572,8 @@ void srv_engine_free(srv_engine *e) {
     srv_engine_stop(e, false);
     bl_state_free(e->st);
     free(e->logits);
+    free(e->plogits);
+    free((void *)e->step_lg);
     free(e->seqs);
     free(e->step_reqs);
     free(e->step_tok);
@@ -565,6 +657,17 @@ void srv_cancel(srv_engine *e, srv_req *r) {
     if (!r->done) {
         r->cancel = true;
         pthread_cond_broadcast(&e->wake);
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+void srv_take_logprobs(srv_engine *e, srv_req *r, srv_logprob **out, int *n) {
+    pthread_mutex_lock(&e->mu);
+    *out = r->done ? r->lps : NULL;
+    *n = r->done ? r->n_lps : 0;
+    if (r->done) {
+        r->lps = NULL;
+        r->n_lps = r->cap_lps = 0;
     }
     pthread_mutex_unlock(&e->mu);
 }

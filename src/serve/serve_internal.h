@@ -39,7 +39,21 @@ typedef struct {
     int32_t stop_ids[8];
     int n_stop_ids;
     bool ignore_eos;
+    bool logprobs;    /* record each token's log-probability (and top_logprobs alternatives) */
+    int top_logprobs; /* 0..SRV_MAX_TOP_LOGPROBS */
+    bool echo;        /* with logprobs: score the prompt's tokens too (no prompt cache then) */
 } srv_params;
+
+/* A token's log-probability under the model (log-softmax of the raw logits: before penalties,
+ * temperature and filters) and its n_top most likely alternatives (by logit, then id). */
+#define SRV_MAX_TOP_LOGPROBS 20
+typedef struct {
+    int32_t id;
+    float lp; /* NAN for a prompt's first token, which nothing predicts */
+    int n_top;
+    int32_t top_id[SRV_MAX_TOP_LOGPROBS];
+    float top_lp[SRV_MAX_TOP_LOGPROBS];
+} srv_logprob;
 void srv_params_free(srv_params *p);
 
 typedef struct srv_req srv_req;
@@ -91,6 +105,10 @@ void srv_wait(srv_engine *e, srv_req *r, int timeout_ms, srv_str *text, srv_piec
               srv_status *st);
 /* The client went away: the scheduler frees the request's slot at its next step. */
 void srv_cancel(srv_engine *e, srv_req *r);
+/* The log-probabilities of a request that is done (p.logprobs): with echo, one per prompt token
+ * (the first without one), then one per sampled token, the one that ended the text (EOS)
+ * included. Moved to the caller (free()); *n = 0 when none. */
+void srv_take_logprobs(srv_engine *e, srv_req *r, srv_logprob **out, int *n);
 void srv_release(srv_engine *e, srv_req *r);
 
 #endif
