@@ -30,6 +30,8 @@ r=$(c /v1/chat/completions -H "Authorization: Bearer k-123" -d '{"messages":[{"r
 check "the client sees what curl sees" '[ "$(jf "$out" "d[\"chat\"]")" = "$(jf "$r" "d[\"choices\"][0][\"message\"][\"content\"]")" ]'
 want=$("$BIN" generate "$M" -p "Once upon a time" -n 12 --temp 0 --json 2>/dev/null)
 check "text completion equals bitllm generate" '[ "$(jf "$out" "d[\"completion\"]")" = "$(jf "$want" "d[\"text\"]")" ]'
+check "echo + logprobs 1 (lm-eval's scoring request): the prompt's 5 tokens and 1 generated, first null" 'jt "$out" "(lambda l: len(l[\"token_logprobs\"])==6 and l[\"token_logprobs\"][0] is None and all(x<0 for x in l[\"token_logprobs\"][1:]) and all(len(t)==1 for t in l[\"top_logprobs\"][1:]) and d[\"scored_text\"].startswith(\"Once upon a time\"))(d[\"scored\"])"'
+check "chat logprobs through the client" 'jt "$out" "len(d[\"chat_logprobs\"][\"content\"])==4 and all(len(e[\"top_logprobs\"])==2 for e in d[\"chat_logprobs\"][\"content\"])"'
 check "a bad parameter is the client's BadRequestError (400, param)" 'jt "$out" "d[\"bad_request\"]==\"BadRequestError 400 temperature\""'
 stop_server "$SRV_PID"; rc=$?
 check "server exits 0" '[ "$rc" = 0 ]'

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bitllm serve end to end with curl, on 127.0.0.1 and a port the kernel picks: every endpoint and
-# error status, temperature-0 completions equal to `bitllm generate`, 8 concurrent requests equal
+# error status, logprobs and echo (a prompt scored as the float64 reference does), temperature-0 completions equal to `bitllm generate`, 8 concurrent requests equal
 # to the same 8 run one after another, a disconnected client freeing its slot, 503 when the queue
 # is full, 1000 malformed or random requests leaving the server serving, and SIGTERM draining the
 # running request and exiting 0. Every server log is checked for sanitizer reports.
@@ -58,6 +58,75 @@ r=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":64,"temperat
 check "stop string ends the text before it" 'jt "$r" "d[\"choices\"][0][\"text\"]==\", there was a little\" and d[\"choices\"][0][\"finish_reason\"]==\"stop\""'
 r=$(post /v1/completions '{"prompt":[1,403,407,261],"max_tokens":4,"temperature":0}')
 check "prompt as token ids" '[ "$(jf "$r" "d[\"usage\"][\"prompt_tokens\"]")" = 4 ]'
+
+# ---- logprobs and echo ----
+e400() { [ "$(jf "$1" "d[\"error\"][\"type\"]")" = invalid_request_error ] && [ "$(jf "$1" "d[\"error\"][\"param\"]")" = "$2" ]; }
+# a prompt scored with echo: its tokens' log-probabilities against the independent float64
+# forward of the reference (mean NLL within 1e-4 relative, as test_model's ppl; each token within
+# 1e-3 of the reference's log-softmax where it lists the logits), the first token null
+REF="$DATA/models/stories260K/reference_greedy.json"
+if [ -e "$REF" ]; then
+  ids=$(python3 -c "import json;print(json.dumps(json.load(open('$REF'))['tokens']))")
+  r=$(post /v1/completions "{\"prompt\":$ids,\"max_tokens\":0,\"echo\":true,\"logprobs\":3,\"temperature\":0}")
+  check "echo + logprobs scores the prompt as the float64 reference does" 'python3 -c "
+import json,sys,math
+ref=json.load(open(sys.argv[2])); d=json.loads(sys.argv[1]); c=d[\"choices\"][0]; lp=c[\"logprobs\"]
+t=ref[\"tokens\"]; n=len(t)
+assert len(lp[\"token_logprobs\"])==n and lp[\"token_logprobs\"][0] is None and lp[\"top_logprobs\"][0] is None
+assert d[\"usage\"][\"completion_tokens\"]==0 and c[\"finish_reason\"]==\"length\"
+nll=-sum(lp[\"token_logprobs\"][1:])/(n-1)
+assert abs(nll-ref[\"teacher_forced_mean_nll\"])<1e-4*ref[\"teacher_forced_mean_nll\"], (nll, ref[\"teacher_forced_mean_nll\"])
+checked=0
+for p,row in ref[\"logits\"].items():
+    p=int(p)
+    if p+1>=n: continue
+    m=max(row); ls=m+math.log(sum(math.exp(x-m) for x in row))
+    assert abs(lp[\"token_logprobs\"][p+1]-(row[t[p+1]]-ls))<1e-3, p
+    top=lp[\"top_logprobs\"][p+1]; assert len(top)>=1 and abs(max(top.values())-(m-ls))<1e-3, p
+    checked+=1
+assert checked>=1, checked
+assert c[\"text\"]==ref[\"text\"] or c[\"text\"].strip()==ref[\"text\"].strip(), (c[\"text\"][:40], ref[\"text\"][:40])
+" "$r" "$REF"'
+else
+  echo "SKIP: $REF not found (echo + logprobs against the float64 reference)"
+fi
+# greedy generation with logprobs: every token the most likely of its alternatives, the tokens
+# spelling the text, text_offset where each begins; and the same tokens scored as a prompt (echo)
+# get the same log-probabilities
+r=$(post /v1/completions '{"prompt":[1,403,407,261],"max_tokens":12,"temperature":0,"logprobs":2}')
+check "greedy logprobs: each token is its top alternative and the tokens spell the text" 'jt "$r" "(lambda c,l: len(l[\"tokens\"])==12 and all(abs(x-max(a.values()))<1e-7 and len(a)==2 for x,a in zip(l[\"token_logprobs\"],l[\"top_logprobs\"])) and \"\".join(l[\"tokens\"])==c[\"text\"] and all(c[\"text\"][o:].startswith(tk) for o,tk in zip(l[\"text_offset\"],l[\"tokens\"])) and all(x<=0 for x in l[\"token_logprobs\"]))(d[\"choices\"][0], d[\"choices\"][0][\"logprobs\"])"'
+g=$("$BIN" generate "$M" -p "Once upon a" -n 12 --temp 0 --json 2>/dev/null)
+gen=$(jf "$g" 'json.dumps(d["ids"])')
+r2=$(post /v1/completions "{\"prompt\":$(python3 -c "import json;print(json.dumps([1,403,407,261]+json.loads('$gen')))"),\"max_tokens\":0,\"echo\":true,\"logprobs\":2}")
+check "generated tokens' logprobs equal the same tokens scored with echo" 'python3 -c "
+import json,sys
+a=json.loads(sys.argv[1])[\"choices\"][0][\"logprobs\"]; b=json.loads(sys.argv[2])[\"choices\"][0][\"logprobs\"]
+assert b[\"tokens\"][4:]==a[\"tokens\"], (a[\"tokens\"], b[\"tokens\"])
+assert all(abs(x-y)<1e-5 for x,y in zip(a[\"token_logprobs\"],b[\"token_logprobs\"][4:]))
+" "$r" "$r2"'
+r=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":3,"temperature":0,"echo":true}')
+check "echo without logprobs: the prompt as given, then the text" 'jt "$r" "d[\"choices\"][0][\"text\"].startswith(\"Once upon a time,\") and d[\"choices\"][0][\"logprobs\"] is None"'
+r=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":3,"temperature":0,"echo":true,"logprobs":0}')
+check "echoed string prompt: text_offset in the text as returned" 'jt "$r" "(lambda c,l: l[\"text_offset\"][1:3]==[0,4] and all(c[\"text\"][o:].startswith(tk if i else tk.lstrip()) for i,(o,tk) in enumerate(zip(l[\"text_offset\"][1:],l[\"tokens\"][1:]))) and all(t=={} for t in l[\"top_logprobs\"][1:]))(d[\"choices\"][0], d[\"choices\"][0][\"logprobs\"])"'
+# scored while 3 other requests decode beside it: the same numbers
+for i in 1 2 3; do post /v1/completions "{\"prompt\":\"The dog $i\",\"max_tokens\":30,\"temperature\":0}" > /dev/null & done
+r3=$(post /v1/completions "{\"prompt\":$(python3 -c "import json;print(json.dumps([1,403,407,261]+json.loads('$gen')))"),\"max_tokens\":0,\"echo\":true,\"logprobs\":2}")
+wait_bg() { for j in $(jobs -p); do [ "$j" = "$SRV_PID" ] || wait "$j"; done; }
+wait_bg
+check "a prompt scored beside other requests gets the same logprobs" 'python3 -c "
+import json,sys; assert json.loads(sys.argv[1])[\"choices\"][0][\"logprobs\"]==json.loads(sys.argv[2])[\"choices\"][0][\"logprobs\"]" "$r3" "$r2"'
+r=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"Tell me a story."}],"max_tokens":6,"temperature":0,"logprobs":true,"top_logprobs":3}')
+check "chat logprobs: content entries with token, logprob, bytes and 3 alternatives" 'jt "$r" "(lambda l: len(l[\"content\"])==6 and l[\"refusal\"] is None and all(set(e)=={\"token\",\"logprob\",\"bytes\",\"top_logprobs\"} and len(e[\"top_logprobs\"])==3 and bytes(e[\"bytes\"]).decode(\"utf-8\",\"replace\")==e[\"token\"] and abs(e[\"logprob\"]-e[\"top_logprobs\"][0][\"logprob\"])<1e-7 for e in l[\"content\"]) and \"\".join(e[\"token\"] for e in l[\"content\"])==d[\"choices\"][0][\"message\"][\"content\"])(d[\"choices\"][0][\"logprobs\"])"'
+r=$(post /v1/completions '{"prompt":"a","logprobs":2,"stream":true}')
+check "400 logprobs with stream" 'e400 "$r" logprobs'
+r=$(post /v1/completions '{"prompt":"a","logprobs":21}')
+check "400 logprobs above 20" 'e400 "$r" logprobs'
+r=$(post /v1/completions '{"prompt":"a","max_tokens":0}')
+check "400 max_tokens 0 without echo" 'e400 "$r" max_tokens'
+r=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"a"}],"top_logprobs":2}')
+check "400 top_logprobs without logprobs (chat)" 'e400 "$r" top_logprobs'
+r=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"a"}],"echo":true}')
+check "400 echo in a chat completion" 'e400 "$r" echo'
 post /v1/completions '{"prompt":"Once upon a time","max_tokens":24,"temperature":0,"stream":true}' > "$tmp/s1"
 gtext=$(jf "$want24" 'd["text"]')
 check "streamed completion: one SSE event per token, [DONE], same text" 'python3 -c "
@@ -98,7 +167,6 @@ assert all(c[\"object\"]==\"chat.completion.chunk\" for c in ch)
 print(\"\".join(c[\"choices\"][0][\"delta\"].get(\"content\",\"\") for c in ch[:-1]))" < "$tmp/s2" > "$tmp/sc" && [ "$(cat "$tmp/sc")" = "$ctext" ]'
 
 # ---- errors ----
-e400() { [ "$(jf "$1" "d[\"error\"][\"type\"]")" = invalid_request_error ] && [ "$(jf "$1" "d[\"error\"][\"param\"]")" = "$2" ]; }
 check "400 malformed JSON" '[ "$(status /v1/completions "${A[@]}" -d "{bad")" = 400 ]'
 r=$(post /v1/completions '{"prompt":"a","temperature":5}')
 check "400 bad parameter names it (temperature)" 'e400 "$r" temperature'

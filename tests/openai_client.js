@@ -1,6 +1,7 @@
 // The official `openai` npm client against bitllm serve: a chat completion, plain and streamed
-// (the streamed deltas must add up to the plain answer), a text completion, the model list, and
-// the client's own error type for a bad request. Prints one JSON object with what it saw.
+// (the streamed deltas must add up to the plain answer), a text completion, a prompt scored with
+// echo and logprobs, chat logprobs, the model list, and the client's own error type for a bad
+// request. Prints one JSON object with what it saw.
 // usage: node openai_client.js NODE_MODULES_DIR PORT API_KEY
 const path = require('path');
 const mod = require(path.join(process.argv[2], 'openai'));
@@ -35,6 +36,16 @@ async function main() {
   const c = await client.completions.create(
       {model: out.models[0], prompt: 'Once upon a time', max_tokens: 12, temperature: 0});
   out.completion = c.choices[0].text;
+  // the shape lm-evaluation-harness's local-completions sends to score a continuation
+  const s = await client.completions.create(
+      {model: out.models[0], prompt: 'Once upon a time', max_tokens: 1, temperature: 0,
+       logprobs: 1, echo: true});
+  out.scored = s.choices[0].logprobs;
+  out.scored_text = s.choices[0].text;
+  const l = await client.chat.completions.create(
+      {model: out.models[0], messages, max_tokens: 4, temperature: 0, logprobs: true,
+       top_logprobs: 2});
+  out.chat_logprobs = l.choices[0].logprobs;
   try {
     await client.chat.completions.create({model: 'x', messages, temperature: 7});
     out.bad_request = 'accepted';

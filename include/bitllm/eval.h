@@ -49,6 +49,9 @@ void bl_ctx_describe(const bl_ctx_choice *c, const char *flag, char *buf, size_t
 
 /* log p(target | logits) in double precision (log-softmax). */
 double bl_log_prob(const float *logits, int vocab, int target);
+/* The normalizer of log-softmax: *mx = max logit, *log_sum = log Σ exp(l − mx) in double, so
+ * that log p(t) = (double)logits[t] − *mx − *log_sum (bl_log_prob's arithmetic exactly). */
+void bl_log_softmax_norm(const float *logits, int vocab, float *mx, double *log_sum);
 
 BL_API_END
 #endif

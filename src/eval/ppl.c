@@ -44,13 +44,21 @@ void bl_ctx_describe(const bl_ctx_choice *c, const char *flag, char *buf, size_t
                  c->trained);
 }
 
-double bl_log_prob(const float *logits, int vocab, int target) {
-    float mx = logits[0];
+void bl_log_softmax_norm(const float *logits, int vocab, float *mx, double *log_sum) {
+    float m = logits[0];
     for (int i = 1; i < vocab; i++)
-        if (logits[i] > mx) mx = logits[i];
+        if (logits[i] > m) m = logits[i];
     double sum = 0.0;
-    for (int i = 0; i < vocab; i++) sum += exp((double)logits[i] - mx);
-    return (double)logits[target] - mx - log(sum);
+    for (int i = 0; i < vocab; i++) sum += exp((double)logits[i] - m);
+    *mx = m;
+    *log_sum = log(sum);
+}
+
+double bl_log_prob(const float *logits, int vocab, int target) {
+    float mx;
+    double log_sum;
+    bl_log_softmax_norm(logits, vocab, &mx, &log_sum);
+    return (double)logits[target] - mx - log_sum;
 }
 
 bl_status bl_perplexity(const bl_model *m, const int32_t *ids, size_t n, int ctx, int batch,

@@ -66,10 +66,6 @@ static bool get_bool(const cJSON *o, const char *k, bool *out, srv_error *e) {
 /* Options this server does not implement: refused when set to anything but their default. */
 static bool refuse_unsupported(const cJSON *o, srv_error *e) {
     const cJSON *v;
-    if ((v = get(o, "echo")) && !cJSON_IsFalse(v))
-        return fail(e, 400, "echo", "'echo' is not supported");
-    if ((v = get(o, "logprobs")) && !cJSON_IsFalse(v))
-        return fail(e, 400, "logprobs", "'logprobs' are not supported");
     if ((v = get(o, "best_of")) && !(cJSON_IsNumber(v) && v->valuedouble == 1))
         return fail(e, 400, "best_of", "'best_of' must be 1");
     if ((v = get(o, "n")) && !(cJSON_IsNumber(v) && v->valuedouble == 1))
@@ -84,6 +80,38 @@ static bool refuse_unsupported(const cJSON *o, srv_error *e) {
             return fail(e, 400, "response_format", "only response_format {\"type\": \"text\"} is "
                         "supported");
     }
+    return true;
+}
+
+/* Log-probabilities and echo. Completions: "logprobs" is the number of alternatives per token
+ * (0..20; null or false: none) and "echo" returns the prompt before the text (with logprobs,
+ * its tokens scored too). Chat: "logprobs" is true/false and "top_logprobs" the alternatives. */
+static bool parse_logprobs(const srv_api_ctx *c, const cJSON *o, bool chat, bool stream,
+                           srv_params *p, srv_error *e) {
+    const cJSON *v = get(o, "logprobs");
+    long long top = 0;
+    if (chat) {
+        if ((v = get(o, "echo")) && !cJSON_IsFalse(v))
+            return fail(e, 400, "echo", "'echo' is a parameter of /v1/completions, not of chat "
+                        "completions");
+        if (!get_bool(o, "logprobs", &p->logprobs, e) ||
+            !get_int(o, "top_logprobs", 0, SRV_MAX_TOP_LOGPROBS, &top, e))
+            return false;
+        if (get(o, "top_logprobs") && !p->logprobs)
+            return fail(e, 400, "top_logprobs", "'top_logprobs' needs \"logprobs\": true");
+    } else {
+        if (v && !cJSON_IsFalse(v)) {
+            if (!get_int(o, "logprobs", 0, SRV_MAX_TOP_LOGPROBS, &top, e)) return false;
+            p->logprobs = true;
+        }
+        if (!get_bool(o, "echo", &p->echo, e)) return false;
+    }
+    p->top_logprobs = (int)top;
+    const char *what = p->logprobs ? "logprobs" : p->echo ? "echo" : NULL;
+    if (what && stream)
+        return fail(e, 400, what, "'%s' is not supported with \"stream\": true", what);
+    if (what && !c->m->tok)
+        return fail(e, 400, what, "'%s' needs the model's tokenizer, which it lacks", what);
     return true;
 }
 
@@ -131,6 +159,8 @@ static bool completion_prompt(const srv_api_ctx *c, const cJSON *o, srv_params *
                                 c->m->cfg.bos_id >= 0, &p->prompt, &n, &err))
             return fail(e, 400, "prompt", "cannot tokenize the prompt: %s", err.msg);
         p->n_prompt = (int)(n > (size_t)INT32_MAX ? INT32_MAX : n);
+        if (p->echo && !(p->text = bl_strdup(v->valuestring))) /* echoed as given */
+            return fail(e, 500, NULL, "out of memory");
         return true;
     }
     if (cJSON_IsArray(v) && cJSON_IsString(cJSON_GetArrayItem(v, 0)))
@@ -247,7 +277,10 @@ bool srv_parse_request(const srv_api_ctx *c, const char *body, size_t len, bool 
     bool has_seed = get(o, "seed") != NULL;
     const char *max_key = chat && get(o, "max_completion_tokens") ? "max_completion_tokens"
                                                                   : "max_tokens";
-    ok = refuse_unsupported(o, e) && get_int(o, max_key, 1, 1e9, &max_tokens, e) &&
+    /* (echo first: with it, max_tokens may be 0, to score a prompt) */
+    ok = refuse_unsupported(o, e) && get_bool(o, "stream", &out->stream, e) &&
+         parse_logprobs(c, o, chat, out->stream, p, e) &&
+         get_int(o, max_key, p->echo ? 0 : 1, 1e9, &max_tokens, e) &&
          get_num(o, "temperature", 0, 2, false, &temperature, e) &&
          get_num(o, "top_p", 0, 1, true, &top_p, e) &&
          get_int(o, "top_k", 0, 1e9, &top_k, e) && get_num(o, "min_p", 0, 1, false, &min_p, e) &&
@@ -255,7 +288,7 @@ bool srv_parse_request(const srv_api_ctx *c, const char *body, size_t len, bool 
          get_num(o, "frequency_penalty", -2, 2, false, &frequency, e) &&
          get_num(o, "repeat_penalty", 0, 100, true, &repeat, e) &&
          get_int(o, "repeat_last_n", -1, 1e9, &last_n, e) &&
-         get_int(o, "seed", -9.2e18, 9.2e18, &seed, e) && get_bool(o, "stream", &out->stream, e) &&
+         get_int(o, "seed", -9.2e18, 9.2e18, &seed, e) &&
          get_bool(o, "ignore_eos", &p->ignore_eos, e) && parse_stop(o, p, e);
     const cJSON *so = get(o, "stream_options");
     if (ok && so && !cJSON_IsObject(so))
@@ -348,14 +381,149 @@ static cJSON *envelope(const srv_reply *r, const char *object, cJSON **choice) {
     return o;
 }
 
-static void add_finish(cJSON *choice, const char *finish) {
-    cJSON_AddNullToObject(choice, "logprobs");
+static void add_finish(cJSON *choice, const char *finish, cJSON *logprobs) {
+    if (logprobs) cJSON_AddItemToObject(choice, "logprobs", logprobs);
+    else cJSON_AddNullToObject(choice, "logprobs");
     if (finish) cJSON_AddStringToObject(choice, "finish_reason", finish);
     else cJSON_AddNullToObject(choice, "finish_reason");
 }
 
+/* A token's text (valid UTF-8: bytes of a partial character become U+FFFD) and raw bytes. */
+typedef struct {
+    char raw[256], *text;
+    size_t n;
+} tok_text;
+
+static bool token_text(const bl_tokenizer *t, int32_t id, tok_text *out) {
+    out->n = bl_tokenizer_piece(t, id, out->raw, sizeof out->raw);
+    out->text = bl_utf8_valid(out->raw, out->n, NULL);
+    return out->text != NULL;
+}
+
+static cJSON *bytes_array(const tok_text *t) {
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; a && i < t->n; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateNumber((unsigned char)t->raw[i]));
+    return a;
+}
+
+/* Code points in s[0..n). */
+static size_t chars(const char *s, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return k;
+}
+
+/* Completions' logprobs: tokens, token_logprobs, top_logprobs (a dict per token, null for the
+ * prompt's first) and text_offset: where each token's text begins in the returned text, in
+ * characters (echoed tokens by the prompt's decoding, moved back by the prefix space a
+ * SentencePiece decoding adds to a prompt echoed as given). */
+static cJSON *completion_logprobs(const srv_lp_view *v) {
+    cJSON *o = cJSON_CreateObject(), *toks = cJSON_AddArrayToObject(o, "tokens"),
+          *lps = cJSON_AddArrayToObject(o, "token_logprobs"),
+          *tops = cJSON_AddArrayToObject(o, "top_logprobs"),
+          *offs = cJSON_AddArrayToObject(o, "text_offset");
+    bl_detok d;
+    bl_err err = {0};
+    size_t at = 0, base = 0;
+    bool ok = toks && lps && tops && offs && bl_detok_init(&d, v->tok, &err) == BL_OK;
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    for (int i = 0; ok && i < v->n; i++) {
+        const srv_logprob *l = &v->lps[i];
+        if (i == v->n_prompt && i > 0) { /* the generated text is decoded on its own */
+            size_t k = 0;
+            bl_detok_finish(&d, &k);
+            /* the echoed text may be the prompt as given, shorter than its decoding by the
+             * tokenizer's prefix space: the prompt's offsets move back by the difference */
+            const size_t decoded = at + (k ? 1 : 0);
+            const size_t shift = decoded > v->echo_chars ? decoded - v->echo_chars : 0;
+            for (int j = 0; shift && j < i; j++) {
+                cJSON *x = cJSON_GetArrayItem(offs, j);
+                const double off = x->valuedouble > (double)shift ? x->valuedouble - (double)shift : 0;
+                cJSON_SetNumberValue(x, off);
+            }
+            base = v->echo_chars;
+            at = 0;
+            bl_detok_free(&d);
+            ok = bl_detok_init(&d, v->tok, &err) == BL_OK;
+            if (!ok) break;
+        }
+        tok_text t;
+        ok = token_text(v->tok, l->id, &t);
+        if (!ok) break;
+        cJSON_AddItemToArray(toks, cJSON_CreateString(t.text));
+        free(t.text);
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(base + at)));
+        size_t k = 0;
+        const char *piece = bl_detok_push(&d, l->id, &k);
+        at += chars(piece, k);
+        if (isnan(l->lp)) {
+            cJSON_AddItemToArray(lps, cJSON_CreateNull());
+            cJSON_AddItemToArray(tops, cJSON_CreateNull());
+            continue;
+        }
+        cJSON_AddItemToArray(lps, cJSON_CreateNumber(l->lp));
+        cJSON *top = cJSON_CreateObject();
+        for (int j = 0; top && j < l->n_top; j++) {
+            tok_text a;
+            if (!(ok = token_text(v->tok, l->top_id[j], &a))) break;
+            if (!cJSON_GetObjectItemCaseSensitive(top, a.text)) /* the likelier of equal texts */
+                cJSON_AddNumberToObject(top, a.text, l->top_lp[j]);
+            free(a.text);
+        }
+        cJSON_AddItemToArray(tops, top);
+    }
+    bl_detok_free(&d);
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Chat's logprobs: {"content": [{token, logprob, bytes, top_logprobs: [{token, logprob,
+ * bytes}]}], "refusal": null}. */
+static cJSON *chat_logprobs(const srv_lp_view *v) {
+    cJSON *o = cJSON_CreateObject(), *content = cJSON_AddArrayToObject(o, "content");
+    cJSON_AddNullToObject(o, "refusal");
+    bool ok = content != NULL;
+    for (int i = 0; ok && i < v->n; i++) {
+        const srv_logprob *l = &v->lps[i];
+        cJSON *e = cJSON_CreateObject(), *top;
+        tok_text t;
+        if (!(ok = e && token_text(v->tok, l->id, &t))) break;
+        cJSON_AddStringToObject(e, "token", t.text);
+        cJSON_AddNumberToObject(e, "logprob", l->lp);
+        cJSON_AddItemToObject(e, "bytes", bytes_array(&t));
+        free(t.text);
+        top = cJSON_AddArrayToObject(e, "top_logprobs");
+        for (int j = 0; ok && j < l->n_top; j++) {
+            cJSON *a = cJSON_CreateObject();
+            tok_text x;
+            if (!(ok = a && token_text(v->tok, l->top_id[j], &x))) {
+                cJSON_Delete(a);
+                break;
+            }
+            cJSON_AddStringToObject(a, "token", x.text);
+            cJSON_AddNumberToObject(a, "logprob", l->top_lp[j]);
+            cJSON_AddItemToObject(a, "bytes", bytes_array(&x));
+            free(x.text);
+            cJSON_AddItemToArray(top, a);
+        }
+        cJSON_AddItemToArray(content, e);
+    }
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
 char *srv_completion_json(const srv_reply *r, const char *text, const char *finish,
-                          srv_usage u) {
+                          srv_usage u, const srv_lp_view *lp) {
     cJSON *choice, *o = envelope(r, r->chat ? "chat.completion" : "text_completion", &choice);
     if (r->chat) {
         cJSON *msg = cJSON_AddObjectToObject(choice, "message");
@@ -364,7 +532,12 @@ char *srv_completion_json(const srv_reply *r, const char *text, const char *fini
     } else {
         cJSON_AddStringToObject(choice, "text", text);
     }
-    add_finish(choice, finish);
+    cJSON *lpo = NULL;
+    if (lp && !(lpo = r->chat ? chat_logprobs(lp) : completion_logprobs(lp))) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    add_finish(choice, finish, lpo);
     cJSON_AddItemToObject(o, "usage", usage(u));
     return print(o);
 }
@@ -379,7 +552,7 @@ char *srv_chunk_json(const srv_reply *r, const char *text, bool role, const char
     } else {
         cJSON_AddStringToObject(choice, "text", text ? text : "");
     }
-    add_finish(choice, finish);
+    add_finish(choice, finish, NULL);
     return print(o);
 }
 

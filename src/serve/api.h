@@ -39,8 +39,17 @@ typedef struct {
 
 /* JSON texts (malloc'ed; NULL when out of memory). */
 char *srv_error_json(const srv_error *e);
+/* The log-probabilities of a reply: n entries (srv_take_logprobs), the first n_prompt of them
+ * the prompt's (echo), tokens' texts from tok. */
+typedef struct {
+    const srv_logprob *lps;
+    int n, n_prompt;
+    size_t echo_chars; /* characters of the echoed prompt text */
+    const bl_tokenizer *tok;
+} srv_lp_view;
+/* The whole answer; lp NULL: "logprobs": null. */
 char *srv_completion_json(const srv_reply *r, const char *text, const char *finish,
-                          srv_usage u);
+                          srv_usage u, const srv_lp_view *lp);
 /* A stream chunk: text (NULL: none; chat: the delta's content), role (chat: the first chunk's
  * "role": "assistant"), finish (NULL until the last). */
 char *srv_chunk_json(const srv_reply *r, const char *text, bool role, const char *finish);

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bitllm/eval.h"
 #include "serve/serve_internal.h"
 
 struct srv_req {
@@ -100,6 +101,7 @@ static void logf_(srv_engine *e, const char *fmt, ...) {
 
 void srv_params_free(srv_params *p) {
     free(p->prompt);
+    free(p->text);
     for (int i = 0; i < p->n_stop; i++) free(p->stop[i]);
     memset(p, 0, sizeof *p);
 }
@@ -192,7 +194,7 @@ static void finish(srv_engine *e, srv_req *r, const char *why, const char *error
 }
 
 /* Appends the log-probability of tok under logits (NULL: a prompt's first token, none) and its
- * p.top_logprobs alternatives; false when out of memory. Log-softmax in double. */
+ * p.top_logprobs alternatives; false when out of memory. */
 static bool record_logprob(srv_req *r, const float *logits, int V, int32_t tok) {
     if (r->n_lps == r->cap_lps) {
         const int cap = r->cap_lps ? 2 * r->cap_lps : 64;
@@ -206,12 +208,10 @@ static bool record_logprob(srv_req *r, const float *logits, int V, int32_t tok) 
     l->lp = NAN;
     l->n_top = 0;
     if (!logits) return true;
-    double mx = logits[0], sum = 0.0;
-    for (int v = 1; v < V; v++)
-        if (logits[v] > mx) mx = logits[v];
-    for (int v = 0; v < V; v++) sum += exp((double)logits[v] - mx);
-    const double lse = mx + log(sum);
-    l->lp = (float)((double)logits[tok] - lse);
+    float mx;
+    double log_sum;
+    bl_log_softmax_norm(logits, V, &mx, &log_sum); /* bl_log_prob's arithmetic */
+    l->lp = (float)((double)logits[tok] - mx - log_sum);
     const int k = r->p.top_logprobs;
     for (int v = 0; v < V; v++) { /* insertion into the k best, by logit then id */
         int at = l->n_top;
@@ -222,7 +222,8 @@ static bool record_logprob(srv_req *r, const float *logits, int V, int32_t tok) 
         l->top_id[at] = v;
         if (l->n_top < k) l->n_top++;
     }
-    for (int i = 0; i < l->n_top; i++) l->top_lp[i] = (float)((double)logits[l->top_id[i]] - lse);
+    for (int i = 0; i < l->n_top; i++)
+        l->top_lp[i] = (float)((double)logits[l->top_id[i]] - mx - log_sum);
     return true;
 }
 

@@ -202,9 +202,23 @@ static enum MHD_Result generate(bl_server *s, struct MHD_Connection *c, conn_t *
     if (!srv_parse_request(&api, cx->body.p ? cx->body.p : "", cx->body.n, chat, &ar, &err))
         return answer(c, err.status, srv_error_json(&err), NULL);
     srv_req *req = NULL;
-    const bool stream = ar.stream, include_usage = ar.include_usage;
+    const bool stream = ar.stream, include_usage = ar.include_usage, logprobs = ar.p.logprobs;
+    const int n_scored = ar.p.echo && ar.p.logprobs ? ar.p.n_prompt : 0;
+    char *echo = NULL; /* echo: the prompt's text, before the generated text */
+    size_t echo_n = 0;
+    bl_err derr = {0};
+    if (ar.p.text) { /* a string prompt echoes as given, token ids as they decode */
+        echo = ar.p.text;
+        echo_n = strlen(echo);
+        ar.p.text = NULL;
+    } else if (ar.p.echo && bl_tokenizer_decode(s->m->tok, ar.p.prompt, (size_t)ar.p.n_prompt,
+                                                &echo, &echo_n, &derr)) {
+        srv_params_free(&ar.p);
+        return answer_error(c, 500, NULL, NULL, NULL, "cannot decode the prompt: %s", derr.msg);
+    }
     int rc = srv_submit(s->engine, &ar.p, &req);
     srv_params_free(&ar.p);
+    if (rc != SRV_OK) free(echo);
     if (rc == SRV_QUEUE_FULL)
         return answer_error(c, 503, NULL, NULL, NULL, "the server is busy: %d requests running "
                             "and %d waiting; retry later", s->o.parallel, s->o.queue);
@@ -236,6 +250,15 @@ static enum MHD_Result generate(bl_server *s, struct MHD_Connection *c, conn_t *
     }
     srv_str text = {0};
     srv_status ss;
+    size_t echo_chars = 0;
+    for (size_t i = 0; i < echo_n; i++) echo_chars += ((unsigned char)echo[i] & 0xC0) != 0x80;
+    if (echo && !srv_str_put(&text, echo, echo_n)) {
+        free(echo);
+        srv_cancel(s->engine, req);
+        srv_release(s->engine, req);
+        return answer_error(c, 500, NULL, NULL, NULL, "out of memory");
+    }
+    free(echo);
     for (;;) {
         srv_wait(s->engine, req, WAIT_MS, &text, NULL, &ss);
         if (ss.done) break;
@@ -246,15 +269,20 @@ static enum MHD_Result generate(bl_server *s, struct MHD_Connection *c, conn_t *
             return MHD_NO; /* nobody to answer: close */
         }
     }
+    srv_lp_view lp = {.n_prompt = n_scored, .echo_chars = echo_chars, .tok = s->m->tok};
+    srv_logprob *lps = NULL;
+    if (logprobs) srv_take_logprobs(s->engine, req, &lps, &lp.n);
+    lp.lps = lps;
     srv_release(s->engine, req);
     srv_reply reply;
     new_reply(s, chat, &reply);
     enum MHD_Result ret =
         ss.finish ? answer(c, 200, srv_completion_json(&reply, text.p ? text.p : "", ss.finish,
-                                                       ss.usage),
+                                                       ss.usage, logprobs ? &lp : NULL),
                            NULL)
                   : answer_error(c, strstr(ss.error, "shutting down") ? 503 : 500, NULL, NULL,
                                  NULL, "generation failed: %s", ss.error);
+    free(lps);
     srv_str_free(&text);
     return ret;
 }

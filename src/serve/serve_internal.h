@@ -41,7 +41,9 @@ typedef struct {
     bool ignore_eos;
     bool logprobs;    /* record each token's log-probability (and top_logprobs alternatives) */
     int top_logprobs; /* 0..SRV_MAX_TOP_LOGPROBS */
-    bool echo;        /* with logprobs: score the prompt's tokens too (no prompt cache then) */
+    bool echo;        /* the prompt before the text; with logprobs, its tokens scored too (no
+                       * prompt cache then) */
+    char *text;       /* echo of a prompt given as a string: that string (owned) */
 } srv_params;
 
 /* A token's log-probability under the model (log-softmax of the raw logits: before penalties,
