@@ -104,6 +104,17 @@ a=json.loads(sys.argv[1])[\"choices\"][0][\"logprobs\"]; b=json.loads(sys.argv[2
 assert b[\"tokens\"][4:]==a[\"tokens\"], (a[\"tokens\"], b[\"tokens\"])
 assert all(abs(x-y)<1e-5 for x,y in zip(a[\"token_logprobs\"],b[\"token_logprobs\"][4:]))
 " "$r" "$r2"'
+# a prompt of two chunks (450 tokens) scored: the sum of its tokens' NLL is what bitllm ppl gives
+# the same text in one window (1e-6 relative: the same logits, summed in another order)
+printf '%s' "$long" > "$tmp/long.txt"
+pj=$("$BIN" ppl "$M" -f "$tmp/long.txt" --ctx 512 --json 2>/dev/null)
+r=$(post /v1/completions "{\"prompt\":\"$long\",\"max_tokens\":0,\"echo\":true,\"logprobs\":1}")
+check "a two-chunk prompt scored with echo sums to bitllm ppl's NLL of the text" 'python3 -c "
+import json,sys
+l=json.loads(sys.argv[1])[\"choices\"][0][\"logprobs\"][\"token_logprobs\"]; p=json.loads(sys.argv[2])
+assert p[\"chunks\"]==1 and len(l)==p[\"tokens\"]+1>256, (len(l), p[\"tokens\"])
+nll=-sum(l[1:]); assert abs(nll-p[\"nll\"])<1e-6*p[\"nll\"], (nll, p[\"nll\"])
+" "$r" "$pj"'
 r=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":3,"temperature":0,"echo":true}')
 check "echo without logprobs: the prompt as given, then the text" 'jt "$r" "d[\"choices\"][0][\"text\"].startswith(\"Once upon a time,\") and d[\"choices\"][0][\"logprobs\"] is None"'
 r=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":3,"temperature":0,"echo":true,"logprobs":0}')
