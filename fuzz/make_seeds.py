@@ -471,6 +471,11 @@ def seeds_request():
         "stop": ["\n", "ab"], "stream": True}))
     put("request", "ok-completion-ids", req(False, 0, {
         "prompt": [1, 260, 261], "max_tokens": 4, "top_p": 0.9, "logit_bias": {"5": -100}}))
+    put("request", "ok-completion-scored", req(False, 0, {
+        "prompt": [[1, 260, 261, 262]], "max_tokens": 0, "echo": True, "logprobs": 5}))
+    put("request", "ok-chat-logprobs", req(True, 0, {
+        "messages": [{"role": "user", "content": "hello"}], "logprobs": True,
+        "top_logprobs": 3}))
     for i in range(7):  # the chat families, in bl_chat_template_names order
         put("request", "ok-chat-%d" % i, req(True, i, {
             "messages": [{"role": "system", "content": "be brief"},
