@@ -61,6 +61,8 @@ check "prompt as token ids" '[ "$(jf "$r" "d[\"usage\"][\"prompt_tokens\"]")" = 
 
 # ---- logprobs and echo ----
 e400() { [ "$(jf "$1" "d[\"error\"][\"type\"]")" = invalid_request_error ] && [ "$(jf "$1" "d[\"error\"][\"param\"]")" = "$2" ]; }
+# bad400 NAME PATH BODY PARAM: the request is a 400 invalid_request_error naming PARAM
+bad400() { local r; r=$(post "$2" "$3"); check "$1" 'e400 "$r" '"$4"; }
 # a prompt scored with echo: its tokens' log-probabilities against the independent float64
 # forward of the reference (mean NLL within 1e-4 relative, as test_model's ppl; each token within
 # 1e-3 of the reference's log-softmax where it lists the logits), the first token null
@@ -128,16 +130,11 @@ check "a prompt scored beside other requests gets the same logprobs" 'python3 -c
 import json,sys; assert json.loads(sys.argv[1])[\"choices\"][0][\"logprobs\"]==json.loads(sys.argv[2])[\"choices\"][0][\"logprobs\"]" "$r3" "$r2"'
 r=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"Tell me a story."}],"max_tokens":6,"temperature":0,"logprobs":true,"top_logprobs":3}')
 check "chat logprobs: content entries with token, logprob, bytes and 3 alternatives" 'jt "$r" "(lambda l: len(l[\"content\"])==6 and l[\"refusal\"] is None and all(set(e)=={\"token\",\"logprob\",\"bytes\",\"top_logprobs\"} and len(e[\"top_logprobs\"])==3 and bytes(e[\"bytes\"]).decode(\"utf-8\",\"replace\")==e[\"token\"] and abs(e[\"logprob\"]-e[\"top_logprobs\"][0][\"logprob\"])<1e-7 for e in l[\"content\"]) and \"\".join(e[\"token\"] for e in l[\"content\"])==d[\"choices\"][0][\"message\"][\"content\"])(d[\"choices\"][0][\"logprobs\"])"'
-r=$(post /v1/completions '{"prompt":"a","logprobs":2,"stream":true}')
-check "400 logprobs with stream" 'e400 "$r" logprobs'
-r=$(post /v1/completions '{"prompt":"a","logprobs":21}')
-check "400 logprobs above 20" 'e400 "$r" logprobs'
-r=$(post /v1/completions '{"prompt":"a","max_tokens":0}')
-check "400 max_tokens 0 without echo" 'e400 "$r" max_tokens'
-r=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"a"}],"top_logprobs":2}')
-check "400 top_logprobs without logprobs (chat)" 'e400 "$r" top_logprobs'
-r=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"a"}],"echo":true}')
-check "400 echo in a chat completion" 'e400 "$r" echo'
+bad400 "400 logprobs with stream" /v1/completions '{"prompt":"a","logprobs":2,"stream":true}' logprobs
+bad400 "400 logprobs above 20" /v1/completions '{"prompt":"a","logprobs":21}' logprobs
+bad400 "400 max_tokens 0 without echo" /v1/completions '{"prompt":"a","max_tokens":0}' max_tokens
+bad400 "400 top_logprobs without logprobs (chat)" /v1/chat/completions '{"messages":[{"role":"user","content":"a"}],"top_logprobs":2}' top_logprobs
+bad400 "400 echo in a chat completion" /v1/chat/completions '{"messages":[{"role":"user","content":"a"}],"echo":true}' echo
 post /v1/completions '{"prompt":"Once upon a time","max_tokens":24,"temperature":0,"stream":true}' > "$tmp/s1"
 gtext=$(jf "$want24" 'd["text"]')
 check "streamed completion: one SSE event per token, [DONE], same text" 'python3 -c "
@@ -179,22 +176,15 @@ print(\"\".join(c[\"choices\"][0][\"delta\"].get(\"content\",\"\") for c in ch[:
 
 # ---- errors ----
 check "400 malformed JSON" '[ "$(status /v1/completions "${A[@]}" -d "{bad")" = 400 ]'
-r=$(post /v1/completions '{"prompt":"a","temperature":5}')
-check "400 bad parameter names it (temperature)" 'e400 "$r" temperature'
-r=$(post /v1/completions '{"prompt":"a","top_k":-1}')
-check "400 top_k below 0" 'e400 "$r" top_k'
-r=$(post /v1/completions '{"prompt":"a","min_p":1.5}')
-check "400 min_p above 1" 'e400 "$r" min_p'
-r=$(post /v1/completions '{"prompt":"a","presence_penalty":2.5}')
-check "400 presence_penalty outside [-2, 2]" 'e400 "$r" presence_penalty'
-r=$(post /v1/completions '{"prompt":"a","repeat_penalty":0}')
-check "400 repeat_penalty 0" 'e400 "$r" repeat_penalty'
-r=$(post /v1/completions '{"prompt":"a","n":2}')
-check "400 n != 1" 'e400 "$r" n'
+bad400 "400 bad parameter names it (temperature)" /v1/completions '{"prompt":"a","temperature":5}' temperature
+bad400 "400 top_k below 0" /v1/completions '{"prompt":"a","top_k":-1}' top_k
+bad400 "400 min_p above 1" /v1/completions '{"prompt":"a","min_p":1.5}' min_p
+bad400 "400 presence_penalty outside [-2, 2]" /v1/completions '{"prompt":"a","presence_penalty":2.5}' presence_penalty
+bad400 "400 repeat_penalty 0" /v1/completions '{"prompt":"a","repeat_penalty":0}' repeat_penalty
+bad400 "400 n != 1" /v1/completions '{"prompt":"a","n":2}' n
 r=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]}')
 check "400 template role error (llama2 alternation)" 'e400 "$r" messages && jf "$r" "d[\"error\"][\"message\"]" | grep -q alternate'
-r=$(post /v1/chat/completions '{"messages":[]}')
-check "400 empty messages" 'e400 "$r" messages'
+bad400 "400 empty messages" /v1/chat/completions '{"messages":[]}' messages
 r=$(post /v1/completions '{"prompt":["a","b"]}')
 check "400 several prompts" 'e400 "$r" prompt && jf "$r" "d[\"error\"][\"message\"]" | grep -q "several prompts"'
 r=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"a\u0000b"}]}')
