@@ -130,7 +130,36 @@ check "a prompt scored beside other requests gets the same logprobs" 'python3 -c
 import json,sys; assert json.loads(sys.argv[1])[\"choices\"][0][\"logprobs\"]==json.loads(sys.argv[2])[\"choices\"][0][\"logprobs\"]" "$r3" "$r2"'
 r=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"Tell me a story."}],"max_tokens":6,"temperature":0,"logprobs":true,"top_logprobs":3}')
 check "chat logprobs: content entries with token, logprob, bytes and 3 alternatives" 'jt "$r" "(lambda l: len(l[\"content\"])==6 and l[\"refusal\"] is None and all(set(e)=={\"token\",\"logprob\",\"bytes\",\"top_logprobs\"} and len(e[\"top_logprobs\"])==3 and bytes(e[\"bytes\"]).decode(\"utf-8\",\"replace\")==e[\"token\"] and abs(e[\"logprob\"]-e[\"top_logprobs\"][0][\"logprob\"])<1e-7 for e in l[\"content\"]) and \"\".join(e[\"token\"] for e in l[\"content\"])==d[\"choices\"][0][\"message\"][\"content\"])(d[\"choices\"][0][\"logprobs\"])"'
-bad400 "400 logprobs with stream" /v1/completions '{"prompt":"a","logprobs":2,"stream":true}' logprobs
+# streamed: each token's event carries its entry; together they are the plain answer's
+b='{"prompt":"Once upon a time","max_tokens":10,"temperature":0,"logprobs":2'
+post /v1/completions "$b}" > "$tmp/lp_plain"
+post /v1/completions "$b,\"stream\":true}" > "$tmp/lp_stream"
+check "streamed logprobs: one entry per token event, together the plain answer's" 'python3 -c "
+import json,sys
+plain=json.load(open(sys.argv[1]))[\"choices\"][0][\"logprobs\"]
+ev=[json.loads(e[6:]) for e in open(sys.argv[2]).read().split(\"\n\n\") if e.startswith(\"data: {\")]
+lps=[c[\"choices\"][0][\"logprobs\"] for c in ev[:-1]]
+assert ev[-1][\"choices\"][0][\"logprobs\"] is None and all(len(l[\"tokens\"])==1 for l in lps), lps
+got={k:sum((l[k] for l in lps),[]) for k in (\"tokens\",\"token_logprobs\",\"top_logprobs\",\"text_offset\")}
+assert got==plain, (got, plain)
+" "$tmp/lp_plain" "$tmp/lp_stream"'
+bad400 "400 echo with stream" /v1/completions '{"prompt":"a","echo":true,"stream":true}' echo
+# logit_bias: +100 forces a token, -100 bans it (logprobs stay the model's: the banned token is
+# still the top alternative), bad keys and values are 400
+r=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":4,"temperature":0,"logit_bias":{"261":100}}')
+check "logit_bias +100 forces the token (' a' four times)" 'jt "$r" "d[\"choices\"][0][\"text\"]==\" a a a a\""'
+gid=$("$BIN" generate "$M" -p "Once upon a time" -n 1 --temp 0 --json 2>/dev/null | python3 -c "import json,sys;print(json.load(sys.stdin)['ids'][0])")
+r=$(post /v1/completions "{\"prompt\":\"Once upon a time\",\"max_tokens\":3,\"temperature\":0,\"logprobs\":1,\"logit_bias\":{\"$gid\":-100}}")
+check "logit_bias -100 bans the greedy token; its logprob is still the top alternative" 'python3 -c "
+import json,sys
+p=json.load(open(sys.argv[1]))[\"choices\"][0][\"logprobs\"]; l=json.loads(sys.argv[2])[\"choices\"][0][\"logprobs\"]
+assert l[\"tokens\"][0]!=p[\"tokens\"][0], (l[\"tokens\"], p[\"tokens\"])
+assert l[\"top_logprobs\"][0]=={p[\"tokens\"][0]: p[\"token_logprobs\"][0]}, (l[\"top_logprobs\"][0], p)
+assert l[\"token_logprobs\"][0]<p[\"token_logprobs\"][0]
+" "$tmp/lp_plain" "$r"'
+bad400 "400 logit_bias key not a token id" /v1/completions '{"prompt":"a","logit_bias":{"x1":5}}' logit_bias
+bad400 "400 logit_bias above 100" /v1/completions '{"prompt":"a","logit_bias":{"5":100.5}}' logit_bias
+bad400 "400 logit_bias not an object" /v1/completions '{"prompt":"a","logit_bias":[5]}' logit_bias
 bad400 "400 logprobs above 20" /v1/completions '{"prompt":"a","logprobs":21}' logprobs
 bad400 "400 max_tokens 0 without echo" /v1/completions '{"prompt":"a","max_tokens":0}' max_tokens
 bad400 "400 top_logprobs without logprobs (chat)" /v1/chat/completions '{"messages":[{"role":"user","content":"a"}],"top_logprobs":2}' top_logprobs

@@ -1,5 +1,6 @@
 /* Sampling penalties (bl_sampler_set_penalties / bl_sampler_accept): the formulas of llama.cpp's
- * penalties sampler and OpenAI's presence and frequency penalties on hand-made logits, the window
+ * penalties sampler and OpenAI's presence and frequency penalties on hand-made logits, logit
+ * biases, the window
  * of the last N tokens, greedy and sampled decoding through them, and the refusal of bad values.
  * Then the sampling itself against its specification: the probabilities against a double-precision
  * softmax, and every token drawn against a plain implementation of greedy, temperature and nucleus
@@ -127,6 +128,49 @@ static void test_refused_and_huge(void) {
     const float lg[V] = {3.0f, 2.0f, 1.5f, -1.0f, 0.5f, 0.0f};
     CHECK(bl_sample(&s, lg) == 1);
     CHECK(isfinite(s.adjusted[0]));
+    bl_sampler_free(&s);
+}
+
+/* Logit biases (bl_sampler_set_bias): added before the penalties, exactly; +100 forces a token
+ * and -100 bans it, greedy and sampled; a bias given twice adds up; removing them restores the
+ * input; bad ids and non-finite biases are refused. */
+static void test_bias(void) {
+    const float lg[V] = {3.0f, 2.0f, 1.5f, -1.0f, 0.5f, 0.0f};
+    bl_sampler s;
+    bl_err err = {0};
+    REQUIRE(bl_sampler_init(&s, V, 0.0f, 1.0f, 1, &err) == BL_OK);
+    const int32_t ban[1] = {0};
+    const float minus[1] = {-100.0f};
+    REQUIRE(bl_sampler_set_bias(&s, ban, minus, 1, &err) == BL_OK);
+    CHECK(bl_sample(&s, lg) == 1);
+    CHECK(s.adjusted[0] == 3.0f - 100.0f && s.adjusted[1] == 2.0f);
+    /* a token given twice: 1.5 + 0.75 + 1.0 = 3.25 beats token 0's 3.0; token 3 moves alone */
+    const int32_t two[3] = {2, 2, 3};
+    const float b2[3] = {0.75f, 1.0f, 0.25f};
+    REQUIRE(bl_sampler_set_bias(&s, two, b2, 3, &err) == BL_OK);
+    CHECK(bl_sample(&s, lg) == 2 && s.adjusted[2] == 3.25f && s.adjusted[3] == -0.75f);
+    /* before the penalties: token 2 biased to 3.25 then, having occurred, divided by 2 */
+    const bl_penalties rp = {2.0f, 0.0f, 0.0f, 64};
+    REQUIRE(bl_sampler_set_penalties(&s, &rp, &err) == BL_OK);
+    bl_sampler_accept(&s, 2);
+    CHECK(bl_sample(&s, lg) == 0 && s.adjusted[2] == 1.625f);
+    const bl_penalties off = BL_PENALTIES_OFF;
+    REQUIRE(bl_sampler_set_penalties(&s, &off, &err) == BL_OK);
+    REQUIRE(bl_sampler_set_bias(&s, NULL, NULL, 0, &err) == BL_OK);
+    CHECK(bl_sample(&s, lg) == 0 && s.n_bias == 0);
+    bl_sampler_free(&s);
+    /* sampled: +100 on token 5 takes every draw at temperature 1 */
+    REQUIRE(bl_sampler_init(&s, V, 1.0f, 1.0f, 3, &err) == BL_OK);
+    const int32_t force[1] = {5};
+    const float plus[1] = {100.0f};
+    REQUIRE(bl_sampler_set_bias(&s, force, plus, 1, &err) == BL_OK);
+    for (int k = 0; k < 50; k++) CHECK(bl_sample(&s, lg) == 5);
+    const int32_t bad_id[1] = {V};
+    const float nan_b[1] = {NAN};
+    err.msg[0] = 0;
+    CHECK(bl_sampler_set_bias(&s, bad_id, plus, 1, &err) == BL_ERR_ARG && strstr(err.msg, "token 6"));
+    CHECK(bl_sampler_set_bias(&s, force, nan_b, 1, &err) == BL_ERR_ARG && strstr(err.msg, "finite"));
+    CHECK(s.n_bias == 1); /* a refused call leaves the biases as they were */
     bl_sampler_free(&s);
 }
 
@@ -371,5 +415,6 @@ int main(void) {
     TEST_RUN(test_against_specification);
     TEST_RUN(test_ties_and_uniform);
     TEST_RUN(test_filters);
+    TEST_RUN(test_bias);
     return test_summary();
 }

@@ -328,7 +328,11 @@ typedef struct {
     int n_present;
     int32_t *hist;   /* ring of the last last_n tokens (NULL for last_n = -1) */
     int64_t n_seen;  /* tokens accepted */
-    float *adjusted; /* vocab: the penalized logits */
+    float *adjusted; /* vocab: the biased and penalized logits (NULL while neither is set) */
+    /* logit biases (bl_sampler_set_bias) */
+    int n_bias;
+    int32_t *bias_id;
+    float *bias;
 } bl_sampler;
 /* temperature >= 0 (0 = greedy; +Inf = uniform over the vocabulary), top_p in (0, 1] (1 = the
  * whole distribution); NaN is refused. */
@@ -344,6 +348,11 @@ bl_status bl_sampler_set_filters(bl_sampler *s, int top_k, float min_p, bl_err *
 /* Turns the penalties on (or off, with BL_PENALTIES_OFF or last_n 0); the history restarts. Bad
  * values are refused with a message naming them. */
 bl_status bl_sampler_set_penalties(bl_sampler *s, const bl_penalties *p, bl_err *err);
+/* Biases added to the logits of the tokens ids[0..n) before the penalties and the choice (OpenAI's
+ * logit_bias; llama.cpp applies its logit-bias sampler first too): a bias of −100 all but bans
+ * a token, +100 all but forces it. Ids in [0, vocab), biases finite; n = 0 removes them. */
+bl_status bl_sampler_set_bias(bl_sampler *s, const int32_t *ids, const float *bias, int n,
+                              bl_err *err);
 /* Whether p changes anything (a penalty set and a window). */
 bool bl_penalties_active(const bl_penalties *p);
 /* Records one token of the text for the penalties: the prompt's, then every token generated.

@@ -30,20 +30,59 @@ bl_status bl_sampler_init(bl_sampler *s, int vocab, float temperature, float top
 }
 
 static void free_penalties(bl_sampler *s) {
-    free(s->count), free(s->where), free(s->present), free(s->hist), free(s->adjusted);
+    free(s->count), free(s->where), free(s->present), free(s->hist);
     s->count = s->where = s->present = NULL;
     s->hist = NULL;
-    s->adjusted = NULL;
     s->n_present = 0;
     s->n_seen = 0;
+}
+
+static void free_bias(bl_sampler *s) {
+    free(s->bias_id), free(s->bias);
+    s->bias_id = NULL;
+    s->bias = NULL;
+    s->n_bias = 0;
 }
 
 void bl_sampler_free(bl_sampler *s) {
     free(s->probs);
     free(s->cand);
+    free(s->adjusted);
     s->probs = NULL;
     s->cand = NULL;
+    s->adjusted = NULL;
     free_penalties(s);
+    free_bias(s);
+}
+
+/* The buffer of adjusted logits, once biases or penalties need it. */
+static bool need_adjusted(bl_sampler *s) {
+    if (!s->adjusted) s->adjusted = malloc((size_t)s->vocab * sizeof *s->adjusted);
+    return s->adjusted != NULL;
+}
+
+bl_status bl_sampler_set_bias(bl_sampler *s, const int32_t *ids, const float *bias, int n,
+                              bl_err *err) {
+    for (int i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= s->vocab)
+            return bl_fail(err, BL_ERR_ARG, "logit bias for token %d, outside the vocabulary of "
+                           "%d", (int)ids[i], s->vocab);
+        if (!isfinite(bias[i]))
+            return bl_fail(err, BL_ERR_ARG, "logit bias of token %d must be finite, got %g",
+                           (int)ids[i], (double)bias[i]);
+    }
+    free_bias(s);
+    if (n == 0) return BL_OK;
+    s->bias_id = malloc((size_t)n * sizeof *s->bias_id);
+    s->bias = malloc((size_t)n * sizeof *s->bias);
+    if (!s->bias_id || !s->bias || !need_adjusted(s)) {
+        free_bias(s);
+        return bl_fail(err, BL_ERR_NOMEM, "sampler logit bias: out of memory");
+    }
+    memcpy(s->bias_id, ids, (size_t)n * sizeof *ids);
+    memcpy(s->bias, bias, (size_t)n * sizeof *bias);
+    s->n_bias = n;
+    return BL_OK;
 }
 
 bl_status bl_sampler_set_filters(bl_sampler *s, int top_k, float min_p, bl_err *err) {
@@ -78,9 +117,9 @@ bl_status bl_sampler_set_penalties(bl_sampler *s, const bl_penalties *p, bl_err 
     s->count = calloc(V, sizeof *s->count);
     s->where = malloc(V * sizeof *s->where);
     s->present = malloc(V * sizeof *s->present);
-    s->adjusted = malloc(V * sizeof *s->adjusted);
     if (p->last_n > 0) s->hist = malloc((size_t)p->last_n * sizeof *s->hist);
-    if (!s->count || !s->where || !s->present || !s->adjusted || (p->last_n > 0 && !s->hist)) {
+    if (!s->count || !s->where || !s->present || !need_adjusted(s) ||
+        (p->last_n > 0 && !s->hist)) {
         free_penalties(s);
         s->pen = BL_PENALTIES_OFF;
         return bl_fail(err, BL_ERR_NOMEM, "sampler penalties: out of memory");
@@ -114,13 +153,18 @@ void bl_sampler_accept(bl_sampler *s, int token) {
     recount(s, token, +1);
 }
 
-/* The logits with the penalties applied (the input itself when there is nothing to change). The
- * distinct tokens are visited in the order they entered the window; each logit changes alone, so
- * the order does not matter. */
+/* The logits with the biases, then the penalties applied (the input itself when there is nothing
+ * to change). The distinct tokens are visited in the order they entered the window; each logit
+ * changes alone, so the order does not matter. A bias given twice for one token adds up. */
 static const float *penalized(bl_sampler *s, const float *logits) {
-    if (!s->count || s->n_present == 0) return logits;
+    const bool pen = s->count && s->n_present > 0;
+    if (!pen && s->n_bias == 0) return logits;
     memcpy(s->adjusted, logits, (size_t)s->vocab * sizeof *logits);
-    for (int k = 0; k < s->n_present; k++) {
+    for (int k = 0; k < s->n_bias; k++) {
+        const float l = s->adjusted[s->bias_id[k]] + s->bias[k];
+        s->adjusted[s->bias_id[k]] = isfinite(l) ? l : l > 0.0f ? FLT_MAX : -FLT_MAX;
+    }
+    for (int k = 0; pen && k < s->n_present; k++) {
         const int t = s->present[k];
         float l = s->adjusted[t];
         l = l > 0.0f ? l / s->pen.repeat : l * s->pen.repeat;

@@ -3,6 +3,7 @@
  * are refused rather than ignored), and the JSON of responses, stream chunks, model lists and
  * errors. */
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -107,11 +108,39 @@ static bool parse_logprobs(const srv_api_ctx *c, const cJSON *o, bool chat, bool
         if (!get_bool(o, "echo", &p->echo, e)) return false;
     }
     p->top_logprobs = (int)top;
+    if (p->echo && stream)
+        return fail(e, 400, "echo", "'echo' is not supported with \"stream\": true");
     const char *what = p->logprobs ? "logprobs" : p->echo ? "echo" : NULL;
-    if (what && stream)
-        return fail(e, 400, what, "'%s' is not supported with \"stream\": true", what);
     if (what && !c->m->tok)
         return fail(e, 400, what, "'%s' needs the model's tokenizer, which it lacks", what);
+    return true;
+}
+
+/* logit_bias: {"token id": bias in [-100, 100], ...}, at most SRV_MAX_BIAS entries. */
+#define SRV_MAX_BIAS 1024
+static bool parse_bias(const srv_api_ctx *c, const cJSON *o, srv_params *p, srv_error *e) {
+    const cJSON *v = get(o, "logit_bias"), *b;
+    if (!v) return true;
+    if (!cJSON_IsObject(v) || cJSON_GetArraySize(v) > SRV_MAX_BIAS)
+        return fail(e, 400, "logit_bias", "'logit_bias' must be an object of at most %d token "
+                    "ids (as strings) to biases in [-100, 100]", SRV_MAX_BIAS);
+    const int n = cJSON_GetArraySize(v);
+    if (n == 0) return true;
+    p->bias_id = bl_malloc_array((size_t)n, sizeof *p->bias_id);
+    p->bias = bl_malloc_array((size_t)n, sizeof *p->bias);
+    if (!p->bias_id || !p->bias) return fail(e, 500, NULL, "out of memory");
+    cJSON_ArrayForEach(b, v) {
+        char *end;
+        const long id = strtol(b->string, &end, 10);
+        if (!isdigit((unsigned char)b->string[0]) || *end || id < 0 || id >= c->m->cfg.vocab_size)
+            return fail(e, 400, "logit_bias", "'logit_bias' key '%.40s' is not a token id in "
+                        "[0, %d)", b->string, c->m->cfg.vocab_size);
+        if (!cJSON_IsNumber(b) || !(b->valuedouble >= -100 && b->valuedouble <= 100))
+            return fail(e, 400, "logit_bias", "'logit_bias' of token %ld must be a number in "
+                        "[-100, 100]", id);
+        p->bias_id[p->n_bias] = (int32_t)id;
+        p->bias[p->n_bias++] = (float)b->valuedouble;
+    }
     return true;
 }
 
@@ -289,7 +318,8 @@ bool srv_parse_request(const srv_api_ctx *c, const char *body, size_t len, bool 
          get_num(o, "repeat_penalty", 0, 100, true, &repeat, e) &&
          get_int(o, "repeat_last_n", -1, 1e9, &last_n, e) &&
          get_int(o, "seed", -9.2e18, 9.2e18, &seed, e) &&
-         get_bool(o, "ignore_eos", &p->ignore_eos, e) && parse_stop(o, p, e);
+         get_bool(o, "ignore_eos", &p->ignore_eos, e) && parse_stop(o, p, e) &&
+         parse_bias(c, o, p, e);
     const cJSON *so = get(o, "stream_options");
     if (ok && so && !cJSON_IsObject(so))
         ok = fail(e, 400, "stream_options", "'stream_options' must be an object");
@@ -456,7 +486,8 @@ static cJSON *completion_logprobs(const srv_lp_view *v) {
         if (!ok) break;
         cJSON_AddItemToArray(toks, cJSON_CreateString(t.text));
         free(t.text);
-        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(base + at)));
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(v->offset ? v->offset[i]
+                                                                        : base + at)));
         size_t k = 0;
         const char *piece = bl_detok_push(&d, l->id, &k);
         at += chars(piece, k);
@@ -542,7 +573,8 @@ char *srv_completion_json(const srv_reply *r, const char *text, const char *fini
     return print(o);
 }
 
-char *srv_chunk_json(const srv_reply *r, const char *text, bool role, const char *finish) {
+char *srv_chunk_json(const srv_reply *r, const char *text, bool role, const char *finish,
+                     const srv_lp_view *lp) {
     cJSON *choice, *o = envelope(r, r->chat ? "chat.completion.chunk" : "text_completion",
                                  &choice);
     if (r->chat) {
@@ -552,7 +584,12 @@ char *srv_chunk_json(const srv_reply *r, const char *text, bool role, const char
     } else {
         cJSON_AddStringToObject(choice, "text", text ? text : "");
     }
-    add_finish(choice, finish, NULL);
+    cJSON *lpo = NULL;
+    if (lp && !(lpo = r->chat ? chat_logprobs(lp) : completion_logprobs(lp))) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    add_finish(choice, finish, lpo);
     return print(o);
 }
 

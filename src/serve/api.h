@@ -44,15 +44,18 @@ char *srv_error_json(const srv_error *e);
 typedef struct {
     const srv_logprob *lps;
     int n, n_prompt;
-    size_t echo_chars; /* characters of the echoed prompt text */
+    size_t echo_chars;    /* characters of the echoed prompt text */
+    const size_t *offset; /* NULL, or each entry's text_offset as given (a stream's) */
     const bl_tokenizer *tok;
 } srv_lp_view;
 /* The whole answer; lp NULL: "logprobs": null. */
 char *srv_completion_json(const srv_reply *r, const char *text, const char *finish,
                           srv_usage u, const srv_lp_view *lp);
 /* A stream chunk: text (NULL: none; chat: the delta's content), role (chat: the first chunk's
- * "role": "assistant"), finish (NULL until the last). */
-char *srv_chunk_json(const srv_reply *r, const char *text, bool role, const char *finish);
+ * "role": "assistant"), finish (NULL until the last), the log-probabilities of its token (NULL:
+ * "logprobs": null). */
+char *srv_chunk_json(const srv_reply *r, const char *text, bool role, const char *finish,
+                     const srv_lp_view *lp);
 char *srv_usage_chunk_json(const srv_reply *r, srv_usage u);
 char *srv_models_json(const char *model, long created);
 

@@ -41,8 +41,8 @@ struct srv_req {
     int n_gen;
     bl_sampler smp;
     bl_detok detok;         /* token ids -> valid UTF-8 */
-    srv_logprob *lps;       /* p.logprobs: one per scored token (read by the client once done) */
-    int n_lps, cap_lps;
+    srv_logprob cur;        /* p.logprobs: the sampled token's, passed on with its piece */
+    bool has_cur;
     srv_str gen;            /* the text generated so far */
     size_t emitted;         /* bytes of gen passed on */
     double t_start;
@@ -51,6 +51,8 @@ struct srv_req {
     srv_str out;            /* text not yet taken by the client */
     size_t *ends;           /* where each token's piece of it ends (one piece per token) */
     int n_ends, cap_ends;
+    srv_logprob *lps;       /* p.logprobs: the scored prompt tokens', then one per piece */
+    int n_lps, cap_lps;
     bool done, cancel, admitted;
     int n_out;              /* tokens generated, as the client sees them */
     const char *finish;
@@ -102,6 +104,8 @@ static void logf_(srv_engine *e, const char *fmt, ...) {
 void srv_params_free(srv_params *p) {
     free(p->prompt);
     free(p->text);
+    free(p->bias_id);
+    free(p->bias);
     for (int i = 0; i < p->n_stop; i++) free(p->stop[i]);
     memset(p, 0, sizeof *p);
 }
@@ -137,13 +141,56 @@ static size_t *tk_grow_ends(srv_req *r) {
     return r->ends;
 }
 
+/* The log-probability of tok under logits (NULL: a prompt's first token, none) and its
+ * p.top_logprobs alternatives. */
+static void logprob_of(const srv_req *r, const float *logits, int V, int32_t tok,
+                       srv_logprob *l) {
+    l->id = tok;
+    l->lp = NAN;
+    l->n_top = 0;
+    if (!logits) return;
+    float mx;
+    double log_sum;
+    bl_log_softmax_norm(logits, V, &mx, &log_sum); /* bl_log_prob's arithmetic */
+    l->lp = (float)((double)logits[tok] - mx - log_sum);
+    const int k = r->p.top_logprobs;
+    for (int v = 0; v < V; v++) { /* insertion into the k best, by logit then id */
+        int at = l->n_top;
+        while (at > 0 && logits[v] > logits[l->top_id[at - 1]]) at--;
+        if (at >= k) continue;
+        const int last = l->n_top < k ? l->n_top : k - 1;
+        memmove(l->top_id + at + 1, l->top_id + at, (size_t)(last - at) * sizeof *l->top_id);
+        l->top_id[at] = v;
+        if (l->n_top < k) l->n_top++;
+    }
+    for (int i = 0; i < l->n_top; i++)
+        l->top_lp[i] = (float)((double)logits[l->top_id[i]] - mx - log_sum);
+}
+
+/* Appends an entry to r's log-probabilities (e->mu held); false when out of memory. */
+static bool push_logprob_locked(srv_req *r, const srv_logprob *l) {
+    if (r->n_lps == r->cap_lps) {
+        const int cap = r->cap_lps ? 2 * r->cap_lps : 64;
+        srv_logprob *p = realloc(r->lps, (size_t)cap * sizeof *p);
+        if (!p) return false;
+        r->lps = p;
+        r->cap_lps = cap;
+    }
+    r->lps[r->n_lps++] = *l;
+    return true;
+}
+
 /* Passes text gen[emitted..upto) on into the shared output as one piece (possibly empty: a
- * token whose text is held back still has its piece, so a stream sends one event per token).
+ * token whose text is held back still has its piece, so a stream sends one event per token),
+ * with the token's log-probability when it has one (in the same step, so a client that takes
+ * both sees one entry per piece).
  * gen holds whole characters only (bl_detok), and a held-back stop-string prefix starts at a
  * character, so every piece is valid UTF-8. */
 static bool emit(srv_engine *e, srv_req *r, size_t upto) {
     pthread_mutex_lock(&e->mu);
-    bool ok = tk_grow_ends(r) && srv_str_put(&r->out, r->gen.p + r->emitted, upto - r->emitted);
+    bool ok = tk_grow_ends(r) && srv_str_put(&r->out, r->gen.p + r->emitted, upto - r->emitted) &&
+              (!r->has_cur || push_logprob_locked(r, &r->cur));
+    r->has_cur = false;
     if (ok) r->ends[r->n_ends++] = r->out.n;
     r->emitted = upto;
     r->n_out = r->n_gen;
@@ -193,40 +240,6 @@ static void finish(srv_engine *e, srv_req *r, const char *why, const char *error
           copied ? ", copied from a running request" : "", n_gen, secs);
 }
 
-/* Appends the log-probability of tok under logits (NULL: a prompt's first token, none) and its
- * p.top_logprobs alternatives; false when out of memory. */
-static bool record_logprob(srv_req *r, const float *logits, int V, int32_t tok) {
-    if (r->n_lps == r->cap_lps) {
-        const int cap = r->cap_lps ? 2 * r->cap_lps : 64;
-        srv_logprob *p = realloc(r->lps, (size_t)cap * sizeof *p);
-        if (!p) return false;
-        r->lps = p;
-        r->cap_lps = cap;
-    }
-    srv_logprob *l = &r->lps[r->n_lps++];
-    l->id = tok;
-    l->lp = NAN;
-    l->n_top = 0;
-    if (!logits) return true;
-    float mx;
-    double log_sum;
-    bl_log_softmax_norm(logits, V, &mx, &log_sum); /* bl_log_prob's arithmetic */
-    l->lp = (float)((double)logits[tok] - mx - log_sum);
-    const int k = r->p.top_logprobs;
-    for (int v = 0; v < V; v++) { /* insertion into the k best, by logit then id */
-        int at = l->n_top;
-        while (at > 0 && logits[v] > logits[l->top_id[at - 1]]) at--;
-        if (at >= k) continue;
-        const int last = l->n_top < k ? l->n_top : k - 1;
-        memmove(l->top_id + at + 1, l->top_id + at, (size_t)(last - at) * sizeof *l->top_id);
-        l->top_id[at] = v;
-        if (l->n_top < k) l->n_top++;
-    }
-    for (int i = 0; i < l->n_top; i++)
-        l->top_lp[i] = (float)((double)logits[l->top_id[i]] - mx - log_sum);
-    return true;
-}
-
 static bool is_stop_id(const srv_req *r, int32_t tok) {
     for (int i = 0; i < r->p.n_stop_ids; i++)
         if (r->p.stop_ids[i] == tok) return true;
@@ -240,8 +253,10 @@ static void accept_token(srv_engine *e, srv_req *r, int32_t tok) {
         return;
     }
     if (!r->p.ignore_eos && is_stop_id(r, tok)) {
-        /* what is still held back goes out as a last piece */
-        const bool ok = end_text(r) && (r->gen.n == r->emitted || emit(e, r, r->gen.n));
+        /* what is still held back goes out as a last piece (with logprobs, always: the
+         * end-of-sequence token's entry rides on it) */
+        const bool ok = end_text(r) && ((r->gen.n == r->emitted && !r->has_cur) ||
+                                        emit(e, r, r->gen.n));
         if (ok) finish(e, r, "stop", NULL);
         else finish(e, r, NULL, "out of memory");
         return;
@@ -347,6 +362,7 @@ static void admit_locked(srv_engine *e) {
                             r->p.seed, &err) ||
             bl_sampler_set_filters(&r->smp, r->p.top_k, r->p.min_p, &err) ||
             bl_sampler_set_penalties(&r->smp, &r->p.pen, &err) ||
+            bl_sampler_set_bias(&r->smp, r->p.bias_id, r->p.bias, r->p.n_bias, &err) ||
             (e->m->tok && bl_detok_init(&r->detok, e->m->tok, &err))) {
             r->done = true;
             snprintf(r->error, sizeof r->error, "%.200s", err.msg);
@@ -358,7 +374,9 @@ static void admit_locked(srv_engine *e) {
         if (r->p.echo && r->p.logprobs) { /* every prompt token's logits are needed: run them all */
             reuse = 0;
             src = -1;
-            if (!record_logprob(r, NULL, e->m->cfg.vocab_size, r->p.prompt[0])) {
+            srv_logprob first;
+            logprob_of(r, NULL, e->m->cfg.vocab_size, r->p.prompt[0], &first);
+            if (!push_logprob_locked(r, &first)) {
                 r->done = true;
                 snprintf(r->error, sizeof r->error, "out of memory");
                 pthread_cond_broadcast(&r->cond);
@@ -457,9 +475,13 @@ static void step(srv_engine *e) {
         if (r->fed < r->p.n_prompt) {
             bool ok = true;
             for (int j = 0; ok && e->seqs[k].all_logits && j < e->seqs[k].n; j++)
-                if (r->fed + j + 1 < r->p.n_prompt) /* row j predicts the prompt's next token */
-                    ok = record_logprob(r, e->plogits + (size_t)j * V, V,
-                                        r->p.prompt[r->fed + j + 1]);
+                if (r->fed + j + 1 < r->p.n_prompt) { /* row j predicts the next prompt token */
+                    srv_logprob l;
+                    logprob_of(r, e->plogits + (size_t)j * V, V, r->p.prompt[r->fed + j + 1], &l);
+                    pthread_mutex_lock(&e->mu);
+                    ok = push_logprob_locked(r, &l);
+                    pthread_mutex_unlock(&e->mu);
+                }
             r->fed += e->seqs[k].n;
             if (!ok) {
                 finish(e, r, NULL, "out of memory");
@@ -471,9 +493,11 @@ static void step(srv_engine *e) {
             }
         }
         if (!lg[k]) continue;
-        if (r->p.logprobs && tok[k] >= 0 && !record_logprob(r, lg[k], V, tok[k]))
-            finish(e, r, NULL, "out of memory");
-        else accept_token(e, r, tok[k]);
+        if (r->p.logprobs && tok[k] >= 0) { /* passed on with the token's piece */
+            logprob_of(r, lg[k], V, tok[k], &r->cur);
+            r->has_cur = true;
+        }
+        accept_token(e, r, tok[k]);
     }
 }
 
@@ -642,6 +666,20 @@ void srv_wait(srv_engine *e, srv_req *r, int timeout_ms, srv_str *text, srv_piec
             text->n = base;
         }
     }
+    if (taken && pieces && pieces->want_logprobs && r->n_lps) { /* moved with their pieces */
+        srv_logprob *l = realloc(pieces->lps, ((size_t)pieces->n_lps + (size_t)r->n_lps) *
+                                                  sizeof *l);
+        if (l) {
+            memcpy(l + pieces->n_lps, r->lps, (size_t)r->n_lps * sizeof *l);
+            pieces->lps = l;
+            pieces->n_lps += r->n_lps;
+            r->n_lps = 0;
+        } else {
+            taken = false;
+            text->n = base;
+            pieces->n -= r->n_ends;
+        }
+    }
     if (taken) {
         r->out.n = 0;
         r->n_ends = 0;
@@ -664,12 +702,10 @@ void srv_cancel(srv_engine *e, srv_req *r) {
 
 void srv_take_logprobs(srv_engine *e, srv_req *r, srv_logprob **out, int *n) {
     pthread_mutex_lock(&e->mu);
-    *out = r->done ? r->lps : NULL;
-    *n = r->done ? r->n_lps : 0;
-    if (r->done) {
-        r->lps = NULL;
-        r->n_lps = r->cap_lps = 0;
-    }
+    *out = r->lps;
+    *n = r->n_lps;
+    r->lps = NULL;
+    r->n_lps = r->cap_lps = 0;
     pthread_mutex_unlock(&e->mu);
 }
 

@@ -106,7 +106,8 @@ typedef struct {
     bl_server *s;
     srv_req *req;
     srv_reply reply;
-    bool include_usage, started, finished;
+    bool include_usage, started, finished, logprobs;
+    size_t chars; /* characters streamed so far (text_offset) */
     int fd;
     srv_str pending; /* formatted events not yet written */
     size_t off;
@@ -129,26 +130,32 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
         bool ok = true;
         if (!st->started) { /* chat streams open with the assistant role */
             st->started = true;
-            if (st->reply.chat) ok = add_event(st, srv_chunk_json(&st->reply, "", true, NULL));
+            if (st->reply.chat)
+                ok = add_event(st, srv_chunk_json(&st->reply, "", true, NULL, NULL));
         } else {
             srv_str text = {0};
-            srv_pieces pieces = {0};
+            srv_pieces pieces = {.want_logprobs = st->logprobs};
             srv_status ss;
             srv_wait(e, st->req, WAIT_MS, &text, &pieces, &ss);
-            /* one event per token, as OpenAI streams */
+            /* one event per token, as OpenAI streams, with its log-probabilities when asked */
             size_t at = 0;
             for (int i = 0; ok && i < pieces.n; at = pieces.ends[i++]) {
                 const char saved = text.p[pieces.ends[i]];
                 text.p[pieces.ends[i]] = 0;
-                ok = add_event(st, srv_chunk_json(&st->reply, text.p + at, false, NULL));
+                const srv_lp_view lp = {.lps = pieces.lps + i, .n = 1, .offset = &st->chars,
+                                        .tok = st->s->m->tok};
+                ok = add_event(st, srv_chunk_json(&st->reply, text.p + at, false, NULL,
+                                                  i < pieces.n_lps ? &lp : NULL));
+                for (const char *p = text.p + at; *p; p++) st->chars += (*p & 0xC0) != 0x80;
                 text.p[pieces.ends[i]] = saved;
             }
             const bool got = pieces.n > 0;
             free(pieces.ends);
+            free(pieces.lps);
             srv_str_free(&text);
             if (ok && ss.done) {
                 if (ss.finish) {
-                    ok = add_event(st, srv_chunk_json(&st->reply, NULL, false, ss.finish));
+                    ok = add_event(st, srv_chunk_json(&st->reply, NULL, false, ss.finish, NULL));
                     if (ok && st->include_usage)
                         ok = add_event(st, srv_usage_chunk_json(&st->reply, ss.usage));
                 } else {
@@ -240,7 +247,8 @@ static enum MHD_Result generate(bl_server *s, struct MHD_Connection *c, conn_t *
             free(st);
             return answer_error(c, 500, NULL, NULL, NULL, "out of memory");
         }
-        *st = (stream_t){.s = s, .req = req, .include_usage = include_usage, .fd = fd};
+        *st = (stream_t){.s = s, .req = req, .include_usage = include_usage, .fd = fd,
+                         .logprobs = logprobs};
         new_reply(s, chat, &st->reply);
         MHD_add_response_header(r, "Content-Type", "text/event-stream");
         MHD_add_response_header(r, "Cache-Control", "no-cache");

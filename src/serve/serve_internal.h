@@ -44,6 +44,9 @@ typedef struct {
     bool echo;        /* the prompt before the text; with logprobs, its tokens scored too (no
                        * prompt cache then) */
     char *text;       /* echo of a prompt given as a string: that string (owned) */
+    int n_bias;       /* logit_bias: token ids and biases (owned) */
+    int32_t *bias_id;
+    float *bias;
 } srv_params;
 
 /* A token's log-probability under the model (log-softmax of the raw logits: before penalties,
@@ -95,19 +98,24 @@ typedef struct {
     char error[256];     /* why it failed */
     srv_usage usage;
 } srv_status;
-/* Where the pieces of taken text end (offsets into the text they were appended to). */
+/* Where the pieces of taken text end (offsets into the text they were appended to); with
+ * want_logprobs, the log-probabilities that came with them (p.logprobs: one per piece). */
 typedef struct {
     size_t *ends;
     int n;
+    bool want_logprobs;
+    srv_logprob *lps;
+    int n_lps;
 } srv_pieces;
 /* Waits up to timeout_ms for new text or the end; appends the new text (valid UTF-8) to *text
  * and, when pieces is given, the end of each token's piece of it (one per generated token, plus
- * one for text flushed after a stop token); fills st. */
+ * one for text flushed after a stop token, or, with logprobs, for the end-of-sequence token);
+ * fills st. */
 void srv_wait(srv_engine *e, srv_req *r, int timeout_ms, srv_str *text, srv_pieces *pieces,
               srv_status *st);
 /* The client went away: the scheduler frees the request's slot at its next step. */
 void srv_cancel(srv_engine *e, srv_req *r);
-/* The log-probabilities of a request that is done (p.logprobs): with echo, one per prompt token
+/* The log-probabilities of a request (p.logprobs) not yet taken: with echo, one per prompt token
  * (the first without one), then one per sampled token, the one that ended the text (EOS)
  * included. Moved to the caller (free()); *n = 0 when none. */
 void srv_take_logprobs(srv_engine *e, srv_req *r, srv_logprob **out, int *n);
