@@ -160,6 +160,12 @@ assert l[\"token_logprobs\"][0]<p[\"token_logprobs\"][0]
 bad400 "400 logit_bias key not a token id" /v1/completions '{"prompt":"a","logit_bias":{"x1":5}}' logit_bias
 bad400 "400 logit_bias above 100" /v1/completions '{"prompt":"a","logit_bias":{"5":100.5}}' logit_bias
 bad400 "400 logit_bias not an object" /v1/completions '{"prompt":"a","logit_bias":[5]}' logit_bias
+# what would change the answer and is not implemented is refused, not ignored; neutral values pass
+bad400 "400 llama.cpp's grammar" /v1/completions '{"prompt":"a","grammar":"root ::= \"x\""}' grammar
+bad400 "400 typical_p below 1" /v1/completions '{"prompt":"a","typical_p":0.9}' typical_p
+bad400 "400 legacy functions" /v1/chat/completions '{"messages":[{"role":"user","content":"a"}],"functions":[{"name":"f"}]}' functions
+r=$(post /v1/completions '{"prompt":"a","max_tokens":1,"typical_p":1,"mirostat":0,"grammar":""}')
+check "neutral values of the refused extensions are accepted" 'jt "$r" "d[\"usage\"][\"completion_tokens\"]==1"'
 bad400 "400 logprobs above 20" /v1/completions '{"prompt":"a","logprobs":21}' logprobs
 bad400 "400 max_tokens 0 without echo" /v1/completions '{"prompt":"a","max_tokens":0}' max_tokens
 bad400 "400 top_logprobs without logprobs (chat)" /v1/chat/completions '{"messages":[{"role":"user","content":"a"}],"top_logprobs":2}' top_logprobs

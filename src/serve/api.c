@@ -81,6 +81,29 @@ static bool refuse_unsupported(const cJSON *o, srv_error *e) {
             return fail(e, 400, "response_format", "only response_format {\"type\": \"text\"} is "
                         "supported");
     }
+    /* OpenAI's legacy function calling, and the sampling and constraint extensions of llama.cpp's
+     * server that a client moving from it may send: refused unless at their neutral value */
+    static const struct {
+        const char *key;
+        double neutral; /* NAN: no value is neutral but an empty one (null, "", [] or {}) */
+    } ext[] = {
+        {"functions", NAN},     {"function_call", NAN},  {"grammar", NAN},
+        {"json_schema", NAN},   {"typical_p", 1},        {"tfs_z", 1},
+        {"mirostat", 0},        {"dynatemp_range", 0},   {"xtc_probability", 0},
+        {"dry_multiplier", 0},  {"n_probs", 0},          {"top_n_sigma", -1},
+    };
+    for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++) {
+        if (!(v = get(o, ext[i].key))) continue;
+        const bool neutral =
+            isnan(ext[i].neutral)
+                ? (cJSON_IsString(v) && !v->valuestring[0]) ||
+                      ((cJSON_IsArray(v) || cJSON_IsObject(v)) && cJSON_GetArraySize(v) == 0) ||
+                      (!strcmp(ext[i].key, "function_call") && cJSON_IsString(v) &&
+                       !strcmp(v->valuestring, "none"))
+                : cJSON_IsNumber(v) && v->valuedouble == ext[i].neutral;
+        if (!neutral)
+            return fail(e, 400, ext[i].key, "'%s' is not supported", ext[i].key);
+    }
     return true;
 }
 
