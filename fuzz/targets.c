@@ -247,9 +247,9 @@ bl_status bl_fuzz_request(const uint8_t *data, size_t size, bl_err *err) {
     const char *body = (const char *)data + 1;
     if (!srv_parse_request(&c, body, size - 1, data[0] & 1, &r, &e))
         return bl_fail(err, BL_ERR_ARG, "HTTP %d: %s", e.status, e.message);
-    (void)srv_find_stop(body, size - 1, 0, r.p.stop, r.p.n_stop);
-    (void)srv_stop_hold(body, size - 1, r.p.stop, r.p.n_stop);
-    srv_params_free(&r.p);
+    (void)srv_find_stop(body, size - 1, 0, r.choice[0].stop, r.choice[0].n_stop);
+    (void)srv_stop_hold(body, size - 1, r.choice[0].stop, r.choice[0].n_stop);
+    srv_api_req_free(&r);
     return BL_OK;
 }
 

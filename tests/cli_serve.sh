@@ -170,6 +170,26 @@ bad400 "400 logprobs above 20" /v1/completions '{"prompt":"a","logprobs":21}' lo
 bad400 "400 max_tokens 0 without echo" /v1/completions '{"prompt":"a","max_tokens":0}' max_tokens
 bad400 "400 top_logprobs without logprobs (chat)" /v1/chat/completions '{"messages":[{"role":"user","content":"a"}],"top_logprobs":2}' top_logprobs
 bad400 "400 echo in a chat completion" /v1/chat/completions '{"messages":[{"role":"user","content":"a"}],"echo":true}' echo
+# several prompts in one request, and n samples of one: each choice is what its own request
+# gives (the j-th sample of a prompt with seed + j), in OpenAI's order, usage counting a prompt once
+r=$(post /v1/completions '{"prompt":["Once upon a time",[1,403,407],"The cat sat"],"max_tokens":8,"temperature":0}')
+ok3=0; ptok=0
+for i in 0 1 2; do
+  pi=$(python3 -c "import json;print(json.dumps(['Once upon a time',[1,403,407],'The cat sat'][$i]))")
+  one=$(post /v1/completions "{\"prompt\":$pi,\"max_tokens\":8,\"temperature\":0}")
+  [ "$(jf "$r" "d['choices'][$i]['text']")" = "$(jf "$one" "d['choices'][0]['text']")" ] && [ "$(jf "$r" "d['choices'][$i]['index']")" = $i ] && ok3=$((ok3 + 1))
+  ptok=$((ptok + $(jf "$one" "d['usage']['prompt_tokens']")))
+done
+check "3 prompts in one request: each choice equals its prompt's own request" '[ "$ok3" = 3 ] && jt "$r" "d[\"usage\"][\"completion_tokens\"]==24 and d[\"usage\"][\"prompt_tokens\"]==$ptok"'
+r=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":12,"temperature":1,"n":3,"seed":40}')
+okn=0
+for j in 0 1 2; do
+  one=$(post /v1/completions "{\"prompt\":\"Once upon a time\",\"max_tokens\":12,\"temperature\":1,\"seed\":$((40 + j))}")
+  [ -n "$(jf "$one" "d['choices'][0]['text']")" ] && [ "$(jf "$r" "d['choices'][$j]['text']")" = "$(jf "$one" "d['choices'][0]['text']")" ] && okn=$((okn + 1))
+done
+check "n = 3 with seed 40: the samples of seeds 40, 41, 42, not all alike, prompt counted once" '[ "$okn" = 3 ] && jt "$r" "len(set(c[\"text\"] for c in d[\"choices\"]))>1 and d[\"usage\"][\"prompt_tokens\"]==5 and d[\"usage\"][\"completion_tokens\"]==36"'
+r=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"Tell me a story."}],"max_tokens":5,"n":2,"seed":3,"logprobs":true}')
+check "chat n = 2: two messages, each with its logprobs" 'jt "$r" "len(d[\"choices\"])==2 and [c[\"index\"] for c in d[\"choices\"]]==[0,1] and all(len(c[\"logprobs\"][\"content\"])==5 and c[\"message\"][\"role\"]==\"assistant\" for c in d[\"choices\"])"'
 post /v1/completions '{"prompt":"Once upon a time","max_tokens":24,"temperature":0,"stream":true}' > "$tmp/s1"
 gtext=$(jf "$want24" 'd["text"]')
 check "streamed completion: one SSE event per token, [DONE], same text" 'python3 -c "
@@ -216,12 +236,13 @@ bad400 "400 top_k below 0" /v1/completions '{"prompt":"a","top_k":-1}' top_k
 bad400 "400 min_p above 1" /v1/completions '{"prompt":"a","min_p":1.5}' min_p
 bad400 "400 presence_penalty outside [-2, 2]" /v1/completions '{"prompt":"a","presence_penalty":2.5}' presence_penalty
 bad400 "400 repeat_penalty 0" /v1/completions '{"prompt":"a","repeat_penalty":0}' repeat_penalty
-bad400 "400 n != 1" /v1/completions '{"prompt":"a","n":2}' n
+bad400 "400 n = 0" /v1/completions '{"prompt":"a","n":0}' n
+bad400 "400 more than 16 choices (3 prompts, n = 6)" /v1/completions '{"prompt":["a","b","c"],"n":6}' n
+bad400 "400 n > 1 in a stream" /v1/chat/completions '{"messages":[{"role":"user","content":"a"}],"n":2,"stream":true}' n
 r=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]}')
 check "400 template role error (llama2 alternation)" 'e400 "$r" messages && jf "$r" "d[\"error\"][\"message\"]" | grep -q alternate'
 bad400 "400 empty messages" /v1/chat/completions '{"messages":[]}' messages
-r=$(post /v1/completions '{"prompt":["a","b"]}')
-check "400 several prompts" 'e400 "$r" prompt && jf "$r" "d[\"error\"][\"message\"]" | grep -q "several prompts"'
+bad400 "400 several prompts in a stream" /v1/completions '{"prompt":["a","b"],"stream":true}' prompt
 r=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"a\u0000b"}]}')
 check "400 a NUL character (\\u0000) instead of a cut prompt" '[ "$(jf "$r" "d[\"error\"][\"type\"]")" = invalid_request_error ] && jf "$r" "d[\"error\"][\"message\"]" | grep -q "NUL character"'
 r=$(post /v1/completions '{"prompt":"a\\u0000b","max_tokens":1}')

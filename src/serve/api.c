@@ -69,8 +69,6 @@ static bool refuse_unsupported(const cJSON *o, srv_error *e) {
     const cJSON *v;
     if ((v = get(o, "best_of")) && !(cJSON_IsNumber(v) && v->valuedouble == 1))
         return fail(e, 400, "best_of", "'best_of' must be 1");
-    if ((v = get(o, "n")) && !(cJSON_IsNumber(v) && v->valuedouble == 1))
-        return fail(e, 400, "n", "only n = 1 is supported");
     if ((v = get(o, "tools")) && !(cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0))
         return fail(e, 400, "tools", "'tools' are not supported");
     if ((v = get(o, "suffix")) && !(cJSON_IsString(v) && !v->valuestring[0]))
@@ -196,11 +194,10 @@ static uint64_t fresh_seed(void) {
 }
 
 /* The completion prompt: a string, or token ids, or a one-element array of either. */
-static bool completion_prompt(const srv_api_ctx *c, const cJSON *o, srv_params *p,
-                              srv_error *e) {
-    const cJSON *v = get(o, "prompt");
-    if (cJSON_IsArray(v) && cJSON_GetArraySize(v) == 1 && !cJSON_IsNumber(cJSON_GetArrayItem(v, 0)))
-        v = cJSON_GetArrayItem(v, 0);
+/* One completion prompt, a string or an array of token ids, into ids (and, for echo, the string
+ * as given into *text). */
+static bool one_prompt(const srv_api_ctx *c, const cJSON *v, bool echo, int32_t **ids, int *n_ids,
+                       char **text, srv_error *e) {
     if (cJSON_IsString(v)) {
         if (!c->m->tok)
             return fail(e, 400, "prompt", "the model has no tokenizer; give token ids");
@@ -208,21 +205,18 @@ static bool completion_prompt(const srv_api_ctx *c, const cJSON *o, srv_params *
         bl_err err = {0};
         /* BOS as bitllm generate adds it, so both see the same tokens */
         if (bl_tokenizer_encode(c->m->tok, v->valuestring, strlen(v->valuestring),
-                                c->m->cfg.bos_id >= 0, &p->prompt, &n, &err))
+                                c->m->cfg.bos_id >= 0, ids, &n, &err))
             return fail(e, 400, "prompt", "cannot tokenize the prompt: %s", err.msg);
-        p->n_prompt = (int)(n > (size_t)INT32_MAX ? INT32_MAX : n);
-        if (p->echo && !(p->text = bl_strdup(v->valuestring))) /* echoed as given */
+        *n_ids = (int)(n > (size_t)INT32_MAX ? INT32_MAX : n);
+        if (echo && !(*text = bl_strdup(v->valuestring))) /* echoed as given */
             return fail(e, 500, NULL, "out of memory");
         return true;
     }
-    if (cJSON_IsArray(v) && cJSON_IsString(cJSON_GetArrayItem(v, 0)))
-        return fail(e, 400, "prompt", "several prompts in one request are not supported (n = 1): "
-                    "give one string or one array of token ids");
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
-        return fail(e, 400, "prompt", "'prompt' must be a string, an array of token ids, or a "
-                    "one-element array of either");
+        return fail(e, 400, "prompt", "'prompt' must be a string, an array of token ids, or an "
+                    "array of up to %d of either", SRV_MAX_CHOICES);
     const int n = cJSON_GetArraySize(v);
-    if (!(p->prompt = bl_malloc_array((size_t)n, sizeof *p->prompt)))
+    if (!(*ids = bl_malloc_array((size_t)n, sizeof **ids)))
         return fail(e, 500, NULL, "out of memory");
     const cJSON *t;
     cJSON_ArrayForEach(t, v) {
@@ -230,7 +224,36 @@ static bool completion_prompt(const srv_api_ctx *c, const cJSON *o, srv_params *
             t->valuedouble >= c->m->cfg.vocab_size)
             return fail(e, 400, "prompt", "token ids must be integers in [0, %d)",
                         c->m->cfg.vocab_size);
-        p->prompt[p->n_prompt++] = (int32_t)t->valuedouble;
+        (*ids)[(*n_ids)++] = (int32_t)t->valuedouble;
+    }
+    return true;
+}
+
+/* The completion prompts: one (a string or token ids) into p, or an array of several strings or
+ * id arrays: the first into p, the others' prompts (and texts) into more[0..*n_more). */
+static bool completion_prompt(const srv_api_ctx *c, const cJSON *o, srv_params *p,
+                              srv_params **more, int *n_more, srv_error *e) {
+    const cJSON *v = get(o, "prompt");
+    const cJSON *first = cJSON_GetArrayItem(v, 0);
+    if (!cJSON_IsArray(v) || !first || cJSON_IsNumber(first))
+        return one_prompt(c, v, p->echo, &p->prompt, &p->n_prompt, &p->text, e);
+    const int n = cJSON_GetArraySize(v);
+    if (n > SRV_MAX_CHOICES)
+        return fail(e, 400, "prompt", "at most %d prompts in one request, not %d",
+                    SRV_MAX_CHOICES, n);
+    if (n > 1 && !(*more = calloc((size_t)n - 1, sizeof **more)))
+        return fail(e, 500, NULL, "out of memory");
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v) {
+        srv_params *q = i == 0 ? p : &(*more)[i - 1];
+        if (i > 0) ++*n_more;
+        if (cJSON_IsNumber(it) ||
+            !one_prompt(c, it, p->echo, &q->prompt, &q->n_prompt, &q->text, e))
+            return cJSON_IsNumber(it) ? fail(e, 400, "prompt", "'prompt' mixes token ids with "
+                                             "prompts")
+                                      : false;
+        i++;
     }
     return true;
 }
@@ -305,7 +328,8 @@ bool srv_parse_request(const srv_api_ctx *c, const char *body, size_t len, bool 
                        srv_api_req *out, srv_error *e) {
     memset(out, 0, sizeof *out);
     out->chat = chat;
-    srv_params *p = &out->p;
+    srv_params tmpl = {0}, *p = &tmpl, *more = NULL; /* the first prompt's, the others' */
+    int n_more = 0;
     size_t bad_at = 0;
     cJSON *o = bl_json_parse(body, len, &bad_at);
     bool ok = true;
@@ -320,7 +344,7 @@ bool srv_parse_request(const srv_api_ctx *c, const char *body, size_t len, bool 
                        "error at byte %zu)", bad_at);
         goto done;
     }
-    long long max_tokens = -1, seed = 0;
+    long long max_tokens = -1, seed = 0, n_per = 1;
     const bl_penalties off = BL_PENALTIES_OFF;
     double temperature = 1.0, top_p = 1.0, min_p = 0.0, presence = off.presence,
            frequency = off.frequency, repeat = off.repeat;
@@ -341,6 +365,7 @@ bool srv_parse_request(const srv_api_ctx *c, const char *body, size_t len, bool 
          get_num(o, "repeat_penalty", 0, 100, true, &repeat, e) &&
          get_int(o, "repeat_last_n", -1, 1e9, &last_n, e) &&
          get_int(o, "seed", -9.2e18, 9.2e18, &seed, e) &&
+         get_int(o, "n", 1, SRV_MAX_CHOICES, &n_per, e) &&
          get_bool(o, "ignore_eos", &p->ignore_eos, e) && parse_stop(o, p, e) &&
          parse_bias(c, o, p, e);
     const cJSON *so = get(o, "stream_options");
@@ -348,34 +373,77 @@ bool srv_parse_request(const srv_api_ctx *c, const char *body, size_t len, bool 
         ok = fail(e, 400, "stream_options", "'stream_options' must be an object");
     if (ok && so) ok = get_bool(so, "include_usage", &out->include_usage, e);
     if (!ok) goto done;
-    ok = chat ? chat_prompt(c, o, p, e) : completion_prompt(c, o, p, e);
+    ok = chat ? chat_prompt(c, o, p, e) : completion_prompt(c, o, p, &more, &n_more, e);
     if (!ok) goto done;
     if (!chat && c->m->cfg.eos_id >= 0) p->stop_ids[p->n_stop_ids++] = c->m->cfg.eos_id;
-    if (p->n_prompt == 0) {
-        ok = fail(e, 400, chat ? "messages" : "prompt", "the prompt is empty");
+    const int n_prompts = 1 + n_more;
+    for (int i = 0; i < n_prompts; i++) {
+        const int np = i ? more[i - 1].n_prompt : p->n_prompt;
+        const char *what = chat ? "messages" : "prompt";
+        char which[32] = "";
+        if (n_prompts > 1) snprintf(which, sizeof which, " %d", i);
+        if (np == 0) {
+            ok = fail(e, 400, what, "the prompt%s is empty", which);
+            goto done;
+        }
+        if (np >= c->ctx) {
+            ok = fail(e, 400, what, "the prompt%s is %d tokens but a sequence holds at most %d "
+                      "(--ctx %d), which leaves no room to generate", which, np, c->ctx, c->ctx);
+            e->code = "context_length_exceeded";
+            goto done;
+        }
+    }
+    if (n_prompts * n_per > SRV_MAX_CHOICES) {
+        ok = fail(e, 400, "n", "%d prompts × n = %lld choices; at most %d in one request",
+                  n_prompts, n_prompts * n_per, SRV_MAX_CHOICES);
         goto done;
     }
-    if (p->n_prompt >= c->ctx) {
-        ok = fail(e, 400, chat ? "messages" : "prompt", "the prompt is %d tokens but a sequence "
-                  "holds at most %d (--ctx %d), which leaves no room to generate", p->n_prompt,
-                  c->ctx, c->ctx);
-        e->code = "context_length_exceeded";
-        goto done;
-    }
-    /* OpenAI's defaults: 16 tokens for completions, as many as fit for chat */
-    const int room = c->ctx - p->n_prompt;
-    if (max_tokens < 0) max_tokens = chat ? room : 16;
-    p->max_tokens = (int)(max_tokens < room ? max_tokens : room);
     p->temperature = (float)temperature;
     p->top_p = (float)top_p;
     p->top_k = (int)top_k;
     p->min_p = (float)min_p;
     p->pen = (bl_penalties){(float)repeat, (float)presence, (float)frequency, (int)last_n};
     p->seed = has_seed ? (uint64_t)seed : fresh_seed();
+    /* every choice: prompt i in OpenAI's order (prompt by prompt, n each), seed + j for the j-th
+     * sample of a prompt, max_tokens clamped to what its prompt leaves (OpenAI's defaults: 16
+     * tokens for completions, as many as fit for chat) */
+    const int n_choices = n_prompts * (int)n_per;
+    if (out->stream && n_choices > 1) {
+        ok = fail(e, 400, n_per > 1 ? "n" : "prompt", "a stream carries one choice: n > 1 and "
+                  "several prompts need \"stream\": false");
+        goto done;
+    }
+    if (!(out->choice = calloc((size_t)n_choices, sizeof *out->choice))) {
+        ok = fail(e, 500, NULL, "out of memory");
+        goto done;
+    }
+    out->n_per_prompt = (int)n_per;
+    for (int i = 0; ok && i < n_prompts; i++)
+        for (int j = 0; ok && j < n_per; j++) {
+            const srv_params *src = i ? &more[i - 1] : p;
+            srv_params *dst = &out->choice[out->n_choices++];
+            if (!srv_params_copy(dst, p, src->prompt, src->n_prompt, src->text)) {
+                ok = fail(e, 500, NULL, "out of memory");
+                break;
+            }
+            const int room = c->ctx - dst->n_prompt;
+            const long long want = max_tokens >= 0 ? max_tokens : chat ? room : 16;
+            dst->max_tokens = (int)(want < room ? want : room);
+            dst->seed = p->seed + (uint64_t)j;
+        }
 done:
     cJSON_Delete(o);
-    if (!ok) srv_params_free(p);
+    srv_params_free(&tmpl);
+    for (int i = 0; i < n_more; i++) srv_params_free(&more[i]);
+    free(more);
+    if (!ok) srv_api_req_free(out);
     return ok;
+}
+
+void srv_api_req_free(srv_api_req *r) {
+    for (int i = 0; i < r->n_choices; i++) srv_params_free(&r->choice[i]);
+    free(r->choice);
+    memset(r, 0, sizeof *r);
 }
 
 /* ---- responses ---- */
@@ -576,22 +644,27 @@ static cJSON *chat_logprobs(const srv_lp_view *v) {
     return o;
 }
 
-char *srv_completion_json(const srv_reply *r, const char *text, const char *finish,
-                          srv_usage u, const srv_lp_view *lp) {
-    cJSON *choice, *o = envelope(r, r->chat ? "chat.completion" : "text_completion", &choice);
-    if (r->chat) {
-        cJSON *msg = cJSON_AddObjectToObject(choice, "message");
-        cJSON_AddStringToObject(msg, "role", "assistant");
-        cJSON_AddStringToObject(msg, "content", text);
-    } else {
-        cJSON_AddStringToObject(choice, "text", text);
+char *srv_completion_json(const srv_reply *r, const srv_choice_out *ch, int n, srv_usage u) {
+    cJSON *o = envelope(r, r->chat ? "chat.completion" : "text_completion", NULL);
+    cJSON *choices = cJSON_GetObjectItemCaseSensitive(o, "choices");
+    for (int i = 0; i < n; i++) {
+        cJSON *choice = cJSON_CreateObject();
+        cJSON_AddItemToArray(choices, choice);
+        cJSON_AddNumberToObject(choice, "index", i);
+        if (r->chat) {
+            cJSON *msg = cJSON_AddObjectToObject(choice, "message");
+            cJSON_AddStringToObject(msg, "role", "assistant");
+            cJSON_AddStringToObject(msg, "content", ch[i].text);
+        } else {
+            cJSON_AddStringToObject(choice, "text", ch[i].text);
+        }
+        cJSON *lpo = NULL;
+        if (ch[i].lp && !(lpo = r->chat ? chat_logprobs(ch[i].lp) : completion_logprobs(ch[i].lp))) {
+            cJSON_Delete(o);
+            return NULL;
+        }
+        add_finish(choice, ch[i].finish, lpo);
     }
-    cJSON *lpo = NULL;
-    if (lp && !(lpo = r->chat ? chat_logprobs(lp) : completion_logprobs(lp))) {
-        cJSON_Delete(o);
-        return NULL;
-    }
-    add_finish(choice, finish, lpo);
     cJSON_AddItemToObject(o, "usage", usage(u));
     return print(o);
 }

@@ -19,15 +19,20 @@ typedef struct {
     int ctx;
 } srv_api_ctx;
 
+/* A request: its choices' generation parameters in OpenAI's index order (each prompt of a
+ * completions request, n_per_prompt times: "n"). */
+#define SRV_MAX_CHOICES 16
 typedef struct {
     bool chat, stream, include_usage;
-    srv_params p;
+    srv_params *choice;
+    int n_choices, n_per_prompt;
 } srv_api_req;
 
 /* Parses a completion (chat = false) or chat completion body. On failure e is filled (400 with
- * the offending parameter) and out holds nothing to free. */
+ * the offending parameter) and out holds nothing to free; else srv_api_req_free frees it. */
 bool srv_parse_request(const srv_api_ctx *c, const char *body, size_t len, bool chat,
                        srv_api_req *out, srv_error *e);
+void srv_api_req_free(srv_api_req *r);
 
 /* The fixed part of every object of one reply. */
 typedef struct {
@@ -48,9 +53,13 @@ typedef struct {
     const size_t *offset; /* NULL, or each entry's text_offset as given (a stream's) */
     const bl_tokenizer *tok;
 } srv_lp_view;
-/* The whole answer; lp NULL: "logprobs": null. */
-char *srv_completion_json(const srv_reply *r, const char *text, const char *finish,
-                          srv_usage u, const srv_lp_view *lp);
+/* One choice of an answer: its text, finish reason and log-probabilities (NULL: null). */
+typedef struct {
+    const char *text, *finish;
+    const srv_lp_view *lp;
+} srv_choice_out;
+/* The whole answer: n choices (index = position) and the request's usage. */
+char *srv_completion_json(const srv_reply *r, const srv_choice_out *ch, int n, srv_usage u);
 /* A stream chunk: text (NULL: none; chat: the delta's content), role (chat: the first chunk's
  * "role": "assistant"), finish (NULL until the last), the log-probabilities of its token (NULL:
  * "logprobs": null). */

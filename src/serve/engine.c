@@ -110,6 +110,33 @@ void srv_params_free(srv_params *p) {
     memset(p, 0, sizeof *p);
 }
 
+bool srv_params_copy(srv_params *dst, const srv_params *src, const int32_t *ids, int n,
+                     const char *text) {
+    *dst = *src;
+    dst->prompt = NULL;
+    dst->text = NULL;
+    dst->bias_id = NULL;
+    dst->bias = NULL;
+    dst->n_stop = 0;
+    bool ok = (dst->prompt = bl_malloc_array((size_t)(n ? n : 1), sizeof *ids)) != NULL;
+    if (ok && n) memcpy(dst->prompt, ids, (size_t)n * sizeof *ids);
+    dst->n_prompt = n;
+    if (ok && text) ok = (dst->text = bl_strdup(text)) != NULL;
+    for (int i = 0; ok && i < src->n_stop; i++)
+        if ((ok = (dst->stop[i] = bl_strdup(src->stop[i])) != NULL)) dst->n_stop++;
+    if (ok && src->n_bias) {
+        dst->bias_id = bl_malloc_array((size_t)src->n_bias, sizeof *dst->bias_id);
+        dst->bias = bl_malloc_array((size_t)src->n_bias, sizeof *dst->bias);
+        ok = dst->bias_id && dst->bias;
+        if (ok) {
+            memcpy(dst->bias_id, src->bias_id, (size_t)src->n_bias * sizeof *dst->bias_id);
+            memcpy(dst->bias, src->bias, (size_t)src->n_bias * sizeof *dst->bias);
+        }
+    }
+    if (!ok) srv_params_free(dst);
+    return ok;
+}
+
 static void req_free(srv_req *r) {
     srv_params_free(&r->p);
     bl_sampler_free(&r->smp);

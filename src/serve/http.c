@@ -202,96 +202,146 @@ static void new_reply(bl_server *s, bool chat, srv_reply *r) {
              (unsigned long)atomic_fetch_add(&s->next_id, 1));
 }
 
+/* One choice of a request in flight: its engine request and what its answer adds to the text. */
+typedef struct {
+    srv_req *req;
+    char *echo; /* echo: the prompt's text, before the generated text */
+    size_t echo_n;
+    int n_scored; /* prompt tokens with log-probabilities (echo with logprobs) */
+    bool logprobs;
+} choice_t;
+
+static void drop_choices(bl_server *s, choice_t *ch, int n, bool cancel) {
+    for (int i = 0; i < n; i++) {
+        if (ch[i].req && cancel) srv_cancel(s->engine, ch[i].req);
+        if (ch[i].req) srv_release(s->engine, ch[i].req);
+        free(ch[i].echo);
+    }
+    free(ch);
+}
+
+/* Waits for every choice and answers with all of them (OpenAI's "choices", in index order). */
+static enum MHD_Result answer_choices(bl_server *s, struct MHD_Connection *c, bool chat,
+                                      choice_t *ch, int n, int n_per, int fd) {
+    srv_str *text = calloc((size_t)n, sizeof *text);
+    srv_status *ss = calloc((size_t)n, sizeof *ss);
+    srv_logprob **lps = calloc((size_t)n, sizeof *lps);
+    srv_lp_view *lp = calloc((size_t)n, sizeof *lp);
+    srv_choice_out *out = calloc((size_t)n, sizeof *out);
+    bool ok = text && ss && lps && lp && out;
+    for (int i = 0; ok && i < n; i++)
+        ok = !ch[i].echo || srv_str_put(&text[i], ch[i].echo, ch[i].echo_n);
+    for (int i = 0; ok && i < n; i++)
+        for (;;) {
+            srv_wait(s->engine, ch[i].req, WAIT_MS, &text[i], NULL, &ss[i]);
+            if (ss[i].done) break;
+            if (client_gone(fd)) {
+                for (int k = 0; k < n; k++) srv_str_free(&text[k]);
+                free(text), free(ss), free(lps), free(lp), free(out);
+                drop_choices(s, ch, n, true);
+                return MHD_NO; /* nobody to answer: close */
+            }
+        }
+    srv_usage total = {0};
+    int failed = -1;
+    for (int i = 0; ok && i < n; i++) {
+        size_t echo_chars = 0;
+        for (size_t k = 0; k < ch[i].echo_n; k++)
+            echo_chars += ((unsigned char)ch[i].echo[k] & 0xC0) != 0x80;
+        lp[i] = (srv_lp_view){.n_prompt = ch[i].n_scored, .echo_chars = echo_chars,
+                              .tok = s->m->tok};
+        if (ch[i].logprobs) srv_take_logprobs(s->engine, ch[i].req, &lps[i], &lp[i].n);
+        lp[i].lps = lps[i];
+        out[i] = (srv_choice_out){text[i].p ? text[i].p : "", ss[i].finish,
+                                  ch[i].logprobs ? &lp[i] : NULL};
+        if (!ss[i].finish && failed < 0) failed = i;
+        /* a prompt's tokens count once, however many samples it has */
+        if (i % n_per == 0) total.prompt += ss[i].usage.prompt, total.cached += ss[i].usage.cached;
+        total.completion += ss[i].usage.completion;
+    }
+    srv_reply reply;
+    new_reply(s, chat, &reply);
+    enum MHD_Result ret =
+        !ok ? answer_error(c, 500, NULL, NULL, NULL, "out of memory")
+        : failed < 0
+            ? answer(c, 200, srv_completion_json(&reply, out, n, total), NULL)
+            : answer_error(c, strstr(ss[failed].error, "shutting down") ? 503 : 500, NULL, NULL,
+                           NULL, "generation failed: %s", ss[failed].error);
+    for (int i = 0; i < n; i++) {
+        if (text) srv_str_free(&text[i]);
+        if (lps) free(lps[i]);
+    }
+    free(text), free(ss), free(lps), free(lp), free(out);
+    drop_choices(s, ch, n, false);
+    return ret;
+}
+
 static enum MHD_Result generate(bl_server *s, struct MHD_Connection *c, conn_t *cx, bool chat) {
     const srv_api_ctx api = {s->m, s->have_tmpl ? &s->tmpl : NULL, s->tmpl_error, s->o.ctx};
     srv_api_req ar;
     srv_error err;
     if (!srv_parse_request(&api, cx->body.p ? cx->body.p : "", cx->body.n, chat, &ar, &err))
         return answer(c, err.status, srv_error_json(&err), NULL);
-    srv_req *req = NULL;
-    const bool stream = ar.stream, include_usage = ar.include_usage, logprobs = ar.p.logprobs;
-    const int n_scored = ar.p.echo && ar.p.logprobs ? ar.p.n_prompt : 0;
-    char *echo = NULL; /* echo: the prompt's text, before the generated text */
-    size_t echo_n = 0;
-    bl_err derr = {0};
-    if (ar.p.text) { /* a string prompt echoes as given, token ids as they decode */
-        echo = ar.p.text;
-        echo_n = strlen(echo);
-        ar.p.text = NULL;
-    } else if (ar.p.echo && bl_tokenizer_decode(s->m->tok, ar.p.prompt, (size_t)ar.p.n_prompt,
-                                                &echo, &echo_n, &derr)) {
-        srv_params_free(&ar.p);
-        return answer_error(c, 500, NULL, NULL, NULL, "cannot decode the prompt: %s", derr.msg);
+    const bool stream = ar.stream, include_usage = ar.include_usage;
+    const int n = ar.n_choices, n_per = ar.n_per_prompt;
+    choice_t *ch = calloc((size_t)n, sizeof *ch);
+    if (!ch) {
+        srv_api_req_free(&ar);
+        return answer_error(c, 500, NULL, NULL, NULL, "out of memory");
     }
-    int rc = srv_submit(s->engine, &ar.p, &req);
-    srv_params_free(&ar.p);
-    if (rc != SRV_OK) free(echo);
-    if (rc == SRV_QUEUE_FULL)
-        return answer_error(c, 503, NULL, NULL, NULL, "the server is busy: %d requests running "
-                            "and %d waiting; retry later", s->o.parallel, s->o.queue);
-    if (rc == SRV_STOPPING)
-        return answer_error(c, 503, NULL, NULL, NULL, "the server is shutting down");
-    if (rc != SRV_OK) return answer_error(c, 500, NULL, NULL, NULL, "out of memory");
+    int rc = SRV_OK;
+    for (int i = 0; i < n && rc == SRV_OK; i++) {
+        srv_params *p = &ar.choice[i];
+        ch[i].logprobs = p->logprobs;
+        ch[i].n_scored = p->echo && p->logprobs ? p->n_prompt : 0;
+        bl_err derr = {0};
+        if (p->text) { /* a string prompt echoes as given, token ids as they decode */
+            ch[i].echo = p->text;
+            ch[i].echo_n = strlen(p->text);
+            p->text = NULL;
+        } else if (p->echo && bl_tokenizer_decode(s->m->tok, p->prompt, (size_t)p->n_prompt,
+                                                  &ch[i].echo, &ch[i].echo_n, &derr)) {
+            srv_api_req_free(&ar);
+            drop_choices(s, ch, n, true);
+            return answer_error(c, 500, NULL, NULL, NULL, "cannot decode the prompt: %s",
+                                derr.msg);
+        }
+        rc = srv_submit(s->engine, p, &ch[i].req);
+    }
+    srv_api_req_free(&ar);
+    if (rc != SRV_OK) {
+        drop_choices(s, ch, n, true);
+        if (rc == SRV_QUEUE_FULL)
+            return answer_error(c, 503, NULL, NULL, NULL, "the server is busy: %d requests "
+                                "running and %d waiting; retry later", s->o.parallel, s->o.queue);
+        if (rc == SRV_STOPPING)
+            return answer_error(c, 503, NULL, NULL, NULL, "the server is shutting down");
+        return answer_error(c, 500, NULL, NULL, NULL, "out of memory");
+    }
     cx->counted = true; /* a drain waits for this response to be sent */
     atomic_fetch_add(&s->inflight, 1);
     const int fd = conn_fd(c);
-    if (stream) {
-        stream_t *st = calloc(1, sizeof *st);
-        struct MHD_Response *r =
-            st ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, st,
-                                                   stream_free)
-               : NULL;
-        if (!r) {
-            srv_cancel(s->engine, req);
-            srv_release(s->engine, req);
-            free(st);
-            return answer_error(c, 500, NULL, NULL, NULL, "out of memory");
-        }
-        *st = (stream_t){.s = s, .req = req, .include_usage = include_usage, .fd = fd,
-                         .logprobs = logprobs};
-        new_reply(s, chat, &st->reply);
-        MHD_add_response_header(r, "Content-Type", "text/event-stream");
-        MHD_add_response_header(r, "Cache-Control", "no-cache");
-        enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
-        MHD_destroy_response(r);
-        return ret;
-    }
-    srv_str text = {0};
-    srv_status ss;
-    size_t echo_chars = 0;
-    for (size_t i = 0; i < echo_n; i++) echo_chars += ((unsigned char)echo[i] & 0xC0) != 0x80;
-    if (echo && !srv_str_put(&text, echo, echo_n)) {
-        free(echo);
-        srv_cancel(s->engine, req);
-        srv_release(s->engine, req);
+    if (!stream) return answer_choices(s, c, chat, ch, n, n_per, fd);
+    /* a stream has one choice (srv_parse_request refuses more) */
+    stream_t *st = calloc(1, sizeof *st);
+    struct MHD_Response *r =
+        st ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, st,
+                                               stream_free)
+           : NULL;
+    if (!r) {
+        drop_choices(s, ch, n, true);
+        free(st);
         return answer_error(c, 500, NULL, NULL, NULL, "out of memory");
     }
-    free(echo);
-    for (;;) {
-        srv_wait(s->engine, req, WAIT_MS, &text, NULL, &ss);
-        if (ss.done) break;
-        if (client_gone(fd)) {
-            srv_cancel(s->engine, req);
-            srv_release(s->engine, req);
-            srv_str_free(&text);
-            return MHD_NO; /* nobody to answer: close */
-        }
-    }
-    srv_lp_view lp = {.n_prompt = n_scored, .echo_chars = echo_chars, .tok = s->m->tok};
-    srv_logprob *lps = NULL;
-    if (logprobs) srv_take_logprobs(s->engine, req, &lps, &lp.n);
-    lp.lps = lps;
-    srv_release(s->engine, req);
-    srv_reply reply;
-    new_reply(s, chat, &reply);
-    enum MHD_Result ret =
-        ss.finish ? answer(c, 200, srv_completion_json(&reply, text.p ? text.p : "", ss.finish,
-                                                       ss.usage, logprobs ? &lp : NULL),
-                           NULL)
-                  : answer_error(c, strstr(ss.error, "shutting down") ? 503 : 500, NULL, NULL,
-                                 NULL, "generation failed: %s", ss.error);
-    free(lps);
-    srv_str_free(&text);
+    *st = (stream_t){.s = s, .req = ch[0].req, .include_usage = include_usage, .fd = fd,
+                     .logprobs = ch[0].logprobs};
+    ch[0].req = NULL; /* the stream holds it now */
+    drop_choices(s, ch, n, false);
+    new_reply(s, chat, &st->reply);
+    MHD_add_response_header(r, "Content-Type", "text/event-stream");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
     return ret;
 }
 

@@ -60,6 +60,10 @@ typedef struct {
     float top_lp[SRV_MAX_TOP_LOGPROBS];
 } srv_logprob;
 void srv_params_free(srv_params *p);
+/* dst = src's parameters with a copy of the prompt ids[0..n) and text (NULL: none); false when
+ * out of memory (dst then holds nothing to free). */
+bool srv_params_copy(srv_params *dst, const srv_params *src, const int32_t *ids, int n,
+                     const char *text);
 
 typedef struct srv_req srv_req;
 typedef struct srv_engine srv_engine;
