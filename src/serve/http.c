@@ -272,7 +272,7 @@ static enum MHD_Result answer_choices(bl_server *s, struct MHD_Connection *c, bo
         if (lps) free(lps[i]);
     }
     free(text), free(ss), free(lps), free(lp), free(out);
-    drop_choices(s, ch, n, false);
+    drop_choices(s, ch, n, !ok); /* (out of memory: what still runs stops) */
     return ret;
 }
 
