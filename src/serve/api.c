@@ -83,21 +83,21 @@ static bool refuse_unsupported(const cJSON *o, srv_error *e) {
      * server that a client moving from it may send: refused unless at their neutral value */
     static const struct {
         const char *key;
-        double neutral; /* NAN: no value is neutral but an empty one (null, "", [] or {}) */
+        double neutral; /* NAN: a text or list, neutral when empty (null, "", [] or {}) ... */
+        const char *word; /* ... or when this word */
     } ext[] = {
-        {"functions", NAN},     {"function_call", NAN},  {"grammar", NAN},
-        {"json_schema", NAN},   {"typical_p", 1},        {"tfs_z", 1},
-        {"mirostat", 0},        {"dynatemp_range", 0},   {"xtc_probability", 0},
-        {"dry_multiplier", 0},  {"n_probs", 0},          {"top_n_sigma", -1},
+        {"functions", NAN, NULL},      {"function_call", NAN, "none"}, {"grammar", NAN, NULL},
+        {"json_schema", NAN, NULL},    {"typical_p", 1, NULL},         {"tfs_z", 1, NULL},
+        {"mirostat", 0, NULL},         {"dynatemp_range", 0, NULL},    {"xtc_probability", 0, NULL},
+        {"dry_multiplier", 0, NULL},   {"n_probs", 0, NULL},           {"top_n_sigma", -1, NULL},
     };
     for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++) {
         if (!(v = get(o, ext[i].key))) continue;
         const bool neutral =
             isnan(ext[i].neutral)
-                ? (cJSON_IsString(v) && !v->valuestring[0]) ||
-                      ((cJSON_IsArray(v) || cJSON_IsObject(v)) && cJSON_GetArraySize(v) == 0) ||
-                      (!strcmp(ext[i].key, "function_call") && cJSON_IsString(v) &&
-                       !strcmp(v->valuestring, "none"))
+                ? (cJSON_IsString(v) && (!v->valuestring[0] ||
+                                         (ext[i].word && !strcmp(v->valuestring, ext[i].word)))) ||
+                      ((cJSON_IsArray(v) || cJSON_IsObject(v)) && cJSON_GetArraySize(v) == 0)
                 : cJSON_IsNumber(v) && v->valuedouble == ext[i].neutral;
         if (!neutral)
             return fail(e, 400, ext[i].key, "'%s' is not supported", ext[i].key);
@@ -248,11 +248,9 @@ static bool completion_prompt(const srv_api_ctx *c, const cJSON *o, srv_params *
     cJSON_ArrayForEach(it, v) {
         srv_params *q = i == 0 ? p : &(*more)[i - 1];
         if (i > 0) ++*n_more;
-        if (cJSON_IsNumber(it) ||
-            !one_prompt(c, it, p->echo, &q->prompt, &q->n_prompt, &q->text, e))
-            return cJSON_IsNumber(it) ? fail(e, 400, "prompt", "'prompt' mixes token ids with "
-                                             "prompts")
-                                      : false;
+        if (cJSON_IsNumber(it))
+            return fail(e, 400, "prompt", "'prompt' mixes token ids with prompts");
+        if (!one_prompt(c, it, p->echo, &q->prompt, &q->n_prompt, &q->text, e)) return false;
         i++;
     }
     return true;
@@ -528,13 +526,6 @@ static cJSON *bytes_array(const tok_text *t) {
     return a;
 }
 
-/* Code points in s[0..n). */
-static size_t chars(const char *s, size_t n) {
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) k += ((unsigned char)s[i] & 0xC0) != 0x80;
-    return k;
-}
-
 /* Completions' logprobs: tokens, token_logprobs, top_logprobs (a dict per token, null for the
  * prompt's first) and text_offset: where each token's text begins in the returned text, in
  * characters (echoed tokens by the prompt's decoding, moved back by the prefix space a
@@ -544,17 +535,18 @@ static cJSON *completion_logprobs(const srv_lp_view *v) {
           *lps = cJSON_AddArrayToObject(o, "token_logprobs"),
           *tops = cJSON_AddArrayToObject(o, "top_logprobs"),
           *offs = cJSON_AddArrayToObject(o, "text_offset");
-    bl_detok d;
+    /* the offsets are computed by decoding the tokens, unless given (a stream's) */
+    bl_detok d = {0};
     bl_err err = {0};
     size_t at = 0, base = 0;
-    bool ok = toks && lps && tops && offs && bl_detok_init(&d, v->tok, &err) == BL_OK;
+    bool ok = toks && lps && tops && offs && (v->offset || bl_detok_init(&d, v->tok, &err) == BL_OK);
     if (!ok) {
         cJSON_Delete(o);
         return NULL;
     }
     for (int i = 0; ok && i < v->n; i++) {
         const srv_logprob *l = &v->lps[i];
-        if (i == v->n_prompt && i > 0) { /* the generated text is decoded on its own */
+        if (i == v->n_prompt && i > 0 && !v->offset) { /* the generated text decodes alone */
             size_t k = 0;
             bl_detok_finish(&d, &k);
             /* the echoed text may be the prompt as given, shorter than its decoding by the
@@ -579,9 +571,11 @@ static cJSON *completion_logprobs(const srv_lp_view *v) {
         free(t.text);
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(v->offset ? v->offset[i]
                                                                         : base + at)));
-        size_t k = 0;
-        const char *piece = bl_detok_push(&d, l->id, &k);
-        at += chars(piece, k);
+        if (!v->offset) {
+            size_t k = 0;
+            const char *piece = bl_detok_push(&d, l->id, &k);
+            at += srv_utf8_chars(piece, k);
+        }
         if (isnan(l->lp)) {
             cJSON_AddItemToArray(lps, cJSON_CreateNull());
             cJSON_AddItemToArray(tops, cJSON_CreateNull());

@@ -146,7 +146,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
                                         .tok = st->s->m->tok};
                 ok = add_event(st, srv_chunk_json(&st->reply, text.p + at, false, NULL,
                                                   i < pieces.n_lps ? &lp : NULL));
-                for (const char *p = text.p + at; *p; p++) st->chars += (*p & 0xC0) != 0x80;
+                st->chars += srv_utf8_chars(text.p + at, pieces.ends[i] - at);
                 text.p[pieces.ends[i]] = saved;
             }
             const bool got = pieces.n > 0;
@@ -245,10 +245,8 @@ static enum MHD_Result answer_choices(bl_server *s, struct MHD_Connection *c, bo
     srv_usage total = {0};
     int failed = -1;
     for (int i = 0; ok && i < n; i++) {
-        size_t echo_chars = 0;
-        for (size_t k = 0; k < ch[i].echo_n; k++)
-            echo_chars += ((unsigned char)ch[i].echo[k] & 0xC0) != 0x80;
-        lp[i] = (srv_lp_view){.n_prompt = ch[i].n_scored, .echo_chars = echo_chars,
+        lp[i] = (srv_lp_view){.n_prompt = ch[i].n_scored,
+                              .echo_chars = srv_utf8_chars(ch[i].echo, ch[i].echo_n),
                               .tok = s->m->tok};
         if (ch[i].logprobs) srv_take_logprobs(s->engine, ch[i].req, &lps[i], &lp[i].n);
         lp[i].lps = lps[i];

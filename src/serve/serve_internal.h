@@ -15,6 +15,8 @@ typedef struct {
 } srv_str;
 bool srv_str_put(srv_str *s, const char *p, size_t n);
 void srv_str_free(srv_str *s);
+/* Characters (code points) in the valid UTF-8 s[0..n). */
+size_t srv_utf8_chars(const char *s, size_t n);
 
 /* ---- stop strings ---- */
 #define SRV_MAX_STOP 4

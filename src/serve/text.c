@@ -27,6 +27,12 @@ void srv_str_free(srv_str *s) {
     s->n = s->cap = 0;
 }
 
+size_t srv_utf8_chars(const char *s, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += ((unsigned char)s[i] & 0xC0) != 0x80; /* not a continuation */
+    return k;
+}
+
 /* ---- stop strings ---- */
 
 long srv_find_stop(const char *text, size_t n, size_t from, char *const *stop, int n_stop) {
