@@ -4,8 +4,8 @@
  *
  * The parser works on a memory image (bl_npy_parse), so the same code reads files and serves a
  * fuzzer. It accepts exactly the three keys, in any order, little-endian (or byte-order-free)
- * float16 / float32 / float64 and 8- to 64-bit integers, C or Fortran order, any number of dimensions up to BL_MAX_DIMS,
- * and requires the data to fill the rest of the image exactly. */
+ * float16 / float32 / float64 and 8- to 64-bit integers, C or Fortran order, any number of
+ * dimensions up to BL_MAX_DIMS, and requires the data to fill the rest of the image exactly. */
 #include "bitllm/io.h"
 
 #include <ctype.h>

@@ -43,16 +43,16 @@ static bool is_id(uint64_t v, bool uns, int vocab) {
     return uns ? v < (uint64_t)vocab : (int64_t)v >= 0 && (int64_t)v < vocab;
 }
 
-/* Little-endian integers of `width` bytes (signed unless uns) into int32 ids; false when one
- * lies outside [0, vocab). */
-static bool decode_ints(const uint8_t *p, size_t n, int width, bool uns, int vocab,
-                        int32_t *out) {
+/* Little-endian integers of `width` bytes (signed unless uns) into int32 ids: how many are ids
+ * in [0, vocab) before the first that is not (n when all are). */
+static size_t decode_ints(const uint8_t *p, size_t n, int width, bool uns, int vocab,
+                          int32_t *out) {
     for (size_t i = 0; i < n; i++) {
         const uint64_t v = decode_int(p + i * (size_t)width, width, uns);
-        if (!is_id(v, uns, vocab)) return false;
+        if (!is_id(v, uns, vocab)) return i;
         out[i] = (int32_t)v;
     }
-    return true;
+    return n;
 }
 
 /* A .npy array of integer token ids (16 to 64 bits, signed or unsigned), 1-D or 2-D, read in C
@@ -77,16 +77,14 @@ static bl_status load_npy(const char *path, const uint8_t *d, size_t len, int vo
     out->ids = bl_malloc_array((size_t)h.numel, sizeof(int32_t));
     if (!out->ids) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", path);
     out->n = (size_t)h.numel;
-    if (!decode_ints(data, out->n, width, uns, vocab, out->ids)) {
-        for (size_t i = 0; i < out->n; i++) { /* the first bad one, for the message */
-            const uint64_t v = decode_int(data + i * (size_t)width, width, uns);
-            char num[24];
-            if (uns) snprintf(num, sizeof num, "%llu", (unsigned long long)v);
-            else snprintf(num, sizeof num, "%lld", (long long)(int64_t)v);
-            if (!is_id(v, uns, vocab))
-                return bl_fail(err, BL_ERR_FORMAT, "%s: token %zu is %s, outside the model's "
-                               "vocabulary of %d", path, i, num, vocab);
-        }
+    const size_t good = decode_ints(data, out->n, width, uns, vocab, out->ids);
+    if (good < out->n) {
+        const uint64_t v = decode_int(data + good * (size_t)width, width, uns);
+        char num[24];
+        if (uns) snprintf(num, sizeof num, "%llu", (unsigned long long)v);
+        else snprintf(num, sizeof num, "%lld", (long long)(int64_t)v);
+        return bl_fail(err, BL_ERR_FORMAT, "%s: token %zu is %s, outside the model's vocabulary "
+                       "of %d", path, good, num, vocab);
     }
     if (h.ndim == 2)
         snprintf(out->what, sizeof out->what, "npy %s [%lld x %lld]", h.descr,
@@ -104,12 +102,12 @@ static bl_status load_bin(const char *path, const uint8_t *d, size_t len, int vo
                        "int32 token ids", path, len);
     out->ids = bl_malloc_array(len / 2, sizeof(int32_t));
     if (!out->ids) return bl_fail(err, BL_ERR_NOMEM, "%s: out of memory", path);
-    if (len % 4 == 0 && decode_ints(d, len / 4, 4, false, vocab, out->ids)) {
+    if (len % 4 == 0 && decode_ints(d, len / 4, 4, false, vocab, out->ids) == len / 4) {
         out->n = len / 4;
         snprintf(out->what, sizeof out->what, "raw int32 little-endian, %zu tokens", out->n);
         return BL_OK;
     }
-    if (decode_ints(d, len / 2, 2, true, vocab, out->ids)) {
+    if (decode_ints(d, len / 2, 2, true, vocab, out->ids) == len / 2) {
         out->n = len / 2;
         snprintf(out->what, sizeof out->what, "raw uint16 little-endian, %zu tokens", out->n);
         return BL_OK;
