@@ -801,13 +801,14 @@ bl_status bl_forward_batch(bl_state *s, const bl_seq_batch *seqs, int n_seqs, bl
     /* the last row of every other sequence that wants logits, through the head together */
     int n_out = 0;
     int *last = s->out_rows;
+    float *one = NULL; /* where the only such sequence's logits go */
     for (int i = 0; i < n_seqs; i++)
-        if (seqs[i].logits && !seqs[i].all_logits)
+        if (seqs[i].logits && !seqs[i].all_logits) {
             last[n_out++] = s->spans[i].row0 + s->spans[i].n - 1;
+            one = seqs[i].logits;
+        }
     if (!st && n_out == 1) {
-        int i = 0;
-        while (!seqs[i].logits || seqs[i].all_logits) i++;
-        st = output_head(s, last, 0, 1, seqs[i].logits, err);
+        st = output_head(s, last, 0, 1, one, err);
     } else if (!st && n_out > 0) {
         st = output_head(s, last, 0, n_out, s->logit_rows, err);
         for (int i = 0, k = 0; !st && i < n_seqs; i++)
