@@ -153,6 +153,9 @@ void bl_sampler_accept(bl_sampler *s, int token) {
     recount(s, token, +1);
 }
 
+/* l, or the largest finite float of its sign when a huge bias or penalty overflowed it. */
+static float finite_or_max(float l) { return isfinite(l) ? l : l > 0.0f ? FLT_MAX : -FLT_MAX; }
+
 /* The logits with the biases, then the penalties applied (the input itself when there is nothing
  * to change). The distinct tokens are visited in the order they entered the window; each logit
  * changes alone, so the order does not matter. A bias given twice for one token adds up. */
@@ -162,14 +165,14 @@ static const float *penalized(bl_sampler *s, const float *logits) {
     memcpy(s->adjusted, logits, (size_t)s->vocab * sizeof *logits);
     for (int k = 0; k < s->n_bias; k++) {
         const float l = s->adjusted[s->bias_id[k]] + s->bias[k];
-        s->adjusted[s->bias_id[k]] = isfinite(l) ? l : l > 0.0f ? FLT_MAX : -FLT_MAX;
+        s->adjusted[s->bias_id[k]] = finite_or_max(l);
     }
     for (int k = 0; pen && k < s->n_present; k++) {
         const int t = s->present[k];
         float l = s->adjusted[t];
         l = l > 0.0f ? l / s->pen.repeat : l * s->pen.repeat;
         l -= (float)s->count[t] * s->pen.frequency + s->pen.presence;
-        s->adjusted[t] = isfinite(l) ? l : l > 0.0f ? FLT_MAX : -FLT_MAX; /* huge penalties */
+        s->adjusted[t] = finite_or_max(l);
     }
     return s->adjusted;
 }
