@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The official `openai` npm client talks to bitllm serve: chat completion plain and streamed (the
-# same greedy text both ways, and the same as curl gets), a text completion equal to
-# `bitllm generate`, the model list, and a 400 surfacing as the client's BadRequestError.
+# same greedy text both ways, and the same as curl gets), two samples streamed (n = 2), a text
+# completion equal to `bitllm generate`, the model list, and a 400 surfacing as the client's
+# BadRequestError.
 # The test installs the client (npm install openai@6) into build-npm/ (git-ignored) once; it is
 # skipped only when that install fails because the npm registry cannot be reached.
 set -u
@@ -26,6 +27,7 @@ echo "client: $out"
 check "the client lists the model" 'jt "$out" "d[\"models\"]==[\"stories260K\"]"'
 check "chat completion" 'jt "$out" "len(d[\"chat\"])>0 and d[\"chat_finish\"]==\"length\" and d[\"chat_usage\"][\"completion_tokens\"]==24"'
 check "streamed chat equals the plain one" 'jt "$out" "d[\"stream\"]==d[\"chat\"] and d[\"stream_finish\"]==\"length\" and d[\"stream_usage\"][\"completion_tokens\"]==24"'
+check "a chat stream of n = 2 put together by index equals the plain answer's two messages" 'jt "$out" "d[\"n2_stream\"]==d[\"n2\"] and len(d[\"n2\"])==2 and all(d[\"n2\"])"'
 r=$(c /v1/chat/completions -H "Authorization: Bearer k-123" -d '{"messages":[{"role":"system","content":"You tell stories."},{"role":"user","content":"Tell me about a cat."}],"max_tokens":24,"temperature":0}')
 check "the client sees what curl sees" '[ "$(jf "$out" "d[\"chat\"]")" = "$(jf "$r" "d[\"choices\"][0][\"message\"][\"content\"]")" ]'
 want=$("$BIN" generate "$M" -p "Once upon a time" -n 12 --temp 0 --json 2>/dev/null)

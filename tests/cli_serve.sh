@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bitllm serve end to end with curl, on 127.0.0.1 and a port the kernel picks: every endpoint and
-# error status, logprobs and echo (a prompt scored as the float64 reference does), temperature-0 completions equal to `bitllm generate`, 8 concurrent requests equal
+# error status, logprobs and echo (a prompt scored as the float64 reference does), streams of
+# several choices, temperature-0 completions equal to `bitllm generate`, 8 concurrent requests equal
 # to the same 8 run one after another, a disconnected client freeing its slot, 503 when the queue
 # is full, 1000 malformed or random requests leaving the server serving, and SIGTERM draining the
 # running request and exiting 0. Every server log is checked for sanitizer reports.
@@ -143,7 +144,58 @@ assert ev[-1][\"choices\"][0][\"logprobs\"] is None and all(len(l[\"tokens\"])==
 got={k:sum((l[k] for l in lps),[]) for k in (\"tokens\",\"token_logprobs\",\"top_logprobs\",\"text_offset\")}
 assert got==plain, (got, plain)
 " "$tmp/lp_plain" "$tmp/lp_stream"'
-bad400 "400 echo with stream" /v1/completions '{"prompt":"a","echo":true,"stream":true}' echo
+# a stream of several choices (3 prompts, n = 2, echo, logprobs): per index, its events put
+# together are the plain answer's choice (text, logprobs, finish), each event carries one choice,
+# the echo comes first with the prompt's entries, and usage is the plain answer's
+same_stream() { python3 - "$1" "$2" <<'PY'
+import json,sys
+plain=json.load(open(sys.argv[1]))
+ev=open(sys.argv[2]).read().split("\n\n")
+assert ev[-1]=="" and ev[-2]=="data: [DONE]", ev[-2:]
+ev=[json.loads(e[6:]) for e in ev[:-2]]
+usage=[e["usage"] for e in ev if "usage" in e and e["usage"]]
+ev=[e for e in ev if e["choices"]]
+assert all(len(e["choices"])==1 for e in ev)
+chat=plain["object"]=="chat.completion"
+for want in plain["choices"]:
+    i=want["index"]; mine=[e["choices"][0] for e in ev if e["choices"][0]["index"]==i]
+    assert mine and mine[-1]["finish_reason"]==want["finish_reason"], (i, mine[-1:])
+    assert all(c["finish_reason"] is None for c in mine[:-1]), i
+    if chat:
+        assert mine[0]["delta"].get("role")=="assistant", mine[0]
+        text="".join(c["delta"].get("content","") for c in mine); assert text==want["message"]["content"], (i, text)
+        if want["logprobs"]:
+            got=sum((c["logprobs"]["content"] for c in mine if c["logprobs"]),[])
+            assert got==want["logprobs"]["content"], i
+        continue
+    text="".join(c["text"] for c in mine); assert text==want["text"], (i, text, want["text"])
+    if want["logprobs"]:
+        lps=[c["logprobs"] for c in mine if c["logprobs"]]
+        got={k:sum((l[k] for l in lps),[]) for k in ("tokens","token_logprobs","top_logprobs","text_offset")}
+        assert got==want["logprobs"], (i, got, want["logprobs"])
+if "usage" in plain and usage: assert usage[-1]==plain["usage"], (usage, plain["usage"])
+print(len(plain["choices"]))
+PY
+}
+b='{"prompt":["Once upon a time",[1,403,407],"The cat sat"],"n":2,"max_tokens":6,"temperature":1,"seed":9,"logprobs":1,"echo":true'
+post /v1/completions "$b}" > "$tmp/m_plain"
+post /v1/completions "$b,\"stream\":true,\"stream_options\":{\"include_usage\":true}}" > "$tmp/m_stream"
+check "a stream of 6 choices (3 prompts, n = 2, echo, logprobs) puts together the plain answer" '[ "$(same_stream "$tmp/m_plain" "$tmp/m_stream")" = 6 ] && jt "$(cat "$tmp/m_plain")" "len(set(c[\"text\"] for c in d[\"choices\"]))>=4"'
+check "a streamed echo comes first, with the prompt's log-probabilities" 'python3 -c "
+import json,sys
+ev=[json.loads(e[6:]) for e in open(sys.argv[1]).read().split(\"\n\n\") if e.startswith(\"data: {\")]
+first=[e for e in ev if e[\"choices\"] and e[\"choices\"][0][\"index\"]==0][0][\"choices\"][0]
+assert first[\"text\"]==\"Once upon a time\" and first[\"logprobs\"][\"text_offset\"]==[0,0,4,9,11] and first[\"logprobs\"][\"token_logprobs\"][0] is None
+" "$tmp/m_stream"'
+for b in '"prompt":"Once upon a time","max_tokens":0' '"prompt":"Once upon a time","max_tokens":0,"logprobs":0' '"prompt":[1,403,407,261],"max_tokens":4,"temperature":0'; do
+  post /v1/completions "{$b,\"echo\":true}" > "$tmp/e_plain"; post /v1/completions "{$b,\"echo\":true,\"stream\":true}" > "$tmp/e_stream"
+  check "streamed echo equals the plain answer ($b)" '[ "$(same_stream "$tmp/e_plain" "$tmp/e_stream")" = 1 ]'
+done
+r=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":0,"echo":true,"logprobs":0}')
+check "echo of a string prompt with max_tokens 0: text_offset in the text as returned" 'jt "$r" "d[\"choices\"][0][\"logprobs\"][\"text_offset\"]==[0,0,4,9,11] and d[\"choices\"][0][\"text\"]==\"Once upon a time\""'
+b='{"messages":[{"role":"user","content":"Tell me a story."}],"max_tokens":5,"n":2,"seed":3,"temperature":1,"logprobs":true,"top_logprobs":1'
+post /v1/chat/completions "$b}" > "$tmp/c_plain"; post /v1/chat/completions "$b,\"stream\":true}" > "$tmp/c_stream"
+check "a chat stream with n = 2: each index opens with the role and puts together its message" '[ "$(same_stream "$tmp/c_plain" "$tmp/c_stream")" = 2 ]'
 # logit_bias: +100 forces a token, -100 bans it (logprobs stay the model's: the banned token is
 # still the top alternative), bad keys and values are 400
 r=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":4,"temperature":0,"logit_bias":{"261":100}}')
@@ -238,11 +290,9 @@ bad400 "400 presence_penalty outside [-2, 2]" /v1/completions '{"prompt":"a","pr
 bad400 "400 repeat_penalty 0" /v1/completions '{"prompt":"a","repeat_penalty":0}' repeat_penalty
 bad400 "400 n = 0" /v1/completions '{"prompt":"a","n":0}' n
 bad400 "400 more than 16 choices (3 prompts, n = 6)" /v1/completions '{"prompt":["a","b","c"],"n":6}' n
-bad400 "400 n > 1 in a stream" /v1/chat/completions '{"messages":[{"role":"user","content":"a"}],"n":2,"stream":true}' n
 r=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]}')
 check "400 template role error (llama2 alternation)" 'e400 "$r" messages && jf "$r" "d[\"error\"][\"message\"]" | grep -q alternate'
 bad400 "400 empty messages" /v1/chat/completions '{"messages":[]}' messages
-bad400 "400 several prompts in a stream" /v1/completions '{"prompt":["a","b"],"stream":true}' prompt
 r=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"a\u0000b"}]}')
 check "400 a NUL character (\\u0000) instead of a cut prompt" '[ "$(jf "$r" "d[\"error\"][\"type\"]")" = invalid_request_error ] && jf "$r" "d[\"error\"][\"message\"]" | grep -q "NUL character"'
 r=$(post /v1/completions '{"prompt":"a\\u0000b","max_tokens":1}')

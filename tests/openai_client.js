@@ -1,5 +1,5 @@
 // The official `openai` npm client against bitllm serve: a chat completion, plain and streamed
-// (the streamed deltas must add up to the plain answer), a text completion, a prompt scored with
+// (the streamed deltas must add up to the plain answer), two samples streamed, a text completion, a prompt scored with
 // echo and logprobs, chat logprobs, the model list, and the client's own error type for a bad
 // request. Prints one JSON object with what it saw.
 // usage: node openai_client.js NODE_MODULES_DIR PORT API_KEY
@@ -33,6 +33,12 @@ async function main() {
   out.stream = text;
   out.stream_finish = finish;
   out.stream_usage = usage;
+  // two samples streamed: the client's chunks put together by index are the plain answer's
+  const two = {model: out.models[0], messages, max_tokens: 12, temperature: 1, seed: 3, n: 2};
+  out.n2 = (await client.chat.completions.create(two)).choices.map((ch) => ch.message.content);
+  out.n2_stream = ['', ''];
+  for await (const chunk of await client.chat.completions.create({...two, stream: true}))
+    for (const ch of chunk.choices) out.n2_stream[ch.index] += ch.delta.content || '';
   const c = await client.completions.create(
       {model: out.models[0], prompt: 'Once upon a time', max_tokens: 12, temperature: 0});
   out.completion = c.choices[0].text;

@@ -108,8 +108,8 @@ static bool refuse_unsupported(const cJSON *o, srv_error *e) {
 /* Log-probabilities and echo. Completions: "logprobs" is the number of alternatives per token
  * (0..20; null or false: none) and "echo" returns the prompt before the text (with logprobs,
  * its tokens scored too). Chat: "logprobs" is true/false and "top_logprobs" the alternatives. */
-static bool parse_logprobs(const srv_api_ctx *c, const cJSON *o, bool chat, bool stream,
-                           srv_params *p, srv_error *e) {
+static bool parse_logprobs(const srv_api_ctx *c, const cJSON *o, bool chat, srv_params *p,
+                           srv_error *e) {
     const cJSON *v = get(o, "logprobs");
     long long top = 0;
     if (chat) {
@@ -129,8 +129,6 @@ static bool parse_logprobs(const srv_api_ctx *c, const cJSON *o, bool chat, bool
         if (!get_bool(o, "echo", &p->echo, e)) return false;
     }
     p->top_logprobs = (int)top;
-    if (p->echo && stream)
-        return fail(e, 400, "echo", "'echo' is not supported with \"stream\": true");
     const char *what = p->logprobs ? "logprobs" : p->echo ? "echo" : NULL;
     if (what && !c->m->tok)
         return fail(e, 400, what, "'%s' needs the model's tokenizer, which it lacks", what);
@@ -353,7 +351,7 @@ bool srv_parse_request(const srv_api_ctx *c, const char *body, size_t len, bool 
                                                                   : "max_tokens";
     /* (echo first: with it, max_tokens may be 0, to score a prompt) */
     ok = refuse_unsupported(o, e) && get_bool(o, "stream", &out->stream, e) &&
-         parse_logprobs(c, o, chat, out->stream, p, e) &&
+         parse_logprobs(c, o, chat, p, e) &&
          get_int(o, max_key, p->echo ? 0 : 1, 1e9, &max_tokens, e) &&
          get_num(o, "temperature", 0, 2, false, &temperature, e) &&
          get_num(o, "top_p", 0, 1, true, &top_p, e) &&
@@ -406,11 +404,6 @@ bool srv_parse_request(const srv_api_ctx *c, const char *body, size_t len, bool 
      * sample of a prompt, max_tokens clamped to what its prompt leaves (OpenAI's defaults: 16
      * tokens for completions, as many as fit for chat) */
     const int n_choices = n_prompts * (int)n_per;
-    if (out->stream && n_choices > 1) {
-        ok = fail(e, 400, n_per > 1 ? "n" : "prompt", "a stream carries one choice: n > 1 and "
-                  "several prompts need \"stream\": false");
-        goto done;
-    }
     if (!(out->choice = calloc((size_t)n_choices, sizeof *out->choice))) {
         ok = fail(e, 500, NULL, "out of memory");
         goto done;
@@ -485,7 +478,7 @@ static cJSON *usage(srv_usage n) {
     return u;
 }
 
-static cJSON *envelope(const srv_reply *r, const char *object, cJSON **choice) {
+static cJSON *envelope(const srv_reply *r, const char *object, int index, cJSON **choice) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", r->id);
     cJSON_AddStringToObject(o, "object", object);
@@ -494,7 +487,7 @@ static cJSON *envelope(const srv_reply *r, const char *object, cJSON **choice) {
     cJSON *choices = cJSON_AddArrayToObject(o, "choices");
     if (choice) {
         *choice = cJSON_CreateObject();
-        cJSON_AddNumberToObject(*choice, "index", 0);
+        cJSON_AddNumberToObject(*choice, "index", index);
         cJSON_AddItemToArray(choices, *choice);
     }
     return o;
@@ -544,9 +537,8 @@ static cJSON *completion_logprobs(const srv_lp_view *v) {
         cJSON_Delete(o);
         return NULL;
     }
-    for (int i = 0; ok && i < v->n; i++) {
-        const srv_logprob *l = &v->lps[i];
-        if (i == v->n_prompt && i > 0 && !v->offset) { /* the generated text decodes alone */
+    for (int i = 0; ok && i <= v->n; i++) {
+        if (i == v->n_prompt && i > 0 && !v->offset) { /* the echo ends: its offsets settle */
             size_t k = 0;
             bl_detok_finish(&d, &k);
             /* the echoed text may be the prompt as given, shorter than its decoding by the
@@ -558,12 +550,15 @@ static cJSON *completion_logprobs(const srv_lp_view *v) {
                 const double off = x->valuedouble > (double)shift ? x->valuedouble - (double)shift : 0;
                 cJSON_SetNumberValue(x, off);
             }
+            /* the generated text decodes alone, after the echoed one */
             base = v->echo_chars;
             at = 0;
             bl_detok_free(&d);
             ok = bl_detok_init(&d, v->tok, &err) == BL_OK;
             if (!ok) break;
         }
+        if (i == v->n) break;
+        const srv_logprob *l = &v->lps[i];
         tok_text t;
         ok = token_text(v->tok, l->id, &t);
         if (!ok) break;
@@ -639,7 +634,7 @@ static cJSON *chat_logprobs(const srv_lp_view *v) {
 }
 
 char *srv_completion_json(const srv_reply *r, const srv_choice_out *ch, int n, srv_usage u) {
-    cJSON *o = envelope(r, r->chat ? "chat.completion" : "text_completion", NULL);
+    cJSON *o = envelope(r, r->chat ? "chat.completion" : "text_completion", 0, NULL);
     cJSON *choices = cJSON_GetObjectItemCaseSensitive(o, "choices");
     for (int i = 0; i < n; i++) {
         cJSON *choice = cJSON_CreateObject();
@@ -663,9 +658,9 @@ char *srv_completion_json(const srv_reply *r, const srv_choice_out *ch, int n, s
     return print(o);
 }
 
-char *srv_chunk_json(const srv_reply *r, const char *text, bool role, const char *finish,
-                     const srv_lp_view *lp) {
-    cJSON *choice, *o = envelope(r, r->chat ? "chat.completion.chunk" : "text_completion",
+char *srv_chunk_json(const srv_reply *r, int index, const char *text, bool role,
+                     const char *finish, const srv_lp_view *lp) {
+    cJSON *choice, *o = envelope(r, r->chat ? "chat.completion.chunk" : "text_completion", index,
                                  &choice);
     if (r->chat) {
         cJSON *delta = cJSON_AddObjectToObject(choice, "delta");
@@ -684,7 +679,7 @@ char *srv_chunk_json(const srv_reply *r, const char *text, bool role, const char
 }
 
 char *srv_usage_chunk_json(const srv_reply *r, srv_usage u) {
-    cJSON *o = envelope(r, r->chat ? "chat.completion.chunk" : "text_completion", NULL);
+    cJSON *o = envelope(r, r->chat ? "chat.completion.chunk" : "text_completion", 0, NULL);
     cJSON_AddItemToObject(o, "usage", usage(u));
     return print(o);
 }

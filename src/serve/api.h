@@ -60,11 +60,11 @@ typedef struct {
 } srv_choice_out;
 /* The whole answer: n choices (index = position) and the request's usage. */
 char *srv_completion_json(const srv_reply *r, const srv_choice_out *ch, int n, srv_usage u);
-/* A stream chunk: text (NULL: none; chat: the delta's content), role (chat: the first chunk's
+/* A stream chunk of choice `index`: text (NULL: none; chat: the delta's content), role (chat: the first chunk's
  * "role": "assistant"), finish (NULL until the last), the log-probabilities of its token (NULL:
  * "logprobs": null). */
-char *srv_chunk_json(const srv_reply *r, const char *text, bool role, const char *finish,
-                     const srv_lp_view *lp);
+char *srv_chunk_json(const srv_reply *r, int index, const char *text, bool role,
+                     const char *finish, const srv_lp_view *lp);
 char *srv_usage_chunk_json(const srv_reply *r, srv_usage u);
 char *srv_models_json(const char *model, long created);
 

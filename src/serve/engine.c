@@ -59,6 +59,7 @@ struct srv_req {
     char error[256];
     int refs;
     pthread_cond_t cond;
+    pthread_cond_t *waiter; /* srv_wait_any's, while it waits on this request among others */
     srv_req *next_q;
 };
 
@@ -149,6 +150,13 @@ static void req_free(srv_req *r) {
     free(r);
 }
 
+/* Wakes whoever waits for r's output: its own waiters and a srv_wait_any among others (e->mu
+ * held). */
+static void wake_locked(srv_req *r) {
+    pthread_cond_broadcast(&r->cond);
+    if (r->waiter) pthread_cond_broadcast(r->waiter);
+}
+
 /* Drops one reference (e->mu held); frees the request with the last. */
 static void unref_locked(srv_req *r) {
     if (--r->refs == 0) req_free(r);
@@ -221,7 +229,7 @@ static bool emit(srv_engine *e, srv_req *r, size_t upto) {
     if (ok) r->ends[r->n_ends++] = r->out.n;
     r->emitted = upto;
     r->n_out = r->n_gen;
-    pthread_cond_broadcast(&r->cond);
+    wake_locked(r);
     pthread_mutex_unlock(&e->mu);
     return ok;
 }
@@ -255,7 +263,7 @@ static void finish(srv_engine *e, srv_req *r, const char *why, const char *error
     r->finish = why;
     r->n_out = r->n_gen;
     if (error) snprintf(r->error, sizeof r->error, "%.200s", error);
-    pthread_cond_broadcast(&r->cond);
+    wake_locked(r);
     leave_slot(e, r, why != NULL);
     for (int i = 0, k = 0; i < e->n_active; i++)
         if (e->order[i] != r) e->order[k++] = e->order[i];
@@ -362,7 +370,7 @@ static void admit_locked(srv_engine *e) {
         r->done = true;
         r->finish = NULL;
         if (!r->error[0]) snprintf(r->error, sizeof r->error, "cancelled");
-        pthread_cond_broadcast(&r->cond);
+        wake_locked(r);
         leave_slot(e, r, true); /* its finished chunks are as good as anyone's */
         for (int j = i; j + 1 < e->n_active; j++) e->order[j] = e->order[j + 1];
         e->n_active--;
@@ -378,7 +386,7 @@ static void admit_locked(srv_engine *e) {
         if (r->cancel) {
             r->done = true;
             snprintf(r->error, sizeof r->error, "cancelled");
-            pthread_cond_broadcast(&r->cond);
+            wake_locked(r);
             unref_locked(r);
             continue;
         }
@@ -393,7 +401,7 @@ static void admit_locked(srv_engine *e) {
             (e->m->tok && bl_detok_init(&r->detok, e->m->tok, &err))) {
             r->done = true;
             snprintf(r->error, sizeof r->error, "%.200s", err.msg);
-            pthread_cond_broadcast(&r->cond);
+            wake_locked(r);
             unref_locked(r);
             continue;
         }
@@ -406,7 +414,7 @@ static void admit_locked(srv_engine *e) {
             if (!push_logprob_locked(r, &first)) {
                 r->done = true;
                 snprintf(r->error, sizeof r->error, "out of memory");
-                pthread_cond_broadcast(&r->cond);
+                wake_locked(r);
                 unref_locked(r);
                 continue;
             }
@@ -548,7 +556,7 @@ static void *run(void *arg) {
         e->q_head = r->next_q;
         r->done = true;
         snprintf(r->error, sizeof r->error, "server shutting down");
-        pthread_cond_broadcast(&r->cond);
+        wake_locked(r);
         unref_locked(r);
     }
     e->q_tail = NULL;
@@ -670,15 +678,37 @@ int srv_submit(srv_engine *e, srv_params *p, srv_req **out) {
     return SRV_OK;
 }
 
+/* timeout_ms from now on the clock condition variables use. */
+static struct timespec deadline(int timeout_ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    ts.tv_sec += timeout_ms / 1000 + ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    return ts;
+}
+
+void srv_wait_any(srv_engine *e, srv_req *const *r, int n, int timeout_ms) {
+    pthread_mutex_lock(&e->mu);
+    bool ready = false;
+    for (int i = 0; i < n && !ready; i++) ready = r[i]->done || r[i]->n_ends > 0;
+    if (!ready && timeout_ms > 0) {
+        pthread_cond_t cv;
+        pthread_cond_init(&cv, NULL);
+        for (int i = 0; i < n; i++) r[i]->waiter = &cv;
+        const struct timespec ts = deadline(timeout_ms);
+        pthread_cond_timedwait(&cv, &e->mu, &ts);
+        for (int i = 0; i < n; i++) r[i]->waiter = NULL;
+        pthread_cond_destroy(&cv);
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
 void srv_wait(srv_engine *e, srv_req *r, int timeout_ms, srv_str *text, srv_pieces *pieces,
               srv_status *st) {
     pthread_mutex_lock(&e->mu);
     if (!r->done && r->n_ends == 0 && timeout_ms > 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        ts.tv_sec += timeout_ms / 1000 + ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
+        const struct timespec ts = deadline(timeout_ms);
         pthread_cond_timedwait(&r->cond, &e->mu, &ts);
     }
     const size_t base = text->n;

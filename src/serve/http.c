@@ -100,14 +100,48 @@ static bool client_gone(int fd) {
     return (p.revents & POLLIN) && recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
 }
 
+/* One choice of a request in flight: its engine request and what its answer adds to the text. */
+typedef struct {
+    srv_req *req;
+    char *echo; /* echo: the prompt's text, before the generated text */
+    size_t echo_n;
+    int n_scored; /* prompt tokens with log-probabilities (echo with logprobs) */
+    bool logprobs;
+    /* a stream's */
+    srv_logprob *plps; /* the prompt's log-probabilities taken so far (n_scored in all) */
+    int n_plps;
+    size_t chars;      /* characters sent (text_offset) */
+    bool finished;
+    srv_usage usage;
+} choice_t;
+
+static void drop_choices(bl_server *s, choice_t *ch, int n, bool cancel) {
+    for (int i = 0; i < n; i++) {
+        if (ch[i].req && cancel) srv_cancel(s->engine, ch[i].req);
+        if (ch[i].req) srv_release(s->engine, ch[i].req);
+        free(ch[i].echo);
+        free(ch[i].plps);
+    }
+    free(ch);
+}
+
+/* A request's usage from its choices': a prompt's tokens count once, however many samples it
+ * has (choices i*n_per .. i*n_per + n_per - 1 share prompt i). */
+static void add_usage(srv_usage *total, int i, int n_per, srv_usage u) {
+    if (i % n_per == 0) total->prompt += u.prompt, total->cached += u.cached;
+    total->completion += u.completion;
+}
+
 /* ---- streaming ---- */
 
+/* A stream: its choices' events interleaved as their tokens come, each chunk naming its choice
+ * ("index"), as OpenAI streams n > 1 and several prompts. */
 typedef struct {
     bl_server *s;
-    srv_req *req;
+    choice_t *ch;
+    int n, n_per, n_left;
     srv_reply reply;
-    bool include_usage, started, finished, logprobs;
-    size_t chars; /* characters streamed so far (text_offset) */
+    bool include_usage, started, finished;
     int fd;
     srv_str pending; /* formatted events not yet written */
     size_t off;
@@ -120,6 +154,79 @@ static bool add_event(stream_t *st, char *json) {
     return ok;
 }
 
+/* The echo event of choice i: the prompt's text, with its tokens' log-probabilities when asked
+ * (sent once all of them have come). */
+static bool send_echo(stream_t *st, int i) {
+    choice_t *c = &st->ch[i];
+    const srv_lp_view lp = {.lps = c->plps, .n = c->n_plps, .n_prompt = c->n_plps,
+                            .echo_chars = srv_utf8_chars(c->echo, c->echo_n),
+                            .tok = st->s->m->tok};
+    c->chars = lp.echo_chars;
+    char *text = malloc(c->echo_n + 1);
+    if (!text) return false;
+    memcpy(text, c->echo, c->echo_n);
+    text[c->echo_n] = 0;
+    bool ok = add_event(st, srv_chunk_json(&st->reply, i, text, false, NULL,
+                                           c->logprobs ? &lp : NULL));
+    free(text);
+    free(c->echo);
+    c->echo = NULL;
+    return ok;
+}
+
+/* Takes what choice i has produced and formats its events: one per token, as OpenAI streams,
+ * with its log-probabilities when asked; its finish event once done. Sets *got when there was
+ * anything, *failed (with the reason's event sent) when generation failed. */
+static bool pump_choice(stream_t *st, int i, bool *got, bool *failed) {
+    choice_t *c = &st->ch[i];
+    srv_str text = {0};
+    srv_pieces pieces = {.want_logprobs = c->logprobs};
+    srv_status ss;
+    srv_wait(st->s->engine, c->req, 0, &text, &pieces, &ss);
+    bool ok = true;
+    int lp0 = 0; /* the prompt's log-probabilities come first (echo with logprobs) */
+    if (c->n_plps < c->n_scored && pieces.n_lps > 0) {
+        lp0 = c->n_scored - c->n_plps < pieces.n_lps ? c->n_scored - c->n_plps : pieces.n_lps;
+        srv_logprob *p = realloc(c->plps, (size_t)(c->n_plps + lp0) * sizeof *p);
+        ok = p != NULL;
+        if (ok) {
+            memcpy(p + c->n_plps, pieces.lps, (size_t)lp0 * sizeof *p);
+            c->plps = p;
+            c->n_plps += lp0;
+        }
+    }
+    if (ok && c->echo && (c->n_plps == c->n_scored || pieces.n > 0 || ss.done)) ok = send_echo(st, i);
+    size_t at = 0;
+    for (int k = 0; ok && k < pieces.n; at = pieces.ends[k++]) {
+        const char saved = text.p[pieces.ends[k]];
+        text.p[pieces.ends[k]] = 0;
+        const srv_lp_view lp = {.lps = pieces.lps + lp0 + k, .n = 1, .offset = &c->chars,
+                                .tok = st->s->m->tok};
+        ok = add_event(st, srv_chunk_json(&st->reply, i, text.p + at, false, NULL,
+                                          lp0 + k < pieces.n_lps ? &lp : NULL));
+        c->chars += srv_utf8_chars(text.p + at, pieces.ends[k] - at);
+        text.p[pieces.ends[k]] = saved;
+    }
+    *got = *got || pieces.n > 0 || lp0 > 0 || ss.done;
+    free(pieces.ends);
+    free(pieces.lps);
+    srv_str_free(&text);
+    if (ok && ss.done) {
+        c->finished = true;
+        c->usage = ss.usage;
+        st->n_left--;
+        if (ss.finish) {
+            ok = add_event(st, srv_chunk_json(&st->reply, i, NULL, false, ss.finish, NULL));
+        } else {
+            srv_error err = {.status = 500};
+            snprintf(err.message, sizeof err.message, "generation failed: %s", ss.error);
+            ok = add_event(st, srv_error_json(&err));
+            *failed = true;
+        }
+    }
+    return ok;
+}
+
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     stream_t *st = cls;
@@ -128,43 +235,31 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
         st->off = st->pending.n = 0;
         if (st->finished) return MHD_CONTENT_READER_END_OF_STREAM;
         bool ok = true;
-        if (!st->started) { /* chat streams open with the assistant role */
+        if (!st->started) { /* chat streams open with the assistant role, echoes with the prompt */
             st->started = true;
-            if (st->reply.chat)
-                ok = add_event(st, srv_chunk_json(&st->reply, "", true, NULL, NULL));
-        } else {
-            srv_str text = {0};
-            srv_pieces pieces = {.want_logprobs = st->logprobs};
-            srv_status ss;
-            srv_wait(e, st->req, WAIT_MS, &text, &pieces, &ss);
-            /* one event per token, as OpenAI streams, with its log-probabilities when asked */
-            size_t at = 0;
-            for (int i = 0; ok && i < pieces.n; at = pieces.ends[i++]) {
-                const char saved = text.p[pieces.ends[i]];
-                text.p[pieces.ends[i]] = 0;
-                const srv_lp_view lp = {.lps = pieces.lps + i, .n = 1, .offset = &st->chars,
-                                        .tok = st->s->m->tok};
-                ok = add_event(st, srv_chunk_json(&st->reply, text.p + at, false, NULL,
-                                                  i < pieces.n_lps ? &lp : NULL));
-                st->chars += srv_utf8_chars(text.p + at, pieces.ends[i] - at);
-                text.p[pieces.ends[i]] = saved;
+            for (int i = 0; ok && i < st->n; i++) {
+                if (st->reply.chat)
+                    ok = add_event(st, srv_chunk_json(&st->reply, i, "", true, NULL, NULL));
+                else if (st->ch[i].echo && st->ch[i].n_scored == 0)
+                    ok = send_echo(st, i);
             }
-            const bool got = pieces.n > 0;
-            free(pieces.ends);
-            free(pieces.lps);
-            srv_str_free(&text);
-            if (ok && ss.done) {
-                if (ss.finish) {
-                    ok = add_event(st, srv_chunk_json(&st->reply, NULL, false, ss.finish, NULL));
-                    if (ok && st->include_usage)
-                        ok = add_event(st, srv_usage_chunk_json(&st->reply, ss.usage));
-                } else {
-                    srv_error err = {.status = 500};
-                    snprintf(err.message, sizeof err.message, "generation failed: %s", ss.error);
-                    ok = add_event(st, srv_error_json(&err));
+        } else {
+            srv_req *wait[SRV_MAX_CHOICES];
+            int k = 0;
+            for (int i = 0; i < st->n; i++)
+                if (!st->ch[i].finished) wait[k++] = st->ch[i].req;
+            srv_wait_any(e, wait, k, WAIT_MS);
+            bool got = false, failed = false;
+            for (int i = 0; ok && !failed && i < st->n; i++)
+                if (!st->ch[i].finished) ok = pump_choice(st, i, &got, &failed);
+            if (ok && (failed || st->n_left == 0)) {
+                if (!failed && st->include_usage) {
+                    srv_usage total = {0};
+                    for (int i = 0; i < st->n; i++) add_usage(&total, i, st->n_per, st->ch[i].usage);
+                    ok = add_event(st, srv_usage_chunk_json(&st->reply, total));
                 }
                 ok = ok && srv_str_put(&st->pending, "data: [DONE]\n\n", 14);
-                st->finished = true;
+                st->finished = true; /* (a failed choice's siblings are cancelled by stream_free) */
             } else if (ok && !got && client_gone(st->fd)) {
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             }
@@ -180,8 +275,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
 /* The response is gone (sent, or the connection closed): cancel whatever still runs. */
 static void stream_free(void *cls) {
     stream_t *st = cls;
-    srv_cancel(st->s->engine, st->req);
-    srv_release(st->s->engine, st->req);
+    drop_choices(st->s, st->ch, st->n, true);
     srv_str_free(&st->pending);
     free(st);
 }
@@ -200,24 +294,6 @@ static void new_reply(bl_server *s, bool chat, srv_reply *r) {
     r->model = s->model_id;
     snprintf(r->id, sizeof r->id, "%s-%lx%08lx", chat ? "chatcmpl" : "cmpl", (unsigned long)s->started,
              (unsigned long)atomic_fetch_add(&s->next_id, 1));
-}
-
-/* One choice of a request in flight: its engine request and what its answer adds to the text. */
-typedef struct {
-    srv_req *req;
-    char *echo; /* echo: the prompt's text, before the generated text */
-    size_t echo_n;
-    int n_scored; /* prompt tokens with log-probabilities (echo with logprobs) */
-    bool logprobs;
-} choice_t;
-
-static void drop_choices(bl_server *s, choice_t *ch, int n, bool cancel) {
-    for (int i = 0; i < n; i++) {
-        if (ch[i].req && cancel) srv_cancel(s->engine, ch[i].req);
-        if (ch[i].req) srv_release(s->engine, ch[i].req);
-        free(ch[i].echo);
-    }
-    free(ch);
 }
 
 /* Waits for every choice and answers with all of them (OpenAI's "choices", in index order). */
@@ -253,9 +329,7 @@ static enum MHD_Result answer_choices(bl_server *s, struct MHD_Connection *c, bo
         out[i] = (srv_choice_out){text[i].p ? text[i].p : "", ss[i].finish,
                                   ch[i].logprobs ? &lp[i] : NULL};
         if (!ss[i].finish && failed < 0) failed = i;
-        /* a prompt's tokens count once, however many samples it has */
-        if (i % n_per == 0) total.prompt += ss[i].usage.prompt, total.cached += ss[i].usage.cached;
-        total.completion += ss[i].usage.completion;
+        add_usage(&total, i, n_per, ss[i].usage);
     }
     srv_reply reply;
     new_reply(s, chat, &reply);
@@ -320,7 +394,6 @@ static enum MHD_Result generate(bl_server *s, struct MHD_Connection *c, conn_t *
     atomic_fetch_add(&s->inflight, 1);
     const int fd = conn_fd(c);
     if (!stream) return answer_choices(s, c, chat, ch, n, n_per, fd);
-    /* a stream has one choice (srv_parse_request refuses more) */
     stream_t *st = calloc(1, sizeof *st);
     struct MHD_Response *r =
         st ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, st,
@@ -331,10 +404,8 @@ static enum MHD_Result generate(bl_server *s, struct MHD_Connection *c, conn_t *
         free(st);
         return answer_error(c, 500, NULL, NULL, NULL, "out of memory");
     }
-    *st = (stream_t){.s = s, .req = ch[0].req, .include_usage = include_usage, .fd = fd,
-                     .logprobs = ch[0].logprobs};
-    ch[0].req = NULL; /* the stream holds it now */
-    drop_choices(s, ch, n, false);
+    *st = (stream_t){.s = s, .ch = ch, .n = n, .n_per = n_per, .n_left = n,
+                     .include_usage = include_usage, .fd = fd};
     new_reply(s, chat, &st->reply);
     MHD_add_response_header(r, "Content-Type", "text/event-stream");
     MHD_add_response_header(r, "Cache-Control", "no-cache");

@@ -119,6 +119,9 @@ typedef struct {
  * fills st. */
 void srv_wait(srv_engine *e, srv_req *r, int timeout_ms, srv_str *text, srv_pieces *pieces,
               srv_status *st);
+/* Waits up to timeout_ms until one of r[0..n) has new text or is done (the text is then taken
+ * with srv_wait and no timeout). */
+void srv_wait_any(srv_engine *e, srv_req *const *r, int n, int timeout_ms);
 /* The client went away: the scheduler frees the request's slot at its next step. */
 void srv_cancel(srv_engine *e, srv_req *r);
 /* The log-probabilities of a request (p.logprobs) not yet taken: with echo, one per prompt token
