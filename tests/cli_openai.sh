@@ -24,7 +24,7 @@ start_server "$tmp/s.log" "$M" --chat-template llama2 --api-key k-123 --parallel
   || { cat "$tmp/s.log"; echo "FAIL: server did not start"; exit 1; }
 out=$(node "$(dirname "$0")/openai_client.js" "$NPM_DIR/node_modules" "$PORT" k-123)
 echo "client: $out"
-check "the client lists the model" 'jt "$out" "d[\"models\"]==[\"stories260K\"]"'
+check "the client lists the model and retrieves it by id" 'jt "$out" "d[\"models\"]==[\"stories260K\"] and d[\"retrieved\"]==\"stories260K\""'
 check "chat completion" 'jt "$out" "len(d[\"chat\"])>0 and d[\"chat_finish\"]==\"length\" and d[\"chat_usage\"][\"completion_tokens\"]==24"'
 check "streamed chat equals the plain one" 'jt "$out" "d[\"stream\"]==d[\"chat\"] and d[\"stream_finish\"]==\"length\" and d[\"stream_usage\"][\"completion_tokens\"]==24"'
 check "a chat stream of n = 2 put together by index equals the plain answer's two messages" 'jt "$out" "d[\"n2_stream\"]==d[\"n2\"] and len(d[\"n2\"])==2 and all(d[\"n2\"])"'

@@ -19,6 +19,11 @@ status() { c "$1" -o /dev/null -w '%{http_code}' "${@:2}"; }
 check "GET /health" '[ "$(c /health)" = "{\"status\":\"ok\"}" ]'
 m=$(c /v1/models "${A[@]}")
 check "GET /v1/models lists the model" 'jt "$m" "d[\"object\"]==\"list\" and d[\"data\"][0][\"id\"]==\"stories260K\" and d[\"data\"][0][\"object\"]==\"model\""'
+m1=$(c /v1/models/stories260K "${A[@]}")
+check "GET /v1/models/{id} is the listed model" '[ "$m1" = "$(jf "$m" "json.dumps(d[\"data\"][0],separators=(\",\",\":\"))")" ]'
+r=$(c /v1/models/gpt-4 "${A[@]}" -w ' %{http_code}')
+check "GET /v1/models/{other id}: 404 model_not_found" '[ "${r##* }" = 404 ] && jt "${r% *}" "d[\"error\"][\"code\"]==\"model_not_found\" and d[\"error\"][\"param\"]==\"model\""'
+check "without --cors: no CORS header, OPTIONS is 405" '! c /health -i | grep -qi "^Access-Control" && [ "$(status /v1/chat/completions -X OPTIONS)" = 405 ]'
 r=$(post /v1/completions '{"model":"x","prompt":"Once upon a time","max_tokens":24,"temperature":0}')
 want=$("$BIN" generate "$M" -p "Once upon a time" -n 24 --temp 0 --json 2>/dev/null)
 want24=$want
@@ -365,7 +370,11 @@ clean_log "$tmp/b.log" && ok "no sanitizer report (slots, drain)" || bad "saniti
 
 # ---- 1000 malformed / random requests ----
 N=1000
-start_server "$tmp/c.log" "$M" --chat-template chatml --parallel 4 --max-body 65536 || { cat "$tmp/c.log"; exit 1; }
+start_server "$tmp/c.log" "$M" --chat-template chatml --parallel 4 --max-body 65536 --cors http://ui.test || { cat "$tmp/c.log"; exit 1; }
+# --cors: browsers' preflights answered, every answer (errors and streams too) naming the origin
+h=$(c /v1/chat/completions -i -X OPTIONS -H "Origin: http://ui.test" -H "Access-Control-Request-Method: POST" -H "Access-Control-Request-Headers: authorization, content-type")
+check "--cors: a preflight gets 204 with the origin, methods and headers" 'echo "$h" | head -1 | grep -q " 204" && echo "$h" | grep -qi "^Access-Control-Allow-Origin: http://ui.test" && echo "$h" | grep -qi "^Access-Control-Allow-Methods: POST" && echo "$h" | grep -qi "^Access-Control-Allow-Headers: Authorization, Content-Type"'
+check "--cors: answers, errors and streams carry the origin" 'c /v1/completions -i -d "{\"prompt\":\"a\",\"max_tokens\":1}" | grep -qi "^Access-Control-Allow-Origin: http://ui.test" && c /v1/completions -i -d "{bad" | grep -qi "^Access-Control-Allow-Origin: http://ui.test" && c /v1/completions -i -d "{\"prompt\":\"a\",\"max_tokens\":1,\"stream\":true}" | grep -qi "^Access-Control-Allow-Origin: http://ui.test"'
 before=$(c /v1/completions -d '{"prompt":"Once upon a time","max_tokens":16,"temperature":0}')
 f=$(python3 "$(dirname "$0")/serve_fuzz.py" "$PORT" "$N" 1 240)
 echo "fuzz: $f"

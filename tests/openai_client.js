@@ -1,7 +1,7 @@
 // The official `openai` npm client against bitllm serve: a chat completion, plain and streamed
-// (the streamed deltas must add up to the plain answer), two samples streamed, a text completion, a prompt scored with
-// echo and logprobs, chat logprobs, the model list, and the client's own error type for a bad
-// request. Prints one JSON object with what it saw.
+// (the streamed deltas must add up to the plain answer), two samples streamed, a text completion,
+// a prompt scored with echo and logprobs, chat logprobs, the model list and the model retrieved by
+// id, and the client's own error type for a bad request. Prints one JSON object with what it saw.
 // usage: node openai_client.js NODE_MODULES_DIR PORT API_KEY
 const path = require('path');
 const mod = require(path.join(process.argv[2], 'openai'));
@@ -15,6 +15,7 @@ async function main() {
   const out = {};
   const models = await client.models.list();
   out.models = models.data.map((m) => m.id);
+  out.retrieved = (await client.models.retrieve(out.models[0])).id;
   const r = await client.chat.completions.create(
       {model: out.models[0], messages, max_tokens: 24, temperature: 0});
   out.chat = r.choices[0].message.content;

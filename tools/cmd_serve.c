@@ -23,7 +23,8 @@ static void log_line(void *ctx, const char *line) {
 int cmd_serve(int argc, char **argv) {
     bl_server_opts so;
     bl_server_opts_default(&so);
-    const char *tokp = NULL, *host = so.host, *api_key = NULL, *tmpl = NULL, *alias = NULL;
+    const char *tokp = NULL, *host = so.host, *api_key = NULL, *tmpl = NULL, *alias = NULL,
+               *cors = NULL;
     const char *tables_s = NULL, *kv_s = NULL;
     int port = so.port, parallel = so.parallel, ctx = 0, queue = so.queue, threads = 0;
     double max_body = (double)so.max_body;
@@ -33,6 +34,8 @@ int cmd_serve(int argc, char **argv) {
          CLI_RANGE(0, 65535)},
         {"api-key", 0, OPT_STR, &api_key, "KEY", "require \"Authorization: Bearer KEY\"",
          CLI_ANY},
+        {"cors", 0, OPT_STR, &cors, "ORIGIN",
+         "let browser pages from ORIGIN call the server (\"*\": any page)", CLI_ANY},
         {"parallel", 0, OPT_INT, &parallel, "N", "sequences decoded together (default 4)",
          CLI_RANGE(1, 256)},
         {"ctx", 0, OPT_INT, &ctx, "N", "tokens per sequence (default: model's, at most 2048)",
@@ -60,6 +63,7 @@ int cmd_serve(int argc, char **argv) {
     so.host = host;
     so.port = port;
     so.api_key = api_key;
+    so.cors = cors;
     so.parallel = parallel;
     so.ctx = ctx;
     so.queue = queue;

@@ -7,7 +7,8 @@
  * reading their prompt, samples each sequence with its own seeded generator and streams the text
  * out. Requests join and leave between steps; a client that disconnects frees its slot at the
  * next step. Endpoints: POST /v1/completions, POST /v1/chat/completions (both optionally
- * streamed as server-sent events ending in "data: [DONE]"), GET /v1/models, GET /health. Errors
+ * streamed as server-sent events ending in "data: [DONE]"), GET /v1/models, GET
+ * /v1/models/{id}, GET /health. Errors
  * are OpenAI error objects {"error": {"message", "type", "param", "code"}} with status 400, 401,
  * 404, 405, 413 or 503. docs/serve.md documents the API. */
 #ifndef BITLLM_SERVE_H
@@ -25,6 +26,9 @@ typedef struct {
     const char *host;          /* address to listen on (default 127.0.0.1) */
     int port;                  /* 0: an ephemeral port (see bl_server_port) */
     const char *api_key;       /* when set, requests need "Authorization: Bearer <key>" */
+    const char *cors;          /* when set, browsers may call from this origin ("*": any):
+                                * Access-Control-Allow-Origin on every answer, preflights
+                                * (OPTIONS) answered 204 */
     const char *model_id;      /* the id /v1/models reports (default: the model path's name) */
     const char *chat_template; /* family name; NULL: detected from the model */
     int parallel;              /* sequences decoded together (KV-cache slots), default 4 */

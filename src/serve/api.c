@@ -684,14 +684,21 @@ char *srv_usage_chunk_json(const srv_reply *r, srv_usage u) {
     return print(o);
 }
 
-char *srv_models_json(const char *model, long created) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "object", "list");
-    cJSON *data = cJSON_AddArrayToObject(o, "data"), *m = cJSON_CreateObject();
+static cJSON *model_object(const char *model, long created) {
+    cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "id", model);
     cJSON_AddStringToObject(m, "object", "model");
     cJSON_AddNumberToObject(m, "created", (double)created);
     cJSON_AddStringToObject(m, "owned_by", "bitllm");
-    cJSON_AddItemToArray(data, m);
+    return m;
+}
+
+char *srv_models_json(const char *model, long created) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(o, "data");
+    cJSON_AddItemToArray(data, model_object(model, created));
     return print(o);
 }
+
+char *srv_model_json(const char *model, long created) { return print(model_object(model, created)); }

@@ -66,6 +66,7 @@ char *srv_completion_json(const srv_reply *r, const srv_choice_out *ch, int n, s
 char *srv_chunk_json(const srv_reply *r, int index, const char *text, bool role,
                      const char *finish, const srv_lp_view *lp);
 char *srv_usage_chunk_json(const srv_reply *r, srv_usage u);
-char *srv_models_json(const char *model, long created);
+char *srv_models_json(const char *model, long created); /* GET /v1/models */
+char *srv_model_json(const char *model, long created);  /* GET /v1/models/{model} */
 
 #endif

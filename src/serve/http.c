@@ -25,7 +25,7 @@
 struct bl_server {
     const bl_model *m;
     bl_server_opts o;
-    char *host, *api_key, *model_id;
+    char *host, *api_key, *model_id, *cors;
     bl_chat_template tmpl;
     bool have_tmpl;
     char tmpl_error[512];
@@ -50,8 +50,20 @@ static void logf_(const bl_server *s, const char *fmt, ...) {
 
 /* ---- answers ---- */
 
-static enum MHD_Result answer(struct MHD_Connection *c, int status, char *json,
-                              const char *allow) {
+/* Queues a response with the headers every answer carries (CORS, when allowed). */
+static enum MHD_Result queue(const bl_server *s, struct MHD_Connection *c, int status,
+                             struct MHD_Response *r) {
+    if (s->cors) {
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", s->cors);
+        if (strcmp(s->cors, "*") != 0) MHD_add_response_header(r, "Vary", "Origin");
+    }
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result answer(const bl_server *s, struct MHD_Connection *c, int status,
+                              char *json, const char *allow) {
     static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
                               "\"param\":null,\"code\":null}}";
     struct MHD_Response *r =
@@ -65,22 +77,21 @@ static enum MHD_Result answer(struct MHD_Connection *c, int status, char *json,
     if (!json) status = 500;
     MHD_add_response_header(r, "Content-Type", "application/json");
     if (allow) MHD_add_response_header(r, "Allow", allow);
-    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
-    MHD_destroy_response(r);
-    return ret;
+    return queue(s, c, status, r);
 }
 
-static enum MHD_Result answer_error(struct MHD_Connection *c, int status, const char *param,
-                                    const char *code, const char *allow, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-static enum MHD_Result answer_error(struct MHD_Connection *c, int status, const char *param,
-                                    const char *code, const char *allow, const char *fmt, ...) {
+static enum MHD_Result answer_error(const bl_server *s, struct MHD_Connection *c, int status,
+                                    const char *param, const char *code, const char *allow,
+                                    const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+static enum MHD_Result answer_error(const bl_server *s, struct MHD_Connection *c, int status,
+                                    const char *param, const char *code, const char *allow,
+                                    const char *fmt, ...) {
     srv_error e = {.status = status, .param = param, .code = code};
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(e.message, sizeof e.message, fmt, ap);
     va_end(ap);
-    return answer(c, status, srv_error_json(&e), allow);
+    return answer(s, c, status, srv_error_json(&e), allow);
 }
 
 /* ---- the client's socket ---- */
@@ -334,10 +345,10 @@ static enum MHD_Result answer_choices(bl_server *s, struct MHD_Connection *c, bo
     srv_reply reply;
     new_reply(s, chat, &reply);
     enum MHD_Result ret =
-        !ok ? answer_error(c, 500, NULL, NULL, NULL, "out of memory")
+        !ok ? answer_error(s, c, 500, NULL, NULL, NULL, "out of memory")
         : failed < 0
-            ? answer(c, 200, srv_completion_json(&reply, out, n, total), NULL)
-            : answer_error(c, strstr(ss[failed].error, "shutting down") ? 503 : 500, NULL, NULL,
+            ? answer(s, c, 200, srv_completion_json(&reply, out, n, total), NULL)
+            : answer_error(s, c, strstr(ss[failed].error, "shutting down") ? 503 : 500, NULL, NULL,
                            NULL, "generation failed: %s", ss[failed].error);
     for (int i = 0; i < n; i++) {
         if (text) srv_str_free(&text[i]);
@@ -353,13 +364,13 @@ static enum MHD_Result generate(bl_server *s, struct MHD_Connection *c, conn_t *
     srv_api_req ar;
     srv_error err;
     if (!srv_parse_request(&api, cx->body.p ? cx->body.p : "", cx->body.n, chat, &ar, &err))
-        return answer(c, err.status, srv_error_json(&err), NULL);
+        return answer(s, c, err.status, srv_error_json(&err), NULL);
     const bool stream = ar.stream, include_usage = ar.include_usage;
     const int n = ar.n_choices, n_per = ar.n_per_prompt;
     choice_t *ch = calloc((size_t)n, sizeof *ch);
     if (!ch) {
         srv_api_req_free(&ar);
-        return answer_error(c, 500, NULL, NULL, NULL, "out of memory");
+        return answer_error(s, c, 500, NULL, NULL, NULL, "out of memory");
     }
     int rc = SRV_OK;
     for (int i = 0; i < n && rc == SRV_OK; i++) {
@@ -375,7 +386,7 @@ static enum MHD_Result generate(bl_server *s, struct MHD_Connection *c, conn_t *
                                                   &ch[i].echo, &ch[i].echo_n, &derr)) {
             srv_api_req_free(&ar);
             drop_choices(s, ch, n, true);
-            return answer_error(c, 500, NULL, NULL, NULL, "cannot decode the prompt: %s",
+            return answer_error(s, c, 500, NULL, NULL, NULL, "cannot decode the prompt: %s",
                                 derr.msg);
         }
         rc = srv_submit(s->engine, p, &ch[i].req);
@@ -384,11 +395,11 @@ static enum MHD_Result generate(bl_server *s, struct MHD_Connection *c, conn_t *
     if (rc != SRV_OK) {
         drop_choices(s, ch, n, true);
         if (rc == SRV_QUEUE_FULL)
-            return answer_error(c, 503, NULL, NULL, NULL, "the server is busy: %d requests "
+            return answer_error(s, c, 503, NULL, NULL, NULL, "the server is busy: %d requests "
                                 "running and %d waiting; retry later", s->o.parallel, s->o.queue);
         if (rc == SRV_STOPPING)
-            return answer_error(c, 503, NULL, NULL, NULL, "the server is shutting down");
-        return answer_error(c, 500, NULL, NULL, NULL, "out of memory");
+            return answer_error(s, c, 503, NULL, NULL, NULL, "the server is shutting down");
+        return answer_error(s, c, 500, NULL, NULL, NULL, "out of memory");
     }
     cx->counted = true; /* a drain waits for this response to be sent */
     atomic_fetch_add(&s->inflight, 1);
@@ -402,16 +413,14 @@ static enum MHD_Result generate(bl_server *s, struct MHD_Connection *c, conn_t *
     if (!r) {
         drop_choices(s, ch, n, true);
         free(st);
-        return answer_error(c, 500, NULL, NULL, NULL, "out of memory");
+        return answer_error(s, c, 500, NULL, NULL, NULL, "out of memory");
     }
     *st = (stream_t){.s = s, .ch = ch, .n = n, .n_per = n_per, .n_left = n,
                      .include_usage = include_usage, .fd = fd};
     new_reply(s, chat, &st->reply);
     MHD_add_response_header(r, "Content-Type", "text/event-stream");
     MHD_add_response_header(r, "Cache-Control", "no-cache");
-    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
-    MHD_destroy_response(r);
-    return ret;
+    return queue(s, c, MHD_HTTP_OK, r);
 }
 
 /* Constant-time comparison of the bearer token with the key. */
@@ -426,13 +435,14 @@ static bool authorized(const bl_server *s, struct MHD_Connection *c) {
     return diff == 0;
 }
 
-enum { R_NONE, R_HEALTH, R_MODELS, R_COMPLETIONS, R_CHAT };
+enum { R_NONE, R_HEALTH, R_MODELS, R_MODEL, R_COMPLETIONS, R_CHAT };
 static const struct {
     const char *url, *method;
     int route;
 } routes[] = {
     {"/health", "GET", R_HEALTH},
     {"/v1/models", "GET", R_MODELS},
+    {"/v1/models/", "GET", R_MODEL}, /* followed by the model's id */
     {"/v1/completions", "POST", R_COMPLETIONS},
     {"/v1/chat/completions", "POST", R_CHAT},
 };
@@ -445,33 +455,49 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     conn_t *cx = *con_cls;
     int route = R_NONE;
     const char *allowed = NULL;
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (strcmp(url, routes[i].url) == 0) {
+    const char *model = NULL; /* GET /v1/models/{model} */
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        const size_t n = strlen(routes[i].url);
+        const bool prefix = routes[i].route == R_MODEL;
+        if (prefix ? strncmp(url, routes[i].url, n) == 0 && url[n] : strcmp(url, routes[i].url) == 0) {
             allowed = routes[i].method;
             if (strcmp(method, routes[i].method) == 0) route = routes[i].route;
+            if (prefix) model = url + n;
         }
+    }
     if (!cx) { /* headers only so far: refuse early what needs no body */
         if (!(cx = calloc(1, sizeof *cx))) return MHD_NO;
         *con_cls = cx;
+        if (allowed && s->cors && strcmp(method, "OPTIONS") == 0) { /* a browser's preflight */
+            cx->answered = true;
+            struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"",
+                                                                     MHD_RESPMEM_PERSISTENT);
+            if (!r) return MHD_NO;
+            MHD_add_response_header(r, "Access-Control-Allow-Methods", allowed);
+            MHD_add_response_header(r, "Access-Control-Allow-Headers",
+                                    "Authorization, Content-Type");
+            MHD_add_response_header(r, "Access-Control-Max-Age", "86400");
+            return queue(s, c, MHD_HTTP_NO_CONTENT, r);
+        }
         if (!allowed) {
             cx->answered = true;
-            return answer_error(c, 404, NULL, NULL, NULL, "no such endpoint: %s %.200s", method,
+            return answer_error(s, c, 404, NULL, NULL, NULL, "no such endpoint: %s %.200s", method,
                                 url);
         }
         if (route == R_NONE) {
             cx->answered = true;
-            return answer_error(c, 405, NULL, NULL, allowed, "%s %s: method not allowed (use %s)",
+            return answer_error(s, c, 405, NULL, NULL, allowed, "%s %s: method not allowed (use %s)",
                                 method, url, allowed);
         }
         if (route != R_HEALTH && !authorized(s, c)) {
             cx->answered = true;
-            return answer_error(c, 401, NULL, "invalid_api_key", NULL,
+            return answer_error(s, c, 401, NULL, "invalid_api_key", NULL,
                                 "missing or wrong API key (send \"Authorization: Bearer KEY\")");
         }
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > s->o.max_body) {
             cx->answered = true;
-            return answer_error(c, 413, NULL, NULL, NULL, "the request body is larger than %zu "
+            return answer_error(s, c, 413, NULL, NULL, NULL, "the request body is larger than %zu "
                                 "bytes (--max-body)", s->o.max_body);
         }
         return MHD_YES;
@@ -487,11 +513,17 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (cx->answered) return MHD_YES;
     cx->answered = true;
     if (cx->too_large)
-        return answer_error(c, 413, NULL, NULL, NULL, "the request body is larger than %zu bytes "
+        return answer_error(s, c, 413, NULL, NULL, NULL, "the request body is larger than %zu bytes "
                             "(--max-body)", s->o.max_body);
     switch (route) {
-    case R_HEALTH: return answer(c, 200, bl_strdup("{\"status\":\"ok\"}"), NULL);
-    case R_MODELS: return answer(c, 200, srv_models_json(s->model_id, s->started), NULL);
+    case R_HEALTH: return answer(s, c, 200, bl_strdup("{\"status\":\"ok\"}"), NULL);
+    case R_MODELS: return answer(s, c, 200, srv_models_json(s->model_id, s->started), NULL);
+    case R_MODEL:
+        if (strcmp(model, s->model_id) != 0)
+            return answer_error(s, c, 404, "model", "model_not_found", NULL,
+                                "the model '%.200s' does not exist; this server has '%.200s'",
+                                model, s->model_id);
+        return answer(s, c, 200, srv_model_json(s->model_id, s->started), NULL);
     case R_COMPLETIONS: return generate(s, c, cx, false);
     default: return generate(s, c, cx, true);
     }
@@ -552,6 +584,7 @@ bl_status bl_server_start(const bl_model *m, const bl_server_opts *o, bl_server 
     const char *host = o->host && strcmp(o->host, "localhost") != 0 ? o->host : "127.0.0.1";
     s->host = bl_strdup(host);
     s->api_key = o->api_key && *o->api_key ? bl_strdup(o->api_key) : NULL;
+    s->cors = o->cors && *o->cors ? bl_strdup(o->cors) : NULL;
     if (o->model_id) s->model_id = bl_strdup(o->model_id);
     else {
         s->model_id = bl_strdup(base_name(m->path ? m->path : "model"));
@@ -562,7 +595,8 @@ bl_status bl_server_start(const bl_model *m, const bl_server_opts *o, bl_server 
         }
     }
     bl_status st = BL_OK;
-    if (!s->host || (o->api_key && *o->api_key && !s->api_key) || !s->model_id)
+    if (!s->host || (o->api_key && *o->api_key && !s->api_key) ||
+        (o->cors && *o->cors && !s->cors) || !s->model_id)
         st = bl_fail(err, BL_ERR_NOMEM, "out of memory");
     if (!st && s->o.ctx > m->cfg.max_seq)
         st = bl_fail(err, BL_ERR_ARG, "--ctx %d is more than the model's context of %d tokens",
@@ -656,6 +690,7 @@ void bl_server_free(bl_server *s) {
     bl_server_stop(s, false);
     free(s->host);
     free(s->api_key);
+    free(s->cors);
     free(s->model_id);
     free(s);
 }
