@@ -63,6 +63,17 @@ def case(name, argv, *want):
         print("ok   %s (rc %d: %s)" % (name, r.returncode, first[:150]))
 
 
+def must_pass(name, ok, detail):
+    """A case that must succeed: ok, or a failure with detail."""
+    global passed, failed
+    if ok:
+        passed += 1
+        print("ok   %s" % name)
+    else:
+        failed += 1
+        print("FAIL %s: %s" % (name, detail))
+
+
 def unpack_model_dir(blob, d):
     n = struct.unpack_from("<I", blob)[0]
     write(os.path.join(d, "config.json"), blob[4:4 + n])
@@ -124,6 +135,28 @@ def gguf_layout(d):
         tens[name] = pos + 4
         pos += 4 + 8 * nd + 4 + 8
     return kvs, tens
+
+
+def gguf_add_kvs(d, kvs_new, align=32):
+    """d with the key/value pairs kvs_new (key, GGUF type id, packed value) appended after its
+    own, the tensor data moved to the next aligned offset."""
+    n_t, n_kv = struct.unpack_from("<QQ", d, 8)
+    kvs, tens = gguf_layout(d)
+    # the values end where the first tensor info begins: its name (length, bytes), then dims
+    first = min(tens, key=lambda t: tens[t])
+    kv_end = tens[first] - 4 - len(first.encode()) - 8
+    last = max(tens, key=lambda t: tens[t])
+    nd = struct.unpack_from("<I", d, tens[last] - 4)[0]
+    info_end = tens[last] + 8 * nd + 4 + 8
+    data_at = info_end + (-info_end % align)
+    extra = b"".join(struct.pack("<Q", len(k.encode())) + k.encode() + struct.pack("<I", t) + v
+                     for k, t, v in kvs_new)
+    head = d[:16] + struct.pack("<Q", n_kv + len(kvs_new)) + d[24:kv_end] + extra + d[kv_end:info_end]
+    return head + b"\0" * (-len(head) % align) + d[data_at:]
+
+
+def gstr_val(text):
+    return struct.pack("<Q", len(text.encode())) + text.encode()
 
 
 def main():
@@ -203,6 +236,21 @@ def main():
     struct.pack_into("<I", b, kvs["llama.rope.freq_base"][0], 4)  # f32 -> u32 is fine, -> i8 not
     struct.pack_into("<I", b, kvs["llama.rope.freq_base"][0], 13)
     gg_case("wrong-type-unknown", bytes(b), "llama.rope.freq_base", "unknown value type 13")
+
+    # rope scaling: linear is run (info reports the factor), the others are refused, not ignored
+    lin = write(T("gguf", "rope-linear.gguf"), gguf_add_kvs(gg, [
+        ("llama.rope.scaling.type", 8, gstr_val("linear")),
+        ("llama.rope.scaling.factor", 6, struct.pack("<f", 4.0))]))
+    r = subprocess.run([BIN, "info", lin, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    must_pass("gguf rope.scaling.type linear, factor 4: loaded with the factor",
+         r.returncode == 0 and json.loads(r.stdout)["config"]["rope_linear"] == 4.0,
+         "rc %d, %s %s" % (r.returncode, r.stdout[-300:], r.stderr[-300:]))
+    gg_case("rope-scaling-yarn", gguf_add_kvs(gg, [("llama.rope.scaling.type", 8, gstr_val("yarn"))]),
+            "llama.rope.scaling.type = \"yarn\" is not supported (none, linear)")
+    gg_case("rope-scaling-linear-no-factor", gguf_add_kvs(gg, [("llama.rope.scaling.type", 8, gstr_val("linear"))]),
+            "llama.rope.scaling.factor is missing")
+    gg_case("rope-scaling-negative", gguf_add_kvs(gg, [("llama.rope.scale_linear", 6, struct.pack("<f", -1.0))]),
+            "linear rope scaling factor must be a positive number")
 
     # ---------------- llama2.c checkpoint (with its tokenizer.bin) ----------------
     l2 = seed("llama2c", "ok-v1")

@@ -132,7 +132,10 @@ static double ref_inv_freq(const bl_config *c, int i) {
 static void ref_rope(double *v, const bl_config *c, int pos) {
     int hd = c->head_dim, half = hd / 2;
     for (int i = 0; i < half; i++) {
-        double a = pos * ref_inv_freq(c, i), cs = cos(a), sn = sin(a);
+        /* linear scaling as Hugging Face's LlamaLinearScalingRotaryEmbedding: the position
+         * divided by the factor */
+        const double t = c->rope_linear > 0 ? pos / (double)c->rope_linear : pos;
+        double a = t * ref_inv_freq(c, i), cs = cos(a), sn = sin(a);
         int p0 = c->rope_interleaved ? 2 * i : i, p1 = c->rope_interleaved ? 2 * i + 1 : i + half;
         double x0 = v[p0], x1 = v[p1];
         v[p0] = x0 * cs - x1 * sn;

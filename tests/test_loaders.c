@@ -198,6 +198,11 @@ static void test_config_fields(void) {
                 "\"rope_scaling.factor\" must be a finite number");
     config_case(base, "\"hidden_act\": \"silu\"", "\"rope_scaling\": {\"rope_type\": \"yarn\"}",
                 "rope_scaling type \"yarn\"");
+    config_case(base, "\"hidden_act\": \"silu\"", "\"rope_scaling\": {\"rope_type\": \"linear\"}",
+                "rope_scaling of type \"linear\" has no \"factor\"");
+    config_case(base, "\"hidden_act\": \"silu\"",
+                "\"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": -2}",
+                "linear rope scaling factor must be a positive number (got -2)");
     /* zero, negative, absurd and inconsistent sizes, named */
     config_case(base, "\"hidden_size\": 16", "\"hidden_size\": 0", "hidden_size = 0 is out of range");
     config_case(base, "\"intermediate_size\": 32", "\"intermediate_size\": -32",

@@ -338,6 +338,12 @@ static void test_arch_variants(void) {
                   "\"factor\":8.0,\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,"
                   "\"original_max_position_embeddings\":16},\"tie_word_embeddings\":false}",
                   BL_DT_F16, 1);
+    check_variant("llama (linear rope scaling, factor 4)",
+                  "{\"model_type\":\"llama\",\"hidden_size\":32,\"intermediate_size\":48,"
+                  "\"num_hidden_layers\":2,\"num_attention_heads\":4,\"num_key_value_heads\":2,"
+                  "\"vocab_size\":50,\"max_position_embeddings\":64,\"rms_norm_eps\":1e-5,"
+                  "\"rope_scaling\":{\"type\":\"linear\",\"factor\":4.0}}",
+                  BL_DT_F32, 1);
     check_variant("mistral (GQA)",
                   "{\"model_type\":\"mistral\",\"hidden_size\":32,\"intermediate_size\":64,"
                   "\"num_hidden_layers\":1,\"num_attention_heads\":8,\"num_key_value_heads\":2,"

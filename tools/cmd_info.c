@@ -24,6 +24,7 @@ static cJSON *config_json(const bl_config *c) {
     cJSON_AddNumberToObject(o, "norm_eps", c->norm_eps);
     cJSON_AddBoolToObject(o, "rope_interleaved", c->rope_interleaved);
     cJSON_AddBoolToObject(o, "rope_llama3", c->rope_llama3);
+    cJSON_AddNumberToObject(o, "rope_linear", c->rope_linear);
     cJSON_AddBoolToObject(o, "tied_embeddings", c->tied_embeddings);
     cJSON_AddBoolToObject(o, "qkv_bias", c->qkv_bias);
     cJSON_AddBoolToObject(o, "qk_norm", c->qk_norm);
@@ -122,9 +123,12 @@ int cmd_info(int argc, char **argv) {
                "vocab %d, ctx %d\n",
                bl_arch_name(c->arch), c->dim, c->hidden_dim, c->n_layers, c->n_heads,
                c->n_kv_heads, c->head_dim, c->vocab_size, c->max_seq);
-        printf("rope         theta %g, %s pairs%s; norm eps %g; %s embeddings%s%s\n",
+        char lin[48] = "";
+        if (c->rope_linear > 0.0f)
+            snprintf(lin, sizeof lin, ", linear scaling %g", (double)c->rope_linear);
+        printf("rope         theta %g, %s pairs%s%s; norm eps %g; %s embeddings%s%s\n",
                c->rope_theta, c->rope_interleaved ? "interleaved" : "rotate-half",
-               c->rope_llama3 ? ", llama3 scaling" : "", c->norm_eps,
+               c->rope_llama3 ? ", llama3 scaling" : "", lin, c->norm_eps,
                c->tied_embeddings ? "tied" : "untied", c->qkv_bias ? "; qkv bias" : "",
                c->qk_norm ? "; q/k norm" : "");
         printf("parameters   %lld (%.2f M), weights %.2f MiB\n", (long long)params, params / 1e6,

@@ -30,6 +30,9 @@ typedef struct {
     bool rope_llama3;
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_orig_max_pos;
+    /* Linear position scaling ("rope_scaling": {"rope_type": "linear", "factor": f}; GGUF
+     * <arch>.rope.scaling.type "linear"): positions divided by f. 0: none. */
+    float rope_linear;
     bool tied_embeddings;
     bool qkv_bias;    /* Qwen2 */
     bool qk_norm;     /* Qwen3: RMSNorm over each head's q and k */

@@ -128,6 +128,9 @@ bl_status bl_config_validate(const bl_config *c, const char *path, const bl_conf
                        "%g, %d)",
                        path, (double)c->rope_factor, (double)c->rope_low_freq_factor,
                        (double)c->rope_high_freq_factor, c->rope_orig_max_pos);
+    if (c->rope_linear != 0.0f && !(c->rope_linear > 0.0f && isfinite(c->rope_linear)))
+        return bl_fail(err, BL_ERR_FORMAT, "%s: the linear rope scaling factor must be a positive "
+                       "number (got %g)", path, (double)c->rope_linear);
     const struct { const char *name; int v; } ids[] = {{fn->bos, c->bos_id}, {fn->eos, c->eos_id}};
     for (int i = 0; i < 2; i++)
         if (ids[i].v < -1 || ids[i].v >= c->vocab_size)
@@ -148,9 +151,15 @@ static bl_status parse_rope_scaling(const field_ctx *top, const cJSON *o, bl_con
                             top->path);
     if (!cJSON_IsString(ty)) return wrong_type(&f, tkey, ty, "a string");
     if (strcmp(ty->valuestring, "default") == 0) return BL_OK;
+    if (strcmp(ty->valuestring, "linear") == 0) {
+        if (!field(rs, "factor"))
+            return bl_fail(top->err, BL_ERR_FORMAT, "%s: rope_scaling of type \"linear\" has no "
+                           "\"factor\"", top->path);
+        return get_float(&f, rs, "factor", &c->rope_linear);
+    }
     if (strcmp(ty->valuestring, "llama3") != 0)
         return bl_fail(top->err, BL_ERR_UNSUPPORTED,
-                       "%s: rope_scaling type \"%.40s\" not supported (llama3, default)",
+                       "%s: rope_scaling type \"%.40s\" not supported (llama3, linear, default)",
                        top->path, ty->valuestring);
     c->rope_llama3 = true;
     c->rope_factor = 8.0f;

@@ -28,7 +28,8 @@ bl_status bl_model_own(bl_model *m, void *p, bl_err *err) {
     return BL_OK;
 }
 
-/* Inverse RoPE frequencies, with Llama-3 scaling or GGUF's rope_freqs factors applied. */
+/* Inverse RoPE frequencies, with Llama-3 scaling or GGUF's rope_freqs factors applied, and
+ * linear position scaling. */
 static bl_status init_rope(bl_model *m, bl_err *err) {
     const bl_config *c = &m->cfg;
     int half = c->head_dim / 2;
@@ -61,6 +62,7 @@ static bl_status init_rope(bl_model *m, bl_err *err) {
                 f = (1.0 - smooth) * f / c->rope_factor + smooth * f;
             }
         }
+        if (c->rope_linear > 0.0f) f /= c->rope_linear; /* positions / factor */
         m->rope_inv_freq[i] = (float)f;
     }
     free(factors);
@@ -163,6 +165,32 @@ static bl_status gguf_float(const bl_gguf *g, const char *key, float *out, bl_er
     return BL_OK;
 }
 
+/* <arch>.rope.scaling.type: "none", or "linear" with <arch>.rope.scaling.factor (or the older
+ * <arch>.rope.scale_linear); the others (yarn, ...) are refused rather than run unscaled. */
+static bl_status gguf_rope_scaling(const bl_gguf *g, const char *arch, bl_config *c, bl_err *err) {
+    char kt[96], kf[96], kl[96];
+    snprintf(kt, sizeof kt, "%s.rope.scaling.type", arch);
+    snprintf(kf, sizeof kf, "%s.rope.scaling.factor", arch);
+    snprintf(kl, sizeof kl, "%s.rope.scale_linear", arch);
+    bl_status s;
+    if (bl_gguf_find(g, kt)) {
+        bl_str t;
+        if (!bl_gguf_get_str(g, kt, &t))
+            return bl_fail(err, BL_ERR_FORMAT, "%s: metadata %s must be a string", g->path, kt);
+        if (t.len == 4 && memcmp(t.ptr, "none", 4) == 0) return BL_OK;
+        if (!(t.len == 6 && memcmp(t.ptr, "linear", 6) == 0))
+            return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: metadata %s = \"%.*s\" is not supported "
+                           "(none, linear)", g->path, kt, (int)(t.len < 40 ? t.len : 40), t.ptr);
+        if (!bl_gguf_find(g, kf))
+            return bl_fail(err, BL_ERR_FORMAT, "%s: %s is \"linear\" but %s is missing", g->path,
+                           kt, kf);
+        return gguf_float(g, kf, &c->rope_linear, err);
+    }
+    if ((s = gguf_float(g, kl, &c->rope_linear, err))) return s;
+    if (c->rope_linear == 1.0f) c->rope_linear = 0.0f; /* the neutral value converters write */
+    return BL_OK;
+}
+
 /* m->gguf is parsed: configuration from its metadata, then the weights and tokenizer. */
 static bl_status gguf_model(bl_model *m, const bl_load_opts *opts, bl_err *err) {
     const bl_gguf *g = m->gguf;
@@ -215,6 +243,7 @@ static bl_status gguf_model(bl_model *m, const bl_load_opts *opts, bl_err *err) 
         (s = gguf_int(g, "tokenizer.ggml.bos_token_id", &c->bos_id, false, err)) ||
         (s = gguf_int(g, "tokenizer.ggml.eos_token_id", &c->eos_id, false, err)))
         return s;
+    if ((s = gguf_rope_scaling(g, arch, c, err))) return s;
     if (!has_hd) {
         if (c->n_heads <= 0 || c->dim % c->n_heads != 0)
             return bl_fail(err, BL_ERR_FORMAT, "%s: %s = %d is not a multiple of %s = %d (and "

@@ -33,6 +33,11 @@ cJSON *bl_config_to_json(const bl_config *c) {
         cJSON_AddNumberToObject(r, "high_freq_factor", c->rope_high_freq_factor);
         cJSON_AddNumberToObject(r, "original_max_position_embeddings", c->rope_orig_max_pos);
     }
+    if (c->rope_linear > 0.0f) {
+        cJSON *r = cJSON_AddObjectToObject(o, "rope_scaling");
+        cJSON_AddStringToObject(r, "rope_type", "linear");
+        cJSON_AddNumberToObject(r, "factor", c->rope_linear);
+    }
     cJSON_AddBoolToObject(o, "tie_word_embeddings", c->tied_embeddings);
     cJSON_AddBoolToObject(o, "attention_bias", c->qkv_bias);
     /* Q/K rows of checkpoints converted from GGUF/llama2.c stay in interleaved-pair order. */
