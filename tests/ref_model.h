@@ -175,19 +175,22 @@ static void ref_model_step(ref_model *r, int token, int pos, double *logits) {
         double *kc = r->kc + ((size_t)l * r->max_seq) * kvd, *vc = r->vc + ((size_t)l * r->max_seq) * kvd;
         memcpy(kc + (size_t)pos * kvd, k, sizeof(double) * kvd);
         memcpy(vc + (size_t)pos * kvd, v, sizeof(double) * kvd);
+        /* a sliding window as Hugging Face's mask: key t is seen when t > pos - window */
+        int t0 = 0;
+        while (c->sliding_window > 0 && t0 <= pos - c->sliding_window) t0++;
         for (int h = 0; h < nh; h++) {
             int g = h / (nh / nkv);
             double mx = -1e300, sum = 0;
-            for (int t = 0; t <= pos; t++) {
+            for (int t = t0; t <= pos; t++) {
                 double d = 0;
                 for (int i = 0; i < hd; i++) d += q[h * hd + i] * kc[(size_t)t * kvd + g * hd + i];
                 sc[t] = d / sqrt((double)hd);
                 if (sc[t] > mx) mx = sc[t];
             }
-            for (int t = 0; t <= pos; t++) sum += (sc[t] = exp(sc[t] - mx));
+            for (int t = t0; t <= pos; t++) sum += (sc[t] = exp(sc[t] - mx));
             for (int i = 0; i < hd; i++) {
                 double o = 0;
-                for (int t = 0; t <= pos; t++) o += sc[t] / sum * vc[(size_t)t * kvd + g * hd + i];
+                for (int t = t0; t <= pos; t++) o += sc[t] / sum * vc[(size_t)t * kvd + g * hd + i];
                 att[h * hd + i] = o;
             }
         }

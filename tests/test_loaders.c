@@ -198,6 +198,32 @@ static void test_config_fields(void) {
                 "\"rope_scaling.factor\" must be a finite number");
     config_case(base, "\"hidden_act\": \"silu\"", "\"rope_scaling\": {\"rope_type\": \"yarn\"}",
                 "rope_scaling type \"yarn\"");
+    /* sliding windows: Mistral's must be positive; Qwen's layer-dependent one is refused; Qwen
+     * without it and LLaMA ignore the field, as Hugging Face's classes do */
+    {
+        char *mis = replace(base, "\"model_type\": \"llama\"", "\"model_type\": \"mistral\"");
+        char *qw = replace(base, "\"model_type\": \"llama\"", "\"model_type\": \"qwen2\"");
+        config_case(mis, "\"hidden_act\": \"silu\"", "\"sliding_window\": 0",
+                    "\"sliding_window\" = 0 must be positive");
+        config_case(qw, "\"hidden_act\": \"silu\"",
+                    "\"use_sliding_window\": true, \"sliding_window\": 8",
+                    "\"use_sliding_window\": true (a window on some layers) is not supported");
+        const struct { const char *base; int want; } ok[] = {{mis, 8}, {qw, 0}, {base, 0}};
+        for (int i = 0; i < 3; i++) {
+            char *j = replace(ok[i].base, "\"hidden_act\": \"silu\"",
+                              "\"use_sliding_window\": false, \"sliding_window\": 8");
+            if (i == 0) { /* (Mistral has no use_sliding_window) */
+                free(j);
+                j = replace(ok[i].base, "\"hidden_act\": \"silu\"", "\"sliding_window\": 8");
+            }
+            bl_config w;
+            CHECK(bl_config_from_hf_json(j, "config.json", &w, &err) == BL_OK &&
+                  w.sliding_window == ok[i].want);
+            free(j);
+        }
+        free(mis);
+        free(qw);
+    }
     config_case(base, "\"hidden_act\": \"silu\"", "\"rope_scaling\": {\"rope_type\": \"linear\"}",
                 "rope_scaling of type \"linear\" has no \"factor\"");
     config_case(base, "\"hidden_act\": \"silu\"",

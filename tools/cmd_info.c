@@ -25,6 +25,7 @@ static cJSON *config_json(const bl_config *c) {
     cJSON_AddBoolToObject(o, "rope_interleaved", c->rope_interleaved);
     cJSON_AddBoolToObject(o, "rope_llama3", c->rope_llama3);
     cJSON_AddNumberToObject(o, "rope_linear", c->rope_linear);
+    cJSON_AddNumberToObject(o, "sliding_window", c->sliding_window);
     cJSON_AddBoolToObject(o, "tied_embeddings", c->tied_embeddings);
     cJSON_AddBoolToObject(o, "qkv_bias", c->qkv_bias);
     cJSON_AddBoolToObject(o, "qk_norm", c->qk_norm);
@@ -131,6 +132,8 @@ int cmd_info(int argc, char **argv) {
                c->rope_llama3 ? ", llama3 scaling" : "", lin, c->norm_eps,
                c->tied_embeddings ? "tied" : "untied", c->qkv_bias ? "; qkv bias" : "",
                c->qk_norm ? "; q/k norm" : "");
+        if (c->sliding_window > 0)
+            printf("attention    a sliding window of %d positions\n", c->sliding_window);
         printf("parameters   %lld (%.2f M), weights %.2f MiB\n", (long long)params, params / 1e6,
                bytes / 1048576.0);
         printf("bpw          %.4f in the q,k,v,o,gate,up,down projections, %.4f over the whole "

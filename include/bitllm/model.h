@@ -33,6 +33,9 @@ typedef struct {
     /* Linear position scaling ("rope_scaling": {"rope_type": "linear", "factor": f}; GGUF
      * <arch>.rope.scaling.type "linear"): positions divided by f. 0: none. */
     float rope_linear;
+    /* Sliding-window attention (Mistral v0.1's "sliding_window"; GGUF
+     * <arch>.attention.sliding_window): a query at position p sees keys p - W + 1 .. p. 0: all. */
+    int sliding_window;
     bool tied_embeddings;
     bool qkv_bias;    /* Qwen2 */
     bool qk_norm;     /* Qwen3: RMSNorm over each head's q and k */

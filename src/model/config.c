@@ -128,6 +128,9 @@ bl_status bl_config_validate(const bl_config *c, const char *path, const bl_conf
                        "%g, %d)",
                        path, (double)c->rope_factor, (double)c->rope_low_freq_factor,
                        (double)c->rope_high_freq_factor, c->rope_orig_max_pos);
+    if (c->sliding_window < 0)
+        return bl_fail(err, BL_ERR_FORMAT, "%s: the sliding window must be positive (got %d)",
+                       path, c->sliding_window);
     if (c->rope_linear != 0.0f && !(c->rope_linear > 0.0f && isfinite(c->rope_linear)))
         return bl_fail(err, BL_ERR_FORMAT, "%s: the linear rope scaling factor must be a positive "
                        "number (got %g)", path, (double)c->rope_linear);
@@ -173,6 +176,30 @@ static bl_status parse_rope_scaling(const field_ctx *top, const cJSON *o, bl_con
         (st = get_int(&f, rs, "original_max_position_embeddings", &c->rope_orig_max_pos, NULL)))
         return st;
     return BL_OK;
+}
+
+/* "sliding_window" as Hugging Face's classes read it: Mistral attends within it (null: no
+ * window); Qwen2/Qwen3 only with "use_sliding_window": true, and then on the layers from
+ * "max_window_layers" on, which bitllm does not run (refused); LLaMA ignores the field. */
+static bl_status parse_sliding_window(const field_ctx *top, const cJSON *o, bl_config *c) {
+    bool use = false;
+    bl_status st;
+    switch (c->arch) {
+    case BL_ARCH_MISTRAL:
+        if ((st = get_int(top, o, "sliding_window", &c->sliding_window, NULL))) return st;
+        if (c->sliding_window <= 0 && field(o, "sliding_window"))
+            return bl_fail(top->err, BL_ERR_FORMAT, "%s: \"sliding_window\" = %d must be positive "
+                           "(or null)", top->path, c->sliding_window);
+        return BL_OK;
+    case BL_ARCH_QWEN2:
+    case BL_ARCH_QWEN3:
+        if ((st = get_bool(top, o, "use_sliding_window", &use))) return st;
+        if (use)
+            return bl_fail(top->err, BL_ERR_UNSUPPORTED, "%s: \"use_sliding_window\": true (a "
+                           "window on some layers) is not supported", top->path);
+        return BL_OK;
+    default: return BL_OK;
+    }
 }
 
 static bl_status parse_hf(const cJSON *o, const char *path, bl_config *c, bl_err *err) {
@@ -237,7 +264,7 @@ static bl_status parse_hf(const cJSON *o, const char *path, bl_config *c, bl_err
         (st = get_bool(&f, o, "rope_interleaved", &c->rope_interleaved)) ||
         (st = get_token_id(&f, o, "bos_token_id", &c->bos_id)) ||
         (st = get_token_id(&f, o, "eos_token_id", &c->eos_id)) ||
-        (st = parse_rope_scaling(&f, o, c)))
+        (st = parse_rope_scaling(&f, o, c)) || (st = parse_sliding_window(&f, o, c)))
         return st;
     if (mlp_bias)
         return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: \"mlp_bias\": true is not supported", path);

@@ -492,6 +492,11 @@ typedef struct {
     int sub; /* each GQA group's query heads in `sub` units of group/sub heads */
 } attn_job;
 
+/* The first key a query at position p sees: the start of its sliding window (0 without one). */
+static inline int window_lo(const bl_config *c, int p) {
+    return c->sliding_window > 0 && p >= c->sliding_window ? p - c->sliding_window + 1 : 0;
+}
+
 static void attention_units(void *ctx, int ith, int nth) {
     const attn_job *j = ctx;
     bl_state *s = j->s;
@@ -514,53 +519,69 @@ static void attention_units(void *ctx, int ith, int nth) {
         const float *ks = s->k_scale ? scales_at(s, s->k_scale, sp->slot, l, kvh) : NULL;
         const float *vs = s->v_scale ? scales_at(s, s->v_scale, sp->slot, l, kvh) : NULL;
         const bl_kv_type type = s->m->kv_cache;
+        /* row r of the head's keys and values, and of their scales */
+        const size_t row_bytes = (size_t)hd * s->kv_elem;
+#define ROW(base, r) ((const void *)((const uint8_t *)(base) + (size_t)(r) * row_bytes))
+#define SROW(sc, r) ((sc) ? (sc) + (size_t)(r) * s->kv_nbs : NULL)
         if (T <= SMALL_T && type != BL_KV_F32) { /* decode on the cache as it is */
             bool fused = true; /* the level has the kernel for every query or for none */
             for (int t = 0; t < T && fused; t++) {
                 const float *q = q0 + (size_t)t * s->q_dim;
                 float *out = out0 + (size_t)t * s->q_dim;
-                const int n = sp->pos0 + t + 1;
+                const int p = sp->pos0 + t, lo = window_lo(c, p), n = p + 1 - lo;
                 fused = type == BL_KV_F16
-                            ? bl_attend_f16(q, hd, G, kc, vc, hd, hd, n, inv_sqrt, P, out, hd,
-                                            s->ex.isa)
-                            : bl_attend_q8(q, hd, G, kc, ks, vc, vs, hd, s->kv_nbs, hd, n,
-                                           inv_sqrt, P, out, hd, s->ex.isa);
+                            ? bl_attend_f16(q, hd, G, ROW(kc, lo), ROW(vc, lo), hd, hd, n,
+                                            inv_sqrt, P, out, hd, s->ex.isa)
+                            : bl_attend_q8(q, hd, G, ROW(kc, lo), SROW(ks, lo), ROW(vc, lo),
+                                           SROW(vs, lo), hd, s->kv_nbs, hd, n, inv_sqrt, P, out,
+                                           hd, s->ex.isa);
             }
             if (fused) continue;
         }
-        const float *kh = kc, *vh = vc;
+        /* kh, vh: the keys and values from the unit's first visible one (lo0) on */
+        const int lo0 = window_lo(c, sp->pos0);
+        const float *kh = ROW(kc, lo0), *vh = ROW(vc, lo0);
         const int64_t ld = hd; /* row stride of kh and vh */
         if (type != BL_KV_F32) { /* the head's visible rows widened into this thread's scratch */
             float *kf = s->kv_scratch + (size_t)ith * 2 * (size_t)s->max_seq * (size_t)hd;
             float *vf = kf + (size_t)s->max_seq * (size_t)hd;
-            const int n = sp->pos0 + T; /* the keys the unit's last query sees */
-            cache_widen(s, kc, ks, n, kf);
-            cache_widen(s, vc, vs, n, vf);
+            const int n = sp->pos0 + T - lo0; /* the keys the unit's queries see */
+            cache_widen(s, ROW(kc, lo0), SROW(ks, lo0), n, kf);
+            cache_widen(s, ROW(vc, lo0), SROW(vs, lo0), n, vf);
             kh = kf, vh = vf;
         }
+#undef ROW
+#undef SROW
         if (T <= SMALL_T) { /* decode: the G heads together, one query position at a time */
-            for (int t = 0; t < T; t++)
-                bl_attend(q0 + (size_t)t * s->q_dim, hd, G, kh, vh, ld, hd,
-                          sp->pos0 + t + 1, inv_sqrt, P, out0 + (size_t)t * s->q_dim, hd,
-                          s->ex.isa);
+            for (int t = 0; t < T; t++) {
+                const int p = sp->pos0 + t, lo = window_lo(c, p);
+                bl_attend(q0 + (size_t)t * s->q_dim, hd, G, kh + (size_t)(lo - lo0) * ld,
+                          vh + (size_t)(lo - lo0) * ld, ld, hd, p + 1 - lo, inv_sqrt, P,
+                          out0 + (size_t)t * s->q_dim, hd, s->ex.isa);
+            }
             continue;
         }
         for (int h = 0; h < G; h++)
             for (int t0 = 0; t0 < T; t0 += ATT_QBLOCK) { /* causal: a block sees its prefix */
                 const int tb = T - t0 < ATT_QBLOCK ? T - t0 : ATT_QBLOCK;
-                const int nb = sp->pos0 + t0 + tb; /* keys visible to the block's last query */
+                /* keys [lo, last]: from the first query's window start to the last query */
+                const int pa = sp->pos0 + t0, lo = window_lo(c, pa);
+                const int nb = pa + tb - lo;
                 const float *q = q0 + (size_t)t0 * s->q_dim + (size_t)h * hd;
                 float *out = out0 + (size_t)t0 * s->q_dim + (size_t)h * hd;
+                const float *kb = kh + (size_t)(lo - lo0) * ld, *vb = vh + (size_t)(lo - lo0) * ld;
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tb, nb, hd, inv_sqrt, q,
-                            s->q_dim, kh, ld, 0.0f, P, nb);
+                            s->q_dim, kb, ld, 0.0f, P, nb);
                 for (int t = 0; t < tb; t++) {
                     float *row = P + (size_t)t * nb;
-                    const int visible = sp->pos0 + t0 + t + 1;
-                    bl_softmax(row, visible, s->ex.isa);
-                    for (int k = visible; k < nb; k++) row[k] = 0.0f;
+                    /* row t sees keys [first, end) of the block's */
+                    const int first = window_lo(c, pa + t) - lo, end = pa + t + 1 - lo;
+                    for (int k = 0; k < first; k++) row[k] = 0.0f;
+                    bl_softmax(row + first, end - first, s->ex.isa);
+                    for (int k = end; k < nb; k++) row[k] = 0.0f;
                 }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tb, hd, nb, 1.0f, P, nb,
-                            vh, ld, 0.0f, out, s->q_dim);
+                            vb, ld, 0.0f, out, s->q_dim);
             }
     }
 }
@@ -569,8 +590,9 @@ static void attention(bl_state *s, int l) {
     const bl_config *c = &s->m->cfg;
     double work = 0.0;
     for (int i = 0; i < s->n_spans; i++)
-        work += (double)s->spans[i].n * (s->spans[i].pos0 + s->spans[i].n) * c->head_dim *
-                c->n_heads;
+        work += (double)s->spans[i].n *
+                (s->spans[i].pos0 + s->spans[i].n - window_lo(c, s->spans[i].pos0)) *
+                c->head_dim * c->n_heads;
     const int group = c->n_heads / c->n_kv_heads;
     int nth = work > ATT_PAR_MIN ? s->n_threads : 1;
     /* the fewest units per GQA group (a divisor of the group) that give every thread one */

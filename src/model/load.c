@@ -244,6 +244,9 @@ static bl_status gguf_model(bl_model *m, const bl_load_opts *opts, bl_err *err) 
         (s = gguf_int(g, "tokenizer.ggml.eos_token_id", &c->eos_id, false, err)))
         return s;
     if ((s = gguf_rope_scaling(g, arch, c, err))) return s;
+    char kw[96];
+    snprintf(kw, sizeof kw, "%s.attention.sliding_window", arch);
+    if ((s = gguf_int(g, kw, &c->sliding_window, false, err))) return s;
     if (!has_hd) {
         if (c->n_heads <= 0 || c->dim % c->n_heads != 0)
             return bl_fail(err, BL_ERR_FORMAT, "%s: %s = %d is not a multiple of %s = %d (and "

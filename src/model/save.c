@@ -38,6 +38,7 @@ cJSON *bl_config_to_json(const bl_config *c) {
         cJSON_AddStringToObject(r, "rope_type", "linear");
         cJSON_AddNumberToObject(r, "factor", c->rope_linear);
     }
+    if (c->sliding_window > 0) cJSON_AddNumberToObject(o, "sliding_window", c->sliding_window);
     cJSON_AddBoolToObject(o, "tie_word_embeddings", c->tied_embeddings);
     cJSON_AddBoolToObject(o, "attention_bias", c->qkv_bias);
     /* Q/K rows of checkpoints converted from GGUF/llama2.c stay in interleaved-pair order. */

@@ -322,6 +322,14 @@ bl_status nn_model_from_bl(const bl_model *src, int max_seq, const nn_build_opts
     *out = NULL;
     *params = NULL;
     const bl_config *c = &src->cfg;
+    /* the engine's attention is causal over the whole sequence: within a sliding window only
+     * while the sequence fits in it */
+    if (c->sliding_window > 0 && max_seq > c->sliding_window)
+        return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: training sequences of %d tokens are longer "
+                       "than the model's sliding attention window of %d, which the training "
+                       "engine does not apply; use sequences of at most %d tokens",
+                       src->path ? src->path : "model", max_seq, c->sliding_window,
+                       c->sliding_window);
     nn_model *M = calloc(1, sizeof *M);
     bl_method *spec = calloc((size_t)c->n_layers * BL_PROJ_COUNT, sizeof *spec);
     bl_status s = M && spec ? BL_OK : bl_fail(err, BL_ERR_NOMEM, "out of memory");
