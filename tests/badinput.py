@@ -314,6 +314,9 @@ def main():
              '"tie_word_embeddings" must be true or false')
     cfg_case("missing-fields", cfg.replace('"vocab_size": 32,', "", 1).replace('"intermediate_size": 32,', "", 1),
              "missing required fields intermediate_size, vocab_size")
+    cfg_case("other-tool-quantized", cfg.replace('"vocab_size": 32,', '"vocab_size": 32, "quantization_config": '
+             '{"quant_method": "gptq", "bits": 4, "group_size": 128},', 1),
+             'quantized by another tool (quantization_config.quant_method "gptq")', "unquantized model")
 
     # ---------------- model.safetensors.index.json ----------------
     sh = T("sharded")

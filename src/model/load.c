@@ -87,6 +87,13 @@ static bl_status hf_config(bl_model *m, const char *cfg_path, const char *json, 
     const cJSON *qc = cJSON_GetObjectItemCaseSensitive(*root, "quantization_config");
     if (!qc || cJSON_IsNull(qc)) return BL_OK;
     const cJSON *meth = cJSON_GetObjectItemCaseSensitive(qc, "method");
+    const cJSON *other = cJSON_GetObjectItemCaseSensitive(qc, "quant_method");
+    if (cJSON_IsString(other) && !meth) /* another tool's format: GPTQ, AWQ, bitsandbytes, ... */
+        return bl_fail(err, BL_ERR_UNSUPPORTED,
+                       "%s: the checkpoint is quantized by another tool (quantization_config."
+                       "quant_method \"%.40s\"); bitllm reads FP32/FP16/BF16 checkpoints and its "
+                       "own formats: start from the unquantized model",
+                       cfg_path, other->valuestring);
     if (!cJSON_IsObject(qc) || !cJSON_IsString(meth) ||
         !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(qc, "layers")))
         return bl_fail(err, BL_ERR_FORMAT,
