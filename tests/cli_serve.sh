@@ -14,6 +14,8 @@ start_server "$tmp/a.log" "$M" --chat-template llama2 --parallel 8 --api-key sek
 A=(-H "Authorization: Bearer sekret")
 post() { c "$1" "${A[@]}" -H 'Content-Type: application/json' -d "$2"; }
 status() { c "$1" -o /dev/null -w '%{http_code}' "${@:2}"; }
+# the answer is a 400 invalid_request_error naming parameter $2
+e400() { [ "$(jf "$1" "d[\"error\"][\"type\"]")" = invalid_request_error ] && [ "$(jf "$1" "d[\"error\"][\"param\"]")" = "$2" ]; }
 
 # ---- endpoints ----
 check "GET /health" '[ "$(c /health)" = "{\"status\":\"ok\"}" ]'
@@ -23,6 +25,14 @@ m1=$(c /v1/models/stories260K "${A[@]}")
 check "GET /v1/models/{id} is the listed model" '[ "$m1" = "$(jf "$m" "json.dumps(d[\"data\"][0],separators=(\",\",\":\"))")" ]'
 r=$(c /v1/models/gpt-4 "${A[@]}" -w ' %{http_code}')
 check "GET /v1/models/{other id}: 404 model_not_found" '[ "${r##* }" = 404 ] && jt "${r% *}" "d[\"error\"][\"code\"]==\"model_not_found\" and d[\"error\"][\"param\"]==\"model\""'
+# llama.cpp's /tokenize and /detokenize: the ids a prompt gets (usage counts them, BOS with
+# add_special), pieces that spell the text, and the text back
+tk=$(post /tokenize '{"content":"Once upon a time"}')
+tkb=$(post /tokenize '{"content":"Once upon a time","add_special":true,"with_pieces":true}')
+check "/tokenize: the prompt's ids (BOS with add_special), pieces that spell the text" 'jt "$tk" "d[\"tokens\"]==[403,407,261,378]" && jt "$tkb" "[t[\"id\"] for t in d[\"tokens\"]]==[1,403,407,261,378] and \"\".join(t[\"piece\"] for t in d[\"tokens\"])==\" Once upon a time\""'
+dt=$(post /detokenize '{"tokens":[1,403,407,261,378]}')
+check "/detokenize: the ids' text" 'jt "$dt" "d[\"content\"].strip()==\"Once upon a time\""'
+check "/tokenize and /detokenize: 400 naming the parameter, 401 without the key" 'e400 "$(post /tokenize "{\"content\":5}")" content && e400 "$(post /detokenize "{\"tokens\":[1,512]}")" tokens && [ "$(status /tokenize -d "{\"content\":\"a\"}")" = 401 ]'
 check "without --cors: no CORS header, OPTIONS is 405" '! c /health -i | grep -qi "^Access-Control" && [ "$(status /v1/chat/completions -X OPTIONS)" = 405 ]'
 r=$(post /v1/completions '{"model":"x","prompt":"Once upon a time","max_tokens":24,"temperature":0}')
 want=$("$BIN" generate "$M" -p "Once upon a time" -n 24 --temp 0 --json 2>/dev/null)
@@ -66,7 +76,6 @@ r=$(post /v1/completions '{"prompt":[1,403,407,261],"max_tokens":4,"temperature"
 check "prompt as token ids" '[ "$(jf "$r" "d[\"usage\"][\"prompt_tokens\"]")" = 4 ]'
 
 # ---- logprobs and echo ----
-e400() { [ "$(jf "$1" "d[\"error\"][\"type\"]")" = invalid_request_error ] && [ "$(jf "$1" "d[\"error\"][\"param\"]")" = "$2" ]; }
 # bad400 NAME PATH BODY PARAM: the request is a 400 invalid_request_error naming PARAM
 bad400() { local r; r=$(post "$2" "$3"); check "$1" 'e400 "$r" '"$4"; }
 # a prompt scored with echo: its tokens' log-probabilities against the independent float64

@@ -11,11 +11,12 @@ import sys
 import time
 
 PATHS = ["/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/", "/v1",
-         "/v1/completions/x", "/%00", "/" + "a" * 3000, "/v1/chat/completions?x=1", "*"]
+         "/v1/completions/x", "/%00", "/" + "a" * 3000, "/v1/chat/completions?x=1", "*",
+         "/v1/models/x", "/v1/models/", "/tokenize", "/detokenize"]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "BREW", "post", ""]
 VALUES = [None, True, False, 0, -1, 1, 2, 16, 1e9, -1e300, 1e300, 0.5, 3.7, "", "x", "\u00e9",
           "\ud83d\ude00", [], [1, 2], [[1]], {}, {"a": 1}, "NaN", 2 ** 63, -2 ** 63, "\x00"]
-KEYS = ["prompt", "messages", "max_tokens", "temperature", "top_p", "seed", "stop", "n",
+KEYS = ["content", "tokens", "add_special", "with_pieces", "prompt", "messages", "max_tokens", "temperature", "top_p", "seed", "stop", "n",
         "stream", "stream_options", "echo", "logprobs", "model", "ignore_eos", "tools",
         "max_completion_tokens", "response_format", "presence_penalty", "suffix", "best_of"]
 

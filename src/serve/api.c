@@ -320,24 +320,35 @@ static bool chat_prompt(const srv_api_ctx *c, const cJSON *o, srv_params *p, srv
     return ok;
 }
 
+/* The request body as a JSON object; NULL with e filled (400) when it is not one. */
+static cJSON *parse_body(const char *body, size_t len, srv_error *e) {
+    size_t bad_at = 0;
+    cJSON *o = bl_json_parse(body, len, &bad_at);
+    if (!o && bl_json_nul_at(body, len) == bad_at) { /* cJSON would cut the string there */
+        fail(e, 400, NULL, "the request holds a NUL character (\\u0000), which a prompt or "
+             "parameter cannot contain");
+        return NULL;
+    }
+    if (!cJSON_IsObject(o)) {
+        if (o) fail(e, 400, NULL, "the request body is not a JSON object");
+        else fail(e, 400, NULL, "the request body is not a JSON object (malformed JSON: error at "
+                  "byte %zu)", bad_at);
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
 bool srv_parse_request(const srv_api_ctx *c, const char *body, size_t len, bool chat,
                        srv_api_req *out, srv_error *e) {
     memset(out, 0, sizeof *out);
     out->chat = chat;
     srv_params tmpl = {0}, *p = &tmpl, *more = NULL; /* the first prompt's, the others' */
     int n_more = 0;
-    size_t bad_at = 0;
-    cJSON *o = bl_json_parse(body, len, &bad_at);
     bool ok = true;
-    if (!o && bl_json_nul_at(body, len) == bad_at) { /* cJSON would cut the string there */
-        ok = fail(e, 400, NULL, "the request holds a NUL character (\\u0000), which a prompt "
-                  "or parameter cannot contain");
-        goto done;
-    }
-    if (!cJSON_IsObject(o)) {
-        if (o) ok = fail(e, 400, NULL, "the request body is not a JSON object");
-        else ok = fail(e, 400, NULL, "the request body is not a JSON object (malformed JSON: "
-                       "error at byte %zu)", bad_at);
+    cJSON *o = parse_body(body, len, e);
+    if (!o) {
+        ok = false;
         goto done;
     }
     long long max_tokens = -1, seed = 0, n_per = 1;
@@ -702,3 +713,102 @@ char *srv_models_json(const char *model, long created) {
 }
 
 char *srv_model_json(const char *model, long created) { return print(model_object(model, created)); }
+
+/* ---- llama.cpp's /tokenize and /detokenize ---- */
+
+char *srv_tokenize(const srv_api_ctx *c, const char *body, size_t len, srv_error *e) {
+    cJSON *o = parse_body(body, len, e), *out = NULL;
+    const cJSON *content = o ? get(o, "content") : NULL;
+    bool add_special = false, with_pieces = false;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    bl_err err = {0};
+    if (!o) goto done;
+    if (!c->m->tok) {
+        fail(e, 400, NULL, "the model has no tokenizer");
+        goto done;
+    }
+    if (!cJSON_IsString(content)) {
+        fail(e, 400, "content", "'content' must be a string");
+        goto done;
+    }
+    if (!get_bool(o, "add_special", &add_special, e) || !get_bool(o, "with_pieces", &with_pieces, e))
+        goto done;
+    /* add_special: BOS as bitllm generate adds it (when the model has one) */
+    if (bl_tokenizer_encode(c->m->tok, content->valuestring, strlen(content->valuestring),
+                            add_special && c->m->cfg.bos_id >= 0, &ids, &n, &err)) {
+        fail(e, 400, "content", "cannot tokenize the content: %s", err.msg);
+        goto done;
+    }
+    out = cJSON_CreateObject();
+    cJSON *toks = cJSON_AddArrayToObject(out, "tokens");
+    for (size_t i = 0; toks && i < n; i++) {
+        if (!with_pieces) {
+            cJSON_AddItemToArray(toks, cJSON_CreateNumber(ids[i]));
+            continue;
+        }
+        tok_text t;
+        cJSON *x = cJSON_CreateObject();
+        if (!x || !token_text(c->m->tok, ids[i], &t)) {
+            cJSON_Delete(x);
+            cJSON_Delete(out);
+            out = NULL;
+            fail(e, 500, NULL, "out of memory");
+            goto done;
+        }
+        cJSON_AddNumberToObject(x, "id", ids[i]);
+        cJSON_AddStringToObject(x, "piece", t.text); /* (llama.cpp: bytes of a partial character
+                                                      * as a number array; here U+FFFD) */
+        free(t.text);
+        cJSON_AddItemToArray(toks, x);
+    }
+done:
+    free(ids);
+    cJSON_Delete(o);
+    return out ? print(out) : NULL;
+}
+
+char *srv_detokenize(const srv_api_ctx *c, const char *body, size_t len, srv_error *e) {
+    cJSON *o = parse_body(body, len, e);
+    const cJSON *tokens = o ? get(o, "tokens") : NULL;
+    int32_t *ids = NULL;
+    char *text = NULL, *res = NULL;
+    size_t n = 0, tl = 0;
+    bl_err err = {0};
+    if (!o) goto done;
+    if (!c->m->tok) {
+        fail(e, 400, NULL, "the model has no tokenizer");
+        goto done;
+    }
+    if (!cJSON_IsArray(tokens)) {
+        fail(e, 400, "tokens", "'tokens' must be an array of token ids");
+        goto done;
+    }
+    const int k = cJSON_GetArraySize(tokens);
+    if (k > 0 && !(ids = bl_malloc_array((size_t)k, sizeof *ids))) {
+        fail(e, 500, NULL, "out of memory");
+        goto done;
+    }
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tokens) {
+        if (!cJSON_IsNumber(t) || t->valuedouble != floor(t->valuedouble) || t->valuedouble < 0 ||
+            t->valuedouble >= c->m->cfg.vocab_size) {
+            fail(e, 400, "tokens", "token ids must be integers in [0, %d)", c->m->cfg.vocab_size);
+            goto done;
+        }
+        ids[n++] = (int32_t)t->valuedouble;
+    }
+    if (bl_tokenizer_decode(c->m->tok, ids, n, &text, &tl, &err)) {
+        fail(e, 500, NULL, "cannot decode the tokens: %s", err.msg);
+        goto done;
+    }
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "content", text);
+    res = print(out);
+    if (!res) fail(e, 500, NULL, "out of memory");
+done:
+    free(ids);
+    free(text);
+    cJSON_Delete(o);
+    return res;
+}

@@ -435,7 +435,7 @@ static bool authorized(const bl_server *s, struct MHD_Connection *c) {
     return diff == 0;
 }
 
-enum { R_NONE, R_HEALTH, R_MODELS, R_MODEL, R_COMPLETIONS, R_CHAT };
+enum { R_NONE, R_HEALTH, R_MODELS, R_MODEL, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE };
 static const struct {
     const char *url, *method;
     int route;
@@ -445,6 +445,8 @@ static const struct {
     {"/v1/models/", "GET", R_MODEL}, /* followed by the model's id */
     {"/v1/completions", "POST", R_COMPLETIONS},
     {"/v1/chat/completions", "POST", R_CHAT},
+    {"/tokenize", "POST", R_TOKENIZE}, /* llama.cpp's */
+    {"/detokenize", "POST", R_DETOKENIZE},
 };
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
@@ -524,6 +526,17 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                                 "the model '%.200s' does not exist; this server has '%.200s'",
                                 model, s->model_id);
         return answer(s, c, 200, srv_model_json(s->model_id, s->started), NULL);
+    case R_TOKENIZE:
+    case R_DETOKENIZE: {
+        const srv_api_ctx api = {s->m, NULL, NULL, s->o.ctx};
+        srv_error err = {0};
+        const char *b = cx->body.p ? cx->body.p : "";
+        char *json = route == R_TOKENIZE ? srv_tokenize(&api, b, cx->body.n, &err)
+                                         : srv_detokenize(&api, b, cx->body.n, &err);
+        if (json) return answer(s, c, 200, json, NULL);
+        if (!err.status) return answer_error(s, c, 500, NULL, NULL, NULL, "out of memory");
+        return answer(s, c, err.status, srv_error_json(&err), NULL);
+    }
     case R_COMPLETIONS: return generate(s, c, cx, false);
     default: return generate(s, c, cx, true);
     }
