@@ -192,6 +192,25 @@ static uint64_t fresh_seed(void) {
 }
 
 /* The completion prompt: a string, or token ids, or a one-element array of either. */
+/* The token ids of the JSON array v (a request's parameter `param`) into *ids (malloc'ed; NULL
+ * when empty) and *n; each an integer in [0, vocabulary). */
+static bool token_ids(const srv_api_ctx *c, const cJSON *v, const char *param, int32_t **ids,
+                      size_t *n, srv_error *e) {
+    const int k = cJSON_GetArraySize(v);
+    *n = 0;
+    if (k > 0 && !(*ids = bl_malloc_array((size_t)k, sizeof **ids)))
+        return fail(e, 500, NULL, "out of memory");
+    const cJSON *t;
+    cJSON_ArrayForEach(t, v) {
+        if (!cJSON_IsNumber(t) || t->valuedouble != floor(t->valuedouble) || t->valuedouble < 0 ||
+            t->valuedouble >= c->m->cfg.vocab_size)
+            return fail(e, 400, param, "token ids must be integers in [0, %d)",
+                        c->m->cfg.vocab_size);
+        (*ids)[(*n)++] = (int32_t)t->valuedouble;
+    }
+    return true;
+}
+
 /* One completion prompt, a string or an array of token ids, into ids (and, for echo, the string
  * as given into *text). */
 static bool one_prompt(const srv_api_ctx *c, const cJSON *v, bool echo, int32_t **ids, int *n_ids,
@@ -213,18 +232,10 @@ static bool one_prompt(const srv_api_ctx *c, const cJSON *v, bool echo, int32_t 
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
         return fail(e, 400, "prompt", "'prompt' must be a string, an array of token ids, or an "
                     "array of up to %d of either", SRV_MAX_CHOICES);
-    const int n = cJSON_GetArraySize(v);
-    if (!(*ids = bl_malloc_array((size_t)n, sizeof **ids)))
-        return fail(e, 500, NULL, "out of memory");
-    const cJSON *t;
-    cJSON_ArrayForEach(t, v) {
-        if (!cJSON_IsNumber(t) || t->valuedouble != floor(t->valuedouble) || t->valuedouble < 0 ||
-            t->valuedouble >= c->m->cfg.vocab_size)
-            return fail(e, 400, "prompt", "token ids must be integers in [0, %d)",
-                        c->m->cfg.vocab_size);
-        (*ids)[(*n_ids)++] = (int32_t)t->valuedouble;
-    }
-    return true;
+    size_t n = 0;
+    const bool ok = token_ids(c, v, "prompt", ids, &n, e);
+    *n_ids = (int)n;
+    return ok;
 }
 
 /* The completion prompts: one (a string or token ids) into p, or an array of several strings or
@@ -716,18 +727,26 @@ char *srv_model_json(const char *model, long created) { return print(model_objec
 
 /* ---- llama.cpp's /tokenize and /detokenize ---- */
 
+/* The body of a tokenizer endpoint: NULL (e filled) when it is no JSON object or the model has
+ * no tokenizer. */
+static cJSON *tokenizer_body(const srv_api_ctx *c, const char *body, size_t len, srv_error *e) {
+    cJSON *o = parse_body(body, len, e);
+    if (o && !c->m->tok) {
+        fail(e, 400, NULL, "the model has no tokenizer");
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
 char *srv_tokenize(const srv_api_ctx *c, const char *body, size_t len, srv_error *e) {
-    cJSON *o = parse_body(body, len, e), *out = NULL;
+    cJSON *o = tokenizer_body(c, body, len, e), *out = NULL;
     const cJSON *content = o ? get(o, "content") : NULL;
     bool add_special = false, with_pieces = false;
     int32_t *ids = NULL;
     size_t n = 0;
     bl_err err = {0};
     if (!o) goto done;
-    if (!c->m->tok) {
-        fail(e, 400, NULL, "the model has no tokenizer");
-        goto done;
-    }
     if (!cJSON_IsString(content)) {
         fail(e, 400, "content", "'content' must be a string");
         goto done;
@@ -769,35 +788,18 @@ done:
 }
 
 char *srv_detokenize(const srv_api_ctx *c, const char *body, size_t len, srv_error *e) {
-    cJSON *o = parse_body(body, len, e);
+    cJSON *o = tokenizer_body(c, body, len, e);
     const cJSON *tokens = o ? get(o, "tokens") : NULL;
     int32_t *ids = NULL;
     char *text = NULL, *res = NULL;
     size_t n = 0, tl = 0;
     bl_err err = {0};
     if (!o) goto done;
-    if (!c->m->tok) {
-        fail(e, 400, NULL, "the model has no tokenizer");
-        goto done;
-    }
     if (!cJSON_IsArray(tokens)) {
         fail(e, 400, "tokens", "'tokens' must be an array of token ids");
         goto done;
     }
-    const int k = cJSON_GetArraySize(tokens);
-    if (k > 0 && !(ids = bl_malloc_array((size_t)k, sizeof *ids))) {
-        fail(e, 500, NULL, "out of memory");
-        goto done;
-    }
-    const cJSON *t;
-    cJSON_ArrayForEach(t, tokens) {
-        if (!cJSON_IsNumber(t) || t->valuedouble != floor(t->valuedouble) || t->valuedouble < 0 ||
-            t->valuedouble >= c->m->cfg.vocab_size) {
-            fail(e, 400, "tokens", "token ids must be integers in [0, %d)", c->m->cfg.vocab_size);
-            goto done;
-        }
-        ids[n++] = (int32_t)t->valuedouble;
-    }
+    if (!token_ids(c, tokens, "tokens", &ids, &n, e)) goto done;
     if (bl_tokenizer_decode(c->m->tok, ids, n, &text, &tl, &err)) {
         fail(e, 500, NULL, "cannot decode the tokens: %s", err.msg);
         goto done;
