@@ -252,6 +252,26 @@ def main():
     gg_case("rope-scaling-negative", gguf_add_kvs(gg, [("llama.rope.scale_linear", 6, struct.pack("<f", -1.0))]),
             "linear rope scaling factor must be a positive number")
 
+    # BOS as the tokenizer says (tokenizer.ggml.add_bos_token), as llama.cpp: a Qwen-style model
+    # with a BOS id that its tokenizer does not prepend scores its text without it (ppl: the first
+    # token of each window unscored), one that prepends it scores every token
+    qg = seed("gguf", "ok-qwen2-gpt2tok")
+    txt = write(T("gguf", "bos.txt"), "abc ab a b c hello\n" * 3)
+    got = {}
+    for ab in (False, True):
+        p = write(T("gguf", "add-bos-%d.gguf" % ab), gguf_add_kvs(qg, [
+            ("tokenizer.ggml.bos_token_id", 4, struct.pack("<I", 2)),
+            ("tokenizer.ggml.add_bos_token", 7, struct.pack("<?", ab))]))
+        ri = subprocess.run([BIN, "info", p, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        rp = subprocess.run([BIN, "ppl", p, "-f", txt, "--ctx", "16", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+        got[ab] = (ri.returncode == 0 and json.loads(ri.stdout)["adds_bos"],
+                   rp.returncode == 0 and json.loads(rp.stdout))
+    must_pass("gguf add_bos_token false/true: BOS prepended only when the tokenizer says so",
+              got[False][0] is False and got[True][0] is True and got[False][1] and got[True][1] and
+              got[True][1]["tokens"] == 48 and got[False][1]["tokens"] == 48 - got[False][1]["chunks"],
+              repr(got))
+
     # ---------------- llama2.c checkpoint (with its tokenizer.bin) ----------------
     l2 = seed("llama2c", "ok-v1")
     tokbin = seed("tokenizer_bin", "ok-32")[2:]

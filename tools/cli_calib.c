@@ -130,7 +130,7 @@ int cli_calib_apply(const char *cmd, const cli_spec *spec, const cli_calib_flags
     o->n_calib = d->rows || d->n < (size_t)f->calib_tokens ? d->n : (size_t)f->calib_tokens;
     o->calib_rows = d->rows;
     o->calib_source = f->calib ? f->calib : "generated";
-    const size_t body = (size_t)f->calib_seq - (m->cfg.bos_id >= 0 && !d->rows ? 1 : 0);
+    const size_t body = (size_t)f->calib_seq - (bl_model_adds_bos(m) && !d->rows ? 1 : 0);
     if (any_recon && o->n_calib / body == 0)
         return cli_errorf(cmd, "%zu calibration tokens do not fill one sequence of %d",
                           o->n_calib, f->calib_seq), 2;

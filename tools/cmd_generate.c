@@ -57,7 +57,7 @@ int cmd_generate(int argc, char **argv) {
     size_t n_prompt = 0;
     const int V = m->cfg.vocab_size;
     if (*prompt) {
-        prompt_ids = cli_tokenize("generate", m, prompt, strlen(prompt), m->cfg.bos_id >= 0,
+        prompt_ids = cli_tokenize("generate", m, prompt, strlen(prompt), bl_model_adds_bos(m),
                                   &n_prompt);
         if (!prompt_ids) goto done;
     } else {

@@ -87,6 +87,7 @@ int cmd_info(int argc, char **argv) {
         cJSON_AddStringToObject(o, "quantization", m->quant_method[0] ? m->quant_method : "none");
         cJSON_AddNumberToObject(o, "tokenizer_vocab",
                                 m->tok ? bl_tokenizer_vocab_size(m->tok) : 0);
+        cJSON_AddBoolToObject(o, "adds_bos", bl_model_adds_bos(m));
         cJSON *eo = cJSON_AddObjectToObject(o, "embeddings");
         cJSON_AddStringToObject(eo, "format", emb_fmt);
         cJSON_AddNumberToObject(eo, "bpw", emb_bpw);

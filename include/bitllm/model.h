@@ -203,6 +203,11 @@ bl_status bl_model_load_memory(const char *name, const uint8_t *data, size_t siz
 void bl_model_free(bl_model *m);
 /* Parameter count (all tensors used by the model) and bytes they occupy as stored. */
 int64_t bl_model_param_count(const bl_model *m);
+/* Whether a text starts with BOS (generate, serve, ppl, calibration): the model has a BOS token
+ * and its tokenizer prepends it (tokenizer_config.json's add_bos_token or its post-processor;
+ * GGUF tokenizer.ggml.add_bos_token; llama2.c: yes), as Hugging Face and llama.cpp decide.
+ * Without a tokenizer: whenever there is a BOS token. */
+bool bl_model_adds_bos(const bl_model *m);
 /* Bytes of the weights as loaded (quantized layers at their stored size). */
 uint64_t bl_model_weight_bits(const bl_model *m);
 /* Sign matrices in the model's projections and output head. */

@@ -65,7 +65,7 @@ bl_status bl_perplexity(const bl_model *m, const int32_t *ids, size_t n, int ctx
                         bl_progress_fn progress, void *progress_ctx, bl_ppl_result *out,
                         bl_err *err) {
     const int V = m->cfg.vocab_size, bos = m->cfg.bos_id;
-    const bool use_bos = bos >= 0;
+    const bool use_bos = bl_model_adds_bos(m);
     if (ctx < 2) return bl_fail(err, BL_ERR_ARG, "context length must be at least 2, got %d", ctx);
     if (n == 0) return bl_fail(err, BL_ERR_ARG, "no tokens to score");
     if (batch <= 0) batch = 128;

@@ -218,7 +218,7 @@ bl_status bl_task_eval(const bl_model *m, const bl_task_set *t, const bl_eval_op
     bl_status cs = bl_ctx_choose(m, o->ctx, true, &cc, err); /* the caller decides on long windows */
     if (cs) return cs;
     const int ctx = cc.ctx;
-    const bool bos = !o->no_bos && bl_tokenizer_add_bos(m->tok);
+    const bool bos = !o->no_bos && bl_model_adds_bos(m);
     int max_req = 1;
     for (int i = 0; i < t->n_items; i++)
         if (t->items[i].n_req > max_req) max_req = t->items[i].n_req;

@@ -483,6 +483,10 @@ static void count_tensors(const bl_model *m, int64_t *params, uint64_t *bits) {
     }
 }
 
+bool bl_model_adds_bos(const bl_model *m) {
+    return m->cfg.bos_id >= 0 && (!m->tok || bl_tokenizer_add_bos(m->tok));
+}
+
 int64_t bl_model_param_count(const bl_model *m) {
     int64_t n;
     uint64_t bits;

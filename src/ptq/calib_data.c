@@ -180,7 +180,8 @@ bl_status ptq_calib_sequences(const bl_model *src, const bl_quant_opts *o, int32
         return BL_OK;
     }
     bl_train_data td;
-    bl_status s = bl_train_data_from_ids(o->calib_ids, o->n_calib, T, src->cfg.bos_id, &td, err);
+    bl_status s = bl_train_data_from_ids(o->calib_ids, o->n_calib, T,
+                                          bl_model_adds_bos(src) ? src->cfg.bos_id : -1, &td, err);
     if (s) return bl_fail_context(err, s, "calibration sequences");
     *rows = td.ids;
     *n_rows = td.n_rows;

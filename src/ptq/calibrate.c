@@ -49,7 +49,7 @@ static bl_status calib_run(const bl_model *m, const bl_quant_opts *o, ptq_calib 
         bl_state_free(st);
         return bl_fail(err, BL_ERR_NOMEM, "out of memory");
     }
-    const bool bos = m->cfg.bos_id >= 0 && !o->calib_rows; /* rows start with their own BOS */
+    const bool bos = bl_model_adds_bos(m) && !o->calib_rows; /* rows start with their own BOS */
     const size_t chunk = (size_t)ctx - (bos ? 1 : 0);
     for (size_t at = 0; at < o->n_calib && !s; at += chunk) {
         size_t len = o->n_calib - at < chunk ? o->n_calib - at : chunk;

@@ -222,7 +222,7 @@ static bool one_prompt(const srv_api_ctx *c, const cJSON *v, bool echo, int32_t 
         bl_err err = {0};
         /* BOS as bitllm generate adds it, so both see the same tokens */
         if (bl_tokenizer_encode(c->m->tok, v->valuestring, strlen(v->valuestring),
-                                c->m->cfg.bos_id >= 0, ids, &n, &err))
+                                bl_model_adds_bos(c->m), ids, &n, &err))
             return fail(e, 400, "prompt", "cannot tokenize the prompt: %s", err.msg);
         *n_ids = (int)(n > (size_t)INT32_MAX ? INT32_MAX : n);
         if (echo && !(*text = bl_strdup(v->valuestring))) /* echoed as given */
@@ -753,9 +753,9 @@ char *srv_tokenize(const srv_api_ctx *c, const char *body, size_t len, srv_error
     }
     if (!get_bool(o, "add_special", &add_special, e) || !get_bool(o, "with_pieces", &with_pieces, e))
         goto done;
-    /* add_special: BOS as bitllm generate adds it (when the model has one) */
+    /* add_special: BOS as a completion prompt gets it (when the model prepends one) */
     if (bl_tokenizer_encode(c->m->tok, content->valuestring, strlen(content->valuestring),
-                            add_special && c->m->cfg.bos_id >= 0, &ids, &n, &err)) {
+                            add_special && bl_model_adds_bos(c->m), &ids, &n, &err)) {
         fail(e, 400, "content", "cannot tokenize the content: %s", err.msg);
         goto done;
     }

@@ -95,7 +95,8 @@ bl_status bl_train_data_load(const bl_model *m, const char *path, int seq, bl_tr
     size_t n = 0;
     s = bl_tokenizer_encode(m->tok, text, len, false, &ids, &n, err);
     free(text);
-    if (!s) s = bl_train_data_from_ids(ids, n, seq, m->cfg.bos_id, out, err);
+    if (!s) s = bl_train_data_from_ids(ids, n, seq, bl_model_adds_bos(m) ? m->cfg.bos_id : -1,
+                                           out, err);
     free(ids);
     return s;
 }

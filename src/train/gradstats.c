@@ -61,7 +61,7 @@ bl_status bl_grad_stats(const bl_model *m, const int32_t *ids, size_t n, int ctx
         sums[i] = calloc((size_t)L->m, sizeof(double));
         if (!sums[i]) s = bl_fail(err, BL_ERR_NOMEM, "out of memory");
     }
-    const bool bos = c->bos_id >= 0;
+    const bool bos = bl_model_adds_bos(m);
     const size_t chunk = (size_t)ctx - (bos ? 1 : 0);
     int64_t positions = 0;
     for (size_t at = 0; at < n && !s; at += chunk) {
