@@ -276,6 +276,14 @@ static bl_status gguf_model(bl_model *m, const bl_load_opts *opts, bl_err *err) 
     bl_arch_tensor_name(bl_arch_role("attn_q_norm"), 0, true, name, sizeof name);
     c->qk_norm = bl_tensor_set_find(&m->tensors, name) != NULL;
     if ((s = bl_config_validate(c, m->path, &fields, err))) return s;
+    /* RoPE over the whole head: a partial rotary dimension would run as a full one */
+    char kr[96];
+    int rope_dims = c->head_dim;
+    snprintf(kr, sizeof kr, "%s.rope.dimension_count", arch);
+    if ((s = gguf_int(g, kr, &rope_dims, false, err))) return s;
+    if (rope_dims != c->head_dim)
+        return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: %s = %d: RoPE over part of the %d-wide heads "
+                       "is not supported", m->path, kr, rope_dims, c->head_dim);
     const bl_load_source src = {m->path, m->path, &fields, true, false};
     if ((s = bl_model_load_weights(m, &src, NULL, opts, err))) return s;
     if (opts && opts->tokenizer_path) return bl_model_load_tokenizer(m, opts->tokenizer_path, err);
