@@ -249,6 +249,8 @@ def main():
             "llama.rope.scaling.type = \"yarn\" is not supported (none, linear)")
     gg_case("rope-scaling-linear-no-factor", gguf_add_kvs(gg, [("llama.rope.scaling.type", 8, gstr_val("linear"))]),
             "llama.rope.scaling.factor is missing")
+    gg_case("moe-experts", gguf_add_kvs(gg, [("llama.expert_count", 4, struct.pack("<I", 8))]),
+            "llama.expert_count = 8: mixture-of-experts models are not supported")
     gg_case("rope-partial", gguf_add_kvs(gg, [("llama.rope.dimension_count", 4, struct.pack("<I", 4))]),
             "llama.rope.dimension_count = 4: RoPE over part of the 8-wide heads is not supported")
     gg_case("rope-scaling-negative", gguf_add_kvs(gg, [("llama.rope.scale_linear", 6, struct.pack("<f", -1.0))]),

@@ -276,6 +276,14 @@ static bl_status gguf_model(bl_model *m, const bl_load_opts *opts, bl_err *err) 
     bl_arch_tensor_name(bl_arch_role("attn_q_norm"), 0, true, name, sizeof name);
     c->qk_norm = bl_tensor_set_find(&m->tensors, name) != NULL;
     if ((s = bl_config_validate(c, m->path, &fields, err))) return s;
+    /* Mixtral's GGUFs say "llama" too: their experts would otherwise be missing tensors */
+    char ke[96];
+    int experts = 0;
+    snprintf(ke, sizeof ke, "%s.expert_count", arch);
+    if ((s = gguf_int(g, ke, &experts, false, err))) return s;
+    if (experts > 0)
+        return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: %s = %d: mixture-of-experts models are not "
+                       "supported", m->path, ke, experts);
     /* RoPE over the whole head: a partial rotary dimension would run as a full one */
     char kr[96];
     int rope_dims = c->head_dim;
