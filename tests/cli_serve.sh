@@ -360,6 +360,7 @@ for _ in $(seq 1 100); do  # the slot is freed at the scheduler's next step
   [ "$(jf "$r" "d[\"usage\"][\"completion_tokens\"]")" = 3 ] && break; sleep 0.05
 done
 check "a disconnected client frees its slot" '[ "$(jf "$r" "d[\"usage\"][\"completion_tokens\"]")" = 3 ] && grep -q cancelled "$tmp/b.log"'
+check "/metrics counts the cancelled request" '[ "$(c /metrics | sed -n "s/^bitllm_requests_cancelled_total //p")" = 1 ]'
 r=$(c /v1/completions -d "{\"prompt\":\"$(python3 -c "print('the cat sat on the mat. '*400)")\"}")
 check "400 prompt longer than --ctx, with the numbers" '[ "$(jf "$r" "d[\"error\"][\"code\"]")" = context_length_exceeded ] && jf "$r" "d[\"error\"][\"message\"]" | grep -q "at most 2048"'
 r=$(c /v1/completions -d "{\"prompt\":[1,$(python3 -c "print(','.join(str(300 + i % 200) for i in range(2040)))")],\"max_tokens\":5000,\"temperature\":0}")
@@ -384,7 +385,13 @@ start_server "$tmp/c.log" "$M" --chat-template chatml --parallel 4 --max-body 65
 h=$(c /v1/chat/completions -i -X OPTIONS -H "Origin: http://ui.test" -H "Access-Control-Request-Method: POST" -H "Access-Control-Request-Headers: authorization, content-type")
 check "--cors: a preflight gets 204 with the origin, methods and headers" 'echo "$h" | head -1 | grep -q " 204" && echo "$h" | grep -qi "^Access-Control-Allow-Origin: http://ui.test" && echo "$h" | grep -qi "^Access-Control-Allow-Methods: POST" && echo "$h" | grep -qi "^Access-Control-Allow-Headers: Authorization, Content-Type"'
 check "--cors: answers, errors and streams carry the origin" 'c /v1/completions -i -d "{\"prompt\":\"a\",\"max_tokens\":1}" | grep -qi "^Access-Control-Allow-Origin: http://ui.test" && c /v1/completions -i -d "{bad" | grep -qi "^Access-Control-Allow-Origin: http://ui.test" && c /v1/completions -i -d "{\"prompt\":\"a\",\"max_tokens\":1,\"stream\":true}" | grep -qi "^Access-Control-Allow-Origin: http://ui.test"'
+# GET /metrics (Prometheus text): one request of a 5-token prompt and 16 tokens moves the
+# counters by exactly that
+metric() { sed -n "s/^bitllm_$1 //p" "$2"; }
+c /metrics > "$tmp/m0"
 before=$(c /v1/completions -d '{"prompt":"Once upon a time","max_tokens":16,"temperature":0}')
+c /metrics -i > "$tmp/m1"
+check "/metrics: a 5-token prompt and 16 tokens move the counters by that, HELP and TYPE lines" '[ $(( $(metric prompt_tokens_total "$tmp/m1") - $(metric prompt_tokens_total "$tmp/m0") )) = 5 ] && [ $(( $(metric tokens_predicted_total "$tmp/m1") - $(metric tokens_predicted_total "$tmp/m0") )) = 16 ] && [ $(( $(metric requests_finished_total "$tmp/m1") - $(metric requests_finished_total "$tmp/m0") )) = 1 ] && [ "$(metric requests_processing "$tmp/m1")" = 0 ] && [ "$(metric slots "$tmp/m1")" = 4 ] && grep -q "^# TYPE bitllm_tokens_predicted_total counter" "$tmp/m1" && grep -qi "^Content-Type: text/plain; version=0.0.4" "$tmp/m1"'
 f=$(python3 "$(dirname "$0")/serve_fuzz.py" "$PORT" "$N" 1 240)
 echo "fuzz: $f"
 check "$N random requests sent within the time bound" '[ "$(jf "$f" "d[\"sent\"]")" = "$N" ]'

@@ -8,7 +8,8 @@
  * out. Requests join and leave between steps; a client that disconnects frees its slot at the
  * next step. Endpoints: POST /v1/completions, POST /v1/chat/completions (both optionally
  * streamed as server-sent events ending in "data: [DONE]"), GET /v1/models, GET
- * /v1/models/{id}, GET /health. Errors
+ * /v1/models/{id}, POST /tokenize and /detokenize (llama.cpp's), GET /metrics (Prometheus),
+ * GET /health. Errors
  * are OpenAI error objects {"error": {"message", "type", "param", "code"}} with status 400, 401,
  * 404, 405, 413 or 503. docs/serve.md documents the API. */
 #ifndef BITLLM_SERVE_H

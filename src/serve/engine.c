@@ -87,6 +87,7 @@ struct srv_engine {
     int n_queued;
     bool closed, stop, drain;
     unsigned long next_id;
+    srv_metrics met;        /* under mu */
     pthread_t thread;
     bool thread_started;
 };
@@ -263,6 +264,8 @@ static void finish(srv_engine *e, srv_req *r, const char *why, const char *error
     r->finish = why;
     r->n_out = r->n_gen;
     if (error) snprintf(r->error, sizeof r->error, "%.200s", error);
+    if (why) e->met.finished++;
+    else e->met.failed++;
     wake_locked(r);
     leave_slot(e, r, why != NULL);
     for (int i = 0, k = 0; i < e->n_active; i++)
@@ -370,6 +373,7 @@ static void admit_locked(srv_engine *e) {
         r->done = true;
         r->finish = NULL;
         if (!r->error[0]) snprintf(r->error, sizeof r->error, "cancelled");
+        e->met.cancelled++;
         wake_locked(r);
         leave_slot(e, r, true); /* its finished chunks are as good as anyone's */
         for (int j = i; j + 1 < e->n_active; j++) e->order[j] = e->order[j + 1];
@@ -386,6 +390,7 @@ static void admit_locked(srv_engine *e) {
         if (r->cancel) {
             r->done = true;
             snprintf(r->error, sizeof r->error, "cancelled");
+            e->met.cancelled++;
             wake_locked(r);
             unref_locked(r);
             continue;
@@ -428,6 +433,7 @@ static void admit_locked(srv_engine *e) {
         e->n_kept[slot] = reuse;
         e->used[slot] = ++e->n_admitted;
         r->fed = r->cached = reuse;
+        e->met.cached_tokens += (uint64_t)reuse;
         r->copied = src >= 0;
         r->slot = slot;
         r->admitted = true;
@@ -499,10 +505,22 @@ static void step(srv_engine *e) {
         rows += c;
     }
     bl_err err = {0};
+    const double t0 = bl_time_s();
     if (n && bl_forward_batch(e->st, e->seqs, n, &err) != BL_OK) {
         for (int k = 0; k < n; k++) finish(e, reqs[k], NULL, err.msg);
         return;
     }
+    uint64_t prompt_rows = 0, sampled = 0;
+    for (int k = 0; k < n; k++) {
+        if (reqs[k]->fed < reqs[k]->p.n_prompt) prompt_rows += (uint64_t)e->seqs[k].n;
+        if (lg[k]) sampled++;
+    }
+    pthread_mutex_lock(&e->mu);
+    e->met.steps++;
+    e->met.step_seconds += bl_time_s() - t0;
+    e->met.prompt_tokens += prompt_rows;
+    e->met.generated += sampled;
+    pthread_mutex_unlock(&e->mu);
     sample_job sj = {reqs, lg, tok};
     bl_pool_for(bl_state_pool(e->st), n, n >= 2, sample_range, &sj);
     for (int k = 0; k < n; k++) {
@@ -646,6 +664,15 @@ void srv_engine_free(srv_engine *e) {
     pthread_cond_destroy(&e->wake);
     pthread_mutex_destroy(&e->mu);
     free(e);
+}
+
+void srv_engine_metrics(srv_engine *e, srv_metrics *out) {
+    pthread_mutex_lock(&e->mu);
+    *out = e->met;
+    out->processing = e->n_active;
+    out->queued = e->n_queued;
+    out->slots = e->o.parallel;
+    pthread_mutex_unlock(&e->mu);
 }
 
 int srv_submit(srv_engine *e, srv_params *p, srv_req **out) {

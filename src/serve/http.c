@@ -423,6 +423,52 @@ static enum MHD_Result generate(bl_server *s, struct MHD_Connection *c, conn_t *
     return queue(s, c, MHD_HTTP_OK, r);
 }
 
+/* GET /metrics: the engine's counters in Prometheus' text format (0.0.4). */
+static enum MHD_Result answer_metrics(const bl_server *s, struct MHD_Connection *c) {
+    srv_metrics m;
+    srv_engine_metrics(s->engine, &m);
+    const struct {
+        const char *name, *type, *help;
+        double v;
+    } rows[] = {
+        {"prompt_tokens_total", "counter", "Prompt tokens run through the model.",
+         (double)m.prompt_tokens},
+        {"prompt_tokens_cached_total", "counter",
+         "Prompt tokens taken from the prompt cache instead of run.", (double)m.cached_tokens},
+        {"tokens_predicted_total", "counter", "Tokens sampled.", (double)m.generated},
+        {"requests_finished_total", "counter", "Requests that ended with stop or length.",
+         (double)m.finished},
+        {"requests_failed_total", "counter", "Requests that ended with an error.",
+         (double)m.failed},
+        {"requests_cancelled_total", "counter",
+         "Requests cancelled (client gone, or shutting down).", (double)m.cancelled},
+        {"decode_steps_total", "counter", "Batched forward passes.", (double)m.steps},
+        {"decode_seconds_total", "counter", "Seconds in batched forward passes.",
+         m.step_seconds},
+        {"requests_processing", "gauge", "Requests in a KV-cache slot now.",
+         (double)m.processing},
+        {"requests_queued", "gauge", "Requests waiting for a slot now.", (double)m.queued},
+        {"slots", "gauge", "KV-cache slots (--parallel).", (double)m.slots},
+    };
+    srv_str out = {0};
+    bool ok = true;
+    for (size_t i = 0; ok && i < sizeof rows / sizeof rows[0]; i++) {
+        char line[512];
+        const int n = snprintf(line, sizeof line, "# HELP bitllm_%s %s\n# TYPE bitllm_%s %s\n"
+                               "bitllm_%s %.17g\n", rows[i].name, rows[i].help, rows[i].name,
+                               rows[i].type, rows[i].name, rows[i].v);
+        ok = n > 0 && (size_t)n < sizeof line && srv_str_put(&out, line, (size_t)n);
+    }
+    struct MHD_Response *r =
+        ok ? MHD_create_response_from_buffer(out.n, out.p, MHD_RESPMEM_MUST_FREE) : NULL;
+    if (!r) {
+        srv_str_free(&out);
+        return answer_error(s, c, 500, NULL, NULL, NULL, "out of memory");
+    }
+    MHD_add_response_header(r, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    return queue(s, c, 200, r);
+}
+
 /* Constant-time comparison of the bearer token with the key. */
 static bool authorized(const bl_server *s, struct MHD_Connection *c) {
     if (!s->api_key) return true;
@@ -435,12 +481,13 @@ static bool authorized(const bl_server *s, struct MHD_Connection *c) {
     return diff == 0;
 }
 
-enum { R_NONE, R_HEALTH, R_MODELS, R_MODEL, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE };
+enum { R_NONE, R_HEALTH, R_METRICS, R_MODELS, R_MODEL, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE };
 static const struct {
     const char *url, *method;
     int route;
 } routes[] = {
     {"/health", "GET", R_HEALTH},
+    {"/metrics", "GET", R_METRICS}, /* Prometheus text format */
     {"/v1/models", "GET", R_MODELS},
     {"/v1/models/", "GET", R_MODEL}, /* followed by the model's id */
     {"/v1/completions", "POST", R_COMPLETIONS},
@@ -519,6 +566,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                             "(--max-body)", s->o.max_body);
     switch (route) {
     case R_HEALTH: return answer(s, c, 200, bl_strdup("{\"status\":\"ok\"}"), NULL);
+    case R_METRICS: return answer_metrics(s, c);
     case R_MODELS: return answer(s, c, 200, srv_models_json(s->model_id, s->started), NULL);
     case R_MODEL:
         if (strcmp(model, s->model_id) != 0)

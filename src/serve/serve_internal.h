@@ -87,6 +87,18 @@ void srv_engine_free(srv_engine *e);
 /* No new requests from now on (srv_submit answers SRV_STOPPING). */
 void srv_engine_close(srv_engine *e);
 
+/* Counters since the engine started (GET /metrics), and its state now. */
+typedef struct {
+    uint64_t prompt_tokens;  /* prompt tokens run through the model */
+    uint64_t cached_tokens;  /* prompt tokens taken from the prompt cache instead */
+    uint64_t generated;      /* tokens sampled */
+    uint64_t finished, failed, cancelled; /* requests */
+    uint64_t steps;          /* batched forward passes */
+    double step_seconds;     /* time in them */
+    int processing, queued, slots;
+} srv_metrics;
+void srv_engine_metrics(srv_engine *e, srv_metrics *out);
+
 enum { SRV_OK = 0, SRV_QUEUE_FULL = 1, SRV_STOPPING = 2, SRV_NOMEM = 3 };
 /* Queues a request (taking p's buffers; p is cleared). *out holds a reference for the caller,
  * released with srv_release. */
