@@ -143,10 +143,11 @@ int cmd_info(int argc, char **argv) {
                m->quant_method);
         printf("embeddings   %s, %.4f bpw; output head %s, %.4f bpw\n", emb_fmt, emb_bpw,
                c->tied_embeddings ? "tied to them" : head_fmt, head_bpw);
-        printf("tokenizer    %s\n",
+        printf("tokenizer    %s%s\n",
                m->tok ? (bl_tokenizer_kind(m->tok) == BL_TOK_SPM ? "sentencepiece bpe"
                                                                 : "byte-level bpe")
-                      : "none (pass --tokenizer)");
+                      : "none (pass --tokenizer)",
+               !m->tok ? "" : bl_model_adds_bos(m) ? "; texts start with BOS" : "; no BOS prepended");
         printf("layers:\n");
         for (int l = 0; l < c->n_layers; l++)
             for (int p = 0; p < BL_PROJ_COUNT; p++) {
