@@ -228,8 +228,9 @@ static const bl_model *request_model(void) {
 }
 
 /* One byte: bit 0 chat (else completion), the rest (mod the family count + 1) the chat template,
- * the last value meaning none; then the request body. A parsed request's stop strings are then
- * searched for in the body, as the server searches generated text. */
+ * the last value meaning none; then the request body, also given to /tokenize and /detokenize. A
+ * parsed request's stop strings are then searched for in the body, as the server searches
+ * generated text. */
 bl_status bl_fuzz_request(const uint8_t *data, size_t size, bl_err *err) {
     if (size < 1) return bl_fail(err, BL_ERR_ARG, "fuzz input: needs a selector byte");
     const bl_model *m = request_model();
@@ -245,6 +246,10 @@ bl_status bl_fuzz_request(const uint8_t *data, size_t size, bl_err *err) {
     srv_api_req r;
     srv_error e = {0};
     const char *body = (const char *)data + 1;
+    /* the same body to llama.cpp's /tokenize and /detokenize */
+    srv_error te = {0};
+    free(srv_tokenize(&c, body, size - 1, &te));
+    free(srv_detokenize(&c, body, size - 1, &te));
     if (!srv_parse_request(&c, body, size - 1, data[0] & 1, &r, &e))
         return bl_fail(err, BL_ERR_ARG, "HTTP %d: %s", e.status, e.message);
     (void)srv_find_stop(body, size - 1, 0, r.choice[0].stop, r.choice[0].n_stop);
