@@ -476,6 +476,12 @@ def seeds_request():
     put("request", "ok-chat-logprobs", req(True, 0, {
         "messages": [{"role": "user", "content": "hello"}], "logprobs": True,
         "top_logprobs": 3}))
+    put("request", "ok-stream-choices", req(False, 0, {
+        "prompt": ["the world", [1, 260]], "n": 2, "stream": True, "echo": True, "logprobs": 1}))
+    # (not completion requests: their names do not start with ok-, which the replay test loads)
+    put("request", "tokenize-body", req(False, 0, {
+        "content": "he llo the world", "add_special": True, "with_pieces": True}))
+    put("request", "detokenize-body", req(False, 0, {"tokens": [1, 260, 261, 3, 258]}))
     for i in range(7):  # the chat families, in bl_chat_template_names order
         put("request", "ok-chat-%d" % i, req(True, i, {
             "messages": [{"role": "system", "content": "be brief"},
