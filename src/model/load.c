@@ -172,13 +172,11 @@ static bl_status gguf_float(const bl_gguf *g, const char *key, float *out, bl_er
     return BL_OK;
 }
 
-/* <arch>.rope.scaling.type: "none", or "linear" with <arch>.rope.scaling.factor (or the older
- * <arch>.rope.scale_linear); the others (yarn, ...) are refused rather than run unscaled. */
-static bl_status gguf_rope_scaling(const bl_gguf *g, const char *arch, bl_config *c, bl_err *err) {
-    char kt[96], kf[96], kl[96];
-    snprintf(kt, sizeof kt, "%s.rope.scaling.type", arch);
-    snprintf(kf, sizeof kf, "%s.rope.scaling.factor", arch);
-    snprintf(kl, sizeof kl, "%s.rope.scale_linear", arch);
+/* kt = <arch>.rope.scaling.type: "none", or "linear" with kf = <arch>.rope.scaling.factor (or
+ * kl = the older <arch>.rope.scale_linear); the others (yarn, ...) are refused rather than run
+ * unscaled. A factor of 1 is none. */
+static bl_status gguf_rope_scaling(const bl_gguf *g, const char *kt, const char *kf,
+                                   const char *kl, bl_config *c, bl_err *err) {
     bl_status s;
     if (bl_gguf_find(g, kt)) {
         bl_str t;
@@ -191,11 +189,12 @@ static bl_status gguf_rope_scaling(const bl_gguf *g, const char *arch, bl_config
         if (!bl_gguf_find(g, kf))
             return bl_fail(err, BL_ERR_FORMAT, "%s: %s is \"linear\" but %s is missing", g->path,
                            kt, kf);
-        return gguf_float(g, kf, &c->rope_linear, err);
+        s = gguf_float(g, kf, &c->rope_linear, err);
+    } else {
+        s = gguf_float(g, kl, &c->rope_linear, err);
     }
-    if ((s = gguf_float(g, kl, &c->rope_linear, err))) return s;
     if (c->rope_linear == 1.0f) c->rope_linear = 0.0f; /* the neutral value converters write */
-    return BL_OK;
+    return s;
 }
 
 /* m->gguf is parsed: configuration from its metadata, then the weights and tokenizer. */
@@ -219,11 +218,16 @@ static bl_status gguf_model(bl_model *m, const bl_load_opts *opts, bl_err *err) 
     if (!bl_arch_from_name(arch, &c->arch))
         return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: architecture \"%s\" is not supported",
                        m->path, arch);
-    enum { K_DIM, K_FF, K_LAYERS, K_HEADS, K_KV, K_HD, K_CTX, K_EPS, K_THETA, K_COUNT };
+    enum {
+        K_DIM, K_FF, K_LAYERS, K_HEADS, K_KV, K_HD, K_CTX, K_EPS, K_THETA,
+        K_SCALING, K_SCALE_FACTOR, K_SCALE_LINEAR, K_WINDOW, K_EXPERTS, K_ROPE_DIMS, K_COUNT
+    };
     static const char *const suffix[K_COUNT] = {
         "embedding_length", "feed_forward_length", "block_count", "attention.head_count",
         "attention.head_count_kv", "attention.key_length", "context_length",
-        "attention.layer_norm_rms_epsilon", "rope.freq_base"};
+        "attention.layer_norm_rms_epsilon", "rope.freq_base", "rope.scaling.type",
+        "rope.scaling.factor", "rope.scale_linear", "attention.sliding_window", "expert_count",
+        "rope.dimension_count"};
     char k[K_COUNT][80];
     for (int i = 0; i < K_COUNT; i++) snprintf(k[i], sizeof k[i], "%s.%s", arch, suffix[i]);
     const bl_config_fields fields = {"GGUF metadata", k[K_DIM], k[K_FF], k[K_LAYERS], k[K_HEADS],
@@ -250,10 +254,9 @@ static bl_status gguf_model(bl_model *m, const bl_load_opts *opts, bl_err *err) 
         (s = gguf_int(g, "tokenizer.ggml.bos_token_id", &c->bos_id, false, err)) ||
         (s = gguf_int(g, "tokenizer.ggml.eos_token_id", &c->eos_id, false, err)))
         return s;
-    if ((s = gguf_rope_scaling(g, arch, c, err))) return s;
-    char kw[96];
-    snprintf(kw, sizeof kw, "%s.attention.sliding_window", arch);
-    if ((s = gguf_int(g, kw, &c->sliding_window, false, err))) return s;
+    if ((s = gguf_rope_scaling(g, k[K_SCALING], k[K_SCALE_FACTOR], k[K_SCALE_LINEAR], c, err)) ||
+        (s = gguf_int(g, k[K_WINDOW], &c->sliding_window, false, err)))
+        return s;
     if (!has_hd) {
         if (c->n_heads <= 0 || c->dim % c->n_heads != 0)
             return bl_fail(err, BL_ERR_FORMAT, "%s: %s = %d is not a multiple of %s = %d (and "
@@ -277,21 +280,17 @@ static bl_status gguf_model(bl_model *m, const bl_load_opts *opts, bl_err *err) 
     c->qk_norm = bl_tensor_set_find(&m->tensors, name) != NULL;
     if ((s = bl_config_validate(c, m->path, &fields, err))) return s;
     /* Mixtral's GGUFs say "llama" too: their experts would otherwise be missing tensors */
-    char ke[96];
     int experts = 0;
-    snprintf(ke, sizeof ke, "%s.expert_count", arch);
-    if ((s = gguf_int(g, ke, &experts, false, err))) return s;
+    if ((s = gguf_int(g, k[K_EXPERTS], &experts, false, err))) return s;
     if (experts > 0)
         return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: %s = %d: mixture-of-experts models are not "
-                       "supported", m->path, ke, experts);
+                       "supported", m->path, k[K_EXPERTS], experts);
     /* RoPE over the whole head: a partial rotary dimension would run as a full one */
-    char kr[96];
     int rope_dims = c->head_dim;
-    snprintf(kr, sizeof kr, "%s.rope.dimension_count", arch);
-    if ((s = gguf_int(g, kr, &rope_dims, false, err))) return s;
+    if ((s = gguf_int(g, k[K_ROPE_DIMS], &rope_dims, false, err))) return s;
     if (rope_dims != c->head_dim)
         return bl_fail(err, BL_ERR_UNSUPPORTED, "%s: %s = %d: RoPE over part of the %d-wide heads "
-                       "is not supported", m->path, kr, rope_dims, c->head_dim);
+                       "is not supported", m->path, k[K_ROPE_DIMS], rope_dims, c->head_dim);
     const bl_load_source src = {m->path, m->path, &fields, true, false};
     if ((s = bl_model_load_weights(m, &src, NULL, opts, err))) return s;
     if (opts && opts->tokenizer_path) return bl_model_load_tokenizer(m, opts->tokenizer_path, err);
