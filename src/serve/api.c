@@ -191,7 +191,6 @@ static uint64_t fresh_seed(void) {
            (atomic_fetch_add(&counter, 1) * 0x9e3779b97f4a7c15ull);
 }
 
-/* The completion prompt: a string, or token ids, or a one-element array of either. */
 /* The token ids of the JSON array v (a request's parameter `param`) into *ids (malloc'ed; NULL
  * when empty) and *n; each an integer in [0, vocabulary). */
 static bool token_ids(const srv_api_ctx *c, const cJSON *v, const char *param, int32_t **ids,
@@ -741,6 +740,7 @@ static cJSON *tokenizer_body(const srv_api_ctx *c, const char *body, size_t len,
 
 char *srv_tokenize(const srv_api_ctx *c, const char *body, size_t len, srv_error *e) {
     cJSON *o = tokenizer_body(c, body, len, e), *out = NULL;
+    char *res = NULL;
     const cJSON *content = o ? get(o, "content") : NULL;
     bool add_special = false, with_pieces = false;
     int32_t *ids = NULL;
@@ -771,7 +771,6 @@ char *srv_tokenize(const srv_api_ctx *c, const char *body, size_t len, srv_error
         if (!x || !token_text(c->m->tok, ids[i], &t)) {
             cJSON_Delete(x);
             cJSON_Delete(out);
-            out = NULL;
             fail(e, 500, NULL, "out of memory");
             goto done;
         }
@@ -781,10 +780,11 @@ char *srv_tokenize(const srv_api_ctx *c, const char *body, size_t len, srv_error
         free(t.text);
         cJSON_AddItemToArray(toks, x);
     }
+    if (!(res = print(out))) fail(e, 500, NULL, "out of memory");
 done:
     free(ids);
     cJSON_Delete(o);
-    return out ? print(out) : NULL;
+    return res;
 }
 
 char *srv_detokenize(const srv_api_ctx *c, const char *body, size_t len, srv_error *e) {

@@ -67,7 +67,8 @@ char *srv_chunk_json(const srv_reply *r, int index, const char *text, bool role,
                      const char *finish, const srv_lp_view *lp);
 char *srv_usage_chunk_json(const srv_reply *r, srv_usage u);
 /* llama.cpp's POST /tokenize ({"content", "add_special", "with_pieces"} -> {"tokens"}) and POST
- * /detokenize ({"tokens"} -> {"content"}): the answer's JSON, or NULL with e filled. */
+ * /detokenize ({"tokens"} -> {"content"}): the answer's JSON, or NULL with e filled (out of
+ * memory included). */
 char *srv_tokenize(const srv_api_ctx *c, const char *body, size_t len, srv_error *e);
 char *srv_detokenize(const srv_api_ctx *c, const char *body, size_t len, srv_error *e);
 char *srv_models_json(const char *model, long created); /* GET /v1/models */

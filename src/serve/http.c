@@ -114,7 +114,7 @@ static bool client_gone(int fd) {
 /* One choice of a request in flight: its engine request and what its answer adds to the text. */
 typedef struct {
     srv_req *req;
-    char *echo; /* echo: the prompt's text, before the generated text */
+    char *echo; /* echo: the prompt's text, before the generated text (NUL-terminated) */
     size_t echo_n;
     int n_scored; /* prompt tokens with log-probabilities (echo with logprobs) */
     bool logprobs;
@@ -150,7 +150,7 @@ static void add_usage(srv_usage *total, int i, int n_per, srv_usage u) {
 typedef struct {
     bl_server *s;
     choice_t *ch;
-    int n, n_per, n_left;
+    int n, n_per;
     srv_reply reply;
     bool include_usage, started, finished;
     int fd;
@@ -173,13 +173,8 @@ static bool send_echo(stream_t *st, int i) {
                             .echo_chars = srv_utf8_chars(c->echo, c->echo_n),
                             .tok = st->s->m->tok};
     c->chars = lp.echo_chars;
-    char *text = malloc(c->echo_n + 1);
-    if (!text) return false;
-    memcpy(text, c->echo, c->echo_n);
-    text[c->echo_n] = 0;
-    bool ok = add_event(st, srv_chunk_json(&st->reply, i, text, false, NULL,
+    bool ok = add_event(st, srv_chunk_json(&st->reply, i, c->echo, false, NULL,
                                            c->logprobs ? &lp : NULL));
-    free(text);
     free(c->echo);
     c->echo = NULL;
     return ok;
@@ -225,7 +220,6 @@ static bool pump_choice(stream_t *st, int i, bool *got, bool *failed) {
     if (ok && ss.done) {
         c->finished = true;
         c->usage = ss.usage;
-        st->n_left--;
         if (ss.finish) {
             ok = add_event(st, srv_chunk_json(&st->reply, i, NULL, false, ss.finish, NULL));
         } else {
@@ -260,10 +254,11 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             for (int i = 0; i < st->n; i++)
                 if (!st->ch[i].finished) wait[k++] = st->ch[i].req;
             srv_wait_any(e, wait, k, WAIT_MS);
-            bool got = false, failed = false;
+            bool got = false, failed = false, all_done = true;
             for (int i = 0; ok && !failed && i < st->n; i++)
                 if (!st->ch[i].finished) ok = pump_choice(st, i, &got, &failed);
-            if (ok && (failed || st->n_left == 0)) {
+            for (int i = 0; i < st->n; i++) all_done = all_done && st->ch[i].finished;
+            if (ok && (failed || all_done)) {
                 if (!failed && st->include_usage) {
                     srv_usage total = {0};
                     for (int i = 0; i < st->n; i++) add_usage(&total, i, st->n_per, st->ch[i].usage);
@@ -415,8 +410,8 @@ static enum MHD_Result generate(bl_server *s, struct MHD_Connection *c, conn_t *
         free(st);
         return answer_error(s, c, 500, NULL, NULL, NULL, "out of memory");
     }
-    *st = (stream_t){.s = s, .ch = ch, .n = n, .n_per = n_per, .n_left = n,
-                     .include_usage = include_usage, .fd = fd};
+    *st = (stream_t){.s = s, .ch = ch, .n = n, .n_per = n_per, .include_usage = include_usage,
+                     .fd = fd};
     new_reply(s, chat, &st->reply);
     MHD_add_response_header(r, "Content-Type", "text/event-stream");
     MHD_add_response_header(r, "Cache-Control", "no-cache");
@@ -485,15 +480,16 @@ enum { R_NONE, R_HEALTH, R_METRICS, R_MODELS, R_MODEL, R_COMPLETIONS, R_CHAT, R_
 static const struct {
     const char *url, *method;
     int route;
+    bool prefix; /* the URL continues with a parameter */
 } routes[] = {
-    {"/health", "GET", R_HEALTH},
-    {"/metrics", "GET", R_METRICS}, /* Prometheus text format */
-    {"/v1/models", "GET", R_MODELS},
-    {"/v1/models/", "GET", R_MODEL}, /* followed by the model's id */
-    {"/v1/completions", "POST", R_COMPLETIONS},
-    {"/v1/chat/completions", "POST", R_CHAT},
-    {"/tokenize", "POST", R_TOKENIZE}, /* llama.cpp's */
-    {"/detokenize", "POST", R_DETOKENIZE},
+    {"/health", "GET", R_HEALTH, false},
+    {"/metrics", "GET", R_METRICS, false}, /* Prometheus text format */
+    {"/v1/models", "GET", R_MODELS, false},
+    {"/v1/models/", "GET", R_MODEL, true}, /* followed by the model's id */
+    {"/v1/completions", "POST", R_COMPLETIONS, false},
+    {"/v1/chat/completions", "POST", R_CHAT, false},
+    {"/tokenize", "POST", R_TOKENIZE, false}, /* llama.cpp's */
+    {"/detokenize", "POST", R_DETOKENIZE, false},
 };
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
@@ -504,14 +500,14 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     conn_t *cx = *con_cls;
     int route = R_NONE;
     const char *allowed = NULL;
-    const char *model = NULL; /* GET /v1/models/{model} */
+    const char *param = NULL; /* what follows a prefix route's URL (GET /v1/models/{model}) */
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         const size_t n = strlen(routes[i].url);
-        const bool prefix = routes[i].route == R_MODEL;
-        if (prefix ? strncmp(url, routes[i].url, n) == 0 && url[n] : strcmp(url, routes[i].url) == 0) {
+        if (routes[i].prefix ? strncmp(url, routes[i].url, n) == 0 && url[n]
+                             : strcmp(url, routes[i].url) == 0) {
             allowed = routes[i].method;
             if (strcmp(method, routes[i].method) == 0) route = routes[i].route;
-            if (prefix) model = url + n;
+            if (routes[i].prefix) param = url + n;
         }
     }
     if (!cx) { /* headers only so far: refuse early what needs no body */
@@ -569,10 +565,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     case R_METRICS: return answer_metrics(s, c);
     case R_MODELS: return answer(s, c, 200, srv_models_json(s->model_id, s->started), NULL);
     case R_MODEL:
-        if (strcmp(model, s->model_id) != 0)
+        if (strcmp(param, s->model_id) != 0)
             return answer_error(s, c, 404, "model", "model_not_found", NULL,
                                 "the model '%.200s' does not exist; this server has '%.200s'",
-                                model, s->model_id);
+                                param, s->model_id);
         return answer(s, c, 200, srv_model_json(s->model_id, s->started), NULL);
     case R_TOKENIZE:
     case R_DETOKENIZE: {
@@ -581,9 +577,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         const char *b = cx->body.p ? cx->body.p : "";
         char *json = route == R_TOKENIZE ? srv_tokenize(&api, b, cx->body.n, &err)
                                          : srv_detokenize(&api, b, cx->body.n, &err);
-        if (json) return answer(s, c, 200, json, NULL);
-        if (!err.status) return answer_error(s, c, 500, NULL, NULL, NULL, "out of memory");
-        return answer(s, c, err.status, srv_error_json(&err), NULL);
+        return json ? answer(s, c, 200, json, NULL)
+                    : answer(s, c, err.status, srv_error_json(&err), NULL);
     }
     case R_COMPLETIONS: return generate(s, c, cx, false);
     default: return generate(s, c, cx, true);
